@@ -1,0 +1,67 @@
+import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
+import { Packr } from "msgpackr";
+import { DecodeError } from "./errors.js";
+import { formatIssues } from "./graph.js";
+import type { SchemaRef } from "./messages.js";
+
+/** Header naming the schema and version of a payload, e.g. `task.work/1`. */
+export const SCHEMA_HEADER = "Ado-Schema";
+
+// Plain MessagePack (no msgpackr record extension), so any language can decode it.
+const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+
+export interface Encoded {
+  data: Uint8Array;
+  headers: MsgHdrs;
+}
+
+/** Validates `value` against its schema and encodes it with the schema header. */
+export function encode<T>(ref: SchemaRef<T>, value: T, extra?: Record<string, string>): Encoded {
+  // Validating on the way out catches our own bugs at the sender, not at every reader.
+  const checked = ref.schema.parse(value);
+  const headers = natsHeaders();
+  headers.set(SCHEMA_HEADER, `${ref.name}/${ref.version}`);
+  if (extra) for (const [k, v] of Object.entries(extra)) headers.set(k, v);
+  return { data: packr.pack(checked), headers };
+}
+
+/** Encodes without headers (KV values, where the bucket names the type). */
+export function encodeValue<T>(ref: SchemaRef<T>, value: T): Uint8Array {
+  return packr.pack(ref.schema.parse(value));
+}
+
+/**
+ * Decodes a payload through its schema. Throws DecodeError naming the schema and the
+ * first problem; the caller turns that into an error reply or a dead letter.
+ */
+export function decode<T>(ref: SchemaRef<T>, data: Uint8Array, headers?: MsgHdrs): T {
+  const declared = headers?.get(SCHEMA_HEADER);
+  if (declared) {
+    const [name, version] = declared.split("/");
+    if (name !== ref.name) {
+      throw new DecodeError(`expected a '${ref.name}' payload but the message says it is '${declared}'`, ref.name);
+    }
+    if (Number(version) > ref.version) {
+      throw new DecodeError(
+        `'${declared}' is newer than this ado understands (${ref.name}/${ref.version}): upgrade ado`,
+        ref.name,
+      );
+    }
+  }
+  let raw: unknown;
+  try {
+    raw = packr.unpack(data);
+  } catch (err) {
+    throw new DecodeError(`not valid MessagePack for '${ref.name}': ${(err as Error).message}`, ref.name, { cause: err });
+  }
+  const parsed = ref.schema.safeParse(raw);
+  if (!parsed.success) {
+    throw new DecodeError(`invalid '${ref.name}' payload: ${formatIssues(parsed.error)}`, ref.name, { cause: parsed.error });
+  }
+  return parsed.data;
+}
+
+/** Raw MessagePack encoding of any value (for dead letters and tests). */
+export function packRaw(value: unknown): Uint8Array {
+  return packr.pack(value);
+}

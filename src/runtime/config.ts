@@ -1,0 +1,145 @@
+import { readFile } from "node:fs/promises";
+import { join, resolve } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+import { ConfigError } from "./errors.js";
+import { PREFIX_PATTERN } from "./topology.js";
+
+export const BALANCER_STRATEGIES = ["least_loaded"] as const;
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+/** ado.config.yaml, after environment and flags are applied. */
+export const ConfigSchema = z
+  .object({
+    /** Subject/stream/bucket prefix, so installations can share one NATS. */
+    prefix: z.string().regex(PREFIX_PATTERN, "1-32 letters, digits, '_' or '-'").default("ado"),
+    /** NATS server URL(s), comma-separated. Absent: `ado run` starts an embedded server. */
+    server: z.string().min(1).optional(),
+    /** Workers the embedded stack starts. */
+    workers: z.number().int().min(1).max(256).default(4),
+    /** Tasks one worker runs at once. */
+    slots: z.number().int().min(1).max(1024).default(1),
+    /** Where task worktrees go; default `$XDG_CACHE_HOME/ado/worktrees` (never inside your checkout). */
+    worktreeDir: z.string().min(1).optional(),
+    logLevel: z.enum(LOG_LEVELS).default("warn"),
+    balancer: z.object({ strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded") }).strict().default({ strategy: "least_loaded" }),
+    /** Worker heartbeat; the balancer drops a worker silent for 3 heartbeats. */
+    heartbeatMs: z.number().int().min(50).max(60_000).default(1_000),
+    shutdown: z
+      .object({ graceMs: z.number().int().min(0).default(10_000), forceMs: z.number().int().min(0).default(5_000) })
+      .strict()
+      .default({ graceMs: 10_000, forceMs: 5_000 }),
+    embedded: z
+      .object({ storeDir: z.string().optional(), port: z.number().int().min(0).max(65_535).optional() })
+      .strict()
+      .default({}),
+  })
+  .strict();
+
+export type Config = z.output<typeof ConfigSchema>;
+export const CONFIG_FILE = "ado.config.yaml";
+
+/** Environment variables that override the file, and the field each sets. */
+export const ENV_VARS: Record<string, { path: string[]; number?: boolean }> = {
+  ADO_PREFIX: { path: ["prefix"] },
+  ADO_SERVER: { path: ["server"] },
+  ADO_WORKERS: { path: ["workers"], number: true },
+  ADO_SLOTS: { path: ["slots"], number: true },
+  ADO_WORKTREE_DIR: { path: ["worktreeDir"] },
+  ADO_LOG_LEVEL: { path: ["logLevel"] },
+  ADO_BALANCER_STRATEGY: { path: ["balancer", "strategy"] },
+  ADO_HEARTBEAT_MS: { path: ["heartbeatMs"], number: true },
+};
+
+export interface LoadConfigOptions {
+  /** Explicit config file (`--config`); an error if missing. */
+  file?: string;
+  /** Directory searched for ado.config.yaml when no file is given. */
+  dir?: string;
+  env?: NodeJS.ProcessEnv;
+  /** Values from command-line flags (highest precedence); undefined entries are ignored. */
+  flags?: Record<string, unknown>;
+}
+
+/**
+ * Loads the configuration: file, then environment, then flags. Every error names the
+ * field, where the value came from, and what is allowed.
+ */
+export async function loadConfig(opts: LoadConfigOptions = {}): Promise<Config> {
+  const sources = new Map<string, string>();
+  const merged: Record<string, unknown> = {};
+
+  const path = opts.file ? resolve(opts.file) : join(resolve(opts.dir ?? process.cwd()), CONFIG_FILE);
+  let text: string | undefined;
+  try {
+    text = await readFile(path, "utf8");
+  } catch (err) {
+    if (opts.file) throw new ConfigError(`config file '${path}' cannot be read: ${(err as Error).message}`, { cause: err });
+  }
+  if (text !== undefined) {
+    let raw: unknown;
+    try {
+      raw = parseYaml(text) ?? {};
+    } catch (err) {
+      throw new ConfigError(`config file '${path}' is not valid YAML: ${(err as Error).message}`, { cause: err });
+    }
+    if (typeof raw !== "object" || Array.isArray(raw)) {
+      throw new ConfigError(`config file '${path}' must be a mapping of settings, like "workers: 4"`);
+    }
+    deepAssign(merged, raw as Record<string, unknown>, sources, path);
+  }
+
+  const env = opts.env ?? process.env;
+  for (const [name, spec] of Object.entries(ENV_VARS)) {
+    const value = env[name];
+    if (value === undefined || value === "") continue;
+    const parsed = spec.number && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+    setPath(merged, spec.path, parsed);
+    sources.set(spec.path.join("."), `environment ${name}`);
+  }
+
+  for (const [key, value] of Object.entries(opts.flags ?? {})) {
+    if (value === undefined) continue;
+    setPath(merged, key.split("."), value);
+    sources.set(key, "command-line flag");
+  }
+
+  const result = ConfigSchema.safeParse(merged);
+  if (!result.success) {
+    const lines = result.error.issues.map((issue) => {
+      const field = issue.path.join(".") || "(root)";
+      const from = sources.get(field) ?? sources.get(String(issue.path[0])) ?? "default";
+      let what = issue.message;
+      if (issue.code === "invalid_value" && "values" in issue) {
+        what = `expected one of ${(issue.values as unknown[]).map((v) => JSON.stringify(v)).join(", ")}`;
+      } else if (issue.code === "unrecognized_keys") {
+        what = `unknown setting(s) ${issue.keys.map((k) => `'${k}'`).join(", ")}; known: ${Object.keys(ConfigSchema.shape).join(", ")}`;
+      }
+      return `${field} (from ${from}): ${what}`;
+    });
+    throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
+  }
+  return result.data;
+}
+
+function deepAssign(target: Record<string, unknown>, src: Record<string, unknown>, sources: Map<string, string>, from: string, prefix = "") {
+  for (const [k, v] of Object.entries(src)) {
+    const key = prefix ? `${prefix}.${k}` : k;
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      const child = (target[k] ??= {}) as Record<string, unknown>;
+      deepAssign(child, v as Record<string, unknown>, sources, from, key);
+    } else {
+      target[k] = v;
+      sources.set(key, from);
+    }
+  }
+}
+
+function setPath(target: Record<string, unknown>, path: string[], value: unknown) {
+  let node = target;
+  for (const k of path.slice(0, -1)) {
+    if (typeof node[k] !== "object" || node[k] === null) node[k] = {};
+    node = node[k] as Record<string, unknown>;
+  }
+  node[path[path.length - 1]!] = value;
+}

@@ -1,0 +1,82 @@
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { ServerError } from "./errors.js";
+import type { Logger } from "./logger.js";
+
+export interface ConnectOptions {
+  servers: string | string[];
+  /** Connection name, shown by `nats server report connections`: e.g. `ado-worker-w-host-1`. */
+  name: string;
+  logger: Logger;
+  /** How long the first connection attempt may take before failing. */
+  timeoutMs?: number;
+}
+
+const BACKOFF_BASE_MS = 100;
+const BACKOFF_CAP_MS = 5_000;
+
+/**
+ * Connects with the settings every ado process uses: a name, reconnection without
+ * limit with exponential backoff and jitter, and status changes logged.
+ */
+export async function connectNats(opts: ConnectOptions): Promise<NatsConnection> {
+  const log = opts.logger.child({ conn: opts.name });
+  let attempt = 0;
+  let nc: NatsConnection;
+  try {
+    nc = await connect({
+      servers: opts.servers,
+      name: opts.name,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: BACKOFF_BASE_MS,
+      // Exponential backoff with full jitter; the attempt count resets on reconnect below.
+      reconnectDelayHandler: () => {
+        const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt++, 16));
+        return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
+      },
+      timeout: opts.timeoutMs ?? 5_000,
+      pingInterval: 10_000,
+    });
+  } catch (err) {
+    throw new ServerError(
+      `cannot connect to NATS at ${[opts.servers].flat().join(", ")}: ${(err as Error).message}. ` +
+        "Check the URL (--server / ADO_SERVER), or omit it to let ado start its own embedded server.",
+      { cause: err, retryable: true },
+    );
+  }
+  void (async () => {
+    for await (const s of nc.status()) {
+      switch (s.type) {
+        case "disconnect":
+          log.warn({ server: s.server }, "nats disconnected");
+          break;
+        case "reconnecting":
+          log.debug("nats reconnecting");
+          break;
+        case "reconnect":
+          attempt = 0;
+          log.info({ server: s.server }, "nats reconnected");
+          break;
+        case "error":
+          log.error({ err: s.error }, "nats error");
+          break;
+        case "slowConsumer":
+          log.warn({ sub: s.sub.getSubject(), pending: s.pending }, "nats slow consumer");
+          break;
+        default:
+          log.trace({ status: s.type }, "nats status");
+      }
+    }
+  })().catch(() => undefined);
+  return nc;
+}
+
+/** Drains a connection (flushes pending publishes, lets subscriptions finish); never throws. */
+export async function drainQuietly(nc: NatsConnection | undefined, logger?: Logger): Promise<void> {
+  if (!nc || nc.isClosed()) return;
+  try {
+    await nc.drain();
+  } catch (err) {
+    logger?.debug({ err }, "drain failed; closing");
+    await nc.close().catch(() => undefined);
+  }
+}

@@ -1,0 +1,292 @@
+import { z } from "zod";
+import { GraphDefSchema, PRIORITIES, TaskDefSchema } from "./graph.js";
+import { ID_PATTERN } from "./ids.js";
+
+/**
+ * Every payload ado puts on the wire, as zod schemas. Each schema carries a name and
+ * version (sent in a header by the codec) so a reader can tell what it is decoding.
+ * Inside the code, use the inferred types; decode at the boundary only.
+ */
+
+const id = z.string().regex(ID_PATTERN);
+const isoTime = z.string().datetime({ offset: true });
+const sha = z.string().regex(/^[0-9a-f]{40}$/, "a full 40-hex commit id");
+
+/** Run submission: a client -> scheduler, on the submit subject. */
+export const SubmitRun = z.object({
+  type: z.literal("run.submit"),
+  runId: id,
+  graph: GraphDefSchema,
+  /** Absolute path of the repository; absent for runs whose agents need no worktree. */
+  repo: z.string().min(1).optional(),
+  /** The commit every root task starts from. Required with `repo`. */
+  baseCommit: sha.optional(),
+  submittedAt: isoTime,
+  /** Who submitted (CLI user@host, a service name): for the audit trail. */
+  submittedBy: z.string().optional(),
+});
+export type SubmitRun = z.infer<typeof SubmitRun>;
+
+/** A task whose dependencies are met: scheduler -> balancer -> worker. */
+export const TaskWork = z.object({
+  type: z.literal("task.work"),
+  runId: id,
+  taskId: id,
+  attempt: z.number().int().min(1),
+  priority: z.enum(PRIORITIES),
+  task: TaskDefSchema.omit({ needs: true }),
+  repo: z.string().optional(),
+  /** Commit to start from: the run's base, or an integration commit holding every dependency. */
+  baseCommit: sha.optional(),
+  branch: z.string().min(1),
+  /** Results of the tasks this one needs, for fan-in tasks. */
+  inputs: z
+    .array(z.object({ taskId: id, status: z.string(), commit: sha.optional(), summary: z.string().optional() }))
+    .default([]),
+  readyAt: isoTime,
+  submittedAt: isoTime,
+  /** Set by the balancer. */
+  workerId: id.optional(),
+});
+export type TaskWork = z.infer<typeof TaskWork>;
+
+export const TaskFailure = z.object({
+  message: z.string(),
+  /** False when retrying cannot help (invalid task, agent not installed). */
+  retryable: z.boolean(),
+  kind: z.enum(["exit", "timeout", "agent_missing", "invalid", "git", "internal"]),
+  exitCode: z.number().int().nullable().optional(),
+});
+export type TaskFailure = z.infer<typeof TaskFailure>;
+
+/** Worker -> scheduler: how an attempt ended. */
+export const TaskResult = z.object({
+  type: z.literal("task.result"),
+  runId: id,
+  taskId: id,
+  attempt: z.number().int().min(1),
+  workerId: id,
+  status: z.enum(["succeeded", "failed"]),
+  failure: TaskFailure.optional(),
+  branch: z.string().optional(),
+  commit: sha.optional(),
+  /** Paths changed by the task's commit (empty when it changed nothing). */
+  files: z.array(z.string()).default([]),
+  worktree: z.string().optional(),
+  startedAt: isoTime,
+  finishedAt: isoTime,
+  /** Last lines of output, shown when the task failed. */
+  outputTail: z.string().default(""),
+});
+export type TaskResult = z.infer<typeof TaskResult>;
+
+/** Scheduler -> merge coordinator: fold a finished task branch into the integration branch. */
+export const MergeRequest = z.object({
+  type: z.literal("merge.request"),
+  runId: id,
+  taskId: id,
+  repo: z.string().min(1),
+  commit: sha,
+  branch: z.string(),
+  baseCommit: sha,
+  integrationBranch: z.string(),
+  worktree: z.string().optional(),
+});
+export type MergeRequest = z.infer<typeof MergeRequest>;
+
+/** Merge coordinator -> scheduler. */
+export const MergeResult = z.object({
+  type: z.literal("merge.result"),
+  runId: id,
+  taskId: id,
+  status: z.enum(["merged", "conflict", "error"]),
+  integrationCommit: sha.optional(),
+  files: z.array(z.string()).default([]),
+  message: z.string().default(""),
+});
+export type MergeResult = z.infer<typeof MergeResult>;
+
+/** Everything the scheduler consumes after submission, on the results stream. */
+export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult]);
+export type SchedulerInput = z.infer<typeof SchedulerInput>;
+
+// ---- events: typed, on per-run and per-task subjects, kept as the audit trail ----
+
+const runEventBase = { runId: id, at: isoTime };
+const taskEventBase = { ...runEventBase, taskId: id, attempt: z.number().int().min(1) };
+
+export const TaskStatus = z.enum(["pending", "queued", "running", "succeeded", "merged", "failed", "skipped"]);
+export type TaskStatus = z.infer<typeof TaskStatus>;
+export const RunStatus = z.enum(["running", "succeeded", "failed", "rejected"]);
+export type RunStatus = z.infer<typeof RunStatus>;
+
+export const TaskSummary = z.object({
+  id,
+  status: TaskStatus,
+  attempts: z.number().int().min(0),
+  startedAt: isoTime.optional(),
+  finishedAt: isoTime.optional(),
+  workerId: id.optional(),
+  commit: sha.optional(),
+  error: z.string().optional(),
+});
+export type TaskSummary = z.infer<typeof TaskSummary>;
+
+export const AdoEvent = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("run.accepted"),
+    ...runEventBase,
+    name: z.string(),
+    tasks: z.array(z.object({ id, needs: z.array(id), priority: z.enum(PRIORITIES) })),
+    integrationBranch: z.string().optional(),
+    baseCommit: sha.optional(),
+  }),
+  z.object({ type: z.literal("run.rejected"), ...runEventBase, reason: z.string(), tasks: z.array(z.string()).default([]) }),
+  z.object({
+    type: z.literal("run.completed"),
+    ...runEventBase,
+    status: z.enum(["succeeded", "failed"]),
+    integrationBranch: z.string().optional(),
+    integrationCommit: sha.optional(),
+    error: z.string().optional(),
+    tasks: z.array(TaskSummary),
+  }),
+  z.object({ type: z.literal("task.queued"), ...taskEventBase, baseCommit: sha.optional() }),
+  z.object({
+    type: z.literal("task.started"),
+    ...taskEventBase,
+    workerId: id,
+    branch: z.string().optional(),
+    worktree: z.string().optional(),
+  }),
+  z.object({
+    type: z.literal("task.output"),
+    ...taskEventBase,
+    stream: z.enum(["stdout", "stderr"]),
+    data: z.string(),
+  }),
+  z.object({
+    type: z.literal("task.succeeded"),
+    ...taskEventBase,
+    workerId: id,
+    commit: sha.optional(),
+    files: z.array(z.string()),
+    startedAt: isoTime,
+    finishedAt: isoTime,
+  }),
+  z.object({
+    type: z.literal("task.failed"),
+    ...taskEventBase,
+    workerId: id.optional(),
+    error: z.string(),
+    willRetry: z.boolean(),
+    outputTail: z.string().default(""),
+    startedAt: isoTime.optional(),
+    finishedAt: isoTime,
+  }),
+  z.object({ type: z.literal("task.merged"), ...taskEventBase, integrationCommit: sha }),
+  z.object({ type: z.literal("task.skipped"), ...taskEventBase, reason: z.string() }),
+  z.object({ type: z.literal("merge.conflict"), ...taskEventBase, files: z.array(z.string()), message: z.string() }),
+]);
+export type AdoEvent = z.infer<typeof AdoEvent>;
+export type AdoEventType = AdoEvent["type"];
+export type EventOf<T extends AdoEventType> = Extract<AdoEvent, { type: T }>;
+
+// ---- KV records ----
+
+/** A worker's registry record, refreshed by its heartbeat. */
+export const WorkerRecord = z.object({
+  workerId: id,
+  host: z.string(),
+  pid: z.number().int(),
+  slots: z.number().int().min(1),
+  running: z.number().int().min(0),
+  /** Work waiting in the worker's own queue, as last seen by the worker. */
+  pending: z.number().int().min(0),
+  agents: z.array(z.string()),
+  labels: z.array(z.string()).default([]),
+  startedAt: isoTime,
+  heartbeatAt: isoTime,
+  state: z.enum(["running", "draining"]),
+});
+export type WorkerRecord = z.infer<typeof WorkerRecord>;
+
+/** Core-NATS load report a worker sends whenever its running count changes. */
+export const WorkerLoad = z.object({
+  type: z.literal("worker.load"),
+  workerId: id,
+  running: z.number().int().min(0),
+  /** Keys (`runId.taskId.attempt`) of attempts the worker has finished since the last report. */
+  finished: z.array(z.string()).default([]),
+});
+export type WorkerLoad = z.infer<typeof WorkerLoad>;
+
+/** The claim on one attempt, created (never overwritten) by the worker that runs it. */
+export const AttemptClaim = z.object({ workerId: id, claimedAt: isoTime });
+export type AttemptClaim = z.infer<typeof AttemptClaim>;
+
+/** The scheduler's record of a run (KV `runs`, key = runId). */
+export const RunRecord = z.object({
+  runId: id,
+  name: z.string(),
+  status: RunStatus,
+  graph: GraphDefSchema,
+  repo: z.string().optional(),
+  baseCommit: sha.optional(),
+  integrationBranch: z.string().optional(),
+  integrationCommit: sha.optional(),
+  /** Set once the run stops dispatching (failure, conflict); in-flight tasks still finish. */
+  halted: z.string().optional(),
+  submittedAt: isoTime,
+  acceptedAt: isoTime,
+  finishedAt: isoTime.optional(),
+  error: z.string().optional(),
+});
+export type RunRecord = z.infer<typeof RunRecord>;
+
+/** The scheduler's record of one task (KV `tasks`, key = runId.taskId). */
+export const TaskRecord = z.object({
+  runId: id,
+  taskId: id,
+  status: TaskStatus,
+  attempts: z.number().int().min(0),
+  workerId: id.optional(),
+  startedAt: isoTime.optional(),
+  finishedAt: isoTime.optional(),
+  commit: sha.optional(),
+  files: z.array(z.string()).default([]),
+  worktree: z.string().optional(),
+  error: z.string().optional(),
+  integrationCommit: sha.optional(),
+});
+export type TaskRecord = z.infer<typeof TaskRecord>;
+
+/** Written to the dead-letter stream for any message an actor could not accept. */
+export const DeadLetter = z.object({
+  type: z.literal("dead.letter"),
+  actor: z.string(),
+  subject: z.string(),
+  stream: z.string().optional(),
+  reason: z.string(),
+  /** The original payload, untouched, so nothing is lost. */
+  payload: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "bytes"),
+  headers: z.record(z.string(), z.string()).default({}),
+  at: isoTime,
+});
+export type DeadLetter = z.infer<typeof DeadLetter>;
+
+/** Name and version of each schema, sent in the `Ado-Schema` header. */
+export const SCHEMAS = {
+  SubmitRun: { name: "run.submit", version: 1, schema: SubmitRun },
+  TaskWork: { name: "task.work", version: 1, schema: TaskWork },
+  SchedulerInput: { name: "scheduler.input", version: 1, schema: SchedulerInput },
+  MergeRequest: { name: "merge.request", version: 1, schema: MergeRequest },
+  AdoEvent: { name: "event", version: 1, schema: AdoEvent },
+  WorkerRecord: { name: "worker.record", version: 1, schema: WorkerRecord },
+  WorkerLoad: { name: "worker.load", version: 1, schema: WorkerLoad },
+  AttemptClaim: { name: "attempt.claim", version: 1, schema: AttemptClaim },
+  RunRecord: { name: "run.record", version: 1, schema: RunRecord },
+  TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
+  DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
+} as const;
+export type SchemaRef<T = unknown> = { name: string; version: number; schema: z.ZodType<T> };

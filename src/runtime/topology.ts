@@ -1,0 +1,237 @@
+import {
+  AckPolicy,
+  DeliverPolicy,
+  DiscardPolicy,
+  JetStreamApiCodes,
+  JetStreamApiError,
+  RetentionPolicy,
+  StorageType,
+  jetstreamManager,
+  type ConsumerConfig,
+  type JetStreamManager,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import { Kvm, type KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { ServerError } from "./errors.js";
+import type { Priority } from "./graph.js";
+import type { RunId, TaskId, WorkerId } from "./ids.js";
+import type { AdoEvent } from "./messages.js";
+
+/**
+ * The one place that spells subjects, streams, consumers and KV buckets. Everything
+ * sits under a prefix (default `ado`) so several installations can share one NATS.
+ * See docs/ARCHITECTURE.md for the map and who may write what.
+ */
+
+export const PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
+
+/** Milliseconds to the nanoseconds JetStream configs use. */
+export const ns = (ms: number) => ms * 1_000_000;
+
+export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
+export type BucketKey = "runs" | "tasks" | "claims" | "workers" | "leases";
+
+/** Which actor reads each shared durable consumer. */
+export type ActorName = "scheduler" | "balancer" | "merger" | "worker";
+
+export interface Topology {
+  readonly prefix: string;
+  readonly subjects: ReturnType<typeof subjectsFor>;
+  readonly streams: Record<StreamKey, Partial<StreamConfig> & { name: string; subjects: string[] }>;
+  readonly buckets: Record<BucketKey, string>;
+  /** Name of the services-framework service of an actor kind. */
+  service(actor: ActorName): string;
+}
+
+function subjectsFor(p: string) {
+  return {
+    /** Client -> scheduler: run submissions (JetStream, deduplicated by run id). */
+    submit: `${p}.submit`,
+    /** Scheduler -> balancer: ready tasks, one subject per priority level. */
+    ready: (priority: Priority) => `${p}.ready.${priority}`,
+    readyAll: `${p}.ready.*`,
+    /** Balancer -> worker: work assigned to one worker. */
+    work: (workerId: WorkerId | string) => `${p}.work.${workerId}`,
+    /** Worker and merge coordinator -> scheduler: task results and merge outcomes. */
+    results: (runId: RunId | string) => `${p}.results.${runId}`,
+    resultsAll: `${p}.results.*`,
+    /** Scheduler -> merge coordinator: branches to merge. */
+    merge: (runId: RunId | string) => `${p}.merge.${runId}`,
+    mergeAll: `${p}.merge.*`,
+    /** Typed events: `<p>.evt.<runId>.run.<kind>` and `<p>.evt.<runId>.task.<taskId>.<kind>`. */
+    event: (e: Pick<AdoEvent, "type" | "runId"> & { taskId?: string }) => eventSubject(p, e),
+    runEvents: (runId: RunId | string) => `${p}.evt.${runId}.>`,
+    taskEvents: (runId: RunId | string, taskId: TaskId | string) => `${p}.evt.${runId}.task.${taskId}.*`,
+    allEvents: `${p}.evt.>`,
+    /** Worker -> balancer, core NATS: load changes (not stored; heartbeats correct drift). */
+    load: (workerId: WorkerId | string) => `${p}.load.${workerId}`,
+    loadAll: `${p}.load.*`,
+    /** Dead letters, one subject per actor that rejected the message. */
+    deadLetter: (actor: string) => `${p}.dlq.${actor}`,
+    deadLetterAll: `${p}.dlq.>`,
+  };
+}
+
+function eventSubject(p: string, e: Pick<AdoEvent, "type" | "runId"> & { taskId?: string }): string {
+  const [scope, kind] = e.type.split(".") as [string, string];
+  if (scope === "run") return `${p}.evt.${e.runId}.run.${kind}`;
+  // task.* and merge.* events belong to a task.
+  return `${p}.evt.${e.runId}.task.${e.taskId}.${scope === "task" ? kind : `${scope}_${kind}`}`;
+}
+
+/** Builds the topology for a prefix. */
+export function topology(prefix = "ado"): Topology {
+  if (!PREFIX_PATTERN.test(prefix)) {
+    throw new ServerError(`prefix '${prefix}' is invalid: use 1-32 letters, digits, '_' or '-'`);
+  }
+  const s = subjectsFor(prefix);
+  const S = prefix.toUpperCase().replace(/-/g, "_");
+  const workQueue = {
+    retention: RetentionPolicy.Workqueue,
+    storage: StorageType.File,
+    discard: DiscardPolicy.Old,
+    duplicate_window: ns(120_000),
+    num_replicas: 1,
+  } satisfies Partial<StreamConfig>;
+  return {
+    prefix,
+    subjects: s,
+    streams: {
+      submit: { name: `${S}_SUBMIT`, subjects: [s.submit], ...workQueue },
+      ready: { name: `${S}_READY`, subjects: [s.readyAll], ...workQueue },
+      work: { name: `${S}_WORK`, subjects: [`${prefix}.work.*`], ...workQueue },
+      results: { name: `${S}_RESULTS`, subjects: [s.resultsAll], ...workQueue },
+      merge: { name: `${S}_MERGE`, subjects: [s.mergeAll], ...workQueue },
+      events: {
+        name: `${S}_EVENTS`,
+        subjects: [s.allEvents],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        max_age: ns(7 * 24 * 3_600_000),
+        duplicate_window: ns(120_000),
+        num_replicas: 1,
+      },
+      dlq: {
+        name: `${S}_DLQ`,
+        subjects: [s.deadLetterAll],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        max_age: ns(30 * 24 * 3_600_000),
+        num_replicas: 1,
+      },
+    },
+    buckets: {
+      runs: `${prefix}-runs`,
+      tasks: `${prefix}-tasks`,
+      claims: `${prefix}-claims`,
+      workers: `${prefix}-workers`,
+      leases: `${prefix}-leases`,
+    },
+    service: (actor) => `${prefix}-${actor}`,
+  };
+}
+
+/** Durable pull consumer shared by every replica of an actor kind. */
+export function actorConsumer(
+  name: string,
+  filter: string,
+  opts: { ackWaitMs?: number; maxDeliver?: number; inactiveMs?: number } = {},
+): Partial<ConsumerConfig> & { durable_name: string } {
+  return {
+    durable_name: name,
+    filter_subject: filter,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: ns(opts.ackWaitMs ?? 30_000),
+    max_deliver: opts.maxDeliver ?? 10,
+    // The server caps outstanding acks; a worker never has more than its slots anyway.
+    max_ack_pending: 10_000,
+    ...(opts.inactiveMs ? { inactive_threshold: ns(opts.inactiveMs) } : {}),
+  };
+}
+
+/** Consumer names, one per actor kind (workers get one each). */
+export const consumers = {
+  submit: "scheduler",
+  results: "scheduler",
+  ready: "balancer",
+  merge: "merger",
+  work: (workerId: string) => `worker-${workerId}`,
+} as const;
+
+export interface Provisioned {
+  jsm: JetStreamManager;
+  kv: Record<BucketKey, KV>;
+}
+
+const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
+  runs: { history: 1 },
+  tasks: { history: 1 },
+  claims: { history: 1, ttlMs: 7 * 24 * 3_600_000 },
+  workers: { history: 1 },
+  leases: { history: 1 },
+};
+
+/**
+ * Creates or updates every stream and bucket of the topology. Safe to call from every
+ * process at start: concurrent and repeated calls converge on the same configuration.
+ */
+export async function provision(nc: NatsConnection, topo: Topology): Promise<Provisioned> {
+  const jsm = await openJetStream(nc);
+  for (const cfg of Object.values(topo.streams)) await ensureStream(jsm, cfg);
+  const kvm = new Kvm(nc);
+  const kv = {} as Record<BucketKey, KV>;
+  for (const key of Object.keys(topo.buckets) as BucketKey[]) {
+    const { history, ttlMs } = bucketOptions[key];
+    kv[key] = await kvm.create(topo.buckets[key], {
+      history,
+      storage: StorageType.File,
+      ...(ttlMs ? { ttl: ttlMs } : {}),
+    });
+  }
+  return { jsm, kv };
+}
+
+/** Opens the KV buckets without creating them (for clients of an already provisioned server). */
+export async function openBuckets(nc: NatsConnection, topo: Topology): Promise<Record<BucketKey, KV>> {
+  const kvm = new Kvm(nc);
+  const kv = {} as Record<BucketKey, KV>;
+  for (const key of Object.keys(topo.buckets) as BucketKey[]) kv[key] = await kvm.open(topo.buckets[key]);
+  return kv;
+}
+
+/** A JetStream manager, or a clear error when the server has JetStream off. */
+export async function openJetStream(nc: NatsConnection): Promise<JetStreamManager> {
+  try {
+    return await jetstreamManager(nc);
+  } catch (err) {
+    throw new ServerError(
+      `the NATS server at ${nc.getServer()} has JetStream disabled: ado needs it. ` +
+        "Start the server with `nats-server -js -sd <dir>`, or add `jetstream { store_dir: <dir> }` to its config.",
+      { cause: err },
+    );
+  }
+}
+
+async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+  try {
+    const info = await jsm.streams.info(cfg.name);
+    const current = info.config as unknown as Record<string, unknown>;
+    const drifted = Object.entries(cfg).some(([k, v]) => JSON.stringify(current[k]) !== JSON.stringify(v));
+    // Retention cannot change on a live stream; everything else we set can.
+    if (drifted) await jsm.streams.update(cfg.name, cfg);
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
+      try {
+        await jsm.streams.add(cfg);
+      } catch (addErr) {
+        // Another process created it between our info and add: converge by updating.
+        if (addErr instanceof JetStreamApiError && addErr.status === 400) await jsm.streams.update(cfg.name, cfg);
+        else throw addErr;
+      }
+      return;
+    }
+    throw err;
+  }
+}

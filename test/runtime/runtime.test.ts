@@ -1,0 +1,177 @@
+import { jetstream } from "@nats-io/jetstream";
+import { Svcm } from "@nats-io/services";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Actor } from "../../src/runtime/actor.js";
+import { decode, encode, packRaw } from "../../src/runtime/codec.js";
+import { ManualClock } from "../../src/runtime/clock.js";
+import { BatchLoop, type Delivery } from "../../src/runtime/consume.js";
+import { DecodeError } from "../../src/runtime/errors.js";
+import { LeaderLease } from "../../src/runtime/lease.js";
+import { silentLogger } from "../../src/runtime/logger.js";
+import { SCHEMAS, type SubmitRun } from "../../src/runtime/messages.js";
+import { actorConsumer, provision } from "../../src/runtime/topology.js";
+import { eventually, provisioned, startTestServer, type TestServer } from "../helpers/nats.js";
+
+let ts: TestServer;
+beforeAll(async () => {
+  ts = await startTestServer();
+});
+afterAll(async () => {
+  await ts?.stop();
+});
+
+const submit = (runId: string): SubmitRun => ({
+  type: "run.submit",
+  runId,
+  graph: { name: "g", tasks: [{ id: "a", prompt: "", agent: "noop", needs: [], priority: "normal", retry: { attempts: 1 } }] },
+  submittedAt: new Date().toISOString(),
+});
+
+describe("topology - provisioning", () => {
+  it("is idempotent: provisioning twice, concurrently, converges", async () => {
+    const nc = await ts.connect();
+    const { topo } = await provisioned(nc);
+    await Promise.all([provision(nc, topo), provision(nc, topo)]);
+    const { jsm } = await provision(nc, topo);
+    const names: string[] = [];
+    for await (const s of jsm.streams.names()) names.push(s);
+    for (const s of Object.values(topo.streams)) expect(names).toContain(s.name);
+  });
+});
+
+describe("codec - boundary", () => {
+  it("round-trips a payload and names the schema in a header", () => {
+    const { data, headers } = encode(SCHEMAS.SubmitRun, submit("r1"));
+    expect(headers.get("Ado-Schema")).toBe("run.submit/1");
+    expect(decode(SCHEMAS.SubmitRun, data, headers).runId).toBe("r1");
+  });
+
+  it("rejects garbage, a wrong schema and a newer version with a DecodeError that says why", () => {
+    expect(() => decode(SCHEMAS.SubmitRun, new Uint8Array([0xc1]))).toThrow(DecodeError);
+    expect(() => decode(SCHEMAS.SubmitRun, packRaw({ type: "run.submit" }))).toThrow(/runId/);
+    const { data, headers } = encode(SCHEMAS.SubmitRun, submit("r1"));
+    headers.set("Ado-Schema", "task.work/1");
+    expect(() => decode(SCHEMAS.SubmitRun, data, headers)).toThrow(/expected a 'run.submit'/);
+    headers.set("Ado-Schema", "run.submit/9");
+    expect(() => decode(SCHEMAS.SubmitRun, data, headers)).toThrow(/upgrade ado/);
+  });
+});
+
+describe("consume - batch loop", () => {
+  it("dead-letters malformed messages with the reason and keeps handling good ones", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit));
+    const seen: string[] = [];
+    const loop = new BatchLoop({
+      js,
+      topo,
+      consumer: await js.consumers.get(topo.streams.submit.name, "scheduler"),
+      schema: SCHEMAS.SubmitRun,
+      actor: "scheduler",
+      logger: silentLogger,
+      handle: async (batch: Delivery<SubmitRun>[]) => {
+        for (const d of batch) seen.push(d.data.runId);
+      },
+    });
+    await loop.start();
+    await js.publish(topo.subjects.submit, new Uint8Array([1, 2, 3]));
+    await js.publish(topo.subjects.submit, packRaw({ hello: "world" }));
+    const good = encode(SCHEMAS.SubmitRun, submit("good"));
+    await js.publish(topo.subjects.submit, good.data, { headers: good.headers });
+    await eventually(() => seen.includes("good"), 5_000, "good message");
+    await eventually(() => loop.deadLettered === 2, 5_000, "two dead letters");
+    const dlq = await js.consumers.get(topo.streams.dlq.name);
+    const first = await dlq.next();
+    const letter = decode(SCHEMAS.DeadLetter, first!.data, first!.headers);
+    expect(letter.subject).toBe(topo.subjects.submit);
+    expect(letter.reason).toMatch(/run.submit/);
+    expect([...letter.payload]).toEqual([1, 2, 3]);
+    await loop.stop();
+    // Work-queue stream: nothing left behind, nothing redelivered.
+    expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(0);
+  });
+
+  it("redelivers a batch whose handler throws, then succeeds", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit));
+    let calls = 0;
+    const loop = new BatchLoop({
+      js,
+      topo,
+      consumer: await js.consumers.get(topo.streams.submit.name, "scheduler"),
+      schema: SCHEMAS.SubmitRun,
+      actor: "scheduler",
+      logger: silentLogger,
+      handle: async () => {
+        if (++calls === 1) throw new Error("transient");
+      },
+    });
+    await loop.start();
+    const m = encode(SCHEMAS.SubmitRun, submit("x"));
+    await js.publish(topo.subjects.submit, m.data, { headers: m.headers });
+    await eventually(() => loop.handled === 1, 5_000, "retried handling");
+    expect(calls).toBe(2);
+    await loop.stop();
+  });
+});
+
+describe("lease - leader election on KV", () => {
+  it("one holder at a time; renewal; takeover only after expiry; release hands over", async () => {
+    const nc = await ts.connect();
+    const { kv } = await provisioned(nc);
+    const clock = new ManualClock();
+    const a = new LeaderLease({ kv: kv.leases, name: "duty", holder: "a", ttlMs: 1_000, clock });
+    const b = new LeaderLease({ kv: kv.leases, name: "duty", holder: "b", ttlMs: 1_000, clock });
+    const both = await Promise.all([a.tryAcquire(), b.tryAcquire()]);
+    expect(both.filter(Boolean)).toHaveLength(1);
+    const [leader, standby] = both[0] ? [a, b] : [b, a];
+    clock.advance(600);
+    expect(await leader.tryAcquire()).toBe(true); // renewal
+    clock.advance(600);
+    expect(await standby.tryAcquire()).toBe(false); // renewed, so not lapsed yet
+    const term = leader.term!;
+    clock.advance(1_100);
+    expect(leader.isLeader).toBe(false);
+    expect(await standby.tryAcquire()).toBe(true); // lapsed: taken over
+    expect(standby.term).toBe(term + 1);
+    expect(await leader.tryAcquire()).toBe(false);
+    await standby.release();
+    expect(await leader.tryAcquire()).toBe(true);
+  });
+});
+
+describe("actor - lifecycle and discovery", () => {
+  class Probe extends Actor {
+    drained = 0;
+    protected async onStart() {}
+    protected async onDrain() {
+      this.drained++;
+    }
+    override stats() {
+      return { drained: this.drained };
+    }
+  }
+
+  it("registers with the services framework, answers status, and closes idempotently", async () => {
+    const nc = await ts.connect();
+    const { kv, topo } = await provisioned(nc);
+    const actor = await new Probe("scheduler", "s1", { nc, topo, kv, logger: silentLogger }).start();
+    expect(actor.state).toBe("running");
+    const client = new Svcm(nc).client();
+    const pings: unknown[] = [];
+    for await (const p of await client.ping(topo.service("scheduler"))) pings.push(p);
+    expect(pings).toHaveLength(1);
+    const reply = await nc.request(`${topo.prefix}.svc.scheduler.s1.status`);
+    expect(JSON.parse(reply.string())).toEqual({ state: "running", drained: 0 });
+    const [p1, p2] = [actor.close(), actor.close()];
+    expect(p1).toBe(p2);
+    await p1;
+    expect(actor.state).toBe("stopped");
+    expect(actor.drained).toBe(1);
+    await expect(actor.start()).rejects.toThrow(/it is stopped/);
+  });
+});
