@@ -121,7 +121,7 @@ export abstract class Actor {
   }
 
   /** Whether the actor should keep taking work. */
-  protected get running(): boolean {
+  protected get isRunning(): boolean {
     return this._state === "running";
   }
 

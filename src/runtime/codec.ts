@@ -61,7 +61,12 @@ export function decode<T>(ref: SchemaRef<T>, data: Uint8Array, headers?: MsgHdrs
   return parsed.data;
 }
 
-/** Raw MessagePack encoding of any value (for dead letters and tests). */
+/** Raw MessagePack encoding of any value, unchecked (for tests of malformed input). */
 export function packRaw(value: unknown): Uint8Array {
   return packr.pack(value);
+}
+
+/** Raw MessagePack decoding, unchecked: only to salvage fields from a rejected payload. */
+export function unpackRaw(data: Uint8Array): unknown {
+  return packr.unpack(data);
 }

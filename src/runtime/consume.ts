@@ -35,6 +35,8 @@ export interface BatchLoopOptions<T> {
    * used up its attempts is dead-lettered instead.
    */
   handle: (batch: Delivery<T>[]) => Promise<Outcome[] | void>;
+  /** Called after a message was dead-lettered, e.g. to tell its sender. Must not throw. */
+  onDeadLetter?: (msg: JsMsg, reason: string) => Promise<void>;
   maxBatch?: number;
   /** Deliveries after which a message that keeps failing is dead-lettered. */
   maxDeliver?: number;
@@ -139,6 +141,7 @@ export class BatchLoop<T> {
       this.deadLettered++;
       this.o.logger.warn({ subject: msg.subject, reason }, "message dead-lettered");
       await msg.ackAck();
+      await this.o.onDeadLetter?.(msg, reason).catch((err) => this.o.logger.warn({ err: errorMessage(err) }, "onDeadLetter failed"));
     } catch (err) {
       // The dead-letter stream is unreachable: keep the original for a later attempt.
       this.o.logger.error({ err: errorMessage(err) }, "dead-letter publish failed; message kept for redelivery");

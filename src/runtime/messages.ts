@@ -115,7 +115,8 @@ export type SchedulerInput = z.infer<typeof SchedulerInput>;
 const runEventBase = { runId: id, at: isoTime };
 const taskEventBase = { ...runEventBase, taskId: id, attempt: z.number().int().min(1) };
 
-export const TaskStatus = z.enum(["pending", "queued", "running", "succeeded", "merged", "failed", "skipped"]);
+/** `merging`: the work is done and waits for the merge coordinator; `succeeded`: integrated. */
+export const TaskStatus = z.enum(["pending", "queued", "running", "merging", "succeeded", "failed", "skipped"]);
 export type TaskStatus = z.infer<typeof TaskStatus>;
 export const RunStatus = z.enum(["running", "succeeded", "failed", "rejected"]);
 export type RunStatus = z.infer<typeof RunStatus>;
@@ -149,6 +150,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     integrationBranch: z.string().optional(),
     integrationCommit: sha.optional(),
     error: z.string().optional(),
+    counts: z.partialRecord(TaskStatus, z.number().int()),
+    /** Every task's summary; left empty for runs of more than 1,000 tasks (see the task events). */
     tasks: z.array(TaskSummary),
   }),
   z.object({ type: z.literal("task.queued"), ...taskEventBase, baseCommit: sha.optional() }),

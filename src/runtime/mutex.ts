@@ -20,3 +20,27 @@ export class KeyedMutex {
     return m.run(fn);
   }
 }
+
+/**
+ * A latched wake-up: `notify()` before anyone waits is remembered, so the next `wait()`
+ * returns at once. A loop that checks state then waits can never miss a change.
+ */
+export class Signal {
+  private notified = false;
+  private waiter?: () => void;
+
+  notify(): void {
+    const w = this.waiter;
+    this.waiter = undefined;
+    if (w) w();
+    else this.notified = true;
+  }
+
+  wait(): Promise<void> {
+    if (this.notified) {
+      this.notified = false;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => (this.waiter = resolve));
+  }
+}

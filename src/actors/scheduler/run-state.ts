@@ -1,0 +1,374 @@
+import { validateGraph, type TaskDef } from "../../runtime/graph.js";
+import { GraphError } from "../../runtime/errors.js";
+import type {
+  AdoEvent,
+  MergeRequest,
+  MergeResult,
+  RunRecord,
+  SubmitRun,
+  TaskRecord,
+  TaskResult,
+  TaskStatus,
+  TaskSummary,
+  TaskWork,
+} from "../../runtime/messages.js";
+
+/**
+ * The scheduler's decisions, as pure functions of (run state, message) -> effects.
+ * No I/O here: the actor shell publishes and persists what these return, so every rule
+ * is testable without a server and replaying a message on a state that already
+ * reflects it emits nothing new.
+ */
+
+export interface TaskState {
+  def: TaskDef;
+  rec: TaskRecord;
+  /** KV revision of `rec` (0 = not stored yet). */
+  rev: number;
+}
+
+export interface RunState {
+  run: RunRecord;
+  runRev: number;
+  tasks: Map<string, TaskState>;
+  dependents: Map<string, string[]>;
+}
+
+export type Effect =
+  | { type: "ready"; work: TaskWork }
+  | { type: "merge"; request: MergeRequest }
+  | { type: "event"; event: AdoEvent }
+  | { type: "saveTask"; taskId: string }
+  | { type: "saveRun" };
+
+export const integrationBranchOf = (runId: string) => `ado/${runId}/integration`;
+export const taskBranchOf = (runId: string, taskId: string) => `ado/${runId}/${taskId}`;
+
+/** Builds the in-memory state of a run from its stored records. */
+export function buildState(run: RunRecord, runRev: number, records: Map<string, { rec: TaskRecord; rev: number }>): RunState {
+  const tasks = new Map<string, TaskState>();
+  const dependents = new Map<string, string[]>();
+  for (const def of run.graph.tasks) {
+    const stored = records.get(def.id);
+    tasks.set(def.id, {
+      def,
+      rec: stored?.rec ?? { runId: run.runId, taskId: def.id, status: "pending", attempts: 0, files: [] },
+      rev: stored?.rev ?? 0,
+    });
+    dependents.set(def.id, []);
+  }
+  for (const def of run.graph.tasks) for (const d of def.needs) dependents.get(d)!.push(def.id);
+  return { run, runRev, tasks, dependents };
+}
+
+export type AcceptOutcome = { ok: true; state: RunState; effects: Effect[] } | { ok: false; reason: string; tasks: string[]; effects: Effect[] };
+
+/** A new submission: validate, create the run, queue the root tasks. */
+export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
+  const reject = (reason: string, tasks: string[] = []): AcceptOutcome => ({
+    ok: false,
+    reason,
+    tasks,
+    effects: [{ type: "event", event: { type: "run.rejected", runId: submit.runId, at: now, reason, tasks } }],
+  });
+  try {
+    validateGraph(submit.graph);
+  } catch (err) {
+    if (err instanceof GraphError) return reject(err.message, [...err.tasks]);
+    throw err;
+  }
+  const needsRepo = submit.graph.tasks.filter((t) => t.agent !== "noop").map((t) => t.id);
+  if (needsRepo.length && (!submit.repo || !submit.baseCommit)) {
+    return reject(`tasks ${needsRepo.map((t) => `'${t}'`).join(", ")} need a git repository, but the run names none (repo and baseCommit)`, needsRepo);
+  }
+  const run: RunRecord = {
+    runId: submit.runId,
+    name: submit.graph.name,
+    status: "running",
+    graph: submit.graph,
+    repo: submit.repo,
+    baseCommit: submit.baseCommit,
+    integrationBranch: submit.repo ? integrationBranchOf(submit.runId) : undefined,
+    integrationCommit: submit.baseCommit,
+    submittedAt: submit.submittedAt,
+    acceptedAt: now,
+  };
+  const state = buildState(run, 0, new Map());
+  const effects: Effect[] = [
+    {
+      type: "event",
+      event: {
+        type: "run.accepted",
+        runId: run.runId,
+        at: now,
+        name: run.name,
+        tasks: submit.graph.tasks.map((t) => ({ id: t.id, needs: t.needs, priority: t.priority })),
+        integrationBranch: run.integrationBranch,
+        baseCommit: run.baseCommit,
+      },
+    },
+    { type: "saveRun" },
+  ];
+  effects.push(...release(state, now));
+  return { ok: true, state, effects };
+}
+
+/** A worker reported how an attempt ended. */
+export function applyTaskResult(state: RunState, result: TaskResult, now: string): Effect[] {
+  const t = state.tasks.get(result.taskId);
+  // Stale or duplicate: not the attempt we are waiting for.
+  if (!t || t.rec.status !== "queued" || t.rec.attempts !== result.attempt) return [];
+  const effects: Effect[] = [];
+  t.rec = {
+    ...t.rec,
+    workerId: result.workerId,
+    startedAt: result.startedAt,
+    finishedAt: result.finishedAt,
+    commit: result.commit,
+    files: result.files,
+    worktree: result.worktree,
+  };
+  if (result.status === "failed") {
+    const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
+    const willRetry = failure.retryable && result.attempt < t.def.retry.attempts && !state.run.halted;
+    effects.push({
+      type: "event",
+      event: {
+        type: "task.failed",
+        runId: state.run.runId,
+        taskId: t.def.id,
+        attempt: result.attempt,
+        at: now,
+        workerId: result.workerId,
+        error: failure.message,
+        willRetry,
+        outputTail: result.outputTail,
+        startedAt: result.startedAt,
+        finishedAt: result.finishedAt,
+      },
+    });
+    if (willRetry) {
+      effects.push(...queue(state, t, now));
+    } else {
+      t.rec = { ...t.rec, status: "failed", error: failure.message };
+      effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now));
+    }
+    return [...effects, ...finishIfDone(state, now)];
+  }
+
+  effects.push({
+    type: "event",
+    event: {
+      type: "task.succeeded",
+      runId: state.run.runId,
+      taskId: t.def.id,
+      attempt: result.attempt,
+      at: now,
+      workerId: result.workerId,
+      commit: result.commit,
+      files: result.files,
+      startedAt: result.startedAt,
+      finishedAt: result.finishedAt,
+    },
+  });
+  const run = state.run;
+  if (state.run.halted) {
+    t.rec = { ...t.rec, status: "skipped", error: `finished on ${result.branch ?? "its branch"} but not merged: ${run.halted}` };
+    effects.push({ type: "saveTask", taskId: t.def.id });
+  } else if (run.repo && run.baseCommit && result.commit && result.files.length > 0) {
+    t.rec = { ...t.rec, status: "merging" };
+    effects.push(
+      { type: "saveTask", taskId: t.def.id },
+      {
+        type: "merge",
+        request: {
+          type: "merge.request",
+          runId: run.runId,
+          taskId: t.def.id,
+          repo: run.repo,
+          commit: result.commit,
+          branch: result.branch ?? taskBranchOf(run.runId, t.def.id),
+          baseCommit: run.baseCommit,
+          integrationBranch: run.integrationBranch!,
+          worktree: result.worktree,
+        },
+      },
+    );
+  } else {
+    // Nothing to merge (no repository, or the task changed nothing).
+    t.rec = { ...t.rec, status: "succeeded" };
+    effects.push({ type: "saveTask", taskId: t.def.id }, ...release(state, now));
+  }
+  return [...effects, ...finishIfDone(state, now)];
+}
+
+/** The merge coordinator reported on a task branch. */
+export function applyMergeResult(state: RunState, result: MergeResult, now: string): Effect[] {
+  const t = state.tasks.get(result.taskId);
+  if (!t || t.rec.status !== "merging") return [];
+  const effects: Effect[] = [];
+  const runId = state.run.runId;
+  if (result.status === "merged") {
+    t.rec = { ...t.rec, status: "succeeded", integrationCommit: result.integrationCommit };
+    state.run = { ...state.run, integrationCommit: result.integrationCommit };
+    effects.push(
+      { type: "event", event: { type: "task.merged", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, integrationCommit: result.integrationCommit! } },
+      { type: "saveTask", taskId: t.def.id },
+      { type: "saveRun" },
+      ...release(state, now),
+    );
+  } else {
+    const message =
+      result.status === "conflict" ? conflictMessage(state, t.def.id, result.files) : `merging task '${t.def.id}' failed: ${result.message}`;
+    t.rec = { ...t.rec, status: "failed", error: message };
+    effects.push({ type: "saveTask", taskId: t.def.id });
+    if (result.status === "conflict") {
+      effects.push({
+        type: "event",
+        event: { type: "merge.conflict", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, files: result.files, message },
+      });
+    }
+    effects.push(...halt(state, message, now));
+  }
+  return [...effects, ...finishIfDone(state, now)];
+}
+
+/** Names the tasks already merged that touched the conflicting files. */
+function conflictMessage(state: RunState, taskId: string, files: string[]): string {
+  const others = [...state.tasks.values()]
+    .filter((o) => o.def.id !== taskId && o.rec.status === "succeeded" && o.rec.files.some((f) => files.includes(f)))
+    .map((o) => `'${o.def.id}'`);
+  const with_ = others.length ? ` and ${others.join(", ")}` : " and the integration branch";
+  return `merge conflict: task '${taskId}'${with_} changed the same lines in ${files.join(", ")}. Conflicts are not resolved automatically yet; the task branch is kept.`;
+}
+
+/** Stops dispatching: pending tasks are skipped; tasks in flight finish but are not merged. */
+function halt(state: RunState, reason: string, now: string): Effect[] {
+  if (state.run.halted) return [];
+  state.run = { ...state.run, halted: reason };
+  const effects: Effect[] = [{ type: "saveRun" }];
+  for (const t of state.tasks.values()) {
+    if (t.rec.status === "pending") effects.push(...skip(state, t, "the run stopped: " + reason, now));
+  }
+  return effects;
+}
+
+function skip(state: RunState, t: TaskState, reason: string, now: string): Effect[] {
+  t.rec = { ...t.rec, status: "skipped", error: reason };
+  return [
+    { type: "saveTask", taskId: t.def.id },
+    { type: "event", event: { type: "task.skipped", runId: state.run.runId, taskId: t.def.id, attempt: Math.max(1, t.rec.attempts), at: now, reason } },
+  ];
+}
+
+/** Skips every task that (transitively) needs a task that failed for good. */
+function skipDependents(state: RunState, failed: string, now: string): Effect[] {
+  const effects: Effect[] = [];
+  const stack = [...(state.dependents.get(failed) ?? [])];
+  while (stack.length) {
+    const id = stack.pop()!;
+    const t = state.tasks.get(id)!;
+    if (t.rec.status !== "pending") continue;
+    effects.push(...skip(state, t, `needs '${failed}', which did not succeed`, now));
+    stack.push(...(state.dependents.get(id) ?? []));
+  }
+  return effects;
+}
+
+/** Queues every pending task whose dependencies have all succeeded (been integrated). */
+function release(state: RunState, now: string): Effect[] {
+  if (state.run.halted) return [];
+  const effects: Effect[] = [];
+  for (const t of state.tasks.values()) {
+    if (t.rec.status !== "pending") continue;
+    if (t.def.needs.every((d) => state.tasks.get(d)!.rec.status === "succeeded")) effects.push(...queue(state, t, now));
+  }
+  return effects;
+}
+
+/** Publishes the next attempt of a task to the ready queue. */
+function queue(state: RunState, t: TaskState, now: string): Effect[] {
+  const attempt = t.rec.attempts + 1;
+  t.rec = { ...t.rec, status: "queued", attempts: attempt, error: undefined };
+  const { needs: _needs, ...task } = t.def;
+  const run = state.run;
+  const work: TaskWork = {
+    type: "task.work",
+    runId: run.runId,
+    taskId: t.def.id,
+    attempt,
+    priority: t.def.priority,
+    task,
+    repo: run.repo,
+    // Dependents start from the integration head, which by now holds every dependency.
+    baseCommit: t.def.needs.length ? run.integrationCommit : run.baseCommit,
+    branch: taskBranchOf(run.runId, t.def.id),
+    inputs: t.def.needs.map((d) => {
+      const dep = state.tasks.get(d)!.rec;
+      return { taskId: d, status: dep.status, commit: dep.commit };
+    }),
+    readyAt: now,
+    submittedAt: run.submittedAt,
+  };
+  return [
+    { type: "ready", work },
+    { type: "saveTask", taskId: t.def.id },
+    { type: "event", event: { type: "task.queued", runId: run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } },
+  ];
+}
+
+const TERMINAL = new Set(["succeeded", "failed", "skipped"]);
+/** Past this many tasks, run.completed carries counts only, to stay under NATS max_payload. */
+export const SUMMARY_LIMIT = 1_000;
+
+function countBy(all: TaskState[]): Partial<Record<TaskStatus, number>> {
+  const counts: Partial<Record<TaskStatus, number>> = {};
+  for (const t of all) counts[t.rec.status] = (counts[t.rec.status] ?? 0) + 1;
+  return counts;
+}
+
+/** Ends the run once every task is terminal. */
+function finishIfDone(state: RunState, now: string): Effect[] {
+  if (state.run.status !== "running") return [];
+  const all = [...state.tasks.values()];
+  if (!all.every((t) => TERMINAL.has(t.rec.status))) return [];
+  const ok = all.every((t) => t.rec.status === "succeeded");
+  const firstError = state.run.halted ?? all.find((t) => t.rec.status === "failed")?.rec.error;
+  const failedIds = all.filter((t) => t.rec.status === "failed").map((t) => `'${t.def.id}'`);
+  state.run = {
+    ...state.run,
+    status: ok ? "succeeded" : "failed",
+    finishedAt: now,
+    error: ok ? undefined : state.run.halted ?? `task ${failedIds.join(", ")} failed: ${firstError ?? "see its output"}`,
+  };
+  return [
+    { type: "saveRun" },
+    {
+      type: "event",
+      event: {
+        type: "run.completed",
+        runId: state.run.runId,
+        at: now,
+        status: ok ? "succeeded" : "failed",
+        integrationBranch: state.run.integrationBranch,
+        integrationCommit: state.run.integrationCommit,
+        error: state.run.error,
+        counts: countBy(all),
+        tasks: all.length <= SUMMARY_LIMIT ? all.map(summary) : [],
+      },
+    },
+  ];
+}
+
+export function summary(t: TaskState): TaskSummary {
+  return {
+    id: t.def.id,
+    status: t.rec.status,
+    attempts: t.rec.attempts,
+    startedAt: t.rec.startedAt,
+    finishedAt: t.rec.finishedAt,
+    workerId: t.rec.workerId,
+    commit: t.rec.commit,
+    error: t.rec.error,
+  };
+}

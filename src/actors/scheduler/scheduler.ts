@@ -1,0 +1,243 @@
+import type { JsMsg } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { Actor, type ActorContext } from "../../runtime/actor.js";
+import { decode, encode, encodeValue, unpackRaw } from "../../runtime/codec.js";
+import { publishEvent } from "../../runtime/events.js";
+import { BatchLoop, type Delivery, type Outcome } from "../../runtime/consume.js";
+import { errorMessage } from "../../runtime/errors.js";
+import { ID_PATTERN } from "../../runtime/ids.js";
+import { Mutex } from "../../runtime/mutex.js";
+import { SCHEMAS, type SchedulerInput, type SubmitRun, type TaskRecord } from "../../runtime/messages.js";
+import { actorConsumer, consumers } from "../../runtime/topology.js";
+import {
+  acceptRun,
+  applyMergeResult,
+  applyTaskResult,
+  buildState,
+  type Effect,
+  type RunState,
+} from "./run-state.js";
+
+/** A stored record changed under us (another replica wrote it): reload and redo. */
+class StaleStateError extends Error {
+  override name = "StaleStateError";
+}
+
+/**
+ * The scheduler actor: accepts runs, releases tasks whose dependencies are integrated,
+ * retries failed attempts, hands finished branches to the merge coordinator, and ends
+ * runs. Decisions come from run-state.ts; this shell does the I/O.
+ *
+ * Every message is handled as: decide (in memory) -> publish (ready work, merge
+ * requests, events; each with a Nats-Msg-Id so a replay is deduplicated) -> write
+ * state (KV, compare-and-set on the revision) -> ack. A crash anywhere before the ack
+ * redelivers the message, and replaying it converges on the same state. Replicas share
+ * the durable consumers; the CAS makes a concurrent write by another replica fail
+ * here, which drops the cached run and redelivers.
+ */
+export class Scheduler extends Actor {
+  private readonly runs = new Map<string, RunState>();
+  private readonly serial = new Mutex();
+  private loops: BatchLoop<unknown>[] = [];
+  private accepted = 0;
+  private rejected = 0;
+
+  constructor(instance: string, ctx: ActorContext) {
+    super("scheduler", instance, ctx);
+  }
+
+  protected async onStart(): Promise<void> {
+    const { topo } = this.ctx;
+    const jsm = await this.js.jetstreamManager();
+    await jsm.consumers.add(topo.streams.submit.name, actorConsumer(consumers.submit, topo.subjects.submit));
+    await jsm.consumers.add(topo.streams.results.name, actorConsumer(consumers.results, topo.subjects.resultsAll));
+    const submitLoop = new BatchLoop<SubmitRun>({
+      js: this.js,
+      topo,
+      consumer: await this.js.consumers.get(topo.streams.submit.name, consumers.submit),
+      schema: SCHEMAS.SubmitRun,
+      actor: "scheduler",
+      logger: this.log,
+      handle: (batch) => this.serial.run(() => this.onSubmissions(batch)),
+      onDeadLetter: (msg, reason) => this.rejectMalformed(msg, reason),
+    });
+    const resultLoop = new BatchLoop<SchedulerInput>({
+      js: this.js,
+      topo,
+      consumer: await this.js.consumers.get(topo.streams.results.name, consumers.results),
+      schema: SCHEMAS.SchedulerInput,
+      actor: "scheduler",
+      logger: this.log,
+      handle: (batch) => this.serial.run(() => this.onInputs(batch)),
+    });
+    this.loops = [submitLoop as BatchLoop<unknown>, resultLoop as BatchLoop<unknown>];
+    await Promise.all(this.loops.map((l) => l.start()));
+  }
+
+  protected async onDrain(): Promise<void> {
+    await Promise.all(this.loops.map((l) => l.stop()));
+  }
+
+  override stats() {
+    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected };
+  }
+
+  private async onSubmissions(batch: Delivery<SubmitRun>[]): Promise<Outcome[]> {
+    const now = new Date(this.clock.now()).toISOString();
+    return Promise.all(
+      batch.map(async ({ data }): Promise<Outcome> => {
+        try {
+          // A redelivered submission that was already accepted: nothing to do.
+          if ((await this.ctx.kv.runs.get(data.runId))?.operation === "PUT") return { kind: "ack" };
+          const outcome = acceptRun(data, now);
+          if (!outcome.ok) {
+            this.rejected++;
+            await this.execute(undefined, outcome.effects);
+            return { kind: "ack" };
+          }
+          this.accepted++;
+          this.runs.set(data.runId, outcome.state);
+          await this.execute(outcome.state, outcome.effects);
+          return { kind: "ack" };
+        } catch (err) {
+          this.runs.delete(data.runId);
+          if (err instanceof StaleStateError) return { kind: "ack" }; // another replica accepted it
+          throw err;
+        }
+      }),
+    );
+  }
+
+  private async onInputs(batch: Delivery<SchedulerInput>[]): Promise<Outcome[]> {
+    const now = new Date(this.clock.now()).toISOString();
+    const byRun = new Map<string, number[]>();
+    batch.forEach((d, i) => {
+      const list = byRun.get(d.data.runId) ?? [];
+      list.push(i);
+      byRun.set(d.data.runId, list);
+    });
+    const outcomes: Outcome[] = batch.map(() => ({ kind: "ack" }));
+    await Promise.all(
+      [...byRun].map(async ([runId, indexes]) => {
+        try {
+          const state = await this.load(runId);
+          if (!state) {
+            for (const i of indexes) outcomes[i] = { kind: "dead", reason: `no run '${runId}' is known to the scheduler` };
+            return;
+          }
+          const effects: Effect[] = [];
+          for (const i of indexes) {
+            const input = batch[i]!.data;
+            effects.push(
+              ...(input.type === "task.result" ? applyTaskResult(state, input, now) : applyMergeResult(state, input, now)),
+            );
+          }
+          await this.execute(state, effects);
+          if (state.run.status !== "running") this.runs.delete(runId);
+        } catch (err) {
+          this.runs.delete(runId);
+          const delayMs = err instanceof StaleStateError ? 10 : 500;
+          if (!(err instanceof StaleStateError)) this.log.error({ runId, err: errorMessage(err) }, "run update failed; will redeliver");
+          for (const i of indexes) outcomes[i] = { kind: "nak", delayMs };
+        }
+      }),
+    );
+    return outcomes;
+  }
+
+  /** Returns the cached state of a run, or loads it from KV (after a restart or takeover). */
+  private async load(runId: string): Promise<RunState | undefined> {
+    const cached = this.runs.get(runId);
+    if (cached) return cached;
+    const entry = await this.ctx.kv.runs.get(runId);
+    if (!entry || entry.operation !== "PUT") return undefined;
+    const run = decode(SCHEMAS.RunRecord, entry.value);
+    const records = new Map<string, { rec: TaskRecord; rev: number }>();
+    const keys = await this.ctx.kv.tasks.keys(`${runId}.*`);
+    for await (const key of keys) {
+      const e = await this.ctx.kv.tasks.get(key);
+      if (e?.operation === "PUT") {
+        const rec = decode(SCHEMAS.TaskRecord, e.value);
+        records.set(rec.taskId, { rec, rev: e.revision });
+      }
+    }
+    const state = buildState(run, entry.revision, records);
+    this.runs.set(runId, state);
+    return state;
+  }
+
+  /** Publishes, then persists, what a decision produced. */
+  private async execute(state: RunState | undefined, effects: Effect[]): Promise<void> {
+    const { topo } = this.ctx;
+    const pubs: Promise<unknown>[] = [];
+    const saveTasks = new Set<string>();
+    let saveRun = false;
+    for (const e of effects) {
+      switch (e.type) {
+        case "ready": {
+          const { data, headers } = encode(SCHEMAS.TaskWork, e.work);
+          const id = `${e.work.runId}.${e.work.taskId}.${e.work.attempt}`;
+          pubs.push(this.js.publish(topo.subjects.ready(e.work.priority), data, { headers, msgID: id }));
+          break;
+        }
+        case "merge": {
+          const { data, headers } = encode(SCHEMAS.MergeRequest, e.request);
+          pubs.push(this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: `${e.request.runId}.${e.request.taskId}` }));
+          break;
+        }
+        case "event":
+          pubs.push(publishEvent(this.js, topo, e.event));
+          break;
+        case "saveTask":
+          saveTasks.add(e.taskId);
+          break;
+        case "saveRun":
+          saveRun = true;
+          break;
+      }
+    }
+    await Promise.all(pubs);
+    if (!state) return;
+    // One write per key per batch, whatever number of transitions touched it.
+    await Promise.all([...saveTasks].map((id) => this.saveTask(state, id)));
+    if (saveRun) await this.saveRun(state);
+  }
+
+  private async saveTask(state: RunState, taskId: string): Promise<void> {
+    const t = state.tasks.get(taskId)!;
+    const key = `${state.run.runId}.${taskId}`;
+    t.rev = await cas(this.ctx.kv.tasks, key, encodeValue(SCHEMAS.TaskRecord, t.rec), t.rev);
+  }
+
+  private async saveRun(state: RunState): Promise<void> {
+    state.runRev = await cas(this.ctx.kv.runs, state.run.runId, encodeValue(SCHEMAS.RunRecord, state.run), state.runRev);
+  }
+
+  /** A submission that cannot be decoded: tell its sender, if it named a run id. */
+  private async rejectMalformed(msg: JsMsg, reason: string): Promise<void> {
+    let runId: unknown;
+    try {
+      runId = (unpackRaw(msg.data) as { runId?: unknown } | undefined)?.runId;
+    } catch {
+      return;
+    }
+    if (typeof runId !== "string" || !ID_PATTERN.test(runId)) return;
+    this.rejected++;
+    await publishEvent(this.js, this.ctx.topo, {
+      type: "run.rejected",
+      runId,
+      at: new Date(this.clock.now()).toISOString(),
+      reason: `the submission could not be read: ${reason}`,
+      tasks: [],
+    });
+  }
+}
+
+/** Create (revision 0) or compare-and-set update; a lost race becomes StaleStateError. */
+async function cas(kv: KV, key: string, value: Uint8Array, rev: number): Promise<number> {
+  try {
+    return rev === 0 ? await kv.create(key, value) : await kv.update(key, value, rev);
+  } catch (err) {
+    throw new StaleStateError(`'${key}' changed concurrently (expected revision ${rev}): ${errorMessage(err)}`);
+  }
+}

@@ -1,0 +1,117 @@
+import { hostname } from "node:os";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Actor, ActorContext } from "../runtime/actor.js";
+import type { Config } from "../runtime/config.js";
+import { connectNats, drainQuietly } from "../runtime/connection.js";
+import { EmbeddedServer } from "../runtime/embedded-server.js";
+import { errorMessage } from "../runtime/errors.js";
+import { newWorkerId } from "../runtime/ids.js";
+import type { Logger } from "../runtime/logger.js";
+import { openBuckets, provision, topology, type Topology } from "../runtime/topology.js";
+import { Balancer } from "./balancer/balancer.js";
+import { Merger } from "./merger/merger.js";
+import { Scheduler } from "./scheduler/scheduler.js";
+import { defaultWorktreeDir, Worker } from "./worker/worker.js";
+
+export type ActorKind = "scheduler" | "balancer" | "merger";
+export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger"];
+
+export interface StackOptions {
+  config: Config;
+  logger: Logger;
+  /** Start these actor kinds (default: all). */
+  actors?: readonly ActorKind[];
+  /** Workers to start (default: config.workers). */
+  workers?: number;
+  /** Use this server instead of config.server / an embedded one. */
+  server?: string;
+}
+
+/**
+ * A set of actors and workers in one process, each on its own named NATS connection,
+ * against a given server or an embedded one started for the stack. This is what
+ * `ado run` (no server), `ado up`, `ado actor` and `ado worker` start, in different
+ * amounts; the actors only ever talk over NATS, so the same code runs split across
+ * processes and hosts.
+ */
+export class Stack {
+  private closing?: Promise<void>;
+
+  private constructor(
+    readonly url: string,
+    readonly topo: Topology,
+    readonly embedded: EmbeddedServer | undefined,
+    readonly actors: Actor[],
+    readonly workers: Worker[],
+    private readonly conns: NatsConnection[],
+    private readonly logger: Logger,
+    private readonly config: Config,
+  ) {}
+
+  static async start(opts: StackOptions): Promise<Stack> {
+    const { config, logger } = opts;
+    const topo = topology(config.prefix);
+    const serverUrl = opts.server ?? config.server;
+    const embedded = serverUrl
+      ? undefined
+      : await EmbeddedServer.start({ storeDir: config.embedded.storeDir, port: config.embedded.port, logger });
+    const url = serverUrl ?? embedded!.url;
+    const conns: NatsConnection[] = [];
+    const actors: Actor[] = [];
+    const workers: Worker[] = [];
+    const stack = new Stack(url, topo, embedded, actors, workers, conns, logger, config);
+    try {
+      const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger });
+      conns.push(admin);
+      await provision(admin, topo);
+      // Each actor owns its connection, as it would in a process of its own.
+      const ctxFor = async (name: string): Promise<ActorContext> => {
+        const nc = await connectNats({ servers: url, name, logger });
+        conns.push(nc);
+        return { nc, topo, kv: await openBuckets(nc, topo), logger };
+      };
+      const worktreeDir = config.worktreeDir ?? defaultWorktreeDir();
+      for (const kind of opts.actors ?? ACTOR_KINDS) {
+        const instance = `${kind}-${hostname()}-${process.pid}`;
+        const ctx = await ctxFor(`${topo.prefix}-${instance}`);
+        const actor =
+          kind === "scheduler"
+            ? new Scheduler(instance, ctx)
+            : kind === "balancer"
+              ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs })
+              : new Merger(instance, ctx, { worktreeDir });
+        actors.push(await actor.start());
+      }
+      for (let i = 0; i < (opts.workers ?? config.workers); i++) {
+        const workerId = newWorkerId(hostname());
+        const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
+        workers.push(await new Worker(ctx, { workerId, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir }).start());
+      }
+      return stack;
+    } catch (err) {
+      await stack.close();
+      throw err;
+    }
+  }
+
+  /**
+   * Stops workers first (they finish or hand back their tasks), then the actors, then
+   * the connections, then the embedded server. Idempotent; every step runs even if an
+   * earlier one failed.
+   */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      const { graceMs, forceMs } = this.config.shutdown;
+      const steps: Array<() => Promise<unknown>> = [
+        () => Promise.all(this.workers.map((w) => w.close({ graceMs, forceMs }))),
+        () => Promise.all(this.actors.map((a) => a.close({ graceMs, forceMs }))),
+        () => Promise.all(this.conns.map((nc) => drainQuietly(nc, this.logger))),
+        async () => this.embedded?.stop(),
+      ];
+      for (const step of steps) {
+        await step().catch((err) => this.logger.error({ err: errorMessage(err) }, "stack shutdown step failed"));
+      }
+    })();
+    return this.closing;
+  }
+}

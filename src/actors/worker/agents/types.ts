@@ -1,0 +1,28 @@
+import type { TaskFailure, TaskWork } from "../../../runtime/messages.js";
+
+export type OutputStream = "stdout" | "stderr";
+
+/** What an agent is given for one attempt. */
+export interface AgentContext {
+  /** The task's worktree; absent for agents that need none. */
+  cwd?: string;
+  /** Extra environment (ADO_RUN_ID, ADO_TASK_ID, ADO_PROMPT, ADO_ATTEMPT, ...). */
+  env: Record<string, string>;
+  task: TaskWork["task"];
+  /** Aborted when the task must stop now (cancel, forced shutdown). */
+  signal: AbortSignal;
+  onOutput(stream: OutputStream, chunk: string): void;
+}
+
+export interface AgentOutcome {
+  ok: boolean;
+  failure?: TaskFailure;
+}
+
+/** An agent adapter: how one kind of agent CLI (or a shell command) runs a task. */
+export interface Agent {
+  readonly name: string;
+  /** Whether the agent edits files, and so needs a worktree and a commit afterwards. */
+  readonly needsWorktree: boolean;
+  run(ctx: AgentContext): Promise<AgentOutcome>;
+}

@@ -1,0 +1,369 @@
+import { hostname } from "node:os";
+import { join } from "node:path";
+import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
+import { Actor, type ActorContext } from "../../runtime/actor.js";
+import { decode, encode, encodeValue } from "../../runtime/codec.js";
+import { publishDeadLetter } from "../../runtime/consume.js";
+import { AdoError, errorMessage } from "../../runtime/errors.js";
+import { publishEvent } from "../../runtime/events.js";
+import { git } from "../../runtime/git/exec.js";
+import { WorktreeManager } from "../../runtime/git/index.js";
+import type { WorkerId } from "../../runtime/ids.js";
+import { SCHEMAS, type TaskFailure, type TaskResult, type TaskWork, type WorkerRecord } from "../../runtime/messages.js";
+import { Signal } from "../../runtime/mutex.js";
+import { actorConsumer, consumers } from "../../runtime/topology.js";
+import { builtinAgents } from "./agents/builtin.js";
+import type { Agent, OutputStream } from "./agents/types.js";
+import { OutputBuffer } from "./output.js";
+
+export interface WorkerOptions {
+  workerId: WorkerId;
+  /** Tasks run at once. The worker pulls only while a slot is free. */
+  slots: number;
+  heartbeatMs: number;
+  /** Base directory for task worktrees. */
+  worktreeDir: string;
+  agents?: Map<string, Agent>;
+  labels?: string[];
+  /** How long the server waits for an ack before redelivering; in-progress acks keep it alive. */
+  ackWaitMs?: number;
+}
+
+interface Running {
+  msg: JsMsg;
+  abort: AbortController;
+  done: Promise<void>;
+}
+
+/**
+ * A stateless worker: pulls work from its own subject when it has a free slot, claims
+ * the attempt in KV (create-only, so exactly one worker runs an attempt), runs the
+ * agent in a worktree on the task's branch, streams output as events, commits, reports
+ * the result to the scheduler and acks. Its registry record (slots, load, heartbeat)
+ * lives in KV; the balancer reads it.
+ */
+export class Worker extends Actor {
+  private consumer?: Consumer;
+  private readonly active = new Map<string, Running>();
+  private readonly agents: Map<string, Agent>;
+  private readonly worktrees = new Map<string, WorktreeManager>();
+  private requested = 0;
+  private pending = 0;
+  private finishedSinceReport: string[] = [];
+  private readonly wake = new Signal();
+  private readonly fetches = new Set<ConsumerMessages>();
+  private heartbeat?: NodeJS.Timeout;
+  private pulling?: Promise<void>;
+  private readonly startedAt = new Date().toISOString();
+  private completed = 0;
+
+  constructor(
+    ctx: ActorContext,
+    private readonly opts: WorkerOptions,
+  ) {
+    super("worker", opts.workerId, ctx);
+    this.agents = opts.agents ?? builtinAgents();
+  }
+
+  get id(): WorkerId {
+    return this.opts.workerId;
+  }
+
+  protected async onStart(): Promise<void> {
+    const { topo } = this.ctx;
+    const jsm = await this.js.jetstreamManager();
+    const name = consumers.work(this.id);
+    await jsm.consumers.add(
+      topo.streams.work.name,
+      actorConsumer(name, topo.subjects.work(this.id), { ackWaitMs: this.ackWaitMs, inactiveMs: 24 * 3_600_000 }),
+    );
+    this.consumer = await this.js.consumers.get(topo.streams.work.name, name);
+    await this.register("running");
+    this.heartbeat = setInterval(() => void this.beat(), Math.min(this.opts.heartbeatMs, this.ackWaitMs / 3));
+    this.pulling = this.pullLoop();
+  }
+
+  protected async onDrain(force: AbortSignal): Promise<void> {
+    // Stop pulling first, so the balancer stops routing here while tasks finish.
+    await this.register("draining").catch(() => undefined);
+    this.wake.notify();
+    for (const f of this.fetches) f.stop();
+    const abortAll = () => {
+      for (const r of this.active.values()) r.abort.abort();
+    };
+    force.addEventListener("abort", abortAll, { once: true });
+    await Promise.all([...this.active.values()].map((r) => r.done));
+    await this.pulling;
+    clearInterval(this.heartbeat);
+    await this.ctx.kv.workers.delete(this.id).catch(() => undefined);
+  }
+
+  override stats() {
+    return { slots: this.opts.slots, running: this.active.size, pending: this.pending, completed: this.completed };
+  }
+
+  private get ackWaitMs(): number {
+    return this.opts.ackWaitMs ?? 30_000;
+  }
+
+  /**
+   * Pulls with credits: never more requested from the server than free slots, so work
+   * beyond capacity stays in the stream where it can be seen and moved.
+   */
+  private async pullLoop(): Promise<void> {
+    while (this.isRunning) {
+      const free = this.opts.slots - this.runningCount - this.requested;
+      if (free <= 0) {
+        await this.wake.wait();
+        continue;
+      }
+      this.requested += free;
+      let batch: ConsumerMessages;
+      try {
+        batch = await this.consumer!.fetch({ max_messages: free, expires: 5_000 });
+      } catch (err) {
+        this.requested -= free;
+        if (!this.isRunning) break;
+        this.log.warn({ err: errorMessage(err) }, "fetch failed; retrying");
+        await new Promise((r) => setTimeout(r, 500));
+        continue;
+      }
+      this.fetches.add(batch);
+      void (async () => {
+        let got = 0;
+        try {
+          for await (const m of batch) {
+            got++;
+            this.requested--;
+            this.pending = m.info.pending;
+            this.accept(m);
+          }
+        } catch (err) {
+          this.log.debug({ err: errorMessage(err) }, "fetch ended with an error");
+        } finally {
+          this.fetches.delete(batch);
+          this.requested -= free - got;
+          this.wake.notify();
+        }
+      })();
+    }
+  }
+
+  private get runningCount(): number {
+    return this.active.size;
+  }
+
+  private accept(m: JsMsg): void {
+    if (!this.isRunning) {
+      m.nak(); // draining: hand it back untouched
+      return;
+    }
+    let work: TaskWork;
+    try {
+      work = decode(SCHEMAS.TaskWork, m.data, m.headers);
+    } catch (err) {
+      void publishDeadLetter(this.js, this.ctx.topo, "worker", m.subject, m.data, errorMessage(err), m.headers)
+        .then(() => m.ackAck())
+        .catch(() => m.nak(1_000));
+      return;
+    }
+    const key = `${work.runId}.${work.taskId}.${work.attempt}`;
+    if (this.active.has(key)) return; // a redelivery of what we are running: keep going
+    const abort = new AbortController();
+    const entry: Running = { msg: m, abort, done: Promise.resolve() };
+    this.active.set(key, entry);
+    entry.done = this.execute(key, work, m, abort.signal)
+      .catch((err) => this.log.error({ key, err: errorMessage(err) }, "task execution failed"))
+      .finally(() => {
+        this.active.delete(key);
+        this.finishedSinceReport.push(key);
+        this.reportLoad();
+        this.wake.notify();
+      });
+  }
+
+  private async execute(key: string, work: TaskWork, m: JsMsg, signal: AbortSignal): Promise<void> {
+    const claimed = await this.claim(key);
+    if (!claimed) {
+      // Another worker holds this attempt: ours is a duplicate delivery.
+      m.ack();
+      return;
+    }
+    const startedAt = new Date().toISOString();
+    const output = new OutputBuffer((stream, data) =>
+      this.emit({ type: "task.output", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), stream, data }),
+    );
+    let result: Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail">;
+    try {
+      result = await this.runAttempt(work, startedAt, signal, (s: OutputStream, d: string) => output.push(s, d));
+    } catch (err) {
+      result = this.failed(work, {
+        kind: err instanceof AdoError && !err.retryable ? "git" : "internal",
+        retryable: err instanceof AdoError ? err.retryable : true,
+        message: errorMessage(err),
+      });
+    }
+    output.flush();
+    await output.settled(); // output events are stored before the result that ends the task
+    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: output.tail() };
+    const { data, headers } = encode(SCHEMAS.SchedulerInput, full);
+    await this.js.publish(this.ctx.topo.subjects.results(work.runId), data, { headers, msgID: `${key}.result` });
+    m.ack();
+    this.completed++;
+  }
+
+  private async runAttempt(
+    work: TaskWork,
+    startedAt: string,
+    signal: AbortSignal,
+    onOutput: (s: OutputStream, d: string) => void,
+  ): Promise<Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail">> {
+    const agent = this.agents.get(work.task.agent);
+    if (!agent) {
+      return this.failed(work, {
+        kind: "agent_missing",
+        retryable: false,
+        message: `agent '${work.task.agent}' is not available on worker ${this.id} (it has: ${[...this.agents.keys()].join(", ")})`,
+      });
+    }
+    let cwd: string | undefined;
+    let wt: WorktreeManager | undefined;
+    if (agent.needsWorktree) {
+      if (!work.repo || !work.baseCommit) {
+        return this.failed(work, { kind: "invalid", retryable: false, message: `agent '${agent.name}' needs a repository, and the run has none` });
+      }
+      wt = this.worktreeManager(work.repo);
+      ({ path: cwd } = await wt.add({
+        name: `${work.runId}/${work.taskId}`,
+        branch: work.branch,
+        base: work.baseCommit,
+        lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${this.id}`,
+      }));
+    }
+    await this.emit({
+      type: "task.started",
+      runId: work.runId,
+      taskId: work.taskId,
+      attempt: work.attempt,
+      at: startedAt,
+      workerId: this.id,
+      branch: cwd ? work.branch : undefined,
+      worktree: cwd,
+    });
+    const outcome = await agent.run({
+      cwd,
+      env: {
+        ADO_RUN_ID: work.runId,
+        ADO_TASK_ID: work.taskId,
+        ADO_PROMPT: work.task.prompt,
+        ADO_ATTEMPT: String(work.attempt),
+        ADO_WORKER_ID: this.id,
+        ADO_BRANCH: work.branch,
+        ADO_INPUTS: JSON.stringify(work.inputs),
+      },
+      task: work.task,
+      signal,
+      onOutput,
+    });
+    if (!wt || !cwd) return outcome.ok ? this.succeeded(work) : this.failed(work, outcome.failure!);
+
+    if (!outcome.ok) {
+      await this.keepFailedAttempt(wt, cwd, work);
+      return this.failed(work, outcome.failure!);
+    }
+    const commit = await wt.commitAll(cwd, { message: `ado: ${work.taskId} (run ${work.runId})\n\n${work.task.prompt}`.trim() });
+    if (!commit.changed) await wt.remove(cwd);
+    return { ...this.succeeded(work), branch: work.branch, commit: commit.commit, files: commit.files, worktree: commit.changed ? cwd : undefined };
+  }
+
+  /**
+   * A failed attempt's changes are committed and kept under
+   * `refs/ado/attempts/<run>/<task>/<attempt>`; the task branch goes back to its base so
+   * the next attempt starts clean. Nothing the agent wrote is lost.
+   */
+  private async keepFailedAttempt(wt: WorktreeManager, cwd: string, work: TaskWork): Promise<void> {
+    try {
+      const c = await wt.commitAll(cwd, { message: `ado: ${work.taskId} attempt ${work.attempt} failed (work in progress)` });
+      if (c.changed) {
+        await git(cwd, ["update-ref", `refs/ado/attempts/${work.runId}/${work.taskId}/${work.attempt}`, c.commit]);
+      }
+      await wt.remove(cwd, { force: true });
+      if (c.changed) await git(work.repo!, ["update-ref", `refs/heads/${work.branch}`, work.baseCommit!, c.commit]);
+    } catch (err) {
+      this.log.warn({ task: work.taskId, err: errorMessage(err) }, "could not archive a failed attempt; its worktree is kept");
+    }
+  }
+
+  private worktreeManager(repo: string): WorktreeManager {
+    let m = this.worktrees.get(repo);
+    if (!m) this.worktrees.set(repo, (m = new WorktreeManager({ repo, baseDir: this.opts.worktreeDir, logger: this.log })));
+    return m;
+  }
+
+  private succeeded(work: TaskWork) {
+    return { type: "task.result" as const, runId: work.runId, taskId: work.taskId, attempt: work.attempt, workerId: this.id, status: "succeeded" as const, files: [] as string[] };
+  }
+
+  private failed(work: TaskWork, failure: TaskFailure) {
+    return { ...this.succeeded(work), status: "failed" as const, failure };
+  }
+
+  /** Claims the attempt by creating its key; only one worker can. */
+  private async claim(key: string): Promise<boolean> {
+    try {
+      await this.ctx.kv.claims.create(key, encodeValue(SCHEMAS.AttemptClaim, { workerId: this.id, claimedAt: new Date().toISOString() }));
+      return true;
+    } catch (err) {
+      const existing = await this.ctx.kv.claims.get(key).catch(() => null);
+      if (!existing || existing.operation !== "PUT") throw err; // not a lost race: a real failure
+      return decode(SCHEMAS.AttemptClaim, existing.value).workerId === this.id;
+    }
+  }
+
+  private emit(event: Parameters<typeof publishEvent>[2]) {
+    return publishEvent(this.js, this.ctx.topo, event);
+  }
+
+  private record(state: WorkerRecord["state"]): WorkerRecord {
+    return {
+      workerId: this.id,
+      host: hostname(),
+      pid: process.pid,
+      slots: this.opts.slots,
+      running: this.runningCount,
+      pending: this.pending,
+      agents: [...this.agents.keys()],
+      labels: this.opts.labels ?? [],
+      startedAt: this.startedAt,
+      heartbeatAt: new Date().toISOString(),
+      state,
+    };
+  }
+
+  private async register(state: WorkerRecord["state"]): Promise<void> {
+    await this.ctx.kv.workers.put(this.id, encodeValue(SCHEMAS.WorkerRecord, this.record(state)));
+  }
+
+  /** Heartbeat: registry record in KV, and in-progress acks so running work is not redelivered. */
+  private async beat(): Promise<void> {
+    for (const r of this.active.values()) r.msg.working();
+    if (!this.isRunning) return;
+    await this.register("running").catch((err) => this.log.warn({ err: errorMessage(err) }, "heartbeat failed"));
+  }
+
+  private reportLoad(): void {
+    const finished = this.finishedSinceReport.splice(0);
+    try {
+      const { data, headers } = encode(SCHEMAS.WorkerLoad, { type: "worker.load", workerId: this.id, running: this.runningCount, finished });
+      this.ctx.nc.publish(this.ctx.topo.subjects.load(this.id), data, { headers });
+    } catch (err) {
+      this.log.debug({ err: errorMessage(err) }, "load report not sent");
+    }
+  }
+}
+
+/** Default worktree base: outside any checkout, in the user's cache directory. */
+export function defaultWorktreeDir(env = process.env): string {
+  const cache = env.XDG_CACHE_HOME || join(env.HOME || "/tmp", ".cache");
+  return join(cache, "ado", "worktrees");
+}

@@ -1,0 +1,18 @@
+import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
+import { encode } from "./codec.js";
+import { SCHEMAS, type AdoEvent } from "./messages.js";
+import type { Topology } from "./topology.js";
+
+/**
+ * Publishes an event to its per-run, per-task subject (kept in the events stream). Every
+ * event but output carries a Nats-Msg-Id naming what it is about, so an actor that
+ * replays a message after a crash does not write the event twice.
+ */
+export function publishEvent(js: JetStreamClient, topo: Topology, event: AdoEvent): Promise<PubAck> {
+  const { data, headers } = encode(SCHEMAS.AdoEvent, event);
+  const taskId = "taskId" in event ? event.taskId : undefined;
+  const attempt = "attempt" in event ? event.attempt : 0;
+  const subject = topo.subjects.event({ type: event.type, runId: event.runId, taskId });
+  if (event.type === "task.output") return js.publish(subject, data, { headers });
+  return js.publish(subject, data, { headers, msgID: `${event.runId}.${taskId ?? "_"}.${attempt}.${event.type}` });
+}

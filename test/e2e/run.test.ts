@@ -1,0 +1,103 @@
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Stack } from "../../src/actors/stack.js";
+import { AdoClient } from "../../src/runtime/client.js";
+import { ConfigSchema } from "../../src/runtime/config.js";
+import { connectNats } from "../../src/runtime/connection.js";
+import { checkoutFingerprint } from "../../src/runtime/git/index.js";
+import { parseGraph } from "../../src/runtime/graph.js";
+import { silentLogger } from "../../src/runtime/logger.js";
+import type { AdoEvent } from "../../src/runtime/messages.js";
+import { gitOut, makeRepo } from "../helpers/repo.js";
+import { startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+
+let ts: TestServer;
+let worktreeDir: string;
+beforeAll(async () => {
+  ts = await startTestServer();
+  worktreeDir = await mkdtemp(join(tmpdir(), "ado-wt-"));
+});
+afterAll(async () => {
+  await ts?.stop();
+  await rm(worktreeDir, { recursive: true, force: true });
+});
+
+async function stackAndClient(workers: number) {
+  const topo = uniqueTopology();
+  const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers, worktreeDir, heartbeatMs: 200 });
+  const stack = await Stack.start({ config, logger: silentLogger });
+  const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
+  return { stack, client: new AdoClient(nc, topo), close: async () => { await nc.drain(); await stack.close(); } };
+}
+
+describe("run - end to end on real NATS and git", () => {
+  it("three independent tasks on three workers overlap in time; dependents see their dependencies' files; the checkout is untouched", async () => {
+    const repo = await makeRepo();
+    // Untracked, modified and staged state in the user's checkout must all survive.
+    await writeFile(join(repo.dir, "scratch.txt"), "untracked\n");
+    await writeFile(join(repo.dir, "README.md"), "# sample, edited by the user\n");
+    await writeFile(join(repo.dir, "staged.txt"), "staged\n");
+    gitOut(repo.dir, "add", "staged.txt");
+    const before = await checkoutFingerprint(repo.dir);
+    const { client, close } = await stackAndClient(3);
+    try {
+      const graph = parseGraph(`
+name: e2e
+tasks:
+  - { id: a, run: "sleep 0.6; echo A > a.txt" }
+  - { id: b, run: "sleep 0.6; echo B > b.txt" }
+  - { id: c, run: "sleep 0.6; echo C > c.txt" }
+  - { id: d, needs: [a, b, c], run: "cat a.txt b.txt c.txt > d.txt" }
+`);
+      const events: AdoEvent[] = [];
+      const outcome = await client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+      expect(outcome.status).toBe("succeeded");
+      const byId = new Map(outcome.tasks.map((t) => [t.id, t]));
+      // Overlap: each of a, b, c started before any of them finished.
+      const roots = ["a", "b", "c"].map((id) => byId.get(id)!);
+      const lastStart = Math.max(...roots.map((t) => Date.parse(t.startedAt!)));
+      const firstEnd = Math.min(...roots.map((t) => Date.parse(t.finishedAt!)));
+      expect(lastStart).toBeLessThan(firstEnd);
+      expect(new Set(roots.map((t) => t.workerId)).size).toBe(3);
+      // d ran on top of a, b and c.
+      const integration = outcome.integrationBranch!;
+      expect(gitOut(repo.dir, "show", `${integration}:d.txt`)).toBe("A\nB\nC");
+      expect(gitOut(repo.dir, "show", `ado/${outcome.runId}/d:d.txt`)).toBe("A\nB\nC");
+      expect(events.some((e) => e.type === "task.output")).toBe(false); // these tasks print nothing
+      expect(await checkoutFingerprint(repo.dir)).toBe(before);
+      expect(gitOut(repo.dir, "worktree", "list")).not.toContain(outcome.runId);
+    } finally {
+      await close();
+      await repo.cleanup();
+    }
+  });
+
+  it("a failing task fails the run, its output is shown, and its dependents are skipped", async () => {
+    const repo = await makeRepo();
+    const { client, close } = await stackAndClient(2);
+    try {
+      const graph = parseGraph(`
+name: failing
+tasks:
+  - { id: ok, run: "echo fine > ok.txt" }
+  - { id: bad, run: "echo about to fail; echo oops >&2; exit 3" }
+  - { id: after, needs: [bad], run: "true" }
+`);
+      const events: AdoEvent[] = [];
+      const outcome = await client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+      expect(outcome.status).toBe("failed");
+      expect(outcome.error).toMatch(/'bad' failed: exited with code 3/);
+      const status = Object.fromEntries(outcome.tasks.map((t) => [t.id, t.status]));
+      expect(status).toEqual({ ok: "succeeded", bad: "failed", after: "skipped" });
+      const failed = events.find((e) => e.type === "task.failed");
+      expect(failed && failed.type === "task.failed" && failed.outputTail).toMatch(/about to fail[\s\S]*oops/);
+      const output = events.filter((e) => e.type === "task.output").map((e) => (e.type === "task.output" ? e.data : "")).join("");
+      expect(output).toContain("oops");
+    } finally {
+      await close();
+      await repo.cleanup();
+    }
+  });
+});

@@ -1,0 +1,148 @@
+import { existsSync } from "node:fs";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import path from "node:path";
+import { pino } from "pino";
+import { describe, expect, it } from "vitest";
+import { BranchConflictError, InvalidWorktreeNameError, WorktreeDirtyError } from "../../src/runtime/git/errors.js";
+import { readBranch } from "../../src/runtime/git/repo.js";
+import { WorktreeManager } from "../../src/runtime/git/worktrees.js";
+import { commitOnBranch, sh, show, tempRepo, withoutGlobalGitConfig, writeFiles } from "./helpers.js";
+
+describe("WorktreeManager", () => {
+  it("worktrees - add, commitAll and remove round trip keeps the branch", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+
+    const wt = await manager.add({ name: "r1/t1", branch: "ado/r1/t1", base: root, lockReason: "task t1" });
+    expect(wt).toEqual({ path: path.join(worktrees, "r1/t1"), branch: "ado/r1/t1" });
+    expect(await readFile(path.join(wt.path, "README.md"), "utf8")).toBe("hello\n");
+    expect(await manager.list()).toEqual([{ path: wt.path, branch: "ado/r1/t1", head: root, locked: "task t1" }]);
+
+    const unchanged = await manager.commitAll(wt.path, { message: "nothing" });
+    expect(unchanged).toEqual({ commit: root, changed: false, files: [] });
+
+    await writeFiles(wt.path, { "src/new.ts": "export {};\n", "README.md": "changed\n" });
+    const committed = await manager.commitAll(wt.path, { message: "task t1", authorName: "Agent", authorEmail: "agent@example.com" });
+    expect(committed.changed).toBe(true);
+    expect(committed.files.sort()).toEqual(["README.md", "src/new.ts"]);
+    expect(await readBranch(repo, "ado/r1/t1")).toBe(committed.commit);
+    expect(sh(repo, "log", "-1", "--format=%an <%ae>|%s", committed.commit)).toBe("Agent <agent@example.com>|task t1");
+
+    await manager.remove(wt.path);
+    expect(existsSync(wt.path)).toBe(false);
+    expect(await manager.list()).toEqual([]);
+    expect(await readBranch(repo, "ado/r1/t1")).toBe(committed.commit);
+  });
+
+  it("worktrees - commitAll works with no git identity configured, committing as ado", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const wt = await manager.add({ name: "t", branch: "ado/t", base: root });
+    await writeFiles(wt.path, { "a.txt": "a\n" });
+    const { commit } = await withoutGlobalGitConfig(() => manager.commitAll(wt.path, { message: "m" }));
+    expect(sh(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>", commit)).toBe("ado <ado@localhost>|ado <ado@localhost>");
+  });
+
+  it("worktrees - remove refuses a dirty worktree, names what is uncommitted and keeps the files", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const wt = await manager.add({ name: "t", branch: "ado/t", base: root });
+    await writeFiles(wt.path, { "notes.txt": "work in progress\n", "README.md": "edited\n" });
+
+    const err = await manager.remove(wt.path).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorktreeDirtyError);
+    expect((err as Error).message).toContain(wt.path);
+    expect((err as Error).message).toContain("notes.txt");
+    expect((err as Error).message).toContain("README.md");
+    expect(await readFile(path.join(wt.path, "notes.txt"), "utf8")).toBe("work in progress\n");
+    expect(await manager.list()).toHaveLength(1);
+
+    await manager.remove(wt.path, { force: true });
+    expect(existsSync(wt.path)).toBe(false);
+    expect(await manager.list()).toEqual([]);
+  });
+
+  it("worktrees - remove clears a registration whose directory is already gone", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const wt = await manager.add({ name: "t", branch: "ado/t", base: root });
+    await rm(wt.path, { recursive: true });
+    await manager.remove(wt.path);
+    expect(await manager.list()).toEqual([]);
+  });
+
+  it("worktrees - 50 concurrent adds on one repository all succeed, then all are removed", { timeout: 120_000 }, async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const names = Array.from({ length: 50 }, (_, i) => `run/t${i}`);
+
+    const results = await Promise.allSettled(names.map((name) => manager.add({ name, branch: `ado/${name}`, base: root })));
+    expect(results.filter((r) => r.status === "rejected")).toEqual([]);
+    expect(await manager.list()).toHaveLength(50);
+
+    // A second manager on the same repository shares the per-repository queue.
+    const other = new WorktreeManager({ repo: path.join(repo, "."), baseDir: worktrees });
+    const removed = await Promise.allSettled(names.map((name, i) => (i % 2 ? manager : other).remove(path.join(worktrees, name))));
+    expect(removed.filter((r) => r.status === "rejected")).toEqual([]);
+    expect(await manager.list()).toEqual([]);
+    expect(sh(repo, "branch", "--list", "ado/run/*").split("\n")).toHaveLength(50);
+  });
+
+  it("worktrees - add retries while another process holds the branch's ref lock", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const logs: string[] = [];
+    const logger = pino({ level: "warn" }, { write: (line: string) => void logs.push(line) });
+    const manager = new WorktreeManager({ repo, baseDir: worktrees, logger });
+    const lockFile = path.join(repo, ".git/refs/heads/ado/locked.lock");
+    await mkdir(path.dirname(lockFile), { recursive: true });
+    await writeFile(lockFile, "");
+    // git itself waits 100 ms for a ref lock (core.filesRefLockTimeout); hold it longer.
+    const release = new Promise((resolve) => setTimeout(resolve, 400)).then(() => rm(lockFile));
+
+    const wt = await manager.add({ name: "locked", branch: "ado/locked", base: root });
+    await release;
+    expect(await readBranch(repo, "ado/locked")).toBe(root);
+    expect(existsSync(path.join(wt.path, "README.md"))).toBe(true);
+    expect(logs.some((line) => line.includes("git lock busy, retrying"))).toBe(true);
+  });
+
+  it("worktrees - add reuses a branch left at base by an earlier attempt", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const first = await manager.add({ name: "t", branch: "ado/t", base: root });
+    // A crashed attempt: the worktree registration is left behind and its directory is lost.
+    await rm(first.path, { recursive: true });
+
+    const again = await manager.add({ name: "t", branch: "ado/t", base: root });
+    expect(again).toEqual(first);
+    expect(existsSync(path.join(again.path, "README.md"))).toBe(true);
+    expect(await manager.list()).toHaveLength(1);
+  });
+
+  it("worktrees - add will not replace a leftover worktree that holds uncommitted work", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const first = await manager.add({ name: "t", branch: "ado/t", base: root });
+    await writeFiles(first.path, { "half-done.txt": "agent output\n" });
+
+    await expect(manager.add({ name: "t", branch: "ado/t", base: root })).rejects.toBeInstanceOf(WorktreeDirtyError);
+    expect(await readFile(path.join(first.path, "half-done.txt"), "utf8")).toBe("agent output\n");
+  });
+
+  it("worktrees - add refuses a branch that already moved past base", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    commitOnBranch(repo, "ado/t", root, { "x.txt": "x\n" });
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    await expect(manager.add({ name: "t", branch: "ado/t", base: root })).rejects.toBeInstanceOf(BranchConflictError);
+    expect(await manager.list()).toEqual([]);
+    expect(show(repo, "ado/t", "x.txt")).toBe("x\n");
+  });
+
+  it("worktrees - add rejects a name that escapes the base directory", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    await expect(manager.add({ name: "../outside", branch: "ado/x", base: root })).rejects.toBeInstanceOf(
+      InvalidWorktreeNameError,
+    );
+  });
+});
