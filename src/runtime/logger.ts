@@ -8,7 +8,8 @@ export type { Logger };
  * lifecycle at info, which an operator running `ado actor` turns on).
  */
 export function createLogger(level = process.env.ADO_LOG_LEVEL ?? "warn"): Logger {
-  return pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: false }));
+  // Synchronous: log volume is low, and nothing may be lost when the CLI exits with a code.
+  return pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
 }
 
 /** A logger that discards everything; for benchmarks and tests that do not need logs. */

@@ -1,0 +1,78 @@
+import { hostname } from "node:os";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { loadConfig, type Config } from "../runtime/config.js";
+import { connectNats } from "../runtime/connection.js";
+import { AdoError } from "../runtime/errors.js";
+import { createLogger, type Logger } from "../runtime/logger.js";
+import { readUpState } from "./up-state.js";
+
+/** Exit codes of every command. */
+export const Exit = {
+  ok: 0,
+  /** The run ended, but not successfully. */
+  failed: 1,
+  /** Bad input: flags, config, graph, repository. Nothing was run. */
+  usage: 2,
+  /** Interrupted by a signal. */
+  interrupted: 130,
+} as const;
+
+/** An error whose message is meant for the user as-is, with the exit code to use. */
+export class CliError extends AdoError {
+  constructor(
+    message: string,
+    readonly exitCode: number = Exit.usage,
+  ) {
+    super(message);
+  }
+}
+
+export interface CommonFlags {
+  config?: string;
+  server?: string;
+  prefix?: string;
+}
+
+/** Loads the configuration with the flags that map onto it. */
+export async function configFrom(flags: CommonFlags & { workers?: number; slots?: number }, dir?: string): Promise<{ config: Config; logger: Logger }> {
+  const config = await loadConfig({
+    file: flags.config,
+    dir,
+    flags: { server: flags.server, prefix: flags.prefix, workers: flags.workers, slots: flags.slots },
+  });
+  return { config, logger: createLogger(config.logLevel) };
+}
+
+/**
+ * The server a command should use: the flag or config, else the stack `ado up`
+ * started on this machine, else none (the caller starts an embedded stack).
+ */
+export async function resolveServer(config: Config): Promise<{ url: string; source: string } | undefined> {
+  if (config.server) return { url: config.server, source: "configured" };
+  const up = await readUpState(config.prefix);
+  if (up) return { url: up.url, source: `the stack \`ado up\` started (pid ${up.pid})` };
+  return undefined;
+}
+
+/** Requires a server (for commands that join an existing installation). */
+export async function requireServer(config: Config, what: string): Promise<string> {
+  const server = await resolveServer(config);
+  if (!server) {
+    throw new CliError(`${what} needs a NATS server: pass --server nats://host:4222, set ADO_SERVER, or start one with \`ado up\``);
+  }
+  return server.url;
+}
+
+export function clientConnection(url: string, logger: Logger): Promise<NatsConnection> {
+  return connectNats({ servers: url, name: `ado-cli-${hostname()}-${process.pid}`, logger });
+}
+
+export function parseIntFlag(name: string, min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new CliError(`--${name} must be a whole number from ${min} to ${max}, got '${value}'`);
+    }
+    return n;
+  };
+}

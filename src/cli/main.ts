@@ -1,0 +1,93 @@
+import { Command, CommanderError, Option } from "commander";
+import { VERSION } from "../runtime/actor.js";
+import { AdoError, errorMessage } from "../runtime/errors.js";
+import { CliError, Exit, parseIntFlag } from "./common.js";
+import { runCommand } from "./run.js";
+import { actorCommand, upCommand, workerCommand } from "./serve.js";
+
+/** Builds the `ado` command line. Every action returns its exit code. */
+export function buildProgram(setExit: (code: number) => void): Command {
+  const program = new Command("ado")
+    .description("Run many AI coding agents in parallel on one git repository: one worktree and branch per task, merged back for you.")
+    .version(VERSION)
+    .showHelpAfterError("(run `ado --help` or `ado <command> --help` for usage)")
+    .exitOverride();
+
+  const common = (cmd: Command) =>
+    cmd
+      .option("--server <url>", "NATS server URL (default: ADO_SERVER, the config, the `ado up` stack, or an embedded one)")
+      .option("--config <file>", "config file (default: ./ado.config.yaml)")
+      .option("--prefix <prefix>", "subject/stream prefix, to share one NATS between installations");
+
+  common(
+    program
+      .command("run")
+      .description("run a task graph (or one task) and follow it live; exit 0 only if it succeeded")
+      .argument("[prompt]", "prompt of a single task (with --agent and --cmd)")
+      .option("-g, --graph <file>", "task graph (YAML)")
+      .option("-r, --repo <dir>", "git repository the tasks work on (default: current directory)")
+      .option("-w, --workers <n>", "workers of the embedded stack", parseIntFlag("workers", 1, 256))
+      .option("--json", "print one JSON object with the outcome when the run ends")
+      .addOption(new Option("--agent <name>", "agent of a single task").default("shell"))
+      .option("--cmd <command>", "command of a single shell task"),
+  ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
+
+  common(
+    program
+      .command("up")
+      .description("start NATS (embedded) with every actor and some workers, and keep them running for other commands")
+      .option("-p, --port <port>", "client port of the embedded server", parseIntFlag("port", 1, 65_535), 4222)
+      .option("--store <dir>", "JetStream store directory (default: ~/.local/state/ado/nats)")
+      .option("-w, --workers <n>", "workers to start", parseIntFlag("workers", 0, 256))
+      .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024)),
+  ).action(async (flags) => setExit(await upCommand(flags)));
+
+  common(
+    program
+      .command("worker")
+      .description("start workers against a server, in this process, until interrupted")
+      .option("-n, --count <n>", "workers to start", parseIntFlag("count", 1, 256), 1)
+      .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024)),
+  ).action(async (flags) => setExit(await workerCommand(flags)));
+
+  common(
+    program
+      .command("actor")
+      .description("start one actor (scheduler, balancer or merger) against a server, until interrupted")
+      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger"])),
+  ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
+
+  return program;
+}
+
+async function main(): Promise<void> {
+  let code: number = Exit.ok;
+  const program = buildProgram((c) => (code = c));
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    code = exitCodeFor(err);
+  }
+  // stdout/stderr writes are synchronous for files, pipes and terminals on Linux, so
+  // exiting now loses no output, and no stray handle can keep a finished command alive.
+  process.exit(code);
+}
+
+function exitCodeFor(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // Help and version print and exit 0; usage errors were already printed by commander.
+    return err.exitCode === 0 ? Exit.ok : Exit.usage;
+  }
+  if (err instanceof CliError) {
+    process.stderr.write(`ado: ${err.message}\n`);
+    return err.exitCode;
+  }
+  if (err instanceof AdoError) {
+    process.stderr.write(`ado: ${err.message}\n`);
+    return Exit.usage;
+  }
+  process.stderr.write(`ado: unexpected error: ${errorMessage(err)}\n${err instanceof Error ? err.stack : ""}\n`);
+  return Exit.failed;
+}
+
+await main();

@@ -1,0 +1,72 @@
+import { join } from "node:path";
+import { homedir } from "node:os";
+import { Stack, type ActorKind } from "../actors/stack.js";
+import { configFrom, Exit, requireServer, type CommonFlags } from "./common.js";
+import { onShutdown } from "./signals.js";
+import { removeUpState, writeUpState } from "./up-state.js";
+
+const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
+
+/** Runs a stack until SIGINT/SIGTERM, then closes it gracefully. */
+async function serveUntilSignal(stack: Stack, onStop?: () => Promise<void>): Promise<number> {
+  await new Promise<void>((resolve) => {
+    onShutdown(async (signal) => {
+      say(`${signal}: draining (a second signal forces)`);
+      await stack.close();
+      await onStop?.();
+      resolve();
+    }, say);
+  });
+  return Exit.ok;
+}
+
+export interface UpFlags extends CommonFlags {
+  port: number;
+  store?: string;
+  workers?: number;
+  slots?: number;
+}
+
+/** `ado up`: embedded NATS + every actor + workers, kept running for other commands. */
+export async function upCommand(flags: UpFlags): Promise<number> {
+  const { config, logger } = await configFrom({ ...flags, server: undefined });
+  const storeDir = flags.store ?? config.embedded.storeDir ?? join(process.env.XDG_STATE_HOME || join(homedir(), ".local", "state"), "ado", "nats");
+  const stack = await Stack.start({
+    config: { ...config, server: undefined, embedded: { storeDir, port: flags.port } },
+    logger,
+  });
+  const statePath = await writeUpState({ url: stack.url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString() });
+  process.stdout.write(
+    [
+      `ado is up: NATS at ${stack.url} (JetStream store ${storeDir})`,
+      `  actors: scheduler, balancer, merger; workers: ${stack.workers.length} x ${config.slots} slot(s)`,
+      `  other ado commands on this machine use it (${statePath}); elsewhere: --server ${stack.url}`,
+      `  Ctrl-C stops it.`,
+      "",
+    ].join("\n"),
+  );
+  return serveUntilSignal(stack, () => removeUpState(config.prefix));
+}
+
+export interface WorkerFlags extends CommonFlags {
+  count: number;
+  slots?: number;
+}
+
+/** `ado worker`: N workers in this process against an existing server. */
+export async function workerCommand(flags: WorkerFlags): Promise<number> {
+  const { config, logger } = await configFrom(flags);
+  const server = await requireServer(config, "ado worker");
+  const stack = await Stack.start({ config, logger, server, actors: [], workers: flags.count });
+  say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server}: ${stack.workers.map((w) => w.id).join(", ")}`);
+  return serveUntilSignal(stack);
+}
+
+/** `ado actor <name>`: one actor replica against an existing server. */
+export async function actorCommand(name: ActorKind, flags: CommonFlags): Promise<number> {
+  const { config, logger } = await configFrom(flags);
+  const server = await requireServer(config, `ado actor ${name}`);
+  const stack = await Stack.start({ config, logger, server, actors: [name], workers: 0 });
+  say(`${name} running on ${server} (instance ${stack.actors[0]?.instance})`);
+  return serveUntilSignal(stack);
+}
