@@ -44,13 +44,13 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   await openJetStream(nc); // a clear error if the server has JetStream off
   const client = new AdoClient(nc, topo);
 
-  const view: ProgressView | undefined = flags.json
-    ? process.stderr.isTTY ? new LineProgress(process.stderr) : undefined
-    : process.stdout.isTTY ? new TerminalProgress(process.stdout) : new LineProgress(process.stdout);
+  // With --json, stdout carries only the outcome, so progress goes to stderr.
+  const out = flags.json ? process.stderr : process.stdout;
+  const view: ProgressView = out.isTTY ? new TerminalProgress(out) : new LineProgress(out);
   const abort = new AbortController();
   const runId = newRunId();
   const removeSignals = onShutdown(() => {
-    view?.stop();
+    view.stop();
     stderr(stack ? "interrupted: stopping the embedded stack (tasks in flight are stopped)" : `detached; the run goes on: ${runId}`);
     abort.abort();
   }, stderr);
@@ -59,14 +59,14 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   try {
     await client.submit({ graph, repo: needsRepo ? repoDir : flags.repo, runId });
     outcome = await client.watch(runId, {
-      onEvent: (e) => view?.onEvent(e),
+      onEvent: (e) => view.onEvent(e),
       signal: abort.signal,
       onNoScheduler: () => stderr("no scheduler has picked up the run yet: is one running? (ado up, or ado actor scheduler)"),
     });
   } catch (err) {
     if (!(err instanceof WatchAbortedError)) throw err;
   } finally {
-    view?.stop();
+    view.stop();
     removeSignals();
     await drainQuietly(nc);
     await stack?.close();

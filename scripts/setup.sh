@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Sets up everything ado needs on a Debian/Ubuntu machine with Node 20: the nats-server
+# package (when missing) and the npm dependencies. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v nats-server >/dev/null 2>&1; then
+  echo "setup: installing nats-server (Debian package)"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nats-server >/dev/null
+fi
+echo "setup: $(nats-server --version)"
+
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+if [ "$node_major" -lt 20 ]; then
+  echo "setup: ado needs Node 20 or newer, found $(node --version)" >&2
+  exit 1
+fi
+
+command -v git >/dev/null 2>&1 || { echo "setup: git is required (apt-get install -y git)" >&2; exit 1; }
+
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "setup: npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
