@@ -69,6 +69,8 @@ export abstract class Actor {
         version: VERSION,
         description: `ado ${this.kind}`,
         metadata: { instance: this.instance, prefix: this.ctx.topo.prefix },
+        // `$SRV.STATS` carries the actor's own counters in each endpoint's `data`.
+        statsHandler: async () => ({ state: this._state, ...this.stats() }),
       });
       this.service.addEndpoint("status", {
         subject: `${this.ctx.topo.prefix}.svc.${this.kind}.${this.instance}.status`,

@@ -144,7 +144,9 @@ export function actorConsumer(
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     ack_wait: ns(opts.ackWaitMs ?? 30_000),
-    max_deliver: opts.maxDeliver ?? 10,
+    // Unlimited by default: backpressure naks (no eligible worker yet) must never run a
+    // task out of deliveries. Poison messages are caught by BatchLoop's own count.
+    max_deliver: opts.maxDeliver ?? -1,
     // The server caps outstanding acks; a worker never has more than its slots anyway.
     max_ack_pending: 10_000,
     ...(opts.inactiveMs ? { inactive_threshold: ns(opts.inactiveMs) } : {}),

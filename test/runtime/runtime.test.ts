@@ -165,6 +165,9 @@ describe("actor - lifecycle and discovery", () => {
     const pings: unknown[] = [];
     for await (const p of await client.ping(topo.service("scheduler"))) pings.push(p);
     expect(pings).toHaveLength(1);
+    const stats: unknown[] = [];
+    for await (const st of await client.stats(topo.service("scheduler"))) stats.push(st.endpoints?.[0]?.data);
+    expect(stats).toEqual([{ state: "running", drained: 0 }]);
     const reply = await nc.request(`${topo.prefix}.svc.scheduler.s1.status`);
     expect(JSON.parse(reply.string())).toEqual({ state: "running", drained: 0 });
     const [p1, p2] = [actor.close(), actor.close()];

@@ -46,6 +46,8 @@ export class Balancer extends Actor {
       schema: SCHEMAS.TaskWork,
       actor: "balancer",
       logger: this.log,
+      // The handler only publishes: a failure is the server's, never the message's.
+      maxDeliver: Number.POSITIVE_INFINITY,
       handle: (batch) => this.assign(batch),
     });
     await this.loop.start();

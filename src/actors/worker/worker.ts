@@ -55,6 +55,8 @@ export class Worker extends Actor {
   private heartbeat?: NodeJS.Timeout;
   private pulling?: Promise<void>;
   private readonly startedAt = new Date().toISOString();
+  /** Results already produced, by attempt key, so a redelivery re-sends instead of re-running. */
+  private readonly results = new Map<string, TaskResult>();
   private completed = 0;
 
   constructor(
@@ -189,6 +191,13 @@ export class Worker extends Actor {
       m.ack();
       return;
     }
+    const done = this.results.get(key);
+    if (done) {
+      // We ran it, but the ack was lost: send the result again (deduplicated), never re-run.
+      await this.publishResult(key, done);
+      m.ack();
+      return;
+    }
     const startedAt = new Date().toISOString();
     const output = new OutputBuffer((stream, data) =>
       this.emit({ type: "task.output", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), stream, data }),
@@ -206,10 +215,34 @@ export class Worker extends Actor {
     output.flush();
     await output.settled(); // output events are stored before the result that ends the task
     const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: output.tail() };
-    const { data, headers } = encode(SCHEMAS.SchedulerInput, full);
-    await this.js.publish(this.ctx.topo.subjects.results(work.runId), data, { headers, msgID: `${key}.result` });
+    this.remember(key, full);
+    await this.publishResult(key, full);
     m.ack();
     this.completed++;
+  }
+
+  /**
+   * Publishes a result, retrying while the server is unreachable: the attempt is done
+   * and its outcome must reach the scheduler. The msg id makes repeats harmless.
+   */
+  private async publishResult(key: string, result: TaskResult): Promise<void> {
+    const { data, headers } = encode(SCHEMAS.SchedulerInput, result);
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.js.publish(this.ctx.topo.subjects.results(result.runId), data, { headers, msgID: `${key}.result` });
+        return;
+      } catch (err) {
+        if (attempt >= 10) throw err; // the message stays unacked; its redelivery re-sends
+        this.log.warn({ key, attempt, err: errorMessage(err) }, "result not stored yet; retrying");
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** attempt)));
+      }
+    }
+  }
+
+  private remember(key: string, result: TaskResult): void {
+    this.results.set(key, result);
+    // Bounded: a redelivery comes within ack_wait, long before 1,000 newer results.
+    if (this.results.size > 1_000) this.results.delete(this.results.keys().next().value!);
   }
 
   private async runAttempt(
@@ -308,7 +341,10 @@ export class Worker extends Actor {
     return { ...this.succeeded(work), status: "failed" as const, failure };
   }
 
-  /** Claims the attempt by creating its key; only one worker can. */
+  /**
+   * Claims the attempt by creating its key; only one worker can. True also when the
+   * claim is already ours (a redelivery, or a create whose reply was lost).
+   */
   private async claim(key: string): Promise<boolean> {
     try {
       await this.ctx.kv.claims.create(key, encodeValue(SCHEMAS.AttemptClaim, { workerId: this.id, claimedAt: new Date().toISOString() }));
