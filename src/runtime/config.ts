@@ -15,8 +15,8 @@ export const ConfigSchema = z
     prefix: z.string().regex(PREFIX_PATTERN, "1-32 letters, digits, '_' or '-'").default("ado"),
     /** NATS server URL(s), comma-separated. Absent: `ado run` starts an embedded server. */
     server: z.string().min(1).optional(),
-    /** Workers the embedded stack starts. */
-    workers: z.number().int().min(1).max(256).default(4),
+    /** Workers the embedded stack starts (0: actors only, workers join with `ado worker`). */
+    workers: z.number().int().min(0).max(256).default(4),
     /** Tasks one worker runs at once. */
     slots: z.number().int().min(1).max(1024).default(1),
     /** Where task worktrees go; default `$XDG_CACHE_HOME/ado/worktrees` (never inside your checkout). */

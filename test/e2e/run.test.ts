@@ -24,12 +24,26 @@ afterAll(async () => {
   await rm(worktreeDir, { recursive: true, force: true });
 });
 
-async function stackAndClient(workers: number) {
+async function stackAndClient(workers: number, extra: Record<string, unknown> = {}) {
   const topo = uniqueTopology();
-  const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers, worktreeDir, heartbeatMs: 200 });
+  const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers, worktreeDir, heartbeatMs: 200, ...extra });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
-  return { stack, client: new AdoClient(nc, topo), close: async () => { await nc.drain(); await stack.close(); } };
+  const extraStacks: Stack[] = [];
+  return {
+    stack,
+    config,
+    client: new AdoClient(nc, topo),
+    /** Starts more workers later, in a stack of their own (as `ado worker` would). */
+    addWorkers: async (n: number) => {
+      extraStacks.push(await Stack.start({ config, logger: silentLogger, actors: [], workers: n }));
+    },
+    close: async () => {
+      await nc.drain();
+      await Promise.all(extraStacks.map((s) => s.close()));
+      await stack.close();
+    },
+  };
 }
 
 describe("run - end to end on real NATS and git", () => {
@@ -98,6 +112,22 @@ tasks:
     } finally {
       await close();
       await repo.cleanup();
+    }
+  });
+
+  it("a task waits in the ready queue while no worker exists, and runs when one arrives (backpressure, not loss)", async () => {
+    const { client, addWorkers, close } = await stackAndClient(0);
+    try {
+      const graph = parseGraph('tasks:\n  - { id: late, agent: noop }\n');
+      const { runId } = await client.submit({ graph });
+      // Longer than ten redeliveries at the balancer's 250 ms backoff.
+      await new Promise((r) => setTimeout(r, 3_500));
+      await addWorkers(1);
+      const outcome = await client.watch(runId);
+      expect(outcome.status).toBe("succeeded");
+      expect(outcome.tasks[0]!.attempts).toBe(1);
+    } finally {
+      await close();
     }
   });
 });
