@@ -16,7 +16,7 @@ export interface Encoded {
 }
 
 /** Validates `value` against its schema and encodes it with the schema header. */
-export function encode<T>(ref: SchemaRef<T>, value: T, extra?: Record<string, string>): Encoded {
+export function encode<T, I>(ref: SchemaRef<T, I>, value: I, extra?: Record<string, string>): Encoded {
   // Validating on the way out catches our own bugs at the sender, not at every reader.
   const checked = ref.schema.parse(value);
   const headers = natsHeaders();
@@ -26,7 +26,7 @@ export function encode<T>(ref: SchemaRef<T>, value: T, extra?: Record<string, st
 }
 
 /** Encodes without headers (KV values, where the bucket names the type). */
-export function encodeValue<T>(ref: SchemaRef<T>, value: T): Uint8Array {
+export function encodeValue<T, I>(ref: SchemaRef<T, I>, value: I): Uint8Array {
   return packr.pack(ref.schema.parse(value));
 }
 
@@ -34,7 +34,7 @@ export function encodeValue<T>(ref: SchemaRef<T>, value: T): Uint8Array {
  * Decodes a payload through its schema. Throws DecodeError naming the schema and the
  * first problem; the caller turns that into an error reply or a dead letter.
  */
-export function decode<T>(ref: SchemaRef<T>, data: Uint8Array, headers?: MsgHdrs): T {
+export function decode<T, I>(ref: SchemaRef<T, I>, data: Uint8Array, headers?: MsgHdrs): T {
   const declared = headers?.get(SCHEMA_HEADER);
   if (declared) {
     const [name, version] = declared.split("/");

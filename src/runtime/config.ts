@@ -1,4 +1,5 @@
 import { readFile } from "node:fs/promises";
+import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
@@ -93,7 +94,7 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<Config> 
   for (const [name, spec] of Object.entries(ENV_VARS)) {
     const value = env[name];
     if (value === undefined || value === "") continue;
-    const parsed = spec.number && /^-?\d+$/.test(value.trim()) ? Number(value) : value;
+    const parsed = spec.number && /^-?\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : value;
     setPath(merged, spec.path, parsed);
     sources.set(spec.path.join("."), `environment ${name}`);
   }
@@ -108,7 +109,9 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<Config> 
   if (!result.success) {
     const lines = result.error.issues.map((issue) => {
       const field = issue.path.join(".") || "(root)";
-      const from = sources.get(field) ?? sources.get(String(issue.path[0])) ?? "default";
+      // An unknown key is reported on its parent: look up where the key itself came from.
+      const keyPaths = issue.code === "unrecognized_keys" ? issue.keys.map((k) => [...issue.path, k].join(".")) : [field];
+      const from = keyPaths.map((k) => sources.get(k)).find(Boolean) ?? sources.get(String(issue.path[0])) ?? "default";
       let what = issue.message;
       if (issue.code === "invalid_value" && "values" in issue) {
         what = `expected one of ${(issue.values as unknown[]).map((v) => JSON.stringify(v)).join(", ")}`;
@@ -119,18 +122,27 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<Config> 
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
-  return result.data;
+  const config = result.data;
+  if (config.worktreeDir) config.worktreeDir = resolve(expandHome(config.worktreeDir, env));
+  if (config.embedded.storeDir) config.embedded.storeDir = resolve(expandHome(config.embedded.storeDir, env));
+  return config;
+}
+
+/** `~` and `~/x` mean the home directory, as in a shell; nothing else is expanded. */
+function expandHome(path: string, env: NodeJS.ProcessEnv): string {
+  if (path === "~" || path.startsWith("~/")) return join(env.HOME || homedir(), path.slice(1));
+  return path;
 }
 
 function deepAssign(target: Record<string, unknown>, src: Record<string, unknown>, sources: Map<string, string>, from: string, prefix = "") {
   for (const [k, v] of Object.entries(src)) {
     const key = prefix ? `${prefix}.${k}` : k;
+    sources.set(key, from);
     if (v && typeof v === "object" && !Array.isArray(v)) {
       const child = (target[k] ??= {}) as Record<string, unknown>;
       deepAssign(child, v as Record<string, unknown>, sources, from, key);
     } else {
       target[k] = v;
-      sources.set(key, from);
     }
   }
 }

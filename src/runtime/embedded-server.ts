@@ -19,8 +19,8 @@ export interface EmbeddedServerOptions {
   logger?: Logger;
 }
 
-export const INSTALL_HINT =
-  "install it with `apt-get install -y nats-server` (Debian/Ubuntu), or set ADO_NATS_SERVER to the binary's path";
+const INSTALL = "install it with `apt-get install -y nats-server` (Debian/Ubuntu)";
+export const INSTALL_HINT = `${INSTALL}, or set ADO_NATS_SERVER to the binary's path`;
 
 // The watchdog: runs nats-server and terminates it as soon as our stdin pipe closes,
 // which happens however the parent ends (clean exit, Ctrl-C, crash, SIGKILL). The
@@ -35,6 +35,7 @@ watch=$!
 trap 'kill -TERM "$srv" 2>/dev/null' TERM INT HUP
 while kill -0 "$srv" 2>/dev/null; do wait "$srv"; st=$?; done
 kill "$watch" 2>/dev/null
+[ -n "$ADO_WATCHDOG_REMOVE" ] && rm -rf "$ADO_WATCHDOG_REMOVE"
 exit \${st:-0}
 `;
 
@@ -74,6 +75,8 @@ export class EmbeddedServer {
 
     const child = spawn("sh", ["-c", WATCHDOG, "ado-nats-watchdog", binary, "-c", confPath], {
       stdio: ["pipe", "ignore", "pipe"],
+      // A temp store is removed by the watchdog once the server is gone, parent or not.
+      env: { ...process.env, ADO_WATCHDOG_REMOVE: ownsStore ? storeDir : "" },
       // Own process group: a Ctrl-C in the terminal reaches us, and we stop the server
       // after draining, instead of it dying under our actors' feet.
       detached: true,
@@ -160,7 +163,9 @@ async function readPortsFile(dir: string): Promise<{ nats?: string[]; monitoring
 }
 
 /** Finds the `nats-server` binary, or throws an error that says how to install it. */
-export async function findNatsServer(explicit = process.env.ADO_NATS_SERVER): Promise<string> {
+export async function findNatsServer(binary?: string): Promise<string> {
+  const fromEnv = !binary && !!process.env.ADO_NATS_SERVER;
+  const explicit = binary ?? process.env.ADO_NATS_SERVER;
   const candidates = explicit
     ? [explicit]
     : (process.env.PATH ?? "").split(delimiter).filter(Boolean).map((d) => join(d, "nats-server"));
@@ -174,7 +179,7 @@ export async function findNatsServer(explicit = process.env.ADO_NATS_SERVER): Pr
   }
   throw new EmbeddedServerError(
     explicit
-      ? `nats-server was not found at '${explicit}' (ADO_NATS_SERVER): fix the path or unset it`
+      ? `nats-server was not found at '${explicit}'${fromEnv ? " (from ADO_NATS_SERVER)" : ""}: fix the path, or ${INSTALL}`
       : `nats-server was not found on PATH: ${INSTALL_HINT}`,
   );
 }

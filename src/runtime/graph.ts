@@ -14,18 +14,19 @@ export const Priority = {
 export type Priority = (typeof Priority)[keyof typeof Priority];
 export const PRIORITIES = Object.values(Priority) as [Priority, ...Priority[]];
 
+const DURATION_HINT = 'a duration like "250ms", "30s", "5m" or "1h", or a number of seconds';
+const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
+
 /** "30s", "5m", "1h", "250ms" or a number of seconds -> milliseconds. */
-export const DurationSchema = z.union([
-  z.number().positive().transform((s) => Math.round(s * 1000)),
-  z
-    .string()
-    .regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'a duration like "250ms", "30s", "5m" or "1h"')
-    .transform((s) => {
-      const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(s)!;
-      const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as "ms" | "s" | "m" | "h"];
-      return Math.round(Number(m[1]) * unit);
-    }),
-]);
+export const DurationSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  if (typeof v === "number" && v > 0) return Math.round(v * 1000);
+  const m = typeof v === "string" ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim()) : null;
+  if (!m || Number(m[1]) <= 0) {
+    ctx.addIssue({ code: "custom", message: `expected ${DURATION_HINT}, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
+});
 
 const idSchema = z
   .string()

@@ -91,6 +91,11 @@ export const MergeRequest = z.object({
   baseCommit: sha,
   integrationBranch: z.string(),
   worktree: z.string().optional(),
+  /**
+   * Do not merge: only release the task's worktree (its work stays on its branch).
+   * Sent for work that finished after the run stopped; no result is reported.
+   */
+  releaseOnly: z.boolean().default(false),
 });
 export type MergeRequest = z.infer<typeof MergeRequest>;
 
@@ -292,4 +297,6 @@ export const SCHEMAS = {
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
 } as const;
-export type SchemaRef<T = unknown> = { name: string; version: number; schema: z.ZodType<T> };
+/** A schema with its wire name and version. `I` is what senders write (defaults optional). */
+// Readers only care about the output type, so the input type defaults to any.
+export type SchemaRef<T = unknown, I = any> = { name: string; version: number; schema: z.ZodType<T, I> };

@@ -16,7 +16,8 @@ export interface MergerOptions {
  * branch, without a work tree (merge-tree, commit-tree, update-ref with the expected
  * old value), so the user's checkout is never touched. The scheduler only asks for a
  * merge once the task's dependencies are merged, so merges land in dependency order.
- * After a merge the task's worktree is removed (its branch stays).
+ * After a merge, or a conflict, the task's worktree is removed: its work is committed on
+ * its branch, which stays.
  */
 export class Merger extends Actor {
   private loop?: BatchLoop<MergeRequest>;
@@ -61,6 +62,10 @@ export class Merger extends Actor {
   }
 
   private async mergeOne({ data: req }: Delivery<MergeRequest>): Promise<void> {
+    if (req.releaseOnly) {
+      if (req.worktree) await this.removeWorktree(req);
+      return;
+    }
     let result: MergeResult;
     try {
       await createBranchIfAbsent(req.repo, req.integrationBranch, req.baseCommit);
@@ -72,6 +77,8 @@ export class Merger extends Actor {
       if (outcome.kind === "conflict") {
         this.conflicts++;
         result = { type: "merge.result", runId: req.runId, taskId: req.taskId, status: "conflict", files: outcome.files, message: outcome.messages };
+        // The task's work is committed on its branch, which the conflict report names.
+        if (req.worktree) await this.removeWorktree(req);
       } else {
         this.merged++;
         result = { type: "merge.result", runId: req.runId, taskId: req.taskId, status: "merged", integrationCommit: outcome.commit, files: [], message: outcome.kind };

@@ -172,28 +172,29 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     },
   });
   const run = state.run;
+  const mergeRequest = (releaseOnly: boolean): Effect => ({
+    type: "merge",
+    request: {
+      type: "merge.request",
+      runId: run.runId,
+      taskId: t.def.id,
+      repo: run.repo!,
+      commit: result.commit!,
+      branch: result.branch ?? taskBranchOf(run.runId, t.def.id),
+      baseCommit: run.baseCommit!,
+      integrationBranch: run.integrationBranch!,
+      worktree: result.worktree,
+      releaseOnly,
+    },
+  });
+  const hasWork = !!(run.repo && run.baseCommit && result.commit && result.files.length > 0);
   if (state.run.halted) {
     t.rec = { ...t.rec, status: "skipped", error: `finished on ${result.branch ?? "its branch"} but not merged: ${run.halted}` };
     effects.push({ type: "saveTask", taskId: t.def.id });
-  } else if (run.repo && run.baseCommit && result.commit && result.files.length > 0) {
+    if (hasWork && result.worktree) effects.push(mergeRequest(true));
+  } else if (hasWork) {
     t.rec = { ...t.rec, status: "merging" };
-    effects.push(
-      { type: "saveTask", taskId: t.def.id },
-      {
-        type: "merge",
-        request: {
-          type: "merge.request",
-          runId: run.runId,
-          taskId: t.def.id,
-          repo: run.repo,
-          commit: result.commit,
-          branch: result.branch ?? taskBranchOf(run.runId, t.def.id),
-          baseCommit: run.baseCommit,
-          integrationBranch: run.integrationBranch!,
-          worktree: result.worktree,
-        },
-      },
-    );
+    effects.push({ type: "saveTask", taskId: t.def.id }, mergeRequest(false));
   } else {
     // Nothing to merge (no repository, or the task changed nothing).
     t.rec = { ...t.rec, status: "succeeded" };

@@ -222,6 +222,8 @@ export class Scheduler extends Actor {
       return;
     }
     if (typeof runId !== "string" || !ID_PATTERN.test(runId)) return;
+    // Someone reused the id of a real run: that run is fine; the dead letter says enough.
+    if ((await this.ctx.kv.runs.get(runId))?.operation === "PUT") return;
     this.rejected++;
     await publishEvent(this.js, this.ctx.topo, {
       type: "run.rejected",

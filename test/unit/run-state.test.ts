@@ -1,0 +1,327 @@
+import { describe, expect, it } from "vitest";
+import {
+  acceptRun,
+  applyMergeResult,
+  applyTaskResult,
+  integrationBranchOf,
+  taskBranchOf,
+  type Effect,
+  type RunState,
+} from "../../src/actors/scheduler/run-state.js";
+import { GraphDefSchema } from "../../src/runtime/graph.js";
+import type { AdoEvent, EventOf, MergeResult, SubmitRun, TaskFailure, TaskResult, TaskWork } from "../../src/runtime/messages.js";
+
+const NOW = "2026-01-01T00:00:00.000Z";
+const BASE = "b".repeat(40);
+const sha = (c: string) => c.repeat(40);
+const RUN = "r1";
+
+type TaskIn = { id: string; needs?: string[]; agent?: string; attempts?: number };
+
+function submit(tasks: TaskIn[], repo = true): SubmitRun {
+  const graph = GraphDefSchema.parse({
+    name: "g",
+    tasks: tasks.map(({ attempts, ...t }) => {
+      const agent = t.agent ?? (repo ? "shell" : "noop");
+      return { ...t, agent, ...(agent === "shell" ? { run: "true" } : {}), retry: { attempts: attempts ?? 1 } };
+    }),
+  });
+  return {
+    type: "run.submit",
+    runId: RUN,
+    graph,
+    ...(repo ? { repo: "/repo", baseCommit: BASE } : {}),
+    submittedAt: NOW,
+  };
+}
+
+function accept(tasks: TaskIn[], repo = true): { state: RunState; effects: Effect[] } {
+  const outcome = acceptRun(submit(tasks, repo), NOW);
+  if (!outcome.ok) throw new Error(`unexpected rejection: ${outcome.reason}`);
+  return outcome;
+}
+
+const readyWork = (effects: Effect[]): TaskWork[] => effects.flatMap((e) => (e.type === "ready" ? [e.work] : []));
+const readyIds = (effects: Effect[]) => readyWork(effects).map((w) => w.taskId).sort();
+const merges = (effects: Effect[]) => effects.flatMap((e) => (e.type === "merge" ? [e.request] : []));
+const events = (effects: Effect[]): AdoEvent[] => effects.flatMap((e) => (e.type === "event" ? [e.event] : []));
+function eventsOf<T extends AdoEvent["type"]>(effects: Effect[], type: T): EventOf<T>[] {
+  return events(effects).filter((e): e is EventOf<T> => e.type === type);
+}
+const status = (state: RunState) => Object.fromEntries([...state.tasks].map(([id, t]) => [id, t.rec.status]));
+
+function ok(taskId: string, opts: { attempt?: number; files?: string[]; commit?: string } = {}): TaskResult {
+  const files = opts.files ?? [`${taskId}.txt`];
+  return {
+    type: "task.result",
+    runId: RUN,
+    taskId,
+    attempt: opts.attempt ?? 1,
+    workerId: "w1",
+    status: "succeeded",
+    branch: taskBranchOf(RUN, taskId),
+    commit: opts.commit ?? sha("c"),
+    files,
+    startedAt: NOW,
+    finishedAt: NOW,
+    outputTail: "",
+  };
+}
+
+function failed(taskId: string, failure: Partial<TaskFailure> = {}, attempt = 1): TaskResult {
+  return {
+    type: "task.result",
+    runId: RUN,
+    taskId,
+    attempt,
+    workerId: "w1",
+    status: "failed",
+    failure: { kind: "exit", retryable: true, message: "exited with code 1", exitCode: 1, ...failure },
+    files: [],
+    startedAt: NOW,
+    finishedAt: NOW,
+    outputTail: "boom",
+  };
+}
+
+const merged = (taskId: string, integrationCommit: string): MergeResult => ({
+  type: "merge.result",
+  runId: RUN,
+  taskId,
+  status: "merged",
+  integrationCommit,
+  files: [],
+  message: "merged",
+});
+
+const conflict = (taskId: string, files: string[]): MergeResult => ({
+  type: "merge.result",
+  runId: RUN,
+  taskId,
+  status: "conflict",
+  files,
+  message: "CONFLICT (content)",
+});
+
+describe("run-state - accepting a run", () => {
+  it("queues the roots only, from the run's base commit, and announces the run", () => {
+    const { state, effects } = accept([{ id: "a" }, { id: "b" }, { id: "c", needs: ["a", "b"] }]);
+    expect(readyIds(effects)).toEqual(["a", "b"]);
+    for (const w of readyWork(effects)) {
+      expect(w).toMatchObject({ runId: RUN, attempt: 1, baseCommit: BASE, repo: "/repo", branch: taskBranchOf(RUN, w.taskId) });
+    }
+    expect(status(state)).toEqual({ a: "queued", b: "queued", c: "pending" });
+    const [accepted] = eventsOf(effects, "run.accepted");
+    expect(accepted).toMatchObject({ runId: RUN, integrationBranch: integrationBranchOf(RUN), baseCommit: BASE });
+    expect(accepted!.tasks.map((t) => t.id)).toEqual(["a", "b", "c"]);
+    expect(eventsOf(effects, "task.queued").map((e) => e.taskId).sort()).toEqual(["a", "b"]);
+    expect(effects.some((e) => e.type === "saveRun")).toBe(true);
+  });
+
+  it("rejects a cycle, an unknown dependency and repo-less shell tasks, naming the tasks", () => {
+    const cycle = acceptRun(submit([{ id: "a", needs: ["b"] }, { id: "b", needs: ["a"] }]), NOW);
+    expect(cycle.ok).toBe(false);
+    const [rejected] = eventsOf(cycle.effects, "run.rejected");
+    expect(rejected!.reason).toMatch(/a -> b -> a/);
+    expect(rejected!.tasks).toContain("a");
+    expect(cycle.effects.filter((e) => e.type !== "event")).toEqual([]); // nothing queued or stored
+
+    const unknown = acceptRun(submit([{ id: "a", needs: ["ghost"] }]), NOW);
+    expect(unknown.ok || unknown.tasks).toEqual(["a", "ghost"]);
+
+    const norepo = acceptRun(submit([{ id: "a", agent: "shell" }, { id: "n", agent: "noop" }], false), NOW);
+    expect(norepo.ok).toBe(false);
+    expect(eventsOf(norepo.effects, "run.rejected")[0]!.reason).toMatch(/'a'.*need a git repository/);
+    expect(norepo.ok || norepo.tasks).toEqual(["a"]);
+  });
+});
+
+describe("run-state - dependencies", () => {
+  it("releases a dependent only once every dependency is merged, from the integration commit", () => {
+    const { state } = accept([{ id: "a" }, { id: "b" }, { id: "c", needs: ["a", "b"] }]);
+
+    const aDone = applyTaskResult(state, ok("a"), NOW);
+    expect(merges(aDone)).toEqual([expect.objectContaining({ taskId: "a", commit: sha("c"), baseCommit: BASE, integrationBranch: integrationBranchOf(RUN) })]);
+    expect(status(state).a).toBe("merging");
+    expect(readyIds(aDone)).toEqual([]);
+
+    const aMerged = applyMergeResult(state, merged("a", sha("1")), NOW);
+    expect(eventsOf(aMerged, "task.merged")).toHaveLength(1);
+    expect(readyIds(aMerged)).toEqual([]); // b is not merged yet
+
+    applyTaskResult(state, ok("b"), NOW);
+    expect(readyIds(applyTaskResult(state, ok("b"), NOW))).toEqual([]); // duplicate: nothing
+    const bMerged = applyMergeResult(state, merged("b", sha("2")), NOW);
+    const [work] = readyWork(bMerged);
+    expect(work).toMatchObject({ taskId: "c", attempt: 1, baseCommit: sha("2") });
+    expect(work!.inputs).toEqual([
+      { taskId: "a", status: "succeeded", commit: sha("c") },
+      { taskId: "b", status: "succeeded", commit: sha("c") },
+    ]);
+    expect(state.run.integrationCommit).toBe(sha("2"));
+  });
+
+  it("succeeds a task of a run without a repository without asking for a merge", () => {
+    const { state } = accept([{ id: "a" }, { id: "b", needs: ["a"] }], false);
+    const res = { ...ok("a", { files: [] }), branch: undefined, commit: undefined };
+    const effects = applyTaskResult(state, res, NOW);
+    expect(merges(effects)).toEqual([]);
+    expect(status(state).a).toBe("succeeded");
+    expect(readyWork(effects)).toEqual([expect.objectContaining({ taskId: "b", baseCommit: undefined, repo: undefined })]);
+  });
+
+  it("skips the merge of a task that changed no files, and releases its dependents from the current integration commit", () => {
+    const { state } = accept([{ id: "a" }, { id: "b", needs: ["a"] }]);
+    const effects = applyTaskResult(state, ok("a", { files: [] }), NOW);
+    expect(merges(effects)).toEqual([]);
+    expect(status(state).a).toBe("succeeded");
+    expect(readyWork(effects)).toEqual([expect.objectContaining({ taskId: "b", baseCommit: BASE })]);
+  });
+});
+
+describe("run-state - stale and duplicate results", () => {
+  it("ignores a result for another attempt, a repeated result, a result for an unknown task and a stray merge result", () => {
+    const { state } = accept([{ id: "a", attempts: 3 }, { id: "b" }]);
+    expect(applyTaskResult(state, ok("a", { attempt: 2 }), NOW)).toEqual([]);
+    expect(applyTaskResult(state, ok("ghost"), NOW)).toEqual([]);
+    expect(applyMergeResult(state, merged("b", sha("1")), NOW)).toEqual([]); // b is not merging
+
+    const first = applyTaskResult(state, failed("a"), NOW);
+    expect(eventsOf(first, "task.failed")[0]!.willRetry).toBe(true);
+    expect(applyTaskResult(state, failed("a"), NOW)).toEqual([]); // same attempt again
+    expect(applyTaskResult(state, ok("a", { attempt: 1 }), NOW)).toEqual([]); // late result of attempt 1
+    expect(state.tasks.get("a")!.rec).toMatchObject({ status: "queued", attempts: 2 });
+
+    expect(applyTaskResult(state, ok("a", { attempt: 2 }), NOW)).not.toEqual([]);
+    expect(applyTaskResult(state, ok("a", { attempt: 2 }), NOW)).toEqual([]);
+    expect(applyMergeResult(state, merged("a", sha("1")), NOW)).not.toEqual([]);
+    expect(applyMergeResult(state, merged("a", sha("1")), NOW)).toEqual([]);
+  });
+});
+
+describe("run-state - retries", () => {
+  it("re-queues a retryable failure with attempts left as the next attempt", () => {
+    const { state } = accept([{ id: "a", attempts: 2 }]);
+    const effects = applyTaskResult(state, failed("a"), NOW);
+    const [ev] = eventsOf(effects, "task.failed");
+    expect(ev).toMatchObject({ taskId: "a", attempt: 1, willRetry: true, error: "exited with code 1", outputTail: "boom" });
+    expect(readyWork(effects)).toEqual([expect.objectContaining({ taskId: "a", attempt: 2, baseCommit: BASE })]);
+    expect(eventsOf(effects, "task.queued")).toEqual([expect.objectContaining({ attempt: 2 })]);
+    expect(eventsOf(effects, "run.completed")).toEqual([]);
+
+    // The second attempt fails too: no attempts left.
+    const last = applyTaskResult(state, failed("a", {}, 2), NOW);
+    expect(eventsOf(last, "task.failed")[0]!.willRetry).toBe(false);
+    expect(readyWork(last)).toEqual([]);
+    const [done] = eventsOf(last, "run.completed");
+    expect(done).toMatchObject({ status: "failed", counts: { failed: 1 } });
+    expect(done!.tasks).toEqual([expect.objectContaining({ id: "a", status: "failed", attempts: 2 })]);
+  });
+
+  it("does not retry a failure retrying cannot fix, even with attempts left", () => {
+    const { state } = accept([{ id: "a", attempts: 5 }]);
+    const effects = applyTaskResult(state, failed("a", { kind: "agent_missing", retryable: false, message: "agent 'x' is not available" }), NOW);
+    expect(eventsOf(effects, "task.failed")[0]!.willRetry).toBe(false);
+    expect(readyWork(effects)).toEqual([]);
+    expect(state.tasks.get("a")!.rec).toMatchObject({ status: "failed", attempts: 1, error: "agent 'x' is not available" });
+    expect(eventsOf(effects, "run.completed")[0]!.error).toMatch(/'a'.*agent 'x' is not available/);
+  });
+
+  it("skips every task that transitively needs a task that failed for good, and nothing else", () => {
+    const { state } = accept([
+      { id: "a" },
+      { id: "b", needs: ["a"] },
+      { id: "c", needs: ["b"] },
+      { id: "d", needs: ["c", "e"] },
+      { id: "e" },
+      { id: "f", needs: ["e"] },
+    ]);
+    const effects = applyTaskResult(state, failed("a"), NOW);
+    expect(status(state)).toEqual({ a: "failed", b: "skipped", c: "skipped", d: "skipped", e: "queued", f: "pending" });
+    const skipped = eventsOf(effects, "task.skipped");
+    expect(skipped.map((e) => e.taskId).sort()).toEqual(["b", "c", "d"]);
+    expect(skipped.find((e) => e.taskId === "b")!.reason).toMatch(/'a'/);
+    expect(eventsOf(effects, "run.completed")).toEqual([]); // e and f still to go
+
+    // Work that does not depend on the failure goes on.
+    applyTaskResult(state, ok("e"), NOW);
+    expect(readyIds(applyMergeResult(state, merged("e", sha("1")), NOW))).toEqual(["f"]);
+    const end = applyTaskResult(state, ok("f", { files: [] }), NOW);
+    expect(eventsOf(end, "run.completed")[0]).toMatchObject({ status: "failed", counts: { failed: 1, skipped: 3, succeeded: 2 } });
+  });
+});
+
+describe("run-state - merge conflicts", () => {
+  it("fails the task, halts the run, skips pending tasks, and names the conflicting tasks and files", () => {
+    const { state } = accept([{ id: "a" }, { id: "b" }, { id: "slow" }, { id: "c", needs: ["a", "b"] }]);
+    applyTaskResult(state, ok("a", { files: ["shared.txt", "a.txt"] }), NOW);
+    applyMergeResult(state, merged("a", sha("1")), NOW);
+    applyTaskResult(state, ok("b", { files: ["shared.txt"] }), NOW);
+    const effects = applyMergeResult(state, conflict("b", ["shared.txt"]), NOW);
+
+    const [ev] = eventsOf(effects, "merge.conflict");
+    expect(ev).toMatchObject({ taskId: "b", files: ["shared.txt"] });
+    expect(ev!.message).toContain("'b'");
+    expect(ev!.message).toContain("'a'");
+    expect(ev!.message).toContain("shared.txt");
+    expect(state.run.halted).toBe(ev!.message);
+    expect(status(state)).toEqual({ a: "succeeded", b: "failed", slow: "queued", c: "skipped" });
+    expect(readyWork(effects)).toEqual([]);
+    expect(eventsOf(effects, "run.completed")).toEqual([]); // 'slow' is still running
+
+    // In-flight work finishes but is neither retried nor merged once the run has stopped.
+    const late = applyTaskResult(state, ok("slow"), NOW);
+    expect(merges(late)).toEqual([]);
+    expect(status(state).slow).toBe("skipped");
+    const [done] = eventsOf(late, "run.completed");
+    expect(done).toMatchObject({ status: "failed", counts: { succeeded: 1, failed: 1, skipped: 2 }, integrationCommit: sha("1") });
+    expect(done!.error).toContain("shared.txt");
+  });
+
+  it("does not retry a failure that arrives after the run halted", () => {
+    const { state } = accept([{ id: "a" }, { id: "b" }, { id: "r", attempts: 3 }]);
+    applyTaskResult(state, ok("a", { files: ["x"] }), NOW);
+    applyMergeResult(state, merged("a", sha("1")), NOW);
+    applyTaskResult(state, ok("b", { files: ["x"] }), NOW);
+    applyMergeResult(state, conflict("b", ["x"]), NOW);
+    const effects = applyTaskResult(state, failed("r"), NOW);
+    expect(eventsOf(effects, "task.failed")[0]!.willRetry).toBe(false);
+    expect(readyWork(effects)).toEqual([]);
+    expect(eventsOf(effects, "run.completed")[0]!.status).toBe("failed");
+  });
+
+  it("fails the run on a merge error and says which task could not be merged", () => {
+    const { state } = accept([{ id: "a" }]);
+    applyTaskResult(state, ok("a"), NOW);
+    const effects = applyMergeResult(state, { ...merged("a", sha("1")), status: "error", integrationCommit: undefined, message: "disk full" }, NOW);
+    expect(eventsOf(effects, "merge.conflict")).toEqual([]);
+    expect(eventsOf(effects, "run.completed")[0]!.error).toMatch(/merging task 'a' failed: disk full/);
+  });
+});
+
+describe("run-state - completion", () => {
+  it("emits run.completed exactly once, when the last task is terminal, with status and counts", () => {
+    const { state, effects: first } = accept([{ id: "a" }, { id: "b", needs: ["a"] }, { id: "n", agent: "noop" }]);
+    const all: Effect[] = [...first];
+    all.push(...applyTaskResult(state, ok("n", { files: [] }), NOW));
+    all.push(...applyTaskResult(state, ok("a"), NOW));
+    expect(eventsOf(all, "run.completed")).toEqual([]);
+    all.push(...applyMergeResult(state, merged("a", sha("1")), NOW));
+    all.push(...applyTaskResult(state, ok("b"), NOW));
+    expect(eventsOf(all, "run.completed")).toEqual([]); // b is merging, not done
+    all.push(...applyMergeResult(state, merged("b", sha("2")), NOW));
+    // Replays after the end change nothing.
+    all.push(...applyTaskResult(state, ok("b"), NOW), ...applyMergeResult(state, merged("b", sha("2")), NOW));
+
+    const done = eventsOf(all, "run.completed");
+    expect(done).toHaveLength(1);
+    expect(done[0]).toMatchObject({ status: "succeeded", counts: { succeeded: 3 }, integrationBranch: integrationBranchOf(RUN), integrationCommit: sha("2") });
+    expect(done[0]!.error).toBeUndefined();
+    expect(done[0]!.tasks.map((t) => [t.id, t.status, t.attempts])).toEqual([
+      ["a", "succeeded", 1],
+      ["b", "succeeded", 1],
+      ["n", "succeeded", 1],
+    ]);
+    expect(state.run).toMatchObject({ status: "succeeded", finishedAt: NOW });
+  });
+});
