@@ -78,7 +78,7 @@ export class Stack {
           kind === "scheduler"
             ? new Scheduler(instance, ctx)
             : kind === "balancer"
-              ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs })
+              ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy })
               : new Merger(instance, ctx, { worktreeDir });
         actors.push(await actor.start());
       }

@@ -47,6 +47,7 @@ export class TerminalProgress implements ProgressView {
     if (e.type === "run.accepted") {
       this.title = `run ${e.runId} (${e.name}): ${e.tasks.length} tasks`;
       for (const t of e.tasks) this.rows.set(t.id, { id: t.id, status: "pending", attempt: 0 });
+      for (const id of e.queued) this.rows.set(id, { id, status: "queued", attempt: 1 });
       return;
     }
     if (!("taskId" in e)) return;
@@ -123,7 +124,9 @@ export class LineProgress implements ProgressView {
     const say = (msg: string): void => void this.out.write(`[${time}] ${msg}\n`);
     switch (e.type) {
       case "run.accepted":
-        return say(`run ${e.runId} accepted: ${e.tasks.length} tasks${e.integrationBranch ? `, integrating into ${e.integrationBranch}` : ""}`);
+        say(`run ${e.runId} accepted: ${e.tasks.length} tasks${e.integrationBranch ? `, integrating into ${e.integrationBranch}` : ""}`);
+        if (e.queued.length) say(`queued: ${e.queued.join(", ")}`);
+        return;
       case "run.rejected":
         return say(`run ${e.runId} rejected: ${e.reason}`);
       case "run.completed":

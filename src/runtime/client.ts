@@ -4,13 +4,14 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, encode } from "./codec.js";
 import { AdoError, errorMessage } from "./errors.js";
 import { openRepo, resolveCommit } from "./git/index.js";
-import { validateGraph, type Graph } from "./graph.js";
+import { formatIssues, GraphDefSchema, validateGraph, type GraphInput } from "./graph.js";
+import { GraphError } from "./errors.js";
 import { newRunId, type RunId } from "./ids.js";
 import { SCHEMAS, type AdoEvent, type EventOf, type TaskStatus, type TaskSummary } from "./messages.js";
 import type { Topology } from "./topology.js";
 
 export interface SubmitOptions {
-  graph: Graph;
+  graph: GraphInput;
   /** Repository directory; required unless every task uses an agent that needs no worktree. */
   repo?: string;
   runId?: RunId;
@@ -60,7 +61,9 @@ export class AdoClient {
 
   /** Validates the graph, resolves the base commit, and publishes the run. */
   async submit(opts: SubmitOptions): Promise<Submitted> {
-    const graph = validateGraph(opts.graph);
+    const parsed = GraphDefSchema.safeParse(opts.graph);
+    if (!parsed.success) throw new GraphError(`invalid graph: ${formatIssues(parsed.error)}`);
+    const graph = validateGraph(parsed.data);
     const runId = opts.runId ?? newRunId();
     let repo: string | undefined;
     let baseCommit: string | undefined;
@@ -139,6 +142,7 @@ export class TaskTracker {
   apply(e: AdoEvent): void {
     if (e.type === "run.accepted") {
       for (const t of e.tasks) this.tasks.set(t.id, { id: t.id, status: "pending", attempts: 0 });
+      for (const id of e.queued) this.tasks.set(id, { id, status: "queued", attempts: 1 });
       return;
     }
     if (!("taskId" in e)) return;

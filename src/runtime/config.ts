@@ -6,7 +6,9 @@ import { z } from "zod";
 import { ConfigError } from "./errors.js";
 import { PREFIX_PATTERN } from "./topology.js";
 
-export const BALANCER_STRATEGIES = ["least_loaded"] as const;
+import { STRATEGIES } from "./graph.js";
+
+export const BALANCER_STRATEGIES = STRATEGIES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
 /** ado.config.yaml, after environment and flags are applied. */

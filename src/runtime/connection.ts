@@ -35,6 +35,10 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
       },
       timeout: opts.timeoutMs ?? 5_000,
       pingInterval: 10_000,
+      // Otherwise every request (each JetStream publish, each KV write) builds an Error
+      // with a stack trace up front, just in case it times out: 16% of the pipeline's
+      // CPU in the profile. Our errors carry their own context.
+      noAsyncTraces: true,
     });
   } catch (err) {
     throw new ServerError(

@@ -32,13 +32,33 @@ const idSchema = z
   .string()
   .regex(ID_PATTERN, "letters, digits, '_' and '-' only (at most 64), starting with a letter or digit");
 
-const retrySchema = z
-  .object({ attempts: z.number().int().min(1).max(100).default(1) })
-  .strict()
-  .default({ attempts: 1 });
+/** Balancing strategies (see src/actors/balancer/strategy.ts). */
+export const STRATEGIES = ["least_loaded", "round_robin", "random", "capability_match", "cost_optimized"] as const;
+export type Strategy = (typeof STRATEGIES)[number];
+
+const labelList = z.array(z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "labels are letters, digits, '_', '.', ':' or '-'")).default([]);
+
+/** Where a task may run: worker labels it needs, capabilities it needs, or one worker. */
+export const PlacementSchema = z
+  .object({ labels: labelList, requires: labelList, worker: z.string().min(1).optional() })
+  .strict();
+export type Placement = z.output<typeof PlacementSchema>;
+
+/** Retry policy on the wire: exponential backoff with jitter, in milliseconds. */
+const RetryDefSchema = z
+  .object({
+    attempts: z.number().int().min(1).max(100).default(1),
+    backoffMs: z.number().int().min(0).default(1_000),
+    factor: z.number().min(1).max(10).default(2),
+    maxBackoffMs: z.number().int().min(0).default(60_000),
+    /** Fraction of the delay added or removed at random, 0..1. */
+    jitter: z.number().min(0).max(1).default(0.2),
+  })
+  .strict();
+const RETRY_DEFAULT = { attempts: 1, backoffMs: 1_000, factor: 2, maxBackoffMs: 60_000, jitter: 0.2 };
 
 /**
- * A task as it travels on the wire and lives inside ado: defaults applied, timeout in
+ * A task as it travels on the wire and lives inside ado: defaults applied, durations in
  * milliseconds. Services in other languages submit this form (see docs/schemas).
  */
 export const TaskDefSchema = z
@@ -50,34 +70,101 @@ export const TaskDefSchema = z
     needs: z.array(idSchema).default([]),
     priority: z.enum(PRIORITIES).default("normal"),
     timeoutMs: z.number().int().positive().optional(),
-    retry: retrySchema,
+    retry: RetryDefSchema.default(RETRY_DEFAULT),
+    placement: PlacementSchema.optional(),
   })
   .strict();
+
+/** Run-wide settings, on the wire. */
+const runSettings = {
+  name: z.string().min(1).default("run"),
+  /** Stop the whole run (cancel what runs) when a task fails for good; default: skip its dependents. */
+  failFast: z.boolean().default(false),
+  /** At most this many of the run's tasks queued or running at once. */
+  maxParallel: z.number().int().min(1).optional(),
+  /** Placement for tasks that name none. */
+  placement: PlacementSchema.optional(),
+  /** Balancing strategy for this run's tasks; default from the balancer's config. */
+  strategy: z.enum(STRATEGIES).optional(),
+};
 
 /** A graph on the wire. */
 export const GraphDefSchema = z
   .object({
-    name: z.string().min(1).default("run"),
+    ...runSettings,
+    maxDurationMs: z.number().int().positive().optional(),
     tasks: z.array(TaskDefSchema).min(1, "a graph needs at least one task"),
   })
   .strict();
 
-/** One task as written in a graph file: `timeout` is a duration ("30s", "5m", or seconds). */
-const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true })
-  .extend({ timeout: DurationSchema.optional() })
+/** One task as written in a graph file: durations as "30s", "5m", or seconds. */
+const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true })
+  .extend({
+    timeout: DurationSchema.optional(),
+    retry: z
+      .object({
+        attempts: z.number().int().min(1).max(100).default(1),
+        backoff: DurationSchema.optional(),
+        factor: z.number().min(1).max(10).optional(),
+        maxBackoff: DurationSchema.optional(),
+        jitter: z.number().min(0).max(1).optional(),
+      })
+      .strict()
+      .optional(),
+  })
   .strict()
-  .transform(({ timeout, ...rest }): TaskDef => (timeout === undefined ? rest : { ...rest, timeoutMs: timeout }));
+  .transform(({ timeout, retry, ...rest }): TaskDef => ({
+    ...rest,
+    ...(timeout === undefined ? {} : { timeoutMs: timeout }),
+    retry: {
+      attempts: retry?.attempts ?? RETRY_DEFAULT.attempts,
+      backoffMs: retry?.backoff ?? RETRY_DEFAULT.backoffMs,
+      factor: retry?.factor ?? RETRY_DEFAULT.factor,
+      maxBackoffMs: retry?.maxBackoff ?? RETRY_DEFAULT.maxBackoffMs,
+      jitter: retry?.jitter ?? RETRY_DEFAULT.jitter,
+    },
+  }));
 
-/** A graph file: a name and its tasks. */
+/** A graph file: a name, run settings and its tasks. */
 export const GraphFileSchema = z
   .object({
-    name: z.string().min(1).default("run"),
+    ...runSettings,
+    maxDuration: DurationSchema.optional(),
     tasks: z.array(TaskFileSchema).min(1, "a graph needs at least one task"),
   })
-  .strict();
+  .strict()
+  .transform(({ maxDuration, ...rest }): Graph => (maxDuration === undefined ? rest : { ...rest, maxDurationMs: maxDuration }));
 
 export type TaskDef = z.output<typeof TaskDefSchema>;
 export type Graph = z.output<typeof GraphDefSchema>;
+/** A graph as code may write it: defaults optional. */
+export type GraphInput = z.input<typeof GraphDefSchema>;
+
+/**
+ * Longest remaining path, in tasks, from each task to the end of the graph. Ready tasks
+ * of one priority level go longest-first, so a run's critical path is never starved by
+ * its side branches. Iterative (Kahn over dependents), for graphs of any depth.
+ */
+export function remainingPathLengths(tasks: readonly Pick<TaskDef, "id" | "needs">[]): Map<string, number> {
+  const dependents = new Map<string, string[]>(tasks.map((t) => [t.id, []]));
+  for (const t of tasks) for (const d of t.needs) dependents.get(d)?.push(t.id);
+  const pendingOut = new Map(tasks.map((t) => [t.id, dependents.get(t.id)!.length]));
+  const needs = new Map(tasks.map((t) => [t.id, t.needs]));
+  const length = new Map<string, number>();
+  const queue = tasks.filter((t) => pendingOut.get(t.id) === 0).map((t) => t.id);
+  for (let i = 0; i < queue.length; i++) {
+    const id = queue[i]!;
+    let longest = 0;
+    for (const d of dependents.get(id)!) longest = Math.max(longest, length.get(d)!);
+    length.set(id, longest + 1);
+    for (const dep of needs.get(id) ?? []) {
+      const left = pendingOut.get(dep)! - 1;
+      pendingOut.set(dep, left);
+      if (left === 0) queue.push(dep);
+    }
+  }
+  return length;
+}
 
 /**
  * Checks what a schema cannot: duplicate ids, unknown dependencies, cycles, and agent

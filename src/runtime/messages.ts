@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { GraphDefSchema, PRIORITIES, TaskDefSchema } from "./graph.js";
+import { GraphDefSchema, PlacementSchema, PRIORITIES, STRATEGIES, TaskDefSchema } from "./graph.js";
 import { ID_PATTERN } from "./ids.js";
 
 /**
@@ -35,6 +35,13 @@ export const TaskWork = z.object({
   attempt: z.number().int().min(1),
   priority: z.enum(PRIORITIES),
   task: TaskDefSchema.omit({ needs: true }),
+  /** Longest remaining dependency path through the task: the balancer's tie-break within a level. */
+  rank: z.number().int().min(1).default(1),
+  /** Retry backoff: not to be dispatched before this time (epoch ms). */
+  notBefore: z.number().int().min(0).default(0),
+  /** The task's placement, or the run's default. */
+  placement: PlacementSchema.default({ labels: [], requires: [] }),
+  strategy: z.enum(STRATEGIES).optional(),
   repo: z.string().optional(),
   /** Commit to start from: the run's base, or an integration commit holding every dependency. */
   baseCommit: sha.optional(),
@@ -144,6 +151,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     ...runEventBase,
     name: z.string(),
     tasks: z.array(z.object({ id, needs: z.array(id), priority: z.enum(PRIORITIES) })),
+    /** Tasks queued (attempt 1) on acceptance; no task.queued event is sent for them. */
+    queued: z.array(id).default([]),
     integrationBranch: z.string().optional(),
     baseCommit: sha.optional(),
   }),
@@ -213,6 +222,14 @@ export const WorkerRecord = z.object({
   pending: z.number().int().min(0),
   agents: z.array(z.string()),
   labels: z.array(z.string()).default([]),
+  /** What the worker can do beyond running agents (e.g. `docker`, `gpu`, `node20`). */
+  capabilities: z.array(z.string()).default([]),
+  /** How its agents are paid for: a subscription login, an API key (per task), or local models. */
+  accessMode: z.enum(["subscription", "api", "local"]).default("local"),
+  /** Estimated cost of one task in USD, for cost_optimized balancing. */
+  costPerTask: z.number().min(0).default(0),
+  /** Attempt keys it is running now; lets the balancer correct a lost load report. */
+  active: z.array(z.string()).default([]),
   startedAt: isoTime,
   heartbeatAt: isoTime,
   state: z.enum(["running", "draining"]),

@@ -11,9 +11,10 @@ import { ConfigSchema } from "../../src/runtime/config.js";
 import { connectNats } from "../../src/runtime/connection.js";
 import { GraphError } from "../../src/runtime/errors.js";
 import { checkoutFingerprint } from "../../src/runtime/git/index.js";
-import { parseGraph, TaskDefSchema, type Graph } from "../../src/runtime/graph.js";
+import { parseGraph, TaskDefSchema, type GraphInput } from "../../src/runtime/graph.js";
 import { newRunId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
+import type { z } from "zod";
 import { SCHEMAS, type AdoEvent, type DeadLetter, type TaskWork } from "../../src/runtime/messages.js";
 import type { Topology } from "../../src/runtime/topology.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
@@ -68,7 +69,7 @@ async function dirtyRepo(files: Record<string, string> = { "README.md": "# sampl
 }
 
 /** A graph as an object, through the same parser as a graph file (JSON is YAML). */
-const graphOf = (g: { name?: string; tasks: Array<Record<string, unknown>> }): Graph => parseGraph(JSON.stringify(g));
+const graphOf = (g: { name?: string; tasks: Array<Record<string, unknown>> }): GraphInput => parseGraph(JSON.stringify(g));
 
 /** Publishes a submission straight to the submit subject, skipping the client's checks. */
 async function submitRaw(h: Harness, runId: string, tasks: Array<{ id: string; needs?: string[] }>): Promise<void> {
@@ -122,8 +123,8 @@ describe("scheduler - graph checks on raw submissions", () => {
   });
 
   it("AdoClient.submit refuses both locally with a GraphError and publishes nothing", async () => {
-    const cycle: Graph = { name: "c", tasks: ["x", "y"].map((id, i) => TaskDefSchema.parse({ id, agent: "noop", needs: [i ? "x" : "y"] })) };
-    const unknown: Graph = { name: "u", tasks: [TaskDefSchema.parse({ id: "x", agent: "noop", needs: ["nowhere"] })] };
+    const cycle: GraphInput = { name: "c", tasks: ["x", "y"].map((id, i) => TaskDefSchema.parse({ id, agent: "noop", needs: [i ? "x" : "y"] })) };
+    const unknown: GraphInput = { name: "u", tasks: [TaskDefSchema.parse({ id: "x", agent: "noop", needs: ["nowhere"] })] };
     const ids = [newRunId(), newRunId()];
     await expect(main.client.submit({ graph: cycle, runId: ids[0] })).rejects.toThrow(GraphError);
     await expect(main.client.submit({ graph: cycle, runId: ids[0] })).rejects.toThrow(/x -> y -> x/);
@@ -148,7 +149,7 @@ describe("actors - malformed messages", () => {
       const js = jetstream(client.nc);
       const runId = newRunId();
       const now = new Date().toISOString();
-      const work: TaskWork = {
+      const work: z.input<typeof TaskWork> = {
         type: "task.work",
         runId,
         taskId: "x",

@@ -130,4 +130,38 @@ tasks:
       await close();
     }
   });
+
+  it("a submission delivered again after the dedupe window is not run again", async () => {
+    const { client, close } = await stackAndClient(2);
+    try {
+      const graph = parseGraph('tasks:\n  - { id: a, agent: noop }\n  - { id: b, agent: noop, needs: [a] }\n');
+      const first = await client.run({ graph });
+      expect(first.status).toBe("succeeded");
+      // The same run id under another msg id: the dedupe window no longer protects it.
+      const { encode } = await import("../../src/runtime/codec.js");
+      const { SCHEMAS } = await import("../../src/runtime/messages.js");
+      const { GraphDefSchema } = await import("../../src/runtime/graph.js");
+      const again = encode(SCHEMAS.SubmitRun, {
+        type: "run.submit",
+        runId: first.runId,
+        graph: GraphDefSchema.parse(graph),
+        submittedAt: new Date().toISOString(),
+      });
+      await client.js.publish(client.topo.subjects.submit, again.data, { headers: again.headers, msgID: "another-id" });
+      // Give the scheduler time to handle it, then count what ran: still one start per task.
+      await new Promise((r) => setTimeout(r, 1_000));
+      const started: string[] = [];
+      const consumer = await client.js.consumers.get(client.topo.streams.events.name, {
+        filter_subjects: `${client.topo.subjects.runEvents(first.runId).slice(0, -1)}task.*.started`,
+      });
+      const info = await consumer.info();
+      for (let i = 0; i < info.num_pending; i++) {
+        const m = await consumer.next({ expires: 1_000 });
+        if (m) started.push(m.subject);
+      }
+      expect(started).toHaveLength(2);
+    } finally {
+      await close();
+    }
+  });
 });

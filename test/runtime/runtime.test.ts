@@ -8,6 +8,7 @@ import { BatchLoop, type Delivery } from "../../src/runtime/consume.js";
 import { DecodeError } from "../../src/runtime/errors.js";
 import { LeaderLease } from "../../src/runtime/lease.js";
 import { silentLogger } from "../../src/runtime/logger.js";
+import type { z } from "zod";
 import { SCHEMAS, type SubmitRun } from "../../src/runtime/messages.js";
 import { actorConsumer, provision } from "../../src/runtime/topology.js";
 import { eventually, provisioned, startTestServer, type TestServer } from "../helpers/nats.js";
@@ -20,7 +21,7 @@ afterAll(async () => {
   await ts?.stop();
 });
 
-const submit = (runId: string): SubmitRun => ({
+const submit = (runId: string): z.input<typeof SubmitRun> => ({
   type: "run.submit",
   runId,
   graph: { name: "g", tasks: [{ id: "a", prompt: "", agent: "noop", needs: [], priority: "normal", retry: { attempts: 1 } }] },

@@ -95,7 +95,7 @@ describe("config - errors", () => {
     expect(err.message).toContain("logLevel (from environment ADO_LOG_LEVEL)");
     expect(err.message).toContain('"trace"');
 
-    const nested = await configError(loadConfig({ dir, env: { ADO_BALANCER_STRATEGY: "random" } }));
+    const nested = await configError(loadConfig({ dir, env: { ADO_BALANCER_STRATEGY: "fastest" } }));
     expect(nested.message).toContain("balancer.strategy (from environment ADO_BALANCER_STRATEGY)");
     expect(nested.message).toContain('"least_loaded"');
 

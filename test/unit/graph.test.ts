@@ -17,12 +17,16 @@ function graphError(fn: () => unknown): GraphError {
 const wire = (tasks: Array<{ id: string; needs?: string[]; run?: string; agent?: string }>): Graph =>
   GraphDefSchema.parse({ name: "g", tasks: tasks.map((t) => ({ run: "true", ...t })) });
 
+/** The default retry policy with a given number of attempts. */
+const RETRY = (attempts: number) => ({ attempts, backoffMs: 1_000, factor: 2, maxBackoffMs: 60_000, jitter: 0.2 });
+
 describe("graph - parsing", () => {
   it("applies defaults to a minimal task", () => {
     const g = parseGraph(`tasks:\n  - { id: a, run: "echo hi" }\n`);
     expect(g).toEqual({
       name: "run",
-      tasks: [{ id: "a", prompt: "", agent: "shell", run: "echo hi", needs: [], priority: "normal", retry: { attempts: 1 } }],
+      failFast: false,
+      tasks: [{ id: "a", prompt: "", agent: "shell", run: "echo hi", needs: [], priority: "normal", retry: RETRY(1) }],
     });
     expect(g.tasks[0]).not.toHaveProperty("timeoutMs");
   });
@@ -40,7 +44,7 @@ tasks:
   - { id: b, needs: [a], run: "make", timeout: 2 }
 `);
     expect(g.name).toBe("build");
-    expect(g.tasks[0]).toEqual({ id: "a", prompt: "write the parser", agent: "noop", needs: [], priority: "high", retry: { attempts: 3 }, timeoutMs: 300_000 });
+    expect(g.tasks[0]).toEqual({ id: "a", prompt: "write the parser", agent: "noop", needs: [], priority: "high", retry: RETRY(3), timeoutMs: 300_000 });
     expect(g.tasks[1]).toMatchObject({ id: "b", needs: ["a"], timeoutMs: 2_000 });
     expect(g.tasks[1]).not.toHaveProperty("timeout");
   });

@@ -3,7 +3,10 @@ import {
   acceptRun,
   applyMergeResult,
   applyTaskResult,
+  buildState,
   integrationBranchOf,
+  reconcile,
+  retryDelayMs,
   taskBranchOf,
   type Effect,
   type RunState,
@@ -104,7 +107,7 @@ const conflict = (taskId: string, files: string[]): MergeResult => ({
 });
 
 describe("run-state - accepting a run", () => {
-  it("queues the roots only, from the run's base commit, and announces the run", () => {
+  it("queues the roots only, from the run's base commit, and lists them in run.accepted", () => {
     const { state, effects } = accept([{ id: "a" }, { id: "b" }, { id: "c", needs: ["a", "b"] }]);
     expect(readyIds(effects)).toEqual(["a", "b"]);
     for (const w of readyWork(effects)) {
@@ -114,8 +117,11 @@ describe("run-state - accepting a run", () => {
     const [accepted] = eventsOf(effects, "run.accepted");
     expect(accepted).toMatchObject({ runId: RUN, integrationBranch: integrationBranchOf(RUN), baseCommit: BASE });
     expect(accepted!.tasks.map((t) => t.id)).toEqual(["a", "b", "c"]);
-    expect(eventsOf(effects, "task.queued").map((e) => e.taskId).sort()).toEqual(["a", "b"]);
-    expect(effects.some((e) => e.type === "saveRun")).toBe(true);
+    // Roots are announced in run.accepted, not one event each; the shell creates the
+    // run record, and a first attempt's queued state is derived, not written.
+    expect(accepted!.queued).toEqual(["a", "b"]);
+    expect(eventsOf(effects, "task.queued")).toEqual([]);
+    expect(effects.filter((e) => e.type === "saveRun" || e.type === "saveTask")).toEqual([]);
   });
 
   it("rejects a cycle, an unknown dependency and repo-less shell tasks, naming the tasks", () => {
@@ -325,3 +331,52 @@ describe("run-state - completion", () => {
     expect(state.run).toMatchObject({ status: "succeeded", finishedAt: NOW });
   });
 });
+
+describe("run-state - recovery and policies", () => {
+  it("reconcile re-queues a dependent whose dependencies are done but whose own record was never written", () => {
+    const { state } = accept([{ id: "a" }, { id: "b", needs: ["a"] }, { id: "c" }]);
+    // What KV holds after a crash: a succeeded, nothing stored for b and c.
+    const stored = new Map([["a", { rec: { ...state.tasks.get("a")!.rec, status: "succeeded" as const, attempts: 1 }, rev: 3 }]]);
+    const reloaded = buildState({ ...state.run, integrationCommit: sha("i") }, 7, stored);
+    const effects = reconcile(reloaded, NOW);
+    // b (its dependency is done) and c (a root) go out again as attempt 1: deduplicated
+    // by msg id if they were published before, claimed once if they run.
+    expect(readyWork(effects).map((w) => [w.taskId, w.attempt, w.baseCommit])).toEqual([
+      ["b", 1, sha("i")],
+      ["c", 1, BASE],
+    ]);
+    expect(status(reloaded)).toEqual({ a: "succeeded", b: "queued", c: "queued" });
+    // Reconciling again changes nothing.
+    expect(readyWork(reconcile(reloaded, NOW))).toEqual([]);
+  });
+
+  it("retry backoff grows by the factor, is capped, and stays within the jitter", () => {
+    const policy = { attempts: 10, backoffMs: 1_000, factor: 2, maxBackoffMs: 5_000, jitter: 0.2 };
+    const delays = [2, 3, 4, 5, 6].map((attempt) => retryDelayMs(policy, `r.t.${attempt}`, attempt));
+    const bases = [1_000, 2_000, 4_000, 5_000, 5_000];
+    delays.forEach((d, i) => {
+      expect(d).toBeGreaterThanOrEqual(bases[i]! * 0.8);
+      expect(d).toBeLessThanOrEqual(bases[i]! * 1.2);
+    });
+    expect(retryDelayMs({ ...policy, jitter: 0 }, "k", 2)).toBe(1_000);
+    // Deterministic: a replayed decision gets the same delay.
+    expect(retryDelayMs(policy, "same", 3)).toBe(retryDelayMs(policy, "same", 3));
+  });
+
+  it("a retry carries its not-before time; maxParallel holds ready tasks back until others finish", () => {
+    const { state, effects } = accept([{ id: "a", attempts: 2 }, { id: "b" }, { id: "c" }], false);
+    // Without maxParallel all three go at once.
+    expect(readyIds(effects)).toEqual(["a", "b", "c"]);
+    const retry = applyTaskResult(state, failed("a"), NOW);
+    const [work] = readyWork(retry);
+    expect(work!.attempt).toBe(2);
+    expect(work!.notBefore).toBeGreaterThanOrEqual(Date.parse(NOW) + 800);
+
+    const limited = acceptRun({ ...submit([{ id: "x" }, { id: "y" }, { id: "z" }], false), graph: GraphDefSchema.parse({ name: "g", maxParallel: 2, tasks: ["x", "y", "z"].map((id) => ({ id, agent: "noop" })) }) }, NOW);
+    if (!limited.ok) throw new Error(limited.reason);
+    expect(readyIds(limited.effects)).toEqual(["x", "y"]);
+    const next = applyTaskResult(limited.state, { ...ok("x"), files: [] }, NOW);
+    expect(readyIds(next)).toEqual(["z"]);
+  });
+});
+

@@ -1,29 +1,51 @@
+import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
-import { encode } from "../../runtime/codec.js";
-import { BatchLoop, type Delivery, type Outcome } from "../../runtime/consume.js";
+import { decode, encode } from "../../runtime/codec.js";
+import { publishDeadLetter } from "../../runtime/consume.js";
+import { errorMessage } from "../../runtime/errors.js";
 import { SCHEMAS, type TaskWork } from "../../runtime/messages.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
+import { ReadyQueue } from "./ready-queue.js";
 import { WorkerRegistry } from "./registry.js";
-import { leastLoaded } from "./strategy.js";
+import { Router, type Strategy } from "./strategy.js";
 
 export interface BalancerOptions {
   heartbeatMs: number;
-  /** Wait before a task with no eligible worker is offered again. */
-  retryMs?: number;
+  /** Default strategy; a run may name its own. */
+  strategy?: Strategy;
+  /** Most ready tasks held in memory at once; the rest wait in the stream. */
+  maxHeld?: number;
+  /** Redelivery time of a held ready message; kept alive with in-progress acks. */
+  ackWaitMs?: number;
+}
+
+interface Held {
+  work: TaskWork;
+  msg: JsMsg;
 }
 
 /**
- * The balancer actor: takes ready tasks and assigns each to a worker's own work subject,
- * choosing the least-loaded live worker that has the task's agent. With no eligible
- * worker the task is not acked: it stays in the ready stream (backpressure) and is
- * offered again shortly.
+ * The balancer actor. It holds ready tasks in priority order (level, then longest
+ * remaining path, then arrival; retries wait out their backoff) and hands one to a
+ * worker only when that worker has a free slot, choosing among the eligible workers by
+ * the run's or the configured strategy. So work beyond the cluster's capacity waits in
+ * the ready stream, where a critical task overtakes a normal one, instead of queueing
+ * behind a busy worker.
+ *
+ * Held messages are not acked until their work message is stored on the worker's
+ * subject; in-progress acks keep them from being redelivered meanwhile. A balancer that
+ * dies loses nothing: its held messages are redelivered to another replica.
  */
 export class Balancer extends Actor {
   private registry!: WorkerRegistry;
-  private loop?: BatchLoop<TaskWork>;
+  private messages?: ConsumerMessages;
+  private readonly queue = new ReadyQueue<Held>();
+  private readonly router = new Router();
+  private scheduled = false;
+  private dueTimer?: NodeJS.Timeout;
+  private keepAlive?: NodeJS.Timeout;
   private assigned = 0;
-  private deferred = 0;
-  private warned = new Set<string>();
+  private deadLettered = 0;
 
   constructor(
     instance: string,
@@ -35,58 +57,108 @@ export class Balancer extends Actor {
 
   protected async onStart(): Promise<void> {
     const { topo, nc, kv } = this.ctx;
-    this.registry = new WorkerRegistry(nc, kv.workers, topo, this.clock, this.opts.heartbeatMs, this.log);
+    this.registry = new WorkerRegistry(nc, kv.workers, topo, this.clock, this.opts.heartbeatMs, this.log, () => this.kick());
     await this.registry.start();
     const jsm = await this.js.jetstreamManager();
-    await jsm.consumers.add(topo.streams.ready.name, actorConsumer(consumers.ready, topo.subjects.readyAll));
-    this.loop = new BatchLoop<TaskWork>({
-      js: this.js,
-      topo,
-      consumer: await this.js.consumers.get(topo.streams.ready.name, consumers.ready),
-      schema: SCHEMAS.TaskWork,
-      actor: "balancer",
-      logger: this.log,
-      // The handler only publishes: a failure is the server's, never the message's.
-      maxDeliver: Number.POSITIVE_INFINITY,
-      handle: (batch) => this.assign(batch),
+    const ackWaitMs = this.opts.ackWaitMs ?? 60_000;
+    await jsm.consumers.add(topo.streams.ready.name, {
+      ...actorConsumer(consumers.ready, topo.subjects.readyAll, { ackWaitMs }),
+      // The server stops delivering past this many unacked: the bound of what we hold.
+      max_ack_pending: this.opts.maxHeld ?? 10_000,
     });
-    await this.loop.start();
+    const consumer = await this.js.consumers.get(topo.streams.ready.name, consumers.ready);
+    this.messages = await consumer.consume({ max_messages: 1_000, callback: (m) => this.onReady(m) });
+    this.keepAlive = setInterval(() => {
+      for (const e of this.queue.all()) e.item.msg.working();
+    }, ackWaitMs / 3);
   }
 
   protected async onDrain(): Promise<void> {
-    await this.loop?.stop();
+    clearInterval(this.keepAlive);
+    clearTimeout(this.dueTimer);
+    await this.messages?.close().catch(() => undefined);
     this.registry?.stop();
+    // Hand back what we hold, so another replica takes it now rather than after ack_wait.
+    for (const e of this.queue.all()) e.item.msg.nak();
   }
 
   override stats() {
-    return { assigned: this.assigned, deferred: this.deferred, workers: this.registry?.live().length ?? 0 };
+    return { held: this.queue.size, assigned: this.assigned, deadLettered: this.deadLettered, workers: this.registry?.live().length ?? 0 };
   }
 
-  private async assign(batch: Delivery<TaskWork>[]): Promise<Outcome[]> {
-    const live = this.registry.live();
-    const outcomes: Outcome[] = [];
-    const pubs: Promise<unknown>[] = [];
-    for (const { data } of batch) {
-      const worker = leastLoaded(live, data.task.agent);
-      if (!worker) {
-        this.deferred++;
-        if (!this.warned.has(data.task.agent)) {
-          this.warned.add(data.task.agent);
-          this.log.warn({ agent: data.task.agent }, "no live worker can run this agent; tasks wait in the ready queue");
-        }
-        outcomes.push({ kind: "nak", delayMs: this.opts.retryMs ?? 250 });
-        continue;
-      }
-      const key = `${data.runId}.${data.taskId}.${data.attempt}`;
-      worker.outstanding.add(key);
-      const { data: payload, headers } = encode(SCHEMAS.TaskWork, { ...data, workerId: worker.record.workerId });
-      pubs.push(this.js.publish(this.ctx.topo.subjects.work(worker.record.workerId), payload, { headers, msgID: key }));
-      outcomes.push({ kind: "ack" });
-      this.assigned++;
+  private onReady(m: JsMsg): void {
+    let work: TaskWork;
+    try {
+      work = decode(SCHEMAS.TaskWork, m.data, m.headers);
+    } catch (err) {
+      this.deadLettered++;
+      void publishDeadLetter(this.js, this.ctx.topo, "balancer", m.subject, m.data, errorMessage(err), m.headers)
+        .then(() => m.ackAck())
+        .catch(() => m.nak(1_000));
+      return;
     }
-    // Ack only what is durably on a worker's subject; a failed publish throws and redelivers the batch.
-    await Promise.all(pubs);
-    if (outcomes.some((o) => o.kind === "ack")) this.warned.clear();
-    return outcomes;
+    const key = `${work.runId}.${work.taskId}.${work.attempt}`;
+    const entry = { key, priority: work.priority, rank: work.rank, seq: m.seq, notBefore: work.notBefore, item: { work, msg: m } };
+    if (!this.queue.add(entry, this.clock.now())) {
+      // A redelivery of a message we hold: ack through the newest delivery from now on.
+      const held = this.queue.remove(key)!;
+      held.item.msg = m;
+      this.queue.add(held, this.clock.now());
+    }
+    this.kick();
+  }
+
+  /** Coalesces dispatch requests into one pass per event-loop turn. */
+  private kick(): void {
+    if (this.scheduled || !this.isRunning) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    const now = this.clock.now();
+    this.queue.promote(now);
+    const candidates = this.registry.candidates();
+    let free = 0;
+    for (const c of candidates) free += Math.max(0, c.slots - c.busy);
+    for (const entry of this.queue.ordered()) {
+      if (free <= 0) break;
+      const { work } = entry.item;
+      const strategy = work.strategy ?? this.opts.strategy ?? "least_loaded";
+      const pick = this.router.choose(strategy, candidates, work.task.agent, work.placement);
+      if (!pick) continue; // nothing fits this one now; a lower task may still fit elsewhere
+      this.queue.remove(entry.key);
+      pick.busy++;
+      free--;
+      pick.view.outstanding.set(entry.key, now);
+      this.send(entry.key, entry.item, pick.id);
+    }
+    this.armDueTimer();
+  }
+
+  private send(key: string, held: Held, workerId: string): void {
+    const { data, headers } = encode(SCHEMAS.TaskWork, { ...held.work, workerId });
+    this.js
+      .publish(this.ctx.topo.subjects.work(workerId), data, { headers, msgID: key })
+      .then(() => {
+        held.msg.ack();
+        this.assigned++;
+      })
+      .catch((err) => {
+        // Not stored: forget the assignment and let the ready message come back.
+        this.registry.workers.get(workerId)?.outstanding.delete(key);
+        this.log.warn({ key, err: errorMessage(err) }, "work not stored; the task stays ready");
+        held.msg.nak(1_000);
+      });
+  }
+
+  private armDueTimer(): void {
+    clearTimeout(this.dueTimer);
+    const due = this.queue.nextDue();
+    if (due === undefined) return;
+    this.dueTimer = setTimeout(() => this.kick(), Math.max(0, due - this.clock.now()) + 1);
   }
 }

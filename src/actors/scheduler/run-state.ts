@@ -1,4 +1,4 @@
-import { validateGraph, type TaskDef } from "../../runtime/graph.js";
+import { remainingPathLengths, validateGraph, type TaskDef } from "../../runtime/graph.js";
 import { GraphError } from "../../runtime/errors.js";
 import type {
   AdoEvent,
@@ -25,6 +25,8 @@ export interface TaskState {
   rec: TaskRecord;
   /** KV revision of `rec` (0 = not stored yet). */
   rev: number;
+  /** Longest remaining dependency path through this task. */
+  rank: number;
 }
 
 export interface RunState {
@@ -32,6 +34,12 @@ export interface RunState {
   runRev: number;
   tasks: Map<string, TaskState>;
   dependents: Map<string, string[]>;
+  /** Tasks not yet terminal; kept by update(), so ending a run is O(1) to detect. */
+  open: number;
+  /** Tasks queued or running (the scheduler cannot tell them apart); bounded by maxParallel. */
+  inFlight: number;
+  /** Ready tasks held back by maxParallel, released as others finish. */
+  held: Set<string>;
 }
 
 export type Effect =
@@ -48,17 +56,57 @@ export const taskBranchOf = (runId: string, taskId: string) => `ado/${runId}/${t
 export function buildState(run: RunRecord, runRev: number, records: Map<string, { rec: TaskRecord; rev: number }>): RunState {
   const tasks = new Map<string, TaskState>();
   const dependents = new Map<string, string[]>();
+  const ranks = remainingPathLengths(run.graph.tasks);
   for (const def of run.graph.tasks) {
     const stored = records.get(def.id);
     tasks.set(def.id, {
       def,
       rec: stored?.rec ?? { runId: run.runId, taskId: def.id, status: "pending", attempts: 0, files: [] },
       rev: stored?.rev ?? 0,
+      rank: ranks.get(def.id) ?? 1,
     });
     dependents.set(def.id, []);
   }
   for (const def of run.graph.tasks) for (const d of def.needs) dependents.get(d)!.push(def.id);
-  return { run, runRev, tasks, dependents };
+  let open = 0;
+  let inFlight = 0;
+  for (const t of tasks.values()) {
+    if (!TERMINAL.has(t.rec.status)) open++;
+    if (t.rec.status === "queued") inFlight++;
+  }
+  return { run, runRev, tasks, dependents, open, inFlight, held: new Set() };
+}
+
+/**
+ * Re-derives what a freshly loaded run must have in flight. A crash between publishing
+ * a dependent's ready work and saving its record leaves it `pending` with every
+ * dependency done: queue it again (the same attempt, so the publish is deduplicated
+ * and the claim stops a second run).
+ */
+export function reconcile(state: RunState, now: string): Effect[] {
+  return [...release(state, now, state.tasks.values()), ...finishIfDone(state, now)];
+}
+
+/** Every change of a task record goes through here, to keep `open` true. */
+function update(state: RunState, t: TaskState, patch: Partial<TaskRecord>): void {
+  const was = t.rec.status;
+  t.rec = { ...t.rec, ...patch };
+  const is = t.rec.status;
+  if (TERMINAL.has(was) !== TERMINAL.has(is)) state.open += TERMINAL.has(is) ? -1 : 1;
+  if ((was === "queued") !== (is === "queued")) state.inFlight += is === "queued" ? 1 : -1;
+}
+
+/**
+ * Delay before retry `attempt` (the attempt about to run): exponential from the policy,
+ * capped, with jitter. The jitter comes from a hash of the attempt's key, so the
+ * decision stays a pure function and replays identically.
+ */
+export function retryDelayMs(retry: TaskDef["retry"], key: string, attempt: number): number {
+  const base = Math.min(retry.maxBackoffMs, retry.backoffMs * retry.factor ** Math.max(0, attempt - 2));
+  let h = 2166136261;
+  for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619);
+  const unit = ((h >>> 0) % 10_000) / 10_000; // 0..1
+  return Math.max(0, Math.round(base * (1 + retry.jitter * (2 * unit - 1))));
 }
 
 export type AcceptOutcome = { ok: true; state: RunState; effects: Effect[] } | { ok: false; reason: string; tasks: string[]; effects: Effect[] };
@@ -94,6 +142,11 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
     acceptedAt: now,
   };
   const state = buildState(run, 0, new Map());
+  // The shell creates the run record (the idempotency check). Root tasks are listed in
+  // run.accepted rather than announced one by one, and a first attempt's `queued`
+  // state is not written: both are re-derived from the graph after a restart.
+  const released = release(state, now, state.tasks.values(), false);
+  const queued = released.flatMap((e) => (e.type === "ready" ? [e.work.taskId] : []));
   const effects: Effect[] = [
     {
       type: "event",
@@ -103,13 +156,13 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
         at: now,
         name: run.name,
         tasks: submit.graph.tasks.map((t) => ({ id: t.id, needs: t.needs, priority: t.priority })),
+        queued,
         integrationBranch: run.integrationBranch,
         baseCommit: run.baseCommit,
       },
     },
-    { type: "saveRun" },
+    ...released,
   ];
-  effects.push(...release(state, now));
   return { ok: true, state, effects };
 }
 
@@ -119,15 +172,14 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
   // Stale or duplicate: not the attempt we are waiting for.
   if (!t || t.rec.status !== "queued" || t.rec.attempts !== result.attempt) return [];
   const effects: Effect[] = [];
-  t.rec = {
-    ...t.rec,
+  update(state, t, {
     workerId: result.workerId,
     startedAt: result.startedAt,
     finishedAt: result.finishedAt,
     commit: result.commit,
     files: result.files,
     worktree: result.worktree,
-  };
+  });
   if (result.status === "failed") {
     const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
     const willRetry = failure.retryable && result.attempt < t.def.retry.attempts && !state.run.halted;
@@ -148,10 +200,10 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       },
     });
     if (willRetry) {
-      effects.push(...queue(state, t, now));
+      effects.push(...queue(state, t, now, true));
     } else {
-      t.rec = { ...t.rec, status: "failed", error: failure.message };
-      effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now));
+      update(state, t, { status: "failed", error: failure.message });
+      effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now), ...release(state, now, []));
     }
     return [...effects, ...finishIfDone(state, now)];
   }
@@ -189,16 +241,16 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
   });
   const hasWork = !!(run.repo && run.baseCommit && result.commit && result.files.length > 0);
   if (state.run.halted) {
-    t.rec = { ...t.rec, status: "skipped", error: `finished on ${result.branch ?? "its branch"} but not merged: ${run.halted}` };
+    update(state, t, { status: "skipped", error: `finished on ${result.branch ?? "its branch"} but not merged: ${run.halted}` });
     effects.push({ type: "saveTask", taskId: t.def.id });
     if (hasWork && result.worktree) effects.push(mergeRequest(true));
   } else if (hasWork) {
-    t.rec = { ...t.rec, status: "merging" };
-    effects.push({ type: "saveTask", taskId: t.def.id }, mergeRequest(false));
+    update(state, t, { status: "merging" });
+    effects.push({ type: "saveTask", taskId: t.def.id }, mergeRequest(false), ...release(state, now, []));
   } else {
     // Nothing to merge (no repository, or the task changed nothing).
-    t.rec = { ...t.rec, status: "succeeded" };
-    effects.push({ type: "saveTask", taskId: t.def.id }, ...release(state, now));
+    update(state, t, { status: "succeeded" });
+    effects.push({ type: "saveTask", taskId: t.def.id }, ...release(state, now, dependentsOf(state, t.def.id)));
   }
   return [...effects, ...finishIfDone(state, now)];
 }
@@ -210,18 +262,18 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
   const effects: Effect[] = [];
   const runId = state.run.runId;
   if (result.status === "merged") {
-    t.rec = { ...t.rec, status: "succeeded", integrationCommit: result.integrationCommit };
+    update(state, t, { status: "succeeded", integrationCommit: result.integrationCommit });
     state.run = { ...state.run, integrationCommit: result.integrationCommit };
     effects.push(
       { type: "event", event: { type: "task.merged", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, integrationCommit: result.integrationCommit! } },
       { type: "saveTask", taskId: t.def.id },
       { type: "saveRun" },
-      ...release(state, now),
+      ...release(state, now, dependentsOf(state, t.def.id)),
     );
   } else {
     const message =
       result.status === "conflict" ? conflictMessage(state, t.def.id, result.files) : `merging task '${t.def.id}' failed: ${result.message}`;
-    t.rec = { ...t.rec, status: "failed", error: message };
+    update(state, t, { status: "failed", error: message });
     effects.push({ type: "saveTask", taskId: t.def.id });
     if (result.status === "conflict") {
       effects.push({
@@ -255,7 +307,7 @@ function halt(state: RunState, reason: string, now: string): Effect[] {
 }
 
 function skip(state: RunState, t: TaskState, reason: string, now: string): Effect[] {
-  t.rec = { ...t.rec, status: "skipped", error: reason };
+  update(state, t, { status: "skipped", error: reason });
   return [
     { type: "saveTask", taskId: t.def.id },
     { type: "event", event: { type: "task.skipped", runId: state.run.runId, taskId: t.def.id, attempt: Math.max(1, t.rec.attempts), at: now, reason } },
@@ -276,21 +328,42 @@ function skipDependents(state: RunState, failed: string, now: string): Effect[] 
   return effects;
 }
 
-/** Queues every pending task whose dependencies have all succeeded (been integrated). */
-function release(state: RunState, now: string): Effect[] {
+const dependentsOf = (state: RunState, id: string) => (state.dependents.get(id) ?? []).map((d) => state.tasks.get(d)!);
+
+/**
+ * Queues the candidates that are pending with every dependency succeeded (integrated).
+ * Candidates are the dependents of the task that just succeeded, so each result costs
+ * time in its fan-out, not in the size of the run.
+ */
+function release(state: RunState, now: string, candidates: Iterable<TaskState>, announce = true): Effect[] {
   if (state.run.halted) return [];
   const effects: Effect[] = [];
-  for (const t of state.tasks.values()) {
-    if (t.rec.status !== "pending") continue;
-    if (t.def.needs.every((d) => state.tasks.get(d)!.rec.status === "succeeded")) effects.push(...queue(state, t, now));
+  const limit = state.run.graph.maxParallel ?? Infinity;
+  // Tasks held back by maxParallel go first: they were ready before these candidates.
+  const ready = [...state.held].map((id) => state.tasks.get(id)!);
+  for (const t of candidates) {
+    if (t.rec.status !== "pending" || state.held.has(t.def.id)) continue;
+    if (t.def.needs.every((d) => state.tasks.get(d)!.rec.status === "succeeded")) ready.push(t);
+  }
+  for (const t of ready) {
+    if (t.rec.status !== "pending") {
+      state.held.delete(t.def.id);
+      continue;
+    }
+    if (state.inFlight >= limit) {
+      state.held.add(t.def.id);
+      continue;
+    }
+    state.held.delete(t.def.id);
+    effects.push(...queue(state, t, now, false, announce));
   }
   return effects;
 }
 
-/** Publishes the next attempt of a task to the ready queue. */
-function queue(state: RunState, t: TaskState, now: string): Effect[] {
+/** Publishes the next attempt of a task to the ready queue (after its backoff, for a retry). */
+function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true): Effect[] {
   const attempt = t.rec.attempts + 1;
-  t.rec = { ...t.rec, status: "queued", attempts: attempt, error: undefined };
+  update(state, t, { status: "queued", attempts: attempt, error: undefined });
   const { needs: _needs, ...task } = t.def;
   const run = state.run;
   const work: TaskWork = {
@@ -300,6 +373,10 @@ function queue(state: RunState, t: TaskState, now: string): Effect[] {
     attempt,
     priority: t.def.priority,
     task,
+    rank: t.rank,
+    notBefore: retry ? Date.parse(now) + retryDelayMs(t.def.retry, `${state.run.runId}.${t.def.id}.${attempt}`, attempt) : 0,
+    placement: t.def.placement ?? state.run.graph.placement ?? { labels: [], requires: [] },
+    strategy: state.run.graph.strategy,
     repo: run.repo,
     // Dependents start from the integration head, which by now holds every dependency.
     baseCommit: t.def.needs.length ? run.integrationCommit : run.baseCommit,
@@ -311,14 +388,18 @@ function queue(state: RunState, t: TaskState, now: string): Effect[] {
     readyAt: now,
     submittedAt: run.submittedAt,
   };
-  return [
-    { type: "ready", work },
-    { type: "saveTask", taskId: t.def.id },
-    { type: "event", event: { type: "task.queued", runId: run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } },
-  ];
+  const effects: Effect[] = [{ type: "ready", work }];
+  // A first attempt's `queued` record is not written: after a restart, reconcile()
+  // derives it from the graph (and the republish is deduplicated). Retries are written,
+  // since their attempt number cannot be derived.
+  if (attempt > 1) effects.push({ type: "saveTask", taskId: t.def.id });
+  if (announce) {
+    effects.push({ type: "event", event: { type: "task.queued", runId: run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } });
+  }
+  return effects;
 }
 
-const TERMINAL = new Set(["succeeded", "failed", "skipped"]);
+const TERMINAL: ReadonlySet<TaskStatus> = new Set<TaskStatus>(["succeeded", "failed", "skipped"]);
 /** Past this many tasks, run.completed carries counts only, to stay under NATS max_payload. */
 export const SUMMARY_LIMIT = 1_000;
 
@@ -330,9 +411,8 @@ function countBy(all: TaskState[]): Partial<Record<TaskStatus, number>> {
 
 /** Ends the run once every task is terminal. */
 function finishIfDone(state: RunState, now: string): Effect[] {
-  if (state.run.status !== "running") return [];
+  if (state.run.status !== "running" || state.open > 0) return [];
   const all = [...state.tasks.values()];
-  if (!all.every((t) => TERMINAL.has(t.rec.status))) return [];
   const ok = all.every((t) => t.rec.status === "succeeded");
   const firstError = state.run.halted ?? all.find((t) => t.rec.status === "failed")?.rec.error;
   const failedIds = all.filter((t) => t.rec.status === "failed").map((t) => `'${t.def.id}'`);

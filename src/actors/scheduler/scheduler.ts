@@ -14,9 +14,13 @@ import {
   applyMergeResult,
   applyTaskResult,
   buildState,
+  reconcile,
   type Effect,
   type RunState,
 } from "./run-state.js";
+
+/** Most publishes or writes a scheduler has in flight at once. */
+const PUBLISH_WINDOW = 512;
 
 /** A stored record changed under us (another replica wrote it): reload and redo. */
 class StaleStateError extends Error {
@@ -86,27 +90,49 @@ export class Scheduler extends Actor {
     const now = new Date(this.clock.now()).toISOString();
     return Promise.all(
       batch.map(async ({ data }): Promise<Outcome> => {
+        const outcome = acceptRun(data, now);
+        if (!outcome.ok) {
+          this.rejected++;
+          await this.execute(undefined, outcome.effects);
+          return { kind: "ack" };
+        }
+        const state = outcome.state;
         try {
-          // A redelivered submission that was already accepted: nothing to do.
-          if ((await this.ctx.kv.runs.get(data.runId))?.operation === "PUT") return { kind: "ack" };
-          const outcome = acceptRun(data, now);
-          if (!outcome.ok) {
-            this.rejected++;
-            await this.execute(undefined, outcome.effects);
+          // Creating the run record is the idempotency check, done alongside the first
+          // publishes so it costs no round trip of its own on the way to the first task.
+          const created = this.ctx.kv.runs.create(data.runId, encodeValue(SCHEMAS.RunRecord, state.run)).then(
+            (rev) => rev,
+            () => 0,
+          );
+          const published = this.publishAll(outcome.effects);
+          const rev = await created;
+          await published;
+          if (rev === 0) {
+            // Accepted before (a redelivery, or a crash mid-way): the publishes above were
+            // deduplicated; make sure everything the stored state implies is in flight.
+            await this.replay(data.runId, now);
             return { kind: "ack" };
           }
+          state.runRev = rev;
           this.accepted++;
-          this.runs.set(data.runId, outcome.state);
-          await this.execute(outcome.state, outcome.effects);
+          this.runs.set(data.runId, state);
+          await this.persist(state, outcome.effects);
           return { kind: "ack" };
         } catch (err) {
           this.runs.delete(data.runId);
-          if (err instanceof StaleStateError) return { kind: "ack" }; // another replica accepted it
           throw err;
         }
       }),
     );
   }
+
+  /** Loads a run from KV and re-derives what must be in flight (see reconcile()). */
+  private async replay(runId: string, now: string): Promise<void> {
+    this.runs.delete(runId);
+    const state = await this.load(runId);
+    if (state) await this.execute(state, reconcile(state, now));
+  }
+
 
   private async onInputs(batch: Delivery<SchedulerInput>[]): Promise<Outcome[]> {
     const now = new Date(this.clock.now()).toISOString();
@@ -120,12 +146,15 @@ export class Scheduler extends Actor {
     await Promise.all(
       [...byRun].map(async ([runId, indexes]) => {
         try {
+          const cached = this.runs.has(runId);
           const state = await this.load(runId);
           if (!state) {
             for (const i of indexes) outcomes[i] = { kind: "dead", reason: `no run '${runId}' is known to the scheduler` };
             return;
           }
-          const effects: Effect[] = [];
+          // Loaded from KV (a restart, or another replica's run): first re-derive what
+          // must be in flight, in case a crash left something unpublished.
+          const effects: Effect[] = cached ? [] : reconcile(state, now);
           for (const i of indexes) {
             const input = batch[i]!.data;
             effects.push(
@@ -168,38 +197,49 @@ export class Scheduler extends Actor {
 
   /** Publishes, then persists, what a decision produced. */
   private async execute(state: RunState | undefined, effects: Effect[]): Promise<void> {
+    await this.publishAll(effects);
+    if (state) await this.persist(state, effects);
+  }
+
+  /**
+   * Publishes the ready work, merge requests and events of a decision, each with a
+   * Nats-Msg-Id so a replay is deduplicated, through a bounded window: a 10,000-task
+   * run must not put 20,000 PubAcks in flight at once (they would time out).
+   */
+  private async publishAll(effects: Effect[]): Promise<void> {
     const { topo } = this.ctx;
-    const pubs: Promise<unknown>[] = [];
+    const inflight = new Set<Promise<unknown>>();
+    for (const e of effects) {
+      let p: Promise<unknown> | undefined;
+      if (e.type === "ready") {
+        const { data, headers } = encode(SCHEMAS.TaskWork, e.work);
+        p = this.js.publish(topo.subjects.ready(e.work.priority), data, { headers, msgID: `${e.work.runId}.${e.work.taskId}.${e.work.attempt}` });
+      } else if (e.type === "merge") {
+        const { data, headers } = encode(SCHEMAS.MergeRequest, e.request);
+        p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: `${e.request.runId}.${e.request.taskId}` });
+      } else if (e.type === "event") {
+        p = publishEvent(this.js, topo, e.event);
+      }
+      if (!p) continue;
+      const tracked = p.finally(() => inflight.delete(tracked));
+      inflight.add(tracked);
+      if (inflight.size >= PUBLISH_WINDOW) await Promise.race(inflight);
+    }
+    await Promise.all(inflight);
+  }
+
+  /** Writes the records a decision changed: one write per key, however many transitions touched it. */
+  private async persist(state: RunState, effects: Effect[]): Promise<void> {
     const saveTasks = new Set<string>();
     let saveRun = false;
     for (const e of effects) {
-      switch (e.type) {
-        case "ready": {
-          const { data, headers } = encode(SCHEMAS.TaskWork, e.work);
-          const id = `${e.work.runId}.${e.work.taskId}.${e.work.attempt}`;
-          pubs.push(this.js.publish(topo.subjects.ready(e.work.priority), data, { headers, msgID: id }));
-          break;
-        }
-        case "merge": {
-          const { data, headers } = encode(SCHEMAS.MergeRequest, e.request);
-          pubs.push(this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: `${e.request.runId}.${e.request.taskId}` }));
-          break;
-        }
-        case "event":
-          pubs.push(publishEvent(this.js, topo, e.event));
-          break;
-        case "saveTask":
-          saveTasks.add(e.taskId);
-          break;
-        case "saveRun":
-          saveRun = true;
-          break;
-      }
+      if (e.type === "saveTask") saveTasks.add(e.taskId);
+      else if (e.type === "saveRun") saveRun = true;
     }
-    await Promise.all(pubs);
-    if (!state) return;
-    // One write per key per batch, whatever number of transitions touched it.
-    await Promise.all([...saveTasks].map((id) => this.saveTask(state, id)));
+    const ids = [...saveTasks];
+    for (let i = 0; i < ids.length; i += PUBLISH_WINDOW) {
+      await Promise.all(ids.slice(i, i + PUBLISH_WINDOW).map((id) => this.saveTask(state, id)));
+    }
     if (saveRun) await this.saveRun(state);
   }
 

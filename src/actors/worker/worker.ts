@@ -24,7 +24,11 @@ export interface WorkerOptions {
   /** Base directory for task worktrees. */
   worktreeDir: string;
   agents?: Map<string, Agent>;
+  /** Placement labels (e.g. `local`, `process`, `remote`, `gpu`); tasks select workers by them. */
   labels?: string[];
+  capabilities?: string[];
+  accessMode?: WorkerRecord["accessMode"];
+  costPerTask?: number;
   /** How long the server waits for an ack before redelivering; in-progress acks keep it alive. */
   ackWaitMs?: number;
 }
@@ -370,6 +374,10 @@ export class Worker extends Actor {
       pending: this.pending,
       agents: [...this.agents.keys()],
       labels: this.opts.labels ?? [],
+      capabilities: this.opts.capabilities ?? [],
+      accessMode: this.opts.accessMode ?? "local",
+      costPerTask: this.opts.costPerTask ?? 0,
+      active: [...this.active.keys()],
       startedAt: this.startedAt,
       heartbeatAt: new Date().toISOString(),
       state,
