@@ -277,7 +277,9 @@ export class Worker extends Actor {
         lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${this.id}`,
       }));
     }
-    await this.emit({
+    // Not awaited: the agent starts now. The event is stored before the result, which
+    // goes out later on the same connection and is awaited (see execute()).
+    const announced = this.emit({
       type: "task.started",
       runId: work.runId,
       taskId: work.taskId,
@@ -287,6 +289,7 @@ export class Worker extends Actor {
       branch: cwd ? work.branch : undefined,
       worktree: cwd,
     });
+    announced.catch((err) => this.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
     const outcome = await agent.run({
       cwd,
       env: {
