@@ -76,7 +76,7 @@ export class Stack {
         const ctx = await ctxFor(`${topo.prefix}-${instance}`);
         const actor =
           kind === "scheduler"
-            ? new Scheduler(instance, ctx)
+            ? new Scheduler(instance, ctx, { maxQueued: config.maxQueued })
             : kind === "balancer"
               ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy })
               : new Merger(instance, ctx, { worktreeDir });

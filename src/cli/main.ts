@@ -3,6 +3,7 @@ import { VERSION } from "../runtime/actor.js";
 import { AdoError, errorMessage } from "../runtime/errors.js";
 import { CliError, Exit, parseIntFlag } from "./common.js";
 import { runCommand } from "./run.js";
+import { attachCommand, controlCommand, detachCommand, statusCommand } from "./live.js";
 import { actorCommand, upCommand, workerCommand } from "./serve.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
@@ -28,6 +29,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("-r, --repo <dir>", "git repository the tasks work on (default: current directory)")
       .option("-w, --workers <n>", "workers of the embedded stack", parseIntFlag("workers", 1, 256))
       .option("--json", "print one JSON object with the outcome when the run ends")
+      .option("-d, --detach", "submit, print the run id and return; the run goes on (needs `ado up` or --server)")
+      .option("--wait", "if the queue is full, wait and submit again until accepted (default: exit 2 with 'queue full')")
       .addOption(new Option("--agent <name>", "agent of a single task").default("shell"))
       .option("--cmd <command>", "command of a single shell task"),
   ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
@@ -56,6 +59,56 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .description("start one actor (scheduler, balancer or merger) against a server, until interrupted")
       .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger"])),
   ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
+
+  for (const action of ["cancel", "pause", "resume"] as const) {
+    common(
+      program
+        .command(action)
+        .description(
+          {
+            cancel: "cancel a run or a task: its agent's processes are killed, it ends cancelled",
+            pause: "pause a run or a task: nothing new starts, running agents are suspended",
+            resume: "resume a paused run or task",
+          }[action],
+        )
+        .argument("<target>", "a run id, <run>/<task>, or a task id of an active run")
+        .option("--reason <text>", "why (recorded in the events)"),
+    ).action(async (target, flags) => setExit(await controlCommand(action, target, flags)));
+  }
+
+  common(
+    program
+      .command("attach")
+      .description("replay a run's events from the start (or --since), then follow it live; Ctrl-C detaches")
+      .argument("<run>", "run id")
+      .option("--since <time>", "start from this time (ISO) or age (30s, 5m, 2h)")
+      .option("--json", "print one JSON object with the outcome when the run ends"),
+  ).action(async (run, flags) => setExit(await attachCommand(run, flags)));
+
+  common(
+    program
+      .command("detach")
+      .description("make every client attached to a run detach (for scripts); the run goes on")
+      .argument("<run>", "run id"),
+  ).action(async (run, flags) => setExit(await detachCommand(run, flags)));
+
+  common(
+    program
+      .command("status")
+      .description("a run's state and its tasks (state, worker, elapsed time, attempts); without a run: all active runs")
+      .argument("[run]", "run id")
+      .option("--all", "include finished runs")
+      .option("--json", "print JSON"),
+  ).action(async (run, flags) => setExit(await statusCommand(run, flags)));
+
+  const parallel = program.command("parallel").description("commands across all runs");
+  common(
+    parallel
+      .command("status")
+      .description("every active run: each task's state, worker, elapsed time and attempts")
+      .option("--all", "include finished runs")
+      .option("--json", "print JSON"),
+  ).action(async (flags) => setExit(await statusCommand(undefined, flags)));
 
   return program;
 }

@@ -14,6 +14,7 @@ const SYMBOL: Record<TaskStatus, string> = {
   succeeded: "✓",
   failed: "✗",
   skipped: "-",
+  cancelled: "⊘",
 };
 
 interface Row {
@@ -76,6 +77,18 @@ export class TerminalProgress implements ProgressView {
         break;
       case "task.skipped":
         Object.assign(row, { status: "skipped", lastLine: e.reason });
+        break;
+      case "task.cancelled":
+        Object.assign(row, { status: "cancelled", lastLine: e.reason });
+        break;
+      case "task.paused":
+        row.lastLine = "paused";
+        break;
+      case "task.resumed":
+        row.lastLine = "resumed";
+        break;
+      case "task.retrying":
+        Object.assign(row, { status: "queued", lastLine: `retrying in ${seconds(Math.max(0, e.notBefore - Date.parse(e.at)))}: ${e.error}` });
         break;
       case "merge.conflict":
         Object.assign(row, { status: "failed", lastLine: `conflict in ${e.files.join(", ")}` });
@@ -153,6 +166,22 @@ export class LineProgress implements ProgressView {
         return say(`${e.taskId}: skipped: ${e.reason}`);
       case "merge.conflict":
         return say(`${e.taskId}: merge conflict in ${e.files.join(", ")}`);
+      case "task.cancelled":
+        return say(`${e.taskId}: cancelled: ${e.reason}`);
+      case "task.retrying":
+        return say(`${e.taskId}: attempt ${e.attempt} in ${seconds(Math.max(0, e.notBefore - Date.parse(e.at)))}`);
+      case "task.paused":
+        return say(`${e.taskId}: paused on ${e.workerId}`);
+      case "task.resumed":
+        return say(`${e.taskId}: resumed on ${e.workerId}`);
+      case "task.checkpoint":
+        return say(`${e.taskId}: checkpoint ${e.commit.slice(0, 10)} (${e.reason})`);
+      case "run.paused":
+        return say(`run paused by ${e.by}`);
+      case "run.resumed":
+        return say(`run resumed by ${e.by}`);
+      case "run.cancelling":
+        return say(`run cancelling: ${e.reason}`);
     }
   }
 

@@ -15,6 +15,8 @@ export interface RunFlags extends CommonFlags {
   repo?: string;
   workers?: number;
   json?: boolean;
+  detach?: boolean;
+  wait?: boolean;
   agent: string;
   cmd?: string;
 }
@@ -28,6 +30,9 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   const { config, logger } = await configFrom(flags, needsRepo ? repoDir : undefined);
   const external = await resolveServer(config);
   const stderr = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
+  if (flags.detach && !external) {
+    throw new CliError("--detach needs a stack that outlives this command: start one with `ado up`, or pass --server");
+  }
 
   let stack: Stack | undefined;
   let url: string;
@@ -58,7 +63,15 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   let outcome: RunOutcome | undefined;
   try {
     await client.submit({ graph, repo: needsRepo ? repoDir : flags.repo, runId });
-    outcome = await client.watch(runId, {
+    if (flags.detach) {
+      process.stdout.write(flags.json ? JSON.stringify({ runId }) + "\n" : `${runId}\n`);
+      stderr(`submitted; follow it with: ado attach ${runId}`);
+      return Exit.ok;
+    }
+    outcome = await client.watchWaiting(runId, {
+      graph,
+      repo: needsRepo ? repoDir : flags.repo,
+      wait: flags.wait,
       onEvent: (e) => view.onEvent(e),
       signal: abort.signal,
       onNoScheduler: () => stderr("no scheduler has picked up the run yet: is one running? (ado up, or ado actor scheduler)"),
@@ -71,8 +84,13 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
     await drainQuietly(nc);
     await stack?.close();
   }
-  if (!outcome) return Exit.interrupted;
+  if (!outcome) return stack ? Exit.interrupted : Exit.ok;
   report(outcome, flags.json ?? false);
+  return exitCodeOf(outcome);
+}
+
+/** 0 only for a run that succeeded; 2 for one refused before it ran. */
+export function exitCodeOf(outcome: RunOutcome): number {
   return outcome.status === "succeeded" ? Exit.ok : outcome.status === "rejected" ? Exit.usage : Exit.failed;
 }
 
@@ -95,7 +113,7 @@ async function graphFrom(prompt: string | undefined, flags: RunFlags): Promise<G
   );
 }
 
-function report(o: RunOutcome, json: boolean): void {
+export function report(o: RunOutcome, json: boolean): void {
   if (json) {
     const out = {
       runId: o.runId,

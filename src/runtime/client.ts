@@ -7,14 +7,52 @@ import { openRepo, resolveCommit } from "./git/index.js";
 import { formatIssues, GraphDefSchema, validateGraph, type GraphInput } from "./graph.js";
 import { GraphError } from "./errors.js";
 import { newRunId, type RunId } from "./ids.js";
-import { SCHEMAS, type AdoEvent, type EventOf, type TaskStatus, type TaskSummary } from "./messages.js";
-import type { Topology } from "./topology.js";
+import type { KV } from "@nats-io/kv";
+import { writeControl } from "./control.js";
+import { ID_PATTERN } from "./ids.js";
+import {
+  SCHEMAS,
+  type AdoEvent,
+  type ControlAction,
+  type ControlRequest,
+  type EventOf,
+  type RunRecord,
+  type TaskStatus,
+  type TaskSummary,
+} from "./messages.js";
+import { openBuckets, type BucketKey, type Topology } from "./topology.js";
+
+/** A run, or one task of a run. */
+export interface Target {
+  runId: string;
+  taskId?: string;
+}
+
+export interface TaskStatusView {
+  id: string;
+  status: TaskStatus;
+  attempts: number;
+  workerId?: string;
+  startedAt?: string;
+  finishedAt?: string;
+  error?: string;
+  needs: string[];
+}
+
+export interface RunStatusView {
+  run: RunRecord;
+  tasks: TaskStatusView[];
+}
 
 export interface SubmitOptions {
   graph: GraphInput;
+  /** When the queue is full, keep submitting again (with backoff) until accepted. */
+  wait?: boolean;
   /** Repository directory; required unless every task uses an agent that needs no worktree. */
   repo?: string;
   runId?: RunId;
+  /** Override the dedupe id (default: the run id). */
+  msgID?: string;
 }
 
 export interface Submitted {
@@ -26,15 +64,19 @@ export interface Submitted {
 /** How a run ended, as seen by the client. */
 export interface RunOutcome {
   runId: RunId;
-  status: "succeeded" | "failed" | "rejected";
+  status: "succeeded" | "failed" | "cancelled" | "rejected";
   integrationBranch?: string;
   integrationCommit?: string;
   error?: string;
+  /** For a rejected run: why (`queue_full` means: try again later). */
+  code?: "invalid" | "queue_full";
   tasks: TaskSummary[];
 }
 
 export interface WatchOptions {
   onEvent?: (event: AdoEvent) => void;
+  /** Replay from this time instead of the run's beginning. */
+  since?: Date;
   /** Called once if no scheduler has answered after this long (the run stays queued). */
   onNoScheduler?: () => void;
   noSchedulerAfterMs?: number;
@@ -83,7 +125,7 @@ export class AdoClient {
       submittedBy: `${safeUser()}@${hostname()}`,
     });
     // The run id doubles as the message id: a retried submission is deduplicated.
-    await this.js.publish(this.topo.subjects.submit, data, { headers, msgID: runId, timeout: 10_000 });
+    await this.js.publish(this.topo.subjects.submit, data, { headers, msgID: opts.msgID ?? runId, timeout: 10_000 });
     return { runId, repo, baseCommit };
   }
 
@@ -94,9 +136,11 @@ export class AdoClient {
   async watch(runId: RunId, opts: WatchOptions = {}): Promise<RunOutcome> {
     const consumer = await this.js.consumers.get(this.topo.streams.events.name, {
       filter_subjects: this.topo.subjects.runEvents(runId),
-      deliver_policy: DeliverPolicy.All,
+      ...(opts.since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() } : { deliver_policy: DeliverPolicy.All }),
     });
     const messages = await consumer.consume();
+    // `ado detach <run>` from anywhere ends this watch (the run goes on).
+    const detach = this.nc.subscribe(this.topo.subjects.detach(runId), { callback: () => void messages.close() });
     const tracker = new TaskTracker();
     let heard = false;
     const timer = setTimeout(() => {
@@ -118,20 +162,141 @@ export class AdoClient {
         tracker.apply(event);
         opts.onEvent?.(event);
         if (event.type === "run.completed") return tracker.outcome(event);
-        if (event.type === "run.rejected") return { runId, status: "rejected", error: event.reason, tasks: [] };
+        if (event.type === "run.rejected") return { runId, status: "rejected", error: event.reason, code: event.code, tasks: [] };
       }
       throw new WatchAbortedError(`stopped watching run ${runId}; it goes on (ado attach ${runId})`);
     } finally {
       clearTimeout(timer);
+      detach.unsubscribe();
       opts.signal?.removeEventListener("abort", onAbort);
       await messages.close().catch(() => undefined);
     }
   }
 
-  /** Submits and follows a run to its end. */
+  /** Tells every client attached to the run to detach; the run goes on. */
+  detach(runId: string): void {
+    this.nc.publish(this.topo.subjects.detach(runId));
+  }
+
+  /**
+   * Cancels, pauses or resumes a run or one of its tasks. The request is durable: it is
+   * written to the control bucket (workers and the balancer act on it, also after a
+   * reconnect) and sent to the scheduler, which records it.
+   */
+  async control(target: Target, action: ControlAction, reason = ""): Promise<ControlRequest> {
+    const request: ControlRequest = {
+      type: "control",
+      runId: target.runId,
+      ...(target.taskId ? { taskId: target.taskId } : {}),
+      action,
+      reason,
+      by: `${safeUser()}@${hostname()}`,
+      at: new Date().toISOString(),
+    };
+    await writeControl((await this.kv()).control, request);
+    const { data, headers } = encode(SCHEMAS.SchedulerInput, request);
+    await this.js.publish(this.topo.subjects.results(target.runId), data, { headers });
+    return request;
+  }
+
+  /**
+   * Resolves what a user typed: a run id, `run/task`, or a task id that exactly one
+   * active run has. Errors say what matched.
+   */
+  async resolveTarget(spec: string): Promise<Target> {
+    const [first, second] = spec.split(/[/.]/, 2) as [string, string | undefined];
+    if (second !== undefined) {
+      const run = await this.run_(first);
+      if (!run) throw new AdoError(`no run '${first}': list runs with \`ado parallel status\``);
+      if (!run.graph.tasks.some((t) => t.id === second)) throw new AdoError(`run '${first}' has no task '${second}'`);
+      return { runId: first, taskId: second };
+    }
+    if (await this.run_(first)) return { runId: first };
+    const matches = (await this.runs({ active: true })).filter((r) => r.graph.tasks.some((t) => t.id === first));
+    if (matches.length === 1) return { runId: matches[0]!.runId, taskId: first };
+    if (matches.length > 1) {
+      throw new AdoError(`task '${first}' is in ${matches.length} active runs (${matches.map((r) => r.runId).join(", ")}): say which, as <run>/${first}`);
+    }
+    throw new AdoError(`'${spec}' is neither a run nor a task of an active run: list them with \`ado parallel status\``);
+  }
+
+  /** Runs known to the scheduler, newest first; `active` keeps the running ones. */
+  async runs(opts: { active?: boolean } = {}): Promise<RunRecord[]> {
+    const kv = (await this.kv()).runs;
+    const out: RunRecord[] = [];
+    for await (const key of await kv.keys()) {
+      const run = await this.run_(key);
+      if (run && (!opts.active || run.status === "running")) out.push(run);
+    }
+    return out.sort((a, b) => (a.acceptedAt < b.acceptedAt ? 1 : -1));
+  }
+
+  /** One run's record and every task's state, including which worker runs what now. */
+  async status(runId: string): Promise<RunStatusView | undefined> {
+    const run = await this.run_(runId);
+    if (!run) return undefined;
+    const kv = await this.kv();
+    const tasks: TaskStatusView[] = [];
+    for (const def of run.graph.tasks) {
+      const e = await kv.tasks.get(`${runId}.${def.id}`);
+      const rec = e?.operation === "PUT" ? decode(SCHEMAS.TaskRecord, e.value) : undefined;
+      let status: TaskStatus = rec?.status ?? "pending";
+      let attempts = rec?.attempts ?? 0;
+      let workerId = rec?.workerId;
+      let startedAt = rec?.startedAt;
+      // The scheduler's record says "queued" until the result; a claim says it runs.
+      if (status === "pending" || status === "queued") {
+        const attempt = Math.max(1, attempts);
+        const claim = await kv.claims.get(`${runId}.${def.id}.${attempt}`);
+        if (claim?.operation === "PUT") {
+          const c = decode(SCHEMAS.AttemptClaim, claim.value);
+          status = "running";
+          attempts = attempt;
+          workerId = c.workerId;
+          startedAt = c.claimedAt;
+        } else if (status === "pending" && run.status === "running" && def.needs.length === 0) {
+          status = "queued";
+          attempts = 1;
+        }
+      }
+      tasks.push({ id: def.id, status, attempts, workerId, startedAt, finishedAt: rec?.finishedAt, error: rec?.error, needs: def.needs });
+    }
+    return { run, tasks };
+  }
+
+  private async run_(runId: string): Promise<RunRecord | undefined> {
+    if (!ID_PATTERN.test(runId)) return undefined;
+    const e = await (await this.kv()).runs.get(runId);
+    return e?.operation === "PUT" ? decode(SCHEMAS.RunRecord, e.value) : undefined;
+  }
+
+  private buckets?: Promise<Record<BucketKey, KV>>;
+  /** The KV buckets, bound once on first use. */
+  private kv(): Promise<Record<BucketKey, KV>> {
+    this.buckets ??= openBuckets(this.nc, this.topo);
+    return this.buckets;
+  }
+
+  /** Submits and follows a run to its end (resubmitting while the queue is full, with `wait`). */
   async run(opts: SubmitOptions & WatchOptions): Promise<RunOutcome> {
     const { runId } = await this.submit(opts);
-    return this.watch(runId, opts);
+    return this.watchWaiting(runId, opts);
+  }
+
+  /**
+   * Follows a run; if it was refused because the queue was full and `wait` is set,
+   * submits it again after a backoff (a new msg id: the first is still in the dedupe
+   * window) until it is accepted.
+   */
+  async watchWaiting(runId: RunId, opts: SubmitOptions & WatchOptions): Promise<RunOutcome> {
+    for (let attempt = 1; ; attempt++) {
+      const since = new Date();
+      const outcome = await this.watch(runId, attempt === 1 ? opts : { ...opts, since });
+      if (!(opts.wait && outcome.status === "rejected" && outcome.code === "queue_full")) return outcome;
+      await new Promise((r) => setTimeout(r, Math.min(10_000, 500 * 2 ** Math.min(attempt - 1, 5))));
+      if (opts.signal?.aborted) return outcome;
+      await this.submit({ ...opts, runId, msgID: `${runId}.wait${attempt}` });
+    }
   }
 }
 
@@ -180,6 +345,10 @@ export class TaskTracker {
       case "merge.conflict":
         set("failed");
         t.error = e.message;
+        break;
+      case "task.cancelled":
+        set("cancelled");
+        t.error = e.reason;
         break;
     }
   }

@@ -26,6 +26,8 @@ export const ConfigSchema = z
     worktreeDir: z.string().min(1).optional(),
     logLevel: z.enum(LOG_LEVELS).default("warn"),
     balancer: z.object({ strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded") }).strict().default({ strategy: "least_loaded" }),
+    /** Most ready tasks waiting across runs; a submission beyond it is refused as "queue full". */
+    maxQueued: z.number().int().min(1).default(100_000),
     /** Worker heartbeat; the balancer drops a worker silent for 3 heartbeats. */
     heartbeatMs: z.number().int().min(50).max(60_000).default(1_000),
     shutdown: z

@@ -61,7 +61,11 @@ export const TaskFailure = z.object({
   message: z.string(),
   /** False when retrying cannot help (invalid task, agent not installed). */
   retryable: z.boolean(),
-  kind: z.enum(["exit", "timeout", "agent_missing", "invalid", "git", "internal"]),
+  /**
+   * `cancelled`: stopped on request; `interrupted`: its worker shut down (the attempt is
+   * handed back and does not count against the retry budget).
+   */
+  kind: z.enum(["exit", "timeout", "agent_missing", "invalid", "git", "internal", "cancelled", "interrupted"]),
   exitCode: z.number().int().nullable().optional(),
 });
 export type TaskFailure = z.infer<typeof TaskFailure>;
@@ -118,8 +122,28 @@ export const MergeResult = z.object({
 });
 export type MergeResult = z.infer<typeof MergeResult>;
 
+/** Live control of a run or one task: cancel, pause, resume. */
+export const ControlAction = z.enum(["cancel", "pause", "resume"]);
+export type ControlAction = z.infer<typeof ControlAction>;
+
+/**
+ * A control request: written to the control bucket (the desired state, which workers
+ * and the balancer watch) and sent to the scheduler (which records it once).
+ */
+export const ControlRequest = z.object({
+  type: z.literal("control"),
+  runId: id,
+  /** Absent: the whole run. */
+  taskId: id.optional(),
+  action: ControlAction,
+  reason: z.string().default(""),
+  by: z.string().default(""),
+  at: isoTime,
+});
+export type ControlRequest = z.infer<typeof ControlRequest>;
+
 /** Everything the scheduler consumes after submission, on the results stream. */
-export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult]);
+export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, ControlRequest]);
 export type SchedulerInput = z.infer<typeof SchedulerInput>;
 
 // ---- events: typed, on per-run and per-task subjects, kept as the audit trail ----
@@ -128,9 +152,9 @@ const runEventBase = { runId: id, at: isoTime };
 const taskEventBase = { ...runEventBase, taskId: id, attempt: z.number().int().min(1) };
 
 /** `merging`: the work is done and waits for the merge coordinator; `succeeded`: integrated. */
-export const TaskStatus = z.enum(["pending", "queued", "running", "merging", "succeeded", "failed", "skipped"]);
+export const TaskStatus = z.enum(["pending", "queued", "running", "merging", "succeeded", "failed", "skipped", "cancelled"]);
 export type TaskStatus = z.infer<typeof TaskStatus>;
-export const RunStatus = z.enum(["running", "succeeded", "failed", "rejected"]);
+export const RunStatus = z.enum(["running", "succeeded", "failed", "cancelled", "rejected"]);
 export type RunStatus = z.infer<typeof RunStatus>;
 
 export const TaskSummary = z.object({
@@ -156,11 +180,18 @@ export const AdoEvent = z.discriminatedUnion("type", [
     integrationBranch: z.string().optional(),
     baseCommit: sha.optional(),
   }),
-  z.object({ type: z.literal("run.rejected"), ...runEventBase, reason: z.string(), tasks: z.array(z.string()).default([]) }),
+  z.object({
+    type: z.literal("run.rejected"),
+    ...runEventBase,
+    reason: z.string(),
+    /** `queue_full`: nothing was wrong with the run; submit it again later (`--wait` does). */
+    code: z.enum(["invalid", "queue_full"]).default("invalid"),
+    tasks: z.array(z.string()).default([]),
+  }),
   z.object({
     type: z.literal("run.completed"),
     ...runEventBase,
-    status: z.enum(["succeeded", "failed"]),
+    status: z.enum(["succeeded", "failed", "cancelled"]),
     integrationBranch: z.string().optional(),
     integrationCommit: sha.optional(),
     error: z.string().optional(),
@@ -203,6 +234,17 @@ export const AdoEvent = z.discriminatedUnion("type", [
   }),
   z.object({ type: z.literal("task.merged"), ...taskEventBase, integrationCommit: sha }),
   z.object({ type: z.literal("task.skipped"), ...taskEventBase, reason: z.string() }),
+  z.object({ type: z.literal("task.cancelled"), ...taskEventBase, reason: z.string() }),
+  /** A failed attempt will be retried, not before `notBefore` (epoch ms). */
+  z.object({ type: z.literal("task.retrying"), ...taskEventBase, notBefore: z.number().int(), error: z.string() }),
+  /** A worker paused or resumed the task's processes. */
+  z.object({ type: z.literal("task.paused"), ...taskEventBase, workerId: id }),
+  z.object({ type: z.literal("task.resumed"), ...taskEventBase, workerId: id }),
+  /** A worker saved the task's work in progress (shutdown, interruption). */
+  z.object({ type: z.literal("task.checkpoint"), ...taskEventBase, workerId: id, commit: sha, reason: z.string() }),
+  z.object({ type: z.literal("run.paused"), ...runEventBase, by: z.string() }),
+  z.object({ type: z.literal("run.resumed"), ...runEventBase, by: z.string() }),
+  z.object({ type: z.literal("run.cancelling"), ...runEventBase, by: z.string(), reason: z.string() }),
   z.object({ type: z.literal("merge.conflict"), ...taskEventBase, files: z.array(z.string()), message: z.string() }),
 ]);
 export type AdoEvent = z.infer<typeof AdoEvent>;
@@ -262,6 +304,10 @@ export const RunRecord = z.object({
   integrationCommit: sha.optional(),
   /** Set once the run stops dispatching (failure, conflict); in-flight tasks still finish. */
   halted: z.string().optional(),
+  paused: z.boolean().default(false),
+  cancelled: z.boolean().default(false),
+  /** Epoch ms after which the run is cancelled (maxDuration). */
+  deadline: z.number().int().optional(),
   submittedAt: isoTime,
   acceptedAt: isoTime,
   finishedAt: isoTime.optional(),
@@ -310,6 +356,7 @@ export const SCHEMAS = {
   WorkerRecord: { name: "worker.record", version: 1, schema: WorkerRecord },
   WorkerLoad: { name: "worker.load", version: 1, schema: WorkerLoad },
   AttemptClaim: { name: "attempt.claim", version: 1, schema: AttemptClaim },
+  ControlRequest: { name: "control", version: 1, schema: ControlRequest },
   RunRecord: { name: "run.record", version: 1, schema: RunRecord },
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },

@@ -30,7 +30,7 @@ export const PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
-export type BucketKey = "runs" | "tasks" | "claims" | "workers" | "leases";
+export type BucketKey = "runs" | "tasks" | "claims" | "workers" | "leases" | "control";
 
 /** Which actor reads each shared durable consumer. */
 export type ActorName = "scheduler" | "balancer" | "merger" | "worker";
@@ -67,6 +67,8 @@ function subjectsFor(p: string) {
     /** Worker -> balancer, core NATS: load changes (not stored; heartbeats correct drift). */
     load: (workerId: WorkerId | string) => `${p}.load.${workerId}`,
     loadAll: `${p}.load.*`,
+    /** Core NATS: tells clients attached to a run to detach (`ado detach`). */
+    detach: (runId: RunId | string) => `${p}.detach.${runId}`,
     /** Dead letters, one subject per actor that rejected the message. */
     deadLetter: (actor: string) => `${p}.dlq.${actor}`,
     deadLetterAll: `${p}.dlq.>`,
@@ -127,6 +129,7 @@ export function topology(prefix = "ado"): Topology {
       claims: `${prefix}-claims`,
       workers: `${prefix}-workers`,
       leases: `${prefix}-leases`,
+      control: `${prefix}-control`,
     },
     service: (actor) => `${prefix}-${actor}`,
   };
@@ -173,6 +176,9 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   claims: { history: 1, ttlMs: 7 * 24 * 3_600_000 },
   workers: { history: 1 },
   leases: { history: 1 },
+  // Desired state per run / task: the latest cancel|pause|resume. Workers and the
+  // balancer watch it, so one that was disconnected catches up when it reconnects.
+  control: { history: 1, ttlMs: 30 * 24 * 3_600_000 },
 };
 
 /**

@@ -4,6 +4,7 @@ import { decode, encode } from "../../runtime/codec.js";
 import { publishDeadLetter } from "../../runtime/consume.js";
 import { errorMessage } from "../../runtime/errors.js";
 import { SCHEMAS, type TaskWork } from "../../runtime/messages.js";
+import { ControlView } from "../../runtime/control.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
 import { ReadyQueue } from "./ready-queue.js";
 import { WorkerRegistry } from "./registry.js";
@@ -38,10 +39,13 @@ interface Held {
  */
 export class Balancer extends Actor {
   private registry!: WorkerRegistry;
+  private control!: ControlView;
   private messages?: ConsumerMessages;
   private readonly queue = new ReadyQueue<Held>();
   private readonly router = new Router();
   private scheduled = false;
+  /** Set by a control change: the next dispatch pass drops held work of cancelled runs. */
+  private purgeCancelled = false;
   private dueTimer?: NodeJS.Timeout;
   private keepAlive?: NodeJS.Timeout;
   private assigned = 0;
@@ -59,6 +63,11 @@ export class Balancer extends Actor {
     const { topo, nc, kv } = this.ctx;
     this.registry = new WorkerRegistry(nc, kv.workers, topo, this.clock, this.opts.heartbeatMs, this.log, () => this.kick());
     await this.registry.start();
+    this.control = new ControlView(kv.control, this.log, () => {
+      this.purgeCancelled = true;
+      this.kick();
+    });
+    await this.control.start();
     const jsm = await this.js.jetstreamManager();
     const ackWaitMs = this.opts.ackWaitMs ?? 60_000;
     await jsm.consumers.add(topo.streams.ready.name, {
@@ -78,6 +87,7 @@ export class Balancer extends Actor {
     clearTimeout(this.dueTimer);
     await this.messages?.close().catch(() => undefined);
     this.registry?.stop();
+    this.control?.stop();
     // Hand back what we hold, so another replica takes it now rather than after ack_wait.
     for (const e of this.queue.all()) e.item.msg.nak();
   }
@@ -124,9 +134,25 @@ export class Balancer extends Actor {
     const candidates = this.registry.candidates();
     let free = 0;
     for (const c of candidates) free += Math.max(0, c.slots - c.busy);
+    if (this.purgeCancelled) {
+      this.purgeCancelled = false;
+      for (const e of this.queue.all()) {
+        if (this.control.stateOf(e.item.work.runId, e.item.work.taskId) !== "cancelled") continue;
+        // The scheduler already counts it cancelled: drop it.
+        this.queue.remove(e.key);
+        e.item.msg.ack();
+      }
+    }
     for (const entry of this.queue.ordered()) {
       if (free <= 0) break;
       const { work } = entry.item;
+      const control = this.control.stateOf(work.runId, work.taskId);
+      if (control === "paused") continue; // held until resumed
+      if (control === "cancelled") {
+        this.queue.remove(entry.key); // arrived after the purge
+        entry.item.msg.ack();
+        continue;
+      }
       const strategy = work.strategy ?? this.opts.strategy ?? "least_loaded";
       const pick = this.router.choose(strategy, candidates, work.task.agent, work.placement);
       if (!pick) continue; // nothing fits this one now; a lower task may still fit elsewhere

@@ -25,26 +25,34 @@ export function compareReady(a: ReadyEntry, b: ReadyEntry): number {
  * backoff sit apart until due. Pure data structure: no I/O, no clock of its own.
  */
 export class ReadyQueue<T = unknown> {
-  /** Due entries, kept sorted by compareReady. */
-  private readonly due: ReadyEntry<T>[] = [];
+  /**
+   * Due entries, sorted by compareReady. Removal is lazy: an entry is live only while
+   * `live` maps its key to that very entry, so removing costs O(1) and a dispatch pass
+   * costs what it visits, not the size of the queue.
+   */
+  private due: ReadyEntry<T>[] = [];
+  private dead = 0;
   /** Entries not yet due, unsorted (few: only retries in backoff). */
   private readonly waiting = new Map<string, ReadyEntry<T>>();
-  private readonly keys = new Set<string>();
+  private readonly live = new Map<string, ReadyEntry<T>>();
 
   get size(): number {
-    return this.keys.size;
+    return this.live.size;
   }
 
   has(key: string): boolean {
-    return this.keys.has(key);
+    return this.live.has(key);
   }
 
-  /** Adds an entry (a redelivered key already held is ignored). Returns whether it was added. */
+  /** Adds an entry (a key already held is ignored). Returns whether it was added. */
   add(entry: ReadyEntry<T>, now: number): boolean {
-    if (this.keys.has(entry.key)) return false;
-    this.keys.add(entry.key);
-    if (entry.notBefore > now) this.waiting.set(entry.key, entry);
-    else this.insert(entry);
+    if (this.live.has(entry.key)) return false;
+    // Stored as a copy: liveness is identity, and a caller re-adding an entry object it
+    // removed must not revive the stale slot that object still occupies.
+    const stored = { ...entry };
+    this.live.set(stored.key, stored);
+    if (stored.notBefore > now) this.waiting.set(stored.key, stored);
+    else this.insert(stored);
     return true;
   }
 
@@ -65,29 +73,36 @@ export class ReadyQueue<T = unknown> {
     return min;
   }
 
-  /** Due entries in dispatch order. Safe to remove the yielded entry while iterating. */
+  /** Due entries in dispatch order. Removing the yielded entry while iterating is safe. */
   *ordered(): Generator<ReadyEntry<T>> {
-    for (const e of [...this.due]) if (this.keys.has(e.key)) yield e;
+    const due = this.due;
+    for (let i = 0; i < due.length; i++) {
+      const e = due[i]!;
+      if (this.live.get(e.key) === e) yield e;
+    }
   }
 
   remove(key: string): ReadyEntry<T> | undefined {
-    if (!this.keys.delete(key)) return undefined;
-    const waiting = this.waiting.get(key);
-    if (waiting) {
-      this.waiting.delete(key);
-      return waiting;
+    const e = this.live.get(key);
+    if (!e) return undefined;
+    this.live.delete(key);
+    if (this.waiting.delete(key)) return e;
+    // Compact once dead entries outnumber live ones: amortized O(1) per removal.
+    if (++this.dead > 64 && this.dead > this.due.length / 2) {
+      this.due = this.due.filter((d) => this.live.get(d.key) === d);
+      this.dead = 0;
     }
-    const i = this.due.findIndex((e) => e.key === key);
-    return i >= 0 ? this.due.splice(i, 1)[0] : undefined;
+    return e;
   }
 
   /** Every held entry (due and waiting), for in-progress acks. */
   all(): ReadyEntry<T>[] {
-    return [...this.due, ...this.waiting.values()];
+    return [...this.live.values()];
   }
 
   private insert(e: ReadyEntry<T>): void {
-    // Binary search for the first element that sorts after e.
+    // Binary search for the first element that sorts after e (dead entries keep their
+    // place in the order, so the search stays valid).
     let lo = 0;
     let hi = this.due.length;
     while (lo < hi) {

@@ -2,6 +2,7 @@ import { remainingPathLengths, validateGraph, type TaskDef } from "../../runtime
 import { GraphError } from "../../runtime/errors.js";
 import type {
   AdoEvent,
+  ControlRequest,
   MergeRequest,
   MergeResult,
   RunRecord,
@@ -44,6 +45,8 @@ export interface RunState {
 
 export type Effect =
   | { type: "ready"; work: TaskWork }
+  /** Write the desired state of a run or task to the control bucket (workers act on it). */
+  | { type: "control"; request: ControlRequest }
   | { type: "merge"; request: MergeRequest }
   | { type: "event"; event: AdoEvent }
   | { type: "saveTask"; taskId: string }
@@ -117,7 +120,7 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
     ok: false,
     reason,
     tasks,
-    effects: [{ type: "event", event: { type: "run.rejected", runId: submit.runId, at: now, reason, tasks } }],
+    effects: [{ type: "event", event: { type: "run.rejected", runId: submit.runId, at: now, reason, code: "invalid", tasks } }],
   });
   try {
     validateGraph(submit.graph);
@@ -140,6 +143,9 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
     integrationCommit: submit.baseCommit,
     submittedAt: submit.submittedAt,
     acceptedAt: now,
+    paused: false,
+    cancelled: false,
+    deadline: submit.graph.maxDurationMs ? Date.parse(now) + submit.graph.maxDurationMs : undefined,
   };
   const state = buildState(run, 0, new Map());
   // The shell creates the run record (the idempotency check). Root tasks are listed in
@@ -182,7 +188,13 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
   });
   if (result.status === "failed") {
     const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
-    const willRetry = failure.retryable && result.attempt < t.def.retry.attempts && !state.run.halted;
+    if (failure.kind === "cancelled") {
+      return [...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...finishIfDone(state, now)];
+    }
+    // An interrupted attempt (its worker shut down) is handed back without using up the
+    // retry budget, a few times at most, so a crash loop still ends.
+    const interrupted = failure.kind === "interrupted" && result.attempt < t.def.retry.attempts + MAX_INTERRUPTIONS;
+    const willRetry = (interrupted || (failure.retryable && result.attempt < t.def.retry.attempts)) && !state.run.halted;
     effects.push({
       type: "event",
       event: {
@@ -200,10 +212,19 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       },
     });
     if (willRetry) {
-      effects.push(...queue(state, t, now, true));
+      // An interrupted attempt resumes from its checkpoint commit, if it left one.
+      const effectsOfQueue = queue(state, t, now, !interrupted, true, interrupted ? result.commit : undefined);
+      const work = effectsOfQueue.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+      effects.push(...effectsOfQueue, {
+        type: "event",
+        event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt: work.attempt, at: now, notBefore: work.notBefore, error: failure.message },
+      });
     } else {
       update(state, t, { status: "failed", error: failure.message });
       effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now), ...release(state, now, []));
+      if (state.run.graph.failFast) {
+        effects.push(...stopRun(state, `task '${t.def.id}' failed and the run is failFast: ${failure.message}`, now, "ado (failFast)"));
+      }
     }
     return [...effects, ...finishIfDone(state, now)];
   }
@@ -286,6 +307,69 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
   return [...effects, ...finishIfDone(state, now)];
 }
 
+/**
+ * A cancel, pause or resume of the run or one task. The scheduler records it; workers
+ * and the balancer act on the same request through the control bucket.
+ */
+export function applyControl(state: RunState, req: ControlRequest, now: string): Effect[] {
+  if (state.run.status !== "running") return [];
+  const runId = state.run.runId;
+  if (req.taskId) {
+    const t = state.tasks.get(req.taskId);
+    if (!t || TERMINAL.has(t.rec.status)) return [];
+    // Pausing one task is the worker's and the balancer's business; nothing to record.
+    if (req.action !== "cancel") return [];
+    return [...cancelTask(state, t, req.reason || `cancelled by ${req.by || "a user"}`, now), ...release(state, now, []), ...finishIfDone(state, now)];
+  }
+  switch (req.action) {
+    case "cancel":
+      state.run = { ...state.run, cancelled: true };
+      return stopRun(state, req.reason || `cancelled by ${req.by || "a user"}`, now, req.by);
+    case "pause":
+      if (state.run.paused) return [];
+      state.run = { ...state.run, paused: true };
+      return [{ type: "saveRun" }, { type: "event", event: { type: "run.paused", runId, at: now, by: req.by } }];
+    case "resume": {
+      if (!state.run.paused) return [];
+      state.run = { ...state.run, paused: false };
+      const held = [...state.held].map((id) => state.tasks.get(id)!);
+      return [{ type: "saveRun" }, { type: "event", event: { type: "run.resumed", runId, at: now, by: req.by } }, ...release(state, now, held)];
+    }
+  }
+}
+
+/**
+ * Stops a whole run: pending tasks are skipped, queued and running ones cancelled (the
+ * control request makes workers kill them and the balancer drop them). In-flight
+ * merges finish. The run ends once nothing is in flight.
+ */
+function stopRun(state: RunState, reason: string, now: string, by = "ado"): Effect[] {
+  const runId = state.run.runId;
+  const effects: Effect[] = [
+    { type: "control", request: { type: "control", runId, action: "cancel", reason, by, at: now } },
+    { type: "event", event: { type: "run.cancelling", runId, at: now, by, reason } },
+    ...halt(state, reason, now),
+  ];
+  for (const t of state.tasks.values()) if (t.rec.status === "queued") effects.push(...cancelTask(state, t, reason, now, false));
+  return [...effects, ...finishIfDone(state, now)];
+}
+
+/** Cancels one task (terminal) and skips what depends on it. */
+function cancelTask(state: RunState, t: TaskState, reason: string, now: string, tellWorkers = true): Effect[] {
+  const runId = state.run.runId;
+  const wasInFlight = t.rec.status === "queued";
+  update(state, t, { status: "cancelled", error: reason });
+  const effects: Effect[] = [
+    { type: "saveTask", taskId: t.def.id },
+    { type: "event", event: { type: "task.cancelled", runId, taskId: t.def.id, attempt: Math.max(1, t.rec.attempts), at: now, reason } },
+    ...skipDependents(state, t.def.id, now),
+  ];
+  if (tellWorkers && wasInFlight) {
+    effects.unshift({ type: "control", request: { type: "control", runId, taskId: t.def.id, action: "cancel", reason, by: "ado", at: now } });
+  }
+  return effects;
+}
+
 /** Names the tasks already merged that touched the conflicting files. */
 function conflictMessage(state: RunState, taskId: string, files: string[]): string {
   const others = [...state.tasks.values()]
@@ -336,7 +420,11 @@ const dependentsOf = (state: RunState, id: string) => (state.dependents.get(id) 
  * time in its fan-out, not in the size of the run.
  */
 function release(state: RunState, now: string, candidates: Iterable<TaskState>, announce = true): Effect[] {
-  if (state.run.halted) return [];
+  if (state.run.halted || state.run.paused) {
+    // Remember what became ready meanwhile; resume() releases it.
+    if (state.run.paused && !state.run.halted) for (const t of candidates) if (t.rec.status === "pending") state.held.add(t.def.id);
+    return [];
+  }
   const effects: Effect[] = [];
   const limit = state.run.graph.maxParallel ?? Infinity;
   // Tasks held back by maxParallel go first: they were ready before these candidates.
@@ -361,7 +449,7 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
 }
 
 /** Publishes the next attempt of a task to the ready queue (after its backoff, for a retry). */
-function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true): Effect[] {
+function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true, checkpoint?: string): Effect[] {
   const attempt = t.rec.attempts + 1;
   update(state, t, { status: "queued", attempts: attempt, error: undefined });
   const { needs: _needs, ...task } = t.def;
@@ -379,7 +467,7 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     strategy: state.run.graph.strategy,
     repo: run.repo,
     // Dependents start from the integration head, which by now holds every dependency.
-    baseCommit: t.def.needs.length ? run.integrationCommit : run.baseCommit,
+    baseCommit: checkpoint ?? (t.def.needs.length ? run.integrationCommit : run.baseCommit),
     branch: taskBranchOf(run.runId, t.def.id),
     inputs: t.def.needs.map((d) => {
       const dep = state.tasks.get(d)!.rec;
@@ -399,7 +487,9 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
   return effects;
 }
 
-const TERMINAL: ReadonlySet<TaskStatus> = new Set<TaskStatus>(["succeeded", "failed", "skipped"]);
+const TERMINAL: ReadonlySet<TaskStatus> = new Set<TaskStatus>(["succeeded", "failed", "skipped", "cancelled"]);
+/** Times an attempt may be handed back by a stopping worker beyond the retry budget. */
+const MAX_INTERRUPTIONS = 5;
 /** Past this many tasks, run.completed carries counts only, to stay under NATS max_payload. */
 export const SUMMARY_LIMIT = 1_000;
 
@@ -414,11 +504,13 @@ function finishIfDone(state: RunState, now: string): Effect[] {
   if (state.run.status !== "running" || state.open > 0) return [];
   const all = [...state.tasks.values()];
   const ok = all.every((t) => t.rec.status === "succeeded");
+  const cancelled = state.run.cancelled;
   const firstError = state.run.halted ?? all.find((t) => t.rec.status === "failed")?.rec.error;
   const failedIds = all.filter((t) => t.rec.status === "failed").map((t) => `'${t.def.id}'`);
+  const status = ok ? "succeeded" : cancelled ? "cancelled" : "failed";
   state.run = {
     ...state.run,
-    status: ok ? "succeeded" : "failed",
+    status,
     finishedAt: now,
     error: ok ? undefined : state.run.halted ?? `task ${failedIds.join(", ")} failed: ${firstError ?? "see its output"}`,
   };
@@ -430,7 +522,7 @@ function finishIfDone(state: RunState, now: string): Effect[] {
         type: "run.completed",
         runId: state.run.runId,
         at: now,
-        status: ok ? "succeeded" : "failed",
+        status,
         integrationBranch: state.run.integrationBranch,
         integrationCommit: state.run.integrationCommit,
         error: state.run.error,

@@ -7,10 +7,12 @@ import { BatchLoop, type Delivery, type Outcome } from "../../runtime/consume.js
 import { errorMessage } from "../../runtime/errors.js";
 import { ID_PATTERN } from "../../runtime/ids.js";
 import { Mutex } from "../../runtime/mutex.js";
-import { SCHEMAS, type SchedulerInput, type SubmitRun, type TaskRecord } from "../../runtime/messages.js";
+import { writeControl } from "../../runtime/control.js";
+import { SCHEMAS, type ControlRequest, type SchedulerInput, type SubmitRun, type TaskRecord } from "../../runtime/messages.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
 import {
   acceptRun,
+  applyControl,
   applyMergeResult,
   applyTaskResult,
   buildState,
@@ -18,6 +20,8 @@ import {
   type Effect,
   type RunState,
 } from "./run-state.js";
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Most publishes or writes a scheduler has in flight at once. */
 const PUBLISH_WINDOW = 512;
@@ -41,13 +45,30 @@ class StaleStateError extends Error {
  */
 export class Scheduler extends Actor {
   private readonly runs = new Map<string, RunState>();
+  private readonly deadlines = new Map<string, NodeJS.Timeout>();
   private readonly serial = new Mutex();
   private loops: BatchLoop<unknown>[] = [];
   private accepted = 0;
   private rejected = 0;
 
-  constructor(instance: string, ctx: ActorContext) {
+  private backlog = { count: 0, at: 0 };
+
+  constructor(
+    instance: string,
+    ctx: ActorContext,
+    private readonly opts: { maxQueued?: number } = {},
+  ) {
     super("scheduler", instance, ctx);
+  }
+
+  /** Ready tasks waiting across all runs (held by the balancer or not), cached briefly. */
+  private async readyBacklog(): Promise<number> {
+    if (this.clock.now() - this.backlog.at > 250) {
+      const jsm = await this.js.jetstreamManager();
+      const info = await jsm.streams.info(this.ctx.topo.streams.ready.name);
+      this.backlog = { count: info.state.messages, at: this.clock.now() };
+    }
+    return this.backlog.count;
   }
 
   protected async onStart(): Promise<void> {
@@ -76,9 +97,63 @@ export class Scheduler extends Actor {
     });
     this.loops = [submitLoop as BatchLoop<unknown>, resultLoop as BatchLoop<unknown>];
     await Promise.all(this.loops.map((l) => l.start()));
+    await this.armStoredDeadlines();
+  }
+
+  /** Runs with a maxDuration accepted before this replica started still get cancelled on time. */
+  private async armStoredDeadlines(): Promise<void> {
+    for await (const key of await this.ctx.kv.runs.keys()) {
+      const e = await this.ctx.kv.runs.get(key);
+      if (e?.operation !== "PUT") continue;
+      try {
+        const run = decode(SCHEMAS.RunRecord, e.value);
+        if (run.status === "running" && run.deadline) this.armDeadline(run.runId, run.deadline);
+      } catch (err) {
+        this.log.warn({ key, err: errorMessage(err) }, "unreadable run record");
+      }
+    }
+  }
+
+  /**
+   * At the deadline, cancel the run through the normal path: a control request to
+   * ourselves (deduplicated by msg id, so replicas arming the same deadline are harmless).
+   */
+  private armDeadline(runId: string, deadline: number): void {
+    if (this.deadlines.has(runId)) return;
+    const fire = async () => {
+      this.deadlines.delete(runId);
+      const request: ControlRequest = {
+        type: "control",
+        runId,
+        action: "cancel",
+        reason: "the run exceeded its maxDuration",
+        by: "ado (maxDuration)",
+        at: new Date(this.clock.now()).toISOString(),
+      };
+      try {
+        await writeControl(this.ctx.kv.control, request);
+        const { data, headers } = encode(SCHEMAS.SchedulerInput, request);
+        await this.js.publish(this.ctx.topo.subjects.results(runId), data, { headers, msgID: `${runId}.deadline` });
+      } catch (err) {
+        this.log.error({ runId, err: errorMessage(err) }, "could not cancel a run past its deadline; retrying");
+        this.deadlines.set(runId, setTimeout(() => void fire(), 1_000));
+      }
+    };
+    const remaining = deadline - this.clock.now();
+    if (remaining > MAX_TIMER_MS) {
+      // setTimeout holds at most ~24.8 days: wait that long, then arm again.
+      this.deadlines.set(runId, setTimeout(() => {
+        this.deadlines.delete(runId);
+        this.armDeadline(runId, deadline);
+      }, MAX_TIMER_MS));
+      return;
+    }
+    this.deadlines.set(runId, setTimeout(() => void fire(), Math.max(0, remaining)));
   }
 
   protected async onDrain(): Promise<void> {
+    for (const t of this.deadlines.values()) clearTimeout(t);
+    this.deadlines.clear();
     await Promise.all(this.loops.map((l) => l.stop()));
   }
 
@@ -96,6 +171,22 @@ export class Scheduler extends Actor {
           await this.execute(undefined, outcome.effects);
           return { kind: "ack" };
         }
+        const roots = outcome.effects.filter((e) => e.type === "ready").length;
+        const limit = this.opts.maxQueued ?? Infinity;
+        const backlog = limit === Infinity ? 0 : await this.readyBacklog();
+        if (backlog + roots > limit && !(await this.ctx.kv.runs.get(data.runId))) {
+          this.rejected++;
+          await publishEvent(this.js, this.ctx.topo, {
+            type: "run.rejected",
+            runId: data.runId,
+            at: now,
+            code: "queue_full",
+            reason: `queue full: ${backlog} tasks are waiting and this run adds ${roots} (limit ${limit}). Submit again later, or with --wait.`,
+            tasks: [],
+          });
+          return { kind: "ack" };
+        }
+        this.backlog.count += roots;
         const state = outcome.state;
         try {
           // Creating the run record is the idempotency check, done alongside the first
@@ -116,6 +207,7 @@ export class Scheduler extends Actor {
           state.runRev = rev;
           this.accepted++;
           this.runs.set(data.runId, state);
+          if (state.run.deadline) this.armDeadline(data.runId, state.run.deadline);
           await this.persist(state, outcome.effects);
           return { kind: "ack" };
         } catch (err) {
@@ -158,11 +250,19 @@ export class Scheduler extends Actor {
           for (const i of indexes) {
             const input = batch[i]!.data;
             effects.push(
-              ...(input.type === "task.result" ? applyTaskResult(state, input, now) : applyMergeResult(state, input, now)),
+              ...(input.type === "task.result"
+                ? applyTaskResult(state, input, now)
+                : input.type === "merge.result"
+                  ? applyMergeResult(state, input, now)
+                  : applyControl(state, input, now)),
             );
           }
           await this.execute(state, effects);
-          if (state.run.status !== "running") this.runs.delete(runId);
+          if (state.run.status !== "running") {
+            this.runs.delete(runId);
+            clearTimeout(this.deadlines.get(runId));
+            this.deadlines.delete(runId);
+          }
         } catch (err) {
           this.runs.delete(runId);
           const delayMs = err instanceof StaleStateError ? 10 : 500;
@@ -219,6 +319,8 @@ export class Scheduler extends Actor {
         p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: `${e.request.runId}.${e.request.taskId}` });
       } else if (e.type === "event") {
         p = publishEvent(this.js, topo, e.event);
+      } else if (e.type === "control") {
+        p = writeControl(this.ctx.kv.control, e.request);
       }
       if (!p) continue;
       const tracked = p.finally(() => inflight.delete(tracked));
@@ -270,6 +372,7 @@ export class Scheduler extends Actor {
       runId,
       at: new Date(this.clock.now()).toISOString(),
       reason: `the submission could not be read: ${reason}`,
+      code: "invalid",
       tasks: [],
     });
   }

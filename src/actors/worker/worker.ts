@@ -13,7 +13,9 @@ import { SCHEMAS, type TaskFailure, type TaskResult, type TaskWork, type WorkerR
 import { Signal } from "../../runtime/mutex.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
 import { builtinAgents } from "./agents/builtin.js";
-import type { Agent, OutputStream } from "./agents/types.js";
+import { Suspender } from "./agents/process.js";
+import type { Agent, OutputStream, StopReason } from "./agents/types.js";
+import { ControlView } from "../../runtime/control.js";
 import { OutputBuffer } from "./output.js";
 
 export interface WorkerOptions {
@@ -34,8 +36,10 @@ export interface WorkerOptions {
 }
 
 interface Running {
+  work: TaskWork;
   msg: JsMsg;
   abort: AbortController;
+  suspender: Suspender;
   done: Promise<void>;
 }
 
@@ -62,6 +66,7 @@ export class Worker extends Actor {
   /** Results already produced, by attempt key, so a redelivery re-sends instead of re-running. */
   private readonly results = new Map<string, TaskResult>();
   private completed = 0;
+  private control!: ControlView;
 
   constructor(
     ctx: ActorContext,
@@ -84,6 +89,8 @@ export class Worker extends Actor {
       actorConsumer(name, topo.subjects.work(this.id), { ackWaitMs: this.ackWaitMs, inactiveMs: 24 * 3_600_000 }),
     );
     this.consumer = await this.js.consumers.get(topo.streams.work.name, name);
+    this.control = new ControlView(this.ctx.kv.control, this.log, () => this.applyControl());
+    await this.control.start();
     await this.register("running");
     this.heartbeat = setInterval(() => void this.beat(), Math.min(this.opts.heartbeatMs, this.ackWaitMs / 3));
     this.pulling = this.pullLoop();
@@ -94,14 +101,59 @@ export class Worker extends Actor {
     await this.register("draining").catch(() => undefined);
     this.wake.notify();
     for (const f of this.fetches) f.stop();
-    const abortAll = () => {
-      for (const r of this.active.values()) r.abort.abort();
+    // Past the grace period, what still runs is interrupted: checkpointed on its branch
+    // and handed back, to resume on another worker.
+    const interruptAll = () => {
+      for (const r of this.active.values()) r.abort.abort("interrupted" satisfies StopReason);
     };
-    force.addEventListener("abort", abortAll, { once: true });
+    force.addEventListener("abort", interruptAll, { once: true });
     await Promise.all([...this.active.values()].map((r) => r.done));
     await this.pulling;
+    await this.handBackQueued();
+    this.control?.stop();
     clearInterval(this.heartbeat);
     await this.ctx.kv.workers.delete(this.id).catch(() => undefined);
+  }
+
+  /**
+   * Work already on this worker's subject that it will not run goes back to the ready
+   * queue, so another worker takes it now rather than when this one comes back.
+   */
+  private async handBackQueued(): Promise<void> {
+    for (;;) {
+      const batch = await this.consumer!.fetch({ max_messages: 100, expires: 1_000 }).catch(() => undefined);
+      if (!batch) return;
+      let got = 0;
+      for await (const m of batch) {
+        got++;
+        try {
+          const work = decode(SCHEMAS.TaskWork, m.data, m.headers);
+          const { workerId: _gone, ...ready } = work;
+          const { data, headers } = encode(SCHEMAS.TaskWork, ready);
+          await this.js.publish(this.ctx.topo.subjects.ready(work.priority), data, {
+            headers,
+            msgID: `${work.runId}.${work.taskId}.${work.attempt}.handback.${this.id}`,
+          });
+          await m.ackAck();
+        } catch (err) {
+          this.log.warn({ subject: m.subject, err: errorMessage(err) }, "could not hand back queued work; it stays on this worker's subject");
+          m.nak();
+        }
+      }
+      if (got === 0) return;
+    }
+  }
+
+  /** Acts on the control bucket: cancel, pause or resume what runs here. */
+  private applyControl(): void {
+    for (const r of this.active.values()) {
+      const state = this.control.stateOf(r.work.runId, r.work.taskId);
+      const at = new Date().toISOString();
+      const base = { runId: r.work.runId, taskId: r.work.taskId, attempt: r.work.attempt, at, workerId: this.id };
+      if (state === "cancelled") r.abort.abort("cancelled" satisfies StopReason);
+      else if (state === "paused" && r.suspender.pause()) void this.emit({ type: "task.paused", ...base }).catch(() => undefined);
+      else if (state === "running" && r.suspender.resume()) void this.emit({ type: "task.resumed", ...base }).catch(() => undefined);
+    }
   }
 
   override stats() {
@@ -175,10 +227,17 @@ export class Worker extends Actor {
     }
     const key = `${work.runId}.${work.taskId}.${work.attempt}`;
     if (this.active.has(key)) return; // a redelivery of what we are running: keep going
+    if (this.control.stateOf(work.runId, work.taskId) === "cancelled") {
+      m.ack(); // the scheduler already counts it cancelled: nothing to run or report
+      return;
+    }
     const abort = new AbortController();
-    const entry: Running = { msg: m, abort, done: Promise.resolve() };
+    const suspender = new Suspender();
+    // Paused before it started: it starts paused, and the slot waits with it.
+    if (this.control.stateOf(work.runId, work.taskId) === "paused") suspender.pause();
+    const entry: Running = { work, msg: m, abort, suspender, done: Promise.resolve() };
     this.active.set(key, entry);
-    entry.done = this.execute(key, work, m, abort.signal)
+    entry.done = this.execute(key, work, m, abort.signal, suspender)
       .catch((err) => this.log.error({ key, err: errorMessage(err) }, "task execution failed"))
       .finally(() => {
         this.active.delete(key);
@@ -188,7 +247,7 @@ export class Worker extends Actor {
       });
   }
 
-  private async execute(key: string, work: TaskWork, m: JsMsg, signal: AbortSignal): Promise<void> {
+  private async execute(key: string, work: TaskWork, m: JsMsg, signal: AbortSignal, suspender: Suspender): Promise<void> {
     const claimed = await this.claim(key);
     if (!claimed) {
       // Another worker holds this attempt: ours is a duplicate delivery.
@@ -208,7 +267,7 @@ export class Worker extends Actor {
     );
     let result: Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail">;
     try {
-      result = await this.runAttempt(work, startedAt, signal, (s: OutputStream, d: string) => output.push(s, d));
+      result = await this.runAttempt(work, startedAt, signal, suspender, (s: OutputStream, d: string) => output.push(s, d));
     } catch (err) {
       result = this.failed(work, {
         kind: err instanceof AdoError && !err.retryable ? "git" : "internal",
@@ -253,6 +312,7 @@ export class Worker extends Actor {
     work: TaskWork,
     startedAt: string,
     signal: AbortSignal,
+    suspender: Suspender,
     onOutput: (s: OutputStream, d: string) => void,
   ): Promise<Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail">> {
     const agent = this.agents.get(work.task.agent);
@@ -303,10 +363,21 @@ export class Worker extends Actor {
       },
       task: work.task,
       signal,
+      suspender,
       onOutput,
     });
     if (!wt || !cwd) return outcome.ok ? this.succeeded(work) : this.failed(work, outcome.failure!);
 
+    if (!outcome.ok && outcome.failure!.kind === "interrupted") {
+      // Checkpoint: the work so far is committed on the task branch, and the next
+      // attempt starts from that commit instead of from scratch.
+      const c = await wt.commitAll(cwd, { message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)` });
+      await wt.remove(cwd, { force: true });
+      if (c.changed) {
+        await this.emit({ type: "task.checkpoint", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), workerId: this.id, commit: c.commit, reason: "worker shutting down" }).catch(() => undefined);
+      }
+      return { ...this.failed(work, outcome.failure!), branch: work.branch, commit: c.commit };
+    }
     if (!outcome.ok) {
       await this.keepFailedAttempt(wt, cwd, work);
       return this.failed(work, outcome.failure!);

@@ -1,9 +1,54 @@
 import { spawn } from "node:child_process";
 import type { TaskFailure } from "../../../runtime/messages.js";
-import type { AgentContext, AgentOutcome } from "./types.js";
+import type { AgentContext, AgentOutcome, StopReason } from "./types.js";
 
 /** Time between SIGTERM and SIGKILL when a process group is stopped. */
 export const KILL_GRACE_MS = 2_000;
+
+/**
+ * Pause and resume for one task's process group. The worker holds it; the process
+ * runner attaches the group once spawned (a pause requested before that applies at
+ * spawn). Listeners let the runner stop its timeout clock while paused.
+ */
+export class Suspender {
+  private pid?: number;
+  private paused = false;
+  private readonly listeners = new Set<(paused: boolean) => void>();
+
+  get isPaused(): boolean {
+    return this.paused;
+  }
+
+  attach(pid: number | undefined): void {
+    this.pid = pid;
+    if (this.paused) signalGroup(pid, "SIGSTOP");
+  }
+
+  detach(): void {
+    this.pid = undefined;
+  }
+
+  pause(): boolean {
+    if (this.paused) return false;
+    this.paused = true;
+    signalGroup(this.pid, "SIGSTOP");
+    for (const l of this.listeners) l(true);
+    return true;
+  }
+
+  resume(): boolean {
+    if (!this.paused) return false;
+    this.paused = false;
+    signalGroup(this.pid, "SIGCONT");
+    for (const l of this.listeners) l(false);
+    return true;
+  }
+
+  onChange(listener: (paused: boolean) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+}
 
 /**
  * Runs a command as the leader of its own process group, streams its output, and on
@@ -28,14 +73,35 @@ export function runProcessGroup(
     child.stdout.setEncoding("utf8").on("data", (d: string) => ctx.onOutput("stdout", d));
     child.stderr.setEncoding("utf8").on("data", (d: string) => ctx.onOutput("stderr", d));
 
+    ctx.suspender.attach(child.pid);
+
     let killTimer: NodeJS.Timeout | undefined;
     const stop = (reason: "timeout" | "abort") => {
       if (stopReason || settled) return;
       stopReason = reason;
+      // A stopped (paused) process cannot handle TERM until it is continued.
+      signalGroup(child.pid, "SIGCONT");
       signalGroup(child.pid, "SIGTERM");
       killTimer = setTimeout(() => signalGroup(child.pid, "SIGKILL"), opts.killGraceMs ?? KILL_GRACE_MS);
     };
-    const timer = opts.timeoutMs ? setTimeout(() => stop("timeout"), opts.timeoutMs) : undefined;
+    // The timeout counts running time only: paused time does not use it up.
+    let timer: NodeJS.Timeout | undefined;
+    let remaining = opts.timeoutMs;
+    let runningSince = Date.now();
+    const armTimeout = () => {
+      if (remaining !== undefined) timer = setTimeout(() => stop("timeout"), Math.max(0, remaining));
+    };
+    if (!ctx.suspender.isPaused) armTimeout();
+    const offSuspend = ctx.suspender.onChange((paused) => {
+      if (remaining === undefined) return;
+      if (paused) {
+        clearTimeout(timer);
+        remaining -= Date.now() - runningSince;
+      } else {
+        runningSince = Date.now();
+        armTimeout();
+      }
+    });
     const onAbort = () => stop("abort");
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     if (ctx.signal.aborted) onAbort();
@@ -44,6 +110,8 @@ export function runProcessGroup(
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      offSuspend();
+      ctx.suspender.detach();
       ctx.signal.removeEventListener("abort", onAbort);
       // The leader is gone; make sure its group is too (a backgrounded grandchild).
       signalGroup(child.pid, "SIGKILL");
@@ -67,7 +135,14 @@ export function runProcessGroup(
         return finish({ ok: false, failure: { kind: "timeout", retryable: true, message: `timed out after ${opts.timeoutMs} ms; its process group was killed`, exitCode: code } });
       }
       if (stopReason === "abort") {
-        return finish({ ok: false, failure: { kind: "internal", retryable: true, message: "stopped before it finished", exitCode: code } });
+        const why = ctx.signal.reason as StopReason | undefined;
+        return finish({
+          ok: false,
+          failure:
+            why === "cancelled"
+              ? { kind: "cancelled", retryable: false, message: "cancelled; its process group was killed", exitCode: code }
+              : { kind: "interrupted", retryable: true, message: "interrupted: its worker shut down before it finished", exitCode: code },
+        });
       }
       if (code === 0) return finish({ ok: true });
       const failure: TaskFailure = {
@@ -81,7 +156,7 @@ export function runProcessGroup(
   });
 }
 
-function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+export function signalGroup(pid: number | undefined, signal: NodeJS.Signals): void {
   if (!pid) return;
   try {
     process.kill(-pid, signal);

@@ -1,4 +1,8 @@
 import type { TaskFailure, TaskWork } from "../../../runtime/messages.js";
+import type { Suspender } from "./process.js";
+
+/** Why a running task was stopped from outside. */
+export type StopReason = "cancelled" | "interrupted";
 
 export type OutputStream = "stdout" | "stderr";
 
@@ -9,8 +13,13 @@ export interface AgentContext {
   /** Extra environment (ADO_RUN_ID, ADO_TASK_ID, ADO_PROMPT, ADO_ATTEMPT, ...). */
   env: Record<string, string>;
   task: TaskWork["task"];
-  /** Aborted when the task must stop now (cancel, forced shutdown). */
+  /**
+   * Aborted when the task must stop now; `signal.reason` is a StopReason saying why
+   * (cancelled on request, or interrupted because the worker is shutting down).
+   */
   signal: AbortSignal;
+  /** Pauses and resumes the agent's processes (SIGSTOP / SIGCONT of its group). */
+  suspender: Suspender;
   onOutput(stream: OutputStream, chunk: string): void;
 }
 
