@@ -94,6 +94,22 @@ export class Stack {
     }
   }
 
+  /** Liveness: no actor has failed. Readiness: every actor runs and every connection is up. */
+  health(): { live: { ok: boolean; reason: string }; ready: { ok: boolean; reason: string } } {
+    const all: Actor[] = [...this.actors, ...this.workers];
+    const failed = all.filter((a) => a.state === "failed");
+    const notRunning = all.filter((a) => a.state !== "running");
+    const down = this.conns.filter((nc) => nc.isClosed());
+    return {
+      live: failed.length ? { ok: false, reason: `failed: ${failed.map((a) => a.instance).join(", ")}` } : { ok: true, reason: "ok" },
+      ready: notRunning.length
+        ? { ok: false, reason: `${notRunning.map((a) => `${a.instance} ${a.state}`).join(", ")}` }
+        : down.length
+          ? { ok: false, reason: `${down.length} NATS connection(s) closed` }
+          : { ok: true, reason: "ok" },
+    };
+  }
+
   /**
    * Stops workers first (they finish or hand back their tasks), then the actors, then
    * the connections, then the embedded server. Idempotent; every step runs even if an

@@ -42,7 +42,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("-p, --port <port>", "client port of the embedded server", parseIntFlag("port", 1, 65_535), 4222)
       .option("--store <dir>", "JetStream store directory (default: ~/.local/state/ado/nats)")
       .option("-w, --workers <n>", "workers to start", parseIntFlag("workers", 0, 256))
-      .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024)),
+      .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
+      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (flags) => setExit(await upCommand(flags)));
 
   common(
@@ -50,14 +51,16 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .command("worker")
       .description("start workers against a server, in this process, until interrupted")
       .option("-n, --count <n>", "workers to start", parseIntFlag("count", 1, 256), 1)
-      .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024)),
+      .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
+      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (flags) => setExit(await workerCommand(flags)));
 
   common(
     program
       .command("actor")
       .description("start one actor (scheduler, balancer or merger) against a server, until interrupted")
-      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger"])),
+      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger"]))
+      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
 
   for (const action of ["cancel", "pause", "resume"] as const) {

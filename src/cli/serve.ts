@@ -2,25 +2,40 @@ import { join } from "node:path";
 import { homedir } from "node:os";
 import { Stack, type ActorKind } from "../actors/stack.js";
 import { configFrom, Exit, requireServer, type CommonFlags } from "./common.js";
+import { startHealthServer } from "../runtime/health.js";
+import type { Logger } from "../runtime/logger.js";
 import { onShutdown } from "./signals.js";
 import { removeUpState, writeUpState } from "./up-state.js";
 
 const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
 
-/** Runs a stack until SIGINT/SIGTERM, then closes it gracefully. */
-async function serveUntilSignal(stack: Stack, onStop?: () => Promise<void>): Promise<number> {
+/**
+ * Runs a stack until SIGINT/SIGTERM, then closes it gracefully. With a health port,
+ * `GET /health` and `GET /ready` answer for Kubernetes probes (not ready while draining).
+ */
+async function serveUntilSignal(stack: Stack, healthPort: number | undefined, logger: Logger, onStop?: () => Promise<void>): Promise<number> {
+  const health =
+    healthPort === undefined
+      ? undefined
+      : await startHealthServer({ port: healthPort, logger, checks: { live: () => stack.health().live, ready: () => stack.health().ready } });
+  if (health) say(`health: http://0.0.0.0:${health.port}/health and /ready`);
   await new Promise<void>((resolve) => {
     onShutdown(async (signal) => {
       say(`${signal}: draining (a second signal forces)`);
       await stack.close();
       await onStop?.();
+      await health?.close();
       resolve();
     }, say);
   });
   return Exit.ok;
 }
 
-export interface UpFlags extends CommonFlags {
+export interface ServeFlags extends CommonFlags {
+  healthPort?: number;
+}
+
+export interface UpFlags extends ServeFlags {
   port: number;
   store?: string;
   workers?: number;
@@ -45,10 +60,10 @@ export async function upCommand(flags: UpFlags): Promise<number> {
       "",
     ].join("\n"),
   );
-  return serveUntilSignal(stack, () => removeUpState(config.prefix));
+  return serveUntilSignal(stack, flags.healthPort, logger, () => removeUpState(config.prefix));
 }
 
-export interface WorkerFlags extends CommonFlags {
+export interface WorkerFlags extends ServeFlags {
   count: number;
   slots?: number;
 }
@@ -59,14 +74,14 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
   const server = await requireServer(config, "ado worker");
   const stack = await Stack.start({ config, logger, server, actors: [], workers: flags.count });
   say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server}: ${stack.workers.map((w) => w.id).join(", ")}`);
-  return serveUntilSignal(stack);
+  return serveUntilSignal(stack, flags.healthPort, logger);
 }
 
 /** `ado actor <name>`: one actor replica against an existing server. */
-export async function actorCommand(name: ActorKind, flags: CommonFlags): Promise<number> {
+export async function actorCommand(name: ActorKind, flags: ServeFlags): Promise<number> {
   const { config, logger } = await configFrom(flags);
   const server = await requireServer(config, `ado actor ${name}`);
   const stack = await Stack.start({ config, logger, server, actors: [name], workers: 0 });
   say(`${name} running on ${server} (instance ${stack.actors[0]?.instance})`);
-  return serveUntilSignal(stack);
+  return serveUntilSignal(stack, flags.healthPort, logger);
 }

@@ -134,10 +134,14 @@ export class AdoClient {
    * rejected. Uses an ordered consumer, so a reconnect resumes without gap or duplicate.
    */
   async watch(runId: RunId, opts: WatchOptions = {}): Promise<RunOutcome> {
-    const consumer = await this.js.consumers.get(this.topo.streams.events.name, {
-      filter_subjects: this.topo.subjects.runEvents(runId),
-      ...(opts.since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() } : { deliver_policy: DeliverPolicy.All }),
-    });
+    const consumer = await retrying(
+      () =>
+        this.js.consumers.get(this.topo.streams.events.name, {
+          filter_subjects: this.topo.subjects.runEvents(runId),
+          ...(opts.since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() } : { deliver_policy: DeliverPolicy.All }),
+        }),
+      opts.signal,
+    );
     const messages = await consumer.consume();
     // `ado detach <run>` from anywhere ends this watch (the run goes on).
     const detach = this.nc.subscribe(this.topo.subjects.detach(runId), { callback: () => void messages.close() });
@@ -362,6 +366,21 @@ export class TaskTracker {
       error: done.error,
       tasks: done.tasks.length ? done.tasks : [...this.tasks.values()],
     };
+  }
+}
+
+/**
+ * Retries an operation that fails while the server is away or JetStream is still
+ * recovering after a restart (timeouts, no responders), for up to about 30 s.
+ */
+async function retrying<T>(op: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (attempt >= 12 || signal?.aborted) throw err;
+      await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** attempt)));
+    }
   }
 }
 

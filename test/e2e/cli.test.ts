@@ -78,8 +78,13 @@ describe("cli - actors and workers as separate processes", () => {
       startAdo(["actor", "scheduler"], /scheduler running/, { env }),
       startAdo(["actor", "balancer"], /balancer running/, { env }),
       startAdo(["actor", "merger"], /merger running/, { env }),
-      startAdo(["worker", "--count", "2"], /2 worker\(s\)/, { env }),
+      startAdo(["worker", "--count", "2", "--health-port", "0"], /health: http:\/\/0\.0\.0\.0:\d+/, { env }),
     ]);
+    // The worker process answers Kubernetes probes.
+    const port = /health: http:\/\/0\.0\.0\.0:(\d+)/.exec(procs[3]!.output())![1];
+    const ready = await fetch(`http://127.0.0.1:${port}/ready`);
+    expect(ready.status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/health`)).status).toBe(200);
     try {
       const graph = `${repo.dir}.graph.yaml`;
       await writeFile(graph, 'tasks:\n  - { id: x, run: "echo x > x.txt" }\n  - { id: y, run: "echo y > y.txt" }\n  - { id: z, needs: [x, y], run: "cat x.txt y.txt > z.txt" }\n');

@@ -1,0 +1,167 @@
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { Stack } from "../../src/actors/stack.js";
+import { AdoClient } from "../../src/runtime/client.js";
+import { ConfigSchema } from "../../src/runtime/config.js";
+import { connectNats } from "../../src/runtime/connection.js";
+import { EmbeddedServer } from "../../src/runtime/embedded-server.js";
+import { parseGraph } from "../../src/runtime/graph.js";
+import { asRunId } from "../../src/runtime/ids.js";
+import { silentLogger } from "../../src/runtime/logger.js";
+import type { AdoEvent } from "../../src/runtime/messages.js";
+import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { makeRepo } from "../helpers/repo.js";
+
+let ts: TestServer;
+let scratch: string;
+beforeAll(async () => {
+  ts = await startTestServer();
+  scratch = await mkdtemp(join(tmpdir(), "ado-control-"));
+});
+afterAll(async () => {
+  await ts?.stop();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+async function stackOn(url: string, workers: number, extra: Record<string, unknown> = {}) {
+  const topo = uniqueTopology();
+  const config = ConfigSchema.parse({ prefix: topo.prefix, server: url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, ...extra });
+  const stack = await Stack.start({ config, logger: silentLogger });
+  const nc = await connectNats({ servers: url, name: "test-client", logger: silentLogger });
+  return {
+    stack,
+    client: new AdoClient(nc, topo),
+    close: async () => {
+      await nc.drain();
+      await stack.close();
+    },
+  };
+}
+
+const lines = async (path: string) => (await readFile(path, "utf8").catch(() => "")).split("\n").filter(Boolean);
+
+describe("scheduling - priority", () => {
+  it("under contention, a critical task that became ready later starts before normal ones that waited longer", async () => {
+    const repo = await makeRepo();
+    const { client, close } = await stackOn(ts.url, 1);
+    const order = join(scratch, "order.log");
+    try {
+      // The only slot is busy for a while; meanwhile normal tasks queue up, then a critical one.
+      const blocker = await client.submit({ graph: parseGraph('tasks:\n  - { id: block, run: "sleep 1" }\n'), repo: repo.dir });
+      await eventually(async () => (await client.status(blocker.runId))?.tasks[0]?.status === "running", 10_000, "blocker running");
+      const normal = await client.submit({
+        graph: parseGraph(`tasks:\n${["n1", "n2", "n3"].map((id) => `  - { id: ${id}, run: "echo ${id} >> ${order}" }`).join("\n")}\n`),
+        repo: repo.dir,
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      const critical = await client.submit({
+        graph: parseGraph(`tasks:\n  - { id: urgent, priority: critical, run: "echo urgent >> ${order}" }\n`),
+        repo: repo.dir,
+      });
+      for (const r of [blocker, normal, critical]) expect((await client.watch(r.runId)).status).toBe("succeeded");
+      expect((await lines(order))[0]).toBe("urgent");
+      expect((await lines(order)).slice(1)).toEqual(["n1", "n2", "n3"]);
+    } finally {
+      await close();
+      await repo.cleanup();
+    }
+  });
+});
+
+describe("control - cancel, pause, resume", () => {
+  it("pause suspends a running agent, resume continues it, cancel kills it and ends the run cancelled", async () => {
+    const repo = await makeRepo();
+    const { client, close } = await stackOn(ts.url, 1);
+    const beat = join(scratch, "beat.log");
+    try {
+      // The agent appends a line every 50 ms: its heartbeat, outside the worktree.
+      const { runId } = await client.submit({
+        graph: parseGraph(`tasks:\n  - { id: loop, run: "while true; do echo x >> ${beat}; sleep 0.05; done" }\n  - { id: after, needs: [loop], run: "true" }\n`),
+        repo: repo.dir,
+      });
+      await eventually(async () => (await lines(beat)).length > 3, 10_000, "agent running");
+      await client.control(await client.resolveTarget(`${runId}/loop`), "pause");
+      await new Promise((r) => setTimeout(r, 400)); // let the pause land
+      const paused = (await lines(beat)).length;
+      await new Promise((r) => setTimeout(r, 500));
+      expect((await lines(beat)).length).toBe(paused); // suspended: no progress at all
+      await client.control({ runId, taskId: "loop" }, "resume");
+      await eventually(async () => (await lines(beat)).length > paused + 3, 5_000, "agent resumed");
+      await client.control({ runId }, "cancel", "test over");
+      const outcome = await client.watch(asRunId(runId));
+      expect(outcome.status).toBe("cancelled");
+      const status = Object.fromEntries(outcome.tasks.map((t) => [t.id, t.status]));
+      expect(status).toEqual({ loop: "cancelled", after: "skipped" });
+      // Killed: the heartbeat stops for good.
+      const final = (await lines(beat)).length;
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await lines(beat)).length).toBe(final);
+    } finally {
+      await close();
+      await repo.cleanup();
+    }
+  });
+});
+
+describe("attach - replay and follow", () => {
+  it("a client that attaches after another detached sees the whole history exactly once", async () => {
+    const { client, close } = await stackOn(ts.url, 2);
+    try {
+      const graph = parseGraph("tasks:\n" + Array.from({ length: 8 }, (_, i) => `  - { id: t${i}, agent: noop${i ? `, needs: [t${i - 1}]` : ""} }`).join("\n") + "\n");
+      const { runId } = await client.submit({ graph });
+      // First client: watches a little, then is told to detach.
+      const first: AdoEvent[] = [];
+      const firstWatch = client.watch(runId, { onEvent: (e) => first.push(e) }).catch((e: Error) => e);
+      await eventually(() => first.length > 0, 5_000, "first client saw events");
+      client.detach(runId);
+      expect(await firstWatch).toBeInstanceOf(Error);
+      // Second client: from the start, to the end.
+      const seen: AdoEvent[] = [];
+      const outcome = await client.watch(runId, { onEvent: (e) => seen.push(e) });
+      expect(outcome.status).toBe("succeeded");
+      const ids = seen.map((e) => `${e.type}:${"taskId" in e ? e.taskId : ""}:${"attempt" in e ? e.attempt : ""}`);
+      expect(new Set(ids).size).toBe(ids.length); // no duplicate
+      expect(seen[0]!.type).toBe("run.accepted");
+      expect(seen.filter((e) => e.type === "task.succeeded")).toHaveLength(8);
+      expect(seen.at(-1)!.type).toBe("run.completed");
+    } finally {
+      await close();
+    }
+  });
+});
+
+describe("resilience - the NATS server dies mid-run", () => {
+  it("nats-server killed and restarted on the same store: the run completes, no task lost or run twice", async () => {
+    const store = await mkdtemp(join(tmpdir(), "ado-store-"));
+    const probe = await EmbeddedServer.start({});
+    const port = Number(new URL(probe.url).port);
+    await probe.stop();
+    let server = await EmbeddedServer.start({ storeDir: store, port });
+    const repo = await makeRepo();
+    const log = join(scratch, "ran.log");
+    const { client, close } = await stackOn(server.url, 2);
+    try {
+      const graph = parseGraph(
+        "tasks:\n" +
+          Array.from({ length: 6 }, (_, i) => `  - { id: t${i}, run: "echo t${i} >> ${log}; sleep 0.4; echo ${i} > f${i}.txt"${i >= 4 ? `, needs: [t${i - 4}]` : ""} }`).join("\n") +
+          "\n",
+      );
+      const { runId } = await client.submit({ graph, repo: repo.dir });
+      await eventually(async () => (await lines(log)).length >= 1, 10_000, "first task running");
+      process.kill(-server.pid, "SIGKILL"); // the whole watchdog group: nats-server dies hard
+      await new Promise((r) => setTimeout(r, 700));
+      server = await EmbeddedServer.start({ storeDir: store, port });
+      const outcome = await client.watch(runId);
+      expect(outcome.status).toBe("succeeded");
+      const ran = await lines(log);
+      expect([...ran].sort()).toEqual(["t0", "t1", "t2", "t3", "t4", "t5"]); // each exactly once
+    } finally {
+      await close();
+      await server.stop();
+      await repo.cleanup();
+      await rm(store, { recursive: true, force: true });
+    }
+  }, 120_000);
+});
