@@ -39,6 +39,7 @@ import { AdoClient } from "../src/runtime/client.js";
 import { ConfigSchema } from "../src/runtime/config.js";
 import { connectNats, drainQuietly } from "../src/runtime/connection.js";
 import { EmbeddedServer } from "../src/runtime/embedded-server.js";
+import { resolveCommit, WorktreeManager } from "../src/runtime/git/index.js";
 import { GraphDefSchema, type Graph } from "../src/runtime/graph.js";
 import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
@@ -234,6 +235,64 @@ function orAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
   });
 }
 
+// ---------------------------------------------------------------- git costs
+
+interface GitCosts {
+  /** Other worktrees present meanwhile (what the other workers' tasks would hold). */
+  others: number;
+  reps: number;
+  /** p50 ms of WorktreeManager.add / commitAll (nothing to commit) / remove. */
+  addMs: number;
+  commitMs: number;
+  removeMs: number;
+  /** add + remove run under the per-repository mutex: at most 1000 / this tasks/s per repository. */
+  serialMs: number;
+  ceilingTasksPerSec: number;
+}
+
+/**
+ * Times the worktree work of one shell task, one after another, as the worker does it
+ * (src/actors/worker/worker.ts runAttempt): add, commitAll, remove. add and remove hold
+ * a per-repository mutex (src/runtime/git/worktrees.ts), so their sum bounds the tasks/s
+ * of one repository whatever the parallelism.
+ */
+async function gitCosts(repo: string, reps: number, others: number): Promise<GitCosts> {
+  const baseDir = await mkdtemp(join(tmpdir(), "ado-bench-gitwt-"));
+  const wt = new WorktreeManager({ repo, baseDir, logger: silentLogger });
+  const base = await resolveCommit(repo, "HEAD");
+  const tag = rand();
+  const held: string[] = [];
+  try {
+    for (let i = 0; i < others; i++) held.push((await wt.add({ name: `o${tag}/${i}`, branch: `ado-bench/o${tag}-${i}`, base })).path);
+    const add: number[] = [];
+    const commit: number[] = [];
+    const remove: number[] = [];
+    for (let i = -1; i < reps; i++) {
+      let t = performance.now();
+      const { path } = await wt.add({ name: `g${tag}/${i + 1}`, branch: `ado-bench/g${tag}-${i + 1}`, base });
+      const a = performance.now() - t;
+      t = performance.now();
+      await wt.commitAll(path, { message: "bench" });
+      const c = performance.now() - t;
+      t = performance.now();
+      await wt.remove(path);
+      const r = performance.now() - t;
+      // The first round warms git's caches and is not counted.
+      if (i >= 0) {
+        add.push(a);
+        commit.push(c);
+        remove.push(r);
+      }
+    }
+    const p50 = (xs: number[]) => r1(percentile([...xs].sort((x, y) => x - y), 50));
+    const serialMs = r1(p50(add) + p50(remove));
+    return { others, reps, addMs: p50(add), commitMs: p50(commit), removeMs: p50(remove), serialMs, ceilingTasksPerSec: r1(1000 / serialMs) };
+  } finally {
+    for (const p of held) await wt.remove(p, { force: true }).catch(() => undefined);
+    await rm(baseDir, { recursive: true, force: true }).catch(() => undefined);
+  }
+}
+
 // ---------------------------------------------------------------- one level
 
 interface LevelResult {
@@ -255,6 +314,7 @@ interface LevelResult {
   /** Finish of one task to the start of the next on the same worker (ms): p50 / p90. */
   gapP50Ms?: number;
   gapP90Ms?: number;
+  gapMaxMs?: number;
   /** Submit -> first task.started on the client (ms). */
   firstStartMs?: number;
   /** Tasks each worker ran: min / max (how even the balancing was). */
@@ -344,6 +404,7 @@ async function level(ctx: Ctx, p: number): Promise<LevelResult> {
       spanP90Ms: sp.length ? percentile(sp, 90) : undefined,
       gapP50Ms: gp.length ? percentile(gp, 50) : undefined,
       gapP90Ms: gp.length ? percentile(gp, 90) : undefined,
+      gapMaxMs: gp.length ? gp[gp.length - 1] : undefined,
       firstStartMs: firstStart === undefined ? undefined : r1(firstStart - t0),
       perWorkerMin: counts.length ? Math.min(...counts, ...(byWorker.size < p ? [0] : [])) : undefined,
       perWorkerMax: counts.length ? Math.max(...counts) : undefined,
@@ -365,6 +426,7 @@ interface Report {
   host: { node: string; cpus: number; natsServer: string; backgroundCpu?: number };
   options: Omit<Options, "json">;
   levels: LevelResult[];
+  git: GitCosts[];
   /** Wall per task at P=1 minus the sleep: the fixed cost of one shell task end to end. */
   overheadPerTaskAtP1Ms?: number;
   errors: string[];
@@ -383,7 +445,7 @@ function render(rep: Report): string {
   out.push("", `P workers x 1 slot; ${what} of \`sleep ${o.sleepSec}\`${o.write ? " + write a file (commit + merge)" : ""}, independent; submit -> run.completed`);
   out.push(
     table(
-      ["P", "tasks", "wall ms", "ideal ms", "tasks/s", "speedup", "efficiency", "ovh/task ms", "span p50", "span p90", "gap p50", "gap p90", "1st start ms", "per worker", "node%", "git+sh%", "nats%", "other%"],
+      ["P", "tasks", "wall ms", "ideal ms", "tasks/s", "speedup", "efficiency", "ovh/task ms", "span p50", "span p90", "gap p50", "gap p90", "gap max", "1st start ms", "per worker", "node%", "git+sh%", "nats%", "other%"],
       rep.levels.map((l) => [
         l.parallelism,
         l.tasks,
@@ -397,6 +459,7 @@ function render(rep: Report): string {
         l.spanP90Ms,
         l.gapP50Ms,
         l.gapP90Ms,
+        l.gapMaxMs,
         l.firstStartMs,
         l.perWorkerMin === undefined ? undefined : `${l.perWorkerMin}-${l.perWorkerMax}`,
         l.cpu.node,
@@ -413,6 +476,16 @@ function render(rep: Report): string {
     out.push(
       "",
       `Per-task overhead at P=1: ${rep.overheadPerTaskAtP1Ms} ms (wall ${p1.wallMs} ms / ${p1.tasks} tasks - ${o.sleepSec * 1000} ms); of which in the worker beyond the sleep (span p50 - sleep): ${p1.spanP50Ms === undefined ? "-" : p1.spanP50Ms - o.sleepSec * 1000} ms, hand-off gap p50: ${p1.gapP50Ms ?? "-"} ms.`,
+    );
+  }
+  if (rep.git.length) {
+    out.push("", "Worktree work of one task, run alone (WorktreeManager, as the worker does it; p50 ms). add and remove hold a per-repository mutex,");
+    out.push("so 1000 / (add + remove) bounds one repository's tasks/s whatever P is:");
+    out.push(
+      table(
+        ["other worktrees", "reps", "add", "commitAll", "remove", "add+remove", "ceiling tasks/s"],
+        rep.git.map((g) => [g.others, g.reps, g.addMs, g.commitMs, g.removeMs, g.serialMs, g.ceilingTasksPerSec]),
+      ),
     );
   }
   if (rep.errors.length) out.push("", "ERRORS:", ...rep.errors.map((e) => `  ${e}`));
@@ -453,6 +526,7 @@ async function main(): Promise<number> {
     host: { node: process.version, cpus: 0, natsServer: "?" },
     options: shown,
     levels: [],
+    git: [],
     errors,
     totalMs: 0,
   };
@@ -468,6 +542,15 @@ async function main(): Promise<number> {
     budgetTimer = setTimeout(() => budget.abort(`time budget of ${opts.timeoutMs / 1000} s`), opts.timeoutMs);
     repo = await makeRepo();
     const ctx: Ctx = { opts, server, meter, repo, signal: budget.signal, log };
+    for (const others of [0, Math.max(...opts.levels) - 1]) {
+      if (budget.signal.aborted || (others === 0 && report.git.length)) break;
+      try {
+        log(`git worktree costs with ${others} other worktrees present`);
+        report.git.push(await gitCosts(repo, opts.quick ? 5 : 10, others));
+      } catch (err) {
+        errors.push(`git costs: ${(err as Error).message}`);
+      }
+    }
     for (const p of opts.levels) {
       if (budget.signal.aborted) break;
       const n = opts.tasks ?? opts.waves * p;

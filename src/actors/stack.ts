@@ -85,7 +85,9 @@ export class Stack {
       for (let i = 0; i < (opts.workers ?? config.workers); i++) {
         const workerId = newWorkerId(hostname());
         const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
-        workers.push(await new Worker(ctx, { workerId, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir }).start());
+        workers.push(
+          await new Worker(ctx, { workerId, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, ...config.worker }).start(),
+        );
       }
       return stack;
     } catch (err) {

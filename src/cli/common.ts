@@ -34,11 +34,22 @@ export interface CommonFlags {
 }
 
 /** Loads the configuration with the flags that map onto it. */
-export async function configFrom(flags: CommonFlags & { workers?: number; slots?: number }, dir?: string): Promise<{ config: Config; logger: Logger }> {
+export async function configFrom(
+  flags: CommonFlags & { workers?: number; slots?: number; labels?: string; capabilities?: string },
+  dir?: string,
+): Promise<{ config: Config; logger: Logger }> {
+  const list = (v?: string) => (v === undefined ? undefined : v.split(",").map((x) => x.trim()).filter(Boolean));
   const config = await loadConfig({
     file: flags.config,
     dir,
-    flags: { server: flags.server, prefix: flags.prefix, workers: flags.workers, slots: flags.slots },
+    flags: {
+      server: flags.server,
+      prefix: flags.prefix,
+      workers: flags.workers,
+      slots: flags.slots,
+      "worker.labels": list(flags.labels),
+      "worker.capabilities": list(flags.capabilities),
+    },
   });
   return { config, logger: createLogger(config.logLevel) };
 }

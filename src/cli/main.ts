@@ -51,6 +51,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .command("worker")
       .description("start workers against a server, in this process, until interrupted")
       .option("-n, --count <n>", "workers to start", parseIntFlag("count", 1, 256), 1)
+      .option("--labels <list>", "placement labels, comma-separated (e.g. remote,gpu); tasks select workers by them")
+      .option("--capabilities <list>", "capabilities, comma-separated (e.g. docker,node20); tasks may require them")
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
       .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (flags) => setExit(await workerCommand(flags)));

@@ -66,6 +66,8 @@ export async function upCommand(flags: UpFlags): Promise<number> {
 export interface WorkerFlags extends ServeFlags {
   count: number;
   slots?: number;
+  labels?: string;
+  capabilities?: string;
 }
 
 /** `ado worker`: N workers in this process against an existing server. */

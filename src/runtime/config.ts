@@ -26,6 +26,16 @@ export const ConfigSchema = z
     worktreeDir: z.string().min(1).optional(),
     logLevel: z.enum(LOG_LEVELS).default("warn"),
     balancer: z.object({ strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded") }).strict().default({ strategy: "least_loaded" }),
+    /** What this host's workers advertise; tasks select workers by labels and capabilities. */
+    worker: z
+      .object({
+        labels: z.array(z.string().min(1)).default([]),
+        capabilities: z.array(z.string().min(1)).default([]),
+        accessMode: z.enum(["subscription", "api", "local"]).default("local"),
+        costPerTask: z.number().min(0).default(0),
+      })
+      .strict()
+      .default({ labels: [], capabilities: [], accessMode: "local", costPerTask: 0 }),
     /** Most ready tasks waiting across runs; a submission beyond it is refused as "queue full". */
     maxQueued: z.number().int().min(1).default(100_000),
     /** Worker heartbeat; the balancer drops a worker silent for 3 heartbeats. */

@@ -48,7 +48,16 @@ export const TaskWork = z.object({
   branch: z.string().min(1),
   /** Results of the tasks this one needs, for fan-in tasks. */
   inputs: z
-    .array(z.object({ taskId: id, status: z.string(), commit: sha.optional(), summary: z.string().optional() }))
+    .array(
+      z.object({
+        taskId: id,
+        status: z.string(),
+        branch: z.string().optional(),
+        commit: sha.optional(),
+        summary: z.string().default(""),
+        costUsd: z.number().default(0),
+      }),
+    )
     .default([]),
   readyAt: isoTime,
   submittedAt: isoTime,
@@ -88,6 +97,10 @@ export const TaskResult = z.object({
   finishedAt: isoTime,
   /** Last lines of output, shown when the task failed. */
   outputTail: z.string().default(""),
+  /** One line on what the task did (its last line of output), passed to dependents. */
+  summary: z.string().default(""),
+  /** What the attempt cost in USD, when the agent reports it. */
+  costUsd: z.number().min(0).default(0),
 });
 export type TaskResult = z.infer<typeof TaskResult>;
 
@@ -329,6 +342,8 @@ export const TaskRecord = z.object({
   worktree: z.string().optional(),
   error: z.string().optional(),
   integrationCommit: sha.optional(),
+  summary: z.string().default(""),
+  costUsd: z.number().min(0).default(0),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
 

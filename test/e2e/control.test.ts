@@ -165,3 +165,152 @@ describe("resilience - the NATS server dies mid-run", () => {
     }
   }, 120_000);
 });
+
+/** A TCP proxy in front of the NATS server, to cut one process's connection and restore it. */
+async function tcpProxy(target: URL): Promise<{ url: string; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
+  const net = await import("node:net");
+  const sockets = new Set<import("node:net").Socket>();
+  let server: import("node:net").Server | undefined;
+  let port = 0;
+  const listen = () =>
+    new Promise<void>((resolve) => {
+      server = net.createServer((client) => {
+        const upstream = net.connect(Number(target.port), target.hostname);
+        for (const s of [client, upstream]) {
+          sockets.add(s);
+          s.on("close", () => sockets.delete(s));
+          s.on("error", () => s.destroy());
+        }
+        client.pipe(upstream).pipe(client);
+      });
+      server.listen(port, "127.0.0.1", () => {
+        port = (server!.address() as import("node:net").AddressInfo).port;
+        resolve();
+      });
+    });
+  const cut = async () => {
+    // close() only calls back once every connection has ended: end them first.
+    const closed = new Promise<void>((r) => server!.close(() => r()));
+    for (const s of sockets) s.destroy();
+    await closed;
+  };
+  await listen();
+  return { url: `nats://127.0.0.1:${port}`, cut, restore: listen, close: cut };
+}
+
+describe("control - a worker that was disconnected", () => {
+  it("acts on a pause sent while it was cut off from NATS, once it reconnects", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
+    const actors = await Stack.start({ config, logger: silentLogger });
+    const proxy = await tcpProxy(new URL(ts.url));
+    const worker = await Stack.start({ config, logger: silentLogger, actors: [], workers: 1, server: proxy.url });
+    const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    const beat = join(scratch, "cut-beat.log");
+    try {
+      const { runId } = await client.submit({
+        graph: parseGraph(`tasks:\n  - { id: loop, run: "while true; do echo x >> ${beat}; sleep 0.05; done" }\n`),
+        repo: repo.dir,
+      });
+      await eventually(async () => (await lines(beat)).length > 3, 10_000, "agent running");
+      await proxy.cut();
+      await client.control({ runId }, "pause");
+      await new Promise((r) => setTimeout(r, 600));
+      const during = (await lines(beat)).length;
+      await new Promise((r) => setTimeout(r, 300));
+      expect((await lines(beat)).length).toBeGreaterThan(during); // it cannot know yet: still running
+      await proxy.restore();
+      // Reconnected: the control watch catches up and the agent is suspended.
+      await eventually(
+        async () => {
+          const a = (await lines(beat)).length;
+          await new Promise((r) => setTimeout(r, 300));
+          return (await lines(beat)).length === a;
+        },
+        20_000,
+        "agent paused after reconnect",
+      );
+      await client.control({ runId }, "cancel");
+      expect((await client.watch(asRunId(runId))).status).toBe("cancelled");
+    } finally {
+      await nc.drain();
+      await worker.close();
+      await proxy.close();
+      await actors.close();
+      await repo.cleanup();
+    }
+  }, 60_000);
+});
+
+describe("scheduling - fan-in, placement, retry backoff", () => {
+  it("a fan-in task gets its dependencies' results as a file and in its environment; the file is never committed", async () => {
+    const repo = await makeRepo();
+    const { client, close } = await stackOn(ts.url, 2);
+    try {
+      const graph = parseGraph(`
+tasks:
+  - { id: a, run: "echo A > a.txt; echo made a" }
+  - { id: b, run: "echo B > b.txt; echo made b" }
+  - { id: join, needs: [a, b], run: "cp \\"$ADO_INPUTS_FILE\\" seen.json; test -n \\"$ADO_INPUTS\\"" }
+`);
+      const outcome = await client.run({ graph, repo: repo.dir });
+      expect(outcome.status).toBe("succeeded");
+      const { execFileSync } = await import("node:child_process");
+      const show = (path: string) => execFileSync("git", ["show", `ado/${outcome.runId}/join:${path}`], { cwd: repo.dir, encoding: "utf8" });
+      const inputs = JSON.parse(show("seen.json")) as Array<{ taskId: string; status: string; summary: string; branch: string }>;
+      expect(inputs.map((i) => [i.taskId, i.status, i.summary])).toEqual([
+        ["a", "succeeded", "made a"],
+        ["b", "succeeded", "made b"],
+      ]);
+      expect(inputs[0]!.branch).toBe(`ado/${outcome.runId}/a`);
+      expect(() => show(".ado/inputs.json")).toThrow(); // not in the commit
+    } finally {
+      await close();
+      await repo.cleanup();
+    }
+  });
+
+  it("placement: a task that needs the gpu label runs only on the gpu worker", async () => {
+    const { client, close } = await stackOn(ts.url, 2);
+    const topo = client.topo;
+    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, worker: { labels: ["gpu"] } });
+    const gpu = await Stack.start({ config, logger: silentLogger, actors: [] });
+    try {
+      const graph = parseGraph("tasks:\n" + Array.from({ length: 6 }, (_, i) => `  - { id: g${i}, agent: noop, placement: { labels: [gpu] } }`).join("\n") + "\n");
+      const outcome = await client.run({ graph });
+      expect(outcome.status).toBe("succeeded");
+      expect(new Set(outcome.tasks.map((t) => t.workerId))).toEqual(new Set([gpu.workers[0]!.id]));
+    } finally {
+      await gpu.close();
+      await close();
+    }
+  });
+
+  it("a failed attempt is retried after its backoff, then succeeds", async () => {
+    const repo = await makeRepo();
+    const { client, close } = await stackOn(ts.url, 1);
+    try {
+      const graph = parseGraph(`
+tasks:
+  - id: flaky
+    run: '[ "$ADO_ATTEMPT" = 3 ] || exit 1'
+    retry: { attempts: 3, backoff: 400ms, factor: 2, jitter: 0 }
+`);
+      const events: AdoEvent[] = [];
+      const outcome = await client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+      expect(outcome.status).toBe("succeeded");
+      expect(outcome.tasks[0]!.attempts).toBe(3);
+      const failedAt = events.filter((e) => e.type === "task.failed").map((e) => Date.parse(e.at));
+      const startedAt = events.filter((e) => e.type === "task.started").map((e) => Date.parse(e.at));
+      expect(startedAt).toHaveLength(3);
+      // Attempt 2 waits 400 ms, attempt 3 waits 800 ms (factor 2, no jitter).
+      expect(startedAt[1]! - failedAt[0]!).toBeGreaterThanOrEqual(390);
+      expect(startedAt[2]! - failedAt[1]!).toBeGreaterThanOrEqual(790);
+    } finally {
+      await close();
+      await repo.cleanup();
+    }
+  });
+});

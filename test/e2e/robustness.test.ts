@@ -327,7 +327,7 @@ describe("worker - timeouts, retries and environment", () => {
       const branch = `ado/${outcome.runId}/envtask`;
       expect(gitOut(repo.dir, "show", `${branch}:env.txt`).split("\n")).toEqual([outcome.runId, "envtask", prompt, "1", branch]);
       const depCommit = gitOut(repo.dir, "rev-parse", `ado/${outcome.runId}/dep`);
-      expect(JSON.parse(gitOut(repo.dir, "show", `${branch}:inputs.json`))).toEqual([{ taskId: "dep", status: "succeeded", commit: depCommit }]);
+      expect(JSON.parse(gitOut(repo.dir, "show", `${branch}:inputs.json`))).toMatchObject([{ taskId: "dep", status: "succeeded", commit: depCommit, branch: `ado/${outcome.runId}/dep` }]);
     } finally {
       await repo.cleanup();
     }

@@ -68,6 +68,8 @@ function ok(taskId: string, opts: { attempt?: number; files?: string[]; commit?:
     startedAt: NOW,
     finishedAt: NOW,
     outputTail: "",
+    summary: `${taskId} done`,
+    costUsd: 0,
   };
 }
 
@@ -84,6 +86,8 @@ function failed(taskId: string, failure: Partial<TaskFailure> = {}, attempt = 1)
     startedAt: NOW,
     finishedAt: NOW,
     outputTail: "boom",
+    summary: "boom",
+    costUsd: 0,
   };
 }
 
@@ -161,8 +165,8 @@ describe("run-state - dependencies", () => {
     const [work] = readyWork(bMerged);
     expect(work).toMatchObject({ taskId: "c", attempt: 1, baseCommit: sha("2") });
     expect(work!.inputs).toEqual([
-      { taskId: "a", status: "succeeded", commit: sha("c") },
-      { taskId: "b", status: "succeeded", commit: sha("c") },
+      { taskId: "a", status: "succeeded", branch: taskBranchOf(RUN, "a"), commit: sha("c"), summary: "a done", costUsd: 0 },
+      { taskId: "b", status: "succeeded", branch: taskBranchOf(RUN, "b"), commit: sha("c"), summary: "b done", costUsd: 0 },
     ]);
     expect(state.run.integrationCommit).toBe(sha("2"));
   });

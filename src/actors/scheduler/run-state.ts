@@ -64,7 +64,7 @@ export function buildState(run: RunRecord, runRev: number, records: Map<string, 
     const stored = records.get(def.id);
     tasks.set(def.id, {
       def,
-      rec: stored?.rec ?? { runId: run.runId, taskId: def.id, status: "pending", attempts: 0, files: [] },
+      rec: stored?.rec ?? { runId: run.runId, taskId: def.id, status: "pending", attempts: 0, files: [], summary: "", costUsd: 0 },
       rev: stored?.rev ?? 0,
       rank: ranks.get(def.id) ?? 1,
     });
@@ -185,6 +185,8 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     commit: result.commit,
     files: result.files,
     worktree: result.worktree,
+    summary: result.summary,
+    costUsd: t.rec.costUsd + result.costUsd,
   });
   if (result.status === "failed") {
     const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
@@ -471,7 +473,7 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     branch: taskBranchOf(run.runId, t.def.id),
     inputs: t.def.needs.map((d) => {
       const dep = state.tasks.get(d)!.rec;
-      return { taskId: d, status: dep.status, commit: dep.commit };
+      return { taskId: d, status: dep.status, branch: taskBranchOf(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd };
     }),
     readyAt: now,
     submittedAt: run.submittedAt,

@@ -1,3 +1,4 @@
+import { mkdir, rm, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
@@ -265,7 +266,7 @@ export class Worker extends Actor {
     const output = new OutputBuffer((stream, data) =>
       this.emit({ type: "task.output", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), stream, data }),
     );
-    let result: Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail">;
+    let result: Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail" | "summary" | "costUsd">;
     try {
       result = await this.runAttempt(work, startedAt, signal, suspender, (s: OutputStream, d: string) => output.push(s, d));
     } catch (err) {
@@ -277,7 +278,9 @@ export class Worker extends Actor {
     }
     output.flush();
     await output.settled(); // output events are stored before the result that ends the task
-    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: output.tail() };
+    const tail = output.tail();
+    const summary = tail.trimEnd().split("\n").pop()?.slice(0, 500) ?? "";
+    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: tail, summary, costUsd: 0 };
     this.remember(key, full);
     await this.publishResult(key, full);
     m.ack();
@@ -314,7 +317,7 @@ export class Worker extends Actor {
     signal: AbortSignal,
     suspender: Suspender,
     onOutput: (s: OutputStream, d: string) => void,
-  ): Promise<Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail">> {
+  ): Promise<Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail" | "summary" | "costUsd">> {
     const agent = this.agents.get(work.task.agent);
     if (!agent) {
       return this.failed(work, {
@@ -336,6 +339,14 @@ export class Worker extends Actor {
         base: work.baseCommit,
         lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${this.id}`,
       }));
+    }
+    // Fan-in: what the tasks this one needs produced, as a file in its worktree (never
+    // committed: removed before the commit) and in its environment.
+    let inputsFile = "";
+    if (cwd) {
+      await mkdir(join(cwd, ".ado"), { recursive: true });
+      inputsFile = join(cwd, ".ado", "inputs.json");
+      await writeFile(inputsFile, JSON.stringify(work.inputs, null, 2) + "\n");
     }
     // Not awaited: the agent starts now. The event is stored before the result, which
     // goes out later on the same connection and is awaited (see execute()).
@@ -360,6 +371,7 @@ export class Worker extends Actor {
         ADO_WORKER_ID: this.id,
         ADO_BRANCH: work.branch,
         ADO_INPUTS: JSON.stringify(work.inputs),
+        ADO_INPUTS_FILE: inputsFile,
       },
       task: work.task,
       signal,
@@ -367,6 +379,7 @@ export class Worker extends Actor {
       onOutput,
     });
     if (!wt || !cwd) return outcome.ok ? this.succeeded(work) : this.failed(work, outcome.failure!);
+    await rm(join(cwd, ".ado"), { recursive: true, force: true });
 
     if (!outcome.ok && outcome.failure!.kind === "interrupted") {
       // Checkpoint: the work so far is committed on the task branch, and the next
