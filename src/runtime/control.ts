@@ -1,4 +1,5 @@
 import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, encodeValue } from "./codec.js";
 import type { Logger } from "./logger.js";
 import { SCHEMAS, type ControlRequest } from "./messages.js";
@@ -22,14 +23,35 @@ export type ControlState = "running" | "paused" | "cancelled";
 export class ControlView {
   private readonly latest = new Map<string, ControlRequest>();
   private stopWatch?: () => void;
+  private stopped = false;
 
   constructor(
     private readonly kv: KV,
     private readonly log: Logger,
     private readonly onChange: (request: ControlRequest) => void = () => undefined,
+    /** When given, the watch is restarted on every reconnect (see start()). */
+    private readonly nc?: NatsConnection,
   ) {}
 
+  /**
+   * Starts watching. After a reconnect the watch is started afresh rather than left to
+   * notice the lost consumer by missed heartbeats (seconds, more under load): a fresh
+   * watch replays every key's current value, so requests made meanwhile apply at once.
+   */
   async start(): Promise<void> {
+    await this.watch();
+    if (!this.nc) return;
+    void (async () => {
+      for await (const s of this.nc!.status()) {
+        if (this.stopped) break;
+        if (s.type !== "reconnect") continue;
+        this.stopWatch?.();
+        await this.watch().catch((err) => this.log.warn({ err: String(err) }, "control watch restart failed"));
+      }
+    })();
+  }
+
+  private async watch(): Promise<void> {
     const watch = await this.kv.watch();
     this.stopWatch = () => watch.stop();
     void (async () => {
@@ -50,6 +72,7 @@ export class ControlView {
   }
 
   stop(): void {
+    this.stopped = true;
     this.stopWatch?.();
   }
 

@@ -63,10 +63,15 @@ export class Balancer extends Actor {
     const { topo, nc, kv } = this.ctx;
     this.registry = new WorkerRegistry(nc, kv.workers, topo, this.clock, this.opts.heartbeatMs, this.log, () => this.kick());
     await this.registry.start();
-    this.control = new ControlView(kv.control, this.log, () => {
-      this.purgeCancelled = true;
-      this.kick();
-    });
+    this.control = new ControlView(
+      kv.control,
+      this.log,
+      () => {
+        this.purgeCancelled = true;
+        this.kick();
+      },
+      nc,
+    );
     await this.control.start();
     const jsm = await this.js.jetstreamManager();
     const ackWaitMs = this.opts.ackWaitMs ?? 60_000;

@@ -90,7 +90,7 @@ export class Worker extends Actor {
       actorConsumer(name, topo.subjects.work(this.id), { ackWaitMs: this.ackWaitMs, inactiveMs: 24 * 3_600_000 }),
     );
     this.consumer = await this.js.consumers.get(topo.streams.work.name, name);
-    this.control = new ControlView(this.ctx.kv.control, this.log, () => this.applyControl());
+    this.control = new ControlView(this.ctx.kv.control, this.log, () => this.applyControl(), this.ctx.nc);
     await this.control.start();
     await this.register("running");
     this.heartbeat = setInterval(() => void this.beat(), Math.min(this.opts.heartbeatMs, this.ackWaitMs / 3));
