@@ -314,3 +314,59 @@ tasks:
     }
   });
 });
+
+describe("limits and shutdown", () => {
+  it("maxDuration cancels a run that outlives it, killing what runs", async () => {
+    const repo = await makeRepo();
+    const { client, close } = await stackOn(ts.url, 1);
+    try {
+      const graph = parseGraph('maxDuration: 1s\ntasks:\n  - { id: slow, run: "sleep 30" }\n  - { id: next, needs: [slow], run: "true" }\n');
+      const started = Date.now();
+      const outcome = await client.run({ graph, repo: repo.dir });
+      expect(outcome.status).toBe("cancelled");
+      expect(outcome.error).toMatch(/maxDuration/);
+      expect(Date.now() - started).toBeLessThan(15_000); // not the 30 s of the sleep
+      expect(Object.fromEntries(outcome.tasks.map((t) => [t.id, t.status]))).toEqual({ slow: "cancelled", next: "skipped" });
+    } finally {
+      await close();
+      await repo.cleanup();
+    }
+  });
+
+  it("a worker that stops mid-task checkpoints it; another worker finishes it from the checkpoint", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 };
+    const actors = await Stack.start({ config: ConfigSchema.parse({ ...base, workers: 0 }), logger: silentLogger });
+    // Grace of 300 ms: the task outlives it and is interrupted.
+    const first = await Stack.start({ config: ConfigSchema.parse({ ...base, shutdown: { graceMs: 300, forceMs: 5_000 } }), logger: silentLogger, actors: [], workers: 1 });
+    const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    let second: Stack | undefined;
+    try {
+      // Attempt 1 writes part1 then hangs; a later attempt (from the checkpoint) finds part1 and finishes.
+      const graph = parseGraph(`tasks:\n  - { id: long, run: 'if [ -f part1.txt ]; then echo done > part2.txt; else echo one > part1.txt; sleep 30; fi' }\n`);
+      const events: AdoEvent[] = [];
+      const { runId } = await client.submit({ graph, repo: repo.dir });
+      const watching = client.watch(runId, { onEvent: (e) => events.push(e) });
+      await eventually(() => events.some((e) => e.type === "task.started"), 10_000, "task started");
+      await new Promise((r) => setTimeout(r, 300)); // let it write part1
+      await first.close();
+      second = await Stack.start({ config: ConfigSchema.parse({ ...base, workers: 1 }), logger: silentLogger, actors: [] });
+      const outcome = await watching;
+      expect(outcome.status).toBe("succeeded");
+      expect(events.some((e) => e.type === "task.checkpoint")).toBe(true);
+      const { execFileSync } = await import("node:child_process");
+      const files = execFileSync("git", ["ls-tree", "--name-only", outcome.integrationBranch!], { cwd: repo.dir, encoding: "utf8" });
+      expect(files).toContain("part1.txt");
+      expect(files).toContain("part2.txt");
+      expect(outcome.tasks[0]!.attempts).toBe(2); // interrupted, not counted against retry.attempts (1)
+    } finally {
+      await nc.drain();
+      await second?.close();
+      await first.close();
+      await actors.close();
+      await repo.cleanup();
+    }
+  }, 60_000);
+});
