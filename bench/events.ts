@@ -8,6 +8,7 @@
  *   npx tsx bench/events.ts --json           # one JSON object on stdout
  *   npx tsx bench/events.ts --rates 200,1000,5000 --seconds 5
  *   npx tsx bench/events.ts --wait-quiet 60  # wait for other processes to go quiet first
+ *                                            # (and up to 30 s more before each later pass)
  *
  * Each pass publishes `task.started` events of one run at a fixed rate (paced on a 1 ms
  * timer, so 5,000/s goes out in bursts of about 5 per millisecond) with publishEvent(),
@@ -269,6 +270,9 @@ async function pass(ctx: Ctx, mode: Mode, rate: number): Promise<PassResult> {
 
 // ---------------------------------------------------------------- quiet machine
 
+/** Longest wait for quiet before each pass after the first (with --wait-quiet). */
+const PASS_QUIET_MS = 30_000;
+
 /** Waits (up to maxMs) for 3 s in a row of other processes under 15% of a core; returns the last reading. */
 async function waitQuiet(meter: CpuMeter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
   const by = Date.now() + maxMs;
@@ -355,10 +359,13 @@ async function main(): Promise<number> {
   const onSignal = () => budget.abort("interrupted");
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  // With --wait-quiet each pass also waits (up to PASS_QUIET_MS) for a quiet machine first.
+  const passes = opts.rates.length * opts.modes.length;
+  const passQuietMs = Math.min(opts.waitQuietMs, PASS_QUIET_MS);
   const hardTimer = setTimeout(() => {
     console.error("[events] cleanup did not finish; exiting");
     process.exit(3);
-  }, opts.waitQuietMs + opts.timeoutMs + 30_000);
+  }, opts.waitQuietMs + passes * passQuietMs + opts.timeoutMs + 30_000);
   hardTimer.unref();
   let budgetTimer: NodeJS.Timeout | undefined;
 
@@ -382,7 +389,8 @@ async function main(): Promise<number> {
     const meter = new CpuMeter({ node: `/proc/${process.pid}/stat`, ...(natsPid ? { nats: `/proc/${natsPid}/stat` } : {}) });
     report.host.cpus = meter.cores;
     report.host.backgroundCpu = await waitQuiet(meter, opts.waitQuietMs, log);
-    budgetTimer = setTimeout(() => budget.abort(`time budget of ${opts.timeoutMs / 1000} s`), opts.timeoutMs);
+    // The budget covers the measurements, not the waits for quiet.
+    budgetTimer = setTimeout(() => budget.abort(`time budget of ${opts.timeoutMs / 1000} s`), opts.timeoutMs + passes * passQuietMs);
 
     const topo = topology(`bev${randomBytes(3).toString("hex")}`);
     const admin = await connectNats({ servers: server.url, name: `${topo.prefix}-admin`, logger: silentLogger });
@@ -395,8 +403,9 @@ async function main(): Promise<number> {
     for (const rate of opts.rates) {
       for (const mode of opts.modes) {
         if (budget.signal.aborted) break;
-        log(`${mode} subscriber, ${rate} events/s for ${opts.seconds} s`);
         try {
+          if (passQuietMs && report.passes.length + errors.length > 0) await waitQuiet(meter, passQuietMs, log);
+          log(`${mode} subscriber, ${rate} events/s for ${opts.seconds} s`);
           const r = await pass(ctx, mode, rate);
           log(`${mode} @ ${rate}/s: p50 ${r.latency.p50} ms, p99 ${r.latency.p99} ms, max ${r.latency.max} ms (other CPU ${r.cpu.other ?? "?"}%)`);
           report.passes.push(r);

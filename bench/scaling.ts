@@ -10,6 +10,7 @@
  *   npx tsx bench/scaling.ts --tasks 64       # the same 64 tasks at every level (strong scaling)
  *   npx tsx bench/scaling.ts --write          # each task also writes a file: commit + merge
  *   npx tsx bench/scaling.ts --wait-quiet 60  # wait for other processes to go quiet first
+ *                                             # (and up to 30 s more before each level)
  *
  * For each P: a Stack (scheduler, balancer, merger, P workers x 1 slot) and an AdoClient
  * on the shared server, one untimed warm-up run of P tasks, then one run of
@@ -210,6 +211,9 @@ class Meter {
     return out;
   }
 }
+
+/** Longest wait for quiet before each level (with --wait-quiet). */
+const LEVEL_QUIET_MS = 30_000;
 
 /** Waits (up to maxMs) for 3 s in a row of other processes under 15% of a core; returns the last reading. */
 async function waitQuiet(meter: Meter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
@@ -511,10 +515,12 @@ async function main(): Promise<number> {
   const onSignal = () => budget.abort("interrupted");
   process.once("SIGINT", onSignal);
   process.once("SIGTERM", onSignal);
+  // With --wait-quiet each level also waits (up to LEVEL_QUIET_MS) for a quiet machine first.
+  const levelQuietMs = Math.min(opts.waitQuietMs, LEVEL_QUIET_MS);
   const hardTimer = setTimeout(() => {
     console.error("[scaling] cleanup did not finish; exiting");
     process.exit(3);
-  }, opts.waitQuietMs + opts.timeoutMs + 45_000);
+  }, opts.waitQuietMs + opts.levels.length * levelQuietMs + opts.timeoutMs + 45_000);
   hardTimer.unref();
   let budgetTimer: NodeJS.Timeout | undefined;
 
@@ -539,7 +545,8 @@ async function main(): Promise<number> {
     const meter = new Meter(natsPid);
     report.host.cpus = meter.cores;
     report.host.backgroundCpu = await waitQuiet(meter, opts.waitQuietMs, log);
-    budgetTimer = setTimeout(() => budget.abort(`time budget of ${opts.timeoutMs / 1000} s`), opts.timeoutMs);
+    // The budget covers the measurements, not the waits for quiet.
+    budgetTimer = setTimeout(() => budget.abort(`time budget of ${opts.timeoutMs / 1000} s`), opts.timeoutMs + opts.levels.length * levelQuietMs);
     repo = await makeRepo();
     const ctx: Ctx = { opts, server, meter, repo, signal: budget.signal, log };
     for (const others of [0, Math.max(...opts.levels) - 1]) {
@@ -554,8 +561,9 @@ async function main(): Promise<number> {
     for (const p of opts.levels) {
       if (budget.signal.aborted) break;
       const n = opts.tasks ?? opts.waves * p;
-      log(`P=${p}: ${p} workers x 1 slot, ${n} tasks of sleep ${opts.sleepSec}`);
       try {
+        if (levelQuietMs) await waitQuiet(meter, levelQuietMs, log);
+        log(`P=${p}: ${p} workers x 1 slot, ${n} tasks of sleep ${opts.sleepSec}`);
         const r = await level(ctx, p);
         log(`P=${p}: ${r.wallMs} ms, ${r.tasksPerSec} tasks/s, overhead/task ${r.overheadPerTaskMs} ms (other CPU ${r.cpu.other ?? "?"}%)`);
         report.levels.push(r);
