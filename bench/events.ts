@@ -21,10 +21,12 @@
  *            AdoClient.watch() (deliver all, async iterator)
  * Publisher and subscriber share this process and its event loop, as actors and the CLI
  * client do in `ado run`; the figures include that contention. PubAck is the time to the
- * publish's acknowledgement (the event is stored). Figures are printed, never asserted.
+ * publish's acknowledgement (the event is stored); `loop` is this process's event-loop
+ * delay during the pass (a tail there is node's own, not the server's). Figures are
+ * printed, never asserted.
  */
 import { randomBytes } from "node:crypto";
-import { performance } from "node:perf_hooks";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import type { MsgHdrs, NatsConnection } from "@nats-io/transport-node";
 import { decode } from "../src/runtime/codec.js";
@@ -36,7 +38,7 @@ import { silentLogger } from "../src/runtime/logger.js";
 import { SCHEMAS } from "../src/runtime/messages.js";
 import { provision, topology, type Topology } from "../src/runtime/topology.js";
 import { CpuMeter, findChild, type CpuUse } from "./procstat.js";
-import { summarize, table, type Summary } from "./stats.js";
+import { r1, summarize, table, type Summary } from "./stats.js";
 
 // ---------------------------------------------------------------- options
 
@@ -132,6 +134,8 @@ interface PassResult {
   /** publishEvent() call -> PubAck (ms). */
   pubAck: Summary;
   pubErrors: number;
+  /** This process's event-loop delay during the pass (ms): how much of a tail is node's own. */
+  loopDelay: { p99: number; max: number };
   cpu: CpuUse;
 }
 
@@ -248,8 +252,11 @@ async function pass(ctx: Ctx, mode: Mode, rate: number): Promise<PassResult> {
     const n = Math.max(1, Math.round(rate * ctx.opts.seconds));
     const base = seen;
     const cpu0 = ctx.meter.snapshot();
+    const loop = monitorEventLoopDelay({ resolution: 1 });
+    loop.enable();
     const { first, last } = await paced(n, "t", true);
     await arrived(base + n, 10_000);
+    loop.disable();
     await ctx.pub.flush();
     const cpu = ctx.meter.use(cpu0, ctx.meter.snapshot());
     return {
@@ -261,6 +268,7 @@ async function pass(ctx: Ctx, mode: Mode, rate: number): Promise<PassResult> {
       latency: summarize(latencies),
       pubAck: summarize(acks),
       pubErrors,
+      loopDelay: { p99: r1(loop.percentile(99) / 1e6), max: r1(loop.max / 1e6) },
       cpu,
     };
   } finally {
@@ -310,7 +318,7 @@ function render(rep: Report): string {
   out.push("", `publishEvent() -> decoded at a subscriber on a second connection (ms); ${rep.options.seconds} s per pass after ${rep.options.warmup} warm-up events`);
   out.push(
     table(
-      ["subscriber", "rate/s", "achieved/s", "sent", "recv", "p50", "p90", "p99", "max", "mean", "PubAck p50", "PubAck p99", "node%", "nats%", "other%"],
+      ["subscriber", "rate/s", "achieved/s", "sent", "recv", "p50", "p90", "p99", "max", "mean", "PubAck p50", "PubAck p99", "loop p99", "loop max", "node%", "nats%", "other%"],
       rep.passes.map((p) => [
         p.mode,
         p.rate,
@@ -324,6 +332,8 @@ function render(rep: Report): string {
         p.latency.mean,
         p.pubAck.p50,
         p.pubAck.p99,
+        p.loopDelay.p99,
+        p.loopDelay.max,
         p.cpu.node,
         p.cpu.nats,
         p.cpu.other,
