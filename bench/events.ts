@@ -39,6 +39,7 @@ import { SCHEMAS } from "../src/runtime/messages.js";
 import { provision, topology, type Topology } from "../src/runtime/topology.js";
 import { CpuMeter, findChild, type CpuUse } from "./procstat.js";
 import { r1, summarize, table, type Summary } from "./stats.js";
+import { nonNegativeInt, printReport, runMain, waitQuiet as waitUntilQuiet } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -71,11 +72,7 @@ function parseArgs(argv: string[]): Options {
     waitQuietMs: 0,
     timeoutMs: (quick ? 60 : 180) * 1000,
   };
-  const int = (v: string | undefined, flag: string) => {
-    const n = Number(v);
-    if (!v || !Number.isInteger(n) || n < 0) throw new Error(`${flag} needs a non-negative integer\n${USAGE}`);
-    return n;
-  };
+  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     switch (a) {
@@ -281,18 +278,17 @@ async function pass(ctx: Ctx, mode: Mode, rate: number): Promise<PassResult> {
 /** Longest wait for quiet before each pass after the first (with --wait-quiet). */
 const PASS_QUIET_MS = 30_000;
 
-/** Waits (up to maxMs) for 3 s in a row of other processes under 15% of a core; returns the last reading. */
-async function waitQuiet(meter: CpuMeter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
-  const by = Date.now() + maxMs;
-  let other: number | undefined;
-  for (let quiet = 0; ; ) {
-    const a = meter.snapshot();
-    await sleep(1_000);
-    other = meter.use(a, meter.snapshot()).other;
-    quiet = (other ?? 0) < 15 ? quiet + 1 : 0;
-    if (quiet >= 3 || Date.now() >= by) return other;
-    log(`waiting for a quiet machine (other processes: ${other}% of a core)`);
-  }
+/** Waits (up to maxMs) for a quiet machine (see harness.ts), sampling this benchmark's meter. */
+function waitQuiet(meter: CpuMeter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
+  return waitUntilQuiet(
+    async () => {
+      const a = meter.snapshot();
+      await sleep(1_000);
+      return meter.use(a, meter.snapshot()).other;
+    },
+    maxMs,
+    log,
+  );
 }
 
 // ---------------------------------------------------------------- report
@@ -435,18 +431,9 @@ async function main(): Promise<number> {
     process.removeListener("SIGTERM", onSignal);
   }
   report.totalMs = Math.round(performance.now() - started);
-  if (opts.json) process.stdout.write(JSON.stringify(report) + "\n");
-  else process.stdout.write(render(report) + "\n");
+  printReport(report, opts.json, render);
   return errors.length ? 1 : 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+runMain(main);
 

@@ -37,6 +37,7 @@ import type { WorkerRecord } from "../src/runtime/messages.js";
 import { topology } from "../src/runtime/topology.js";
 import { CpuMeter, type CpuUse } from "./procstat.js";
 import { r1, summarize, table, type Summary } from "./stats.js";
+import { nonNegativeInt, runMain, waitQuiet as waitUntilQuiet } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -66,11 +67,7 @@ function parseArgs(argv: string[]): Options {
     waitQuietMs: 0,
     seed: 1,
   };
-  const int = (v: string | undefined, flag: string) => {
-    const n = Number(v);
-    if (!v || !Number.isInteger(n) || n < 0) throw new Error(`${flag} needs a non-negative integer\n${USAGE}`);
-    return n;
-  };
+  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     switch (a) {
@@ -420,18 +417,17 @@ function otherCpu(meter: CpuMeter, use: CpuUse): number | undefined {
   return r1(Math.max(0, use.machine * meter.cores - use.node));
 }
 
-/** Waits (up to maxMs) for 3 s in a row of other processes under 15% of a core; returns the last reading. */
-async function waitQuiet(meter: CpuMeter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
-  const by = Date.now() + maxMs;
-  let other: number | undefined;
-  for (let quiet = 0; ; ) {
-    const a = meter.snapshot();
-    await sleep(1_000);
-    other = otherCpu(meter, meter.use(a, meter.snapshot()));
-    quiet = (other ?? 0) < 15 ? quiet + 1 : 0;
-    if (quiet >= 3 || Date.now() >= by) return other;
-    log(`waiting for a quiet machine (other processes: ${other}% of a core)`);
-  }
+/** Waits (up to maxMs) for a quiet machine (see harness.ts), sampling this benchmark's meter. */
+function waitQuiet(meter: CpuMeter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
+  return waitUntilQuiet(
+    async () => {
+      const a = meter.snapshot();
+      await sleep(1_000);
+      return otherCpu(meter, meter.use(a, meter.snapshot()));
+    },
+    maxMs,
+    log,
+  );
 }
 
 // ---------------------------------------------------------------- report
@@ -578,12 +574,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+runMain(main);

@@ -56,6 +56,7 @@ import { consumers, ns, type Topology } from "../src/runtime/topology.js";
 import { CpuMeter, CpuSampler, findChild, type CpuUse } from "./procstat.js";
 import { connCounts, connDeltas, serverCounts, streamCounts, streamDeltas, type ConnCounts, type StreamDelta } from "./probes.js";
 import { r1, r2, r3, summarize, table, type Summary } from "./stats.js";
+import { nonNegativeInt, printReport, runMain, waitQuiet } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -101,11 +102,7 @@ function parseArgs(argv: string[]): Options {
     waitQuietMs: 0,
     pin: false,
   };
-  const int = (v: string | undefined, flag: string) => {
-    const n = Number(v);
-    if (!v || !Number.isInteger(n) || n < 0) throw new Error(`${flag} needs a non-negative integer\n${USAGE}`);
-    return n;
-  };
+  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const next = () => argv[++i];
@@ -897,15 +894,16 @@ async function main(): Promise<number> {
     report.host.cpus = meter.cores;
     if (opts.pin) report.host.pinned = pin(natsPid, meter.cores, errors);
     // CPU used by other processes on the box while we idle: other load skews every figure.
-    const quietBy = Date.now() + opts.waitQuietMs;
-    for (let quiet = 0; ; ) {
-      const idle0 = meter.snapshot();
-      await sleep(1_000);
-      report.host.backgroundCpu = meter.use(idle0, meter.snapshot()).other;
-      quiet = (report.host.backgroundCpu ?? 0) < 15 ? quiet + 1 : 0;
-      if (quiet >= 3 || Date.now() >= quietBy || budget.signal.aborted) break;
-      if (!opts.json) process.stderr.write(`[bench] waiting for a quiet machine (other processes: ${report.host.backgroundCpu}% of a core)\n`);
-    }
+    report.host.backgroundCpu = await waitQuiet(
+      async () => {
+        const idle0 = meter.snapshot();
+        await sleep(1_000);
+        return meter.use(idle0, meter.snapshot()).other;
+      },
+      opts.waitQuietMs,
+      (m) => !opts.json && process.stderr.write(`[bench] ${m}\n`),
+      budget.signal,
+    );
     // The time budget covers the measurements, not the wait for quiet.
     budgetTimer = setTimeout(() => budget.abort(`time budget of ${opts.timeoutMs / 1000} s`), opts.timeoutMs);
     admin = await connectNats({ servers: server.url, name: "bench-admin", logger: silentLogger });
@@ -958,17 +956,8 @@ async function main(): Promise<number> {
     process.removeListener("SIGTERM", onSignal);
   }
   report.totalMs = Math.round(performance.now() - started);
-  if (opts.json) process.stdout.write(JSON.stringify(report) + "\n");
-  else process.stdout.write(render(report) + "\n");
+  printReport(report, opts.json, render);
   return errors.length ? 1 : 0;
 }
 
-main().then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+runMain(main);
