@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import type { TaskFailure } from "../../../runtime/messages.js";
+import { reaper } from "./reaper.js";
 import type { AgentContext, AgentOutcome, StopReason } from "./types.js";
 
 /** Time between SIGTERM and SIGKILL when a process group is stopped. */
@@ -53,7 +54,7 @@ export class Suspender {
 /**
  * Runs a command as the leader of its own process group, streams its output, and on
  * timeout or abort kills the whole group (TERM, then KILL), so nothing it started is
- * left behind.
+ * left behind. If this process dies first, the reaper (reaper.ts) kills the group.
  */
 export function runProcessGroup(
   command: string,
@@ -73,6 +74,8 @@ export function runProcessGroup(
     child.stdout.setEncoding("utf8").on("data", (d: string) => ctx.onOutput("stdout", d));
     child.stderr.setEncoding("utf8").on("data", (d: string) => ctx.onOutput("stderr", d));
 
+    // Should this worker die before the group is stopped, the reaper stops it.
+    reaper.track(child.pid);
     ctx.suspender.attach(child.pid);
 
     let killTimer: NodeJS.Timeout | undefined;
@@ -115,6 +118,7 @@ export function runProcessGroup(
       ctx.signal.removeEventListener("abort", onAbort);
       // The leader is gone; make sure its group is too (a backgrounded grandchild).
       signalGroup(child.pid, "SIGKILL");
+      reaper.untrack(child.pid);
       clearTimeout(killTimer);
       resolve(outcome);
     };

@@ -1,0 +1,70 @@
+/**
+ * An agent must not outlive its worker. Agents lead their own process group, so a
+ * worker that is SIGKILLed cannot stop them itself: the reaper must. Real processes, no
+ * fakes but the agent (a shell with a background grandchild).
+ */
+import { spawn, type ChildProcess } from "node:child_process";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+const CHILD = fileURLToPath(new URL("../fixtures/agent-child.ts", import.meta.url));
+const started: ChildProcess[] = [];
+const groups: number[] = [];
+afterAll(() => {
+  for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
+  for (const g of groups) alive(-g) && process.kill(-g, "SIGKILL");
+});
+
+/** Whether a process (pid) or group (-pgid) exists. A zombie still counts until reaped. */
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+async function gone(pid: number, withinMs: number): Promise<boolean> {
+  const deadline = Date.now() + withinMs;
+  while (Date.now() < deadline) {
+    if (!alive(pid)) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return !alive(pid);
+}
+
+async function startAgentChild(mode: "running" | "paused"): Promise<{ child: ChildProcess; pgid: number; grandchild: number; reaper: number }> {
+  const child = spawn(process.execPath, ["--import", "tsx", CHILD, mode], { cwd: ROOT, stdio: ["ignore", "pipe", "pipe"] });
+  started.push(child);
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d.toString()));
+  const line = await new Promise<string>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d.toString();
+      if (out.includes("\n")) resolve(out.split("\n")[0]!);
+    });
+    child.once("exit", (code) => reject(new Error(`agent child exited (${code}): ${err}`)));
+  });
+  const info = JSON.parse(line) as { pgid: number; grandchild: number; reaper: number };
+  groups.push(info.pgid);
+  return { child, ...info };
+}
+
+describe("agent reaper", () => {
+  for (const mode of ["running", "paused"] as const) {
+    it(`kills a ${mode} agent's whole group when its worker is SIGKILLed`, async () => {
+      const { child, pgid, grandchild, reaper } = await startAgentChild(mode);
+      expect(alive(-pgid)).toBe(true);
+      expect(alive(grandchild)).toBe(true);
+      expect(reaper).toBeGreaterThan(0);
+      child.kill("SIGKILL");
+      // TERM at once, KILL after the reaper's grace: well within 5 s.
+      expect(await gone(-pgid, 5_000)).toBe(true);
+      expect(alive(grandchild)).toBe(false);
+      expect(await gone(reaper, 5_000)).toBe(true);
+    }, 15_000);
+  }
+});
