@@ -30,7 +30,10 @@ export async function openRepo(dir: string): Promise<RepoInfo> {
   if (!isDir) throw new NotAGitRepositoryError(absolute);
   let out: string;
   try {
-    out = await git(absolute, ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir"]);
+    // --is-bare-repository first: --show-toplevel fails in a bare repository (a remote
+    // worker's clone), which has no work tree; its top level is then its git dir.
+    const bare = (await git(absolute, ["rev-parse", "--is-bare-repository"])).trim() === "true";
+    out = await git(absolute, ["rev-parse", "--path-format=absolute", ...(bare ? ["--git-common-dir"] : ["--show-toplevel"]), "--git-common-dir"]);
   } catch (cause) {
     throw new NotAGitRepositoryError(absolute, { cause });
   }

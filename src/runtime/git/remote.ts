@@ -1,0 +1,206 @@
+/**
+ * Work on hosts that share no disk with the user's checkout. Such hosts reach the
+ * repository through a git remote (any URL git can fetch from and push to). Each run
+ * has its own ref namespace on that remote:
+ *
+ *   refs/ado/runs/<runId>/base      the commit the run starts from (pushed by the submitter)
+ *   refs/heads/ado/<runId>/<task>   each task's branch (pushed by the worker that ran it)
+ *   refs/heads/ado/<runId>/integration   the merged result (pushed by the merge coordinator)
+ *
+ * A worker or merge coordinator keeps one bare clone per remote URL and fetches just the
+ * run's refs when it needs a commit it lacks. Bare, because nothing is ever checked out
+ * in it: tasks get worktrees of it, merges need none.
+ */
+import { createHash } from "node:crypto";
+import { mkdir, rename, rm, stat } from "node:fs/promises";
+import path from "node:path";
+import type { Logger } from "pino";
+import { AdoError } from "../errors.js";
+import { silentLogger } from "../logger.js";
+import { KeyedMutex } from "../mutex.js";
+import { GitCommandError } from "./errors.js";
+import { git, runGit } from "./exec.js";
+
+/** The remote could not be read or written: unreachable, no such repository, no access. */
+export class RemoteGitError extends AdoError {
+  constructor(
+    readonly url: string,
+    action: string,
+    cause: unknown,
+  ) {
+    const detail = cause instanceof GitCommandError ? cause.message : String(cause);
+    super(`could not ${action} '${url}': ${detail}. Check that the remote exists and this host can reach it (git ls-remote ${url})`, {
+      cause,
+      // A remote that is down now may be back on the next delivery.
+      retryable: true,
+    });
+  }
+}
+
+/** A commit the run needs is on no ref of the run on the remote. */
+export class MissingCommitError extends AdoError {
+  constructor(url: string, runId: string, commit: string) {
+    super(`commit ${commit} of run ${runId} is not on '${url}' (fetched refs/ado/runs/${runId}/* and refs/heads/ado/${runId}/*): was the run's base pushed?`, {
+      retryable: false,
+    });
+  }
+}
+
+/** A push was rejected because the branch moved on the remote (a lost race). */
+export class PushRejectedError extends AdoError {
+  constructor(url: string, ref: string) {
+    super(`the push of ${ref} to '${url}' was rejected: the branch moved there; fetch and retry`, { retryable: true });
+  }
+}
+
+export const runBaseRef = (runId: string) => `refs/ado/runs/${runId}/base`;
+
+/** The refspecs that bring one run's refs from the remote into a clone, under the same names. */
+function runRefspecs(runId: string): string[] {
+  return [`+refs/ado/runs/${runId}/*:refs/ado/runs/${runId}/*`, `+refs/heads/ado/${runId}/*:refs/heads/ado/${runId}/*`];
+}
+
+/** One bare clone per remote URL under `dir`, created on first use. */
+export class RemoteClones {
+  readonly #dir: string;
+  readonly #log: Logger;
+  readonly #locks = new KeyedMutex();
+
+  constructor(opts: { dir: string; logger?: Logger }) {
+    this.#dir = path.resolve(opts.dir);
+    this.#log = (opts.logger ?? silentLogger).child({ component: "git-remote" });
+  }
+
+  /** The clone's directory for `url` (a stable hash of the URL). */
+  pathOf(url: string): string {
+    const name = createHash("sha256").update(url).digest("hex").slice(0, 16);
+    return path.join(this.#dir, `${name}.git`);
+  }
+
+  /**
+   * The bare clone of `url`, created if absent. Creation happens in a temporary directory
+   * renamed into place, so a crash half-way never leaves a clone that looks complete.
+   */
+  async open(url: string): Promise<string> {
+    const dir = this.pathOf(url);
+    return this.#locks.run(url, async () => {
+      if (await exists(path.join(dir, "HEAD"))) return dir;
+      await mkdir(this.#dir, { recursive: true });
+      const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
+      try {
+        await git(this.#dir, ["init", "-q", "--bare", tmp]);
+        await git(tmp, ["remote", "add", "origin", url]);
+        // Git's gc would prune objects that no ref holds yet; the run's refs hold them.
+        await git(tmp, ["config", "gc.auto", "0"]);
+        await rename(tmp, dir).catch(async (err: NodeJS.ErrnoException) => {
+          // Another process created it first: use theirs.
+          if (!(await exists(path.join(dir, "HEAD")))) throw err;
+        });
+      } finally {
+        await rm(tmp, { recursive: true, force: true });
+      }
+      this.#log.debug({ url, dir }, "clone created");
+      return dir;
+    });
+  }
+
+  /** Fetches every ref of the run from the remote into the clone. */
+  async fetchRun(url: string, runId: string): Promise<string> {
+    const dir = await this.open(url);
+    try {
+      await git(dir, ["fetch", "-q", "--no-tags", "--prune", "origin", ...runRefspecs(runId)]);
+    } catch (err) {
+      throw new RemoteGitError(url, `fetch run ${runId} from`, err);
+    }
+    return dir;
+  }
+
+  /**
+   * The clone of `url`, holding `commit`: fetched from the run's refs unless it is
+   * already there (a later task of the same run usually finds it).
+   * @throws MissingCommitError when the remote has no ref of the run holding it.
+   */
+  async withCommit(url: string, runId: string, commit: string): Promise<string> {
+    const dir = await this.open(url);
+    if (await hasCommit(dir, commit)) return dir;
+    // Tasks of one run starting together need one fetch, not one each (ref locks).
+    await this.#locks.run(`fetch ${url}`, async () => {
+      if (!(await hasCommit(dir, commit))) await this.fetchRun(url, runId);
+    });
+    if (!(await hasCommit(dir, commit))) throw new MissingCommitError(url, runId, commit);
+    // A fresh clone's HEAD names a branch with no commit, which git worktree and ado's
+    // repository checks refuse; a detached HEAD at any commit of the remote will do.
+    const head = await runGit(dir, ["rev-parse", "-q", "--verify", "HEAD"], [0, 1]);
+    if (head.exitCode !== 0) await git(dir, ["update-ref", "--no-deref", "HEAD", commit]);
+    return dir;
+  }
+}
+
+/** Whether the repository at `dir` has `commit`. */
+export async function hasCommit(dir: string, commit: string): Promise<boolean> {
+  const { exitCode } = await runGit(dir, ["cat-file", "-e", `${commit}^{commit}`], [0, 1, 128]);
+  return exitCode === 0;
+}
+
+/**
+ * Pushes `commit` to `ref` on the remote. With `expected` the push is a compare-and-swap
+ * (`--force-with-lease`): it fails with PushRejectedError if the remote ref is not at
+ * `expected` ("" = must not exist). Without it the ref is overwritten (a task branch,
+ * which only the worker running the task writes).
+ */
+export async function pushRef(
+  repo: string,
+  url: string,
+  commit: string,
+  ref: string,
+  opts: { expected?: string } = {},
+): Promise<void> {
+  const lease = opts.expected === undefined ? ["--force"] : [`--force-with-lease=${ref}:${opts.expected}`];
+  const { exitCode } = await runGit(repo, ["push", "-q", "--porcelain", ...lease, url, `${commit}:${ref}`], [0, 1]).catch((err) => {
+    throw new RemoteGitError(url, `push ${ref} to`, err);
+  });
+  if (exitCode !== 0) {
+    // `--porcelain` exits 1 for a rejected ref; tell a lost race from an unreachable remote.
+    if (opts.expected !== undefined && (await remoteRef(url, ref, repo)) !== (opts.expected || undefined)) {
+      throw new PushRejectedError(url, ref);
+    }
+    throw new RemoteGitError(url, `push ${ref} to`, `git push exited ${exitCode}`);
+  }
+}
+
+/** The commit a ref points at on the remote, or undefined when it does not exist. */
+export async function remoteRef(url: string, ref: string, cwd: string): Promise<string | undefined> {
+  try {
+    const out = await git(cwd, ["ls-remote", url, ref]);
+    const line = out.split("\n").find((l) => l.endsWith(`\t${ref}`));
+    return line?.split("\t")[0];
+  } catch (err) {
+    throw new RemoteGitError(url, "read", err);
+  }
+}
+
+/** Submitter side: makes the run's base commit available on the remote. */
+export async function publishRunBase(repo: string, url: string, runId: string, commit: string): Promise<void> {
+  await pushRef(repo, url, commit, runBaseRef(runId));
+}
+
+/**
+ * Submitter side, at the end of a run: brings a branch of the run from the remote into
+ * the user's repository under the same name (refs only; no checkout is touched).
+ */
+export async function fetchBranchFromRemote(repo: string, url: string, branch: string): Promise<string | undefined> {
+  try {
+    await git(repo, ["fetch", "-q", "--no-tags", url, `+refs/heads/${branch}:refs/heads/${branch}`]);
+  } catch (err) {
+    if (err instanceof GitCommandError && /couldn't find remote ref/i.test(err.message)) return undefined;
+    throw new RemoteGitError(url, `fetch ${branch} from`, err);
+  }
+  return (await git(repo, ["rev-parse", `refs/heads/${branch}`])).trim();
+}
+
+async function exists(p: string): Promise<boolean> {
+  return stat(p).then(
+    () => true,
+    () => false,
+  );
+}

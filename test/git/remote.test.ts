@@ -1,0 +1,95 @@
+/**
+ * Remote mode at the git level: a bare repository plays the remote; the submitter, a
+ * worker and a merge coordinator each use their own directory, sharing nothing but it.
+ */
+import { writeFile } from "node:fs/promises";
+import path from "node:path";
+import { describe, expect, it } from "vitest";
+import { checkoutFingerprint, createBranchIfAbsent, mergeIntoBranch, WorktreeManager } from "../../src/runtime/git/index.js";
+import {
+  fetchBranchFromRemote,
+  MissingCommitError,
+  publishRunBase,
+  PushRejectedError,
+  pushRef,
+  RemoteClones,
+  RemoteGitError,
+  remoteRef,
+} from "../../src/runtime/git/remote.js";
+import { sh, show, tempDir, tempRepo } from "./helpers.js";
+
+async function setup() {
+  const user = await tempRepo({ "README.md": "hello\n", "a.txt": "a\n" });
+  const dir = await tempDir();
+  const remote = path.join(dir, "remote.git");
+  sh(dir, "init", "-q", "--bare", remote);
+  return { ...user, dir, remote };
+}
+
+describe("remote mode (git)", () => {
+  it("runs a task on a worker clone and merges it in a merger clone, leaving the user's checkout alone", async () => {
+    const { repo, root, dir, remote } = await setup();
+    const before = await checkoutFingerprint(repo);
+    await publishRunBase(repo, remote, "r1", root);
+    expect(await remoteRef(remote, "refs/ado/runs/r1/base", repo)).toBe(root);
+
+    // Worker host: a clone of its own, a worktree of it, a commit, a push of the task branch.
+    const worker = new RemoteClones({ dir: path.join(dir, "worker-clones") });
+    const wclone = await worker.withCommit(remote, "r1", root);
+    const wt = new WorktreeManager({ repo: wclone, baseDir: path.join(dir, "worker-wt") });
+    const { path: cwd } = await wt.add({ name: "r1/t1", branch: "ado/r1/t1", base: root });
+    await writeFile(path.join(cwd, "b.txt"), "from t1\n");
+    const { commit } = await wt.commitAll(cwd, { message: "t1" });
+    await pushRef(wclone, remote, commit, "refs/heads/ado/r1/t1");
+    await wt.remove(cwd);
+
+    // Merger host: another clone; the integration branch is pushed with a lease.
+    const merger = new RemoteClones({ dir: path.join(dir, "merger-clones") });
+    const mclone = await merger.withCommit(remote, "r1", commit);
+    await createBranchIfAbsent(mclone, "ado/r1/integration", root);
+    const merged = await mergeIntoBranch(mclone, { target: "ado/r1/integration", source: commit, message: "merge t1" });
+    expect(merged.kind).toBe("fast-forward");
+    await pushRef(mclone, remote, commit, "refs/heads/ado/r1/integration", { expected: "" });
+
+    // A second push expecting the branch absent lost the race: told apart from a dead remote.
+    await expect(pushRef(mclone, remote, root, "refs/heads/ado/r1/integration", { expected: "" })).rejects.toBeInstanceOf(PushRejectedError);
+
+    // The submitter brings the result home, as a branch; the checkout is untouched.
+    expect(await fetchBranchFromRemote(repo, remote, "ado/r1/integration")).toBe(commit);
+    expect(show(repo, "ado/r1/integration", "b.txt")).toBe("from t1\n");
+    expect(await checkoutFingerprint(repo)).toBe(before);
+  });
+
+  it("fetches a later commit of the run (an integration commit) into an existing clone", async () => {
+    const { repo, root, dir, remote } = await setup();
+    await publishRunBase(repo, remote, "r2", root);
+    const clones = new RemoteClones({ dir: path.join(dir, "c") });
+    const clone = await clones.withCommit(remote, "r2", root);
+    const other = sh(repo, "commit-tree", `${root}^{tree}`, "-p", root, "-m", "later");
+    await pushRef(repo, remote, other, "refs/heads/ado/r2/integration");
+    expect(await clones.withCommit(remote, "r2", other)).toBe(clone);
+  });
+
+  it("says what is wrong for a commit the remote lacks, and for a remote that is not there", async () => {
+    const { repo, root, dir, remote } = await setup();
+    const clones = new RemoteClones({ dir: path.join(dir, "c") });
+    const err = await clones.withCommit(remote, "r3", root).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(MissingCommitError);
+    expect((err as Error).message).toMatch(/was the run's base pushed/);
+
+    const missing = path.join(dir, "nowhere.git");
+    const dead = await clones.withCommit(missing, "r3", root).catch((e: unknown) => e);
+    expect(dead).toBeInstanceOf(RemoteGitError);
+    expect((dead as RemoteGitError).retryable).toBe(true);
+    expect((dead as Error).message).toContain(`git ls-remote ${missing}`);
+    await expect(publishRunBase(repo, missing, "r3", root)).rejects.toBeInstanceOf(RemoteGitError);
+  });
+
+  it("creates one clone when many tasks ask at once", async () => {
+    const { repo, root, dir, remote } = await setup();
+    await publishRunBase(repo, remote, "r4", root);
+    const clones = new RemoteClones({ dir: path.join(dir, "c") });
+    const dirs = await Promise.all(Array.from({ length: 8 }, () => clones.withCommit(remote, "r4", root)));
+    expect(new Set(dirs).size).toBe(1);
+  });
+});
