@@ -115,6 +115,32 @@ tasks:
     }
   });
 
+  it("a command that is not installed fails at once, not retried, and says so", async () => {
+    const repo = await makeRepo();
+    const { client, close } = await stackAndClient(1);
+    try {
+      const graph = parseGraph(`
+name: missing-binary
+tasks:
+  - id: t
+    run: "ado-test-no-such-command --flag"
+    retry: { attempts: 3, backoff: 10ms }
+`);
+      const events: AdoEvent[] = [];
+      const outcome = await client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+      expect(outcome.status).toBe("failed");
+      const t = outcome.tasks.find((x) => x.id === "t")!;
+      expect(t.attempts).toBe(1);
+      expect(t.error).toMatch(/not found \(exit 127\).*not retried/);
+      expect(events.some((e) => e.type === "task.retrying")).toBe(false);
+      const failed = events.find((e) => e.type === "task.failed");
+      expect(failed && failed.type === "task.failed" && failed.outputTail).toMatch(/ado-test-no-such-command/);
+    } finally {
+      await close();
+      await repo.cleanup();
+    }
+  });
+
   it("a task waits in the ready queue while no worker exists, and runs when one arrives (backpressure, not loss)", async () => {
     const { client, addWorkers, close } = await stackAndClient(0);
     try {
