@@ -204,3 +204,67 @@ async function exists(p: string): Promise<boolean> {
     () => false,
   );
 }
+
+/** How a worker or merge coordinator reaches a run's repository. */
+export type GitAccess = "auto" | "shared" | "clone";
+export const GIT_ACCESS = ["auto", "shared", "clone"] as const;
+
+/** Where one task's (or merge's) git work happens. */
+export interface RepoTarget {
+  /** The repository directory to work in: the user's repository, or this host's clone. */
+  dir: string;
+  /** Set when `dir` is a clone: results must be pushed to this URL. */
+  remote?: string;
+}
+
+/** A run's repository cannot be reached the way this host is configured to. */
+export class RepoAccessError extends AdoError {
+  constructor(message: string) {
+    super(message, { retryable: false });
+  }
+}
+
+/**
+ * Chooses, per run, between the user's repository on a shared disk and a clone of the
+ * run's remote:
+ * - `shared`: the run's `repo` path must be on this host;
+ * - `clone`: always a clone of the run's `remote` (a host with its own disk);
+ * - `auto` (default): the `repo` path when it exists here and holds the commit, else a
+ *   clone when the run has a remote.
+ */
+export class RepoAccess {
+  readonly clones: RemoteClones;
+  constructor(
+    readonly mode: GitAccess,
+    cloneDir: string,
+    logger?: Logger,
+  ) {
+    this.clones = new RemoteClones({ dir: cloneDir, logger });
+  }
+
+  /**
+   * The repository to use for `commit` of run `runId`.
+   * @throws RepoAccessError when neither way is open; RemoteGitError when the remote is down.
+   */
+  async resolve(run: { runId: string; repo?: string; remote?: string }, commit: string): Promise<RepoTarget> {
+    if (this.mode !== "clone" && run.repo && (await exists(run.repo)) && (await hasCommit(run.repo, commit).catch(() => false))) {
+      return { dir: run.repo };
+    }
+    if (this.mode === "shared") {
+      throw new RepoAccessError(
+        `the run's repository ${run.repo ?? "(none)"} is not on this host (git access: shared): run this worker where the repository is, or set worker git access to auto or clone and submit the run with --remote <url>`,
+      );
+    }
+    if (!run.remote) {
+      throw new RepoAccessError(
+        `the run's repository ${run.repo ?? "(none)"} is not on this host and the run has no remote to clone: submit it with --remote <url> (a git URL every host can reach)`,
+      );
+    }
+    return { dir: await this.clones.withCommit(run.remote, run.runId, commit), remote: run.remote };
+  }
+
+  /** Publishes a task branch: a push when the work happened in a clone, nothing otherwise. */
+  async publishBranch(target: RepoTarget, commit: string, branch: string): Promise<void> {
+    if (target.remote) await pushRef(target.dir, target.remote, commit, `refs/heads/${branch}`);
+  }
+}
