@@ -17,8 +17,10 @@
  *   registry    WorkerRegistry.candidates(): the routing view rebuilt at each dispatch pass.
  *   queue       ReadyQueue add / remove / ordered / promote with H held entries.
  *   dispatch    One dispatch pass as Balancer.dispatch() does it (promote, candidates,
- *               walk the queue in order, choose, remove), for a queue that fits and for
- *               one whose tasks fit no free worker (the pass then walks the whole queue).
+ *               dispatchPass(): walk the queue in order, choose, remove), for a queue that
+ *               fits and for ones whose tasks fit no free worker (the pass then walks the
+ *               whole queue, scanning the workers once per distinct placement), with one
+ *               placement or 200, and with one task that fits at the very end.
  *
  * Every figure is timed with performance.now() around each call, in microseconds;
  * `mean` is the total time / count. Figures are printed, never asserted.
@@ -27,9 +29,10 @@ import { readFileSync } from "node:fs";
 import { performance } from "node:perf_hooks";
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { dispatchPass, type Route } from "../src/actors/balancer/dispatch-pass.js";
 import { ReadyQueue, type ReadyEntry } from "../src/actors/balancer/ready-queue.js";
 import { WorkerRegistry, type WorkerView } from "../src/actors/balancer/registry.js";
-import { Router, type Candidate, type Placement, type Strategy } from "../src/actors/balancer/strategy.js";
+import { placementKey, Router, type Candidate, type Placement, type Strategy } from "../src/actors/balancer/strategy.js";
 import type { Clock } from "../src/runtime/clock.js";
 import { PRIORITIES, STRATEGIES, type Priority } from "../src/runtime/graph.js";
 import { silentLogger } from "../src/runtime/logger.js";
@@ -248,11 +251,12 @@ function makeRegistry(workers: Candidate[], clock: Clock): WorkerRegistry {
       accessMode: w.accessMode,
       costPerTask: w.costPerTask,
       active: [],
+      loadSeq: 0,
       startedAt: at,
       heartbeatAt: at,
       state: "running",
     };
-    const view: WorkerView = { record, outstanding: new Map(), seenAt: clock.now() };
+    const view: WorkerView = { record, outstanding: new Map(), seenAt: clock.now(), loadSeq: 0 };
     registry.workers.set(w.id, view);
   }
   return registry;
@@ -260,6 +264,11 @@ function makeRegistry(workers: Candidate[], clock: Clock): WorkerRegistry {
 
 interface Held {
   task: TaskShape;
+}
+
+/** A held task with its route, as the balancer keeps it. */
+interface Routed extends Held {
+  route: Route;
 }
 
 function heldEntries(n: number, tasks: TaskShape[], rnd: () => number, seq0 = 0): ReadyEntry<Held>[] {
@@ -348,11 +357,13 @@ interface DispatchRow {
 }
 
 /**
- * One dispatch pass, the loop of Balancer.dispatch() (src/actors/balancer/balancer.ts)
- * without the publish: promote, rebuild candidates, walk the ready queue in order,
- * choose a worker per entry, and remove what was placed. State is restored untimed.
+ * One dispatch pass as Balancer.dispatch() (src/actors/balancer/balancer.ts) runs it,
+ * without the publish: promote, rebuild candidates, then the same `dispatchPass()`
+ * (walk the ready queue in order, choose a worker per entry, remove what was placed).
+ * Routes are worked out before timing, as the balancer does when a task arrives. State
+ * is restored untimed.
  */
-function dispatchPass(
+function dispatchScenario(
   scenario: string,
   workers: Candidate[],
   entries: ReadyEntry<Held>[],
@@ -365,28 +376,25 @@ function dispatchPass(
   const ws = workers.map((w, i) => ({ ...w, busy: i < freeSlots ? w.slots - 1 : w.slots }));
   const registry = makeRegistry(ws, clock);
   const router = new Router();
-  const q = new ReadyQueue<Held>();
-  for (const e of entries) q.add(e, clock.now());
+  const q = new ReadyQueue<Routed>();
+  for (const e of entries) {
+    const { agent, placement } = e.item.task;
+    q.add({ ...e, item: { ...e.item, route: { agent, placement, strategy, placementKey: placementKey(agent, placement) } } }, clock.now());
+  }
   let dispatched = 0;
   let calls = 0;
-  let placed: ReadyEntry<Held>[] = [];
+  let placed: ReadyEntry<Routed>[] = [];
   const pass = () => {
-    const now = clock.now();
-    q.promote(now);
+    q.promote(clock.now());
     const candidates = registry.candidates();
-    let free = 0;
-    for (const c of candidates) free += Math.max(0, c.slots - c.busy);
-    for (const entry of q.ordered()) {
-      if (free <= 0) break;
-      const { task } = entry.item;
-      calls++;
-      const pick = router.choose(strategy, candidates, task.agent, task.placement);
-      if (!pick) continue;
-      q.remove(entry.key);
-      pick.busy++;
-      free--;
-      placed.push(entry);
-    }
+    const r = dispatchPass(
+      q,
+      candidates,
+      router,
+      (e) => e.item.route,
+      (e) => void placed.push(e),
+    );
+    calls = r.chooseCalls;
     q.nextDue();
   };
   const us = timeOp(
@@ -394,7 +402,6 @@ function dispatchPass(
     () => pass(),
     {
       before: () => {
-        calls = 0;
         placed = [];
       },
       after: (i) => {
@@ -538,11 +545,23 @@ async function main(): Promise<number> {
   // Tasks whose labels no worker has: they never fit, so every pass walks past them all.
   const stuckTask: TaskShape = { kind: "unplaceable", agent: "shell", placement: { labels: ["nowhere"], requires: [] } };
   const stuck = heldEntries(o.held, [stuckTask], dispRnd);
+  // Tasks pinned (affinity) to 200 different workers, all of them full (only the first 10
+  // workers have a free slot): 200 distinct placements that fit nowhere.
+  const pinned = Array.from({ length: Math.min(200, Math.max(0, o.workers - 10)) }, (_, i): TaskShape => ({
+    kind: "pinned-full",
+    agent: "shell",
+    placement: { labels: [], requires: [], worker: workers[10 + i]!.id },
+  }));
+  const stuckPinned = pinned.length ? heldEntries(o.held, pinned, dispRnd) : stuck;
+  // One task that fits, last in priority order, behind every task that fits nowhere.
+  const last: ReadyEntry<Held> = { ...heldEntries(1, [{ kind: "any", agent: "shell", placement: { labels: [], requires: [] } }], dispRnd, o.held)[0]!, priority: "background", rank: 1 };
   const passReps = Math.max(5, Math.floor(o.reps / 50));
   const dispatch = [
-    dispatchPass("fits, 10 free slots", workers, fitting, 10, "least_loaded", Math.max(50, Math.floor(o.reps / 10))),
-    dispatchPass("fits, 1000 free slots", workers, fitting, Math.min(1_000, o.workers), "least_loaded", passReps),
-    dispatchPass("fits no free worker", workers, stuck, 10, "least_loaded", o.quick ? 3 : 10),
+    dispatchScenario("fits, 10 free slots", workers, fitting, 10, "least_loaded", Math.max(50, Math.floor(o.reps / 10))),
+    dispatchScenario("fits, 1000 free slots", workers, fitting, Math.min(1_000, o.workers), "least_loaded", passReps),
+    dispatchScenario("fits no free worker", workers, stuck, 10, "least_loaded", passReps),
+    dispatchScenario(`pinned to ${pinned.length} full workers`, workers, stuckPinned, 10, "least_loaded", passReps),
+    dispatchScenario("1 fits, behind all that don't", workers, [...stuck, last], 10, "least_loaded", passReps),
   ];
 
   const use = meter.use(cpu0, meter.snapshot());

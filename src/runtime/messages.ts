@@ -285,6 +285,13 @@ export const WorkerRecord = z.object({
   costPerTask: z.number().min(0).default(0),
   /** Attempt keys it is running now; lets the balancer correct a lost load report. */
   active: z.array(z.string()).default([]),
+  /**
+   * The worker's load sequence when `running` was read: it goes up on every start and
+   * finish, and load reports carry it too. The KV record and the core-NATS report travel
+   * apart, so the balancer keeps the `running` with the highest sequence (0: a worker
+   * that does not send it).
+   */
+  loadSeq: z.number().int().min(0).default(0),
   startedAt: isoTime,
   heartbeatAt: isoTime,
   state: z.enum(["running", "draining"]),
@@ -298,6 +305,8 @@ export const WorkerLoad = z.object({
   running: z.number().int().min(0),
   /** Keys (`runId.taskId.attempt`) of attempts the worker has finished since the last report. */
   finished: z.array(z.string()).default([]),
+  /** Load sequence after the finish (see WorkerRecord.loadSeq): orders this report against heartbeats. */
+  loadSeq: z.number().int().min(0).default(0),
 });
 export type WorkerLoad = z.infer<typeof WorkerLoad>;
 

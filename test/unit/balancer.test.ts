@@ -1,7 +1,22 @@
-import { describe, expect, it } from "vitest";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jetstream } from "@nats-io/jetstream";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { dispatchPass, type Route } from "../../src/actors/balancer/dispatch-pass.js";
 import { compareReady, ReadyQueue, type ReadyEntry } from "../../src/actors/balancer/ready-queue.js";
-import { eligible, Router, type Candidate, type Placement } from "../../src/actors/balancer/strategy.js";
+import { eligible, placementKey, Router, type Candidate, type Placement, type Strategy } from "../../src/actors/balancer/strategy.js";
+import { WorkerRegistry } from "../../src/actors/balancer/registry.js";
+import { Worker } from "../../src/actors/worker/worker.js";
+import { ManualClock } from "../../src/runtime/clock.js";
+import { decode, encode, encodeValue } from "../../src/runtime/codec.js";
 import { PRIORITIES, remainingPathLengths, type Priority } from "../../src/runtime/graph.js";
+import type { WorkerId } from "../../src/runtime/ids.js";
+import { silentLogger } from "../../src/runtime/logger.js";
+import { SCHEMAS, type WorkerLoad, type WorkerRecord } from "../../src/runtime/messages.js";
+import { openBuckets, topology } from "../../src/runtime/topology.js";
+import { eventually, provisioned, startTestServer, type TestServer } from "../helpers/nats.js";
+import { gitOut, makeRepo } from "../helpers/repo.js";
 
 // ---------------------------------------------------------------- helpers
 
@@ -334,13 +349,11 @@ describe("router - round_robin", () => {
     expect(picks.sort()).toEqual(["a", "b", "c"]);
   });
 
-  // KNOWN DEFECT (reported, not fixed here): the cursor is one counter shared by every
-  // eligible set. When tasks with different placements alternate (two runs with
-  // different labels, or two agents), each set is indexed by every other cursor value,
-  // so half the workers of each set never get a task. Expected: every worker of each set
-  // is used. `it.fails` keeps the suite green while the defect stands; drop `.fails`
-  // once the router rotates per eligible set (e.g. remembers the last id per set).
-  it.fails("rotates within each eligible set when placements alternate (KNOWN DEFECT: shared cursor)", () => {
+  // Was a defect: one cursor shared by every eligible set, so when tasks with different
+  // placements alternated, each set was indexed by every other cursor value and half of
+  // its workers never got a task. The router now rotates by when each worker was last
+  // picked, which holds within any set however placements interleave.
+  it("rotates within each eligible set when placements alternate", () => {
     const ws = [
       worker("a", { labels: ["x"] }),
       worker("b", { labels: ["x"] }),
@@ -348,12 +361,58 @@ describe("router - round_robin", () => {
       worker("d", { labels: ["y"] }),
     ];
     const router = new Router();
-    const used = new Set<string>();
-    for (let i = 0; i < 8; i++) {
-      used.add(router.choose("round_robin", ws, "shell", { labels: ["x"], requires: [] })!.id);
-      used.add(router.choose("round_robin", ws, "shell", { labels: ["y"], requires: [] })!.id);
+    const picks: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      picks.push(router.choose("round_robin", ws, "shell", { labels: ["x"], requires: [] })!.id);
+      picks.push(router.choose("round_robin", ws, "shell", { labels: ["y"], requires: [] })!.id);
     }
-    expect([...used].sort()).toEqual(["a", "b", "c", "d"]);
+    expect(picks).toEqual(["a", "c", "b", "d", "a", "c", "b", "d"]);
+  });
+
+  it("shares the turns fairly between overlapping sets (a worker in both takes its turn in each)", () => {
+    const ws = [worker("a", { labels: ["x"] }), worker("b", { labels: ["x", "y"] }), worker("c", { labels: ["y"] }), worker("d", { agents: ["noop"] })];
+    const router = new Router();
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 300; i++) {
+      for (const label of ["x", "y"]) {
+        const id = router.choose("round_robin", ws, "shell", { labels: [label], requires: [] })!.id;
+        counts.set(id, (counts.get(id) ?? 0) + 1);
+      }
+    }
+    // 600 decisions over 3 eligible workers: each within a few of 200, never starved.
+    expect([...counts.keys()].sort()).toEqual(["a", "b", "c"]);
+    for (const n of counts.values()) expect(Math.abs(n - 200)).toBeLessThanOrEqual(2);
+  });
+
+  it("gives a worker that joins mid-rotation the next turn, then rotates it in", () => {
+    const router = new Router();
+    const ws = [worker("a"), worker("b")];
+    expect(router.choose("round_robin", ws, "shell", ANY)?.id).toBe("a");
+    expect(router.choose("round_robin", ws, "shell", ANY)?.id).toBe("b");
+    ws.push(worker("c"));
+    const picks = Array.from({ length: 6 }, () => router.choose("round_robin", ws, "shell", ANY)?.id);
+    expect(picks).toEqual(["c", "a", "b", "c", "a", "b"]);
+  });
+
+  it("a full worker keeps its place: it is next once it has a free slot again", () => {
+    const ws = [worker("a"), worker("b"), worker("c")];
+    const router = new Router();
+    expect(router.choose("round_robin", ws, "shell", ANY)?.id).toBe("a");
+    ws[1]!.busy = ws[1]!.slots; // b is full when its turn comes
+    expect(router.choose("round_robin", ws, "shell", ANY)?.id).toBe("c");
+    ws[1]!.busy = 0;
+    expect(router.choose("round_robin", ws, "shell", ANY)?.id).toBe("b");
+    expect(router.choose("round_robin", ws, "shell", ANY)?.id).toBe("a");
+  });
+
+  it("keeps rotating correctly across many workers that come and go", () => {
+    const router = new Router();
+    // 3,000 generations of 2 workers each: the router forgets the gone ones, and within
+    // each generation still alternates.
+    for (let g = 0; g < 3_000; g++) {
+      const ws = [worker(`g${g}-a`), worker(`g${g}-b`)];
+      expect([router.choose("round_robin", ws, "shell", ANY)?.id, router.choose("round_robin", ws, "shell", ANY)?.id]).toEqual([`g${g}-a`, `g${g}-b`]);
+    }
   });
 });
 
@@ -446,6 +505,421 @@ describe("router - cost_optimized", () => {
   it("uses an api worker once every free-of-charge worker is full", () => {
     const ws = [worker("sub", { slots: 1, busy: 1 }), worker("api", { accessMode: "api", costPerTask: 2 })];
     expect(new Router().choose("cost_optimized", ws, "shell", ANY)?.id).toBe("api");
+  });
+});
+
+// ---------------------------------------------------------------- dispatch pass
+
+describe("router - placementKey", () => {
+  it("is the same for the same agent, label set, capability set and affinity, in any order", () => {
+    expect(placementKey("shell", { labels: ["eu", "gpu"], requires: ["python", "docker"] })).toBe(
+      placementKey("shell", { labels: ["gpu", "eu"], requires: ["docker", "python"] }),
+    );
+  });
+
+  it("differs whenever the eligible workers could differ", () => {
+    const keys = [
+      placementKey("shell", ANY),
+      placementKey("noop", ANY),
+      placementKey("shell", { labels: ["gpu"], requires: [] }),
+      placementKey("shell", { labels: [], requires: ["gpu"] }),
+      placementKey("shell", { labels: [], requires: [], worker: "w1" }),
+      placementKey("shell", { labels: [], requires: [], worker: "w2" }),
+      placementKey("shell", { labels: ["a", "b"], requires: [] }),
+      placementKey("shell", { labels: ["a,b"], requires: [] }),
+    ];
+    expect(new Set(keys).size).toBe(keys.length);
+  });
+});
+
+interface Task {
+  agent: string;
+  placement: Placement;
+  strategy: Strategy;
+}
+
+/** A held task with its route, as the balancer keeps it. */
+function held(key: string, task: Task, opts: { priority?: Priority; rank?: number; seq?: number } = {}): ReadyEntry<Route> {
+  return { ...entry(key, opts), item: { ...task, placementKey: placementKey(task.agent, task.placement) } };
+}
+
+/** Runs one pass; returns what was placed, in order, as `key@worker`. */
+function pass(q: ReadyQueue<Route>, ws: Candidate[], router = new Router(), routeOf = (e: ReadyEntry<Route>): Route | undefined => e.item) {
+  const placed: string[] = [];
+  const { chooseCalls, skipped } = dispatchPass(q, ws, router, routeOf, (e, w) => placed.push(`${e.key}@${w.id}`));
+  return { placed, chooseCalls, skipped };
+}
+
+/**
+ * The dispatch loop as it was before the unplaceable-placement shortcut: every held task
+ * is offered to the router. The reference the shortcut must agree with.
+ */
+function referencePass(q: ReadyQueue<Route>, ws: Candidate[], router: Router): string[] {
+  const placed: string[] = [];
+  let free = 0;
+  for (const c of ws) free += Math.max(0, c.slots - c.busy);
+  for (const e of q.ordered()) {
+    if (free <= 0) break;
+    const pick = router.choose(e.item.strategy, ws, e.item.agent, e.item.placement);
+    if (!pick) continue;
+    q.remove(e.key);
+    pick.busy++;
+    free--;
+    placed.push(`${e.key}@${pick.id}`);
+  }
+  return placed;
+}
+
+const anywhere: Task = { agent: "shell", placement: ANY, strategy: "least_loaded" };
+const nowhere: Task = { agent: "shell", placement: { labels: ["nowhere"], requires: [] }, strategy: "least_loaded" };
+
+describe("dispatch pass - tasks that fit no free worker", () => {
+  it("dispatches a task held behind 5,000 that fit nowhere, scanning the workers once for all of them", () => {
+    const q = new ReadyQueue<Route>();
+    for (let i = 0; i < 5_000; i++) q.add(held(`stuck${i}`, nowhere, { priority: PRIORITIES[i % 3]! }), NOW);
+    q.add(held("last", anywhere, { priority: "background" }), NOW);
+    const ws = Array.from({ length: 1_000 }, (_, i) => worker(`w${String(i).padStart(4, "0")}`, { busy: i < 3 ? 3 : 4 }));
+    const r = pass(q, ws);
+    expect(r.placed).toEqual(["last@w0000"]);
+    // One scan for the stuck placement, one for the task that fits; 4,999 passed over.
+    expect(r.chooseCalls).toBe(2);
+    expect(r.skipped).toBe(4_999);
+    expect(q.size).toBe(5_000);
+    expect(q.has("last")).toBe(false);
+  });
+
+  it("keeps priority order: tasks that fit are placed in queue order around the ones that do not", () => {
+    const q = new ReadyQueue<Route>();
+    const gpu: Task = { agent: "shell", placement: { labels: ["gpu"], requires: [] }, strategy: "least_loaded" };
+    q.add(held("n-stuck1", nowhere, { priority: "critical" }), NOW);
+    q.add(held("gpu1", gpu, { priority: "critical" }), NOW);
+    q.add(held("any-high", anywhere, { priority: "high" }), NOW);
+    q.add(held("n-stuck2", nowhere, { priority: "high" }), NOW);
+    q.add(held("gpu2", gpu, { priority: "normal", rank: 5 }), NOW);
+    q.add(held("any-normal", anywhere, { priority: "normal", rank: 1 }), NOW);
+    q.add(held("gpu3", gpu, { priority: "low" }), NOW);
+    q.add(held("any-low", anywhere, { priority: "low" }), NOW);
+    // One gpu slot, two plain slots.
+    const ws = [worker("gpu", { labels: ["gpu"], slots: 1 }), worker("plain", { slots: 2 })];
+    const r = pass(q, ws);
+    // gpu1 takes the only gpu slot, so gpu2 and then gpu3 (without a scan) fit nowhere;
+    // the plain slots go to any-high and any-normal in order; any-low finds none left.
+    expect(r.placed).toEqual(["gpu1@gpu", "any-high@plain", "any-normal@plain"]);
+    expect([...q.ordered()].map((e) => e.key)).toEqual(["n-stuck1", "n-stuck2", "gpu2", "gpu3", "any-low"]);
+  });
+
+  it("a task left held by the caller (paused) does not mark its placement as unplaceable", () => {
+    const q = new ReadyQueue<Route>();
+    q.add(held("paused", anywhere, { priority: "critical" }), NOW);
+    q.add(held("next", anywhere), NOW);
+    const r = pass(q, [worker("a")], new Router(), (e) => (e.key === "paused" ? undefined : e.item));
+    expect(r.placed).toEqual(["next@a"]);
+    expect(q.has("paused")).toBe(true);
+  });
+
+  it("pinned tasks: a full pinned worker blocks only the tasks pinned to it", () => {
+    const q = new ReadyQueue<Route>();
+    const pin = (w: string): Task => ({ agent: "shell", placement: { labels: [], requires: [], worker: w }, strategy: "least_loaded" });
+    for (let i = 0; i < 50; i++) q.add(held(`to-full${i}`, pin("full")), NOW);
+    q.add(held("to-free", pin("free")), NOW);
+    const r = pass(q, [worker("full", { busy: 4 }), worker("free")]);
+    expect(r.placed).toEqual(["to-free@free"]);
+    expect(r.chooseCalls).toBe(2);
+  });
+
+  it("stops walking once the last free slot is taken", () => {
+    const q = new ReadyQueue<Route>();
+    for (let i = 0; i < 100; i++) q.add(held(`t${i}`, anywhere), NOW);
+    const r = pass(q, [worker("a", { slots: 2 })]);
+    expect(r.placed).toEqual(["t0@a", "t1@a"]);
+    expect(r.chooseCalls).toBe(2);
+  });
+
+  it("places exactly what the pass without the shortcut places, in the same order, for random clusters", () => {
+    const strategies: Strategy[] = ["least_loaded", "round_robin", "random", "capability_match", "cost_optimized"];
+    for (let seed = 1; seed <= 60; seed++) {
+      const rnd = prng(seed);
+      const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;
+      const ws = Array.from({ length: 3 + Math.floor(rnd() * 12) }, (_, i) => {
+        const slots = 1 + Math.floor(rnd() * 3);
+        return worker(`w${i}`, {
+          slots,
+          busy: Math.floor(rnd() * (slots + 1)),
+          agents: rnd() < 0.8 ? ["shell"] : ["noop"],
+          labels: ["eu", "us", "gpu"].filter(() => rnd() < 0.4),
+          capabilities: ["python", "docker"].filter(() => rnd() < 0.5),
+          accessMode: pick(["subscription", "api", "local"] as const),
+          costPerTask: Math.floor(rnd() * 4),
+        });
+      });
+      const strategy = pick(strategies);
+      const tasks: Task[] = [
+        anywhere,
+        nowhere,
+        { agent: "noop", placement: ANY, strategy },
+        { agent: "shell", placement: { labels: ["eu"], requires: [] }, strategy },
+        { agent: "shell", placement: { labels: ["gpu"], requires: ["python"] }, strategy },
+        { agent: "shell", placement: { labels: [], requires: ["docker"] }, strategy },
+        { agent: "shell", placement: { labels: [], requires: [], worker: pick(ws).id }, strategy },
+      ];
+      const entries = Array.from({ length: 40 + Math.floor(rnd() * 200) }, (_, i) =>
+        held(`t${i}`, pick(tasks), { priority: pick(PRIORITIES), rank: 1 + Math.floor(rnd() * 4), seq: i }),
+      );
+      const fill = () => {
+        const q = new ReadyQueue<Route>();
+        for (const e of entries) q.add(e, NOW);
+        return q;
+      };
+      const copy = () => ws.map((w) => ({ ...w }));
+      const q1 = fill();
+      const q2 = fill();
+      const expected = referencePass(q1, copy(), new Router(prng(seed + 1000)));
+      const got = pass(q2, copy(), new Router(prng(seed + 1000)));
+      expect(got.placed, `seed ${seed}`).toEqual(expected);
+      expect([...q2.ordered()].map((e) => e.key), `seed ${seed}`).toEqual([...q1.ordered()].map((e) => e.key));
+    }
+  });
+});
+
+// ---------------------------------------------------------------- registry: load order
+
+const T0 = "2026-01-01T00:00:00.000Z";
+
+/** A heartbeat record as a worker writes it. */
+function record(over: Partial<WorkerRecord> = {}): WorkerRecord {
+  return {
+    workerId: "w1",
+    host: "h",
+    pid: 1,
+    slots: 2,
+    running: 0,
+    pending: 0,
+    agents: ["shell"],
+    labels: [],
+    capabilities: [],
+    accessMode: "local",
+    costPerTask: 0,
+    active: [],
+    loadSeq: 0,
+    startedAt: T0,
+    heartbeatAt: T0,
+    state: "running",
+    ...over,
+  };
+}
+
+const load = (over: Partial<WorkerLoad> = {}): WorkerLoad => ({ type: "worker.load", workerId: "w1", running: 0, finished: [], loadSeq: 0, ...over });
+
+/**
+ * A registry fed by hand. applyRecord/applyLoad never touch the connection or the
+ * bucket (only start() does, and it is not called), so none is given.
+ */
+function offlineRegistry(clock = new ManualClock()) {
+  return new WorkerRegistry(undefined as never, undefined as never, topology("t"), clock, 1_000, silentLogger, () => undefined);
+}
+
+describe("registry - heartbeat and load report out of order", () => {
+  it("a heartbeat written before a finish but delivered after its load report does not bring back the old load", () => {
+    const reg = offlineRegistry();
+    reg.applyRecord(record({ running: 0, loadSeq: 0 }));
+    // Two tasks start (seq 1, 2); the heartbeat then says running 2 at seq 2...
+    reg.applyRecord(record({ running: 2, loadSeq: 2, active: ["r.a.1", "r.b.1"] }));
+    // ...a third heartbeat is written at seq 2 too, but is still on its way (KV) when both
+    // tasks finish and their load reports (core NATS, seq 3 and 4) arrive first.
+    expect(reg.applyLoad(load({ running: 1, loadSeq: 3, finished: ["r.a.1"] }))).toBe(true);
+    expect(reg.applyLoad(load({ running: 0, loadSeq: 4, finished: ["r.b.1"] }))).toBe(true);
+    expect(reg.candidates()[0]!.busy).toBe(0);
+    const late = record({ running: 2, loadSeq: 2, active: ["r.a.1", "r.b.1"], heartbeatAt: "2026-01-01T00:00:01.000Z", pending: 3 });
+    // Nothing that could free capacity: no dispatch pass needed for it.
+    expect(reg.applyRecord(late)).toBe(false);
+    const view = reg.workers.get("w1")!;
+    expect(view.record.running).toBe(0);
+    expect(view.loadSeq).toBe(4);
+    // The rest of the late record still counts: it is alive and says what it is.
+    expect(view.record.heartbeatAt).toBe(late.heartbeatAt);
+    expect(view.record.pending).toBe(3);
+    expect(reg.candidates()[0]!.busy).toBe(0);
+  });
+
+  it("a load report older than the heartbeat already applied does not overwrite running, but its finished attempts are forgotten", () => {
+    const clock = new ManualClock();
+    const reg = offlineRegistry(clock);
+    reg.applyRecord(record());
+    const view = reg.workers.get("w1")!;
+    // This balancer assigned two attempts.
+    view.outstanding.set("r.a.1", clock.now());
+    view.outstanding.set("r.b.1", clock.now());
+    // On the worker: a starts (seq 1), b starts (2), a finishes (3), c starts (4). The
+    // heartbeat at seq 4 (running b and c) arrives before the report of a's finish (seq 3).
+    reg.applyRecord(record({ running: 2, loadSeq: 4, active: ["r.b.1", "r.c.1"] }));
+    reg.applyLoad(load({ running: 1, loadSeq: 3, finished: ["r.a.1"] }));
+    expect(view.record.running).toBe(2);
+    expect(view.loadSeq).toBe(4);
+    expect([...view.outstanding.keys()]).toEqual(["r.b.1"]);
+  });
+
+  it("applies records and reports in order as before, and an equal sequence (workers that send none: 0) still applies", () => {
+    const reg = offlineRegistry();
+    reg.applyRecord(record({ running: 1 }));
+    reg.applyLoad(load({ running: 0 }));
+    expect(reg.workers.get("w1")!.record.running).toBe(0);
+    reg.applyRecord(record({ running: 2 }));
+    expect(reg.workers.get("w1")!.record.running).toBe(2);
+    // Messages from a worker without the field decode with sequence 0.
+    expect(SCHEMAS.WorkerLoad.schema.parse({ type: "worker.load", workerId: "w1", running: 1 }).loadSeq).toBe(0);
+    const { loadSeq: _omitted, ...old } = record();
+    expect(SCHEMAS.WorkerRecord.schema.parse(old).loadSeq).toBe(0);
+  });
+
+  it("a restarted worker (same id, new startedAt) starts its sequence again", () => {
+    const reg = offlineRegistry();
+    reg.applyRecord(record({ running: 1, loadSeq: 41 }));
+    expect(reg.applyRecord(record({ running: 0, loadSeq: 0, startedAt: "2026-01-01T01:00:00.000Z" }))).toBe(true);
+    expect(reg.workers.get("w1")!.record.running).toBe(0);
+    reg.applyLoad(load({ running: 0, loadSeq: 2 }));
+    reg.applyRecord(record({ running: 1, loadSeq: 3, startedAt: "2026-01-01T01:00:00.000Z" }));
+    expect(reg.workers.get("w1")!.record.running).toBe(1);
+  });
+
+  it("asks for a dispatch pass only when a heartbeat may add capacity", () => {
+    const clock = new ManualClock();
+    const reg = offlineRegistry(clock);
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 2 }))).toBe(true); // new worker
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 2 }))).toBe(false); // nothing new
+    expect(reg.applyRecord(record({ running: 1, loadSeq: 3 }))).toBe(true); // a slot freed
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 4 }))).toBe(false); // busier
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 4, state: "draining" }))).toBe(true); // state changed
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 4 }))).toBe(true); // back to running
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 4, slots: 3 }))).toBe(true);
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 4, slots: 3, labels: ["gpu"] }))).toBe(true);
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 4, slots: 3, labels: ["gpu"] }))).toBe(false);
+    // Silent for more than three heartbeats (gone), then heard again: revived.
+    clock.advance(3_001);
+    expect(reg.candidates()).toEqual([]);
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 4, slots: 3, labels: ["gpu"] }))).toBe(true);
+    // An assignment whose finish report was lost, corrected by the heartbeat.
+    const view = reg.workers.get("w1")!;
+    view.outstanding.set("r.lost.1", clock.now());
+    clock.advance(3_001);
+    expect(reg.applyRecord(record({ running: 2, loadSeq: 4, slots: 3, labels: ["gpu"] }))).toBe(true);
+    expect(view.outstanding.size).toBe(0);
+  });
+
+  it("a load report for an unknown worker is ignored", () => {
+    const reg = offlineRegistry();
+    expect(reg.applyLoad(load({ workerId: "nobody" }))).toBe(false);
+    expect(reg.workers.size).toBe(0);
+  });
+});
+
+describe("registry - over a real nats-server", () => {
+  let ts: TestServer;
+  let scratch: string;
+  beforeAll(async () => {
+    ts = await startTestServer();
+    scratch = await mkdtemp(join(tmpdir(), "ado-balancer-"));
+  });
+  afterAll(async () => {
+    await ts?.stop();
+    await rm(scratch, { recursive: true, force: true });
+  });
+
+  it("a KV heartbeat delivered after the load report of a later finish leaves the worker idle", async () => {
+    const nc = await ts.connect("registry");
+    const { kv, topo } = await provisioned(nc);
+    let changes = 0;
+    const reg = new WorkerRegistry(nc, kv.workers, topo, new ManualClock(), 1_000, silentLogger, () => changes++);
+    await reg.start();
+    try {
+      const put = (r: WorkerRecord) => kv.workers.put(r.workerId, encodeValue(SCHEMAS.WorkerRecord, r));
+      await put(record({ running: 1, loadSeq: 1, active: ["r.a.1"] }));
+      await eventually(() => reg.workers.get("w1")?.record.running === 1, 5_000, "first heartbeat");
+      // The finish: the report goes straight to the balancer over core NATS.
+      const { data, headers } = encode(SCHEMAS.WorkerLoad, load({ running: 0, loadSeq: 2, finished: ["r.a.1"] }));
+      nc.publish(topo.subjects.load("w1"), data, { headers });
+      await eventually(() => reg.workers.get("w1")?.record.running === 0, 5_000, "load report");
+      // The heartbeat written just before the finish lands afterwards (through the KV stream).
+      await put(record({ running: 1, loadSeq: 1, active: ["r.a.1"], pending: 5 }));
+      await eventually(() => reg.workers.get("w1")?.record.pending === 5, 5_000, "late heartbeat");
+      expect(reg.candidates().map((c) => [c.id, c.busy])).toEqual([["w1", 0]]);
+      // The next heartbeat (after the finish) agrees, and a start after it counts again.
+      await put(record({ running: 1, loadSeq: 3, active: ["r.b.1"], pending: 6 }));
+      await eventually(() => reg.workers.get("w1")?.record.pending === 6, 5_000, "next heartbeat");
+      expect(reg.candidates()[0]!.busy).toBe(1);
+      expect(changes).toBeGreaterThanOrEqual(2); // new worker, load report
+    } finally {
+      reg.stop();
+    }
+  });
+
+  it("a worker numbers its heartbeats and load reports so that running and loadSeq agree", async () => {
+    const repo = await makeRepo();
+    const nc = await ts.connect("worker");
+    const { topo } = await provisioned(nc);
+    const workerId = "w-loadseq";
+    const ctx = { nc, topo, kv: await openBuckets(nc, topo), logger: silentLogger };
+    const seen: Array<{ via: "kv" | "load"; running: number; loadSeq: number; finished?: string[] }> = [];
+    const watch = await ctx.kv.workers.watch({ key: workerId });
+    void (async () => {
+      for await (const e of watch) {
+        if (e.operation !== "PUT") continue;
+        const r = decode(SCHEMAS.WorkerRecord, e.value);
+        seen.push({ via: "kv", running: r.running, loadSeq: r.loadSeq });
+      }
+    })();
+    const sub = nc.subscribe(topo.subjects.load(workerId), {
+      callback: (_err, m) => {
+        const l = decode(SCHEMAS.WorkerLoad, m.data, m.headers);
+        seen.push({ via: "load", running: l.running, loadSeq: l.loadSeq, finished: l.finished });
+      },
+    });
+    const worker = await new Worker(ctx, { workerId: workerId as WorkerId, slots: 2, heartbeatMs: 100, worktreeDir: join(scratch, "wt") }).start();
+    try {
+      const base = gitOut(repo.dir, "rev-parse", "HEAD");
+      const at = new Date().toISOString();
+      const work = (taskId: string, run: string) =>
+        encode(SCHEMAS.TaskWork, {
+          type: "task.work",
+          runId: "rseq",
+          taskId,
+          attempt: 1,
+          priority: "normal",
+          task: { id: taskId, run },
+          repo: repo.dir,
+          baseCommit: base,
+          branch: `ado/rseq/${taskId}`,
+          readyAt: at,
+          submittedAt: at,
+          workerId,
+        });
+      const js = jetstream(nc);
+      for (const [id, run] of [["slow", "sleep 0.6"], ["quick", "sleep 0.2"]] as const) {
+        const { data, headers } = work(id, run);
+        await js.publish(topo.subjects.work(workerId), data, { headers });
+      }
+      await eventually(() => seen.filter((s) => s.via === "load").length === 2, 20_000, "two load reports");
+      await eventually(() => seen.some((s) => s.via === "kv" && s.loadSeq === 4), 5_000, "a heartbeat after both finishes");
+      // Two starts and two finishes: the sequence counts all four, and whatever the
+      // interleaving, a message's running count is starts minus finishes at its sequence,
+      // which only works if each message carries the sequence of the count it reports.
+      const reports = seen.filter((s) => s.via === "load");
+      expect(reports.map((r) => [r.running, r.loadSeq])).toEqual([
+        [1, 3],
+        [0, 4],
+      ]);
+      expect(reports.flatMap((r) => r.finished ?? []).sort()).toEqual(["rseq.quick.1", "rseq.slow.1"]);
+      // Heartbeats while both ran say running 2 at sequence 2.
+      expect(seen.some((s) => s.via === "kv" && s.running === 2 && s.loadSeq === 2)).toBe(true);
+      for (const s of seen) {
+        const expected = { 0: 0, 1: 1, 2: 2, 3: 1, 4: 0 }[s.loadSeq];
+        expect(s.running, JSON.stringify(s)).toBe(expected);
+      }
+    } finally {
+      sub.unsubscribe();
+      watch.stop();
+      await worker.close({ graceMs: 1_000, forceMs: 1_000 });
+      await repo.cleanup();
+    }
   });
 });
 

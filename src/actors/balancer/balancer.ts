@@ -6,9 +6,10 @@ import { errorMessage } from "../../runtime/errors.js";
 import { SCHEMAS, type TaskWork } from "../../runtime/messages.js";
 import { ControlView } from "../../runtime/control.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
+import { dispatchPass, type Route } from "./dispatch-pass.js";
 import { ReadyQueue } from "./ready-queue.js";
 import { WorkerRegistry } from "./registry.js";
-import { Router, type Strategy } from "./strategy.js";
+import { placementKey, Router, type Strategy } from "./strategy.js";
 
 export interface BalancerOptions {
   heartbeatMs: number;
@@ -23,6 +24,8 @@ export interface BalancerOptions {
 interface Held {
   work: TaskWork;
   msg: JsMsg;
+  /** How to place it, worked out once on arrival rather than on every dispatch pass. */
+  route: Route;
 }
 
 /**
@@ -113,7 +116,13 @@ export class Balancer extends Actor {
       return;
     }
     const key = `${work.runId}.${work.taskId}.${work.attempt}`;
-    const entry = { key, priority: work.priority, rank: work.rank, seq: m.seq, notBefore: work.notBefore, item: { work, msg: m } };
+    const route: Route = {
+      agent: work.task.agent,
+      placement: work.placement,
+      strategy: work.strategy ?? this.opts.strategy ?? "least_loaded",
+      placementKey: placementKey(work.task.agent, work.placement),
+    };
+    const entry = { key, priority: work.priority, rank: work.rank, seq: m.seq, notBefore: work.notBefore, item: { work, msg: m, route } };
     if (!this.queue.add(entry, this.clock.now())) {
       // A redelivery of a message we hold: ack through the newest delivery from now on.
       const held = this.queue.remove(key)!;
@@ -137,8 +146,6 @@ export class Balancer extends Actor {
     const now = this.clock.now();
     this.queue.promote(now);
     const candidates = this.registry.candidates();
-    let free = 0;
-    for (const c of candidates) free += Math.max(0, c.slots - c.busy);
     if (this.purgeCancelled) {
       this.purgeCancelled = false;
       for (const e of this.queue.all()) {
@@ -148,25 +155,26 @@ export class Balancer extends Actor {
         e.item.msg.ack();
       }
     }
-    for (const entry of this.queue.ordered()) {
-      if (free <= 0) break;
-      const { work } = entry.item;
-      const control = this.control.stateOf(work.runId, work.taskId);
-      if (control === "paused") continue; // held until resumed
-      if (control === "cancelled") {
-        this.queue.remove(entry.key); // arrived after the purge
-        entry.item.msg.ack();
-        continue;
-      }
-      const strategy = work.strategy ?? this.opts.strategy ?? "least_loaded";
-      const pick = this.router.choose(strategy, candidates, work.task.agent, work.placement);
-      if (!pick) continue; // nothing fits this one now; a lower task may still fit elsewhere
-      this.queue.remove(entry.key);
-      pick.busy++;
-      free--;
-      pick.view.outstanding.set(entry.key, now);
-      this.send(entry.key, entry.item, pick.id);
-    }
+    dispatchPass(
+      this.queue,
+      candidates,
+      this.router,
+      (entry) => {
+        const { work } = entry.item;
+        const control = this.control.stateOf(work.runId, work.taskId);
+        if (control === "paused") return undefined; // held until resumed
+        if (control === "cancelled") {
+          this.queue.remove(entry.key); // arrived after the purge
+          entry.item.msg.ack();
+          return undefined;
+        }
+        return entry.item.route;
+      },
+      (entry, pick) => {
+        pick.view.outstanding.set(entry.key, now);
+        this.send(entry.key, entry.item, pick.id);
+      },
+    );
     this.armDueTimer();
   }
 

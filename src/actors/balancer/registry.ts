@@ -3,7 +3,7 @@ import type { NatsConnection, Subscription } from "@nats-io/transport-node";
 import type { Clock } from "../../runtime/clock.js";
 import { decode } from "../../runtime/codec.js";
 import type { Logger } from "../../runtime/logger.js";
-import { SCHEMAS, type WorkerRecord } from "../../runtime/messages.js";
+import { SCHEMAS, type WorkerLoad, type WorkerRecord } from "../../runtime/messages.js";
 import type { Topology } from "../../runtime/topology.js";
 import type { Candidate } from "./strategy.js";
 
@@ -14,13 +14,25 @@ export interface WorkerView {
   outstanding: Map<string, number>;
   /** Local time of the last registry update or load report. */
   seenAt: number;
+  /**
+   * Load sequence of the `running` figure in `record` (the highest applied so far, from
+   * a heartbeat record or a load report). Anything older does not overwrite it.
+   */
+  loadSeq: number;
 }
+
+const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 /**
  * The live worker registry, kept in memory from a KV watch of the workers bucket (the
  * heartbeats) plus the core-NATS load reports workers send on every finish. A worker
  * silent for three heartbeats is treated as gone. `onChange` fires whenever capacity
- * may have changed.
+ * may have grown (not on every heartbeat: one that changes nothing needs no dispatch).
+ *
+ * The two feeds travel apart, so a heartbeat written before a finish can arrive after
+ * that finish's load report. Both carry the worker's load sequence, and the `running`
+ * count kept is the one with the highest sequence; otherwise the late heartbeat would
+ * make an idle worker look busy until the next one.
  */
 export class WorkerRegistry {
   readonly workers = new Map<string, WorkerView>();
@@ -46,25 +58,21 @@ export class WorkerRegistry {
           this.workers.delete(e.key);
           continue;
         }
+        let record: WorkerRecord;
         try {
-          this.onRecord(decode(SCHEMAS.WorkerRecord, e.value));
+          record = decode(SCHEMAS.WorkerRecord, e.value);
         } catch (err) {
           this.log.warn({ key: e.key, err: String(err) }, "unreadable worker record ignored");
+          continue;
         }
-        this.onChange();
+        if (this.applyRecord(record)) this.onChange();
       }
     })();
     this.sub = this.nc.subscribe(this.topo.subjects.loadAll, {
       callback: (err, msg) => {
         if (err) return;
         try {
-          const load = decode(SCHEMAS.WorkerLoad, msg.data, msg.headers);
-          const view = this.workers.get(load.workerId);
-          if (!view) return;
-          for (const key of load.finished) view.outstanding.delete(key);
-          view.record = { ...view.record, running: load.running };
-          view.seenAt = this.clock.now();
-          this.onChange();
+          if (this.applyLoad(decode(SCHEMAS.WorkerLoad, msg.data, msg.headers))) this.onChange();
         } catch (err) {
           this.log.warn({ subject: msg.subject, err: String(err) }, "unreadable load report ignored");
         }
@@ -72,21 +80,66 @@ export class WorkerRegistry {
     });
   }
 
-  private onRecord(record: WorkerRecord): void {
+  /**
+   * Applies a heartbeat record from the KV watch. Returns whether the worker's capacity
+   * may have grown (new or revived worker, fewer running, new slots, agents, labels or
+   * capabilities, back to `running`), i.e. whether a dispatch pass could place more.
+   */
+  applyRecord(incoming: WorkerRecord): boolean {
     const now = this.clock.now();
-    const view = this.workers.get(record.workerId);
+    const view = this.workers.get(incoming.workerId);
     if (!view) {
-      this.workers.set(record.workerId, { record, outstanding: new Map(), seenAt: now });
-      return;
+      this.workers.set(incoming.workerId, { record: incoming, outstanding: new Map(), seenAt: now, loadSeq: incoming.loadSeq });
+      return true;
     }
+    const prev = view.record;
+    const wasLive = view.seenAt >= now - 3 * this.heartbeatMs;
+    // A restarted worker (same id) counts its sequence from 0 again.
+    const restarted = incoming.startedAt !== prev.startedAt;
+    const stale = !restarted && incoming.loadSeq < view.loadSeq;
+    // A stale record still proves the worker alive and says what it is (state, labels):
+    // only its load is older than what we hold.
+    const record = stale ? { ...incoming, running: prev.running } : incoming;
+    if (!stale) view.loadSeq = incoming.loadSeq;
     view.record = record;
     view.seenAt = now;
-    // A finish whose load report was lost: the heartbeat no longer lists the attempt,
-    // and it was assigned long enough ago to have reached the worker.
-    const active = new Set(record.active);
-    for (const [key, at] of view.outstanding) {
-      if (!active.has(key) && now - at > 3 * this.heartbeatMs) view.outstanding.delete(key);
+    let freed = false;
+    if (!stale) {
+      // A finish whose load report was lost: the heartbeat no longer lists the attempt,
+      // and it was assigned long enough ago to have reached the worker.
+      const active = new Set(record.active);
+      for (const [key, at] of view.outstanding) {
+        if (!active.has(key) && now - at > 3 * this.heartbeatMs) freed = view.outstanding.delete(key) || freed;
+      }
     }
+    return (
+      freed ||
+      restarted ||
+      !wasLive ||
+      record.running < prev.running ||
+      record.slots > prev.slots ||
+      record.state !== prev.state ||
+      !sameList(record.agents, prev.agents) ||
+      !sameList(record.labels, prev.labels) ||
+      !sameList(record.capabilities, prev.capabilities)
+    );
+  }
+
+  /**
+   * Applies a load report (sent by a worker on every finish). Its finished attempts are
+   * forgotten whatever the order; its `running` only when no newer figure was applied.
+   * Returns whether capacity may have grown (always, for a known worker: a task ended).
+   */
+  applyLoad(load: WorkerLoad): boolean {
+    const view = this.workers.get(load.workerId);
+    if (!view) return false;
+    for (const key of load.finished) view.outstanding.delete(key);
+    if (load.loadSeq >= view.loadSeq) {
+      view.loadSeq = load.loadSeq;
+      view.record = { ...view.record, running: load.running };
+    }
+    view.seenAt = this.clock.now();
+    return true;
   }
 
   stop(): void {

@@ -59,6 +59,11 @@ export class Worker extends Actor {
   private requested = 0;
   private pending = 0;
   private finishedSinceReport: string[] = [];
+  /**
+   * Goes up on every start and finish. The heartbeat record and the load report both
+   * carry it, so the balancer can tell which of the two (sent on separate paths) is newer.
+   */
+  private loadSeq = 0;
   private readonly wake = new Signal();
   private readonly fetches = new Set<ConsumerMessages>();
   private heartbeat?: NodeJS.Timeout;
@@ -238,10 +243,12 @@ export class Worker extends Actor {
     if (this.control.stateOf(work.runId, work.taskId) === "paused") suspender.pause();
     const entry: Running = { work, msg: m, abort, suspender, done: Promise.resolve() };
     this.active.set(key, entry);
+    this.loadSeq++;
     entry.done = this.execute(key, work, m, abort.signal, suspender)
       .catch((err) => this.log.error({ key, err: errorMessage(err) }, "task execution failed"))
       .finally(() => {
         this.active.delete(key);
+        this.loadSeq++;
         this.finishedSinceReport.push(key);
         this.reportLoad();
         this.wake.notify();
@@ -465,6 +472,7 @@ export class Worker extends Actor {
       accessMode: this.opts.accessMode ?? "local",
       costPerTask: this.opts.costPerTask ?? 0,
       active: [...this.active.keys()],
+      loadSeq: this.loadSeq,
       startedAt: this.startedAt,
       heartbeatAt: new Date().toISOString(),
       state,
@@ -485,7 +493,13 @@ export class Worker extends Actor {
   private reportLoad(): void {
     const finished = this.finishedSinceReport.splice(0);
     try {
-      const { data, headers } = encode(SCHEMAS.WorkerLoad, { type: "worker.load", workerId: this.id, running: this.runningCount, finished });
+      const { data, headers } = encode(SCHEMAS.WorkerLoad, {
+        type: "worker.load",
+        workerId: this.id,
+        running: this.runningCount,
+        finished,
+        loadSeq: this.loadSeq,
+      });
       this.ctx.nc.publish(this.ctx.topo.subjects.load(this.id), data, { headers });
     } catch (err) {
       this.log.debug({ err: errorMessage(err) }, "load report not sent");
