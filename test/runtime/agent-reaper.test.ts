@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
+import { runProcessGroup, Suspender } from "../../src/actors/worker/agents/process.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CHILD = fileURLToPath(new URL("../fixtures/agent-child.ts", import.meta.url));
@@ -67,4 +68,23 @@ describe("agent reaper", () => {
       expect(await gone(reaper, 5_000)).toBe(true);
     }, 15_000);
   }
+});
+
+describe("agent process group", () => {
+  it("ends when the agent exits, though a background process still holds its output, and kills that process", async () => {
+    let out = "";
+    const started = Date.now();
+    const outcome = await runProcessGroup("sh", ["-c", "sleep 60 & echo bg=$!; echo done"], {
+      env: {},
+      task: { id: "t", agent: "shell", prompt: "", run: "" } as never,
+      signal: new AbortController().signal,
+      suspender: new Suspender(),
+      onOutput: (_s, d) => (out += d),
+    }, { timeoutMs: 30_000 });
+    expect(outcome.ok).toBe(true);
+    expect(Date.now() - started).toBeLessThan(10_000); // not the 60 s sleep, nor the timeout
+    expect(out).toContain("done");
+    const bg = Number(/bg=(\d+)/.exec(out)![1]);
+    expect(await gone(bg, 2_000)).toBe(true);
+  }, 40_000);
 });

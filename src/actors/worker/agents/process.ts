@@ -133,6 +133,10 @@ export function runProcessGroup(
         },
       });
     });
+    // The agent is done when its leader exits: what it left running in the background
+    // (a dev server, a watcher) would otherwise hold the output pipes open, and the task,
+    // until its timeout. What they already wrote is still in the pipes and is read.
+    child.once("exit", () => signalGroup(child.pid, "SIGKILL"));
     // 'close' waits for the output pipes, so no output is lost after exit.
     child.once("close", (code, signal) => {
       if (stopReason === "timeout") {
