@@ -125,8 +125,17 @@ function wireDocs(): Record<string, WireDoc> {
     },
     "merge.request": {
       form: "output",
-      summary: "Fold a finished task's commit into the run's integration branch (or, with `releaseOnly`, only free its worktree).",
-      carriers: [{ kind: "stream", where: s.merge("<runId>"), detail: stream("merge"), writer: "scheduler", reader: "merge coordinator" }],
+      summary:
+        "What the merge coordinator consumes: fold a finished task's commit into the run's integration branch with the run's merge settings (with `releaseOnly`, only free its worktree; with `resolution`, carry out a person's choice), or (`merge.into`) update the branch a successful run asked for.",
+      carriers: [
+        {
+          kind: "stream",
+          where: s.merge("<runId>"),
+          detail: stream("merge"),
+          writer: "scheduler; `ado hitl resolve` (with `resolution`)",
+          reader: "merge coordinator",
+        },
+      ],
     },
     event: {
       form: "output",
@@ -143,7 +152,7 @@ function wireDocs(): Record<string, WireDoc> {
           kind: "stream",
           where: eventSubject("task.<kind>", "<taskId>"),
           detail: stream("events"),
-          writer: "scheduler, workers",
+          writer: "scheduler, workers, merge coordinator (`merge_*`)",
           reader: "anyone",
         },
       ],
@@ -197,6 +206,20 @@ function wireDocs(): Record<string, WireDoc> {
       summary: "The scheduler's record of one task.",
       carriers: [
         { kind: "kv", where: t.buckets.tasks, detail: "key `<runId>.<taskId>`", writer: "scheduler", reader: "scheduler, operators" },
+      ],
+    },
+    "hitl.record": {
+      form: "output",
+      summary:
+        "A merge that needs a person (conflict nothing resolved, or a failed validation): what `ado hitl show` prints and `ado hitl resolve` needs.",
+      carriers: [
+        {
+          kind: "kv",
+          where: t.buckets.hitl,
+          detail: "key `<runId>.<taskId>`",
+          writer: "merge coordinator; `ado hitl resolve --manual` (compare-and-set)",
+          reader: "`ado hitl`, operators",
+        },
       ],
     },
     "dead.letter": {

@@ -79,14 +79,14 @@ export class Stack {
             ? new Scheduler(instance, ctx, { maxQueued: config.maxQueued })
             : kind === "balancer"
               ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy })
-              : new Merger(instance, ctx, { worktreeDir });
+              : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
         actors.push(await actor.start());
       }
       for (let i = 0; i < (opts.workers ?? config.workers); i++) {
         const workerId = newWorkerId(hostname());
         const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
         workers.push(
-          await new Worker(ctx, { workerId, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, ...config.worker }).start(),
+          await new Worker(ctx, { workerId, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, ...config.worker }).start(),
         );
       }
       return stack;

@@ -104,13 +104,16 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
       const state = run.paused && run.status === "running" ? "paused" : run.status;
       process.stdout.write(`run ${run.runId} (${run.name}): ${state}${run.error ? ` - ${run.error}` : ""}\n`);
       const w = Math.max(4, ...tasks.map((t) => t.id.length));
+      // needs_attention is the longest status; the column fits the ones present.
+      const sw = Math.max(9, ...tasks.map((t) => t.status.length));
       for (const t of tasks) {
         const ms = elapsed(t.startedAt, t.finishedAt);
         const time = ms === null ? "" : `${(ms / 1000).toFixed(1)}s`;
         process.stdout.write(
-          `  ${t.id.padEnd(w)}  ${t.status.padEnd(9)} ${time.padStart(7)}  attempt ${t.attempts}  ${t.workerId ?? ""}${t.error ? `  ${t.error}` : ""}\n`,
+          `  ${t.id.padEnd(w)}  ${t.status.padEnd(sw)} ${time.padStart(7)}  attempt ${t.attempts}  ${t.workerId ?? ""}${t.error ? `  ${t.error}` : ""}\n`,
         );
       }
+      if (run.status === "needs_attention") process.stdout.write(`  waiting for a person: ado hitl list\n`);
     }
     return Exit.ok;
   });

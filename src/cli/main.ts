@@ -5,6 +5,8 @@ import { CliError, Exit, parseIntFlag } from "./common.js";
 import { runCommand } from "./run.js";
 import { attachCommand, controlCommand, detachCommand, statusCommand } from "./live.js";
 import { actorCommand, upCommand, workerCommand } from "./serve.js";
+import { hitlCommands } from "./hitl.js";
+import { registerWorktreeCommands } from "./worktrees.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -32,7 +34,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("-d, --detach", "submit, print the run id and return; the run goes on (needs `ado up` or --server)")
       .option("--wait", "if the queue is full, wait and submit again until accepted (default: exit 2 with 'queue full')")
       .addOption(new Option("--agent <name>", "agent of a single task").default("shell"))
-      .option("--cmd <command>", "command of a single shell task"),
+      .option("--cmd <command>", "command of a single shell task")
+      .option("--remote <url>", "git URL every worker can reach: workers without the repository work from clones of it (remote mode)"),
   ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
 
   common(
@@ -114,6 +117,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--all", "include finished runs")
       .option("--json", "print JSON"),
   ).action(async (flags) => setExit(await statusCommand(undefined, flags)));
+
+  hitlCommands(program, common, setExit);
+  registerWorktreeCommands(program, common, setExit);
 
   return program;
 }

@@ -1,3 +1,4 @@
+import { TaskTracker } from "../runtime/client.js";
 import type { AdoEvent, TaskStatus } from "../runtime/messages.js";
 
 /** Something that shows a run's events to a person. */
@@ -11,33 +12,30 @@ const SYMBOL: Record<TaskStatus, string> = {
   queued: "○",
   running: "◐",
   merging: "⇢",
+  needs_attention: "?",
   succeeded: "✓",
   failed: "✗",
   skipped: "-",
   cancelled: "⊘",
 };
 
-interface Row {
-  id: string;
-  status: TaskStatus;
-  attempt: number;
-  worker?: string;
-  startedAt?: number;
-  finishedAt?: number;
-  lastLine?: string;
-}
-
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
 
 /**
  * Live view for a terminal: one row per task with its state, elapsed time, worker and
- * last output line, redrawn in place ten times a second.
+ * last output line, redrawn in place ten times a second. Task state comes from the
+ * client's TaskTracker (the same event -> status mapping `ado run --json` reports);
+ * this view adds only what it shows beside it.
  */
 export class TerminalProgress implements ProgressView {
-  private rows = new Map<string, Row>();
+  private readonly tracker = new TaskTracker();
+  /** Per task: its last output line, or the latest thing that happened to it. */
+  private readonly lastLine = new Map<string, string>();
   private drawn = 0;
   private timer: NodeJS.Timeout;
   private title = "";
+  /** A line under the table: the run waits for a person, or how merge.into went. */
+  private footer = "";
   private readonly started = Date.now();
 
   constructor(private readonly out: NodeJS.WriteStream) {
@@ -45,77 +43,82 @@ export class TerminalProgress implements ProgressView {
   }
 
   onEvent(e: AdoEvent): void {
-    if (e.type === "run.accepted") {
-      this.title = `run ${e.runId} (${e.name}): ${e.tasks.length} tasks`;
-      for (const t of e.tasks) this.rows.set(t.id, { id: t.id, status: "pending", attempt: 0 });
-      for (const id of e.queued) this.rows.set(id, { id, status: "queued", attempt: 1 });
-      return;
-    }
-    if (!("taskId" in e)) return;
-    const row = this.rows.get(e.taskId);
-    if (!row) return;
+    this.tracker.apply(e);
     switch (e.type) {
-      case "task.queued":
-        Object.assign(row, { status: "queued", attempt: e.attempt });
-        break;
-      case "task.started":
-        Object.assign(row, { status: "running", worker: e.workerId, startedAt: Date.parse(e.at), finishedAt: undefined });
-        break;
-      case "task.output": {
-        const line = e.data.trimEnd().split("\n").pop();
-        if (line) row.lastLine = line;
-        break;
-      }
-      case "task.succeeded":
-        Object.assign(row, { status: "merging", finishedAt: Date.parse(e.finishedAt) });
-        break;
-      case "task.merged":
-        row.status = "succeeded";
+      case "run.accepted":
+        this.title = `run ${e.runId} (${e.name}): ${e.tasks.length} tasks`;
+        return;
+      case "run.needs_attention":
+        this.footer = `needs attention: ${e.tasks.map((t) => t.taskId).join(", ")} (ado hitl list)`;
+        return;
+      case "run.continued":
+        this.footer = "";
+        return;
+      case "run.merged_into":
+        this.footer = `${e.into}: ${e.status}${e.reason ? ` (${e.reason})` : ""}`;
+        return;
+    }
+    if (!("taskId" in e) || !this.tracker.tasks.has(e.taskId)) return;
+    const note = (line: string | undefined) => line && this.lastLine.set(e.taskId, line);
+    switch (e.type) {
+      case "task.output":
+        note(e.data.trimEnd().split("\n").pop());
         break;
       case "task.failed":
-        Object.assign(row, { status: e.willRetry ? "queued" : "failed", finishedAt: Date.parse(e.finishedAt), lastLine: e.error });
+        note(e.error);
         break;
       case "task.skipped":
-        Object.assign(row, { status: "skipped", lastLine: e.reason });
-        break;
       case "task.cancelled":
-        Object.assign(row, { status: "cancelled", lastLine: e.reason });
+        note(e.reason);
         break;
       case "task.paused":
-        row.lastLine = "paused";
+        note("paused");
         break;
       case "task.resumed":
-        row.lastLine = "resumed";
+        note("resumed");
         break;
       case "task.retrying":
-        Object.assign(row, { status: "queued", lastLine: `retrying in ${seconds(Math.max(0, e.notBefore - Date.parse(e.at)))}: ${e.error}` });
+        note(`retrying in ${seconds(Math.max(0, e.notBefore - Date.parse(e.at)))}: ${e.error}`);
         break;
       case "merge.conflict":
-        Object.assign(row, { status: "failed", lastLine: `conflict in ${e.files.join(", ")}` });
+        // A conflict is escalated (merge.hitl_required follows) unless the merger predates HITL.
+        note(`conflict in ${e.files.join(", ")}`);
+        break;
+      case "merge.resolved":
+        note(`resolved ${e.paths.map((p) => `${p.path} (${p.by})`).join(", ")}`);
+        break;
+      case "merge.hitl_required":
+        note(`${e.reason === "validation" ? "validation failed" : "conflict"}: ado hitl show ${e.hitlId}`);
         break;
     }
   }
 
   private draw(): void {
     const width = this.out.columns || 100;
-    const idWidth = Math.min(24, Math.max(4, ...[...this.rows.keys()].map((k) => k.length)));
+    const tasks = this.tracker.tasks;
+    const idWidth = Math.min(24, Math.max(4, ...[...tasks.keys()].map((k) => k.length)));
     const lines = [`${this.title || "submitting…"}  ${seconds(Date.now() - this.started)}`];
     // Very large runs: show counts, not one row per task.
-    if (this.rows.size > 40) {
+    if (tasks.size > 40) {
       const counts = new Map<TaskStatus, number>();
-      for (const r of this.rows.values()) counts.set(r.status, (counts.get(r.status) ?? 0) + 1);
+      for (const t of tasks.values()) counts.set(t.status, (counts.get(t.status) ?? 0) + 1);
       lines.push("  " + [...counts].map(([s, n]) => `${SYMBOL[s]} ${s} ${n}`).join("   "));
     } else {
-      for (const r of this.rows.values()) {
-        const elapsed = r.startedAt ? seconds((r.finishedAt ?? Date.now()) - r.startedAt) : "";
-        const attempt = r.attempt > 1 ? ` (attempt ${r.attempt})` : "";
-        const head = `  ${SYMBOL[r.status]} ${r.id.padEnd(idWidth)} ${r.status.padEnd(9)} ${elapsed.padStart(6)}${attempt}`;
-        const tail = r.lastLine ? `  ${r.lastLine}` : "";
+      for (const t of tasks.values()) {
+        const started = t.startedAt ? Date.parse(t.startedAt) : undefined;
+        const elapsed = started ? seconds((t.finishedAt ? Date.parse(t.finishedAt) : Date.now()) - started) : "";
+        const attempt = t.attempts > 1 ? ` (attempt ${t.attempts})` : "";
+        const state = t.status === "needs_attention" ? "attention" : t.status;
+        const head = `  ${SYMBOL[t.status]} ${t.id.padEnd(idWidth)} ${state.padEnd(9)} ${elapsed.padStart(6)}${attempt}`;
+        const last = this.lastLine.get(t.id);
+        const tail = last ? `  ${last}` : "";
         lines.push((head + `\x1b[2m${tail}`).slice(0, width + 4) + "\x1b[0m");
       }
     }
+    if (this.footer) lines.push(`  ${this.footer}`.slice(0, width));
     let frame = this.drawn ? `\x1b[${this.drawn}F` : "";
-    frame += lines.map((l) => `\x1b[2K${l}`).join("\n") + "\n";
+    // Erase below too: the footer line comes and goes.
+    frame += lines.map((l) => `\x1b[2K${l}`).join("\n") + "\n\x1b[J";
     this.out.write(frame);
     this.drawn = lines.length;
   }
@@ -166,6 +169,16 @@ export class LineProgress implements ProgressView {
         return say(`${e.taskId}: skipped: ${e.reason}`);
       case "merge.conflict":
         return say(`${e.taskId}: merge conflict in ${e.files.join(", ")}`);
+      case "merge.resolved":
+        return say(`${e.taskId}: resolved ${e.paths.map((p) => `${p.path} (${p.by})`).join(", ")}`);
+      case "merge.hitl_required":
+        return say(`${e.taskId}: needs attention (${e.reason}): ${e.message} - ado hitl show ${e.hitlId}`);
+      case "run.needs_attention":
+        return say(`run needs attention: ${e.tasks.map((t) => t.taskId).join(", ")}`);
+      case "run.continued":
+        return say(`run continues`);
+      case "run.merged_into":
+        return say(`${e.into}: ${e.status === "refused" || e.status === "error" ? `not updated (${e.status}): ${e.reason}` : `${e.status} to ${e.commit?.slice(0, 10)}`}`);
       case "task.cancelled":
         return say(`${e.taskId}: cancelled: ${e.reason}`);
       case "task.retrying":

@@ -1,10 +1,11 @@
 import { hostname, userInfo } from "node:os";
 import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decode, encode } from "./codec.js";
+import { decode, encode, encodeValue } from "./codec.js";
 import { AdoError, errorMessage } from "./errors.js";
 import { openRepo, resolveCommit } from "./git/index.js";
-import { formatIssues, GraphDefSchema, validateGraph, type GraphInput } from "./graph.js";
+import { publishRunBase } from "./git/remote.js";
+import { formatIssues, GraphDefSchema, validateGraph, type GraphInput, type MergeSettings } from "./graph.js";
 import { GraphError } from "./errors.js";
 import { newRunId, type RunId } from "./ids.js";
 import type { KV } from "@nats-io/kv";
@@ -16,6 +17,9 @@ import {
   type ControlAction,
   type ControlRequest,
   type EventOf,
+  type HitlRecord,
+  type MergeIntoOutcome,
+  type MergeRequest,
   type RunRecord,
   type TaskStatus,
   type TaskSummary,
@@ -53,6 +57,13 @@ export interface SubmitOptions {
   runId?: RunId;
   /** Override the dedupe id (default: the run id). */
   msgID?: string;
+  /** The run's effective merge settings (see resolveMergeSettings); default: the graph's. */
+  merge?: MergeSettings;
+  /**
+   * A git URL every host can reach (remote mode): the run's base commit is pushed there
+   * before the run is submitted, and hosts without the repository work from clones.
+   */
+  remote?: string;
 }
 
 export interface Submitted {
@@ -61,22 +72,40 @@ export interface Submitted {
   baseCommit?: string;
 }
 
-/** How a run ended, as seen by the client. */
+/** A merge waiting for a person, as run.needs_attention lists it. */
+export interface AttentionItem {
+  taskId: string;
+  hitlId: string;
+  message: string;
+}
+
+/**
+ * How a run ended, or where it stopped, as seen by the client. `needs_attention`: it
+ * waits for a person (`ado hitl`); `running`: the watch's `until` stopped it early.
+ */
 export interface RunOutcome {
   runId: RunId;
-  status: "succeeded" | "failed" | "cancelled" | "rejected";
+  status: "succeeded" | "failed" | "cancelled" | "rejected" | "needs_attention" | "running";
   integrationBranch?: string;
   integrationCommit?: string;
   error?: string;
   /** For a rejected run: why (`queue_full` means: try again later). */
   code?: "invalid" | "queue_full";
   tasks: TaskSummary[];
+  /** For `needs_attention`: the merges waiting. */
+  attention?: AttentionItem[];
+  /** With `merge.into`: how the target branch was updated, or why not. */
+  mergeInto?: MergeIntoOutcome;
 }
 
 export interface WatchOptions {
   onEvent?: (event: AdoEvent) => void;
   /** Replay from this time instead of the run's beginning. */
   since?: Date;
+  /** Start after this events-stream sequence (see lastEventSequence): only what happens next. */
+  afterSequence?: number;
+  /** Stop at the first event for which this is true (outcome status `running`). */
+  until?: (event: AdoEvent) => boolean;
   /** Called once if no scheduler has answered after this long (the run stays queued). */
   onNoScheduler?: () => void;
   noSchedulerAfterMs?: number;
@@ -115,14 +144,21 @@ export class AdoClient {
       repo = info.topLevel;
       baseCommit = await resolveCommit(repo, "HEAD");
     }
+    if (opts.remote) {
+      if (!repo || !baseCommit) throw new AdoError("--remote needs a repository to take the run's base commit from: pass --repo");
+      // Before the submission: a worker may take the first task the moment it is accepted.
+      await publishRunBase(repo, opts.remote, runId, baseCommit);
+    }
     const { data, headers } = encode(SCHEMAS.SubmitRun, {
       type: "run.submit",
       runId,
       graph,
       repo,
       baseCommit,
+      ...(opts.remote ? { remote: opts.remote } : {}),
       submittedAt: new Date().toISOString(),
       submittedBy: `${safeUser()}@${hostname()}`,
+      ...(repo && opts.merge ? { merge: opts.merge } : {}),
     });
     // The run id doubles as the message id: a retried submission is deduplicated.
     await this.js.publish(this.topo.subjects.submit, data, { headers, msgID: opts.msgID ?? runId, timeout: 10_000 });
@@ -130,16 +166,23 @@ export class AdoClient {
   }
 
   /**
-   * Replays a run's events from the start, then follows live, until it completes or is
-   * rejected. Uses an ordered consumer, so a reconnect resumes without gap or duplicate.
+   * Replays a run's events from the start, then follows live, until it completes, is
+   * rejected, or waits for a person (needs_attention). Uses an ordered consumer, so a
+   * reconnect resumes without gap or duplicate.
+   *
+   * A run that waited for a person before and went on has a run.needs_attention in its
+   * past: that one is history, not a stop. A stop is a run.needs_attention not followed
+   * by run.continued by the time the replay has caught up with the stream.
    */
   async watch(runId: RunId, opts: WatchOptions = {}): Promise<RunOutcome> {
+    const start =
+      opts.afterSequence !== undefined
+        ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.afterSequence + 1 }
+        : opts.since
+          ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() }
+          : { deliver_policy: DeliverPolicy.All };
     const consumer = await retrying(
-      () =>
-        this.js.consumers.get(this.topo.streams.events.name, {
-          filter_subjects: this.topo.subjects.runEvents(runId),
-          ...(opts.since ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() } : { deliver_policy: DeliverPolicy.All }),
-        }),
+      () => this.js.consumers.get(this.topo.streams.events.name, { filter_subjects: this.topo.subjects.runEvents(runId), ...start }),
       opts.signal,
     );
     const messages = await consumer.consume();
@@ -152,6 +195,7 @@ export class AdoClient {
     }, opts.noSchedulerAfterMs ?? 10_000);
     const onAbort = () => void messages.close();
     opts.signal?.addEventListener("abort", onAbort, { once: true });
+    let waiting: EventOf<"run.needs_attention"> | undefined;
     try {
       for await (const m of messages) {
         let event: AdoEvent;
@@ -167,6 +211,20 @@ export class AdoClient {
         opts.onEvent?.(event);
         if (event.type === "run.completed") return tracker.outcome(event);
         if (event.type === "run.rejected") return { runId, status: "rejected", error: event.reason, code: event.code, tasks: [] };
+        if (opts.until?.(event)) return { runId, status: "running", tasks: [...tracker.tasks.values()] };
+        if (event.type === "run.needs_attention") waiting = event;
+        else if (event.type === "run.continued") waiting = undefined;
+        // Caught up with the stream while the run waits: that is where it stands now.
+        if (waiting && m.info.pending === 0) {
+          return {
+            runId,
+            status: "needs_attention",
+            ...(tracker.integrationBranch ? { integrationBranch: tracker.integrationBranch } : {}),
+            tasks: [...tracker.tasks.values()],
+            attention: waiting.tasks,
+            error: attentionText(waiting.tasks),
+          };
+        }
       }
       throw new WatchAbortedError(`stopped watching run ${runId}; it goes on (ado attach ${runId})`);
     } finally {
@@ -224,13 +282,13 @@ export class AdoClient {
     throw new AdoError(`'${spec}' is neither a run nor a task of an active run: list them with \`ado parallel status\``);
   }
 
-  /** Runs known to the scheduler, newest first; `active` keeps the running ones. */
+  /** Runs known to the scheduler, newest first; `active` keeps the running ones (and those waiting for a person). */
   async runs(opts: { active?: boolean } = {}): Promise<RunRecord[]> {
     const kv = (await this.kv()).runs;
     const out: RunRecord[] = [];
     for await (const key of await kv.keys()) {
       const run = await this.run_(key);
-      if (run && (!opts.active || run.status === "running")) out.push(run);
+      if (run && (!opts.active || run.status === "running" || run.status === "needs_attention")) out.push(run);
     }
     return out.sort((a, b) => (a.acceptedAt < b.acceptedAt ? 1 : -1));
   }
@@ -266,6 +324,67 @@ export class AdoClient {
       tasks.push({ id: def.id, status, attempts, workerId, startedAt, finishedAt: rec?.finishedAt, error: rec?.error, needs: def.needs });
     }
     return { run, tasks };
+  }
+
+  /** The scheduler's record of a run, if it knows the run. */
+  runRecord(runId: string): Promise<RunRecord | undefined> {
+    return this.run_(runId);
+  }
+
+  /** Sequence of the newest message in the events stream: pass it as `afterSequence` to follow only what comes next. */
+  async lastEventSequence(): Promise<number> {
+    const jsm = await this.js.jetstreamManager();
+    return (await jsm.streams.info(this.topo.streams.events.name)).state.last_seq;
+  }
+
+  /** Every HITL record (merges that need or needed a person), oldest first, with its KV revision. */
+  async hitlRecords(): Promise<{ record: HitlRecord; revision: number }[]> {
+    const kv = (await this.kv()).hitl;
+    const out: { record: HitlRecord; revision: number }[] = [];
+    for await (const key of await kv.keys()) {
+      const found = await this.hitlRecord(key);
+      if (found) out.push(found);
+    }
+    return out.sort((a, b) => (a.record.createdAt < b.record.createdAt ? -1 : 1));
+  }
+
+  /** One HITL record by id (`<runId>.<taskId>`) with its revision, for a compare-and-set update. */
+  async hitlRecord(id: string): Promise<{ record: HitlRecord; revision: number } | undefined> {
+    const e = await (await this.kv()).hitl.get(id).catch(() => null);
+    return e?.operation === "PUT" ? { record: decode(SCHEMAS.HitlRecord, e.value), revision: e.revision } : undefined;
+  }
+
+  /**
+   * Updates a HITL record only if it is still at `revision` (`--manual` records its
+   * worktree this way); returns the new revision, or throws if someone changed it.
+   */
+  async updateHitlRecord(record: HitlRecord, revision: number): Promise<number> {
+    return (await this.kv()).hitl.update(record.id, encodeValue(SCHEMAS.HitlRecord, record), revision);
+  }
+
+  /**
+   * Asks the merge coordinator to carry out a person's choice for the record's current
+   * round. Deduplicated per round: sending the same round twice carries it out once.
+   */
+  async requestResolution(record: HitlRecord, resolution: Omit<NonNullable<MergeRequest["resolution"]>, "round" | "at" | "by">): Promise<void> {
+    const request: MergeRequest = {
+      type: "merge.request",
+      runId: record.runId,
+      taskId: record.taskId,
+      attempt: record.attempt,
+      repo: record.repo,
+      commit: record.source,
+      branch: record.branch,
+      baseCommit: record.base,
+      integrationBranch: record.integrationBranch,
+      releaseOnly: false,
+      settings: record.settings,
+      prompt: record.prompts.task,
+      related: record.prompts.related,
+      resolution: { ...resolution, round: record.round, by: `${safeUser()}@${hostname()}`, at: new Date().toISOString() },
+    };
+    const { data, headers } = encode(SCHEMAS.MergeRequest, request);
+    await this.js.publish(this.topo.subjects.merge(record.runId), data, { headers, msgID: `${record.id}.resolve.${record.round}`, timeout: 10_000 });
   }
 
   private async run_(runId: string): Promise<RunRecord | undefined> {
@@ -307,9 +426,11 @@ export class AdoClient {
 /** Builds per-task summaries from the event stream (for runs too large to list in run.completed). */
 export class TaskTracker {
   readonly tasks = new Map<string, TaskSummary>();
+  integrationBranch?: string;
 
   apply(e: AdoEvent): void {
     if (e.type === "run.accepted") {
+      this.integrationBranch = e.integrationBranch;
       for (const t of e.tasks) this.tasks.set(t.id, { id: t.id, status: "pending", attempts: 0 });
       for (const id of e.queued) this.tasks.set(id, { id, status: "queued", attempts: 1 });
       return;
@@ -326,6 +447,7 @@ export class TaskTracker {
       case "task.started":
         set("running");
         t.startedAt = e.at;
+        t.finishedAt = undefined; // a new attempt: its clock starts again
         t.workerId = e.workerId;
         break;
       case "task.succeeded":
@@ -347,7 +469,11 @@ export class TaskTracker {
         t.error = e.reason;
         break;
       case "merge.conflict":
-        set("failed");
+        // Escalated to a person next (merge.hitl_required), unless the merger predates HITL.
+        t.error = e.message;
+        break;
+      case "merge.hitl_required":
+        set("needs_attention");
         t.error = e.message;
         break;
       case "task.cancelled":
@@ -365,6 +491,7 @@ export class TaskTracker {
       integrationCommit: done.integrationCommit,
       error: done.error,
       tasks: done.tasks.length ? done.tasks : [...this.tasks.values()],
+      ...(done.mergeInto ? { mergeInto: done.mergeInto } : {}),
     };
   }
 }
@@ -382,6 +509,11 @@ async function retrying<T>(op: () => Promise<T>, signal?: AbortSignal): Promise<
       await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** attempt)));
     }
   }
+}
+
+/** What a run waits for: each merge, with why (the tasks and files of a conflict). */
+function attentionText(items: readonly AttentionItem[]): string {
+  return `waiting for a person (ado hitl list): ${items.map((i) => `'${i.taskId}': ${i.message}`).join("; ")}`;
 }
 
 function safeUser(): string {

@@ -6,7 +6,9 @@ import { z } from "zod";
 import { ConfigError } from "./errors.js";
 import { PREFIX_PATTERN } from "./topology.js";
 
-import { STRATEGIES } from "./graph.js";
+import { MergeFileSchema, STRATEGIES } from "./graph.js";
+import { WorktreesConfigSchema, worktreesDefault } from "./git/worktree-config.js";
+import { GIT_ACCESS } from "./git/remote.js";
 
 export const BALANCER_STRATEGIES = STRATEGIES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -24,6 +26,8 @@ export const ConfigSchema = z
     slots: z.number().int().min(1).max(1024).default(1),
     /** Where task worktrees go; default `$XDG_CACHE_HOME/ado/worktrees` (never inside your checkout). */
     worktreeDir: z.string().min(1).optional(),
+    /** Task worktrees: files copied in (include), dependency dirs, cleanup (src/runtime/git/worktree-config.ts). */
+    worktrees: WorktreesConfigSchema.default(worktreesDefault),
     logLevel: z.enum(LOG_LEVELS).default("warn"),
     balancer: z.object({ strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded") }).strict().default({ strategy: "least_loaded" }),
     /** What this host's workers advertise; tasks select workers by labels and capabilities. */
@@ -48,6 +52,26 @@ export const ConfigSchema = z
       .object({ storeDir: z.string().optional(), port: z.number().int().min(0).max(65_535).optional() })
       .strict()
       .default({}),
+    /**
+     * Merge settings for the runs this machine submits (mode, per-path rules, resolver,
+     * validate, into). A graph file's `merge:` and `ado run` flags override them; the
+     * result travels with the run, so every merger applies the run's own settings.
+     */
+    merge: MergeFileSchema.default({}),
+    /**
+     * Remote mode, submitter side: the git URL (reachable from every host) that runs
+     * submitted from here use; `ado run --remote` overrides it.
+     */
+    remote: z.string().min(1).optional(),
+    /**
+     * How this host's workers and merge coordinator reach a run's repository: `shared`
+     * (the run's path, on a shared disk), `clone` (a clone of the run's remote, for hosts
+     * with their own disk), or `auto` (the path when it is here, else a clone).
+     */
+    git: z
+      .object({ access: z.enum(GIT_ACCESS).default("auto"), cloneDir: z.string().min(1).optional() })
+      .strict()
+      .default({ access: "auto" }),
   })
   .strict();
 
@@ -64,6 +88,9 @@ export const ENV_VARS: Record<string, { path: string[]; number?: boolean }> = {
   ADO_LOG_LEVEL: { path: ["logLevel"] },
   ADO_BALANCER_STRATEGY: { path: ["balancer", "strategy"] },
   ADO_HEARTBEAT_MS: { path: ["heartbeatMs"], number: true },
+  ADO_REMOTE: { path: ["remote"] },
+  ADO_GIT_ACCESS: { path: ["git", "access"] },
+  ADO_CLONE_DIR: { path: ["git", "cloneDir"] },
 };
 
 export interface LoadConfigOptions {
@@ -139,6 +166,7 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<Config> 
   const config = result.data;
   if (config.worktreeDir) config.worktreeDir = resolve(expandHome(config.worktreeDir, env));
   if (config.embedded.storeDir) config.embedded.storeDir = resolve(expandHome(config.embedded.storeDir, env));
+  if (config.git.cloneDir) config.git.cloneDir = resolve(expandHome(config.git.cloneDir, env));
   return config;
 }
 

@@ -75,6 +75,103 @@ export const TaskDefSchema = z
   })
   .strict();
 
+/** How a task branch lands on the integration branch (see src/runtime/git/integrate.ts). */
+export const MERGE_MODES = ["merge", "squash", "linear"] as const;
+/** Per-path conflict strategies, tried before the resolver agent. */
+export const PATH_STRATEGIES = ["union", "ours", "theirs", "regenerate"] as const;
+/** Resolver and validation commands run this long at most unless they say otherwise. */
+export const DEFAULT_MERGE_COMMAND_TIMEOUT_MS = 10 * 60_000;
+
+/** `regenerate` needs the command that regenerates the files; the other strategies take none. */
+export const PathRuleSchema = z
+  .object({
+    /** Globs matched against repository-relative paths (`CHANGELOG.md`, `**\/*.lock`). */
+    paths: z.array(z.string().min(1)).min(1, "a rule needs at least one path glob"),
+    strategy: z.enum(PATH_STRATEGIES),
+    /** For `regenerate`: a shell command run at the root of a worktree holding the merge. */
+    command: z.string().min(1).optional(),
+  })
+  .strict()
+  .superRefine((rule, ctx) => {
+    if (rule.strategy === "regenerate" && !rule.command) {
+      ctx.addIssue({ code: "custom", path: ["command"], message: 'strategy "regenerate" needs a command that regenerates the files, e.g. command: "npm install"' });
+    }
+    if (rule.strategy !== "regenerate" && rule.command) {
+      ctx.addIssue({ code: "custom", path: ["command"], message: `only strategy "regenerate" runs a command; "${rule.strategy}" takes none` });
+    }
+  });
+export type PathRuleDef = z.output<typeof PathRuleSchema>;
+
+/** A shell command with its time limit, on the wire. */
+const MergeCommandSchema = z.object({ run: z.string().min(1), timeoutMs: z.number().int().positive() }).strict();
+
+/**
+ * A branch name as `git check-ref-format --branch` would take it (the common cases;
+ * the CLI asks git itself before submitting).
+ */
+const branchName = z
+  .string()
+  .regex(/^(?!-)(?!.*\.\.)(?!.*\/\/)(?!.*@\{)[^\s~^:?*[\\\x00-\x1f\x7f]+(?<![./])$/, "a git branch name such as main or release/1.2 (no refs/heads/)")
+  .refine((b) => !b.startsWith("refs/"), "a branch name without refs/heads/, e.g. main");
+
+/**
+ * Merge settings as one layer (config, graph file, command line) gives them: every
+ * field optional, so a layer overrides only what it names. resolveMergeSettings()
+ * combines the layers into MergeSettings.
+ */
+export const MergeOverridesSchema = z
+  .object({
+    mode: z.enum(MERGE_MODES).optional(),
+    /** First matching rule wins; a later layer's rules are tried before an earlier one's. */
+    rules: z.array(PathRuleSchema).optional(),
+    /** A resolver agent: gets the conflict in a scratch worktree (ADO_CONFLICTS_FILE). */
+    resolver: MergeCommandSchema.optional(),
+    /** Run on every merged tree before the integration branch moves; failing backs the merge out. */
+    validate: MergeCommandSchema.optional(),
+    /** When the run succeeds, bring this branch up to the integration branch (only when safe). */
+    into: branchName.optional(),
+  })
+  .strict();
+export type MergeOverrides = z.output<typeof MergeOverridesSchema>;
+
+/** A run's effective merge settings: what every merger replica applies to the run. */
+export const MergeSettingsSchema = MergeOverridesSchema.extend({
+  mode: z.enum(MERGE_MODES).default("merge"),
+  rules: z.array(PathRuleSchema).default([]),
+}).strict();
+export type MergeSettings = z.output<typeof MergeSettingsSchema>;
+
+/** A merge command as a person writes it: `{ run: "npm test", timeout: "10m" }`. */
+const MergeCommandFileSchema = z
+  .object({ run: z.string().min(1), timeout: DurationSchema.optional() })
+  .strict()
+  .transform(({ run, timeout }) => ({ run, timeoutMs: timeout ?? DEFAULT_MERGE_COMMAND_TIMEOUT_MS }));
+
+/** The `merge:` section of a graph file or of ado.config.yaml. */
+export const MergeFileSchema = MergeOverridesSchema.extend({
+  resolver: MergeCommandFileSchema.optional(),
+  validate: MergeCommandFileSchema.optional(),
+}).strict();
+
+/**
+ * Combines merge-setting layers, lowest precedence first (config, graph, flags): scalar
+ * fields take the last layer that sets them; rules of later layers come first, so a
+ * graph's rule wins over the config's for the same path and the config's still apply
+ * to the rest.
+ */
+export function resolveMergeSettings(...layers: (MergeOverrides | undefined)[]): MergeSettings {
+  const out: MergeSettings = { mode: "merge", rules: [] };
+  for (const layer of layers) {
+    if (!layer) continue;
+    if (layer.mode) out.mode = layer.mode;
+    if (layer.rules) out.rules = [...layer.rules, ...out.rules];
+    if (layer.resolver) out.resolver = layer.resolver;
+    if (layer.validate) out.validate = layer.validate;
+    if (layer.into) out.into = layer.into;
+  }
+  return out;
+}
+
 /** Run-wide settings, on the wire. */
 const runSettings = {
   name: z.string().min(1).default("run"),
@@ -93,6 +190,8 @@ export const GraphDefSchema = z
   .object({
     ...runSettings,
     maxDurationMs: z.number().int().positive().optional(),
+    /** The graph's own merge settings, over the submitter's config (see resolveMergeSettings). */
+    merge: MergeOverridesSchema.optional(),
     tasks: z.array(TaskDefSchema).min(1, "a graph needs at least one task"),
   })
   .strict();
@@ -130,6 +229,7 @@ export const GraphFileSchema = z
   .object({
     ...runSettings,
     maxDuration: DurationSchema.optional(),
+    merge: MergeFileSchema.optional(),
     tasks: z.array(TaskFileSchema).min(1, "a graph needs at least one task"),
   })
   .strict()

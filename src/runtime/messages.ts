@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { GraphDefSchema, PlacementSchema, PRIORITIES, STRATEGIES, TaskDefSchema } from "./graph.js";
+import { GraphDefSchema, MergeSettingsSchema, PlacementSchema, PRIORITIES, STRATEGIES, TaskDefSchema } from "./graph.js";
 import { ID_PATTERN } from "./ids.js";
 
 /**
@@ -21,9 +21,19 @@ export const SubmitRun = z.object({
   repo: z.string().min(1).optional(),
   /** The commit every root task starts from. Required with `repo`. */
   baseCommit: sha.optional(),
+  /**
+   * A git URL every host of the run can reach (remote mode). Hosts without the
+   * repository on their disk work from clones of it: see src/runtime/git/remote.ts.
+   */
+  remote: z.string().min(1).optional(),
   submittedAt: isoTime,
   /** Who submitted (CLI user@host, a service name): for the audit trail. */
   submittedBy: z.string().optional(),
+  /**
+   * The run's effective merge settings, resolved by the submitter from its config, the
+   * graph's `merge:` and its flags. Absent: the graph's `merge:` over the defaults.
+   */
+  merge: MergeSettingsSchema.optional(),
 });
 export type SubmitRun = z.infer<typeof SubmitRun>;
 
@@ -43,6 +53,8 @@ export const TaskWork = z.object({
   placement: PlacementSchema.default({ labels: [], requires: [] }),
   strategy: z.enum(STRATEGIES).optional(),
   repo: z.string().optional(),
+  /** The run's git remote, for workers that work from clones. */
+  remote: z.string().min(1).optional(),
   /** Commit to start from: the run's base, or an integration commit holding every dependency. */
   baseCommit: sha.optional(),
   branch: z.string().min(1),
@@ -104,12 +116,32 @@ export const TaskResult = z.object({
 });
 export type TaskResult = z.infer<typeof TaskResult>;
 
-/** Scheduler -> merge coordinator: fold a finished task branch into the integration branch. */
+/** What a person chose for a merge that needs attention (`ado hitl resolve`). */
+export const HitlChoice = z.enum(["ours", "theirs", "agent", "manual", "skip"]);
+export type HitlChoice = z.infer<typeof HitlChoice>;
+
+/** Why a merge needs a person: a conflict nothing resolved, or a merged tree that failed validation. */
+export const HitlReason = z.enum(["conflict", "validation"]);
+export type HitlReason = z.infer<typeof HitlReason>;
+
+/** A prompt of an already-merged task that touched the same files: context for resolving a conflict. */
+export const RelatedPrompt = z.object({ taskId: id, prompt: z.string(), files: z.array(z.string()) });
+export type RelatedPrompt = z.infer<typeof RelatedPrompt>;
+
+/**
+ * Scheduler -> merge coordinator: fold a finished task branch into the integration
+ * branch with the run's merge settings. `ado hitl resolve` sends the same request with
+ * `resolution` set, to carry out a person's choice for a merge that needed attention.
+ */
 export const MergeRequest = z.object({
   type: z.literal("merge.request"),
   runId: id,
   taskId: id,
+  /** The attempt whose commit this is (events about the merge carry it). */
+  attempt: z.number().int().min(1).default(1),
   repo: z.string().min(1),
+  /** The run's git remote: a merger without the repository merges in a clone and pushes. */
+  remote: z.string().min(1).optional(),
   commit: sha,
   branch: z.string(),
   baseCommit: sha,
@@ -120,20 +152,76 @@ export const MergeRequest = z.object({
    * Sent for work that finished after the run stopped; no result is reported.
    */
   releaseOnly: z.boolean().default(false),
+  /** The run's merge settings (mode, rules, resolver, validate). */
+  settings: MergeSettingsSchema.default({ mode: "merge", rules: [] }),
+  /** The task's prompt, for a resolver agent and the HITL record. */
+  prompt: z.string().default(""),
+  /** Prompts of already-merged tasks that changed some of the same files. */
+  related: z.array(RelatedPrompt).default([]),
+  /** Set by `ado hitl resolve`: carry out this choice for HITL round `round`. */
+  resolution: z
+    .object({
+      round: z.number().int().min(1),
+      choice: HitlChoice,
+      /** `agent`: run this resolver command instead of the run's. */
+      resolver: z.string().min(1).optional(),
+      /** `manual`: the commit the person made, already on the integration branch. */
+      commit: sha.optional(),
+      by: z.string().default(""),
+      at: isoTime,
+    })
+    .optional(),
 });
 export type MergeRequest = z.infer<typeof MergeRequest>;
+
+/** Scheduler -> merge coordinator, once a run with `merge.into` succeeded: update that branch. */
+export const MergeIntoRequest = z.object({
+  type: z.literal("merge.into"),
+  runId: id,
+  repo: z.string().min(1),
+  integrationBranch: z.string(),
+  baseCommit: sha,
+  /** The branch to update, e.g. `main`. */
+  into: z.string().min(1),
+});
+export type MergeIntoRequest = z.infer<typeof MergeIntoRequest>;
+
+/** Everything the merge coordinator consumes, on the merge stream. */
+export const MergerInput = z.discriminatedUnion("type", [MergeRequest, MergeIntoRequest]);
+export type MergerInput = z.infer<typeof MergerInput>;
 
 /** Merge coordinator -> scheduler. */
 export const MergeResult = z.object({
   type: z.literal("merge.result"),
   runId: id,
   taskId: id,
-  status: z.enum(["merged", "conflict", "error"]),
+  /**
+   * `needs_attention`: escalated to a person (a HITL record exists); `skipped`: the
+   * person chose to leave the task unmerged; `conflict` is what mergers before HITL sent.
+   */
+  status: z.enum(["merged", "conflict", "error", "needs_attention", "skipped"]),
   integrationCommit: sha.optional(),
   files: z.array(z.string()).default([]),
   message: z.string().default(""),
+  /** The HITL round this result is about (0: none); a stale round is ignored. */
+  round: z.number().int().min(0).default(0),
+  hitlId: z.string().optional(),
+  reason: HitlReason.optional(),
 });
 export type MergeResult = z.infer<typeof MergeResult>;
+
+/** How `merge.into` went: the branch updated, or left alone with the reason. */
+export const MergeIntoOutcome = z.object({
+  into: z.string(),
+  status: z.enum(["fast-forward", "merged", "up-to-date", "refused", "error"]),
+  commit: sha.optional(),
+  reason: z.string().default(""),
+});
+export type MergeIntoOutcome = z.infer<typeof MergeIntoOutcome>;
+
+/** Merge coordinator -> scheduler: the outcome of a `merge.into` request. */
+export const MergeIntoResult = MergeIntoOutcome.extend({ type: z.literal("merge.into.result"), runId: id });
+export type MergeIntoResult = z.infer<typeof MergeIntoResult>;
 
 /** Live control of a run or one task: cancel, pause, resume. */
 export const ControlAction = z.enum(["cancel", "pause", "resume"]);
@@ -156,7 +244,7 @@ export const ControlRequest = z.object({
 export type ControlRequest = z.infer<typeof ControlRequest>;
 
 /** Everything the scheduler consumes after submission, on the results stream. */
-export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, ControlRequest]);
+export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, MergeIntoResult, ControlRequest]);
 export type SchedulerInput = z.infer<typeof SchedulerInput>;
 
 // ---- events: typed, on per-run and per-task subjects, kept as the audit trail ----
@@ -164,10 +252,14 @@ export type SchedulerInput = z.infer<typeof SchedulerInput>;
 const runEventBase = { runId: id, at: isoTime };
 const taskEventBase = { ...runEventBase, taskId: id, attempt: z.number().int().min(1) };
 
-/** `merging`: the work is done and waits for the merge coordinator; `succeeded`: integrated. */
-export const TaskStatus = z.enum(["pending", "queued", "running", "merging", "succeeded", "failed", "skipped", "cancelled"]);
+/**
+ * `merging`: the work is done and waits for the merge coordinator; `needs_attention`:
+ * its merge waits for a person (`ado hitl`); `succeeded`: integrated.
+ */
+export const TaskStatus = z.enum(["pending", "queued", "running", "merging", "needs_attention", "succeeded", "failed", "skipped", "cancelled"]);
 export type TaskStatus = z.infer<typeof TaskStatus>;
-export const RunStatus = z.enum(["running", "succeeded", "failed", "cancelled", "rejected"]);
+/** `needs_attention` is not an end: nothing else can move until a person resolves a merge. */
+export const RunStatus = z.enum(["running", "needs_attention", "succeeded", "failed", "cancelled", "rejected"]);
 export type RunStatus = z.infer<typeof RunStatus>;
 
 export const TaskSummary = z.object({
@@ -211,7 +303,20 @@ export const AdoEvent = z.discriminatedUnion("type", [
     counts: z.partialRecord(TaskStatus, z.number().int()),
     /** Every task's summary; left empty for runs of more than 1,000 tasks (see the task events). */
     tasks: z.array(TaskSummary),
+    /** With `merge.into`: how the target branch was updated, or why not. */
+    mergeInto: MergeIntoOutcome.optional(),
   }),
+  /** Nothing can move until a person resolves the listed merges; `round` counts these stops. */
+  z.object({
+    type: z.literal("run.needs_attention"),
+    ...runEventBase,
+    round: z.number().int().min(1),
+    tasks: z.array(z.object({ taskId: id, hitlId: z.string(), reason: HitlReason.optional(), message: z.string() })),
+  }),
+  /** The run left `needs_attention` (a merge was resolved). */
+  z.object({ type: z.literal("run.continued"), ...runEventBase, round: z.number().int().min(1) }),
+  /** With `merge.into`: the target branch was updated, or left alone with the reason. */
+  z.object({ type: z.literal("run.merged_into"), ...runEventBase, ...MergeIntoOutcome.shape }),
   z.object({ type: z.literal("task.queued"), ...taskEventBase, baseCommit: sha.optional() }),
   z.object({
     type: z.literal("task.started"),
@@ -259,6 +364,23 @@ export const AdoEvent = z.discriminatedUnion("type", [
   z.object({ type: z.literal("run.resumed"), ...runEventBase, by: z.string() }),
   z.object({ type: z.literal("run.cancelling"), ...runEventBase, by: z.string(), reason: z.string() }),
   z.object({ type: z.literal("merge.conflict"), ...taskEventBase, files: z.array(z.string()), message: z.string() }),
+  /** The merge coordinator resolved conflicts: each path and how (a rule's strategy, `agent`, or a person's choice). */
+  z.object({
+    type: z.literal("merge.resolved"),
+    ...taskEventBase,
+    paths: z.array(z.object({ path: z.string(), by: z.string() })),
+    integrationCommit: sha,
+  }),
+  /** A merge was escalated to a person: a HITL record `hitlId` is open (`ado hitl show <hitlId>`). */
+  z.object({
+    type: z.literal("merge.hitl_required"),
+    ...taskEventBase,
+    hitlId: z.string(),
+    round: z.number().int().min(1),
+    reason: HitlReason,
+    files: z.array(z.string()),
+    message: z.string(),
+  }),
 ]);
 export type AdoEvent = z.infer<typeof AdoEvent>;
 export type AdoEventType = AdoEvent["type"];
@@ -321,6 +443,8 @@ export const RunRecord = z.object({
   status: RunStatus,
   graph: GraphDefSchema,
   repo: z.string().optional(),
+  /** The run's git remote (remote mode). */
+  remote: z.string().min(1).optional(),
   baseCommit: sha.optional(),
   integrationBranch: z.string().optional(),
   integrationCommit: sha.optional(),
@@ -334,6 +458,13 @@ export const RunRecord = z.object({
   acceptedAt: isoTime,
   finishedAt: isoTime.optional(),
   error: z.string().optional(),
+  /** The run's merge settings (absent in records written before they existed: the defaults). */
+  merge: MergeSettingsSchema.optional(),
+  /** Times the run has stopped in `needs_attention` (names the events of each stop). */
+  attentionRound: z.number().int().min(0).default(0),
+  /** Every task succeeded and `merge.into` was asked of the merge coordinator: waiting for its answer. */
+  finalizing: z.boolean().default(false),
+  mergeInto: MergeIntoOutcome.optional(),
 });
 export type RunRecord = z.infer<typeof RunRecord>;
 
@@ -353,8 +484,81 @@ export const TaskRecord = z.object({
   integrationCommit: sha.optional(),
   summary: z.string().default(""),
   costUsd: z.number().min(0).default(0),
+  /** The HITL record of a merge that needed attention, and its latest round. */
+  hitlId: z.string().optional(),
+  hitlRound: z.number().int().min(0).default(0),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
+
+/** One conflicted path as a person sees it in `ado hitl show`; sides cut to a size limit. */
+export const HitlConflict = z.object({
+  path: z.string(),
+  /** From git: `content`, `add/add`, `modify/delete`, `rename`, `binary`, ... */
+  kind: z.string(),
+  base: z.string().optional(),
+  ours: z.string().optional(),
+  theirs: z.string().optional(),
+  /** Some side was longer than the record keeps (see the task branch for all of it). */
+  truncated: z.boolean().default(false),
+});
+export type HitlConflict = z.infer<typeof HitlConflict>;
+
+/**
+ * A merge that needs a person (KV `hitl`, key `<runId>.<taskId>`): everything
+ * `ado hitl show` prints and `ado hitl resolve` needs to carry out a choice.
+ */
+export const HitlRecord = z.object({
+  id: z.string(),
+  runId: id,
+  taskId: id,
+  attempt: z.number().int().min(1),
+  repo: z.string(),
+  integrationBranch: z.string(),
+  /** The task's branch and commit (the side called "theirs"). */
+  branch: z.string(),
+  source: sha,
+  /** The run's base commit. */
+  base: sha,
+  /** The integration head the merge was tried on (the side called "ours"). */
+  target: sha.optional(),
+  files: z.array(z.string()),
+  reason: HitlReason,
+  /** Why, in a sentence. */
+  message: z.string(),
+  conflicts: z.array(HitlConflict).default([]),
+  /** The failing validation's output (last 8 KB). */
+  validationOutput: z.string().optional(),
+  /** What the resolver agent printed, when one was tried. */
+  resolverOutput: z.string().optional(),
+  prompts: z.object({ task: z.string().default(""), related: z.array(RelatedPrompt).default([]) }),
+  /** The run's merge settings, so a resolution applies the same mode, rules and validation. */
+  settings: MergeSettingsSchema,
+  /** 1 at escalation; +1 each time a resolution failed and the merge needs attention again. */
+  round: z.number().int().min(1),
+  state: z.enum(["open", "resolving", "resolved"]),
+  choice: HitlChoice.optional(),
+  by: z.string().optional(),
+  /** `--manual`: the worktree holding the conflict, on the host of the person resolving it. */
+  manual: z.object({ worktree: z.string(), branch: z.string(), host: z.string() }).optional(),
+  /** Every resolution tried, in order: a redelivered request replays its entry instead of acting twice. */
+  history: z
+    .array(
+      z.object({
+        round: z.number().int().min(1),
+        choice: HitlChoice,
+        by: z.string(),
+        at: isoTime,
+        outcome: z.enum(["merged", "conflict", "validation_failed", "skipped"]),
+        commit: sha.optional(),
+        message: z.string(),
+      }),
+    )
+    .default([]),
+  createdAt: isoTime,
+  updatedAt: isoTime,
+  resolvedAt: isoTime.optional(),
+});
+export type HitlRecord = z.infer<typeof HitlRecord>;
 
 /** Written to the dead-letter stream for any message an actor could not accept. */
 export const DeadLetter = z.object({
@@ -375,7 +579,8 @@ export const SCHEMAS = {
   SubmitRun: { name: "run.submit", version: 1, schema: SubmitRun },
   TaskWork: { name: "task.work", version: 1, schema: TaskWork },
   SchedulerInput: { name: "scheduler.input", version: 1, schema: SchedulerInput },
-  MergeRequest: { name: "merge.request", version: 1, schema: MergeRequest },
+  /** Everything on the merge stream (task merges, resolutions, merge.into); the key predates the union. */
+  MergeRequest: { name: "merge.request", version: 1, schema: MergerInput },
   AdoEvent: { name: "event", version: 1, schema: AdoEvent },
   WorkerRecord: { name: "worker.record", version: 1, schema: WorkerRecord },
   WorkerLoad: { name: "worker.load", version: 1, schema: WorkerLoad },
@@ -383,6 +588,7 @@ export const SCHEMAS = {
   ControlRequest: { name: "control", version: 1, schema: ControlRequest },
   RunRecord: { name: "run.record", version: 1, schema: RunRecord },
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
+  HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
 } as const;
 /** A schema with its wire name and version. `I` is what senders write (defaults optional). */

@@ -30,7 +30,7 @@ export const PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
-export type BucketKey = "runs" | "tasks" | "claims" | "workers" | "leases" | "control";
+export type BucketKey = "runs" | "tasks" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees";
 
 /** Which actor reads each shared durable consumer. */
 export type ActorName = "scheduler" | "balancer" | "merger" | "worker";
@@ -130,6 +130,8 @@ export function topology(prefix = "ado"): Topology {
       workers: `${prefix}-workers`,
       leases: `${prefix}-leases`,
       control: `${prefix}-control`,
+      hitl: `${prefix}-hitl`,
+      worktrees: `${prefix}-worktrees`,
     },
     service: (actor) => `${prefix}-${actor}`,
   };
@@ -179,6 +181,12 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   // Desired state per run / task: the latest cancel|pause|resume. Workers and the
   // balancer watch it, so one that was disconnected catches up when it reconnects.
   control: { history: 1, ttlMs: 30 * 24 * 3_600_000 },
+  // Merges waiting for a person (key runId.taskId). No TTL: a run may wait for weeks.
+  hitl: { history: 1 },
+  // Task worktrees (key runId.taskId): written by the worker, the merge coordinator and
+  // `ado worktrees cleanup`; read by `ado worktrees list`. Git is the truth, so old
+  // records may expire.
+  worktrees: { history: 1, ttlMs: 30 * 24 * 3_600_000 },
 };
 
 /**

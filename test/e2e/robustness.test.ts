@@ -335,7 +335,7 @@ describe("worker - timeouts, retries and environment", () => {
 });
 
 describe("merge - conflicts", () => {
-  it("fails the run naming both tasks and the file, keeps exactly one side, and leaves the checkout alone", async () => {
+  it("stops the run for a person naming both tasks and the file, keeps exactly one side, and leaves the checkout alone", async () => {
     const repo = await dirtyRepo({ "README.md": "# sample\n", "shared.txt": "base\n" });
     try {
       const graph = graphOf({
@@ -347,7 +347,8 @@ describe("merge - conflicts", () => {
       });
       const events: AdoEvent[] = [];
       const outcome = await main.client.run({ ...bounded(), graph, repo: repo.dir, onEvent: (e) => events.push(e) });
-      expect(outcome.status).toBe("failed");
+      // With no rule or resolver configured, a conflict waits for a person (ado hitl).
+      expect(outcome.status).toBe("needs_attention");
       expect(outcome.error).toContain("'left'");
       expect(outcome.error).toContain("'right'");
       expect(outcome.error).toContain("shared.txt");
@@ -358,13 +359,14 @@ describe("merge - conflicts", () => {
       const loser = conflicts[0]!.taskId;
       const winner = loser === "left" ? "right" : "left";
       const status = Object.fromEntries(outcome.tasks.map((t) => [t.id, t.status]));
-      expect(status).toEqual({ [winner]: "succeeded", [loser]: "failed", join: "skipped" });
+      expect(status).toEqual({ [winner]: "succeeded", [loser]: "needs_attention", join: "pending" });
+      expect(outcome.attention?.map((a) => a.taskId)).toEqual([loser]);
 
       // The integration branch is the winner's work and nothing of the loser's.
       const integration = outcome.integrationBranch!;
       expect(gitOut(repo.dir, "show", `${integration}:shared.txt`)).toBe(winner);
       expect(gitOut(repo.dir, "rev-parse", integration)).toBe(gitOut(repo.dir, "rev-parse", `ado/${outcome.runId}/${winner}`));
-      // The losing branch is kept for the user to resolve.
+      // The losing branch is kept for the person to resolve.
       expect(gitOut(repo.dir, "show", `ado/${outcome.runId}/${loser}:shared.txt`)).toBe(loser);
       expect(await checkoutFingerprint(repo.dir)).toBe(repo.before);
     } finally {
@@ -382,7 +384,7 @@ describe("merge - conflicts", () => {
         ],
       });
       const outcome = await main.client.run({ ...bounded(), graph, repo: repo.dir });
-      expect(outcome.status).toBe("failed");
+      expect(outcome.status).toBe("needs_attention");
       // A locked worktree survives `git worktree prune` and keeps its branch from being
       // deleted; once the run is over nothing may hold on to either.
       expect(gitOut(repo.dir, "worktree", "list", "--porcelain")).not.toContain(outcome.runId);

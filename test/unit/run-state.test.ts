@@ -1,6 +1,8 @@
 import { describe, expect, it } from "vitest";
 import {
   acceptRun,
+  applyControl,
+  applyMergeIntoResult,
   applyMergeResult,
   applyTaskResult,
   buildState,
@@ -19,11 +21,12 @@ const BASE = "b".repeat(40);
 const sha = (c: string) => c.repeat(40);
 const RUN = "r1";
 
-type TaskIn = { id: string; needs?: string[]; agent?: string; attempts?: number };
+type TaskIn = { id: string; needs?: string[]; agent?: string; attempts?: number; prompt?: string };
 
-function submit(tasks: TaskIn[], repo = true): SubmitRun {
+function submit(tasks: TaskIn[], repo = true, extra: Record<string, unknown> = {}): SubmitRun {
   const graph = GraphDefSchema.parse({
     name: "g",
+    ...extra,
     tasks: tasks.map(({ attempts, ...t }) => {
       const agent = t.agent ?? (repo ? "shell" : "noop");
       return { ...t, agent, ...(agent === "shell" ? { run: "true" } : {}), retry: { attempts: attempts ?? 1 } };
@@ -99,6 +102,7 @@ const merged = (taskId: string, integrationCommit: string): MergeResult => ({
   integrationCommit,
   files: [],
   message: "merged",
+  round: 0,
 });
 
 const conflict = (taskId: string, files: string[]): MergeResult => ({
@@ -108,6 +112,20 @@ const conflict = (taskId: string, files: string[]): MergeResult => ({
   status: "conflict",
   files,
   message: "CONFLICT (content)",
+  round: 0,
+});
+
+/** The merge coordinator escalated task's merge: HITL round `round`. */
+const attention = (taskId: string, round = 1, files = ["shared.txt"]): MergeResult => ({
+  type: "merge.result",
+  runId: RUN,
+  taskId,
+  status: "needs_attention",
+  files,
+  message: `merge conflict in ${files.join(", ")}`,
+  round,
+  hitlId: `${RUN}.${taskId}`,
+  reason: "conflict",
 });
 
 describe("run-state - accepting a run", () => {
@@ -384,3 +402,144 @@ describe("run-state - recovery and policies", () => {
   });
 });
 
+
+describe("run-state - merges that need a person (HITL)", () => {
+  it("a task needing attention holds its dependents; independent work goes on; the run stops in needs_attention only when nothing else can move", () => {
+    const { state } = accept([{ id: "a" }, { id: "b" }, { id: "after-b", needs: ["b"] }, { id: "slow" }]);
+    applyTaskResult(state, ok("a", { files: ["shared.txt"] }), NOW);
+    applyMergeResult(state, merged("a", sha("1")), NOW);
+    applyTaskResult(state, ok("b", { files: ["shared.txt"] }), NOW);
+    const escalated = applyMergeResult(state, attention("b"), NOW);
+    expect(status(state)).toEqual({ a: "succeeded", b: "needs_attention", "after-b": "pending", slow: "queued" });
+    expect(state.tasks.get("b")!.rec).toMatchObject({ hitlId: `${RUN}.b`, hitlRound: 1 });
+    // 'slow' is still running: the run is not stuck yet.
+    expect(eventsOf(escalated, "run.needs_attention")).toEqual([]);
+    expect(state.run.status).toBe("running");
+
+    const stopped = applyTaskResult(state, ok("slow", { files: [] }), NOW);
+    const [stop] = eventsOf(stopped, "run.needs_attention");
+    expect(stop).toMatchObject({ round: 1, tasks: [{ taskId: "b", hitlId: `${RUN}.b` }] });
+    expect(stopped.find((e) => e.type === "event" && e.event.type === "run.needs_attention")).toMatchObject({ msgID: `${RUN}._.attention.1` });
+    expect(state.run).toMatchObject({ status: "needs_attention", attentionRound: 1 });
+    expect(eventsOf(stopped, "run.completed")).toEqual([]); // not an end
+
+    // The person resolved it: merged, the run continues, the dependent is released.
+    const resolved = applyMergeResult(state, { ...merged("b", sha("2")), round: 1 }, NOW);
+    expect(eventsOf(resolved, "task.merged")).toHaveLength(1);
+    expect(eventsOf(resolved, "run.continued")).toEqual([expect.objectContaining({ round: 1 })]);
+    expect(readyWork(resolved)).toEqual([expect.objectContaining({ taskId: "after-b", baseCommit: sha("2") })]);
+    expect(state.run.status).toBe("running");
+    applyTaskResult(state, ok("after-b", { files: [] }), NOW);
+    expect(state.run.status).toBe("succeeded");
+  });
+
+  it("a failed resolution is a new round (announced again); replays of older rounds change nothing", () => {
+    const { state } = accept([{ id: "a" }]);
+    applyTaskResult(state, ok("a"), NOW);
+    expect(eventsOf(applyMergeResult(state, attention("a", 1), NOW), "run.needs_attention")[0]).toMatchObject({ round: 1 });
+    // The original merge result delivered again: ignored.
+    expect(applyMergeResult(state, attention("a", 1), NOW)).toEqual([]);
+    // A merged result for a round the task is not in (a stale one) is ignored too.
+    expect(applyMergeResult(state, { ...merged("a", sha("9")), round: 0 }, NOW)).toEqual([]);
+    // Round 1's resolution failed: round 2, and the run announces the stop again.
+    const again = applyMergeResult(state, attention("a", 2), NOW);
+    const [stop] = eventsOf(again, "run.needs_attention");
+    expect(stop).toMatchObject({ round: 2 });
+    expect(again.find((e) => e.type === "event" && e.event.type === "run.needs_attention")).toMatchObject({ msgID: `${RUN}._.attention.2` });
+    expect(state.tasks.get("a")!.rec.hitlRound).toBe(2);
+    expect(applyMergeResult(state, { ...merged("a", sha("3")), round: 1 }, NOW)).toEqual([]);
+    const done = applyMergeResult(state, { ...merged("a", sha("3")), round: 2 }, NOW);
+    expect(eventsOf(done, "run.completed")[0]).toMatchObject({ status: "succeeded", integrationCommit: sha("3") });
+  });
+
+  it("skipping at the merge skips the task and what needs it, and the run ends failed saying so", () => {
+    const { state } = accept([{ id: "a" }, { id: "b", needs: ["a"] }, { id: "c" }]);
+    applyTaskResult(state, ok("c", { files: [] }), NOW);
+    applyTaskResult(state, ok("a"), NOW);
+    applyMergeResult(state, attention("a"), NOW);
+    expect(state.run.status).toBe("needs_attention");
+    const effects = applyMergeResult(state, { ...attention("a"), status: "skipped", message: "skipped by me@host" }, NOW);
+    expect(status(state)).toEqual({ a: "skipped", b: "skipped", c: "succeeded" });
+    expect(eventsOf(effects, "task.skipped").map((e) => e.taskId).sort()).toEqual(["a", "b"]);
+    const [done] = eventsOf(effects, "run.completed");
+    expect(done!.status).toBe("failed");
+    expect(done!.error).toMatch(/'a' was not merged/);
+  });
+
+  it("cancelling a run that waits for a person ends it cancelled", () => {
+    const { state } = accept([{ id: "a" }, { id: "b", needs: ["a"] }]);
+    applyTaskResult(state, ok("a"), NOW);
+    applyMergeResult(state, attention("a"), NOW);
+    const effects = applyControl(state, { type: "control", runId: RUN, action: "cancel", reason: "enough", by: "me", at: NOW }, NOW);
+    expect(status(state)).toEqual({ a: "cancelled", b: "skipped" });
+    expect(eventsOf(effects, "run.completed")[0]!.status).toBe("cancelled");
+  });
+
+  it("after a restart, a run waiting for a person stays waiting without announcing again", () => {
+    const { state } = accept([{ id: "a" }, { id: "b", needs: ["a"] }]);
+    applyTaskResult(state, ok("a"), NOW);
+    applyMergeResult(state, attention("a"), NOW);
+    const stored = new Map([...state.tasks].map(([id, t]) => [id, { rec: t.rec, rev: 1 }]));
+    const reloaded = buildState(state.run, 5, stored);
+    expect(reconcile(reloaded, NOW)).toEqual([]);
+    expect(reloaded.attention).toBe(1);
+    const resolved = applyMergeResult(reloaded, { ...merged("a", sha("4")), round: 1 }, NOW);
+    expect(readyIds(resolved)).toEqual(["b"]);
+    expect(reloaded.run.status).toBe("running");
+  });
+});
+
+describe("run-state - merge settings and context", () => {
+  it("a merge request carries the run's settings, the task's prompt and the prompts of merged tasks that changed the same files", () => {
+    const outcome = acceptRun(
+      submit([{ id: "a", prompt: "add x to the list" }, { id: "b", prompt: "add y to the list" }, { id: "c", prompt: "unrelated" }], true, {
+        merge: { mode: "squash", rules: [{ paths: ["CHANGELOG.md"], strategy: "union" }], validate: { run: "npm test", timeoutMs: 60_000 } },
+      }),
+      NOW,
+    );
+    if (!outcome.ok) throw new Error(outcome.reason);
+    const { state } = outcome;
+    expect(state.run.merge).toEqual({
+      mode: "squash",
+      rules: [{ paths: ["CHANGELOG.md"], strategy: "union" }],
+      validate: { run: "npm test", timeoutMs: 60_000 },
+    });
+    applyTaskResult(state, ok("a", { files: ["list.txt", "a.txt"] }), NOW);
+    applyMergeResult(state, merged("a", sha("1")), NOW);
+    applyTaskResult(state, ok("c", { files: ["c.txt"] }), NOW);
+    applyMergeResult(state, merged("c", sha("2")), NOW);
+    const [request] = merges(applyTaskResult(state, ok("b", { files: ["list.txt"] }), NOW));
+    expect(request).toMatchObject({ prompt: "add y to the list", attempt: 1, settings: state.run.merge });
+    expect(request!.related).toEqual([{ taskId: "a", prompt: "add x to the list", files: ["list.txt"] }]);
+  });
+
+  it("the submitter's resolved settings win over the graph's; without either, the defaults", () => {
+    const own = acceptRun({ ...submit([{ id: "a" }], true, { merge: { mode: "linear" } }), merge: { mode: "merge", rules: [], into: "main" } }, NOW);
+    expect(own.ok && own.state.run.merge).toEqual({ mode: "merge", rules: [], into: "main" });
+    const none = acceptRun(submit([{ id: "a" }]), NOW);
+    expect(none.ok && none.state.run.merge).toEqual({ mode: "merge", rules: [] });
+  });
+
+  it("with merge.into, a successful run asks the merge coordinator first and ends when it answers, refused or not", () => {
+    const outcome = acceptRun({ ...submit([{ id: "a" }]), merge: { mode: "merge", rules: [], into: "main" } }, NOW);
+    if (!outcome.ok) throw new Error(outcome.reason);
+    const { state } = outcome;
+    applyTaskResult(state, ok("a"), NOW);
+    const last = applyMergeResult(state, merged("a", sha("1")), NOW);
+    expect(eventsOf(last, "run.completed")).toEqual([]);
+    expect(last.filter((e) => e.type === "mergeInto")).toEqual([
+      { type: "mergeInto", request: { type: "merge.into", runId: RUN, repo: "/repo", integrationBranch: integrationBranchOf(RUN), baseCommit: BASE, into: "main" } },
+    ]);
+    expect(state.run).toMatchObject({ status: "running", finalizing: true });
+    // A restart meanwhile asks again (deduplicated), and nothing else.
+    const reloaded = buildState(state.run, 3, new Map([...state.tasks].map(([id, t]) => [id, { rec: t.rec, rev: 1 }])));
+    expect(reconcile(reloaded, NOW).map((e) => e.type)).toEqual(["mergeInto"]);
+
+    const refused = applyMergeIntoResult(state, { type: "merge.into.result", runId: RUN, into: "main", status: "refused", reason: "main moved and does not merge cleanly" }, NOW);
+    expect(eventsOf(refused, "run.merged_into")[0]).toMatchObject({ into: "main", status: "refused" });
+    const [done] = eventsOf(refused, "run.completed");
+    expect(done).toMatchObject({ status: "succeeded", mergeInto: { into: "main", status: "refused", reason: "main moved and does not merge cleanly" } });
+    // Answered once: a repeated answer changes nothing.
+    expect(applyMergeIntoResult(state, { type: "merge.into.result", runId: RUN, into: "main", status: "fast-forward", commit: sha("1"), reason: "" }, NOW)).toEqual([]);
+  });
+});

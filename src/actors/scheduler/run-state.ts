@@ -1,10 +1,13 @@
-import { remainingPathLengths, validateGraph, type TaskDef } from "../../runtime/graph.js";
+import { remainingPathLengths, resolveMergeSettings, validateGraph, type TaskDef } from "../../runtime/graph.js";
 import { GraphError } from "../../runtime/errors.js";
 import type {
   AdoEvent,
   ControlRequest,
+  MergeIntoRequest,
+  MergeIntoResult,
   MergeRequest,
   MergeResult,
+  RelatedPrompt,
   RunRecord,
   SubmitRun,
   TaskRecord,
@@ -39,8 +42,21 @@ export interface RunState {
   open: number;
   /** Tasks queued or running (the scheduler cannot tell them apart); bounded by maxParallel. */
   inFlight: number;
+  /** Tasks waiting for the merge coordinator. */
+  merging: number;
+  /** Tasks whose merge waits for a person (HITL). */
+  attention: number;
+  /** A task entered or left `needs_attention` in this decision (settle() announces it). */
+  attentionChanged: boolean;
   /** Ready tasks held back by maxParallel, released as others finish. */
   held: Set<string>;
+  /** Path -> merged tasks that changed it: whose prompts a resolver of a conflict there gets. */
+  touched: Map<string, string[]>;
+  /**
+   * Results-stream sequence of the merge result that last moved `run.integrationCommit`,
+   * once this process applied one (not stored: unknown after a load). See applyMergeResult().
+   */
+  integrationSeq?: number;
 }
 
 export type Effect =
@@ -48,7 +64,13 @@ export type Effect =
   /** Write the desired state of a run or task to the control bucket (workers act on it). */
   | { type: "control"; request: ControlRequest }
   | { type: "merge"; request: MergeRequest }
-  | { type: "event"; event: AdoEvent }
+  /** Ask the merge coordinator to bring `merge.into` up to the integration branch. */
+  | { type: "mergeInto"; request: MergeIntoRequest }
+  /**
+   * `msgID` names an event that can happen more than once for the same task attempt
+   * (each needs_attention stop of a run): the default id would deduplicate the second.
+   */
+  | { type: "event"; event: AdoEvent; msgID?: string }
   | { type: "saveTask"; taskId: string }
   | { type: "saveRun" };
 
@@ -64,20 +86,34 @@ export function buildState(run: RunRecord, runRev: number, records: Map<string, 
     const stored = records.get(def.id);
     tasks.set(def.id, {
       def,
-      rec: stored?.rec ?? { runId: run.runId, taskId: def.id, status: "pending", attempts: 0, files: [], summary: "", costUsd: 0 },
+      rec: stored?.rec ?? { runId: run.runId, taskId: def.id, status: "pending", attempts: 0, files: [], summary: "", costUsd: 0, hitlRound: 0 },
       rev: stored?.rev ?? 0,
       rank: ranks.get(def.id) ?? 1,
     });
     dependents.set(def.id, []);
   }
   for (const def of run.graph.tasks) for (const d of def.needs) dependents.get(d)!.push(def.id);
-  let open = 0;
-  let inFlight = 0;
+  const state: RunState = {
+    run,
+    runRev,
+    tasks,
+    dependents,
+    open: 0,
+    inFlight: 0,
+    merging: 0,
+    attention: 0,
+    attentionChanged: false,
+    held: new Set(),
+    touched: new Map(),
+  };
   for (const t of tasks.values()) {
-    if (!TERMINAL.has(t.rec.status)) open++;
-    if (t.rec.status === "queued") inFlight++;
+    if (!TERMINAL.has(t.rec.status)) state.open++;
+    if (t.rec.status === "queued") state.inFlight++;
+    if (t.rec.status === "merging") state.merging++;
+    if (t.rec.status === "needs_attention") state.attention++;
+    if (t.rec.status === "succeeded" && t.rec.integrationCommit) noteTouched(state, t);
   }
-  return { run, runRev, tasks, dependents, open, inFlight, held: new Set() };
+  return state;
 }
 
 /**
@@ -87,16 +123,84 @@ export function buildState(run: RunRecord, runRev: number, records: Map<string, 
  * and the claim stops a second run).
  */
 export function reconcile(state: RunState, now: string): Effect[] {
-  return [...release(state, now, state.tasks.values()), ...finishIfDone(state, now)];
+  // Every task succeeded and merge.into was asked for, but no answer is recorded: ask
+  // again (deduplicated by msg id; past the window the merger finds it up to date).
+  if (state.run.finalizing && state.run.status === "running") return [mergeIntoEffect(state)];
+  return [...release(state, now, state.tasks.values()), ...settle(state, now)];
 }
 
-/** Every change of a task record goes through here, to keep `open` true. */
+/**
+ * Whether a result reports on work this state has not issued yet. The scheduler publishes
+ * a decision's effects before it saves the decision, so a scheduler that dies in between
+ * leaves work out (a task's ready message, a merge request) that the stored state does
+ * not know about, and its result can reach the next scheduler first: a task result for a
+ * task still `pending` (or for a later attempt than the one queued), or a merge result
+ * for a task not yet `merging`. The input behind that decision was never acked, so it is
+ * redelivered and the state catches up; until then such a result must wait, not be
+ * dropped as stale (dropped, the task's work is never re-issued: the republished ready
+ * message or merge request is deduplicated, and the run hangs).
+ */
+export function isEarly(state: RunState, result: TaskResult | MergeResult): boolean {
+  const t = state.tasks.get(result.taskId);
+  if (!t) return false;
+  if (result.type === "task.result") return t.rec.status === "pending" || (t.rec.status === "queued" && t.rec.attempts < result.attempt);
+  return t.rec.status === "pending" || t.rec.status === "queued";
+}
+
+/** Every change of a task record goes through here, to keep the counters true. */
 function update(state: RunState, t: TaskState, patch: Partial<TaskRecord>): void {
   const was = t.rec.status;
   t.rec = { ...t.rec, ...patch };
   const is = t.rec.status;
   if (TERMINAL.has(was) !== TERMINAL.has(is)) state.open += TERMINAL.has(is) ? -1 : 1;
   if ((was === "queued") !== (is === "queued")) state.inFlight += is === "queued" ? 1 : -1;
+  if ((was === "merging") !== (is === "merging")) state.merging += is === "merging" ? 1 : -1;
+  if ((was === "needs_attention") !== (is === "needs_attention")) {
+    state.attention += is === "needs_attention" ? 1 : -1;
+    state.attentionChanged = true;
+  }
+}
+
+/** Records the paths a merged task changed, for the resolver context of later merges. */
+function noteTouched(state: RunState, t: TaskState): void {
+  for (const f of t.rec.files) {
+    const list = state.touched.get(f);
+    if (list) list.push(t.def.id);
+    else state.touched.set(f, [t.def.id]);
+  }
+}
+
+/** Prompts longer than this are cut in merge requests and HITL records (NATS max_payload). */
+const PROMPT_LIMIT = 16 * 1024;
+/** At most this many other tasks' prompts go with one merge request. */
+const RELATED_LIMIT = 20;
+
+const cut = (text: string, limit: number) => (text.length <= limit ? text : `${text.slice(0, limit)}\n[... cut at ${limit} characters]`);
+
+/**
+ * The prompts of already-merged tasks that changed some of `files`: what a resolver (or
+ * a person) needs to know about the other side of a conflict in them.
+ */
+function relatedPrompts(state: RunState, taskId: string, files: string[]): RelatedPrompt[] {
+  const byTask = new Map<string, string[]>();
+  const note = (other: string, f: string) => {
+    if (other === taskId) return;
+    const list = byTask.get(other) ?? [];
+    list.push(f);
+    byTask.set(other, list);
+  };
+  for (const f of files) for (const other of state.touched.get(f) ?? []) note(other, f);
+  // Merges requested but not reported yet usually land first (merges of one run are
+  // taken in order): a conflict with one of them must name it too.
+  if (state.merging > 0) {
+    const wanted = new Set(files);
+    for (const o of state.tasks.values()) {
+      if (o.rec.status === "merging") for (const f of o.rec.files) if (wanted.has(f)) note(o.def.id, f);
+    }
+  }
+  return [...byTask]
+    .slice(0, RELATED_LIMIT)
+    .map(([id, shared]) => ({ taskId: id, prompt: cut(state.tasks.get(id)!.def.prompt, PROMPT_LIMIT), files: shared.slice(0, 100) }));
 }
 
 /**
@@ -136,8 +240,13 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
     runId: submit.runId,
     name: submit.graph.name,
     status: "running",
+    // What the submitter resolved (config, graph, flags), else the graph's own settings.
+    merge: submit.repo ? (submit.merge ?? resolveMergeSettings(submit.graph.merge)) : undefined,
+    attentionRound: 0,
+    finalizing: false,
     graph: submit.graph,
     repo: submit.repo,
+    remote: submit.remote,
     baseCommit: submit.baseCommit,
     integrationBranch: submit.repo ? integrationBranchOf(submit.runId) : undefined,
     integrationCommit: submit.baseCommit,
@@ -191,7 +300,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
   if (result.status === "failed") {
     const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
     if (failure.kind === "cancelled") {
-      return [...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...finishIfDone(state, now)];
+      return [...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...settle(state, now)];
     }
     // An interrupted attempt (its worker shut down) is handed back without using up the
     // retry budget, a few times at most, so a crash loop still ends.
@@ -228,7 +337,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
         effects.push(...stopRun(state, `task '${t.def.id}' failed and the run is failFast: ${failure.message}`, now, "ado (failFast)"));
       }
     }
-    return [...effects, ...finishIfDone(state, now)];
+    return [...effects, ...settle(state, now)];
   }
 
   effects.push({
@@ -254,12 +363,17 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       runId: run.runId,
       taskId: t.def.id,
       repo: run.repo!,
+      remote: run.remote,
       commit: result.commit!,
       branch: result.branch ?? taskBranchOf(run.runId, t.def.id),
       baseCommit: run.baseCommit!,
       integrationBranch: run.integrationBranch!,
       worktree: result.worktree,
       releaseOnly,
+      attempt: result.attempt,
+      settings: run.merge ?? resolveMergeSettings(),
+      prompt: releaseOnly ? "" : cut(t.def.prompt, PROMPT_LIMIT),
+      related: releaseOnly ? [] : relatedPrompts(state, t.def.id, result.files),
     },
   });
   const hasWork = !!(run.repo && run.baseCommit && result.commit && result.files.length > 0);
@@ -275,38 +389,91 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     update(state, t, { status: "succeeded" });
     effects.push({ type: "saveTask", taskId: t.def.id }, ...release(state, now, dependentsOf(state, t.def.id)));
   }
-  return [...effects, ...finishIfDone(state, now)];
+  return [...effects, ...settle(state, now)];
 }
 
-/** The merge coordinator reported on a task branch. */
-export function applyMergeResult(state: RunState, result: MergeResult, now: string): Effect[] {
+/**
+ * The merge coordinator reported on a task branch: merged, escalated to a person
+ * (`needs_attention`, which is not an end: the task waits and its dependents with it),
+ * or, once a person chose so, skipped. A result about an older HITL round than the task
+ * is in is a replay and changes nothing.
+ */
+export function applyMergeResult(state: RunState, result: MergeResult, now: string, seq?: number): Effect[] {
   const t = state.tasks.get(result.taskId);
-  if (!t || t.rec.status !== "merging") return [];
+  if (!t) return [];
+  const waiting = t.rec.status === "needs_attention";
+  if (t.rec.status !== "merging" && !waiting) return [];
+  if (waiting) {
+    const current = result.status === "needs_attention" ? result.round > t.rec.hitlRound : result.round === t.rec.hitlRound;
+    // While a person decides, only the outcome of their decision (or a new escalation) counts.
+    if (!current || (result.status !== "merged" && result.status !== "skipped" && result.status !== "needs_attention")) return [];
+  }
   const effects: Effect[] = [];
   const runId = state.run.runId;
-  if (result.status === "merged") {
-    update(state, t, { status: "succeeded", integrationCommit: result.integrationCommit });
-    state.run = { ...state.run, integrationCommit: result.integrationCommit };
-    effects.push(
-      { type: "event", event: { type: "task.merged", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, integrationCommit: result.integrationCommit! } },
-      { type: "saveTask", taskId: t.def.id },
-      { type: "saveRun" },
-      ...release(state, now, dependentsOf(state, t.def.id)),
-    );
-  } else {
-    const message =
-      result.status === "conflict" ? conflictMessage(state, t.def.id, result.files) : `merging task '${t.def.id}' failed: ${result.message}`;
-    update(state, t, { status: "failed", error: message });
-    effects.push({ type: "saveTask", taskId: t.def.id });
-    if (result.status === "conflict") {
-      effects.push({
-        type: "event",
-        event: { type: "merge.conflict", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, files: result.files, message },
-      });
+  switch (result.status) {
+    case "merged": {
+      update(state, t, { status: "succeeded", integrationCommit: result.integrationCommit, error: undefined });
+      noteTouched(state, t);
+      // The run's integration commit (the base of every dependent released from now on)
+      // only moves forward. The merge coordinator publishes results in the order it moved
+      // the branch, so `seq` (the result's place in the results stream) orders them; a
+      // result redelivered after a scheduler died, or held back as early, arrives after
+      // newer ones, and taking its older commit would base a dependent on a tree without
+      // some of its dependencies' work.
+      if (seq === undefined || state.integrationSeq === undefined || seq > state.integrationSeq) {
+        state.run = { ...state.run, integrationCommit: result.integrationCommit };
+        if (seq !== undefined) state.integrationSeq = seq;
+      }
+      effects.push(
+        { type: "event", event: { type: "task.merged", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, integrationCommit: result.integrationCommit! } },
+        { type: "saveTask", taskId: t.def.id },
+        { type: "saveRun" },
+        ...release(state, now, dependentsOf(state, t.def.id)),
+      );
+      break;
     }
-    effects.push(...halt(state, message, now));
+    case "needs_attention": {
+      // The merge coordinator wrote the HITL record and announced it (merge.hitl_required).
+      update(state, t, { status: "needs_attention", error: result.message, hitlId: result.hitlId, hitlRound: result.round });
+      // Also when it needed attention before (a resolution failed): a new round to announce.
+      state.attentionChanged = true;
+      effects.push({ type: "saveTask", taskId: t.def.id });
+      break;
+    }
+    case "skipped": {
+      const reason = `not merged (its work stays on ${taskBranchOf(runId, t.def.id)}): ${result.message || "skipped at the merge by a person"}`;
+      update(state, t, { status: "skipped", error: reason });
+      effects.push(
+        { type: "saveTask", taskId: t.def.id },
+        { type: "event", event: { type: "task.skipped", runId, taskId: t.def.id, attempt: Math.max(1, t.rec.attempts), at: now, reason } },
+        ...skipDependents(state, t.def.id, now),
+      );
+      break;
+    }
+    default: {
+      // `conflict` (from a merge coordinator without HITL) and `error` end the task and halt the run.
+      const message =
+        result.status === "conflict" ? conflictMessage(state, t.def.id, result.files) : `merging task '${t.def.id}' failed: ${result.message}`;
+      update(state, t, { status: "failed", error: message });
+      effects.push({ type: "saveTask", taskId: t.def.id });
+      if (result.status === "conflict") {
+        effects.push({
+          type: "event",
+          event: { type: "merge.conflict", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, files: result.files, message },
+        });
+      }
+      effects.push(...halt(state, message, now));
+    }
   }
-  return [...effects, ...finishIfDone(state, now)];
+  return [...effects, ...settle(state, now)];
+}
+
+/** The merge coordinator answered the run's `merge.into` request: record it and end the run. */
+export function applyMergeIntoResult(state: RunState, result: MergeIntoResult, now: string): Effect[] {
+  if (!state.run.finalizing || state.run.status !== "running") return [];
+  const { type: _, runId, ...outcome } = result;
+  state.run = { ...state.run, finalizing: false, mergeInto: outcome };
+  return [{ type: "event", event: { type: "run.merged_into", runId, at: now, ...outcome } }, ...settle(state, now)];
 }
 
 /**
@@ -314,14 +481,15 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
  * and the balancer act on the same request through the control bucket.
  */
 export function applyControl(state: RunState, req: ControlRequest, now: string): Effect[] {
-  if (state.run.status !== "running") return [];
+  // Nothing left to stop once every task is done and only merge.into is outstanding.
+  if (!isLive(state.run) || state.run.finalizing) return [];
   const runId = state.run.runId;
   if (req.taskId) {
     const t = state.tasks.get(req.taskId);
     if (!t || TERMINAL.has(t.rec.status)) return [];
     // Pausing one task is the worker's and the balancer's business; nothing to record.
     if (req.action !== "cancel") return [];
-    return [...cancelTask(state, t, req.reason || `cancelled by ${req.by || "a user"}`, now), ...release(state, now, []), ...finishIfDone(state, now)];
+    return [...cancelTask(state, t, req.reason || `cancelled by ${req.by || "a user"}`, now), ...release(state, now, []), ...settle(state, now)];
   }
   switch (req.action) {
     case "cancel":
@@ -352,8 +520,11 @@ function stopRun(state: RunState, reason: string, now: string, by = "ado"): Effe
     { type: "event", event: { type: "run.cancelling", runId, at: now, by, reason } },
     ...halt(state, reason, now),
   ];
-  for (const t of state.tasks.values()) if (t.rec.status === "queued") effects.push(...cancelTask(state, t, reason, now, false));
-  return [...effects, ...finishIfDone(state, now)];
+  for (const t of state.tasks.values()) {
+    // A merge waiting for a person is dropped too: its work stays on the task branch.
+    if (t.rec.status === "queued" || t.rec.status === "needs_attention") effects.push(...cancelTask(state, t, reason, now, false));
+  }
+  return [...effects, ...settle(state, now)];
 }
 
 /** Cancels one task (terminal) and skips what depends on it. */
@@ -378,7 +549,7 @@ function conflictMessage(state: RunState, taskId: string, files: string[]): stri
     .filter((o) => o.def.id !== taskId && o.rec.status === "succeeded" && o.rec.files.some((f) => files.includes(f)))
     .map((o) => `'${o.def.id}'`);
   const with_ = others.length ? ` and ${others.join(", ")}` : " and the integration branch";
-  return `merge conflict: task '${taskId}'${with_} changed the same lines in ${files.join(", ")}. Conflicts are not resolved automatically yet; the task branch is kept.`;
+  return `merge conflict: task '${taskId}'${with_} changed the same lines in ${files.join(", ")}; the task branch is kept.`;
 }
 
 /** Stops dispatching: pending tasks are skipped; tasks in flight finish but are not merged. */
@@ -468,6 +639,7 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     placement: t.def.placement ?? state.run.graph.placement ?? { labels: [], requires: [] },
     strategy: state.run.graph.strategy,
     repo: run.repo,
+    remote: run.remote,
     // Dependents start from the integration head, which by now holds every dependency.
     baseCommit: checkpoint ?? (t.def.needs.length ? run.integrationCommit : run.baseCommit),
     branch: taskBranchOf(run.runId, t.def.id),
@@ -501,21 +673,76 @@ function countBy(all: TaskState[]): Partial<Record<TaskStatus, number>> {
   return counts;
 }
 
-/** Ends the run once every task is terminal. */
-function finishIfDone(state: RunState, now: string): Effect[] {
-  if (state.run.status !== "running" || state.open > 0) return [];
+/** A run that can still change: running, or waiting for a person. */
+export const isLive = (run: RunRecord) => run.status === "running" || run.status === "needs_attention";
+
+/**
+ * After every decision: ends the run once every task is terminal; otherwise moves it
+ * into `needs_attention` when nothing can move until a person resolves a merge
+ * (nothing queued, running or merging; nothing held back), and back to `running` once
+ * something can. Each stop is a new round: its event is announced once, and again when
+ * another merge joins the ones waiting, so clients following the run see every stop.
+ */
+function settle(state: RunState, now: string): Effect[] {
+  if (!isLive(state.run) || state.run.finalizing) return [];
+  if (state.open === 0) return finish(state, now);
+  const changed = state.attentionChanged;
+  state.attentionChanged = false;
+  const stuck = state.attention > 0 && state.inFlight === 0 && state.merging === 0 && state.held.size === 0;
+  const runId = state.run.runId;
+  if (stuck && (state.run.status === "running" || changed)) {
+    const round = state.run.attentionRound + 1;
+    state.run = { ...state.run, status: "needs_attention", attentionRound: round };
+    const tasks = [...state.tasks.values()]
+      .filter((t) => t.rec.status === "needs_attention")
+      .map((t) => ({ taskId: t.def.id, hitlId: t.rec.hitlId ?? `${runId}.${t.def.id}`, message: t.rec.error ?? "" }));
+    return [
+      { type: "saveRun" },
+      { type: "event", event: { type: "run.needs_attention", runId, at: now, round, tasks }, msgID: `${runId}._.attention.${round}` },
+    ];
+  }
+  if (!stuck && state.run.status === "needs_attention") {
+    state.run = { ...state.run, status: "running" };
+    const round = state.run.attentionRound;
+    return [{ type: "saveRun" }, { type: "event", event: { type: "run.continued", runId, at: now, round }, msgID: `${runId}._.continued.${round}` }];
+  }
+  return [];
+}
+
+function mergeIntoEffect(state: RunState): Effect {
+  const run = state.run;
+  return {
+    type: "mergeInto",
+    request: { type: "merge.into", runId: run.runId, repo: run.repo!, integrationBranch: run.integrationBranch!, baseCommit: run.baseCommit!, into: run.merge!.into! },
+  };
+}
+
+/**
+ * Ends the run: every task is terminal. A successful run with `merge.into` first asks
+ * the merge coordinator to update that branch, and ends when it answers (whether it
+ * updated it or refused: a refusal is reported, not a failure of the run's work).
+ */
+function finish(state: RunState, now: string): Effect[] {
   const all = [...state.tasks.values()];
   const ok = all.every((t) => t.rec.status === "succeeded");
+  if (ok && state.run.merge?.into && state.run.repo && !state.run.mergeInto) {
+    state.run = { ...state.run, status: "running", finalizing: true };
+    return [{ type: "saveRun" }, mergeIntoEffect(state)];
+  }
   const cancelled = state.run.cancelled;
   const firstError = state.run.halted ?? all.find((t) => t.rec.status === "failed")?.rec.error;
   const failedIds = all.filter((t) => t.rec.status === "failed").map((t) => `'${t.def.id}'`);
+  const skippedAtMerge = all.filter((t) => t.rec.status === "skipped" && t.rec.hitlRound > 0).map((t) => `'${t.def.id}'`);
   const status = ok ? "succeeded" : cancelled ? "cancelled" : "failed";
-  state.run = {
-    ...state.run,
-    status,
-    finishedAt: now,
-    error: ok ? undefined : state.run.halted ?? `task ${failedIds.join(", ")} failed: ${firstError ?? "see its output"}`,
-  };
+  const error = ok
+    ? undefined
+    : (state.run.halted ??
+      (failedIds.length
+        ? `task ${failedIds.join(", ")} failed: ${firstError ?? "see its output"}`
+        : skippedAtMerge.length
+          ? `task ${skippedAtMerge.join(", ")} was not merged (skipped at the merge); its dependents were skipped`
+          : "not every task succeeded"));
+  state.run = { ...state.run, status, finishedAt: now, error };
   return [
     { type: "saveRun" },
     {
@@ -530,6 +757,7 @@ function finishIfDone(state: RunState, now: string): Effect[] {
         error: state.run.error,
         counts: countBy(all),
         tasks: all.length <= SUMMARY_LIMIT ? all.map(summary) : [],
+        ...(state.run.mergeInto ? { mergeInto: state.run.mergeInto } : {}),
       },
     },
   ];

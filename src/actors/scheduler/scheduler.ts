@@ -13,9 +13,12 @@ import { actorConsumer, consumers } from "../../runtime/topology.js";
 import {
   acceptRun,
   applyControl,
+  applyMergeIntoResult,
   applyMergeResult,
   applyTaskResult,
   buildState,
+  isEarly,
+  isLive,
   reconcile,
   type Effect,
   type RunState,
@@ -25,6 +28,18 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Most publishes or writes a scheduler has in flight at once. */
 const PUBLISH_WINDOW = 512;
+
+/**
+ * How long the server waits for the scheduler's ack before it redelivers a submission or
+ * a result. What a scheduler that died held unacked comes back only after this long, so
+ * it bounds the stall a crash causes (30 s made every restart a 30 s pause). A batch
+ * being handled is kept alive with in-progress acks, so a slow one is not redelivered.
+ */
+const ACK_WAIT_MS = 10_000;
+
+/** An early result (see isEarly()) is offered again this often, at most this many times (~2 min). */
+const EARLY_RETRY_MS = 1_000;
+const EARLY_MAX_DELIVERIES = 120;
 
 /** A stored record changed under us (another replica wrote it): reload and redo. */
 class StaleStateError extends Error {
@@ -74,8 +89,9 @@ export class Scheduler extends Actor {
   protected async onStart(): Promise<void> {
     const { topo } = this.ctx;
     const jsm = await this.js.jetstreamManager();
-    await jsm.consumers.add(topo.streams.submit.name, actorConsumer(consumers.submit, topo.subjects.submit));
-    await jsm.consumers.add(topo.streams.results.name, actorConsumer(consumers.results, topo.subjects.resultsAll));
+    // Adding a durable that exists updates it: a consumer made with an older ack_wait converges.
+    await jsm.consumers.add(topo.streams.submit.name, actorConsumer(consumers.submit, topo.subjects.submit, { ackWaitMs: ACK_WAIT_MS }));
+    await jsm.consumers.add(topo.streams.results.name, actorConsumer(consumers.results, topo.subjects.resultsAll, { ackWaitMs: ACK_WAIT_MS }));
     const submitLoop = new BatchLoop<SubmitRun>({
       js: this.js,
       topo,
@@ -83,7 +99,7 @@ export class Scheduler extends Actor {
       schema: SCHEMAS.SubmitRun,
       actor: "scheduler",
       logger: this.log,
-      handle: (batch) => this.serial.run(() => this.onSubmissions(batch)),
+      handle: (batch) => keptAlive(batch, () => this.serial.run(() => this.onSubmissions(batch))),
       onDeadLetter: (msg, reason) => this.rejectMalformed(msg, reason),
     });
     const resultLoop = new BatchLoop<SchedulerInput>({
@@ -93,7 +109,7 @@ export class Scheduler extends Actor {
       schema: SCHEMAS.SchedulerInput,
       actor: "scheduler",
       logger: this.log,
-      handle: (batch) => this.serial.run(() => this.onInputs(batch)),
+      handle: (batch) => keptAlive(batch, () => this.serial.run(() => this.onInputs(batch))),
     });
     this.loops = [submitLoop as BatchLoop<unknown>, resultLoop as BatchLoop<unknown>];
     await Promise.all(this.loops.map((l) => l.start()));
@@ -107,7 +123,8 @@ export class Scheduler extends Actor {
       if (e?.operation !== "PUT") continue;
       try {
         const run = decode(SCHEMAS.RunRecord, e.value);
-        if (run.status === "running" && run.deadline) this.armDeadline(run.runId, run.deadline);
+        // A run waiting for a person still has its deadline.
+        if (isLive(run) && run.deadline) this.armDeadline(run.runId, run.deadline);
       } catch (err) {
         this.log.warn({ key, err: errorMessage(err) }, "unreadable run record");
       }
@@ -248,17 +265,28 @@ export class Scheduler extends Actor {
           // must be in flight, in case a crash left something unpublished.
           const effects: Effect[] = cached ? [] : reconcile(state, now);
           for (const i of indexes) {
-            const input = batch[i]!.data;
+            const { data: input, msg } = batch[i]!;
+            if ((input.type === "task.result" || input.type === "merge.result") && isEarly(state, input)) {
+              // A predecessor issued this work and died before saving that it did: wait
+              // for its redelivered input to catch the state up, rather than drop this.
+              outcomes[i] =
+                msg.info.deliveryCount < EARLY_MAX_DELIVERIES
+                  ? { kind: "nak", delayMs: EARLY_RETRY_MS }
+                  : { kind: "dead", reason: `a ${input.type} for work of task '${input.taskId}' that the stored run never issued` };
+              continue;
+            }
             effects.push(
               ...(input.type === "task.result"
                 ? applyTaskResult(state, input, now)
                 : input.type === "merge.result"
-                  ? applyMergeResult(state, input, now)
-                  : applyControl(state, input, now)),
+                  ? applyMergeResult(state, input, now, msg.seq)
+                  : input.type === "merge.into.result"
+                    ? applyMergeIntoResult(state, input, now)
+                    : applyControl(state, input, now)),
             );
           }
           await this.execute(state, effects);
-          if (state.run.status !== "running") {
+          if (!isLive(state.run)) {
             this.runs.delete(runId);
             clearTimeout(this.deadlines.get(runId));
             this.deadlines.delete(runId);
@@ -317,6 +345,13 @@ export class Scheduler extends Actor {
       } else if (e.type === "merge") {
         const { data, headers } = encode(SCHEMAS.MergeRequest, e.request);
         p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: `${e.request.runId}.${e.request.taskId}` });
+      } else if (e.type === "mergeInto") {
+        const { data, headers } = encode(SCHEMAS.MergeRequest, e.request);
+        p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: `${e.request.runId}._.into` });
+      } else if (e.type === "event" && e.msgID) {
+        const { data, headers } = encode(SCHEMAS.AdoEvent, e.event);
+        const taskId = "taskId" in e.event ? e.event.taskId : undefined;
+        p = this.js.publish(topo.subjects.event({ type: e.event.type, runId: e.event.runId, taskId }), data, { headers, msgID: e.msgID });
       } else if (e.type === "event") {
         p = publishEvent(this.js, topo, e.event);
       } else if (e.type === "control") {
@@ -375,6 +410,21 @@ export class Scheduler extends Actor {
       code: "invalid",
       tasks: [],
     });
+  }
+}
+
+/**
+ * Runs a batch's handler with in-progress acks every third of the ack wait, also while
+ * it waits for the serial lock, so the server does not redeliver what is being handled.
+ */
+async function keptAlive<T>(batch: Delivery<unknown>[], handle: () => Promise<T>): Promise<T> {
+  const timer = setInterval(() => {
+    for (const d of batch) d.msg.working();
+  }, ACK_WAIT_MS / 3);
+  try {
+    return await handle();
+  } finally {
+    clearInterval(timer);
   }
 }
 

@@ -9,6 +9,10 @@ import { AdoError, errorMessage } from "../../runtime/errors.js";
 import { publishEvent } from "../../runtime/events.js";
 import { git } from "../../runtime/git/exec.js";
 import { WorktreeManager } from "../../runtime/git/index.js";
+import { applyCleanup, planCleanup } from "../../runtime/git/cleanup.js";
+import { defaultCloneDir, pushRef, RepoAccess, type GitAccess, type RepoTarget } from "../../runtime/git/remote.js";
+import type { WorktreesConfig } from "../../runtime/git/worktree-config.js";
+import { type WorktreeRecord, WorktreeRegistry } from "../../runtime/git/worktree-registry.js";
 import type { WorkerId } from "../../runtime/ids.js";
 import { SCHEMAS, type TaskFailure, type TaskResult, type TaskWork, type WorkerRecord } from "../../runtime/messages.js";
 import { Signal } from "../../runtime/mutex.js";
@@ -26,6 +30,8 @@ export interface WorkerOptions {
   heartbeatMs: number;
   /** Base directory for task worktrees. */
   worktreeDir: string;
+  /** Include list, dependency dirs and cleanup policy of task worktrees (config `worktrees`). */
+  worktrees?: WorktreesConfig;
   agents?: Map<string, Agent>;
   /** Placement labels (e.g. `local`, `process`, `remote`, `gpu`); tasks select workers by them. */
   labels?: string[];
@@ -34,7 +40,14 @@ export interface WorkerOptions {
   costPerTask?: number;
   /** How long the server waits for an ack before redelivering; in-progress acks keep it alive. */
   ackWaitMs?: number;
+  /** How this host reaches runs' repositories (config `git`): shared disk, clones of a remote, or auto. */
+  gitAccess?: GitAccess;
+  /** Where clones of runs' remotes go; default defaultCloneDir(). */
+  cloneDir?: string;
 }
+
+/** What became of a task's worktree, for its registry record. */
+type WorktreeUpdate = Pick<WorktreeRecord, "state"> & Partial<Pick<WorktreeRecord, "commit" | "archiveRef" | "reason">>;
 
 interface Running {
   work: TaskWork;
@@ -56,6 +69,10 @@ export class Worker extends Actor {
   private readonly active = new Map<string, Running>();
   private readonly agents: Map<string, Agent>;
   private readonly worktrees = new Map<string, WorktreeManager>();
+  /** The user's repository or this host's clone of the run's remote, per run (remote.ts). */
+  private readonly access: RepoAccess;
+  /** When the cleanup policy last ran, per repository's manager (cleanupSoon). */
+  private readonly lastCleanup = new Map<WorktreeManager, number>();
   private requested = 0;
   private pending = 0;
   private finishedSinceReport: string[] = [];
@@ -80,6 +97,7 @@ export class Worker extends Actor {
   ) {
     super("worker", opts.workerId, ctx);
     this.agents = opts.agents ?? builtinAgents();
+    this.access = new RepoAccess(opts.gitAccess ?? "auto", opts.cloneDir ?? defaultCloneDir(), ctx.logger);
   }
 
   get id(): WorkerId {
@@ -335,17 +353,24 @@ export class Worker extends Actor {
     }
     let cwd: string | undefined;
     let wt: WorktreeManager | undefined;
+    let target: RepoTarget | undefined;
     if (agent.needsWorktree) {
       if (!work.repo || !work.baseCommit) {
         return this.failed(work, { kind: "invalid", retryable: false, message: `agent '${agent.name}' needs a repository, and the run has none` });
       }
-      wt = this.worktreeManager(work.repo);
+      // The user's repository when it is on this host, else a clone of the run's remote;
+      // from here on `work.repo` names the repository the worktree belongs to.
+      target = await this.access.resolve(work, work.baseCommit);
+      work = { ...work, repo: target.dir };
+      wt = this.worktreeManager(work.repo!);
       ({ path: cwd } = await wt.add({
         name: `${work.runId}/${work.taskId}`,
         branch: work.branch,
-        base: work.baseCommit,
+        base: work.baseCommit!,
         lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${this.id}`,
+        owner: { runId: work.runId, taskId: work.taskId, workerId: this.id },
       }));
+      await this.recordWorktree(work, cwd, { state: "active", createdAt: new Date().toISOString() });
     }
     // Fan-in: what the tasks this one needs produced, as a file in its worktree (never
     // committed: removed before the commit) and in its environment.
@@ -379,6 +404,8 @@ export class Worker extends Actor {
         ADO_BRANCH: work.branch,
         ADO_INPUTS: JSON.stringify(work.inputs),
         ADO_INPUTS_FILE: inputsFile,
+        // Git run by the agent itself ignores what the include list copied in (.env).
+        ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
       },
       task: work.task,
       signal,
@@ -392,19 +419,43 @@ export class Worker extends Actor {
       // Checkpoint: the work so far is committed on the task branch, and the next
       // attempt starts from that commit instead of from scratch.
       const c = await wt.commitAll(cwd, { message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)` });
+      if (c.changed) await this.access.publishBranch(target!, c.commit, work.branch);
       await wt.remove(cwd, { force: true });
+      await this.recordWorktree(work, cwd, { state: "removed", commit: c.commit, reason: "interrupted: the work so far is committed on the branch (checkpoint)" });
       if (c.changed) {
         await this.emit({ type: "task.checkpoint", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), workerId: this.id, commit: c.commit, reason: "worker shutting down" }).catch(() => undefined);
       }
       return { ...this.failed(work, outcome.failure!), branch: work.branch, commit: c.commit };
     }
     if (!outcome.ok) {
-      await this.keepFailedAttempt(wt, cwd, work);
+      const kept = await this.keepFailedAttempt(wt, cwd, work);
+      // Remote mode: the failed attempt's work is kept on the remote too (best effort).
+      if (target!.remote && kept.archiveRef && kept.commit) {
+        await pushRef(work.repo!, target!.remote, kept.commit, kept.archiveRef).catch((err) =>
+          this.log.warn({ task: work.taskId, err: errorMessage(err) }, "failed attempt archived here, but not pushed"),
+        );
+      }
+      await this.recordWorktree(work, cwd, kept);
+      this.cleanupSoon(wt, work.repo!);
       return this.failed(work, outcome.failure!);
     }
     const commit = await wt.commitAll(cwd, { message: `ado: ${work.taskId} (run ${work.runId})\n\n${work.task.prompt}`.trim() });
-    if (!commit.changed) await wt.remove(cwd);
-    return { ...this.succeeded(work), branch: work.branch, commit: commit.commit, files: commit.files, worktree: commit.changed ? cwd : undefined };
+    // Remote mode: the branch goes to the remote, where the merge coordinator takes it
+    // from, and the worktree goes now (no merger on another host could remove it).
+    const pushed = commit.changed && !!target!.remote;
+    if (pushed) await this.access.publishBranch(target!, commit.commit, work.branch);
+    if (!commit.changed || pushed) await wt.remove(cwd);
+    await this.recordWorktree(
+      work,
+      cwd,
+      pushed
+        ? { state: "removed", commit: commit.commit, reason: `pushed to ${target!.remote}` }
+        : commit.changed
+          ? { state: "committed", commit: commit.commit }
+          : { state: "removed", commit: commit.commit, reason: "no changes" },
+    );
+    this.cleanupSoon(wt, work.repo!);
+    return { ...this.succeeded(work), branch: work.branch, commit: commit.commit, files: commit.files, worktree: commit.changed && !pushed ? cwd : undefined };
   }
 
   /**
@@ -412,22 +463,70 @@ export class Worker extends Actor {
    * `refs/ado/attempts/<run>/<task>/<attempt>`; the task branch goes back to its base so
    * the next attempt starts clean. Nothing the agent wrote is lost.
    */
-  private async keepFailedAttempt(wt: WorktreeManager, cwd: string, work: TaskWork): Promise<void> {
+  private async keepFailedAttempt(wt: WorktreeManager, cwd: string, work: TaskWork): Promise<WorktreeUpdate> {
+    const ref = `refs/ado/attempts/${work.runId}/${work.taskId}/${work.attempt}`;
     try {
       const c = await wt.commitAll(cwd, { message: `ado: ${work.taskId} attempt ${work.attempt} failed (work in progress)` });
       if (c.changed) {
-        await git(cwd, ["update-ref", `refs/ado/attempts/${work.runId}/${work.taskId}/${work.attempt}`, c.commit]);
+        await git(cwd, ["update-ref", ref, c.commit]);
       }
       await wt.remove(cwd, { force: true });
       if (c.changed) await git(work.repo!, ["update-ref", `refs/heads/${work.branch}`, work.baseCommit!, c.commit]);
+      return c.changed
+        ? { state: "archived", archiveRef: ref, commit: c.commit, reason: `attempt ${work.attempt} failed` }
+        : { state: "removed", reason: `attempt ${work.attempt} failed with no changes` };
     } catch (err) {
       this.log.warn({ task: work.taskId, err: errorMessage(err) }, "could not archive a failed attempt; its worktree is kept");
+      return { state: "kept", reason: `attempt ${work.attempt} failed and its work could not be archived: ${errorMessage(err)}` };
     }
+  }
+
+  /**
+   * Writes the task's worktree record in the registry (KV `worktrees`). Never fails the
+   * task: the registry is for people and tools; git holds the truth.
+   */
+  private async recordWorktree(work: TaskWork, path: string, update: WorktreeUpdate & { createdAt?: string }): Promise<void> {
+    const now = new Date().toISOString();
+    try {
+      await new WorktreeRegistry(this.ctx.kv.worktrees, this.log).update(
+        work.runId,
+        work.taskId,
+        { ...update, attempt: work.attempt, workerId: this.id, updatedBy: `worker ${this.id}`, ...(update.state === "active" ? {} : { finishedAt: now }) },
+        { runId: work.runId, taskId: work.taskId, repo: work.repo!, path, branch: work.branch, host: hostname(), createdAt: update.createdAt ?? now },
+      );
+    } catch (err) {
+      this.log.warn({ task: work.taskId, err: errorMessage(err) }, "worktree registry not updated");
+    }
+  }
+
+  /**
+   * Applies the cleanup policy (worktrees.cleanupAfter / maxWorktrees) to the
+   * repository's worktrees in the background, at most once a minute per repository:
+   * finished worktrees past the policy are archived and removed; merged ones removed.
+   * Never with force, never touching a worktree in use (see src/runtime/git/cleanup.ts).
+   */
+  private cleanupSoon(wt: WorktreeManager, repo: string): void {
+    const policy = this.opts.worktrees;
+    if (policy?.cleanupAfter === undefined && policy?.maxWorktrees === undefined) return;
+    const last = this.lastCleanup.get(wt) ?? 0;
+    if (Date.now() - last < 60_000) return;
+    this.lastCleanup.set(wt, Date.now());
+    void (async () => {
+      const registry = new WorktreeRegistry(this.ctx.kv.worktrees, this.log);
+      const { records } = await registry.list().catch(() => ({ records: [] as WorktreeRecord[] }));
+      const byPath = new Map(records.map((r) => [r.path, r]));
+      const plan = planCleanup(await wt.inspect(), byPath, { cleanupAfterMs: policy.cleanupAfter, maxWorktrees: policy.maxWorktrees }, { now: new Date() });
+      const done = await applyCleanup(wt, plan.filter((i) => i.action.kind !== "keep"), { registry, actor: `worker ${this.id} (cleanup policy)`, repo, logger: this.log });
+      for (const d of done) if (d.result === "archived") this.log.info({ path: d.path, ref: d.archive?.ref }, "worktree past the cleanup policy archived and removed");
+    })().catch((err) => this.log.warn({ err: errorMessage(err) }, "worktree cleanup policy not applied"));
   }
 
   private worktreeManager(repo: string): WorktreeManager {
     let m = this.worktrees.get(repo);
-    if (!m) this.worktrees.set(repo, (m = new WorktreeManager({ repo, baseDir: this.opts.worktreeDir, logger: this.log })));
+    if (!m) {
+      m = new WorktreeManager({ repo, baseDir: this.opts.worktreeDir, logger: this.log, include: this.opts.worktrees });
+      this.worktrees.set(repo, m);
+    }
     return m;
   }
 

@@ -15,9 +15,20 @@ export interface GitExit {
  * Git reports a held lock file (`index.lock`, `config.lock`, a ref's `.lock`) only in
  * stderr text, with no distinct exit code, so this is the one place that reads git's
  * wording. The holder is another git process that finishes soon, hence retryable.
+ *
+ * The same holds for a worktree another process is creating or removing at that
+ * moment: every worktree command reads all registrations (`<common>/worktrees/<id>`),
+ * and git dies on one whose `commondir` file is not written yet ("failed to read
+ * .git/worktrees/<id>/commondir: Success") or whose directory just went away ("Invalid
+ * path '.../.git/worktrees/<id>'"). Both seen with 10 processes adding and removing 5
+ * worktrees each (test/git/worktrees-concurrency.test.ts). A task worktree's own path
+ * (`<base>/<runId>/<taskId>`) has two segments there, so it does not match.
  */
 function isLockContention(stderr: string): boolean {
-  return /\.lock\b|File exists|could not lock/i.test(stderr);
+  return (
+    /\.lock\b|File exists|could not lock/i.test(stderr) ||
+    /failed to read \S*worktrees\/[^/\s]+\/commondir|Invalid path '[^']*\/worktrees\/[^/']+'/.test(stderr)
+  );
 }
 
 /** A git command failed. Retryable when git says another process holds a lock. */
@@ -140,4 +151,35 @@ export class MergeRaceError extends AdoError {
       retryable: true,
     });
   }
+}
+
+/** The include list would copy more into a new worktree than the configured budget allows. */
+export class IncludeTooLargeError extends AdoError {
+  constructor(
+    /** The include pattern whose matches pushed the copy over the budget. */
+    readonly pattern: string,
+    readonly bytes: number,
+    readonly maxBytes: number,
+  ) {
+    super(
+      `worktrees.include '${pattern}' would copy ${mib(bytes)} into each worktree (limit ${mib(maxBytes)}): ` +
+        `list large directories under worktrees.dependencies (shared by a symlink, or skipped) instead, ` +
+        `narrow the pattern, or raise worktrees.maxCopyBytes`,
+      { retryable: false },
+    );
+  }
+}
+
+/** A worktree (or its owner) is in a state that forbids the operation; the message says which and what to do. */
+export class WorktreeStateError extends AdoError {
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super(message, { retryable: false });
+  }
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / (1024 * 1024)).toFixed(1)} MiB`;
 }

@@ -1,9 +1,26 @@
 /**
- * Public surface of ado's git layer: worktrees per task, merges without a work tree,
- * and read-only probes of the user's repository.
+ * Public surface of ado's git layer: worktrees per task, merges without a work tree
+ * (and the merge coordinator's integrate: modes, conflict rules, resolver, validation,
+ * manual resolution, --merge-into), and read-only probes of the user's repository.
  */
 export * from "./errors.js";
 export { type MergeIntoBranchOptions, type MergeOutcome, mergeIntoBranch } from "./merge.js";
+export {
+  type CommandSpec,
+  type ConflictFile,
+  type IntegrateOptions,
+  type IntegrateOutcome,
+  type MergeMode,
+  type PathRule,
+  type PathStrategy,
+  type ResolvedBy,
+  completeManualResolution,
+  integrate,
+  integrateChoosing,
+  prepareManualResolution,
+} from "./integrate.js";
+export * from "./integrate-errors.js";
+export { type MergeIntoTargetOptions, type MergeIntoTargetOutcome, mergeIntoTarget } from "./target.js";
 export {
   type RepoInfo,
   checkoutFingerprint,

@@ -68,7 +68,7 @@ export async function mergeIntoBranch(repo: string, opts: MergeIntoBranchOptions
  * Points `branch` at `next` if it is still at `expected`.
  * @returns false when another writer got there first (or held the ref's lock).
  */
-async function compareAndSwap(repo: string, branch: string, next: string, expected: string): Promise<boolean> {
+export async function compareAndSwap(repo: string, branch: string, next: string, expected: string): Promise<boolean> {
   try {
     await git(repo, ["update-ref", "-m", "ado: merge", `refs/heads/${branch}`, next, expected]);
     return true;

@@ -12,6 +12,7 @@
  * in it: tasks get worktrees of it, merges need none.
  */
 import { createHash } from "node:crypto";
+import { homedir } from "node:os";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
@@ -54,6 +55,12 @@ export class PushRejectedError extends AdoError {
 }
 
 export const runBaseRef = (runId: string) => `refs/ado/runs/${runId}/base`;
+
+/** Default directory of this host's clones: beside the worktrees, in the user's cache. */
+export function defaultCloneDir(env = process.env): string {
+  const cache = env.XDG_CACHE_HOME || path.join(homedir(), ".cache");
+  return path.join(cache, "ado", "clones");
+}
 
 /** The refspecs that bring one run's refs from the remote into a clone, under the same names. */
 function runRefspecs(runId: string): string[] {
@@ -209,11 +216,16 @@ async function exists(p: string): Promise<boolean> {
 export type GitAccess = "auto" | "shared" | "clone";
 export const GIT_ACCESS = ["auto", "shared", "clone"] as const;
 
-/** Where one task's (or merge's) git work happens. */
+/** Where one task's git work happens. */
 export interface RepoTarget {
   /** The repository directory to work in: the user's repository, or this host's clone. */
   dir: string;
-  /** Set when `dir` is a clone: results must be pushed to this URL. */
+  /** Whether `dir` is this host's clone rather than the user's repository. */
+  clone: boolean;
+  /**
+   * The run's remote, when it has one: task branches are pushed there whichever `dir`
+   * is, since the merge coordinator of such a run merges from the remote.
+   */
   remote?: string;
 }
 
@@ -248,7 +260,7 @@ export class RepoAccess {
    */
   async resolve(run: { runId: string; repo?: string; remote?: string }, commit: string): Promise<RepoTarget> {
     if (this.mode !== "clone" && run.repo && (await exists(run.repo)) && (await hasCommit(run.repo, commit).catch(() => false))) {
-      return { dir: run.repo };
+      return { dir: run.repo, clone: false, remote: run.remote };
     }
     if (this.mode === "shared") {
       throw new RepoAccessError(
@@ -260,10 +272,10 @@ export class RepoAccess {
         `the run's repository ${run.repo ?? "(none)"} is not on this host and the run has no remote to clone: submit it with --remote <url> (a git URL every host can reach)`,
       );
     }
-    return { dir: await this.clones.withCommit(run.remote, run.runId, commit), remote: run.remote };
+    return { dir: await this.clones.withCommit(run.remote, run.runId, commit), clone: true, remote: run.remote };
   }
 
-  /** Publishes a task branch: a push when the work happened in a clone, nothing otherwise. */
+  /** Publishes a task branch to the run's remote (nothing for a run without one). */
   async publishBranch(target: RepoTarget, commit: string, branch: string): Promise<void> {
     if (target.remote) await pushRef(target.dir, target.remote, commit, `refs/heads/${branch}`);
   }

@@ -3,15 +3,33 @@
  * touching it. `git worktree` commands share files under the repository's git dir
  * (worktree registrations, ref and config locks), so in this process they run one at a
  * time per repository, and lock errors from other processes are retried.
+ *
+ * Beside git's own registration of each worktree (`<git common dir>/worktrees/<id>/`)
+ * the manager keeps `ado.json`: who created it (pid, host), when, from which base, and
+ * which paths it put there from the user's checkout (the include list). Git ignores the
+ * file and deletes it with the registration. It lets cleanup work without a server and
+ * keeps copied files (`.env`) out of every commit: git's `info/exclude` cannot, because
+ * it is shared by all worktrees and the user's checkout.
+ *
+ * Cost: add is one git process when the branch is new (`worktree add --no-track --lock
+ * -b`), remove is one (`worktree remove`; the lock is lifted by deleting the `locked`
+ * file, which is all `git worktree unlock` does). Everything else is read from the file
+ * system, and git runs more only on the rare paths (a leftover branch or registration,
+ * a refusal to diagnose). bench/worktrees.ts compares this with raw git.
  */
-import { mkdir, realpath, rm, stat } from "node:fs/promises";
+import { execFile } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { copyFile, lstat, mkdir, readdir, readFile, realpath, rename, rm, rmdir, stat, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
+import { z } from "zod";
 import { silentLogger } from "../logger.js";
 import { KeyedMutex } from "../mutex.js";
-import { BranchConflictError, GitCommandError, InvalidWorktreeNameError, WorktreeDirtyError } from "./errors.js";
-import { ADO_IDENTITY, backoff, git, identityOptions, sleep } from "./exec.js";
+import { BranchConflictError, GitCommandError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "./errors.js";
+import { ADO_IDENTITY, backoff, git, identityOptions, runGit, sleep } from "./exec.js";
 import { openRepo, readBranch } from "./repo.js";
+import { DEFAULT_INCLUDE, type IncludeSpec, type LocalFiles, populateWorktree } from "./worktree-include.js";
 
 /** A worktree as `git worktree list` reports it. */
 export interface WorktreeEntry {
@@ -21,6 +39,8 @@ export interface WorktreeEntry {
   head: string;
   /** The lock reason ("" when locked without one); absent when not locked. */
   locked?: string;
+  /** Why git considers the registration stale (its directory is gone); absent when it is not. */
+  prunable?: string;
 }
 
 export interface WorktreeManagerOptions {
@@ -29,6 +49,8 @@ export interface WorktreeManagerOptions {
   /** Directory under which this manager creates, lists and removes worktrees. */
   baseDir: string;
   logger?: Logger;
+  /** What new worktrees get from the user's checkout (config `worktrees`); default: node_modules linked. */
+  include?: Partial<IncludeSpec>;
 }
 
 export interface AddWorktreeOptions {
@@ -39,6 +61,15 @@ export interface AddWorktreeOptions {
   base: string;
   /** Recorded by `git worktree lock`, so `git worktree prune` leaves the worktree alone. */
   lockReason?: string;
+  /** Recorded in ado.json, for `ado worktrees list` and cleanup. */
+  owner?: { runId?: string; taskId?: string; workerId?: string };
+}
+
+export interface AddedWorktree {
+  path: string;
+  branch: string;
+  /** What was copied, linked or skipped from the user's checkout. */
+  local: LocalFiles;
 }
 
 export interface CommitAllOptions {
@@ -48,75 +79,152 @@ export interface CommitAllOptions {
   authorEmail?: string;
 }
 
-const MAX_LOCK_ATTEMPTS = 6;
+/** What ado keeps beside git's registration of a worktree, in `ado.json`. */
+export const WorktreeMetaSchema = z.object({
+  version: z.literal(1),
+  /** Path relative to the base directory (`<runId>/<taskId>`). */
+  name: z.string(),
+  branch: z.string(),
+  base: z.string(),
+  createdAt: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  runId: z.string().optional(),
+  taskId: z.string().optional(),
+  workerId: z.string().optional(),
+  /** Paths (relative, `/`-separated) put there from the user's checkout: never committed. */
+  local: z.array(z.string()).default([]),
+});
+export type WorktreeMeta = z.infer<typeof WorktreeMetaSchema>;
+
+/** A worktree under the base directory with what cleanup needs to decide about it. */
+export interface WorktreeStatus extends WorktreeEntry {
+  /** Path relative to the base directory. */
+  name: string;
+  /** Whether the directory is still there (a registration can outlive it). */
+  exists: boolean;
+  meta?: WorktreeMeta;
+  /** Why ado.json could not be read, when it exists but is malformed. */
+  metaProblem?: string;
+  /** From ado.json, else the registration's modification time. */
+  createdAt?: string;
+  /** Uncommitted changes (`git status --porcelain` entries), copied include files left out. */
+  changes: string[];
+  /**
+   * Commits on HEAD that no other branch, tag or `refs/ado/*` ref holds: work that only
+   * this worktree's branch keeps. 0 when merged, archived or nothing was committed;
+   * undefined when git could not tell.
+   */
+  unmerged?: number;
+}
+
+/** A directory under the base directory that looks like a worktree git no longer knows. */
+export interface OrphanDir {
+  path: string;
+  name: string;
+  reason: string;
+}
+
+const MAX_LOCK_ATTEMPTS = 8;
+/** A registration younger than this without ado.json may be an add in progress elsewhere. */
+export const YOUNG_WORKTREE_MS = 60_000;
+const META_FILE = "ado.json";
 
 /** Worktree operations of this process, one at a time per repository (git common dir). */
 const repoLocks = new KeyedMutex();
 
-/** Creates, commits in, lists and removes the task worktrees of one repository. */
+/** Creates, commits in, inspects, archives and removes the task worktrees of one repository. */
 export class WorktreeManager {
   readonly #repo: string;
   readonly #baseDir: string;
   readonly #log: Logger;
-  #setup: Promise<{ gitCommonDir: string; baseDir: string }> | undefined;
+  readonly #include: IncludeSpec;
+  #setup: Promise<{ gitCommonDir: string; topLevel: string; baseDir: string }> | undefined;
 
   constructor(opts: WorktreeManagerOptions) {
     this.#repo = path.resolve(opts.repo);
     this.#baseDir = path.resolve(opts.baseDir);
     this.#log = (opts.logger ?? silentLogger).child({ component: "git-worktrees" });
+    this.#include = { ...DEFAULT_INCLUDE, ...stripUndefined(opts.include ?? {}) };
+  }
+
+  /** The base directory, with symlinks resolved (as git records worktree paths). */
+  async baseDir(): Promise<string> {
+    return (await this.#init()).baseDir;
   }
 
   /**
    * Creates a worktree at `<baseDir>/<name>` on a new branch `branch` starting at
-   * `base`, locked so that pruning cannot drop it. A branch left by an earlier attempt
-   * is reused if it still points at `base`.
+   * `base`, locked so that pruning cannot drop it, and populates it from the user's
+   * checkout (the include list). A branch left by an earlier attempt is reused if it
+   * still points at `base`.
    * @throws BranchConflictError when `branch` exists at another commit.
    * @throws WorktreeDirtyError when a worktree left at that path holds uncommitted work.
+   * @throws IncludeTooLargeError when the include list would copy too much (nothing is left behind).
    */
-  async add(opts: AddWorktreeOptions): Promise<{ path: string; branch: string }> {
-    const { gitCommonDir, baseDir } = await this.#init();
+  async add(opts: AddWorktreeOptions): Promise<AddedWorktree> {
+    const { gitCommonDir, baseDir, topLevel } = await this.#init();
     const target = path.resolve(baseDir, opts.name);
     const relative = path.relative(baseDir, target);
     if (relative === "" || relative.startsWith("..") || path.isAbsolute(relative)) {
       throw new InvalidWorktreeNameError(opts.name, baseDir);
     }
-    const lock = ["--lock", "--reason", opts.lockReason ?? "ado: task worktree in use"];
-    return repoLocks.run(gitCommonDir, async () => {
-      await this.#retryOnLock("prune", () => git(this.#repo, ["worktree", "prune"]));
-      const existing = await readBranch(this.#repo, opts.branch);
-      if (existing !== undefined) {
-        if (existing !== opts.base) throw new BranchConflictError(opts.branch, opts.base, existing);
-        if ((await this.#listAll()).some((w) => w.path === target)) await this.#removeLocked(target, false);
-      }
-      const created = existing === undefined;
-      const args = created
-        ? // --no-track: writing upstream config races on .git/config.lock.
-          ["worktree", "add", "--no-track", ...lock, "-b", opts.branch, target, opts.base]
-        : ["worktree", "add", ...lock, target, opts.branch];
-      const dirExisted = await pathExists(target);
-      await this.#retryOnLock(
-        "add",
-        () => git(this.#repo, args),
-        () => this.#undoHalfAdd(target, dirExisted, created ? opts.branch : undefined, opts.base),
-      );
-      this.#log.debug({ path: target, branch: opts.branch, base: opts.base }, "worktree added");
-      return { path: target, branch: opts.branch };
-    });
+    const lockReason = opts.lockReason ?? "ado: task worktree in use";
+    const meta: WorktreeMeta = {
+      version: 1,
+      name: relative.split(path.sep).join("/"),
+      branch: opts.branch,
+      base: opts.base,
+      createdAt: new Date().toISOString(),
+      host: hostname(),
+      pid: process.pid,
+      ...opts.owner,
+      local: [],
+    };
+    await repoLocks.run(gitCommonDir, () => this.#addLocked(target, opts, lockReason));
+    this.#log.debug({ path: target, branch: opts.branch, base: opts.base }, "worktree added");
+    // The rest runs outside the repository lock, at once: it touches only the new
+    // worktree and its registration. Until ado.json is written, cleanup (here or in
+    // another process) treats the registration as in use for its first minute.
+    const none: LocalFiles = { copied: [], linked: [], skipped: [], bytes: 0 };
+    const [admin, local] = await Promise.all([
+      this.#adminDirOf(target, gitCommonDir),
+      topLevel === gitCommonDir
+        ? none // a bare repository (remote mode's clones): no checkout to copy from
+        : populateWorktree(topLevel, target, this.#include).catch(async (err: unknown) => {
+            // Leave nothing half-populated behind: the worktree is fresh, nothing in it is work.
+            await this.remove(target, { force: true }).catch(() => undefined);
+            throw err;
+          }),
+    ]);
+    if (admin) await writeMeta(admin, { ...meta, local: [...local.copied, ...local.linked] });
+    return { path: target, branch: opts.branch, local };
   }
 
   /**
    * Stages everything in the worktree at `worktreePath` and commits it, skipping hooks
-   * (`--no-verify`) so a user's hooks cannot block an agent's commit.
+   * (`--no-verify`) so a user's hooks cannot block an agent's commit. Paths the include
+   * list put there are never staged, even if the agent staged them itself.
    * @returns the worktree's HEAD afterwards, whether a commit was made, and the paths it changed.
    */
   async commitAll(
     worktreePath: string,
     opts: CommitAllOptions,
   ): Promise<{ commit: string; changed: boolean; files: string[] }> {
+    const local = (await this.#metaOf(worktreePath))?.local ?? [];
+    // Not `add -A -- . :(exclude)<local>`: git refuses to name a path it ignores, and a
+    // copied .env usually is. Copies that got staged are unstaged after.
     await git(worktreePath, ["add", "-A"]);
     // --no-renames lists both sides of a rename, so callers see every touched path.
-    const staged = await git(worktreePath, ["diff", "--cached", "--name-only", "--no-renames", "-z"]);
-    const files = staged.split("\0").filter((f) => f !== "");
+    const diff = ["diff", "--cached", "--name-only", "--no-renames", "-z"];
+    let files = splitZ(await git(worktreePath, diff));
+    const staged = files.filter((f) => local.some((l) => f === l || f.startsWith(l + "/")));
+    if (staged.length > 0) {
+      // Untracked-but-not-ignored copies and links, or ones the agent staged itself: out
+      // of the index again (they stay on disk).
+      await git(worktreePath, ["rm", "--cached", "-r", "-q", "--ignore-unmatch", "--", ...staged.map(literal)]);
+      files = splitZ(await git(worktreePath, diff));
+    }
     if (files.length > 0) {
       const author =
         opts.authorName !== undefined || opts.authorEmail !== undefined
@@ -130,51 +238,305 @@ export class WorktreeManager {
   }
 
   /**
+   * Environment for an agent working in the worktree: when the include list put files
+   * there, git run by the agent itself ignores them too (`core.excludesFile` pointing at
+   * a file that holds the user's global excludes plus those paths), so an agent that
+   * commits on its own does not commit a copied `.env` either.
+   */
+  async agentGitEnv(worktreePath: string, env: NodeJS.ProcessEnv = process.env): Promise<Record<string, string>> {
+    const { gitCommonDir } = await this.#init();
+    const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
+    const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
+    if (!admin || !meta?.local.length) return {};
+    const globalFile = (await runGit(worktreePath, ["config", "--path", "--get", "core.excludesFile"], [0, 1])).stdout.trim();
+    const fallback = path.join(env.XDG_CONFIG_HOME || path.join(env.HOME || "/", ".config"), "git", "ignore");
+    const global = await readFile(globalFile || fallback, "utf8").catch(() => "");
+    const file = path.join(admin, "ado-exclude");
+    const ours = meta.local.map((l) => "/" + l.replace(/([\\*?[\]!#])/g, "\\$1").replace(/ $/, "\\ "));
+    await writeFile(file, `${global}\n# ado: copied or linked from the user's checkout (worktrees.include)\n${ours.join("\n")}\n`);
+    const n = Number(env.GIT_CONFIG_COUNT ?? 0) || 0;
+    return { GIT_CONFIG_COUNT: String(n + 1), [`GIT_CONFIG_KEY_${n}`]: "core.excludesFile", [`GIT_CONFIG_VALUE_${n}`]: file };
+  }
+
+  /**
    * Unlocks and removes the worktree at `worktreePath`, leaving its branch in place.
-   * Without `force` it refuses while the worktree holds uncommitted or untracked files.
+   * Without `force` it refuses while the worktree holds uncommitted or untracked files
+   * (other than what the include list put there). Removing a worktree that is already
+   * gone (directory and registration) does nothing.
+   * @returns whether there was a worktree to remove (false: it was already gone).
    * @throws WorktreeDirtyError naming the uncommitted paths.
    */
-  async remove(worktreePath: string, opts: { force?: boolean } = {}): Promise<void> {
+  async remove(worktreePath: string, opts: { force?: boolean } = {}): Promise<boolean> {
     const { gitCommonDir } = await this.#init();
     const target = await realpath(worktreePath).catch(() => path.resolve(worktreePath));
-    await repoLocks.run(gitCommonDir, () => this.#removeLocked(target, opts.force ?? false));
+    return repoLocks.run(gitCommonDir, () => this.#removeLocked(target, opts.force ?? false, gitCommonDir));
   }
 
-  /** The worktrees under baseDir. */
+  /**
+   * The task worktrees under baseDir, as git lists them. Directories whose first segment
+   * starts with `_` belong to other parts of ado (the merge coordinator's `_merge/`
+   * scratch and `--manual` worktrees) and are left out; run ids never start with `_`.
+   */
   async list(): Promise<WorktreeEntry[]> {
     const { baseDir } = await this.#init();
-    return (await this.#listAll()).filter((w) => w.path.startsWith(baseDir + path.sep));
+    return (await this.#listAll()).filter((w) => w.path.startsWith(baseDir + path.sep) && !path.relative(baseDir, w.path).startsWith("_"));
   }
 
-  async #init(): Promise<{ gitCommonDir: string; baseDir: string }> {
+  /** `git worktree prune`: drops registrations whose directory is gone (never locked ones). */
+  async prune(): Promise<void> {
+    const { gitCommonDir } = await this.#init();
+    await repoLocks.run(gitCommonDir, () => this.#retryOnLock("prune", () => git(this.#repo, ["worktree", "prune"])));
+  }
+
+  /**
+   * Every worktree under baseDir with what cleanup decides on: its ado.json, whether
+   * its directory is there, its uncommitted changes and its unmerged commits. Git lists
+   * the worktrees once; the rest is two git reads per worktree, a few at a time.
+   */
+  async inspect(): Promise<WorktreeStatus[]> {
+    const { gitCommonDir, baseDir } = await this.#init();
+    const entries = await this.list();
+    const admins = await this.#adminDirs(gitCommonDir);
+    return mapLimit(entries, 4, async (e) => {
+      const status: WorktreeStatus = { ...e, name: path.relative(baseDir, e.path).split(path.sep).join("/"), exists: await isDir(e.path), changes: [] };
+      const admin = admins.get(e.path);
+      if (admin) {
+        try {
+          status.meta = await readMeta(admin);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== "ENOENT") status.metaProblem = `${path.join(admin, META_FILE)}: ${(err as Error).message}`;
+        }
+        status.createdAt = status.meta?.createdAt ?? (await stat(admin).then((s) => s.mtime.toISOString(), () => undefined));
+      }
+      if (status.exists) {
+        const out = await runGit(
+          e.path,
+          ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(status.meta?.local ?? [])],
+          [0, 128],
+        );
+        status.changes = out.exitCode === 0 ? statusEntries(out.stdout) : ["?? (git status failed: the worktree is damaged)"];
+      }
+      status.unmerged = await this.#unmergedCount(e);
+      return status;
+    });
+  }
+
+  /**
+   * Directories under baseDir (at the `<runId>/<taskId>` depth) that are not registered
+   * worktrees of this repository and whose `.git` file points at no registration of any
+   * repository: left by a crash or a deleted registration. Never removed automatically:
+   * they may hold work.
+   */
+  async orphans(): Promise<OrphanDir[]> {
+    const { baseDir } = await this.#init();
+    const known = new Set((await this.#listAll()).map((w) => w.path));
+    const out: OrphanDir[] = [];
+    for (const run of await readdir(baseDir, { withFileTypes: true }).catch(() => [])) {
+      if (!run.isDirectory() || run.name.startsWith("_")) continue;
+      for (const task of await readdir(path.join(baseDir, run.name), { withFileTypes: true }).catch(() => [])) {
+        const dir = path.join(baseDir, run.name, task.name);
+        if (!task.isDirectory() || known.has(dir)) continue;
+        const dotGit = await readFile(path.join(dir, ".git"), "utf8").catch(() => undefined);
+        if (dotGit === undefined) continue; // not a worktree at all (maybe a run directory of another layout)
+        const gitdir = /^gitdir: (.*)$/m.exec(dotGit)?.[1]?.trim();
+        if (gitdir && (await isDir(gitdir))) continue; // another repository's worktree
+        out.push({ path: dir, name: `${run.name}/${task.name}`, reason: `its registration (${gitdir ?? "unknown"}) is gone` });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Keeps a worktree's work under `ref` (created, never overwritten): its uncommitted
+   * changes are committed on top of HEAD through a temporary index (the worktree's own
+   * index and its branch are left as they are), or, when it has none, HEAD itself.
+   * Copied include files are never archived.
+   * @returns the commit the ref points at, and whether it holds uncommitted changes.
+   */
+  async archive(worktreePath: string, ref: string, message: string): Promise<{ commit: string; withChanges: boolean }> {
+    const { gitCommonDir } = await this.#init();
+    const target = await realpath(worktreePath).catch(() => path.resolve(worktreePath));
+    const admin = await this.#adminDirOf(target, gitCommonDir);
+    const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
+    const head = (await git(target, ["rev-parse", "HEAD"])).trim();
+    const status = await git(target, ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(meta?.local ?? [])]);
+    let commit = head;
+    if (statusEntries(status).length > 0) {
+      const index = path.join(admin ?? gitCommonDir, `ado-archive-index-${randomBytes(4).toString("hex")}`);
+      // Start from a copy of the worktree's index, so git re-hashes only what changed.
+      const own = admin ? path.join(admin, "index") : undefined;
+      if (own) await copyFile(own, index).catch(() => undefined);
+      const env = { GIT_INDEX_FILE: index };
+      try {
+        if (!(await isFile(index))) await gitEnv(target, ["read-tree", head], env);
+        await gitEnv(target, ["add", "-A"], env);
+        const local = meta?.local ?? [];
+        // Copies from the user's checkout (a .env) are never archived.
+        if (local.length) await gitEnv(target, ["rm", "--cached", "-r", "-q", "--ignore-unmatch", "--", ...local.map(literal)], env);
+        const tree = (await gitEnv(target, ["write-tree"], env)).trim();
+        const identity = await identityOptions(target);
+        commit = (await git(target, [...identity, "commit-tree", tree, "-p", head, "-m", message])).trim();
+      } finally {
+        await rm(index, { force: true });
+      }
+    }
+    // An empty old value: the ref is created, or the update fails; an archive is never replaced.
+    await this.#retryOnLock("archive", () => git(this.#repo, ["update-ref", "-m", message, ref, commit, ""]));
+    return { commit, withChanges: commit !== head };
+  }
+
+  async #init(): Promise<{ gitCommonDir: string; topLevel: string; baseDir: string }> {
     this.#setup ??= (async () => {
-      const { gitCommonDir } = await openRepo(this.#repo);
+      const { gitCommonDir, topLevel } = await openRepo(this.#repo);
       // Git records worktree paths with symlinks resolved, so baseDir must be too.
       await mkdir(this.#baseDir, { recursive: true });
-      return { gitCommonDir, baseDir: await realpath(this.#baseDir) };
-    })();
+      const baseDir = await realpath(this.#baseDir);
+      // Inside the user's checkout, task worktrees would show in their `git status`
+      // (and be swept up by their `git add -A`) unless git ignores the directory.
+      if (topLevel !== gitCommonDir && (baseDir === topLevel || baseDir.startsWith(topLevel + path.sep))) {
+        const ignored = await runGit(topLevel, ["check-ignore", "-q", baseDir], [0, 1]);
+        if (ignored.exitCode !== 0) {
+          throw new WorktreeStateError(
+            baseDir,
+            `the worktree directory '${baseDir}' is inside the checkout '${topLevel}' and git does not ignore it: ` +
+              `add '${path.relative(topLevel, baseDir) || "."}/' to .gitignore (or .git/info/exclude), or set worktreeDir outside the checkout`,
+          );
+        }
+      }
+      return { gitCommonDir, topLevel, baseDir };
+    })().catch((err: unknown) => {
+      this.#setup = undefined; // fixed (.gitignore, a commit) and called again: check again
+      throw err;
+    });
     return this.#setup;
   }
 
+  /** add proper; the caller holds the repository lock. */
+  async #addLocked(target: string, opts: AddWorktreeOptions, lockReason: string): Promise<void> {
+    const lock = ["--lock", "--reason", lockReason];
+    // What was at the path before: an undo must never touch a directory git refused.
+    const entriesBefore = await entryCount(target);
+    try {
+      // The common case, a new branch, in one git process. --no-track: writing upstream
+      // config races on .git/config.lock.
+      await this.#retryOnLock(
+        "add",
+        () => git(this.#repo, ["worktree", "add", "--no-track", ...lock, "-b", opts.branch, target, opts.base]),
+        () => this.#undoHalfAdd(target, entriesBefore, opts.branch, opts.base),
+      );
+      return;
+    } catch (err) {
+      if (err instanceof GitCommandError && err.retryable) throw err;
+      // Not a lock: find out from the repository's state (not git's wording) what is in the way.
+      await this.#clearWay(target, opts, err);
+    }
+    const entriesNow = await entryCount(target); // clearWay may have cleared the path
+    await this.#retryOnLock(
+      "add",
+      () => git(this.#repo, ["worktree", "add", ...lock, target, opts.branch]),
+      () => this.#undoHalfAdd(target, entriesNow, undefined, opts.base),
+    );
+  }
+
+  /**
+   * After a failed add of a new branch: makes way for reusing the branch, or rethrows.
+   * A branch left at `base` by an earlier attempt is reused; one that moved is not.
+   * A registration left at the target path is removed if it holds no uncommitted work;
+   * an unregistered directory there is moved aside, never deleted.
+   */
+  async #clearWay(target: string, opts: AddWorktreeOptions, cause: unknown): Promise<void> {
+    const existing = await readBranch(this.#repo, opts.branch);
+    if (existing === undefined) throw cause;
+    if (existing !== opts.base) throw new BranchConflictError(opts.branch, opts.base, existing);
+    const { gitCommonDir } = await this.#init();
+    let all = await this.#listAll();
+    // Prune only when git itself calls something stale: a prune racing another
+    // process's add could drop its registration in the instant before git locks it.
+    if (all.some((w) => w.prunable !== undefined && w.locked === undefined)) {
+      await this.#retryOnLock("prune", () => git(this.#repo, ["worktree", "prune"]));
+      all = await this.#listAll();
+    }
+    const here = all.find((w) => w.path === target);
+    if (here) await this.#removeLocked(target, false, gitCommonDir);
+    const elsewhere = all.find((w) => w.branch === opts.branch && w.path !== target);
+    if (elsewhere && !(await isDir(elsewhere.path))) {
+      // Locked, so prune kept it, but its directory is gone: nothing there to lose.
+      await this.#removeLocked(elsewhere.path, true, gitCommonDir);
+    }
+    if (!here && (await pathExists(target))) {
+      const entries = await readdir(target).catch(() => ["?"]);
+      if (entries.length === 0) await rmdir(target);
+      else {
+        const aside = `${target}.orphaned-${new Date().toISOString().replace(/[:.]/g, "-")}`;
+        await rename(target, aside);
+        this.#log.warn({ path: target, movedTo: aside }, "an unregistered directory was in the way of a worktree; moved aside, not deleted");
+      }
+    }
+  }
+
   /** Removal proper; the caller holds the repository lock. */
-  async #removeLocked(target: string, force: boolean): Promise<void> {
-    if (!force && (await pathExists(target))) {
-      const status = await git(target, ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all"]);
-      const changes = status.split("\0").filter((e) => e !== "");
-      if (changes.length > 0) throw new WorktreeDirtyError(target, changes);
+  async #removeLocked(target: string, force: boolean, gitCommonDir: string): Promise<boolean> {
+    const admin = await this.#adminDirOf(target, gitCommonDir);
+    const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
+    const exists = await pathExists(target);
+    // Already gone (removed by cleanup, or a retry of a removal that went through).
+    if (!admin && !exists) return false;
+    // Without force, what the include list put there (an untracked .env copy, a
+    // node_modules link) must not count as uncommitted work in git's own check, so it
+    // is moved aside first (a rename, beside the worktree: same file system) and moved
+    // back if the worktree stays. One status, git's, instead of ours and git's.
+    const local = !force && exists ? (meta?.local ?? []) : [];
+    const aside = local.length ? `${target}.ado-local-${randomBytes(4).toString("hex")}` : undefined;
+    const moved: string[] = [];
+    if (aside) {
+      for (const rel of local) {
+        if (!(await pathExists(path.join(target, rel)))) continue;
+        await mkdir(path.dirname(path.join(aside, rel)), { recursive: true });
+        await rename(path.join(target, rel), path.join(aside, rel));
+        moved.push(rel);
+      }
     }
-    const entry = (await this.#listAll()).find((w) => w.path === target);
-    if (entry?.locked !== undefined) {
-      await this.#retryOnLock("unlock", () => git(this.#repo, ["worktree", "unlock", target]));
-    }
-    // Without force git re-checks cleanliness itself, closing the gap after our status.
+    // Unlock by deleting the lock file: all `git worktree unlock` does, without a process.
+    const lockFile = admin ? path.join(admin, "locked") : undefined;
+    const lockReason = lockFile ? await readFile(lockFile, "utf8").catch(() => undefined) : undefined;
+    if (lockFile && lockReason !== undefined) await rm(lockFile, { force: true });
+    // Without force git checks cleanliness itself: no status of ours on the common path.
+    // With force it deletes the directory as it is (a link is removed, never followed).
     const forceArgs = force ? ["--force"] : [];
-    await this.#retryOnLock("remove", () => git(this.#repo, ["worktree", "remove", ...forceArgs, target]));
+    try {
+      await this.#retryOnLock("remove", () => git(this.#repo, ["worktree", "remove", ...forceArgs, target]));
+    } catch (err) {
+      // Kept: lock it again so that prune cannot drop it, and put the copies back.
+      if (lockFile && lockReason !== undefined && (await isDir(admin!))) await writeFile(lockFile, lockReason);
+      for (const rel of moved) await rename(path.join(aside!, rel), path.join(target, rel)).catch(() => undefined);
+      if (aside) await rm(aside, { recursive: true, force: true });
+      if (!force && exists) {
+        const changes = await this.#changes(target, meta?.local ?? []);
+        if (changes.length > 0) throw new WorktreeDirtyError(target, changes);
+      }
+      throw err;
+    }
+    // Copies and links only; rm removes a link, never what it points at.
+    if (aside) await rm(aside, { recursive: true, force: true });
     this.#log.debug({ path: target, force }, "worktree removed");
+    return true;
+  }
+
+  async #changes(target: string, local: readonly string[]): Promise<string[]> {
+    const out = await git(target, ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(local)]);
+    return statusEntries(out);
+  }
+
+  /** Commits on the worktree's HEAD held by no other branch, tag or ado ref. */
+  async #unmergedCount(e: WorktreeEntry): Promise<number | undefined> {
+    if (!/^[0-9a-f]{40,64}$/.test(e.head)) return undefined;
+    const exclude = e.branch ? [`--exclude=${e.branch}`] : [];
+    const out = await runGit(this.#repo, ["rev-list", "--count", e.head, "--not", ...exclude, "--branches", "--tags", "--remotes", "--glob=refs/ado/*"], [0, 128]);
+    return out.exitCode === 0 ? Number(out.stdout.trim()) : undefined;
   }
 
   async #listAll(): Promise<WorktreeEntry[]> {
-    const out = await git(this.#repo, ["worktree", "list", "--porcelain", "-z"]);
+    const out = await this.#retryOnLock("list", () => git(this.#repo, ["worktree", "list", "--porcelain", "-z"]));
     const entries: WorktreeEntry[] = [];
     let current: WorktreeEntry | undefined;
     // Each attribute ends in NUL and each worktree's block ends in one more NUL.
@@ -188,8 +550,39 @@ export class WorktreeManager {
       } else if (current && key === "HEAD") current.head = value;
       else if (current && key === "branch") current.branch = value.replace(/^refs\/heads\//, "");
       else if (current && key === "locked") current.locked = value;
+      else if (current && key === "prunable") current.prunable = value;
     }
     return entries;
+  }
+
+  /**
+   * The registration directory (`<common>/worktrees/<id>`) of the worktree at `target`:
+   * from its `.git` file, or, when the directory is gone, by reading every
+   * registration's `gitdir` file.
+   */
+  async #adminDirOf(target: string, gitCommonDir: string): Promise<string | undefined> {
+    const root = path.join(gitCommonDir, "worktrees") + path.sep;
+    const dotGit = await readFile(path.join(target, ".git"), "utf8").catch(() => undefined);
+    const gitdir = dotGit ? /^gitdir: (.*)$/m.exec(dotGit)?.[1]?.trim() : undefined;
+    if (gitdir && path.resolve(gitdir).startsWith(root)) return path.resolve(gitdir);
+    return (await this.#adminDirs(gitCommonDir)).get(target);
+  }
+
+  /** Worktree path -> registration directory, for every registration of the repository. */
+  async #adminDirs(gitCommonDir: string): Promise<Map<string, string>> {
+    const root = path.join(gitCommonDir, "worktrees");
+    const map = new Map<string, string>();
+    for (const id of await readdir(root).catch(() => [] as string[])) {
+      const gitdir = await readFile(path.join(root, id, "gitdir"), "utf8").catch(() => undefined);
+      if (gitdir) map.set(path.dirname(gitdir.trim()), path.join(root, id));
+    }
+    return map;
+  }
+
+  async #metaOf(worktreePath: string): Promise<WorktreeMeta | undefined> {
+    const { gitCommonDir } = await this.#init();
+    const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
+    return admin ? readMeta(admin).catch(() => undefined) : undefined;
   }
 
   /** Runs `op`, retrying with backoff while git reports a lock held by another process. */
@@ -200,7 +593,8 @@ export class WorktreeManager {
       } catch (err) {
         if (!(err instanceof GitCommandError && err.retryable) || attempt >= MAX_LOCK_ATTEMPTS) throw err;
         this.#log.warn({ err, attempt, op: what }, "git lock busy, retrying");
-        await undo?.();
+        // The undo meets the same contention (a branch delete takes packed-refs.lock).
+        if (undo) await this.#retryOnLock(`undo ${what}`, undo);
         await sleep(backoff(attempt));
       }
     }
@@ -208,24 +602,131 @@ export class WorktreeManager {
 
   /**
    * Clears what a failed `worktree add` may have left, so the retry starts clean: the
-   * registration (locked, so prune would keep it), the directory if this add created
-   * it, and the branch if this add created it and it still points at base. Nothing in
-   * them is work yet: they were created moments ago from base.
+   * registration (locked, so prune would keep it), the directory's content, and the
+   * branch if this add created it and it still points at base. Nothing in them is work
+   * yet: they were created moments ago from base. The registration is deleted on the
+   * file system (what `worktree remove --force --force` does): git's own commands can
+   * fail the same transient way the add just did.
    */
-  async #undoHalfAdd(target: string, dirExisted: boolean, createdBranch: string | undefined, base: string): Promise<void> {
-    if ((await this.#listAll()).some((w) => w.path === target)) {
-      await git(this.#repo, ["worktree", "remove", "--force", "--force", target]);
+  async #undoHalfAdd(target: string, entriesBefore: number, createdBranch: string | undefined, base: string): Promise<void> {
+    // Git registers and fills only an absent or empty directory; a non-empty one it
+    // refuses (a lock error came before that check), so that one is not ours to clear.
+    if (entriesBefore <= 0) {
+      const { gitCommonDir } = await this.#init();
+      const admin = (await this.#adminDirs(gitCommonDir)).get(target);
+      if (admin) await rm(admin, { recursive: true, force: true });
+      await rm(target, { recursive: true, force: true });
+      if (entriesBefore === 0) await mkdir(target, { recursive: true });
     }
-    if (!dirExisted) await rm(target, { recursive: true, force: true });
     if (createdBranch !== undefined && (await readBranch(this.#repo, createdBranch)) === base) {
       await git(this.#repo, ["update-ref", "-d", `refs/heads/${createdBranch}`, base]);
     }
   }
 }
 
+/** Whether the process that created a worktree still runs: undefined when it ran on another host. */
+export function ownerAlive(meta: Pick<WorktreeMeta, "host" | "pid">, host = hostname()): boolean | undefined {
+  if (meta.host !== host) return undefined;
+  try {
+    process.kill(meta.pid, 0);
+    return true;
+  } catch (err) {
+    // EPERM: it exists, under another user.
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+async function readMeta(admin: string): Promise<WorktreeMeta> {
+  const text = await readFile(path.join(admin, META_FILE), "utf8");
+  const parsed = WorktreeMetaSchema.safeParse(JSON.parse(text));
+  if (!parsed.success) throw new Error(`not an ado worktree record: ${parsed.error.issues[0]?.message ?? "invalid"}`);
+  return parsed.data;
+}
+
+async function writeMeta(admin: string, meta: WorktreeMeta): Promise<void> {
+  await writeFile(path.join(admin, META_FILE), JSON.stringify(meta) + "\n");
+}
+
+/**
+ * Pathspec for everything except `local` (literal paths: no glob surprises). For
+ * status only: `git add` refuses such a pathspec when it names an ignored path.
+ */
+function excludeSpec(local: readonly string[]): string[] {
+  return local.length ? ["--", ".", ...local.map((l) => `:(exclude,literal)${l}`)] : [];
+}
+
+const literal = (p: string) => `:(literal)${p}`;
+
+function splitZ(out: string): string[] {
+  return out.split("\0").filter((f) => f !== "");
+}
+
+/** `status --porcelain=v1 -z` entries, a rename's source path folded into its entry. */
+function statusEntries(out: string): string[] {
+  const fields = out.split("\0");
+  const entries: string[] = [];
+  for (let i = 0; i < fields.length; i++) {
+    const e = fields[i]!;
+    if (e === "") continue;
+    entries.push(/[RC]/.test(e.slice(0, 2)) ? `${e} <- ${fields[++i] ?? ""}` : e);
+  }
+  return entries;
+}
+
+/** `git <args>` in `cwd` with extra environment (here: a temporary index). */
+function gitEnv(cwd: string, args: string[], env: Record<string, string>): Promise<string> {
+  return new Promise((resolve, reject) => {
+    execFile("git", args, { cwd, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, GIT_TERMINAL_PROMPT: "0", ...env } }, (error, stdout, stderr) => {
+      if (!error) return resolve(stdout.replace(/\n$/, ""));
+      const exit = typeof error.code === "number" ? { exitCode: error.code, stdout, stderr } : undefined;
+      reject(new GitCommandError(args, exit, { cause: error }));
+    });
+  });
+}
+
+async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (next < items.length) {
+        const i = next++;
+        out[i] = await fn(items[i]!);
+      }
+    }),
+  );
+  return out;
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/** Entries in directory `p`: -1 when there is no directory. */
+async function entryCount(p: string): Promise<number> {
+  return readdir(p).then(
+    (e) => e.length,
+    () => -1,
+  );
+}
+
 async function pathExists(p: string): Promise<boolean> {
-  return stat(p).then(
+  return lstat(p).then(
     () => true,
+    () => false,
+  );
+}
+
+async function isDir(p: string): Promise<boolean> {
+  return stat(p).then(
+    (s) => s.isDirectory(),
+    () => false,
+  );
+}
+
+async function isFile(p: string): Promise<boolean> {
+  return stat(p).then(
+    (s) => s.isFile(),
     () => false,
   );
 }
