@@ -222,6 +222,19 @@ function wireDocs(): Record<string, WireDoc> {
         },
       ],
     },
+    "worktree.record": {
+      form: "output",
+      summary: "One task's worktree: path, branch, host, worker, state (active, committed, merged, archived, removed, kept) and times; what `ado worktrees list` shows.",
+      carriers: [
+        {
+          kind: "kv",
+          where: t.buckets.worktrees,
+          detail: "key `<runId>.<taskId>`",
+          writer: "the worker that made it; the merge coordinator when it removes it; `ado worktrees cleanup`",
+          reader: "`ado worktrees`, operators",
+        },
+      ],
+    },
     "dead.letter": {
       form: "output",
       summary: "A message an actor could not accept, kept with its headers and the reason.",

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { GraphDefSchema, MergeSettingsSchema, PlacementSchema, PRIORITIES, STRATEGIES, TaskDefSchema } from "./graph.js";
 import { ID_PATTERN } from "./ids.js";
+import { WORKTREE_RECORD } from "./git/worktree-registry.js";
 
 /**
  * Every payload ado puts on the wire, as zod schemas. Each schema carries a name and
@@ -360,6 +361,20 @@ export const AdoEvent = z.discriminatedUnion("type", [
   z.object({ type: z.literal("task.resumed"), ...taskEventBase, workerId: id }),
   /** A worker saved the task's work in progress (shutdown, interruption). */
   z.object({ type: z.literal("task.checkpoint"), ...taskEventBase, workerId: id, commit: sha, reason: z.string() }),
+  /**
+   * The stealer found this attempt on a worker that died: `interrupted` (it was running;
+   * the stealer reported it so and the scheduler runs the next attempt) or `requeued`
+   * (it had not started; it went back to the ready queue). `archiveRef` keeps the lost
+   * attempt's work, when it had any and its worktree was reachable.
+   */
+  z.object({
+    type: z.literal("worker.lost"),
+    ...taskEventBase,
+    workerId: id,
+    outcome: z.enum(["interrupted", "requeued"]),
+    reason: z.string(),
+    archiveRef: z.string().optional(),
+  }),
   z.object({ type: z.literal("run.paused"), ...runEventBase, by: z.string() }),
   z.object({ type: z.literal("run.resumed"), ...runEventBase, by: z.string() }),
   z.object({ type: z.literal("run.cancelling"), ...runEventBase, by: z.string(), reason: z.string() }),
@@ -589,6 +604,7 @@ export const SCHEMAS = {
   RunRecord: { name: "run.record", version: 1, schema: RunRecord },
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
+  WorktreeRecord: WORKTREE_RECORD,
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
 } as const;
 /** A schema with its wire name and version. `I` is what senders write (defaults optional). */

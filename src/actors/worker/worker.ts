@@ -134,6 +134,9 @@ export class Worker extends Actor {
     await Promise.all([...this.active.values()].map((r) => r.done));
     await this.pulling;
     await this.handBackQueued();
+    // A cleanup pass under way finishes (each step is safe to interrupt, but a finished
+    // pass leaves nothing half-reported in the registry).
+    await this.cleaning;
     this.control?.stop();
     clearInterval(this.heartbeat);
     await this.ctx.kv.workers.delete(this.id).catch(() => undefined);
@@ -511,7 +514,7 @@ export class Worker extends Actor {
     const last = this.lastCleanup.get(wt) ?? 0;
     if (Date.now() - last < 60_000) return;
     this.lastCleanup.set(wt, Date.now());
-    void (async () => {
+    const pass = (async () => {
       const registry = new WorktreeRegistry(this.ctx.kv.worktrees, this.log);
       const { records } = await registry.list().catch(() => ({ records: [] as WorktreeRecord[] }));
       const byPath = new Map(records.map((r) => [r.path, r]));
@@ -519,7 +522,11 @@ export class Worker extends Actor {
       const done = await applyCleanup(wt, plan.filter((i) => i.action.kind !== "keep"), { registry, actor: `worker ${this.id} (cleanup policy)`, repo, logger: this.log });
       for (const d of done) if (d.result === "archived") this.log.info({ path: d.path, ref: d.archive?.ref }, "worktree past the cleanup policy archived and removed");
     })().catch((err) => this.log.warn({ err: errorMessage(err) }, "worktree cleanup policy not applied"));
+    this.cleaning = Promise.all([this.cleaning, pass]).then(() => undefined);
   }
+
+  /** The worktree cleanup pass under way, if any (cleanupSoon); awaited on shutdown. */
+  private cleaning: Promise<void> = Promise.resolve();
 
   private worktreeManager(repo: string): WorktreeManager {
     let m = this.worktrees.get(repo);

@@ -28,8 +28,9 @@ export function runGit(
     execFile(
       "git",
       [...args],
-      // Never prompt (credentials, editors): ado runs without a terminal.
-      { cwd, maxBuffer: MAX_OUTPUT, env: { ...process.env, GIT_TERMINAL_PROMPT: "0", GIT_EDITOR: "true" } },
+      // Never prompt (credentials, editors): ado runs without a terminal. LC_ALL=C: lock
+      // contention is told from git's messages, which must be the untranslated ones.
+      { cwd, maxBuffer: MAX_OUTPUT, env: { ...process.env, GIT_TERMINAL_PROMPT: "0", GIT_EDITOR: "true", LC_ALL: "C" } },
       (error, stdout, stderr) => {
         if (error && typeof error.code !== "number") {
           return reject(new GitCommandError(args, undefined, { cause: error })); // ENOENT: no git at all

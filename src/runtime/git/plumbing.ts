@@ -27,7 +27,7 @@ export function gitBytes(cwd: string, args: readonly string[], opts: GitIoOption
   return new Promise((resolve, reject) => {
     const child = spawn("git", [...args], {
       cwd,
-      env: { ...process.env, GIT_TERMINAL_PROMPT: "0", GIT_EDITOR: "true", ...opts.env },
+      env: { ...process.env, GIT_TERMINAL_PROMPT: "0", GIT_EDITOR: "true", LC_ALL: "C", ...opts.env },
       stdio: ["pipe", "pipe", "pipe"],
     });
     const out: Buffer[] = [];

@@ -676,7 +676,7 @@ function statusEntries(out: string): string[] {
 /** `git <args>` in `cwd` with extra environment (here: a temporary index). */
 function gitEnv(cwd: string, args: string[], env: Record<string, string>): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile("git", args, { cwd, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, GIT_TERMINAL_PROMPT: "0", ...env } }, (error, stdout, stderr) => {
+    execFile("git", args, { cwd, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, GIT_TERMINAL_PROMPT: "0", LC_ALL: "C", ...env } }, (error, stdout, stderr) => {
       if (!error) return resolve(stdout.replace(/\n$/, ""));
       const exit = typeof error.code === "number" ? { exitCode: error.code, stdout, stderr } : undefined;
       reject(new GitCommandError(args, exit, { cause: error }));
