@@ -202,6 +202,13 @@ export const MergeResult = z.object({
    */
   status: z.enum(["merged", "conflict", "error", "needs_attention", "skipped"]),
   integrationCommit: sha.optional(),
+  /**
+   * `merged`: the first-parent commit count of `integrationCommit`. The branch only moves
+   * forward and every move adds first-parent commits, so of two results the higher one
+   * is the newer head, whatever order they arrive in (several merger replicas, a
+   * redelivery after a crash).
+   */
+  integrationGeneration: z.number().int().min(0).optional(),
   files: z.array(z.string()).default([]),
   message: z.string().default(""),
   /** The HITL round this result is about (0: none); a stale round is ignored. */
@@ -463,6 +470,8 @@ export const RunRecord = z.object({
   baseCommit: sha.optional(),
   integrationBranch: z.string().optional(),
   integrationCommit: sha.optional(),
+  /** First-parent commit count of integrationCommit, when a merge result gave it (see MergeResult). */
+  integrationGeneration: z.number().int().min(0).optional(),
   /** Set once the run stops dispatching (failure, conflict); in-flight tasks still finish. */
   halted: z.string().optional(),
   paused: z.boolean().default(false),

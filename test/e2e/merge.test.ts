@@ -192,7 +192,12 @@ tasks:
       const integration = `ado/${outcome.runId}/integration`;
       expect(show(repo.dir, integration, "good.txt")).toBe("fine\n");
       expect(() => execFileSync("git", ["cat-file", "-e", `${integration}:bad.txt`], { cwd: repo.dir, stdio: "pipe" })).toThrow();
-      const status = await client.status(outcome.runId);
+      // The scheduler publishes, then persists: the record follows the event within moments.
+      let status = await client.status(outcome.runId);
+      for (let i = 0; i < 50 && status!.run.status !== "needs_attention"; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        status = await client.status(outcome.runId);
+      }
       expect(status!.run.status).toBe("needs_attention");
       expect(Object.fromEntries(status!.tasks.map((t) => [t.id, t.status]))).toEqual({ good: "succeeded", bad: "needs_attention", after: "pending" });
 

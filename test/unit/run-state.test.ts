@@ -189,6 +189,20 @@ describe("run-state - dependencies", () => {
     expect(state.run.integrationCommit).toBe(sha("2"));
   });
 
+  it("moves the integration commit only forward, by generation, whatever order merge results arrive in", () => {
+    const { state } = accept([{ id: "a" }, { id: "b" }, { id: "c", needs: ["a", "b"] }]);
+    applyTaskResult(state, ok("a"), NOW);
+    applyTaskResult(state, ok("b"), NOW);
+    // Two merger replicas: b's merge landed on top of a's, but its result arrives first
+    // (and later in the results stream than nothing: a's arrives after it).
+    const bMerged = applyMergeResult(state, { ...merged("b", sha("2")), integrationGeneration: 12 }, NOW, 10);
+    expect(readyIds(bMerged)).toEqual([]); // a is not merged yet
+    const aMerged = applyMergeResult(state, { ...merged("a", sha("1")), integrationGeneration: 11 }, NOW, 11);
+    expect(state.run.integrationCommit).toBe(sha("2"));
+    expect(state.run.integrationGeneration).toBe(12);
+    expect(readyWork(aMerged)).toEqual([expect.objectContaining({ taskId: "c", baseCommit: sha("2") })]);
+  });
+
   it("succeeds a task of a run without a repository without asking for a merge", () => {
     const { state } = accept([{ id: "a" }, { id: "b", needs: ["a"] }], false);
     const res = { ...ok("a", { files: [] }), branch: undefined, commit: undefined };

@@ -306,7 +306,8 @@ export class Merger extends Actor {
           `${id}.${round}.merge.resolved`,
         );
       }
-      return { ...base, status: "merged", integrationCommit: outcome.commit, files: [], message: outcome.how };
+      const integrationGeneration = await generationOf(req.repo, outcome.commit);
+      return { ...base, status: "merged", integrationCommit: outcome.commit, integrationGeneration, files: [], message: outcome.how };
     }
     if (outcome.kind === "skipped") {
       const message = `skipped by ${req.resolution?.by || "a person"}`;
@@ -573,4 +574,15 @@ function capConflicts(conflicts: readonly { path: string; kind: string; base?: s
     }
     return out;
   });
+}
+
+/**
+ * The first-parent commit count of `commit`: how the scheduler orders merge results
+ * (see MergeResult.integrationGeneration). Undefined if git cannot tell; the scheduler
+ * then orders by arrival.
+ */
+async function generationOf(repo: string, commit: string): Promise<number | undefined> {
+  const out = await git(repo, ["rev-list", "--count", "--first-parent", commit]).catch(() => undefined);
+  const n = out === undefined ? NaN : Number(out.trim());
+  return Number.isInteger(n) ? n : undefined;
 }

@@ -420,8 +420,15 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
       // result redelivered after a scheduler died, or held back as early, arrives after
       // newer ones, and taking its older commit would base a dependent on a tree without
       // some of its dependencies' work.
-      if (seq === undefined || state.integrationSeq === undefined || seq > state.integrationSeq) {
-        state.run = { ...state.run, integrationCommit: result.integrationCommit };
+      // Results that carry the commit's generation are ordered by it, which holds with
+      // any number of merger replicas and survives restarts (it is stored in the run).
+      const gen = result.integrationGeneration;
+      const newer =
+        gen !== undefined
+          ? state.run.integrationGeneration === undefined || gen > state.run.integrationGeneration
+          : seq === undefined || state.integrationSeq === undefined || seq > state.integrationSeq;
+      if (newer) {
+        state.run = { ...state.run, integrationCommit: result.integrationCommit, ...(gen !== undefined ? { integrationGeneration: gen } : {}) };
         if (seq !== undefined) state.integrationSeq = seq;
       }
       effects.push(
