@@ -39,7 +39,7 @@ import { SCHEMAS } from "../src/runtime/messages.js";
 import { provision, topology, type Topology } from "../src/runtime/topology.js";
 import { CpuMeter, findChild, type CpuUse } from "./procstat.js";
 import { r1, summarize, table, type Summary } from "./stats.js";
-import { nonNegativeInt, printReport, runMain, waitQuiet as waitUntilQuiet } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -72,46 +72,14 @@ function parseArgs(argv: string[]): Options {
     waitQuietMs: 0,
     timeoutMs: (quick ? 60 : 180) * 1000,
   };
-  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    switch (a) {
-      case "--quick":
-        break;
-      case "--json":
-        o.json = true;
-        break;
-      case "--rates":
-        o.rates = (argv[++i] ?? "").split(",").filter(Boolean).map((s) => Math.max(1, int(s, a)));
-        break;
-      case "--seconds":
-        o.seconds = Math.max(1, int(argv[++i], a));
-        break;
-      case "--warmup":
-        o.warmup = int(argv[++i], a);
-        break;
-      case "--modes": {
-        const ms = (argv[++i] ?? "").split(",").filter(Boolean);
-        for (const m of ms) if (!MODES.includes(m as Mode)) throw new Error(`unknown mode '${m}'\n${USAGE}`);
-        o.modes = ms as Mode[];
-        break;
-      }
-      case "--wait-quiet":
-        o.waitQuietMs = int(argv[++i], a) * 1000;
-        break;
-      case "--timeout":
-        o.timeoutMs = Math.max(5, int(argv[++i], a)) * 1000;
-        break;
-      case "-h":
-      case "--help":
-        console.log(USAGE);
-        process.exit(0);
-      // falls through (process.exit never returns)
-      default:
-        throw new Error(`unknown argument '${a}'\n${USAGE}`);
-    }
-  }
-  if (!o.rates.length || !o.modes.length) throw new Error(`--rates and --modes need at least one value\n${USAGE}`);
+  const { int, ints, oneOf } = flagValues(USAGE);
+  parseFlags(argv, USAGE, o, {
+    "--rates": (v, f) => (o.rates = ints(v, f, 1)),
+    "--seconds": (v, f) => (o.seconds = int(v, f, 1)),
+    "--warmup": (v, f) => (o.warmup = int(v, f)),
+    "--modes": (v, f) => (o.modes = oneOf(v, f, MODES)),
+    "--timeout": (v, f) => (o.timeoutMs = int(v, f, 5) * 1000),
+  });
   return o;
 }
 

@@ -48,3 +48,64 @@ export function runMain(main: () => Promise<number>): void {
     },
   );
 }
+
+/** How one flag is read: a switch (`on`), or a flag taking a value. */
+export type FlagHandler = { on: () => void } | ((value: string, flag: string) => void);
+
+/**
+ * Reads `argv` against `flags`. Every benchmark also takes `--quick` (the caller reads it
+ * first, as it changes the defaults), `--json`, `--wait-quiet SEC` and `-h`/`--help`. An
+ * unknown flag, or a flag without its value, throws the usage text.
+ */
+export function parseFlags(
+  argv: readonly string[],
+  usage: string,
+  common: { json: boolean; waitQuietMs: number },
+  flags: Record<string, FlagHandler>,
+): void {
+  const { int } = flagValues(usage);
+  const all: Record<string, FlagHandler> = {
+    "--quick": { on: () => undefined },
+    "--json": { on: () => (common.json = true) },
+    "--wait-quiet": (v, f) => (common.waitQuietMs = int(v, f) * 1000),
+    ...flags,
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i]!;
+    if (flag === "-h" || flag === "--help") {
+      console.log(usage);
+      process.exit(0);
+    }
+    const handler = all[flag];
+    if (!handler) throw new Error(`unknown argument '${flag}'\n${usage}`);
+    if (typeof handler !== "function") {
+      handler.on();
+      continue;
+    }
+    const value = argv[++i];
+    if (value === undefined) throw new Error(`${flag} needs a value\n${usage}`);
+    handler(value, flag);
+  }
+}
+
+/** Flag value parsers that throw the usage text. Lists are comma-separated and must not be empty. */
+export function flagValues(usage: string) {
+  const list = (v: string, flag: string) => {
+    const items = v.split(",").map((s) => s.trim()).filter(Boolean);
+    if (!items.length) throw new Error(`${flag} needs at least one value\n${usage}`);
+    return items;
+  };
+  return {
+    /** A non-negative integer, raised to `min`. */
+    int: (v: string | undefined, flag: string, min = 0) => Math.max(min, nonNegativeInt(v, flag, usage)),
+    /** Non-negative integers, each raised to `min`. */
+    ints: (v: string, flag: string, min = 0) => list(v, flag).map((s) => Math.max(min, nonNegativeInt(s, flag, usage))),
+    /** Names, each one of `allowed`. */
+    oneOf: <T extends string>(v: string, flag: string, allowed: readonly T[]): T[] =>
+      list(v, flag).map((s) => {
+        if (!(allowed as readonly string[]).includes(s)) throw new Error(`${flag} takes ${allowed.join(", ")} (got '${s}')\n${usage}`);
+        return s as T;
+      }),
+    list,
+  };
+}

@@ -46,7 +46,7 @@ import { SCRATCH_GIT_OPTIONS, withScratchWorktree } from "../src/runtime/git/scr
 import { git } from "../src/runtime/git/exec.js";
 import { gitBytes, gitText } from "../src/runtime/git/plumbing.js";
 import { CpuMeter } from "./procstat.js";
-import { nonNegativeInt, printReport, runMain, waitQuiet as waitUntilQuiet } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
 import { r1, r2, summarize, table, type Summary } from "./stats.js";
 
 // ---------------------------------------------------------------- options
@@ -80,46 +80,14 @@ function parseArgs(argv: string[]): Options {
     quick,
     waitQuietMs: 0,
   };
-  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    switch (a) {
-      case "--quick":
-        break;
-      case "--json":
-        o.json = true;
-        break;
-      case "--branches":
-        o.branches = Math.max(2, int(argv[++i], a));
-        break;
-      case "--alt-branches":
-        o.altBranches = Math.max(1, int(argv[++i], a));
-        break;
-      case "--commits":
-        o.commits = Math.max(1, int(argv[++i], a));
-        break;
-      case "--files":
-        o.files = (argv[++i] ?? "").split(",").map((v) => Math.max(1, int(v, a)));
-        break;
-      case "--modes": {
-        const modes = (argv[++i] ?? "").split(",");
-        const bad = modes.filter((m) => !(MODES as readonly string[]).includes(m));
-        if (bad.length) throw new Error(`unknown mode ${bad.join(", ")}\n${USAGE}`);
-        o.modes = modes as Mode[];
-        break;
-      }
-      case "--wait-quiet":
-        o.waitQuietMs = int(argv[++i], a) * 1000;
-        break;
-      case "-h":
-      case "--help":
-        console.log(USAGE);
-        process.exit(0);
-      // falls through (process.exit never returns)
-      default:
-        throw new Error(`unknown argument '${a}'\n${USAGE}`);
-    }
-  }
+  const { int, ints, oneOf } = flagValues(USAGE);
+  parseFlags(argv, USAGE, o, {
+    "--branches": (v, f) => (o.branches = int(v, f, 2)),
+    "--alt-branches": (v, f) => (o.altBranches = int(v, f, 1)),
+    "--commits": (v, f) => (o.commits = int(v, f, 1)),
+    "--files": (v, f) => (o.files = ints(v, f, 1)),
+    "--modes": (v, f) => (o.modes = oneOf(v, f, MODES)),
+  });
   return o;
 }
 

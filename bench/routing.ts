@@ -40,7 +40,7 @@ import type { WorkerRecord } from "../src/runtime/messages.js";
 import { topology } from "../src/runtime/topology.js";
 import { CpuMeter, type CpuUse } from "./procstat.js";
 import { r1, summarize, table, type Summary } from "./stats.js";
-import { nonNegativeInt, runMain, waitQuiet as waitUntilQuiet } from "./harness.js";
+import { runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -70,42 +70,14 @@ function parseArgs(argv: string[]): Options {
     waitQuietMs: 0,
     seed: 1,
   };
-  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    switch (a) {
-      case "--quick":
-        break;
-      case "--json":
-        o.json = true;
-        break;
-      case "--workers":
-        o.workers = Math.max(1, int(argv[++i], a));
-        break;
-      case "--decisions":
-        o.decisions = Math.max(1, int(argv[++i], a));
-        break;
-      case "--held":
-        o.held = Math.max(1, int(argv[++i], a));
-        break;
-      case "--reps":
-        o.reps = Math.max(1, int(argv[++i], a));
-        break;
-      case "--seed":
-        o.seed = int(argv[++i], a);
-        break;
-      case "--wait-quiet":
-        o.waitQuietMs = int(argv[++i], a) * 1000;
-        break;
-      case "-h":
-      case "--help":
-        console.log(USAGE);
-        process.exit(0);
-      // falls through (process.exit never returns)
-      default:
-        throw new Error(`unknown argument '${a}'\n${USAGE}`);
-    }
-  }
+  const { int } = flagValues(USAGE);
+  parseFlags(argv, USAGE, o, {
+    "--workers": (v, f) => (o.workers = int(v, f, 1)),
+    "--decisions": (v, f) => (o.decisions = int(v, f, 1)),
+    "--held": (v, f) => (o.held = int(v, f, 1)),
+    "--reps": (v, f) => (o.reps = int(v, f, 1)),
+    "--seed": (v, f) => (o.seed = int(v, f)),
+  });
   return o;
 }
 

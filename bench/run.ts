@@ -56,7 +56,7 @@ import { consumers, ns, type Topology } from "../src/runtime/topology.js";
 import { CpuMeter, CpuSampler, findChild, type CpuUse } from "./procstat.js";
 import { connCounts, connDeltas, serverCounts, streamCounts, streamDeltas, type ConnCounts, type StreamDelta } from "./probes.js";
 import { r1, r2, r3, summarize, table, type Summary } from "./stats.js";
-import { nonNegativeInt, printReport, runMain, waitQuiet } from "./harness.js";
+import { printReport, runMain, waitQuiet, flagValues, parseFlags } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -102,66 +102,24 @@ function parseArgs(argv: string[]): Options {
     waitQuietMs: 0,
     pin: false,
   };
-  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const next = () => argv[++i];
-    switch (a) {
-      case "--quick":
-        break;
-      case "--json":
-        o.json = true;
-        break;
-      case "--tasks":
-        o.tasks = Math.max(1, int(next(), a));
-        break;
-      case "--sweep":
-        o.sweep = (next() ?? "").split(",").filter(Boolean).map((s) => Math.max(1, int(s, a)));
-        break;
-      case "--raw":
-        o.rawMsgs = int(next(), a);
-        break;
-      case "--window":
-        o.window = Math.max(1, int(next(), a));
-        break;
-      case "--latency-runs":
-        o.latencyRuns = int(next(), a);
-        break;
-      case "--warmup":
-        o.warmup = int(next(), a);
-        break;
-      case "--pin":
-        o.pin = true;
-        break;
-      case "--wait-quiet":
-        o.waitQuietMs = int(next(), a) * 1000;
-        break;
-      case "--timeout":
-        o.timeoutMs = Math.max(5, int(next(), a)) * 1000;
-        break;
-      case "--configs":
-        o.configs = (next() ?? "").split(",").filter(Boolean).map((c) => {
-          const m = /^(\d+)x(\d+)$/.exec(c.trim());
-          if (!m) throw new Error(`--configs takes WORKERSxSLOTS,... e.g. 2x64,4x64 (got '${c}')\n${USAGE}`);
-          return { workers: Number(m[1]), slots: Number(m[2]) };
-        });
-        break;
-      case "--phases": {
-        const ps = (next() ?? "").split(",").filter(Boolean);
-        for (const p of ps) if (!["raw", "pipeline", "latency"].includes(p)) throw new Error(`unknown phase '${p}'\n${USAGE}`);
-        o.phases = new Set(ps as Array<"raw" | "pipeline" | "latency">);
-        break;
-      }
-      case "-h":
-      case "--help":
-        console.log(USAGE);
-        process.exit(0);
-      // falls through (process.exit never returns)
-      default:
-        throw new Error(`unknown argument '${a}'\n${USAGE}`);
-    }
-  }
-  if (!o.configs.length) throw new Error(`--configs is empty\n${USAGE}`);
+  const { int, ints, oneOf, list } = flagValues(USAGE);
+  parseFlags(argv, USAGE, o, {
+    "--tasks": (v, f) => (o.tasks = int(v, f, 1)),
+    "--sweep": (v, f) => (o.sweep = ints(v, f, 1)),
+    "--raw": (v, f) => (o.rawMsgs = int(v, f)),
+    "--window": (v, f) => (o.window = int(v, f, 1)),
+    "--latency-runs": (v, f) => (o.latencyRuns = int(v, f)),
+    "--warmup": (v, f) => (o.warmup = int(v, f)),
+    "--pin": { on: () => (o.pin = true) },
+    "--timeout": (v, f) => (o.timeoutMs = int(v, f, 5) * 1000),
+    "--configs": (v, f) =>
+      (o.configs = list(v, f).map((c) => {
+        const m = /^(\d+)x(\d+)$/.exec(c);
+        if (!m) throw new Error(`--configs takes WORKERSxSLOTS,... e.g. 2x64,4x64 (got '${c}')\n${USAGE}`);
+        return { workers: Number(m[1]), slots: Number(m[2]) };
+      })),
+    "--phases": (v, f) => (o.phases = new Set(oneOf(v, f, ["raw", "pipeline", "latency"] as const))),
+  });
   return o;
 }
 

@@ -46,7 +46,7 @@ import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
 import { clockTicks, CpuMeter, findChild, type CpuSnapshot } from "./procstat.js";
 import { percentile, r1, r2, r3, table } from "./stats.js";
-import { nonNegativeInt, printReport, runMain, waitQuiet as waitUntilQuiet } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -78,53 +78,23 @@ function parseArgs(argv: string[]): Options {
     waitQuietMs: 0,
     timeoutMs: (quick ? 60 : 150) * 1000,
   };
-  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    switch (a) {
-      case "--quick":
-        break;
-      case "--json":
-        o.json = true;
-        break;
-      case "--write":
-        o.write = true;
-        break;
-      case "--levels":
-        o.levels = (argv[++i] ?? "").split(",").filter(Boolean).map((s) => {
-          const p = int(s, a);
-          if (p < 1 || p > 256) throw new Error(`--levels takes worker counts from 1 to 256 (got ${p})\n${USAGE}`);
-          return p;
-        });
-        break;
-      case "--waves":
-        o.waves = Math.max(1, int(argv[++i], a));
-        break;
-      case "--tasks":
-        o.tasks = Math.max(1, int(argv[++i], a));
-        break;
-      case "--sleep": {
-        const s = Number(argv[++i]);
-        if (!Number.isFinite(s) || s < 0 || s > 60) throw new Error(`--sleep takes seconds from 0 to 60\n${USAGE}`);
-        o.sleepSec = s;
-        break;
-      }
-      case "--wait-quiet":
-        o.waitQuietMs = int(argv[++i], a) * 1000;
-        break;
-      case "--timeout":
-        o.timeoutMs = Math.max(10, int(argv[++i], a)) * 1000;
-        break;
-      case "-h":
-      case "--help":
-        console.log(USAGE);
-        process.exit(0);
-      // falls through (process.exit never returns)
-      default:
-        throw new Error(`unknown argument '${a}'\n${USAGE}`);
-    }
-  }
-  if (!o.levels.length) throw new Error(`--levels is empty\n${USAGE}`);
+  const { int, ints } = flagValues(USAGE);
+  parseFlags(argv, USAGE, o, {
+    "--write": { on: () => (o.write = true) },
+    "--levels": (v, f) =>
+      (o.levels = ints(v, f).map((p) => {
+        if (p < 1 || p > 256) throw new Error(`--levels takes worker counts from 1 to 256 (got ${p})\n${USAGE}`);
+        return p;
+      })),
+    "--waves": (v, f) => (o.waves = int(v, f, 1)),
+    "--tasks": (v, f) => (o.tasks = int(v, f, 1)),
+    "--sleep": (v) => {
+      const s = Number(v);
+      if (!Number.isFinite(s) || s < 0 || s > 60) throw new Error(`--sleep takes seconds from 0 to 60\n${USAGE}`);
+      o.sleepSec = s;
+    },
+    "--timeout": (v, f) => (o.timeoutMs = int(v, f, 10) * 1000),
+  });
   return o;
 }
 

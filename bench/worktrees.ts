@@ -38,7 +38,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { WorktreeManager } from "../src/runtime/git/index.js";
 import { silentLogger } from "../src/runtime/logger.js";
-import { nonNegativeInt, printReport, runMain, waitQuiet as waitUntilQuiet } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
 import { CpuMeter } from "./procstat.js";
 import { percentile, r1, r2, table } from "./stats.js";
 
@@ -67,49 +67,15 @@ const USAGE = `usage: tsx bench/worktrees.ts [--quick] [--json] [--reps N] [--la
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes("--quick");
   const o: Options = { reps: quick ? 8 : 30, largeReps: quick ? 2 : 8, files: 10_000, sizes: ["small", "large"], trace: false, include: false, json: false, quick, waitQuietMs: 0 };
-  const int = (v: string | undefined, flag: string) => nonNegativeInt(v, flag, USAGE);
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    switch (a) {
-      case "--quick":
-        break;
-      case "--json":
-        o.json = true;
-        break;
-      case "--trace":
-        o.trace = true;
-        break;
-      case "--include":
-        o.include = true;
-        break;
-      case "--reps":
-        o.reps = Math.max(1, int(argv[++i], a));
-        break;
-      case "--large-reps":
-        o.largeReps = Math.max(1, int(argv[++i], a));
-        break;
-      case "--files":
-        o.files = Math.max(1, int(argv[++i], a));
-        break;
-      case "--sizes":
-        o.sizes = (argv[++i] ?? "").split(",").filter(Boolean).map((s) => {
-          if (s !== "small" && s !== "large") throw new Error(`--sizes takes small and/or large (got '${s}')\n${USAGE}`);
-          return s;
-        });
-        break;
-      case "--wait-quiet":
-        o.waitQuietMs = int(argv[++i], a) * 1000;
-        break;
-      case "-h":
-      case "--help":
-        console.log(USAGE);
-        process.exit(0);
-      // falls through (process.exit never returns)
-      default:
-        throw new Error(`unknown argument '${a}'\n${USAGE}`);
-    }
-  }
-  if (!o.sizes.length) throw new Error(`--sizes is empty\n${USAGE}`);
+  const { int, oneOf } = flagValues(USAGE);
+  parseFlags(argv, USAGE, o, {
+    "--trace": { on: () => (o.trace = true) },
+    "--include": { on: () => (o.include = true) },
+    "--reps": (v, f) => (o.reps = int(v, f, 1)),
+    "--large-reps": (v, f) => (o.largeReps = int(v, f, 1)),
+    "--files": (v, f) => (o.files = int(v, f, 1)),
+    "--sizes": (v, f) => (o.sizes = oneOf(v, f, ["small", "large"] as const)),
+  });
   return o;
 }
 
