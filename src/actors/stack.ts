@@ -10,11 +10,12 @@ import type { Logger } from "../runtime/logger.js";
 import { openBuckets, provision, topology, type Topology } from "../runtime/topology.js";
 import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
+import { Stealer } from "./stealer/stealer.js";
 import { Scheduler } from "./scheduler/scheduler.js";
 import { defaultWorktreeDir, Worker } from "./worker/worker.js";
 
-export type ActorKind = "scheduler" | "balancer" | "merger";
-export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger"];
+export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer";
+export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer"];
 
 export interface StackOptions {
   config: Config;
@@ -79,7 +80,9 @@ export class Stack {
             ? new Scheduler(instance, ctx, { maxQueued: config.maxQueued })
             : kind === "balancer"
               ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy })
-              : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
+              : kind === "stealer"
+                ? new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs })
+                : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
         actors.push(await actor.start());
       }
       for (let i = 0; i < (opts.workers ?? config.workers); i++) {

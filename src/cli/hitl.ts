@@ -40,17 +40,8 @@ interface HitlFlags extends CommonFlags {
   json?: boolean;
 }
 
-/**
- * Registers `ado hitl list|show|resolve`, and the merge options of `ado run` (they are
- * what makes a run need a person, so they live with the commands that resolve it).
- */
+/** Registers `ado hitl list|show|resolve`. */
 export function hitlCommands(program: Command, common: (cmd: Command) => Command, setExit: (code: number) => void): void {
-  program.commands
-    .find((c) => c.name() === "run")
-    ?.option("--merge-mode <mode>", "how task branches land on the integration branch: merge, squash or linear (default: the config's, else merge)")
-    .option("--validate <cmd>", "run this on every merged tree before the integration branch moves; a failure backs the merge out and asks a person")
-    .option("--merge-into <branch>", "when the run succeeds, bring this branch up to the integration branch, only when safe (never checked out in your tree)");
-
   const hitl = program.command("hitl").description("merges waiting for a person (human in the loop): list, show, resolve");
   const repoOption = (cmd: Command) => cmd.option("-r, --repo <dir>", "repository whose kept runs to look in (default: current directory)");
   common(

@@ -35,7 +35,11 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--wait", "if the queue is full, wait and submit again until accepted (default: exit 2 with 'queue full')")
       .addOption(new Option("--agent <name>", "agent of a single task").default("shell"))
       .option("--cmd <command>", "command of a single shell task")
-      .option("--remote <url>", "git URL every worker can reach: workers without the repository work from clones of it (remote mode)"),
+      .option("--remote <url>", "git URL every worker can reach: workers without the repository work from clones of it (remote mode)")
+      .option("--merge-mode <mode>", "how task branches land on the integration branch: merge, squash or linear (default: the config's, else merge)")
+      .option("--validate <cmd>", "run this on every merged tree before the integration branch moves; a failure backs the merge out and asks a person")
+      .option("--merge-into <branch>", "when the run succeeds, bring this branch up to the integration branch, only when safe (never checked out in your tree)")
+      .option("--update-checkout", "with --merge-into: if that branch is checked out in a clean worktree and the update is a fast-forward, fast-forward the checkout too"),
   ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
 
   common(
@@ -63,8 +67,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
   common(
     program
       .command("actor")
-      .description("start one actor (scheduler, balancer or merger) against a server, until interrupted")
-      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger"]))
+      .description("start one actor (scheduler, balancer, merger or stealer) against a server, until interrupted")
+      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer"]))
       .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
 

@@ -87,6 +87,9 @@ export class TerminalProgress implements ProgressView {
       case "merge.resolved":
         note(`resolved ${e.paths.map((p) => `${p.path} (${p.by})`).join(", ")}`);
         break;
+      case "worker.lost":
+        note(`worker ${e.workerId} lost: ${e.outcome === "interrupted" ? "runs again" : "queued again"}`);
+        break;
       case "merge.hitl_required":
         note(`${e.reason === "validation" ? "validation failed" : "conflict"}: ado hitl show ${e.hitlId}`);
         break;
@@ -189,6 +192,8 @@ export class LineProgress implements ProgressView {
         return say(`${e.taskId}: resumed on ${e.workerId}`);
       case "task.checkpoint":
         return say(`${e.taskId}: checkpoint ${e.commit.slice(0, 10)} (${e.reason})`);
+      case "worker.lost":
+        return say(`${e.taskId}: worker ${e.workerId} lost (${e.outcome === "interrupted" ? "its attempt runs again" : "queued again"}): ${e.reason}`);
       case "run.paused":
         return say(`run paused by ${e.by}`);
       case "run.resumed":

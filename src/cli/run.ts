@@ -40,6 +40,7 @@ export interface RunFlags extends CommonFlags {
   mergeMode?: string;
   validate?: string;
   mergeInto?: string;
+  updateCheckout?: boolean;
   remote?: string;
 }
 
@@ -175,6 +176,7 @@ async function mergeSettingsFor(config: Config, graph: Graph, flags: RunFlags, r
     ...(flags.mergeMode ? { mode: flags.mergeMode } : {}),
     ...(flags.validate !== undefined ? { validate: { run: flags.validate, timeoutMs } } : {}),
     ...(flags.mergeInto !== undefined ? { into: flags.mergeInto } : {}),
+    ...(flags.updateCheckout ? { updateCheckout: true } : {}),
   });
   if (!parsed.success) throw new CliError(`invalid merge flags: ${formatIssues(parsed.error).replace(/^validate\.run/, "--validate").replace(/^into/, "--merge-into")}`);
   const settings = resolveMergeSettings(config.merge, graph.merge, parsed.data);

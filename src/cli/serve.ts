@@ -54,7 +54,7 @@ export async function upCommand(flags: UpFlags): Promise<number> {
   process.stdout.write(
     [
       `ado is up: NATS at ${stack.url} (JetStream store ${storeDir})`,
-      `  actors: scheduler, balancer, merger; workers: ${stack.workers.length} x ${config.slots} slot(s)`,
+      `  actors: ${stack.actors.map((a) => a.kind).join(", ")}; workers: ${stack.workers.length} x ${config.slots} slot(s)`,
       `  other ado commands on this machine use it (${statePath}); elsewhere: --server ${stack.url}`,
       `  Ctrl-C stops it.`,
       "",

@@ -130,6 +130,13 @@ export const MergeOverridesSchema = z
     validate: MergeCommandSchema.optional(),
     /** When the run succeeds, bring this branch up to the integration branch (only when safe). */
     into: branchName.optional(),
+    /**
+     * With `into`: when that branch is checked out in a worktree with no uncommitted
+     * changes and the update is a fast-forward, fast-forward that checkout too
+     * (`git merge --ff-only` there). Off: such a branch is left alone and the command
+     * to run is reported.
+     */
+    updateCheckout: z.boolean().optional(),
   })
   .strict();
 export type MergeOverrides = z.output<typeof MergeOverridesSchema>;
@@ -168,6 +175,7 @@ export function resolveMergeSettings(...layers: (MergeOverrides | undefined)[]):
     if (layer.resolver) out.resolver = layer.resolver;
     if (layer.validate) out.validate = layer.validate;
     if (layer.into) out.into = layer.into;
+    if (layer.updateCheckout !== undefined) out.updateCheckout = layer.updateCheckout;
   }
   return out;
 }

@@ -184,6 +184,8 @@ export const MergeIntoRequest = z.object({
   baseCommit: sha,
   /** The branch to update, e.g. `main`. */
   into: z.string().min(1),
+  /** Fast-forward `into` in a clean worktree that has it checked out (MergeSettings.updateCheckout). */
+  updateCheckout: z.boolean().default(false),
 });
 export type MergeIntoRequest = z.infer<typeof MergeIntoRequest>;
 

@@ -33,7 +33,7 @@ export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "eve
 export type BucketKey = "runs" | "tasks" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees";
 
 /** Which actor reads each shared durable consumer. */
-export type ActorName = "scheduler" | "balancer" | "merger" | "worker";
+export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer";
 
 export interface Topology {
   readonly prefix: string;

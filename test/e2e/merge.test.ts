@@ -375,4 +375,34 @@ describe("merge - settings from config, graph and flags", () => {
       await repo.cleanup();
     }
   });
+
+  it("ado run --merge-into main --update-checkout fast-forwards a clean checked-out main, and leaves a dirty one alone", async () => {
+    const { runAdo } = await import("../helpers/cli.js");
+    const repo = await makeRepo();
+    try {
+      const env = { ADO_SERVER: "", XDG_STATE_HOME: join(scratch, "no-up-state"), ADO_WORKTREE_DIR: join(scratch, "wt-update-checkout") };
+      const args = ["run", "x", "--cmd", "echo A > a.txt", "--repo", repo.dir, "--merge-into", "main", "--update-checkout", "--json"];
+      const clean = await runAdo(args, { env });
+      expect(clean.code, clean.stderr).toBe(0);
+      const out = JSON.parse(clean.stdout);
+      expect(out.mergeInto).toMatchObject({ into: "main", status: "fast-forward" });
+      // The user's main moved, and its checkout with it: nothing looks changed.
+      expect(gitOut(repo.dir, "rev-parse", "main")).toBe(out.integrationCommit);
+      expect(gitOut(repo.dir, "status", "--porcelain")).toBe("");
+      expect(gitOut(repo.dir, "show", "HEAD:a.txt")).toBe("A");
+
+      // With uncommitted work in the checkout: refused, nothing of theirs touched.
+      await writeFile(join(repo.dir, "README.md"), "mine, not committed\n");
+      const before = await checkoutFingerprint(repo.dir);
+      const mainBefore = gitOut(repo.dir, "rev-parse", "main");
+      const dirty = await runAdo([...args.slice(0, 3), "echo B > b.txt", ...args.slice(4)], { env });
+      expect(dirty.code, dirty.stderr).toBe(0);
+      expect(JSON.parse(dirty.stdout).mergeInto).toMatchObject({ into: "main", status: "refused" });
+      expect(dirty.stderr).toMatch(/uncommitted changes/);
+      expect(gitOut(repo.dir, "rev-parse", "main")).toBe(mainBefore);
+      expect(await checkoutFingerprint(repo.dir)).toBe(before);
+    } finally {
+      await repo.cleanup();
+    }
+  }, 60_000);
 });

@@ -542,7 +542,7 @@ describe("run-state - merge settings and context", () => {
     const last = applyMergeResult(state, merged("a", sha("1")), NOW);
     expect(eventsOf(last, "run.completed")).toEqual([]);
     expect(last.filter((e) => e.type === "mergeInto")).toEqual([
-      { type: "mergeInto", request: { type: "merge.into", runId: RUN, repo: "/repo", integrationBranch: integrationBranchOf(RUN), baseCommit: BASE, into: "main" } },
+      { type: "mergeInto", request: { type: "merge.into", runId: RUN, repo: "/repo", integrationBranch: integrationBranchOf(RUN), baseCommit: BASE, into: "main", updateCheckout: false } },
     ]);
     expect(state.run).toMatchObject({ status: "running", finalizing: true });
     // A restart meanwhile asks again (deduplicated), and nothing else.

@@ -415,6 +415,7 @@ export class Merger extends Actor {
         into: req.into,
         base: req.baseCommit,
         message: `ado: merge run ${req.runId} (${req.integrationBranch}) into ${req.into}`,
+        updateCheckedOut: req.updateCheckout,
       });
       outcome = r.kind === "refused" ? { into: req.into, status: "refused", reason: r.reason } : { into: req.into, status: r.kind, commit: r.commit, reason: "" };
     } catch (err) {

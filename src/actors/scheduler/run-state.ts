@@ -720,7 +720,7 @@ function mergeIntoEffect(state: RunState): Effect {
   const run = state.run;
   return {
     type: "mergeInto",
-    request: { type: "merge.into", runId: run.runId, repo: run.repo!, integrationBranch: run.integrationBranch!, baseCommit: run.baseCommit!, into: run.merge!.into! },
+    request: { type: "merge.into", runId: run.runId, repo: run.repo!, integrationBranch: run.integrationBranch!, baseCommit: run.baseCommit!, into: run.merge!.into!, updateCheckout: run.merge!.updateCheckout ?? false },
   };
 }
 

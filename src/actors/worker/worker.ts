@@ -592,8 +592,11 @@ export class Worker extends Actor {
   /** Heartbeat: registry record in KV, and in-progress acks so running work is not redelivered. */
   private async beat(): Promise<void> {
     for (const r of this.active.values()) r.msg.working();
-    if (!this.isRunning) return;
-    await this.register("running").catch((err) => this.log.warn({ err: errorMessage(err) }, "heartbeat failed"));
+    // A draining worker keeps beating (as draining), so the stealer never mistakes it
+    // for a dead one while its last tasks finish.
+    const state = this.state === "running" ? "running" : this.state === "draining" ? "draining" : undefined;
+    if (!state) return;
+    await this.register(state).catch((err) => this.log.warn({ err: errorMessage(err) }, "heartbeat failed"));
   }
 
   private reportLoad(): void {
