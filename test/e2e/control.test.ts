@@ -13,6 +13,7 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
+import { tcpProxy } from "../helpers/proxy.js";
 
 let ts: TestServer;
 let scratch: string;
@@ -166,37 +167,6 @@ describe("resilience - the NATS server dies mid-run", () => {
   }, 120_000);
 });
 
-/** A TCP proxy in front of the NATS server, to cut one process's connection and restore it. */
-async function tcpProxy(target: URL): Promise<{ url: string; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> }> {
-  const net = await import("node:net");
-  const sockets = new Set<import("node:net").Socket>();
-  let server: import("node:net").Server | undefined;
-  let port = 0;
-  const listen = () =>
-    new Promise<void>((resolve) => {
-      server = net.createServer((client) => {
-        const upstream = net.connect(Number(target.port), target.hostname);
-        for (const s of [client, upstream]) {
-          sockets.add(s);
-          s.on("close", () => sockets.delete(s));
-          s.on("error", () => s.destroy());
-        }
-        client.pipe(upstream).pipe(client);
-      });
-      server.listen(port, "127.0.0.1", () => {
-        port = (server!.address() as import("node:net").AddressInfo).port;
-        resolve();
-      });
-    });
-  const cut = async () => {
-    // close() only calls back once every connection has ended: end them first.
-    const closed = new Promise<void>((r) => server!.close(() => r()));
-    for (const s of sockets) s.destroy();
-    await closed;
-  };
-  await listen();
-  return { url: `nats://127.0.0.1:${port}`, cut, restore: listen, close: cut };
-}
 
 describe("control - a worker that was disconnected", () => {
   it("acts on a pause sent while it was cut off from NATS, once it reconnects", async () => {

@@ -20,6 +20,7 @@ import { actorConsumer, consumers, openBuckets, openJetStream, type Topology } f
 import { AdoCluster, isRunning, processesWith } from "../helpers/cluster.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
+import { tcpProxy } from "../helpers/proxy.js";
 
 /**
  * Issue 3, the worker part: a worker that dies loses nothing. The stealer (its own OS
@@ -184,36 +185,6 @@ async function workerOn(url: string, topo: Topology, name: string): Promise<{ wo
   return { worker, nc };
 }
 
-/** A TCP proxy in front of the NATS server, to cut one worker off and let it back. */
-async function tcpProxy(target: URL): Promise<{ url: string; cut(): Promise<void>; restore(): Promise<void> }> {
-  const net = await import("node:net");
-  const sockets = new Set<import("node:net").Socket>();
-  let server: import("node:net").Server | undefined;
-  let port = 0;
-  const listen = () =>
-    new Promise<void>((resolve) => {
-      server = net.createServer((client) => {
-        const upstream = net.connect(Number(target.port), target.hostname);
-        for (const s of [client, upstream]) {
-          sockets.add(s);
-          s.on("close", () => sockets.delete(s));
-          s.on("error", () => s.destroy());
-        }
-        client.pipe(upstream).pipe(client);
-      });
-      server.listen(port, "127.0.0.1", () => {
-        port = (server!.address() as import("node:net").AddressInfo).port;
-        resolve();
-      });
-    });
-  const cut = async () => {
-    const closed = new Promise<void>((r) => server!.close(() => r()));
-    for (const s of sockets) s.destroy();
-    await closed;
-  };
-  await listen();
-  return { url: `nats://127.0.0.1:${port}`, cut, restore: listen };
-}
 
 describe("stealer - a worker that was only cut off, declared dead, comes back", () => {
   it("its late result is ignored (the next attempt's counts) and it takes work again once it reconnects", async () => {
