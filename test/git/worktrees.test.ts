@@ -7,6 +7,7 @@ import { BranchConflictError, InvalidWorktreeNameError, WorktreeDirtyError, Work
 import { readBranch } from "../../src/runtime/git/repo.js";
 import { WorktreeManager } from "../../src/runtime/git/worktrees.js";
 import { commitOnBranch, sh, show, tempRepo, withoutGlobalGitConfig, writeFiles } from "./helpers.js";
+import { ownerGone } from "./worktrees-helpers.js";
 
 describe("WorktreeManager", () => {
   it("worktrees - add, commitAll and remove round trip keeps the branch", async () => {
@@ -145,6 +146,21 @@ describe("WorktreeManager", () => {
 
     await expect(manager.add({ name: "t", branch: "ado/t", base: root })).rejects.toBeInstanceOf(WorktreeDirtyError);
     expect(await readFile(path.join(first.path, "half-done.txt"), "utf8")).toBe("agent output\n");
+  });
+
+  it("worktrees - a leftover of a process that died mid-task is archived, then replaced", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const first = await manager.add({ name: "r1/t", branch: "ado/r1/t", base: root, owner: { runId: "r1", taskId: "t", workerId: "w1" } });
+    await writeFiles(first.path, { "half-done.txt": "agent output\n" });
+    await ownerGone(first.path); // the worker that made it was SIGKILLed
+
+    const again = await new WorktreeManager({ repo, baseDir: worktrees }).add({ name: "r1/t", branch: "ado/r1/t", base: root });
+    expect(again.path).toBe(first.path);
+    expect(existsSync(path.join(again.path, "half-done.txt"))).toBe(false); // a clean start
+    const refs = sh(repo, "for-each-ref", "--format=%(refname)", "refs/ado/archive/r1/t/").split("\n").filter(Boolean);
+    expect(refs).toHaveLength(1);
+    expect(show(repo, refs[0]!, "half-done.txt")).toBe("agent output\n"); // nothing lost
   });
 
   it("worktrees - add refuses a branch that already moved past base", async () => {

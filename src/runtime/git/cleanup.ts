@@ -26,7 +26,7 @@ import { errorMessage } from "../errors.js";
 import { silentLogger } from "../logger.js";
 import { WorktreeDirtyError } from "./errors.js";
 import type { WorktreeRecord, WorktreeRegistry, WorktreeState } from "./worktree-registry.js";
-import { type OrphanDir, ownerAlive, type WorktreeManager, type WorktreeStatus, YOUNG_WORKTREE_MS } from "./worktrees.js";
+import { archiveRef, type OrphanDir, ownerAlive, type WorktreeManager, type WorktreeStatus, YOUNG_WORKTREE_MS } from "./worktrees.js";
 
 export interface CleanupPolicy {
   /** Worktrees with work, finished longer ago than this, are archived and removed. */
@@ -77,10 +77,7 @@ export interface PlanContext {
 /** Registry records by worktree path. */
 export type RecordsByPath = ReadonlyMap<string, WorktreeRecord>;
 
-/** The archive ref of a task's worktree: `refs/ado/archive/<runId>/<taskId>/<UTC time>`. */
-export function archiveRef(runId: string, taskId: string, at: Date): string {
-  return `refs/ado/archive/${runId}/${taskId}/${at.toISOString().replace(/[:.]/g, "-")}`;
-}
+export { archiveRef };
 
 /** Decides what cleanup does with each worktree (and orphan directory), and why. */
 export function planCleanup(

@@ -457,7 +457,21 @@ export class WorktreeManager {
       all = await this.#listAll();
     }
     const here = all.find((w) => w.path === target);
-    if (here) await this.#removeLocked(target, false, gitCommonDir);
+    if (here) {
+      const admin = await this.#adminDirOf(target, gitCommonDir);
+      const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
+      if (meta && meta.pid !== process.pid && ownerAlive(meta) === false) {
+        // Left by a process of this host that died mid-task (a SIGKILLed worker, whose
+        // work nobody else could take care of): its work is kept under an archive ref,
+        // then the worktree goes, so the task's next attempt can start here.
+        const ref = archiveRef(meta.runId ?? "run", meta.taskId ?? path.basename(target), new Date());
+        await this.archive(target, ref, `ado: work left by pid ${meta.pid} on ${meta.host}, which died; kept before the path was reused`);
+        this.#log.warn({ path: target, pid: meta.pid, ref }, "worktree of a dead process archived and removed");
+        await this.#removeLocked(target, true, gitCommonDir);
+      } else {
+        await this.#removeLocked(target, false, gitCommonDir);
+      }
+    }
     const elsewhere = all.find((w) => w.branch === opts.branch && w.path !== target);
     if (elsewhere && !(await isDir(elsewhere.path))) {
       // Locked, so prune kept it, but its directory is gone: nothing there to lose.
@@ -622,6 +636,11 @@ export class WorktreeManager {
       await git(this.#repo, ["update-ref", "-d", `refs/heads/${createdBranch}`, base]);
     }
   }
+}
+
+/** The archive ref of a task's worktree: `refs/ado/archive/<runId>/<taskId>/<UTC time>`. */
+export function archiveRef(runId: string, taskId: string, at: Date): string {
+  return `refs/ado/archive/${runId}/${taskId}/${at.toISOString().replace(/[:.]/g, "-")}`;
 }
 
 /** Whether the process that created a worktree still runs: undefined when it ran on another host. */
