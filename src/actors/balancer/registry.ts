@@ -65,7 +65,9 @@ export class WorkerRegistry {
           this.log.warn({ key: e.key, err: String(err) }, "unreadable worker record ignored");
           continue;
         }
-        if (this.applyRecord(record)) this.onChange();
+        // A value replayed when the watch starts may be a dead worker's last record: it
+        // counts as live only once the worker writes again (within one heartbeat).
+        if (this.applyRecord(record, { replayed: !e.isUpdate })) this.onChange();
       }
     })();
     this.sub = this.nc.subscribe(this.topo.subjects.loadAll, {
@@ -85,12 +87,14 @@ export class WorkerRegistry {
    * may have grown (new or revived worker, fewer running, new slots, agents, labels or
    * capabilities, back to `running`), i.e. whether a dispatch pass could place more.
    */
-  applyRecord(incoming: WorkerRecord): boolean {
+  applyRecord(incoming: WorkerRecord, opts: { replayed?: boolean } = {}): boolean {
     const now = this.clock.now();
     const view = this.workers.get(incoming.workerId);
     if (!view) {
-      this.workers.set(incoming.workerId, { record: incoming, outstanding: new Map(), seenAt: now, loadSeq: incoming.loadSeq });
-      return true;
+      // Replayed: known, but not yet heard from (seen just past the liveness window).
+      const seenAt = opts.replayed ? now - 3 * this.heartbeatMs - 1 : now;
+      this.workers.set(incoming.workerId, { record: incoming, outstanding: new Map(), seenAt, loadSeq: incoming.loadSeq });
+      return !opts.replayed;
     }
     const prev = view.record;
     const wasLive = view.seenAt >= now - 3 * this.heartbeatMs;
