@@ -282,7 +282,7 @@ describe("restart - a worker process is SIGKILLed mid-task", () => {
       await f.cluster.kill(victim.name);
       const killedAt = Date.now();
       // Its agent does not outlive it: the reaper terminates the group (KILL after 2 s).
-      await eventually(async () => !(await processesWith(f.log)).some((p) => p.cmd.includes('echo "r05 ')), 5_000, "the dead worker's agent stopped");
+      await eventually(async () => !(await processesWith(f.log)).some((p) => p.cmd.includes('echo "r05 ')), 15_000, "the dead worker's agent stopped (reaper: TERM, KILL 2 s later)");
       // The worker comes back (a new process, so a new worker id).
       await f.cluster.worker("worker-4", 1);
 
