@@ -10,7 +10,7 @@ import { GraphDefSchema, type GraphInput } from "../../src/runtime/graph.js";
 import type { RunId } from "../../src/runtime/ids.js";
 import type { AdoEvent, MergeResult, TaskResult } from "../../src/runtime/messages.js";
 import { consumers, openJetStream } from "../../src/runtime/topology.js";
-import { AdoCluster, isRunning, processesWith } from "../helpers/cluster.js";
+import { AdoCluster, isRunning, processesWith, awaitAgentsGone } from "../helpers/cluster.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
@@ -282,7 +282,7 @@ describe("restart - a worker process is SIGKILLed mid-task", () => {
       await f.cluster.kill(victim.name);
       const killedAt = Date.now();
       // Its agent does not outlive it: the reaper terminates the group (KILL after 2 s).
-      await eventually(async () => !(await processesWith(f.log)).some((p) => p.cmd.includes('echo "r05 ')), 15_000, "the dead worker's agent stopped (reaper: TERM, KILL 2 s later)");
+      await awaitAgentsGone('echo "r05 ', 15_000); // the dead worker's agent, stopped by its reaper
       // The worker comes back (a new process, so a new worker id).
       await f.cluster.worker("worker-4", 1);
 

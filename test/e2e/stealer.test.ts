@@ -17,7 +17,7 @@ import { newWorkerId, type RunId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent, type TaskWork } from "../../src/runtime/messages.js";
 import { actorConsumer, consumers, openBuckets, openJetStream, type Topology } from "../../src/runtime/topology.js";
-import { AdoCluster, isRunning, processesWith } from "../helpers/cluster.js";
+import { AdoCluster, isRunning, processesWith, awaitAgentsGone } from "../helpers/cluster.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 import { tcpProxy } from "../helpers/proxy.js";
@@ -139,7 +139,7 @@ describe("stealer - a worker SIGKILLed with a task running and two more queued o
       expect(await messagesIn(jsm, topo.streams.work.name)).toBe(3);
       await cluster.kill("victim");
       // TERM at once, KILL 2 s later (reaper.ts); generous for a loaded machine.
-      await eventually(async () => (await processesWith(log)).length === 0, 15_000, "the victim's agent stopped by its reaper");
+      await awaitAgentsGone(log, 15_000);
       await cluster.actor("balancer");
 
       const outcome = await run.outcome;
