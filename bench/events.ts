@@ -39,7 +39,7 @@ import { SCHEMAS } from "../src/runtime/messages.js";
 import { provision, topology, type Topology } from "../src/runtime/topology.js";
 import { CpuMeter, findChild, type CpuUse } from "./procstat.js";
 import { r1, summarize, table, type Summary } from "./stats.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -317,17 +317,7 @@ function render(rep: Report): string {
 
 // ---------------------------------------------------------------- main
 
-async function main(): Promise<number> {
-  let opts: Options;
-  try {
-    opts = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error((err as Error).message);
-    return 2;
-  }
-  const log = (m: string) => {
-    if (!opts.json) process.stderr.write(`[events] ${m}\n`);
-  };
+async function main(opts: Options, log: Log): Promise<number> {
   const started = performance.now();
   const budget = new AbortController();
   const onSignal = () => budget.abort("interrupted");
@@ -403,5 +393,5 @@ async function main(): Promise<number> {
   return errors.length ? 1 : 0;
 }
 
-runMain(main);
+runMain("events", parseArgs, main);
 

@@ -36,9 +36,27 @@ export function printReport<R>(report: R, json: boolean, render: (r: R) => strin
   process.stdout.write((json ? JSON.stringify(report) : render(report)) + "\n");
 }
 
-/** Runs a benchmark's main and sets the exit code it returns (1 on an unexpected error). */
-export function runMain(main: () => Promise<number>): void {
-  main().then(
+/** Progress lines on stderr, silent with `--json` (stdout then carries only the JSON). */
+export type Log = (message: string) => void;
+
+/**
+ * A benchmark's entry point: parses the flags (a bad flag prints the usage and exits
+ * 2), then runs `main` with them and a progress logger, and sets the exit code it
+ * returns (1 on an unexpected error).
+ */
+export function runMain<O extends { json: boolean }>(name: string, parse: (argv: string[]) => O, main: (opts: O, log: Log) => Promise<number>): void {
+  let opts: O;
+  try {
+    opts = parse(process.argv.slice(2));
+  } catch (err) {
+    console.error((err as Error).message);
+    process.exitCode = 2;
+    return;
+  }
+  const log: Log = (m) => {
+    if (!opts.json) process.stderr.write(`[${name}] ${m}\n`);
+  };
+  main(opts, log).then(
     (code) => {
       process.exitCode = code;
     },

@@ -46,7 +46,7 @@ import { SCRATCH_GIT_OPTIONS, withScratchWorktree } from "../src/runtime/git/scr
 import { git } from "../src/runtime/git/exec.js";
 import { gitBytes, gitText } from "../src/runtime/git/plumbing.js";
 import { CpuMeter } from "./procstat.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
 import { r1, r2, summarize, table, type Summary } from "./stats.js";
 
 // ---------------------------------------------------------------- options
@@ -304,17 +304,7 @@ function render(rep: Report): string {
 
 // ---------------------------------------------------------------- main
 
-async function main(): Promise<number> {
-  let o: Options;
-  try {
-    o = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error((err as Error).message);
-    return 2;
-  }
-  const log = (m: string) => {
-    if (!o.json) process.stderr.write(`[merge] ${m}\n`);
-  };
+async function main(o: Options, log: Log): Promise<number> {
   const started = performance.now();
   const meter = new CpuMeter({ node: `/proc/${process.pid}/stat` });
   const backgroundCpu = await waitQuiet(meter, o.waitQuietMs, log);
@@ -350,4 +340,4 @@ async function main(): Promise<number> {
   return rows.every((r) => r.ok) ? 0 : 1;
 }
 
-runMain(main);
+runMain("merge", parseArgs, main);

@@ -40,7 +40,7 @@ import type { WorkerRecord } from "../src/runtime/messages.js";
 import { topology } from "../src/runtime/topology.js";
 import { CpuMeter, type CpuUse } from "./procstat.js";
 import { r1, summarize, table, type Summary } from "./stats.js";
-import { runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
+import { runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -473,17 +473,7 @@ function cpuModel(): string | undefined {
   }
 }
 
-async function main(): Promise<number> {
-  let o: Options;
-  try {
-    o = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error((err as Error).message);
-    return 2;
-  }
-  const log = (m: string) => {
-    if (!o.json) process.stderr.write(`[routing] ${m}\n`);
-  };
+async function main(o: Options, log: Log): Promise<number> {
   const started = performance.now();
   const meter = new CpuMeter({ node: `/proc/${process.pid}/stat` });
   const backgroundCpu = await waitQuiet(meter, o.waitQuietMs, log);
@@ -565,4 +555,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-runMain(main);
+runMain("routing", parseArgs, main);

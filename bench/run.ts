@@ -794,14 +794,7 @@ function pin(natsPid: number | undefined, cores: number, errors: string[]): bool
   }
 }
 
-async function main(): Promise<number> {
-  let opts: Options;
-  try {
-    opts = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error((err as Error).message);
-    return 2;
-  }
+async function main(opts: Options): Promise<number> {
   const started = performance.now();
   const budget = new AbortController();
   let budgetTimer: NodeJS.Timeout | undefined;
@@ -918,4 +911,4 @@ async function main(): Promise<number> {
   return errors.length ? 1 : 0;
 }
 
-runMain(main);
+runMain("run", parseArgs, main);

@@ -46,7 +46,7 @@ import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
 import { clockTicks, CpuMeter, findChild, type CpuSnapshot } from "./procstat.js";
 import { percentile, r1, r2, r3, table } from "./stats.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -465,17 +465,7 @@ function render(rep: Report): string {
 
 // ---------------------------------------------------------------- main
 
-async function main(): Promise<number> {
-  let opts: Options;
-  try {
-    opts = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error((err as Error).message);
-    return 2;
-  }
-  const log = (m: string) => {
-    if (!opts.json) process.stderr.write(`[scaling] ${m}\n`);
-  };
+async function main(opts: Options, log: Log): Promise<number> {
   const started = performance.now();
   const budget = new AbortController();
   const onSignal = () => budget.abort("interrupted");
@@ -559,4 +549,4 @@ async function main(): Promise<number> {
   return errors.length ? 1 : 0;
 }
 
-runMain(main);
+runMain("scaling", parseArgs, main);

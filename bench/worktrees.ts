@@ -38,7 +38,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { WorktreeManager } from "../src/runtime/git/index.js";
 import { silentLogger } from "../src/runtime/logger.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
 import { CpuMeter } from "./procstat.js";
 import { percentile, r1, r2, table } from "./stats.js";
 
@@ -387,17 +387,7 @@ function render(rep: Report): string {
 
 // ---------------------------------------------------------------- main
 
-async function main(): Promise<number> {
-  let opts: Options;
-  try {
-    opts = parseArgs(process.argv.slice(2));
-  } catch (err) {
-    console.error((err as Error).message);
-    return 2;
-  }
-  const log = (m: string) => {
-    if (!opts.json) process.stderr.write(`[worktrees] ${m}\n`);
-  };
+async function main(opts: Options, log: Log): Promise<number> {
   const started = performance.now();
   const meter = new CpuMeter({ node: `/proc/${process.pid}/stat` });
   const { json: _json, ...shown } = opts;
@@ -432,4 +422,4 @@ async function main(): Promise<number> {
   return report.errors.length ? 1 : 0;
 }
 
-runMain(main);
+runMain("worktrees", parseArgs, main);
