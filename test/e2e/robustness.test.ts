@@ -19,6 +19,7 @@ import { SCHEMAS, type AdoEvent, type DeadLetter, type TaskWork } from "../../sr
 import type { Topology } from "../../src/runtime/topology.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
+import { isRunning } from "../helpers/cluster.js";
 
 let ts: TestServer;
 let scratch: string;
@@ -82,17 +83,6 @@ async function submitRaw(h: Harness, runId: string, tasks: Array<{ id: string; n
   await h.client.js.publish(h.topo.subjects.submit, data, { headers });
 }
 
-/** Whether a process still runs (a zombie has ended; it only waits to be reaped). */
-async function running(pid: number): Promise<boolean> {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
-    throw err;
-  }
-  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
-  return stat !== "" && stat.slice(stat.lastIndexOf(")") + 2)[0] !== "Z";
-}
 
 /** Bounds a watch, so a missing event fails the test instead of hanging it. */
 const bounded = () => ({ signal: AbortSignal.timeout(30_000) });
@@ -275,7 +265,7 @@ describe("worker - timeouts, retries and environment", () => {
       for (const name of ["sh.pid", "sleep.pid"]) {
         const pid = Number((await readFile(join(pids, name), "utf8")).trim());
         expect(pid).toBeGreaterThan(1);
-        await eventually(async () => !(await running(pid)), 5_000, `process ${pid} (${name}) to be gone`);
+        await eventually(async () => !(await isRunning(pid)), 5_000, `process ${pid} (${name}) to be gone`);
       }
       expect(await checkoutFingerprint(repo.dir)).toBe(repo.before);
       expect(gitOut(repo.dir, "worktree", "list")).not.toContain(outcome.runId);
