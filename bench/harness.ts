@@ -127,3 +127,13 @@ export function flagValues(usage: string) {
     list,
   };
 }
+
+/** Resolves with p, or rejects once the signal aborts. */
+export function orAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new Error(`benchmark time budget exhausted (${String(signal.reason ?? "aborted")})`));
+    if (signal.aborted) return onAbort();
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
+}

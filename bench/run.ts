@@ -56,7 +56,7 @@ import { consumers, ns, type Topology } from "../src/runtime/topology.js";
 import { CpuMeter, CpuSampler, findChild, type CpuUse } from "./procstat.js";
 import { connCounts, connDeltas, serverCounts, streamCounts, streamDeltas, type ConnCounts, type StreamDelta } from "./probes.js";
 import { r1, r2, r3, summarize, table, type Summary } from "./stats.js";
-import { printReport, runMain, waitQuiet, flagValues, parseFlags } from "./harness.js";
+import { printReport, runMain, waitQuiet, flagValues, parseFlags, orAbort } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -144,15 +144,6 @@ function checkAbort(signal: AbortSignal): void {
   if (signal.aborted) throw new Error(`benchmark time budget exhausted (${String(signal.reason ?? "aborted")})`);
 }
 
-/** Resolves with p, or rejects once the signal aborts. */
-function orAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new Error(`benchmark time budget exhausted (${String(signal.reason ?? "aborted")})`));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
-}
 
 // ---------------------------------------------------------------- 1. raw JetStream
 

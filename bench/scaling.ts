@@ -46,7 +46,7 @@ import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
 import { clockTicks, CpuMeter, findChild, type CpuSnapshot } from "./procstat.js";
 import { percentile, r1, r2, r3, table } from "./stats.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
+import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log, orAbort } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -195,15 +195,6 @@ function waitQuiet(meter: Meter, maxMs: number, log: (m: string) => void): Promi
   );
 }
 
-/** Resolves with p, or rejects once the signal aborts. */
-function orAbort<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(new Error(`benchmark time budget exhausted (${String(signal.reason ?? "aborted")})`));
-    if (signal.aborted) return onAbort();
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
-}
 
 // ---------------------------------------------------------------- git costs
 
