@@ -302,3 +302,38 @@ describe("stealer - the worktree of an attempt lost with its worker", () => {
     }
   });
 });
+
+describe("stealer - processes a lost worker left on this host", () => {
+  it("kills every process carrying the worker's id (a paused one and its child too), and nothing else", async () => {
+    const { spawn } = await import("node:child_process");
+    const { killLeftovers } = await import("../../src/actors/stealer/leftovers.js");
+    const start = (workerId: string) => {
+      // An agent in a session of its own (as agents are), with a child, both with the id.
+      const c = spawn("sh", ["-c", "sleep 60 & wait"], { detached: true, stdio: "ignore", env: { ...process.env, ADO_WORKER_ID: workerId } });
+      c.unref();
+      return c.pid!;
+    };
+    const { isRunning } = await import("../helpers/cluster.js"); // a zombie does not count
+    const lost = start("w-lost-test");
+    const other = start("w-other-test");
+    try {
+      process.kill(lost, "SIGSTOP"); // paused by `ado pause`
+      await new Promise((r) => setTimeout(r, 200)); // both shells have started their sleep
+      const killed = await killLeftovers("w-lost-test");
+      expect(killed).toContain(lost);
+      expect(killed.length).toBe(2); // the shell and its sleep
+      await new Promise((r) => setTimeout(r, 200));
+      for (const pid of killed) expect(await isRunning(pid)).toBe(false);
+      expect(await isRunning(other)).toBe(true);
+      expect(await killLeftovers("w-nobody")).toEqual([]);
+    } finally {
+      for (const g of [lost, other]) {
+        try {
+          process.kill(-g, "SIGKILL");
+        } catch {
+          // gone
+        }
+      }
+    }
+  });
+});

@@ -1,3 +1,4 @@
+import { hostname } from "node:os";
 import { JetStreamApiCodes, JetStreamApiError, type ConsumerConfig, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode } from "../../runtime/codec.js";
@@ -10,6 +11,7 @@ import { LeaderLease } from "../../runtime/lease.js";
 import { SCHEMAS, type AdoEvent, type TaskWork } from "../../runtime/messages.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
 import { describeDeath, Liveness, lostResult, planRecovery, type LeftMessage, type RecoveryAction, type Suspect } from "./decide.js";
+import { killLeftovers, processAlive } from "./leftovers.js";
 import { keepLostWorktree } from "./lost-worktree.js";
 
 export interface StealerOptions {
@@ -184,6 +186,15 @@ export class Stealer extends Actor {
     const { workerId } = s;
     const why = describeDeath(s);
     const subject = this.ctx.topo.subjects.work(workerId);
+    // Before its work is re-issued (and its worktree archived): nothing of a worker whose
+    // process is gone from this host still runs here. A worker only cut off (its process
+    // alive) keeps its agents: what they finish is ignored, as for a worker elsewhere.
+    const rec = s.record;
+    const gone = rec !== undefined && rec.host === hostname() && !processAlive(rec.pid);
+    const leftovers = gone ? await killLeftovers(workerId) : [];
+    if (leftovers.length > 0) {
+      this.log.warn({ worker: workerId, pids: leftovers }, "processes of the lost worker still ran on this host (its reaper missed them): killed");
+    }
     const outcome = await this.recoverSubject(s, why);
     if (outcome.actions > 0) this.log.warn({ worker: workerId, reason: why, ...outcome }, "worker lost: its work was recovered");
     await this.deleteConsumer(workerId);
