@@ -18,6 +18,7 @@ import { git } from "../runtime/git/exec.js";
 import { openRepo, readBranch } from "../runtime/git/index.js";
 import { newRunId } from "../runtime/ids.js";
 import { drainQuietly } from "../runtime/connection.js";
+import { fetchRunBranches } from "../runtime/git/remote.js";
 import { errorMessage } from "../runtime/errors.js";
 import { openJetStream, topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
@@ -131,23 +132,16 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
     }
   }
   if (!outcome) return stack ? Exit.interrupted : Exit.ok;
-  if (remote && repoInfo) await fetchRunBranches(repoInfo.topLevel, remote, runId, stderr);
+  // Remote mode: the run's branches live on the remote; bring them home.
+  if (remote && repoInfo) {
+    await fetchRunBranches(repoInfo.topLevel, remote, runId).catch((err) =>
+      stderr(`${errorMessage(err)}; fetch them yourself: git fetch ${remote} '+refs/heads/ado/${runId}/*:refs/heads/ado/${runId}/*'`),
+    );
+  }
   report(outcome, flags.json ?? false, { keptStore: kept?.dir, waitsOn: external?.url });
   return exitCodeOf(outcome);
 }
 
-/**
- * Remote mode: the run's branches (integration and tasks) live on the remote; they are
- * fetched into the user's repository under the same names (refs only, no checkout).
- */
-async function fetchRunBranches(repo: string, remote: string, runId: string, warn: (msg: string) => void): Promise<void> {
-  const spec = `+refs/heads/ado/${runId}/*:refs/heads/ado/${runId}/*`;
-  try {
-    await git(repo, ["fetch", "-q", "--no-tags", remote, spec]);
-  } catch (err) {
-    warn(`could not fetch the run's branches from ${remote}: ${errorMessage(err)}; fetch them yourself: git fetch ${remote} '${spec}'`);
-  }
-}
 
 /** 0 only for a run that succeeded; 3 for one waiting for a person; 2 for one refused before it ran. */
 export function exitCodeOf(outcome: RunOutcome): number {

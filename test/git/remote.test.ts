@@ -7,7 +7,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { checkoutFingerprint, createBranchIfAbsent, mergeIntoBranch, WorktreeManager } from "../../src/runtime/git/index.js";
 import {
-  fetchBranchFromRemote,
+  fetchRunBranches,
   MissingCommitError,
   publishRunBase,
   PushRejectedError,
@@ -55,7 +55,9 @@ describe("remote mode (git)", () => {
     await expect(pushRef(mclone, remote, root, "refs/heads/ado/r1/integration", { expected: "" })).rejects.toBeInstanceOf(PushRejectedError);
 
     // The submitter brings the result home, as a branch; the checkout is untouched.
-    expect(await fetchBranchFromRemote(repo, remote, "ado/r1/integration")).toBe(commit);
+    await fetchRunBranches(repo, remote, "r1");
+    expect(sh(repo, "rev-parse", "ado/r1/integration")).toBe(commit);
+    expect(sh(repo, "rev-parse", "ado/r1/t1")).toBe(commit);
     expect(show(repo, "ado/r1/integration", "b.txt")).toBe("from t1\n");
     expect(await checkoutFingerprint(repo)).toBe(before);
   });

@@ -192,17 +192,16 @@ export async function publishRunBase(repo: string, url: string, runId: string, c
 }
 
 /**
- * Submitter side, at the end of a run: brings a branch of the run from the remote into
- * the user's repository under the same name (refs only; no checkout is touched).
+ * Submitter side, at the end of a run: brings the run's branches (integration and
+ * tasks) from the remote into the user's repository under the same names (refs only; no
+ * checkout is touched).
  */
-export async function fetchBranchFromRemote(repo: string, url: string, branch: string): Promise<string | undefined> {
+export async function fetchRunBranches(repo: string, url: string, runId: string): Promise<void> {
   try {
-    await git(repo, ["fetch", "-q", "--no-tags", url, `+refs/heads/${branch}:refs/heads/${branch}`]);
+    await git(repo, ["fetch", "-q", "--no-tags", url, `+refs/heads/ado/${runId}/*:refs/heads/ado/${runId}/*`]);
   } catch (err) {
-    if (err instanceof GitCommandError && /couldn't find remote ref/i.test(err.message)) return undefined;
-    throw new RemoteGitError(url, `fetch ${branch} from`, err);
+    throw new RemoteGitError(url, `fetch the branches of run ${runId} from`, err);
   }
-  return (await git(repo, ["rev-parse", `refs/heads/${branch}`])).trim();
 }
 
 async function exists(p: string): Promise<boolean> {
