@@ -13,6 +13,8 @@ export interface ConnectOptions {
 
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_CAP_MS = 5_000;
+/** The longest a client waits between reconnect attempts: after an outage, every client is back within about this long. */
+export const RECONNECT_MAX_WAIT_MS = BACKOFF_CAP_MS;
 
 /**
  * Connects with the settings every ado process uses: a name, reconnection without

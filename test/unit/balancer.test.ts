@@ -718,18 +718,6 @@ function offlineRegistry(clock = new ManualClock()) {
   return new WorkerRegistry(undefined as never, undefined as never, topology("t"), clock, 1_000, silentLogger, () => undefined);
 }
 
-describe("registry - records replayed when the watch starts", () => {
-  it("a replayed record (maybe a dead worker's last) is not live until the worker writes again", () => {
-    const reg = offlineRegistry();
-    expect(reg.applyRecord(record({ running: 0 }), { replayed: true })).toBe(false); // no dispatch pass for it
-    expect(reg.live()).toEqual([]);
-    expect(reg.candidates()).toEqual([]);
-    // A fresh heartbeat from it: live, and a pass may now place work there.
-    expect(reg.applyRecord(record({ running: 0, heartbeatAt: "2026-01-01T00:00:01.000Z" }))).toBe(true);
-    expect(reg.live().map((w) => w.record.workerId)).toEqual(["w1"]);
-  });
-});
-
 describe("registry - heartbeat and load report out of order", () => {
   it("a heartbeat written before a finish but delivered after its load report does not bring back the old load", () => {
     const reg = offlineRegistry();

@@ -317,8 +317,18 @@ describe("stealer - processes a lost worker left on this host", () => {
     const lost = start("w-lost-test");
     const other = start("w-other-test");
     try {
+      // Both shells have started their sleep (each is 2 processes), then one is paused.
+      const { readFile } = await import("node:fs/promises");
+      const { processesWith } = await import("../helpers/cluster.js");
+      const sleepOf = async (parent: number) => {
+        for (const p of await processesWith("sleep 60")) {
+          const stat = await readFile(`/proc/${p.pid}/stat`, "utf8").catch(() => "");
+          if (Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === parent) return true;
+        }
+        return false;
+      };
+      for (let i = 0; i < 200 && !((await sleepOf(lost)) && (await sleepOf(other))); i++) await new Promise((r) => setTimeout(r, 25));
       process.kill(lost, "SIGSTOP"); // paused by `ado pause`
-      await new Promise((r) => setTimeout(r, 200)); // both shells have started their sleep
       const killed = await killLeftovers("w-lost-test");
       expect(killed).toContain(lost);
       expect(killed.length).toBe(2); // the shell and its sleep

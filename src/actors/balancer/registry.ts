@@ -65,9 +65,7 @@ export class WorkerRegistry {
           this.log.warn({ key: e.key, err: String(err) }, "unreadable worker record ignored");
           continue;
         }
-        // A value replayed when the watch starts may be a dead worker's last record: it
-        // counts as live only once the worker writes again (within one heartbeat).
-        if (this.applyRecord(record, { replayed: !e.isUpdate })) this.onChange();
+        if (this.applyRecord(record)) this.onChange();
       }
     })();
     this.sub = this.nc.subscribe(this.topo.subjects.loadAll, {
@@ -87,14 +85,12 @@ export class WorkerRegistry {
    * may have grown (new or revived worker, fewer running, new slots, agents, labels or
    * capabilities, back to `running`), i.e. whether a dispatch pass could place more.
    */
-  applyRecord(incoming: WorkerRecord, opts: { replayed?: boolean } = {}): boolean {
+  applyRecord(incoming: WorkerRecord): boolean {
     const now = this.clock.now();
     const view = this.workers.get(incoming.workerId);
     if (!view) {
-      // Replayed: known, but not yet heard from (seen just past the liveness window).
-      const seenAt = opts.replayed ? now - 3 * this.heartbeatMs - 1 : now;
-      this.workers.set(incoming.workerId, { record: incoming, outstanding: new Map(), seenAt, loadSeq: incoming.loadSeq });
-      return !opts.replayed;
+      this.workers.set(incoming.workerId, { record: incoming, outstanding: new Map(), seenAt: now, loadSeq: incoming.loadSeq });
+      return true;
     }
     const prev = view.record;
     const wasLive = view.seenAt >= now - 3 * this.heartbeatMs;

@@ -77,11 +77,12 @@ export class Liveness {
   }
 
   /**
-   * Nothing is suspected for 3 heartbeats from now: after the stealer's own connection
-   * was down, silence says nothing about the workers.
+   * Nothing is suspected for `graceMs` (default 3 heartbeats) from now: after the
+   * stealer's own connection was down, silence says nothing about the workers, which
+   * may be still reconnecting (each with its own backoff).
    */
-  refreshAll(now: number): void {
-    for (const w of this.workers.values()) w.checkAfter = Math.max(w.checkAfter, now + this.limitMs);
+  refreshAll(now: number, graceMs = this.limitMs): void {
+    for (const w of this.workers.values()) w.checkAfter = Math.max(w.checkAfter, now + graceMs);
   }
 
   /** Workers suspected dead now, the longest silent first. */

@@ -13,6 +13,7 @@ import { actorConsumer, consumers } from "../../runtime/topology.js";
 import { describeDeath, Liveness, lostResult, planRecovery, type LeftMessage, type RecoveryAction, type Suspect } from "./decide.js";
 import { killLeftovers, processAlive } from "./leftovers.js";
 import { keepLostWorktree } from "./lost-worktree.js";
+import { RECONNECT_MAX_WAIT_MS } from "../../runtime/connection.js";
 
 export interface StealerOptions {
   /** The workers' heartbeat: a worker silent for 3 of them is suspected dead. */
@@ -91,7 +92,9 @@ export class Stealer extends Actor {
       for await (const s of nc.status()) {
         if (!this.isRunning) break;
         if (s.type !== "reconnect") continue;
-        this.liveness.refreshAll(this.clock.now());
+        // The server was away for everyone: the workers reconnect too, each after up to
+        // RECONNECT_MAX_WAIT_MS of backoff, and only then write and answer again.
+        this.liveness.refreshAll(this.clock.now(), this.liveness.limitMs + RECONNECT_MAX_WAIT_MS);
         this.stopWatch?.();
         await this.watch().catch((err) => this.log.warn({ err: errorMessage(err) }, "workers watch restart failed"));
       }
