@@ -39,7 +39,7 @@ import { SCHEMAS } from "../src/runtime/messages.js";
 import { provision, topology, type Topology } from "../src/runtime/topology.js";
 import { CpuMeter, findChild, type CpuUse } from "./procstat.js";
 import { r1, summarize, table, type Summary } from "./stats.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
+import { printReport, runMain, waitQuietOn, flagValues, parseFlags, type Log } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -247,17 +247,7 @@ async function pass(ctx: Ctx, mode: Mode, rate: number): Promise<PassResult> {
 const PASS_QUIET_MS = 30_000;
 
 /** Waits (up to maxMs) for a quiet machine (see harness.ts), sampling this benchmark's meter. */
-function waitQuiet(meter: CpuMeter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
-  return waitUntilQuiet(
-    async () => {
-      const a = meter.snapshot();
-      await sleep(1_000);
-      return meter.use(a, meter.snapshot()).other;
-    },
-    maxMs,
-    log,
-  );
-}
+const waitQuiet = (meter: CpuMeter, maxMs: number, log: Log) => waitQuietOn(meter, (a, b) => meter.use(a, b).other, maxMs, log);
 
 // ---------------------------------------------------------------- report
 

@@ -31,6 +31,27 @@ export async function waitQuiet(
   }
 }
 
+/**
+ * waitQuiet with one-second samples of a CPU meter: `other` turns two snapshots into
+ * what other processes used (% of a core), as the benchmark counts it.
+ */
+export function waitQuietOn<S>(
+  meter: { snapshot(): S },
+  other: (a: S, b: S) => number | undefined,
+  maxMs: number,
+  log: (m: string) => void,
+): Promise<number | undefined> {
+  return waitQuiet(
+    async () => {
+      const a = meter.snapshot();
+      await new Promise((r) => setTimeout(r, 1_000));
+      return other(a, meter.snapshot());
+    },
+    maxMs,
+    log,
+  );
+}
+
 /** Prints one JSON object (`--json`) or the rendered tables. */
 export function printReport<R>(report: R, json: boolean, render: (r: R) => string): void {
   process.stdout.write((json ? JSON.stringify(report) : render(report)) + "\n");

@@ -46,7 +46,7 @@ import { SCRATCH_GIT_OPTIONS, withScratchWorktree } from "../src/runtime/git/scr
 import { git } from "../src/runtime/git/exec.js";
 import { gitBytes, gitText } from "../src/runtime/git/plumbing.js";
 import { CpuMeter } from "./procstat.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
+import { printReport, runMain, waitQuietOn, flagValues, parseFlags, type Log } from "./harness.js";
 import { r1, r2, summarize, table, type Summary } from "./stats.js";
 
 // ---------------------------------------------------------------- options
@@ -253,20 +253,18 @@ function childCpu(a: number | undefined, b: number | undefined, ms: number): num
   return r1(((b - a) / hz / (ms / 1000)) * 100);
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-function waitQuiet(meter: CpuMeter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
-  return waitUntilQuiet(
-    async () => {
-      const a = meter.snapshot();
-      await sleep(1_000);
-      const u = meter.use(a, meter.snapshot());
+/** Waits (up to maxMs) for a quiet machine (see harness.ts): other processes than this one and its git children. */
+const waitQuiet = (meter: CpuMeter, maxMs: number, log: Log) =>
+  waitQuietOn(
+    meter,
+    (x, y) => {
+      const u = meter.use(x, y);
       return u.machine === undefined || u.node === undefined ? undefined : r1(Math.max(0, u.machine * meter.cores - u.node));
     },
     maxMs,
     log,
   );
-}
 
 // ---------------------------------------------------------------- report
 

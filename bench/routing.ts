@@ -40,7 +40,7 @@ import type { WorkerRecord } from "../src/runtime/messages.js";
 import { topology } from "../src/runtime/topology.js";
 import { CpuMeter, type CpuUse } from "./procstat.js";
 import { r1, summarize, table, type Summary } from "./stats.js";
-import { runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
+import { runMain, waitQuietOn, flagValues, parseFlags, type Log } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -388,7 +388,6 @@ function dispatchScenario(
 
 // ---------------------------------------------------------------- quiet machine
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** CPU of other processes (% of one core): the machine's busy share minus this process. */
 function otherCpu(meter: CpuMeter, use: CpuUse): number | undefined {
@@ -397,17 +396,7 @@ function otherCpu(meter: CpuMeter, use: CpuUse): number | undefined {
 }
 
 /** Waits (up to maxMs) for a quiet machine (see harness.ts), sampling this benchmark's meter. */
-function waitQuiet(meter: CpuMeter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
-  return waitUntilQuiet(
-    async () => {
-      const a = meter.snapshot();
-      await sleep(1_000);
-      return otherCpu(meter, meter.use(a, meter.snapshot()));
-    },
-    maxMs,
-    log,
-  );
-}
+const waitQuiet = (meter: CpuMeter, maxMs: number, log: Log) => waitQuietOn(meter, (x, y) => otherCpu(meter, meter.use(x, y)), maxMs, log);
 
 // ---------------------------------------------------------------- report
 

@@ -46,7 +46,7 @@ import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
 import { clockTicks, CpuMeter, findChild, type CpuSnapshot } from "./procstat.js";
 import { percentile, r1, r2, r3, table } from "./stats.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log, orAbort } from "./harness.js";
+import { printReport, runMain, waitQuietOn, flagValues, parseFlags, type Log, orAbort } from "./harness.js";
 
 // ---------------------------------------------------------------- options
 
@@ -100,7 +100,6 @@ function parseArgs(argv: string[]): Options {
 
 // ---------------------------------------------------------------- helpers
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 const rand = () => randomBytes(3).toString("hex");
 
 /** A scratch git repository with one commit (as test/helpers/repo.ts makes). */
@@ -183,17 +182,7 @@ class Meter {
 const LEVEL_QUIET_MS = 30_000;
 
 /** Waits (up to maxMs) for a quiet machine (see harness.ts), sampling this benchmark's meter. */
-function waitQuiet(meter: Meter, maxMs: number, log: (m: string) => void): Promise<number | undefined> {
-  return waitUntilQuiet(
-    async () => {
-      const a = meter.snapshot();
-      await sleep(1_000);
-      return meter.use(a, meter.snapshot()).other;
-    },
-    maxMs,
-    log,
-  );
-}
+const waitQuiet = (meter: Meter, maxMs: number, log: Log) => waitQuietOn(meter, (x, y) => meter.use(x, y).other, maxMs, log);
 
 
 // ---------------------------------------------------------------- git costs

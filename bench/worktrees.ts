@@ -38,7 +38,7 @@ import { join } from "node:path";
 import { performance } from "node:perf_hooks";
 import { WorktreeManager } from "../src/runtime/git/index.js";
 import { silentLogger } from "../src/runtime/logger.js";
-import { printReport, runMain, waitQuiet as waitUntilQuiet, flagValues, parseFlags, type Log } from "./harness.js";
+import { printReport, runMain, waitQuietOn, flagValues, parseFlags, type Log } from "./harness.js";
 import { CpuMeter } from "./procstat.js";
 import { percentile, r1, r2, table } from "./stats.js";
 
@@ -81,7 +81,6 @@ function parseArgs(argv: string[]): Options {
 
 // ---------------------------------------------------------------- helpers
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /** `git <args>` in `cwd` through execFile, as src/runtime/git/exec.ts runs it. */
 function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
@@ -400,11 +399,10 @@ async function main(opts: Options, log: Log): Promise<number> {
     errors: [],
     totalMs: 0,
   };
-  report.host.backgroundCpu = await waitUntilQuiet(
-    async () => {
-      const a = meter.snapshot();
-      await sleep(1_000);
-      const u = meter.use(a, meter.snapshot());
+  report.host.backgroundCpu = await waitQuietOn(
+    meter,
+    (a, b) => {
+      const u = meter.use(a, b);
       return u.machine === undefined ? undefined : r1(Math.max(0, u.machine * meter.cores - (u.node ?? 0)));
     },
     opts.waitQuietMs,
