@@ -39,12 +39,19 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { performance } from "node:perf_hooks";
-import { integrate, type MergeMode } from "../src/runtime/git/integrate.js";
-import { compareAndSwap, mergeIntoBranch } from "../src/runtime/git/merge.js";
-import { createBranchIfAbsent, readBranch } from "../src/runtime/git/repo.js";
-import { SCRATCH_GIT_OPTIONS, withScratchWorktree } from "../src/runtime/git/scratch.js";
-import { git } from "../src/runtime/git/exec.js";
-import { gitBytes, gitText } from "../src/runtime/git/plumbing.js";
+import {
+  compareAndSwap,
+  createBranchIfAbsent,
+  git,
+  gitBytes,
+  gitText,
+  integrate,
+  mergeIntoBranch,
+  type MergeMode,
+  readBranch,
+  SCRATCH_GIT_OPTIONS,
+  withScratchWorktree,
+} from "../src/git/internal.js";
 import { CpuMeter } from "./procstat.js";
 import { printReport, runMain, waitQuietOn, flagValues, parseFlags, type Log } from "./harness.js";
 import { r1, r2, summarize, table, type Summary } from "./stats.js";

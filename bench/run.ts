@@ -45,7 +45,7 @@ import { connect, headers as natsHeaders, type NatsConnection } from "@nats-io/t
 import { Stack } from "../src/actors/stack.js";
 import { AdoClient } from "../src/runtime/client.js";
 import { decode, packRaw } from "../src/runtime/codec.js";
-import { ConfigSchema } from "../src/runtime/config.js";
+import { parseConfig } from "../src/runtime/config.js";
 import { connectNats, drainQuietly } from "../src/runtime/connection.js";
 import { EmbeddedServer } from "../src/runtime/embedded-server.js";
 import { GraphDefSchema, type Graph } from "../src/runtime/graph.js";
@@ -601,7 +601,7 @@ interface PipelineResult {
 async function pipeline(ctx: Ctx, index: number, workers: number, slots: number, withLatency: boolean, sizes: number[]): Promise<PipelineResult> {
   const prefix = `bench${index}-${rand()}`;
   const worktreeDir = await mkdtemp(join(tmpdir(), "ado-bench-wt-"));
-  const config = ConfigSchema.parse({ prefix, server: ctx.server.url, workers, slots, heartbeatMs: 1000, worktreeDir });
+  const config = parseConfig({ prefix, server: ctx.server.url, workers, slots, heartbeatMs: 1000, worktreeDir });
   const result: PipelineResult = { throughput: [] };
   let stack: Stack | undefined;
   let nc: NatsConnection | undefined;

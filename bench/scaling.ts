@@ -37,10 +37,10 @@ import { performance } from "node:perf_hooks";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { Stack } from "../src/actors/stack.js";
 import { AdoClient } from "../src/runtime/client.js";
-import { ConfigSchema } from "../src/runtime/config.js";
+import { parseConfig } from "../src/runtime/config.js";
 import { connectNats, drainQuietly } from "../src/runtime/connection.js";
 import { EmbeddedServer } from "../src/runtime/embedded-server.js";
-import { resolveCommit, WorktreeManager } from "../src/runtime/git/index.js";
+import { resolveCommit, WorktreeManager } from "../src/git/index.js";
 import { GraphDefSchema, type Graph } from "../src/runtime/graph.js";
 import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
@@ -203,7 +203,7 @@ interface GitCosts {
 /**
  * Times the worktree work of one shell task, one after another, as the worker does it
  * (src/actors/worker/worker.ts runAttempt): add, commitAll, remove. add and remove hold
- * a per-repository mutex (src/runtime/git/worktrees.ts), so their sum bounds the tasks/s
+ * a per-repository mutex (src/git/worktrees.ts), so their sum bounds the tasks/s
  * of one repository whatever the parallelism.
  */
 async function gitCosts(repo: string, reps: number, others: number): Promise<GitCosts> {
@@ -288,7 +288,7 @@ async function level(ctx: Ctx, p: number): Promise<LevelResult> {
   const { opts } = ctx;
   const prefix = `bsc${p}-${rand()}`;
   const worktreeDir = await mkdtemp(join(tmpdir(), "ado-bench-wt-"));
-  const config = ConfigSchema.parse({ prefix, server: ctx.server.url, workers: p, slots: 1, heartbeatMs: 1000, worktreeDir });
+  const config = parseConfig({ prefix, server: ctx.server.url, workers: p, slots: 1, heartbeatMs: 1000, worktreeDir });
   let stack: Stack | undefined;
   let nc: NatsConnection | undefined;
   try {

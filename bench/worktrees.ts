@@ -36,7 +36,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { performance } from "node:perf_hooks";
-import { WorktreeManager } from "../src/runtime/git/index.js";
+import { WorktreeManager } from "../src/git/index.js";
 import { silentLogger } from "../src/runtime/logger.js";
 import { printReport, runMain, waitQuietOn, flagValues, parseFlags, type Log } from "./harness.js";
 import { CpuMeter } from "./procstat.js";
@@ -82,7 +82,7 @@ function parseArgs(argv: string[]): Options {
 // ---------------------------------------------------------------- helpers
 
 
-/** `git <args>` in `cwd` through execFile, as src/runtime/git/exec.ts runs it. */
+/** `git <args>` in `cwd` through execFile, as src/git/exec.ts runs it. */
 function git(cwd: string, args: string[], env: NodeJS.ProcessEnv = process.env): Promise<string> {
   return new Promise((resolve, reject) => {
     execFile("git", args, { cwd, env: { ...env, GIT_TERMINAL_PROMPT: "0" }, maxBuffer: 64 << 20 }, (err, stdout, stderr) =>

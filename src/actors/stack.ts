@@ -12,7 +12,7 @@ import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
 import { Stealer } from "./stealer/stealer.js";
 import { Scheduler } from "./scheduler/scheduler.js";
-import { defaultWorktreeDir, Worker } from "./worker/worker.js";
+import { Worker } from "./worker/worker.js";
 
 export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer";
 export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer"];
@@ -71,7 +71,7 @@ export class Stack {
         conns.push(nc);
         return { nc, topo, kv: await openBuckets(nc, topo), logger };
       };
-      const worktreeDir = config.worktreeDir ?? defaultWorktreeDir();
+      const { worktreeDir } = config;
       for (const kind of opts.actors ?? ACTOR_KINDS) {
         const instance = `${kind}-${hostname()}-${process.pid}`;
         const ctx = await ctxFor(`${topo.prefix}-${instance}`);

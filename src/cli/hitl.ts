@@ -3,14 +3,19 @@ import { hostname } from "node:os";
 import { dirname } from "node:path";
 import type { Command } from "commander";
 import type { Stack } from "../actors/stack.js";
-import { mergeMessage, mergeScratchDir } from "../actors/merger/merger.js";
-import { defaultWorktreeDir } from "../actors/worker/worker.js";
+import { integrateOptionsFor, mergeScratchDir } from "../runtime/merging.js";
 import { AdoClient, WatchAbortedError, type RunOutcome } from "../runtime/client.js";
 import type { Config } from "../runtime/config.js";
 import { drainQuietly } from "../runtime/connection.js";
 import { errorMessage } from "../runtime/errors.js";
-import { isAncestor, openRepo, readBranch } from "../runtime/git/index.js";
-import { completeManualResolution, prepareManualResolution, type IntegrateOptions } from "../runtime/git/integrate.js";
+import {
+  completeManualResolution,
+  type IntegrateOptions,
+  isAncestor,
+  openRepo,
+  prepareManualResolution,
+  readBranch,
+} from "../git/index.js";
 import { asRunId } from "../runtime/ids.js";
 import type { Logger } from "../runtime/logger.js";
 import type { AdoEvent, HitlChoice, HitlRecord } from "../runtime/messages.js";
@@ -20,6 +25,7 @@ import { dropKeptRun, findKeptRuns, keptRunOwner, markKeptRun, type KeptRun } fr
 import { LineProgress } from "./progress.js";
 import { EXIT_NEEDS_ATTENTION, exitCodeOf, printAttention, report } from "./run.js";
 import { onShutdown } from "./signals.js";
+import { manualBranch, taskKey } from "../runtime/names.js";
 
 /**
  * `ado hitl`: merges that wait for a person. `list` and `show` read the HITL records
@@ -179,7 +185,7 @@ async function openFor(runId: string, flags: HitlFlags, full: boolean): Promise<
 function parseId(id: string): { runId: string; taskId: string; hitlId: string } {
   const m = /^([A-Za-z0-9][A-Za-z0-9_-]{0,63})[./]([A-Za-z0-9][A-Za-z0-9_-]{0,63})$/.exec(id);
   if (!m) throw new CliError(`'${id}' is not a HITL id: use <run>.<task>, as \`ado hitl list\` prints it`);
-  return { runId: m[1]!, taskId: m[2]!, hitlId: `${m[1]}.${m[2]}` };
+  return { runId: m[1]!, taskId: m[2]!, hitlId: taskKey(m[1]!, m[2]!) };
 }
 
 async function recordOrFail(place: Place, hitlId: string): Promise<{ record: HitlRecord; revision: number }> {
@@ -365,18 +371,7 @@ async function resolveCommand(id: string, flags: ResolveFlags): Promise<number> 
 
 /** The options the merge coordinator would use for this record, for work done on this host. */
 function optionsFor(record: HitlRecord, scratchDir: string): IntegrateOptions {
-  const s = record.settings;
-  return {
-    repo: record.repo,
-    target: record.integrationBranch,
-    source: record.source,
-    base: record.base,
-    mode: s.mode,
-    message: mergeMessage(record.taskId, record.branch, record.integrationBranch),
-    rules: s.rules.map((r) => ({ paths: r.paths, strategy: r.strategy, ...(r.command ? { command: r.command } : {}) })),
-    ...(s.validate ? { validate: { command: s.validate.run, timeoutMs: s.validate.timeoutMs, env: { ADO_RUN_ID: record.runId, ADO_TASK_ID: record.taskId } } } : {}),
-    scratchDir,
-  };
+  return integrateOptionsFor({ ...record, commit: record.source, baseCommit: record.base }, scratchDir);
 }
 
 function requireLocalRepo(record: HitlRecord): void {
@@ -393,11 +388,11 @@ async function prepareManual(place: Place, record: HitlRecord, revision: number)
   }
   requireLocalRepo(record);
   const { config } = await loadConfig({});
-  const scratchDir = mergeScratchDir(config.worktreeDir ?? defaultWorktreeDir());
+  const scratchDir = mergeScratchDir(config.worktreeDir);
   const name = `${record.runId}-${record.taskId}-r${record.round}`;
   // `_manual` cannot be a task id (ids start with a letter or digit), so this never
   // collides with a task branch `ado/<run>/<task>`.
-  const branch = `ado/${record.runId}/_manual/${record.taskId}-r${record.round}`;
+  const branch = manualBranch(record.runId, record.taskId, record.round);
   const prepared = await prepareManualResolution(optionsFor(record, scratchDir), name, branch);
   const now = new Date().toISOString();
   try {

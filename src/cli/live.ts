@@ -7,6 +7,7 @@ import { CliError, clientConnection, configFrom, Exit, requireServer, type Commo
 import { LineProgress, TerminalProgress } from "./progress.js";
 import { exitCodeOf, report } from "./run.js";
 import { onShutdown } from "./signals.js";
+import { parseDuration } from "../runtime/duration.js";
 
 /** Connects a client to the configured (or `ado up`) server for one command. */
 async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>): Promise<T> {
@@ -35,7 +36,8 @@ export async function controlCommand(action: ControlAction, spec: string, flags:
 export async function attachCommand(runId: string, flags: CommonFlags & { since?: string; json?: boolean }): Promise<number> {
   let since: Date | undefined;
   if (flags.since) {
-    since = new Date(/^\d+[smh]$/.test(flags.since) ? Date.now() - parseAgo(flags.since) : flags.since);
+    const ago = parseDuration(flags.since);
+    since = new Date(ago !== undefined ? Date.now() - ago : flags.since);
     if (Number.isNaN(since.getTime())) throw new CliError(`--since '${flags.since}' is not a time: use an ISO time or an age like 30s, 5m, 2h`);
   }
   return withClient(flags, "ado attach", async (client) => {
@@ -58,11 +60,6 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
       off();
     }
   });
-}
-
-function parseAgo(s: string): number {
-  const n = Number(s.slice(0, -1));
-  return n * { s: 1_000, m: 60_000, h: 3_600_000 }[s.slice(-1) as "s" | "m" | "h"];
 }
 
 /** `ado detach <run>`: every client attached to the run detaches; the run goes on. */

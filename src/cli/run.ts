@@ -14,17 +14,16 @@ import {
   type Graph,
   type MergeSettings,
 } from "../runtime/graph.js";
-import { git } from "../runtime/git/exec.js";
-import { openRepo, readBranch } from "../runtime/git/index.js";
+import { fetchRunBranches, isValidBranchName, openRepo, readBranch } from "../git/index.js";
 import { newRunId } from "../runtime/ids.js";
 import { drainQuietly } from "../runtime/connection.js";
-import { fetchRunBranches } from "../runtime/git/remote.js";
 import { errorMessage } from "../runtime/errors.js";
 import { openJetStream, topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
 import { createKeptRun, dropKeptRun, markKeptRun, type KeptRun } from "./kept-runs.js";
 import { LineProgress, TerminalProgress, type ProgressView } from "./progress.js";
 import { onShutdown } from "./signals.js";
+import { runBranchPrefix } from "../runtime/names.js";
 
 /** Exit code of a run that stopped for a person (`ado hitl`); see Exit in common.ts for the others. */
 export const EXIT_NEEDS_ATTENTION = 3;
@@ -135,7 +134,7 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   // Remote mode: the run's branches live on the remote; bring them home.
   if (remote && repoInfo) {
     await fetchRunBranches(repoInfo.topLevel, remote, runId).catch((err) =>
-      stderr(`${errorMessage(err)}; fetch them yourself: git fetch ${remote} '+refs/heads/ado/${runId}/*:refs/heads/ado/${runId}/*'`),
+      stderr(`${errorMessage(err)}; fetch them yourself: git fetch ${remote} '+refs/heads/${runBranchPrefix(runId)}*:refs/heads/${runBranchPrefix(runId)}*'`),
     );
   }
   report(outcome, flags.json ?? false, { keptStore: kept?.dir, waitsOn: external?.url });
@@ -175,8 +174,7 @@ async function mergeSettingsFor(config: Config, graph: Graph, flags: RunFlags, r
   if (!parsed.success) throw new CliError(`invalid merge flags: ${formatIssues(parsed.error).replace(/^validate\.run/, "--validate").replace(/^into/, "--merge-into")}`);
   const settings = resolveMergeSettings(config.merge, graph.merge, parsed.data);
   if (settings.into) {
-    const format = await git(repo, ["check-ref-format", "--branch", settings.into]).catch(() => undefined);
-    if (format === undefined) throw new CliError(`merge into '${settings.into}': not a valid branch name`);
+    if (!(await isValidBranchName(repo, settings.into))) throw new CliError(`merge into '${settings.into}': not a valid branch name`);
     if ((await readBranch(repo, settings.into)) === undefined) {
       throw new CliError(`merge into '${settings.into}': no such branch in ${repo}; create it first, or leave --merge-into out`);
     }

@@ -7,14 +7,21 @@ import type { Command } from "commander";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { hostname } from "node:os";
-import { defaultWorktreeDir } from "../actors/worker/worker.js";
 import type { Config } from "../runtime/config.js";
 import { connectNats, drainQuietly } from "../runtime/connection.js";
 import { errorMessage } from "../runtime/errors.js";
-import { applyCleanup, type CleanupItem, type CleanupOutcome, planCleanup } from "../runtime/git/cleanup.js";
-import { openRepo } from "../runtime/git/repo.js";
-import { type MalformedEntry, type WorktreeRecord, WorktreeRegistry } from "../runtime/git/worktree-registry.js";
-import { type OrphanDir, WorktreeManager, type WorktreeStatus } from "../runtime/git/worktrees.js";
+import {
+  applyCleanup,
+  type CleanupItem,
+  type CleanupOutcome,
+  openRepo,
+  type OrphanDir,
+  planCleanup,
+  WorktreeManager,
+  type WorktreeStatus,
+  type WorktreeRecord,
+} from "../git/index.js";
+import { type MalformedEntry, WorktreeRegistry } from "../runtime/worktree-registry.js";
 import type { Logger } from "../runtime/logger.js";
 import { topology } from "../runtime/topology.js";
 import { configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
@@ -69,7 +76,7 @@ async function open(flags: WorktreeFlags): Promise<Context> {
   const { config, logger } = await configFrom(flags, topLevel);
   const manager = new WorktreeManager({
     repo: topLevel,
-    baseDir: config.worktreeDir ?? defaultWorktreeDir(),
+    baseDir: config.worktreeDir,
     logger,
     include: config.worktrees,
   });

@@ -6,6 +6,7 @@ import { systemClock, type Clock } from "./clock.js";
 import { LifecycleError, errorMessage } from "./errors.js";
 import type { Logger } from "./logger.js";
 import type { ActorName, BucketKey, Topology } from "./topology.js";
+import { DeadLetters } from "./dead-letter.js";
 
 /** created -> running -> draining -> stopped | failed */
 export type ActorState = "created" | "running" | "draining" | "stopped" | "failed";
@@ -42,6 +43,8 @@ export abstract class Actor {
   protected readonly js: JetStreamClient;
   protected readonly log: Logger;
   protected readonly clock: Clock;
+  /** Where this actor records messages it cannot process (`<p>.dlq.<kind>`). */
+  protected readonly deadLetters: DeadLetters;
 
   constructor(
     readonly kind: ActorName,
@@ -51,6 +54,7 @@ export abstract class Actor {
     this.js = jetstream(ctx.nc);
     this.clock = ctx.clock ?? systemClock;
     this.log = ctx.logger.child({ actor: kind, instance });
+    this.deadLetters = new DeadLetters({ js: this.js, nc: ctx.nc, topo: ctx.topo, actor: kind, log: this.log });
   }
 
   get state(): ActorState {
@@ -73,7 +77,7 @@ export abstract class Actor {
         statsHandler: async () => ({ state: this._state, ...this.stats() }),
       });
       this.service.addEndpoint("status", {
-        subject: `${this.ctx.topo.prefix}.svc.${this.kind}.${this.instance}.status`,
+        subject: this.ctx.topo.subjects.status(this.kind, this.instance),
         handler: (_err, msg) => msg.respond(JSON.stringify({ state: this._state, ...this.stats() })),
         metadata: { description: "actor state and counters, JSON" },
       });

@@ -3,8 +3,7 @@ import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstre
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, encode, encodeValue } from "./codec.js";
 import { AdoError, errorMessage } from "./errors.js";
-import { openRepo, resolveCommit } from "./git/index.js";
-import { publishRunBase } from "./git/remote.js";
+import { openRepo, publishRunBase, resolveCommit } from "../git/index.js";
 import { formatIssues, GraphDefSchema, validateGraph, type GraphInput, type MergeSettings } from "./graph.js";
 import { GraphError } from "./errors.js";
 import { newRunId, type RunId } from "./ids.js";
@@ -25,6 +24,9 @@ import {
   type TaskSummary,
 } from "./messages.js";
 import { openBuckets, type BucketKey, type Topology } from "./topology.js";
+import { attemptKey, msgIds, taskKey } from "./names.js";
+import { sleep } from "./clock.js";
+import { Backoff, backoffDelay, retry } from "./retry.js";
 
 /** A run, or one task of a run. */
 export interface Target {
@@ -161,7 +163,7 @@ export class AdoClient {
       ...(repo && opts.merge ? { merge: opts.merge } : {}),
     });
     // The run id doubles as the message id: a retried submission is deduplicated.
-    await this.js.publish(this.topo.subjects.submit, data, { headers, msgID: opts.msgID ?? runId, timeout: 10_000 });
+    await this.js.publish(this.topo.subjects.submit, data, { headers, msgID: opts.msgID ?? msgIds.submit(runId), timeout: 10_000 });
     return { runId, repo, baseCommit };
   }
 
@@ -300,7 +302,7 @@ export class AdoClient {
     const kv = await this.kv();
     const tasks: TaskStatusView[] = [];
     for (const def of run.graph.tasks) {
-      const e = await kv.tasks.get(`${runId}.${def.id}`);
+      const e = await kv.tasks.get(taskKey(runId, def.id));
       const rec = e?.operation === "PUT" ? decode(SCHEMAS.TaskRecord, e.value) : undefined;
       let status: TaskStatus = rec?.status ?? "pending";
       let attempts = rec?.attempts ?? 0;
@@ -309,7 +311,7 @@ export class AdoClient {
       // The scheduler's record says "queued" until the result; a claim says it runs.
       if (status === "pending" || status === "queued") {
         const attempt = Math.max(1, attempts);
-        const claim = await kv.claims.get(`${runId}.${def.id}.${attempt}`);
+        const claim = await kv.claims.get(attemptKey({ runId, taskId: def.id, attempt }));
         if (claim?.operation === "PUT") {
           const c = decode(SCHEMAS.AttemptClaim, claim.value);
           status = "running";
@@ -384,7 +386,7 @@ export class AdoClient {
       resolution: { ...resolution, round: record.round, by: `${safeUser()}@${hostname()}`, at: new Date().toISOString() },
     };
     const { data, headers } = encode(SCHEMAS.MergeRequest, request);
-    await this.js.publish(this.topo.subjects.merge(record.runId), data, { headers, msgID: `${record.id}.resolve.${record.round}`, timeout: 10_000 });
+    await this.js.publish(this.topo.subjects.merge(record.runId), data, { headers, msgID: msgIds.resolve(record, record.round), timeout: 10_000 });
   }
 
   private async run_(runId: string): Promise<RunRecord | undefined> {
@@ -416,9 +418,9 @@ export class AdoClient {
       const since = new Date();
       const outcome = await this.watch(runId, attempt === 1 ? opts : { ...opts, since });
       if (!(opts.wait && outcome.status === "rejected" && outcome.code === "queue_full")) return outcome;
-      await new Promise((r) => setTimeout(r, Math.min(10_000, 500 * 2 ** Math.min(attempt - 1, 5))));
+      await sleep(backoffDelay(attempt, Backoff.queueFull));
       if (opts.signal?.aborted) return outcome;
-      await this.submit({ ...opts, runId, msgID: `${runId}.wait${attempt}` });
+      await this.submit({ ...opts, runId, msgID: msgIds.submit(runId, attempt) });
     }
   }
 }
@@ -500,15 +502,8 @@ export class TaskTracker {
  * Retries an operation that fails while the server is away or JetStream is still
  * recovering after a restart (timeouts, no responders), for up to about 30 s.
  */
-async function retrying<T>(op: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await op();
-    } catch (err) {
-      if (attempt >= 12 || signal?.aborted) throw err;
-      await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** attempt)));
-    }
-  }
+function retrying<T>(op: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+  return retry(op, { attempts: 12, backoff: Backoff.server, ...(signal ? { signal } : {}) });
 }
 
 /** What a run waits for: each merge, with why (the tasks and files of a conflict). */

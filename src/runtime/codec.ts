@@ -2,7 +2,14 @@ import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import { Packr } from "msgpackr";
 import { DecodeError } from "./errors.js";
 import { formatIssues } from "./graph.js";
-import type { SchemaRef } from "./messages.js";
+import type { z } from "zod";
+
+/**
+ * A schema with its wire name and version. `I` is what senders write (defaults optional).
+ * Readers only care about the output type, so the input type defaults to any.
+ */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type SchemaRef<T = unknown, I = any> = { name: string; version: number; schema: z.ZodType<T, I> };
 
 /** Header naming the schema and version of a payload, e.g. `task.work/1`. */
 export const SCHEMA_HEADER = "Ado-Schema";

@@ -7,8 +7,7 @@ import { ConfigError } from "./errors.js";
 import { PREFIX_PATTERN } from "./topology.js";
 
 import { MergeFileSchema, STRATEGIES } from "./graph.js";
-import { WorktreesConfigSchema, worktreesDefault } from "./git/worktree-config.js";
-import { GIT_ACCESS } from "./git/remote.js";
+import { GIT_ACCESS, WorktreesConfigSchema, worktreesDefault } from "../git/index.js";
 
 export const BALANCER_STRATEGIES = STRATEGIES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -26,7 +25,7 @@ export const ConfigSchema = z
     slots: z.number().int().min(1).max(1024).default(1),
     /** Where task worktrees go; default `$XDG_CACHE_HOME/ado/worktrees` (never inside your checkout). */
     worktreeDir: z.string().min(1).optional(),
-    /** Task worktrees: files copied in (include), dependency dirs, cleanup (src/runtime/git/worktree-config.ts). */
+    /** Task worktrees: files copied in (include), dependency dirs, cleanup (src/git/worktree-config.ts). */
     worktrees: WorktreesConfigSchema.default(worktreesDefault),
     logLevel: z.enum(LOG_LEVELS).default("warn"),
     balancer: z.object({ strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded") }).strict().default({ strategy: "least_loaded" }),
@@ -75,7 +74,16 @@ export const ConfigSchema = z
   })
   .strict();
 
-export type Config = z.output<typeof ConfigSchema>;
+type ParsedConfig = z.output<typeof ConfigSchema>;
+
+/**
+ * The configuration with every default resolved (once, here: nothing downstream writes
+ * its own fallback). Paths are absolute.
+ */
+export type Config = Omit<ParsedConfig, "worktreeDir" | "git"> & {
+  worktreeDir: string;
+  git: ParsedConfig["git"] & { cloneDir: string };
+};
 export const CONFIG_FILE = "ado.config.yaml";
 
 /** Environment variables that override the file, and the field each sets. */
@@ -163,12 +171,35 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<Config> 
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
-  const config = result.data;
-  if (config.worktreeDir) config.worktreeDir = resolve(expandHome(config.worktreeDir, env));
-  if (config.embedded.storeDir) config.embedded.storeDir = resolve(expandHome(config.embedded.storeDir, env));
-  if (config.git.cloneDir) config.git.cloneDir = resolve(expandHome(config.git.cloneDir, env));
-  return config;
+  return resolveDefaults(result.data, env);
 }
+
+/** Parses settings given in code (tests, embedding programs) and resolves their defaults as loadConfig does. */
+export function parseConfig(input: z.input<typeof ConfigSchema>, env: NodeJS.ProcessEnv = process.env): Config {
+  return resolveDefaults(ConfigSchema.parse(input), env);
+}
+
+function resolveDefaults(config: ParsedConfig, env: NodeJS.ProcessEnv): Config {
+  const path = (p: string) => resolve(expandHome(p, env));
+  return {
+    ...config,
+    worktreeDir: path(config.worktreeDir ?? defaultWorktreeDir(env)),
+    embedded: { ...config.embedded, ...(config.embedded.storeDir ? { storeDir: path(config.embedded.storeDir) } : {}) },
+    git: { ...config.git, cloneDir: path(config.git.cloneDir ?? defaultCloneDir(env)) },
+  };
+}
+
+/** Default worktree base: outside any checkout, in the user's cache directory. */
+export function defaultWorktreeDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(cacheDir(env), "ado", "worktrees");
+}
+
+/** Default directory of this host's clones of runs' remotes: beside the worktrees. */
+export function defaultCloneDir(env: NodeJS.ProcessEnv = process.env): string {
+  return join(cacheDir(env), "ado", "clones");
+}
+
+const cacheDir = (env: NodeJS.ProcessEnv) => env.XDG_CACHE_HOME || join(env.HOME || homedir(), ".cache");
 
 /** `~` and `~/x` mean the home directory, as in a shell; nothing else is expanded. */
 function expandHome(path: string, env: NodeJS.ProcessEnv): string {

@@ -1,6 +1,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { ServerError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { Backoff, backoffDelay, maxBackoffDelay } from "./retry.js";
 
 export interface ConnectOptions {
   servers: string | string[];
@@ -11,10 +12,8 @@ export interface ConnectOptions {
   timeoutMs?: number;
 }
 
-const BACKOFF_BASE_MS = 100;
-const BACKOFF_CAP_MS = 5_000;
 /** The longest a client waits between reconnect attempts: after an outage, every client is back within about this long. */
-export const RECONNECT_MAX_WAIT_MS = BACKOFF_CAP_MS;
+export const RECONNECT_MAX_WAIT_MS = maxBackoffDelay(Backoff.reconnect);
 
 /**
  * Connects with the settings every ado process uses: a name, reconnection without
@@ -29,12 +28,9 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
       servers: opts.servers,
       name: opts.name,
       maxReconnectAttempts: -1,
-      reconnectTimeWait: BACKOFF_BASE_MS,
-      // Exponential backoff with full jitter; the attempt count resets on reconnect below.
-      reconnectDelayHandler: () => {
-        const ceiling = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** Math.min(attempt++, 16));
-        return Math.round(ceiling / 2 + (Math.random() * ceiling) / 2);
-      },
+      reconnectTimeWait: Backoff.reconnect.baseMs,
+      // Exponential backoff with jitter; the attempt count resets on reconnect below.
+      reconnectDelayHandler: () => backoffDelay(++attempt, Backoff.reconnect),
       timeout: opts.timeoutMs ?? 5_000,
       pingInterval: 10_000,
       // Otherwise every request (each JetStream publish, each KV write) builds an Error

@@ -1,9 +1,10 @@
-import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from "@nats-io/jetstream";
-import { decode, encode } from "./codec.js";
+import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
+import { decode } from "./codec.js";
+import type { DeadLetters } from "./dead-letter.js";
 import { DecodeError, errorMessage } from "./errors.js";
 import type { Logger } from "./logger.js";
-import { SCHEMAS, type SchemaRef } from "./messages.js";
-import type { Topology } from "./topology.js";
+import type { SchemaRef } from "./messages.js";
+import { Backoff, backoffDelay } from "./retry.js";
 
 /** A decoded message and the JetStream message it came in. */
 export interface Delivery<T> {
@@ -22,12 +23,10 @@ export type Outcome =
 export const ACK: Outcome = { kind: "ack" };
 
 export interface BatchLoopOptions<T> {
-  js: JetStreamClient;
-  topo: Topology;
   consumer: Consumer;
+  /** Where malformed messages, and messages whose handler keeps failing, go. */
+  deadLetters: DeadLetters;
   schema: SchemaRef<T>;
-  /** Actor name, used for the dead-letter subject and logs. */
-  actor: string;
   logger: Logger;
   /**
    * Handles a batch in arrival order. Returns one outcome per delivery (same order);
@@ -115,7 +114,7 @@ export class BatchLoop<T> {
         if (msg.info.deliveryCount >= maxDeliver) {
           await this.deadLetter(msg, `handler failed ${msg.info.deliveryCount} times, last: ${errorMessage(err)}`);
         } else {
-          msg.nak(Math.min(30_000, 250 * 2 ** (msg.info.deliveryCount - 1)));
+          msg.nak(backoffDelay(msg.info.deliveryCount, Backoff.redelivery));
         }
       }
       return;
@@ -130,46 +129,10 @@ export class BatchLoop<T> {
     }
   }
 
-  /**
-   * Copies a message to the dead-letter stream, then acks the original. Nothing is
-   * dropped: the copy holds payload, headers and reason. (Acked, not terminated: on
-   * server 2.9 a terminated message stays in a work-queue stream forever.)
-   */
+  /** Records a message as a dead letter, then removes it (DeadLetters.recordAndAck), and tells onDeadLetter. */
   private async deadLetter(msg: JsMsg, reason: string): Promise<void> {
-    try {
-      await publishDeadLetter(this.o.js, this.o.topo, this.o.actor, msg.subject, msg.data, reason, msg.headers);
-      this.deadLettered++;
-      this.o.logger.warn({ subject: msg.subject, reason }, "message dead-lettered");
-      await msg.ackAck();
-      await this.o.onDeadLetter?.(msg, reason).catch((err) => this.o.logger.warn({ err: errorMessage(err) }, "onDeadLetter failed"));
-    } catch (err) {
-      // The dead-letter stream is unreachable: keep the original for a later attempt.
-      this.o.logger.error({ err: errorMessage(err) }, "dead-letter publish failed; message kept for redelivery");
-      msg.nak(1_000);
-    }
+    if (!(await this.o.deadLetters.recordAndAck(msg, reason))) return;
+    this.deadLettered++;
+    await this.o.onDeadLetter?.(msg, reason).catch((err) => this.o.logger.warn({ err: errorMessage(err) }, "onDeadLetter failed"));
   }
-}
-
-/** Publishes a dead-letter record that keeps the original payload and headers. */
-export async function publishDeadLetter(
-  js: JetStreamClient,
-  topo: Topology,
-  actor: string,
-  subject: string,
-  payload: Uint8Array,
-  reason: string,
-  headers?: JsMsg["headers"],
-): Promise<void> {
-  const kept: Record<string, string> = {};
-  if (headers) for (const [k, v] of headers) kept[k] = v.join(", ");
-  const { data, headers: h } = encode(SCHEMAS.DeadLetter, {
-    type: "dead.letter",
-    actor,
-    subject,
-    reason,
-    payload,
-    headers: kept,
-    at: new Date().toISOString(),
-  });
-  await js.publish(topo.subjects.deadLetter(actor), data, { headers: h });
 }

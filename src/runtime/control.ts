@@ -1,11 +1,10 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decode, encodeValue } from "./codec.js";
+import { encodeValue } from "./codec.js";
+import { KvWatch } from "./kv-watch.js";
 import type { Logger } from "./logger.js";
 import { SCHEMAS, type ControlRequest } from "./messages.js";
-
-/** Control bucket key: the run id, or `runId.taskId` for one task. */
-export const controlKey = (runId: string, taskId?: string) => (taskId ? `${runId}.${taskId}` : runId);
+import { controlKey } from "./names.js";
 
 /** Writes the desired state of a run or task (the latest request wins). */
 export async function writeControl(kv: KV, request: ControlRequest): Promise<number> {
@@ -17,63 +16,34 @@ export type ControlState = "running" | "paused" | "cancelled";
 
 /**
  * A live view of the control bucket, kept by a KV watch. The watch replays the current
- * value of every key first and resumes after a reconnect, so a worker or balancer that
+ * value of every key first and restarts after a reconnect, so a worker or balancer that
  * was disconnected when a request was made still acts on it.
  */
 export class ControlView {
   private readonly latest = new Map<string, ControlRequest>();
-  private stopWatch?: () => void;
-  private stopped = false;
+  private readonly watch: KvWatch<ControlRequest>;
 
-  constructor(
-    private readonly kv: KV,
-    private readonly log: Logger,
-    private readonly onChange: (request: ControlRequest) => void = () => undefined,
-    /** When given, the watch is restarted on every reconnect (see start()). */
-    private readonly nc?: NatsConnection,
-  ) {}
-
-  /**
-   * Starts watching. After a reconnect the watch is started afresh rather than left to
-   * notice the lost consumer by missed heartbeats (seconds, more under load): a fresh
-   * watch replays every key's current value, so requests made meanwhile apply at once.
-   */
-  async start(): Promise<void> {
-    await this.watch();
-    if (!this.nc) return;
-    void (async () => {
-      for await (const s of this.nc!.status()) {
-        if (this.stopped) break;
-        if (s.type !== "reconnect") continue;
-        this.stopWatch?.();
-        await this.watch().catch((err) => this.log.warn({ err: String(err) }, "control watch restart failed"));
-      }
-    })();
+  constructor(kv: KV, log: Logger, onChange: (request: ControlRequest) => void, nc: NatsConnection) {
+    this.watch = new KvWatch({
+      kv,
+      nc,
+      log,
+      schema: SCHEMAS.ControlRequest,
+      what: "control record",
+      onPut: (key, req) => {
+        this.latest.set(key, req);
+        onChange(req);
+      },
+      onDelete: (key) => this.latest.delete(key),
+    });
   }
 
-  private async watch(): Promise<void> {
-    const watch = await this.kv.watch();
-    this.stopWatch = () => watch.stop();
-    void (async () => {
-      for await (const e of watch) {
-        if (e.operation !== "PUT") {
-          this.latest.delete(e.key);
-          continue;
-        }
-        try {
-          const req = decode(SCHEMAS.ControlRequest, e.value);
-          this.latest.set(e.key, req);
-          this.onChange(req);
-        } catch (err) {
-          this.log.warn({ key: e.key, err: String(err) }, "unreadable control record ignored");
-        }
-      }
-    })();
+  start(): Promise<void> {
+    return this.watch.start();
   }
 
   stop(): void {
-    this.stopped = true;
-    this.stopWatch?.();
+    this.watch.stop();
   }
 
   /** The state a task should be in: a run-level cancel or pause applies to all its tasks. */

@@ -2,6 +2,7 @@ import type { JetStreamClient, PubAck } from "@nats-io/jetstream";
 import { encode } from "./codec.js";
 import { SCHEMAS, type AdoEvent } from "./messages.js";
 import type { Topology } from "./topology.js";
+import { msgIds } from "./names.js";
 
 /**
  * Publishes an event to its per-run, per-task subject (kept in the events stream). Every
@@ -14,5 +15,5 @@ export function publishEvent(js: JetStreamClient, topo: Topology, event: AdoEven
   const attempt = "attempt" in event ? event.attempt : 0;
   const subject = topo.subjects.event({ type: event.type, runId: event.runId, taskId });
   if (event.type === "task.output") return js.publish(subject, data, { headers });
-  return js.publish(subject, data, { headers, msgID: `${event.runId}.${taskId ?? "_"}.${attempt}.${event.type}` });
+  return js.publish(subject, data, { headers, msgID: msgIds.event(event, taskId, attempt) });
 }

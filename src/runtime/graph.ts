@@ -2,6 +2,9 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { GraphError } from "./errors.js";
 import { ID_PATTERN } from "./ids.js";
+import { DurationSchema } from "./duration.js";
+
+export { DurationSchema };
 
 /** Priority levels, highest first. */
 export const Priority = {
@@ -13,20 +16,6 @@ export const Priority = {
 } as const;
 export type Priority = (typeof Priority)[keyof typeof Priority];
 export const PRIORITIES = Object.values(Priority) as [Priority, ...Priority[]];
-
-const DURATION_HINT = 'a duration like "250ms", "30s", "5m" or "1h", or a number of seconds';
-const UNIT_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 } as const;
-
-/** "30s", "5m", "1h", "250ms" or a number of seconds -> milliseconds. */
-export const DurationSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  if (typeof v === "number" && v > 0) return Math.round(v * 1000);
-  const m = typeof v === "string" ? /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(v.trim()) : null;
-  if (!m || Number(m[1]) <= 0) {
-    ctx.addIssue({ code: "custom", message: `expected ${DURATION_HINT}, got ${JSON.stringify(v)}` });
-    return z.NEVER;
-  }
-  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
-});
 
 const idSchema = z
   .string()
@@ -75,7 +64,7 @@ export const TaskDefSchema = z
   })
   .strict();
 
-/** How a task branch lands on the integration branch (see src/runtime/git/integrate.ts). */
+/** How a task branch lands on the integration branch (see src/git/integrate.ts). */
 export const MERGE_MODES = ["merge", "squash", "linear"] as const;
 /** Per-path conflict strategies, tried before the resolver agent. */
 export const PATH_STRATEGIES = ["union", "ours", "theirs", "regenerate"] as const;

@@ -1,7 +1,13 @@
 import { z } from "zod";
 import { GraphDefSchema, MergeSettingsSchema, PlacementSchema, PRIORITIES, STRATEGIES, TaskDefSchema } from "./graph.js";
 import { ID_PATTERN } from "./ids.js";
-import { WORKTREE_RECORD } from "./git/worktree-registry.js";
+import { WorktreeRecord } from "../git/index.js";
+import type { SchemaRef } from "./codec.js";
+
+export type { SchemaRef };
+
+/** Schema name and version of a worktree registry value (KV values carry no header). */
+export const WORKTREE_RECORD: SchemaRef<WorktreeRecord> = { name: "worktree.record", version: 1, schema: WorktreeRecord };
 
 /**
  * Every payload ado puts on the wire, as zod schemas. Each schema carries a name and
@@ -24,7 +30,7 @@ export const SubmitRun = z.object({
   baseCommit: sha.optional(),
   /**
    * A git URL every host of the run can reach (remote mode). Hosts without the
-   * repository on their disk work from clones of it: see src/runtime/git/remote.ts.
+   * repository on their disk work from clones of it: see src/git/remote.ts.
    */
   remote: z.string().min(1).optional(),
   submittedAt: isoTime,
@@ -597,6 +603,13 @@ export const DeadLetter = z.object({
   payload: z.custom<Uint8Array>((v) => v instanceof Uint8Array, "bytes"),
   headers: z.record(z.string(), z.string()).default({}),
   at: isoTime,
+  /**
+   * Set when the payload was too large to keep beside the reason under the server's
+   * max_payload: `payload` is its beginning, `size` and `sha256` describe the whole.
+   */
+  truncated: z.boolean().optional(),
+  size: z.number().int().min(0).optional(),
+  sha256: z.string().optional(),
 });
 export type DeadLetter = z.infer<typeof DeadLetter>;
 
@@ -618,6 +631,3 @@ export const SCHEMAS = {
   WorktreeRecord: WORKTREE_RECORD,
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
 } as const;
-/** A schema with its wire name and version. `I` is what senders write (defaults optional). */
-// Readers only care about the output type, so the input type defaults to any.
-export type SchemaRef<T = unknown, I = any> = { name: string; version: number; schema: z.ZodType<T, I> };

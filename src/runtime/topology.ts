@@ -69,6 +69,8 @@ function subjectsFor(p: string) {
     loadAll: `${p}.load.*`,
     /** Core NATS: tells clients attached to a run to detach (`ado detach`). */
     detach: (runId: RunId | string) => `${p}.detach.${runId}`,
+    /** Request/reply: one actor instance's state and counters (services endpoint `status`). */
+    status: (actor: ActorName, instance: string) => `${p}.svc.${actor}.${instance}.status`,
     /** Dead letters, one subject per actor that rejected the message. */
     deadLetter: (actor: string) => `${p}.dlq.${actor}`,
     deadLetterAll: `${p}.dlq.>`,
@@ -156,6 +158,30 @@ export function actorConsumer(
     max_ack_pending: 10_000,
     ...(opts.inactiveMs ? { inactive_threshold: ns(opts.inactiveMs) } : {}),
   };
+}
+
+/**
+ * Liveness: an actor instance (a worker) that wrote no new registry record for this many
+ * heartbeats is taken for gone: the balancer stops routing to it, the stealer suspects it.
+ */
+export const LIVENESS_HEARTBEATS = 3;
+export const livenessWindowMs = (heartbeatMs: number) => LIVENESS_HEARTBEATS * heartbeatMs;
+
+/**
+ * How long the server waits for a worker's ack of a work message before it redelivers
+ * it. A worker acks only after the attempt's result is stored and keeps running work
+ * alive with in-progress acks every heartbeat (at most a third of this).
+ */
+export const WORKER_ACK_WAIT_MS = 30_000;
+
+/**
+ * A worker's own durable consumer on `work.<id>`. The worker creates it at start and the
+ * stealer re-creates it for a worker it had given up for dead that came back; both use
+ * this, so the two never disagree. A consumer nobody reads for a day is removed by the
+ * server (a worker that never came back, and no stealer ran).
+ */
+export function workerConsumer(topo: Topology, workerId: string, ackWaitMs = WORKER_ACK_WAIT_MS) {
+  return actorConsumer(consumers.work(workerId), topo.subjects.work(workerId), { ackWaitMs, inactiveMs: 24 * 3_600_000 });
 }
 
 /** Consumer names, one per actor kind (workers get one each). */

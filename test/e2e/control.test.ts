@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
-import { ConfigSchema } from "../../src/runtime/config.js";
+import { parseConfig } from "../../src/runtime/config.js";
 import { connectNats } from "../../src/runtime/connection.js";
 import { EmbeddedServer } from "../../src/runtime/embedded-server.js";
 import { parseGraph } from "../../src/runtime/graph.js";
@@ -28,7 +28,7 @@ afterAll(async () => {
 
 async function stackOn(url: string, workers: number, extra: Record<string, unknown> = {}) {
   const topo = uniqueTopology();
-  const config = ConfigSchema.parse({ prefix: topo.prefix, server: url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, ...extra });
+  const config = parseConfig({ prefix: topo.prefix, server: url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, ...extra });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: url, name: "test-client", logger: silentLogger });
   return {
@@ -172,7 +172,7 @@ describe("control - a worker that was disconnected", () => {
   it("acts on a pause sent while it was cut off from NATS, once it reconnects", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger });
     const proxy = await tcpProxy(new URL(ts.url));
     const worker = await Stack.start({ config, logger: silentLogger, actors: [], workers: 1, server: proxy.url });
@@ -245,7 +245,7 @@ tasks:
   it("placement: a task that needs the gpu label runs only on the gpu worker", async () => {
     const { client, close } = await stackOn(ts.url, 2);
     const topo = client.topo;
-    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, worker: { labels: ["gpu"] } });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, worker: { labels: ["gpu"] } });
     const gpu = await Stack.start({ config, logger: silentLogger, actors: [] });
     try {
       const graph = parseGraph("tasks:\n" + Array.from({ length: 6 }, (_, i) => `  - { id: g${i}, agent: noop, placement: { labels: [gpu] } }`).join("\n") + "\n");
@@ -307,9 +307,9 @@ describe("limits and shutdown", () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
     const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 };
-    const actors = await Stack.start({ config: ConfigSchema.parse({ ...base, workers: 0 }), logger: silentLogger });
+    const actors = await Stack.start({ config: parseConfig({ ...base, workers: 0 }), logger: silentLogger });
     // Grace of 300 ms: the task outlives it and is interrupted.
-    const first = await Stack.start({ config: ConfigSchema.parse({ ...base, shutdown: { graceMs: 300, forceMs: 5_000 } }), logger: silentLogger, actors: [], workers: 1 });
+    const first = await Stack.start({ config: parseConfig({ ...base, shutdown: { graceMs: 300, forceMs: 5_000 } }), logger: silentLogger, actors: [], workers: 1 });
     const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
     const client = new AdoClient(nc, topo);
     let second: Stack | undefined;
@@ -322,7 +322,7 @@ describe("limits and shutdown", () => {
       await eventually(() => events.some((e) => e.type === "task.started"), 10_000, "task started");
       await new Promise((r) => setTimeout(r, 300)); // let it write part1
       await first.close();
-      second = await Stack.start({ config: ConfigSchema.parse({ ...base, workers: 1 }), logger: silentLogger, actors: [] });
+      second = await Stack.start({ config: parseConfig({ ...base, workers: 1 }), logger: silentLogger, actors: [] });
       const outcome = await watching;
       expect(outcome.status).toBe("succeeded");
       expect(events.some((e) => e.type === "task.checkpoint")).toBe(true);

@@ -5,7 +5,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkoutFingerprint } from "../../src/runtime/git/index.js";
+import { checkoutFingerprint } from "../../src/git/index.js";
 import { runAdo, startAdo, stopProcess } from "../helpers/cli.js";
 import { uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";

@@ -5,9 +5,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
-import { ConfigSchema } from "../../src/runtime/config.js";
+import { parseConfig } from "../../src/runtime/config.js";
 import { connectNats } from "../../src/runtime/connection.js";
-import { checkoutFingerprint } from "../../src/runtime/git/index.js";
+import { checkoutFingerprint } from "../../src/git/index.js";
 import { parseGraph, resolveMergeSettings } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent, EventOf } from "../../src/runtime/messages.js";
@@ -33,7 +33,7 @@ afterAll(async () => {
 
 async function stackAndClient(workers = 2) {
   const topo = uniqueTopology();
-  const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
   return {

@@ -9,7 +9,7 @@ import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { checkoutFingerprint } from "../../src/runtime/git/index.js";
+import { checkoutFingerprint } from "../../src/git/index.js";
 import { runAdo, startAdo, stopProcess } from "../helpers/cli.js";
 import { startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";

@@ -7,10 +7,10 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { decode, encode, packRaw } from "../../src/runtime/codec.js";
-import { ConfigSchema } from "../../src/runtime/config.js";
+import { parseConfig } from "../../src/runtime/config.js";
 import { connectNats } from "../../src/runtime/connection.js";
 import { GraphError } from "../../src/runtime/errors.js";
-import { checkoutFingerprint } from "../../src/runtime/git/index.js";
+import { checkoutFingerprint } from "../../src/git/index.js";
 import { parseGraph, TaskDefSchema, type GraphInput } from "../../src/runtime/graph.js";
 import { newRunId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
@@ -45,7 +45,7 @@ interface Harness {
 /** A stack of every actor plus `workers` workers, under a prefix of its own, and a client. */
 async function harness(workers: number): Promise<Harness> {
   const topo = uniqueTopology();
-  const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
   const stack = await Stack.start({ config, logger: silentLogger, server: ts.url });
   const nc = await connectNats({ servers: ts.url, name: "robustness-client", logger: silentLogger });
   return {

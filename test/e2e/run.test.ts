@@ -4,9 +4,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
-import { ConfigSchema } from "../../src/runtime/config.js";
+import { parseConfig } from "../../src/runtime/config.js";
 import { connectNats } from "../../src/runtime/connection.js";
-import { checkoutFingerprint } from "../../src/runtime/git/index.js";
+import { checkoutFingerprint } from "../../src/git/index.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
@@ -26,7 +26,7 @@ afterAll(async () => {
 
 async function stackAndClient(workers: number, extra: Record<string, unknown> = {}) {
   const topo = uniqueTopology();
-  const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers, worktreeDir, heartbeatMs: 200, ...extra });
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir, heartbeatMs: 200, ...extra });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
   const extraStacks: Stack[] = [];

@@ -6,11 +6,11 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { Stealer } from "../../src/actors/stealer/stealer.js";
-import { shellAgent } from "../../src/actors/worker/agents/builtin.js";
+import { shellAgent } from "../../src/agents/index.js";
 import { Worker } from "../../src/actors/worker/worker.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { decode, encode, encodeValue } from "../../src/runtime/codec.js";
-import { ConfigSchema } from "../../src/runtime/config.js";
+import { parseConfig } from "../../src/runtime/config.js";
 import { connectNats } from "../../src/runtime/connection.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import { newWorkerId, type RunId } from "../../src/runtime/ids.js";
@@ -182,7 +182,7 @@ async function workerOn(url: string, topo: Topology, name: string): Promise<{ wo
   const nc = await connectNats({ servers: url, name, logger: silentLogger });
   const workerId = newWorkerId(hostname());
   const ctx = { nc, topo, kv: await openBuckets(nc, topo), logger: silentLogger };
-  const worker = await new Worker(ctx, { workerId, slots: 1, heartbeatMs: 200, worktreeDir: join(scratch, "wt-bare"), agents: bareShell }).start();
+  const worker = await new Worker(ctx, { workerId, slots: 1, heartbeatMs: 200, worktreeDir: join(scratch, "wt-bare"), cloneDir: join(scratch, "clones"), agents: bareShell }).start();
   return { worker, nc };
 }
 
@@ -190,7 +190,7 @@ async function workerOn(url: string, topo: Topology, name: string): Promise<{ wo
 describe("stealer - a worker that was only cut off, declared dead, comes back", () => {
   it("its late result is ignored (the next attempt's counts) and it takes work again once it reconnects", async () => {
     const topo = uniqueTopology();
-    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-bare"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-bare"), heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger });
     const proxy = await tcpProxy(new URL(ts.url));
     const nc = await ts.connect("stealer-cut");
@@ -248,7 +248,7 @@ describe("stealer - replicas under a leader lease", () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
     const wt = join(scratch, "wt-lease");
-    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: wt, heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: wt, heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger, actors: ["scheduler", "balancer", "merger"] });
     // Two replicas, as two processes would run them: each its own connection and instance name.
     const stealers = await Promise.all(
@@ -297,7 +297,7 @@ describe("stealer - replicas under a leader lease", () => {
 describe("stealer - a draining worker", () => {
   it("is not stolen from while it finishes its task, though it writes no record for longer than 3 heartbeats; its consumer goes after it stopped", async () => {
     const topo = uniqueTopology();
-    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-bare"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-bare"), heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger });
     const nc = await ts.connect("stealer-drain");
     const client = new AdoClient(nc, topo);
@@ -334,7 +334,7 @@ describe("stealer - work on the subject of a worker nobody knows", () => {
   it("is re-queued by the sweep, each time it is sent there (by a balancer that has not seen the worker die)", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt-orphan"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt-orphan"), heartbeatMs: 200 });
     // No balancer at first: the test sends the task to a worker that does not exist.
     const actors = await Stack.start({ config, logger: silentLogger, actors: ["scheduler", "merger", "stealer"] });
     const stealer = actors.actors.find((a): a is Stealer => a instanceof Stealer)!;
@@ -385,7 +385,7 @@ describe("stealer - a worker that took work from the real balancer and died befo
   it("the work goes back to the ready queue and the balancer sends the same attempt again, to a live worker", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-ghost"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-ghost"), heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger });
     let workers: Stack | undefined;
     const nc = await ts.connect("stealer-ghost");

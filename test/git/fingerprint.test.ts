@@ -1,9 +1,9 @@
 import { appendFile, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { mergeIntoBranch } from "../../src/runtime/git/merge.js";
-import { checkoutFingerprint, createBranchIfAbsent } from "../../src/runtime/git/repo.js";
-import { WorktreeManager } from "../../src/runtime/git/worktrees.js";
+import { mergeIntoBranch } from "../../src/git/merge.js";
+import { checkoutFingerprint, createBranchIfAbsent } from "../../src/git/repo.js";
+import { WorktreeManager } from "../../src/git/worktrees.js";
 import { sh, tempRepo, writeFiles } from "./helpers.js";
 
 /** A checkout the user is in the middle of: untracked, modified and staged changes. */

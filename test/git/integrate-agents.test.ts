@@ -8,8 +8,8 @@ import { readFile, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { IntegrationAbortedError } from "../../src/runtime/git/integrate-errors.js";
-import { integrate } from "../../src/runtime/git/integrate.js";
+import { IntegrationAbortedError } from "../../src/git/integrate-errors.js";
+import { integrate } from "../../src/git/integrate.js";
 import { show, sh, tempDir } from "./helpers.js";
 import { TARGET, commitChanges, stillAliveAfter, head, integrationRepo, parents } from "./integrate-fixture.js";
 

@@ -9,8 +9,8 @@ import { readFileSync, rmSync } from "node:fs";
 import { readdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { expect } from "vitest";
-import type { IntegrateOptions } from "../../src/runtime/git/integrate.js";
-import { checkoutFingerprint, createBranchIfAbsent } from "../../src/runtime/git/repo.js";
+import type { IntegrateOptions } from "../../src/git/integrate.js";
+import { checkoutFingerprint, createBranchIfAbsent } from "../../src/git/repo.js";
 import { sh, tempRepo } from "./helpers.js";
 
 export const TARGET = "ado/r1/integration";

@@ -6,10 +6,10 @@ import { execFileSync } from "node:child_process";
 import { access, readFile, symlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { NotAManualResolutionError } from "../../src/runtime/git/integrate-errors.js";
-import { completeManualResolution, integrate, prepareManualResolution } from "../../src/runtime/git/integrate.js";
-import { checkoutFingerprint } from "../../src/runtime/git/repo.js";
-import { mergeIntoTarget } from "../../src/runtime/git/target.js";
+import { NotAManualResolutionError } from "../../src/git/integrate-errors.js";
+import { completeManualResolution, integrate, prepareManualResolution } from "../../src/git/integrate.js";
+import { checkoutFingerprint } from "../../src/git/repo.js";
+import { mergeIntoTarget } from "../../src/git/target.js";
 import { sh, show } from "./helpers.js";
 import { TARGET, commitChanges, head, integrationRepo, parents } from "./integrate-fixture.js";
 

@@ -1,10 +1,10 @@
 import { execFileSync } from "node:child_process";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { BranchNotFoundError } from "../../src/runtime/git/errors.js";
-import { InvalidIntegrateOptionsError } from "../../src/runtime/git/integrate-errors.js";
-import { integrate, integrateChoosing } from "../../src/runtime/git/integrate.js";
-import { createBranchIfAbsent } from "../../src/runtime/git/repo.js";
+import { BranchNotFoundError } from "../../src/git/errors.js";
+import { InvalidIntegrateOptionsError } from "../../src/git/integrate-errors.js";
+import { integrate, integrateChoosing } from "../../src/git/integrate.js";
+import { createBranchIfAbsent } from "../../src/git/repo.js";
 import { sh, show, tempDir } from "./helpers.js";
 import { TARGET, commitChanges, head, integrationRepo, parents } from "./integrate-fixture.js";
 

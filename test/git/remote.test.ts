@@ -5,7 +5,7 @@
 import { writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { checkoutFingerprint, createBranchIfAbsent, mergeIntoBranch, WorktreeManager } from "../../src/runtime/git/index.js";
+import { checkoutFingerprint, createBranchIfAbsent, mergeIntoBranch, WorktreeManager } from "../../src/git/index.js";
 import {
   fetchRunBranches,
   MissingCommitError,
@@ -15,7 +15,7 @@ import {
   RemoteClones,
   RemoteGitError,
   remoteRef,
-} from "../../src/runtime/git/remote.js";
+} from "../../src/git/remote.js";
 import { sh, show, tempDir, tempRepo } from "./helpers.js";
 
 async function setup() {

@@ -5,14 +5,14 @@ import {
   EmptyRepositoryError,
   NotAGitRepositoryError,
   UnknownRevisionError,
-} from "../../src/runtime/git/errors.js";
+} from "../../src/git/errors.js";
 import {
   createBranchIfAbsent,
   isAncestor,
   openRepo,
   readBranch,
   resolveCommit,
-} from "../../src/runtime/git/repo.js";
+} from "../../src/git/repo.js";
 import { commitOnBranch, sh, tempDir, tempRepo } from "./helpers.js";
 
 describe("openRepo", () => {

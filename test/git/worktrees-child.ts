@@ -9,7 +9,7 @@
  * adds (or removes) at once, and prints one JSON line: { ok, failed: [messages], warnings }.
  */
 import { pino } from "pino";
-import { WorktreeManager } from "../../src/runtime/git/worktrees.js";
+import { WorktreeManager } from "../../src/git/worktrees.js";
 
 const [mode, repo, baseDir, base, prefix, countArg, startAtArg] = process.argv.slice(2);
 const count = Number(countArg);

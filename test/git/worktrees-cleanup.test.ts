@@ -2,12 +2,13 @@ import { existsSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { applyCleanup, archiveRef, planCleanup, type CleanupItem, type CleanupPolicy } from "../../src/runtime/git/cleanup.js";
-import { checkoutFingerprint, readBranch } from "../../src/runtime/git/repo.js";
-import type { WorktreeRecord } from "../../src/runtime/git/worktree-registry.js";
-import { WorktreeManager, type WorktreeStatus } from "../../src/runtime/git/worktrees.js";
+import { applyCleanup, planCleanup, type CleanupItem, type CleanupPolicy } from "../../src/git/cleanup.js";
+import { checkoutFingerprint, readBranch } from "../../src/git/repo.js";
+import type { WorktreeRecord } from "../../src/git/index.js";
+import { WorktreeManager, type WorktreeStatus } from "../../src/git/worktrees.js";
 import { sh, tempDir, tempRepo, writeFiles } from "./helpers.js";
 import { ownerGone } from "./worktrees-helpers.js";
+import { archiveRef } from "../../src/runtime/names.js";
 
 const NOW = new Date("2026-05-10T12:00:00.000Z");
 const DAY = 86_400_000;

@@ -4,8 +4,8 @@ import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { checkoutFingerprint, readBranch } from "../../src/runtime/git/repo.js";
-import { WorktreeManager } from "../../src/runtime/git/worktrees.js";
+import { checkoutFingerprint, readBranch } from "../../src/git/repo.js";
+import { WorktreeManager } from "../../src/git/worktrees.js";
 import { sh, tempRepo, writeFiles } from "./helpers.js";
 
 const CHILD = fileURLToPath(new URL("./worktrees-child.ts", import.meta.url));

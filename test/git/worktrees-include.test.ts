@@ -3,9 +3,9 @@ import { existsSync } from "node:fs";
 import { lstat, readdir, readFile, readlink, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
-import { IncludeTooLargeError } from "../../src/runtime/git/errors.js";
-import { checkoutFingerprint } from "../../src/runtime/git/repo.js";
-import { WorktreeManager } from "../../src/runtime/git/worktrees.js";
+import { IncludeTooLargeError } from "../../src/git/errors.js";
+import { checkoutFingerprint } from "../../src/git/repo.js";
+import { WorktreeManager } from "../../src/git/worktrees.js";
 import { sh, tempRepo, writeFiles } from "./helpers.js";
 
 /** A checkout as a developer has it: committed code, ignored and untracked local files, dependencies. */

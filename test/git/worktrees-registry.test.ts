@@ -5,10 +5,11 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { packRaw } from "../../src/runtime/codec.js";
-import { ConfigSchema } from "../../src/runtime/config.js";
-import { checkoutFingerprint } from "../../src/runtime/git/repo.js";
-import { WorktreeRegistry, type WorktreeRecord } from "../../src/runtime/git/worktree-registry.js";
-import { WorktreeManager } from "../../src/runtime/git/worktrees.js";
+import { parseConfig } from "../../src/runtime/config.js";
+import { checkoutFingerprint } from "../../src/git/repo.js";
+import { WorktreeRegistry } from "../../src/runtime/worktree-registry.js";
+import type { WorktreeRecord } from "../../src/git/index.js";
+import { WorktreeManager } from "../../src/git/worktrees.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { runAdo } from "../helpers/cli.js";
@@ -67,7 +68,7 @@ describe("worktrees registry - KV", () => {
       const before = await checkoutFingerprint(repo);
       const { topo } = await provisioned(await ts.connect());
       const worktreeDir = path.join(await tempDir(), "wt");
-      const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir, heartbeatMs: 200, worktrees: { include: [".env"] } });
+      const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir, heartbeatMs: 200, worktrees: { include: [".env"] } });
       const stack = await Stack.start({ config, logger: silentLogger });
       const nc = await ts.connect("client");
       try {
@@ -129,7 +130,7 @@ describe("worktrees - a worker applies the cleanup policy", () => {
     await writeFiles(recent, { "unsaved.txt": "newer work\n" });
     await ownerGone(recent);
 
-    const config = ConfigSchema.parse({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir, heartbeatMs: 200, worktrees: { cleanupAfter: "1d" } });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir, heartbeatMs: 200, worktrees: { cleanupAfter: "1d" } });
     const stack = await Stack.start({ config, logger: silentLogger });
     try {
       const outcome = await new AdoClient(await ts.connect("client"), topo).run({ graph: parseGraph("name: p\ntasks:\n  - { id: t, run: 'echo x > x.txt' }\n"), repo });

@@ -3,9 +3,9 @@ import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
-import { BranchConflictError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "../../src/runtime/git/errors.js";
-import { readBranch } from "../../src/runtime/git/repo.js";
-import { WorktreeManager } from "../../src/runtime/git/worktrees.js";
+import { BranchConflictError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "../../src/git/errors.js";
+import { readBranch } from "../../src/git/repo.js";
+import { WorktreeManager } from "../../src/git/worktrees.js";
 import { commitOnBranch, sh, show, tempRepo, withoutGlobalGitConfig, writeFiles } from "./helpers.js";
 import { ownerGone } from "./worktrees-helpers.js";
 

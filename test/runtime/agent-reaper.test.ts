@@ -6,7 +6,7 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
-import { runProcessGroup, Suspender } from "../../src/actors/worker/agents/process.js";
+import { runProcessGroup, Suspender } from "../../src/agents/index.js";
 
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));
 const CHILD = fileURLToPath(new URL("../fixtures/agent-child.ts", import.meta.url));

@@ -1,3 +1,4 @@
+import { createHash } from "node:crypto";
 import { jetstream } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -5,6 +6,7 @@ import { Actor } from "../../src/runtime/actor.js";
 import { decode, encode, packRaw } from "../../src/runtime/codec.js";
 import { ManualClock } from "../../src/runtime/clock.js";
 import { BatchLoop, type Delivery } from "../../src/runtime/consume.js";
+import { DeadLetters } from "../../src/runtime/dead-letter.js";
 import { DecodeError } from "../../src/runtime/errors.js";
 import { LeaderLease } from "../../src/runtime/lease.js";
 import { silentLogger } from "../../src/runtime/logger.js";
@@ -66,11 +68,9 @@ describe("consume - batch loop", () => {
     await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit));
     const seen: string[] = [];
     const loop = new BatchLoop({
-      js,
-      topo,
       consumer: await js.consumers.get(topo.streams.submit.name, "scheduler"),
+      deadLetters: new DeadLetters({ js, nc, topo, actor: "scheduler", log: silentLogger }),
       schema: SCHEMAS.SubmitRun,
-      actor: "scheduler",
       logger: silentLogger,
       handle: async (batch: Delivery<SubmitRun>[]) => {
         for (const d of batch) seen.push(d.data.runId);
@@ -94,6 +94,35 @@ describe("consume - batch loop", () => {
     expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(0);
   });
 
+  it("a malformed message near max_payload is dead-lettered once, truncated with its size and hash, and removed", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit));
+    const loop = new BatchLoop({
+      consumer: await js.consumers.get(topo.streams.submit.name, "scheduler"),
+      deadLetters: new DeadLetters({ js, nc, topo, actor: "scheduler", log: silentLogger }),
+      schema: SCHEMAS.SubmitRun,
+      logger: silentLogger,
+      handle: async () => undefined,
+    });
+    await loop.start();
+    // As large as the server takes: its record (payload plus reason) cannot fit whole.
+    const big = new Uint8Array(nc.info!.max_payload - 200).fill(7);
+    await js.publish(topo.subjects.submit, big);
+    await eventually(() => loop.deadLettered === 1, 10_000, "the dead letter");
+    const dlq = await js.consumers.get(topo.streams.dlq.name);
+    const letter = decode(SCHEMAS.DeadLetter, (await dlq.next())!.data);
+    expect(letter).toMatchObject({ truncated: true, size: big.length, sha256: createHash("sha256").update(big).digest("hex") });
+    expect(letter.payload.length).toBeLessThan(big.length);
+    expect([...letter.payload.subarray(0, 4)]).toEqual([7, 7, 7, 7]);
+    await eventually(async () => (await jsm.streams.info(topo.streams.submit.name)).state.messages === 0, 5_000, "the original removed");
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(loop.deadLettered).toBe(1); // not redelivered and recorded again
+    expect((await jsm.streams.info(topo.streams.dlq.name)).state.messages).toBe(1);
+    await loop.stop();
+  });
+
   it("redelivers a batch whose handler throws, then succeeds", async () => {
     const nc = await ts.connect();
     const { jsm, topo } = await provisioned(nc);
@@ -101,11 +130,9 @@ describe("consume - batch loop", () => {
     await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit));
     let calls = 0;
     const loop = new BatchLoop({
-      js,
-      topo,
       consumer: await js.consumers.get(topo.streams.submit.name, "scheduler"),
+      deadLetters: new DeadLetters({ js, nc, topo, actor: "scheduler", log: silentLogger }),
       schema: SCHEMAS.SubmitRun,
-      actor: "scheduler",
       logger: silentLogger,
       handle: async () => {
         if (++calls === 1) throw new Error("transient");

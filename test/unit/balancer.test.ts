@@ -873,7 +873,7 @@ describe("registry - over a real nats-server", () => {
         seen.push({ via: "load", running: l.running, loadSeq: l.loadSeq, finished: l.finished });
       },
     });
-    const worker = await new Worker(ctx, { workerId: workerId as WorkerId, slots: 2, heartbeatMs: 100, worktreeDir: join(scratch, "wt") }).start();
+    const worker = await new Worker(ctx, { workerId: workerId as WorkerId, slots: 2, heartbeatMs: 100, worktreeDir: join(scratch, "wt"), cloneDir: join(scratch, "clones") }).start();
     try {
       const base = gitOut(repo.dir, "rev-parse", "HEAD");
       const at = new Date().toISOString();

@@ -6,15 +6,14 @@ import {
   applyMergeResult,
   applyTaskResult,
   buildState,
-  integrationBranchOf,
   reconcile,
   retryDelayMs,
-  taskBranchOf,
   type Effect,
   type RunState,
 } from "../../src/actors/scheduler/run-state.js";
 import { GraphDefSchema } from "../../src/runtime/graph.js";
 import type { AdoEvent, EventOf, MergeResult, SubmitRun, TaskFailure, TaskResult, TaskWork } from "../../src/runtime/messages.js";
+import { integrationBranch, taskBranch } from "../../src/runtime/names.js";
 
 const NOW = "2026-01-01T00:00:00.000Z";
 const BASE = "b".repeat(40);
@@ -65,7 +64,7 @@ function ok(taskId: string, opts: { attempt?: number; files?: string[]; commit?:
     attempt: opts.attempt ?? 1,
     workerId: "w1",
     status: "succeeded",
-    branch: taskBranchOf(RUN, taskId),
+    branch: taskBranch(RUN, taskId),
     commit: opts.commit ?? sha("c"),
     files,
     startedAt: NOW,
@@ -133,11 +132,11 @@ describe("run-state - accepting a run", () => {
     const { state, effects } = accept([{ id: "a" }, { id: "b" }, { id: "c", needs: ["a", "b"] }]);
     expect(readyIds(effects)).toEqual(["a", "b"]);
     for (const w of readyWork(effects)) {
-      expect(w).toMatchObject({ runId: RUN, attempt: 1, baseCommit: BASE, repo: "/repo", branch: taskBranchOf(RUN, w.taskId) });
+      expect(w).toMatchObject({ runId: RUN, attempt: 1, baseCommit: BASE, repo: "/repo", branch: taskBranch(RUN, w.taskId) });
     }
     expect(status(state)).toEqual({ a: "queued", b: "queued", c: "pending" });
     const [accepted] = eventsOf(effects, "run.accepted");
-    expect(accepted).toMatchObject({ runId: RUN, integrationBranch: integrationBranchOf(RUN), baseCommit: BASE });
+    expect(accepted).toMatchObject({ runId: RUN, integrationBranch: integrationBranch(RUN), baseCommit: BASE });
     expect(accepted!.tasks.map((t) => t.id)).toEqual(["a", "b", "c"]);
     // Roots are announced in run.accepted, not one event each; the shell creates the
     // run record, and a first attempt's queued state is derived, not written.
@@ -169,7 +168,7 @@ describe("run-state - dependencies", () => {
     const { state } = accept([{ id: "a" }, { id: "b" }, { id: "c", needs: ["a", "b"] }]);
 
     const aDone = applyTaskResult(state, ok("a"), NOW);
-    expect(merges(aDone)).toEqual([expect.objectContaining({ taskId: "a", commit: sha("c"), baseCommit: BASE, integrationBranch: integrationBranchOf(RUN) })]);
+    expect(merges(aDone)).toEqual([expect.objectContaining({ taskId: "a", commit: sha("c"), baseCommit: BASE, integrationBranch: integrationBranch(RUN) })]);
     expect(status(state).a).toBe("merging");
     expect(readyIds(aDone)).toEqual([]);
 
@@ -183,8 +182,8 @@ describe("run-state - dependencies", () => {
     const [work] = readyWork(bMerged);
     expect(work).toMatchObject({ taskId: "c", attempt: 1, baseCommit: sha("2") });
     expect(work!.inputs).toEqual([
-      { taskId: "a", status: "succeeded", branch: taskBranchOf(RUN, "a"), commit: sha("c"), summary: "a done", costUsd: 0 },
-      { taskId: "b", status: "succeeded", branch: taskBranchOf(RUN, "b"), commit: sha("c"), summary: "b done", costUsd: 0 },
+      { taskId: "a", status: "succeeded", branch: taskBranch(RUN, "a"), commit: sha("c"), summary: "a done", costUsd: 0 },
+      { taskId: "b", status: "succeeded", branch: taskBranch(RUN, "b"), commit: sha("c"), summary: "b done", costUsd: 0 },
     ]);
     expect(state.run.integrationCommit).toBe(sha("2"));
   });
@@ -357,7 +356,7 @@ describe("run-state - completion", () => {
 
     const done = eventsOf(all, "run.completed");
     expect(done).toHaveLength(1);
-    expect(done[0]).toMatchObject({ status: "succeeded", counts: { succeeded: 3 }, integrationBranch: integrationBranchOf(RUN), integrationCommit: sha("2") });
+    expect(done[0]).toMatchObject({ status: "succeeded", counts: { succeeded: 3 }, integrationBranch: integrationBranch(RUN), integrationCommit: sha("2") });
     expect(done[0]!.error).toBeUndefined();
     expect(done[0]!.tasks.map((t) => [t.id, t.status, t.attempts])).toEqual([
       ["a", "succeeded", 1],
@@ -542,7 +541,7 @@ describe("run-state - merge settings and context", () => {
     const last = applyMergeResult(state, merged("a", sha("1")), NOW);
     expect(eventsOf(last, "run.completed")).toEqual([]);
     expect(last.filter((e) => e.type === "mergeInto")).toEqual([
-      { type: "mergeInto", request: { type: "merge.into", runId: RUN, repo: "/repo", integrationBranch: integrationBranchOf(RUN), baseCommit: BASE, into: "main", updateCheckout: false } },
+      { type: "mergeInto", request: { type: "merge.into", runId: RUN, repo: "/repo", integrationBranch: integrationBranch(RUN), baseCommit: BASE, into: "main", updateCheckout: false } },
     ]);
     expect(state.run).toMatchObject({ status: "running", finalizing: true });
     // A restart meanwhile asks again (deduplicated), and nothing else.

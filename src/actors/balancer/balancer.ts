@@ -1,7 +1,6 @@
 import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode } from "../../runtime/codec.js";
-import { publishDeadLetter } from "../../runtime/consume.js";
 import { errorMessage } from "../../runtime/errors.js";
 import { SCHEMAS, type TaskWork } from "../../runtime/messages.js";
 import { ControlView } from "../../runtime/control.js";
@@ -10,6 +9,7 @@ import { dispatchPass, type Route } from "./dispatch-pass.js";
 import { ReadyQueue } from "./ready-queue.js";
 import { WorkerRegistry } from "./registry.js";
 import { placementKey, Router, type Strategy } from "./strategy.js";
+import { attemptKey, msgIds } from "../../runtime/names.js";
 
 export interface BalancerOptions {
   heartbeatMs: number;
@@ -61,7 +61,6 @@ export class Balancer extends Actor {
   private dueTimer?: NodeJS.Timeout;
   private keepAlive?: NodeJS.Timeout;
   private assigned = 0;
-  private deadLettered = 0;
 
   constructor(
     instance: string,
@@ -110,7 +109,7 @@ export class Balancer extends Actor {
   }
 
   override stats() {
-    return { held: this.queue.size, assigned: this.assigned, deadLettered: this.deadLettered, workers: this.registry?.live().length ?? 0 };
+    return { held: this.queue.size, assigned: this.assigned, deadLettered: this.deadLetters.count, workers: this.registry?.live().length ?? 0 };
   }
 
   private onReady(m: JsMsg): void {
@@ -118,13 +117,10 @@ export class Balancer extends Actor {
     try {
       work = decode(SCHEMAS.TaskWork, m.data, m.headers);
     } catch (err) {
-      this.deadLettered++;
-      void publishDeadLetter(this.js, this.ctx.topo, "balancer", m.subject, m.data, errorMessage(err), m.headers)
-        .then(() => m.ackAck())
-        .catch(() => m.nak(1_000));
+      void this.deadLetters.recordAndAck(m, errorMessage(err));
       return;
     }
-    const key = `${work.runId}.${work.taskId}.${work.attempt}`;
+    const key = attemptKey(work);
     const route: Route = {
       agent: work.task.agent,
       placement: work.placement,
@@ -195,7 +191,7 @@ export class Balancer extends Actor {
     // and must be sent again within the dedupe window. Keyed by attempt alone, that send
     // was dropped as a duplicate of the first (long gone) and the task lost.
     this.js
-      .publish(this.ctx.topo.subjects.work(workerId), data, { headers, msgID: `${key}.${held.msg.seq}` })
+      .publish(this.ctx.topo.subjects.work(workerId), data, { headers, msgID: msgIds.work(held.work, held.msg.seq) })
       .then(() => {
         held.msg.ack();
         this.assigned++;

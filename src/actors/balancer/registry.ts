@@ -4,8 +4,9 @@ import type { Clock } from "../../runtime/clock.js";
 import { decode } from "../../runtime/codec.js";
 import type { Logger } from "../../runtime/logger.js";
 import { SCHEMAS, type WorkerLoad, type WorkerRecord } from "../../runtime/messages.js";
-import type { Topology } from "../../runtime/topology.js";
+import { livenessWindowMs, type Topology } from "../../runtime/topology.js";
 import type { Candidate } from "./strategy.js";
+import { KvWatch } from "../../runtime/kv-watch.js";
 
 /** What the balancer knows of one worker. */
 export interface WorkerView {
@@ -37,7 +38,7 @@ const sameList = (a: readonly string[], b: readonly string[]) => a.length === b.
 export class WorkerRegistry {
   readonly workers = new Map<string, WorkerView>();
   private sub?: Subscription;
-  private stopWatch?: () => void;
+  private watch?: KvWatch<WorkerRecord>;
 
   constructor(
     private readonly nc: NatsConnection,
@@ -50,24 +51,20 @@ export class WorkerRegistry {
   ) {}
 
   async start(): Promise<void> {
-    const watch = await this.kv.watch();
-    this.stopWatch = () => watch.stop();
-    void (async () => {
-      for await (const e of watch) {
-        if (e.operation !== "PUT") {
-          this.workers.delete(e.key);
-          continue;
-        }
-        let record: WorkerRecord;
-        try {
-          record = decode(SCHEMAS.WorkerRecord, e.value);
-        } catch (err) {
-          this.log.warn({ key: e.key, err: String(err) }, "unreadable worker record ignored");
-          continue;
-        }
+    // Restarted after a reconnect, so a registry that missed records while the
+    // connection was down catches up at once.
+    this.watch = new KvWatch({
+      kv: this.kv,
+      nc: this.nc,
+      log: this.log,
+      schema: SCHEMAS.WorkerRecord,
+      what: "worker record",
+      onPut: (_key, record) => {
         if (this.applyRecord(record)) this.onChange();
-      }
-    })();
+      },
+      onDelete: (key) => this.workers.delete(key),
+    });
+    await this.watch.start();
     this.sub = this.nc.subscribe(this.topo.subjects.loadAll, {
       callback: (err, msg) => {
         if (err) return;
@@ -93,7 +90,7 @@ export class WorkerRegistry {
       return true;
     }
     const prev = view.record;
-    const wasLive = view.seenAt >= now - 3 * this.heartbeatMs;
+    const wasLive = view.seenAt >= now - livenessWindowMs(this.heartbeatMs);
     // A restarted worker (same id) counts its sequence from 0 again.
     const restarted = incoming.startedAt !== prev.startedAt;
     const stale = !restarted && incoming.loadSeq < view.loadSeq;
@@ -109,7 +106,7 @@ export class WorkerRegistry {
       // and it was assigned long enough ago to have reached the worker.
       const active = new Set(record.active);
       for (const [key, at] of view.outstanding) {
-        if (!active.has(key) && now - at > 3 * this.heartbeatMs) freed = view.outstanding.delete(key) || freed;
+        if (!active.has(key) && now - at > livenessWindowMs(this.heartbeatMs)) freed = view.outstanding.delete(key) || freed;
       }
     }
     return (
@@ -143,13 +140,13 @@ export class WorkerRegistry {
   }
 
   stop(): void {
-    this.stopWatch?.();
+    this.watch?.stop();
     this.sub?.unsubscribe();
   }
 
   /** Workers that are running and heard from within three heartbeats. */
   live(): WorkerView[] {
-    const cutoff = this.clock.now() - 3 * this.heartbeatMs;
+    const cutoff = this.clock.now() - livenessWindowMs(this.heartbeatMs);
     return [...this.workers.values()].filter((w) => w.record.state === "running" && w.seenAt >= cutoff);
   }
 

@@ -1,21 +1,26 @@
 import { hostname } from "node:os";
-import { join } from "node:path";
 import type { KV } from "@nats-io/kv";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode, encodeValue } from "../../runtime/codec.js";
 import { BatchLoop, type Delivery } from "../../runtime/consume.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
-import { createBranchIfAbsent, isAncestor, readBranch, WorktreeManager } from "../../runtime/git/index.js";
-import { type WorktreeRecord, WorktreeRegistry } from "../../runtime/git/worktree-registry.js";
-import { git } from "../../runtime/git/exec.js";
 import {
+  createBranchIfAbsent,
+  filesChangedSinceFork,
+  firstParentCount,
   integrate,
   integrateChoosing,
-  mergeIntoTarget,
   type IntegrateOptions,
   type IntegrateOutcome,
-} from "../../runtime/git/integrate.js";
-import { defaultCloneDir, pushRef, RemoteClones } from "../../runtime/git/remote.js";
+  isAncestor,
+  mergeIntoTarget,
+  pushRef,
+  readBranch,
+  RemoteClones,
+  WorktreeManager,
+  type WorktreeRecord,
+} from "../../git/index.js";
+import { WorktreeRegistry } from "../../runtime/worktree-registry.js";
 import { DEFAULT_MERGE_COMMAND_TIMEOUT_MS } from "../../runtime/graph.js";
 import {
   SCHEMAS,
@@ -29,6 +34,8 @@ import {
   type MergerInput,
 } from "../../runtime/messages.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
+import { msgIds, taskKey } from "../../runtime/names.js";
+import { integrateOptionsFor, mergeEnv, mergeScratchDir } from "../../runtime/merging.js";
 
 export interface MergerOptions {
   /** Worktree base directory, to remove task worktrees once merged. */
@@ -36,18 +43,8 @@ export interface MergerOptions {
   /** Scratch worktrees for conflict resolution and validation; default `<worktreeDir>/_merge`. */
   scratchDir?: string;
   /** Clones of runs' git remotes (remote mode); default: defaultCloneDir(). */
-  cloneDir?: string;
+  cloneDir: string;
 }
-
-/** Where the merge coordinator (and `ado hitl resolve --manual`) put scratch worktrees. */
-export const mergeScratchDir = (worktreeDir: string) => join(worktreeDir, "_merge");
-
-/** The message of a task's merge (or squash) commit, also when a person resolved it. */
-export const mergeMessage = (taskId: string, branch: string, integrationBranch: string) =>
-  `ado: merge task '${taskId}' (${branch}) into ${integrationBranch}`;
-
-/** The HITL record id of a task's merge: also its key in the `hitl` bucket. */
-export const hitlIdOf = (runId: string, taskId: string) => `${runId}.${taskId}`;
 
 /** Each side of a conflicted file is kept in the HITL record up to this size. */
 const SIDE_LIMIT = 32 * 1024;
@@ -59,7 +56,7 @@ type Outcome = IntegrateOutcome | { kind: "skipped" } | { kind: "error"; message
 /**
  * The merge coordinator: folds each finished task branch into the run's integration
  * branch with the run's own merge settings (mode; per-path rules, then a resolver agent
- * for conflicts; validation of the merged tree), through src/runtime/git/integrate.ts,
+ * for conflicts; validation of the merged tree), through src/git/integrate.ts,
  * which never touches the user's checkout and moves the branch only by compare-and-swap.
  *
  * What it cannot resolve it escalates: it writes a HITL record (KV `hitl`), announces
@@ -89,7 +86,7 @@ export class Merger extends Actor {
   ) {
     super("merger", instance, ctx);
     this.scratchDir = opts.scratchDir ?? mergeScratchDir(opts.worktreeDir);
-    this.clones = new RemoteClones({ dir: opts.cloneDir ?? defaultCloneDir(), logger: this.log });
+    this.clones = new RemoteClones({ dir: opts.cloneDir, logger: this.log });
   }
 
   protected async onStart(): Promise<void> {
@@ -98,11 +95,9 @@ export class Merger extends Actor {
     // A merge can take a while on a big repository (and a validation longer): give it minutes.
     await jsm.consumers.add(topo.streams.merge.name, actorConsumer(consumers.merge, topo.subjects.mergeAll, { ackWaitMs: 300_000 }));
     this.loop = new BatchLoop<MergerInput>({
-      js: this.js,
-      topo,
       consumer: await this.js.consumers.get(topo.streams.merge.name, consumers.merge),
+      deadLetters: this.deadLetters,
       schema: SCHEMAS.MergeRequest,
-      actor: "merger",
       logger: this.log,
       // One merge at a time per replica: merges into one branch are sequential anyway.
       maxBatch: 1,
@@ -167,7 +162,7 @@ export class Merger extends Actor {
 
   /** A task's first merge: integrate, and escalate what cannot be merged. */
   private async mergeOne(req: MergeRequest): Promise<void> {
-    const id = hitlIdOf(req.runId, req.taskId);
+    const id = taskKey(req.runId, req.taskId);
     let result: MergeResult;
     try {
       const existing = await this.readHitl(id);
@@ -188,7 +183,7 @@ export class Merger extends Actor {
     }
     // The task's work is committed on its branch, which stays: its worktree can go.
     if (req.worktree) await this.removeWorktree(req);
-    await this.report(result, `${id}.merge`);
+    await this.report(result, msgIds.mergeResult(req, 0));
   }
 
   /**
@@ -198,7 +193,7 @@ export class Merger extends Actor {
    */
   private async resolve(req: MergeRequest): Promise<void> {
     const res = req.resolution!;
-    const id = hitlIdOf(req.runId, req.taskId);
+    const id = taskKey(req.runId, req.taskId);
     const found = await this.readHitl(id);
     if (!found) {
       this.log.warn({ id }, "a resolution for a merge that needs no attention: dropped");
@@ -207,7 +202,7 @@ export class Merger extends Actor {
     let { record, revision } = found;
     const decided = record.history.find((h) => h.round === res.round);
     if (decided) {
-      await this.report(fromHistory(record, decided), `${id}.merge.r${res.round}`);
+      await this.report(fromHistory(record, decided), msgIds.mergeResult(req, res.round));
       return;
     }
     if (record.round !== res.round || record.state === "resolved") {
@@ -227,7 +222,7 @@ export class Merger extends Actor {
       outcome = { kind: "error", message: errorMessage(err) };
     }
     const result = await this.conclude(req, outcome, res.round, { record, revision });
-    await this.report(result, `${id}.merge.r${res.round}`);
+    await this.report(result, msgIds.mergeResult(req, res.round));
   }
 
   /** What each choice does; see `ado hitl resolve`. */
@@ -272,7 +267,7 @@ export class Merger extends Actor {
     round: number,
     hitl: { record: HitlRecord; revision: number } | undefined,
   ): Promise<MergeResult> {
-    const id = hitlIdOf(req.runId, req.taskId);
+    const id = taskKey(req.runId, req.taskId);
     const base = { type: "merge.result" as const, runId: req.runId, taskId: req.taskId, round };
     const now = new Date(this.clock.now()).toISOString();
     const choice = req.resolution?.choice;
@@ -303,10 +298,11 @@ export class Merger extends Actor {
       if (outcome.resolved.length > 0) {
         await this.emit(
           { type: "merge.resolved", runId: req.runId, taskId: req.taskId, attempt: req.attempt, at: now, paths: outcome.resolved, integrationCommit: outcome.commit },
-          `${id}.${round}.merge.resolved`,
+          msgIds.mergeResolved(req, round),
         );
       }
-      const integrationGeneration = await generationOf(req.repo, outcome.commit);
+      // How the scheduler orders merge results (MergeResult.integrationGeneration); undefined: by arrival.
+      const integrationGeneration = await firstParentCount(req.repo, outcome.commit);
       return { ...base, status: "merged", integrationCommit: outcome.commit, integrationGeneration, files: [], message: outcome.how };
     }
     if (outcome.kind === "skipped") {
@@ -332,11 +328,11 @@ export class Merger extends Actor {
     const at = record.updatedAt;
     const task = { runId: record.runId, taskId: record.taskId, attempt: record.attempt, at };
     if (record.reason === "conflict") {
-      await this.emit({ type: "merge.conflict", ...task, files: record.files, message: record.message }, `${record.id}.${record.round}.merge.conflict`);
+      await this.emit({ type: "merge.conflict", ...task, files: record.files, message: record.message }, msgIds.mergeConflict(record, record.round));
     }
     await this.emit(
       { type: "merge.hitl_required", ...task, hitlId: record.id, round: record.round, reason: record.reason, files: record.files, message: record.message },
-      `${record.id}.${record.round}.hitl`,
+      msgIds.hitlRequired(record, record.round),
     );
   }
 
@@ -379,7 +375,7 @@ export class Merger extends Actor {
     }
     const related = req.related.filter((r) => r.files.some((f) => files.includes(f)));
     return {
-      id: hitlIdOf(req.runId, req.taskId),
+      id: taskKey(req.runId, req.taskId),
       runId: req.runId,
       taskId: req.taskId,
       attempt: req.attempt,
@@ -423,26 +419,16 @@ export class Merger extends Actor {
       outcome = { into: req.into, status: "error", reason: errorMessage(err) };
     }
     const { data, headers } = encode(SCHEMAS.SchedulerInput, { type: "merge.into.result", runId: req.runId, ...outcome });
-    await this.js.publish(this.ctx.topo.subjects.results(req.runId), data, { headers, msgID: `${req.runId}._.into.result` });
+    await this.js.publish(this.ctx.topo.subjects.results(req.runId), data, { headers, msgID: msgIds.mergeIntoResult(req.runId) });
   }
 
   private integrateOptions(req: MergeRequest): IntegrateOptions {
     const s = req.settings;
-    const env = { ADO_RUN_ID: req.runId, ADO_TASK_ID: req.taskId, ADO_TASK_BRANCH: req.branch };
-    return {
-      repo: req.repo,
-      target: req.integrationBranch,
-      source: req.commit,
-      base: req.baseCommit,
-      mode: s.mode,
-      message: mergeMessage(req.taskId, req.branch, req.integrationBranch),
-      rules: s.rules.map((r) => ({ paths: r.paths, strategy: r.strategy, ...(r.command ? { command: r.command } : {}) })),
-      ...(s.resolver ? { resolver: { command: s.resolver.run, timeoutMs: s.resolver.timeoutMs, env, context: resolverContext(req) } } : {}),
-      ...(s.validate ? { validate: { command: s.validate.run, timeoutMs: s.validate.timeoutMs, env } } : {}),
-      scratchDir: this.scratchDir,
+    return integrateOptionsFor(req, this.scratchDir, {
+      ...(s.resolver ? { resolver: { command: s.resolver.run, timeoutMs: s.resolver.timeoutMs, env: mergeEnv(req), context: resolverContext(req) } } : {}),
       signal: this.abort.signal,
       onOutput: (stream, chunk, phase) => this.log.debug({ runId: req.runId, taskId: req.taskId, phase, stream }, chunk.trimEnd()),
-    };
+    });
   }
 
   private async readHitl(id: string): Promise<{ record: HitlRecord; revision: number } | undefined> {
@@ -549,8 +535,7 @@ function summary(outcome: Extract<IntegrateOutcome, { kind: "conflict" | "valida
 async function changedFiles(req: MergeRequest): Promise<string[]> {
   try {
     const head = (await readBranch(req.repo, req.integrationBranch)) ?? req.baseCommit;
-    const forkPoint = (await git(req.repo, ["merge-base", head, req.commit])).trim() || req.baseCommit;
-    return (await git(req.repo, ["diff", "--name-only", "-z", forkPoint, req.commit])).split("\0").filter(Boolean);
+    return await filesChangedSinceFork(req.repo, head, req.commit, req.baseCommit);
   } catch {
     return [];
   }
@@ -575,15 +560,4 @@ function capConflicts(conflicts: readonly { path: string; kind: string; base?: s
     }
     return out;
   });
-}
-
-/**
- * The first-parent commit count of `commit`: how the scheduler orders merge results
- * (see MergeResult.integrationGeneration). Undefined if git cannot tell; the scheduler
- * then orders by arrival.
- */
-async function generationOf(repo: string, commit: string): Promise<number | undefined> {
-  const out = await git(repo, ["rev-list", "--count", "--first-parent", commit]).catch(() => undefined);
-  const n = out === undefined ? NaN : Number(out.trim());
-  return Number.isInteger(n) ? n : undefined;
 }

@@ -16,6 +16,8 @@ import type {
   TaskSummary,
   TaskWork,
 } from "../../runtime/messages.js";
+import { attemptKey, integrationBranch, msgIds, taskBranch, taskKey } from "../../runtime/names.js";
+import { backoffDelay } from "../../runtime/retry.js";
 
 /**
  * The scheduler's decisions, as pure functions of (run state, message) -> effects.
@@ -73,9 +75,6 @@ export type Effect =
   | { type: "event"; event: AdoEvent; msgID?: string }
   | { type: "saveTask"; taskId: string }
   | { type: "saveRun" };
-
-export const integrationBranchOf = (runId: string) => `ado/${runId}/integration`;
-export const taskBranchOf = (runId: string, taskId: string) => `ado/${runId}/${taskId}`;
 
 /** Builds the in-memory state of a run from its stored records. */
 export function buildState(run: RunRecord, runRev: number, records: Map<string, { rec: TaskRecord; rev: number }>): RunState {
@@ -209,11 +208,11 @@ function relatedPrompts(state: RunState, taskId: string, files: string[]): Relat
  * decision stays a pure function and replays identically.
  */
 export function retryDelayMs(retry: TaskDef["retry"], key: string, attempt: number): number {
-  const base = Math.min(retry.maxBackoffMs, retry.backoffMs * retry.factor ** Math.max(0, attempt - 2));
   let h = 2166136261;
   for (let i = 0; i < key.length; i++) h = Math.imul(h ^ key.charCodeAt(i), 16777619);
   const unit = ((h >>> 0) % 10_000) / 10_000; // 0..1
-  return Math.max(0, Math.round(base * (1 + retry.jitter * (2 * unit - 1))));
+  // Attempt 2 is the first retry.
+  return backoffDelay(attempt - 1, { baseMs: retry.backoffMs, factor: retry.factor, maxMs: retry.maxBackoffMs, jitter: retry.jitter }, unit);
 }
 
 export type AcceptOutcome = { ok: true; state: RunState; effects: Effect[] } | { ok: false; reason: string; tasks: string[]; effects: Effect[] };
@@ -248,7 +247,7 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
     repo: submit.repo,
     remote: submit.remote,
     baseCommit: submit.baseCommit,
-    integrationBranch: submit.repo ? integrationBranchOf(submit.runId) : undefined,
+    integrationBranch: submit.repo ? integrationBranch(submit.runId) : undefined,
     integrationCommit: submit.baseCommit,
     submittedAt: submit.submittedAt,
     acceptedAt: now,
@@ -365,7 +364,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       repo: run.repo!,
       remote: run.remote,
       commit: result.commit!,
-      branch: result.branch ?? taskBranchOf(run.runId, t.def.id),
+      branch: result.branch ?? taskBranch(run.runId, t.def.id),
       baseCommit: run.baseCommit!,
       integrationBranch: run.integrationBranch!,
       worktree: result.worktree,
@@ -448,7 +447,7 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
       break;
     }
     case "skipped": {
-      const reason = `not merged (its work stays on ${taskBranchOf(runId, t.def.id)}): ${result.message || "skipped at the merge by a person"}`;
+      const reason = `not merged (its work stays on ${taskBranch(runId, t.def.id)}): ${result.message || "skipped at the merge by a person"}`;
       update(state, t, { status: "skipped", error: reason });
       effects.push(
         { type: "saveTask", taskId: t.def.id },
@@ -642,17 +641,17 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     priority: t.def.priority,
     task,
     rank: t.rank,
-    notBefore: retry ? Date.parse(now) + retryDelayMs(t.def.retry, `${state.run.runId}.${t.def.id}.${attempt}`, attempt) : 0,
+    notBefore: retry ? Date.parse(now) + retryDelayMs(t.def.retry, attemptKey({ runId: state.run.runId, taskId: t.def.id, attempt }), attempt) : 0,
     placement: t.def.placement ?? state.run.graph.placement ?? { labels: [], requires: [] },
     strategy: state.run.graph.strategy,
     repo: run.repo,
     remote: run.remote,
     // Dependents start from the integration head, which by now holds every dependency.
     baseCommit: checkpoint ?? (t.def.needs.length ? run.integrationCommit : run.baseCommit),
-    branch: taskBranchOf(run.runId, t.def.id),
+    branch: taskBranch(run.runId, t.def.id),
     inputs: t.def.needs.map((d) => {
       const dep = state.tasks.get(d)!.rec;
-      return { taskId: d, status: dep.status, branch: taskBranchOf(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd };
+      return { taskId: d, status: dep.status, branch: taskBranch(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd };
     }),
     readyAt: now,
     submittedAt: run.submittedAt,
@@ -702,16 +701,16 @@ function settle(state: RunState, now: string): Effect[] {
     state.run = { ...state.run, status: "needs_attention", attentionRound: round };
     const tasks = [...state.tasks.values()]
       .filter((t) => t.rec.status === "needs_attention")
-      .map((t) => ({ taskId: t.def.id, hitlId: t.rec.hitlId ?? `${runId}.${t.def.id}`, message: t.rec.error ?? "" }));
+      .map((t) => ({ taskId: t.def.id, hitlId: t.rec.hitlId ?? taskKey(runId, t.def.id), message: t.rec.error ?? "" }));
     return [
       { type: "saveRun" },
-      { type: "event", event: { type: "run.needs_attention", runId, at: now, round, tasks }, msgID: `${runId}._.attention.${round}` },
+      { type: "event", event: { type: "run.needs_attention", runId, at: now, round, tasks }, msgID: msgIds.runAttention(runId, round) },
     ];
   }
   if (!stuck && state.run.status === "needs_attention") {
     state.run = { ...state.run, status: "running" };
     const round = state.run.attentionRound;
-    return [{ type: "saveRun" }, { type: "event", event: { type: "run.continued", runId, at: now, round }, msgID: `${runId}._.continued.${round}` }];
+    return [{ type: "saveRun" }, { type: "event", event: { type: "run.continued", runId, at: now, round }, msgID: msgIds.runContinued(runId, round) }];
   }
   return [];
 }

@@ -23,6 +23,7 @@ import {
   type Effect,
   type RunState,
 } from "./run-state.js";
+import { msgIds, runTaskKeys, taskKey } from "../../runtime/names.js";
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -93,21 +94,17 @@ export class Scheduler extends Actor {
     await jsm.consumers.add(topo.streams.submit.name, actorConsumer(consumers.submit, topo.subjects.submit, { ackWaitMs: ACK_WAIT_MS }));
     await jsm.consumers.add(topo.streams.results.name, actorConsumer(consumers.results, topo.subjects.resultsAll, { ackWaitMs: ACK_WAIT_MS }));
     const submitLoop = new BatchLoop<SubmitRun>({
-      js: this.js,
-      topo,
       consumer: await this.js.consumers.get(topo.streams.submit.name, consumers.submit),
+      deadLetters: this.deadLetters,
       schema: SCHEMAS.SubmitRun,
-      actor: "scheduler",
       logger: this.log,
       handle: (batch) => keptAlive(batch, () => this.serial.run(() => this.onSubmissions(batch))),
       onDeadLetter: (msg, reason) => this.rejectMalformed(msg, reason),
     });
     const resultLoop = new BatchLoop<SchedulerInput>({
-      js: this.js,
-      topo,
       consumer: await this.js.consumers.get(topo.streams.results.name, consumers.results),
+      deadLetters: this.deadLetters,
       schema: SCHEMAS.SchedulerInput,
-      actor: "scheduler",
       logger: this.log,
       handle: (batch) => keptAlive(batch, () => this.serial.run(() => this.onInputs(batch))),
     });
@@ -150,7 +147,7 @@ export class Scheduler extends Actor {
       try {
         await writeControl(this.ctx.kv.control, request);
         const { data, headers } = encode(SCHEMAS.SchedulerInput, request);
-        await this.js.publish(this.ctx.topo.subjects.results(runId), data, { headers, msgID: `${runId}.deadline` });
+        await this.js.publish(this.ctx.topo.subjects.results(runId), data, { headers, msgID: msgIds.deadline(runId) });
       } catch (err) {
         this.log.error({ runId, err: errorMessage(err) }, "could not cancel a run past its deadline; retrying");
         this.deadlines.set(runId, setTimeout(() => void fire(), 1_000));
@@ -310,7 +307,7 @@ export class Scheduler extends Actor {
     if (!entry || entry.operation !== "PUT") return undefined;
     const run = decode(SCHEMAS.RunRecord, entry.value);
     const records = new Map<string, { rec: TaskRecord; rev: number }>();
-    const keys = await this.ctx.kv.tasks.keys(`${runId}.*`);
+    const keys = await this.ctx.kv.tasks.keys(runTaskKeys(runId));
     for await (const key of keys) {
       const e = await this.ctx.kv.tasks.get(key);
       if (e?.operation === "PUT") {
@@ -341,13 +338,13 @@ export class Scheduler extends Actor {
       let p: Promise<unknown> | undefined;
       if (e.type === "ready") {
         const { data, headers } = encode(SCHEMAS.TaskWork, e.work);
-        p = this.js.publish(topo.subjects.ready(e.work.priority), data, { headers, msgID: `${e.work.runId}.${e.work.taskId}.${e.work.attempt}` });
+        p = this.js.publish(topo.subjects.ready(e.work.priority), data, { headers, msgID: msgIds.ready(e.work) });
       } else if (e.type === "merge") {
         const { data, headers } = encode(SCHEMAS.MergeRequest, e.request);
-        p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: `${e.request.runId}.${e.request.taskId}` });
+        p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: msgIds.merge(e.request) });
       } else if (e.type === "mergeInto") {
         const { data, headers } = encode(SCHEMAS.MergeRequest, e.request);
-        p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: `${e.request.runId}._.into` });
+        p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: msgIds.mergeInto(e.request.runId) });
       } else if (e.type === "event" && e.msgID) {
         const { data, headers } = encode(SCHEMAS.AdoEvent, e.event);
         const taskId = "taskId" in e.event ? e.event.taskId : undefined;
@@ -382,7 +379,7 @@ export class Scheduler extends Actor {
 
   private async saveTask(state: RunState, taskId: string): Promise<void> {
     const t = state.tasks.get(taskId)!;
-    const key = `${state.run.runId}.${taskId}`;
+    const key = taskKey(state.run.runId, taskId);
     t.rev = await cas(this.ctx.kv.tasks, key, encodeValue(SCHEMAS.TaskRecord, t.rec), t.rev);
   }
 

@@ -1,4 +1,6 @@
 import type { AttemptClaim, TaskResult, TaskWork, WorkerRecord } from "../../runtime/messages.js";
+import { attemptKey, msgIds } from "../../runtime/names.js";
+import { livenessWindowMs } from "../../runtime/topology.js";
 
 /**
  * The stealer's decisions, pure: who is dead (by the stealer's own clock), and what to do
@@ -52,7 +54,7 @@ export class Liveness {
 
   /** Silence after which a worker is suspected. */
   get limitMs(): number {
-    return 3 * this.heartbeatMs;
+    return livenessWindowMs(this.heartbeatMs);
   }
 
   /** A PUT from the workers bucket. Returns whether it was a new record (a sign of life). */
@@ -110,22 +112,6 @@ export class Liveness {
   }
 }
 
-/** Attempt key, as everywhere: `runId.taskId.attempt`. */
-export const attemptKey = (w: Pick<TaskWork, "runId" | "taskId" | "attempt">) => `${w.runId}.${w.taskId}.${w.attempt}`;
-
-/** Msg id of the `interrupted` result for a lost attempt: a second stealer's copy is deduplicated. */
-export const lostResultId = (key: string) => `${key}.lost`;
-
-/**
- * Msg id of unstarted work put back on the ready queue. It names the message moved (its
- * work-stream sequence): a successor moving the same message again is deduplicated, but
- * the same attempt sent to the dead worker once more (by a balancer that had not seen it
- * die) is a new message and must be moved too; keyed by attempt, it would be dropped as
- * a duplicate of the first move and the task lost. (A copy queued twice is harmless: the
- * claim lets one worker run it.)
- */
-export const requeueId = (key: string, workerId: string, seq: number) => `${key}.requeue.${workerId}.${seq}`;
-
 /** A message found on a dead worker's subject, with the claim of its attempt (null: none). */
 export interface LeftMessage {
   seq: number;
@@ -163,8 +149,8 @@ export function planRecovery(deadWorkerId: string, left: readonly LeftMessage[])
     if (m.claim && m.claim.workerId !== deadWorkerId) {
       return { kind: "drop", seq: m.seq, key, why: `attempt claimed by worker ${m.claim.workerId}, which runs it` };
     }
-    if (m.claim) return { kind: "lost", seq: m.seq, key, work: m.work, claimedAt: m.claim.claimedAt, resultId: lostResultId(key) };
-    return { kind: "requeue", seq: m.seq, key, work: m.work, msgId: requeueId(key, deadWorkerId, m.seq) };
+    if (m.claim) return { kind: "lost", seq: m.seq, key, work: m.work, claimedAt: m.claim.claimedAt, resultId: msgIds.lost(m.work) };
+    return { kind: "requeue", seq: m.seq, key, work: m.work, msgId: msgIds.requeue(m.work, deadWorkerId, m.seq) };
   });
 }
 

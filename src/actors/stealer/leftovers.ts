@@ -1,12 +1,13 @@
 /**
  * Processes a dead worker left running on this host: its agents and what they started,
- * should its reaper (src/actors/worker/agents/reaper.ts) not have stopped them. Every
+ * should its reaper (src/agents/reaper.ts) not have stopped them. Every
  * agent, and everything it starts, carries the worker's id in its environment
  * (`ADO_WORKER_ID`), which no other worker shares; that is how they are found, in
  * /proc (Linux; elsewhere nothing is found and this does nothing). This is a second
  * line of defence: the reaper should already have done it.
  */
 import { readdir, readFile } from "node:fs/promises";
+import { AgentEnv } from "../../runtime/names.js";
 
 /**
  * Stops (CONT, then KILL) every process of this host whose environment names
@@ -15,7 +16,7 @@ import { readdir, readFile } from "node:fs/promises";
  */
 export async function killLeftovers(workerId: string, procDir = "/proc"): Promise<number[]> {
   const entries = await readdir(procDir).catch(() => [] as string[]);
-  const needle = `\0ADO_WORKER_ID=${workerId}\0`;
+  const needle = `\0${AgentEnv.workerId}=${workerId}\0`;
   const killed: number[] = [];
   for (const entry of entries) {
     if (!/^\d+$/.test(entry)) continue;

@@ -1,13 +1,12 @@
-import { stat, rm } from "node:fs/promises";
 import { hostname } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname } from "node:path";
 import type { KV } from "@nats-io/kv";
 import { errorMessage } from "../../runtime/errors.js";
-import { git, runGit } from "../../runtime/git/exec.js";
-import { readBranch, WorktreeManager } from "../../runtime/git/index.js";
-import { WorktreeRegistry } from "../../runtime/git/worktree-registry.js";
+import { WorktreeManager } from "../../git/index.js";
+import { WorktreeRegistry } from "../../runtime/worktree-registry.js";
 import type { Logger } from "../../runtime/logger.js";
 import type { TaskWork, WorkerRecord } from "../../runtime/messages.js";
+import { attemptRef } from "../../runtime/names.js";
 
 /** What became of a lost attempt's worktree. */
 export type LostWorktree =
@@ -17,9 +16,6 @@ export type LostWorktree =
   | { kind: "removed" }
   /** Left as it is; `why` says why (another host, its worker's process still runs, no record). */
   | { kind: "untouched"; why: string };
-
-/** Where a lost attempt's work goes: the same ref a worker uses for a failed attempt. */
-export const attemptRef = (runId: string, taskId: string, attempt: number) => `refs/ado/attempts/${runId}/${taskId}/${attempt}`;
 
 /**
  * The worktree of an attempt lost with its worker, if it is on this host and that
@@ -60,25 +56,12 @@ export async function keepLostWorktree(opts: {
   const wt = new WorktreeManager({ repo: rec.repo, baseDir: dirname(dirname(rec.path)), logger: opts.logger });
   const ref = attemptRef(work.runId, work.taskId, work.attempt);
   const reason = `attempt ${work.attempt} lost: worker ${deadWorkerId} died`;
-  let head: string | undefined;
-  if (await isDir(rec.path)) {
-    // As the worker does before committing: the inputs file is never part of the work.
-    await rm(join(rec.path, ".ado"), { recursive: true, force: true });
-    head = (await wt.commitAll(rec.path, { message: `ado: ${work.taskId} ${reason} (work in progress)` })).commit;
-  } else {
-    head = await readBranch(rec.repo, work.branch); // a predecessor removed it already
-  }
-  const hasWork = head !== undefined && head !== work.baseCommit;
-  if (hasWork) await git(rec.repo, ["update-ref", ref, head!]);
-  await wt.remove(rec.path, { force: true }).catch(async (err) => {
-    // Registered but its directory gone: drop the registration (locked, so prune keeps it).
-    if (await isDir(rec.path)) throw err;
-    await runGit(rec.repo, ["worktree", "remove", "--force", "--force", rec.path], [0, 128]);
+  const { commit: head, archived: hasWork } = await wt.archiveAttempt(rec.path, {
+    ref,
+    branch: work.branch,
+    base: work.baseCommit,
+    message: `ado: ${work.taskId} ${reason} (work in progress)`,
   });
-  // The next attempt starts from the base again, on the same branch.
-  if (hasWork && (await readBranch(rec.repo, work.branch)) === head) {
-    await git(rec.repo, ["update-ref", `refs/heads/${work.branch}`, work.baseCommit, head!]);
-  }
   await registry
     .update(
       work.runId,
@@ -100,11 +83,4 @@ function processAlive(pid: number): boolean {
     // EPERM: it exists, under another user.
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
-}
-
-async function isDir(path: string): Promise<boolean> {
-  return stat(path).then(
-    (s) => s.isDirectory(),
-    () => false,
-  );
 }

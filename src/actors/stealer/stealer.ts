@@ -2,18 +2,20 @@ import { hostname } from "node:os";
 import { JetStreamApiCodes, JetStreamApiError, type ConsumerConfig, type JetStreamManager, type StoredMsg } from "@nats-io/jetstream";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode } from "../../runtime/codec.js";
-import { publishDeadLetter } from "../../runtime/consume.js";
-import { sleep } from "../../runtime/clock.js";
 import { errorMessage } from "../../runtime/errors.js";
-import { GitCommandError } from "../../runtime/git/index.js";
+import { GitCommandError } from "../../git/index.js";
 import { publishEvent } from "../../runtime/events.js";
 import { LeaderLease } from "../../runtime/lease.js";
-import { SCHEMAS, type AdoEvent, type TaskWork } from "../../runtime/messages.js";
-import { actorConsumer, consumers } from "../../runtime/topology.js";
+import { SCHEMAS, type AdoEvent, type TaskWork, type WorkerRecord } from "../../runtime/messages.js";
+import { consumers, workerConsumer } from "../../runtime/topology.js";
 import { describeDeath, Liveness, lostResult, planRecovery, type LeftMessage, type RecoveryAction, type Suspect } from "./decide.js";
 import { killLeftovers, processAlive } from "./leftovers.js";
 import { keepLostWorktree } from "./lost-worktree.js";
 import { RECONNECT_MAX_WAIT_MS } from "../../runtime/connection.js";
+import { attemptKey } from "../../runtime/names.js";
+import { requeueWork } from "../../runtime/requeue.js";
+import { Backoff, retry } from "../../runtime/retry.js";
+import { KvWatch } from "../../runtime/kv-watch.js";
 
 export interface StealerOptions {
   /** The workers' heartbeat: a worker silent for 3 of them is suspected dead. */
@@ -24,9 +26,6 @@ export interface StealerOptions {
   pingTimeoutMs?: number;
 }
 
-/** A worker's consumer, as a worker creates it (worker.ts), for one that comes back without it. */
-const WORKER_ACK_WAIT_MS = 30_000;
-const WORKER_CONSUMER_INACTIVE_MS = 24 * 3_600_000;
 /** Consumers checked per tick (see verifyConsumers). */
 const VERIFY_PER_TICK = 20;
 /** Work subjects are swept for orphans every this many ticks. */
@@ -59,7 +58,7 @@ export class Stealer extends Actor {
   private readonly liveness: Liveness;
   private lease!: LeaderLease;
   private jsm!: JetStreamManager;
-  private stopWatch?: () => void;
+  private watch?: KvWatch<WorkerRecord>;
   private ticker?: NodeJS.Timeout;
   private ticking?: Promise<void>;
   private ticks = 0;
@@ -85,9 +84,21 @@ export class Stealer extends Actor {
   protected async onStart(): Promise<void> {
     const { kv, nc } = this.ctx;
     this.jsm = await this.js.jetstreamManager();
-    await this.watch();
-    // After our own connection was down, the silence we saw says nothing about the
-    // workers; and the watch is started afresh (as ControlView does) to catch up at once.
+    // The watch restarts after a reconnect, replaying every record (Liveness ignores
+    // revisions it has seen: a replay proves nothing).
+    this.watch = new KvWatch({
+      kv: kv.workers,
+      nc,
+      log: this.log,
+      schema: SCHEMAS.WorkerRecord,
+      what: "worker record",
+      onPut: (key, record, e) => this.liveness.put(key, record, e.revision, this.clock.now()),
+      onDelete: (key, e) => {
+        if (!this.recovered.has(key)) this.liveness.deleted(key, e.revision, this.clock.now());
+      },
+    });
+    await this.watch.start();
+    // After our own connection was down, the silence we saw says nothing about the workers.
     void (async () => {
       for await (const s of nc.status()) {
         if (!this.isRunning) break;
@@ -95,8 +106,6 @@ export class Stealer extends Actor {
         // The server was away for everyone: the workers reconnect too, each after up to
         // RECONNECT_MAX_WAIT_MS of backoff, and only then write and answer again.
         this.liveness.refreshAll(this.clock.now(), this.liveness.limitMs + RECONNECT_MAX_WAIT_MS);
-        this.stopWatch?.();
-        await this.watch().catch((err) => this.log.warn({ err: errorMessage(err) }, "workers watch restart failed"));
       }
     })();
     this.lease = new LeaderLease({
@@ -119,7 +128,7 @@ export class Stealer extends Actor {
 
   protected async onDrain(): Promise<void> {
     clearInterval(this.ticker);
-    this.stopWatch?.();
+    this.watch?.stop();
     // A recovery in progress finishes (each step is short); a successor would redo it anyway.
     await this.ticking;
     await this.lease?.release();
@@ -127,26 +136,6 @@ export class Stealer extends Actor {
 
   override stats() {
     return { leader: this.lease?.isLeader ?? false, workers: this.liveness.known().length, ...this.counts };
-  }
-
-  private async watch(): Promise<void> {
-    const watch = await this.ctx.kv.workers.watch();
-    this.stopWatch = () => watch.stop();
-    void (async () => {
-      for await (const e of watch) {
-        const now = this.clock.now();
-        if (e.operation !== "PUT") {
-          if (!this.recovered.has(e.key)) this.liveness.deleted(e.key, e.revision, now);
-          continue;
-        }
-        try {
-          const record = decode(SCHEMAS.WorkerRecord, e.value);
-          this.liveness.put(e.key, record, e.revision, now);
-        } catch (err) {
-          this.log.warn({ key: e.key, err: errorMessage(err) }, "unreadable worker record ignored");
-        }
-      }
-    })();
   }
 
   private async tick(): Promise<void> {
@@ -177,7 +166,7 @@ export class Stealer extends Actor {
   private async answers(workerId: string): Promise<boolean> {
     const timeout = this.opts.pingTimeoutMs ?? Math.max(500, this.opts.heartbeatMs);
     try {
-      await this.ctx.nc.request(`${this.ctx.topo.prefix}.svc.worker.${workerId}.status`, undefined, { timeout });
+      await this.ctx.nc.request(this.ctx.topo.subjects.status("worker", workerId), undefined, { timeout });
       return true;
     } catch {
       return false; // no responders (its connection is gone) or no answer in time
@@ -239,7 +228,7 @@ export class Stealer extends Actor {
       } catch (err) {
         error = errorMessage(err);
       }
-      const claim = work ? await this.claimOf(`${work.runId}.${work.taskId}.${work.attempt}`) : undefined;
+      const claim = work ? await this.claimOf(attemptKey(work)) : undefined;
       left.push({ seq: m.seq, work, error, claim });
     }
     const bySeq = new Map(stored.map((m) => [m.seq, m]));
@@ -283,9 +272,7 @@ export class Stealer extends Actor {
         break;
       }
       case "requeue": {
-        const { workerId: _gone, ...ready } = a.work;
-        const { data, headers } = encode(SCHEMAS.TaskWork, ready);
-        await this.js.publish(topo.subjects.ready(a.work.priority), data, { headers, msgID: a.msgId });
+        await requeueWork(this.js, topo, a.work, a.msgId);
         await this.emit(a.work, s.workerId, "requeued", `worker ${s.workerId} ${why} before it started this attempt; it is ready again`, undefined, at());
         this.counts.requeued++;
         break;
@@ -295,7 +282,7 @@ export class Stealer extends Actor {
         this.counts.dropped++;
         break;
       case "deadLetter":
-        await publishDeadLetter(this.js, topo, "stealer", m.subject, m.data, a.why, m.header);
+        await this.deadLetters.record(m.subject, m.data, a.why, m.header);
         this.counts.deadLettered++;
         break;
     }
@@ -372,7 +359,7 @@ export class Stealer extends Actor {
         await this.jsm.consumers.info(stream, name);
       } catch (err) {
         if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) throw err;
-        const config = this.savedConsumers.get(workerId) ?? actorConsumer(name, this.ctx.topo.subjects.work(workerId), { ackWaitMs: WORKER_ACK_WAIT_MS, inactiveMs: WORKER_CONSUMER_INACTIVE_MS });
+        const config = this.savedConsumers.get(workerId) ?? workerConsumer(this.ctx.topo, workerId);
         await this.jsm.consumers.add(stream, config);
         this.recovered.delete(workerId);
         this.counts.revived++;
@@ -410,15 +397,8 @@ export class Stealer extends Actor {
  * Git work on the user's repository competes for its locks with workers and mergers:
  * what git reports as lock contention is tried again a few times.
  */
-async function retryOnLock<T>(fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      if (!(err instanceof GitCommandError && err.retryable) || attempt >= 5) throw err;
-      await sleep(50 * 2 ** attempt);
-    }
-  }
+function retryOnLock<T>(fn: () => Promise<T>): Promise<T> {
+  return retry(fn, { attempts: 5, backoff: Backoff.gitLock, retryIf: (err) => err instanceof GitCommandError && err.retryable });
 }
 
 /** Keeps a memory to its last MEMORY entries (insertion order). */

@@ -1,4 +1,4 @@
-import type { OutputStream } from "./agents/types.js";
+import type { OutputStream } from "../../agents/index.js";
 
 const FLUSH_MS = 25;
 const FLUSH_BYTES = 16 * 1024;

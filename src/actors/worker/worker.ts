@@ -4,24 +4,31 @@ import { join } from "node:path";
 import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode, encodeValue } from "../../runtime/codec.js";
-import { publishDeadLetter } from "../../runtime/consume.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import { publishEvent } from "../../runtime/events.js";
-import { git } from "../../runtime/git/exec.js";
-import { WorktreeManager } from "../../runtime/git/index.js";
-import { applyCleanup, planCleanup } from "../../runtime/git/cleanup.js";
-import { defaultCloneDir, pushRef, RepoAccess, type GitAccess, type RepoTarget } from "../../runtime/git/remote.js";
-import type { WorktreesConfig } from "../../runtime/git/worktree-config.js";
-import { type WorktreeRecord, WorktreeRegistry } from "../../runtime/git/worktree-registry.js";
+import {
+  applyCleanup,
+  type GitAccess,
+  planCleanup,
+  pushRef,
+  RepoAccess,
+  type RepoTarget,
+  WorktreeManager,
+  type WorktreesConfig,
+  type WorktreeRecord,
+} from "../../git/index.js";
+import { WorktreeRegistry } from "../../runtime/worktree-registry.js";
 import type { WorkerId } from "../../runtime/ids.js";
 import { SCHEMAS, type TaskFailure, type TaskResult, type TaskWork, type WorkerRecord } from "../../runtime/messages.js";
 import { Signal } from "../../runtime/mutex.js";
-import { actorConsumer, consumers } from "../../runtime/topology.js";
-import { builtinAgents } from "./agents/builtin.js";
-import { Suspender } from "./agents/process.js";
-import type { Agent, OutputStream, StopReason } from "./agents/types.js";
+import { consumers, WORKER_ACK_WAIT_MS, workerConsumer } from "../../runtime/topology.js";
+import { type Agent, builtinAgents, type OutputStream, type StopReason, Suspender } from "../../agents/index.js";
 import { ControlView } from "../../runtime/control.js";
 import { OutputBuffer } from "./output.js";
+import { AgentEnv, attemptKey, attemptRef, msgIds } from "../../runtime/names.js";
+import { requeueWork } from "../../runtime/requeue.js";
+import { sleep } from "../../runtime/clock.js";
+import { Backoff, retry } from "../../runtime/retry.js";
 
 export interface WorkerOptions {
   workerId: WorkerId;
@@ -43,7 +50,7 @@ export interface WorkerOptions {
   /** How this host reaches runs' repositories (config `git`): shared disk, clones of a remote, or auto. */
   gitAccess?: GitAccess;
   /** Where clones of runs' remotes go; default defaultCloneDir(). */
-  cloneDir?: string;
+  cloneDir: string;
 }
 
 /** What became of a task's worktree, for its registry record. */
@@ -97,7 +104,7 @@ export class Worker extends Actor {
   ) {
     super("worker", opts.workerId, ctx);
     this.agents = opts.agents ?? builtinAgents();
-    this.access = new RepoAccess(opts.gitAccess ?? "auto", opts.cloneDir ?? defaultCloneDir(), ctx.logger);
+    this.access = new RepoAccess(opts.gitAccess ?? "auto", opts.cloneDir, ctx.logger);
   }
 
   get id(): WorkerId {
@@ -107,12 +114,8 @@ export class Worker extends Actor {
   protected async onStart(): Promise<void> {
     const { topo } = this.ctx;
     const jsm = await this.js.jetstreamManager();
-    const name = consumers.work(this.id);
-    await jsm.consumers.add(
-      topo.streams.work.name,
-      actorConsumer(name, topo.subjects.work(this.id), { ackWaitMs: this.ackWaitMs, inactiveMs: 24 * 3_600_000 }),
-    );
-    this.consumer = await this.js.consumers.get(topo.streams.work.name, name);
+    await jsm.consumers.add(topo.streams.work.name, workerConsumer(topo, this.id, this.ackWaitMs));
+    this.consumer = await this.js.consumers.get(topo.streams.work.name, consumers.work(this.id));
     this.control = new ControlView(this.ctx.kv.control, this.log, () => this.applyControl(), this.ctx.nc);
     await this.control.start();
     await this.register("running");
@@ -155,12 +158,7 @@ export class Worker extends Actor {
         got++;
         try {
           const work = decode(SCHEMAS.TaskWork, m.data, m.headers);
-          const { workerId: _gone, ...ready } = work;
-          const { data, headers } = encode(SCHEMAS.TaskWork, ready);
-          await this.js.publish(this.ctx.topo.subjects.ready(work.priority), data, {
-            headers,
-            msgID: `${work.runId}.${work.taskId}.${work.attempt}.handback.${this.id}`,
-          });
+          await requeueWork(this.js, this.ctx.topo, work, msgIds.handBack(work, this.id));
           await m.ackAck();
         } catch (err) {
           this.log.warn({ subject: m.subject, err: errorMessage(err) }, "could not hand back queued work; it stays on this worker's subject");
@@ -188,7 +186,7 @@ export class Worker extends Actor {
   }
 
   private get ackWaitMs(): number {
-    return this.opts.ackWaitMs ?? 30_000;
+    return this.opts.ackWaitMs ?? WORKER_ACK_WAIT_MS;
   }
 
   /**
@@ -210,7 +208,7 @@ export class Worker extends Actor {
         this.requested -= free;
         if (!this.isRunning) break;
         this.log.warn({ err: errorMessage(err) }, "fetch failed; retrying");
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
         continue;
       }
       this.fetches.add(batch);
@@ -247,12 +245,10 @@ export class Worker extends Actor {
     try {
       work = decode(SCHEMAS.TaskWork, m.data, m.headers);
     } catch (err) {
-      void publishDeadLetter(this.js, this.ctx.topo, "worker", m.subject, m.data, errorMessage(err), m.headers)
-        .then(() => m.ackAck())
-        .catch(() => m.nak(1_000));
+      void this.deadLetters.recordAndAck(m, errorMessage(err));
       return;
     }
-    const key = `${work.runId}.${work.taskId}.${work.attempt}`;
+    const key = attemptKey(work);
     if (this.active.has(key)) return; // a redelivery of what we are running: keep going
     if (this.control.stateOf(work.runId, work.taskId) === "cancelled") {
       m.ack(); // the scheduler already counts it cancelled: nothing to run or report
@@ -321,16 +317,12 @@ export class Worker extends Actor {
    */
   private async publishResult(key: string, result: TaskResult): Promise<void> {
     const { data, headers } = encode(SCHEMAS.SchedulerInput, result);
-    for (let attempt = 1; ; attempt++) {
-      try {
-        await this.js.publish(this.ctx.topo.subjects.results(result.runId), data, { headers, msgID: `${key}.result` });
-        return;
-      } catch (err) {
-        if (attempt >= 10) throw err; // the message stays unacked; its redelivery re-sends
-        this.log.warn({ key, attempt, err: errorMessage(err) }, "result not stored yet; retrying");
-        await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** attempt)));
-      }
-    }
+    // Past the last try the message stays unacked, and its redelivery re-sends.
+    await retry(() => this.js.publish(this.ctx.topo.subjects.results(result.runId), data, { headers, msgID: msgIds.result(result) }), {
+      attempts: 10,
+      backoff: Backoff.server,
+      onRetry: (err, attempt) => this.log.warn({ key, attempt, err: errorMessage(err) }, "result not stored yet; retrying"),
+    });
   }
 
   private remember(key: string, result: TaskResult): void {
@@ -399,14 +391,14 @@ export class Worker extends Actor {
     const outcome = await agent.run({
       cwd,
       env: {
-        ADO_RUN_ID: work.runId,
-        ADO_TASK_ID: work.taskId,
-        ADO_PROMPT: work.task.prompt,
-        ADO_ATTEMPT: String(work.attempt),
-        ADO_WORKER_ID: this.id,
-        ADO_BRANCH: work.branch,
-        ADO_INPUTS: JSON.stringify(work.inputs),
-        ADO_INPUTS_FILE: inputsFile,
+        [AgentEnv.runId]: work.runId,
+        [AgentEnv.taskId]: work.taskId,
+        [AgentEnv.prompt]: work.task.prompt,
+        [AgentEnv.attempt]: String(work.attempt),
+        [AgentEnv.workerId]: this.id,
+        [AgentEnv.branch]: work.branch,
+        [AgentEnv.inputs]: JSON.stringify(work.inputs),
+        [AgentEnv.inputsFile]: inputsFile,
         // Git run by the agent itself ignores what the include list copied in (.env).
         ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
       },
@@ -467,16 +459,16 @@ export class Worker extends Actor {
    * the next attempt starts clean. Nothing the agent wrote is lost.
    */
   private async keepFailedAttempt(wt: WorktreeManager, cwd: string, work: TaskWork): Promise<WorktreeUpdate> {
-    const ref = `refs/ado/attempts/${work.runId}/${work.taskId}/${work.attempt}`;
+    const ref = attemptRef(work.runId, work.taskId, work.attempt);
     try {
-      const c = await wt.commitAll(cwd, { message: `ado: ${work.taskId} attempt ${work.attempt} failed (work in progress)` });
-      if (c.changed) {
-        await git(cwd, ["update-ref", ref, c.commit]);
-      }
-      await wt.remove(cwd, { force: true });
-      if (c.changed) await git(work.repo!, ["update-ref", `refs/heads/${work.branch}`, work.baseCommit!, c.commit]);
-      return c.changed
-        ? { state: "archived", archiveRef: ref, commit: c.commit, reason: `attempt ${work.attempt} failed` }
+      const kept = await wt.archiveAttempt(cwd, {
+        ref,
+        branch: work.branch,
+        base: work.baseCommit!,
+        message: `ado: ${work.taskId} attempt ${work.attempt} failed (work in progress)`,
+      });
+      return kept.archived
+        ? { state: "archived", archiveRef: ref, commit: kept.commit, reason: `attempt ${work.attempt} failed` }
         : { state: "removed", reason: `attempt ${work.attempt} failed with no changes` };
     } catch (err) {
       this.log.warn({ task: work.taskId, err: errorMessage(err) }, "could not archive a failed attempt; its worktree is kept");
@@ -506,7 +498,7 @@ export class Worker extends Actor {
    * Applies the cleanup policy (worktrees.cleanupAfter / maxWorktrees) to the
    * repository's worktrees in the background, at most once a minute per repository:
    * finished worktrees past the policy are archived and removed; merged ones removed.
-   * Never with force, never touching a worktree in use (see src/runtime/git/cleanup.ts).
+   * Never with force, never touching a worktree in use (see src/git/cleanup.ts).
    */
   private cleanupSoon(wt: WorktreeManager, repo: string): void {
     const policy = this.opts.worktrees;
@@ -614,10 +606,4 @@ export class Worker extends Actor {
       this.log.debug({ err: errorMessage(err) }, "load report not sent");
     }
   }
-}
-
-/** Default worktree base: outside any checkout, in the user's cache directory. */
-export function defaultWorktreeDir(env = process.env): string {
-  const cache = env.XDG_CACHE_HOME || join(env.HOME || "/tmp", ".cache");
-  return join(cache, "ado", "worktrees");
 }

@@ -16,20 +16,7 @@
  */
 import { z } from "zod";
 import { DEFAULT_INCLUDE, patternProblems } from "./worktree-include.js";
-
-const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const;
-const DURATION_HINT = 'a duration like "30m", "12h", "7d" or "2w", or a number of seconds';
-
-/** "7d", "12h", "30m", "2w", "90s" or a number of seconds -> milliseconds. */
-export const LongDurationSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  if (typeof v === "number" && v > 0) return Math.round(v * 1000);
-  const m = typeof v === "string" ? /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/.exec(v.trim()) : null;
-  if (!m || Number(m[1]) <= 0) {
-    ctx.addIssue({ code: "custom", message: `expected ${DURATION_HINT}, got ${JSON.stringify(v)}` });
-    return z.NEVER;
-  }
-  return Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]);
-});
+import { DurationSchema } from "../runtime/duration.js";
 
 const patterns = (what: string) =>
   z
@@ -47,7 +34,7 @@ export const WorktreesConfigSchema = z
     dependencyMode: z.enum(["symlink", "skip"]).default(DEFAULT_INCLUDE.dependencyMode),
     maxCopyBytes: z.number().int().min(0).default(DEFAULT_INCLUDE.maxCopyBytes),
     /** Finished worktrees older than this are cleaned up (absent: no age limit). */
-    cleanupAfter: LongDurationSchema.optional(),
+    cleanupAfter: DurationSchema.optional(),
     /** Most worktrees kept per repository; beyond it the oldest finished ones are cleaned up. */
     maxWorktrees: z.number().int().min(1).optional(),
   })

@@ -13,66 +13,13 @@
  */
 import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
-import { z } from "zod";
-import { decode, encodeValue } from "../codec.js";
-import { errorMessage } from "../errors.js";
-import type { SchemaRef } from "../messages.js";
+import { decode, encodeValue } from "./codec.js";
+import { errorMessage } from "./errors.js";
+import { WORKTREE_RECORD } from "./messages.js";
+import type { WorktreeRecord } from "../git/index.js";
+import { taskKey } from "./names.js";
+import { Backoff, retry } from "./retry.js";
 
-/** What happened to a task's worktree. */
-export const WorktreeState = {
-  /** Created; the task runs in it. */
-  active: "active",
-  /** The task's work is committed on its branch; the worktree waits for the merge. */
-  committed: "committed",
-  /** The branch was merged and the worktree removed. */
-  merged: "merged",
-  /** Its work was kept under a ref (`archiveRef`) and the worktree removed. */
-  archived: "archived",
-  /** Removed with nothing to keep (no changes, or its work is on its branch). */
-  removed: "removed",
-  /** Left in place on purpose; `reason` says why and what to do. */
-  kept: "kept",
-} as const;
-export type WorktreeState = (typeof WorktreeState)[keyof typeof WorktreeState];
-export const WORKTREE_STATES = Object.values(WorktreeState) as [WorktreeState, ...WorktreeState[]];
-
-const isoTime = z.string().datetime({ offset: true });
-
-export const WorktreeRecord = z
-  .object({
-    runId: z.string().min(1),
-    taskId: z.string().min(1),
-    /** The attempt that last used the worktree. */
-    attempt: z.number().int().min(1).optional(),
-    /** The repository (user's checkout or clone) the worktree belongs to. */
-    repo: z.string().min(1),
-    path: z.string().min(1),
-    branch: z.string().min(1),
-    /** os.hostname() of the machine whose disk holds the worktree. */
-    host: z.string().min(1),
-    workerId: z.string().optional(),
-    state: z.enum(WORKTREE_STATES),
-    createdAt: isoTime,
-    /** When it left `active`. */
-    finishedAt: isoTime.optional(),
-    /** Last write, and who made it (`worker <id>`, `merger <id>`, `ado worktrees cleanup`). */
-    updatedAt: isoTime,
-    updatedBy: z.string().min(1),
-    /** The task's commit (committed, merged) or the archive's. */
-    commit: z.string().optional(),
-    /** Where the work was kept (archived). */
-    archiveRef: z.string().optional(),
-    /** Why it was kept, or why it ended as it did. Required when kept. */
-    reason: z.string().optional(),
-  })
-  .refine((r) => r.state !== "kept" || (r.reason ?? "") !== "", { message: "a kept worktree needs a reason", path: ["reason"] });
-export type WorktreeRecord = z.infer<typeof WorktreeRecord>;
-
-/** Schema name and version of a registry value (KV values carry no header). */
-export const WORKTREE_RECORD: SchemaRef<WorktreeRecord> = { name: "worktree.record", version: 1, schema: WorktreeRecord };
-
-/** The key of a task's worktree: `<runId>.<taskId>` (ids hold no dots). */
-export const worktreeKey = (runId: string, taskId: string) => `${runId}.${taskId}`;
 
 /** A registry entry that did not decode; reported, never fatal. */
 export interface MalformedEntry {
@@ -91,7 +38,7 @@ export class WorktreeRegistry {
 
   /** Writes a whole record (validated first: a bad record is our bug, caught at the writer). */
   async put(record: WorktreeRecord): Promise<void> {
-    await this.kv.put(worktreeKey(record.runId, record.taskId), encodeValue(WORKTREE_RECORD, record));
+    await this.kv.put(taskKey(record.runId, record.taskId), encodeValue(WORKTREE_RECORD, record));
   }
 
   /**
@@ -105,8 +52,8 @@ export class WorktreeRegistry {
     patch: Partial<WorktreeRecord> & Pick<WorktreeRecord, "state" | "updatedBy">,
     fallback: Omit<WorktreeRecord, "state" | "updatedBy" | "updatedAt">,
   ): Promise<WorktreeRecord> {
-    const key = worktreeKey(runId, taskId);
-    for (let attempt = 1; ; attempt++) {
+    const key = taskKey(runId, taskId);
+    return retry(async () => {
       const entry = await this.kv.get(key);
       let current: WorktreeRecord | undefined;
       if (entry && entry.operation === "PUT") {
@@ -118,19 +65,16 @@ export class WorktreeRegistry {
       }
       const next: WorktreeRecord = { ...fallback, ...current, ...patch, updatedAt: new Date().toISOString() };
       const value = encodeValue(WORKTREE_RECORD, next);
-      try {
-        if (!entry) await this.kv.create(key, value);
-        else await this.kv.update(key, value, entry.revision);
-        return next;
-      } catch (err) {
-        if (attempt >= MAX_CAS_ATTEMPTS) throw err;
-      }
-    }
+      // A lost compare-and-set throws: read the fresh record and apply the patch again.
+      if (!entry) await this.kv.create(key, value);
+      else await this.kv.update(key, value, entry.revision);
+      return next;
+    }, { attempts: MAX_CAS_ATTEMPTS, backoff: Backoff.cas });
   }
 
   /** The task's record; undefined when absent. @throws DecodeError when it is malformed. */
   async get(runId: string, taskId: string): Promise<WorktreeRecord | undefined> {
-    const entry = await this.kv.get(worktreeKey(runId, taskId));
+    const entry = await this.kv.get(taskKey(runId, taskId));
     return entry && entry.operation === "PUT" ? decode(WORKTREE_RECORD, entry.value) : undefined;
   }
 

@@ -3,7 +3,7 @@
  * the validation) as `sh -c` leading its own process group, so a timeout or an abort
  * kills everything the command started, and nothing outlives the call.
  *
- * This is a small sibling of the worker's runProcessGroup (src/actors/worker/agents/
+ * This is a small sibling of the worker's runProcessGroup (src/agents/
  * process.ts) rather than a use of it: that one is tied to the worker's agent context
  * (suspender, task failure kinds), and the runtime layer must not import an actor's
  * code. One difference matters: the group is killed as soon as the leader exits, so a

@@ -22,11 +22,12 @@
  */
 import { hostname } from "node:os";
 import type { Logger } from "pino";
-import { errorMessage } from "../errors.js";
-import { silentLogger } from "../logger.js";
+import { errorMessage } from "../runtime/errors.js";
+import { silentLogger } from "../runtime/logger.js";
 import { WorktreeDirtyError } from "./errors.js";
-import type { WorktreeRecord, WorktreeRegistry, WorktreeState } from "./worktree-registry.js";
-import { archiveRef, type OrphanDir, ownerAlive, type WorktreeManager, type WorktreeStatus, YOUNG_WORKTREE_MS } from "./worktrees.js";
+import type { WorktreeRecord, WorktreeState } from "./worktree-record.js";
+import { type OrphanDir, ownerAlive, type WorktreeManager, type WorktreeStatus, YOUNG_WORKTREE_MS } from "./worktrees.js";
+import { archiveRef } from "../runtime/names.js";
 
 export interface CleanupPolicy {
   /** Worktrees with work, finished longer ago than this, are archived and removed. */
@@ -77,7 +78,6 @@ export interface PlanContext {
 /** Registry records by worktree path. */
 export type RecordsByPath = ReadonlyMap<string, WorktreeRecord>;
 
-export { archiveRef };
 
 /** Decides what cleanup does with each worktree (and orphan directory), and why. */
 export function planCleanup(
@@ -217,6 +217,16 @@ function age(ms: number): string {
   return `${Math.max(0, Math.round(ms))}ms`;
 }
 
+/** Where cleanup records what became of a task's worktree (the KV registry in src/runtime implements it). */
+export interface CleanupRegistry {
+  update(
+    runId: string,
+    taskId: string,
+    patch: Partial<WorktreeRecord> & Pick<WorktreeRecord, "state" | "updatedBy">,
+    fallback: Omit<WorktreeRecord, "state" | "updatedBy" | "updatedAt">,
+  ): Promise<unknown>;
+}
+
 /** What applying one decision did. */
 export interface CleanupOutcome extends CleanupItem {
   /** removed, archived (and removed), cleared, kept (as planned), or failed (kept, with `error`). */
@@ -228,7 +238,7 @@ export interface CleanupOutcome extends CleanupItem {
 export interface ApplyOptions {
   /** Only report what would happen. */
   dryRun?: boolean;
-  registry?: WorktreeRegistry;
+  registry?: CleanupRegistry;
   /** Written to the registry as `updatedBy`. */
   actor?: string;
   /** The repository, for registry records created here. */

@@ -148,3 +148,24 @@ async function describeFile(file: string): Promise<string | Buffer> {
   if (info.isFile()) return readFile(file);
   return "(directory)";
 }
+
+/** The number of first-parent commits up to `commit` (its generation on a branch), or undefined if git cannot tell. */
+export async function firstParentCount(repo: string, commit: string): Promise<number | undefined> {
+  const { stdout, exitCode } = await runGit(repo, ["rev-list", "--count", "--first-parent", commit], [0, 128]);
+  const n = exitCode === 0 ? Number(stdout.trim()) : NaN;
+  return Number.isInteger(n) ? n : undefined;
+}
+
+/**
+ * The paths `commit` changed since it forked from `from` (their merge base; `fallback`
+ * when they share none).
+ */
+export async function filesChangedSinceFork(repo: string, from: string, commit: string, fallback: string): Promise<string[]> {
+  const forkPoint = (await runGit(repo, ["merge-base", from, commit], [0, 1])).stdout.trim() || fallback;
+  return (await git(repo, ["diff", "--name-only", "-z", forkPoint, commit])).split("\0").filter(Boolean);
+}
+
+/** Whether `name` is a valid branch name (`git check-ref-format --branch`). */
+export async function isValidBranchName(repo: string, name: string): Promise<boolean> {
+  return (await runGit(repo, ["check-ref-format", "--branch", name], [0, 1, 128])).exitCode === 0;
+}

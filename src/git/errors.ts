@@ -2,7 +2,7 @@
  * Error classes of the git layer. They extend the runtime's `AdoError`, so each names
  * itself, keeps the error it wraps as `cause` and says whether retrying can succeed.
  */
-import { AdoError, type AdoErrorOptions } from "../errors.js";
+import { AdoError, type AdoErrorOptions } from "../runtime/errors.js";
 
 /** What a git process left behind when it exited non-zero. */
 export interface GitExit {

@@ -13,10 +13,11 @@
 import { mkdir, readdir, realpath, rm } from "node:fs/promises";
 import { hostname } from "node:os";
 import path from "node:path";
-import { KeyedMutex } from "../mutex.js";
+import { KeyedMutex } from "../runtime/mutex.js";
 import { GitCommandError } from "./errors.js";
-import { backoff, git, identityOptions, runGit, sleep } from "./exec.js";
+import { git, identityOptions, runGit } from "./exec.js";
 import { gitCommonDir } from "./plumbing.js";
+import { Backoff, retry } from "../runtime/retry.js";
 
 /**
  * Options for every git command run in a scratch worktree: the user's hooks must not run
@@ -168,13 +169,10 @@ function isAlive(pid: number): boolean {
 }
 
 async function retryOnLock<T>(op: () => Promise<T>, undo?: () => Promise<void>): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await op();
-    } catch (err) {
-      if (!(err instanceof GitCommandError && err.retryable) || attempt >= MAX_LOCK_ATTEMPTS) throw err;
-      await undo?.();
-      await sleep(backoff(attempt));
-    }
-  }
+  return retry(op, {
+    attempts: MAX_LOCK_ATTEMPTS,
+    backoff: Backoff.gitLock,
+    retryIf: (err) => err instanceof GitCommandError && err.retryable,
+    onRetry: () => undo?.(),
+  });
 }

@@ -6,7 +6,7 @@
 import { access, readFile, realpath, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { BranchNotFoundError, MergeRaceError } from "./errors.js";
-import { backoff, git, identityOptions, runGit, sleep } from "./exec.js";
+import { git, identityOptions, runGit } from "./exec.js";
 import { describeConflicts, hasLeftoverMarkers, mergeTreesDetailed } from "./conflicts.js";
 import { InvalidIntegrateOptionsError, ManualResolutionExistsError, NotAManualResolutionError } from "./integrate-errors.js";
 import {
@@ -22,11 +22,13 @@ import {
   validateCandidate,
   worktreeConflicts,
 } from "./integrate-step.js";
-import type { Conflict, IntegrateOptions, IntegrateOutcome, Resolved } from "./integrate.js";
+import type { Conflict, IntegrateOptions, IntegrateOutcome, Resolved } from "./integrate-types.js";
 import { compareAndSwap } from "./merge.js";
 import { gitText, readBlobs, treeOf } from "./plumbing.js";
 import { isAncestor, readBranch } from "./repo.js";
 import { addScratchWorktree, removeScratchWorktree, startMerge, unmergedPaths } from "./scratch.js";
+import { sleep } from "../runtime/clock.js";
+import { Backoff, backoffDelay } from "../runtime/retry.js";
 
 /** Name of the record prepareManualResolution leaves in the manual worktree's git dir. */
 const MANUAL_RECORD = "ado-manual-resolution.json";
@@ -154,7 +156,7 @@ export async function completeManualResolution(opts: IntegrateOptions, worktree:
         const byHand = record.files.filter((p) => !byRule.has(p)).map((p) => ({ path: p, by: "manual" as const }));
         return { kind: "merged", commit: candidate.commit, how: candidate.how, resolved: [...record.resolved, ...byHand] };
       }
-      await sleep(backoff(attempt));
+      await sleep(backoffDelay(attempt, Backoff.gitLock));
     }
     throw new MergeRaceError(opts.target, MAX_ATTEMPTS);
   } finally {

@@ -5,8 +5,10 @@
  * so concurrent mergers never lose one another's merges and no checkout is touched.
  */
 import { BranchNotFoundError, GitCommandError, MergeRaceError } from "./errors.js";
-import { backoff, git, identityOptions, runGit, sleep } from "./exec.js";
+import { git, identityOptions, runGit } from "./exec.js";
 import { isAncestor, readBranch, resolveCommit } from "./repo.js";
+import { sleep } from "../runtime/clock.js";
+import { Backoff, backoffDelay } from "../runtime/retry.js";
 
 /** What `mergeIntoBranch` did. Only a conflict leaves the target branch where it was. */
 export type MergeOutcome =
@@ -59,7 +61,7 @@ export async function mergeIntoBranch(repo: string, opts: MergeIntoBranchOptions
       outcome = { kind: "merged", commit, tree: result.tree };
     }
     if (await compareAndSwap(repo, opts.target, outcome.commit, old)) return outcome;
-    await sleep(backoff(attempt));
+    await sleep(backoffDelay(attempt, Backoff.gitLock));
   }
   throw new MergeRaceError(opts.target, MAX_MERGE_ATTEMPTS);
 }

@@ -24,12 +24,14 @@ import { hostname } from "node:os";
 import path from "node:path";
 import type { Logger } from "pino";
 import { z } from "zod";
-import { silentLogger } from "../logger.js";
-import { KeyedMutex } from "../mutex.js";
+import { silentLogger } from "../runtime/logger.js";
+import { KeyedMutex } from "../runtime/mutex.js";
 import { BranchConflictError, GitCommandError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "./errors.js";
-import { ADO_IDENTITY, backoff, git, identityOptions, runGit, sleep } from "./exec.js";
+import { ADO_IDENTITY, git, identityOptions, runGit } from "./exec.js";
 import { openRepo, readBranch } from "./repo.js";
 import { DEFAULT_INCLUDE, type IncludeSpec, type LocalFiles, populateWorktree } from "./worktree-include.js";
+import { ADO_REFS, archiveRef } from "../runtime/names.js";
+import { Backoff, retry } from "../runtime/retry.js";
 
 /** A worktree as `git worktree list` reports it. */
 export interface WorktreeEntry {
@@ -347,6 +349,40 @@ export class WorktreeManager {
   }
 
   /**
+   * Ends an attempt's worktree and keeps its work. What it holds (uncommitted changes,
+   * and commits the agent made itself) is committed and kept under `ref`; the worktree is
+   * removed (a registration whose directory is already gone too); and `branch` goes back
+   * to `base` when it still points at that work, so the next attempt starts clean on the
+   * same path and branch. Every step is safe to repeat (a successor redoing it).
+   * @returns the attempt's last commit (undefined when neither worktree nor branch is
+   *   left), and whether it held work of its own (then `ref` points at it).
+   */
+  async archiveAttempt(
+    worktreePath: string,
+    opts: { ref: string; branch: string; base: string; message: string },
+  ): Promise<{ commit: string | undefined; archived: boolean }> {
+    let head: string | undefined;
+    if (await isDir(worktreePath)) {
+      // The inputs file ado wrote for the agent is never part of its work.
+      await rm(path.join(worktreePath, ".ado"), { recursive: true, force: true });
+      head = (await this.commitAll(worktreePath, { message: opts.message })).commit;
+    } else {
+      head = await readBranch(this.#repo, opts.branch); // removed already (a predecessor's pass)
+    }
+    const archived = head !== undefined && head !== opts.base;
+    if (archived) await git(this.#repo, ["update-ref", "-m", opts.message, opts.ref, head!]);
+    await this.remove(worktreePath, { force: true }).catch(async (err: unknown) => {
+      // Registered but its directory gone: drop the registration (locked, so prune keeps it).
+      if (await isDir(worktreePath)) throw err;
+      await runGit(this.#repo, ["worktree", "remove", "--force", "--force", worktreePath], [0, 128]);
+    });
+    if (archived && (await readBranch(this.#repo, opts.branch)) === head) {
+      await git(this.#repo, ["update-ref", "-m", opts.message, `refs/heads/${opts.branch}`, opts.base, head!]);
+    }
+    return { commit: head, archived };
+  }
+
+  /**
    * Keeps a worktree's work under `ref` (created, never overwritten): its uncommitted
    * changes are committed on top of HEAD through a temporary index (the worktree's own
    * index and its branch are left as they are), or, when it has none, HEAD itself.
@@ -545,7 +581,7 @@ export class WorktreeManager {
   async #unmergedCount(e: WorktreeEntry): Promise<number | undefined> {
     if (!/^[0-9a-f]{40,64}$/.test(e.head)) return undefined;
     const exclude = e.branch ? [`--exclude=${e.branch}`] : [];
-    const out = await runGit(this.#repo, ["rev-list", "--count", e.head, "--not", ...exclude, "--branches", "--tags", "--remotes", "--glob=refs/ado/*"], [0, 128]);
+    const out = await runGit(this.#repo, ["rev-list", "--count", e.head, "--not", ...exclude, "--branches", "--tags", "--remotes", `--glob=${ADO_REFS}/*`], [0, 128]);
     return out.exitCode === 0 ? Number(out.stdout.trim()) : undefined;
   }
 
@@ -601,18 +637,18 @@ export class WorktreeManager {
 
   /** Runs `op`, retrying with backoff while git reports a lock held by another process. */
   async #retryOnLock<T>(what: string, op: () => Promise<T>, undo?: () => Promise<void>): Promise<T> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await op();
-      } catch (err) {
-        if (!(err instanceof GitCommandError && err.retryable) || attempt >= MAX_LOCK_ATTEMPTS) throw err;
+    return retry(op, {
+      attempts: MAX_LOCK_ATTEMPTS,
+      backoff: Backoff.gitLock,
+      retryIf: (err) => err instanceof GitCommandError && err.retryable,
+      onRetry: async (err, attempt) => {
         this.#log.warn({ err, attempt, op: what }, "git lock busy, retrying");
         // The undo meets the same contention (a branch delete takes packed-refs.lock).
         if (undo) await this.#retryOnLock(`undo ${what}`, undo);
-        await sleep(backoff(attempt));
-      }
-    }
+      },
+    });
   }
+
 
   /**
    * Clears what a failed `worktree add` may have left, so the retry starts clean: the
@@ -638,10 +674,6 @@ export class WorktreeManager {
   }
 }
 
-/** The archive ref of a task's worktree: `refs/ado/archive/<runId>/<taskId>/<UTC time>`. */
-export function archiveRef(runId: string, taskId: string, at: Date): string {
-  return `refs/ado/archive/${runId}/${taskId}/${at.toISOString().replace(/[:.]/g, "-")}`;
-}
 
 /** Whether the process that created a worktree still runs: undefined when it ran on another host. */
 export function ownerAlive(meta: Pick<WorktreeMeta, "host" | "pid">, host = hostname()): boolean | undefined {

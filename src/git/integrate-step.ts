@@ -22,10 +22,11 @@ import {
   stageContents,
 } from "./conflicts.js";
 import { IntegrationAbortedError, InvalidIntegrateOptionsError } from "./integrate-errors.js";
-import type { Conflict, IntegrateOptions, Merged, Resolved, ValidationFailed } from "./integrate.js";
+import type { Conflict, IntegrateOptions, Merged, Resolved, ValidationFailed } from "./integrate-types.js";
 import { gitBytes, gitText, indexInfoRecord } from "./plumbing.js";
 import { isAncestor, resolveCommit } from "./repo.js";
 import { addScratchTempDir, startMerge, unmergedPaths, withScratchWorktree } from "./scratch.js";
+import { MergeEnv } from "../runtime/names.js";
 
 /** Attempts at moving the target before giving up to other writers (MergeRaceError). */
 export const MAX_ATTEMPTS = 8;
@@ -253,7 +254,7 @@ export async function runRegenerate(s: Session, dir: string, plan: RulePlan): Pr
     const result = await runShell(rule.command ?? "", {
       cwd: dir,
       timeoutMs: rule.timeoutMs ?? REGENERATE_TIMEOUT_MS,
-      env: { ADO_REGENERATE_PATHS: conflicts.map((c) => c.path).join("\n") },
+      env: { [MergeEnv.regeneratePaths]: conflicts.map((c) => c.path).join("\n") },
       onOutput: (stream, chunk) => s.opts.onOutput?.(stream, chunk, "regenerate"),
       ...(s.opts.signal ? { signal: s.opts.signal } : {}),
     });
@@ -298,7 +299,7 @@ async function runResolver(
   const result = await runShell(resolver.command, {
     cwd: dir,
     timeoutMs: resolver.timeoutMs,
-    env: { ...resolver.env, ADO_CONFLICTS_FILE: conflictsFile },
+    env: { ...resolver.env, [MergeEnv.conflictsFile]: conflictsFile },
     onOutput: (stream, chunk) => s.opts.onOutput?.(stream, chunk, "resolver"),
     ...(s.opts.signal ? { signal: s.opts.signal } : {}),
   });
@@ -370,7 +371,7 @@ export async function validateCandidate(s: Session, candidate: string): Promise<
     runShell(spec.command, {
       cwd: dir,
       timeoutMs: spec.timeoutMs,
-      env: { ...spec.env, ADO_CANDIDATE: candidate },
+      env: { ...spec.env, [MergeEnv.candidate]: candidate },
       onOutput: (stream, chunk) => s.opts.onOutput?.(stream, chunk, "validate"),
       ...(s.opts.signal ? { signal: s.opts.signal } : {}),
     }),

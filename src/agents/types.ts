@@ -1,5 +1,5 @@
-import type { TaskFailure, TaskWork } from "../../../runtime/messages.js";
-import type { Suspender } from "./process.js";
+import type { TaskFailure, TaskWork } from "../runtime/messages.js";
+import type { Suspender } from "./suspender.js";
 
 /** Why a running task was stopped from outside. */
 export type StopReason = "cancelled" | "interrupted";

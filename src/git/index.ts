@@ -25,7 +25,10 @@ export {
   type RepoInfo,
   checkoutFingerprint,
   createBranchIfAbsent,
+  filesChangedSinceFork,
+  firstParentCount,
   isAncestor,
+  isValidBranchName,
   openRepo,
   readBranch,
   resolveCommit,
@@ -37,3 +40,23 @@ export {
   WorktreeManager,
   type WorktreeManagerOptions,
 } from "./worktrees.js";
+export { WorktreeRecord, WorktreeState, WORKTREE_STATES } from "./worktree-record.js";
+export {
+  type CleanupItem,
+  type CleanupOutcome,
+  type CleanupRegistry,
+  applyCleanup,
+  planCleanup,
+} from "./cleanup.js";
+export {
+  type GitAccess,
+  type RepoTarget,
+  GIT_ACCESS,
+  fetchRunBranches,
+  publishRunBase,
+  pushRef,
+  RemoteClones,
+  RepoAccess,
+} from "./remote.js";
+export { type WorktreesConfig, WorktreesConfigSchema, worktreesDefault } from "./worktree-config.js";
+export { type OrphanDir, type WorktreeStatus } from "./worktrees.js";

@@ -5,7 +5,7 @@
  * caller expects (a conflict, a failed validation, a refused --merge-into) are returned
  * values, not errors: these are for input that is wrong and for interruptions.
  */
-import { AdoError } from "../errors.js";
+import { AdoError } from "../runtime/errors.js";
 
 /** The options of an integration are invalid (a rule without paths, a bad mode, ...). */
 export class InvalidIntegrateOptionsError extends AdoError {

@@ -61,13 +61,3 @@ export async function identityOptions(cwd: string): Promise<string[]> {
   if (!keys.has("user.email")) options.push("-c", `user.email=${ADO_IDENTITY.email}`);
   return options;
 }
-
-/** Waits `ms` milliseconds. */
-export function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** A delay of about `base * attempt` ms, jittered so that retrying processes spread out. */
-export function backoff(attempt: number, base = 25): number {
-  return base * attempt * (0.5 + Math.random());
-}

@@ -12,15 +12,18 @@
  * in it: tasks get worktrees of it, merges need none.
  */
 import { createHash } from "node:crypto";
-import { homedir } from "node:os";
 import { mkdir, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
 import type { Logger } from "pino";
-import { AdoError } from "../errors.js";
-import { silentLogger } from "../logger.js";
-import { KeyedMutex } from "../mutex.js";
+import { AdoError } from "../runtime/errors.js";
+import { silentLogger } from "../runtime/logger.js";
+import { KeyedMutex } from "../runtime/mutex.js";
 import { GitCommandError } from "./errors.js";
 import { git, runGit } from "./exec.js";
+import { runBaseRef, runBranchPrefix, runRefs } from "../runtime/names.js";
+
+/** Every branch of a run, fetched under the same names. */
+const runBranchesRefspec = (runId: string) => `+refs/heads/${runBranchPrefix(runId)}*:refs/heads/${runBranchPrefix(runId)}*`;
 
 /** The remote could not be read or written: unreachable, no such repository, no access. */
 export class RemoteGitError extends AdoError {
@@ -41,7 +44,7 @@ export class RemoteGitError extends AdoError {
 /** A commit the run needs is on no ref of the run on the remote. */
 export class MissingCommitError extends AdoError {
   constructor(url: string, runId: string, commit: string) {
-    super(`commit ${commit} of run ${runId} is not on '${url}' (fetched refs/ado/runs/${runId}/* and refs/heads/ado/${runId}/*): was the run's base pushed?`, {
+    super(`commit ${commit} of run ${runId} is not on '${url}' (fetched ${runRefs(runId)}/* and refs/heads/${runBranchPrefix(runId)}*): was the run's base pushed?`, {
       retryable: false,
     });
   }
@@ -54,17 +57,10 @@ export class PushRejectedError extends AdoError {
   }
 }
 
-export const runBaseRef = (runId: string) => `refs/ado/runs/${runId}/base`;
-
-/** Default directory of this host's clones: beside the worktrees, in the user's cache. */
-export function defaultCloneDir(env = process.env): string {
-  const cache = env.XDG_CACHE_HOME || path.join(homedir(), ".cache");
-  return path.join(cache, "ado", "clones");
-}
 
 /** The refspecs that bring one run's refs from the remote into a clone, under the same names. */
 function runRefspecs(runId: string): string[] {
-  return [`+refs/ado/runs/${runId}/*:refs/ado/runs/${runId}/*`, `+refs/heads/ado/${runId}/*:refs/heads/ado/${runId}/*`];
+  return [`+${runRefs(runId)}/*:${runRefs(runId)}/*`, runBranchesRefspec(runId)];
 }
 
 /** One bare clone per remote URL under `dir`, created on first use. */
@@ -198,7 +194,7 @@ export async function publishRunBase(repo: string, url: string, runId: string, c
  */
 export async function fetchRunBranches(repo: string, url: string, runId: string): Promise<void> {
   try {
-    await git(repo, ["fetch", "-q", "--no-tags", url, `+refs/heads/ado/${runId}/*:refs/heads/ado/${runId}/*`]);
+    await git(repo, ["fetch", "-q", "--no-tags", url, runBranchesRefspec(runId)]);
   } catch (err) {
     throw new RemoteGitError(url, `fetch the branches of run ${runId} from`, err);
   }

@@ -11,11 +11,13 @@
 import { stat } from "node:fs/promises";
 import path from "node:path";
 import { BranchNotFoundError, MergeRaceError } from "./errors.js";
-import { backoff, git, identityOptions, runGit, sleep } from "./exec.js";
+import { git, identityOptions, runGit } from "./exec.js";
 import { mergeTreesDetailed } from "./conflicts.js";
 import { compareAndSwap } from "./merge.js";
 import { gitText } from "./plumbing.js";
 import { isAncestor, readBranch } from "./repo.js";
+import { sleep } from "../runtime/clock.js";
+import { Backoff, backoffDelay } from "../runtime/retry.js";
 
 export interface MergeIntoTargetOptions {
   /** Any directory in the repository. */
@@ -91,7 +93,7 @@ export async function mergeIntoTarget(opts: MergeIntoTargetOptions): Promise<Mer
     if (await compareAndSwap(repo, opts.into, commit, into)) {
       return { kind: fastForward ? "fast-forward" : "merged", commit };
     }
-    await sleep(backoff(attempt));
+    await sleep(backoffDelay(attempt, Backoff.gitLock));
   }
   throw new MergeRaceError(opts.into, MAX_ATTEMPTS);
 }

@@ -1,0 +1,47 @@
+/**
+ * Durations, one dialect for every file and flag: a number with a unit (`250ms`, `30s`,
+ * `5m`, `1.5h`, `7d`, `2w`) or a bare number of seconds; shown by formatDuration. A leaf
+ * module (the git layer's config uses it too).
+ */
+import { z } from "zod";
+
+const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const;
+
+export const DURATION_HINT = 'a duration like "250ms", "30s", "5m", "1h" or "7d", or a number of seconds';
+
+/**
+ * Milliseconds, or undefined when `v` is not a duration: a bare number is seconds; a
+ * string needs its unit (a bare "100" would be ambiguous).
+ */
+export function parseDuration(v: unknown): number | undefined {
+  if (typeof v === "number") return Number.isFinite(v) ? Math.round(v * 1000) : undefined;
+  if (typeof v !== "string") return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/.exec(v.trim());
+  return m ? Math.round(Number(m[1]) * UNIT_MS[m[2] as keyof typeof UNIT_MS]) : undefined;
+}
+
+/** A duration field: must be more than zero. Says what is allowed when it is not. */
+export const DurationSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
+  const value = parseDuration(v);
+  if (value === undefined) {
+    ctx.addIssue({ code: "custom", message: `expected ${DURATION_HINT}, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  if (value <= 0) {
+    ctx.addIssue({ code: "custom", message: `must be more than zero, got ${JSON.stringify(v)}` });
+    return z.NEVER;
+  }
+  return value;
+});
+
+/** A duration for people: `850ms`, `12.3s`, `4m05s`, `1h02m`, `3d04h`. */
+export function formatDuration(millis: number): string {
+  const t = Math.max(0, millis);
+  if (t < 1_000) return `${Math.round(t)}ms`;
+  if (t < 60_000) return `${(t / 1_000).toFixed(1)}s`;
+  const s = Math.floor(t / 1_000);
+  const pad = (n: number) => String(n).padStart(2, "0");
+  if (s < 3_600) return `${Math.floor(s / 60)}m${pad(s % 60)}s`;
+  if (s < 86_400) return `${Math.floor(s / 3_600)}h${pad(Math.floor((s % 3_600) / 60))}m`;
+  return `${Math.floor(s / 86_400)}d${pad(Math.floor((s % 86_400) / 3_600))}h`;
+}

@@ -1,0 +1,74 @@
+import type { KV, KvEntry } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { decode, type SchemaRef } from "./codec.js";
+import { errorMessage } from "./errors.js";
+import type { Logger } from "./logger.js";
+
+export interface KvWatchOptions<T> {
+  kv: KV;
+  /** What every value must decode as; one that does not is logged and skipped, never fatal. */
+  schema: SchemaRef<T>;
+  /** A new value of a key (also each current value when the watch starts or restarts). */
+  onPut: (key: string, value: T, entry: KvEntry) => void;
+  /** A key deleted or purged. */
+  onDelete?: (key: string, entry: KvEntry) => void;
+  /** Restart the watch after every reconnect of this connection (see start()). */
+  nc: NatsConnection;
+  log: Logger;
+  /** What the values are, for logs ("control record"). */
+  what: string;
+}
+
+/**
+ * A typed watch of a whole KV bucket that survives reconnects. After a reconnect the
+ * watch is started afresh rather than left to notice its lost consumer by missed
+ * heartbeats (seconds, more under load): a fresh watch replays every key's current
+ * value, so what changed while the connection was down is seen at once. Consumers must
+ * therefore take a replayed value for what it is: the current state, not news (compare
+ * revisions where that matters).
+ */
+export class KvWatch<T> {
+  private stopWatch?: () => void;
+  private stopped = false;
+
+  constructor(private readonly o: KvWatchOptions<T>) {}
+
+  /** Starts watching; resolves once the watch is open (its replay then arrives in order). */
+  async start(): Promise<void> {
+    await this.watch();
+    void (async () => {
+      for await (const s of this.o.nc.status()) {
+        if (this.stopped) break;
+        if (s.type !== "reconnect") continue;
+        this.stopWatch?.();
+        await this.watch().catch((err) => this.o.log.warn({ err: errorMessage(err), what: this.o.what }, "KV watch restart failed"));
+      }
+    })();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.stopWatch?.();
+  }
+
+  private async watch(): Promise<void> {
+    const watch = await this.o.kv.watch();
+    this.stopWatch = () => watch.stop();
+    void (async () => {
+      for await (const e of watch) {
+        if (e.operation !== "PUT") {
+          this.o.onDelete?.(e.key, e);
+          continue;
+        }
+        let value: T;
+        try {
+          value = decode(this.o.schema, e.value);
+        } catch (err) {
+          this.o.log.warn({ key: e.key, err: errorMessage(err) }, `unreadable ${this.o.what} ignored`);
+          continue;
+        }
+        this.o.onPut(e.key, value, e);
+      }
+    })();
+  }
+}

@@ -1,0 +1,151 @@
+/**
+ * ado's vocabulary: every key, branch, ref, message id and environment variable name
+ * that more than one part of ado reads or writes. Nothing else spells them (subjects,
+ * streams, consumers and buckets are topology.ts's). Run, task and worker ids hold
+ * letters, digits, `_` and `-` only (ids.ts), so `.` and `/` separate them safely.
+ *
+ * This module imports nothing: the git layer uses it as well as the actors.
+ */
+
+interface TaskRef {
+  runId: string;
+  taskId: string;
+}
+interface AttemptRef extends TaskRef {
+  attempt: number;
+}
+
+// ---- keys ---------------------------------------------------------------------------
+
+/**
+ * A task's key, `<run>.<task>`: in the `tasks`, `control`, `hitl` and `worktrees`
+ * buckets, and the id of the task's HITL record.
+ */
+export const taskKey = (runId: string, taskId: string): string => `${runId}.${taskId}`;
+
+/** The `tasks` keys of one run (a KV key filter). */
+export const runTaskKeys = (runId: string): string => `${runId}.*`;
+
+/** An attempt's key, `<run>.<task>.<attempt>`: its claim in `claims`, and the root of its message ids. */
+export const attemptKey = (a: AttemptRef): string => `${a.runId}.${a.taskId}.${a.attempt}`;
+
+/** A control key: the run id for the whole run, `<run>.<task>` for one task. */
+export const controlKey = (runId: string, taskId?: string): string => (taskId ? taskKey(runId, taskId) : runId);
+
+/** Splits a task key back into its ids (undefined when it is not one). */
+export function parseTaskKey(key: string): TaskRef | undefined {
+  const m = /^([A-Za-z0-9][A-Za-z0-9_-]*)\.([A-Za-z0-9][A-Za-z0-9_-]*)$/.exec(key);
+  return m ? { runId: m[1]!, taskId: m[2]! } : undefined;
+}
+
+// ---- branches and refs --------------------------------------------------------------
+
+/** Every branch of a run lives under `ado/<run>/`. */
+export const runBranchPrefix = (runId: string): string => `ado/${runId}/`;
+/** A task's branch: `ado/<run>/<task>`. */
+export const taskBranch = (runId: string, taskId: string): string => `ado/${runId}/${taskId}`;
+/** The run's integration branch: `ado/<run>/integration`. */
+export const integrationBranch = (runId: string): string => `ado/${runId}/integration`;
+/** The branch of a person's manual resolution of a task's merge, per HITL round. */
+export const manualBranch = (runId: string, taskId: string, round: number): string => `ado/${runId}/_manual/${taskId}-r${round}`;
+
+/** ado's own refs, outside `refs/heads`: never shown as branches, never garbage. */
+export const ADO_REFS = "refs/ado";
+/** Where a failed or lost attempt's work is kept: `refs/ado/attempts/<run>/<task>/<attempt>`. */
+export const attemptRef = (runId: string, taskId: string, attempt: number): string => `${ADO_REFS}/attempts/${runId}/${taskId}/${attempt}`;
+/** Where cleanup keeps a worktree's work before removing it: `refs/ado/archive/<run>/<task>/<UTC time>`. */
+export const archiveRef = (runId: string, taskId: string, at: Date): string =>
+  `${ADO_REFS}/archive/${runId}/${taskId}/${at.toISOString().replace(/[:.]/g, "-")}`;
+/** A run's refs on a remote: `refs/ado/runs/<run>/...`. */
+export const runRefs = (runId: string): string => `${ADO_REFS}/runs/${runId}`;
+/** The commit a run starts from, pushed to the remote before it is submitted. */
+export const runBaseRef = (runId: string): string => `${runRefs(runId)}/base`;
+
+// ---- message ids (JetStream deduplication) --------------------------------------------
+
+/**
+ * Nats-Msg-Id of each message that must be stored once. A replay of the same step
+ * produces the same id (and is dropped by the server within the duplicate window); a
+ * new step that must not be mistaken for an old one gets a new id.
+ */
+export const msgIds = {
+  /** A run submission (a `--wait` resubmission adds its try). */
+  submit: (runId: string, attempt?: number) => (attempt === undefined ? runId : `${runId}.wait${attempt}`),
+  /** The scheduler's ready message for an attempt. */
+  ready: (a: AttemptRef) => attemptKey(a),
+  /**
+   * The balancer's work message: it names the ready message it came from (stream
+   * sequence), so a redelivery of that message is deduplicated but work handed back or
+   * re-queued (a new ready message) is sent again.
+   */
+  work: (a: AttemptRef, readySeq: number) => `${attemptKey(a)}.${readySeq}`,
+  /** A worker's result for an attempt. */
+  result: (a: AttemptRef) => `${attemptKey(a)}.result`,
+  /** Queued work a draining worker puts back on the ready queue. */
+  handBack: (a: AttemptRef, workerId: string) => `${attemptKey(a)}.handback.${workerId}`,
+  /** The stealer's `interrupted` result for an attempt lost with its worker. */
+  lost: (a: AttemptRef) => `${attemptKey(a)}.lost`,
+  /**
+   * Unstarted work the stealer puts back on the ready queue: it names the message moved
+   * (its work-stream sequence), so a successor moving it again is deduplicated but the
+   * same attempt sent to the dead worker once more is moved too.
+   */
+  requeue: (a: AttemptRef, workerId: string, workSeq: number) => `${attemptKey(a)}.requeue.${workerId}.${workSeq}`,
+  /** The scheduler's merge request for a task. */
+  merge: (t: TaskRef) => taskKey(t.runId, t.taskId),
+  /** A person's HITL resolution, per round. */
+  resolve: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.resolve.${round}`,
+  /** The merger's result of a task's first merge (round 0) or of a HITL round. */
+  mergeResult: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.merge${round ? `.r${round}` : ""}`,
+  /** The scheduler's `merge.into` request of a run, and the merger's answer. */
+  mergeInto: (runId: string) => `${runId}._.into`,
+  mergeIntoResult: (runId: string) => `${runId}._.into.result`,
+  /** The scheduler's cancel of a run past its maxDuration. */
+  deadline: (runId: string) => `${runId}.deadline`,
+  /** An event, by default once per run/task, attempt and type. */
+  event: (e: { runId: string; type: string }, taskId: string | undefined, attempt: number) => `${e.runId}.${taskId ?? "_"}.${attempt}.${e.type}`,
+  /** Events that recur within an attempt: each stop of a run for a person, and its end. */
+  runAttention: (runId: string, round: number) => `${runId}._.attention.${round}`,
+  runContinued: (runId: string, round: number) => `${runId}._.continued.${round}`,
+  /** Merge events of a HITL round. */
+  mergeResolved: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.${round}.merge.resolved`,
+  mergeConflict: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.${round}.merge.conflict`,
+  hitlRequired: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.${round}.hitl`,
+} as const;
+
+// ---- environment given to agents and merge commands ---------------------------------
+
+/**
+ * The variables an agent's process gets (and everything it starts inherits). The
+ * stealer finds a dead worker's leftover processes by `workerId`.
+ */
+export const AgentEnv = {
+  runId: "ADO_RUN_ID",
+  taskId: "ADO_TASK_ID",
+  attempt: "ADO_ATTEMPT",
+  workerId: "ADO_WORKER_ID",
+  branch: "ADO_BRANCH",
+  prompt: "ADO_PROMPT",
+  /** The prompt as a file: always set (the prompt may be too large for the environment). */
+  promptFile: "ADO_PROMPT_FILE",
+  inputs: "ADO_INPUTS",
+  inputsFile: "ADO_INPUTS_FILE",
+} as const;
+
+/** The variables merge commands get (rules' `regenerate`, the resolver agent, `validate`). */
+export const MergeEnv = {
+  runId: "ADO_RUN_ID",
+  taskId: "ADO_TASK_ID",
+  taskBranch: "ADO_TASK_BRANCH",
+  /** The resolver's JSON file of conflicts and context. */
+  conflictsFile: "ADO_CONFLICTS_FILE",
+  /** The paths a `regenerate` rule matched, one a line. */
+  regeneratePaths: "ADO_REGENERATE_PATHS",
+  /** The candidate commit `validate` runs on. */
+  candidate: "ADO_CANDIDATE",
+} as const;
+
+/** The directory ado writes into a task's worktree for its agent (never committed). */
+export const WORKTREE_ADO_DIR = ".ado";
+/** The fan-in inputs file in it. */
+export const INPUTS_FILE = "inputs.json";
