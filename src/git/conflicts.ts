@@ -14,7 +14,7 @@
  */
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
-import picomatch from "picomatch";
+import { globList } from "./globs.js";
 import { runGit } from "./exec.js";
 import { InvalidIntegrateOptionsError } from "./integrate-errors.js";
 import { gitBytes, isBinary, readBlobs, writeBlob } from "./plumbing.js";
@@ -24,9 +24,9 @@ export type PathStrategy = "union" | "ours" | "theirs" | "regenerate";
 
 /**
  * A per-path conflict strategy. The first rule whose globs match a conflicted path
- * decides it. Globs are matched (picomatch, dotfiles included) against the
- * repository-relative path; a glob without `/` matches the file name at any depth, as
- * in .gitattributes (`CHANGELOG.md`, `*.lock`).
+ * decides it. Globs are ado's one dialect (globs.ts, .gitignore's rule): a glob without
+ * `/` matches at any depth, as in .gitattributes (`CHANGELOG.md`, `*.lock`); `/x` or
+ * `docs/*.md` are anchored at the root.
  */
 export interface PathRule {
   paths: string[];
@@ -164,9 +164,9 @@ export function compileRules(rules: readonly PathRule[]): (file: string) => Path
     if (rule.timeoutMs !== undefined && !(rule.timeoutMs > 0)) {
       throw new InvalidIntegrateOptionsError(`${where} has timeoutMs ${rule.timeoutMs}: give a positive number of milliseconds`);
     }
-    return { rule, match: picomatch(rule.paths, { dot: true, basename: true }) };
+    return { rule, paths: globList(rule.paths) };
   });
-  return (file) => compiled.find((c) => c.match(file))?.rule;
+  return (file) => compiled.find((c) => c.paths.matches(file))?.rule;
 }
 
 /** The ConflictFile record (sides as text when they are text) of each conflicted path. */

@@ -4,7 +4,7 @@
  *
  *   worktrees:
  *     include: [".env", "config/*.local.json"]   # copied into each new worktree
- *     dependencies: ["node_modules", "** /.venv"] # large dirs: shared or skipped, never copied
+ *     dependencies: ["node_modules", ".venv"]     # large dirs (at any depth): shared or skipped, never copied
  *     dependencyMode: symlink                      # or skip (default)
  *     maxCopyBytes: 268435456                      # the include list's budget per worktree
  *     cleanupAfter: 7d                             # finished worktrees older than this go
@@ -15,7 +15,8 @@
  * removed silently: see cleanup.ts.
  */
 import { z } from "zod";
-import { DEFAULT_INCLUDE, patternProblems } from "./worktree-include.js";
+import { patternProblems } from "./globs.js";
+import { DEFAULT_INCLUDE } from "./worktree-include.js";
 import { DurationSchema } from "../runtime/duration.js";
 
 const patterns = (what: string) =>

@@ -4,20 +4,22 @@
  * and large dependency directories (`node_modules`, `.venv`) are shared through a
  * symlink or skipped, never copied blindly.
  *
- * Patterns are globs relative to the checkout's root: `*` and `?` stay within one path
- * segment, `**` spans any number of directories, `[abc]` is a class, a leading `!`
- * excludes what earlier patterns matched, a trailing `/` matches directories only.
- * `.env` therefore means the root's `.env` only; `**` then `/.env` means every `.env`.
- * Walks never enter `.git` or a dependency directory.
+ * Patterns are ado's one glob dialect, .gitignore's rule (globs.ts): `.env` is every
+ * `.env`, `/.env` the root's only, `config/*.local.json` is anchored at the root.
+ * Candidates are what git does not track (it lists them); the walk never enters `.git`
+ * or a dependency directory.
  *
  * Only paths the new worktree lacks are created: a tracked file is never overwritten
- * with the user's copy, and a directory the worktree already has is left alone. The paths created are returned, so the manager can keep them
- * out of the task's commits (see worktrees.ts).
+ * with the user's copy, and a directory the worktree already has is left alone. The
+ * paths created are returned, so the manager can keep them out of the task's commits
+ * (see worktrees.ts).
  */
 import { constants } from "node:fs";
-import { copyFile, lstat, mkdir, readdir, readlink, stat, symlink } from "node:fs/promises";
+import { copyFile, lstat, mkdir, readdir, readlink, symlink } from "node:fs/promises";
 import path from "node:path";
 import { IncludeTooLargeError } from "./errors.js";
+import { git } from "./exec.js";
+import { type GlobList, globList } from "./globs.js";
 
 /** How a worktree is populated from the user's checkout (config `worktrees`). */
 export interface IncludeSpec {
@@ -53,152 +55,43 @@ export interface LocalFiles {
 }
 
 /**
- * A compiled glob: one matcher per path segment, `"**"` for any number of segments.
- * `dirOnly` is set by a trailing `/`.
+ * What the checkout holds beyond its commit: untracked and ignored paths, as git lists
+ * them (`ls-files --others --directory`: a directory with nothing tracked in it is one
+ * entry, `dir/`). Git walks the tree in C, skipping what it tracks; ado then only looks
+ * inside those directories when a pattern may match there.
  */
-interface Glob {
-  source: string;
-  segments: Array<RegExp | "**" | string>;
-  negated: boolean;
-  dirOnly: boolean;
+async function untrackedEntries(root: string): Promise<Array<{ rel: string; isDir: boolean }>> {
+  const out = await git(root, ["ls-files", "-z", "--others", "--directory", "--no-empty-directory"]);
+  return out
+    .split("\0")
+    .filter(Boolean)
+    .map((e) => (e.endsWith("/") ? { rel: e.slice(0, -1), isDir: true } : { rel: e, isDir: false }));
 }
 
 /**
- * Checks a pattern list for mistakes a person can fix, returning one message per
- * problem (empty when all are fine). The config loader reports these.
+ * The checkout's paths that the include list selects, and its dependency directories.
+ * A selected directory is taken whole; dependency directories are never entered, and
+ * include patterns never reach into them.
  */
-export function patternProblems(patterns: readonly string[]): string[] {
-  const problems: string[] = [];
-  for (const p of patterns) {
-    const body = p.startsWith("!") ? p.slice(1) : p;
-    if (body.trim() === "") problems.push(`'${p}' is empty`);
-    else if (path.isAbsolute(body) && !body.startsWith("/")) problems.push(`'${p}' must be relative to the repository root`);
-    else if (body.split("/").some((s) => s === ".." || s === ".")) problems.push(`'${p}' may not contain '.' or '..' segments`);
-    else if (body.split("/").includes(".git")) problems.push(`'${p}' may not reach into .git`);
-  }
-  return problems;
-}
-
-function compile(pattern: string): Glob {
-  const negated = pattern.startsWith("!");
-  let body = negated ? pattern.slice(1) : pattern;
-  const dirOnly = body.endsWith("/");
-  body = body.replace(/^\/+/, "").replace(/\/+$/, "");
-  const segments = body
-    .split("/")
-    .filter((s) => s !== "")
-    .map((s) => (s === "**" ? ("**" as const) : /[*?[]/.test(s) ? segmentRegExp(s) : s));
-  return { source: pattern, segments, negated, dirOnly };
-}
-
-/** One path segment's glob as an anchored regular expression. */
-function segmentRegExp(segment: string): RegExp {
-  let re = "";
-  for (let i = 0; i < segment.length; i++) {
-    const c = segment[i]!;
-    if (c === "*") re += "[^/]*";
-    else if (c === "?") re += "[^/]";
-    else if (c === "[") {
-      const end = segment.indexOf("]", i + 2);
-      if (end < 0) {
-        re += "\\[";
-        continue;
-      }
-      let cls = segment.slice(i + 1, end).replace(/\\/g, "\\\\");
-      if (cls.startsWith("!")) cls = "^" + cls.slice(1);
-      re += `[${cls}]`;
-      i = end;
-    } else re += c.replace(/[.+^${}()|\\\]]/g, "\\$&");
-  }
-  return new RegExp(`^${re}$`);
-}
-
-function segmentMatches(m: RegExp | string, name: string): boolean {
-  return typeof m === "string" ? m === name : m.test(name);
-}
-
-/** Whether `rel` (segments) matches the whole glob. */
-function matchesPath(segs: Glob["segments"], parts: readonly string[], i = 0, j = 0): boolean {
-  if (i === segs.length) return j === parts.length;
-  const s = segs[i]!;
-  if (s === "**") {
-    for (let k = j; k <= parts.length; k++) if (matchesPath(segs, parts, i + 1, k)) return true;
-    return false;
-  }
-  return j < parts.length && segmentMatches(s, parts[j]!) && matchesPath(segs, parts, i + 1, j + 1);
-}
-
-/** Collects paths of the checkout matching one glob, never entering `.git` or a pruned directory. */
-async function expand(
-  root: string,
-  glob: Glob,
-  prune: (rel: string) => boolean,
-  out: Map<string, boolean>,
-  i = 0,
-  rel = "",
-): Promise<void> {
-  if (i === glob.segments.length) {
-    if (rel === "") return;
-    const info = await lstat(path.join(root, rel)).catch(() => undefined);
-    if (!info) return;
-    const isDir = info.isDirectory() || (info.isSymbolicLink() && (await stat(path.join(root, rel)).then((s) => s.isDirectory(), () => false)));
-    if (!glob.dirOnly || isDir) out.set(rel, isDir);
-    return;
-  }
-  const seg = glob.segments[i]!;
-  if (typeof seg === "string" && seg !== "**") {
-    // A literal segment needs no directory listing: the common `.env`, `config/local.yaml`.
-    const child = rel ? `${rel}/${seg}` : seg;
-    if (seg === ".git") return;
-    if (i + 1 < glob.segments.length && prune(child)) return;
-    return expand(root, glob, prune, out, i + 1, child);
-  }
-  let entries: import("node:fs").Dirent[];
-  try {
-    entries = await readdir(path.join(root, rel), { withFileTypes: true });
-  } catch {
-    return; // not a directory, or gone
-  }
-  if (seg === "**") {
-    await expand(root, glob, prune, out, i + 1, rel); // zero directories
-    for (const e of entries) {
-      if (!e.isDirectory() || e.name === ".git") continue;
-      const child = rel ? `${rel}/${e.name}` : e.name;
-      if (prune(child)) continue;
-      await expand(root, glob, prune, out, i, child);
+async function selectLocal(root: string, include: GlobList, deps: GlobList): Promise<{ include: Map<string, boolean>; deps: string[] }> {
+  const selected = new Map<string, boolean>();
+  const depDirs: string[] = [];
+  const visit = async (rel: string, isDir: boolean): Promise<void> => {
+    if (isDir && deps.matches(rel, true)) {
+      depDirs.push(rel);
+      return;
     }
-    return;
-  }
-  for (const e of entries) {
-    if (e.name === ".git" || !segmentMatches(seg, e.name)) continue;
-    const child = rel ? `${rel}/${e.name}` : e.name;
-    if (i + 1 < glob.segments.length && (!e.isDirectory() || prune(child))) continue;
-    await expand(root, glob, prune, out, i + 1, child);
-  }
-}
-
-/**
- * The checkout's paths matching a pattern list (later `!` patterns remove earlier
- * matches), with whether each is a directory. A path inside another match is dropped:
- * copying or linking the outer one covers it.
- */
-async function resolvePatterns(root: string, patterns: readonly string[], prune: (rel: string) => boolean): Promise<Map<string, boolean>> {
-  const found = new Map<string, boolean>();
-  const globs = patterns.map(compile);
-  for (const g of globs) {
-    if (g.negated) {
-      for (const rel of [...found.keys()]) if (matchesPath(g.segments, rel.split("/"))) found.delete(rel);
-      continue;
+    if (include.matches(rel, isDir)) {
+      selected.set(rel, isDir);
+      return;
     }
-    await expand(root, g, prune, found);
-  }
-  const sorted = [...found.keys()].sort();
-  const kept = new Map<string, boolean>();
-  for (const rel of sorted) {
-    if ([...kept.keys()].some((outer) => rel.startsWith(outer + "/"))) continue;
-    kept.set(rel, found.get(rel)!);
-  }
-  return kept;
+    if (!isDir || !(include.mayMatchWithin(rel) || deps.mayMatchWithin(rel))) return;
+    const entries = await readdir(path.join(root, rel), { withFileTypes: true }).catch(() => []);
+    for (const e of entries) if (e.name !== ".git") await visit(`${rel}/${e.name}`, e.isDirectory());
+  };
+  // git lists a symlink (to a directory too) as a file: it is copied as a link.
+  for (const e of await untrackedEntries(root)) await visit(e.rel, e.isDir);
+  return { include: selected, deps: depDirs.sort() };
 }
 
 /** One file (or symlink) to create in the worktree. */
@@ -219,14 +112,14 @@ interface PlannedCopy {
 export async function populateWorktree(source: string, target: string, spec: IncludeSpec): Promise<LocalFiles> {
   const result: LocalFiles = { copied: [], linked: [], skipped: [], bytes: 0 };
   if (spec.include.length === 0 && spec.dependencies.length === 0) return result;
-  const depGlobs = spec.dependencies.filter((p) => !p.startsWith("!")).map(compile);
-  const isDependency = (rel: string) => depGlobs.some((g) => matchesPath(g.segments, rel.split("/")));
+  const include = globList(spec.include);
+  const deps = globList(spec.dependencies);
+  const isDependency = (rel: string) => deps.matches(rel, true);
   const absent = async (rel: string) => (await lstat(path.join(target, rel)).catch(() => undefined)) === undefined;
+  const local = await selectLocal(source, include, deps);
 
-  // Dependency directories first: include patterns never walk into them.
-  const deps = await resolvePatterns(source, spec.dependencies, isDependency);
-  for (const [rel, isDir] of deps) {
-    if (!isDir || !(await absent(rel))) continue;
+  for (const rel of local.deps) {
+    if (!(await absent(rel))) continue;
     if (spec.dependencyMode === "skip") {
       result.skipped.push(rel);
       continue;
@@ -240,9 +133,8 @@ export async function populateWorktree(source: string, target: string, spec: Inc
   const plan: PlannedCopy[] = [];
   const tops: string[] = [];
   let planned = 0;
-  const matches = await resolvePatterns(source, spec.include, isDependency);
-  for (const [rel] of matches) {
-    if (isDependency(rel) || !(await absent(rel))) continue;
+  for (const rel of [...local.include.keys()].sort()) {
+    if (!(await absent(rel))) continue;
     const visit = async (r: string): Promise<void> => {
       const from = path.join(source, r);
       const info = await lstat(from).catch(() => undefined);
@@ -260,7 +152,7 @@ export async function populateWorktree(source: string, target: string, spec: Inc
         }
       }
       if (planned > spec.maxCopyBytes) {
-        const pattern = spec.include.find((p) => !p.startsWith("!") && matchesPath(compile(p).segments, rel.split("/"))) ?? rel;
+        const pattern = include.patternOf(rel) ?? rel;
         throw new IncludeTooLargeError(pattern, planned, spec.maxCopyBytes);
       }
     };

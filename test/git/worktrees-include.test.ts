@@ -119,11 +119,21 @@ describe("worktrees - include list", () => {
     expect(await manager.remove(wt.path)).toBe(false); // already gone: nothing to do
   });
 
+  it("the one glob dialect: a name without '/' is copied at any depth, '/name' only at the root", async () => {
+    const { repo, worktrees, root } = await projectRepo();
+    const anywhere = new WorktreeManager({ repo, baseDir: worktrees, include: { include: [".env"] } });
+    expect((await anywhere.add({ name: "r/any", branch: "ado/r/any", base: root })).local.copied.sort()).toEqual([".env", "packages/web/.env"]);
+    const rootOnly = new WorktreeManager({ repo, baseDir: worktrees, include: { include: ["/.env", "config/"] } });
+    // config/ is tracked (the worktree has it): of a selected directory, what the worktree lacks is copied.
+    expect((await rootOnly.add({ name: "r/root", branch: "ado/r/root", base: root })).local.copied.sort()).toEqual([".env", "config/db.local.json"]);
+  });
+
   it("dependencies are skipped by default, and an include list over its budget fails before writing anything", async () => {
     const { repo, worktrees, root } = await projectRepo();
     const plain = new WorktreeManager({ repo, baseDir: worktrees });
     const wt = await plain.add({ name: "r/plain", branch: "ado/r/plain", base: root });
-    expect(wt.local).toEqual({ copied: [], linked: [], skipped: ["node_modules"], bytes: 0 });
+    // `node_modules` has no `/`: every node_modules, as in .gitignore (the one glob dialect).
+    expect(wt.local).toEqual({ copied: [], linked: [], skipped: ["node_modules", "packages/web/node_modules"], bytes: 0 });
     expect(existsSync(path.join(wt.path, "node_modules"))).toBe(false);
 
     await writeFiles(repo, { "big/blob.bin": "x".repeat(64 * 1024) });
