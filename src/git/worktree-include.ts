@@ -48,7 +48,7 @@ export interface LocalFiles {
   copied: string[];
   /** Dependency directories linked to the checkout's. */
   linked: string[];
-  /** Dependency directories left out (`dependencyMode: skip`). */
+  /** Dependency directories left out (`dependencyMode: skip`), when an include list made ado look. */
   skipped: string[];
   /** Bytes copied. */
   bytes: number;
@@ -111,7 +111,9 @@ interface PlannedCopy {
  */
 export async function populateWorktree(source: string, target: string, spec: IncludeSpec): Promise<LocalFiles> {
   const result: LocalFiles = { copied: [], linked: [], skipped: [], bytes: 0 };
-  if (spec.include.length === 0 && spec.dependencies.length === 0) return result;
+  // Nothing to copy or link (the default: no include list, dependencies skipped): a new
+  // worktree lacks them anyway, and no walk of the checkout is needed.
+  if (globList(spec.include).empty && (spec.dependencyMode === "skip" || globList(spec.dependencies).empty)) return result;
   const include = globList(spec.include);
   const deps = globList(spec.dependencies);
   const isDependency = (rel: string) => deps.matches(rel, true);

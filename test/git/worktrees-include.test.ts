@@ -126,14 +126,16 @@ describe("worktrees - include list", () => {
     const rootOnly = new WorktreeManager({ repo, baseDir: worktrees, include: { include: ["/.env", "config/"] } });
     // config/ is tracked (the worktree has it): of a selected directory, what the worktree lacks is copied.
     expect((await rootOnly.add({ name: "r/root", branch: "ado/r/root", base: root })).local.copied.sort()).toEqual([".env", "config/db.local.json"]);
+    // `node_modules` (the default) has no `/`: every node_modules, at any depth, is left out.
+    expect((await rootOnly.add({ name: "r/deps", branch: "ado/r/deps", base: root })).local.skipped).toEqual(["node_modules", "packages/web/node_modules"]);
   });
 
   it("dependencies are skipped by default, and an include list over its budget fails before writing anything", async () => {
     const { repo, worktrees, root } = await projectRepo();
     const plain = new WorktreeManager({ repo, baseDir: worktrees });
     const wt = await plain.add({ name: "r/plain", branch: "ado/r/plain", base: root });
-    // `node_modules` has no `/`: every node_modules, as in .gitignore (the one glob dialect).
-    expect(wt.local).toEqual({ copied: [], linked: [], skipped: ["node_modules", "packages/web/node_modules"], bytes: 0 });
+    // Nothing to copy or link: the checkout is not even walked (every task's add pays for a walk).
+    expect(wt.local).toEqual({ copied: [], linked: [], skipped: [], bytes: 0 });
     expect(existsSync(path.join(wt.path, "node_modules"))).toBe(false);
 
     await writeFiles(repo, { "big/blob.bin": "x".repeat(64 * 1024) });
