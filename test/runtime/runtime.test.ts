@@ -123,6 +123,42 @@ describe("consume - batch loop", () => {
     await loop.stop();
   });
 
+  it("holds only what it works on and keeps it alive: a handler slower than the ack wait handles each of many pending messages once", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit, { ackWaitMs: 1_000 }));
+    const total = 16;
+    for (let i = 0; i < total; i++) {
+      const m = encode(SCHEMAS.SubmitRun, submit(`r${i}`));
+      await js.publish(topo.subjects.submit, m.data, { headers: m.headers });
+    }
+    const seen: string[] = [];
+    const pendingAcks: number[] = [];
+    const loop = new BatchLoop({
+      consumer: await js.consumers.get(topo.streams.submit.name, "scheduler"),
+      deadLetters: new DeadLetters({ js, nc, topo, actor: "scheduler", log: silentLogger }),
+      schema: SCHEMAS.SubmitRun,
+      logger: silentLogger,
+      maxBatch: 4,
+      handle: async (batch: Delivery<SubmitRun>[]) => {
+        for (const d of batch) seen.push(d.data.runId);
+        pendingAcks.push((await jsm.consumers.info(topo.streams.submit.name, "scheduler")).num_ack_pending);
+        // Half as long again as the ack wait: only in-progress acks keep the batch (and
+        // what waits behind it) from being redelivered.
+        await new Promise((r) => setTimeout(r, 1_500));
+      },
+    });
+    await loop.start();
+    await eventually(() => seen.length >= total, 60_000, "every message handled");
+    await new Promise((r) => setTimeout(r, 1_500)); // room for a late redelivery to show
+    await loop.stop();
+    expect(seen.toSorted()).toEqual(Array.from({ length: total }, (_, i) => `r${i}`).toSorted());
+    expect(Math.max(...pendingAcks)).toBeLessThanOrEqual(loop.maxHeld);
+    expect(loop.maxHeld).toBe(8);
+    expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(0);
+  });
+
   it("redelivers a batch whose handler throws, then succeeds", async () => {
     const nc = await ts.connect();
     const { jsm, topo } = await provisioned(nc);

@@ -94,6 +94,24 @@ describe("stealer - dead worker detection, by the stealer's own clock", () => {
     expect(ids(l, T0 + 20 * HB)).toEqual([]);
     expect(l.known()).toEqual([]);
   });
+
+  it("a record arriving during the reconnect grace does not shorten it (issue 9.5: a live worker declared dead seconds after a server restart)", () => {
+    const l = new Liveness(HB);
+    l.put("w", record("w"), 1, T0);
+    // The stealer reconnects and grants 3 heartbeats plus the workers' reconnect backoff.
+    const grace = 3 * HB + 5_000;
+    l.refreshAll(T0 + 10 * HB, grace);
+    // The worker's first record after the restart arrives at once; then it is quiet while
+    // its own connection settles.
+    expect(l.put("w", record("w"), 2, T0 + 10 * HB + 100)).toBe(true);
+    expect(ids(l, T0 + 10 * HB + 100 + 3 * HB)).toEqual([]);
+    expect(ids(l, T0 + 10 * HB + grace - 1)).toEqual([]);
+    expect(ids(l, T0 + 10 * HB + grace)).toEqual(["w:silent"]);
+    // Past the grace, records count as before: each puts the check 3 heartbeats off.
+    l.put("w", record("w"), 3, T0 + 10 * HB + grace + 1);
+    expect(ids(l, T0 + 10 * HB + grace + 3 * HB)).toEqual([]);
+    expect(ids(l, T0 + 10 * HB + grace + 1 + 3 * HB)).toEqual(["w:silent"]);
+  });
 });
 
 // ---------------------------------------------------------------- recovery plan

@@ -33,8 +33,10 @@ const PUBLISH_WINDOW = 512;
 /**
  * How long the server waits for the scheduler's ack before it redelivers a submission or
  * a result. What a scheduler that died held unacked comes back only after this long, so
- * it bounds the stall a crash causes (30 s made every restart a 30 s pause). A batch
- * being handled is kept alive with in-progress acks, so a slow one is not redelivered.
+ * it bounds the stall a crash causes (30 s made every restart a 30 s pause). What the
+ * loop holds (the batch being handled, also while it waits for the serial lock, and the
+ * next one) is kept alive with in-progress acks by BatchLoop, so a slow batch is not
+ * redelivered.
  */
 const ACK_WAIT_MS = 10_000;
 
@@ -98,7 +100,7 @@ export class Scheduler extends Actor {
       deadLetters: this.deadLetters,
       schema: SCHEMAS.SubmitRun,
       logger: this.log,
-      handle: (batch) => keptAlive(batch, () => this.serial.run(() => this.onSubmissions(batch))),
+      handle: (batch) => this.serial.run(() => this.onSubmissions(batch)),
       onDeadLetter: (msg, reason) => this.rejectMalformed(msg, reason),
     });
     const resultLoop = new BatchLoop<SchedulerInput>({
@@ -106,7 +108,7 @@ export class Scheduler extends Actor {
       deadLetters: this.deadLetters,
       schema: SCHEMAS.SchedulerInput,
       logger: this.log,
-      handle: (batch) => keptAlive(batch, () => this.serial.run(() => this.onInputs(batch))),
+      handle: (batch) => this.serial.run(() => this.onInputs(batch)),
     });
     this.loops = [submitLoop as BatchLoop<unknown>, resultLoop as BatchLoop<unknown>];
     await Promise.all(this.loops.map((l) => l.start()));
@@ -407,21 +409,6 @@ export class Scheduler extends Actor {
       code: "invalid",
       tasks: [],
     });
-  }
-}
-
-/**
- * Runs a batch's handler with in-progress acks every third of the ack wait, also while
- * it waits for the serial lock, so the server does not redeliver what is being handled.
- */
-async function keptAlive<T>(batch: Delivery<unknown>[], handle: () => Promise<T>): Promise<T> {
-  const timer = setInterval(() => {
-    for (const d of batch) d.msg.working();
-  }, ACK_WAIT_MS / 3);
-  try {
-    return await handle();
-  } finally {
-    clearInterval(timer);
   }
 }
 

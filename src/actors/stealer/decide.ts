@@ -57,11 +57,18 @@ export class Liveness {
     return livenessWindowMs(this.heartbeatMs);
   }
 
-  /** A PUT from the workers bucket. Returns whether it was a new record (a sign of life). */
+  /**
+   * A PUT from the workers bucket. Returns whether it was a new record (a sign of life).
+   * It puts the check off 3 heartbeats, never less than a grace already granted
+   * (refreshAll): a worker's first record after a server restart must not cut short the
+   * time its connection gets to settle (it did: a running worker was declared dead 1.6 s
+   * after the server came back, and its attempts ran twice).
+   */
   put(workerId: string, record: WorkerRecord, revision: number, now: number): boolean {
     const w = this.workers.get(workerId);
     if (w && revision <= w.revision) return false;
-    this.workers.set(workerId, { record, revision, seenAt: now, deleted: false, checkAfter: now + this.limitMs });
+    const checkAfter = Math.max(now + this.limitMs, w && !w.deleted ? w.checkAfter : 0);
+    this.workers.set(workerId, { record, revision, seenAt: now, deleted: false, checkAfter });
     return true;
   }
 
