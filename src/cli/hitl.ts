@@ -23,7 +23,8 @@ import { topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
 import { dropKeptRun, findKeptRuns, keptRunOwner, markKeptRun, type KeptRun } from "./kept-runs.js";
 import { LineProgress } from "./progress.js";
-import { EXIT_NEEDS_ATTENTION, exitCodeOf, printAttention, report } from "./run.js";
+import { EXIT_NEEDS_ATTENTION, exitCodeOf } from "./run.js";
+import { printAttention, report } from "./summary.js";
 import { onShutdown } from "./signals.js";
 import { manualBranch, taskKey } from "../runtime/names.js";
 
@@ -496,7 +497,7 @@ async function follow(place: Place, record: HitlRecord, after: number, choice: H
     } else process.stdout.write(`\n${record.id}: ${status}; run ${record.runId} goes on (ado attach ${record.runId})\n`);
     return again ? EXIT_NEEDS_ATTENTION : Exit.ok;
   }
-  report(outcome, json, ctx);
+  await report(outcome, json, ctx);
   return exitCodeOf(outcome);
 }
 
