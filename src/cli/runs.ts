@@ -197,9 +197,10 @@ async function removeCommand(runId: string, flags: RunsFlags): Promise<number> {
   }
   const w = (s: string) => process.stdout.write(s + "\n");
   for (const o of outcomes) {
-    if (o.result === "archived") w(`archived ${o.name}: ${o.action.why} -> git log ${o.archive!.ref}; removed`);
-    else if (o.result === "removed" || o.result === "cleared") w(`removed  ${o.name}: ${o.action.why}`);
-    else w(`KEPT     ${o.name}: ${o.error ?? o.action.why}`);
+    const why = o.action.why.replace(/; --force$/, "");
+    if (o.result === "archived") w(`archived ${o.name}: ${why} -> git log ${o.archive!.ref}; removed`);
+    else if (o.result === "removed" || o.result === "cleared") w(`removed  ${o.name}: ${why}`);
+    else w(`KEPT     ${o.name}: ${o.error ?? why}`);
   }
   if (failed.length) {
     w(`run ${runId} is not removed: ${failed.length} worktree(s) could not be (see above); its state stays in ${kept.dir}`);
