@@ -116,6 +116,8 @@ export async function followRun(o: FollowOptions): Promise<Followed> {
     return { outcome, release };
   } catch (err) {
     if (!(err instanceof WatchAbortedError)) throw err;
+    // Not by a signal here: `ado detach` from elsewhere.
+    if (!abort.signal.aborted) o.view.setNotice(`detached; the run goes on: ado attach ${o.runId}`);
     return {
       stopped: {
         embedded: !!o.stack,

@@ -58,10 +58,8 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
       watch: (w) => client.watch(asRunId(runId), { ...(since ? { since } : {}), ...w }),
     });
     try {
-      if (!followed.outcome) {
-        process.stderr.write(`ado: detached; run ${runId} goes on (ado attach ${runId})\n`);
-        return Exit.ok;
-      }
+      // Detached (Ctrl-C, `ado detach`): the view said so; the run goes on.
+      if (!followed.outcome) return Exit.ok;
       await report(followed.outcome, flags.json ?? false, { logsRoot: root, progress: view.state, ...(found.run.repo ? { repo: found.run.repo } : {}) });
       return exitCodeOf(followed.outcome);
     } finally {

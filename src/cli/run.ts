@@ -95,14 +95,13 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   const client = new AdoClient(nc, topo);
 
   // With --json, stdout carries only the outcome, so progress goes to stderr.
-  const view = createProgress(flags.progress ?? "auto", flags.json ? process.stderr : process.stdout);
+  const view = createProgress(flags.detach ? "none" : (flags.progress ?? "auto"), flags.json ? process.stderr : process.stdout);
   const logsDir = logsRoot(repoInfo?.gitCommonDir);
   const logs = new TaskLogWriter(logsDir, runId, stderr);
   let followed: Followed | undefined;
   try {
     await client.submit({ graph, repo: needsRepo ? repoDir : flags.repo, runId, ...(merge ? { merge } : {}), ...(remote ? { remote } : {}) });
     if (flags.detach) {
-      view.stop();
       process.stdout.write(flags.json ? JSON.stringify({ runId }) + "\n" : `${runId}\n`);
       stderr(`submitted; follow it with: ado attach ${runId}`);
       return Exit.ok;

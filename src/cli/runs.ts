@@ -151,7 +151,12 @@ async function resumeCommand(runId: string, flags: RunsFlags & { progress: Progr
   try {
     await openJetStream(nc);
     const client = new AdoClient(nc, topology(prefix));
-    if (!(await client.runRecord(runId))) throw new CliError(`the kept state of ${runId} (${kept.storeDir}) holds no such run: nothing to resume; \`ado runs remove ${runId}\` deletes it`);
+    if (!(await client.runRecord(runId))) {
+      // Stopped before the scheduler took the submission: it is still in its stream, and will be now.
+      const jsm = await client.js.jetstreamManager();
+      const pending = (await jsm.streams.info(client.topo.streams.submit.name)).state.messages;
+      if (!pending) throw new CliError(`the kept state of ${runId} (${kept.storeDir}) holds no such run: nothing to resume; \`ado runs remove ${runId}\` deletes it`);
+    }
     followed = await followRun({
       runId,
       view,
