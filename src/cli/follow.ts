@@ -79,14 +79,16 @@ export async function followRun(o: FollowOptions): Promise<Followed> {
     const stack = o.stack;
     stopping = { mergedBefore: state.merged.length, killed: false, interrupted: [] };
     const now = running();
+    // The promise first (Ctrl-C again), then the names: a narrow terminal cuts the end.
     o.view.setNotice(
       now.length
-        ? `Ctrl-C: nothing new starts; waiting for ${plural(now.length, "running task")} to finish and merge (${ids(now)}). Ctrl-C again kills ${now.length === 1 ? "it" : "them"}.`
-        : "Ctrl-C: nothing new starts; stopping.",
+        ? `Ctrl-C: nothing new starts; waiting for ${plural(now.length, "running task")} to finish and merge (Ctrl-C again kills ${now.length === 1 ? "it" : "them"}): ${ids(now)}`
+        : "Ctrl-C: nothing new starts; stopping",
     );
     await stack.stopWorkers();
     // What finished is recorded and merged by the actors, which still run: wait for it.
     while (!abort.signal.aborted && !ended && !stopping.killed && (running().length > 0 || merging().length > 0)) await sleep(100, abort.signal);
+    if (!stopping.killed) o.view.setNotice(undefined); // the summary says where it stopped
     abort.abort();
   };
   const second = async () => {
@@ -96,8 +98,8 @@ export async function followRun(o: FollowOptions): Promise<Followed> {
     stopping.interrupted = now.map((t) => t.id);
     o.view.setNotice(
       now.length
-        ? `Ctrl-C again: killing ${plural(now.length, "running task")} (${ids(now)}); ${now.length === 1 ? "its" : "their"} work so far is committed on ${now.length === 1 ? "its branch" : "their branches"}. Ctrl-C once more exits at once.`
-        : "Ctrl-C again: stopping now. Ctrl-C once more exits at once.",
+        ? `Ctrl-C again: killing ${plural(now.length, "running task")}, work so far committed on ${now.length === 1 ? "its branch" : "their branches"} (Ctrl-C once more exits at once): ${ids(now)}`
+        : "Ctrl-C again: stopping now (Ctrl-C once more exits at once)",
     );
     await o.stack.interruptWorkers();
     abort.abort();

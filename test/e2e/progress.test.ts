@@ -101,7 +101,7 @@ describe("progress - Ctrl-C", () => {
       const run = startRun(["run", "--graph", graph, "--repo", repo.dir, "--workers", "1"], env);
       await run.until(/slow: started/);
       run.child.kill("SIGINT");
-      await run.until(/Ctrl-C: nothing new starts; waiting for 1 running task to finish and merge \(slow\)\. Ctrl-C again kills it\./, 10_000);
+      await run.until(/Ctrl-C: nothing new starts; waiting for 1 running task to finish and merge \(Ctrl-C again kills it\): slow/, 10_000);
       expect(await run.exited).toBe(130);
       const out = run.output();
       const runId = runIdOf(out);
@@ -135,7 +135,7 @@ describe("progress - Ctrl-C", () => {
       run.child.kill("SIGINT");
       await run.until(/Ctrl-C again kills it/, 10_000);
       run.child.kill("SIGINT");
-      await run.until(/Ctrl-C again: killing 1 running task \(long\)/, 10_000);
+      await run.until(/Ctrl-C again: killing 1 running task, work so far committed on its branch \(Ctrl-C once more exits at once\): long/, 10_000);
       // Not 60 s: the agent was killed.
       expect(await run.exited).toBe(130);
       const out = run.output();
