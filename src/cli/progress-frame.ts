@@ -57,6 +57,7 @@ type Seg = { text: string; sgr?: string };
 /** Columns a character takes in a terminal: 0 for combining marks, 2 for wide East Asian and emoji. */
 function charWidth(ch: string): number {
   const cp = ch.codePointAt(0)!;
+  if (cp < 0x300) return 1; // Latin, the common case: no combining marks below U+0300
   if (/\p{Mn}|\p{Me}|\p{Cf}/u.test(ch) || (cp >= 0xfe00 && cp <= 0xfe0f)) return 0;
   if (
     (cp >= 0x1100 && cp <= 0x115f) ||
@@ -177,8 +178,8 @@ export function renderFrame(p: RunProgress, o: FrameOptions): string[] {
   }
 
   const all = tasks.length <= budget;
-  let listed: LiveTask[] = [];
-  let more: LiveTask[] = [];
+  let listed: readonly LiveTask[] = [];
+  let more: readonly LiveTask[] = [];
   if (all) {
     listed = tasks;
   } else if (budget >= 1) {

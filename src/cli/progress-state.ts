@@ -100,8 +100,12 @@ export class RunProgress {
   /** Tasks merged, in order, with when (epoch ms): `ado run` says which merged while it stopped. */
   readonly merged: { taskId: string; at: number }[] = [];
 
+  /** The last tasks() result, until the next event (a live view asks ten times a second). */
+  private snapshot?: LiveTask[];
+
   apply(e: AdoEvent): void {
     this.events++;
+    this.snapshot = undefined;
     this.tracker.apply(e);
     switch (e.type) {
       case "run.accepted":
@@ -208,32 +212,31 @@ export class RunProgress {
     }
   }
 
-  /** Every task, in the graph's order. */
-  tasks(): LiveTask[] {
-    const out: LiveTask[] = [];
-    for (const [id, t] of this.tracker.tasks) {
-      const x = this.extra.get(id) ?? { paused: false, needs: [], archiveRefs: [], costUsd: 0 };
-      out.push({
-        id,
-        status: t.status,
-        attempt: t.attempts,
-        ...x,
-        ...(t.startedAt ? { startedAt: ms(t.startedAt) } : {}),
-        ...(t.finishedAt ? { finishedAt: ms(t.finishedAt) } : {}),
-        ...(t.workerId ? { workerId: t.workerId } : {}),
-        ...(t.error ? { error: t.error } : {}),
-        // Paused only while it runs: a paused task that ended is what it ended as.
-        paused: x.paused && t.status === "running",
-        // A reason to wait is current only while it waits.
-        ...(t.status === "queued" || t.status === "pending" ? {} : { waiting: undefined }),
-      });
-    }
-    return out;
+  /** Every task, in the graph's order (the same array until the next event: do not change it). */
+  tasks(): readonly LiveTask[] {
+    this.snapshot ??= [...this.tracker.tasks.keys()].map((id) => this.task(id)!);
+    return this.snapshot;
   }
 
   /** One task, if the run has it. */
   task(id: string): LiveTask | undefined {
-    return this.tasks().find((t) => t.id === id);
+    const t = this.tracker.tasks.get(id);
+    if (!t) return undefined;
+    const x = this.extra.get(id) ?? { paused: false, needs: [], archiveRefs: [], costUsd: 0 };
+    return {
+      id,
+      status: t.status,
+      attempt: t.attempts,
+      ...x,
+      ...(t.startedAt ? { startedAt: ms(t.startedAt) } : {}),
+      ...(t.finishedAt ? { finishedAt: ms(t.finishedAt) } : {}),
+      ...(t.workerId ? { workerId: t.workerId } : {}),
+      ...(t.error ? { error: t.error } : {}),
+      // Paused only while it runs: a paused task that ended is what it ended as.
+      paused: x.paused && t.status === "running",
+      // A reason to wait is current only while it waits.
+      ...(t.status === "queued" || t.status === "pending" ? {} : { waiting: undefined }),
+    };
   }
 
   /** Whether any event reported a cost (schedulers that predate it do not). */

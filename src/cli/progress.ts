@@ -108,12 +108,18 @@ export class TerminalProgress implements ProgressView {
     return this.drawn ? `\x1b[${this.drawn}F\x1b[J` : "";
   }
 
+  private lastDraw = 0;
+
   private draw(force = false): void {
     if (this.stopped) return;
+    // A frame of a very large run costs a few ms to build: twice a second is enough there.
+    const now = Date.now();
+    if (!force && this.state.tasks().length > 1_000 && now - this.lastDraw < 500) return;
+    this.lastDraw = now;
     const lines = renderFrame(this.state, {
       width: this.out.columns || 80,
       height: this.out.rows || 24,
-      now: Date.now(),
+      now,
       color: this.color,
       ...(this.notice ? { notice: this.notice } : {}),
     });
