@@ -125,12 +125,7 @@ export class TaskLogWriter {
     this.dir = runLogsDir(root, runId);
   }
 
-  /** Where this run's logs are. */
-  get directory(): string {
-    return this.dir;
-  }
-
-  /** The log of an attempt, if this writer wrote it (or another wrote it and it exists). */
+  /** Where the log of an attempt is (or would be: an attempt that printed nothing has none). */
   pathOf(taskId: string, attempt: number): string {
     return taskLogPath(this.root, this.runId, taskId, attempt);
   }
@@ -142,9 +137,9 @@ export class TaskLogWriter {
       if (e.type === "task.started") {
         if (!this.own()) return;
         this.closeAttempt(key);
-        mkdirSync(this.dir, { recursive: true });
-        // Truncates: a replay rewrites the log from the attempt's start.
-        this.fds.set(key, openSync(this.pathOf(e.taskId, e.attempt), "w"));
+        // A replay rewrites the log from the attempt's start; the file is made by the
+        // first output (a task that prints nothing leaves no empty file).
+        rmSync(this.pathOf(e.taskId, e.attempt), { force: true });
         this.mine.add(key);
         return;
       }
@@ -201,10 +196,5 @@ export class TaskLogWriter {
       rmSync(join(this.dir, WRITER_FILE), { force: true });
       this.owner = false;
     }
-  }
-
-  /** Whether this writer wrote the attempt's log. */
-  wrote(taskId: string, attempt: number): boolean {
-    return this.mine.has(`${taskId}.${attempt}`);
   }
 }
