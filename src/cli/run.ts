@@ -78,8 +78,9 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   } else {
     const { Stack } = await import("../actors/stack.js");
     // A run on a repository keeps its JetStream store next to it, so that if it stops
-    // for a person, `ado hitl` can resume it later (see kept-runs.ts). A configured
-    // store is the user's own: used as it is.
+    // for a person, is stopped by Ctrl-C, or this process is killed, it can go on later
+    // (`ado hitl`, `ado runs resume`; see kept-runs.ts). A configured store is the
+    // user's own: used as it is.
     if (repoInfo && !config.embedded.storeDir) kept = await createKeptRun(repoInfo.gitCommonDir, runId, config.prefix, repoInfo.topLevel);
     try {
       stack = await Stack.start({ config: kept ? { ...config, embedded: { ...config.embedded, storeDir: kept.storeDir } } : config, logger });

@@ -1,4 +1,4 @@
-import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, rmdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { open, readdir, readFile, stat } from "node:fs/promises";
 import { homedir, hostname } from "node:os";
 import { join } from "node:path";
@@ -195,6 +195,14 @@ export class TaskLogWriter {
     if (this.owner) {
       rmSync(join(this.dir, WRITER_FILE), { force: true });
       this.owner = false;
+      // Nothing was printed (tasks without output, noop agents): no empty directory left.
+      for (const dir of [this.dir, this.root]) {
+        try {
+          rmdirSync(dir);
+        } catch {
+          break; // not empty: it holds logs
+        }
+      }
     }
   }
 }

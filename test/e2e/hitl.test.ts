@@ -1,5 +1,5 @@
 import { execFileSync } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -144,9 +144,9 @@ describe("hitl - with ado run's embedded stack", () => {
       // Ours: the integration branch's side, i.e. the task merged first.
       const first = id!.endsWith(".a") ? "B" : "A";
       expect(show(repo.dir, `ado/${runId}/integration`, "final.txt")).toBe(`start\n${first}\n`);
-      // The run is over: its kept state is gone; under .git/ado only the task logs stay.
+      // The run is over: its kept state is gone, and nothing is left under .git/ado.
       expect(existsSync(kept)).toBe(false);
-      expect(readdirSync(join(repo.dir, ".git", "ado"))).toEqual(["logs"]);
+      expect(existsSync(join(repo.dir, ".git", "ado"))).toBe(false);
       expect(await checkoutFingerprint(repo.dir)).toBe(before);
     } finally {
       await repo.cleanup();
@@ -185,7 +185,7 @@ describe("hitl - with ado run's embedded stack", () => {
       expect(show(repo.dir, `ado/${out.runId}/integration`, "final.txt")).toBe("start\nA and B, by hand\n");
       expect(existsSync(worktree)).toBe(false);
       expect(gitOut(repo.dir, "worktree", "list")).not.toContain(worktree);
-      expect(readdirSync(join(repo.dir, ".git", "ado"))).toEqual(["logs"]);
+      expect(existsSync(join(repo.dir, ".git", "ado"))).toBe(false);
     } finally {
       await repo.cleanup();
     }
