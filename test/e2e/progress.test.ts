@@ -88,7 +88,7 @@ describe("progress - a failed task on a terminal's summary", () => {
     } finally {
       await repo.cleanup();
     }
-  });
+  }, 120_000);
 });
 
 describe("progress - Ctrl-C", () => {
