@@ -116,6 +116,30 @@ export class Stack {
   }
 
   /**
+   * Stops the workers only, with no time limit: nothing new starts, running tasks run to
+   * their end (and the actors, still running, record and merge them), queued work is
+   * handed back. `interruptWorkers()` cuts it short; `close()` then stops the rest.
+   * This is what a first Ctrl-C of `ado run` does.
+   */
+  stopWorkers(): Promise<void> {
+    // setTimeout caps at 2^31-1 ms (~24 days); anything longer would fire at once.
+    const untilInterrupted = 2 ** 31 - 1 - this.config.shutdown.forceMs;
+    return Promise.all(this.workers.map((w) => w.close({ graceMs: untilInterrupted, forceMs: this.config.shutdown.forceMs }))).then(() => undefined);
+  }
+
+  /**
+   * Interrupts what the workers run now (a second Ctrl-C): each agent is killed, its work
+   * so far committed on the task branch as a checkpoint, and the attempt reported
+   * interrupted, so the next attempt continues from it. Workers not yet stopping are
+   * stopped.
+   */
+  interruptWorkers(): Promise<void> {
+    const stopped = this.stopWorkers();
+    for (const w of this.workers) w.hurry();
+    return stopped;
+  }
+
+  /**
    * Stops workers first (they finish or hand back their tasks), then the actors, then
    * the connections, then the embedded server. Idempotent; every step runs even if an
    * earlier one failed.

@@ -23,7 +23,9 @@ import { topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
 import { dropKeptRun, findKeptRuns, keptRunOwner, markKeptRun, type KeptRun } from "./kept-runs.js";
 import { LineProgress } from "./progress.js";
-import { EXIT_NEEDS_ATTENTION, exitCodeOf, printAttention, report } from "./run.js";
+import { EXIT_NEEDS_ATTENTION, exitCodeOf } from "./run.js";
+import { printAttention, report } from "./summary.js";
+import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { onShutdown } from "./signals.js";
 import { manualBranch, taskKey } from "../runtime/names.js";
 
@@ -123,8 +125,11 @@ async function openStore(store: { kept: KeptRun } | { configured: string }, conf
     if (owner) throw new CliError(`run ${kept.runId} is in use by another ado (pid ${owner}); wait for it to end`);
     await markKeptRun(kept, { ...marker, state: "running", pid: process.pid, updatedAt: new Date().toISOString() });
   }
+  // Let go in the state it was found in: a run stopped by Ctrl-C (or whose ado was
+  // killed) stays resumable with `ado runs resume`, one waiting for a person waits.
+  const previous = marker?.state === "interrupted" || marker?.state === "running" ? "interrupted" : "needs_attention";
   const release = async () => {
-    if (kept && marker) await markKeptRun(kept, { ...marker, state: "needs_attention", pid: process.pid, updatedAt: new Date().toISOString() });
+    if (kept && marker) await markKeptRun(kept, { ...marker, state: previous, pid: process.pid, updatedAt: new Date().toISOString() });
   };
   const { Stack } = await import("../actors/stack.js");
   let stack: Stack;
@@ -455,6 +460,8 @@ async function completeManual(place: Place, record: HitlRecord, revision: number
 async function follow(place: Place, record: HitlRecord, after: number, choice: HitlChoice, json: boolean): Promise<number> {
   const out = json ? process.stderr : process.stdout;
   const view = new LineProgress(out);
+  // Tasks that run after the resolution get their logs, as under `ado run`.
+  const logs = new TaskLogWriter(await logsRootFor(record.repo), record.runId, say);
   const abort = new AbortController();
   const off = onShutdown(() => abort.abort(), say);
   let last: AdoEvent | undefined;
@@ -469,6 +476,7 @@ async function follow(place: Place, record: HitlRecord, after: number, choice: H
       onEvent: (e) => {
         last = e;
         view.onEvent(e);
+        logs.onEvent(e);
       },
       ...(place.kept ? {} : { until: mine }),
       signal: abort.signal,
@@ -481,6 +489,7 @@ async function follow(place: Place, record: HitlRecord, after: number, choice: H
     return Exit.interrupted;
   } finally {
     view.stop();
+    logs.close();
     off();
   }
   if (outcome.status !== "running" && outcome.status !== "needs_attention") place.ended = true;
@@ -496,7 +505,7 @@ async function follow(place: Place, record: HitlRecord, after: number, choice: H
     } else process.stdout.write(`\n${record.id}: ${status}; run ${record.runId} goes on (ado attach ${record.runId})\n`);
     return again ? EXIT_NEEDS_ATTENTION : Exit.ok;
   }
-  report(outcome, json, ctx);
+  await report(outcome, json, ctx);
   return exitCodeOf(outcome);
 }
 

@@ -13,7 +13,9 @@ import { dirname, join } from "node:path";
  * would lose exactly the state the person needs. The git common dir is shared by every
  * worktree of the repository (so `ado hitl` finds the run from any of them), git never
  * looks inside `ado/`, and the user's checkout (HEAD, index, files) is not touched.
- * The directory is deleted as soon as the run ends any other way.
+ * The directory is deleted as soon as the run ends; it stays while the run waits for a
+ * person, after Ctrl-C stopped `ado run`, and when `ado run` was killed (its marker then
+ * names a process that is gone). `ado runs list|resume|remove` work on them.
  */
 
 /** What a kept run's `run.json` says. */
@@ -22,8 +24,13 @@ export interface KeptMarker {
   /** The prefix the run used: its streams and buckets are named with it. */
   prefix: string;
   repo: string;
-  /** `running`: an `ado run` (or `ado hitl`) uses it now, if `pid` lives; `needs_attention`: waiting for `ado hitl`. */
-  state: "running" | "needs_attention";
+  /**
+   * `running`: an `ado run` (or `ado hitl`, `ado runs resume`) uses it now, if `pid`
+   * lives (if not, it was killed: the run is orphaned); `needs_attention`: waiting for
+   * `ado hitl`; `interrupted`: stopped by Ctrl-C before its end, to be resumed.
+   */
+  state: "running" | "needs_attention" | "interrupted";
+  /** The process of the `ado` client that runs (or last ran) the embedded stack. */
   pid: number;
   updatedAt: string;
 }
@@ -96,4 +103,23 @@ export function keptRunOwner(run: KeptRun): number | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** A kept run's situation, as `ado runs list` shows it. */
+export type KeptRunState = "running" | "orphaned" | "interrupted" | "needs_attention" | "unknown";
+
+/**
+ * `running` (its process lives), `orphaned` (marked running by a process that is gone:
+ * killed), `interrupted`, `needs_attention`, or `unknown` (no readable marker).
+ */
+export function keptRunState(run: KeptRun): KeptRunState {
+  const m = run.marker;
+  if (!m) return "unknown";
+  if (m.state === "running") return keptRunOwner(run) !== undefined || m.pid === process.pid ? "running" : "orphaned";
+  return m.state;
+}
+
+/** One kept run of the repository, by id. */
+export async function findKeptRun(gitCommonDir: string, runId: string): Promise<KeptRun | undefined> {
+  return (await findKeptRuns(gitCommonDir)).find((k) => k.runId === runId);
 }

@@ -1,13 +1,17 @@
-import { AdoClient, WatchAbortedError, type RunStatusView } from "../runtime/client.js";
+import { AdoClient, type RunStatusView } from "../runtime/client.js";
 import { drainQuietly } from "../runtime/connection.js";
 import type { ControlAction } from "../runtime/messages.js";
 import { asRunId } from "../runtime/ids.js";
 import { topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, requireServer, type CommonFlags } from "./common.js";
-import { LineProgress, TerminalProgress } from "./progress.js";
-import { exitCodeOf, report } from "./run.js";
-import { onShutdown } from "./signals.js";
-import { parseDuration } from "../runtime/duration.js";
+import { followRun } from "./follow.js";
+import { createProgress, type ProgressMode } from "./progress.js";
+import { plural } from "./progress-state.js";
+import { exitCodeOf } from "./run.js";
+import { report } from "./summary.js";
+import { readReasonFacts, taskReason } from "./task-reasons.js";
+import { logsRootFor, TaskLogWriter } from "./task-logs.js";
+import { formatDuration, parseDuration } from "../runtime/duration.js";
 
 /** Connects a client to the configured (or `ado up`) server for one command. */
 async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>): Promise<T> {
@@ -33,7 +37,7 @@ export async function controlCommand(action: ControlAction, spec: string, flags:
 }
 
 /** `ado attach <run> [--since TIME]`: replay, then follow; Ctrl-C detaches. */
-export async function attachCommand(runId: string, flags: CommonFlags & { since?: string; json?: boolean }): Promise<number> {
+export async function attachCommand(runId: string, flags: CommonFlags & { since?: string; json?: boolean; progress?: ProgressMode }): Promise<number> {
   let since: Date | undefined;
   if (flags.since) {
     const ago = parseDuration(flags.since);
@@ -41,23 +45,25 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
     if (Number.isNaN(since.getTime())) throw new CliError(`--since '${flags.since}' is not a time: use an ISO time or an age like 30s, 5m, 2h`);
   }
   return withClient(flags, "ado attach", async (client) => {
-    if (!(await client.status(runId))) throw new CliError(`no run '${runId}': list runs with \`ado parallel status\``);
-    const out = flags.json ? process.stderr : process.stdout;
-    const view = out.isTTY ? new TerminalProgress(out) : new LineProgress(out);
-    const abort = new AbortController();
-    const off = onShutdown(() => abort.abort(), (m) => process.stderr.write(`ado: ${m}\n`));
+    const found = await client.status(runId);
+    if (!found) throw new CliError(`no run '${runId}': list runs with \`ado parallel status\``);
+    const view = createProgress(flags.progress ?? "auto", flags.json ? process.stderr : process.stdout);
+    // The logs of the attempts this client sees start (all of them without --since).
+    const root = await logsRootFor(found.run.repo);
+    const followed = await followRun({
+      runId,
+      view,
+      logs: new TaskLogWriter(root, runId, (m) => process.stderr.write(`ado: ${m}\n`)),
+      say: (m) => process.stderr.write(`ado: ${m}\n`),
+      watch: (w) => client.watch(asRunId(runId), { ...(since ? { since } : {}), ...w }),
+    });
     try {
-      const outcome = await client.watch(asRunId(runId), { since, onEvent: (e) => view.onEvent(e), signal: abort.signal });
-      view.stop();
-      report(outcome, flags.json ?? false);
-      return exitCodeOf(outcome);
-    } catch (err) {
-      view.stop();
-      if (!(err instanceof WatchAbortedError)) throw err;
-      process.stderr.write(`ado: detached; run ${runId} goes on (ado attach ${runId})\n`);
-      return Exit.ok;
+      // Detached (Ctrl-C, `ado detach`): the view said so; the run goes on.
+      if (!followed.outcome) return Exit.ok;
+      await report(followed.outcome, flags.json ?? false, { logsRoot: root, progress: view.state, ...(found.run.repo ? { repo: found.run.repo } : {}) });
+      return exitCodeOf(followed.outcome);
     } finally {
-      off();
+      followed.release();
     }
   });
 }
@@ -82,6 +88,12 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
       if (!v) throw new CliError(`no run '${id}': list runs with \`ado parallel status\``);
       views.push(v);
     }
+    const reasons = new Map<string, Map<string, string | undefined>>();
+    for (const v of views) {
+      const facts = await readReasonFacts(client, v);
+      reasons.set(v.run.runId, new Map(v.tasks.map((t) => [t.id, taskReason(t, v, facts.get(t.id) ?? { paused: false })])));
+    }
+    const reasonOf = (run: string, task: string) => reasons.get(run)?.get(task);
     if (flags.json) {
       const out = views.map(({ run, tasks }) => ({
         runId: run.runId,
@@ -91,7 +103,7 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
         acceptedAt: run.acceptedAt,
         finishedAt: run.finishedAt ?? null,
         error: run.error ?? null,
-        tasks: tasks.map((t) => ({ ...t, elapsedMs: elapsed(t.startedAt, t.finishedAt) })),
+        tasks: tasks.map((t) => ({ ...t, elapsedMs: elapsed(t.startedAt, t.finishedAt), reason: reasonOf(run.runId, t.id) ?? null })),
       }));
       process.stdout.write(JSON.stringify(runId ? out[0] : out, null, 2) + "\n");
       return Exit.ok;
@@ -99,21 +111,28 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
     if (views.length === 0) process.stdout.write(flags.all ? "no runs\n" : "no active runs (ado parallel status --all lists finished ones)\n");
     for (const { run, tasks } of views) {
       const state = run.paused && run.status === "running" ? "paused" : run.status;
-      process.stdout.write(`run ${run.runId} (${run.name}): ${state}${run.error ? ` - ${run.error}` : ""}\n`);
-      const w = Math.max(4, ...tasks.map((t) => t.id.length));
-      // needs_attention is the longest status; the column fits the ones present.
-      const sw = Math.max(9, ...tasks.map((t) => t.status.length));
-      for (const t of tasks) {
+      const took = elapsed(run.acceptedAt, run.finishedAt);
+      process.stdout.write(
+        `run ${run.runId} (${run.name}): ${state}${took === null ? "" : `, ${formatDuration(took)}`}, ${plural(tasks.length, "task")}${run.error ? ` - ${run.error}` : ""}\n`,
+      );
+      const rows = tasks.map((t) => {
         const ms = elapsed(t.startedAt, t.finishedAt);
-        const time = ms === null ? "" : `${(ms / 1000).toFixed(1)}s`;
-        process.stdout.write(
-          `  ${t.id.padEnd(w)}  ${t.status.padEnd(sw)} ${time.padStart(7)}  attempt ${t.attempts}  ${t.workerId ?? ""}${t.error ? `  ${t.error}` : ""}\n`,
-        );
-      }
+        const reason = reasonOf(run.runId, t.id);
+        const word = reason === "paused" ? "paused" : t.status;
+        return [t.id, word, ms === null ? "" : formatDuration(ms), t.attempts > 0 ? `attempt ${t.attempts}` : "", t.workerId ?? "", reason && reason !== "paused" ? reason : (t.error ?? "")];
+      });
+      process.stdout.write(table(rows) + "\n");
       if (run.status === "needs_attention") process.stdout.write(`  waiting for a person: ado hitl list\n`);
     }
     return Exit.ok;
   });
+}
+
+/** Rows of cells, columns padded to their widest cell; the last column (free text) is not. */
+function table(rows: string[][]): string {
+  const cols = Math.max(0, ...rows.map((r) => r.length));
+  const widths = Array.from({ length: cols }, (_, i) => Math.max(0, ...rows.map((r) => (r[i] ?? "").length)));
+  return rows.map((r) => `  ${r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  ")}`.trimEnd()).join("\n");
 }
 
 function elapsed(start?: string, end?: string): number | null {

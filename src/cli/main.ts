@@ -7,6 +7,8 @@ import { attachCommand, controlCommand, detachCommand, statusCommand } from "./l
 import { actorCommand, upCommand, workerCommand } from "./serve.js";
 import { hitlCommands } from "./hitl.js";
 import { registerWorktreeCommands } from "./worktrees.js";
+import { registerRunsCommands } from "./runs.js";
+import { PROGRESS_MODES } from "./progress.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -39,7 +41,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--merge-mode <mode>", "how task branches land on the integration branch: merge, squash or linear (default: the config's, else merge)")
       .option("--validate <cmd>", "run this on every merged tree before the integration branch moves; a failure backs the merge out and asks a person")
       .option("--merge-into <branch>", "when the run succeeds, bring this branch up to the integration branch, only when safe (never checked out in your tree)")
-      .option("--update-checkout", "with --merge-into: if that branch is checked out in a clean worktree and the update is a fast-forward, fast-forward the checkout too"),
+      .option("--update-checkout", "with --merge-into: if that branch is checked out in a clean worktree and the update is a fast-forward, fast-forward the checkout too")
+      .addOption(progressOption()),
   ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
 
   common(
@@ -94,7 +97,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .description("replay a run's events from the start (or --since), then follow it live; Ctrl-C detaches")
       .argument("<run>", "run id")
       .option("--since <time>", "start from this time (ISO) or age (30s, 5m, 2h)")
-      .option("--json", "print one JSON object with the outcome when the run ends"),
+      .option("--json", "print one JSON object with the outcome when the run ends")
+      .addOption(progressOption()),
   ).action(async (run, flags) => setExit(await attachCommand(run, flags)));
 
   common(
@@ -124,8 +128,16 @@ export function buildProgram(setExit: (code: number) => void): Command {
 
   hitlCommands(program, common, setExit);
   registerWorktreeCommands(program, common, setExit);
+  registerRunsCommands(program, common, setExit);
 
   return program;
+}
+
+/** `--progress`: how a followed run is shown (progress.ts). */
+function progressOption(): Option {
+  return new Option("--progress <mode>", "live (redrawn in place), plain (a line per event, no colour or cursor moves), none, or auto: live on a terminal, plain otherwise")
+    .choices([...PROGRESS_MODES])
+    .default("auto");
 }
 
 async function main(): Promise<void> {

@@ -1,149 +1,178 @@
-import { TaskTracker } from "../runtime/client.js";
-import type { AdoEvent, TaskStatus } from "../runtime/messages.js";
+import { formatDuration } from "../runtime/duration.js";
+import type { AdoEvent } from "../runtime/messages.js";
+import { renderFrame } from "./progress-frame.js";
+import { oneLine, plural, RunProgress } from "./progress-state.js";
 
-/** Something that shows a run's events to a person. */
+/**
+ * How a run's progress is shown: `live` (a frame redrawn in place; a terminal only),
+ * `plain` (one line per event, no escape codes: logs, pipes, dumb terminals), `none`
+ * (only the summary at the end). `auto` picks live on a terminal that can move its
+ * cursor, plain otherwise.
+ */
+export const PROGRESS_MODES = ["auto", "live", "plain", "none"] as const;
+export type ProgressMode = (typeof PROGRESS_MODES)[number];
+
+/** Something that shows a run's events to a person, and keeps what it saw. */
 export interface ProgressView {
+  /** Everything the events said so far (the summary reads it too). */
+  readonly state: RunProgress;
   onEvent(e: AdoEvent): void;
+  /** A message for the person, printed where it does not break the view. */
+  say(message: string): void;
+  /** A standing line under the tasks (live) or printed once (plain); undefined removes it. */
+  setNotice(notice: string | undefined): void;
+  /** Draws the last frame and lets go of the terminal. Idempotent. */
   stop(): void;
 }
 
-const SYMBOL: Record<TaskStatus, string> = {
-  pending: "·",
-  queued: "○",
-  running: "◐",
-  merging: "⇢",
-  needs_attention: "?",
-  succeeded: "✓",
-  failed: "✗",
-  skipped: "-",
-  cancelled: "⊘",
-};
+/** What the environment allows: the view to use, with colour or not, and why not live when asked. */
+export function pickProgress(
+  requested: ProgressMode,
+  out: Pick<NodeJS.WriteStream, "isTTY">,
+  env: NodeJS.ProcessEnv = process.env,
+): { mode: "live" | "plain" | "none"; color: boolean; note?: string } {
+  if (requested === "none" || requested === "plain") return { mode: requested, color: false };
+  const dumb = env.TERM === "dumb";
+  const canMove = !!out.isTTY && !dumb;
+  if (!canMove) {
+    const why = !out.isTTY ? "the output is not a terminal" : "TERM=dumb";
+    return { mode: "plain", color: false, ...(requested === "live" ? { note: `--progress live: ${why}; showing plain lines` } : {}) };
+  }
+  // https://no-color.org: any non-empty value turns colour off.
+  return { mode: "live", color: !env.NO_COLOR };
+}
 
-const seconds = (ms: number) => `${(ms / 1000).toFixed(1)}s`;
+/** Builds the view `pickProgress` chose, on `out`. */
+export function createProgress(requested: ProgressMode, out: NodeJS.WriteStream, env: NodeJS.ProcessEnv = process.env): ProgressView {
+  const pick = pickProgress(requested, out, env);
+  if (pick.note) process.stderr.write(`ado: ${pick.note}\n`);
+  if (pick.mode === "live") return new TerminalProgress(out, { color: pick.color });
+  if (pick.mode === "plain") return new LineProgress(out);
+  return new QuietProgress(out);
+}
+
+const HIDE_CURSOR = "\x1b[?25l";
+const SHOW_CURSOR = "\x1b[?25h";
 
 /**
- * Live view for a terminal: one row per task with its state, elapsed time, worker and
- * last output line, redrawn in place ten times a second. Task state comes from the
- * client's TaskTracker (the same event -> status mapping `ado run --json` reports);
- * this view adds only what it shows beside it.
+ * The live view: the frame of progress-frame.ts, redrawn in place ten times a second.
+ * The frame never has more lines than the terminal has rows (minus the cursor's), so
+ * moving up over it always reaches its first line and nothing scrolls into the
+ * scrollback; lines never wrap. Messages (`say`) are printed above the frame.
  */
 export class TerminalProgress implements ProgressView {
-  private readonly tracker = new TaskTracker();
-  /** Per task: its last output line, or the latest thing that happened to it. */
-  private readonly lastLine = new Map<string, string>();
+  readonly state = new RunProgress();
   private drawn = 0;
-  private timer: NodeJS.Timeout;
-  private title = "";
-  /** A line under the table: the run waits for a person, or how merge.into went. */
-  private footer = "";
-  private readonly started = Date.now();
+  private last = "";
+  private notice?: string;
+  private stopped = false;
+  private readonly timer: NodeJS.Timeout;
+  private readonly color: boolean;
+  private readonly restore = () => this.out.write(SHOW_CURSOR);
+  private readonly onResize = () => this.draw(true);
 
-  constructor(private readonly out: NodeJS.WriteStream) {
-    this.timer = setInterval(() => this.draw(), 100);
+  constructor(
+    private readonly out: NodeJS.WriteStream,
+    opts: { color?: boolean; intervalMs?: number } = {},
+  ) {
+    this.color = opts.color ?? true;
+    this.out.write(HIDE_CURSOR);
+    // Whatever ends the process, the cursor comes back.
+    process.once("exit", this.restore);
+    this.out.on?.("resize", this.onResize);
+    this.timer = setInterval(() => this.draw(), opts.intervalMs ?? 100);
+    this.timer.unref?.();
   }
 
   onEvent(e: AdoEvent): void {
-    this.tracker.apply(e);
-    switch (e.type) {
-      case "run.accepted":
-        this.title = `run ${e.runId} (${e.name}): ${e.tasks.length} tasks`;
-        return;
-      case "run.needs_attention":
-        this.footer = `needs attention: ${e.tasks.map((t) => t.taskId).join(", ")} (ado hitl list)`;
-        return;
-      case "run.continued":
-        this.footer = "";
-        return;
-      case "run.merged_into":
-        this.footer = `${e.into}: ${e.status}${e.reason ? ` (${e.reason})` : ""}`;
-        return;
-    }
-    if (!("taskId" in e) || !this.tracker.tasks.has(e.taskId)) return;
-    const note = (line: string | undefined) => line && this.lastLine.set(e.taskId, line);
-    switch (e.type) {
-      case "task.output":
-        note(e.data.trimEnd().split("\n").pop());
-        break;
-      case "task.failed":
-        note(e.error);
-        break;
-      case "task.skipped":
-      case "task.cancelled":
-        note(e.reason);
-        break;
-      case "task.paused":
-        note("paused");
-        break;
-      case "task.resumed":
-        note("resumed");
-        break;
-      case "task.retrying":
-        note(`retrying in ${seconds(Math.max(0, e.notBefore - Date.parse(e.at)))}: ${e.error}`);
-        break;
-      case "merge.conflict":
-        // A conflict is escalated (merge.hitl_required follows) unless the merger predates HITL.
-        note(`conflict in ${e.files.join(", ")}`);
-        break;
-      case "merge.resolved":
-        note(`resolved ${e.paths.map((p) => `${p.path} (${p.by})`).join(", ")}`);
-        break;
-      case "worker.lost":
-        note(`worker ${e.workerId} lost: ${e.outcome === "interrupted" ? "runs again" : "queued again"}`);
-        break;
-      case "merge.hitl_required":
-        note(`${e.reason === "validation" ? "validation failed" : "conflict"}: ado hitl show ${e.hitlId}`);
-        break;
-    }
+    this.state.apply(e);
   }
 
-  private draw(): void {
-    const width = this.out.columns || 100;
-    const tasks = this.tracker.tasks;
-    const idWidth = Math.min(24, Math.max(4, ...[...tasks.keys()].map((k) => k.length)));
-    const lines = [`${this.title || "submitting…"}  ${seconds(Date.now() - this.started)}`];
-    // Very large runs: show counts, not one row per task.
-    if (tasks.size > 40) {
-      const counts = new Map<TaskStatus, number>();
-      for (const t of tasks.values()) counts.set(t.status, (counts.get(t.status) ?? 0) + 1);
-      lines.push("  " + [...counts].map(([s, n]) => `${SYMBOL[s]} ${s} ${n}`).join("   "));
-    } else {
-      for (const t of tasks.values()) {
-        const started = t.startedAt ? Date.parse(t.startedAt) : undefined;
-        const elapsed = started ? seconds((t.finishedAt ? Date.parse(t.finishedAt) : Date.now()) - started) : "";
-        const attempt = t.attempts > 1 ? ` (attempt ${t.attempts})` : "";
-        const state = t.status === "needs_attention" ? "attention" : t.status;
-        const head = `  ${SYMBOL[t.status]} ${t.id.padEnd(idWidth)} ${state.padEnd(9)} ${elapsed.padStart(6)}${attempt}`;
-        const last = this.lastLine.get(t.id);
-        const tail = last ? `  ${last}` : "";
-        lines.push((head + `\x1b[2m${tail}`).slice(0, width + 4) + "\x1b[0m");
-      }
+  say(message: string): void {
+    if (this.stopped) {
+      this.out.write(message + "\n");
+      return;
     }
-    if (this.footer) lines.push(`  ${this.footer}`.slice(0, width));
-    let frame = this.drawn ? `\x1b[${this.drawn}F` : "";
-    // Erase below too: the footer line comes and goes.
-    frame += lines.map((l) => `\x1b[2K${l}`).join("\n") + "\n\x1b[J";
-    this.out.write(frame);
+    this.out.write(this.erase() + message + "\n");
+    this.drawn = 0;
+    this.draw(true);
+  }
+
+  setNotice(notice: string | undefined): void {
+    this.notice = notice;
+    this.draw();
+  }
+
+  /** Moves to the frame's first line and clears from there down. */
+  private erase(): string {
+    return this.drawn ? `\x1b[${this.drawn}F\x1b[J` : "";
+  }
+
+  private lastDraw = 0;
+
+  private draw(force = false): void {
+    if (this.stopped) return;
+    // A frame of a very large run costs a few ms to build: twice a second is enough there.
+    const now = Date.now();
+    if (!force && this.state.tasks().length > 1_000 && now - this.lastDraw < 500) return;
+    this.lastDraw = now;
+    const lines = renderFrame(this.state, {
+      width: this.out.columns || 80,
+      height: this.out.rows || 24,
+      now,
+      color: this.color,
+      ...(this.notice ? { notice: this.notice } : {}),
+    });
+    const body = lines.map((l) => `\x1b[2K${l}`).join("\n") + "\n";
+    if (!force && body === this.last) return;
+    // Up to the first line, rewrite each line, then clear whatever the last frame had below.
+    this.out.write((this.drawn ? `\x1b[${this.drawn}F` : "") + body + "\x1b[J");
+    this.last = body;
     this.drawn = lines.length;
   }
 
   stop(): void {
+    if (this.stopped) return;
     clearInterval(this.timer);
-    this.draw();
+    this.draw(true);
+    this.stopped = true;
+    this.out.off?.("resize", this.onResize);
+    process.off("exit", this.restore);
+    this.out.write(SHOW_CURSOR);
   }
 }
 
-/** Plain lines for logs and pipes: one line per meaningful event, output lines prefixed by task. */
+/** Plain lines for logs and pipes: one line per meaningful event, output lines prefixed by task; no escape codes. */
 export class LineProgress implements ProgressView {
+  readonly state = new RunProgress();
   private readonly partial = new Map<string, string>();
+  /** The last waiting reason printed per task: a balancer says it again on every pass. */
+  private readonly waiting = new Map<string, string>();
 
   constructor(private readonly out: NodeJS.WritableStream) {}
 
+  say(message: string): void {
+    this.out.write(message + "\n");
+  }
+
+  setNotice(notice: string | undefined): void {
+    if (notice) this.say(`ado: ${notice}`);
+  }
+
   onEvent(e: AdoEvent): void {
+    this.state.apply(e);
     const time = e.at.slice(11, 23);
     const say = (msg: string): void => void this.out.write(`[${time}] ${msg}\n`);
+    const w = e as unknown as { type: string; taskId?: string; reason?: string };
+    if (w.type === "task.waiting" && w.taskId && typeof w.reason === "string") {
+      if (this.waiting.get(w.taskId) !== w.reason) say(`${w.taskId}: waiting: ${oneLine(w.reason)}`);
+      this.waiting.set(w.taskId, w.reason);
+      return;
+    }
+    if ("taskId" in e && (e.type === "task.started" || e.type === "task.queued")) this.waiting.delete(e.taskId);
     switch (e.type) {
       case "run.accepted":
-        say(`run ${e.runId} accepted: ${e.tasks.length} tasks${e.integrationBranch ? `, integrating into ${e.integrationBranch}` : ""}`);
+        say(`run ${e.runId} accepted: ${plural(e.tasks.length, "task")}${e.integrationBranch ? `, integrating into ${e.integrationBranch}` : ""}`);
         if (e.queued.length) say(`queued: ${e.queued.join(", ")}`);
         return;
       case "run.rejected":
@@ -153,17 +182,19 @@ export class LineProgress implements ProgressView {
       case "task.queued":
         return say(`${e.taskId}: queued${e.attempt > 1 ? ` (attempt ${e.attempt})` : ""}`);
       case "task.started":
-        return say(`${e.taskId}: started on ${e.workerId}`);
+        return say(`${e.taskId}: started on ${e.workerId}${e.attempt > 1 ? ` (attempt ${e.attempt})` : ""}`);
       case "task.output": {
         const key = `${e.taskId}/${e.stream}`;
         const text = (this.partial.get(key) ?? "") + e.data;
         const lines = text.split("\n");
         this.partial.set(key, lines.pop() ?? "");
-        for (const line of lines) this.out.write(`  ${e.taskId}${e.stream === "stderr" ? "!" : "|"} ${line}\n`);
+        for (const line of lines) this.out.write(`  ${e.taskId}${e.stream === "stderr" ? "!" : "|"} ${plainText(line)}\n`);
         return;
       }
       case "task.succeeded":
-        return say(`${e.taskId}: done in ${seconds(Date.parse(e.finishedAt) - Date.parse(e.startedAt))}${e.files.length ? `, ${e.files.length} file(s) changed` : ", no changes"}`);
+        return say(
+          `${e.taskId}: done in ${formatDuration(Date.parse(e.finishedAt) - Date.parse(e.startedAt))}${e.files.length ? `, ${plural(e.files.length, "file")} changed` : ", no changes"}`,
+        );
       case "task.merged":
         return say(`${e.taskId}: merged (${e.integrationCommit.slice(0, 10)})`);
       case "task.failed":
@@ -181,11 +212,12 @@ export class LineProgress implements ProgressView {
       case "run.continued":
         return say(`run continues`);
       case "run.merged_into":
-        return say(`${e.into}: ${e.status === "refused" || e.status === "error" ? `not updated (${e.status}): ${e.reason}` : `${e.status} to ${e.commit?.slice(0, 10)}`}`);
+        // A refusal's reason is printed once, in the summary.
+        return say(`${e.into}: ${e.status === "refused" || e.status === "error" ? `not updated (${e.status}; see below)` : `${e.status} to ${e.commit?.slice(0, 10)}`}`);
       case "task.cancelled":
         return say(`${e.taskId}: cancelled: ${e.reason}`);
       case "task.retrying":
-        return say(`${e.taskId}: attempt ${e.attempt} in ${seconds(Math.max(0, e.notBefore - Date.parse(e.at)))}`);
+        return say(`${e.taskId}: attempt ${e.attempt} in ${formatDuration(e.notBefore - Date.parse(e.at))}`);
       case "task.paused":
         return say(`${e.taskId}: paused on ${e.workerId}`);
       case "task.resumed":
@@ -193,7 +225,9 @@ export class LineProgress implements ProgressView {
       case "task.checkpoint":
         return say(`${e.taskId}: checkpoint ${e.commit.slice(0, 10)} (${e.reason})`);
       case "worker.lost":
-        return say(`${e.taskId}: worker ${e.workerId} lost (${e.outcome === "interrupted" ? "its attempt runs again" : "queued again"}): ${e.reason}`);
+        return say(
+          `${e.taskId}: worker ${e.workerId} lost (${e.outcome === "interrupted" ? "its attempt runs again" : "queued again"}): ${e.reason}${e.archiveRef ? `; its work: git log ${e.archiveRef}` : ""}`,
+        );
       case "run.paused":
         return say(`run paused by ${e.by}`);
       case "run.resumed":
@@ -204,7 +238,35 @@ export class LineProgress implements ProgressView {
   }
 
   stop(): void {
-    for (const [key, rest] of this.partial) if (rest) this.out.write(`  ${key.split("/")[0]}| ${rest}\n`);
+    for (const [key, rest] of this.partial) if (rest) this.out.write(`  ${key.split("/")[0]}${key.endsWith("/stderr") ? "!" : "|"} ${plainText(rest)}\n`);
     this.partial.clear();
   }
+}
+
+/** No progress at all (`--progress none`): only the state, for the summary; messages still show. */
+export class QuietProgress implements ProgressView {
+  readonly state = new RunProgress();
+
+  constructor(private readonly out: NodeJS.WritableStream) {}
+
+  onEvent(e: AdoEvent): void {
+    this.state.apply(e);
+  }
+
+  say(message: string): void {
+    this.out.write(message + "\n");
+  }
+
+  setNotice(notice: string | undefined): void {
+    if (notice) this.say(`ado: ${notice}`);
+  }
+
+  stop(): void {}
+}
+
+/** A line of a task's output without escape codes or control characters (plain output goes to files and pipes). */
+function plainText(line: string): string {
+  return line
+    .replace(/\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)?|\x1b[@-Z\\-_]/g, "")
+    .replace(/[\x00-\x08\x0b-\x1f\x7f]/g, "");
 }

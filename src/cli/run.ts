@@ -1,6 +1,6 @@
 import { readFile } from "node:fs/promises";
 import type { Stack } from "../actors/stack.js";
-import { AdoClient, WatchAbortedError, type RunOutcome } from "../runtime/client.js";
+import { AdoClient, type RunOutcome } from "../runtime/client.js";
 import type { Config } from "../runtime/config.js";
 import {
   DEFAULT_MERGE_COMMAND_TIMEOUT_MS,
@@ -20,9 +20,11 @@ import { drainQuietly } from "../runtime/connection.js";
 import { errorMessage } from "../runtime/errors.js";
 import { openJetStream, topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
-import { createKeptRun, dropKeptRun, markKeptRun, type KeptRun } from "./kept-runs.js";
-import { LineProgress, TerminalProgress, type ProgressView } from "./progress.js";
-import { onShutdown } from "./signals.js";
+import { createKeptRun, dropKeptRun, type KeptRun } from "./kept-runs.js";
+import { endEmbedded, followRun, type Followed } from "./follow.js";
+import { createProgress, type ProgressMode } from "./progress.js";
+import { report, reportStop } from "./summary.js";
+import { logsRoot, TaskLogWriter } from "./task-logs.js";
 import { runBranchPrefix } from "../runtime/names.js";
 
 /** Exit code of a run that stopped for a person (`ado hitl`); see Exit in common.ts for the others. */
@@ -42,6 +44,8 @@ export interface RunFlags extends CommonFlags {
   mergeInto?: string;
   updateCheckout?: boolean;
   remote?: string;
+  /** How progress is shown while the run goes on (see progress.ts). */
+  progress?: ProgressMode;
 }
 
 /** `ado run`: submit a graph (or one task) and follow it to the end. Returns the exit code. */
@@ -74,8 +78,9 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   } else {
     const { Stack } = await import("../actors/stack.js");
     // A run on a repository keeps its JetStream store next to it, so that if it stops
-    // for a person, `ado hitl` can resume it later (see kept-runs.ts). A configured
-    // store is the user's own: used as it is.
+    // for a person, is stopped by Ctrl-C, or this process is killed, it can go on later
+    // (`ado hitl`, `ado runs resume`; see kept-runs.ts). A configured store is the
+    // user's own: used as it is.
     if (repoInfo && !config.embedded.storeDir) kept = await createKeptRun(repoInfo.gitCommonDir, runId, config.prefix, repoInfo.topLevel);
     try {
       stack = await Stack.start({ config: kept ? { ...config, embedded: { ...config.embedded, storeDir: kept.storeDir } } : config, logger });
@@ -91,16 +96,10 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   const client = new AdoClient(nc, topo);
 
   // With --json, stdout carries only the outcome, so progress goes to stderr.
-  const out = flags.json ? process.stderr : process.stdout;
-  const view: ProgressView = out.isTTY ? new TerminalProgress(out) : new LineProgress(out);
-  const abort = new AbortController();
-  const removeSignals = onShutdown(() => {
-    view.stop();
-    stderr(stack ? "interrupted: stopping the embedded stack (tasks in flight are stopped)" : `detached; the run goes on: ${runId}`);
-    abort.abort();
-  }, stderr);
-
-  let outcome: RunOutcome | undefined;
+  const view = createProgress(flags.detach ? "none" : (flags.progress ?? "auto"), flags.json ? process.stderr : process.stdout);
+  const logsDir = logsRoot(repoInfo?.gitCommonDir);
+  const logs = new TaskLogWriter(logsDir, runId, stderr);
+  let followed: Followed | undefined;
   try {
     await client.submit({ graph, repo: needsRepo ? repoDir : flags.repo, runId, ...(merge ? { merge } : {}), ...(remote ? { remote } : {}) });
     if (flags.detach) {
@@ -108,39 +107,47 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
       stderr(`submitted; follow it with: ado attach ${runId}`);
       return Exit.ok;
     }
-    outcome = await client.watchWaiting(runId, {
-      graph,
-      repo: needsRepo ? repoDir : flags.repo,
-      wait: flags.wait,
-      onEvent: (e) => view.onEvent(e),
-      signal: abort.signal,
-      onNoScheduler: () => stderr("no scheduler has picked up the run yet: is one running? (ado up, or ado actor scheduler)"),
+    followed = await followRun({
+      runId,
+      view,
+      logs,
+      ...(stack ? { stack } : {}),
+      say: stderr,
+      watch: (w) =>
+        client.watchWaiting(runId, {
+          graph,
+          repo: needsRepo ? repoDir : flags.repo,
+          wait: flags.wait,
+          ...w,
+          onNoScheduler: () => stderr("no scheduler has picked up the run yet: is one running? (ado up, or ado actor scheduler)"),
+        }),
     });
-  } catch (err) {
-    if (!(err instanceof WatchAbortedError)) throw err;
   } finally {
     view.stop();
-    removeSignals();
-    await drainQuietly(nc);
-    await stack?.close();
-    // Kept only for a run that waits for a person; the server has stopped, so the store is complete.
-    if (kept && outcome?.status === "needs_attention") {
-      await markKeptRun(kept, { ...kept.marker!, state: "needs_attention", updatedAt: new Date().toISOString() });
-    } else if (kept) {
-      await dropKeptRun(kept);
+    await endEmbedded({ kept, followed, stop: async () => (await drainQuietly(nc), await stack?.close()) });
+  }
+  // Past the try above, following ran: it returned, or threw (and so did we).
+  followed = followed!;
+  try {
+    const ctx = { logsRoot: logsDir, progress: view.state, ...(repoInfo ? { repo: repoInfo.topLevel } : {}) };
+    if (followed.stopped) {
+      if (!followed.stopped.embedded) return Exit.ok; // detached: the run goes on
+      await reportStop(runId, followed.stopped, flags.json ?? false, { ...ctx, ...(kept ? { keptStore: kept.dir } : {}) });
+      return Exit.interrupted;
     }
+    const outcome = followed.outcome!;
+    // Remote mode: the run's branches live on the remote; bring them home.
+    if (remote && repoInfo) {
+      await fetchRunBranches(repoInfo.topLevel, remote, runId).catch((err) =>
+        stderr(`${errorMessage(err)}; fetch them yourself: git fetch ${remote} '+refs/heads/${runBranchPrefix(runId)}*:refs/heads/${runBranchPrefix(runId)}*'`),
+      );
+    }
+    await report(outcome, flags.json ?? false, { ...ctx, ...(kept ? { keptStore: kept.dir } : {}), ...(external ? { waitsOn: external.url } : {}) });
+    return exitCodeOf(outcome);
+  } finally {
+    followed.release();
   }
-  if (!outcome) return stack ? Exit.interrupted : Exit.ok;
-  // Remote mode: the run's branches live on the remote; bring them home.
-  if (remote && repoInfo) {
-    await fetchRunBranches(repoInfo.topLevel, remote, runId).catch((err) =>
-      stderr(`${errorMessage(err)}; fetch them yourself: git fetch ${remote} '+refs/heads/${runBranchPrefix(runId)}*:refs/heads/${runBranchPrefix(runId)}*'`),
-    );
-  }
-  report(outcome, flags.json ?? false, { keptStore: kept?.dir, waitsOn: external?.url });
-  return exitCodeOf(outcome);
 }
-
 
 /** 0 only for a run that succeeded; 3 for one waiting for a person; 2 for one refused before it ran. */
 export function exitCodeOf(outcome: RunOutcome): number {
@@ -199,71 +206,4 @@ async function graphFrom(prompt: string | undefined, flags: RunFlags): Promise<G
   return validateGraph(
     parseGraphObject({ name: "single", tasks: [{ id: "task", prompt: prompt ?? "", agent: flags.agent, ...(flags.cmd ? { run: flags.cmd } : {}) }] }, "command line"),
   );
-}
-
-/** Where a run waiting for a person waits: in a kept embedded store, or on a server. */
-export interface ReportContext {
-  keptStore?: string;
-  waitsOn?: string;
-}
-
-export function report(o: RunOutcome, json: boolean, ctx: ReportContext = {}): void {
-  const refused = o.mergeInto && (o.mergeInto.status === "refused" || o.mergeInto.status === "error");
-  if (refused) process.stderr.write(`ado: warning: ${o.mergeInto!.into} was not updated: ${o.mergeInto!.reason}\n`);
-  if (json) {
-    const out = {
-      runId: o.runId,
-      status: o.status,
-      integrationBranch: o.integrationBranch ?? null,
-      integrationCommit: o.integrationCommit ?? null,
-      error: o.error ?? null,
-      ...(o.mergeInto ? { mergeInto: o.mergeInto } : {}),
-      ...(o.attention ? { attention: o.attention, ...(ctx.keptStore ? { keptStore: ctx.keptStore } : {}) } : {}),
-      tasks: o.tasks.map((t) => ({
-        id: t.id,
-        status: t.status,
-        attempts: t.attempts,
-        startedAt: t.startedAt ?? null,
-        finishedAt: t.finishedAt ?? null,
-        workerId: t.workerId ?? null,
-        ...(t.error ? { error: t.error } : {}),
-      })),
-    };
-    process.stdout.write(JSON.stringify(out, null, 2) + "\n");
-    return;
-  }
-  const w = (s: string) => process.stdout.write(s + "\n");
-  w("");
-  w(`run ${o.runId}: ${o.status}`);
-  if (o.error && o.status !== "needs_attention") w(`  ${o.error}`);
-  const bad = o.tasks.filter((t) => t.status === "failed" || t.status === "skipped");
-  for (const t of bad) w(`  ${t.status === "failed" ? "✗" : "-"} ${t.id}: ${t.error ?? t.status}`);
-  if (o.status === "needs_attention") {
-    printAttention(o, ctx, w);
-  } else if (o.integrationBranch && o.status === "succeeded") {
-    w(`  result: branch ${o.integrationBranch} (${o.integrationCommit?.slice(0, 10)})`);
-    w(`  look:   git log --oneline --graph ${o.integrationBranch}`);
-    const into = o.mergeInto;
-    if (into && !refused) w(`  ${into.into}: ${into.status === "up-to-date" ? "already up to date" : `updated (${into.status}) to ${into.commit?.slice(0, 10)}`}`);
-    else if (into) w(`  ${into.into}: not updated: ${into.reason}`);
-    else w(`  take:   git merge ${o.integrationBranch}`);
-  } else if (o.integrationBranch) {
-    w(`  merged so far: ${o.integrationBranch}; task branches: ado/${o.runId}/<task>`);
-  }
-}
-
-/** Which merges wait for a person, and the `ado hitl` commands that resolve them. */
-export function printAttention(o: Pick<RunOutcome, "runId" | "attention">, ctx: ReportContext, w: (line: string) => void): void {
-  for (const a of o.attention ?? []) {
-    w(`  ? ${a.taskId}: ${a.message}`);
-    w(`      ado hitl show ${a.hitlId}`);
-  }
-  const id = o.attention?.length === 1 ? o.attention[0]!.hitlId : "<id>";
-  w("  resolve with one of:");
-  w(`    ado hitl resolve ${id} --choose ours|theirs   (keep the integration branch's side, or the task's, per conflict)`);
-  w(`    ado hitl resolve ${id} --choose agent [--resolver <cmd>]   (run a resolver agent)`);
-  w(`    ado hitl resolve ${id} --manual   (resolve by hand in a worktree, then --continue)`);
-  w(`    ado hitl resolve ${id} --skip     (leave it unmerged; what needs it is skipped)`);
-  if (ctx.keptStore) w(`  the run's state is kept in ${ctx.keptStore}; \`ado hitl\` in this repository resumes it`);
-  else if (ctx.waitsOn) w(`  the run waits on ${ctx.waitsOn}; it goes on once resolved (ado attach ${o.runId})`);
 }

@@ -3,13 +3,25 @@
  * (drain, hand back, stop the embedded server); a second one forces exit.
  */
 export function onShutdown(graceful: (signal: NodeJS.Signals) => Promise<void> | void, log: (msg: string) => void): () => void {
+  return onSignals([graceful], log);
+}
+
+/**
+ * Signal `n` (SIGINT or SIGTERM, counted together) runs `steps[n - 1]`; one more than
+ * there are steps exits at once with 130. `ado run` uses it for "first Ctrl-C: finish
+ * what runs; second: kill it; third: exit now". Returns a function that removes the
+ * handlers.
+ */
+export function onSignals(steps: ReadonlyArray<(signal: NodeJS.Signals) => Promise<void> | void>, log: (msg: string) => void): () => void {
   let count = 0;
   const handler = (signal: NodeJS.Signals) => {
-    count++;
-    if (count === 1) {
-      void Promise.resolve(graceful(signal)).catch((err) => log(`shutdown failed: ${String(err)}`));
+    const step = steps[count++];
+    if (step) {
+      void Promise.resolve()
+        .then(() => step(signal))
+        .catch((err) => log(`shutdown failed: ${String(err)}`));
     } else {
-      log("second signal: exiting now");
+      log(`${count === 2 ? "second" : "another"} signal: exiting now`);
       process.exit(130);
     }
   };

@@ -25,6 +25,7 @@ import { type MalformedEntry, WorktreeRegistry } from "../runtime/worktree-regis
 import type { Logger } from "../runtime/logger.js";
 import { topology } from "../runtime/topology.js";
 import { configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
+import { findKeptRuns, keptRunState } from "./kept-runs.js";
 
 interface WorktreeFlags extends CommonFlags {
   repo?: string;
@@ -63,6 +64,7 @@ interface Context {
   config: Config;
   logger: Logger;
   repo: string;
+  gitCommonDir: string;
   manager: WorktreeManager;
   baseDir: string;
   registry?: WorktreeRegistry;
@@ -72,7 +74,7 @@ interface Context {
 }
 
 async function open(flags: WorktreeFlags): Promise<Context> {
-  const { topLevel } = await openRepo(flags.repo ?? process.cwd());
+  const { topLevel, gitCommonDir } = await openRepo(flags.repo ?? process.cwd());
   const { config, logger } = await configFrom(flags, topLevel);
   const manager = new WorktreeManager({
     repo: topLevel,
@@ -80,7 +82,7 @@ async function open(flags: WorktreeFlags): Promise<Context> {
     logger,
     include: config.worktrees,
   });
-  const ctx: Context = { config, logger, repo: topLevel, manager, baseDir: await manager.baseDir(), close: async () => undefined };
+  const ctx: Context = { config, logger, repo: topLevel, gitCommonDir, manager, baseDir: await manager.baseDir(), close: async () => undefined };
   const server = await resolveServer(config);
   if (!server) {
     ctx.registryNote = "no server configured (--server, ADO_SERVER or `ado up`): showing what git knows";
@@ -151,7 +153,8 @@ async function listCommand(flags: WorktreeFlags & { all?: boolean }): Promise<nu
     const [worktrees, orphans, registry] = await Promise.all([ctx.manager.inspect(), ctx.manager.orphans(), readRegistry(ctx)]);
     const records = byPath(registry.records);
     const plan = planCleanup(worktrees, records, policyOf(ctx.config, false), { now: new Date() }, orphans);
-    const listed = worktrees.map((w, i) => listed_(w, records.get(w.path), plan[i]!));
+    const stopped = await stoppedRuns(ctx.gitCommonDir);
+    const listed = worktrees.map((w, i) => listed_(w, records.get(w.path), plan[i]!, stopped));
     const listedOrphans = orphans.map((o, i) => orphanRow(o, plan[worktrees.length + i]!));
     const shown = new Set(worktrees.map((w) => w.path));
     const history = flags.all ? registry.records.filter((r) => !shown.has(r.path)) : [];
@@ -197,20 +200,49 @@ async function listCommand(flags: WorktreeFlags & { all?: boolean }): Promise<nu
   }
 }
 
-function listed_(w: WorktreeStatus, record: WorktreeRecord | undefined, item: CleanupItem): ListedWorktree {
+/**
+ * Kept runs of the repository that nobody drives (kept-runs.ts): killed (`orphaned`: the
+ * `ado run` that ran the embedded stack is gone) or stopped by Ctrl-C (`interrupted`).
+ * Their worktrees stay locked until the run is resumed or removed.
+ */
+async function stoppedRuns(gitCommonDir: string): Promise<Map<string, { state: "orphaned" | "interrupted"; pid?: number }>> {
+  const out = new Map<string, { state: "orphaned" | "interrupted"; pid?: number }>();
+  for (const k of await findKeptRuns(gitCommonDir)) {
+    const state = keptRunState(k);
+    if (state === "orphaned" || state === "interrupted") out.set(k.runId, { state, ...(k.marker ? { pid: k.marker.pid } : {}) });
+  }
+  return out;
+}
+
+function listed_(w: WorktreeStatus, record: WorktreeRecord | undefined, item: CleanupItem, stopped: ReadonlyMap<string, { state: "orphaned" | "interrupted"; pid?: number }>): ListedWorktree {
+  const run = item.runId ? stopped.get(item.runId) : undefined;
+  // The registry (when read) knows better; without it, a worktree of a run nobody drives says so.
+  const orphaned =
+    !record && run && !item.inUse
+      ? {
+          state: run.state === "orphaned" ? "orphaned" : "interrupted",
+          note: `${run.state === "orphaned" ? `run ${item.runId}'s ado (pid ${run.pid}) is gone` : `run ${item.runId} was stopped`}: ado runs resume ${item.runId}, or ado runs remove ${item.runId}`,
+        }
+      : undefined;
   return {
     path: w.path,
     name: w.name,
     branch: w.branch,
     head: w.head,
     exists: w.exists,
-    state: record?.state,
+    state: record?.state ?? orphaned?.state,
     createdAt: item.createdAt,
     finishedAt: record?.finishedAt,
     changes: w.changes,
     unmerged: w.unmerged,
     inUse: item.inUse,
-    note: w.metaProblem ? `ado.json unreadable: ${w.metaProblem}` : !w.exists ? "directory gone" : record?.state === "kept" ? `kept: ${record.reason}` : undefined,
+    note: w.metaProblem
+      ? `ado.json unreadable: ${w.metaProblem}`
+      : !w.exists
+        ? "directory gone"
+        : record?.state === "kept"
+          ? `kept: ${record.reason}`
+          : orphaned?.note,
     cleanup: item.action,
     ...(w.meta ? { owner: { host: w.meta.host, pid: w.meta.pid, workerId: w.meta.workerId } } : {}),
     ...(record ? { record } : {}),

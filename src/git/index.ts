@@ -29,6 +29,7 @@ export {
   firstParentCount,
   isAncestor,
   isValidBranchName,
+  listRefs,
   openRepo,
   readBranch,
   resolveCommit,

@@ -86,6 +86,18 @@ export async function createBranchIfAbsent(
   }
 }
 
+/** The refs under `prefix` (e.g. `refs/ado/attempts/<run>/`), sorted by name, with the commit each points at. */
+export async function listRefs(repo: string, prefix: string): Promise<{ ref: string; commit: string }[]> {
+  const out = await git(repo, ["for-each-ref", "--format=%(refname) %(objectname)", "--sort=refname", prefix]);
+  return out
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => {
+      const [ref = "", commit = ""] = line.split(" ");
+      return { ref, commit };
+    });
+}
+
 /** Whether commit `a` is an ancestor of (or equal to) commit `b`. */
 export async function isAncestor(repo: string, a: string, b: string): Promise<boolean> {
   const { exitCode } = await runGit(repo, ["merge-base", "--is-ancestor", a, b], [0, 1]);

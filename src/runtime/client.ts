@@ -437,6 +437,12 @@ export class TaskTracker {
       for (const id of e.queued) this.tasks.set(id, { id, status: "queued", attempts: 1 });
       return;
     }
+    if (e.type === "run.completed") {
+      // The scheduler's final word: some ends have no task event of their own (a task
+      // that finished after the run halted is skipped without one).
+      for (const s of e.tasks) if (this.tasks.has(s.id)) this.tasks.set(s.id, { ...this.tasks.get(s.id)!, ...s });
+      return;
+    }
     if (!("taskId" in e)) return;
     const t = this.tasks.get(e.taskId);
     if (!t) return;
@@ -453,7 +459,9 @@ export class TaskTracker {
         t.workerId = e.workerId;
         break;
       case "task.succeeded":
-        set("merging");
+        // Only work with changes goes to the merge coordinator (and ends with task.merged);
+        // a task that changed nothing is done now, and no other event will say so.
+        set(e.commit && e.files.length > 0 ? "merging" : "succeeded");
         t.startedAt = e.startedAt;
         t.finishedAt = e.finishedAt;
         t.commit = e.commit;

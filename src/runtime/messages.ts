@@ -355,6 +355,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     files: z.array(z.string()),
     startedAt: isoTime,
     finishedAt: isoTime,
+    /** What the attempt cost in USD, as its agent reported it (absent from schedulers that predate it). */
+    costUsd: z.number().min(0).optional(),
   }),
   z.object({
     type: z.literal("task.failed"),
@@ -365,6 +367,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     outputTail: z.string().default(""),
     startedAt: isoTime.optional(),
     finishedAt: isoTime,
+    /** What the attempt cost in USD, as its agent reported it (absent from schedulers that predate it). */
+    costUsd: z.number().min(0).optional(),
   }),
   z.object({ type: z.literal("task.merged"), ...taskEventBase, integrationCommit: sha }),
   z.object({ type: z.literal("task.skipped"), ...taskEventBase, reason: z.string() }),

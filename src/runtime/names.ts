@@ -53,6 +53,8 @@ export const manualBranch = (runId: string, taskId: string, round: number): stri
 export const ADO_REFS = "refs/ado";
 /** Where a failed or lost attempt's work is kept: `refs/ado/attempts/<run>/<task>/<attempt>`. */
 export const attemptRef = (runId: string, taskId: string, attempt: number): string => `${ADO_REFS}/attempts/${runId}/${taskId}/${attempt}`;
+/** Every attempt ref of a run (a `git for-each-ref` pattern): `refs/ado/attempts/<run>/`. */
+export const runAttemptRefs = (runId: string): string => `${ADO_REFS}/attempts/${runId}/`;
 /** Where cleanup keeps a worktree's work before removing it: `refs/ado/archive/<run>/<task>/<UTC time>`. */
 export const archiveRef = (runId: string, taskId: string, at: Date): string =>
   `${ADO_REFS}/archive/${runId}/${taskId}/${at.toISOString().replace(/[:.]/g, "-")}`;

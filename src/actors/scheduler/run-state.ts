@@ -319,6 +319,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
         outputTail: result.outputTail,
         startedAt: result.startedAt,
         finishedAt: result.finishedAt,
+        costUsd: result.costUsd,
       },
     });
     if (willRetry) {
@@ -352,6 +353,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       files: result.files,
       startedAt: result.startedAt,
       finishedAt: result.finishedAt,
+      costUsd: result.costUsd,
     },
   });
   const run = state.run;
