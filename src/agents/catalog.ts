@@ -10,14 +10,14 @@ import { CliAgent } from "./cli-agent.js";
 import { codex } from "./codex.js";
 import { cursor } from "./cursor.js";
 import { gemini } from "./gemini.js";
-import { DEFAULT_PRICES, type PriceTable } from "./prices.js";
+import { mergePrices, type PriceTable } from "./prices.js";
 
 /** Every agent CLI adapter, by the name a task's `agent:` gives. */
 export const ADAPTERS: Readonly<Record<CliAgentName, CliAdapter>> = { claude, codex, gemini, cursor, aider };
 
-/** The price table in force: config `prices` over the defaults. */
+/** The price table in force: config `prices` over the defaults (see mergePrices). */
 export function priceTable(overrides: PriceTable = {}): PriceTable {
-  return { ...DEFAULT_PRICES, ...overrides };
+  return mergePrices(overrides);
 }
 
 /** One CliAgent per adapter, with its `agents.<name>` config and the price table. */

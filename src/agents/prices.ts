@@ -93,9 +93,16 @@ export function normalizeModel(model: string): string {
 }
 
 /**
- * The price of `model`: the table's entry of that exact name, else of its normalized
- * name or alias (a config entry wins over a default either way), else undefined.
+ * The price table in force: config `prices` over the defaults. A configured model
+ * replaces the default of the same model under any spelling (`GPT-5` replaces `gpt-5`).
  */
+export function mergePrices(overrides: PriceTable = {}, defaults: PriceTable = DEFAULT_PRICES): PriceTable {
+  const replaced = new Set(Object.keys(overrides).map(normalizeModel));
+  const kept = Object.entries(defaults).filter(([k]) => !replaced.has(normalizeModel(k)));
+  return { ...Object.fromEntries(kept), ...overrides };
+}
+
+/** The price of `model`: the table's entry of that exact name, else of its normalized name or alias, else undefined. */
 export function priceOf(model: string | undefined, table: PriceTable = DEFAULT_PRICES): ModelPrice | undefined {
   if (!model) return undefined;
   if (table[model]) return table[model];
