@@ -33,6 +33,8 @@ function tokensOfUsage(u: Json | undefined): TokenCounts {
   return { input: count(u?.input_tokens) + cached + cacheWrite, output: count(u?.output_tokens), cached, cacheWrite };
 }
 
+const negate = (t: TokenCounts): TokenCounts => ({ input: -t.input, output: -t.output, cached: -t.cached, cacheWrite: -t.cacheWrite });
+
 class ClaudeParser extends BaseParser {
   private result: Json | undefined;
   /** The `error` of the last assistant message that had one (authentication_failed, rate_limit, ...). */
@@ -113,9 +115,12 @@ class ClaudeParser extends BaseParser {
     const model = str(m.model);
     const id = str(m.id);
     if (id && m.usage && model !== "<synthetic>") {
-      this.perMessage.set(id, { model, t: tokensOfUsage(obj(m.usage)) });
-      this.tokens.clear();
-      for (const { model: mm, t } of this.perMessage.values()) this.addTokens(mm, t);
+      // A later line of the same message replaces its usage: take the old one back out.
+      const t = tokensOfUsage(obj(m.usage));
+      const before = this.perMessage.get(id);
+      if (before) this.addTokens(before.model, negate(before.t));
+      this.perMessage.set(id, { model, t });
+      this.addTokens(model, t);
       events.push(this.usageEvent());
     }
     return events;

@@ -108,8 +108,19 @@ export function priceOf(model: string | undefined, table: PriceTable = DEFAULT_P
   if (table[model]) return table[model];
   const n = normalizeModel(model);
   const key = ALIASES[n] ?? n;
-  const normalized = new Map(Object.entries(table).map(([k, v]) => [normalizeModel(k), v]));
+  const normalized = normalizedTable(table);
   return normalized.get(key) ?? normalized.get(n);
+}
+
+/** Each table's keys normalized once: a parser prices every usage event it makes. */
+const NORMALIZED = new WeakMap<PriceTable, Map<string, ModelPrice>>();
+function normalizedTable(table: PriceTable): Map<string, ModelPrice> {
+  let m = NORMALIZED.get(table);
+  if (!m) {
+    m = new Map(Object.entries(table).map(([k, v]) => [normalizeModel(k), v]));
+    NORMALIZED.set(table, m);
+  }
+  return m;
 }
 
 /** Tokens of one model. `input` counts every prompt token; `cached` and `cacheWrite` are among them. */
