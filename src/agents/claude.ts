@@ -70,6 +70,10 @@ class ClaudeParser extends BaseParser {
   private onSystem(j: Json): AgentEvent[] {
     if (j.subtype === "init") {
       this.model = str(j.model) ?? this.model;
+      // ado withholds the variable under subscription access; a key from claude's own settings still bills the API.
+      if (j.apiKeySource === "ANTHROPIC_API_KEY" && this.ctx.access === "subscription") {
+        return [messageEvent("ado: claude says it bills an API key (apiKeySource ANTHROPIC_API_KEY) although its access is 'subscription': remove the key from claude's settings, or set access: api", true)];
+      }
       return [];
     }
     if (j.subtype === "api_retry") {

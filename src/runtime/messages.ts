@@ -426,7 +426,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
    * `inputTokens` counts every prompt token, `cachedTokens` and `cacheWriteTokens` the
    * ones among them read from or written to a prompt cache. `costSource`: `reported` by
    * the CLI, computed from the `price_table` (config `prices`, documented defaults), or
-   * `unknown` (a model without a price: `costUsd` is 0).
+   * `unknown` (some tokens are of a model without a price: `costUsd` counts only the
+   * priced ones, 0 when none is).
    */
   z.object({
     type: z.literal("agent.usage"),

@@ -111,6 +111,12 @@ describe("claude - stream", () => {
     expect(outcome).toMatchObject({ ok: true, costUsd: 0.1875, costSource: "reported", tokens: { input: 13, output: 6 } });
   });
 
+  it("claude - an init that says it bills an API key under subscription access is reported", () => {
+    const init = '{"type":"system","subtype":"init","session_id":"s","model":"claude-sonnet-4-5","apiKeySource":"ANTHROPIC_API_KEY"}';
+    expect(ofType(feed(claude, [init], { code: 0 }, { ctx: { access: "subscription" } }).events, "agent.message")[0]!.text).toMatch(/bills an API key/);
+    expect(feed(claude, [init], { code: 0 }, { ctx: { access: "api" } }).events).toEqual([]);
+  });
+
   it("claude - garbage lines between JSON lines become raw messages and the run still succeeds", async () => {
     const { events, outcome } = parse(claude, await rec({ scenario: "garbage", tools: 2 }));
     expect(outcome.ok).toBe(true);
