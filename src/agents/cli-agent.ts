@@ -142,8 +142,9 @@ async function runAttached(spec: CommandSpec, line: { command: string; args: str
     clearTimeout(idle);
     if (ctx.suspender.isPaused || stopped) return;
     idle = setTimeout(() => {
-      stopped ??= "hang";
-      stop.abort("hang");
+      // Silent after its final result is lingering, not hanging: the result stands.
+      stopped ??= parser.terminal ? "linger" : "hang";
+      stop.abort(stopped);
     }, clocks.idleTimeoutMs);
   };
   // Paused time is not idle time: the clock restarts in full on resume.
