@@ -14,7 +14,7 @@ import type { CliAgentName } from "./agent-names.js";
 import { agentFailure, type FailureKind } from "./classify.js";
 import { ACCESS_MODES, type AccessMode, allowedCredentials, ALL_CREDENTIALS, filterEnvironment, type Provider } from "./credentials.js";
 import { type AgentEvent, type AgentEventOf, messageEvent } from "./events.js";
-import { addTokens, costOf, NO_TOKENS, priceOf, type PriceTable, type TokenCounts } from "./prices.js";
+import { addTokens, costOf, type ModelPrice, NO_TOKENS, priceOf, type PriceTable, type TokenCounts } from "./prices.js";
 import { Tail } from "./stream.js";
 import type { AgentOutcome } from "./types.js";
 
@@ -331,11 +331,18 @@ export abstract class BaseParser implements StreamParser {
     let usd = 0;
     let unknown = false;
     for (const [model, t] of this.tokens) {
-      const price = priceOf(model || undefined, this.ctx.prices);
+      const price = this.priceOf(model);
       if (price) usd += costOf(t, price);
       else if (t.input || t.output) unknown = true;
     }
     return { costUsd: usd, costSource: unknown ? "unknown" : "price_table" };
+  }
+
+  private readonly prices = new Map<string, ModelPrice | undefined>();
+  /** A model's price, looked up once per parser (a usage event per message would normalize the name each time). */
+  private priceOf(model: string): ModelPrice | undefined {
+    if (!this.prices.has(model)) this.prices.set(model, priceOf(model || undefined, this.ctx.prices));
+    return this.prices.get(model);
   }
 
   /** The cumulative usage event. */
