@@ -414,6 +414,9 @@ export abstract class BaseParser implements StreamParser {
         message: `'${this.ctx.bin ?? this.adapter.bin}' is not installed or not on PATH on this worker: ${this.adapter.install}, or set agents.${this.adapter.name}.bin; not retried`,
       };
     }
+    if (exit.code === 126 && this.stdoutLines === 0) {
+      return { ok: false, kind: "invalid", message: `'${this.ctx.bin ?? this.adapter.bin}' is not executable on this worker (exit 126): check its permissions or agents.${this.adapter.name}.bin; not retried` };
+    }
     return this.judge(exit);
   }
 

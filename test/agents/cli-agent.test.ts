@@ -3,7 +3,7 @@
  * the idle timeout (a hang kills the group), paused time not counted as idle, the task's
  * timeout and a cancel passed through, bad settings refused before anything starts.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADAPTERS, AgentConfigSchema, Suspender } from "../../src/agents/index.js";
@@ -85,6 +85,15 @@ describe("cli agent - settings", () => {
     expect(cred.outcome.failure).toMatchObject({ kind: "invalid" });
     expect(cred.outcome.failure!.message).toMatch(/agents\.cursor\.env sets CURSOR_API_KEY/);
     expect(existsSync(marker)).toBe(false);
+  });
+
+  it("cli agent - a binary that cannot be executed is invalid, not retried", async () => {
+    const notExecutable = join(box.home, "claude-not-executable");
+    writeFileSync(notExecutable, "#!/bin/sh\nexit 0\n", { mode: 0o644 });
+    // Through the sh that unsets CLAUDECODE, as on a worker started from Claude Code.
+    const r = await runAgent(ADAPTERS.claude, { cwd: box.repo, home: box.home, config: AgentConfigSchema.parse({ bin: notExecutable }), inherited: { ...process.env, CLAUDECODE: "1" } });
+    expect(r.outcome.failure).toMatchObject({ kind: "invalid", retryable: false, exitCode: 126 });
+    expect(r.outcome.failure!.message).toMatch(/not executable/);
   });
 
   it("cli agent - a setting the CLI cannot honour is said in the stream, and the run goes on", async () => {
