@@ -93,8 +93,32 @@ export const TaskFailure = z.object({
    * `cancelled`: stopped on request; `interrupted`: its worker shut down (the attempt is
    * handed back and does not count against the retry budget).
    */
-  kind: z.enum(["exit", "timeout", "agent_missing", "invalid", "git", "internal", "cancelled", "interrupted"]),
+  kind: z.enum([
+    "exit",
+    "timeout",
+    "agent_missing",
+    "invalid",
+    "git",
+    "internal",
+    "cancelled",
+    "interrupted",
+    // Agent CLIs (src/agents): what their stream and exit code say went wrong.
+    /** The provider refused the credentials (or the account's billing): not retried; the message says how to log in. */
+    "auth",
+    /** A rate or usage limit: retry not before `retryAt` when the CLI named a reset time, else with backoff. */
+    "rate_limit",
+    /** The agent used up its turns (`maxTurns`): failed, resumable from its session. */
+    "max_turns",
+    /** The agent used up its budget (`maxBudgetUsd`): failed, resumable from its session. */
+    "budget",
+    /** The CLI died or ended without a result: retried per the task's policy. */
+    "crash",
+    /** No output for the task's idle timeout: its group was killed; retried. */
+    "hang",
+  ]),
   exitCode: z.number().int().nullable().optional(),
+  /** `rate_limit`: the reset time the CLI gave (epoch ms); absent when it gave none. */
+  retryAt: z.number().int().min(0).optional(),
 });
 export type TaskFailure = z.infer<typeof TaskFailure>;
 
@@ -369,6 +393,72 @@ export const AdoEvent = z.discriminatedUnion("type", [
     finishedAt: isoTime,
     /** What the attempt cost in USD, as its agent reported it (absent from schedulers that predate it). */
     costUsd: z.number().min(0).optional(),
+  }),
+  /**
+   * What an agent CLI said (src/agents parses its stream; the raw lines stay in
+   * `task.output`). `raw`: a line that was not the CLI's structured format, kept as text.
+   * `seq` counts the attempt's agent events from 0, in the order the agent produced them.
+   */
+  z.object({
+    type: z.literal("agent.message"),
+    ...taskEventBase,
+    seq: z.number().int().min(0),
+    text: z.string(),
+    raw: z.boolean().default(false),
+    /** The text was cut to the event's size limit (the whole of it is in `task.output`). */
+    truncated: z.boolean().default(false),
+  }),
+  /** An agent's tool call started or completed: the tool's name and what it ran or touched (a command, a path). */
+  z.object({
+    type: z.literal("agent.tool"),
+    ...taskEventBase,
+    seq: z.number().int().min(0),
+    phase: z.enum(["started", "completed"]),
+    tool: z.string(),
+    summary: z.string().default(""),
+    /** The CLI's id of the call, pairing `started` with `completed`, when it gives one. */
+    callId: z.string().optional(),
+    /** `completed`: whether the tool succeeded, when the CLI says. */
+    ok: z.boolean().optional(),
+  }),
+  /**
+   * An agent's token use and cost so far in the attempt (cumulative, not a delta).
+   * `inputTokens` counts every prompt token, `cachedTokens` and `cacheWriteTokens` the
+   * ones among them read from or written to a prompt cache. `costSource`: `reported` by
+   * the CLI, computed from the `price_table` (config `prices`, documented defaults), or
+   * `unknown` (some tokens are of a model without a price: `costUsd` counts only the
+   * priced ones, 0 when none is).
+   */
+  z.object({
+    type: z.literal("agent.usage"),
+    ...taskEventBase,
+    seq: z.number().int().min(0),
+    model: z.string().optional(),
+    inputTokens: z.number().int().min(0),
+    outputTokens: z.number().int().min(0),
+    cachedTokens: z.number().int().min(0).default(0),
+    cacheWriteTokens: z.number().int().min(0).default(0),
+    costUsd: z.number().min(0),
+    costSource: z.enum(["reported", "price_table", "unknown"]),
+  }),
+  /**
+   * What an agent CLI said about its rate or usage limits: `allowed`/`warning` (near the
+   * limit), `rejected` (the limit is hit), `retrying` (the CLI waits and tries again
+   * itself). `resetAt`: when the limit resets, when the CLI said.
+   */
+  z.object({
+    type: z.literal("agent.rate_limit"),
+    ...taskEventBase,
+    seq: z.number().int().min(0),
+    status: z.enum(["allowed", "warning", "rejected", "retrying"]),
+    resetAt: isoTime.optional(),
+    /** The CLI's name for the limit (`five_hour`, `seven_day`, `usage`, `quota`, ...). */
+    limitType: z.string().optional(),
+    /** Fraction of the limit used, 0..1, when the CLI says. */
+    utilization: z.number().min(0).optional(),
+    /** `retrying`: how long the CLI waits before its next try. */
+    retryInMs: z.number().int().min(0).optional(),
+    message: z.string().default(""),
   }),
   z.object({ type: z.literal("task.merged"), ...taskEventBase, integrationCommit: sha }),
   z.object({ type: z.literal("task.skipped"), ...taskEventBase, reason: z.string() }),
