@@ -40,7 +40,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--remote <url>", "git URL every worker can reach: workers without the repository work from clones of it (remote mode)")
       .option("--merge-mode <mode>", "how task branches land on the integration branch: merge, squash or linear (default: the config's, else merge)")
       .option("--validate <cmd>", "run this on every merged tree before the integration branch moves; a failure backs the merge out and asks a person")
-      .option("--merge-into <branch>", "when the run succeeds, bring this branch up to the integration branch, only when safe (never checked out in your tree)")
+      .option("--base <rev>", "start the run from this branch, tag or commit (default: the --merge-into branch if given, else HEAD)")
+      .option("--merge-into <branch>", "when the run succeeds, bring this branch up to the integration branch, only when safe (never checked out in your tree); the run starts from it unless --base says otherwise")
       .option("--update-checkout", "with --merge-into: if that branch is checked out in a clean worktree and the update is a fast-forward, fast-forward the checkout too")
       .addOption(progressOption()),
   ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
@@ -140,7 +141,19 @@ function progressOption(): Option {
     .default("auto");
 }
 
+/**
+ * `ado status | head`: the reader may go before everything is written. What is left
+ * goes nowhere, quietly; the command still finishes (a run still runs to its end).
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE" && err.code !== "ERR_STREAM_DESTROYED") throw err;
+  });
+}
+
 async function main(): Promise<void> {
+  quietOnClosedPipe(process.stdout);
+  quietOnClosedPipe(process.stderr);
   let code: number = Exit.ok;
   const program = buildProgram((c) => (code = c));
   try {

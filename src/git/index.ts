@@ -24,6 +24,7 @@ export { type MergeIntoTargetOptions, type MergeIntoTargetOutcome, mergeIntoTarg
 export {
   type RepoInfo,
   checkoutFingerprint,
+  commitsMissingFrom,
   createBranchIfAbsent,
   filesChangedSinceFork,
   firstParentCount,
@@ -33,7 +34,9 @@ export {
   openRepo,
   readBranch,
   resolveCommit,
+  uncommittedChanges,
 } from "./repo.js";
+export { worktreeDirProblem } from "./worktree-dir.js";
 export {
   type AddWorktreeOptions,
   type CommitAllOptions,
