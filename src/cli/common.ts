@@ -32,6 +32,17 @@ export interface CommonFlags {
   config?: string;
   server?: string;
   prefix?: string;
+  /** -q: errors only. */
+  quiet?: boolean;
+  /** -v: info; -vv: debug; -vvv: trace. */
+  verbose?: number;
+}
+
+/** The log level -q / -v ask for, if any (over the config's and ADO_LOG_LEVEL). */
+export function logLevelOf(flags: Pick<CommonFlags, "quiet" | "verbose">): string | undefined {
+  if (flags.quiet) return "error";
+  if (!flags.verbose) return undefined;
+  return flags.verbose >= 3 ? "trace" : flags.verbose === 2 ? "debug" : "info";
 }
 
 /** Loads the configuration with the flags that map onto it. */
@@ -46,6 +57,7 @@ export async function configFrom(
     flags: {
       server: flags.server,
       prefix: flags.prefix,
+      logLevel: logLevelOf(flags),
       workers: flags.workers,
       slots: flags.slots,
       "worker.labels": list(flags.labels),

@@ -38,6 +38,18 @@ export {
 } from "./repo.js";
 export { worktreeDirProblem } from "./worktree-dir.js";
 export {
+  type RefAction,
+  type RefAt,
+  type RunRefs,
+  applyPrune,
+  checkedOutBranches,
+  listRemoteRunRefs,
+  listRunRefs,
+  mergedRunBranches,
+  planPrune,
+  pruneRemoteRun,
+} from "./prune.js";
+export {
   type AddWorktreeOptions,
   type CommitAllOptions,
   type WorktreeEntry,

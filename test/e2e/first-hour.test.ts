@@ -129,6 +129,34 @@ describe("first hour - what a run starts from", () => {
       const bad = await runAdo(["run", "z", "--cmd", "true", "--repo", repo.dir, "--base", "nosuch"], { env, timeoutMs: 30_000 });
       expect(bad.code).toBe(2);
       expect(bad.stderr).toMatch(/--base 'nosuch': no such branch, tag or commit/);
+
+      // A refusal to update a checked-out branch is said once in the summary, once in the live feed (was three times).
+      const refused = await runAdo(["run", "w", "--cmd", "echo w > w.txt", "--repo", repo.dir, "--merge-into", "main", "-v"], { env });
+      expect(refused.code, refused.stderr).toBe(0);
+      expect((refused.stdout + refused.stderr).match(/is checked out in/g)).toHaveLength(2);
+      expect(refused.stderr).not.toMatch(/is checked out in/);
+      // -v: info logs (on stderr).
+      expect(refused.stderr).toMatch(/embedded nats-server started/);
+
+      // ado prune: the finished runs' branches go; the work nobody took (y's and w's results) is archived first.
+      const branches = adoBranches(repo.dir).split("\n").map((b) => b.trim());
+      expect(branches.length).toBeGreaterThanOrEqual(8);
+      const dry = await runAdo(["prune", "--dry-run"], { env, cwd: repo.dir, timeoutMs: 30_000 });
+      expect(dry.code, dry.stderr).toBe(0);
+      expect(dry.stdout).toMatch(/dry run: 4 run\(s\) to prune/);
+      expect(adoBranches(repo.dir).split("\n").map((b) => b.trim())).toEqual(branches);
+      const young = await runAdo(["prune", "--older-than", "1d"], { env, cwd: repo.dir, timeoutMs: 30_000 });
+      expect(young.stdout).toMatch(/left alone: started .* ago \(--older-than 1d\)/);
+      expect(adoBranches(repo.dir).split("\n").map((b) => b.trim())).toEqual(branches);
+      const yIntegration = gitOut(repo.dir, "rev-parse", `ado/${JSON.parse(fromHead.stdout).runId}/integration`);
+      const pruned = await runAdo(["prune"], { env, cwd: repo.dir, timeoutMs: 30_000 });
+      expect(pruned.code, pruned.stderr).toBe(0);
+      expect(adoBranches(repo.dir)).toBe("");
+      const archived = gitOut(repo.dir, "for-each-ref", "--format=%(refname) %(objectname)", "refs/ado/archive/");
+      expect(archived).toContain(`refs/ado/archive/${JSON.parse(fromHead.stdout).runId}/integration/`);
+      expect(archived).toContain(yIntegration);
+      // release holds what was merged into it: nothing of those runs needed archiving.
+      expect(archived).not.toContain(JSON.parse(dirty.stdout).runId);
     } finally {
       await repo.cleanup();
     }
@@ -224,6 +252,10 @@ describe("first hour - a run on its own embedded stack, seen from another termin
       expect(status.stdout).toContain(`run ${runId}`);
       expect(status.stdout).toMatch(/task\s+running/);
 
+      const prune = await runAdo(["prune"], { env, cwd: repo.dir, timeoutMs: 30_000 });
+      expect(prune.stdout).toMatch(new RegExp(`${runId}: left alone: running`));
+      expect(adoBranches(repo.dir)).toContain(`ado/${runId}/task`);
+
       const attached = runAdo(["attach", runId, "--json"], { env, cwd: repo.dir, timeoutMs: 90_000 });
       const cancel = await runAdo(["cancel", runId, "--reason", "from another terminal"], { env, cwd: repo.dir, timeoutMs: 30_000 });
       expect(cancel.code, cancel.stderr).toBe(0);
@@ -318,4 +350,66 @@ describe("first hour - a server without JetStream", () => {
       server.kill();
     }
   }, 60_000);
+});
+
+describe("first hour - init, completion, hitl list", () => {
+  it("ado init writes a commented config and an example graph that load, and never overwrites", async () => {
+    const repo = await makeRepo();
+    const env = await isolatedEnv();
+    try {
+      const r = await runAdo(["init"], { env, cwd: repo.dir, timeoutMs: 30_000 });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/wrote ado\.config\.yaml .* and ado\.graph\.yaml/);
+      const { loadConfig } = await import("../../src/runtime/config.js");
+      const { loadGraphFile } = await import("../../src/runtime/graph.js");
+      await expect(loadConfig({ dir: repo.dir, env: {} })).resolves.toMatchObject({ workers: 4 });
+      const graph = await loadGraphFile(join(repo.dir, "ado.graph.yaml"));
+      expect(graph.tasks.map((t) => t.id)).toEqual(["hello", "world", "both"]);
+      const config = await import("node:fs/promises").then((fs) => fs.readFile(join(repo.dir, "ado.config.yaml"), "utf8"));
+      await writeFile(join(repo.dir, "ado.config.yaml"), "workers: 2\n");
+      const again = await runAdo(["init"], { env, cwd: repo.dir, timeoutMs: 30_000 });
+      expect(again.code).toBe(2);
+      expect(again.stderr).toMatch(/ado\.config\.yaml exists already: ado init writes nothing over it/);
+      expect(config).toMatch(/^# server: /m);
+      expect(await import("node:fs/promises").then((fs) => fs.readFile(join(repo.dir, "ado.config.yaml"), "utf8"))).toBe("workers: 2\n");
+    } finally {
+      await repo.cleanup();
+    }
+  });
+
+  it("ado completion bash completes commands, subcommands, options and agent names", async () => {
+    const script = await runAdo(["completion", "bash"], { timeoutMs: 30_000 });
+    expect(script.code, script.stderr).toBe(0);
+    const file = join(scratch, "ado-completion.bash");
+    await writeFile(file, script.stdout);
+    const probe = [
+      `source ${file}`,
+      't() { COMP_WORDS=("$@"); COMP_CWORD=$((${#COMP_WORDS[@]}-1)); COMPREPLY=(); _ado_complete; echo "${COMPREPLY[*]}"; }',
+      "t ado hitl l",
+      "t ado run --gr",
+      "t ado run --agent s",
+      "t ado pr",
+    ].join("\n");
+    const out = await new Promise<string>((resolve, reject) => {
+      const sh = spawn("bash", ["-c", probe], { stdio: ["ignore", "pipe", "pipe"] });
+      let o = "";
+      sh.stdout.on("data", (d) => (o += d));
+      sh.once("error", reject);
+      sh.once("close", () => resolve(o));
+    });
+    expect(out.split("\n").slice(0, 4)).toEqual(["list", "--graph", "shell", "prune"]);
+    const zsh = await runAdo(["completion", "zsh"], { timeoutMs: 30_000 });
+    expect(zsh.stdout).toMatch(/compdef _ado ado/);
+  });
+
+  it("ado hitl list with nothing anywhere says nothing waits (exit 0)", async () => {
+    const repo = await makeRepo();
+    try {
+      const r = await runAdo(["hitl", "list"], { env: await isolatedEnv(), cwd: repo.dir, timeoutMs: 30_000 });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/no merge waits for a person/);
+    } finally {
+      await repo.cleanup();
+    }
+  });
 });

@@ -110,6 +110,15 @@ describe("remote mode: workers and merger on clones of a git remote", () => {
           const base = gitOut(repo.dir, "rev-parse", "main");
           for (const t of ["x", "y", "z"]) expect(gitOut(repo.dir, "merge-base", "--is-ancestor", base, `ado/${out.runId}/${t}`)).toBe("");
         }
+        if (access === "clone") {
+          // ado prune also removes the runs' refs on the remote (their work is here, archived).
+          expect(gitOut(remote, "for-each-ref", "refs/ado/runs/", "refs/heads/ado/")).not.toBe("");
+          const pruned = await runAdo(["prune", "--remote", remote], { env, cwd: repo.dir, timeoutMs: 60_000 });
+          expect(pruned.code, pruned.stderr + pruned.stdout).toBe(0);
+          expect(gitOut(remote, "for-each-ref", "refs/ado/runs/", "refs/heads/ado/")).toBe("");
+          expect(gitOut(repo.dir, "branch", "--list", "ado/*")).toBe("");
+          expect(gitOut(repo.dir, "for-each-ref", "refs/ado/archive/")).toMatch(/integration/);
+        }
       } finally {
         await repo.cleanup();
       }
