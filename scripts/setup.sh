@@ -25,3 +25,8 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   echo "setup: npm ci"
   npm ci --no-audit --no-fund --loglevel=error
 fi
+
+# The compiled CLI: bin/ado.mjs runs dist/ when it is up to date (fast start), else the
+# TypeScript sources through tsx.
+echo "setup: npm run build"
+npm run build --silent

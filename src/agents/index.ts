@@ -4,7 +4,7 @@
  * resume, the reaper that outlives a dead worker). The worker imports only this file.
  */
 export { builtinAgents, noopAgent, shellAgent } from "./builtin.js";
-export { KILL_GRACE_MS, runProcessGroup } from "./process.js";
+export { KILL_GRACE_MS, runProcessGroup, taskDir } from "./process.js";
 export { reaper } from "./reaper.js";
 export { signalGroup, Suspender } from "./suspender.js";
 export type { Agent, AgentContext, AgentOutcome, OutputStream, StopReason } from "./types.js";

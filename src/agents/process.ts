@@ -1,4 +1,6 @@
 import { spawn } from "node:child_process";
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import type { TaskFailure } from "../runtime/messages.js";
 import { reaper } from "./reaper.js";
 import { signalGroup } from "./suspender.js";
@@ -7,6 +9,14 @@ import type { AgentContext, AgentOutcome, StopReason } from "./types.js";
 /** Time between SIGTERM and SIGKILL when a process group is stopped. */
 export const KILL_GRACE_MS = 2_000;
 
+
+/**
+ * Where a task's agent starts: its worktree, or the subdirectory of it the task names
+ * (`cwd:` in the graph, checked to stay inside by the graph's schema).
+ */
+export function taskDir(worktree: string | undefined, task: { cwd?: string }): string | undefined {
+  return worktree && task.cwd ? join(worktree, task.cwd) : worktree;
+}
 
 /**
  * Runs a command as the leader of its own process group, streams its output, and on
@@ -19,6 +29,15 @@ export function runProcessGroup(
   ctx: AgentContext,
   opts: { timeoutMs?: number; killGraceMs?: number } = {},
 ): Promise<AgentOutcome> {
+  // Spawning in a directory that is not there fails as ENOENT, which would read as
+  // "the command is not installed".
+  if (ctx.cwd && !statSync(ctx.cwd, { throwIfNoEntry: false })?.isDirectory()) {
+    const where = ctx.task.cwd ? `the task's cwd '${ctx.task.cwd}' (${ctx.cwd})` : `the directory ${ctx.cwd}`;
+    return Promise.resolve({
+      ok: false,
+      failure: { kind: "invalid", retryable: false, message: `${where} is not a directory in the task's worktree: create it in the repository, or fix cwd: in the graph` },
+    });
+  }
   return new Promise((resolve) => {
     let settled = false;
     let stopReason: "timeout" | "abort" | undefined;

@@ -4,7 +4,8 @@ import { loadConfig, type Config } from "../runtime/config.js";
 import { connectNats } from "../runtime/connection.js";
 import { AdoError } from "../runtime/errors.js";
 import { createLogger, type Logger } from "../runtime/logger.js";
-import { readUpState } from "./up-state.js";
+import { openRepo } from "../git/index.js";
+import { findRunStacks, readUpState } from "./up-state.js";
 
 /** Exit codes of every command. */
 export const Exit = {
@@ -31,6 +32,17 @@ export interface CommonFlags {
   config?: string;
   server?: string;
   prefix?: string;
+  /** -q: errors only. */
+  quiet?: boolean;
+  /** -v: info; -vv: debug; -vvv: trace. */
+  verbose?: number;
+}
+
+/** The log level -q / -v ask for, if any (over the config's and ADO_LOG_LEVEL). */
+export function logLevelOf(flags: Pick<CommonFlags, "quiet" | "verbose">): string | undefined {
+  if (flags.quiet) return "error";
+  if (!flags.verbose) return undefined;
+  return flags.verbose >= 3 ? "trace" : flags.verbose === 2 ? "debug" : "info";
 }
 
 /** Loads the configuration with the flags that map onto it. */
@@ -45,6 +57,7 @@ export async function configFrom(
     flags: {
       server: flags.server,
       prefix: flags.prefix,
+      logLevel: logLevelOf(flags),
       workers: flags.workers,
       slots: flags.slots,
       "worker.labels": list(flags.labels),
@@ -72,6 +85,30 @@ export async function requireServer(config: Config, what: string): Promise<strin
     throw new CliError(`${what} needs a NATS server: pass --server nats://host:4222, set ADO_SERVER, or start one with \`ado up\``);
   }
   return server.url;
+}
+
+/**
+ * The server of a command that joins what runs (status, cancel, attach, detach): the
+ * configured one, else the stack of an `ado run` in this repository serving `runId`,
+ * else `ado up`'s, else the only `ado run` stack in this repository.
+ */
+export async function joinServer(config: Config, what: string, opts: { runId?: string; dir?: string } = {}): Promise<string> {
+  if (config.server) return config.server;
+  const repo = await openRepo(opts.dir ?? process.cwd()).catch(() => undefined);
+  const stacks = repo ? await findRunStacks(repo.gitCommonDir, config.prefix) : [];
+  const serving = opts.runId ? stacks.find((s) => s.runId === opts.runId) : undefined;
+  if (serving) return serving.url;
+  const up = await readUpState(config.prefix);
+  if (up) return up.url;
+  if (stacks.length === 1) return stacks[0]!.url;
+  if (stacks.length > 1) {
+    throw new CliError(
+      `${stacks.length} runs are going on in this repository, each on its own embedded stack (${stacks.map((s) => s.runId).join(", ")}): name the run (e.g. ${what} ${stacks[0]!.runId})`,
+    );
+  }
+  throw new CliError(
+    `${what} needs a NATS server: pass --server nats://host:4222, set ADO_SERVER, start one with \`ado up\`, or run it in the repository of a running \`ado run\``,
+  );
 }
 
 export function clientConnection(url: string, logger: Logger): Promise<NatsConnection> {

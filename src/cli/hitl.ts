@@ -219,7 +219,8 @@ async function listCommand(flags: HitlFlags & { all?: boolean }): Promise<number
   const configured = config.embedded.storeDir;
   if (!places.length && configured) places.push(() => openStore({ configured }, config, logger, false));
   if (!places.length) {
-    throw new CliError("no server is configured and no run waits in this repository: pass --server, start `ado up`, or run `ado hitl` in the repository");
+    process.stdout.write(flags.json ? "[]\n" : "no merge waits for a person (no server is configured, and no run waits in this repository)\n");
+    return Exit.ok;
   }
   const rows: Array<{ record: HitlRecord; waiting: boolean; where: string }> = [];
   for (const open of places) {

@@ -2,8 +2,9 @@ import { AdoClient, type RunStatusView } from "../runtime/client.js";
 import { drainQuietly } from "../runtime/connection.js";
 import type { ControlAction } from "../runtime/messages.js";
 import { asRunId } from "../runtime/ids.js";
-import { topology } from "../runtime/topology.js";
-import { CliError, clientConnection, configFrom, Exit, requireServer, type CommonFlags } from "./common.js";
+import { openJetStream, topology } from "../runtime/topology.js";
+import { CliError, clientConnection, configFrom, Exit, joinServer, type CommonFlags } from "./common.js";
+import { refuseFinished, requireRun, runIdOf } from "./targets.js";
 import { followRun } from "./follow.js";
 import { createProgress, type ProgressMode } from "./progress.js";
 import { plural } from "./progress-state.js";
@@ -13,12 +14,13 @@ import { readReasonFacts, taskReason } from "./task-reasons.js";
 import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { formatDuration, parseDuration } from "../runtime/duration.js";
 
-/** Connects a client to the configured (or `ado up`) server for one command. */
-async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>): Promise<T> {
+/** Connects a client to the server of what runs (see joinServer) for one command. */
+async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>, runId?: string): Promise<T> {
   const { config, logger } = await configFrom(flags);
-  const url = await requireServer(config, what);
+  const url = await joinServer(config, what, { runId });
   const nc = await clientConnection(url, logger);
   try {
+    await openJetStream(nc); // the same clear error as `ado run` for a server with JetStream off
     return await fn(new AdoClient(nc, topology(config.prefix)));
   } finally {
     await drainQuietly(nc);
@@ -29,11 +31,12 @@ async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoC
 export async function controlCommand(action: ControlAction, spec: string, flags: CommonFlags & { reason?: string }): Promise<number> {
   return withClient(flags, `ado ${action}`, async (client) => {
     const target = await client.resolveTarget(spec);
+    await refuseFinished(client, target, action);
     await client.control(target, action, flags.reason);
     const what = target.taskId ? `task ${target.taskId} of run ${target.runId}` : `run ${target.runId}`;
     process.stdout.write(`${{ cancel: "cancelling", pause: "pausing", resume: "resuming" }[action]} ${what}\n`);
     return Exit.ok;
-  });
+  }, runIdOf(spec));
 }
 
 /** `ado attach <run> [--since TIME]`: replay, then follow; Ctrl-C detaches. */
@@ -47,6 +50,12 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
   return withClient(flags, "ado attach", async (client) => {
     const found = await client.status(runId);
     if (!found) throw new CliError(`no run '${runId}': list runs with \`ado parallel status\``);
+    // A run that ended before --since has nothing left to replay or follow: its end, from the records.
+    const ended = since ? await client.finishedOutcome(runId) : undefined;
+    if (ended) {
+      await report(ended, flags.json ?? false, found.run.repo ? { repo: found.run.repo } : {});
+      return exitCodeOf(ended);
+    }
     const view = createProgress(flags.progress ?? "auto", flags.json ? process.stderr : process.stdout);
     // The logs of the attempts this client sees start (all of them without --since).
     const root = await logsRootFor(found.run.repo);
@@ -65,17 +74,18 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
     } finally {
       followed.release();
     }
-  });
+  }, runId);
 }
 
 /** `ado detach <run>`: every client attached to the run detaches; the run goes on. */
 export async function detachCommand(runId: string, flags: CommonFlags): Promise<number> {
   return withClient(flags, "ado detach", async (client) => {
+    await requireRun(client, runId);
     client.detach(runId);
     await client.nc.flush();
     process.stdout.write(`asked clients attached to ${runId} to detach; the run goes on\n`);
     return Exit.ok;
-  });
+  }, runId);
 }
 
 /** `ado status [run]` and `ado parallel status`. */
@@ -125,7 +135,7 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
       if (run.status === "needs_attention") process.stdout.write(`  waiting for a person: ado hitl list\n`);
     }
     return Exit.ok;
-  });
+  }, runId);
 }
 
 /** Rows of cells, columns padded to their widest cell; the last column (free text) is not. */

@@ -9,6 +9,9 @@ import { hitlCommands } from "./hitl.js";
 import { registerWorktreeCommands } from "./worktrees.js";
 import { registerRunsCommands } from "./runs.js";
 import { PROGRESS_MODES } from "./progress.js";
+import { completionScript } from "./completion.js";
+import { initCommand } from "./init.js";
+import { pruneCommand } from "./prune.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -22,7 +25,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
     cmd
       .option("--server <url>", "NATS server URL (default: ADO_SERVER, the config, the `ado up` stack, or an embedded one)")
       .option("--config <file>", "config file (default: ./ado.config.yaml)")
-      .option("--prefix <prefix>", "subject/stream prefix, to share one NATS between installations");
+      .option("--prefix <prefix>", "subject/stream prefix, to share one NATS between installations")
+      .option("-q, --quiet", "log errors only")
+      .option("-v, --verbose", "log more: -v info, -vv debug, -vvv trace (default: the config's logLevel, else warn)", (_: string, n: number) => n + 1, 0);
 
   common(
     program
@@ -40,7 +45,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--remote <url>", "git URL every worker can reach: workers without the repository work from clones of it (remote mode)")
       .option("--merge-mode <mode>", "how task branches land on the integration branch: merge, squash or linear (default: the config's, else merge)")
       .option("--validate <cmd>", "run this on every merged tree before the integration branch moves; a failure backs the merge out and asks a person")
-      .option("--merge-into <branch>", "when the run succeeds, bring this branch up to the integration branch, only when safe (never checked out in your tree)")
+      .option("--base <rev>", "start the run from this branch, tag or commit (default: the --merge-into branch if given, else HEAD)")
+      .option("--merge-into <branch>", "when the run succeeds, bring this branch up to the integration branch, only when safe (never checked out in your tree); the run starts from it unless --base says otherwise")
       .option("--update-checkout", "with --merge-into: if that branch is checked out in a clean worktree and the update is a fast-forward, fast-forward the checkout too")
       .addOption(progressOption()),
   ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
@@ -130,6 +136,32 @@ export function buildProgram(setExit: (code: number) => void): Command {
   registerWorktreeCommands(program, common, setExit);
   registerRunsCommands(program, common, setExit);
 
+  common(
+    program
+      .command("prune")
+      .description("delete the branches and refs of finished runs (here and on their remote); work no branch holds is archived under refs/ado/archive first")
+      .option("-r, --repo <dir>", "the repository (default: current directory)")
+      .option("--older-than <age>", "only runs started longer ago than this (12h, 7d, 2w)")
+      .option("--dry-run", "show what would be deleted and archived, and change nothing")
+      .option("--remote <url>", "also prune runs' refs on this git remote (default: the run's own, else the config's remote)")
+      .option("--json", "print JSON"),
+  ).action(async (flags) => setExit(await pruneCommand(flags)));
+
+  program
+    .command("init")
+    .description("write a commented ado.config.yaml and an example graph (ado.graph.yaml) at the top of the repository; never overwrites")
+    .option("--dir <dir>", "write them here instead")
+    .action(async (flags) => setExit(await initCommand(flags)));
+
+  program
+    .command("completion")
+    .description("print a shell completion script: source <(ado completion bash), or zsh")
+    .addArgument(new Command().createArgument("<shell>", "bash or zsh").choices(["bash", "zsh"]))
+    .action((shell: string) => {
+      process.stdout.write(completionScript(program, shell));
+      setExit(Exit.ok);
+    });
+
   return program;
 }
 
@@ -140,7 +172,19 @@ function progressOption(): Option {
     .default("auto");
 }
 
+/**
+ * `ado status | head`: the reader may go before everything is written. What is left
+ * goes nowhere, quietly; the command still finishes (a run still runs to its end).
+ */
+function quietOnClosedPipe(stream: NodeJS.WriteStream): void {
+  stream.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE" && err.code !== "ERR_STREAM_DESTROYED") throw err;
+  });
+}
+
 async function main(): Promise<void> {
+  quietOnClosedPipe(process.stdout);
+  quietOnClosedPipe(process.stderr);
   let code: number = Exit.ok;
   const program = buildProgram((c) => (code = c));
   try {

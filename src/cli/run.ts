@@ -1,13 +1,12 @@
-import { readFile } from "node:fs/promises";
 import type { Stack } from "../actors/stack.js";
 import { AdoClient, type RunOutcome } from "../runtime/client.js";
 import type { Config } from "../runtime/config.js";
 import {
   DEFAULT_MERGE_COMMAND_TIMEOUT_MS,
   formatIssues,
+  loadGraphFile,
   MERGE_MODES,
   MergeOverridesSchema,
-  parseGraph,
   parseGraphObject,
   resolveMergeSettings,
   validateGraph,
@@ -26,6 +25,8 @@ import { createProgress, type ProgressMode } from "./progress.js";
 import { report, reportStop } from "./summary.js";
 import { logsRoot, TaskLogWriter } from "./task-logs.js";
 import { runBranchPrefix } from "../runtime/names.js";
+import { checkGraphAgents, checkSingleTaskFlags, checkWorktreeDir, chooseBase, noteUncommitted } from "./run-checks.js";
+import { publishRunStack, type PublishedStack } from "./up-state.js";
 
 /** Exit code of a run that stopped for a person (`ado hitl`); see Exit in common.ts for the others. */
 export const EXIT_NEEDS_ATTENTION = 3;
@@ -46,6 +47,7 @@ export interface RunFlags extends CommonFlags {
   remote?: string;
   /** How progress is shown while the run goes on (see progress.ts). */
   progress?: ProgressMode;
+  base?: string;
 }
 
 /** `ado run`: submit a graph (or one task) and follow it to the end. Returns the exit code. */
@@ -67,10 +69,17 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   if (flags.detach && !external) {
     throw new CliError("--detach needs a stack that outlives this command: start one with `ado up`, or pass --server");
   }
+  // Before anything starts (run-checks.ts): a worktree directory that would spoil the
+  // checkout, the commit the run starts from, and changes in the checkout it won't see.
+  const note = (msg: string) => stderr(`note: ${msg}`);
+  if (repoInfo && !external) await checkWorktreeDir(repoInfo.topLevel, config);
+  const base = repoInfo ? await chooseBase(repoInfo.topLevel, { base: flags.base, mergeInto: merge?.into }, note) : undefined;
+  if (repoInfo && base?.rev === "HEAD") await noteUncommitted(repoInfo.topLevel, note);
 
   const runId = newRunId();
   let stack: Stack | undefined;
   let kept: KeptRun | undefined;
+  let published: PublishedStack | undefined;
   let url: string;
   if (external) {
     url = external.url;
@@ -89,6 +98,8 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
       throw err;
     }
     url = stack.url;
+    // Other terminals in this repository reach the run through its stack while it runs (ado status, cancel, attach).
+    if (repoInfo) published = await publishRunStack(repoInfo.gitCommonDir, { url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString(), runId });
   }
   const nc = await clientConnection(url, logger);
   const topo = topology(config.prefix);
@@ -101,7 +112,7 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   const logs = new TaskLogWriter(logsDir, runId, stderr);
   let followed: Followed | undefined;
   try {
-    await client.submit({ graph, repo: needsRepo ? repoDir : flags.repo, runId, ...(merge ? { merge } : {}), ...(remote ? { remote } : {}) });
+    await client.submit({ graph, repo: needsRepo ? repoDir : flags.repo, runId, ...(merge ? { merge } : {}), ...(remote ? { remote } : {}), ...(base ? { base: base.commit } : {}) });
     if (flags.detach) {
       process.stdout.write(flags.json ? JSON.stringify({ runId }) + "\n" : `${runId}\n`);
       stderr(`submitted; follow it with: ado attach ${runId}`);
@@ -124,6 +135,8 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
     });
   } finally {
     view.stop();
+    // Nobody should reach the run's stack once it stops: unpublish first.
+    await published?.remove();
     await endEmbedded({ kept, followed, stop: async () => (await drainQuietly(nc), await stack?.close()) });
   }
   // Past the try above, following ran: it returned, or threw (and so did we).
@@ -192,17 +205,14 @@ async function mergeSettingsFor(config: Config, graph: Graph, flags: RunFlags, r
 async function graphFrom(prompt: string | undefined, flags: RunFlags): Promise<Graph> {
   if (flags.graph) {
     if (prompt) throw new CliError("give either a prompt or --graph, not both");
-    let text: string;
-    try {
-      text = await readFile(flags.graph, "utf8");
-    } catch (err) {
-      throw new CliError(`cannot read graph file '${flags.graph}': ${(err as Error).message}`);
-    }
-    return parseGraph(text, flags.graph);
+    const graph = await loadGraphFile(flags.graph);
+    checkGraphAgents(graph);
+    return graph;
   }
   if (prompt === undefined && !flags.cmd) {
     throw new CliError('nothing to run: pass --graph FILE, or a prompt ("ado run \\"fix the tests\\" --agent shell --cmd \\"npm test\\"")');
   }
+  checkSingleTaskFlags(flags);
   return validateGraph(
     parseGraphObject({ name: "single", tasks: [{ id: "task", prompt: prompt ?? "", agent: flags.agent, ...(flags.cmd ? { run: flags.cmd } : {}) }] }, "command line"),
   );

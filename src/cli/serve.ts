@@ -1,11 +1,13 @@
 import { join } from "node:path";
 import { homedir } from "node:os";
 import { Stack, type ActorKind } from "../actors/stack.js";
-import { configFrom, Exit, requireServer, type CommonFlags } from "./common.js";
+import { CliError, configFrom, Exit, requireServer, type CommonFlags } from "./common.js";
+import { PortInUseError } from "../runtime/embedded-server.js";
+import { StoreInUseError } from "../runtime/store-lock.js";
 import { startHealthServer } from "../runtime/health.js";
 import type { Logger } from "../runtime/logger.js";
 import { onShutdown } from "./signals.js";
-import { removeUpState, writeUpState } from "./up-state.js";
+import { readUpState, removeUpState, writeUpState } from "./up-state.js";
 
 const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
 
@@ -46,11 +48,23 @@ export interface UpFlags extends ServeFlags {
 export async function upCommand(flags: UpFlags): Promise<number> {
   const { config, logger } = await configFrom({ ...flags, server: undefined });
   const storeDir = flags.store ?? config.embedded.storeDir ?? join(process.env.XDG_STATE_HOME || join(homedir(), ".local", "state"), "ado", "nats");
-  const stack = await Stack.start({
-    config: { ...config, server: undefined, embedded: { storeDir, port: flags.port } },
-    logger,
-  });
-  const statePath = await writeUpState({ url: stack.url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString() });
+  // Before anything starts: a second stack would share the first one's store and state file.
+  const running = await readUpState(config.prefix);
+  if (running) {
+    throw new CliError(
+      `\`ado up\` is already running: pid ${running.pid}, ${running.url}${running.storeDir ? ` (store ${running.storeDir})` : ""}. ` +
+        `Other ado commands use it as it is; to restart it, stop it first (Ctrl-C in its terminal, or kill ${running.pid})`,
+    );
+  }
+  let stack: Stack;
+  try {
+    stack = await Stack.start({ config: { ...config, server: undefined, embedded: { storeDir, port: flags.port } }, logger });
+  } catch (err) {
+    if (err instanceof PortInUseError) throw new CliError(`${err.message} (ado up --port <n>)`);
+    if (err instanceof StoreInUseError) throw new CliError(`${err.message} (ado up --store <dir>)`);
+    throw err;
+  }
+  const statePath = await writeUpState({ url: stack.url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString(), storeDir });
   process.stdout.write(
     [
       `ado is up: NATS at ${stack.url} (JetStream store ${storeDir})`,

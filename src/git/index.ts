@@ -24,6 +24,7 @@ export { type MergeIntoTargetOptions, type MergeIntoTargetOutcome, mergeIntoTarg
 export {
   type RepoInfo,
   checkoutFingerprint,
+  commitsMissingFrom,
   createBranchIfAbsent,
   filesChangedSinceFork,
   firstParentCount,
@@ -33,7 +34,21 @@ export {
   openRepo,
   readBranch,
   resolveCommit,
+  uncommittedChanges,
 } from "./repo.js";
+export { worktreeDirProblem } from "./worktree-dir.js";
+export {
+  type RefAction,
+  type RefAt,
+  type RunRefs,
+  applyPrune,
+  checkedOutBranches,
+  listRemoteRunRefs,
+  listRunRefs,
+  mergedRunBranches,
+  planPrune,
+  pruneRemoteRun,
+} from "./prune.js";
 export {
   type AddWorktreeOptions,
   type CommitAllOptions,

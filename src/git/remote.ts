@@ -63,11 +63,17 @@ function runRefspecs(runId: string): string[] {
   return [`+${runRefs(runId)}/*:${runRefs(runId)}/*`, runBranchesRefspec(runId)];
 }
 
+/**
+ * Locks by clone directory, shared by every RemoteClones of this process: the workers
+ * and the merge coordinator of one stack are separate instances over one clone
+ * directory, and a fetch or HEAD fix of one must not interleave with another's.
+ */
+const cloneLocks = new KeyedMutex();
+
 /** One bare clone per remote URL under `dir`, created on first use. */
 export class RemoteClones {
   readonly #dir: string;
   readonly #log: Logger;
-  readonly #locks = new KeyedMutex();
 
   constructor(opts: { dir: string; logger?: Logger }) {
     this.#dir = path.resolve(opts.dir);
@@ -86,7 +92,7 @@ export class RemoteClones {
    */
   async open(url: string): Promise<string> {
     const dir = this.pathOf(url);
-    return this.#locks.run(url, async () => {
+    return cloneLocks.run(`open ${dir}`, async () => {
       if (await exists(path.join(dir, "HEAD"))) return dir;
       await mkdir(this.#dir, { recursive: true });
       const tmp = `${dir}.tmp-${process.pid}-${Date.now()}`;
@@ -107,36 +113,68 @@ export class RemoteClones {
     });
   }
 
-  /** Fetches every ref of the run from the remote into the clone. */
+  /**
+   * Fetches every ref of the run from the remote into the clone, and gives the clone a
+   * HEAD (see bornHead) from the run's base when it has none yet.
+   */
   async fetchRun(url: string, runId: string): Promise<string> {
     const dir = await this.open(url);
+    await cloneLocks.run(`fetch ${dir}`, () => this.#fetch(url, runId, dir));
+    await bornHead(dir, runBaseRef(runId));
+    return dir;
+  }
+
+  async #fetch(url: string, runId: string, dir: string): Promise<void> {
     try {
-      await git(dir, ["fetch", "-q", "--no-tags", "--prune", "origin", ...runRefspecs(runId)]);
+      // No --prune: a task branch a worker of this host has just created in the clone is
+      // not on the remote yet, and pruning it under the worker's worktree would make its
+      // commit a parentless root commit ("refusing to merge unrelated histories").
+      await git(dir, ["fetch", "-q", "--no-tags", "origin", ...runRefspecs(runId)]);
     } catch (err) {
       throw new RemoteGitError(url, `fetch run ${runId} from`, err);
     }
-    return dir;
   }
 
   /**
    * The clone of `url`, holding `commit`: fetched from the run's refs unless it is
-   * already there (a later task of the same run usually finds it).
+   * already there (a later task of the same run usually finds it, and so does a worker
+   * after the merge coordinator of the same host fetched).
    * @throws MissingCommitError when the remote has no ref of the run holding it.
    */
   async withCommit(url: string, runId: string, commit: string): Promise<string> {
     const dir = await this.open(url);
-    if (await hasCommit(dir, commit)) return dir;
-    // Tasks of one run starting together need one fetch, not one each (ref locks).
-    await this.#locks.run(`fetch ${url}`, async () => {
-      if (!(await hasCommit(dir, commit))) await this.fetchRun(url, runId);
-    });
-    if (!(await hasCommit(dir, commit))) throw new MissingCommitError(url, runId, commit);
-    // A fresh clone's HEAD names a branch with no commit, which git worktree and ado's
-    // repository checks refuse; a detached HEAD at any commit of the remote will do.
-    const head = await runGit(dir, ["rev-parse", "-q", "--verify", "HEAD"], [0, 1]);
-    if (head.exitCode !== 0) await git(dir, ["update-ref", "--no-deref", "HEAD", commit]);
+    if (!(await hasCommit(dir, commit))) {
+      // Tasks of one run starting together need one fetch, not one each (ref locks).
+      await cloneLocks.run(`fetch ${dir}`, async () => {
+        if (!(await hasCommit(dir, commit))) await this.#fetch(url, runId, dir);
+      });
+      if (!(await hasCommit(dir, commit))) throw new MissingCommitError(url, runId, commit);
+    }
+    // Also when the commit was already there: whoever fetched it (the merge coordinator,
+    // a worker of another process) may not have given the clone a HEAD.
+    await bornHead(dir, commit);
     return dir;
   }
+}
+
+/**
+ * A fresh clone's HEAD names a branch with no commit, which git worktree and ado's
+ * repository checks refuse; a detached HEAD at any commit of the remote will do. Safe
+ * to call concurrently, also from several processes: HEAD is set only while it is
+ * unborn, and a lost race on HEAD's lock leaves it born by the winner.
+ */
+async function bornHead(dir: string, rev: string): Promise<void> {
+  const isBorn = async () => (await runGit(dir, ["rev-parse", "-q", "--verify", "HEAD^{commit}"], [0, 1])).exitCode === 0;
+  await cloneLocks.run(`head ${dir}`, async () => {
+    if (await isBorn()) return;
+    const target = await runGit(dir, ["rev-parse", "-q", "--verify", `${rev}^{commit}`], [0, 1]);
+    if (target.exitCode !== 0) return; // nothing of the run here yet: the next fetch sets it
+    try {
+      await git(dir, ["update-ref", "--no-deref", "HEAD", target.stdout.trim()]);
+    } catch (err) {
+      if (!(await isBorn())) throw err;
+    }
+  });
 }
 
 /** Whether the repository at `dir` has `commit`. */

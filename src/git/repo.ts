@@ -181,3 +181,18 @@ export async function filesChangedSinceFork(repo: string, from: string, commit: 
 export async function isValidBranchName(repo: string, name: string): Promise<boolean> {
   return (await runGit(repo, ["check-ref-format", "--branch", name], [0, 1, 128])).exitCode === 0;
 }
+
+/**
+ * How many paths of the checkout differ from HEAD: staged, unstaged and untracked (not
+ * ignored). Reads without taking the index lock.
+ * @param repo a directory of the checkout
+ */
+export async function uncommittedChanges(repo: string): Promise<number> {
+  const status = await git(repo, ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=normal"]);
+  return statusPaths(status).length - (status.match(/(^|\0)[RC]/g)?.length ?? 0);
+}
+
+/** The number of commits reachable from `to` and not from `from` (`git rev-list --count from..to`). */
+export async function commitsMissingFrom(repo: string, from: string, to: string): Promise<number> {
+  return Number((await git(repo, ["rev-list", "--count", `${from}..${to}`])).trim());
+}

@@ -4,7 +4,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, encode, encodeValue } from "./codec.js";
 import { AdoError, errorMessage } from "./errors.js";
 import { openRepo, publishRunBase, resolveCommit } from "../git/index.js";
-import { formatIssues, GraphDefSchema, validateGraph, type GraphInput, type MergeSettings } from "./graph.js";
+import { formatIssues, friendlyIssue, GraphDefSchema, validateGraph, type GraphInput, type MergeSettings } from "./graph.js";
 import { GraphError } from "./errors.js";
 import { newRunId, type RunId } from "./ids.js";
 import type { KV } from "@nats-io/kv";
@@ -56,6 +56,8 @@ export interface SubmitOptions {
   wait?: boolean;
   /** Repository directory; required unless every task uses an agent that needs no worktree. */
   repo?: string;
+  /** The revision the run starts from (a branch, tag or commit of `repo`); default HEAD. */
+  base?: string;
   runId?: RunId;
   /** Override the dedupe id (default: the run id). */
   msgID?: string;
@@ -134,8 +136,8 @@ export class AdoClient {
 
   /** Validates the graph, resolves the base commit, and publishes the run. */
   async submit(opts: SubmitOptions): Promise<Submitted> {
-    const parsed = GraphDefSchema.safeParse(opts.graph);
-    if (!parsed.success) throw new GraphError(`invalid graph: ${formatIssues(parsed.error)}`);
+    const parsed = GraphDefSchema.safeParse(opts.graph, { error: friendlyIssue });
+    if (!parsed.success) throw new GraphError(`invalid graph: ${formatIssues(parsed.error, { input: opts.graph, schema: GraphDefSchema })}`);
     const graph = validateGraph(parsed.data);
     const runId = opts.runId ?? newRunId();
     let repo: string | undefined;
@@ -144,7 +146,7 @@ export class AdoClient {
     if (opts.repo !== undefined || needsRepo) {
       const info = await openRepo(opts.repo ?? process.cwd());
       repo = info.topLevel;
-      baseCommit = await resolveCommit(repo, "HEAD");
+      baseCommit = await resolveCommit(repo, opts.base ?? "HEAD");
     }
     if (opts.remote) {
       if (!repo || !baseCommit) throw new AdoError("--remote needs a repository to take the run's base commit from: pass --repo");
@@ -326,6 +328,25 @@ export class AdoClient {
       tasks.push({ id: def.id, status, attempts, workerId, startedAt, finishedAt: rec?.finishedAt, error: rec?.error, needs: def.needs });
     }
     return { run, tasks };
+  }
+
+  /**
+   * How a run ended, read from the records (no event replay): undefined while it is
+   * still going on (running or waiting for a person) or when the run is unknown.
+   */
+  async finishedOutcome(runId: string): Promise<RunOutcome | undefined> {
+    const view = await this.status(runId);
+    if (!view || view.run.status === "running" || view.run.status === "needs_attention") return undefined;
+    const { run, tasks } = view;
+    return {
+      runId: run.runId as RunId,
+      status: run.status,
+      ...(run.integrationBranch ? { integrationBranch: run.integrationBranch } : {}),
+      ...(run.integrationCommit ? { integrationCommit: run.integrationCommit } : {}),
+      ...(run.error ? { error: run.error } : {}),
+      ...(run.mergeInto ? { mergeInto: run.mergeInto } : {}),
+      tasks: tasks.map(({ needs: _needs, ...t }) => t),
+    };
   }
 
   /** The scheduler's record of a run, if it knows the run. */

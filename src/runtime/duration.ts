@@ -21,18 +21,27 @@ export function parseDuration(v: unknown): number | undefined {
 }
 
 /** A duration field: must be more than zero. Says what is allowed when it is not. */
-export const DurationSchema = z.union([z.number(), z.string()]).transform((v, ctx) => {
-  const value = parseDuration(v);
-  if (value === undefined) {
-    ctx.addIssue({ code: "custom", message: `expected ${DURATION_HINT}, got ${JSON.stringify(v)}` });
-    return z.NEVER;
-  }
-  if (value <= 0) {
-    ctx.addIssue({ code: "custom", message: `must be more than zero, got ${JSON.stringify(v)}` });
-    return z.NEVER;
-  }
-  return value;
-});
+export const DurationSchema = z
+  .union([z.number(), z.string()], { error: (iss) => `expected ${DURATION_HINT}, got ${JSON.stringify(iss.input) ?? "nothing"}` })
+  .transform((v, ctx) => {
+    const value = parseDuration(v);
+    if (value === undefined) {
+      // "30" in quotes: the number is fine, the quotes make it ambiguous.
+      const quotedNumber = typeof v === "string" && /^\s*-?\d+(\.\d+)?\s*$/.test(v);
+      ctx.addIssue({
+        code: "custom",
+        message: quotedNumber
+          ? `got "${v.trim()}": a duration in quotes needs a unit ("${v.trim()}s"); a bare number (no quotes) is seconds`
+          : `expected ${DURATION_HINT}, got ${JSON.stringify(v)}`,
+      });
+      return z.NEVER;
+    }
+    if (value <= 0) {
+      ctx.addIssue({ code: "custom", message: `must be more than zero (e.g. "30s" or "5m"), got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    return value;
+  });
 
 /** A duration for people: `850ms`, `12.3s`, `4m05s`, `1h02m`, `3d04h`. */
 export function formatDuration(millis: number): string {

@@ -1,10 +1,19 @@
 import { spawn, type ChildProcess } from "node:child_process";
 import { access, constants, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 import { sleep } from "./clock.js";
 import { EmbeddedServerError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { lockStore, type StoreLock } from "./store-lock.js";
+
+/** The client port is taken by another process (another ado up, another NATS server). */
+export class PortInUseError extends EmbeddedServerError {
+  constructor(readonly port: number) {
+    super(`port ${port} is already in use (another \`ado up\`, or another NATS server?): choose another port, or stop what listens there`);
+  }
+}
 
 export interface EmbeddedServerOptions {
   /** JetStream store; a fresh temp directory (removed on stop) when absent. */
@@ -52,12 +61,25 @@ export class EmbeddedServer {
     readonly storeDir: string,
     private readonly ownsStore: boolean,
     private readonly stderr: () => string,
+    private readonly lock: StoreLock | undefined,
   ) {}
 
   /** Starts the server and resolves once it accepts connections. */
   static async start(opts: EmbeddedServerOptions = {}): Promise<EmbeddedServer> {
     const binary = await findNatsServer(opts.binary);
     const ownsStore = !opts.storeDir;
+    // Before the store is touched: two servers on one store would corrupt it.
+    const lock = opts.storeDir ? await lockStore(opts.storeDir) : undefined;
+    try {
+      if (opts.port) await checkPortFree(opts.port);
+      return await EmbeddedServer.spawn(binary, opts, ownsStore, lock);
+    } catch (err) {
+      await lock?.release();
+      throw err;
+    }
+  }
+
+  private static async spawn(binary: string, opts: EmbeddedServerOptions, ownsStore: boolean, lock: StoreLock | undefined): Promise<EmbeddedServer> {
     const storeDir = opts.storeDir ?? (await mkdtemp(join(tmpdir(), "ado-nats-")));
     const runDir = await mkdtemp(join(tmpdir(), "ado-nats-run-"));
     await mkdir(storeDir, { recursive: true });
@@ -94,6 +116,9 @@ export class EmbeddedServer {
     };
     process.once("exit", killOnExit);
     child.once("exit", () => process.removeListener("exit", killOnExit));
+    // From now on the server's process group holds the store: it may outlive us by a moment.
+    child.once("exit", () => lock?.serverGone());
+    await lock?.heldBy(child.pid!);
 
     const deadline = Date.now() + (opts.startTimeoutMs ?? 10_000);
     let exited: number | null | undefined;
@@ -101,18 +126,20 @@ export class EmbeddedServer {
     for (;;) {
       const ports = await readPortsFile(runDir);
       if (ports?.nats?.[0]) {
-        const server = new EmbeddedServer(child, ports.nats[0], ports.monitoring?.[0], storeDir, ownsStore, () => stderr);
+        const server = new EmbeddedServer(child, ports.nats[0], ports.monitoring?.[0], storeDir, ownsStore, () => stderr, lock);
         await rm(runDir, { recursive: true, force: true });
         opts.logger?.info({ url: server.url, storeDir }, "embedded nats-server started");
         return server;
       }
       if (exited !== undefined) {
         await rm(runDir, { recursive: true, force: true });
-        throw new EmbeddedServerError(`nats-server exited (code ${exited}) before it was ready:\n${stderr.trim()}`);
+        // Taken between our check and its bind: one line, not the server's whole log.
+        if (opts.port && !(await portIsFree(opts.port))) throw new PortInUseError(opts.port);
+        throw new EmbeddedServerError(`nats-server exited (code ${exited}) before it was ready; the end of its log:\n${tail(stderr)}`);
       }
       if (Date.now() > deadline) {
         child.stdin!.end();
-        throw new EmbeddedServerError(`nats-server did not become ready in time:\n${stderr.trim()}`);
+        throw new EmbeddedServerError(`nats-server did not become ready in time; the end of its log:\n${tail(stderr)}`);
       }
       await sleep(10);
     }
@@ -146,9 +173,27 @@ export class EmbeddedServer {
       await exited;
       clearTimeout(timer);
       if (this.ownsStore) await rm(this.storeDir, { recursive: true, force: true });
+      await this.lock?.release();
     })();
     return this.stopping;
   }
+}
+
+/** The last lines of a server log, enough to see why it stopped. */
+function tail(log: string, lines = 12): string {
+  return log.trim().split("\n").slice(-lines).join("\n");
+}
+
+function portIsFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = createServer();
+    probe.once("error", () => resolve(false));
+    probe.listen({ port, host: "127.0.0.1", exclusive: true }, () => probe.close(() => resolve(true)));
+  });
+}
+
+async function checkPortFree(port: number): Promise<void> {
+  if (!(await portIsFree(port))) throw new PortInUseError(port);
 }
 
 async function readPortsFile(dir: string): Promise<{ nats?: string[]; monitoring?: string[] } | undefined> {

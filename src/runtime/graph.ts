@@ -1,8 +1,11 @@
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { GraphError } from "./errors.js";
 import { ID_PATTERN } from "./ids.js";
 import { DurationSchema } from "./duration.js";
+import { didYouMean, shortList, shortPath } from "./suggest.js";
 
 export { DurationSchema };
 
@@ -46,6 +49,22 @@ const RetryDefSchema = z
   .strict();
 const RETRY_DEFAULT = { attempts: 1, backoffMs: 1_000, factor: 2, maxBackoffMs: 60_000, jitter: 0.2 };
 
+/** An environment variable name a task may set: ado's own (`ADO_*`) are not the task's to set. */
+const envName = z
+  .string()
+  .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an environment variable name: letters, digits and '_', not starting with a digit")
+  .refine((n) => !n.toUpperCase().startsWith("ADO_"), "ADO_* variables are set by ado for every task; pick another name");
+
+/**
+ * A directory inside the task's worktree, relative to its root (`packages/api`): no
+ * absolute path, no `..` out of the worktree.
+ */
+const worktreeSubdir = z
+  .string()
+  .min(1, "a directory relative to the worktree root, e.g. packages/api")
+  .refine((d) => !path.posix.isAbsolute(d) && !/^[A-Za-z]:[\\/]/.test(d), "must be relative to the worktree root (e.g. packages/api), not an absolute path")
+  .refine((d) => !path.posix.normalize(d.replace(/\\/g, "/")).split("/").includes(".."), "must stay inside the worktree: no '..'");
+
 /**
  * A task as it travels on the wire and lives inside ado: defaults applied, durations in
  * milliseconds. Services in other languages submit this form (see docs/schemas).
@@ -61,6 +80,10 @@ export const TaskDefSchema = z
     timeoutMs: z.number().int().positive().optional(),
     retry: RetryDefSchema.default(RETRY_DEFAULT),
     placement: PlacementSchema.optional(),
+    /** Extra environment of the agent's process (ado's ADO_* variables win over none: they cannot be set here). */
+    env: z.record(envName, z.string()).optional(),
+    /** Where the agent starts: a subdirectory of the task's worktree (default: its root). */
+    cwd: worktreeSubdir.optional(),
   })
   .strict();
 
@@ -194,8 +217,12 @@ export const GraphDefSchema = z
   .strict();
 
 /** One task as written in a graph file: durations as "30s", "5m", or seconds. */
-const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true })
+const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: true })
   .extend({
+    /** YAML reads `DEBUG: 1` as a number: numbers and booleans are taken as their text. */
+    env: z.record(envName, z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
+    /** The prompt read from this file, relative to the graph file (loadGraphFile reads it). */
+    promptFile: z.string().min(1).optional(),
     timeout: DurationSchema.optional(),
     retry: z
       .object({
@@ -209,7 +236,13 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true })
       .optional(),
   })
   .strict()
-  .transform(({ timeout, retry, ...rest }): TaskDef => ({
+  .superRefine((t, ctx) => {
+    // loadGraphFile replaces promptFile with the file's text before the schema sees it.
+    if (t.promptFile !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["promptFile"], message: "is read relative to the graph file: give the graph as a file (ado run --graph FILE)" });
+    }
+  })
+  .transform(({ timeout, retry, promptFile: _promptFile, ...rest }): TaskDef => ({
     ...rest,
     ...(timeout === undefined ? {} : { timeoutMs: timeout }),
     retry: {
@@ -277,7 +310,7 @@ export function validateGraph(graph: Graph): Graph {
   for (const t of graph.tasks) {
     for (const dep of t.needs) {
       if (!ids.has(dep)) {
-        throw new GraphError(`task '${t.id}' needs '${dep}', which is not in the graph`, [t.id, dep]);
+        throw new GraphError(`task '${t.id}' needs '${dep}', which is not in the graph${didYouMean(dep, ids)}`, [t.id, dep]);
       }
       if (dep === t.id) throw new GraphError(`task '${t.id}' needs itself: cycle ${t.id} -> ${t.id}`, [t.id]);
     }
@@ -286,8 +319,25 @@ export function validateGraph(graph: Graph): Graph {
     }
   }
   const cycle = findCycle(graph.tasks);
-  if (cycle) throw new GraphError(`the graph has a cycle: ${cycle.join(" -> ")}`, cycle);
+  if (cycle) throw new GraphError(`the graph has a cycle: ${shortPath(cycle)}`, cycle);
   return graph;
+}
+
+/**
+ * Checks that every task names an agent in `known` (the agents ado has: the CLI passes
+ * the agents index's list). A name nobody knows would wait forever for a worker that
+ * has it.
+ */
+export function checkAgents(graph: Pick<Graph, "tasks">, known: readonly string[]): void {
+  const unknown = graph.tasks.filter((t) => !known.includes(t.agent));
+  if (!unknown.length) return;
+  const names = [...new Set(unknown.map((t) => t.agent))];
+  const tasks = shortList(unknown.map((t) => `'${t.id}'`), 5);
+  throw new GraphError(
+    `${unknown.length === 1 ? "task" : "tasks"} ${tasks}: unknown agent ${names.map((n) => `'${n}'${didYouMean(n, known)}`).join(", ")}; ` +
+      `the agents are: ${known.join(", ")}`,
+    unknown.map((t) => t.id),
+  );
 }
 
 /** Returns one cycle as a closed path (first id repeated at the end), or undefined. */
@@ -325,34 +375,198 @@ export function findCycle(tasks: readonly Pick<TaskDef, "id" | "needs">[]): stri
 
 /** Parses and validates a graph given as YAML (or JSON) text. */
 export function parseGraph(text: string, source = "graph"): Graph {
-  let raw: unknown;
+  return validateIn(source, parseGraphObject(parseGraphText(text, source), source));
+}
+
+/** validateGraph, its errors prefixed with the file they are about. */
+function validateIn(source: string, graph: Graph): Graph {
   try {
-    raw = parseYaml(text);
+    return validateGraph(graph);
+  } catch (err) {
+    if (err instanceof GraphError) throw new GraphError(`${source}: ${err.message}`, err.tasks);
+    throw err;
+  }
+}
+
+/** `source: problem`, or `source:` and one problem a line. */
+const about = (source: string, problems: string) => `${source}:${problems.startsWith("\n") ? "" : " "}${problems}`;
+
+function parseGraphText(text: string, source: string): unknown {
+  try {
+    return parseYaml(text);
   } catch (err) {
     throw new GraphError(`${source}: not valid YAML: ${(err as Error).message}`);
   }
-  return validateGraph(parseGraphObject(raw, source));
+}
+
+/**
+ * Reads, parses and validates a graph file. A task's `promptFile` is read relative to
+ * the graph file's directory and becomes its prompt.
+ */
+export async function loadGraphFile(file: string): Promise<Graph> {
+  let text: string;
+  try {
+    text = await readFile(file, "utf8");
+  } catch (err) {
+    throw new GraphError(`cannot read graph file '${file}': ${(err as Error).message}`);
+  }
+  const raw = parseGraphText(text, file);
+  const tasks = (raw as { tasks?: unknown } | null)?.tasks;
+  if (Array.isArray(tasks)) {
+    for (const [i, t] of tasks.entries()) {
+      if (!t || typeof t !== "object" || !("promptFile" in t)) continue;
+      const task = t as Record<string, unknown>;
+      const where = `${file}: ${taskLabel(task, i)}`;
+      if (typeof task.promptFile !== "string" || !task.promptFile) throw new GraphError(`${where}: promptFile: a file name, relative to the graph file`);
+      if (task.prompt !== undefined) throw new GraphError(`${where}: give prompt or promptFile, not both`);
+      const promptPath = path.resolve(path.dirname(file), task.promptFile);
+      try {
+        task.prompt = await readFile(promptPath, "utf8");
+      } catch (err) {
+        throw new GraphError(`${where}: promptFile '${task.promptFile}' cannot be read (${promptPath}): ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      }
+      delete task.promptFile;
+    }
+  }
+  return validateIn(file, parseGraphObject(raw, file));
 }
 
 /** Validates an already-parsed graph-file object against the schema. */
 export function parseGraphObject(raw: unknown, source = "graph"): Graph {
-  const parsed = GraphFileSchema.safeParse(raw);
-  if (!parsed.success) throw new GraphError(`${source}: ${formatIssues(parsed.error)}`);
+  const parsed = GraphFileSchema.safeParse(raw, { error: friendlyIssue });
+  if (!parsed.success) throw new GraphError(about(source, formatIssues(parsed.error, { input: raw, schema: GraphFileSchema })));
   return parsed.data;
 }
 
-/** Formats zod issues as "field.path: message" lines, naming allowed values. */
-export function formatIssues(error: z.ZodError): string {
-  return error.issues
-    .map((issue) => {
-      const path = issue.path.length ? issue.path.join(".") : "(root)";
-      let msg = issue.message;
-      if (issue.code === "invalid_value" && "values" in issue) {
-        msg = `expected one of ${(issue.values as unknown[]).map((v) => JSON.stringify(v)).join(", ")}`;
-      } else if (issue.code === "unrecognized_keys") {
-        msg = `unknown field(s) ${issue.keys.map((k) => `'${k}'`).join(", ")}`;
-      }
-      return `${path}: ${msg}`;
-    })
-    .join("; ");
+/**
+ * Messages for zod's built-in checks in the words of a person writing a file ("must be
+ * at least 1, got 0"), given to `safeParse` as its error map. A schema's own message
+ * still wins over it.
+ */
+export const friendlyIssue: z.core.$ZodErrorMap = (iss) => {
+  const got = (v: unknown) => (v === undefined ? "nothing" : typeof v === "string" ? JSON.stringify(v) : Array.isArray(v) ? "a list" : v === null ? "null" : typeof v === "object" ? "a mapping" : String(v));
+  const a = (what: string) =>
+    ({ int: "a whole number", number: "a number", string: "text", boolean: "true or false", array: "a list", object: "a mapping", record: "a mapping" })[what] ?? `a ${what}`;
+  switch (iss.code) {
+    case "invalid_type":
+      return iss.input === undefined ? "is required" : `must be ${a(iss.expected)}, got ${got(iss.input)}`;
+    case "too_small": {
+      const min = Number(iss.minimum);
+      if (iss.origin === "string") return min <= 1 ? "must not be empty" : `must be at least ${min} characters`;
+      if (iss.origin === "array" || iss.origin === "set") return `needs at least ${min} item${min === 1 ? "" : "s"}`;
+      return `${iss.inclusive ? `must be at least ${min}` : `must be more than ${min}`}, got ${got(iss.input)}`;
+    }
+    case "too_big": {
+      const max = Number(iss.maximum);
+      if (iss.origin === "string") return `must be at most ${max} characters`;
+      if (iss.origin === "array" || iss.origin === "set") return `takes at most ${max} item${max === 1 ? "" : "s"}`;
+      return `${iss.inclusive ? `must be at most ${max}` : `must be less than ${max}`}, got ${got(iss.input)}`;
+    }
+    case "invalid_value":
+      return `must be one of ${iss.values.map((v) => JSON.stringify(v)).join(", ")}, got ${got(iss.input)}${typeof iss.input === "string" ? didYouMean(iss.input, iss.values.map(String)) : ""}`;
+    case "invalid_format":
+      return `must match ${"pattern" in iss ? String(iss.pattern) : iss.format}, got ${got(iss.input)}`;
+    case "invalid_union":
+      return `got ${got(iss.input)}, which is none of the forms allowed here`;
+    default:
+      return undefined;
+  }
+};
+
+/** At most this many problems are listed; the rest are counted. */
+const MAX_ISSUES = 8;
+
+/**
+ * Formats zod issues for a person: one problem as it is, several one a line (the text
+ * then starts with a line break). With the parsed `input`, a task
+ * is named by its id (`task 'b': timeout: ...`) rather than its position; with the
+ * `schema`, an unknown field gets a "did you mean" from the fields allowed there.
+ */
+export function formatIssues(error: z.ZodError, opts: { input?: unknown; schema?: z.ZodType } = {}): string {
+  const lines = error.issues.map((issue) => {
+    const where = locate(issue.path, opts.input);
+    let msg = issue.message;
+    if (issue.code === "unrecognized_keys") {
+      const known = opts.schema ? fieldsAt(opts.schema, issue.path) : undefined;
+      msg = issue.keys
+        .map((k) => `unknown field '${k}'${known ? didYouMean(k, known) : ""}`)
+        .join("; ");
+      if (known && !issue.keys.some((k) => didYouMean(k, known))) msg += ` (fields here: ${known.join(", ")})`;
+    } else if (issue.code === "invalid_key") {
+      const key = issue.path[issue.path.length - 1];
+      msg = `'${String(key)}': ${issue.issues.map((i) => i.message).join("; ")}`;
+      return `${locate(issue.path.slice(0, -1), opts.input)}: ${msg}`;
+    } else if (issue.code === "invalid_value" && !/got /.test(msg)) {
+      // Decoding wire payloads (no error map): still name what is allowed.
+      msg = `expected one of ${issue.values.map((v) => JSON.stringify(v)).join(", ")}`;
+    }
+    return `${where}: ${msg}`;
+  });
+  const shown = lines.slice(0, MAX_ISSUES);
+  if (lines.length > MAX_ISSUES) shown.push(`... and ${lines.length - MAX_ISSUES} more problem(s)`);
+  return shown.length === 1 ? shown[0]! : "\n  " + shown.join("\n  ");
+}
+
+/** `task 'b'` for a task with an id, else its position (`task #2`). */
+function taskLabel(task: unknown, index: number): string {
+  const id = task && typeof task === "object" ? (task as { id?: unknown }).id : undefined;
+  return typeof id === "string" && id ? `task '${id}'` : `task #${index + 1} (no id)`;
+}
+
+/** An issue's place: `task 'b': retry.attempts`, `merge.rules[0].strategy`, `(top level)`. */
+function locate(issuePath: readonly PropertyKey[], input: unknown): string {
+  const parts: string[] = [];
+  let node: unknown = input;
+  for (let i = 0; i < issuePath.length; i++) {
+    const seg = issuePath[i]!;
+    const next = issuePath[i + 1];
+    if (seg === "tasks" && i === 0 && typeof next === "number" && input !== undefined) {
+      const task = Array.isArray(node) ? undefined : (node as { tasks?: unknown[] } | null)?.tasks?.[next];
+      parts.push(`${taskLabel(task, next)}:`);
+      node = task;
+      i++;
+      continue;
+    }
+    if (typeof seg === "number") {
+      const last = parts.pop() ?? "";
+      parts.push(`${last}[${seg}]`);
+    } else {
+      parts.push(String(seg));
+    }
+    node = node && typeof node === "object" ? (node as Record<PropertyKey, unknown>)[seg] : undefined;
+  }
+  if (!parts.length) return "(top level)";
+  // "task 'b':" then "retry", "attempts" -> "task 'b': retry.attempts"
+  const out: string[] = [];
+  for (const p of parts) {
+    const prev = out[out.length - 1];
+    if (prev === undefined || prev.endsWith(":")) out.push(p);
+    else out[out.length - 1] = `${prev}.${p}`;
+  }
+  return out.join(" ").replace(/:$/, "");
+}
+
+/** The fields an object schema allows at `at` (through optional, default, pipe and array wrappers). */
+function fieldsAt(schema: z.ZodType, at: readonly PropertyKey[]): string[] | undefined {
+  type Def = { type: string; innerType?: unknown; in?: unknown; element?: unknown; valueType?: unknown; shape?: Record<string, unknown> };
+  const defOf = (s: unknown): Def | undefined => (s as { _zod?: { def?: Def } } | undefined)?._zod?.def;
+  const unwrap = (s: unknown): unknown => {
+    for (let d = defOf(s); d; d = defOf(s)) {
+      if (d.innerType !== undefined && ["optional", "nullable", "default", "prefault", "readonly", "catch", "nonoptional"].includes(d.type)) s = d.innerType;
+      else if (d.type === "pipe") s = d.in;
+      else break;
+    }
+    return s;
+  };
+  let s = unwrap(schema);
+  for (const seg of at) {
+    const d = defOf(s);
+    if (d?.type === "object") s = d.shape?.[String(seg)];
+    else if (d?.type === "array") s = d.element;
+    else if (d?.type === "record") s = d.valueType;
+    else return undefined;
+    s = unwrap(s);
+  }
+  const d = defOf(s);
+  return d?.type === "object" && d.shape ? Object.keys(d.shape) : undefined;
 }

@@ -79,6 +79,52 @@ describe("remote mode: workers and merger on clones of a git remote", () => {
     }
   }, 60_000);
 
+  // One host, the embedded stack: the merge coordinator and the workers share one clone
+  // directory, so a clone fetched by one is found "already there" by the others.
+  for (const access of ["auto", "clone"] as const) {
+    it(`runs a graph with --remote on the embedded stack (git access ${access}): dependents start from the integration commit`, async () => {
+      const repo = await makeRepo();
+      const remote = join(scratch, `one-host-${access}.git`);
+      execFileSync("git", ["init", "-q", "--bare", remote]);
+      const host = join(scratch, `one-host-${access}`);
+      try {
+        const graph = `${repo.dir}.graph.yaml`;
+        await writeFile(
+          graph,
+          [
+            "tasks:",
+            '  - { id: x, run: "echo x > x.txt" }',
+            '  - { id: y, run: "echo y > y.txt" }',
+            '  - { id: z, needs: [x, y], run: "cat x.txt y.txt > z.txt" }',
+            "",
+          ].join("\n"),
+        );
+        const env = { ADO_GIT_ACCESS: access, ADO_WORKTREE_DIR: join(host, "worktrees"), ADO_CLONE_DIR: join(host, "clones"), ADO_WORKERS: "2", XDG_STATE_HOME: join(host, "state") };
+        // Twice: the second run finds the clone the first one left.
+        for (let i = 0; i < 2; i++) {
+          const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--remote", remote, "--json"], { env, timeoutMs: 150_000 });
+          expect(r.code, r.stderr + r.stdout).toBe(0);
+          const out = JSON.parse(r.stdout);
+          expect(gitOut(repo.dir, "show", `${out.integrationBranch}:z.txt`)).toBe("x\ny");
+          // Every task's commit descends from the run's base: no root commit of its own.
+          const base = gitOut(repo.dir, "rev-parse", "main");
+          for (const t of ["x", "y", "z"]) expect(gitOut(repo.dir, "merge-base", "--is-ancestor", base, `ado/${out.runId}/${t}`)).toBe("");
+        }
+        if (access === "clone") {
+          // ado prune also removes the runs' refs on the remote (their work is here, archived).
+          expect(gitOut(remote, "for-each-ref", "refs/ado/runs/", "refs/heads/ado/")).not.toBe("");
+          const pruned = await runAdo(["prune", "--remote", remote], { env, cwd: repo.dir, timeoutMs: 60_000 });
+          expect(pruned.code, pruned.stderr + pruned.stdout).toBe(0);
+          expect(gitOut(remote, "for-each-ref", "refs/ado/runs/", "refs/heads/ado/")).toBe("");
+          expect(gitOut(repo.dir, "branch", "--list", "ado/*")).toBe("");
+          expect(gitOut(repo.dir, "for-each-ref", "refs/ado/archive/")).toMatch(/integration/);
+        }
+      } finally {
+        await repo.cleanup();
+      }
+    }, 360_000);
+  }
+
   it("a clone-only worker refuses a run without a remote with an error that says what to do", async () => {
     // Checked at submission: nothing would ever run it.
     const repo = await makeRepo();

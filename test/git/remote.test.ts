@@ -72,6 +72,39 @@ describe("remote mode (git)", () => {
     expect(await clones.withCommit(remote, "r2", other)).toBe(clone);
   });
 
+  it("one host: a clone fetched by another instance (the merge coordinator) has a HEAD for the workers", async () => {
+    const { repo, root, dir, remote } = await setup();
+    await publishRunBase(repo, remote, "r5", root);
+    const shared = path.join(dir, "shared-clones");
+    const mclone = await new RemoteClones({ dir: shared }).fetchRun(remote, "r5");
+    expect(sh(mclone, "rev-parse", "HEAD")).toBe(root);
+    // A clone left with an unborn HEAD (by a version that did not set it): a worker that
+    // finds the commit already there still gives it one.
+    const other = await tempDir();
+    const left = new RemoteClones({ dir: other });
+    const lclone = await left.open(remote);
+    sh(lclone, "fetch", "-q", "origin", "+refs/ado/runs/r5/*:refs/ado/runs/r5/*");
+    expect(sh(lclone, "rev-parse", "--verify", "-q", "refs/ado/runs/r5/base")).toBe(root);
+    expect(await new RemoteClones({ dir: other }).withCommit(remote, "r5", root)).toBe(lclone);
+    expect(sh(lclone, "rev-parse", "HEAD")).toBe(root);
+  });
+
+  it("one host: fetching the run keeps a task branch a worker created in the clone and has not pushed yet", async () => {
+    const { repo, root, dir, remote } = await setup();
+    await publishRunBase(repo, remote, "r6", root);
+    const shared = path.join(dir, "shared-clones");
+    const worker = new RemoteClones({ dir: shared });
+    const clone = await worker.withCommit(remote, "r6", root);
+    const wt = new WorktreeManager({ repo: clone, baseDir: path.join(dir, "wt") });
+    const { path: cwd } = await wt.add({ name: "r6/t1", branch: "ado/r6/t1", base: root });
+    // Meanwhile the merge coordinator (another instance, same directory) fetches the run.
+    await new RemoteClones({ dir: shared }).fetchRun(remote, "r6");
+    await writeFile(path.join(cwd, "t1.txt"), "t1\n");
+    const { commit } = await wt.commitAll(cwd, { message: "t1" });
+    // The task's commit sits on the run's base, not on a root of its own.
+    expect(sh(clone, "rev-parse", `${commit}^`)).toBe(root);
+  });
+
   it("says what is wrong for a commit the remote lacks, and for a remote that is not there", async () => {
     const { repo, root, dir, remote } = await setup();
     const clones = new RemoteClones({ dir: path.join(dir, "c") });

@@ -1,7 +1,7 @@
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 
 /** A real git repository in a temp dir with one commit, for end-to-end runs. */
 export async function makeRepo(files: Record<string, string> = { "README.md": "# sample\n" }): Promise<{ dir: string; cleanup(): Promise<void> }> {
@@ -10,7 +10,10 @@ export async function makeRepo(files: Record<string, string> = { "README.md": "#
   git("init", "-q", "-b", "main");
   git("config", "user.email", "test@example.com");
   git("config", "user.name", "test");
-  for (const [name, content] of Object.entries(files)) await writeFile(join(dir, name), content);
+  for (const [name, content] of Object.entries(files)) {
+    await mkdir(dirname(join(dir, name)), { recursive: true });
+    await writeFile(join(dir, name), content);
+  }
   git("add", "-A");
   git("commit", "-q", "-m", "initial");
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };

@@ -22,7 +22,7 @@ import type { WorkerId } from "../../runtime/ids.js";
 import { SCHEMAS, type TaskFailure, type TaskResult, type TaskWork, type WorkerRecord } from "../../runtime/messages.js";
 import { Signal } from "../../runtime/mutex.js";
 import { consumers, WORKER_ACK_WAIT_MS, workerConsumer } from "../../runtime/topology.js";
-import { type Agent, builtinAgents, type OutputStream, type StopReason, Suspender } from "../../agents/index.js";
+import { type Agent, builtinAgents, type OutputStream, type StopReason, Suspender, taskDir } from "../../agents/index.js";
 import { ControlView } from "../../runtime/control.js";
 import { OutputBuffer } from "./output.js";
 import { AgentEnv, attemptKey, attemptRef, msgIds } from "../../runtime/names.js";
@@ -389,8 +389,10 @@ export class Worker extends Actor {
     });
     announced.catch((err) => this.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
     const outcome = await agent.run({
-      cwd,
+      // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
+      cwd: taskDir(cwd, work.task),
       env: {
+        ...work.task.env,
         [AgentEnv.runId]: work.runId,
         [AgentEnv.taskId]: work.taskId,
         [AgentEnv.prompt]: work.task.prompt,
