@@ -229,10 +229,11 @@ export const MergeResult = z.object({
   runId: id,
   taskId: id,
   /**
-   * `needs_attention`: escalated to a person (a HITL record exists); `skipped`: the
-   * person chose to leave the task unmerged; `conflict` is what mergers before HITL sent.
+   * `needs_attention`: escalated to a person (a HITL record exists; a conflict nothing
+   * resolved is always this); `skipped`: the person chose to leave the task unmerged;
+   * `error`: the merge could not be tried.
    */
-  status: z.enum(["merged", "conflict", "error", "needs_attention", "skipped"]),
+  status: z.enum(["merged", "error", "needs_attention", "skipped"]),
   integrationCommit: sha.optional(),
   /**
    * `merged`: the first-parent commit count of `integrationCommit`. The branch only moves

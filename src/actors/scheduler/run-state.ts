@@ -458,19 +458,13 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
       );
       break;
     }
-    default: {
-      // `conflict` (from a merge coordinator without HITL) and `error` end the task and halt the run.
-      const message =
-        result.status === "conflict" ? conflictMessage(state, t.def.id, result.files) : `merging task '${t.def.id}' failed: ${result.message}`;
+    case "error": {
+      // The merge could not be tried (git failed, the repository is gone): the task ends
+      // and the run halts; a conflict is never this, it needs a person (needs_attention).
+      const message = `merging task '${t.def.id}' failed: ${result.message}`;
       update(state, t, { status: "failed", error: message });
-      effects.push({ type: "saveTask", taskId: t.def.id });
-      if (result.status === "conflict") {
-        effects.push({
-          type: "event",
-          event: { type: "merge.conflict", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, files: result.files, message },
-        });
-      }
-      effects.push(...halt(state, message, now));
+      effects.push({ type: "saveTask", taskId: t.def.id }, ...halt(state, message, now));
+      break;
     }
   }
   return [...effects, ...settle(state, now)];
@@ -549,15 +543,6 @@ function cancelTask(state: RunState, t: TaskState, reason: string, now: string, 
     effects.unshift({ type: "control", request: { type: "control", runId, taskId: t.def.id, action: "cancel", reason, by: "ado", at: now } });
   }
   return effects;
-}
-
-/** Names the tasks already merged that touched the conflicting files. */
-function conflictMessage(state: RunState, taskId: string, files: string[]): string {
-  const others = [...state.tasks.values()]
-    .filter((o) => o.def.id !== taskId && o.rec.status === "succeeded" && o.rec.files.some((f) => files.includes(f)))
-    .map((o) => `'${o.def.id}'`);
-  const with_ = others.length ? ` and ${others.join(", ")}` : " and the integration branch";
-  return `merge conflict: task '${taskId}'${with_} changed the same lines in ${files.join(", ")}; the task branch is kept.`;
 }
 
 /** Stops dispatching: pending tasks are skipped; tasks in flight finish but are not merged. */
