@@ -378,6 +378,16 @@ describe("run-state - recovery and policies", () => {
     expect(readyWork(reconcile(reloaded, NOW))).toEqual([]);
   });
 
+  it("reconcile does not announce task.queued again: what it re-queues was announced (or listed in run.accepted) when first queued", () => {
+    // A 300-task run reloaded after a restart: the roots' first attempts were never
+    // written (they may have started or finished since), so all come out as pending.
+    const { state } = accept(Array.from({ length: 300 }, (_, i) => ({ id: `t${i}` })));
+    const reloaded = buildState(state.run, 2, new Map());
+    const effects = reconcile(reloaded, NOW);
+    expect(readyWork(effects)).toHaveLength(300);
+    expect(eventsOf(effects, "task.queued")).toEqual([]);
+  });
+
   it("retry backoff grows by the factor, is capped, and stays within the jitter", () => {
     const policy = { attempts: 10, backoffMs: 1_000, factor: 2, maxBackoffMs: 5_000, jitter: 0.2 };
     const delays = [2, 3, 4, 5, 6].map((attempt) => retryDelayMs(policy, `r.t.${attempt}`, attempt));

@@ -119,13 +119,18 @@ export function buildState(run: RunRecord, runRev: number, records: Map<string, 
  * Re-derives what a freshly loaded run must have in flight. A crash between publishing
  * a dependent's ready work and saving its record leaves it `pending` with every
  * dependency done: queue it again (the same attempt, so the publish is deduplicated
- * and the claim stops a second run).
+ * and the claim stops a second run). Nothing is announced: a first attempt's `queued`
+ * is never written, so every root and released dependent looks pending here, though
+ * it was announced (or listed in run.accepted) when first queued and may have started
+ * or finished since; announcing it again told clients 246 tasks of a 300-task run were
+ * queued again after a restart. (A task first queued here, e.g. one maxParallel held
+ * back before the restart, goes from pending to started with no `queued` in between.)
  */
 export function reconcile(state: RunState, now: string): Effect[] {
   // Every task succeeded and merge.into was asked for, but no answer is recorded: ask
   // again (deduplicated by msg id; past the window the merger finds it up to date).
   if (state.run.finalizing && state.run.status === "running") return [mergeIntoEffect(state)];
-  return [...release(state, now, state.tasks.values()), ...settle(state, now)];
+  return [...release(state, now, state.tasks.values(), false), ...settle(state, now)];
 }
 
 /**
