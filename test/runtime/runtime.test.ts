@@ -58,6 +58,16 @@ describe("codec - boundary", () => {
     headers.set("Ado-Schema", "run.submit/9");
     expect(() => decode(SCHEMAS.SubmitRun, data, headers)).toThrow(/upgrade ado/);
   });
+
+  it("rejects a schema header whose version is not a whole number, or that has none, saying what it should be", () => {
+    const { data, headers } = encode(SCHEMAS.SubmitRun, submit("r1"));
+    for (const bad of ["run.submit/abc", "run.submit", "run.submit/", "run.submit/1.5", "run.submit/-1", "/1", "run.submit/1/2"]) {
+      headers.set("Ado-Schema", bad);
+      expect(() => decode(SCHEMAS.SubmitRun, data, headers), bad).toThrow(/is not '<schema>\/<version>'.*expects 'run.submit\/1'/);
+    }
+    headers.set("Ado-Schema", "run.submit/1");
+    expect(decode(SCHEMAS.SubmitRun, data, headers).runId).toBe("r1");
+  });
 });
 
 describe("consume - batch loop", () => {
@@ -79,16 +89,27 @@ describe("consume - batch loop", () => {
     await loop.start();
     await js.publish(topo.subjects.submit, new Uint8Array([1, 2, 3]));
     await js.publish(topo.subjects.submit, packRaw({ hello: "world" }));
+    // A valid payload under a header whose version is not a number.
+    const odd = encode(SCHEMAS.SubmitRun, submit("odd-header"));
+    odd.headers.set("Ado-Schema", "run.submit/abc");
+    await js.publish(topo.subjects.submit, odd.data, { headers: odd.headers });
     const good = encode(SCHEMAS.SubmitRun, submit("good"));
     await js.publish(topo.subjects.submit, good.data, { headers: good.headers });
     await eventually(() => seen.includes("good"), 5_000, "good message");
-    await eventually(() => loop.deadLettered === 2, 5_000, "two dead letters");
+    await eventually(() => loop.deadLettered === 3, 5_000, "three dead letters");
+    expect(seen).toEqual(["good"]);
     const dlq = await js.consumers.get(topo.streams.dlq.name);
-    const first = await dlq.next();
-    const letter = decode(SCHEMAS.DeadLetter, first!.data, first!.headers);
-    expect(letter.subject).toBe(topo.subjects.submit);
-    expect(letter.reason).toMatch(/run.submit/);
-    expect([...letter.payload]).toEqual([1, 2, 3]);
+    const letters = [];
+    for (let i = 0; i < 3; i++) {
+      const m = await dlq.next();
+      letters.push(decode(SCHEMAS.DeadLetter, m!.data, m!.headers));
+      m!.ack();
+    }
+    const [letter] = letters;
+    expect(letter!.subject).toBe(topo.subjects.submit);
+    expect(letter!.reason).toMatch(/run.submit/);
+    expect([...letter!.payload]).toEqual([1, 2, 3]);
+    expect(letters[2]!.reason).toMatch(/header 'run.submit\/abc' is not '<schema>\/<version>'/);
     await loop.stop();
     // Work-queue stream: nothing left behind, nothing redelivered.
     expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(0);
