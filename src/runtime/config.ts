@@ -28,7 +28,14 @@ export const ConfigSchema = z
     /** Task worktrees: files copied in (include), dependency dirs, cleanup (src/git/worktree-config.ts). */
     worktrees: WorktreesConfigSchema.default(worktreesDefault),
     logLevel: z.enum(LOG_LEVELS).default("warn"),
-    balancer: z.object({ strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded") }).strict().default({ strategy: "least_loaded" }),
+    balancer: z
+      .object({
+        strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded"),
+        /** Ready tasks of one priority level the balancer holds in memory (in priority order); the rest wait in the stream. */
+        maxHeld: z.number().int().min(1).max(100_000).default(10_000),
+      })
+      .strict()
+      .default({ strategy: "least_loaded", maxHeld: 10_000 }),
     /** What this host's workers advertise; tasks select workers by labels and capabilities. */
     worker: z
       .object({

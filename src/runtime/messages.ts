@@ -359,6 +359,14 @@ export const AdoEvent = z.discriminatedUnion("type", [
   /** With `merge.into`: the target branch was updated, or left alone with the reason. */
   z.object({ type: z.literal("run.merged_into"), ...runEventBase, ...MergeIntoOutcome.shape }),
   z.object({ type: z.literal("task.queued"), ...taskEventBase, baseCommit: sha.optional() }),
+  /**
+   * The balancer holds this attempt and no connected worker may take it (none at all,
+   * none offers its agent, none has its labels or capabilities, its pinned worker is
+   * gone): `reason` says which, in words, and what to do. Sent once the task has waited
+   * so ~2 s, and again only when the reason changes; `task.started` ends the wait.
+   * `workers`: connected workers taking work when it was sent.
+   */
+  z.object({ type: z.literal("task.waiting"), ...taskEventBase, reason: z.string(), workers: z.number().int().min(0) }),
   z.object({
     type: z.literal("task.started"),
     ...taskEventBase,

@@ -184,10 +184,19 @@ export function workerConsumer(topo: Topology, workerId: string, ackWaitMs = WOR
   return actorConsumer(consumers.work(workerId), topo.subjects.work(workerId), { ackWaitMs, inactiveMs: 24 * 3_600_000 });
 }
 
-/** Consumer names, one per actor kind (workers get one each). */
+/** Consumer names, one per actor kind (workers get one each, the balancer one per priority level). */
 export const consumers = {
   submit: "scheduler",
   results: "scheduler",
+  /**
+   * The balancer's, one per priority level, each with its own window of held messages:
+   * a backlog of one level never keeps a higher level's tasks out of the held queue.
+   */
+  readyLevel: (priority: Priority) => `balancer-${priority}`,
+  /**
+   * One consumer of every level, as balancers before the per-level consumers had. A
+   * balancer deletes it at start: consumers of a work-queue stream may not overlap.
+   */
   ready: "balancer",
   merge: "merger",
   work: (workerId: string) => `worker-${workerId}`,
