@@ -46,7 +46,10 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ labels: [], capabilities: [], accessMode: "local", costPerTask: 0 }),
-    /** Most ready tasks waiting across runs; a submission beyond it is refused as "queue full". */
+    /**
+     * Most tasks of accepted runs not finished yet, across runs (dependents count from
+     * acceptance); a submission that would go beyond it is refused as "queue full".
+     */
     maxQueued: z.number().int().min(1).default(100_000),
     /** Worker heartbeat; the balancer drops a worker silent for 3 heartbeats. */
     heartbeatMs: z.number().int().min(50).max(60_000).default(1_000),

@@ -603,6 +603,13 @@ export const RunRecord = z.object({
 });
 export type RunRecord = z.infer<typeof RunRecord>;
 
+/**
+ * The tasks of an accepted run not finished yet (KV `backlog`, key = runId), written by
+ * the scheduler as they change and deleted when the run ends: what "queue full" counts.
+ */
+export const RunBacklog = z.object({ runId: id, open: z.number().int().min(0), updatedAt: isoTime });
+export type RunBacklog = z.infer<typeof RunBacklog>;
+
 /** The scheduler's record of one task (KV `tasks`, key = runId.taskId). */
 export const TaskRecord = z.object({
   runId: id,
@@ -730,6 +737,7 @@ export const SCHEMAS = {
   ControlRequest: { name: "control", version: 1, schema: ControlRequest },
   RunRecord: { name: "run.record", version: 1, schema: RunRecord },
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
+  RunBacklog: { name: "run.backlog", version: 1, schema: RunBacklog },
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   WorktreeRecord: WORKTREE_RECORD,
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },

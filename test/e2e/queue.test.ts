@@ -228,3 +228,68 @@ describe("queue - a task no worker can take", () => {
     }
   });
 });
+
+describe("queue - queue full", () => {
+  it("refuses a run past maxQueued saying what to do, keeps counting across a restart, lets --wait in once there is room, and runs every accepted task", async () => {
+    const topo = uniqueTopology();
+    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, maxQueued: 5 };
+    // Actors only: without a worker, accepted tasks stay open.
+    let actors = await Stack.start({ config: parseConfig({ ...base, workers: 0 }), logger: silentLogger, actors: ["scheduler", "balancer"] });
+    const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    const graph = (prefix: string, n: number, chain = false) =>
+      parseGraph(`tasks:\n${Array.from({ length: n }, (_, i) => `  - { id: ${prefix}${i}, agent: noop${chain && i ? `, needs: [${prefix}${i - 1}]` : ""} }`).join("\n")}\n`);
+    const rejection = async (runId: string) => {
+      const outcome = await client.watch(runId as never);
+      expect(outcome.status).toBe("rejected");
+      return outcome;
+    };
+    let workers: Stack | undefined;
+    try {
+      // A chain of 4: one task ready, three released later. All four count from acceptance.
+      const a = await client.submit({ graph: graph("a", 4, true) });
+      await eventually(async () => (await client.status(a.runId))?.run.status === "running", 20_000, "run a accepted");
+
+      // 4 open + 2 > 5, though only one task is ready: refused, and told what to do.
+      const b = await client.submit({ graph: graph("b", 2) });
+      const refused = await rejection(b.runId);
+      expect(refused.code).toBe("queue_full");
+      expect(refused.error).toBe(
+        "queue full: 4 tasks of accepted runs have not finished and this run adds 2 (maxQueued 5). Submit it again once some have finished, or submit with --wait to resubmit until it fits.",
+      );
+      // One more task fits exactly.
+      const c = await client.submit({ graph: graph("c", 1) });
+      await eventually(async () => (await client.status(c.runId))?.run.status === "running", 20_000, "run c accepted");
+      // A run larger than the bound can never fit: refused as such, and --wait does not loop on it.
+      const tooBig = await client.run({ graph: graph("x", 6), wait: true });
+      expect(tooBig).toMatchObject({ status: "rejected", code: "invalid" });
+      expect(tooBig.error).toMatch(/the run has 6 tasks, more than the scheduler accepts at once \(maxQueued 5\): split it/);
+
+      // The count is stored: a restarted scheduler refuses the same run.
+      await actors.close();
+      actors = await Stack.start({ config: parseConfig({ ...base, workers: 0 }), logger: silentLogger, actors: ["scheduler", "balancer"] });
+      const b2 = await client.submit({ graph: graph("b", 2) });
+      expect((await rejection(b2.runId)).code).toBe("queue_full");
+
+      // --wait resubmits until it fits: a worker comes, a and c finish, and b gets in.
+      const waiting = client.run({ graph: graph("b", 2), wait: true });
+      await new Promise((r) => setTimeout(r, 1_000));
+      workers = await Stack.start({ config: parseConfig({ ...base, workers: 1 }), logger: silentLogger, actors: [] });
+      const [outA, outB, outC] = await Promise.all([client.watch(a.runId), waiting, client.watch(c.runId)]);
+      // Nothing accepted is lost: every task of every accepted run ran.
+      for (const out of [outA, outB, outC]) {
+        expect(out.status, out.error).toBe("succeeded");
+        expect(out.tasks.every((t) => t.status === "succeeded" && t.attempts === 1)).toBe(true);
+      }
+      expect(outA.tasks).toHaveLength(4);
+      expect(outB.tasks).toHaveLength(2);
+      // Finished runs no longer count.
+      const scheduler = actors.actors.find((x) => x.kind === "scheduler")!;
+      await eventually(() => (scheduler.stats() as { openTasks: number }).openTasks === 0, 10_000, "nothing counted once every run ended");
+    } finally {
+      await workers?.close();
+      await actors.close();
+      await nc.drain();
+    }
+  });
+});

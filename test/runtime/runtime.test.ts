@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Actor } from "../../src/runtime/actor.js";
@@ -12,7 +12,7 @@ import { LeaderLease } from "../../src/runtime/lease.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { z } from "zod";
 import { SCHEMAS, type SubmitRun } from "../../src/runtime/messages.js";
-import { actorConsumer, provision } from "../../src/runtime/topology.js";
+import { actorConsumer, provision, purgeBelowAckFloors } from "../../src/runtime/topology.js";
 import { eventually, provisioned, startTestServer, type TestServer } from "../helpers/nats.js";
 
 let ts: TestServer;
@@ -39,6 +39,48 @@ describe("topology - provisioning", () => {
     const names: string[] = [];
     for await (const s of jsm.streams.names()) names.push(s);
     for (const s of Object.values(topo.streams)) expect(names).toContain(s.name);
+  });
+});
+
+describe("topology - acked messages restored below an ack floor", () => {
+  it("are removed per consumer subject; unacked ones and other subjects' are kept", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    // A work-queue stream deletes on ack, so what a crash restores cannot be staged on
+    // one: a limits stream keeps acked messages the same way a restored stream does.
+    const stream = `${topo.prefix}_STALE`;
+    await jsm.streams.add({ name: stream, subjects: [`${topo.prefix}.stale.*`], retention: RetentionPolicy.Limits, storage: StorageType.File });
+    await jsm.consumers.add(stream, actorConsumer("reader-a", `${topo.prefix}.stale.a`));
+    await jsm.consumers.add(stream, actorConsumer("reader-b", `${topo.prefix}.stale.b`));
+    for (const s of ["a", "a", "b", "a", "b"]) await js.publish(`${topo.prefix}.stale.${s}`, new Uint8Array([s.charCodeAt(0)]));
+    // reader-a acks its first two; its third stays unacked. reader-b takes nothing.
+    const a = await js.consumers.get(stream, "reader-a");
+    const taken = [];
+    for await (const m of await a.fetch({ max_messages: 3, expires: 2_000 })) taken.push(m);
+    await taken[0]!.ackAck();
+    await taken[1]!.ackAck();
+    // The floor passes over reader-b's message 3 (not its subject): 3, yet message 3 is kept.
+    await eventually(async () => (await jsm.consumers.info(stream, "reader-a")).ack_floor.stream_seq >= 2, 5_000, "ack floor past 2");
+    expect(await purgeBelowAckFloors(jsm, stream)).toBe(2);
+    const left = [];
+    for (let seq = 1; seq <= 5; seq++) left.push(await jsm.streams.getMessage(stream, { seq }).then((m) => m?.subject.split(".").pop() ?? "-", () => "-"));
+    expect(left).toEqual(["-", "-", "b", "a", "b"]);
+    expect(await purgeBelowAckFloors(jsm, stream)).toBe(0); // idempotent
+    taken[2]!.nak();
+  });
+
+  it("a work-queue stream in good order has nothing to remove", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit));
+    for (let i = 0; i < 3; i++) await js.publish(topo.subjects.submit, new Uint8Array([i]));
+    const c = await js.consumers.get(topo.streams.submit.name, "scheduler");
+    const m = await c.next();
+    await m!.ackAck();
+    expect(await purgeBelowAckFloors(jsm, topo.streams.submit.name)).toBe(0);
+    expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(2);
   });
 });
 

@@ -54,6 +54,8 @@ export interface RunState {
   held: Set<string>;
   /** Path -> merged tasks that changed it: whose prompts a resolver of a conflict there gets. */
   touched: Map<string, string[]>;
+  /** The open count last stored for this run in KV `backlog` (not stored itself: unknown after a load). */
+  openWritten?: number;
   /**
    * Results-stream sequence of the merge result that last moved `run.integrationCommit`,
    * once this process applied one (not stored: unknown after a load). See applyMergeResult().
