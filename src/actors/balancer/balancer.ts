@@ -40,6 +40,8 @@ export const MAX_HELD = 10_000;
 
 /** How often held tasks are checked for having no eligible worker (task.waiting). */
 const WAITING_CHECK_MS = 500;
+/** Most task.waiting events one check publishes; the rest follow in the next checks. */
+const WAITING_ANNOUNCE_MAX = 1_000;
 
 interface Held {
   work: TaskWork;
@@ -167,6 +169,7 @@ export class Balancer extends Actor {
     const workers = this.registry.candidates();
     const draining = [...this.registry.workers.values()].filter((w) => w.record.state === "draining").length;
     const byPlacement = new Map<string, ((taskId: string) => string) | undefined>();
+    let announced = 0;
     for (const entry of this.queue.ordered()) {
       const { work, route } = entry.item;
       // Paused work waits for its resume, not for a worker.
@@ -174,7 +177,10 @@ export class Balancer extends Actor {
       if (!byPlacement.has(route.placementKey)) byPlacement.set(route.placementKey, unplaceable(route.agent, route.placement, workers, { draining }));
       const reason = byPlacement.get(route.placementKey)?.(work.taskId);
       const announce = this.waiting.observe(entry.key, reason, now);
-      if (announce) this.announceWaiting(work, announce, workers.length, now);
+      if (!announce) continue;
+      this.announceWaiting(work, announce, workers.length, now);
+      // 10,000 held tasks and no worker: spread the events over a few checks.
+      if (++announced >= WAITING_ANNOUNCE_MAX) break;
     }
     this.waiting.retain((key) => this.queue.has(key));
   }
