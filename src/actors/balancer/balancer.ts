@@ -10,7 +10,7 @@ import { dispatchPass, type Route } from "./dispatch-pass.js";
 import { ReadyQueue } from "./ready-queue.js";
 import { WorkerRegistry } from "./registry.js";
 import { placementKey, Router, type Strategy } from "./strategy.js";
-import { digest, unplaceable, WaitingTracker } from "./waiting.js";
+import { digest, Unplaceable, WaitingTracker } from "./waiting.js";
 import { attemptKey, msgIds } from "../../runtime/names.js";
 
 export interface BalancerOptions {
@@ -39,7 +39,7 @@ export const READY_ACK_WAIT_MS = 10_000;
 export const MAX_HELD = 10_000;
 
 /** How often held tasks are checked for having no eligible worker (task.waiting). */
-const WAITING_CHECK_MS = 500;
+const WAITING_CHECK_MS = 1_000;
 /** Most task.waiting events one check publishes; the rest follow in the next checks. */
 const WAITING_ANNOUNCE_MAX = 1_000;
 
@@ -168,14 +168,13 @@ export class Balancer extends Actor {
     const now = this.clock.now();
     const workers = this.registry.candidates();
     const draining = [...this.registry.workers.values()].filter((w) => w.record.state === "draining").length;
-    const byPlacement = new Map<string, ((taskId: string) => string) | undefined>();
+    const why = new Unplaceable(workers, { draining });
     let announced = 0;
     for (const entry of this.queue.ordered()) {
       const { work, route } = entry.item;
       // Paused work waits for its resume, not for a worker.
       if (this.control.stateOf(work.runId, work.taskId) !== "running") continue;
-      if (!byPlacement.has(route.placementKey)) byPlacement.set(route.placementKey, unplaceable(route.agent, route.placement, workers, { draining }));
-      const reason = byPlacement.get(route.placementKey)?.(work.taskId);
+      const reason = why.explain(route.agent, route.placement, route.placementKey)?.(work.taskId);
       const announce = this.waiting.observe(entry.key, reason, now);
       if (!announce) continue;
       this.announceWaiting(work, announce, workers.length, now);

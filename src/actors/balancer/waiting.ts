@@ -42,54 +42,108 @@ export function whyUnplaceable(
   workers: readonly Candidate[],
   counts: WorkerCounts = { draining: 0 },
 ): string | undefined {
-  return unplaceable(agent, placement, workers, counts)?.(taskId);
+  return new Unplaceable(workers, counts).explain(agent, placement)?.(taskId);
+}
+
+/** Stands for the task id in a reason worked out for a whole placement (ids never hold it). */
+const TASK_MARK = "\u0000";
+
+interface AgentPool {
+  workers: readonly Candidate[];
+  labels: ReadonlySet<string>;
+  capabilities: ReadonlySet<string>;
+  /** "N workers with agent 'x'; labels: ...; capabilities: ..." */
+  summary: string;
 }
 
 /**
- * whyUnplaceable() for every task of one placement: undefined when a worker may take
- * them, else the reason for a given task id. Tasks sharing a placement share the
- * answer, so a check of many held tasks works it out once per placement.
+ * whyUnplaceable() for many held tasks at once, against one view of the workers (one
+ * balancer check). Tasks of one placement share the answer, and what a reason says
+ * about the workers (their agents, labels, capabilities) is listed once per agent:
+ * worked out per task, 3,000 held tasks that fit nowhere took 3 s a check with 1,000
+ * workers.
  */
-export function unplaceable(
-  agent: string,
-  placement: Placement,
-  workers: readonly Candidate[],
-  counts: WorkerCounts = { draining: 0 },
-): ((taskId: string) => string) | undefined {
-  if (workers.some((w) => eligible(w, agent, placement))) return undefined;
-  return (taskId) => reasonFor(taskId, agent, placement, workers, counts);
-}
+export class Unplaceable {
+  private readonly byPlacement = new Map<string, ((taskId: string) => string) | undefined>();
+  private readonly pools = new Map<string, AgentPool>();
+  private everyAgent?: string;
+  private everyWorker?: string;
 
-function reasonFor(taskId: string, agent: string, placement: Placement, workers: readonly Candidate[], counts: WorkerCounts): string {
-  if (workers.length === 0) {
-    const draining = counts.draining ? ` (${plural(counts.draining, "worker is", "workers are")} draining)` : "";
-    return `no worker is connected${draining}: start one with 'ado worker' or 'ado up'`;
+  constructor(
+    private readonly workers: readonly Candidate[],
+    private readonly counts: WorkerCounts = { draining: 0 },
+  ) {}
+
+  /**
+   * Undefined when some worker may take tasks of this agent and placement; else the
+   * reason for a given task id. `key` (a placementKey) caches the answer.
+   */
+  explain(agent: string, placement: Placement, key?: string): ((taskId: string) => string) | undefined {
+    if (key !== undefined && this.byPlacement.has(key)) return this.byPlacement.get(key);
+    let answer: ((taskId: string) => string) | undefined;
+    if (!this.workers.some((w) => eligible(w, agent, placement))) {
+      const text = this.reason(agent, placement);
+      const parts = text.split(TASK_MARK);
+      answer = parts.length === 1 ? () => text : (taskId) => parts.join(taskId);
+    }
+    if (key !== undefined) this.byPlacement.set(key, answer);
+    return answer;
   }
-  const summary = `${plural(workers.length, "worker")}: ${list(workers.map((w) => w.id))}`;
-  let pool = workers;
-  if (placement.worker !== undefined) {
-    pool = workers.filter((w) => w.id === placement.worker);
-    if (pool.length === 0) return `'${taskId}' is pinned to worker '${placement.worker}', which is not connected (${summary})`;
+
+  private pool(agent: string): AgentPool {
+    let pool = this.pools.get(agent);
+    if (!pool) {
+      const workers = this.workers.filter((w) => w.agents.includes(agent));
+      pool = this.describe(workers, agent);
+      this.pools.set(agent, pool);
+    }
+    return pool;
   }
-  const withAgent = pool.filter((w) => w.agents.includes(agent));
-  if (withAgent.length === 0) {
-    const whom = placement.worker !== undefined ? `worker '${placement.worker}' (it is pinned there) does not offer` : "no worker offers";
-    return `${whom} agent '${agent}' (workers offer: ${list(pool.flatMap((w) => w.agents))})`;
+
+  private describe(workers: readonly Candidate[], agent: string): AgentPool {
+    const labels = new Set(workers.flatMap((w) => w.labels));
+    const capabilities = new Set(workers.flatMap((w) => w.capabilities));
+    const summary = `${plural(workers.length, "worker")} with agent '${agent}'; labels: ${list(labels)}; capabilities: ${list(capabilities)}`;
+    return { workers, labels, capabilities, summary };
   }
-  const missingLabels = placement.labels.filter((l) => !withAgent.some((w) => w.labels.includes(l)));
-  const missingCaps = placement.requires.filter((c) => !withAgent.some((w) => w.capabilities.includes(c)));
-  const offering = `${plural(withAgent.length, "worker")} with agent '${agent}'`;
-  const theirs = `labels: ${list(withAgent.flatMap((w) => w.labels))}; capabilities: ${list(withAgent.flatMap((w) => w.capabilities))}`;
-  if (missingLabels.length || missingCaps.length) {
-    const wanted = [
-      ...(missingLabels.length ? [`${missingLabels.length === 1 ? "label" : "labels"} ${missingLabels.join(", ")}`] : []),
-      ...(missingCaps.length ? [`${missingCaps.length === 1 ? "capability" : "capabilities"} ${missingCaps.join(", ")}`] : []),
-    ];
-    return `no worker can take '${taskId}': none has ${wanted.join(" or ")} (${offering}; ${theirs})`;
+
+  private reason(agent: string, placement: Placement): string {
+    const workers = this.workers;
+    if (workers.length === 0) {
+      const draining = this.counts.draining ? ` (${plural(this.counts.draining, "worker is", "workers are")} draining)` : "";
+      return `no worker is connected${draining}: start one with 'ado worker' or 'ado up'`;
+    }
+    let pool: AgentPool;
+    if (placement.worker !== undefined) {
+      const pinned = workers.filter((w) => w.id === placement.worker);
+      if (pinned.length === 0) {
+        this.everyWorker ??= `${plural(workers.length, "worker")}: ${list(workers.map((w) => w.id))}`;
+        return `'${TASK_MARK}' is pinned to worker '${placement.worker}', which is not connected (${this.everyWorker})`;
+      }
+      if (!pinned[0]!.agents.includes(agent)) {
+        return `worker '${placement.worker}' (it is pinned there) does not offer agent '${agent}' (workers offer: ${list(pinned.flatMap((w) => w.agents))})`;
+      }
+      pool = this.describe(pinned, agent);
+    } else {
+      pool = this.pool(agent);
+      if (pool.workers.length === 0) {
+        this.everyAgent ??= list(workers.flatMap((w) => w.agents));
+        return `no worker offers agent '${agent}' (workers offer: ${this.everyAgent})`;
+      }
+    }
+    const missingLabels = placement.labels.filter((l) => !pool.labels.has(l));
+    const missingCaps = placement.requires.filter((c) => !pool.capabilities.has(c));
+    if (missingLabels.length || missingCaps.length) {
+      const wanted = [
+        ...(missingLabels.length ? [`${missingLabels.length === 1 ? "label" : "labels"} ${missingLabels.join(", ")}`] : []),
+        ...(missingCaps.length ? [`${missingCaps.length === 1 ? "capability" : "capabilities"} ${missingCaps.join(", ")}`] : []),
+      ];
+      return `no worker can take '${TASK_MARK}': none has ${wanted.join(" or ")} (${pool.summary})`;
+    }
+    // Each requirement is met somewhere, but never all of them on one worker.
+    const needs = [...placement.labels.map((l) => `label ${l}`), ...placement.requires.map((c) => `capability ${c}`)];
+    return `no worker can take '${TASK_MARK}': none has all of ${needs.join(", ")} (${pool.summary})`;
   }
-  // Each requirement is met somewhere, but never all of them on one worker.
-  const needs = [...placement.labels.map((l) => `label ${l}`), ...placement.requires.map((c) => `capability ${c}`)];
-  return `no worker can take '${taskId}': none has all of ${needs.join(", ")} (${offering}; ${theirs})`;
 }
 
 interface Watch {
