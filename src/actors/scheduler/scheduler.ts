@@ -47,6 +47,8 @@ const BACKLOG_SWEEP_MS = 5 * 60_000;
 
 /** How often acked messages left in the work-queue streams (after a server crash) are removed. */
 const STALE_SWEEP_MS = 60_000;
+/** And this long after a reconnect (JetStream has recovered its streams by then). */
+const STALE_AFTER_RECONNECT_MS = 3_000;
 
 /** An early result (see isEarly()) is offered again this often, at most this many times (~2 min). */
 const EARLY_RETRY_MS = 1_000;
@@ -119,6 +121,13 @@ export class Scheduler extends Actor {
     await this.armStoredDeadlines();
     void this.purgeStale();
     this.staleSweep = setInterval(() => void this.purgeStale(), STALE_SWEEP_MS);
+    // What a crashed server restores shows after it is back: sweep soon after a reconnect.
+    void (async () => {
+      for await (const s of this.ctx.nc.status()) {
+        if (!this.isRunning) break;
+        if (s.type === "reconnect") setTimeout(() => void this.purgeStale(), STALE_AFTER_RECONNECT_MS).unref();
+      }
+    })();
   }
 
   /**
