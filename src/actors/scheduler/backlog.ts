@@ -14,6 +14,8 @@ interface Entry {
   open: number;
   /** KV revision of the value (a watch replay or a late echo with an older one is ignored). */
   rev: number;
+  /** For a deletion: when it was applied (kept a while, so a late older echo is ignored). */
+  deletedAt?: number;
 }
 
 /** What an admission decided. */
@@ -31,13 +33,21 @@ export class OpenTasks {
     return this.stored + this.pending;
   }
 
-  /** A stored value (a watch update, or our own write): applied unless older than what we have. */
-  apply(runId: string, open: number | undefined, rev: number): void {
+  /**
+   * A stored value (a watch update, or our own write): applied unless older than what we
+   * have. `open` undefined: the count was deleted (the run ended) at `now`.
+   */
+  apply(runId: string, open: number | undefined, rev: number, now = 0): void {
     const e = this.runs.get(runId);
     if (e && e.rev >= rev) return;
     this.stored += (open ?? 0) - (e?.open ?? 0);
-    // A deletion keeps its revision, so an older put replayed after it is ignored.
-    this.runs.set(runId, { open: open ?? 0, rev });
+    // A deletion keeps its revision for a while, so an older put replayed after it is ignored.
+    this.runs.set(runId, open === undefined ? { open: 0, rev, deletedAt: now } : { open, rev });
+  }
+
+  /** Forgets deletions older than `maxAgeMs`: one entry per finished run would pile up forever. */
+  prune(now: number, maxAgeMs: number): void {
+    for (const [runId, e] of this.runs) if (e.deletedAt !== undefined && now - e.deletedAt > maxAgeMs) this.runs.delete(runId);
   }
 
   /** How many tasks the run counts for now (0 if none). */

@@ -233,7 +233,7 @@ export class Scheduler extends Actor {
       schema: SCHEMAS.RunBacklog,
       what: "run backlog",
       onPut: (key, value, e) => this.openTasks.apply(key, value.open, e.revision),
-      onDelete: (key, e) => this.openTasks.apply(key, undefined, e.revision),
+      onDelete: (key, e) => this.openTasks.apply(key, undefined, e.revision, this.clock.now()),
     });
     await this.backlogWatch.start();
     await this.sweepBacklog();
@@ -254,6 +254,7 @@ export class Scheduler extends Actor {
    * load that run again.
    */
   private async sweepBacklog(): Promise<void> {
+    this.openTasks.prune(this.clock.now(), BACKLOG_SWEEP_MS);
     for (const runId of this.openTasks.counted()) {
       if (this.runs.has(runId)) continue;
       try {
@@ -278,7 +279,7 @@ export class Scheduler extends Actor {
     if (open === 0) {
       await kv.delete(runId);
       // Final: a run id is never reused, so nothing newer can come for it.
-      this.openTasks.apply(runId, undefined, Number.MAX_SAFE_INTEGER);
+      this.openTasks.apply(runId, undefined, Number.MAX_SAFE_INTEGER, this.clock.now());
     } else {
       const rev = await kv.put(runId, encodeValue(SCHEMAS.RunBacklog, { runId, open, updatedAt: new Date(this.clock.now()).toISOString() }));
       this.openTasks.apply(runId, open, rev);
