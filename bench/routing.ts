@@ -21,6 +21,8 @@
  *               fits and for ones whose tasks fit no free worker (the pass then walks the
  *               whole queue, scanning the workers once per distinct placement), with one
  *               placement or 200, and with one task that fits at the very end.
+ *   waiting     The balancer's task.waiting check over the held queue (once a second):
+ *               the reason per placement, the announcement decision per task.
  *
  * Every figure is timed with performance.now() around each call, in microseconds;
  * `mean` is the total time / count. Figures are printed, never asserted.
@@ -33,6 +35,7 @@ import { dispatchPass, type Route } from "../src/actors/balancer/dispatch-pass.j
 import { ReadyQueue, type ReadyEntry } from "../src/actors/balancer/ready-queue.js";
 import { WorkerRegistry, type WorkerView } from "../src/actors/balancer/registry.js";
 import { placementKey, Router, type Candidate, type Placement, type Strategy } from "../src/actors/balancer/strategy.js";
+import { Unplaceable, WaitingTracker } from "../src/actors/balancer/waiting.js";
 import type { Clock } from "../src/runtime/clock.js";
 import { PRIORITIES, STRATEGIES, type Priority } from "../src/runtime/graph.js";
 import { silentLogger } from "../src/runtime/logger.js";
@@ -400,6 +403,40 @@ const waitQuiet = (meter: CpuMeter, maxMs: number, log: Log) => waitQuietOn(mete
 
 // ---------------------------------------------------------------- report
 
+interface WaitingRow {
+  scenario: string;
+  held: number;
+  /** Held tasks no live worker may take (announced as task.waiting). */
+  unplaceable: number;
+  us: Summary;
+}
+
+/**
+ * One task.waiting check as Balancer.checkWaiting() does it: candidates() is already
+ * there (the dispatch pass measures it); then, per held task, the reason of its placement
+ * (worked out once per placement and check) and the tracker's decision. The tracker
+ * lives across checks, as in the balancer; the clock moves a second per check, so past
+ * the second check every unplaceable task is announced once (the publish is not timed).
+ */
+function waitingScenario(scenario: string, workers: Candidate[], entries: ReadyEntry<Held>[], reps: number): WaitingRow {
+  const routed = entries.map((e) => ({ key: e.key, taskId: e.key, agent: e.item.task.agent, placement: e.item.task.placement, pk: placementKey(e.item.task.agent, e.item.task.placement) }));
+  const tracker = new WaitingTracker();
+  let unplaceable = 0;
+  let now = 0;
+  const us = timeOp(reps, () => {
+    const why = new Unplaceable(workers);
+    unplaceable = 0;
+    now += 1_000;
+    for (const r of routed) {
+      const reason = why.explain(r.agent, r.placement, r.pk)?.(r.taskId);
+      if (reason !== undefined) unplaceable++;
+      tracker.observe(r.key, reason, now);
+    }
+    tracker.retain(() => true);
+  });
+  return { scenario, held: entries.length, unplaceable, us };
+}
+
 interface Report {
   bench: "ado-routing";
   at: string;
@@ -411,6 +448,8 @@ interface Report {
   queue: QueueRow[];
   queueFillMs: number;
   dispatch: DispatchRow[];
+  /** The balancer's task.waiting check over the held queue (one per second), per scenario. */
+  waiting: WaitingRow[];
   /** CPU during the measurements (% of one core). */
   cpu: { node?: number; other?: number };
   target: { p99Us: number; met: boolean };
@@ -446,6 +485,8 @@ function render(rep: Report): string {
       rep.dispatch.map((d) => [d.scenario, d.held, d.freeSlots, d.dispatched, d.chooseCalls, d.us.n, d.us.p50, d.us.p99, d.us.max, d.us.mean]),
     ),
   );
+  out.push("", `5. The task.waiting check (once a second): why each held task has no eligible worker, and whether to announce it (µs)`);
+  out.push(table(["scenario", "held", "no eligible worker", "n", "p50", "p99", "max", "mean"], rep.waiting.map((w) => [w.scenario, w.held, w.unplaceable, w.us.n, w.us.p50, w.us.p99, w.us.max, w.us.mean])));
   const worst = rep.decisions.reduce((a, b) => (b.us.p99 > a.us.p99 ? b : a));
   out.push("", `Target (issue): routing decision p99 < ${rep.target.p99Us} µs with 1,000 workers -> worst strategy ${worst.strategy} p99 ${worst.us.p99} µs: ${rep.target.met ? "meets" : "MISSES"} target`);
   out.push(`total ${(rep.totalMs / 1000).toFixed(1)} s`);
@@ -515,6 +556,14 @@ async function main(o: Options, log: Log): Promise<number> {
     dispatchScenario("1 fits, behind all that don't", workers, [...stuck, last], 10, "least_loaded", passReps),
   ];
 
+  log(`task.waiting checks`);
+  const waiting = [
+    waitingScenario("fits", workers, fitting, passReps),
+    waitingScenario("fits no worker (labels)", workers, stuck, passReps),
+    waitingScenario(`pinned to ${pinned.length} workers`, workers, stuckPinned, passReps),
+    waitingScenario("task mix", workers, heldEntries(o.held, tasks, dispRnd), passReps),
+  ];
+
   const use = meter.use(cpu0, meter.snapshot());
   const freeSlots = workers.reduce((a, w) => a + Math.max(0, w.slots - w.busy), 0);
   const report: Report = {
@@ -534,6 +583,7 @@ async function main(o: Options, log: Log): Promise<number> {
     queue: q.rows,
     queueFillMs: q.fillMs,
     dispatch,
+    waiting,
     cpu: { node: use.node, other: otherCpu(meter, use) },
     target: { p99Us: 1_000, met: results.every((d) => d.us.p99 < 1_000) },
     totalMs: Math.round(performance.now() - started),

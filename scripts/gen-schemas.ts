@@ -152,7 +152,7 @@ function wireDocs(): Record<string, WireDoc> {
           kind: "stream",
           where: eventSubject("task.<kind>", "<taskId>"),
           detail: stream("events"),
-          writer: "scheduler, workers, merge coordinator (`merge_*`)",
+          writer: "scheduler, workers, balancer (`waiting`), stealer (`worker_lost`), merge coordinator (`merge_*`)",
           reader: "anyone",
         },
       ],
@@ -207,6 +207,11 @@ function wireDocs(): Record<string, WireDoc> {
       carriers: [
         { kind: "kv", where: t.buckets.tasks, detail: "key `<runId>.<taskId>`", writer: "scheduler", reader: "scheduler, operators" },
       ],
+    },
+    "run.backlog": {
+      form: "output",
+      summary: "The tasks of an accepted run not finished yet: what the scheduler counts against `maxQueued` (queue full). Deleted when the run ends.",
+      carriers: [{ kind: "kv", where: t.buckets.backlog, detail: "key `<runId>`", writer: "scheduler", reader: "scheduler replicas, operators" }],
     },
     "hitl.record": {
       form: "output",

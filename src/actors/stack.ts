@@ -79,7 +79,7 @@ export class Stack {
           kind === "scheduler"
             ? new Scheduler(instance, ctx, { maxQueued: config.maxQueued })
             : kind === "balancer"
-              ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy })
+              ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld })
               : kind === "stealer"
                 ? new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs })
                 : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });

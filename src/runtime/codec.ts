@@ -13,6 +13,8 @@ export type SchemaRef<T = unknown, I = any> = { name: string; version: number; s
 
 /** Header naming the schema and version of a payload, e.g. `task.work/1`. */
 export const SCHEMA_HEADER = "Ado-Schema";
+/** `<name>/<version>`: a version is a whole number (`task.work/abc` once passed as version NaN). */
+const SCHEMA_HEADER_VALUE = /^([^/\s]+)\/([1-9]\d{0,8})$/;
 
 // Plain MessagePack (no msgpackr record extension), so any language can decode it.
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
@@ -44,7 +46,14 @@ export function encodeValue<T, I>(ref: SchemaRef<T, I>, value: I): Uint8Array {
 export function decode<T, I>(ref: SchemaRef<T, I>, data: Uint8Array, headers?: MsgHdrs): T {
   const declared = headers?.get(SCHEMA_HEADER);
   if (declared) {
-    const [name, version] = declared.split("/");
+    const m = SCHEMA_HEADER_VALUE.exec(declared);
+    if (!m) {
+      throw new DecodeError(
+        `the ${SCHEMA_HEADER} header '${declared}' is not '<schema>/<version>' with a whole version number (this reader expects '${ref.name}/${ref.version}')`,
+        ref.name,
+      );
+    }
+    const [, name, version] = m;
     if (name !== ref.name) {
       throw new DecodeError(`expected a '${ref.name}' payload but the message says it is '${declared}'`, ref.name);
     }

@@ -28,7 +28,14 @@ export const ConfigSchema = z
     /** Task worktrees: files copied in (include), dependency dirs, cleanup (src/git/worktree-config.ts). */
     worktrees: WorktreesConfigSchema.default(worktreesDefault),
     logLevel: z.enum(LOG_LEVELS).default("warn"),
-    balancer: z.object({ strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded") }).strict().default({ strategy: "least_loaded" }),
+    balancer: z
+      .object({
+        strategy: z.enum(BALANCER_STRATEGIES).default("least_loaded"),
+        /** Ready tasks of one priority level the balancer holds in memory (in priority order); the rest wait in the stream. */
+        maxHeld: z.number().int().min(1).max(100_000).default(10_000),
+      })
+      .strict()
+      .default({ strategy: "least_loaded", maxHeld: 10_000 }),
     /** What this host's workers advertise; tasks select workers by labels and capabilities. */
     worker: z
       .object({
@@ -39,7 +46,10 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ labels: [], capabilities: [], accessMode: "local", costPerTask: 0 }),
-    /** Most ready tasks waiting across runs; a submission beyond it is refused as "queue full". */
+    /**
+     * Most tasks of accepted runs not finished yet, across runs (dependents count from
+     * acceptance); a submission that would go beyond it is refused as "queue full".
+     */
     maxQueued: z.number().int().min(1).default(100_000),
     /** Worker heartbeat; the balancer drops a worker silent for 3 heartbeats. */
     heartbeatMs: z.number().int().min(50).max(60_000).default(1_000),

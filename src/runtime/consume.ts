@@ -79,6 +79,7 @@ export class BatchLoop<T> {
   private keepAlive?: NodeJS.Timeout;
   private busy?: Promise<void>;
   private stopped = false;
+  private readonly stopping = new AbortController();
   handled = 0;
   deadLettered = 0;
 
@@ -111,6 +112,7 @@ export class BatchLoop<T> {
   /** Stops pulling and waits for the batch in progress. Unhandled buffered messages are nak'ed. */
   async stop(): Promise<void> {
     this.stopped = true;
+    this.stopping.abort();
     this.freed?.();
     await this.pull?.close().catch(() => undefined);
     await this.pulling;
@@ -141,7 +143,7 @@ export class BatchLoop<T> {
         if (this.stopped) break;
         const delay = backoffDelay(++failures, Backoff.server);
         this.o.logger.warn({ err: errorMessage(err), retryInMs: delay }, "pull failed; pulling again");
-        await sleep(delay);
+        await sleep(delay, this.stopping.signal);
       }
     }
   }

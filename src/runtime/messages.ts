@@ -229,10 +229,11 @@ export const MergeResult = z.object({
   runId: id,
   taskId: id,
   /**
-   * `needs_attention`: escalated to a person (a HITL record exists); `skipped`: the
-   * person chose to leave the task unmerged; `conflict` is what mergers before HITL sent.
+   * `needs_attention`: escalated to a person (a HITL record exists; a conflict nothing
+   * resolved is always this); `skipped`: the person chose to leave the task unmerged;
+   * `error`: the merge could not be tried.
    */
-  status: z.enum(["merged", "conflict", "error", "needs_attention", "skipped"]),
+  status: z.enum(["merged", "error", "needs_attention", "skipped"]),
   integrationCommit: sha.optional(),
   /**
    * `merged`: the first-parent commit count of `integrationCommit`. The branch only moves
@@ -358,6 +359,14 @@ export const AdoEvent = z.discriminatedUnion("type", [
   /** With `merge.into`: the target branch was updated, or left alone with the reason. */
   z.object({ type: z.literal("run.merged_into"), ...runEventBase, ...MergeIntoOutcome.shape }),
   z.object({ type: z.literal("task.queued"), ...taskEventBase, baseCommit: sha.optional() }),
+  /**
+   * The balancer holds this attempt and no connected worker may take it (none at all,
+   * none offers its agent, none has its labels or capabilities, its pinned worker is
+   * gone): `reason` says which, in words, and what to do. Sent once the task has waited
+   * so ~2 s, and again only when the reason changes; `task.started` ends the wait.
+   * `workers`: connected workers taking work when it was sent.
+   */
+  z.object({ type: z.literal("task.waiting"), ...taskEventBase, reason: z.string(), workers: z.number().int().min(0) }),
   z.object({
     type: z.literal("task.started"),
     ...taskEventBase,
@@ -594,6 +603,13 @@ export const RunRecord = z.object({
 });
 export type RunRecord = z.infer<typeof RunRecord>;
 
+/**
+ * The tasks of an accepted run not finished yet (KV `backlog`, key = runId), written by
+ * the scheduler as they change and deleted when the run ends: what "queue full" counts.
+ */
+export const RunBacklog = z.object({ runId: id, open: z.number().int().min(0), updatedAt: isoTime });
+export type RunBacklog = z.infer<typeof RunBacklog>;
+
 /** The scheduler's record of one task (KV `tasks`, key = runId.taskId). */
 export const TaskRecord = z.object({
   runId: id,
@@ -721,6 +737,7 @@ export const SCHEMAS = {
   ControlRequest: { name: "control", version: 1, schema: ControlRequest },
   RunRecord: { name: "run.record", version: 1, schema: RunRecord },
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
+  RunBacklog: { name: "run.backlog", version: 1, schema: RunBacklog },
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   WorktreeRecord: WORKTREE_RECORD,
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },

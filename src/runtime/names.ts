@@ -106,6 +106,14 @@ export const msgIds = {
   deadline: (runId: string) => `${runId}.deadline`,
   /** An event, by default once per run/task, attempt and type. */
   event: (e: { runId: string; type: string }, taskId: string | undefined, attempt: number) => `${e.runId}.${taskId ?? "_"}.${attempt}.${e.type}`,
+  /**
+   * A submission refused at admission (queue full, too large): one per submission message (its
+   * submit-stream sequence), since `--wait` submits the same run again and each refusal
+   * must reach it (keyed by run alone, the second was dropped and the client waited forever).
+   */
+  refused: (runId: string, submitSeq: number) => `${runId}._.rejected.${submitSeq}`,
+  /** The balancer's `task.waiting` for an attempt, once per reason (`reasonDigest`: a hash of its text). */
+  waiting: (a: AttemptRef, reasonDigest: string) => `${attemptKey(a)}.waiting.${reasonDigest}`,
   /** Events that recur within an attempt: each stop of a run for a person, and its end. */
   runAttention: (runId: string, round: number) => `${runId}._.attention.${round}`,
   runContinued: (runId: string, round: number) => `${runId}._.continued.${round}`,

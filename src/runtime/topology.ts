@@ -30,7 +30,7 @@ export const PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
-export type BucketKey = "runs" | "tasks" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees";
+export type BucketKey = "runs" | "tasks" | "backlog" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees";
 
 /** Which actor reads each shared durable consumer. */
 export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer";
@@ -128,6 +128,7 @@ export function topology(prefix = "ado"): Topology {
     buckets: {
       runs: `${prefix}-runs`,
       tasks: `${prefix}-tasks`,
+      backlog: `${prefix}-backlog`,
       claims: `${prefix}-claims`,
       workers: `${prefix}-workers`,
       leases: `${prefix}-leases`,
@@ -184,10 +185,19 @@ export function workerConsumer(topo: Topology, workerId: string, ackWaitMs = WOR
   return actorConsumer(consumers.work(workerId), topo.subjects.work(workerId), { ackWaitMs, inactiveMs: 24 * 3_600_000 });
 }
 
-/** Consumer names, one per actor kind (workers get one each). */
+/** Consumer names, one per actor kind (workers get one each, the balancer one per priority level). */
 export const consumers = {
   submit: "scheduler",
   results: "scheduler",
+  /**
+   * The balancer's, one per priority level, each with its own window of held messages:
+   * a backlog of one level never keeps a higher level's tasks out of the held queue.
+   */
+  readyLevel: (priority: Priority) => `balancer-${priority}`,
+  /**
+   * One consumer of every level, as balancers before the per-level consumers had. A
+   * balancer deletes it at start: consumers of a work-queue stream may not overlap.
+   */
   ready: "balancer",
   merge: "merger",
   work: (workerId: string) => `worker-${workerId}`,
@@ -201,6 +211,8 @@ export interface Provisioned {
 const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   runs: { history: 1 },
   tasks: { history: 1 },
+  // Open tasks per accepted run (key runId), what "queue full" counts; deleted at the run's end.
+  backlog: { history: 1 },
   claims: { history: 1, ttlMs: 7 * 24 * 3_600_000 },
   workers: { history: 1 },
   leases: { history: 1 },
@@ -233,6 +245,36 @@ export async function provision(nc: NatsConnection, topo: Topology): Promise<Pro
     });
   }
   return { jsm, kv };
+}
+
+/** The work-queue streams: each message is someone's to handle, and removed once acked. */
+export const WORK_QUEUE_STREAMS: readonly StreamKey[] = ["submit", "ready", "work", "results", "merge"];
+
+/**
+ * Removes messages that sit below their consumer's ack floor: acked, yet still in the
+ * stream. A work-queue stream deletes a message when it is acked, but after nats-server
+ * is SIGKILLed the restored stream can hold acked messages again while the consumer's
+ * state knows they were acked: it never delivers them again, so they stay forever and
+ * only make the stream look busier than it is (a backlog count, the disk). Each
+ * consumer's own subjects are purged up to its floor (`filter` and `seq`): another
+ * consumer's messages below that sequence are not its to judge. Idempotent, safe
+ * concurrently. Returns how many messages were removed.
+ */
+export async function purgeBelowAckFloors(jsm: JetStreamManager, stream: string): Promise<number> {
+  const info = await jsm.streams.info(stream);
+  if (info.state.messages === 0) return 0;
+  let purged = 0;
+  for await (const c of jsm.consumers.list(stream)) {
+    const floor = c.ack_floor.stream_seq;
+    if (floor < info.state.first_seq) continue;
+    const filters = c.config.filter_subject ? [c.config.filter_subject] : (c.config.filter_subjects ?? []);
+    // A consumer without a filter reads the whole stream (on a work-queue stream it is then the only one).
+    for (const filter of filters.length ? filters : [undefined]) {
+      const r = await jsm.streams.purge(stream, filter ? { filter, seq: floor + 1 } : { seq: floor + 1 });
+      purged += r.purged;
+    }
+  }
+  return purged;
 }
 
 /** Opens the KV buckets without creating them (for clients of an already provisioned server). */

@@ -11,6 +11,7 @@ import { parseGraph } from "../../src/runtime/graph.js";
 import { asRunId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
+import { openJetStream, WORK_QUEUE_STREAMS } from "../../src/runtime/topology.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
 import { tcpProxy } from "../helpers/proxy.js";
@@ -158,6 +159,17 @@ describe("resilience - the NATS server dies mid-run", () => {
       expect(outcome.status).toBe("succeeded");
       const ran = await lines(log);
       expect([...ran].sort()).toEqual(["t0", "t1", "t2", "t3", "t4", "t5"]); // each exactly once
+      // Nothing is left in the work queues: acked messages the restore brought back below
+      // their consumers' ack floors (never delivered again) are removed by the scheduler.
+      const jsm = await openJetStream(client.nc);
+      const left = async () => {
+        const counts: Record<string, number> = {};
+        for (const key of WORK_QUEUE_STREAMS) counts[key] = (await jsm.streams.info(client.topo.streams[key].name)).state.messages;
+        return counts;
+      };
+      await eventually(async () => Object.values(await left()).every((n) => n === 0), 30_000, "empty work queues").catch(async (err) => {
+        throw new Error(`${(err as Error).message}: ${JSON.stringify(await left())}`);
+      });
     } finally {
       await close();
       await server.stop();

@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Actor } from "../../src/runtime/actor.js";
@@ -12,7 +12,7 @@ import { LeaderLease } from "../../src/runtime/lease.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { z } from "zod";
 import { SCHEMAS, type SubmitRun } from "../../src/runtime/messages.js";
-import { actorConsumer, provision } from "../../src/runtime/topology.js";
+import { actorConsumer, provision, purgeBelowAckFloors } from "../../src/runtime/topology.js";
 import { eventually, provisioned, startTestServer, type TestServer } from "../helpers/nats.js";
 
 let ts: TestServer;
@@ -42,6 +42,48 @@ describe("topology - provisioning", () => {
   });
 });
 
+describe("topology - acked messages restored below an ack floor", () => {
+  it("are removed per consumer subject; unacked ones and other subjects' are kept", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    // A work-queue stream deletes on ack, so what a crash restores cannot be staged on
+    // one: a limits stream keeps acked messages the same way a restored stream does.
+    const stream = `${topo.prefix}_STALE`;
+    await jsm.streams.add({ name: stream, subjects: [`${topo.prefix}.stale.*`], retention: RetentionPolicy.Limits, storage: StorageType.File });
+    await jsm.consumers.add(stream, actorConsumer("reader-a", `${topo.prefix}.stale.a`));
+    await jsm.consumers.add(stream, actorConsumer("reader-b", `${topo.prefix}.stale.b`));
+    for (const s of ["a", "a", "b", "a", "b"]) await js.publish(`${topo.prefix}.stale.${s}`, new Uint8Array([s.charCodeAt(0)]));
+    // reader-a acks its first two; its third stays unacked. reader-b takes nothing.
+    const a = await js.consumers.get(stream, "reader-a");
+    const taken = [];
+    for await (const m of await a.fetch({ max_messages: 3, expires: 2_000 })) taken.push(m);
+    await taken[0]!.ackAck();
+    await taken[1]!.ackAck();
+    // The floor passes over reader-b's message 3 (not its subject): 3, yet message 3 is kept.
+    await eventually(async () => (await jsm.consumers.info(stream, "reader-a")).ack_floor.stream_seq >= 2, 5_000, "ack floor past 2");
+    expect(await purgeBelowAckFloors(jsm, stream)).toBe(2);
+    const left = [];
+    for (let seq = 1; seq <= 5; seq++) left.push(await jsm.streams.getMessage(stream, { seq }).then((m) => m?.subject.split(".").pop() ?? "-", () => "-"));
+    expect(left).toEqual(["-", "-", "b", "a", "b"]);
+    expect(await purgeBelowAckFloors(jsm, stream)).toBe(0); // idempotent
+    taken[2]!.nak();
+  });
+
+  it("a work-queue stream in good order has nothing to remove", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit));
+    for (let i = 0; i < 3; i++) await js.publish(topo.subjects.submit, new Uint8Array([i]));
+    const c = await js.consumers.get(topo.streams.submit.name, "scheduler");
+    const m = await c.next();
+    await m!.ackAck();
+    expect(await purgeBelowAckFloors(jsm, topo.streams.submit.name)).toBe(0);
+    expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(2);
+  });
+});
+
 describe("codec - boundary", () => {
   it("round-trips a payload and names the schema in a header", () => {
     const { data, headers } = encode(SCHEMAS.SubmitRun, submit("r1"));
@@ -57,6 +99,16 @@ describe("codec - boundary", () => {
     expect(() => decode(SCHEMAS.SubmitRun, data, headers)).toThrow(/expected a 'run.submit'/);
     headers.set("Ado-Schema", "run.submit/9");
     expect(() => decode(SCHEMAS.SubmitRun, data, headers)).toThrow(/upgrade ado/);
+  });
+
+  it("rejects a schema header whose version is not a whole number, or that has none, saying what it should be", () => {
+    const { data, headers } = encode(SCHEMAS.SubmitRun, submit("r1"));
+    for (const bad of ["run.submit/abc", "run.submit", "run.submit/", "run.submit/1.5", "run.submit/-1", "/1", "run.submit/1/2"]) {
+      headers.set("Ado-Schema", bad);
+      expect(() => decode(SCHEMAS.SubmitRun, data, headers), bad).toThrow(/is not '<schema>\/<version>'.*expects 'run.submit\/1'/);
+    }
+    headers.set("Ado-Schema", "run.submit/1");
+    expect(decode(SCHEMAS.SubmitRun, data, headers).runId).toBe("r1");
   });
 });
 
@@ -79,16 +131,27 @@ describe("consume - batch loop", () => {
     await loop.start();
     await js.publish(topo.subjects.submit, new Uint8Array([1, 2, 3]));
     await js.publish(topo.subjects.submit, packRaw({ hello: "world" }));
+    // A valid payload under a header whose version is not a number.
+    const odd = encode(SCHEMAS.SubmitRun, submit("odd-header"));
+    odd.headers.set("Ado-Schema", "run.submit/abc");
+    await js.publish(topo.subjects.submit, odd.data, { headers: odd.headers });
     const good = encode(SCHEMAS.SubmitRun, submit("good"));
     await js.publish(topo.subjects.submit, good.data, { headers: good.headers });
     await eventually(() => seen.includes("good"), 5_000, "good message");
-    await eventually(() => loop.deadLettered === 2, 5_000, "two dead letters");
+    await eventually(() => loop.deadLettered === 3, 5_000, "three dead letters");
+    expect(seen).toEqual(["good"]);
     const dlq = await js.consumers.get(topo.streams.dlq.name);
-    const first = await dlq.next();
-    const letter = decode(SCHEMAS.DeadLetter, first!.data, first!.headers);
-    expect(letter.subject).toBe(topo.subjects.submit);
-    expect(letter.reason).toMatch(/run.submit/);
-    expect([...letter.payload]).toEqual([1, 2, 3]);
+    const letters = [];
+    for (let i = 0; i < 3; i++) {
+      const m = await dlq.next();
+      letters.push(decode(SCHEMAS.DeadLetter, m!.data, m!.headers));
+      m!.ack();
+    }
+    const [letter] = letters;
+    expect(letter!.subject).toBe(topo.subjects.submit);
+    expect(letter!.reason).toMatch(/run.submit/);
+    expect([...letter!.payload]).toEqual([1, 2, 3]);
+    expect(letters[2]!.reason).toMatch(/header 'run.submit\/abc' is not '<schema>\/<version>'/);
     await loop.stop();
     // Work-queue stream: nothing left behind, nothing redelivered.
     expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(0);
@@ -156,7 +219,8 @@ describe("consume - batch loop", () => {
     expect(seen.toSorted()).toEqual(Array.from({ length: total }, (_, i) => `r${i}`).toSorted());
     expect(Math.max(...pendingAcks)).toBeLessThanOrEqual(loop.maxHeld);
     expect(loop.maxHeld).toBe(8);
-    expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(0);
+    // The last batch's acks were sent as it ended, just now; the server applies them shortly.
+    await eventually(async () => (await jsm.streams.info(topo.streams.submit.name)).state.messages === 0, 10_000, "every message acked");
   });
 
   it("redelivers a batch whose handler throws, then succeeds", async () => {

@@ -7,6 +7,7 @@ import { dispatchPass, type Route } from "../../src/actors/balancer/dispatch-pas
 import { compareReady, ReadyQueue, type ReadyEntry } from "../../src/actors/balancer/ready-queue.js";
 import { eligible, placementKey, Router, type Candidate, type Placement, type Strategy } from "../../src/actors/balancer/strategy.js";
 import { WorkerRegistry } from "../../src/actors/balancer/registry.js";
+import { WAITING_AFTER_MS, WaitingTracker, whyUnplaceable } from "../../src/actors/balancer/waiting.js";
 import { Worker } from "../../src/actors/worker/worker.js";
 import { ManualClock } from "../../src/runtime/clock.js";
 import { decode, encode, encodeValue } from "../../src/runtime/codec.js";
@@ -24,10 +25,11 @@ const NOW = 1_000_000;
 
 let nextSeq = 1;
 /** A due entry; seq grows with each call unless given, so later calls arrive later. */
-function entry(key: string, opts: { priority?: Priority; rank?: number; seq?: number; notBefore?: number } = {}): ReadyEntry<string> {
+function entry(key: string, opts: { priority?: Priority; runAt?: number; rank?: number; seq?: number; notBefore?: number } = {}): ReadyEntry<string> {
   return {
     key,
     priority: opts.priority ?? "normal",
+    ...(opts.runAt !== undefined ? { runAt: opts.runAt } : {}),
     rank: opts.rank ?? 1,
     seq: opts.seq ?? nextSeq++,
     notBefore: opts.notBefore ?? 0,
@@ -101,6 +103,16 @@ describe("ready queue - order", () => {
     expect(keys(q)).toEqual(["a", "b", "c"]);
   });
 
+  it("within a level the older run goes first, whatever the ranks and arrival; within a run the longest path", () => {
+    const q = new ReadyQueue<string>();
+    q.add(entry("new-long", { runAt: 2_000, rank: 50, seq: 1 }), NOW);
+    q.add(entry("new-short", { runAt: 2_000, rank: 1, seq: 2 }), NOW);
+    q.add(entry("old-short", { runAt: 1_000, rank: 1, seq: 3 }), NOW);
+    q.add(entry("old-long", { runAt: 1_000, rank: 3, seq: 4 }), NOW);
+    q.add(entry("new-critical", { priority: "critical", runAt: 2_000, rank: 1, seq: 5 }), NOW);
+    expect(keys(q)).toEqual(["new-critical", "old-long", "old-short", "new-long", "new-short"]);
+  });
+
   it("matches a full sort by compareReady for many random entries", () => {
     const rnd = prng(42);
     const q = new ReadyQueue<string>();
@@ -108,6 +120,7 @@ describe("ready queue - order", () => {
     for (let i = 0; i < 2_000; i++) {
       const e = entry(`k${i}`, {
         priority: PRIORITIES[Math.floor(rnd() * PRIORITIES.length)]!,
+        runAt: Math.floor(rnd() * 4),
         rank: 1 + Math.floor(rnd() * 6),
         seq: Math.floor(rnd() * 1_000_000),
       });
@@ -572,6 +585,83 @@ function referencePass(q: ReadyQueue<Route>, ws: Candidate[], router: Router): s
 
 const anywhere: Task = { agent: "shell", placement: ANY, strategy: "least_loaded" };
 const nowhere: Task = { agent: "shell", placement: { labels: ["nowhere"], requires: [] }, strategy: "least_loaded" };
+
+describe("waiting - why no worker can take a task", () => {
+  const w = (id: string, over: Partial<Candidate> = {}) => worker(id, { agents: ["shell", "noop"], ...over });
+  const gpu: Placement = { labels: ["gpu"], requires: [] };
+
+  it("none when some worker may take it, busy or not", () => {
+    expect(whyUnplaceable("t", "shell", ANY, [w("a", { busy: 4 })])).toBeUndefined();
+    expect(whyUnplaceable("t", "shell", gpu, [w("a"), w("b", { labels: ["gpu"], busy: 4 })])).toBeUndefined();
+  });
+
+  it("no worker at all: says how to start one, and mentions draining ones", () => {
+    expect(whyUnplaceable("t", "shell", ANY, [])).toBe("no worker is connected: start one with 'ado worker' or 'ado up'");
+    expect(whyUnplaceable("t", "shell", ANY, [], { draining: 2 })).toBe("no worker is connected (2 workers are draining): start one with 'ado worker' or 'ado up'");
+  });
+
+  it("no worker offers the agent: names the agents offered", () => {
+    expect(whyUnplaceable("t", "codex", ANY, [w("a"), w("b")])).toBe("no worker offers agent 'codex' (workers offer: noop, shell)");
+  });
+
+  it("a label or capability no worker with the agent has: names it and what the workers have", () => {
+    expect(whyUnplaceable("train", "shell", gpu, [w("a", { labels: ["local"] }), w("b", { labels: ["local"] })])).toBe(
+      "no worker can take 'train': none has label gpu (2 workers with agent 'shell'; labels: local; capabilities: none)",
+    );
+    // A worker with the label but without the agent does not count.
+    expect(whyUnplaceable("train", "shell", { labels: ["gpu"], requires: ["cuda", "docker"] }, [w("a", { labels: ["local"], capabilities: ["docker"] }), w("g", { agents: ["noop"], labels: ["gpu"] })])).toBe(
+      "no worker can take 'train': none has label gpu or capability cuda (1 worker with agent 'shell'; labels: local; capabilities: docker)",
+    );
+  });
+
+  it("every requirement somewhere but never all on one worker", () => {
+    expect(whyUnplaceable("t", "shell", { labels: ["gpu", "big"], requires: [] }, [w("a", { labels: ["gpu"] }), w("b", { labels: ["big"] })])).toBe(
+      "no worker can take 't': none has all of label gpu, label big (2 workers with agent 'shell'; labels: big, gpu; capabilities: none)",
+    );
+  });
+
+  it("a pinned task: its worker gone, or there without the agent", () => {
+    expect(whyUnplaceable("t", "shell", { labels: [], requires: [], worker: "w-x" }, [w("a"), w("b")])).toBe(
+      "'t' is pinned to worker 'w-x', which is not connected (2 workers: a, b)",
+    );
+    expect(whyUnplaceable("t", "codex", { labels: [], requires: [], worker: "a" }, [w("a"), w("b", { agents: ["codex"] })])).toBe(
+      "worker 'a' (it is pinned there) does not offer agent 'codex' (workers offer: noop, shell)",
+    );
+  });
+
+  it("long lists are cut", () => {
+    const many = Array.from({ length: 12 }, (_, i) => w(`w${String(i).padStart(2, "0")}`));
+    expect(whyUnplaceable("t", "shell", { labels: [], requires: [], worker: "x" }, many)).toBe(
+      "'t' is pinned to worker 'x', which is not connected (12 workers: w00, w01, w02, w03, w04, w05, w06, w07 and 4 more)",
+    );
+  });
+});
+
+describe("waiting - when to announce", () => {
+  it("after 2 s without an eligible worker, once; again only when the reason changes; not after it found one", () => {
+    const t = new WaitingTracker();
+    expect(t.observe("k", "no worker", 0)).toBeUndefined();
+    expect(t.observe("k", "no worker", WAITING_AFTER_MS - 1)).toBeUndefined();
+    expect(t.observe("k", "no worker", WAITING_AFTER_MS)).toBe("no worker");
+    expect(t.observe("k", "no worker", WAITING_AFTER_MS + 5_000)).toBeUndefined();
+    expect(t.observe("k", "no label", WAITING_AFTER_MS + 6_000)).toBe("no label");
+    expect(t.current()).toEqual([{ key: "k", reason: "no label", since: 0 }]);
+    // A worker that may take it came (it waits for a slot now): nothing to say, and the clock restarts.
+    expect(t.observe("k", undefined, WAITING_AFTER_MS + 7_000)).toBeUndefined();
+    expect(t.current()).toEqual([]);
+    expect(t.observe("k", "no worker", WAITING_AFTER_MS + 8_000)).toBeUndefined();
+    expect(t.observe("k", "no worker", 2 * WAITING_AFTER_MS + 8_000)).toBe("no worker");
+  });
+
+  it("a task that always had a worker is never tracked; one no longer held is forgotten", () => {
+    const t = new WaitingTracker();
+    expect(t.observe("ok", undefined, 0)).toBeUndefined();
+    t.observe("gone", "no worker", 0);
+    t.retain((key) => key !== "gone");
+    expect(t.current()).toEqual([]);
+    expect(t.observe("gone", "no worker", WAITING_AFTER_MS)).toBeUndefined(); // a new wait, from now
+  });
+});
 
 describe("dispatch pass - tasks that fit no free worker", () => {
   it("dispatches a task held behind 5,000 that fit nowhere, scanning the workers once for all of them", () => {

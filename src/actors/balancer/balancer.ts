@@ -1,21 +1,26 @@
-import type { ConsumerMessages, JsMsg } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode } from "../../runtime/codec.js";
 import { errorMessage } from "../../runtime/errors.js";
-import { SCHEMAS, type TaskWork } from "../../runtime/messages.js";
+import { PRIORITIES } from "../../runtime/graph.js";
+import { SCHEMAS, type AdoEvent, type TaskWork } from "../../runtime/messages.js";
 import { ControlView } from "../../runtime/control.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
 import { dispatchPass, type Route } from "./dispatch-pass.js";
 import { ReadyQueue } from "./ready-queue.js";
 import { WorkerRegistry } from "./registry.js";
 import { placementKey, Router, type Strategy } from "./strategy.js";
+import { digest, Unplaceable, WaitingTracker } from "./waiting.js";
 import { attemptKey, msgIds } from "../../runtime/names.js";
 
 export interface BalancerOptions {
   heartbeatMs: number;
   /** Default strategy; a run may name its own. */
   strategy?: Strategy;
-  /** Most ready tasks held in memory at once; the rest wait in the stream. */
+  /**
+   * Most ready tasks of one priority level held in memory at once (each level has its
+   * own window); the rest wait in the stream.
+   */
   maxHeld?: number;
   /** Redelivery time of a held ready message; kept alive with in-progress acks. */
   ackWaitMs?: number;
@@ -30,6 +35,14 @@ export interface BalancerOptions {
  */
 export const READY_ACK_WAIT_MS = 10_000;
 
+/** Default window of held ready messages, per priority level. */
+export const MAX_HELD = 10_000;
+
+/** How often held tasks are checked for having no eligible worker (task.waiting). */
+const WAITING_CHECK_MS = 1_000;
+/** Most task.waiting events one check publishes; the rest follow in the next checks. */
+const WAITING_ANNOUNCE_MAX = 1_000;
+
 interface Held {
   work: TaskWork;
   msg: JsMsg;
@@ -38,22 +51,34 @@ interface Held {
 }
 
 /**
- * The balancer actor. It holds ready tasks in priority order (level, then longest
- * remaining path, then arrival; retries wait out their backoff) and hands one to a
- * worker only when that worker has a free slot, choosing among the eligible workers by
- * the run's or the configured strategy. So work beyond the cluster's capacity waits in
- * the ready stream, where a critical task overtakes a normal one, instead of queueing
- * behind a busy worker.
+ * The balancer actor. It holds ready tasks in priority order (level; then the older run;
+ * then, within a run, the longest remaining path; then arrival; retries wait out their
+ * backoff) and hands one to a worker only when that worker has a free slot, choosing
+ * among the eligible workers by the run's or the configured strategy. So work beyond
+ * the cluster's capacity waits in the ready stream instead of queueing behind a busy
+ * worker.
+ *
+ * Each priority level has a consumer of its own, with its own window of held messages
+ * (`maxHeld`): a backlog of normal tasks far larger than the window never keeps a
+ * critical task out of the held queue, so a critical task is dispatched next at any
+ * backlog. (With one consumer for all levels, tasks beyond the window came in stream
+ * order and a critical one waited behind every normal one before it.)
  *
  * Held messages are not acked until their work message is stored on the worker's
  * subject; in-progress acks keep them from being redelivered meanwhile. A balancer that
  * dies loses nothing: its held messages are redelivered to another replica.
+ *
+ * A held task that no connected worker may take (no worker at all, none with its agent,
+ * labels or capabilities, its pinned worker gone) is announced as `task.waiting` with
+ * the reason after ~2 s, so nobody waits on a task that cannot start.
  */
 export class Balancer extends Actor {
   private registry!: WorkerRegistry;
   private control!: ControlView;
-  private messages?: ConsumerMessages;
+  private readonly messages: ConsumerMessages[] = [];
   private readonly queue = new ReadyQueue<Held>();
+  private readonly waiting = new WaitingTracker();
+  private waitingTimer?: NodeJS.Timeout;
   private readonly router = new Router();
   private scheduled = false;
   /** Set by a control change: the next dispatch pass drops held work of cancelled runs. */
@@ -86,22 +111,34 @@ export class Balancer extends Actor {
     await this.control.start();
     const jsm = await this.js.jetstreamManager();
     const ackWaitMs = this.opts.ackWaitMs ?? READY_ACK_WAIT_MS;
-    await jsm.consumers.add(topo.streams.ready.name, {
-      ...actorConsumer(consumers.ready, topo.subjects.readyAll, { ackWaitMs }),
-      // The server stops delivering past this many unacked: the bound of what we hold.
-      max_ack_pending: this.opts.maxHeld ?? 10_000,
+    const stream = topo.streams.ready.name;
+    // The one consumer of every level that balancers before per-level consumers used
+    // would overlap the level consumers, which a work-queue stream refuses.
+    await jsm.consumers.delete(stream, consumers.ready).catch((err) => {
+      if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound)) throw err;
     });
-    const consumer = await this.js.consumers.get(topo.streams.ready.name, consumers.ready);
-    this.messages = await consumer.consume({ max_messages: 1_000, callback: (m) => this.onReady(m) });
+    const maxHeld = this.opts.maxHeld ?? MAX_HELD;
+    for (const priority of PRIORITIES) {
+      const name = consumers.readyLevel(priority);
+      await jsm.consumers.add(stream, {
+        ...actorConsumer(name, topo.subjects.ready(priority), { ackWaitMs }),
+        // The server stops delivering past this many unacked: the level's window.
+        max_ack_pending: maxHeld,
+      });
+      const consumer = await this.js.consumers.get(stream, name);
+      this.messages.push(await consumer.consume({ max_messages: Math.min(1_000, maxHeld), callback: (m) => this.onReady(m) }));
+    }
     this.keepAlive = setInterval(() => {
       for (const e of this.queue.all()) e.item.msg.working();
     }, ackWaitMs / 3);
+    this.waitingTimer = setInterval(() => this.checkWaiting(), WAITING_CHECK_MS);
   }
 
   protected async onDrain(): Promise<void> {
     clearInterval(this.keepAlive);
+    clearInterval(this.waitingTimer);
     clearTimeout(this.dueTimer);
-    await this.messages?.close().catch(() => undefined);
+    await Promise.all(this.messages.map((m) => m.close().catch(() => undefined)));
     this.registry?.stop();
     this.control?.stop();
     // Hand back what we hold, so another replica takes it now rather than after ack_wait.
@@ -109,7 +146,51 @@ export class Balancer extends Actor {
   }
 
   override stats() {
-    return { held: this.queue.size, assigned: this.assigned, deadLettered: this.deadLetters.count, workers: this.registry?.live().length ?? 0 };
+    const waiting = this.waiting.current();
+    return {
+      held: this.queue.size,
+      assigned: this.assigned,
+      deadLettered: this.deadLetters.count,
+      workers: this.registry?.live().length ?? 0,
+      // Held attempts no connected worker may take, and why (the first few).
+      waiting: waiting.length,
+      waitingReasons: waiting.slice(0, 20).map((w) => ({ attempt: w.key, reason: w.reason, since: new Date(w.since).toISOString() })),
+    };
+  }
+
+  /**
+   * Announces held tasks that no connected worker may take (task.waiting), once each has
+   * waited so for ~2 s, and again when the reason changes. Reasons are worked out once
+   * per distinct placement per check, so 10,000 held tasks cost a map lookup each.
+   */
+  private checkWaiting(): void {
+    if (!this.isRunning) return;
+    const now = this.clock.now();
+    const workers = this.registry.candidates();
+    const draining = [...this.registry.workers.values()].filter((w) => w.record.state === "draining").length;
+    const why = new Unplaceable(workers, { draining });
+    let announced = 0;
+    for (const entry of this.queue.ordered()) {
+      const { work, route } = entry.item;
+      // Paused work waits for its resume, not for a worker.
+      if (this.control.stateOf(work.runId, work.taskId) !== "running") continue;
+      const reason = why.explain(route.agent, route.placement, route.placementKey)?.(work.taskId);
+      const announce = this.waiting.observe(entry.key, reason, now);
+      if (!announce) continue;
+      this.announceWaiting(work, announce, workers.length, now);
+      // 10,000 held tasks and no worker: spread the events over a few checks.
+      if (++announced >= WAITING_ANNOUNCE_MAX) break;
+    }
+    this.waiting.retain((key) => this.queue.has(key));
+  }
+
+  private announceWaiting(work: TaskWork, reason: string, workers: number, now: number): void {
+    const event: AdoEvent = { type: "task.waiting", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date(now).toISOString(), reason, workers };
+    const { data, headers } = encode(SCHEMAS.AdoEvent, event);
+    this.log.info({ runId: work.runId, taskId: work.taskId, attempt: work.attempt, reason }, "task waiting: no worker can take it");
+    this.js
+      .publish(this.ctx.topo.subjects.event({ type: event.type, runId: event.runId, taskId: event.taskId }), data, { headers, msgID: msgIds.waiting(work, digest(reason)) })
+      .catch((err) => this.log.warn({ runId: work.runId, taskId: work.taskId, err: errorMessage(err) }, "task.waiting not published"));
   }
 
   private onReady(m: JsMsg): void {
@@ -127,7 +208,8 @@ export class Balancer extends Actor {
       strategy: work.strategy ?? this.opts.strategy ?? "least_loaded",
       placementKey: placementKey(work.task.agent, work.placement),
     };
-    const entry = { key, priority: work.priority, rank: work.rank, seq: m.seq, notBefore: work.notBefore, item: { work, msg: m, route } };
+    const runAt = Date.parse(work.submittedAt);
+    const entry = { key, priority: work.priority, runAt, rank: work.rank, seq: m.seq, notBefore: work.notBefore, item: { work, msg: m, route } };
     if (!this.queue.add(entry, this.clock.now())) {
       // A redelivery of a message we hold: ack through the newest delivery from now on.
       const held = this.queue.remove(key)!;

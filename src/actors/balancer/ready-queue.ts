@@ -4,7 +4,12 @@ import { PRIORITIES, type Priority } from "../../runtime/graph.js";
 export interface ReadyEntry<T = unknown> {
   key: string;
   priority: Priority;
-  /** Longest remaining dependency path through this task; longer goes first within a level. */
+  /**
+   * When the task's run was submitted (epoch ms): within a level the older run goes
+   * first, so a newer run never starves an older one however long its paths. Absent: 0.
+   */
+  runAt?: number;
+  /** Longest remaining dependency path through this task; longer goes first within a level and run. */
   rank: number;
   /** Arrival order (stream sequence): first in, first out among equals. */
   seq: number;
@@ -15,9 +20,15 @@ export interface ReadyEntry<T = unknown> {
 
 const LEVEL = new Map(PRIORITIES.map((p, i) => [p, i]));
 
-/** Orders ready tasks: priority level, then longest remaining path, then arrival. */
+/**
+ * Orders ready tasks: priority level, then the older run, then (within a run) the longest
+ * remaining path, then arrival. Ranks are compared within a run only: a path length
+ * says what to start first for that run's end, not whose run matters more. Ordered by
+ * rank across runs, a newer run with long paths kept an older run's tasks waiting for
+ * as long as it released long-path tasks.
+ */
 export function compareReady(a: ReadyEntry, b: ReadyEntry): number {
-  return LEVEL.get(a.priority)! - LEVEL.get(b.priority)! || b.rank - a.rank || a.seq - b.seq;
+  return LEVEL.get(a.priority)! - LEVEL.get(b.priority)! || (a.runAt ?? 0) - (b.runAt ?? 0) || b.rank - a.rank || a.seq - b.seq;
 }
 
 /**

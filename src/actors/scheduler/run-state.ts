@@ -54,6 +54,8 @@ export interface RunState {
   held: Set<string>;
   /** Path -> merged tasks that changed it: whose prompts a resolver of a conflict there gets. */
   touched: Map<string, string[]>;
+  /** The open count last stored for this run in KV `backlog` (not stored itself: unknown after a load). */
+  openWritten?: number;
   /**
    * Results-stream sequence of the merge result that last moved `run.integrationCommit`,
    * once this process applied one (not stored: unknown after a load). See applyMergeResult().
@@ -119,13 +121,18 @@ export function buildState(run: RunRecord, runRev: number, records: Map<string, 
  * Re-derives what a freshly loaded run must have in flight. A crash between publishing
  * a dependent's ready work and saving its record leaves it `pending` with every
  * dependency done: queue it again (the same attempt, so the publish is deduplicated
- * and the claim stops a second run).
+ * and the claim stops a second run). Nothing is announced: a first attempt's `queued`
+ * is never written, so every root and released dependent looks pending here, though
+ * it was announced (or listed in run.accepted) when first queued and may have started
+ * or finished since; announcing it again told clients 246 tasks of a 300-task run were
+ * queued again after a restart. (A task first queued here, e.g. one maxParallel held
+ * back before the restart, goes from pending to started with no `queued` in between.)
  */
 export function reconcile(state: RunState, now: string): Effect[] {
   // Every task succeeded and merge.into was asked for, but no answer is recorded: ask
   // again (deduplicated by msg id; past the window the merger finds it up to date).
   if (state.run.finalizing && state.run.status === "running") return [mergeIntoEffect(state)];
-  return [...release(state, now, state.tasks.values()), ...settle(state, now)];
+  return [...release(state, now, state.tasks.values(), false), ...settle(state, now)];
 }
 
 /**
@@ -458,19 +465,13 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
       );
       break;
     }
-    default: {
-      // `conflict` (from a merge coordinator without HITL) and `error` end the task and halt the run.
-      const message =
-        result.status === "conflict" ? conflictMessage(state, t.def.id, result.files) : `merging task '${t.def.id}' failed: ${result.message}`;
+    case "error": {
+      // The merge could not be tried (git failed, the repository is gone): the task ends
+      // and the run halts; a conflict is never this, it needs a person (needs_attention).
+      const message = `merging task '${t.def.id}' failed: ${result.message}`;
       update(state, t, { status: "failed", error: message });
-      effects.push({ type: "saveTask", taskId: t.def.id });
-      if (result.status === "conflict") {
-        effects.push({
-          type: "event",
-          event: { type: "merge.conflict", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, files: result.files, message },
-        });
-      }
-      effects.push(...halt(state, message, now));
+      effects.push({ type: "saveTask", taskId: t.def.id }, ...halt(state, message, now));
+      break;
     }
   }
   return [...effects, ...settle(state, now)];
@@ -549,15 +550,6 @@ function cancelTask(state: RunState, t: TaskState, reason: string, now: string, 
     effects.unshift({ type: "control", request: { type: "control", runId, taskId: t.def.id, action: "cancel", reason, by: "ado", at: now } });
   }
   return effects;
-}
-
-/** Names the tasks already merged that touched the conflicting files. */
-function conflictMessage(state: RunState, taskId: string, files: string[]): string {
-  const others = [...state.tasks.values()]
-    .filter((o) => o.def.id !== taskId && o.rec.status === "succeeded" && o.rec.files.some((f) => files.includes(f)))
-    .map((o) => `'${o.def.id}'`);
-  const with_ = others.length ? ` and ${others.join(", ")}` : " and the integration branch";
-  return `merge conflict: task '${taskId}'${with_} changed the same lines in ${files.join(", ")}; the task branch is kept.`;
 }
 
 /** Stops dispatching: pending tasks are skipped; tasks in flight finish but are not merged. */

@@ -8,8 +8,9 @@ import { errorMessage } from "../../runtime/errors.js";
 import { ID_PATTERN } from "../../runtime/ids.js";
 import { Mutex } from "../../runtime/mutex.js";
 import { writeControl } from "../../runtime/control.js";
-import { SCHEMAS, type ControlRequest, type SchedulerInput, type SubmitRun, type TaskRecord } from "../../runtime/messages.js";
-import { actorConsumer, consumers } from "../../runtime/topology.js";
+import { KvWatch } from "../../runtime/kv-watch.js";
+import { SCHEMAS, type ControlRequest, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord } from "../../runtime/messages.js";
+import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
 import {
   acceptRun,
   applyControl,
@@ -24,6 +25,7 @@ import {
   type RunState,
 } from "./run-state.js";
 import { msgIds, runTaskKeys, taskKey } from "../../runtime/names.js";
+import { OpenTasks } from "./backlog.js";
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -39,6 +41,14 @@ const PUBLISH_WINDOW = 512;
  * redelivered.
  */
 const ACK_WAIT_MS = 10_000;
+
+/** How often counts of runs that ended without their count deleted (a crash in between) are swept. */
+const BACKLOG_SWEEP_MS = 5 * 60_000;
+
+/** How often acked messages left in the work-queue streams (after a server crash) are removed. */
+const STALE_SWEEP_MS = 60_000;
+/** And this long after a reconnect (JetStream has recovered its streams by then). */
+const STALE_AFTER_RECONNECT_MS = 3_000;
 
 /** An early result (see isEarly()) is offered again this often, at most this many times (~2 min). */
 const EARLY_RETRY_MS = 1_000;
@@ -69,7 +79,12 @@ export class Scheduler extends Actor {
   private accepted = 0;
   private rejected = 0;
 
-  private backlog = { count: 0, at: 0 };
+  /** Open tasks of accepted runs, across runs and replicas (KV `backlog`): the "queue full" bound. */
+  private readonly openTasks = new OpenTasks();
+  private backlogWatch?: KvWatch<RunBacklog>;
+  private backlogSweep?: NodeJS.Timeout;
+  private staleSweep?: NodeJS.Timeout;
+  private stalePurged = 0;
 
   constructor(
     instance: string,
@@ -79,18 +94,9 @@ export class Scheduler extends Actor {
     super("scheduler", instance, ctx);
   }
 
-  /** Ready tasks waiting across all runs (held by the balancer or not), cached briefly. */
-  private async readyBacklog(): Promise<number> {
-    if (this.clock.now() - this.backlog.at > 250) {
-      const jsm = await this.js.jetstreamManager();
-      const info = await jsm.streams.info(this.ctx.topo.streams.ready.name);
-      this.backlog = { count: info.state.messages, at: this.clock.now() };
-    }
-    return this.backlog.count;
-  }
-
   protected async onStart(): Promise<void> {
     const { topo } = this.ctx;
+    await this.startBacklog();
     const jsm = await this.js.jetstreamManager();
     // Adding a durable that exists updates it: a consumer made with an older ack_wait converges.
     await jsm.consumers.add(topo.streams.submit.name, actorConsumer(consumers.submit, topo.subjects.submit, { ackWaitMs: ACK_WAIT_MS }));
@@ -113,6 +119,35 @@ export class Scheduler extends Actor {
     this.loops = [submitLoop as BatchLoop<unknown>, resultLoop as BatchLoop<unknown>];
     await Promise.all(this.loops.map((l) => l.start()));
     await this.armStoredDeadlines();
+    void this.purgeStale();
+    this.staleSweep = setInterval(() => void this.purgeStale(), STALE_SWEEP_MS);
+    // What a crashed server restores shows after it is back: sweep soon after a reconnect.
+    void (async () => {
+      for await (const s of this.ctx.nc.status()) {
+        if (!this.isRunning) break;
+        if (s.type === "reconnect") setTimeout(() => void this.purgeStale(), STALE_AFTER_RECONNECT_MS).unref();
+      }
+    })();
+  }
+
+  /**
+   * Removes acked messages that a crashed server restored below their consumers' ack
+   * floors (see purgeBelowAckFloors). No consumer delivers them again, so nothing
+   * else ever would; every replica may do it, it is idempotent.
+   */
+  private async purgeStale(): Promise<void> {
+    const jsm = await this.js.jetstreamManager();
+    for (const key of WORK_QUEUE_STREAMS) {
+      const stream = this.ctx.topo.streams[key].name;
+      try {
+        const n = await purgeBelowAckFloors(jsm, stream);
+        if (n === 0) continue;
+        this.stalePurged += n;
+        this.log.warn({ stream, purged: n }, "removed acked messages a server restart had restored below their consumers' ack floors");
+      } catch (err) {
+        this.log.warn({ stream, err: errorMessage(err) }, "could not sweep acked messages; will try again");
+      }
+    }
   }
 
   /** Runs with a maxDuration accepted before this replica started still get cancelled on time. */
@@ -170,39 +205,117 @@ export class Scheduler extends Actor {
   protected async onDrain(): Promise<void> {
     for (const t of this.deadlines.values()) clearTimeout(t);
     this.deadlines.clear();
+    clearInterval(this.backlogSweep);
+    clearInterval(this.staleSweep);
     await Promise.all(this.loops.map((l) => l.stop()));
+    this.backlogWatch?.stop();
   }
 
   override stats() {
-    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected };
+    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected, openTasks: this.openTasks.total, maxQueued: this.opts.maxQueued ?? null, stalePurged: this.stalePurged };
+  }
+
+  /**
+   * The open-task counts of every accepted run: read once (so the first submissions are
+   * judged on all of them), then kept by a watch (other replicas' runs, and after a
+   * reconnect), and swept of counts whose run has ended.
+   */
+  private async startBacklog(): Promise<void> {
+    const kv = this.ctx.kv.backlog;
+    for await (const key of await kv.keys()) {
+      const e = await kv.get(key);
+      if (e?.operation === "PUT") this.applyBacklog(key, e.value, e.revision);
+    }
+    this.backlogWatch = new KvWatch({
+      kv,
+      nc: this.ctx.nc,
+      log: this.log,
+      schema: SCHEMAS.RunBacklog,
+      what: "run backlog",
+      onPut: (key, value, e) => this.openTasks.apply(key, value.open, e.revision),
+      onDelete: (key, e) => this.openTasks.apply(key, undefined, e.revision, this.clock.now()),
+    });
+    await this.backlogWatch.start();
+    await this.sweepBacklog();
+    this.backlogSweep = setInterval(() => void this.sweepBacklog(), BACKLOG_SWEEP_MS);
+  }
+
+  private applyBacklog(key: string, value: Uint8Array, revision: number): void {
+    try {
+      this.openTasks.apply(key, decode(SCHEMAS.RunBacklog, value).open, revision);
+    } catch (err) {
+      this.log.warn({ key, err: errorMessage(err) }, "unreadable run backlog ignored");
+    }
+  }
+
+  /**
+   * Deletes counts of runs that have ended (or are gone): a scheduler that died between
+   * storing a run's end and deleting its count leaves it, and its successor may never
+   * load that run again.
+   */
+  private async sweepBacklog(): Promise<void> {
+    this.openTasks.prune(this.clock.now(), BACKLOG_SWEEP_MS);
+    for (const runId of this.openTasks.counted()) {
+      if (this.runs.has(runId)) continue;
+      try {
+        const e = await this.ctx.kv.runs.get(runId);
+        const live = e?.operation === "PUT" && isLive(decode(SCHEMAS.RunRecord, e.value));
+        if (!live) await this.ctx.kv.backlog.delete(runId);
+      } catch (err) {
+        this.log.warn({ runId, err: errorMessage(err) }, "run backlog sweep failed; will try again");
+      }
+    }
+  }
+
+  /**
+   * Stores a run's open tasks when they changed (deleted once the run has ended), after
+   * its state is stored: what other submissions are judged against.
+   */
+  private async noteOpen(state: RunState): Promise<void> {
+    const runId = state.run.runId;
+    const open = isLive(state.run) ? state.open : 0;
+    if (state.openWritten === open) return;
+    const kv = this.ctx.kv.backlog;
+    if (open === 0) {
+      await kv.delete(runId);
+      // Final: a run id is never reused, so nothing newer can come for it.
+      this.openTasks.apply(runId, undefined, Number.MAX_SAFE_INTEGER, this.clock.now());
+    } else {
+      const rev = await kv.put(runId, encodeValue(SCHEMAS.RunBacklog, { runId, open, updatedAt: new Date(this.clock.now()).toISOString() }));
+      this.openTasks.apply(runId, open, rev);
+    }
+    this.openTasks.release(runId);
+    state.openWritten = open;
   }
 
   private async onSubmissions(batch: Delivery<SubmitRun>[]): Promise<Outcome[]> {
     const now = new Date(this.clock.now()).toISOString();
     return Promise.all(
-      batch.map(async ({ data }): Promise<Outcome> => {
+      batch.map(async ({ data, msg }): Promise<Outcome> => {
         const outcome = acceptRun(data, now);
         if (!outcome.ok) {
           this.rejected++;
           await this.execute(undefined, outcome.effects);
           return { kind: "ack" };
         }
-        const roots = outcome.effects.filter((e) => e.type === "ready").length;
-        const limit = this.opts.maxQueued ?? Infinity;
-        const backlog = limit === Infinity ? 0 : await this.readyBacklog();
-        if (backlog + roots > limit && !(await this.ctx.kv.runs.get(data.runId))) {
+        // Every task of the run counts from now until it finishes, dependents included:
+        // what it releases later is inside the bound it was admitted under.
+        const admission = this.openTasks.admit(data.runId, outcome.state.tasks.size, this.opts.maxQueued ?? Infinity);
+        if (!admission.ok) {
+          if ((await this.ctx.kv.runs.get(data.runId))?.operation === "PUT") {
+            // Accepted before (a redelivery): replay it; its tasks are counted already.
+            await this.replay(data.runId, now);
+            return { kind: "ack" };
+          }
           this.rejected++;
-          await publishEvent(this.js, this.ctx.topo, {
-            type: "run.rejected",
-            runId: data.runId,
-            at: now,
-            code: "queue_full",
-            reason: `queue full: ${backlog} tasks are waiting and this run adds ${roots} (limit ${limit}). Submit again later, or with --wait.`,
-            tasks: [],
-          });
+          await publishEvent(
+            this.js,
+            this.ctx.topo,
+            { type: "run.rejected", runId: data.runId, at: now, code: admission.code, reason: admission.reason, tasks: [] },
+            msgIds.refused(data.runId, msg.seq),
+          );
           return { kind: "ack" };
         }
-        this.backlog.count += roots;
         const state = outcome.state;
         try {
           // Creating the run record is the idempotency check, done alongside the first
@@ -217,6 +330,7 @@ export class Scheduler extends Actor {
           if (rev === 0) {
             // Accepted before (a redelivery, or a crash mid-way): the publishes above were
             // deduplicated; make sure everything the stored state implies is in flight.
+            this.openTasks.release(data.runId);
             await this.replay(data.runId, now);
             return { kind: "ack" };
           }
@@ -225,9 +339,11 @@ export class Scheduler extends Actor {
           this.runs.set(data.runId, state);
           if (state.run.deadline) this.armDeadline(data.runId, state.run.deadline);
           await this.persist(state, outcome.effects);
+          await this.noteOpen(state);
           return { kind: "ack" };
         } catch (err) {
           this.runs.delete(data.runId);
+          this.openTasks.release(data.runId);
           throw err;
         }
       }),
@@ -322,10 +438,12 @@ export class Scheduler extends Actor {
     return state;
   }
 
-  /** Publishes, then persists, what a decision produced. */
+  /** Publishes, then persists, what a decision produced; then the run's open count. */
   private async execute(state: RunState | undefined, effects: Effect[]): Promise<void> {
     await this.publishAll(effects);
-    if (state) await this.persist(state, effects);
+    if (!state) return;
+    await this.persist(state, effects);
+    await this.noteOpen(state);
   }
 
   /**
