@@ -30,6 +30,9 @@ async function layout(opts: { dist: boolean; tsx: boolean }): Promise<string> {
   if (opts.dist) {
     await mkdir(join(root, "dist", "cli"), { recursive: true });
     await writeFile(join(root, "dist", "cli", "main.js"), 'console.log("compiled");\n');
+    // Built before "now": an edit made now is newer even where the file system's clock is coarse (ms apart can share an mtime).
+    const built = new Date(Date.now() - 30_000);
+    await utimes(join(root, "dist", "cli", "main.js"), built, built);
   }
   if (opts.tsx) await symlink(MODULES, join(root, "node_modules"));
   return root;
