@@ -1,0 +1,284 @@
+import { mkdir, rm, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import type { JsMsg } from "@nats-io/jetstream";
+import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
+import { type Agent, type OutputStream, type StopReason, Suspender, taskDir } from "../../agents/index.js";
+import { AdoError, errorMessage } from "../../runtime/errors.js";
+import type { publishEvent } from "../../runtime/events.js";
+import type { WorkerId } from "../../runtime/ids.js";
+import type { Logger } from "../../runtime/logger.js";
+import type { TaskFailure, TaskResult, TaskWork } from "../../runtime/messages.js";
+import { AgentEnv, attemptKey, attemptRef } from "../../runtime/names.js";
+import { afterCommit, planAfterAgent } from "./decide.js";
+import { OutputBuffer } from "./output.js";
+import type { TaskWorktrees, WorktreeUpdate } from "./task-worktrees.js";
+
+/** An event the attempt publishes (task.started, task.output, task.checkpoint). */
+export type AttemptEvent = Parameters<typeof publishEvent>[2];
+
+/** A result before the fields execute() adds at the end (times, output, cost). */
+type Outcome = Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail" | "summary" | "costUsd">;
+
+/**
+ * What an attempt needs from its worker, and nothing more (BullMQ's
+ * LockManagerWorkerContext, Temporal's Activity): who it runs on, the agents, how to
+ * claim, publish and remember results, and where worktrees come from.
+ */
+export interface AttemptContext {
+  readonly workerId: WorkerId;
+  readonly log: Logger;
+  readonly agents: ReadonlyMap<string, Agent>;
+  /** Claims the attempt in KV `claims` (create only): true when it is this worker's. */
+  claim(key: string): Promise<boolean>;
+  /** Publishes an event (stored before the call resolves). */
+  emit(event: AttemptEvent): Promise<unknown>;
+  /** Publishes the attempt's result to the scheduler, retrying while the server is unreachable. */
+  publishResult(key: string, result: TaskResult): Promise<void>;
+  /** Results this worker already produced, so a redelivery re-sends instead of re-running. */
+  readonly results: ResultCache;
+  /** How this host reaches a run's repository (its own, or a clone of the run's remote). */
+  readonly access: RepoAccess;
+  readonly worktrees: TaskWorktrees;
+}
+
+/** Results already produced, by attempt key; bounded (a redelivery comes within ack_wait, long before 1,000 newer results). */
+export class ResultCache {
+  private readonly results = new Map<string, TaskResult>();
+  constructor(private readonly max = 1_000) {}
+
+  get(key: string): TaskResult | undefined {
+    return this.results.get(key);
+  }
+
+  remember(key: string, result: TaskResult): void {
+    this.results.set(key, result);
+    if (this.results.size > this.max) this.results.delete(this.results.keys().next().value!);
+  }
+}
+
+/**
+ * One attempt of a task on this worker, from its claim to its result: claims it, makes
+ * its worktree on the task branch, runs the agent there (streaming its output as
+ * events), does what decide.ts plans with the worktree afterwards, publishes the result
+ * and acks the work message (only after the result is stored: until then the message
+ * stays on the worker's subject, where the stealer finds it should this worker die).
+ */
+export class Attempt {
+  readonly key: string;
+  private readonly abort = new AbortController();
+  /** Pauses and resumes the agent's process group. */
+  readonly suspender = new Suspender();
+
+  constructor(
+    private readonly ctx: AttemptContext,
+    readonly work: TaskWork,
+    readonly msg: JsMsg,
+  ) {
+    this.key = attemptKey(work);
+  }
+
+  /** Stops the agent now: cancelled on request, or interrupted because the worker shuts down. */
+  stop(reason: StopReason): void {
+    this.abort.abort(reason);
+  }
+
+  /**
+   * Runs the attempt to its end: result published and work message acked.
+   * @returns false when there was nothing to run (a duplicate delivery, or a result re-sent).
+   */
+  async run(): Promise<boolean> {
+    const { ctx, key, msg } = this;
+    if (!(await ctx.claim(key))) {
+      // Another worker holds this attempt: ours is a duplicate delivery.
+      msg.ack();
+      return false;
+    }
+    const done = ctx.results.get(key);
+    if (done) {
+      // We ran it, but the ack was lost: send the result again (deduplicated), never re-run.
+      await ctx.publishResult(key, done);
+      msg.ack();
+      return false;
+    }
+    const work = this.work;
+    const startedAt = new Date().toISOString();
+    const output = new OutputBuffer((stream, data) =>
+      ctx.emit({ type: "task.output", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), stream, data }),
+    );
+    let result: Outcome;
+    try {
+      result = await this.execute(startedAt, (s: OutputStream, d: string) => output.push(s, d));
+    } catch (err) {
+      result = this.failed({
+        kind: err instanceof AdoError && !err.retryable ? "git" : "internal",
+        retryable: err instanceof AdoError ? err.retryable : true,
+        message: errorMessage(err),
+      });
+    }
+    output.flush();
+    await output.settled(); // output events are stored before the result that ends the task
+    const tail = output.tail();
+    const summary = tail.trimEnd().split("\n").pop()?.slice(0, 500) ?? "";
+    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: tail, summary, costUsd: 0 };
+    ctx.results.remember(key, full);
+    await ctx.publishResult(key, full);
+    msg.ack();
+    return true;
+  }
+
+  /** Worktree, agent, and what becomes of the worktree. */
+  private async execute(startedAt: string, onOutput: (s: OutputStream, d: string) => void): Promise<Outcome> {
+    const { ctx } = this;
+    let work = this.work;
+    const agent = ctx.agents.get(work.task.agent);
+    if (!agent) {
+      return this.failed({
+        kind: "agent_missing",
+        retryable: false,
+        message: `agent '${work.task.agent}' is not available on worker ${ctx.workerId} (it has: ${[...ctx.agents.keys()].join(", ")})`,
+      });
+    }
+    let cwd: string | undefined;
+    let wt: WorktreeManager | undefined;
+    let target: RepoTarget | undefined;
+    if (agent.needsWorktree) {
+      if (!work.repo || !work.baseCommit) {
+        return this.failed({ kind: "invalid", retryable: false, message: `agent '${agent.name}' needs a repository, and the run has none` });
+      }
+      // The user's repository when it is on this host, else a clone of the run's remote;
+      // from here on `work.repo` names the repository the worktree belongs to.
+      target = await ctx.access.resolve(work, work.baseCommit);
+      work = { ...work, repo: target.dir };
+      wt = ctx.worktrees.manager(work.repo!);
+      ({ path: cwd } = await wt.add({
+        name: `${work.runId}/${work.taskId}`,
+        branch: work.branch,
+        base: work.baseCommit!,
+        lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${ctx.workerId}`,
+        owner: { runId: work.runId, taskId: work.taskId, workerId: ctx.workerId },
+      }));
+      await ctx.worktrees.record(work, cwd, { state: "active", createdAt: new Date().toISOString() });
+    }
+    // Fan-in: what the tasks this one needs produced, as a file in its worktree (never
+    // committed: removed before the commit) and in its environment.
+    let inputsFile = "";
+    if (cwd) {
+      await mkdir(join(cwd, ".ado"), { recursive: true });
+      inputsFile = join(cwd, ".ado", "inputs.json");
+      await writeFile(inputsFile, JSON.stringify(work.inputs, null, 2) + "\n");
+    }
+    // Not awaited: the agent starts now. The event is stored before the result, which
+    // goes out later on the same connection and is awaited (see run()).
+    const announced = ctx.emit({
+      type: "task.started",
+      runId: work.runId,
+      taskId: work.taskId,
+      attempt: work.attempt,
+      at: startedAt,
+      workerId: ctx.workerId,
+      branch: cwd ? work.branch : undefined,
+      worktree: cwd,
+    });
+    announced.catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
+    const outcome = await agent.run({
+      // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
+      cwd: taskDir(cwd, work.task),
+      env: {
+        ...work.task.env,
+        [AgentEnv.runId]: work.runId,
+        [AgentEnv.taskId]: work.taskId,
+        [AgentEnv.prompt]: work.task.prompt,
+        [AgentEnv.attempt]: String(work.attempt),
+        [AgentEnv.workerId]: ctx.workerId,
+        [AgentEnv.branch]: work.branch,
+        [AgentEnv.inputs]: JSON.stringify(work.inputs),
+        [AgentEnv.inputsFile]: inputsFile,
+        // Git run by the agent itself ignores what the include list copied in (.env).
+        ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
+      },
+      task: work.task,
+      signal: this.abort.signal,
+      suspender: this.suspender,
+      onOutput,
+    });
+    const plan = planAfterAgent({ end: outcome.ok ? { ok: true } : { ok: false, failure: outcome.failure! }, worktree: !!(wt && cwd), remote: !!target?.remote });
+    if (plan.kind === "report" || !wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
+    await rm(join(cwd, ".ado"), { recursive: true, force: true });
+
+    if (plan.kind === "checkpoint") {
+      // The work so far is committed on the task branch, and the next attempt starts
+      // from that commit instead of from scratch.
+      const c = await wt.commitAll(cwd, { message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)` });
+      if (c.changed) await ctx.access.publishBranch(target!, c.commit, work.branch);
+      await wt.remove(cwd, { force: true });
+      await ctx.worktrees.record(work, cwd, { state: "removed", commit: c.commit, reason: "interrupted: the work so far is committed on the branch (checkpoint)" });
+      if (c.changed) {
+        await ctx
+          .emit({ type: "task.checkpoint", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), workerId: ctx.workerId, commit: c.commit, reason: "worker shutting down" })
+          .catch(() => undefined);
+      }
+      return { ...this.failed(outcome.failure!), branch: work.branch, commit: c.commit };
+    }
+    if (plan.kind === "archive") {
+      const kept = await this.keepFailedAttempt(wt, cwd, work);
+      // Remote mode: the failed attempt's work is kept on the remote too (best effort).
+      if (target!.remote && kept.archiveRef && kept.commit) {
+        await pushRef(work.repo!, target!.remote, kept.commit, kept.archiveRef).catch((err) =>
+          ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "failed attempt archived here, but not pushed"),
+        );
+      }
+      await ctx.worktrees.record(work, cwd, kept);
+      ctx.worktrees.cleanupSoon(wt, work.repo!);
+      return this.failed(plan.failure);
+    }
+    const commit = await wt.commitAll(cwd, { message: `ado: ${work.taskId} (run ${work.runId})\n\n${work.task.prompt}`.trim() });
+    const next = afterCommit({ changed: commit.changed, remote: !!target!.remote });
+    // Remote mode: the branch goes to the remote, where the merge coordinator takes it
+    // from, and the worktree goes now (no merger on another host could remove it).
+    if (next.kind === "pushAndRemove") await ctx.access.publishBranch(target!, commit.commit, work.branch);
+    if (next.kind !== "keepForMerge") await wt.remove(cwd);
+    await ctx.worktrees.record(
+      work,
+      cwd,
+      next.kind === "pushAndRemove"
+        ? { state: "removed", commit: commit.commit, reason: `pushed to ${target!.remote}` }
+        : next.kind === "keepForMerge"
+          ? { state: "committed", commit: commit.commit }
+          : { state: "removed", commit: commit.commit, reason: "no changes" },
+    );
+    ctx.worktrees.cleanupSoon(wt, work.repo!);
+    return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files: commit.files, worktree: next.kind === "keepForMerge" ? cwd : undefined };
+  }
+
+  /**
+   * A failed attempt's changes are committed and kept under
+   * `refs/ado/attempts/<run>/<task>/<attempt>`; the task branch goes back to its base so
+   * the next attempt starts clean. Nothing the agent wrote is lost.
+   */
+  private async keepFailedAttempt(wt: WorktreeManager, cwd: string, work: TaskWork): Promise<WorktreeUpdate> {
+    const ref = attemptRef(work.runId, work.taskId, work.attempt);
+    try {
+      const kept = await wt.archiveAttempt(cwd, {
+        ref,
+        branch: work.branch,
+        base: work.baseCommit!,
+        message: `ado: ${work.taskId} attempt ${work.attempt} failed (work in progress)`,
+      });
+      return kept.archived
+        ? { state: "archived", archiveRef: ref, commit: kept.commit, reason: `attempt ${work.attempt} failed` }
+        : { state: "removed", reason: `attempt ${work.attempt} failed with no changes` };
+    } catch (err) {
+      this.ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "could not archive a failed attempt; its worktree is kept");
+      return { state: "kept", reason: `attempt ${work.attempt} failed and its work could not be archived: ${errorMessage(err)}` };
+    }
+  }
+
+  private succeeded() {
+    const w = this.work;
+    return { type: "task.result" as const, runId: w.runId, taskId: w.taskId, attempt: w.attempt, workerId: this.ctx.workerId, status: "succeeded" as const, files: [] as string[] };
+  }
+
+  private failed(failure: TaskFailure) {
+    return { ...this.succeeded(), status: "failed" as const, failure };
+  }
+}
