@@ -159,3 +159,21 @@ export const MergeEnv = {
 export const WORKTREE_ADO_DIR = ".ado";
 /** The fan-in inputs file in it. */
 export const INPUTS_FILE = "inputs.json";
+
+// ---- test hooks ---------------------------------------------------------------------
+
+/**
+ * TEST ONLY. A worker whose environment sets this variable to one of `CrashPoint` SIGKILLs
+ * itself at that step of an attempt, so the end-to-end tests can kill a worker exactly
+ * in a window that matters (test/e2e/worker-crash.test.ts). Never set it otherwise.
+ */
+export const TEST_CRASH_ENV = "ADO_TEST_CRASH_AT";
+/** The steps TEST_CRASH_ENV can name. */
+export const CrashPoint = {
+  /** The attempt's worktree is added, not yet recorded in the registry. */
+  afterAdd: "after-add",
+  /** The attempt's work is committed and recorded `committed`; its result not yet published. */
+  afterCommit: "after-commit",
+} as const;
+export type CrashPoint = (typeof CrashPoint)[keyof typeof CrashPoint];
+

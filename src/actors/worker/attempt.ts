@@ -8,7 +8,7 @@ import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
 import type { Logger } from "../../runtime/logger.js";
 import type { TaskFailure, TaskResult, TaskWork } from "../../runtime/messages.js";
-import { AgentEnv, attemptKey, attemptRef } from "../../runtime/names.js";
+import { AgentEnv, attemptKey, attemptRef, CrashPoint, INPUTS_FILE, TEST_CRASH_ENV, WORKTREE_ADO_DIR } from "../../runtime/names.js";
 import { afterCommit, planAfterAgent } from "./decide.js";
 import { OutputBuffer } from "./output.js";
 import type { TaskWorktrees, WorktreeUpdate } from "./task-worktrees.js";
@@ -155,16 +155,20 @@ export class Attempt {
         branch: work.branch,
         base: work.baseCommit!,
         lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${ctx.workerId}`,
-        owner: { runId: work.runId, taskId: work.taskId, workerId: ctx.workerId },
+        owner: { runId: work.runId, taskId: work.taskId, workerId: ctx.workerId, attempt: work.attempt },
+        // The next attempt of a task owns its branch: what an earlier one left there is
+        // archived already (or is only an old base), and moves to this attempt's base.
+        ownBranch: true,
       }));
+      crashAt(CrashPoint.afterAdd);
       await ctx.worktrees.record(work, cwd, { state: "active", createdAt: new Date().toISOString() });
     }
     // Fan-in: what the tasks this one needs produced, as a file in its worktree (never
     // committed: removed before the commit) and in its environment.
     let inputsFile = "";
     if (cwd) {
-      await mkdir(join(cwd, ".ado"), { recursive: true });
-      inputsFile = join(cwd, ".ado", "inputs.json");
+      await mkdir(join(cwd, WORKTREE_ADO_DIR), { recursive: true });
+      inputsFile = join(cwd, WORKTREE_ADO_DIR, INPUTS_FILE);
       await writeFile(inputsFile, JSON.stringify(work.inputs, null, 2) + "\n");
     }
     // Not awaited: the agent starts now. The event is stored before the result, which
@@ -203,7 +207,7 @@ export class Attempt {
     });
     const plan = planAfterAgent({ end: outcome.ok ? { ok: true } : { ok: false, failure: outcome.failure! }, worktree: !!(wt && cwd), remote: !!target?.remote });
     if (plan.kind === "report" || !wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
-    await rm(join(cwd, ".ado"), { recursive: true, force: true });
+    await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
 
     if (plan.kind === "checkpoint") {
       // The work so far is committed on the task branch, and the next attempt starts
@@ -246,6 +250,7 @@ export class Attempt {
           ? { state: "committed", commit: commit.commit }
           : { state: "removed", commit: commit.commit, reason: "no changes" },
     );
+    if (next.kind === "keepForMerge") crashAt(CrashPoint.afterCommit);
     ctx.worktrees.cleanupSoon(wt, work.repo!);
     return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files: commit.files, worktree: next.kind === "keepForMerge" ? cwd : undefined };
   }
@@ -281,4 +286,9 @@ export class Attempt {
   private failed(failure: TaskFailure) {
     return { ...this.succeeded(), status: "failed" as const, failure };
   }
+}
+
+/** TEST ONLY (names.ts TEST_CRASH_ENV): the worker dies here, as a SIGKILL would kill it. */
+function crashAt(step: CrashPoint): void {
+  if (process.env[TEST_CRASH_ENV] === step) process.kill(process.pid, "SIGKILL");
 }
