@@ -135,6 +135,7 @@ export const AgentEnv = {
   attempt: "ADO_ATTEMPT",
   workerId: "ADO_WORKER_ID",
   branch: "ADO_BRANCH",
+  /** The prompt itself, only when it is small (PROMPT_ENV_MAX_BYTES); else only the file has it. */
   prompt: "ADO_PROMPT",
   /** The prompt as a file: always set (the prompt may be too large for the environment). */
   promptFile: "ADO_PROMPT_FILE",
@@ -159,6 +160,14 @@ export const MergeEnv = {
 export const WORKTREE_ADO_DIR = ".ado";
 /** The fan-in inputs file in it. */
 export const INPUTS_FILE = "inputs.json";
+/** The prompt file in it (or in a temporary directory for an agent without a worktree). */
+export const PROMPT_FILE = "prompt.md";
+/**
+ * Prompts up to this size (UTF-8 bytes) are also given in `ADO_PROMPT`. Linux refuses
+ * one environment string over 128 KiB (spawn fails with E2BIG), and the whole
+ * environment and arguments share a limit; the file has every prompt.
+ */
+export const PROMPT_ENV_MAX_BYTES = 32 * 1024;
 
 // ---- test hooks ---------------------------------------------------------------------
 

@@ -152,3 +152,33 @@ describe("attempts - a worker killed in the windows of an attempt (issue 9.2)", 
     }, 90_000);
   }
 });
+
+describe("attempts - prompts of any size reach the agent (a file; the environment only for small ones)", () => {
+  it("a 200 KB prompt is in ADO_PROMPT_FILE and not in ADO_PROMPT; a small one is in both; the file is never committed", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt-prompt"), heartbeatMs: 200 });
+    const stack = await Stack.start({ config, logger: silentLogger });
+    const nc = await connectNats({ servers: ts.url, name: "attempts-prompt", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    try {
+      const big = "x".repeat(200 * 1024 - 3) + "end";
+      const report = 'wc -c < "$ADO_PROMPT_FILE" | tr -d " " > $ADO_TASK_ID.size; if [ -z "${ADO_PROMPT+x}" ]; then echo absent; else printf %s "$ADO_PROMPT" | wc -c | tr -d " "; fi > $ADO_TASK_ID.env';
+      const graph = parseGraph(JSON.stringify({ tasks: [{ id: "big", prompt: big, run: report }, { id: "small", prompt: "fix the bug", run: report }] }));
+      const outcome = await client.run({ graph, repo: repo.dir });
+      expect(outcome.status, outcome.error).toBe("succeeded");
+      const at = (f: string) => gitOut(repo.dir, "show", `${outcome.integrationBranch}:${f}`);
+      expect(at("big.size")).toBe(String(200 * 1024));
+      expect(at("big.env")).toBe("absent");
+      expect(at("small.size")).toBe("11");
+      expect(at("small.env")).toBe("11");
+      expect(gitOut(repo.dir, "ls-tree", "-r", "--name-only", outcome.integrationBranch!).split("\n").sort()).toEqual(["README.md", "big.env", "big.size", "small.env", "small.size"]);
+      // The commit message carries the prompt's beginning only (git takes it as one argument).
+      expect(gitOut(repo.dir, "log", "-1", "--format=%B", `ado/${outcome.runId}/big`)).toContain("[prompt cut at 8 KiB of 200 KiB]");
+    } finally {
+      await nc.drain();
+      await stack.close();
+      await repo.cleanup();
+    }
+  }, 60_000);
+});

@@ -1,4 +1,5 @@
-import { mkdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JsMsg } from "@nats-io/jetstream";
 import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
@@ -8,7 +9,17 @@ import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
 import type { Logger } from "../../runtime/logger.js";
 import type { TaskFailure, TaskResult, TaskWork } from "../../runtime/messages.js";
-import { AgentEnv, attemptKey, attemptRef, CrashPoint, INPUTS_FILE, TEST_CRASH_ENV, WORKTREE_ADO_DIR } from "../../runtime/names.js";
+import {
+  AgentEnv,
+  attemptKey,
+  attemptRef,
+  CrashPoint,
+  INPUTS_FILE,
+  PROMPT_ENV_MAX_BYTES,
+  PROMPT_FILE,
+  TEST_CRASH_ENV,
+  WORKTREE_ADO_DIR,
+} from "../../runtime/names.js";
 import { afterCommit, planAfterAgent } from "./decide.js";
 import { OutputBuffer } from "./output.js";
 import type { TaskWorktrees, WorktreeUpdate } from "./task-worktrees.js";
@@ -163,14 +174,20 @@ export class Attempt {
       crashAt(CrashPoint.afterAdd);
       await ctx.worktrees.record(work, cwd, { state: "active", createdAt: new Date().toISOString() });
     }
-    // Fan-in: what the tasks this one needs produced, as a file in its worktree (never
-    // committed: removed before the commit) and in its environment.
+    // ado's files for the agent: in the worktree's `.ado/` (never committed, never the
+    // agent's work), or in a temporary directory when there is no worktree. Fan-in: what
+    // the tasks this one needs produced (also in the environment). The prompt: always
+    // as a file, in the environment only when small (a large one fails spawn: E2BIG).
+    const adoDir = cwd ? join(cwd, WORKTREE_ADO_DIR) : await mkdtemp(join(tmpdir(), "ado-agent-"));
+    await mkdir(adoDir, { recursive: true });
     let inputsFile = "";
     if (cwd) {
-      await mkdir(join(cwd, WORKTREE_ADO_DIR), { recursive: true });
-      inputsFile = join(cwd, WORKTREE_ADO_DIR, INPUTS_FILE);
+      inputsFile = join(adoDir, INPUTS_FILE);
       await writeFile(inputsFile, JSON.stringify(work.inputs, null, 2) + "\n");
     }
+    const promptFile = join(adoDir, PROMPT_FILE);
+    await writeFile(promptFile, work.task.prompt);
+    const promptInEnv = Buffer.byteLength(work.task.prompt) <= PROMPT_ENV_MAX_BYTES;
     // Not awaited: the agent starts now. The event is stored before the result, which
     // goes out later on the same connection and is awaited (see run()).
     const announced = ctx.emit({
@@ -184,27 +201,30 @@ export class Attempt {
       worktree: cwd,
     });
     announced.catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
-    const outcome = await agent.run({
-      // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
-      cwd: taskDir(cwd, work.task),
-      env: {
-        ...work.task.env,
-        [AgentEnv.runId]: work.runId,
-        [AgentEnv.taskId]: work.taskId,
-        [AgentEnv.prompt]: work.task.prompt,
-        [AgentEnv.attempt]: String(work.attempt),
-        [AgentEnv.workerId]: ctx.workerId,
-        [AgentEnv.branch]: work.branch,
-        [AgentEnv.inputs]: JSON.stringify(work.inputs),
-        [AgentEnv.inputsFile]: inputsFile,
-        // Git run by the agent itself ignores what the include list copied in (.env).
-        ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
-      },
-      task: work.task,
-      signal: this.abort.signal,
-      suspender: this.suspender,
-      onOutput,
-    });
+    const outcome = await agent
+      .run({
+        // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
+        cwd: taskDir(cwd, work.task),
+        env: {
+          ...work.task.env,
+          [AgentEnv.runId]: work.runId,
+          [AgentEnv.taskId]: work.taskId,
+          ...(promptInEnv ? { [AgentEnv.prompt]: work.task.prompt } : {}),
+          [AgentEnv.promptFile]: promptFile,
+          [AgentEnv.attempt]: String(work.attempt),
+          [AgentEnv.workerId]: ctx.workerId,
+          [AgentEnv.branch]: work.branch,
+          [AgentEnv.inputs]: JSON.stringify(work.inputs),
+          [AgentEnv.inputsFile]: inputsFile,
+          // Git run by the agent itself ignores what the include list copied in (.env).
+          ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
+        },
+        task: work.task,
+        signal: this.abort.signal,
+        suspender: this.suspender,
+        onOutput,
+      })
+      .finally(() => (cwd ? undefined : rm(adoDir, { recursive: true, force: true })));
     const plan = planAfterAgent({ end: outcome.ok ? { ok: true } : { ok: false, failure: outcome.failure! }, worktree: !!(wt && cwd), remote: !!target?.remote });
     if (plan.kind === "report" || !wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
@@ -235,7 +255,7 @@ export class Attempt {
       ctx.worktrees.cleanupSoon(wt, work.repo!);
       return this.failed(plan.failure);
     }
-    const commit = await wt.commitAll(cwd, { message: `ado: ${work.taskId} (run ${work.runId})\n\n${work.task.prompt}`.trim() });
+    const commit = await wt.commitAll(cwd, { message: commitMessage(work) });
     const next = afterCommit({ changed: commit.changed, remote: !!target!.remote });
     // Remote mode: the branch goes to the remote, where the merge coordinator takes it
     // from, and the worktree goes now (no merger on another host could remove it).
@@ -291,4 +311,18 @@ export class Attempt {
 /** TEST ONLY (names.ts TEST_CRASH_ENV): the worker dies here, as a SIGKILL would kill it. */
 function crashAt(step: CrashPoint): void {
   if (process.env[TEST_CRASH_ENV] === step) process.kill(process.pid, "SIGKILL");
+}
+
+/** Bytes of the prompt a commit message carries (git takes it as one argument: 128 KiB at most on Linux). */
+const PROMPT_IN_MESSAGE_BYTES = 8 * 1024;
+
+/** The message of a succeeded attempt's commit: the task, the run, and its prompt (cut when long). */
+export function commitMessage(work: Pick<TaskWork, "taskId" | "runId" | "task">): string {
+  const prompt = work.task.prompt;
+  const bytes = Buffer.from(prompt);
+  const shown =
+    bytes.length <= PROMPT_IN_MESSAGE_BYTES
+      ? prompt
+      : `${bytes.subarray(0, PROMPT_IN_MESSAGE_BYTES).toString("utf8").replace(/\uFFFD$/, "")}\n\n[prompt cut at ${PROMPT_IN_MESSAGE_BYTES / 1024} KiB of ${Math.ceil(bytes.length / 1024)} KiB]`;
+  return `ado: ${work.taskId} (run ${work.runId})\n\n${shown}`.trim();
 }
