@@ -131,6 +131,11 @@ describe("attempts - a worker killed in the windows of an attempt (issue 9.2)", 
         expect(gitOut(repo.dir, "show", `${result.integrationBranch}:t.txt`)).toBe("t 2");
         const lost = events.find((e) => e.type === "worker.lost");
         expect(lost).toMatchObject({ taskId: "t", attempt: 1, workerId: victim.workerIds[0], outcome: "interrupted" });
+        // The stealer tells whether its agent had started (task.started stored before it
+        // runs): lost before, the attempt costs the task nothing (9.6).
+        const failed = events.find((e): e is Extract<AdoEvent, { type: "task.failed" }> => e.type === "task.failed" && e.attempt === 1);
+        if (step === CrashPoint.afterAdd) expect(failed?.error).toContain("before its agent started");
+        else expect(failed?.error).not.toContain("before its agent started");
         if (step === CrashPoint.afterCommit) {
           // The lost attempt's commit is kept under its attempt ref.
           expect(gitOut(repo.dir, "show", `refs/ado/attempts/${runId}/t/1:t.txt`)).toBe("t 1");

@@ -188,9 +188,12 @@ export class Attempt {
     const promptFile = join(adoDir, PROMPT_FILE);
     await writeFile(promptFile, work.task.prompt);
     const promptInEnv = Buffer.byteLength(work.task.prompt) <= PROMPT_ENV_MAX_BYTES;
-    // Not awaited: the agent starts now. The event is stored before the result, which
-    // goes out later on the same connection and is awaited (see run()).
-    const announced = ctx.emit({
+    // Stored before the agent starts: should this worker die, the stealer tells from it
+    // whether the agent had started (an attempt lost before costs the task nothing).
+    // One round trip, no extra write. Not stored (the server unreachable): the agent
+    // runs all the same, and a loss would be counted as one after the start.
+    await ctx
+      .emit({
       type: "task.started",
       runId: work.runId,
       taskId: work.taskId,
@@ -199,8 +202,8 @@ export class Attempt {
       workerId: ctx.workerId,
       branch: cwd ? work.branch : undefined,
       worktree: cwd,
-    });
-    announced.catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
+    })
+      .catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
     const outcome = await agent
       .run({
         // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
