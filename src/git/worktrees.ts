@@ -28,7 +28,7 @@ import { silentLogger } from "../runtime/logger.js";
 import { KeyedMutex } from "../runtime/mutex.js";
 import { BranchConflictError, BranchInUseError, GitCommandError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "./errors.js";
 import { ADO_IDENTITY, git, identityOptions, runGit } from "./exec.js";
-import { openRepo, readBranch } from "./repo.js";
+import { isAncestor, openRepo, readBranch } from "./repo.js";
 import { DEFAULT_INCLUDE, type IncludeSpec, type LocalFiles, populateWorktree } from "./worktree-include.js";
 import { ADO_REFS, archiveRef, WORKTREE_ADO_DIR } from "../runtime/names.js";
 import { Backoff, retry } from "../runtime/retry.js";
@@ -107,6 +107,24 @@ export const WorktreeMetaSchema = z.object({
   local: z.array(z.string()).default([]),
 });
 export type WorktreeMeta = z.infer<typeof WorktreeMetaSchema>;
+
+/** What an agent did with git in its worktree (WorktreeManager.attemptGit). */
+export interface AttemptGit {
+  /** The worktree's HEAD commit. */
+  head: string;
+  /** The branch HEAD is on; undefined when detached. */
+  headBranch?: string;
+  /** The task branch's commit now (undefined: the agent deleted it). */
+  taskTip?: string;
+  /** Whether the base is HEAD or one of its ancestors. */
+  onBase: boolean;
+  /** Whether HEAD moved below the base (an ancestor of it). */
+  belowBase: boolean;
+  /** Whether the task branch's commit is HEAD or one of its ancestors. */
+  taskInHead: boolean;
+  /** Branches the agent made (new since it started; its HEAD went there, or they hold its commits). */
+  strays: Array<{ branch: string; tip: string; onBase: boolean; inHead: boolean }>;
+}
 
 /** A worktree under the base directory with what cleanup needs to decide about it. */
 export interface WorktreeStatus extends WorktreeEntry {
@@ -271,7 +289,124 @@ export class WorktreeManager {
       `${global}\n# ado: its own files for the agent\n/${WORKTREE_ADO_DIR}/\n# ado: copied or linked from the user's checkout (worktrees.include)\n${ours.join("\n")}\n`,
     );
     const n = Number(env.GIT_CONFIG_COUNT ?? 0) || 0;
-    return { GIT_CONFIG_COUNT: String(n + 1), [`GIT_CONFIG_KEY_${n}`]: "core.excludesFile", [`GIT_CONFIG_VALUE_${n}`]: file };
+    return {
+      GIT_CONFIG_COUNT: String(n + 2),
+      [`GIT_CONFIG_KEY_${n}`]: "core.excludesFile",
+      [`GIT_CONFIG_VALUE_${n}`]: file,
+      // The worktree's HEAD reflog tells which branches the agent went to and which
+      // commits it made (attemptGit); bare clones (remote mode) keep none by default.
+      [`GIT_CONFIG_KEY_${n + 1}`]: "core.logAllRefUpdates",
+      [`GIT_CONFIG_VALUE_${n + 1}`]: "true",
+    };
+  }
+
+  /** Paths that differ between two commits (both sides of a rename). */
+  async filesBetween(from: string, to: string): Promise<string[]> {
+    return splitZ(await git(this.#repo, ["diff", "--name-only", "--no-renames", "-z", from, to]));
+  }
+
+  /** Whether the worktree holds uncommitted changes (ado's own files and copies from the checkout left out). */
+  async hasChanges(worktreePath: string): Promise<boolean> {
+    return (await this.#changes(path.resolve(worktreePath), adoOwn(await this.#metaOf(worktreePath)))).length > 0;
+  }
+
+  /** Every local branch and its commit: taken before an agent runs, to tell the branches it makes. */
+  async branches(): Promise<Map<string, string>> {
+    const out = await git(this.#repo, ["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/"]);
+    return new Map(
+      out
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => [l.slice(l.indexOf(" ") + 1).replace(/^refs\/heads\//, ""), l.slice(0, l.indexOf(" "))] as [string, string]),
+    );
+  }
+
+  /**
+   * What an agent did with git in its worktree, for the worker to decide whether its
+   * commits can land on the task branch (see the worker's decide.ts). Cheap when the
+   * agent left git alone (one for-each-ref); the reflog and ancestry are read only when
+   * HEAD left the task branch, the branch moved, or new branches appeared.
+   * @param before the repository's branches before the agent ran (`branches()`).
+   */
+  async attemptGit(worktreePath: string, opts: { branch: string; base: string; before: ReadonlyMap<string, string> }): Promise<AttemptGit> {
+    const out = await git(worktreePath, ["for-each-ref", "--format=%(HEAD) %(objectname) %(refname)", "refs/heads/"]);
+    const now = new Map<string, string>();
+    let headBranch: string | undefined;
+    for (const line of out.split("\n").filter(Boolean)) {
+      const [mark, sha, ref] = [line[0], line.slice(2, line.indexOf(" ", 2)), line.slice(line.indexOf(" ", 2) + 1)];
+      const name = ref.replace(/^refs\/heads\//, "");
+      now.set(name, sha);
+      if (mark === "*") headBranch = name;
+    }
+    const taskTip = now.get(opts.branch);
+    const fresh = [...now].filter(([name]) => name !== opts.branch && !opts.before.has(name));
+    const head = headBranch ? now.get(headBranch)! : (await git(worktreePath, ["rev-parse", "HEAD"])).trim();
+    const ancestor = (a: string, b: string) => (a === b ? Promise.resolve(true) : isAncestor(this.#repo, a, b));
+    const state: AttemptGit = {
+      head,
+      headBranch,
+      taskTip,
+      onBase: await ancestor(opts.base, head),
+      belowBase: head !== opts.base && (await ancestor(head, opts.base)),
+      taskInHead: taskTip !== undefined && (headBranch === opts.branch || (await ancestor(taskTip, head))),
+      strays: [],
+    };
+    if (fresh.length === 0) return state;
+    // New branches are the agent's when its HEAD went there (the worktree's own reflog)
+    // or they point at a commit made in this worktree; others are other tasks' (ado makes
+    // theirs at the same time) or the user's, and are none of this attempt's business.
+    const reflog = await runGit(worktreePath, ["reflog", "show", "--format=%H%x09%gs", "HEAD"], [0, 128]);
+    const ours = new Set<string>();
+    const visited = new Set<string>();
+    for (const line of reflog.stdout.split("\n").filter(Boolean)) {
+      const [sha, subject = ""] = line.split("\t");
+      if (sha && sha !== opts.base) ours.add(sha);
+      const moved = /^checkout: moving from .* to (.+)$/.exec(subject);
+      if (moved) visited.add(moved[1]!);
+    }
+    for (const [name, tip] of fresh) {
+      if (!visited.has(name) && !ours.has(tip) && name !== headBranch) continue;
+      state.strays.push({ branch: name, tip, onBase: await ancestor(opts.base, tip), inHead: await ancestor(tip, head) });
+    }
+    return state;
+  }
+
+  /**
+   * Lands what an agent committed on another branch (or a detached HEAD) on the task
+   * branch: the task branch moves from `from` to `to` (compare-and-set), and HEAD is
+   * attached to it again, so what is left uncommitted is committed there. The worktree's
+   * files and index stay as they are (HEAD already is `to`), unless `fastForward`: then
+   * HEAD is on the task branch at `from` with a clean tree, and the tree moves to `to`.
+   */
+  async landOnTaskBranch(worktreePath: string, opts: { branch: string; from: string | undefined; to: string; fastForward?: boolean }): Promise<void> {
+    if (opts.fastForward) {
+      await git(worktreePath, ["merge", "--ff-only", "-q", opts.to]);
+      return;
+    }
+    await git(this.#repo, ["update-ref", "-m", "ado: the agent's commits land on the task branch", `refs/heads/${opts.branch}`, opts.to, opts.from ?? ""]);
+    await git(worktreePath, ["symbolic-ref", "-m", "ado: back on the task branch", "HEAD", `refs/heads/${opts.branch}`]);
+  }
+
+  /**
+   * Deletes branches an agent made, each only if it still points where it was seen; one
+   * whose commits are not on `keptBy` (a commit) is first kept under `archiveRef(name)`.
+   * @returns the branches deleted, and the archive refs written.
+   */
+  async dropStrayBranches(strays: readonly { branch: string; tip: string }[], opts: { keptBy?: string; archiveRef: (branch: string) => string }): Promise<{ deleted: string[]; archived: string[] }> {
+    const deleted: string[] = [];
+    const archived: string[] = [];
+    for (const s of strays) {
+      const safe = opts.keptBy !== undefined && (s.tip === opts.keptBy || (await isAncestor(this.#repo, s.tip, opts.keptBy)));
+      if (!safe) {
+        const ref = opts.archiveRef(s.branch);
+        await git(this.#repo, ["update-ref", "-m", `ado: branch ${s.branch} an agent made, kept`, ref, s.tip]);
+        archived.push(ref);
+      }
+      // Compare-and-set: a branch someone moved since is not ours to delete.
+      const r = await runGit(this.#repo, ["update-ref", "-d", `refs/heads/${s.branch}`, s.tip], [0, 1, 128]);
+      if (r.exitCode === 0) deleted.push(s.branch);
+    }
+    return { deleted, archived };
   }
 
   /**

@@ -55,6 +55,13 @@ export const ADO_REFS = "refs/ado";
 export const attemptRef = (runId: string, taskId: string, attempt: number): string => `${ADO_REFS}/attempts/${runId}/${taskId}/${attempt}`;
 /** Every attempt ref of a run (a `git for-each-ref` pattern): `refs/ado/attempts/<run>/`. */
 export const runAttemptRefs = (runId: string): string => `${ADO_REFS}/attempts/${runId}/`;
+/**
+ * Where a branch an agent made on its own during an attempt is kept before ado deletes
+ * it, when its commits did not land on the task branch:
+ * `refs/ado/attempts/<run>/<task>/<attempt>-branches/<branch>`.
+ */
+export const strayBranchRef = (runId: string, taskId: string, attempt: number, branch: string): string =>
+  `${attemptRef(runId, taskId, attempt)}-branches/${branch}`;
 /** Where cleanup keeps a worktree's work before removing it: `refs/ado/archive/<run>/<task>/<UTC time>`. */
 export const archiveRef = (runId: string, taskId: string, at: Date): string =>
   `${ADO_REFS}/archive/${runId}/${taskId}/${at.toISOString().replace(/[:.]/g, "-")}`;

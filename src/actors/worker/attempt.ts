@@ -17,10 +17,11 @@ import {
   INPUTS_FILE,
   PROMPT_ENV_MAX_BYTES,
   PROMPT_FILE,
+  strayBranchRef,
   TEST_CRASH_ENV,
   WORKTREE_ADO_DIR,
 } from "../../runtime/names.js";
-import { afterCommit, planAfterAgent } from "./decide.js";
+import { afterCommit, planAfterAgent, planBranches } from "./decide.js";
 import { OutputBuffer } from "./output.js";
 import type { TaskWorktrees, WorktreeUpdate } from "./task-worktrees.js";
 
@@ -152,6 +153,7 @@ export class Attempt {
     let cwd: string | undefined;
     let wt: WorktreeManager | undefined;
     let target: RepoTarget | undefined;
+    let branchesBefore: Map<string, string> | undefined;
     if (agent.needsWorktree) {
       if (!work.repo || !work.baseCommit) {
         return this.failed({ kind: "invalid", retryable: false, message: `agent '${agent.name}' needs a repository, and the run has none` });
@@ -172,6 +174,8 @@ export class Attempt {
         ownBranch: true,
       }));
       crashAt(CrashPoint.afterAdd);
+      // The repository's branches before the agent runs, to tell the ones it makes.
+      branchesBefore = await wt.branches();
       await ctx.worktrees.record(work, cwd, { state: "active", createdAt: new Date().toISOString() });
     }
     // ado's files for the agent: in the worktree's `.ado/` (never committed, never the
@@ -228,18 +232,40 @@ export class Attempt {
         onOutput,
       })
       .finally(() => (cwd ? undefined : rm(adoDir, { recursive: true, force: true })));
-    const plan = planAfterAgent({ end: outcome.ok ? { ok: true } : { ok: false, failure: outcome.failure! }, worktree: !!(wt && cwd), remote: !!target?.remote });
-    if (plan.kind === "report" || !wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
+    if (!wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
+    const base = work.baseCommit!;
+    const ref = attemptRef(work.runId, work.taskId, work.attempt);
+
+    // What the agent did with git itself: commits on the task branch, on a branch of its
+    // own, a detached HEAD; lands on the task branch when that is unambiguous.
+    const facts = await wt.attemptGit(cwd, { branch: work.branch, base, before: branchesBefore! });
+    const clean = facts.head === base && facts.headBranch === work.branch && facts.strays.some((b) => !b.inHead) ? !(await wt.hasChanges(cwd)) : undefined;
+    const branches = planBranches({ ...facts, branch: work.branch, base, clean });
+    const plan = planAfterAgent({ end: outcome.ok ? { ok: true } : { ok: false, failure: outcome.failure! }, worktree: true, remote: !!target?.remote, branches, attemptRef: ref });
+    if (plan.kind !== "archive" && branches.kind === "land") {
+      await wt.landOnTaskBranch(cwd, { branch: work.branch, from: branches.from, to: branches.to, fastForward: branches.fastForward });
+      ctx.log.info({ task: work.taskId, to: branches.to }, branches.what);
+    }
+    // The agent's branches go once their commits are safe: on the task branch (`keptBy`), else archived first.
+    // `headMoved`: HEAD stayed on the agent's branch and ado's commit went there (an archive).
+    const dropStrays = async (keptBy: string | undefined, headMoved = false) => {
+      const strays = facts.strays.map((b) => (headMoved && b.branch === facts.headBranch && keptBy ? { ...b, tip: keptBy } : b));
+      if (strays.length === 0) return;
+      const { deleted, archived } = await wt.dropStrayBranches(strays, { keptBy, archiveRef: (name) => strayBranchRef(work.runId, work.taskId, work.attempt, name) });
+      ctx.log.info({ task: work.taskId, deleted, archived }, "branches the agent made removed (their commits are kept)");
+    };
 
     if (plan.kind === "checkpoint") {
       // The work so far is committed on the task branch, and the next attempt starts
       // from that commit instead of from scratch.
       const c = await wt.commitAll(cwd, { message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)` });
-      if (c.changed) await ctx.access.publishBranch(target!, c.commit, work.branch);
+      const changed = c.commit !== base;
+      if (changed) await ctx.access.publishBranch(target!, c.commit, work.branch);
       await wt.remove(cwd, { force: true });
+      await dropStrays(c.commit);
       await ctx.worktrees.record(work, cwd, { state: "removed", commit: c.commit, reason: "interrupted: the work so far is committed on the branch (checkpoint)" });
-      if (c.changed) {
+      if (changed) {
         await ctx
           .emit({ type: "task.checkpoint", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), workerId: ctx.workerId, commit: c.commit, reason: "worker shutting down" })
           .catch(() => undefined);
@@ -248,6 +274,13 @@ export class Attempt {
     }
     if (plan.kind === "archive") {
       const kept = await this.keepFailedAttempt(wt, cwd, work);
+      // The agent's commits on the task branch that HEAD did not hold (it was elsewhere)
+      // are kept too, and the branch goes back to its base.
+      const taskTip = facts.taskTip;
+      if (kept.state !== "kept" && taskTip && taskTip !== base && !facts.taskInHead) {
+        await wt.dropStrayBranches([{ branch: work.branch, tip: taskTip }], { archiveRef: (name) => strayBranchRef(work.runId, work.taskId, work.attempt, name) });
+      }
+      if (kept.state !== "kept") await dropStrays(kept.commit, true);
       // Remote mode: the failed attempt's work is kept on the remote too (best effort).
       if (target!.remote && kept.archiveRef && kept.commit) {
         await pushRef(work.repo!, target!.remote, kept.commit, kept.archiveRef).catch((err) =>
@@ -259,11 +292,15 @@ export class Attempt {
       return this.failed(plan.failure);
     }
     const commit = await wt.commitAll(cwd, { message: commitMessage(work) });
-    const next = afterCommit({ changed: commit.changed, remote: !!target!.remote });
+    // The agent's own commits are its work too: "changed" is the branch against its base.
+    const changed = commit.commit !== base;
+    const files = !changed ? [] : facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(base, commit.commit);
+    const next = afterCommit({ changed, remote: !!target!.remote });
     // Remote mode: the branch goes to the remote, where the merge coordinator takes it
     // from, and the worktree goes now (no merger on another host could remove it).
     if (next.kind === "pushAndRemove") await ctx.access.publishBranch(target!, commit.commit, work.branch);
     if (next.kind !== "keepForMerge") await wt.remove(cwd);
+    await dropStrays(commit.commit);
     await ctx.worktrees.record(
       work,
       cwd,
@@ -275,7 +312,7 @@ export class Attempt {
     );
     if (next.kind === "keepForMerge") crashAt(CrashPoint.afterCommit);
     ctx.worktrees.cleanupSoon(wt, work.repo!);
-    return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files: commit.files, worktree: next.kind === "keepForMerge" ? cwd : undefined };
+    return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files, worktree: next.kind === "keepForMerge" ? cwd : undefined };
   }
 
   /**
