@@ -83,6 +83,8 @@ export interface AddedWorktree {
 
 export interface CommitAllOptions {
   message: string;
+  /** Commit even when nothing is staged (a checkpoint that must carry its trailer). */
+  allowEmpty?: boolean;
   /** Author of the commit; the committer stays the configured (or ado's) identity. */
   authorName?: string;
   authorEmail?: string;
@@ -256,16 +258,23 @@ export class WorktreeManager {
       await git(worktreePath, ["rm", "--cached", "-r", "-q", "--ignore-unmatch", "--", ...staged.map(literal)]);
       files = splitZ(await git(worktreePath, diff));
     }
-    if (files.length > 0) {
+    if (files.length > 0 || opts.allowEmpty) {
       const author =
         opts.authorName !== undefined || opts.authorEmail !== undefined
           ? [`--author=${opts.authorName ?? ADO_IDENTITY.name} <${opts.authorEmail ?? ADO_IDENTITY.email}>`]
           : [];
       const identity = await identityOptions(worktreePath);
-      await git(worktreePath, [...identity, "commit", "--no-verify", "-q", ...author, "-m", opts.message]);
+      await git(worktreePath, [...identity, "commit", "--no-verify", "-q", ...(opts.allowEmpty ? ["--allow-empty"] : []), ...author, "-m", opts.message]);
     }
     const commit = (await git(worktreePath, ["rev-parse", "HEAD"])).trim();
-    return { commit, changed: files.length > 0, files };
+    return { commit, changed: files.length > 0 || !!opts.allowEmpty, files };
+  }
+
+  /** The value of trailer `key` in `commit`'s message (the last one), or undefined. */
+  async trailer(commit: string, key: string): Promise<string | undefined> {
+    const out = await runGit(this.#repo, ["log", "-1", `--format=%(trailers:key=${key},valueonly)`, commit], [0, 128]);
+    const value = out.stdout.trim().split("\n").pop()?.trim();
+    return out.exitCode === 0 && value ? value : undefined;
   }
 
   /**

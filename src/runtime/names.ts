@@ -163,6 +163,14 @@ export const MergeEnv = {
   candidate: "ADO_CANDIDATE",
 } as const;
 
+/**
+ * The trailer of a checkpoint commit (an interrupted attempt's work, committed on its
+ * task branch) naming the commit the task started from: the next attempt, which starts
+ * at the checkpoint, measures its changes from there, so the checkpoint's own work is
+ * never taken for "no changes".
+ */
+export const CHECKPOINT_TRAILER = "Ado-Checkpoint-Base";
+
 /** The directory ado writes into a task's worktree for its agent (never committed). */
 export const WORKTREE_ADO_DIR = ".ado";
 /** The fan-in inputs file in it. */

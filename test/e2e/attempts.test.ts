@@ -187,3 +187,40 @@ describe("attempts - prompts of any size reach the agent (a file; the environmen
     }
   }, 60_000);
 });
+
+describe("attempts - a checkpoint's work is the next attempt's too", () => {
+  it("an attempt resumed from a checkpoint that adds nothing still lands the checkpoint's work (never 'no changes')", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(scratch, "wt-checkpoint"), heartbeatMs: 200 };
+    const actors = await Stack.start({ config: parseConfig({ ...base, workers: 0 }), logger: silentLogger });
+    // A grace of 300 ms: the task outlives it and is interrupted (checkpointed).
+    const first = await Stack.start({ config: parseConfig({ ...base, shutdown: { graceMs: 300, forceMs: 5_000 } }), logger: silentLogger, actors: [], workers: 1 });
+    const nc = await connectNats({ servers: ts.url, name: "attempts-checkpoint", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    let second: Stack | undefined;
+    try {
+      const graph = parseGraph(`tasks:\n  - { id: long, run: 'if [ -f part1.txt ]; then echo resumed; else echo one > part1.txt; sleep 30; fi' }\n`);
+      const events: AdoEvent[] = [];
+      const { runId } = await client.submit({ graph, repo: repo.dir });
+      const watching = client.watch(runId, { onEvent: (e) => events.push(e) });
+      await eventually(() => events.some((e) => e.type === "task.output" && e.taskId === "long") || events.some((e) => e.type === "task.started"), 20_000, "task started");
+      await eventually(async () => gitOut(repo.dir, "worktree", "list").includes(runId), 10_000, "its worktree");
+      await new Promise((r) => setTimeout(r, 500)); // let it write part1
+      await first.close();
+      second = await Stack.start({ config: parseConfig({ ...base, workers: 1 }), logger: silentLogger, actors: [] });
+      const outcome = await watching;
+      expect(outcome.status, outcome.error).toBe("succeeded");
+      expect(events.some((e) => e.type === "task.checkpoint")).toBe(true);
+      const succeeded = events.find((e): e is Extract<AdoEvent, { type: "task.succeeded" }> => e.type === "task.succeeded")!;
+      expect(succeeded).toMatchObject({ attempt: 2, files: ["part1.txt"] });
+      expect(gitOut(repo.dir, "show", `${outcome.integrationBranch}:part1.txt`)).toBe("one");
+    } finally {
+      await nc.drain();
+      await second?.close();
+      await first.close();
+      await actors.close();
+      await repo.cleanup();
+    }
+  }, 60_000);
+});

@@ -15,6 +15,7 @@ import {
   attemptRef,
   CrashPoint,
   INPUTS_FILE,
+  CHECKPOINT_TRAILER,
   PROMPT_ENV_MAX_BYTES,
   PROMPT_FILE,
   strayBranchRef,
@@ -236,6 +237,9 @@ export class Attempt {
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
     const base = work.baseCommit!;
     const ref = attemptRef(work.runId, work.taskId, work.attempt);
+    // Started at an earlier attempt's checkpoint: its work counts as this attempt's too,
+    // measured from where the task started.
+    const taskBase = (await wt.trailer(base, CHECKPOINT_TRAILER).catch(() => undefined)) ?? base;
 
     // What the agent did with git itself: commits on the task branch, on a branch of its
     // own, a detached HEAD; lands on the task branch when that is unambiguous.
@@ -259,7 +263,13 @@ export class Attempt {
     if (plan.kind === "checkpoint") {
       // The work so far is committed on the task branch, and the next attempt starts
       // from that commit instead of from scratch.
-      const c = await wt.commitAll(cwd, { message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)` });
+      // Always a commit of ado's when there is work (the agent's own commits, or an earlier
+      // checkpoint), so the trailer tells the next attempt where the task started.
+      const hasWork = taskBase !== base || facts.head !== base || branches.kind === "land" || (await wt.hasChanges(cwd));
+      const c = await wt.commitAll(cwd, {
+        message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)\n\n${CHECKPOINT_TRAILER}: ${taskBase}`,
+        allowEmpty: hasWork,
+      });
       const changed = c.commit !== base;
       if (changed) await ctx.access.publishBranch(target!, c.commit, work.branch);
       await wt.remove(cwd, { force: true });
@@ -292,9 +302,10 @@ export class Attempt {
       return this.failed(plan.failure);
     }
     const commit = await wt.commitAll(cwd, { message: commitMessage(work) });
-    // The agent's own commits are its work too: "changed" is the branch against its base.
-    const changed = commit.commit !== base;
-    const files = !changed ? [] : facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(base, commit.commit);
+    // The agent's own commits are its work too, and so is a checkpoint the attempt started
+    // from: "changed" is the branch against where the task started.
+    const changed = commit.commit !== taskBase;
+    const files = !changed ? [] : taskBase === base && facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(taskBase, commit.commit);
     const next = afterCommit({ changed, remote: !!target!.remote });
     // Remote mode: the branch goes to the remote, where the merge coordinator takes it
     // from, and the worktree goes now (no merger on another host could remove it).
