@@ -63,11 +63,13 @@ describe("agent reaper", () => {
       expect(alive(grandchild)).toBe(true);
       expect(reaper).toBeGreaterThan(0);
       child.kill("SIGKILL");
-      // TERM at once, KILL after the reaper's grace: well within 5 s.
-      expect(await gone(-pgid, 5_000)).toBe(true);
+      // TERM at once, KILL after the reaper's grace (2 s); the waits end as soon as the
+      // group is gone and are generous for a loaded machine (starting the child there
+      // can take seconds too).
+      expect(await gone(-pgid, 15_000)).toBe(true);
       expect(alive(grandchild)).toBe(false);
-      expect(await gone(reaper, 5_000)).toBe(true);
-    }, 15_000);
+      expect(await gone(reaper, 15_000)).toBe(true);
+    }, 60_000);
   }
 });
 

@@ -197,17 +197,9 @@ export class Attempt {
     // whether the agent had started (an attempt lost before costs the task nothing).
     // One round trip, no extra write. Not stored (the server unreachable): the agent
     // runs all the same, and a loss would be counted as one after the start.
+    const started = { type: "task.started" as const, runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: startedAt, workerId: ctx.workerId };
     await ctx
-      .emit({
-      type: "task.started",
-      runId: work.runId,
-      taskId: work.taskId,
-      attempt: work.attempt,
-      at: startedAt,
-      workerId: ctx.workerId,
-      branch: cwd ? work.branch : undefined,
-      worktree: cwd,
-    })
+      .emit({ ...started, branch: cwd ? work.branch : undefined, worktree: cwd })
       .catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
     const outcome = await agent
       .run({
