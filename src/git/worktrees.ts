@@ -319,8 +319,15 @@ export class WorktreeManager {
     return (await this.#changes(path.resolve(worktreePath), adoOwn(await this.#metaOf(worktreePath)))).length > 0;
   }
 
-  /** Every local branch and its commit: taken before an agent runs, to tell the branches it makes. */
+  /**
+   * Every local branch and its commit: taken before an agent runs, to tell the branches
+   * it makes. Read from the ref store on disk (no git process) unless the repository
+   * keeps its refs another way.
+   */
   async branches(): Promise<Map<string, string>> {
+    const { gitCommonDir } = await this.#init();
+    const onDisk = await readBranchesFromDisk(gitCommonDir);
+    if (onDisk) return onDisk;
     const out = await git(this.#repo, ["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/"]);
     return new Map(
       out
@@ -332,31 +339,35 @@ export class WorktreeManager {
 
   /**
    * What an agent did with git in its worktree, for the worker to decide whether its
-   * commits can land on the task branch (see the worker's decide.ts). Cheap when the
-   * agent left git alone (one for-each-ref); the reflog and ancestry are read only when
-   * HEAD left the task branch, the branch moved, or new branches appeared.
+   * commits can land on the task branch (see the worker's decide.ts). Free when the
+   * agent left git alone (refs and the worktree's HEAD are read from disk); git runs
+   * only to check ancestry when HEAD moved, and to read the worktree's HEAD reflog when
+   * new branches appeared.
    * @param before the repository's branches before the agent ran (`branches()`).
    */
   async attemptGit(worktreePath: string, opts: { branch: string; base: string; before: ReadonlyMap<string, string> }): Promise<AttemptGit> {
-    const out = await git(worktreePath, ["for-each-ref", "--format=%(HEAD) %(objectname) %(refname)", "refs/heads/"]);
-    const now = new Map<string, string>();
-    let headBranch: string | undefined;
-    for (const line of out.split("\n").filter(Boolean)) {
-      const [mark, sha, ref] = [line[0], line.slice(2, line.indexOf(" ", 2)), line.slice(line.indexOf(" ", 2) + 1)];
-      const name = ref.replace(/^refs\/heads\//, "");
-      now.set(name, sha);
-      if (mark === "*") headBranch = name;
-    }
+    const { gitCommonDir } = await this.#init();
+    const now = await this.branches();
+    const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
+    const headFile = admin ? (await readFile(path.join(admin, "HEAD"), "utf8").catch(() => "")).trim() : "";
+    const symbolic = /^ref: refs\/heads\/(.+)$/.exec(headFile)?.[1];
+    const headBranch = symbolic !== undefined && now.has(symbolic) ? symbolic : undefined;
+    // A HEAD on a branch with no commit yet (`checkout --orphan`) reads as the task branch's.
+    const head = headBranch
+      ? now.get(headBranch)!
+      : /^[0-9a-f]{40,64}$/.test(headFile)
+        ? headFile
+        : ((await runGit(worktreePath, ["rev-parse", "-q", "--verify", "HEAD"], [0, 1, 128])).stdout.trim() || (now.get(opts.branch) ?? opts.base));
     const taskTip = now.get(opts.branch);
     const fresh = [...now].filter(([name]) => name !== opts.branch && !opts.before.has(name));
-    const head = headBranch ? now.get(headBranch)! : (await git(worktreePath, ["rev-parse", "HEAD"])).trim();
     const ancestor = (a: string, b: string) => (a === b ? Promise.resolve(true) : isAncestor(this.#repo, a, b));
+    const onBase = await ancestor(opts.base, head);
     const state: AttemptGit = {
       head,
       headBranch,
       taskTip,
-      onBase: await ancestor(opts.base, head),
-      belowBase: head !== opts.base && (await ancestor(head, opts.base)),
+      onBase,
+      belowBase: !onBase && (await ancestor(head, opts.base)),
       taskInHead: taskTip !== undefined && (headBranch === opts.branch || (await ancestor(taskTip, head))),
       strays: [],
     };
@@ -902,6 +913,32 @@ export async function worktreesOnBranch(repo: string, branch: string): Promise<A
     if (hit) hit.meta = await readMeta(path.join(root, id)).catch(() => undefined);
   }
   return found;
+}
+
+/**
+ * Local branches from the ref store on disk: loose refs under `refs/heads/` over
+ * `packed-refs`. No git process, so a worker can note them around every attempt for
+ * free. Undefined when the repository keeps its refs another way (reftable).
+ */
+async function readBranchesFromDisk(gitCommonDir: string): Promise<Map<string, string> | undefined> {
+  if (await pathExists(path.join(gitCommonDir, "reftable"))) return undefined;
+  const branches = new Map<string, string>();
+  const packed = await readFile(path.join(gitCommonDir, "packed-refs"), "utf8").catch(() => "");
+  for (const line of packed.split("\n")) {
+    const m = /^([0-9a-f]{40,64}) refs\/heads\/(.+)$/.exec(line);
+    if (m) branches.set(m[2]!, m[1]!);
+  }
+  const walk = async (dir: string, prefix: string): Promise<void> => {
+    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
+      if (e.isDirectory()) await walk(path.join(dir, e.name), `${prefix}${e.name}/`);
+      else if (e.isFile() && !e.name.endsWith(".lock")) {
+        const sha = (await readFile(path.join(dir, e.name), "utf8").catch(() => "")).trim();
+        if (/^[0-9a-f]{40,64}$/.test(sha)) branches.set(prefix + e.name, sha);
+      }
+    }
+  };
+  await walk(path.join(gitCommonDir, "refs", "heads"), "");
+  return branches;
 }
 
 /** Whether the process that created a worktree still runs: undefined when it ran on another host. */

@@ -173,7 +173,9 @@ describe("stealer - a worker SIGKILLed with a task running and two more queued o
       cluster.killAll();
       await repo.cleanup();
     }
-  }, 60_000);
+    // Seven processes start before anything happens: on a loaded 2-core machine that
+    // alone took 25-35 s (on main as well), so 60 s was not enough.
+  }, 120_000);
 });
 
 // ---------------------------------------------------------------- in-process cases

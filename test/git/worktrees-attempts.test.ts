@@ -106,3 +106,50 @@ describe("worktrees - ado's own .ado/ directory is never the agent's work", () =
     expect(status).toBe("");
   });
 });
+
+describe("worktrees - what an agent did with git", () => {
+  it("branches() reads loose and packed refs from disk as git lists them", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    commitOnBranch(repo, "packed/one", root, { "a.txt": "a\n" });
+    sh(repo, "pack-refs", "--all");
+    const loose = commitOnBranch(repo, "loose", root, { "b.txt": "b\n" });
+    // A packed ref overridden by a loose one.
+    const moved = commitOnBranch(repo, "packed/one", loose, { "c.txt": "c\n" });
+    const fromGit = new Map(
+      sh(repo, "for-each-ref", "--format=%(refname:short) %(objectname)", "refs/heads/")
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => l.split(" ") as [string, string]),
+    );
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    expect(await manager.branches()).toEqual(fromGit);
+    expect(fromGit.get("packed/one")).toBe(moved);
+  });
+
+  it("attemptGit: an agent that left git alone shows nothing; a branch it made and committed on shows, another task's does not", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const wt = await manager.add({ name: "r/t", branch: "ado/r/t", base: root });
+    const before = await manager.branches();
+    expect(await manager.attemptGit(wt.path, { branch: "ado/r/t", base: root, before })).toEqual({
+      head: root,
+      headBranch: "ado/r/t",
+      taskTip: root,
+      onBase: true,
+      belowBase: false,
+      taskInHead: true,
+      strays: [],
+    });
+    sh(wt.path, "checkout", "-q", "-b", "mine");
+    await writeFiles(wt.path, { "m.txt": "m\n" });
+    sh(wt.path, "add", "m.txt");
+    sh(wt.path, "-c", "user.name=a", "-c", "user.email=a@x", "commit", "-q", "-m", "mine");
+    // Another task's branch made meanwhile at the same base is none of this attempt's.
+    sh(repo, "branch", "ado/r/other", root);
+    const after = await manager.attemptGit(wt.path, { branch: "ado/r/t", base: root, before });
+    const tip = sh(wt.path, "rev-parse", "HEAD");
+    expect(after).toMatchObject({ head: tip, headBranch: "mine", taskTip: root, onBase: true, belowBase: false, taskInHead: true });
+    expect(after.strays).toEqual([{ branch: "mine", tip, onBase: true, inHead: true }]);
+  });
+});
+

@@ -230,8 +230,8 @@ export class Attempt {
     const base = work.baseCommit!;
     const ref = attemptRef(work.runId, work.taskId, work.attempt);
     // Started at an earlier attempt's checkpoint: its work counts as this attempt's too,
-    // measured from where the task started.
-    const taskBase = (await wt.trailer(base, CHECKPOINT_TRAILER).catch(() => undefined)) ?? base;
+    // measured from where the task started (read only when it matters: one git process).
+    const taskBase = async () => (await wt.trailer(base, CHECKPOINT_TRAILER).catch(() => undefined)) ?? base;
 
     // What the agent did with git itself: commits on the task branch, on a branch of its
     // own, a detached HEAD; lands on the task branch when that is unambiguous.
@@ -257,9 +257,10 @@ export class Attempt {
       // from that commit instead of from scratch.
       // Always a commit of ado's when there is work (the agent's own commits, or an earlier
       // checkpoint), so the trailer tells the next attempt where the task started.
-      const hasWork = taskBase !== base || facts.head !== base || branches.kind === "land" || (await wt.hasChanges(cwd));
+      const taskStart = await taskBase();
+      const hasWork = taskStart !== base || facts.head !== base || branches.kind === "land" || (await wt.hasChanges(cwd));
       const c = await wt.commitAll(cwd, {
-        message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)\n\n${CHECKPOINT_TRAILER}: ${taskBase}`,
+        message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)\n\n${CHECKPOINT_TRAILER}: ${taskStart}`,
         allowEmpty: hasWork,
       });
       const changed = c.commit !== base;
@@ -296,8 +297,9 @@ export class Attempt {
     const commit = await wt.commitAll(cwd, { message: commitMessage(work) });
     // The agent's own commits are its work too, and so is a checkpoint the attempt started
     // from: "changed" is the branch against where the task started.
-    const changed = commit.commit !== taskBase;
-    const files = !changed ? [] : taskBase === base && facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(taskBase, commit.commit);
+    const from = commit.commit === base ? await taskBase() : base;
+    const changed = commit.commit !== from;
+    const files = !changed ? [] : from === base && facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(from, commit.commit);
     const next = afterCommit({ changed, remote: !!target!.remote });
     // Remote mode: the branch goes to the remote, where the merge coordinator takes it
     // from, and the worktree goes now (no merger on another host could remove it).
