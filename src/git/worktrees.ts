@@ -30,7 +30,7 @@ import { BranchConflictError, BranchInUseError, GitCommandError, InvalidWorktree
 import { ADO_IDENTITY, git, identityOptions, runGit } from "./exec.js";
 import { isAncestor, openRepo, readBranch } from "./repo.js";
 import { DEFAULT_INCLUDE, type IncludeSpec, type LocalFiles, populateWorktree } from "./worktree-include.js";
-import { ADO_REFS, archiveRef, WORKTREE_ADO_DIR } from "../runtime/names.js";
+import { ADO_BRANCH_PREFIX, ADO_REFS, archiveRef, WORKTREE_ADO_DIR } from "../runtime/names.js";
 import { Backoff, retry } from "../runtime/retry.js";
 
 /** A worktree as `git worktree list` reports it. */
@@ -171,6 +171,8 @@ export class WorktreeManager {
   readonly #log: Logger;
   readonly #include: IncludeSpec;
   #setup: Promise<{ gitCommonDir: string; topLevel: string; baseDir: string }> | undefined;
+  /** The user's `core.excludesFile` (agentGitEnv), read once. */
+  #excludesFile: Promise<string> | undefined;
 
   constructor(opts: WorktreeManagerOptions) {
     this.#repo = path.resolve(opts.repo);
@@ -288,7 +290,12 @@ export class WorktreeManager {
     const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
     const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
     if (!admin) return {};
-    const globalFile = (await runGit(worktreePath, ["config", "--path", "--get", "core.excludesFile"], [0, 1])).stdout.trim();
+    // Asked of git once per repository (a process per task added up under load).
+    this.#excludesFile ??= runGit(worktreePath, ["config", "--path", "--get", "core.excludesFile"], [0, 1]).then(
+      (r) => r.stdout.trim(),
+      () => "",
+    );
+    const globalFile = await this.#excludesFile;
     const fallback = path.join(env.XDG_CONFIG_HOME || path.join(env.HOME || "/", ".config"), "git", "ignore");
     const global = await readFile(globalFile || fallback, "utf8").catch(() => "");
     const file = path.join(admin, "ado-exclude");
@@ -309,6 +316,47 @@ export class WorktreeManager {
     };
   }
 
+  /**
+   * The repository's local branches: from the ref store on disk (loose refs listed, in
+   * parallel, over `packed-refs`; a tip read only when asked), or, for a repository that
+   * keeps refs another way (reftable), from git.
+   */
+  async #branchView(): Promise<{ names: ReadonlySet<string>; tip(name: string): Promise<string | undefined> }> {
+    const { gitCommonDir } = await this.#init();
+    if (!(await pathExists(path.join(gitCommonDir, "reftable")))) {
+      const packed = new Map<string, string>();
+      for (const line of (await readFile(path.join(gitCommonDir, "packed-refs"), "utf8").catch(() => "")).split("\n")) {
+        const m = /^([0-9a-f]{40,64}) refs\/heads\/(.+)$/.exec(line);
+        if (m) packed.set(m[2]!, m[1]!);
+      }
+      const names = new Set(packed.keys());
+      const heads = path.join(gitCommonDir, "refs", "heads");
+      const walk = async (dir: string, prefix: string): Promise<void> => {
+        const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+        await Promise.all(
+          entries.map(async (e) => {
+            if (e.isDirectory()) await walk(path.join(dir, e.name), `${prefix}${e.name}/`);
+            else if (e.isFile() && !e.name.endsWith(".lock")) names.add(prefix + e.name);
+          }),
+        );
+      };
+      await walk(heads, "");
+      const tip = async (name: string): Promise<string | undefined> => {
+        const loose = (await readFile(path.join(heads, name), "utf8").catch(() => "")).trim();
+        return /^[0-9a-f]{40,64}$/.test(loose) ? loose : packed.get(name);
+      };
+      return { names, tip };
+    }
+    const out = await git(this.#repo, ["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/"]);
+    const tips = new Map(
+      out
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => [l.slice(l.indexOf(" ") + 1).replace(/^refs\/heads\//, ""), l.slice(0, l.indexOf(" "))] as [string, string]),
+    );
+    return { names: new Set(tips.keys()), tip: async (name) => tips.get(name) };
+  }
+
   /** Paths that differ between two commits (both sides of a rename). */
   async filesBetween(from: string, to: string): Promise<string[]> {
     return splitZ(await git(this.#repo, ["diff", "--name-only", "--no-renames", "-z", from, to]));
@@ -320,46 +368,50 @@ export class WorktreeManager {
   }
 
   /**
-   * Every local branch and its commit: taken before an agent runs, to tell the branches
-   * it makes. Read from the ref store on disk (no git process) unless the repository
-   * keeps its refs another way.
+   * The names of every local branch: taken before an agent runs, to tell the branches it
+   * makes. Read from the ref store on disk (directory listings, no git process) unless
+   * the repository keeps its refs another way.
    */
-  async branches(): Promise<Map<string, string>> {
-    const { gitCommonDir } = await this.#init();
-    const onDisk = await readBranchesFromDisk(gitCommonDir);
-    if (onDisk) return onDisk;
-    const out = await git(this.#repo, ["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/"]);
-    return new Map(
-      out
-        .split("\n")
-        .filter(Boolean)
-        .map((l) => [l.slice(l.indexOf(" ") + 1).replace(/^refs\/heads\//, ""), l.slice(0, l.indexOf(" "))] as [string, string]),
-    );
+  async branchNames(): Promise<Set<string>> {
+    return new Set((await this.#branchView()).names);
+  }
+
+  /** A branch's commit (undefined when there is no such branch). */
+  async branchTip(name: string): Promise<string | undefined> {
+    return (await this.#branchView()).tip(name);
   }
 
   /**
    * What an agent did with git in its worktree, for the worker to decide whether its
-   * commits can land on the task branch (see the worker's decide.ts). Free when the
+   * commits can land on the task branch (see the worker's decide.ts). Cheap when the
    * agent left git alone (refs and the worktree's HEAD are read from disk); git runs
    * only to check ancestry when HEAD moved, and to read the worktree's HEAD reflog when
    * new branches appeared.
-   * @param before the repository's branches before the agent ran (`branches()`).
+   * @param before the names of the repository's branches before the agent ran (`branchNames()`).
    */
-  async attemptGit(worktreePath: string, opts: { branch: string; base: string; before: ReadonlyMap<string, string> }): Promise<AttemptGit> {
+  async attemptGit(worktreePath: string, opts: { branch: string; base: string; before: ReadonlySet<string> }): Promise<AttemptGit> {
     const { gitCommonDir } = await this.#init();
-    const now = await this.branches();
+    const view = await this.#branchView();
     const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
     const headFile = admin ? (await readFile(path.join(admin, "HEAD"), "utf8").catch(() => "")).trim() : "";
     const symbolic = /^ref: refs\/heads\/(.+)$/.exec(headFile)?.[1];
-    const headBranch = symbolic !== undefined && now.has(symbolic) ? symbolic : undefined;
+    const symbolicTip = symbolic !== undefined ? await view.tip(symbolic) : undefined;
+    const headBranch = symbolicTip !== undefined ? symbolic : undefined;
+    const taskTip = await view.tip(opts.branch);
     // A HEAD on a branch with no commit yet (`checkout --orphan`) reads as the task branch's.
-    const head = headBranch
-      ? now.get(headBranch)!
-      : /^[0-9a-f]{40,64}$/.test(headFile)
+    const head =
+      symbolicTip ??
+      (/^[0-9a-f]{40,64}$/.test(headFile)
         ? headFile
-        : ((await runGit(worktreePath, ["rev-parse", "-q", "--verify", "HEAD"], [0, 1, 128])).stdout.trim() || (now.get(opts.branch) ?? opts.base));
-    const taskTip = now.get(opts.branch);
-    const fresh = [...now].filter(([name]) => name !== opts.branch && !opts.before.has(name));
+        : (await runGit(worktreePath, ["rev-parse", "-q", "--verify", "HEAD"], [0, 1, 128])).stdout.trim() || (taskTip ?? opts.base));
+    const fresh: Array<[string, string]> = [];
+    for (const name of view.names) {
+      // ado's own branches (other tasks' made meanwhile, on every attempt of a busy run)
+      // are never the agent's: no reflog read for them.
+      if (name === opts.branch || opts.before.has(name) || name.startsWith(ADO_BRANCH_PREFIX)) continue;
+      const tip = await view.tip(name);
+      if (tip) fresh.push([name, tip]);
+    }
     const ancestor = (a: string, b: string) => (a === b ? Promise.resolve(true) : isAncestor(this.#repo, a, b));
     const onBase = await ancestor(opts.base, head);
     const state: AttemptGit = {
@@ -373,8 +425,8 @@ export class WorktreeManager {
     };
     if (fresh.length === 0) return state;
     // New branches are the agent's when its HEAD went there (the worktree's own reflog)
-    // or they point at a commit made in this worktree; others are other tasks' (ado makes
-    // theirs at the same time) or the user's, and are none of this attempt's business.
+    // or they point at a commit made in this worktree; others (the user's, another
+    // agent's) are none of this attempt's business.
     const reflog = await runGit(worktreePath, ["reflog", "show", "--format=%H%x09%gs", "HEAD"], [0, 128]);
     const ours = new Set<string>();
     const visited = new Set<string>();
@@ -913,32 +965,6 @@ export async function worktreesOnBranch(repo: string, branch: string): Promise<A
     if (hit) hit.meta = await readMeta(path.join(root, id)).catch(() => undefined);
   }
   return found;
-}
-
-/**
- * Local branches from the ref store on disk: loose refs under `refs/heads/` over
- * `packed-refs`. No git process, so a worker can note them around every attempt for
- * free. Undefined when the repository keeps its refs another way (reftable).
- */
-async function readBranchesFromDisk(gitCommonDir: string): Promise<Map<string, string> | undefined> {
-  if (await pathExists(path.join(gitCommonDir, "reftable"))) return undefined;
-  const branches = new Map<string, string>();
-  const packed = await readFile(path.join(gitCommonDir, "packed-refs"), "utf8").catch(() => "");
-  for (const line of packed.split("\n")) {
-    const m = /^([0-9a-f]{40,64}) refs\/heads\/(.+)$/.exec(line);
-    if (m) branches.set(m[2]!, m[1]!);
-  }
-  const walk = async (dir: string, prefix: string): Promise<void> => {
-    for (const e of await readdir(dir, { withFileTypes: true }).catch(() => [])) {
-      if (e.isDirectory()) await walk(path.join(dir, e.name), `${prefix}${e.name}/`);
-      else if (e.isFile() && !e.name.endsWith(".lock")) {
-        const sha = (await readFile(path.join(dir, e.name), "utf8").catch(() => "")).trim();
-        if (/^[0-9a-f]{40,64}$/.test(sha)) branches.set(prefix + e.name, sha);
-      }
-    }
-  };
-  await walk(path.join(gitCommonDir, "refs", "heads"), "");
-  return branches;
 }
 
 /** Whether the process that created a worktree still runs: undefined when it ran on another host. */

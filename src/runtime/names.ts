@@ -40,6 +40,8 @@ export function parseTaskKey(key: string): TaskRef | undefined {
 
 // ---- branches and refs --------------------------------------------------------------
 
+/** ado's branches, all under `ado/`: never an agent's own (the worker never deletes one as such). */
+export const ADO_BRANCH_PREFIX = "ado/";
 /** Every branch of a run lives under `ado/<run>/`. */
 export const runBranchPrefix = (runId: string): string => `ado/${runId}/`;
 /** A task's branch: `ado/<run>/<task>`. */

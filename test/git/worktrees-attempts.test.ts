@@ -108,7 +108,7 @@ describe("worktrees - ado's own .ado/ directory is never the agent's work", () =
 });
 
 describe("worktrees - what an agent did with git", () => {
-  it("branches() reads loose and packed refs from disk as git lists them", async () => {
+  it("branchNames() and branchTip() read loose and packed refs from disk as git lists them", async () => {
     const { repo, worktrees, root } = await tempRepo();
     commitOnBranch(repo, "packed/one", root, { "a.txt": "a\n" });
     sh(repo, "pack-refs", "--all");
@@ -122,7 +122,9 @@ describe("worktrees - what an agent did with git", () => {
         .map((l) => l.split(" ") as [string, string]),
     );
     const manager = new WorktreeManager({ repo, baseDir: worktrees });
-    expect(await manager.branches()).toEqual(fromGit);
+    expect([...(await manager.branchNames())].sort()).toEqual([...fromGit.keys()].sort());
+    for (const [name, sha] of fromGit) expect(await manager.branchTip(name), name).toBe(sha);
+    expect(await manager.branchTip("no-such-branch")).toBeUndefined();
     expect(fromGit.get("packed/one")).toBe(moved);
   });
 
@@ -130,7 +132,7 @@ describe("worktrees - what an agent did with git", () => {
     const { repo, worktrees, root } = await tempRepo();
     const manager = new WorktreeManager({ repo, baseDir: worktrees });
     const wt = await manager.add({ name: "r/t", branch: "ado/r/t", base: root });
-    const before = await manager.branches();
+    const before = await manager.branchNames();
     expect(await manager.attemptGit(wt.path, { branch: "ado/r/t", base: root, before })).toEqual({
       head: root,
       headBranch: "ado/r/t",

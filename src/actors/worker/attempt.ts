@@ -154,7 +154,7 @@ export class Attempt {
     let cwd: string | undefined;
     let wt: WorktreeManager | undefined;
     let target: RepoTarget | undefined;
-    let branchesBefore: Map<string, string> | undefined;
+    let branchesBefore: Set<string> | undefined;
     if (agent.needsWorktree) {
       if (!work.repo || !work.baseCommit) {
         return this.failed({ kind: "invalid", retryable: false, message: `agent '${agent.name}' needs a repository, and the run has none` });
@@ -176,7 +176,7 @@ export class Attempt {
       }));
       crashAt(CrashPoint.afterAdd);
       // The repository's branches before the agent runs, to tell the ones it makes.
-      branchesBefore = await wt.branches();
+      branchesBefore = await wt.branchNames();
       await ctx.worktrees.record(work, cwd, { state: "active", createdAt: new Date().toISOString() });
     }
     // ado's files for the agent: in the worktree's `.ado/` (never committed, never the
