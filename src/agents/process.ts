@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
-import { statSync } from "node:fs";
-import { join } from "node:path";
+import { accessSync, constants, statSync } from "node:fs";
+import { delimiter, isAbsolute, join } from "node:path";
 import type { TaskFailure } from "../runtime/messages.js";
 import { reaper } from "./reaper.js";
 import { signalGroup } from "./suspender.js";
@@ -19,9 +19,20 @@ export function taskDir(worktree: string | undefined, task: { cwd?: string }): s
 }
 
 /**
+ * The gate every agent starts behind: a `sh` that waits for one line on its stdin and
+ * only then execs the agent's command (stdin from /dev/null, as before). The worker
+ * writes the line once the agent's group is registered with the reaper; should the
+ * worker die before that, the gate reads end-of-file and exits without running anything
+ * (reaper.ts says why). It costs one exec of `sh` per agent.
+ */
+const GATE = `IFS= read -r go && [ "$go" = go ] || exit 0
+exec "$@" </dev/null`;
+
+/**
  * Runs a command as the leader of its own process group, streams its output, and on
  * timeout or abort kills the whole group (TERM, then KILL), so nothing it started is
- * left behind. If this process dies first, the reaper (reaper.ts) kills the group.
+ * left behind. If this process dies first, the reaper (reaper.ts) kills the group; the
+ * command runs only once the group is registered with it.
  */
 export function runProcessGroup(
   command: string,
@@ -38,20 +49,29 @@ export function runProcessGroup(
       failure: { kind: "invalid", retryable: false, message: `${where} is not a directory in the task's worktree: create it in the repository, or fix cwd: in the graph` },
     });
   }
+  const env = { ...process.env, ...ctx.env };
+  // The gate's sh always exists, so a missing command is found here, as spawn's ENOENT was.
+  if (!findExecutable(command, env.PATH, ctx.cwd)) {
+    return Promise.resolve({ ok: false, failure: { kind: "agent_missing", retryable: false, message: `'${command}' is not installed or not on PATH` } });
+  }
+  // Running before the agent, so registering its group is one pipe write, not a process start.
+  reaper.start();
   return new Promise((resolve) => {
     let settled = false;
     let stopReason: "timeout" | "abort" | undefined;
-    const child = spawn(command, args, {
+    const child = spawn("sh", ["-c", GATE, "ado-agent", command, ...args], {
       cwd: ctx.cwd,
-      env: { ...process.env, ...ctx.env },
-      stdio: ["ignore", "pipe", "pipe"],
+      env,
+      stdio: ["pipe", "pipe", "pipe"],
       detached: true,
     });
     child.stdout.setEncoding("utf8").on("data", (d: string) => ctx.onOutput("stdout", d));
     child.stderr.setEncoding("utf8").on("data", (d: string) => ctx.onOutput("stderr", d));
+    child.stdin.on("error", () => undefined); // the gate was killed before it read: 'close' reports it
 
-    // Should this worker die before the group is stopped, the reaper stops it.
-    reaper.track(child.pid);
+    // Should this worker die before the group is stopped, the reaper stops it; the
+    // command starts only once the reaper knows the group.
+    reaper.track(child.pid, () => child.stdin.end("go\n"));
     ctx.suspender.attach(child.pid);
 
     let killTimer: NodeJS.Timeout | undefined;
@@ -140,3 +160,18 @@ export function runProcessGroup(
   });
 }
 
+/**
+ * Whether `command` names an executable file: a path (relative to `cwd`), or a name
+ * found on `PATH`. What spawn's ENOENT told before agents started behind the gate.
+ */
+export function findExecutable(command: string, path = "", cwd = process.cwd()): boolean {
+  const candidates = command.includes("/") ? [isAbsolute(command) ? command : join(cwd, command)] : path.split(delimiter).filter(Boolean).map((d) => join(d, command));
+  return candidates.some((c) => {
+    try {
+      accessSync(c, constants.X_OK);
+      return statSync(c).isFile();
+    } catch {
+      return false;
+    }
+  });
+}

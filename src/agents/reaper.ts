@@ -11,6 +11,17 @@
  * and `-<pgid>` once it is gone. The pipe closes however the worker ends, and the reaper
  * then continues, terminates and, after a grace period, kills every group still listed.
  * Only builtins run in the loop, so registering a group costs one pipe write.
+ *
+ * A group the reaper does not know of is a group it cannot stop, so an agent must not
+ * run before its group is registered. It did once: the reaper was started lazily, by
+ * the first registration, and an agent is running from the moment spawn() returns, so
+ * the first agent of every worker process ran unregistered while the worker forked and
+ * exec'd the reaper (tens to hundreds of ms on a loaded machine). A worker SIGKILLed
+ * then (a test kills it as soon as the agent has written a file) left that agent
+ * running for good, with a reaper that had read nothing. Now (process.ts) the reaper
+ * is started before the agent, and the agent's command waits behind a gate until its
+ * group is registered (`afterTracked`): a worker that dies before that leaves a gate
+ * that reads end-of-file and exits, never an agent.
  */
 import { spawn, type ChildProcess } from "node:child_process";
 
@@ -39,9 +50,19 @@ export const REAPER_GRACE_S = 2;
 export class GroupReaper {
   private child?: ChildProcess;
 
-  /** Registers a newly started group. Never throws: a reaper that cannot start only loses the safety net. */
-  track(pgid: number | undefined): void {
-    if (pgid) this.send(`+${pgid}`);
+  /**
+   * Registers a newly started group. `afterTracked` runs once the registration is in the
+   * reaper's pipe (the kernel has it: it survives this process), or at once when there
+   * is no reaper. Never throws: a reaper that cannot start only loses the safety net.
+   */
+  track(pgid: number | undefined, afterTracked?: () => void): void {
+    if (pgid) this.send(`+${pgid}`, afterTracked);
+    else afterTracked?.();
+  }
+
+  /** Starts the reaper now, if it does not run, so that registering a group costs no process start. */
+  start(): void {
+    this.ensure();
   }
 
   /** Forgets a group that is gone, so its id (which the kernel may reuse) is never signalled. */
@@ -54,9 +75,20 @@ export class GroupReaper {
     return this.child?.pid;
   }
 
-  private send(line: string): void {
+  private send(line: string, written?: () => void): void {
     const child = this.ensure();
-    child?.stdin?.write(`${line}\n`);
+    if (!child?.stdin) return written?.();
+    let called = false;
+    const once = () => {
+      if (!called) (called = true), written?.();
+    };
+    try {
+      // The callback runs once the line was handed to the kernel, or failed (EPIPE: the
+      // reaper died; the next write starts another). Either way the agent may go on.
+      child.stdin.write(`${line}\n`, once);
+    } catch {
+      once();
+    }
   }
 
   private ensure(): ChildProcess | undefined {

@@ -113,6 +113,23 @@ export class BranchConflictError extends AdoError {
   }
 }
 
+/**
+ * A task's branch is checked out in another worktree whose process still runs (or runs
+ * on another host): an earlier attempt of the task, still at work. Retryable: it ends,
+ * or its worker is declared dead and its worktree cleared.
+ */
+export class BranchInUseError extends AdoError {
+  constructor(
+    readonly branch: string,
+    readonly path: string,
+    why: string,
+  ) {
+    super(`branch '${branch}' is checked out in the worktree '${path}', ${why}: the attempt there must end (or its worker be declared dead) first`, {
+      retryable: true,
+    });
+  }
+}
+
 /** A worktree name would place the worktree outside the manager's base directory. */
 export class InvalidWorktreeNameError extends AdoError {
   constructor(

@@ -75,4 +75,4 @@ export {
   RepoAccess,
 } from "./remote.js";
 export { type WorktreesConfig, WorktreesConfigSchema, worktreesDefault } from "./worktree-config.js";
-export { type OrphanDir, type WorktreeStatus } from "./worktrees.js";
+export { type AttemptGit, type OrphanDir, type WorktreeMeta, type WorktreeStatus, ownerAlive, worktreesOnBranch } from "./worktrees.js";

@@ -26,11 +26,11 @@ import type { Logger } from "pino";
 import { z } from "zod";
 import { silentLogger } from "../runtime/logger.js";
 import { KeyedMutex } from "../runtime/mutex.js";
-import { BranchConflictError, GitCommandError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "./errors.js";
+import { BranchConflictError, BranchInUseError, GitCommandError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "./errors.js";
 import { ADO_IDENTITY, git, identityOptions, runGit } from "./exec.js";
-import { openRepo, readBranch } from "./repo.js";
+import { isAncestor, openRepo, readBranch } from "./repo.js";
 import { DEFAULT_INCLUDE, type IncludeSpec, type LocalFiles, populateWorktree } from "./worktree-include.js";
-import { ADO_REFS, archiveRef } from "../runtime/names.js";
+import { ADO_BRANCH_PREFIX, ADO_REFS, archiveRef, WORKTREE_ADO_DIR } from "../runtime/names.js";
 import { Backoff, retry } from "../runtime/retry.js";
 
 /** A worktree as `git worktree list` reports it. */
@@ -63,8 +63,15 @@ export interface AddWorktreeOptions {
   base: string;
   /** Recorded by `git worktree lock`, so `git worktree prune` leaves the worktree alone. */
   lockReason?: string;
-  /** Recorded in ado.json, for `ado worktrees list` and cleanup. */
-  owner?: { runId?: string; taskId?: string; workerId?: string };
+  /** Recorded in ado.json, for `ado worktrees list`, cleanup and the stealer. */
+  owner?: { runId?: string; taskId?: string; workerId?: string; attempt?: number };
+  /**
+   * The branch belongs to this attempt (a task's next attempt owns its branch): one
+   * left at another commit by an earlier attempt is moved to `base` instead of refused.
+   * Commits on it that no other branch, tag or `refs/ado/*` ref keeps are kept under
+   * `refs/ado/archive/<run>/<task>/<time>` first, so nothing is lost.
+   */
+  ownBranch?: boolean;
 }
 
 export interface AddedWorktree {
@@ -76,6 +83,8 @@ export interface AddedWorktree {
 
 export interface CommitAllOptions {
   message: string;
+  /** Commit even when nothing is staged (a checkpoint that must carry its trailer). */
+  allowEmpty?: boolean;
   /** Author of the commit; the committer stays the configured (or ado's) identity. */
   authorName?: string;
   authorEmail?: string;
@@ -94,10 +103,30 @@ export const WorktreeMetaSchema = z.object({
   runId: z.string().optional(),
   taskId: z.string().optional(),
   workerId: z.string().optional(),
+  /** The task attempt the worktree was made for. */
+  attempt: z.number().int().optional(),
   /** Paths (relative, `/`-separated) put there from the user's checkout: never committed. */
   local: z.array(z.string()).default([]),
 });
 export type WorktreeMeta = z.infer<typeof WorktreeMetaSchema>;
+
+/** What an agent did with git in its worktree (WorktreeManager.attemptGit). */
+export interface AttemptGit {
+  /** The worktree's HEAD commit. */
+  head: string;
+  /** The branch HEAD is on; undefined when detached. */
+  headBranch?: string;
+  /** The task branch's commit now (undefined: the agent deleted it). */
+  taskTip?: string;
+  /** Whether the base is HEAD or one of its ancestors. */
+  onBase: boolean;
+  /** Whether HEAD moved below the base (an ancestor of it). */
+  belowBase: boolean;
+  /** Whether the task branch's commit is HEAD or one of its ancestors. */
+  taskInHead: boolean;
+  /** Branches the agent made (new since it started; its HEAD went there, or they hold its commits). */
+  strays: Array<{ branch: string; tip: string; onBase: boolean; inHead: boolean }>;
+}
 
 /** A worktree under the base directory with what cleanup needs to decide about it. */
 export interface WorktreeStatus extends WorktreeEntry {
@@ -142,6 +171,8 @@ export class WorktreeManager {
   readonly #log: Logger;
   readonly #include: IncludeSpec;
   #setup: Promise<{ gitCommonDir: string; topLevel: string; baseDir: string }> | undefined;
+  /** The user's `core.excludesFile` (agentGitEnv), read once. */
+  #excludesFile: Promise<string> | undefined;
 
   constructor(opts: WorktreeManagerOptions) {
     this.#repo = path.resolve(opts.repo);
@@ -207,13 +238,15 @@ export class WorktreeManager {
    * Stages everything in the worktree at `worktreePath` and commits it, skipping hooks
    * (`--no-verify`) so a user's hooks cannot block an agent's commit. Paths the include
    * list put there are never staged, even if the agent staged them itself.
+   * ado's own directory in the worktree (`.ado/`: the inputs file, the prompt file) is
+   * never staged either.
    * @returns the worktree's HEAD afterwards, whether a commit was made, and the paths it changed.
    */
   async commitAll(
     worktreePath: string,
     opts: CommitAllOptions,
   ): Promise<{ commit: string; changed: boolean; files: string[] }> {
-    const local = (await this.#metaOf(worktreePath))?.local ?? [];
+    const local = adoOwn(await this.#metaOf(worktreePath));
     // Not `add -A -- . :(exclude)<local>`: git refuses to name a path it ignores, and a
     // copied .env usually is. Copies that got staged are unstaged after.
     await git(worktreePath, ["add", "-A"]);
@@ -227,21 +260,28 @@ export class WorktreeManager {
       await git(worktreePath, ["rm", "--cached", "-r", "-q", "--ignore-unmatch", "--", ...staged.map(literal)]);
       files = splitZ(await git(worktreePath, diff));
     }
-    if (files.length > 0) {
+    if (files.length > 0 || opts.allowEmpty) {
       const author =
         opts.authorName !== undefined || opts.authorEmail !== undefined
           ? [`--author=${opts.authorName ?? ADO_IDENTITY.name} <${opts.authorEmail ?? ADO_IDENTITY.email}>`]
           : [];
       const identity = await identityOptions(worktreePath);
-      await git(worktreePath, [...identity, "commit", "--no-verify", "-q", ...author, "-m", opts.message]);
+      await git(worktreePath, [...identity, "commit", "--no-verify", "-q", ...(opts.allowEmpty ? ["--allow-empty"] : []), ...author, "-m", opts.message]);
     }
     const commit = (await git(worktreePath, ["rev-parse", "HEAD"])).trim();
-    return { commit, changed: files.length > 0, files };
+    return { commit, changed: files.length > 0 || !!opts.allowEmpty, files };
+  }
+
+  /** The value of trailer `key` in `commit`'s message (the last one), or undefined. */
+  async trailer(commit: string, key: string): Promise<string | undefined> {
+    const out = await runGit(this.#repo, ["log", "-1", `--format=%(trailers:key=${key},valueonly)`, commit], [0, 128]);
+    const value = out.stdout.trim().split("\n").pop()?.trim();
+    return out.exitCode === 0 && value ? value : undefined;
   }
 
   /**
-   * Environment for an agent working in the worktree: when the include list put files
-   * there, git run by the agent itself ignores them too (`core.excludesFile` pointing at
+   * Environment for an agent working in the worktree: git run by the agent itself
+   * ignores ado's own directory (`.ado/`) and what the include list put there (`core.excludesFile` pointing at
    * a file that holds the user's global excludes plus those paths), so an agent that
    * commits on its own does not commit a copied `.env` either.
    */
@@ -249,15 +289,196 @@ export class WorktreeManager {
     const { gitCommonDir } = await this.#init();
     const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
     const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
-    if (!admin || !meta?.local.length) return {};
-    const globalFile = (await runGit(worktreePath, ["config", "--path", "--get", "core.excludesFile"], [0, 1])).stdout.trim();
+    if (!admin) return {};
+    // Asked of git once per repository (a process per task added up under load).
+    this.#excludesFile ??= runGit(worktreePath, ["config", "--path", "--get", "core.excludesFile"], [0, 1]).then(
+      (r) => r.stdout.trim(),
+      () => "",
+    );
+    const globalFile = await this.#excludesFile;
     const fallback = path.join(env.XDG_CONFIG_HOME || path.join(env.HOME || "/", ".config"), "git", "ignore");
     const global = await readFile(globalFile || fallback, "utf8").catch(() => "");
     const file = path.join(admin, "ado-exclude");
-    const ours = meta.local.map((l) => "/" + l.replace(/([\\*?[\]!#])/g, "\\$1").replace(/ $/, "\\ "));
-    await writeFile(file, `${global}\n# ado: copied or linked from the user's checkout (worktrees.include)\n${ours.join("\n")}\n`);
+    const ours = (meta?.local ?? []).map((l) => "/" + l.replace(/([\\*?[\]!#])/g, "\\$1").replace(/ $/, "\\ "));
+    await writeFile(
+      file,
+      `${global}\n# ado: its own files for the agent\n/${WORKTREE_ADO_DIR}/\n# ado: copied or linked from the user's checkout (worktrees.include)\n${ours.join("\n")}\n`,
+    );
     const n = Number(env.GIT_CONFIG_COUNT ?? 0) || 0;
-    return { GIT_CONFIG_COUNT: String(n + 1), [`GIT_CONFIG_KEY_${n}`]: "core.excludesFile", [`GIT_CONFIG_VALUE_${n}`]: file };
+    return {
+      GIT_CONFIG_COUNT: String(n + 2),
+      [`GIT_CONFIG_KEY_${n}`]: "core.excludesFile",
+      [`GIT_CONFIG_VALUE_${n}`]: file,
+      // The worktree's HEAD reflog tells which branches the agent went to and which
+      // commits it made (attemptGit); bare clones (remote mode) keep none by default.
+      [`GIT_CONFIG_KEY_${n + 1}`]: "core.logAllRefUpdates",
+      [`GIT_CONFIG_VALUE_${n + 1}`]: "true",
+    };
+  }
+
+  /**
+   * The repository's local branches: from the ref store on disk (loose refs listed, in
+   * parallel, over `packed-refs`; a tip read only when asked), or, for a repository that
+   * keeps refs another way (reftable), from git.
+   */
+  async #branchView(): Promise<{ names: ReadonlySet<string>; tip(name: string): Promise<string | undefined> }> {
+    const { gitCommonDir } = await this.#init();
+    if (!(await pathExists(path.join(gitCommonDir, "reftable")))) {
+      const packed = new Map<string, string>();
+      for (const line of (await readFile(path.join(gitCommonDir, "packed-refs"), "utf8").catch(() => "")).split("\n")) {
+        const m = /^([0-9a-f]{40,64}) refs\/heads\/(.+)$/.exec(line);
+        if (m) packed.set(m[2]!, m[1]!);
+      }
+      const names = new Set(packed.keys());
+      const heads = path.join(gitCommonDir, "refs", "heads");
+      const walk = async (dir: string, prefix: string): Promise<void> => {
+        const entries = await readdir(dir, { withFileTypes: true }).catch(() => []);
+        await Promise.all(
+          entries.map(async (e) => {
+            if (e.isDirectory()) await walk(path.join(dir, e.name), `${prefix}${e.name}/`);
+            else if (e.isFile() && !e.name.endsWith(".lock")) names.add(prefix + e.name);
+          }),
+        );
+      };
+      await walk(heads, "");
+      const tip = async (name: string): Promise<string | undefined> => {
+        const loose = (await readFile(path.join(heads, name), "utf8").catch(() => "")).trim();
+        return /^[0-9a-f]{40,64}$/.test(loose) ? loose : packed.get(name);
+      };
+      return { names, tip };
+    }
+    const out = await git(this.#repo, ["for-each-ref", "--format=%(objectname) %(refname)", "refs/heads/"]);
+    const tips = new Map(
+      out
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => [l.slice(l.indexOf(" ") + 1).replace(/^refs\/heads\//, ""), l.slice(0, l.indexOf(" "))] as [string, string]),
+    );
+    return { names: new Set(tips.keys()), tip: async (name) => tips.get(name) };
+  }
+
+  /** Paths that differ between two commits (both sides of a rename). */
+  async filesBetween(from: string, to: string): Promise<string[]> {
+    return splitZ(await git(this.#repo, ["diff", "--name-only", "--no-renames", "-z", from, to]));
+  }
+
+  /** Whether the worktree holds uncommitted changes (ado's own files and copies from the checkout left out). */
+  async hasChanges(worktreePath: string): Promise<boolean> {
+    return (await this.#changes(path.resolve(worktreePath), adoOwn(await this.#metaOf(worktreePath)))).length > 0;
+  }
+
+  /**
+   * The names of every local branch: taken before an agent runs, to tell the branches it
+   * makes. Read from the ref store on disk (directory listings, no git process) unless
+   * the repository keeps its refs another way.
+   */
+  async branchNames(): Promise<Set<string>> {
+    return new Set((await this.#branchView()).names);
+  }
+
+  /** A branch's commit (undefined when there is no such branch). */
+  async branchTip(name: string): Promise<string | undefined> {
+    return (await this.#branchView()).tip(name);
+  }
+
+  /**
+   * What an agent did with git in its worktree, for the worker to decide whether its
+   * commits can land on the task branch (see the worker's decide.ts). Cheap when the
+   * agent left git alone (refs and the worktree's HEAD are read from disk); git runs
+   * only to check ancestry when HEAD moved, and to read the worktree's HEAD reflog when
+   * new branches appeared.
+   * @param before the names of the repository's branches before the agent ran (`branchNames()`).
+   */
+  async attemptGit(worktreePath: string, opts: { branch: string; base: string; before: ReadonlySet<string> }): Promise<AttemptGit> {
+    const { gitCommonDir } = await this.#init();
+    const view = await this.#branchView();
+    const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
+    const headFile = admin ? (await readFile(path.join(admin, "HEAD"), "utf8").catch(() => "")).trim() : "";
+    const symbolic = /^ref: refs\/heads\/(.+)$/.exec(headFile)?.[1];
+    const symbolicTip = symbolic !== undefined ? await view.tip(symbolic) : undefined;
+    const headBranch = symbolicTip !== undefined ? symbolic : undefined;
+    const taskTip = await view.tip(opts.branch);
+    // A HEAD on a branch with no commit yet (`checkout --orphan`) reads as the task branch's.
+    const head =
+      symbolicTip ??
+      (/^[0-9a-f]{40,64}$/.test(headFile)
+        ? headFile
+        : (await runGit(worktreePath, ["rev-parse", "-q", "--verify", "HEAD"], [0, 1, 128])).stdout.trim() || (taskTip ?? opts.base));
+    const fresh: Array<[string, string]> = [];
+    for (const name of view.names) {
+      // ado's own branches (other tasks' made meanwhile, on every attempt of a busy run)
+      // are never the agent's: no reflog read for them.
+      if (name === opts.branch || opts.before.has(name) || name.startsWith(ADO_BRANCH_PREFIX)) continue;
+      const tip = await view.tip(name);
+      if (tip) fresh.push([name, tip]);
+    }
+    const ancestor = (a: string, b: string) => (a === b ? Promise.resolve(true) : isAncestor(this.#repo, a, b));
+    const onBase = await ancestor(opts.base, head);
+    const state: AttemptGit = {
+      head,
+      headBranch,
+      taskTip,
+      onBase,
+      belowBase: !onBase && (await ancestor(head, opts.base)),
+      taskInHead: taskTip !== undefined && (headBranch === opts.branch || (await ancestor(taskTip, head))),
+      strays: [],
+    };
+    if (fresh.length === 0) return state;
+    // New branches are the agent's when its HEAD went there (the worktree's own reflog)
+    // or they point at a commit made in this worktree; others (the user's, another
+    // agent's) are none of this attempt's business.
+    const reflog = await runGit(worktreePath, ["reflog", "show", "--format=%H%x09%gs", "HEAD"], [0, 128]);
+    const ours = new Set<string>();
+    const visited = new Set<string>();
+    for (const line of reflog.stdout.split("\n").filter(Boolean)) {
+      const [sha, subject = ""] = line.split("\t");
+      if (sha && sha !== opts.base) ours.add(sha);
+      const moved = /^checkout: moving from .* to (.+)$/.exec(subject);
+      if (moved) visited.add(moved[1]!);
+    }
+    for (const [name, tip] of fresh) {
+      if (!visited.has(name) && !ours.has(tip) && name !== headBranch) continue;
+      state.strays.push({ branch: name, tip, onBase: await ancestor(opts.base, tip), inHead: await ancestor(tip, head) });
+    }
+    return state;
+  }
+
+  /**
+   * Lands what an agent committed on another branch (or a detached HEAD) on the task
+   * branch: the task branch moves from `from` to `to` (compare-and-set), and HEAD is
+   * attached to it again, so what is left uncommitted is committed there. The worktree's
+   * files and index stay as they are (HEAD already is `to`), unless `fastForward`: then
+   * HEAD is on the task branch at `from` with a clean tree, and the tree moves to `to`.
+   */
+  async landOnTaskBranch(worktreePath: string, opts: { branch: string; from: string | undefined; to: string; fastForward?: boolean }): Promise<void> {
+    if (opts.fastForward) {
+      await git(worktreePath, ["merge", "--ff-only", "-q", opts.to]);
+      return;
+    }
+    await git(this.#repo, ["update-ref", "-m", "ado: the agent's commits land on the task branch", `refs/heads/${opts.branch}`, opts.to, opts.from ?? ""]);
+    await git(worktreePath, ["symbolic-ref", "-m", "ado: back on the task branch", "HEAD", `refs/heads/${opts.branch}`]);
+  }
+
+  /**
+   * Deletes branches an agent made, each only if it still points where it was seen; one
+   * whose commits are not on `keptBy` (a commit) is first kept under `archiveRef(name)`.
+   * @returns the branches deleted, and the archive refs written.
+   */
+  async dropStrayBranches(strays: readonly { branch: string; tip: string }[], opts: { keptBy?: string; archiveRef: (branch: string) => string }): Promise<{ deleted: string[]; archived: string[] }> {
+    const deleted: string[] = [];
+    const archived: string[] = [];
+    for (const s of strays) {
+      const safe = opts.keptBy !== undefined && (s.tip === opts.keptBy || (await isAncestor(this.#repo, s.tip, opts.keptBy)));
+      if (!safe) {
+        const ref = opts.archiveRef(s.branch);
+        await git(this.#repo, ["update-ref", "-m", `ado: branch ${s.branch} an agent made, kept`, ref, s.tip]);
+        archived.push(ref);
+      }
+      // Compare-and-set: a branch someone moved since is not ours to delete.
+      const r = await runGit(this.#repo, ["update-ref", "-d", `refs/heads/${s.branch}`, s.tip], [0, 1, 128]);
+      if (r.exitCode === 0) deleted.push(s.branch);
+    }
+    return { deleted, archived };
   }
 
   /**
@@ -313,7 +534,7 @@ export class WorktreeManager {
       if (status.exists) {
         const out = await runGit(
           e.path,
-          ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(status.meta?.local ?? [])],
+          ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(adoOwn(status.meta))],
           [0, 128],
         );
         status.changes = out.exitCode === 0 ? statusEntries(out.stdout) : ["?? (git status failed: the worktree is damaged)"];
@@ -359,7 +580,18 @@ export class WorktreeManager {
    */
   async archiveAttempt(
     worktreePath: string,
-    opts: { ref: string; branch: string; base: string; message: string },
+    opts: {
+      ref: string;
+      branch: string;
+      base: string;
+      message: string;
+      /**
+       * Put the branch back at `base` (default). False for an attempt that may have
+       * succeeded (its result stored before its worker died): its branch stays at its
+       * work, which the next attempt, owning the branch, moves if it must.
+       */
+      resetBranch?: boolean;
+    },
   ): Promise<{ commit: string | undefined; archived: boolean }> {
     let head: string | undefined;
     if (await isDir(worktreePath)) {
@@ -376,7 +608,7 @@ export class WorktreeManager {
       if (await isDir(worktreePath)) throw err;
       await runGit(this.#repo, ["worktree", "remove", "--force", "--force", worktreePath], [0, 128]);
     });
-    if (archived && (await readBranch(this.#repo, opts.branch)) === head) {
+    if (archived && opts.resetBranch !== false && (await readBranch(this.#repo, opts.branch)) === head) {
       await git(this.#repo, ["update-ref", "-m", opts.message, `refs/heads/${opts.branch}`, opts.base, head!]);
     }
     return { commit: head, archived };
@@ -395,7 +627,7 @@ export class WorktreeManager {
     const admin = await this.#adminDirOf(target, gitCommonDir);
     const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
     const head = (await git(target, ["rev-parse", "HEAD"])).trim();
-    const status = await git(target, ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(meta?.local ?? [])]);
+    const status = await git(target, ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(adoOwn(meta))]);
     let commit = head;
     if (statusEntries(status).length > 0) {
       const index = path.join(admin ?? gitCommonDir, `ado-archive-index-${randomBytes(4).toString("hex")}`);
@@ -406,8 +638,8 @@ export class WorktreeManager {
       try {
         if (!(await isFile(index))) await gitEnv(target, ["read-tree", head], env);
         await gitEnv(target, ["add", "-A"], env);
-        const local = meta?.local ?? [];
-        // Copies from the user's checkout (a .env) are never archived.
+        const local = adoOwn(meta);
+        // Copies from the user's checkout (a .env) and ado's own files are never archived.
         if (local.length) await gitEnv(target, ["rm", "--cached", "-r", "-q", "--ignore-unmatch", "--", ...local.map(literal)], env);
         const tree = (await gitEnv(target, ["write-tree"], env)).trim();
         const identity = await identityOptions(target);
@@ -476,14 +708,18 @@ export class WorktreeManager {
 
   /**
    * After a failed add of a new branch: makes way for reusing the branch, or rethrows.
-   * A branch left at `base` by an earlier attempt is reused; one that moved is not.
+   * A branch left at `base` by an earlier attempt is reused; one that moved is refused,
+   * unless the attempt owns its branch (`ownBranch`): then it is moved to `base`, its
+   * commits archived first when no other ref keeps them.
+   * A worktree left at the target path (or with the branch checked out elsewhere) by a
+   * dead process of this host is archived and removed; one with a live owner refuses.
    * A registration left at the target path is removed if it holds no uncommitted work;
    * an unregistered directory there is moved aside, never deleted.
    */
   async #clearWay(target: string, opts: AddWorktreeOptions, cause: unknown): Promise<void> {
     const existing = await readBranch(this.#repo, opts.branch);
     if (existing === undefined) throw cause;
-    if (existing !== opts.base) throw new BranchConflictError(opts.branch, opts.base, existing);
+    if (existing !== opts.base && !opts.ownBranch) throw new BranchConflictError(opts.branch, opts.base, existing);
     const { gitCommonDir } = await this.#init();
     let all = await this.#listAll();
     // Prune only when git itself calls something stale: a prune racing another
@@ -494,24 +730,15 @@ export class WorktreeManager {
     }
     const here = all.find((w) => w.path === target);
     if (here) {
-      const admin = await this.#adminDirOf(target, gitCommonDir);
-      const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
-      if (meta && meta.pid !== process.pid && ownerAlive(meta) === false) {
-        // Left by a process of this host that died mid-task (a SIGKILLed worker, whose
-        // work nobody else could take care of): its work is kept under an archive ref,
-        // then the worktree goes, so the task's next attempt can start here.
-        const ref = archiveRef(meta.runId ?? "run", meta.taskId ?? path.basename(target), new Date());
-        await this.archive(target, ref, `ado: work left by pid ${meta.pid} on ${meta.host}, which died; kept before the path was reused`);
-        this.#log.warn({ path: target, pid: meta.pid, ref }, "worktree of a dead process archived and removed");
-        await this.#removeLocked(target, true, gitCommonDir);
-      } else {
-        await this.#removeLocked(target, false, gitCommonDir);
-      }
+      if (!(await this.#clearDeadOwners(target, gitCommonDir))) await this.#removeLocked(target, false, gitCommonDir);
     }
     const elsewhere = all.find((w) => w.branch === opts.branch && w.path !== target);
     if (elsewhere && !(await isDir(elsewhere.path))) {
       // Locked, so prune kept it, but its directory is gone: nothing there to lose.
       await this.#removeLocked(elsewhere.path, true, gitCommonDir);
+    } else if (elsewhere && !(await this.#clearDeadOwners(elsewhere.path, gitCommonDir))) {
+      const meta = await this.#metaOf(elsewhere.path);
+      throw new BranchInUseError(opts.branch, elsewhere.path, meta ? `made by pid ${meta.pid} on ${meta.host}, which still runs or cannot be checked from here` : "not made by ado");
     }
     if (!here && (await pathExists(target))) {
       const entries = await readdir(target).catch(() => ["?"]);
@@ -522,6 +749,48 @@ export class WorktreeManager {
         this.#log.warn({ path: target, movedTo: aside }, "an unregistered directory was in the way of a worktree; moved aside, not deleted");
       }
     }
+    const now = await readBranch(this.#repo, opts.branch);
+    if (now !== undefined && now !== opts.base) await this.#moveOwnBranch(opts, now);
+  }
+
+  /**
+   * A worktree made by a process of this host that died mid-task (a SIGKILLed worker,
+   * whose work nobody else could take care of) is archived, then removed, whatever the
+   * registry said of it (active, committed, or nothing yet).
+   * @returns whether it was (false: its owner lives, is elsewhere, or is unknown).
+   */
+  async #clearDeadOwners(target: string, gitCommonDir: string): Promise<boolean> {
+    const admin = await this.#adminDirOf(target, gitCommonDir);
+    const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
+    if (!meta || meta.pid === process.pid || ownerAlive(meta) !== false) return false;
+    const ref = archiveRef(meta.runId ?? "run", meta.taskId ?? path.basename(target), new Date());
+    if (await isDir(target)) {
+      await this.archive(target, ref, `ado: work left by pid ${meta.pid} on ${meta.host}, which died; kept before the path was reused`);
+      this.#log.warn({ path: target, pid: meta.pid, ref }, "worktree of a dead process archived and removed");
+    }
+    await this.#removeLocked(target, true, gitCommonDir);
+    return true;
+  }
+
+  /**
+   * Moves an attempt's own branch from `from` (where an earlier attempt left it) to
+   * `opts.base`. Commits only that branch holds are kept under an archive ref first.
+   */
+  async #moveOwnBranch(opts: AddWorktreeOptions, from: string): Promise<void> {
+    const unkept = await runGit(
+      this.#repo,
+      ["rev-list", "--count", from, "--not", `--exclude=${opts.branch}`, "--branches", "--tags", "--remotes", `--glob=${ADO_REFS}/*`],
+      [0, 128],
+    );
+    if (unkept.exitCode !== 0 || Number(unkept.stdout.trim()) > 0) {
+      const ref = archiveRef(opts.owner?.runId ?? "run", opts.owner?.taskId ?? path.basename(opts.branch), new Date());
+      await this.#retryOnLock("archive", () => git(this.#repo, ["update-ref", "-m", `ado: ${opts.branch} moved to a new base; its commits kept`, ref, from, ""]));
+      this.#log.warn({ branch: opts.branch, from, ref }, "task branch held commits no ref kept: archived before it was moved to the new base");
+    }
+    await this.#retryOnLock("move branch", () =>
+      git(this.#repo, ["update-ref", "-m", `ado: next attempt of the task starts at ${opts.base}`, `refs/heads/${opts.branch}`, opts.base, from]),
+    );
+    this.#log.info({ branch: opts.branch, from, to: opts.base }, "task branch moved to the next attempt's base");
   }
 
   /** Removal proper; the caller holds the repository lock. */
@@ -535,7 +804,7 @@ export class WorktreeManager {
     // node_modules link) must not count as uncommitted work in git's own check, so it
     // is moved aside first (a rename, beside the worktree: same file system) and moved
     // back if the worktree stays. One status, git's, instead of ours and git's.
-    const local = !force && exists ? (meta?.local ?? []) : [];
+    const local = !force && exists ? adoOwn(meta) : [];
     const aside = local.length ? `${target}.ado-local-${randomBytes(4).toString("hex")}` : undefined;
     const moved: string[] = [];
     if (aside) {
@@ -561,7 +830,7 @@ export class WorktreeManager {
       for (const rel of moved) await rename(path.join(aside!, rel), path.join(target, rel)).catch(() => undefined);
       if (aside) await rm(aside, { recursive: true, force: true });
       if (!force && exists) {
-        const changes = await this.#changes(target, meta?.local ?? []);
+        const changes = await this.#changes(target, adoOwn(meta));
         if (changes.length > 0) throw new WorktreeDirtyError(target, changes);
       }
       throw err;
@@ -675,6 +944,29 @@ export class WorktreeManager {
 }
 
 
+/**
+ * The worktrees of `repo` that have `branch` checked out, with their ado.json (absent
+ * when there is none, or it is unreadable). What the stealer looks for when an attempt
+ * was lost with its worker, whatever the registry recorded of it.
+ */
+export async function worktreesOnBranch(repo: string, branch: string): Promise<Array<{ path: string; exists: boolean; meta?: WorktreeMeta }>> {
+  const { gitCommonDir } = await openRepo(repo);
+  const out = await git(repo, ["worktree", "list", "--porcelain", "-z"]);
+  const found: Array<{ path: string; exists: boolean; meta?: WorktreeMeta }> = [];
+  let current: string | undefined;
+  for (const field of out.split("\0")) {
+    if (field.startsWith("worktree ")) current = field.slice("worktree ".length);
+    else if (current && field === `branch refs/heads/${branch}`) found.push({ path: current, exists: await isDir(current) });
+  }
+  const root = path.join(gitCommonDir, "worktrees");
+  for (const id of found.length ? await readdir(root).catch(() => [] as string[]) : []) {
+    const gitdir = await readFile(path.join(root, id, "gitdir"), "utf8").catch(() => undefined);
+    const hit = gitdir ? found.find((f) => f.path === path.dirname(gitdir.trim())) : undefined;
+    if (hit) hit.meta = await readMeta(path.join(root, id)).catch(() => undefined);
+  }
+  return found;
+}
+
 /** Whether the process that created a worktree still runs: undefined when it ran on another host. */
 export function ownerAlive(meta: Pick<WorktreeMeta, "host" | "pid">, host = hostname()): boolean | undefined {
   if (meta.host !== host) return undefined;
@@ -696,6 +988,16 @@ async function readMeta(admin: string): Promise<WorktreeMeta> {
 
 async function writeMeta(admin: string, meta: WorktreeMeta): Promise<void> {
   await writeFile(path.join(admin, META_FILE), JSON.stringify(meta) + "\n");
+}
+
+/**
+ * What ado put in a worktree and never counts as the agent's work: its own directory
+ * (`.ado/`: inputs and prompt files) and what the include list copied or linked there.
+ * (A repository that tracks a `.ado/` directory of its own would see changes there
+ * ignored too.)
+ */
+function adoOwn(meta: Pick<WorktreeMeta, "local"> | undefined): string[] {
+  return [WORKTREE_ADO_DIR, ...(meta?.local ?? [])];
 }
 
 /**

@@ -45,6 +45,12 @@ const RetryDefSchema = z
     maxBackoffMs: z.number().int().min(0).default(60_000),
     /** Fraction of the delay added or removed at random, 0..1. */
     jitter: z.number().min(0).max(1).default(0.2),
+    /**
+     * Times the task may be interrupted (its worker stopped or died while its agent ran)
+     * and still run again; default: the graph's `maxInterruptions`, else 5. Attempts lost
+     * before their agent started do not count.
+     */
+    maxInterruptions: z.number().int().min(0).max(1_000).optional(),
   })
   .strict();
 const RETRY_DEFAULT = { attempts: 1, backoffMs: 1_000, factor: 2, maxBackoffMs: 60_000, jitter: 0.2 };
@@ -203,6 +209,8 @@ const runSettings = {
   placement: PlacementSchema.optional(),
   /** Balancing strategy for this run's tasks; default from the balancer's config. */
   strategy: z.enum(STRATEGIES).optional(),
+  /** Interruptions each task may take (its `retry.maxInterruptions` overrides); default 5. */
+  maxInterruptions: z.number().int().min(0).max(1_000).optional(),
 };
 
 /** A graph on the wire. */
@@ -231,6 +239,7 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: t
         factor: z.number().min(1).max(10).optional(),
         maxBackoff: DurationSchema.optional(),
         jitter: z.number().min(0).max(1).optional(),
+        maxInterruptions: z.number().int().min(0).max(1_000).optional(),
       })
       .strict()
       .optional(),
@@ -251,6 +260,7 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: t
       factor: retry?.factor ?? RETRY_DEFAULT.factor,
       maxBackoffMs: retry?.maxBackoff ?? RETRY_DEFAULT.maxBackoffMs,
       jitter: retry?.jitter ?? RETRY_DEFAULT.jitter,
+      ...(retry?.maxInterruptions === undefined ? {} : { maxInterruptions: retry.maxInterruptions }),
     },
   }));
 

@@ -119,6 +119,12 @@ export const TaskFailure = z.object({
   exitCode: z.number().int().nullable().optional(),
   /** `rate_limit`: the reset time the CLI gave (epoch ms); absent when it gave none. */
   retryAt: z.number().int().min(0).optional(),
+  /**
+   * `interrupted` only: false when the attempt was lost before its agent started (its
+   * worker died while claiming it or making its worktree). Such an attempt costs the
+   * task nothing: it does not count against the task's interruption cap.
+   */
+  agentStarted: z.boolean().optional(),
 });
 export type TaskFailure = z.infer<typeof TaskFailure>;
 
@@ -629,6 +635,10 @@ export const TaskRecord = z.object({
   /** The HITL record of a merge that needed attention, and its latest round. */
   hitlId: z.string().optional(),
   hitlRound: z.number().int().min(0).default(0),
+  /** Attempts interrupted after their agent started (they count against the interruption cap). */
+  interruptions: z.number().int().min(0).optional(),
+  /** Attempts lost before their agent started (they cost the task nothing). */
+  lostUnstarted: z.number().int().min(0).optional(),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
 

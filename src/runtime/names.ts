@@ -40,6 +40,8 @@ export function parseTaskKey(key: string): TaskRef | undefined {
 
 // ---- branches and refs --------------------------------------------------------------
 
+/** ado's branches, all under `ado/`: never an agent's own (the worker never deletes one as such). */
+export const ADO_BRANCH_PREFIX = "ado/";
 /** Every branch of a run lives under `ado/<run>/`. */
 export const runBranchPrefix = (runId: string): string => `ado/${runId}/`;
 /** A task's branch: `ado/<run>/<task>`. */
@@ -55,6 +57,13 @@ export const ADO_REFS = "refs/ado";
 export const attemptRef = (runId: string, taskId: string, attempt: number): string => `${ADO_REFS}/attempts/${runId}/${taskId}/${attempt}`;
 /** Every attempt ref of a run (a `git for-each-ref` pattern): `refs/ado/attempts/<run>/`. */
 export const runAttemptRefs = (runId: string): string => `${ADO_REFS}/attempts/${runId}/`;
+/**
+ * Where a branch an agent made on its own during an attempt is kept before ado deletes
+ * it, when its commits did not land on the task branch:
+ * `refs/ado/attempts/<run>/<task>/<attempt>-branches/<branch>`.
+ */
+export const strayBranchRef = (runId: string, taskId: string, attempt: number, branch: string): string =>
+  `${attemptRef(runId, taskId, attempt)}-branches/${branch}`;
 /** Where cleanup keeps a worktree's work before removing it: `refs/ado/archive/<run>/<task>/<UTC time>`. */
 export const archiveRef = (runId: string, taskId: string, at: Date): string =>
   `${ADO_REFS}/archive/${runId}/${taskId}/${at.toISOString().replace(/[:.]/g, "-")}`;
@@ -135,6 +144,7 @@ export const AgentEnv = {
   attempt: "ADO_ATTEMPT",
   workerId: "ADO_WORKER_ID",
   branch: "ADO_BRANCH",
+  /** The prompt itself, only when it is small (PROMPT_ENV_MAX_BYTES); else only the file has it. */
   prompt: "ADO_PROMPT",
   /** The prompt as a file: always set (the prompt may be too large for the environment). */
   promptFile: "ADO_PROMPT_FILE",
@@ -155,7 +165,41 @@ export const MergeEnv = {
   candidate: "ADO_CANDIDATE",
 } as const;
 
+/**
+ * The trailer of a checkpoint commit (an interrupted attempt's work, committed on its
+ * task branch) naming the commit the task started from: the next attempt, which starts
+ * at the checkpoint, measures its changes from there, so the checkpoint's own work is
+ * never taken for "no changes".
+ */
+export const CHECKPOINT_TRAILER = "Ado-Checkpoint-Base";
+
 /** The directory ado writes into a task's worktree for its agent (never committed). */
 export const WORKTREE_ADO_DIR = ".ado";
 /** The fan-in inputs file in it. */
 export const INPUTS_FILE = "inputs.json";
+/** The prompt file in it (or in a temporary directory for an agent without a worktree). */
+export const PROMPT_FILE = "prompt.md";
+/**
+ * Prompts up to this size (UTF-8 bytes) are also given in `ADO_PROMPT`. Linux refuses
+ * one environment string over 128 KiB (spawn fails with E2BIG), and the whole
+ * environment and arguments share a limit; the file has every prompt.
+ */
+export const PROMPT_ENV_MAX_BYTES = 32 * 1024;
+
+// ---- test hooks ---------------------------------------------------------------------
+
+/**
+ * TEST ONLY. A worker whose environment sets this variable to one of `CrashPoint` SIGKILLs
+ * itself at that step of an attempt, so the end-to-end tests can kill a worker exactly
+ * in a window that matters (test/e2e/worker-crash.test.ts). Never set it otherwise.
+ */
+export const TEST_CRASH_ENV = "ADO_TEST_CRASH_AT";
+/** The steps TEST_CRASH_ENV can name. */
+export const CrashPoint = {
+  /** The attempt's worktree is added, not yet recorded in the registry. */
+  afterAdd: "after-add",
+  /** The attempt's work is committed and recorded `committed`; its result not yet published. */
+  afterCommit: "after-commit",
+} as const;
+export type CrashPoint = (typeof CrashPoint)[keyof typeof CrashPoint];
+

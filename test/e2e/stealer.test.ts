@@ -138,8 +138,10 @@ describe("stealer - a worker SIGKILLed with a task running and two more queued o
       expect(await lines(log)).toEqual(["long 1"]);
       expect(await messagesIn(jsm, topo.streams.work.name)).toBe(3);
       await cluster.kill("victim");
-      // TERM at once, KILL 2 s later (reaper.ts); generous for a loaded machine.
-      await awaitAgentsGone(log, 15_000);
+      // Its reaper stops its agent: TERM at once, KILL 2 s later (reaper.ts); the wait
+      // is generous for a loaded machine. Nothing may outlive the worker, and it must be
+      // the reaper that stopped it, not the stealer's second line of defence.
+      expect(await awaitAgentsGone(log, 15_000)).toEqual([]);
       await cluster.actor("balancer");
 
       const outcome = await run.outcome;
@@ -162,6 +164,7 @@ describe("stealer - a worker SIGKILLed with a task running and two more queued o
       await expect(jsm.consumers.info(topo.streams.work.name, consumers.work(victimId))).rejects.toThrow(/consumer not found/);
       expect(await (await openBuckets(nc, topo)).workers.get(victimId).then((e) => e?.operation ?? "none")).not.toBe("PUT");
       expect(gitOut(repo.dir, "worktree", "list", "--porcelain").split("\n").filter((l) => l.startsWith("worktree "))).toEqual([`worktree ${repo.dir}`]);
+      expect(cluster.get("stealer").output()).not.toContain("its reaper missed them");
       const codes = await cluster.stopAll();
       expect(Object.values(codes).every((c) => c === 0), JSON.stringify(codes)).toBe(true);
       for (const p of cluster.all) expect(await isRunning(p.child.pid!), p.name).toBe(false);
@@ -170,7 +173,9 @@ describe("stealer - a worker SIGKILLed with a task running and two more queued o
       cluster.killAll();
       await repo.cleanup();
     }
-  }, 60_000);
+    // Seven processes start before anything happens: on a loaded 2-core machine that
+    // alone took 25-35 s (on main as well), so 60 s was not enough.
+  }, 120_000);
 });
 
 // ---------------------------------------------------------------- in-process cases
@@ -277,6 +282,8 @@ describe("stealer - replicas under a leader lease", () => {
       await eventually(async () => (await lines(log)).length === 1, 10_000, "attempt 1 running");
       await cluster.worker("other", 1);
       await cluster.kill("doomed");
+      // Nothing of the dead worker outlives it (its reaper).
+      expect(await awaitAgentsGone(log, 15_000)).toEqual([]);
       const outcome = await run.outcome;
       expect(outcome.status, outcome.error).toBe("succeeded");
       expect(await lines(log)).toEqual(["t 1", "t 2"]);

@@ -97,8 +97,13 @@ describe("WorktreeManager", () => {
     const lockFile = path.join(repo, ".git/refs/heads/ado/locked.lock");
     await mkdir(path.dirname(lockFile), { recursive: true });
     await writeFile(lockFile, "");
-    // git itself waits 100 ms for a ref lock (core.filesRefLockTimeout); hold it longer.
-    const release = new Promise((resolve) => setTimeout(resolve, 400)).then(() => rm(lockFile));
+    // git itself waits 100 ms for a ref lock (core.filesRefLockTimeout): the lock is held
+    // until the manager has said it retries (not for a fixed time, which a loaded machine
+    // can spend before the first add even runs), at most 30 s.
+    const release = (async () => {
+      for (let i = 0; i < 600 && !logs.some((line) => line.includes("git lock busy, retrying")); i++) await new Promise((r) => setTimeout(r, 50));
+      await rm(lockFile);
+    })();
 
     const wt = await manager.add({ name: "locked", branch: "ado/locked", base: root });
     await release;

@@ -133,9 +133,8 @@ export async function processesWith(marker: string): Promise<Array<{ pid: number
  * Waits until no process with `marker` in its command line runs (agents of a killed
  * worker, stopped by its reaper). If some still run after `ms`, prints what they are
  * (state, parent, group, session, and the reapers present) and kills them, so the rest
- * of the test can go on; returns them. The reaper itself is asserted strictly in
- * test/runtime/agent-reaper.test.ts; here a miss is reported, not fatal (see the
- * known limits in docs/ARCHITECTURE.md).
+ * of the test can go on; returns them, for the test to assert there are none (the
+ * reaper's own tests are test/runtime/agent-reaper.test.ts).
  */
 export async function awaitAgentsGone(marker: string, ms: number): Promise<Array<{ pid: number; cmd: string }>> {
   const deadline = Date.now() + ms;

@@ -308,10 +308,15 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     if (failure.kind === "cancelled") {
       return [...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...settle(state, now)];
     }
-    // An interrupted attempt (its worker shut down) is handed back without using up the
-    // retry budget, a few times at most, so a crash loop still ends.
-    const interrupted = failure.kind === "interrupted" && result.attempt < t.def.retry.attempts + MAX_INTERRUPTIONS;
-    const willRetry = (interrupted || (failure.retryable && result.attempt < t.def.retry.attempts)) && !state.run.halted;
+    // An interrupted attempt (its worker shut down or died) is handed back without using
+    // up the retry budget, a few times at most (maxInterruptions), so a crash loop still
+    // ends. One lost before its agent started costs the task nothing (worker edit: 9.6).
+    const interruption = interruptionRule(t, failure, state.run.graph.maxInterruptions);
+    update(state, t, interruption.counts);
+    const interrupted = interruption.again;
+    const failures = result.attempt - (t.rec.interruptions ?? 0) - (t.rec.lostUnstarted ?? 0);
+    const willRetry = (interrupted || (failure.kind !== "interrupted" && failure.retryable && failures < t.def.retry.attempts)) && !state.run.halted;
+    const message = interruption.capMessage ? `${failure.message}; ${interruption.capMessage}` : failure.message;
     effects.push({
       type: "event",
       event: {
@@ -321,7 +326,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
         attempt: result.attempt,
         at: now,
         workerId: result.workerId,
-        error: failure.message,
+        error: message,
         willRetry,
         outputTail: result.outputTail,
         startedAt: result.startedAt,
@@ -335,13 +340,13 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       const work = effectsOfQueue.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
       effects.push(...effectsOfQueue, {
         type: "event",
-        event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt: work.attempt, at: now, notBefore: work.notBefore, error: failure.message },
+        event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt: work.attempt, at: now, notBefore: work.notBefore, error: message },
       });
     } else {
-      update(state, t, { status: "failed", error: failure.message });
+      update(state, t, { status: "failed", error: message });
       effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now), ...release(state, now, []));
       if (state.run.graph.failFast) {
-        effects.push(...stopRun(state, `task '${t.def.id}' failed and the run is failFast: ${failure.message}`, now, "ado (failFast)"));
+        effects.push(...stopRun(state, `task '${t.def.id}' failed and the run is failFast: ${message}`, now, "ado (failFast)"));
       }
     }
     return [...effects, ...settle(state, now)];
@@ -662,8 +667,35 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
 }
 
 const TERMINAL: ReadonlySet<TaskStatus> = new Set<TaskStatus>(["succeeded", "failed", "skipped", "cancelled"]);
-/** Times an attempt may be handed back by a stopping worker beyond the retry budget. */
-const MAX_INTERRUPTIONS = 5;
+/** Times a task may be interrupted (its agent started) and still run again, unless the graph or task says otherwise. */
+export const MAX_INTERRUPTIONS = 5;
+
+/**
+ * How an attempt's failure counts against the task's interruptions: an `interrupted`
+ * attempt whose agent had started counts (up to the cap: the task's
+ * `retry.maxInterruptions`, else the graph's `maxInterruptions`, else 5); one lost before
+ * its agent started (`agentStarted: false`) costs nothing. Other failures are not
+ * interruptions. `again`: run the task again for this interruption; `capMessage` says,
+ * when the cap stops it, why and how to raise it.
+ */
+export function interruptionRule(
+  t: { def: Pick<TaskState["def"], "id" | "retry">; rec: Pick<TaskState["rec"], "interruptions" | "lostUnstarted"> },
+  failure: Pick<NonNullable<TaskResult["failure"]>, "kind" | "agentStarted">,
+  graphCap: number | undefined,
+): { again: boolean; counts: { interruptions?: number; lostUnstarted?: number }; capMessage?: string } {
+  if (failure.kind !== "interrupted") return { again: false, counts: {} };
+  if (failure.agentStarted === false) return { again: true, counts: { lostUnstarted: (t.rec.lostUnstarted ?? 0) + 1 } };
+  const interruptions = (t.rec.interruptions ?? 0) + 1;
+  const cap = t.def.retry.maxInterruptions ?? graphCap ?? MAX_INTERRUPTIONS;
+  if (interruptions <= cap) return { again: true, counts: { interruptions } };
+  return {
+    again: false,
+    counts: { interruptions },
+    capMessage:
+      `task '${t.def.id}' was interrupted ${interruptions} times while its agent ran (its workers stopped or died), over its cap of ${cap}: not run again. ` +
+      `Raise the cap with the task's retry.maxInterruptions or the graph's maxInterruptions`,
+  };
+}
 /** Past this many tasks, run.completed carries counts only, to stay under NATS max_payload. */
 export const SUMMARY_LIMIT = 1_000;
 

@@ -167,7 +167,7 @@ export function planRecovery(deadWorkerId: string, left: readonly LeftMessage[])
  * the retry budget (run-state.ts applyTaskResult), and ignores it if it already settled
  * the attempt (a result the worker did send gets there first).
  */
-export function lostResult(work: TaskWork, deadWorkerId: string, claimedAt: string, now: string, why: string): TaskResult {
+export function lostResult(work: TaskWork, deadWorkerId: string, claimedAt: string, now: string, why: string, agentStarted = true): TaskResult {
   return {
     type: "task.result",
     runId: work.runId,
@@ -175,7 +175,13 @@ export function lostResult(work: TaskWork, deadWorkerId: string, claimedAt: stri
     attempt: work.attempt,
     workerId: deadWorkerId,
     status: "failed",
-    failure: { kind: "interrupted", retryable: true, message: `worker ${deadWorkerId} ${why}: attempt ${work.attempt} was lost with it` },
+    // agentStarted: false (its agent had not started) makes the loss free for the task.
+    failure: {
+      kind: "interrupted",
+      retryable: true,
+      message: `worker ${deadWorkerId} ${why}: attempt ${work.attempt} was lost with it${agentStarted ? "" : " before its agent started"}`,
+      ...(agentStarted ? {} : { agentStarted: false }),
+    },
     files: [],
     startedAt: claimedAt,
     finishedAt: now,

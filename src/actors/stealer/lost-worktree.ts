@@ -2,11 +2,12 @@ import { hostname } from "node:os";
 import { dirname } from "node:path";
 import type { KV } from "@nats-io/kv";
 import { errorMessage } from "../../runtime/errors.js";
-import { WorktreeManager } from "../../git/index.js";
+import { WorktreeManager, worktreesOnBranch, type WorktreeRecord } from "../../git/index.js";
 import { WorktreeRegistry } from "../../runtime/worktree-registry.js";
 import type { Logger } from "../../runtime/logger.js";
 import type { TaskWork, WorkerRecord } from "../../runtime/messages.js";
 import { attemptRef } from "../../runtime/names.js";
+import { processAlive } from "./leftovers.js";
 
 /** What became of a lost attempt's worktree. */
 export type LostWorktree =
@@ -14,7 +15,7 @@ export type LostWorktree =
   | { kind: "archived"; ref: string; commit: string }
   /** Nothing of its own: removed. */
   | { kind: "removed" }
-  /** Left as it is; `why` says why (another host, its worker's process still runs, no record). */
+  /** Left as it is; `why` says why (another host, its worker's process still runs, none found). */
   | { kind: "untouched"; why: string };
 
 /**
@@ -24,6 +25,15 @@ export type LostWorktree =
  * put back at the attempt's base. Otherwise the next attempt, which uses the same path
  * and branch, would find them taken (a worktree with uncommitted files, a branch that
  * moved) and fail.
+ *
+ * What decides is the attempt, its worker and whether that worker's process lives, not
+ * what the registry recorded: a worker killed between adding the worktree and recording
+ * it left no record, one killed after recording `committed` and before its result was
+ * stored left a record that no longer says `active`. The worktree is found in git (the
+ * task branch checked out, ado.json naming the dead worker); the record, when there is
+ * one for this attempt, only says where else to look and is updated.
+ * A `committed` attempt may have succeeded (its result stored, the kill came before the
+ * ack): its branch is left at its commit (archived all the same), for the merge.
  *
  * Done before the lost result is sent, so the next attempt cannot race it; every step is
  * safe to repeat, so a successor redoes it after a stealer that died half-way.
@@ -40,47 +50,61 @@ export async function keepLostWorktree(opts: {
   processAlive?: (pid: number) => boolean;
 }): Promise<LostWorktree> {
   const { work, worker, deadWorkerId } = opts;
-  const registry = new WorktreeRegistry(opts.kv, opts.logger);
-  const rec = await registry.get(work.runId, work.taskId).catch(() => undefined);
-  if (!rec || rec.state !== "active" || rec.workerId !== deadWorkerId || rec.attempt !== work.attempt) {
-    return { kind: "untouched", why: "no active worktree of this attempt is registered" };
-  }
+  const alive = opts.processAlive ?? processAlive;
   const here = hostname();
-  if (rec.host !== here) return { kind: "untouched", why: `it is on host ${rec.host}, and this stealer runs on ${here}` };
+  const registry = new WorktreeRegistry(opts.kv, opts.logger);
+  const stored = await registry.get(work.runId, work.taskId).catch(() => undefined);
+  // The record speaks of this attempt only if it names it and its worker.
+  const rec = stored && stored.workerId === deadWorkerId && stored.attempt === work.attempt ? stored : undefined;
+  if (rec && rec.host !== here) return { kind: "untouched", why: `it is on host ${rec.host}, and this stealer runs on ${here}` };
   // Its agent may still be writing in it if the worker process lives on (cut off from
   // NATS, not dead): never touch it then. The reaper stops a dead worker's agents.
   if (!worker || worker.host !== here) return { kind: "untouched", why: "the worker's process cannot be checked from this host" };
-  if ((opts.processAlive ?? processAlive)(worker.pid)) return { kind: "untouched", why: `the worker's process (pid ${worker.pid}) still runs` };
+  if (alive(worker.pid)) return { kind: "untouched", why: `the worker's process (pid ${worker.pid}) still runs` };
   if (!work.baseCommit) return { kind: "untouched", why: "the attempt has no base commit" };
 
-  const wt = new WorktreeManager({ repo: rec.repo, baseDir: dirname(dirname(rec.path)), logger: opts.logger });
+  const repo = rec?.repo ?? work.repo;
+  if (!repo) return { kind: "untouched", why: "the run has no repository" };
+  const onBranch = await worktreesOnBranch(repo, work.branch).catch(() => []);
+  // The dead worker's worktree of this task: ado.json names the worker (and, from
+  // workers that record it, the attempt); its creator process is gone.
+  const found = onBranch.find(
+    (w) => w.meta?.workerId === deadWorkerId && w.meta.host === here && (w.meta.attempt === undefined || w.meta.attempt === work.attempt) && !alive(w.meta.pid),
+  );
+  // Not in git: a registration whose directory is gone is still worth clearing, if the
+  // record says the attempt had not finished with it (a record saying it was archived or
+  // removed is a predecessor's pass: nothing to redo).
+  const path = found?.path ?? (rec && (rec.state === "active" || rec.state === "committed") ? rec.path : undefined);
+  if (!path) return { kind: "untouched", why: "no worktree of this attempt was found (or it was cleared already)" };
+
+  const wt = new WorktreeManager({ repo, baseDir: dirname(dirname(path)), logger: opts.logger });
   const ref = attemptRef(work.runId, work.taskId, work.attempt);
   const reason = `attempt ${work.attempt} lost: worker ${deadWorkerId} died`;
-  const { commit: head, archived: hasWork } = await wt.archiveAttempt(rec.path, {
+  const { commit: head, archived: hasWork } = await wt.archiveAttempt(path, {
     ref,
     branch: work.branch,
     base: work.baseCommit,
     message: `ado: ${work.taskId} ${reason} (work in progress)`,
+    resetBranch: rec?.state !== "committed",
   });
+  const fallback: Pick<WorktreeRecord, "runId" | "taskId" | "repo" | "path" | "branch" | "host" | "createdAt"> = {
+    runId: work.runId,
+    taskId: work.taskId,
+    repo,
+    path,
+    branch: work.branch,
+    host: here,
+    createdAt: found?.meta?.createdAt ?? new Date().toISOString(),
+  };
   await registry
     .update(
       work.runId,
       work.taskId,
       hasWork
-        ? { state: "archived", archiveRef: ref, commit: head, reason, updatedBy: opts.by, finishedAt: new Date().toISOString() }
-        : { state: "removed", reason: `${reason}, with no changes`, updatedBy: opts.by, finishedAt: new Date().toISOString() },
-      rec,
+        ? { state: "archived", archiveRef: ref, commit: head, reason, attempt: work.attempt, workerId: deadWorkerId, updatedBy: opts.by, finishedAt: new Date().toISOString() }
+        : { state: "removed", reason: `${reason}, with no changes`, attempt: work.attempt, workerId: deadWorkerId, updatedBy: opts.by, finishedAt: new Date().toISOString() },
+      rec ?? fallback,
     )
     .catch((err) => opts.logger.warn({ task: work.taskId, err: errorMessage(err) }, "worktree registry not updated"));
   return hasWork ? { kind: "archived", ref, commit: head! } : { kind: "removed" };
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    // EPERM: it exists, under another user.
-    return (err as NodeJS.ErrnoException).code === "EPERM";
-  }
 }

@@ -1,0 +1,373 @@
+import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { JsMsg } from "@nats-io/jetstream";
+import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
+import { type Agent, type OutputStream, type StopReason, Suspender, taskDir } from "../../agents/index.js";
+import { AdoError, errorMessage } from "../../runtime/errors.js";
+import type { publishEvent } from "../../runtime/events.js";
+import type { WorkerId } from "../../runtime/ids.js";
+import type { Logger } from "../../runtime/logger.js";
+import type { TaskFailure, TaskResult, TaskWork } from "../../runtime/messages.js";
+import {
+  AgentEnv,
+  attemptKey,
+  attemptRef,
+  CrashPoint,
+  INPUTS_FILE,
+  CHECKPOINT_TRAILER,
+  PROMPT_ENV_MAX_BYTES,
+  PROMPT_FILE,
+  strayBranchRef,
+  TEST_CRASH_ENV,
+  WORKTREE_ADO_DIR,
+} from "../../runtime/names.js";
+import { afterCommit, planAfterAgent, planBranches } from "./decide.js";
+import { OutputBuffer } from "./output.js";
+import type { TaskWorktrees, WorktreeUpdate } from "./task-worktrees.js";
+
+/** An event the attempt publishes (task.started, task.output, task.checkpoint). */
+export type AttemptEvent = Parameters<typeof publishEvent>[2];
+
+/** A result before the fields execute() adds at the end (times, output, cost). */
+type Outcome = Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail" | "summary" | "costUsd">;
+
+/**
+ * What an attempt needs from its worker, and nothing more (BullMQ's
+ * LockManagerWorkerContext, Temporal's Activity): who it runs on, the agents, how to
+ * claim, publish and remember results, and where worktrees come from.
+ */
+export interface AttemptContext {
+  readonly workerId: WorkerId;
+  readonly log: Logger;
+  readonly agents: ReadonlyMap<string, Agent>;
+  /** Claims the attempt in KV `claims` (create only): true when it is this worker's. */
+  claim(key: string): Promise<boolean>;
+  /** Publishes an event (stored before the call resolves). */
+  emit(event: AttemptEvent): Promise<unknown>;
+  /** Publishes the attempt's result to the scheduler, retrying while the server is unreachable. */
+  publishResult(key: string, result: TaskResult): Promise<void>;
+  /** Results this worker already produced, so a redelivery re-sends instead of re-running. */
+  readonly results: ResultCache;
+  /** How this host reaches a run's repository (its own, or a clone of the run's remote). */
+  readonly access: RepoAccess;
+  readonly worktrees: TaskWorktrees;
+}
+
+/** Results already produced, by attempt key; bounded (a redelivery comes within ack_wait, long before 1,000 newer results). */
+export class ResultCache {
+  private readonly results = new Map<string, TaskResult>();
+  constructor(private readonly max = 1_000) {}
+
+  get(key: string): TaskResult | undefined {
+    return this.results.get(key);
+  }
+
+  remember(key: string, result: TaskResult): void {
+    this.results.set(key, result);
+    if (this.results.size > this.max) this.results.delete(this.results.keys().next().value!);
+  }
+}
+
+/**
+ * One attempt of a task on this worker, from its claim to its result: claims it, makes
+ * its worktree on the task branch, runs the agent there (streaming its output as
+ * events), does what decide.ts plans with the worktree afterwards, publishes the result
+ * and acks the work message (only after the result is stored: until then the message
+ * stays on the worker's subject, where the stealer finds it should this worker die).
+ */
+export class Attempt {
+  readonly key: string;
+  private readonly abort = new AbortController();
+  /** Pauses and resumes the agent's process group. */
+  readonly suspender = new Suspender();
+
+  constructor(
+    private readonly ctx: AttemptContext,
+    readonly work: TaskWork,
+    readonly msg: JsMsg,
+  ) {
+    this.key = attemptKey(work);
+  }
+
+  /** Stops the agent now: cancelled on request, or interrupted because the worker shuts down. */
+  stop(reason: StopReason): void {
+    this.abort.abort(reason);
+  }
+
+  /**
+   * Runs the attempt to its end: result published and work message acked.
+   * @returns false when there was nothing to run (a duplicate delivery, or a result re-sent).
+   */
+  async run(): Promise<boolean> {
+    const { ctx, key, msg } = this;
+    if (!(await ctx.claim(key))) {
+      // Another worker holds this attempt: ours is a duplicate delivery.
+      msg.ack();
+      return false;
+    }
+    const done = ctx.results.get(key);
+    if (done) {
+      // We ran it, but the ack was lost: send the result again (deduplicated), never re-run.
+      await ctx.publishResult(key, done);
+      msg.ack();
+      return false;
+    }
+    const work = this.work;
+    const startedAt = new Date().toISOString();
+    const output = new OutputBuffer((stream, data) =>
+      ctx.emit({ type: "task.output", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), stream, data }),
+    );
+    let result: Outcome;
+    try {
+      result = await this.execute(startedAt, (s: OutputStream, d: string) => output.push(s, d));
+    } catch (err) {
+      result = this.failed({
+        kind: err instanceof AdoError && !err.retryable ? "git" : "internal",
+        retryable: err instanceof AdoError ? err.retryable : true,
+        message: errorMessage(err),
+      });
+    }
+    output.flush();
+    await output.settled(); // output events are stored before the result that ends the task
+    const tail = output.tail();
+    const summary = tail.trimEnd().split("\n").pop()?.slice(0, 500) ?? "";
+    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: tail, summary, costUsd: 0 };
+    ctx.results.remember(key, full);
+    await ctx.publishResult(key, full);
+    msg.ack();
+    return true;
+  }
+
+  /** Worktree, agent, and what becomes of the worktree. */
+  private async execute(startedAt: string, onOutput: (s: OutputStream, d: string) => void): Promise<Outcome> {
+    const { ctx } = this;
+    let work = this.work;
+    const agent = ctx.agents.get(work.task.agent);
+    if (!agent) {
+      return this.failed({
+        kind: "agent_missing",
+        retryable: false,
+        message: `agent '${work.task.agent}' is not available on worker ${ctx.workerId} (it has: ${[...ctx.agents.keys()].join(", ")})`,
+      });
+    }
+    let cwd: string | undefined;
+    let wt: WorktreeManager | undefined;
+    let target: RepoTarget | undefined;
+    let branchesBefore: Set<string> | undefined;
+    if (agent.needsWorktree) {
+      if (!work.repo || !work.baseCommit) {
+        return this.failed({ kind: "invalid", retryable: false, message: `agent '${agent.name}' needs a repository, and the run has none` });
+      }
+      // The user's repository when it is on this host, else a clone of the run's remote;
+      // from here on `work.repo` names the repository the worktree belongs to.
+      target = await ctx.access.resolve(work, work.baseCommit);
+      work = { ...work, repo: target.dir };
+      wt = ctx.worktrees.manager(work.repo!);
+      ({ path: cwd } = await wt.add({
+        name: `${work.runId}/${work.taskId}`,
+        branch: work.branch,
+        base: work.baseCommit!,
+        lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${ctx.workerId}`,
+        owner: { runId: work.runId, taskId: work.taskId, workerId: ctx.workerId, attempt: work.attempt },
+        // The next attempt of a task owns its branch: what an earlier one left there is
+        // archived already (or is only an old base), and moves to this attempt's base.
+        ownBranch: true,
+      }));
+      crashAt(CrashPoint.afterAdd);
+      // The repository's branches before the agent runs, to tell the ones it makes.
+      branchesBefore = await wt.branchNames();
+      await ctx.worktrees.record(work, cwd, { state: "active", createdAt: new Date().toISOString() });
+    }
+    // ado's files for the agent: in the worktree's `.ado/` (never committed, never the
+    // agent's work), or in a temporary directory when there is no worktree. Fan-in: what
+    // the tasks this one needs produced (also in the environment). The prompt: always
+    // as a file, in the environment only when small (a large one fails spawn: E2BIG).
+    const adoDir = cwd ? join(cwd, WORKTREE_ADO_DIR) : await mkdtemp(join(tmpdir(), "ado-agent-"));
+    await mkdir(adoDir, { recursive: true });
+    let inputsFile = "";
+    if (cwd) {
+      inputsFile = join(adoDir, INPUTS_FILE);
+      await writeFile(inputsFile, JSON.stringify(work.inputs, null, 2) + "\n");
+    }
+    const promptFile = join(adoDir, PROMPT_FILE);
+    await writeFile(promptFile, work.task.prompt);
+    const promptInEnv = Buffer.byteLength(work.task.prompt) <= PROMPT_ENV_MAX_BYTES;
+    // Stored before the agent starts: should this worker die, the stealer tells from it
+    // whether the agent had started (an attempt lost before costs the task nothing).
+    // One round trip, no extra write. Not stored (the server unreachable): the agent
+    // runs all the same, and a loss would be counted as one after the start.
+    const started = { type: "task.started" as const, runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: startedAt, workerId: ctx.workerId };
+    await ctx
+      .emit({ ...started, branch: cwd ? work.branch : undefined, worktree: cwd })
+      .catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
+    const outcome = await agent
+      .run({
+        // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
+        cwd: taskDir(cwd, work.task),
+        env: {
+          ...work.task.env,
+          [AgentEnv.runId]: work.runId,
+          [AgentEnv.taskId]: work.taskId,
+          ...(promptInEnv ? { [AgentEnv.prompt]: work.task.prompt } : {}),
+          [AgentEnv.promptFile]: promptFile,
+          [AgentEnv.attempt]: String(work.attempt),
+          [AgentEnv.workerId]: ctx.workerId,
+          [AgentEnv.branch]: work.branch,
+          [AgentEnv.inputs]: JSON.stringify(work.inputs),
+          [AgentEnv.inputsFile]: inputsFile,
+          // Git run by the agent itself ignores what the include list copied in (.env).
+          ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
+        },
+        task: work.task,
+        signal: this.abort.signal,
+        suspender: this.suspender,
+        onOutput,
+      })
+      .finally(() => (cwd ? undefined : rm(adoDir, { recursive: true, force: true })));
+    if (!wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
+    await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
+    const base = work.baseCommit!;
+    const ref = attemptRef(work.runId, work.taskId, work.attempt);
+    // Started at an earlier attempt's checkpoint: its work counts as this attempt's too,
+    // measured from where the task started (read only when it matters: one git process).
+    const taskBase = async () => (await wt.trailer(base, CHECKPOINT_TRAILER).catch(() => undefined)) ?? base;
+
+    // What the agent did with git itself: commits on the task branch, on a branch of its
+    // own, a detached HEAD; lands on the task branch when that is unambiguous.
+    const facts = await wt.attemptGit(cwd, { branch: work.branch, base, before: branchesBefore! });
+    const clean = facts.head === base && facts.headBranch === work.branch && facts.strays.some((b) => !b.inHead) ? !(await wt.hasChanges(cwd)) : undefined;
+    const branches = planBranches({ ...facts, branch: work.branch, base, clean });
+    const plan = planAfterAgent({ end: outcome.ok ? { ok: true } : { ok: false, failure: outcome.failure! }, worktree: true, remote: !!target?.remote, branches, attemptRef: ref });
+    if (plan.kind !== "archive" && branches.kind === "land") {
+      await wt.landOnTaskBranch(cwd, { branch: work.branch, from: branches.from, to: branches.to, fastForward: branches.fastForward });
+      ctx.log.info({ task: work.taskId, to: branches.to }, branches.what);
+    }
+    // The agent's branches go once their commits are safe: on the task branch (`keptBy`), else archived first.
+    // `headMoved`: HEAD stayed on the agent's branch and ado's commit went there (an archive).
+    const dropStrays = async (keptBy: string | undefined, headMoved = false) => {
+      const strays = facts.strays.map((b) => (headMoved && b.branch === facts.headBranch && keptBy ? { ...b, tip: keptBy } : b));
+      if (strays.length === 0) return;
+      const { deleted, archived } = await wt.dropStrayBranches(strays, { keptBy, archiveRef: (name) => strayBranchRef(work.runId, work.taskId, work.attempt, name) });
+      ctx.log.info({ task: work.taskId, deleted, archived }, "branches the agent made removed (their commits are kept)");
+    };
+
+    if (plan.kind === "checkpoint") {
+      // The work so far is committed on the task branch, and the next attempt starts
+      // from that commit instead of from scratch.
+      // Always a commit of ado's when there is work (the agent's own commits, or an earlier
+      // checkpoint), so the trailer tells the next attempt where the task started.
+      const taskStart = await taskBase();
+      const hasWork = taskStart !== base || facts.head !== base || branches.kind === "land" || (await wt.hasChanges(cwd));
+      const c = await wt.commitAll(cwd, {
+        message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)\n\n${CHECKPOINT_TRAILER}: ${taskStart}`,
+        allowEmpty: hasWork,
+      });
+      const changed = c.commit !== base;
+      if (changed) await ctx.access.publishBranch(target!, c.commit, work.branch);
+      await wt.remove(cwd, { force: true });
+      await dropStrays(c.commit);
+      await ctx.worktrees.record(work, cwd, { state: "removed", commit: c.commit, reason: "interrupted: the work so far is committed on the branch (checkpoint)" });
+      if (changed) {
+        await ctx
+          .emit({ type: "task.checkpoint", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), workerId: ctx.workerId, commit: c.commit, reason: "worker shutting down" })
+          .catch(() => undefined);
+      }
+      return { ...this.failed(outcome.failure!), branch: work.branch, commit: c.commit };
+    }
+    if (plan.kind === "archive") {
+      const kept = await this.keepFailedAttempt(wt, cwd, work);
+      // The agent's commits on the task branch that HEAD did not hold (it was elsewhere)
+      // are kept too, and the branch goes back to its base.
+      const taskTip = facts.taskTip;
+      if (kept.state !== "kept" && taskTip && taskTip !== base && !facts.taskInHead) {
+        await wt.dropStrayBranches([{ branch: work.branch, tip: taskTip }], { archiveRef: (name) => strayBranchRef(work.runId, work.taskId, work.attempt, name) });
+      }
+      if (kept.state !== "kept") await dropStrays(kept.commit, true);
+      // Remote mode: the failed attempt's work is kept on the remote too (best effort).
+      if (target!.remote && kept.archiveRef && kept.commit) {
+        await pushRef(work.repo!, target!.remote, kept.commit, kept.archiveRef).catch((err) =>
+          ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "failed attempt archived here, but not pushed"),
+        );
+      }
+      await ctx.worktrees.record(work, cwd, kept);
+      ctx.worktrees.cleanupSoon(wt, work.repo!);
+      return this.failed(plan.failure);
+    }
+    const commit = await wt.commitAll(cwd, { message: commitMessage(work) });
+    // The agent's own commits are its work too, and so is a checkpoint the attempt started
+    // from: "changed" is the branch against where the task started.
+    const from = commit.commit === base ? await taskBase() : base;
+    const changed = commit.commit !== from;
+    const files = !changed ? [] : from === base && facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(from, commit.commit);
+    const next = afterCommit({ changed, remote: !!target!.remote });
+    // Remote mode: the branch goes to the remote, where the merge coordinator takes it
+    // from, and the worktree goes now (no merger on another host could remove it).
+    if (next.kind === "pushAndRemove") await ctx.access.publishBranch(target!, commit.commit, work.branch);
+    if (next.kind !== "keepForMerge") await wt.remove(cwd);
+    await dropStrays(commit.commit);
+    await ctx.worktrees.record(
+      work,
+      cwd,
+      next.kind === "pushAndRemove"
+        ? { state: "removed", commit: commit.commit, reason: `pushed to ${target!.remote}` }
+        : next.kind === "keepForMerge"
+          ? { state: "committed", commit: commit.commit }
+          : { state: "removed", commit: commit.commit, reason: "no changes" },
+    );
+    if (next.kind === "keepForMerge") crashAt(CrashPoint.afterCommit);
+    ctx.worktrees.cleanupSoon(wt, work.repo!);
+    return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files, worktree: next.kind === "keepForMerge" ? cwd : undefined };
+  }
+
+  /**
+   * A failed attempt's changes are committed and kept under
+   * `refs/ado/attempts/<run>/<task>/<attempt>`; the task branch goes back to its base so
+   * the next attempt starts clean. Nothing the agent wrote is lost.
+   */
+  private async keepFailedAttempt(wt: WorktreeManager, cwd: string, work: TaskWork): Promise<WorktreeUpdate> {
+    const ref = attemptRef(work.runId, work.taskId, work.attempt);
+    try {
+      const kept = await wt.archiveAttempt(cwd, {
+        ref,
+        branch: work.branch,
+        base: work.baseCommit!,
+        message: `ado: ${work.taskId} attempt ${work.attempt} failed (work in progress)`,
+      });
+      return kept.archived
+        ? { state: "archived", archiveRef: ref, commit: kept.commit, reason: `attempt ${work.attempt} failed` }
+        : { state: "removed", reason: `attempt ${work.attempt} failed with no changes` };
+    } catch (err) {
+      this.ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "could not archive a failed attempt; its worktree is kept");
+      return { state: "kept", reason: `attempt ${work.attempt} failed and its work could not be archived: ${errorMessage(err)}` };
+    }
+  }
+
+  private succeeded() {
+    const w = this.work;
+    return { type: "task.result" as const, runId: w.runId, taskId: w.taskId, attempt: w.attempt, workerId: this.ctx.workerId, status: "succeeded" as const, files: [] as string[] };
+  }
+
+  private failed(failure: TaskFailure) {
+    return { ...this.succeeded(), status: "failed" as const, failure };
+  }
+}
+
+/** TEST ONLY (names.ts TEST_CRASH_ENV): the worker dies here, as a SIGKILL would kill it. */
+function crashAt(step: CrashPoint): void {
+  if (process.env[TEST_CRASH_ENV] === step) process.kill(process.pid, "SIGKILL");
+}
+
+/** Bytes of the prompt a commit message carries (git takes it as one argument: 128 KiB at most on Linux). */
+const PROMPT_IN_MESSAGE_BYTES = 8 * 1024;
+
+/** The message of a succeeded attempt's commit: the task, the run, and its prompt (cut when long). */
+export function commitMessage(work: Pick<TaskWork, "taskId" | "runId" | "task">): string {
+  const prompt = work.task.prompt;
+  const bytes = Buffer.from(prompt);
+  const shown =
+    bytes.length <= PROMPT_IN_MESSAGE_BYTES
+      ? prompt
+      : `${bytes.subarray(0, PROMPT_IN_MESSAGE_BYTES).toString("utf8").replace(/\uFFFD$/, "")}\n\n[prompt cut at ${PROMPT_IN_MESSAGE_BYTES / 1024} KiB of ${Math.ceil(bytes.length / 1024)} KiB]`;
+  return `ado: ${work.taskId} (run ${work.runId})\n\n${shown}`.trim();
+}
