@@ -6,10 +6,17 @@
 export class Suspender {
   private pid?: number;
   private paused = false;
+  /** Pauses so far: each pause and its resume are the n-th of the attempt (their events' ids). */
+  private pauses = 0;
   private readonly listeners = new Set<(paused: boolean) => void>();
 
   get isPaused(): boolean {
     return this.paused;
+  }
+
+  /** How many times the group was paused (the current or last pause's number). */
+  get pauseCount(): number {
+    return this.pauses;
   }
 
   attach(pid: number | undefined): void {
@@ -24,6 +31,7 @@ export class Suspender {
   pause(): boolean {
     if (this.paused) return false;
     this.paused = true;
+    this.pauses++;
     signalGroup(this.pid, "SIGSTOP");
     for (const l of this.listeners) l(true);
     return true;

@@ -123,6 +123,8 @@ export const msgIds = {
   refused: (runId: string, submitSeq: number) => `${runId}._.rejected.${submitSeq}`,
   /** The balancer's `task.waiting` for an attempt, once per reason (`reasonDigest`: a hash of its text). */
   waiting: (a: AttemptRef, reasonDigest: string) => `${attemptKey(a)}.waiting.${reasonDigest}`,
+  /** The n-th pause of an attempt, and its resume: a second pause is not a replay of the first. */
+  suspension: (e: { runId: string; type: string }, taskId: string, attempt: number, n: number) => `${e.runId}.${taskId}.${attempt}.${e.type}.${n}`,
   /** Events that recur within an attempt: each stop of a run for a person, and its end. */
   runAttention: (runId: string, round: number) => `${runId}._.attention.${round}`,
   runContinued: (runId: string, round: number) => `${runId}._.continued.${round}`,

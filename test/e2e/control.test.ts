@@ -91,8 +91,17 @@ describe("control - cancel, pause, resume", () => {
       expect((await lines(beat)).length).toBe(paused); // suspended: no progress at all
       await client.control({ runId, taskId: "loop" }, "resume");
       await eventually(async () => (await lines(beat)).length > paused + 3, 5_000, "agent resumed");
+      // A second pause is news too, not a replay of the first (its event is not deduplicated).
+      await client.control({ runId, taskId: "loop" }, "pause");
+      await new Promise((r) => setTimeout(r, 400));
+      const pausedAgain = (await lines(beat)).length;
+      await client.control({ runId, taskId: "loop" }, "resume");
+      await eventually(async () => (await lines(beat)).length > pausedAgain + 3, 5_000, "agent resumed again");
       await client.control({ runId }, "cancel", "test over");
-      const outcome = await client.watch(asRunId(runId));
+      const seen: string[] = [];
+      const outcome = await client.watch(asRunId(runId), { onEvent: (e) => seen.push(e.type) });
+      expect(seen.filter((t) => t === "task.paused")).toHaveLength(2);
+      expect(seen.filter((t) => t === "task.resumed")).toHaveLength(2);
       expect(outcome.status).toBe("cancelled");
       const status = Object.fromEntries(outcome.tasks.map((t) => [t.id, t.status]));
       expect(status).toEqual({ loop: "cancelled", after: "skipped" });

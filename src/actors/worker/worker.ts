@@ -178,9 +178,11 @@ export class Worker extends Actor {
       const state = this.control.stateOf(r.work.runId, r.work.taskId);
       const at = new Date().toISOString();
       const base = { runId: r.work.runId, taskId: r.work.taskId, attempt: r.work.attempt, at, workerId: this.id };
+      const suspension = (type: "task.paused" | "task.resumed") =>
+        void publishEvent(this.js, this.ctx.topo, { type, ...base }, msgIds.suspension({ runId: base.runId, type }, base.taskId, base.attempt, r.suspender.pauseCount)).catch(() => undefined);
       if (state === "cancelled") r.stop("cancelled" satisfies StopReason);
-      else if (state === "paused" && r.suspender.pause()) void this.attemptContext.emit({ type: "task.paused", ...base }).catch(() => undefined);
-      else if (state === "running" && r.suspender.resume()) void this.attemptContext.emit({ type: "task.resumed", ...base }).catch(() => undefined);
+      else if (state === "paused" && r.suspender.pause()) suspension("task.paused");
+      else if (state === "running" && r.suspender.resume()) suspension("task.resumed");
     }
   }
 
