@@ -2,6 +2,7 @@ import { formatDuration } from "../runtime/duration.js";
 import type { AdoEvent } from "../runtime/messages.js";
 import { renderFrame } from "./progress-frame.js";
 import { oneLine, plural, RunProgress } from "./progress-state.js";
+import { divertLogs, formatLogLine } from "../runtime/logger.js";
 
 /**
  * How a run's progress is shown: `live` (a frame redrawn in place; a terminal only),
@@ -73,7 +74,7 @@ export class TerminalProgress implements ProgressView {
 
   constructor(
     private readonly out: NodeJS.WriteStream,
-    opts: { color?: boolean; intervalMs?: number } = {},
+    opts: { color?: boolean; intervalMs?: number; takeLogs?: boolean } = {},
   ) {
     this.color = opts.color ?? true;
     this.out.write(HIDE_CURSOR);
@@ -82,6 +83,8 @@ export class TerminalProgress implements ProgressView {
     this.out.on?.("resize", this.onResize);
     this.timer = setInterval(() => this.draw(), opts.intervalMs ?? 100);
     this.timer.unref?.();
+    // Logs written to the same terminal would be drawn over (or break the frame): print them above it.
+    if (opts.takeLogs ?? process.stderr.isTTY) divertLogs((line) => this.say(formatLogLine(line)));
   }
 
   onEvent(e: AdoEvent): void {
@@ -136,6 +139,7 @@ export class TerminalProgress implements ProgressView {
     clearInterval(this.timer);
     this.draw(true);
     this.stopped = true;
+    divertLogs(undefined);
     this.out.off?.("resize", this.onResize);
     process.off("exit", this.restore);
     this.out.write(SHOW_CURSOR);

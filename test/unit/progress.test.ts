@@ -7,6 +7,7 @@
 import { PassThrough } from "node:stream";
 import { describe, expect, it } from "vitest";
 import { LineProgress, pickProgress, TerminalProgress } from "../../src/cli/progress.js";
+import { createLogger } from "../../src/runtime/logger.js";
 import { renderFrame, textWidth } from "../../src/cli/progress-frame.js";
 import { RunProgress } from "../../src/cli/progress-state.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
@@ -210,5 +211,27 @@ describe("progress - the live view on a terminal", () => {
     expect(term.scrollback.filter((l) => l !== "")).toEqual([]);
     expect(term.screen[0]).toBe("ado: a message above the frame");
     expect(strip(term.screen[1]!)).toMatch(/^0\/60 done · 30 running · 30 merging/);
+  });
+
+  it("progress - a log line written while the frame is up is printed above it, not over it; after the view stops it goes to stderr again", async () => {
+    const term = new MiniTerminal(12, 80);
+    const out = Object.assign(new PassThrough(), { columns: 80, rows: 12, isTTY: true }) as unknown as NodeJS.WriteStream;
+    (out as unknown as PassThrough).on("data", (d: Buffer) => term.write(d.toString()));
+    const view = new TerminalProgress(out, { color: false, intervalMs: 5, takeLogs: true });
+    view.onEvent(accepted(["a"]));
+    view.onEvent(started("a", 0));
+    await new Promise((r) => setTimeout(r, 20));
+    createLogger("warn").warn({ worker: "w-1" }, "stealer: a worker went quiet");
+    await new Promise((r) => setTimeout(r, 20));
+    view.stop();
+    await new Promise((r) => setImmediate(r));
+    expect(term.screen[0]).toBe("warn: stealer: a worker went quiet (worker=w-1)");
+    expect(strip(term.screen[1]!)).toMatch(/^0\/1 done · 1 running/);
+    // Given back: nothing more reaches the view's terminal.
+    const before = term.screen.join("\n");
+    createLogger("error").warn("after the view (below the level: nothing is written anywhere)");
+    createLogger("warn").warn("after the view: to stderr");
+    await new Promise((r) => setImmediate(r));
+    expect(term.screen.join("\n")).toBe(before);
   });
 });
