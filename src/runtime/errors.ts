@@ -52,9 +52,6 @@ export class GraphError extends AdoError {
 /** An actor method was called in a lifecycle state that does not allow it. */
 export class LifecycleError extends AdoError {}
 
-/** Something ran past its allowed time. */
-export class TimeoutError extends AdoError {}
-
 /** Returns the message of any thrown value. */
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;

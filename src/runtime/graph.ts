@@ -118,7 +118,6 @@ export const PathRuleSchema = z
       ctx.addIssue({ code: "custom", path: ["command"], message: `only strategy "regenerate" runs a command; "${rule.strategy}" takes none` });
     }
   });
-export type PathRuleDef = z.output<typeof PathRuleSchema>;
 
 /** A shell command with its time limit, on the wire. */
 const MergeCommandSchema = z.object({ run: z.string().min(1), timeoutMs: z.number().int().positive() }).strict();

@@ -32,5 +32,3 @@ function randomToken(length: number): string {
 }
 
 export const asRunId = (s: string) => s as RunId;
-export const asTaskId = (s: string) => s as TaskId;
-export const asWorkerId = (s: string) => s as WorkerId;

@@ -32,12 +32,6 @@ export const attemptKey = (a: AttemptRef): string => `${a.runId}.${a.taskId}.${a
 /** A control key: the run id for the whole run, `<run>.<task>` for one task. */
 export const controlKey = (runId: string, taskId?: string): string => (taskId ? taskKey(runId, taskId) : runId);
 
-/** Splits a task key back into its ids (undefined when it is not one). */
-export function parseTaskKey(key: string): TaskRef | undefined {
-  const m = /^([A-Za-z0-9][A-Za-z0-9_-]*)\.([A-Za-z0-9][A-Za-z0-9_-]*)$/.exec(key);
-  return m ? { runId: m[1]!, taskId: m[2]! } : undefined;
-}
-
 // ---- branches and refs --------------------------------------------------------------
 
 /** ado's branches, all under `ado/`: never an agent's own (the worker never deletes one as such). */

@@ -8,6 +8,7 @@
 import { link, mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { randomBytes } from "node:crypto";
 import { join } from "node:path";
+import { sleep } from "./clock.js";
 import { EmbeddedServerError } from "./errors.js";
 
 export const STORE_LOCK_FILE = "ado.lock";
@@ -116,7 +117,7 @@ export async function lockStore(storeDir: string): Promise<StoreLock> {
     let current = await readLock(path);
     // A server of this process that was just killed: its exit may not have been seen yet.
     for (let waited = 0; current?.pid === process.pid && isLive(path, current) && waited < 3_000; waited += 50) {
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
       current = await readLock(path);
     }
     if (isLive(path, current)) throw new StoreInUseError(storeDir, holderOf(current!), current!.command);

@@ -5,10 +5,8 @@
  * unambiguous, otherwise the attempt fails naming what happened; nothing is lost, no
  * "no changes" when there were commits, and no branch of theirs is left behind.
  */
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { describe, expect, it, onTestFailed } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { parseConfig } from "../../src/runtime/config.js";
@@ -17,23 +15,14 @@ import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
-import { startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, uniqueTopology } from "../helpers/nats.js";
 
-let ts: TestServer;
-let scratch: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-agent-git-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-agent-git-");
 
 async function runGraph(yaml: string) {
   const repo = await makeRepo();
   const topo = uniqueTopology();
-  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 2, worktreeDir: join(scratch, topo.prefix), heartbeatMs: 200 });
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 2, worktreeDir: join(ts.scratch, topo.prefix), heartbeatMs: 200 });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: ts.url, name: "agent-git", logger: silentLogger });
   const events: AdoEvent[] = [];

@@ -3,10 +3,9 @@
  * scheduler, balancer, merge coordinator, stealer and workers on real NATS and git; the
  * agents are shell commands.
  */
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { describe, expect, it, onTestFailed } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { parseConfig } from "../../src/runtime/config.js";
@@ -16,19 +15,10 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { CrashPoint, TEST_CRASH_ENV } from "../../src/runtime/names.js";
 import { AdoCluster } from "../helpers/cluster.js";
-import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
-let ts: TestServer;
-let scratch: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-attempts-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-attempts-");
 
 const describeEvents = (events: AdoEvent[]) =>
   events
@@ -40,7 +30,7 @@ describe("attempts - a retry of a task with needs after the integration branch m
   it("c's attempt 2 starts at the new integration head (its branch moved there) and succeeds with a's and b's work", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const dir = join(scratch, "moved");
+    const dir = join(ts.scratch, "moved");
     await mkdir(dir, { recursive: true });
     const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 2, worktreeDir: join(dir, "wt"), heartbeatMs: 200 });
     const stack = await Stack.start({ config, logger: silentLogger });
@@ -103,7 +93,7 @@ describe("attempts - a worker killed in the windows of an attempt (issue 9.2)", 
     it(`killed ${what}: the task runs again and succeeds`, async () => {
       const repo = await makeRepo();
       const topo = uniqueTopology();
-      const dir = join(scratch, step);
+      const dir = join(ts.scratch, step);
       await mkdir(dir, { recursive: true });
       const env = { ADO_SERVER: ts.url, ADO_PREFIX: topo.prefix, ADO_WORKTREE_DIR: join(dir, "wt"), ADO_HEARTBEAT_MS: "200" };
       const cluster = new AdoCluster(env);
@@ -162,7 +152,7 @@ describe("attempts - prompts of any size reach the agent (a file; the environmen
   it("a 200 KB prompt is in ADO_PROMPT_FILE and not in ADO_PROMPT; a small one is in both; the file is never committed", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt-prompt"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(ts.scratch, "wt-prompt"), heartbeatMs: 200 });
     const stack = await Stack.start({ config, logger: silentLogger });
     const nc = await connectNats({ servers: ts.url, name: "attempts-prompt", logger: silentLogger });
     const client = new AdoClient(nc, topo);
@@ -192,7 +182,7 @@ describe("attempts - a checkpoint's work is the next attempt's too", () => {
   it("an attempt resumed from a checkpoint that adds nothing still lands the checkpoint's work (never 'no changes')", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(scratch, "wt-checkpoint"), heartbeatMs: 200 };
+    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(ts.scratch, "wt-checkpoint"), heartbeatMs: 200 };
     const actors = await Stack.start({ config: parseConfig({ ...base, workers: 0 }), logger: silentLogger });
     // A grace of 300 ms: the task outlives it and is interrupted (checkpointed).
     const first = await Stack.start({ config: parseConfig({ ...base, shutdown: { graceMs: 300, forceMs: 5_000 } }), logger: silentLogger, actors: [], workers: 1 });

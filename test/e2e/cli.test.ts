@@ -1,9 +1,9 @@
 import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { checkoutFingerprint } from "../../src/git/index.js";
 import { runAdo, startAdo, stopProcess } from "../helpers/cli.js";
-import { startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/;
@@ -62,13 +62,7 @@ describe("cli - ado run with the embedded stack", () => {
 });
 
 describe("cli - actors and workers as separate processes", () => {
-  let ts: TestServer;
-  beforeAll(async () => {
-    ts = await startTestServer();
-  });
-  afterAll(async () => {
-    await ts?.stop();
-  });
+  const ts = useTestServer();
 
   it("scheduler, balancer, merger and workers in their own processes run a graph, then drain on SIGINT", async () => {
     const repo = await makeRepo();

@@ -1,7 +1,7 @@
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { parseConfig } from "../../src/runtime/config.js";
@@ -12,24 +12,15 @@ import { asRunId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { openJetStream, WORK_QUEUE_STREAMS } from "../../src/runtime/topology.js";
-import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
 import { tcpProxy } from "../helpers/proxy.js";
 
-let ts: TestServer;
-let scratch: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-control-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-control-");
 
 async function stackOn(url: string, workers: number, extra: Record<string, unknown> = {}) {
   const topo = uniqueTopology();
-  const config = parseConfig({ prefix: topo.prefix, server: url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, ...extra });
+  const config = parseConfig({ prefix: topo.prefix, server: url, workers, worktreeDir: join(ts.scratch, "wt"), heartbeatMs: 200, ...extra });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: url, name: "test-client", logger: silentLogger });
   return {
@@ -48,7 +39,7 @@ describe("scheduling - priority", () => {
   it("under contention, a critical task that became ready later starts before normal ones that waited longer", async () => {
     const repo = await makeRepo();
     const { client, close } = await stackOn(ts.url, 1);
-    const order = join(scratch, "order.log");
+    const order = join(ts.scratch, "order.log");
     try {
       // The only slot is busy for a while; meanwhile normal tasks queue up, then a critical one.
       const blocker = await client.submit({ graph: parseGraph('tasks:\n  - { id: block, run: "sleep 1" }\n'), repo: repo.dir });
@@ -76,7 +67,7 @@ describe("control - cancel, pause, resume", () => {
   it("pause suspends a running agent, resume continues it, cancel kills it and ends the run cancelled", async () => {
     const repo = await makeRepo();
     const { client, close } = await stackOn(ts.url, 1);
-    const beat = join(scratch, "beat.log");
+    const beat = join(ts.scratch, "beat.log");
     try {
       // The agent appends a line every 50 ms: its heartbeat, outside the worktree.
       const { runId } = await client.submit({
@@ -151,7 +142,7 @@ describe("resilience - the NATS server dies mid-run", () => {
     await probe.stop();
     let server = await EmbeddedServer.start({ storeDir: store, port });
     const repo = await makeRepo();
-    const log = join(scratch, "ran.log");
+    const log = join(ts.scratch, "ran.log");
     const { client, close } = await stackOn(server.url, 2);
     try {
       const graph = parseGraph(
@@ -193,13 +184,13 @@ describe("control - a worker that was disconnected", () => {
   it("acts on a pause sent while it was cut off from NATS, once it reconnects", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(ts.scratch, "wt"), heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger });
     const proxy = await tcpProxy(new URL(ts.url));
     const worker = await Stack.start({ config, logger: silentLogger, actors: [], workers: 1, server: proxy.url });
     const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
     const client = new AdoClient(nc, topo);
-    const beat = join(scratch, "cut-beat.log");
+    const beat = join(ts.scratch, "cut-beat.log");
     try {
       const { runId } = await client.submit({
         graph: parseGraph(`tasks:\n  - { id: loop, run: "while true; do echo x >> ${beat}; sleep 0.05; done" }\n`),
@@ -266,7 +257,7 @@ tasks:
   it("placement: a task that needs the gpu label runs only on the gpu worker", async () => {
     const { client, close } = await stackOn(ts.url, 2);
     const topo = client.topo;
-    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, worker: { labels: ["gpu"] } });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(ts.scratch, "wt"), heartbeatMs: 200, worker: { labels: ["gpu"] } });
     const gpu = await Stack.start({ config, logger: silentLogger, actors: [] });
     try {
       const graph = parseGraph("tasks:\n" + Array.from({ length: 6 }, (_, i) => `  - { id: g${i}, agent: noop, placement: { labels: [gpu] } }`).join("\n") + "\n");
@@ -327,7 +318,7 @@ describe("limits and shutdown", () => {
   it("a worker that stops mid-task checkpoints it; another worker finishes it from the checkpoint", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 };
+    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(ts.scratch, "wt"), heartbeatMs: 200 };
     const actors = await Stack.start({ config: parseConfig({ ...base, workers: 0 }), logger: silentLogger });
     // Grace of 300 ms: the task outlives it and is interrupted.
     const first = await Stack.start({ config: parseConfig({ ...base, shutdown: { graceMs: 300, forceMs: 5_000 } }), logger: silentLogger, actors: [], workers: 1 });

@@ -5,23 +5,17 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AGENT_NAMES } from "../../src/agents/index.js";
 import { ADO_BIN, runAdo, startAdo, stopProcess } from "../helpers/cli.js";
 import { eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
+import { useScratch } from "../helpers/scratch.js";
 
-let scratch: string;
-beforeAll(async () => {
-  scratch = await mkdtemp(join(tmpdir(), "ado-first-hour-"));
-});
-afterAll(async () => {
-  await rm(scratch, { recursive: true, force: true });
-});
+const scratch = useScratch("ado-first-hour-");
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -36,7 +30,7 @@ function freePort(): Promise<number> {
 
 /** A machine with no `ado up` and no server configured. */
 async function isolatedEnv(extra: Record<string, string> = {}): Promise<NodeJS.ProcessEnv> {
-  const home = await mkdtemp(join(scratch, "home-"));
+  const home = await mkdtemp(join(scratch.dir, "home-"));
   return {
     ADO_SERVER: "",
     ADO_PREFIX: uniqueTopology().prefix,
@@ -171,7 +165,7 @@ describe("first hour - per-task env, cwd and promptFile", () => {
     const repo = await makeRepo({ "README.md": "# r\n", "pkg/api/keep.txt": "" });
     const env = await isolatedEnv({ ADO_WORKERS: "2" });
     try {
-      const dir = await mkdtemp(join(scratch, "graph-"));
+      const dir = await mkdtemp(join(scratch.dir, "graph-"));
       await writeFile(join(dir, "prompt.md"), "make it so\n");
       const graph = join(dir, "g.yaml");
       await writeFile(
@@ -201,7 +195,7 @@ describe("first hour - ado up twice", () => {
   it("a second ado up (same port, another port, another prefix on the same store) exits 2 with one line and leaves the first alone", async () => {
     const env = await isolatedEnv();
     const port = await freePort();
-    const store = join(scratch, `store-${port}`);
+    const store = join(scratch.dir, `store-${port}`);
     const up = await startAdo(["up", "--port", String(port), "--store", store, "--workers", "0"], /ado is up/, { env });
     try {
       const statePath = join(env.XDG_STATE_HOME!, "ado", `up-${env.ADO_PREFIX}.json`);
@@ -215,7 +209,7 @@ describe("first hour - ado up twice", () => {
       expect(other.stderr).toMatch(/the JetStream store .* is in use by process/);
       expect(other.stderr.trim().split("\n")).toHaveLength(1);
 
-      const samePort = await runAdo(["up", "--port", String(port), "--store", join(scratch, "store-b"), "--workers", "0", "--prefix", "other2"], { env, timeoutMs: 30_000 });
+      const samePort = await runAdo(["up", "--port", String(port), "--store", join(scratch.dir, "store-b"), "--workers", "0", "--prefix", "other2"], { env, timeoutMs: 30_000 });
       expect(samePort.code).toBe(2);
       expect(samePort.stderr.trim()).toMatch(new RegExp(`^ado: port ${port} is already in use .*--port`));
       expect(samePort.stderr.trim().split("\n")).toHaveLength(1);
@@ -235,7 +229,7 @@ describe("first hour - a run on its own embedded stack, seen from another termin
   it("ado status, ado cancel and ado attach reach it from the same repository; the published stack goes with the run", async () => {
     const repo = await makeRepo();
     const env = await isolatedEnv({ ADO_WORKERS: "1" });
-    const flag = join(scratch, `started-${Date.now()}`);
+    const flag = join(scratch.dir, `started-${Date.now()}`);
     const child = spawn(process.execPath, [ADO_BIN, "run", "slow", "--cmd", `touch ${flag}; sleep 120`, "--repo", repo.dir], {
       env: { ...process.env, ADO_LOG_LEVEL: "warn", ...env },
       stdio: ["ignore", "pipe", "pipe"],
@@ -285,7 +279,7 @@ describe("first hour - finished runs, exit codes, pipes (on an ado up stack)", (
   beforeAll(async () => {
     env = await isolatedEnv();
     const port = await freePort();
-    up = await startAdo(["up", "--port", String(port), "--store", join(scratch, `store-up-${port}`), "--workers", "1"], /ado is up/, { env });
+    up = await startAdo(["up", "--port", String(port), "--store", join(scratch.dir, `store-up-${port}`), "--workers", "1"], /ado is up/, { env });
   });
   afterAll(async () => {
     if (up) await stopProcess(up.child);
@@ -337,7 +331,7 @@ describe("first hour - finished runs, exit codes, pipes (on an ado up stack)", (
 describe("first hour - a server without JetStream", () => {
   it("ado status says how to enable JetStream, as ado run does (no stack trace)", async () => {
     const port = await freePort();
-    const dir = join(scratch, "nojs");
+    const dir = join(scratch.dir, "nojs");
     await mkdir(dir, { recursive: true });
     const server = spawn("nats-server", ["-a", "127.0.0.1", "-p", String(port)], { stdio: "ignore" });
     try {
@@ -383,7 +377,7 @@ describe("first hour - init, completion, hitl list", () => {
   it("ado completion bash completes commands, subcommands, options and agent names", async () => {
     const script = await runAdo(["completion", "bash"], { timeoutMs: 30_000 });
     expect(script.code, script.stderr).toBe(0);
-    const file = join(scratch, "ado-completion.bash");
+    const file = join(scratch.dir, "ado-completion.bash");
     await writeFile(file, script.stdout);
     const probe = [
       `source ${file}`,

@@ -1,14 +1,14 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { checkoutFingerprint } from "../../src/git/index.js";
 import { runAdo, startAdo, stopProcess } from "../helpers/cli.js";
 import { uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
+import { useScratch } from "../helpers/scratch.js";
 
 /**
  * `ado hitl` as a person uses it: every command a real `ado` process, against real git
@@ -17,13 +17,7 @@ import { gitOut, makeRepo } from "../helpers/repo.js";
  * by `ado hitl`).
  */
 
-let scratch: string;
-beforeAll(async () => {
-  scratch = await mkdtemp(join(tmpdir(), "ado-hitl-"));
-});
-afterAll(async () => {
-  await rm(scratch, { recursive: true, force: true });
-});
+const scratch = useScratch("ado-hitl-");
 
 /** Two tasks adding a different line after `start` (the second to merge conflicts), and one that needs both. */
 const GRAPH = `name: hitl
@@ -48,7 +42,7 @@ function freePort(): Promise<number> {
 
 /** Environment of a machine with no `ado up` and no server configured, unless a test adds one. */
 async function isolatedEnv(extra: Record<string, string> = {}): Promise<NodeJS.ProcessEnv> {
-  const home = await mkdtemp(join(scratch, "home-"));
+  const home = await mkdtemp(join(scratch.dir, "home-"));
   return {
     ADO_SERVER: "",
     XDG_STATE_HOME: join(home, "state"),
@@ -64,7 +58,7 @@ describe("hitl - with a separate stack (ado up)", () => {
     const repo = await makeRepo({ "list.txt": "start\n" });
     const env = await isolatedEnv({ ADO_PREFIX: uniqueTopology().prefix });
     const port = await freePort();
-    const up = await startAdo(["up", "--port", String(port), "--store", join(scratch, `store-${port}`), "--workers", "2"], /ado is up/, { env });
+    const up = await startAdo(["up", "--port", String(port), "--store", join(scratch.dir, `store-${port}`), "--workers", "2"], /ado is up/, { env });
     try {
       const graph = `${repo.dir}.graph.yaml`;
       await writeFile(graph, GRAPH);

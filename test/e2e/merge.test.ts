@@ -1,8 +1,7 @@
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { parseConfig } from "../../src/runtime/config.js";
@@ -11,7 +10,7 @@ import { checkoutFingerprint } from "../../src/git/index.js";
 import { parseGraph, resolveMergeSettings } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent, EventOf } from "../../src/runtime/messages.js";
-import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
 /**
@@ -20,20 +19,11 @@ import { gitOut, makeRepo } from "../helpers/repo.js";
  * by two tasks adding a different line at the same place of `list.txt`.
  */
 
-let ts: TestServer;
-let scratch: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-merge-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-merge-");
 
 async function stackAndClient(workers = 2) {
   const topo = uniqueTopology();
-  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(ts.scratch, "wt"), heartbeatMs: 200 });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
   return {
@@ -119,7 +109,7 @@ tasks:${CONFLICTING}
 
   it("a fake resolver agent resolves a conflict, given the conflict and both tasks' prompts", async () => {
     const repo = await makeRepo({ "list.txt": "start\n" });
-    const dir = await mkdtemp(join(scratch, "resolver-"));
+    const dir = await mkdtemp(join(ts.scratch, "resolver-"));
     const seen = join(dir, "seen.json");
     // The resolver: keeps every line of both sides (no markers), and records what it was told.
     const script = join(dir, "resolver.mjs");
@@ -332,7 +322,7 @@ describe("merge - into a target branch", () => {
 describe("merge - settings from config, graph and flags", () => {
   it("bad merge settings are refused before anything runs, naming the field and what is allowed", async () => {
     const { loadConfig } = await import("../../src/runtime/config.js");
-    const dir = await mkdtemp(join(scratch, "cfg-"));
+    const dir = await mkdtemp(join(ts.scratch, "cfg-"));
     await writeFile(join(dir, "ado.config.yaml"), "merge:\n  mode: fast\n  rules: [{ paths: [lock.json], strategy: regenerate }]\n");
     const err = await loadConfig({ dir, env: {} }).catch((e: Error) => e);
     expect(String(err)).toMatch(/merge\.mode .*"merge", "squash", "linear"/);
@@ -363,7 +353,7 @@ describe("merge - settings from config, graph and flags", () => {
     const { runAdo } = await import("../helpers/cli.js");
     const repo = await makeRepo();
     try {
-      const env = { ADO_SERVER: "", XDG_STATE_HOME: join(scratch, "no-up-state") };
+      const env = { ADO_SERVER: "", XDG_STATE_HOME: join(ts.scratch, "no-up-state") };
       const mode = await runAdo(["run", "x", "--cmd", "true", "--repo", repo.dir, "--merge-mode", "fast"], { env });
       expect(mode.code).toBe(2);
       expect(mode.stderr).toMatch(/--merge-mode must be one of merge, squash, linear, got 'fast'/);
@@ -380,7 +370,7 @@ describe("merge - settings from config, graph and flags", () => {
     const { runAdo } = await import("../helpers/cli.js");
     const repo = await makeRepo();
     try {
-      const env = { ADO_SERVER: "", XDG_STATE_HOME: join(scratch, "no-up-state"), ADO_WORKTREE_DIR: join(scratch, "wt-update-checkout") };
+      const env = { ADO_SERVER: "", XDG_STATE_HOME: join(ts.scratch, "no-up-state"), ADO_WORKTREE_DIR: join(ts.scratch, "wt-update-checkout") };
       const args = ["run", "x", "--cmd", "echo A > a.txt", "--repo", repo.dir, "--merge-into", "main", "--update-checkout", "--json"];
       const clean = await runAdo(args, { env });
       expect(clean.code, clean.stderr).toBe(0);

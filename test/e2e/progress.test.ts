@@ -1,11 +1,11 @@
 import { execFileSync, spawn, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { ADO_BIN, runAdo } from "../helpers/cli.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
+import { useScratch } from "../helpers/scratch.js";
 
 /**
  * What a person at a terminal sees and does, with real `ado` processes, real git and the
@@ -14,17 +14,11 @@ import { gitOut, makeRepo } from "../helpers/repo.js";
  * resumes or removes it), and the live view on a real terminal (tmux).
  */
 
-let scratch: string;
-beforeAll(async () => {
-  scratch = await mkdtemp(join(tmpdir(), "ado-progress-"));
-});
-afterAll(async () => {
-  await rm(scratch, { recursive: true, force: true });
-});
+const scratch = useScratch("ado-progress-");
 
 /** A machine with no `ado up` and no server, fast heartbeats (the stealer acts sooner on a resume). */
 async function isolatedEnv(): Promise<NodeJS.ProcessEnv> {
-  const home = await mkdtemp(join(scratch, "home-"));
+  const home = await mkdtemp(join(scratch.dir, "home-"));
   return {
     ADO_SERVER: "",
     XDG_STATE_HOME: join(home, "state"),
@@ -96,7 +90,7 @@ describe("progress - Ctrl-C", () => {
     const repo = await makeRepo();
     const env = await isolatedEnv();
     try {
-      const graph = join(scratch, "ctrl-c.yaml");
+      const graph = join(scratch.dir, "ctrl-c.yaml");
       await writeFile(graph, 'name: cc\ntasks:\n  - { id: slow, run: "sleep 3; echo slow > slow.txt" }\n  - { id: after, needs: [slow], run: "echo after > after.txt" }\n');
       const run = startRun(["run", "--graph", graph, "--repo", repo.dir, "--workers", "1"], env);
       await run.until(/slow: started/);
@@ -127,7 +121,7 @@ describe("progress - Ctrl-C", () => {
     const repo = await makeRepo();
     const env = await isolatedEnv();
     try {
-      const graph = join(scratch, "ctrl-c2.yaml");
+      const graph = join(scratch.dir, "ctrl-c2.yaml");
       // The first attempt leaves step1.txt and hangs; the next one finds it (from the checkpoint) and finishes.
       await writeFile(graph, 'name: cc2\ntasks:\n  - { id: long, run: "if [ -f step1.txt ]; then echo done > done.txt; else echo 1 > step1.txt; echo waiting; sleep 60; fi" }\n');
       const run = startRun(["run", "--graph", graph, "--repo", repo.dir, "--workers", "1", "--progress", "plain"], env);
@@ -192,7 +186,7 @@ async function onTerminal(bin: string, size: number): Promise<string> {
   const socket = `ado-test-${process.pid}-${size}`;
   const tmux = (...args: string[]) => execFileSync("tmux", ["-L", socket, "-f", "/dev/null", ...args], { encoding: "utf8" });
   try {
-    const graph = join(scratch, `tasks-${size}.yaml`);
+    const graph = join(scratch.dir, `tasks-${size}.yaml`);
     // Mostly tasks that need no worktree (fast on a loaded machine); a few that run long
     // enough for many frames to be drawn while the rows would not fit.
     const tasks = Array.from({ length: size }, (_, i) =>

@@ -1,8 +1,6 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Balancer } from "../../src/actors/balancer/balancer.js";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
@@ -14,23 +12,14 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent, type TaskWork, type WorkerRecord } from "../../src/runtime/messages.js";
 import { attemptKey } from "../../src/runtime/names.js";
 import { consumers, openBuckets, workerConsumer } from "../../src/runtime/topology.js";
-import { eventually, provisioned, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, eventually, provisioned, uniqueTopology } from "../helpers/nats.js";
 
 /**
  * The ready queue end to end: priority at any backlog (the balancer's per-level
  * windows), fairness between runs of one level, and a task no worker can take.
  */
 
-let ts: TestServer;
-let scratch: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-queue-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-queue-");
 
 const T0 = Date.parse("2026-01-01T00:00:00.000Z");
 
@@ -169,7 +158,7 @@ describe("queue - fairness between runs of one level", () => {
 
 async function stackOn(workers: number, extra: Record<string, unknown> = {}) {
   const topo = uniqueTopology();
-  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, ...extra });
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(ts.scratch, "wt"), heartbeatMs: 200, ...extra });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
   return {
@@ -232,7 +221,7 @@ describe("queue - a task no worker can take", () => {
 describe("queue - queue full", () => {
   it("refuses a run past maxQueued saying what to do, keeps counting across a restart, lets --wait in once there is room, and runs every accepted task", async () => {
     const topo = uniqueTopology();
-    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, maxQueued: 5 };
+    const base = { prefix: topo.prefix, server: ts.url, worktreeDir: join(ts.scratch, "wt"), heartbeatMs: 200, maxQueued: 5 };
     // Actors only: without a worker, accepted tasks stay open.
     let actors = await Stack.start({ config: parseConfig({ ...base, workers: 0 }), logger: silentLogger, actors: ["scheduler", "balancer"] });
     const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });

@@ -5,37 +5,27 @@
  * and brings the integration branch home.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readdir, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { checkoutFingerprint } from "../../src/git/index.js";
 import { runAdo, startAdo, stopProcess } from "../helpers/cli.js";
-import { startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
-let ts: TestServer;
-let scratch: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-remote-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-remote-");
 
 describe("remote mode: workers and merger on clones of a git remote", () => {
   it("runs a graph on clone-only workers in separate processes and brings the integration branch home", async () => {
     const repo = await makeRepo();
-    const remote = join(scratch, "remote.git");
+    const remote = join(ts.scratch, "remote.git");
     execFileSync("git", ["init", "-q", "--bare", remote]);
     await writeFile(join(repo.dir, "untracked.txt"), "the user's\n");
     const before = await checkoutFingerprint(repo.dir);
     const { prefix } = uniqueTopology();
     const env = { ADO_SERVER: ts.url, ADO_PREFIX: prefix, ADO_GIT_ACCESS: "clone" };
     // Each host gets its own directories: nothing but the remote is shared.
-    const host = (name: string) => ({ ...env, ADO_WORKTREE_DIR: join(scratch, name, "worktrees"), ADO_CLONE_DIR: join(scratch, name, "clones") });
+    const host = (name: string) => ({ ...env, ADO_WORKTREE_DIR: join(ts.scratch, name, "worktrees"), ADO_CLONE_DIR: join(ts.scratch, name, "clones") });
     const procs = await Promise.all([
       startAdo(["actor", "scheduler"], /scheduler running/, { env }),
       startAdo(["actor", "balancer"], /balancer running/, { env }),
@@ -70,7 +60,7 @@ describe("remote mode: workers and merger on clones of a git remote", () => {
       const workers = new Set(out.tasks.filter((t: { id: string }) => t.id === "x" || t.id === "y").map((t: { workerId: string }) => t.workerId));
       expect(workers.size).toBe(2);
       expect(gitOut(repo.dir, "worktree", "list", "--porcelain").match(/^worktree /gm)).toHaveLength(1);
-      for (const h of ["worker-1", "worker-2"]) expect((await readdir(join(scratch, h, "clones"))).length).toBe(1);
+      for (const h of ["worker-1", "worker-2"]) expect((await readdir(join(ts.scratch, h, "clones"))).length).toBe(1);
       expect(await checkoutFingerprint(repo.dir)).toBe(before);
     } finally {
       const codes = await Promise.all(procs.map((p) => stopProcess(p.child)));
@@ -84,9 +74,9 @@ describe("remote mode: workers and merger on clones of a git remote", () => {
   for (const access of ["auto", "clone"] as const) {
     it(`runs a graph with --remote on the embedded stack (git access ${access}): dependents start from the integration commit`, async () => {
       const repo = await makeRepo();
-      const remote = join(scratch, `one-host-${access}.git`);
+      const remote = join(ts.scratch, `one-host-${access}.git`);
       execFileSync("git", ["init", "-q", "--bare", remote]);
-      const host = join(scratch, `one-host-${access}`);
+      const host = join(ts.scratch, `one-host-${access}`);
       try {
         const graph = `${repo.dir}.graph.yaml`;
         await writeFile(
@@ -130,7 +120,7 @@ describe("remote mode: workers and merger on clones of a git remote", () => {
     const repo = await makeRepo();
     try {
       const r = await runAdo(["run", "echo hi", "--cmd", "echo hi > hi.txt", "--repo", repo.dir, "--json"], {
-        env: { ADO_GIT_ACCESS: "clone", ADO_CLONE_DIR: join(scratch, "c0") },
+        env: { ADO_GIT_ACCESS: "clone", ADO_CLONE_DIR: join(ts.scratch, "c0") },
       });
       expect(r.code).toBe(1);
       expect(r.stderr + r.stdout).toMatch(/--remote/);

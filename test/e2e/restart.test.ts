@@ -1,8 +1,7 @@
-import { mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { JetStreamManager } from "@nats-io/jetstream";
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { describe, expect, it, onTestFailed } from "vitest";
 import { READY_ACK_WAIT_MS } from "../../src/actors/balancer/balancer.js";
 import { acceptRun, applyMergeResult, applyTaskResult, isEarly, type Effect } from "../../src/actors/scheduler/run-state.js";
 import { AdoClient, type RunOutcome } from "../../src/runtime/client.js";
@@ -11,7 +10,7 @@ import type { RunId } from "../../src/runtime/ids.js";
 import type { AdoEvent, MergeResult, TaskResult } from "../../src/runtime/messages.js";
 import { consumers, openJetStream } from "../../src/runtime/topology.js";
 import { AdoCluster, isRunning, processesWith, awaitAgentsGone } from "../helpers/cluster.js";
-import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
 /**
@@ -23,16 +22,7 @@ import { gitOut, makeRepo } from "../helpers/repo.js";
  * executions: a task that had finished must never run again.
  */
 
-let ts: TestServer;
-let scratch: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-restart-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-restart-");
 
 /** One test's installation: its own prefix, repository, worktrees, log and processes. */
 interface Fixture {
@@ -49,7 +39,7 @@ interface Fixture {
 }
 
 async function fixture(name: string): Promise<Fixture> {
-  const dir = join(scratch, name);
+  const dir = join(ts.scratch, name);
   await mkdir(dir, { recursive: true });
   const repo = await makeRepo();
   const topo = uniqueTopology();

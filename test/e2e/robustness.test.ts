@@ -1,5 +1,4 @@
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DeliverPolicy, jetstream } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
@@ -17,22 +16,17 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import type { z } from "zod";
 import { SCHEMAS, type AdoEvent, type DeadLetter, type TaskWork } from "../../src/runtime/messages.js";
 import type { Topology } from "../../src/runtime/topology.js";
-import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 import { isRunning } from "../helpers/cluster.js";
 
-let ts: TestServer;
-let scratch: string;
+const ts = useTestServer("ado-robust-");
 let main: Harness;
 beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-robust-"));
   main = await harness(2);
 });
 afterAll(async () => {
   await main?.close();
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
 });
 
 interface Harness {
@@ -45,7 +39,7 @@ interface Harness {
 /** A stack of every actor plus `workers` workers, under a prefix of its own, and a client. */
 async function harness(workers: number): Promise<Harness> {
   const topo = uniqueTopology();
-  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, "wt"), heartbeatMs: 200 });
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(ts.scratch, "wt"), heartbeatMs: 200 });
   const stack = await Stack.start({ config, logger: silentLogger, server: ts.url });
   const nc = await connectNats({ servers: ts.url, name: "robustness-client", logger: silentLogger });
   return {
@@ -242,7 +236,7 @@ describe("actors - malformed messages", () => {
 describe("worker - timeouts, retries and environment", () => {
   it("fails a task that outlives its timeout, kills its processes, and leaves the checkout alone", async () => {
     const repo = await dirtyRepo();
-    const pids = await mkdtemp(join(scratch, "pids-"));
+    const pids = await mkdtemp(join(ts.scratch, "pids-"));
     try {
       const graph = graphOf({
         tasks: [

@@ -1,7 +1,6 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { parseConfig } from "../../src/runtime/config.js";
@@ -11,22 +10,13 @@ import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
-import { startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, uniqueTopology } from "../helpers/nats.js";
 
-let ts: TestServer;
-let worktreeDir: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  worktreeDir = await mkdtemp(join(tmpdir(), "ado-wt-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(worktreeDir, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-wt-");
 
 async function stackAndClient(workers: number, extra: Record<string, unknown> = {}) {
   const topo = uniqueTopology();
-  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir, heartbeatMs: 200, ...extra });
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: ts.scratch, heartbeatMs: 200, ...extra });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
   const extraStacks: Stack[] = [];

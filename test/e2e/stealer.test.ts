@@ -1,9 +1,9 @@
-import { mkdir, mkdtemp, readFile, rm, stat } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
+import { mkdir, readFile, stat } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join } from "node:path";
 import { jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { describe, expect, it, onTestFailed } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { Stealer } from "../../src/actors/stealer/stealer.js";
 import { shellAgent } from "../../src/agents/index.js";
@@ -18,7 +18,7 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent, type TaskWork } from "../../src/runtime/messages.js";
 import { actorConsumer, consumers, openBuckets, openJetStream, type Topology } from "../../src/runtime/topology.js";
 import { AdoCluster, isRunning, processesWith, awaitAgentsGone } from "../helpers/cluster.js";
-import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 import { tcpProxy } from "../helpers/proxy.js";
 
@@ -30,16 +30,7 @@ import { tcpProxy } from "../helpers/proxy.js";
  * queue. Real nats-server, real git; only the agents are shell commands.
  */
 
-let ts: TestServer;
-let scratch: string;
-beforeAll(async () => {
-  ts = await startTestServer();
-  scratch = await mkdtemp(join(tmpdir(), "ado-stealer-"));
-});
-afterAll(async () => {
-  await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
-});
+const ts = useTestServer("ado-stealer-");
 
 const lines = async (path: string) => (await readFile(path, "utf8").catch(() => "")).split("\n").filter(Boolean);
 const exists = (path: string) => stat(path).then(() => true, () => false);
@@ -60,7 +51,7 @@ describe("stealer - a worker SIGKILLed with a task running and two more queued o
   it("the running attempt is reported lost and runs again elsewhere, the queued work is re-queued; the run completes and nothing is left", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const dir = join(scratch, "kill");
+    const dir = join(ts.scratch, "kill");
     await mkdir(dir, { recursive: true });
     const log = join(dir, "ran.log");
     const wt = join(dir, "wt");
@@ -187,7 +178,7 @@ async function workerOn(url: string, topo: Topology, name: string): Promise<{ wo
   const nc = await connectNats({ servers: url, name, logger: silentLogger });
   const workerId = newWorkerId(hostname());
   const ctx = { nc, topo, kv: await openBuckets(nc, topo), logger: silentLogger };
-  const worker = await new Worker(ctx, { workerId, slots: 1, heartbeatMs: 200, worktreeDir: join(scratch, "wt-bare"), cloneDir: join(scratch, "clones"), agents: bareShell }).start();
+  const worker = await new Worker(ctx, { workerId, slots: 1, heartbeatMs: 200, worktreeDir: join(ts.scratch, "wt-bare"), cloneDir: join(ts.scratch, "clones"), agents: bareShell }).start();
   return { worker, nc };
 }
 
@@ -195,12 +186,12 @@ async function workerOn(url: string, topo: Topology, name: string): Promise<{ wo
 describe("stealer - a worker that was only cut off, declared dead, comes back", () => {
   it("its late result is ignored (the next attempt's counts) and it takes work again once it reconnects", async () => {
     const topo = uniqueTopology();
-    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-bare"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(ts.scratch, "wt-bare"), heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger });
     const proxy = await tcpProxy(new URL(ts.url));
     const nc = await ts.connect("stealer-cut");
     const client = new AdoClient(nc, topo);
-    const log = join(scratch, "cut.log");
+    const log = join(ts.scratch, "cut.log");
     const cut = await workerOn(proxy.url, topo, "cut-worker");
     let other: Awaited<ReturnType<typeof workerOn>> | undefined;
     try {
@@ -252,7 +243,7 @@ describe("stealer - replicas under a leader lease", () => {
   it("one replica leads and acts; when it stops, the standby takes over and recovers a worker SIGKILLed then", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const wt = join(scratch, "wt-lease");
+    const wt = join(ts.scratch, "wt-lease");
     const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: wt, heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger, actors: ["scheduler", "balancer", "merger"] });
     // Two replicas, as two processes would run them: each its own connection and instance name.
@@ -266,7 +257,7 @@ describe("stealer - replicas under a leader lease", () => {
     const cluster = new AdoCluster({ ADO_SERVER: ts.url, ADO_PREFIX: topo.prefix, ADO_WORKTREE_DIR: wt, ADO_HEARTBEAT_MS: "200" });
     const nc = await ts.connect("stealer-lease");
     const client = new AdoClient(nc, topo);
-    const log = join(scratch, "lease.log");
+    const log = join(ts.scratch, "lease.log");
     const replicas = () => stealers.map((s) => s.actor);
     try {
       await eventually(() => replicas().filter((s) => s.stats().leader).length === 1, 5_000, "one leader");
@@ -304,12 +295,12 @@ describe("stealer - replicas under a leader lease", () => {
 describe("stealer - a draining worker", () => {
   it("is not stolen from while it finishes its task, though it writes no record for longer than 3 heartbeats; its consumer goes after it stopped", async () => {
     const topo = uniqueTopology();
-    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-bare"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(ts.scratch, "wt-bare"), heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger });
     const nc = await ts.connect("stealer-drain");
     const client = new AdoClient(nc, topo);
     const jsm = await openJetStream(nc);
-    const log = join(scratch, "drain.log");
+    const log = join(ts.scratch, "drain.log");
     const w = await workerOn(ts.url, topo, "draining-worker");
     try {
       const { runId } = await client.submit({ graph: parseGraph(`tasks:\n  - { id: d, run: 'echo "d $ADO_ATTEMPT" >> ${log}; sleep 2; echo "done $ADO_ATTEMPT" >> ${log}' }\n`) });
@@ -341,7 +332,7 @@ describe("stealer - work on the subject of a worker nobody knows", () => {
   it("is re-queued by the sweep, each time it is sent there (by a balancer that has not seen the worker die)", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(scratch, "wt-orphan"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 1, worktreeDir: join(ts.scratch, "wt-orphan"), heartbeatMs: 200 });
     // No balancer at first: the test sends the task to a worker that does not exist.
     const actors = await Stack.start({ config, logger: silentLogger, actors: ["scheduler", "merger", "stealer"] });
     const stealer = actors.actors.find((a): a is Stealer => a instanceof Stealer)!;
@@ -392,7 +383,7 @@ describe("stealer - a worker that took work from the real balancer and died befo
   it("the work goes back to the ready queue and the balancer sends the same attempt again, to a live worker", async () => {
     const repo = await makeRepo();
     const topo = uniqueTopology();
-    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-ghost"), heartbeatMs: 200 });
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(ts.scratch, "wt-ghost"), heartbeatMs: 200 });
     const actors = await Stack.start({ config, logger: silentLogger });
     let workers: Stack | undefined;
     const nc = await ts.connect("stealer-ghost");

@@ -4,7 +4,7 @@ import { describe, expect, it } from "vitest";
 import { mergeIntoBranch } from "../../src/git/merge.js";
 import { checkoutFingerprint, createBranchIfAbsent } from "../../src/git/repo.js";
 import { WorktreeManager } from "../../src/git/worktrees.js";
-import { sh, tempRepo, writeFiles } from "./helpers.js";
+import { sh, tempRepo, writeFiles } from "../helpers/repo.js";
 
 /** A checkout the user is in the middle of: untracked, modified and staged changes. */
 async function busyCheckout() {

@@ -10,7 +10,7 @@ import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { IntegrationAbortedError } from "../../src/git/integrate-errors.js";
 import { integrate } from "../../src/git/integrate.js";
-import { show, sh, tempDir } from "./helpers.js";
+import { show, sh, tempDir } from "../helpers/repo.js";
 import { TARGET, commitChanges, stillAliveAfter, head, integrationRepo, parents } from "./integrate-fixture.js";
 
 const SHARED = "one\ntwo\nthree\n";

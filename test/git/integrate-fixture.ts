@@ -11,7 +11,7 @@ import path from "node:path";
 import { expect } from "vitest";
 import type { IntegrateOptions } from "../../src/git/integrate.js";
 import { checkoutFingerprint, createBranchIfAbsent } from "../../src/git/repo.js";
-import { sh, tempRepo } from "./helpers.js";
+import { sh, tempRepo } from "../helpers/repo.js";
 
 export const TARGET = "ado/r1/integration";
 

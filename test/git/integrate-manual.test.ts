@@ -10,7 +10,7 @@ import { NotAManualResolutionError } from "../../src/git/integrate-errors.js";
 import { completeManualResolution, integrate, prepareManualResolution } from "../../src/git/integrate.js";
 import { checkoutFingerprint } from "../../src/git/repo.js";
 import { mergeIntoTarget } from "../../src/git/target.js";
-import { sh, show } from "./helpers.js";
+import { sh, show } from "../helpers/repo.js";
 import { TARGET, commitChanges, head, integrationRepo, parents } from "./integrate-fixture.js";
 
 const SHARED = "one\ntwo\nthree\n";

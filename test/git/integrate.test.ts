@@ -5,7 +5,7 @@ import { BranchNotFoundError } from "../../src/git/errors.js";
 import { InvalidIntegrateOptionsError } from "../../src/git/integrate-errors.js";
 import { integrate, integrateChoosing } from "../../src/git/integrate.js";
 import { createBranchIfAbsent } from "../../src/git/repo.js";
-import { sh, show, tempDir } from "./helpers.js";
+import { sh, show, tempDir } from "../helpers/repo.js";
 import { TARGET, commitChanges, head, integrationRepo, parents } from "./integrate-fixture.js";
 
 const SHARED = "one\ntwo\nthree\nfour\nfive\nsix\nseven\n";

@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { BranchNotFoundError } from "../../src/git/errors.js";
 import { mergeIntoBranch } from "../../src/git/merge.js";
 import { createBranchIfAbsent, isAncestor, readBranch } from "../../src/git/repo.js";
-import { commitOnBranch, sh, show, tempRepo, withoutGlobalGitConfig } from "./helpers.js";
+import { commitOnBranch, sh, show, tempRepo, withoutGlobalGitConfig } from "../helpers/repo.js";
 
 const TARGET = "ado/r1/integration";
 

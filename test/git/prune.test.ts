@@ -6,7 +6,7 @@
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { applyPrune, checkedOutBranches, listRemoteRunRefs, listRunRefs, mergedRunBranches, planPrune, pruneRemoteRun } from "../../src/git/index.js";
-import { sh, tempDir, tempRepo } from "./helpers.js";
+import { sh, tempDir, tempRepo } from "../helpers/repo.js";
 
 /** A commit on top of `parent` (no work tree involved). */
 const commitOn = (repo: string, parent: string, msg: string) => sh(repo, "commit-tree", `${parent}^{tree}`, "-p", parent, "-m", msg);

@@ -16,7 +16,7 @@ import {
   RemoteGitError,
   remoteRef,
 } from "../../src/git/remote.js";
-import { sh, show, tempDir, tempRepo } from "./helpers.js";
+import { sh, show, tempDir, tempRepo } from "../helpers/repo.js";
 
 async function setup() {
   const user = await tempRepo({ "README.md": "hello\n", "a.txt": "a\n" });

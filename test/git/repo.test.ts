@@ -13,7 +13,7 @@ import {
   readBranch,
   resolveCommit,
 } from "../../src/git/repo.js";
-import { commitOnBranch, sh, tempDir, tempRepo } from "./helpers.js";
+import { commitOnBranch, sh, tempDir, tempRepo } from "../helpers/repo.js";
 
 describe("openRepo", () => {
   it("openRepo - finds the top level and git common dir from a subdirectory", async () => {

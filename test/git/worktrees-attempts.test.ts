@@ -10,7 +10,7 @@ import { describe, expect, it } from "vitest";
 import { BranchConflictError } from "../../src/git/errors.js";
 import { readBranch } from "../../src/git/repo.js";
 import { WorktreeManager, worktreesOnBranch } from "../../src/git/worktrees.js";
-import { commitOnBranch, sh, show, tempRepo, writeFiles } from "./helpers.js";
+import { commitOnBranch, sh, show, tempRepo, writeFiles } from "../helpers/repo.js";
 import { ownerGone } from "./worktrees-helpers.js";
 
 const archives = (repo: string, prefix: string) => sh(repo, "for-each-ref", "--format=%(refname)", prefix).split("\n").filter(Boolean);

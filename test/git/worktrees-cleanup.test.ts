@@ -6,7 +6,7 @@ import { applyCleanup, planCleanup, type CleanupItem, type CleanupPolicy } from 
 import { checkoutFingerprint, readBranch } from "../../src/git/repo.js";
 import type { WorktreeRecord } from "../../src/git/index.js";
 import { WorktreeManager, type WorktreeStatus } from "../../src/git/worktrees.js";
-import { sh, tempDir, tempRepo, writeFiles } from "./helpers.js";
+import { sh, tempDir, tempRepo, writeFiles } from "../helpers/repo.js";
 import { ownerGone } from "./worktrees-helpers.js";
 import { archiveRef } from "../../src/runtime/names.js";
 

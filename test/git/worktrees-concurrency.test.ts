@@ -6,7 +6,7 @@ import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { checkoutFingerprint, readBranch } from "../../src/git/repo.js";
 import { WorktreeManager } from "../../src/git/worktrees.js";
-import { sh, tempRepo, writeFiles } from "./helpers.js";
+import { sh, tempRepo, writeFiles } from "../helpers/repo.js";
 
 const CHILD = fileURLToPath(new URL("./worktrees-child.ts", import.meta.url));
 const ROOT = fileURLToPath(new URL("../..", import.meta.url));

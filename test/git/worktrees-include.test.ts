@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { IncludeTooLargeError } from "../../src/git/errors.js";
 import { checkoutFingerprint } from "../../src/git/repo.js";
 import { WorktreeManager } from "../../src/git/worktrees.js";
-import { sh, tempRepo, writeFiles } from "./helpers.js";
+import { sh, tempRepo, writeFiles } from "../helpers/repo.js";
 
 /** A checkout as a developer has it: committed code, ignored and untracked local files, dependencies. */
 async function projectRepo() {

@@ -1,7 +1,7 @@
 import { hostname } from "node:os";
 import path from "node:path";
 import type { KV } from "@nats-io/kv";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { packRaw } from "../../src/runtime/codec.js";
@@ -13,17 +13,11 @@ import { WorktreeManager } from "../../src/git/worktrees.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { runAdo } from "../helpers/cli.js";
-import { eventually, provisioned, startTestServer, type TestServer } from "../helpers/nats.js";
-import { sh, tempDir, tempRepo, writeFiles } from "./helpers.js";
+import { useTestServer, eventually, provisioned } from "../helpers/nats.js";
+import { sh, tempDir, tempRepo, writeFiles } from "../helpers/repo.js";
 import { ownerGone } from "./worktrees-helpers.js";
 
-let ts: TestServer;
-beforeAll(async () => {
-  ts = await startTestServer();
-});
-afterAll(async () => {
-  await ts?.stop();
-});
+const ts = useTestServer();
 
 const now = () => new Date().toISOString();
 

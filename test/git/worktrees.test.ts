@@ -6,7 +6,7 @@ import { describe, expect, it } from "vitest";
 import { BranchConflictError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "../../src/git/errors.js";
 import { readBranch } from "../../src/git/repo.js";
 import { WorktreeManager } from "../../src/git/worktrees.js";
-import { commitOnBranch, sh, show, tempRepo, withoutGlobalGitConfig, writeFiles } from "./helpers.js";
+import { commitOnBranch, sh, show, tempRepo, withoutGlobalGitConfig, writeFiles } from "../helpers/repo.js";
 import { ownerGone } from "./worktrees-helpers.js";
 
 describe("WorktreeManager", () => {

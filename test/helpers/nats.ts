@@ -1,8 +1,10 @@
 import { randomBytes } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
+import { afterAll, beforeAll } from "vitest";
 import { connectNats, drainQuietly } from "../../src/runtime/connection.js";
 import { EmbeddedServer } from "../../src/runtime/embedded-server.js";
 import { silentLogger } from "../../src/runtime/logger.js";
+import { useScratch } from "./scratch.js";
 import { provision, topology, type Provisioned, type Topology } from "../../src/runtime/topology.js";
 
 /**
@@ -31,6 +33,45 @@ export async function startTestServer(): Promise<TestServer> {
       await Promise.all(conns.map((nc) => drainQuietly(nc)));
       await server.stop();
     },
+  };
+}
+
+/** A server started once for the test file (or describe block), and a scratch directory beside it. */
+export interface ServerFixture extends TestServer {
+  /** A temporary directory removed with the server: worktrees, remotes, logs. */
+  scratch: string;
+}
+
+/**
+ * Starts a real nats-server and a scratch directory before the file's (or the enclosing
+ * describe block's) tests and removes both after them; the one place tests do this. The
+ * fields are readable from inside tests and hooks registered after this call.
+ */
+export function useTestServer(scratchPrefix = "ado-test-"): ServerFixture {
+  let ts: TestServer | undefined;
+  const scratch = useScratch(scratchPrefix);
+  const started = (): TestServer => {
+    if (ts === undefined) throw new Error("useTestServer: read its fields inside a test or a hook, not at module load");
+    return ts;
+  };
+  beforeAll(async () => {
+    ts = await startTestServer();
+  });
+  afterAll(async () => {
+    await ts?.stop();
+  });
+  return {
+    get server() {
+      return started().server;
+    },
+    get url() {
+      return started().url;
+    },
+    get scratch() {
+      return scratch.dir;
+    },
+    connect: (name?: string) => started().connect(name),
+    stop: () => started().stop(),
   };
 }
 

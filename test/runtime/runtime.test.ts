@@ -1,7 +1,7 @@
 import { createHash } from "node:crypto";
 import { jetstream, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { Actor } from "../../src/runtime/actor.js";
 import { decode, encode, packRaw } from "../../src/runtime/codec.js";
 import { ManualClock } from "../../src/runtime/clock.js";
@@ -13,15 +13,9 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import type { z } from "zod";
 import { SCHEMAS, type SubmitRun } from "../../src/runtime/messages.js";
 import { actorConsumer, provision, purgeBelowAckFloors } from "../../src/runtime/topology.js";
-import { eventually, provisioned, startTestServer, type TestServer } from "../helpers/nats.js";
+import { useTestServer, eventually, provisioned } from "../helpers/nats.js";
 
-let ts: TestServer;
-beforeAll(async () => {
-  ts = await startTestServer();
-});
-afterAll(async () => {
-  await ts?.stop();
-});
+const ts = useTestServer();
 
 const submit = (runId: string): z.input<typeof SubmitRun> => ({
   type: "run.submit",

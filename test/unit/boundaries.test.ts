@@ -114,12 +114,19 @@ describe("boundaries", () => {
   });
 
   it("boundaries - benchmarks and tests outside test/git import the git layer through index or internal", () => {
-    const outside = imports(["bench", "test/e2e", "test/unit", "test/runtime", "test/helpers", "test/fixtures"]);
+    const outside = imports(["bench", "test/e2e", "test/unit", "test/actors", "test/agents", "test/runtime", "test/helpers", "test/fixtures"]);
     expect(
       violations(outside, (e) =>
         room(e.to) === "git" && e.to !== "src/git/index.ts" && e.to !== "src/git/internal.ts" ? "import src/git/index.ts (or internal.ts to measure it)" : undefined,
       ),
     ).toEqual([]);
+  });
+
+  it("boundaries - test/unit needs no server: server-backed tests live in test/actors, test/runtime, test/git and test/e2e", () => {
+    const SERVER = new Set(["test/helpers/nats.ts", "src/runtime/connection.ts", "src/runtime/embedded-server.ts", "src/actors/stack.ts"]);
+    const unit = imports(["test/unit"]);
+    expect(unit.length).toBeGreaterThan(50);
+    expect(violations(unit, (e) => (SERVER.has(e.to) ? "a test that needs nats-server goes outside test/unit" : undefined))).toEqual([]);
   });
 
   it("boundaries - no import cycles in src/", () => {

@@ -1,16 +1,8 @@
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { configFrom, logLevelOf } from "../../src/cli/common.js";
+import { useScratch } from "../helpers/scratch.js";
 
-let dir: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "ado-flags-"));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const scratch = useScratch("ado-flags-");
 
 describe("cli flags - -q and -v set the log level", () => {
   it("cli flags - -q is errors only; -v, -vv, -vvv go up to trace; neither leaves the config's", async () => {
@@ -20,9 +12,9 @@ describe("cli flags - -q and -v set the log level", () => {
     const saved = process.env.ADO_LOG_LEVEL;
     process.env.ADO_LOG_LEVEL = "warn";
     try {
-      expect((await configFrom({ verbose: 2 }, dir)).config.logLevel).toBe("debug");
-      expect((await configFrom({ quiet: true }, dir)).config.logLevel).toBe("error");
-      expect((await configFrom({}, dir)).config.logLevel).toBe("warn");
+      expect((await configFrom({ verbose: 2 }, scratch.dir)).config.logLevel).toBe("debug");
+      expect((await configFrom({ quiet: true }, scratch.dir)).config.logLevel).toBe("error");
+      expect((await configFrom({}, scratch.dir)).config.logLevel).toBe("warn");
     } finally {
       if (saved === undefined) delete process.env.ADO_LOG_LEVEL;
       else process.env.ADO_LOG_LEVEL = saved;

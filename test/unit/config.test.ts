@@ -1,22 +1,17 @@
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { homedir, tmpdir } from "node:os";
+import { mkdir, writeFile } from "node:fs/promises";
+import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { CONFIG_FILE, LOG_LEVELS, loadConfig } from "../../src/runtime/config.js";
 import { ConfigError } from "../../src/runtime/errors.js";
+import { useScratch } from "../helpers/scratch.js";
 
-let root: string;
-beforeAll(async () => {
-  root = await mkdtemp(join(tmpdir(), "ado-config-"));
-});
-afterAll(async () => {
-  await rm(root, { recursive: true, force: true });
-});
+const scratch = useScratch("ado-config-");
 
 let n = 0;
 /** A fresh directory holding ado.config.yaml with `text`; returns the dir and file path. */
 async function configDir(text: string): Promise<{ dir: string; file: string }> {
-  const dir = join(root, `c${n++}`);
+  const dir = join(scratch.dir, `c${n++}`);
   await mkdir(dir);
   const file = join(dir, CONFIG_FILE);
   await writeFile(file, text);
@@ -35,7 +30,7 @@ async function configError(p: Promise<unknown>): Promise<ConfigError> {
 
 describe("config - sources and precedence", () => {
   it("uses the defaults with no file, no environment and no flags", async () => {
-    const dir = join(root, "empty");
+    const dir = join(scratch.dir, "empty");
     await mkdir(dir);
     const c = await loadConfig({ dir, env: {} });
     expect(c).toMatchObject({ prefix: "ado", workers: 4, slots: 1, logLevel: "warn", heartbeatMs: 1_000, balancer: { strategy: "least_loaded" } });
@@ -135,11 +130,11 @@ describe("config - errors", () => {
   });
 
   it("errors when an explicit --config file is missing, naming it; a missing directory file is fine", async () => {
-    const missing = join(root, "nope", "ado.yaml");
+    const missing = join(scratch.dir, "nope", "ado.yaml");
     const err = await configError(loadConfig({ file: missing, env: {} }));
     expect(err.message).toContain(`'${missing}'`);
     expect(err.message).toMatch(/cannot be read/);
-    await expect(loadConfig({ dir: join(root, "nope"), env: {} })).resolves.toMatchObject({ workers: 4 });
+    await expect(loadConfig({ dir: join(scratch.dir, "nope"), env: {} })).resolves.toMatchObject({ workers: 4 });
   });
 
   it("errors on invalid YAML and on a file that is not a mapping, naming the file", async () => {

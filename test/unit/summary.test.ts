@@ -5,11 +5,10 @@
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { PassThrough } from "node:stream";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { LineProgress } from "../../src/cli/progress.js";
 import { RunProgress } from "../../src/cli/progress-state.js";
 import { summarize, summarizeStop } from "../../src/cli/summary.js";
@@ -19,14 +18,9 @@ import type { RunOutcome, RunStatusView, TaskStatusView } from "../../src/runtim
 import type { RunId } from "../../src/runtime/ids.js";
 import type { AdoEvent, RunRecord } from "../../src/runtime/messages.js";
 import { attemptRef } from "../../src/runtime/names.js";
+import { useScratch } from "../helpers/scratch.js";
 
-let dir: string;
-beforeAll(async () => {
-  dir = await mkdtemp(join(tmpdir(), "ado-summary-"));
-});
-afterAll(async () => {
-  await rm(dir, { recursive: true, force: true });
-});
+const scratch = useScratch("ado-summary-");
 
 const at = (s: number) => new Date(Date.UTC(2026, 0, 1, 0, 0, s)).toISOString();
 const ev = (e: Record<string, unknown>): AdoEvent => ({ runId: "r1", attempt: 1, at: at(0), ...e }) as unknown as AdoEvent;
@@ -53,7 +47,7 @@ function failedRun(): { events: AdoEvent[]; outcome: RunOutcome } {
 
 describe("summary - a failed task", () => {
   it("summary - shows the last 20 lines of a failed task and where its whole log is, in text and in --json", async () => {
-    const root = join(dir, "logs-a");
+    const root = join(scratch.dir, "logs-a");
     const { events, outcome } = failedRun();
     const progress = new RunProgress();
     const logs = new TaskLogWriter(root, "r1");
@@ -82,7 +76,7 @@ describe("summary - a failed task", () => {
   });
 
   it("summary - without the events (a late attach), the tail comes from the log", async () => {
-    const root = join(dir, "logs-b");
+    const root = join(scratch.dir, "logs-b");
     const { events, outcome } = failedRun();
     const logs = new TaskLogWriter(root, "r1");
     for (const e of events) logs.onEvent(e);
@@ -92,7 +86,7 @@ describe("summary - a failed task", () => {
   });
 
   it("summary - names every archived attempt (git log refs/ado/attempts/<run>/<task>/<n>)", async () => {
-    const repo = join(dir, "repo");
+    const repo = join(scratch.dir, "repo");
     execFileSync("git", ["init", "-q", "-b", "main", repo]);
     execFileSync("git", ["-C", repo, "-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "init"]);
     execFileSync("git", ["-C", repo, "update-ref", attemptRef("r1", "build", 1), "HEAD"]);
@@ -160,7 +154,7 @@ describe("summary - Ctrl-C", () => {
 
 describe("task logs", () => {
   it("task logs - one file per attempt, only for attempts seen from their start; the reader lists and tails them", async () => {
-    const root = join(dir, "logs-c");
+    const root = join(scratch.dir, "logs-c");
     const w = new TaskLogWriter(root, "r1");
     // Output of an attempt whose start this client did not see: not written (it would be a fragment).
     w.onEvent(ev({ type: "task.output", taskId: "x", stream: "stdout", data: "late\n" }));
@@ -182,7 +176,7 @@ describe("task logs", () => {
   });
 
   it("task logs - two clients on one machine: the second writes only once the first is gone", async () => {
-    const root = join(dir, "logs-d");
+    const root = join(scratch.dir, "logs-d");
     const first = new TaskLogWriter(root, "r1");
     first.onEvent(ev({ type: "task.started", taskId: "x", workerId: "w" }));
     // Another live process holds the run's logs: this one stays out.

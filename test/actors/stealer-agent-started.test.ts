@@ -1,18 +1,12 @@
 /** The stealer reads whether a lost attempt's agent had started from the task's last `task.started` event. */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { agentStarted } from "../../src/actors/stealer/agent-started.js";
 import { publishEvent } from "../../src/runtime/events.js";
 import { openJetStream } from "../../src/runtime/topology.js";
 import { jetstream } from "@nats-io/jetstream";
-import { provisioned, startTestServer, type TestServer } from "../helpers/nats.js";
+import { useTestServer, provisioned } from "../helpers/nats.js";
 
-let ts: TestServer;
-beforeAll(async () => {
-  ts = await startTestServer();
-});
-afterAll(async () => {
-  await ts?.stop();
-});
+const ts = useTestServer();
 
 describe("stealer - did the lost attempt's agent start", () => {
   it("yes for the attempt whose task.started is stored (or an earlier attempt); no for a later attempt or a task with none", async () => {
