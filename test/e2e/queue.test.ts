@@ -9,9 +9,10 @@ import { parseConfig } from "../../src/runtime/config.js";
 import { connectNats } from "../../src/runtime/connection.js";
 import { parseGraph, type Priority } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
-import { SCHEMAS, type AdoEvent, type TaskWork, type WorkerRecord } from "../../src/runtime/messages.js";
+import { SCHEMAS, type AdoEvent, type TaskWork } from "../../src/runtime/messages.js";
 import { attemptKey } from "../../src/runtime/names.js";
 import { consumers, openBuckets, workerConsumer } from "../../src/runtime/topology.js";
+import { workerRecord } from "../helpers/records.js";
 import { useTestServer, eventually, provisioned, uniqueTopology } from "../helpers/nats.js";
 
 /**
@@ -36,24 +37,7 @@ async function balancerAlone(maxHeld?: number) {
   const balancer = (await new Balancer("b1", { nc, topo, kv, logger: silentLogger }, { heartbeatMs: 60_000, maxHeld }).start()) as Balancer;
   const workerId = "w1";
   let loadSeq = 0;
-  const record: WorkerRecord = {
-    workerId,
-    host: "test",
-    pid: 1,
-    slots: 1,
-    running: 0,
-    pending: 0,
-    agents: ["shell", "noop"],
-    labels: [],
-    capabilities: [],
-    accessMode: "local",
-    costPerTask: 0,
-    active: [],
-    loadSeq: 0,
-    startedAt: new Date(T0).toISOString(),
-    heartbeatAt: new Date(T0).toISOString(),
-    state: "running",
-  };
+  const record = workerRecord({ workerId, host: "test", agents: ["shell", "noop"], startedAt: new Date(T0).toISOString(), heartbeatAt: new Date(T0).toISOString() });
   const assigned: TaskWork[] = [];
   const jsm = await js.jetstreamManager();
   await jsm.consumers.add(topo.streams.work.name, workerConsumer(topo, workerId));

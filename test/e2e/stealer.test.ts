@@ -18,6 +18,7 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent, type TaskWork } from "../../src/runtime/messages.js";
 import { actorConsumer, consumers, openBuckets, openJetStream, type Topology } from "../../src/runtime/topology.js";
 import { AdoCluster, isRunning, processesWith, awaitAgentsGone } from "../helpers/cluster.js";
+import { workerRecord } from "../helpers/records.js";
 import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 import { tcpProxy } from "../helpers/proxy.js";
@@ -397,7 +398,7 @@ describe("stealer - a worker that took work from the real balancer and died befo
     const beat = () =>
       kv.workers.put(
         ghost,
-        encodeValue(SCHEMAS.WorkerRecord, { workerId: ghost, host: "elsewhere", pid: 1, slots: 1, running: 0, pending: 0, agents: ["shell"], labels: [], capabilities: [], accessMode: "local", costPerTask: 0, active: [], loadSeq: 0, startedAt: now(), heartbeatAt: now(), state: "running" }),
+        encodeValue(SCHEMAS.WorkerRecord, workerRecord({ workerId: ghost, host: "elsewhere", startedAt: now(), heartbeatAt: now() })),
       );
     await beat();
     const heartbeat = setInterval(() => void beat(), 200);
