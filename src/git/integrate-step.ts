@@ -178,7 +178,10 @@ export interface RulePlan {
   notes: string[];
 }
 
-export async function planRules(s: Session, conflicts: readonly ConflictedPath[]): Promise<RulePlan> {
+/** What rule planning needs of a session (integrateBatch has no single source). */
+export type RuleContext = Pick<Session, "repo" | "ruleFor" | "tmp" | "oidLength">;
+
+export async function planRules(s: RuleContext, conflicts: readonly ConflictedPath[]): Promise<RulePlan> {
   const plan: RulePlan = { records: [], resolved: [], regenerate: [], pending: [], notes: [] };
   const simple: { conflict: ConflictedPath; strategy: "union" | "ours" | "theirs" }[] = [];
   for (const conflict of conflicts) {
@@ -224,7 +227,7 @@ async function choosePending(s: Session, plan: RulePlan): Promise<void> {
 }
 
 /** The conflicted merge tree with resolved paths replaced, built in a temporary index. */
-async function treeWithResolutions(s: Session, conflictedTree: string, records: readonly [string, Resolution][]): Promise<string> {
+export async function treeWithResolutions(s: RuleContext, conflictedTree: string, records: readonly [string, Resolution][]): Promise<string> {
   const env = { GIT_INDEX_FILE: path.join(await s.tmp(), `index-${Math.random().toString(36).slice(2)}`) };
   await gitBytes(s.repo, ["read-tree", conflictedTree], { env });
   await gitBytes(s.repo, ["update-index", "-z", "--index-info"], {

@@ -47,6 +47,7 @@ import { Backoff, backoffDelay } from "../runtime/retry.js";
 export type { CommandSpec, ConflictFile, PathRule, PathStrategy } from "./conflicts.js";
 export type * from "./integrate-types.js";
 export { completeManualResolution, prepareManualResolution } from "./manual.js";
+export { type BatchItem, type BatchOutcome, type IntegrateBatchOptions, type IntegrateBatchResult, integrateBatch } from "./integrate-batch.js";
 // The end-of-run --merge-into lives in target.ts; exported here too, as the merge coordinator's one git entry point.
 export { type MergeIntoTargetOptions, type MergeIntoTargetOutcome, mergeIntoTarget } from "./target.js";
 
