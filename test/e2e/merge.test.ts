@@ -67,7 +67,7 @@ tasks:
   - { id: b, run: "echo B > b.txt" }
 `);
       const outcome = await client.run({ graph, repo: repo.dir });
-      expect(outcome.status).toBe("succeeded");
+      expect(outcome.status, outcome.error).toBe("succeeded");
       const branch = outcome.integrationBranch!;
       expect(show(repo.dir, branch, "a.txt")).toBe("A\n");
       expect(show(repo.dir, branch, "b.txt")).toBe("B\n");

@@ -2,16 +2,15 @@ import { hostname } from "node:os";
 import type { KV } from "@nats-io/kv";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode, encodeValue } from "../../runtime/codec.js";
-import { BatchLoop, type Delivery } from "../../runtime/consume.js";
+import { ACK, type Delivery, type Outcome as Settle } from "../../runtime/consume.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import {
   createBranchIfAbsent,
   filesChangedSinceFork,
   firstParentCount,
   integrate,
+  integrateBatch,
   integrateChoosing,
-  type IntegrateOptions,
-  type IntegrateOutcome,
   isAncestor,
   mergeIntoTarget,
   pushRef,
@@ -20,22 +19,28 @@ import {
   WorktreeManager,
   type WorktreeRecord,
 } from "../../git/index.js";
+import { hitlTransition, type HitlEvent } from "../../runtime/hitl-state.js";
 import { WorktreeRegistry } from "../../runtime/worktree-registry.js";
-import { DEFAULT_MERGE_COMMAND_TIMEOUT_MS } from "../../runtime/graph.js";
-import {
-  SCHEMAS,
-  type AdoEvent,
-  type HitlConflict,
-  type HitlRecord,
-  type MergeIntoOutcome,
-  type MergeIntoRequest,
-  type MergeRequest,
-  type MergeResult,
-  type MergerInput,
-} from "../../runtime/messages.js";
+import { SCHEMAS, type AdoEvent, type HitlRecord, type MergeIntoOutcome, type MergeIntoRequest, type MergeRequest, type MergeResult, type MergerInput } from "../../runtime/messages.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
 import { msgIds, taskKey } from "../../runtime/names.js";
-import { integrateOptionsFor, mergeEnv, mergeScratchDir } from "../../runtime/merging.js";
+import { integrateOptionsFor, mergeMessage, mergeScratchDir, resolverCommand, type ResolverChoice } from "../../runtime/merging.js";
+import { Backoff, backoffDelay } from "../../runtime/retry.js";
+import { isTransient } from "../../runtime/transient.js";
+import { attentionResult, batchable, errorResult, escalationDetails, fromHistory, planSteps, replayed, summary, type NotMerged, type Outcome } from "./decide.js";
+import { PullLoop } from "./pull-loop.js";
+
+/**
+ * How long the server waits for the ack of a merge request before another merge
+ * coordinator gets it: a few seconds, since every request held is kept alive with an
+ * in-progress ack each third of it however long its merge (a validation, a resolver)
+ * takes. So a merge coordinator that dies holds the merge queue for this long at most.
+ */
+export const MERGE_ACK_WAIT_MS = 6_000;
+/** The most merge requests one merge coordinator holds: the batch it merges, and what arrives meanwhile. */
+export const MERGE_MAX_HELD = 64;
+/** Deliveries of a request that keeps failing for a transient reason before its merge is reported failed. */
+export const MERGE_MAX_DELIVERIES = 10;
 
 export interface MergerOptions {
   /** Worktree base directory, to remove task worktrees once merged. */
@@ -44,40 +49,54 @@ export interface MergerOptions {
   scratchDir?: string;
   /** Clones of runs' git remotes (remote mode); default: defaultCloneDir(). */
   cloneDir: string;
+  /** The merge consumer's ack wait; default MERGE_ACK_WAIT_MS (tests shorten it). */
+  ackWaitMs?: number;
 }
 
-/** Each side of a conflicted file is kept in the HITL record up to this size. */
-const SIDE_LIMIT = 32 * 1024;
-/** Beyond this much conflict content in one record, further files keep their path and kind only. */
-const CONFLICTS_LIMIT = 256 * 1024;
-
-type Outcome = IntegrateOutcome | { kind: "skipped" } | { kind: "error"; message: string };
+/** Commits' first-parent counts kept, to order merge results without asking git each time. */
+const GENERATIONS_KEPT = 4_096;
 
 /**
  * The merge coordinator: folds each finished task branch into the run's integration
  * branch with the run's own merge settings (mode; per-path rules, then a resolver agent
- * for conflicts; validation of the merged tree), through src/git/integrate.ts,
- * which never touches the user's checkout and moves the branch only by compare-and-swap.
+ * for conflicts; validation of the merged tree), through the git layer, which never
+ * touches the user's checkout and moves the branch only by compare-and-swap.
  *
- * What it cannot resolve it escalates: it writes a HITL record (KV `hitl`), announces
- * `merge.hitl_required`, and reports `needs_attention`; `ado hitl resolve` later sends
- * the same request with a person's choice, carried out here. The scheduler asks for a
- * merge only once the task's dependencies are merged, so merges land in dependency order.
+ * Throughput: it takes every request that is waiting, and merges a run's tasks in one
+ * step where it can (integrateBatch: each task's commit chained, the branch moved once);
+ * a task whose merge needs a command or a person is merged alone after that step, and a
+ * conflict nothing resolves is escalated without holding the others back. Task
+ * worktrees are removed after the results are out, in the background.
+ *
+ * What it cannot resolve it escalates: it writes a HITL record (KV `hitl`; every change
+ * through src/runtime/hitl-state.ts), announces `merge.hitl_required`, and reports
+ * `needs_attention`; `ado hitl resolve` later sends the same request with a person's
+ * choice, carried out here. The scheduler asks for a merge only once the task's
+ * dependencies are merged, so merges land in dependency order.
  *
  * Nothing is lost in a crash: a request is acked only after its result is published
  * (each with a Nats-Msg-Id); a redelivered request finds its merge done (up to date) or
- * its HITL record written, and replays the same result instead of acting twice.
+ * its HITL record written, and replays the same result instead of acting twice. A
+ * transient failure (src/runtime/transient.ts) is retried by redelivery with backoff;
+ * only a merge that cannot succeed is reported as an `error`.
  */
 export class Merger extends Actor {
-  private loop?: BatchLoop<MergerInput>;
+  private loop?: PullLoop<MergerInput>;
   private merged = 0;
   private conflicts = 0;
   private escalated = 0;
+  private retried = 0;
+  private batches = 0;
   private readonly abort = new AbortController();
   private readonly scratchDir: string;
   private readonly clones: RemoteClones;
-  /** Remote mode: the remote's integration head when a request's merge began (the push's lease). */
-  private readonly remoteHeads = new WeakMap<MergeRequest, string>();
+  /** Time spent per step, for stats() (and bench/merge-load.ts): where a merge's time goes. */
+  private readonly steps: Record<string, { n: number; ms: number }> = {};
+  /** `<repo>\0<commit>` -> first-parent count (MergeResult.integrationGeneration). */
+  private readonly generations = new Map<string, number>();
+  /** Worktree removals after the merge, one at a time, off the merge path. */
+  private releases: Promise<void> = Promise.resolve();
+  private pendingReleases = 0;
 
   constructor(
     instance: string,
@@ -92,20 +111,19 @@ export class Merger extends Actor {
   protected async onStart(): Promise<void> {
     const { topo } = this.ctx;
     const jsm = await this.js.jetstreamManager();
-    // A merge can take a while on a big repository (and a validation longer): give it minutes.
-    await jsm.consumers.add(topo.streams.merge.name, actorConsumer(consumers.merge, topo.subjects.mergeAll, { ackWaitMs: 300_000 }));
-    this.loop = new BatchLoop<MergerInput>({
+    const ackWaitMs = this.opts.ackWaitMs ?? MERGE_ACK_WAIT_MS;
+    // Adding a durable that exists updates it: one made with the old 300 s ack wait converges.
+    await jsm.consumers.add(topo.streams.merge.name, actorConsumer(consumers.merge, topo.subjects.mergeAll, { ackWaitMs }));
+    this.loop = new PullLoop<MergerInput>({
       consumer: await this.js.consumers.get(topo.streams.merge.name, consumers.merge),
       deadLetters: this.deadLetters,
       schema: SCHEMAS.MergeRequest,
       logger: this.log,
-      // One merge at a time per replica: merges into one branch are sequential anyway.
-      maxBatch: 1,
-      handle: async (batch) => {
-        for (const d of batch) await this.handleOne(d);
-      },
+      maxHeld: MERGE_MAX_HELD,
+      ackWaitMs,
+      handle: (batch) => this.handle(batch),
     });
-    await this.loop.start();
+    this.loop.start();
   }
 
   protected async onDrain(force: AbortSignal): Promise<void> {
@@ -113,77 +131,171 @@ export class Merger extends Actor {
     // acked, so it is redelivered (to this replica after a restart, or another one).
     force.addEventListener("abort", () => this.abort.abort(), { once: true });
     await this.loop?.stop();
+    await this.releases;
   }
 
   override stats() {
-    return { merged: this.merged, conflicts: this.conflicts, escalated: this.escalated };
+    return {
+      merged: this.merged,
+      conflicts: this.conflicts,
+      escalated: this.escalated,
+      retried: this.retried,
+      batches: this.batches,
+      holding: this.loop?.holding ?? 0,
+      pendingReleases: this.pendingReleases,
+      steps: this.steps,
+    };
   }
 
   private get hitl(): KV {
     return this.ctx.kv.hitl;
   }
 
-  private async handleOne({ data, msg }: Delivery<MergerInput>): Promise<void> {
-    if (data.type === "merge.into") return this.mergeInto(data);
-    if (data.releaseOnly) {
-      if (data.worktree) await this.removeWorktree(data);
-      return;
-    }
-    // In-progress acks keep a long resolver or validation from being redelivered meanwhile.
-    const keepAlive = setInterval(() => msg.working(), 60_000);
+  private async timed<T>(step: string, fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
     try {
-      const req = data.remote ? await this.inClone(data) : data;
-      if (req.resolution) await this.resolve(req);
-      else await this.mergeOne(req);
+      return await fn();
     } finally {
-      clearInterval(keepAlive);
+      const s = (this.steps[step] ??= { n: 0, ms: 0 });
+      s.n++;
+      s.ms += performance.now() - t0;
+    }
+  }
+
+  // ------------------------------------------------------------ a batch
+
+  /** Handles what the loop pulled: one step per run's first merges, the rest one by one. */
+  private async handle(batch: Delivery<MergerInput>[]): Promise<Settle[]> {
+    this.batches++;
+    const settled: Settle[] = batch.map(() => ACK);
+    for (const step of planSteps(batch.map((d) => d.data))) {
+      const indexes = step.kind === "merge" ? step.indexes : [step.index];
+      try {
+        if (step.kind === "into") await this.mergeInto(batch[step.index]!.data as MergeIntoRequest);
+        else if (step.kind === "release") this.releaseWorktree(batch[step.index]!.data as MergeRequest);
+        else if (step.kind === "resolve") await this.timed("resolve", () => this.resolve(batch[step.index]!.data as MergeRequest));
+        else {
+          const failures = await this.timed("merge-step", () => this.mergeStep(indexes.map((i) => batch[i]!.data as MergeRequest)));
+          for (const [k, err] of failures.entries()) if (err !== undefined) settled[indexes[k]!] = await this.failed(batch[indexes[k]!]!, err);
+        }
+      } catch (err) {
+        for (const i of indexes) settled[i] = await this.failed(batch[i]!, err);
+      }
+    }
+    return settled;
+  }
+
+  /**
+   * A request whose handling threw: a transient failure is retried (redelivered with
+   * backoff) up to MERGE_MAX_DELIVERIES; anything else, or one that keeps failing, is
+   * reported to the scheduler as the merge's `error`, so the run does not wait forever.
+   */
+  private async failed(d: Delivery<MergerInput>, err: unknown): Promise<Settle> {
+    const deliveries = d.msg.info.deliveryCount;
+    const data = d.data;
+    const what = data.type === "merge.into" ? `merge into ${data.into}` : `merge of ${taskKey(data.runId, data.taskId)}`;
+    if (isTransient(err) && deliveries < MERGE_MAX_DELIVERIES) {
+      this.retried++;
+      const delayMs = backoffDelay(deliveries, Backoff.redelivery);
+      this.log.warn({ err: errorMessage(err), deliveries, retryInMs: delayMs }, `${what} failed for a passing reason; retrying`);
+      return { kind: "nak", delayMs };
+    }
+    const message = isTransient(err) ? `failed ${deliveries} times, last: ${errorMessage(err)}` : errorMessage(err);
+    this.log.error({ err: message }, `${what} failed`);
+    try {
+      if (data.type === "merge.into") await this.reportInto(data, { into: data.into, status: "error", reason: message });
+      else if (!data.releaseOnly) await this.report(errorResult(data, message), msgIds.mergeResult(data, data.resolution?.round ?? 0));
+      return ACK;
+    } catch (reportErr) {
+      this.log.warn({ err: errorMessage(reportErr) }, "the failure could not be reported; retrying the request");
+      return { kind: "nak", delayMs: backoffDelay(deliveries, Backoff.redelivery) };
     }
   }
 
   /**
-   * Remote mode: the integration branch of record is the remote's. The merge happens in
-   * this host's clone, freshly fetched (which resets the clone's branches to the
-   * remote's), and a merged result is pushed with a lease on the head it started from
-   * (see publish). A push that loses a race throws a retryable error: the request is
-   * redelivered and merged again on top of the new head.
+   * First merges of one run's tasks. Those whose merge was escalated already replay
+   * their HITL record; the rest are merged in one step (integrateBatch) when the run's
+   * settings allow, and what that defers (a command or a person needed) one by one
+   * after it. Returns, per request, the error that stopped it (undefined: done).
    */
-  private async inClone(data: MergeRequest): Promise<MergeRequest> {
-    const dir = await this.clones.fetchRun(data.remote!, data.runId);
-    const req = { ...data, repo: dir };
-    this.remoteHeads.set(req, (await readBranch(dir, data.integrationBranch)) ?? "");
-    return req;
-  }
-
-  /** Remote mode: pushes a merged integration head (a no-op for runs without a remote). */
-  private async publish(req: MergeRequest, outcome: Outcome): Promise<void> {
-    if (!req.remote || outcome.kind !== "merged") return;
-    await pushRef(req.repo, req.remote, outcome.commit, `refs/heads/${req.integrationBranch}`, { expected: this.remoteHeads.get(req) ?? "" });
-  }
-
-  /** A task's first merge: integrate, and escalate what cannot be merged. */
-  private async mergeOne(req: MergeRequest): Promise<void> {
-    const id = taskKey(req.runId, req.taskId);
-    let result: MergeResult;
+  private async mergeStep(reqs: MergeRequest[]): Promise<(unknown | undefined)[]> {
+    const failures: (unknown | undefined)[] = reqs.map(() => undefined);
+    const first = reqs[0]!;
     try {
-      const existing = await this.readHitl(id);
-      if (existing && existing.record.source === req.commit) {
-        // Redelivered after it was escalated: never reopen (or redo) what a person owns.
-        if (existing.record.state !== "resolved") await this.announce(existing.record);
-        result = replayed(existing.record);
-      } else {
-        await createBranchIfAbsent(req.repo, req.integrationBranch, req.baseCommit);
-        const outcome = await integrate(this.integrateOptions(req));
-        await this.publish(req, outcome);
-        result = await this.conclude(req, outcome, 0, undefined);
+      // Remote mode: the branch of record is the remote's; merge in this host's clone, freshly fetched.
+      const repo = first.remote ? await this.timed("fetch", () => this.clones.fetchRun(first.remote!, first.runId)) : first.repo;
+      const remoteHead = first.remote ? ((await readBranch(repo, first.integrationBranch)) ?? "") : undefined;
+      const rs = reqs.map((r) => (first.remote ? { ...r, repo } : r));
+
+      // Every record of the step in one round trip.
+      const existing = await this.timed("hitl-read", () => Promise.all(rs.map((r) => this.readHitl(taskKey(r.runId, r.taskId)))));
+      const results: (MergeResult | undefined)[] = rs.map(() => undefined);
+      const todo: number[] = [];
+      for (const [i, r] of rs.entries()) {
+        const found = existing[i];
+        if (found && found.record.source === r.commit) {
+          // Redelivered after it was escalated: never reopen (or redo) what a person owns.
+          if (found.record.state !== "resolved") await this.announce(found.record);
+          results[i] = replayed(found.record);
+        } else todo.push(i);
       }
-    } catch (err) {
-      // Transient (a lock, a race, an abort on shutdown): let the message be redelivered.
-      if (err instanceof AdoError && err.retryable) throw err;
-      result = { type: "merge.result", runId: req.runId, taskId: req.taskId, status: "error", files: [], message: errorMessage(err), round: 0 };
+
+      const outcomes = new Map<number, { outcome: Outcome; generation?: number }>();
+      let alone = todo;
+      if (todo.length && batchable(first.settings)) {
+        const batch = await this.timed("integrate-batch", () =>
+          integrateBatch({
+            repo,
+            target: first.integrationBranch,
+            createAt: first.baseCommit,
+            mode: first.settings.mode as "merge" | "squash",
+            rules: integrateOptionsFor(first, this.scratchDir).rules!,
+            scratchDir: this.scratchDir,
+            signal: this.abort.signal,
+            items: todo.map((i) => ({ source: rs[i]!.commit, message: mergeMessage(rs[i]!.taskId, rs[i]!.branch, rs[i]!.integrationBranch) })),
+          }),
+        );
+        const known = batch.outcomes.some((o) => o.kind === "merged" && o.depth !== undefined);
+        const startGeneration = known ? await this.generation(repo, batch.start) : undefined;
+        alone = [];
+        for (const [k, o] of batch.outcomes.entries()) {
+          const i = todo[k]!;
+          if (o.kind === "merged") {
+            const generation = startGeneration !== undefined && o.depth !== undefined ? startGeneration + o.depth : undefined;
+            if (generation !== undefined) this.remember(repo, o.commit, generation);
+            outcomes.set(i, { outcome: { kind: "merged", commit: o.commit, how: o.how, resolved: o.resolved }, ...(generation !== undefined ? { generation } : {}) });
+          } else if (o.kind === "invalid") failures[i] = o.error;
+          else alone.push(i);
+        }
+      } else if (todo.length) {
+        await this.timed("create-branch", () => createBranchIfAbsent(repo, first.integrationBranch, first.baseCommit));
+      }
+      for (const i of alone) {
+        try {
+          const outcome = await this.timed("integrate", () => integrate(this.integrateOptions(rs[i]!, "configured")));
+          outcomes.set(i, { outcome });
+        } catch (err) {
+          if (isTransient(err)) throw err;
+          failures[i] = err;
+        }
+      }
+
+      // Remote mode: the merged head goes to the remote before anyone hears of it (a lost race redelivers them all).
+      if (first.remote && [...outcomes.values()].some((o) => o.outcome.kind === "merged" && o.outcome.how !== "up-to-date")) {
+        const head = await readBranch(repo, first.integrationBranch);
+        if (head) await this.timed("push", () => pushRef(repo, first.remote!, head, `refs/heads/${first.integrationBranch}`, { expected: remoteHead ?? "" }));
+      }
+
+      for (const [i, { outcome, generation }] of [...outcomes.entries()].sort((a, b) => a[0] - b[0])) {
+        results[i] = await this.timed("conclude", () => this.conclude(rs[i]!, outcome, 0, existing[i], generation));
+      }
+      // Results go out together; each request is acked only once its own is stored.
+      await this.timed("report", () => Promise.all(results.map((r, i) => (r ? this.report(r, msgIds.mergeResult(rs[i]!, 0)) : undefined))));
+      return failures;
+    } finally {
+      // The task's work is committed on its branch, which stays: its worktree can go, after the merge.
+      for (const r of reqs) if (r.worktree) this.releaseWorktree(r);
     }
-    // The task's work is committed on its branch, which stays: its worktree can go.
-    if (req.worktree) await this.removeWorktree(req);
-    await this.report(result, msgIds.mergeResult(req, 0));
   }
 
   /**
@@ -191,57 +303,58 @@ export class Merger extends Actor {
    * round already decided replays that decision (a redelivery, or the CLI sending
    * twice); one for a round that is not the record's current one is stale and dropped.
    */
-  private async resolve(req: MergeRequest): Promise<void> {
-    const res = req.resolution!;
-    const id = taskKey(req.runId, req.taskId);
+  private async resolve(data: MergeRequest): Promise<void> {
+    const res = data.resolution!;
+    const id = taskKey(data.runId, data.taskId);
     const found = await this.readHitl(id);
-    if (!found) {
-      this.log.warn({ id }, "a resolution for a merge that needs no attention: dropped");
+    const started = hitlTransition(found?.record, { type: "start", at: this.now(), round: res.round, choice: res.choice, by: res.by });
+    if (!started.ok) {
+      const refusal = started.refusal;
+      if (refusal.code === "decided" && found) await this.report(fromHistory(found.record, refusal.entry), msgIds.mergeResult(data, res.round));
+      else this.log.warn({ id, round: res.round, why: refusal.message }, "a resolution that does not apply: dropped");
       return;
     }
-    let { record, revision } = found;
-    const decided = record.history.find((h) => h.round === res.round);
-    if (decided) {
-      await this.report(fromHistory(record, decided), msgIds.mergeResult(req, res.round));
-      return;
-    }
-    if (record.round !== res.round || record.state === "resolved") {
-      this.log.warn({ id, round: res.round, current: record.round }, "a resolution for an earlier round: dropped");
-      return;
-    }
-    const now = new Date(this.clock.now()).toISOString();
-    record = { ...record, state: "resolving", choice: res.choice, by: res.by, updatedAt: now };
-    revision = await this.hitl.update(id, encodeValue(SCHEMAS.HitlRecord, record), revision);
+    const hitl = { record: started.record, revision: await this.hitl.update(id, encodeValue(SCHEMAS.HitlRecord, started.record), found!.revision) };
 
+    let req: MergeRequest = data;
     let outcome: Outcome;
     try {
-      outcome = await this.carryOut(req, record);
-      await this.publish(req, outcome);
+      let remoteHead = "";
+      if (data.remote) ({ req, remoteHead } = await this.inClone(data));
+      outcome = await this.carryOut(req, hitl.record);
+      if (req.remote && outcome.kind === "merged" && outcome.how !== "up-to-date") {
+        await pushRef(req.repo, req.remote, outcome.commit, `refs/heads/${req.integrationBranch}`, { expected: remoteHead });
+      }
     } catch (err) {
-      if (err instanceof AdoError && err.retryable) throw err;
+      if (isTransient(err)) throw err;
+      // The choice could not be carried out: the person hears why, in the next round.
       outcome = { kind: "error", message: errorMessage(err) };
     }
-    const result = await this.conclude(req, outcome, res.round, { record, revision });
+    const result = await this.conclude(req, outcome, res.round, hitl);
     await this.report(result, msgIds.mergeResult(req, res.round));
+  }
+
+  /** Remote mode: the request in the run's clone, freshly fetched, and the remote's head the push must still find. */
+  private async inClone(data: MergeRequest): Promise<{ req: MergeRequest; remoteHead: string }> {
+    const dir = await this.clones.fetchRun(data.remote!, data.runId);
+    return { req: { ...data, repo: dir }, remoteHead: (await readBranch(dir, data.integrationBranch)) ?? "" };
   }
 
   /** What each choice does; see `ado hitl resolve`. */
   private async carryOut(req: MergeRequest, record: HitlRecord): Promise<Outcome> {
     const res = req.resolution!;
-    const opts = this.integrateOptions(req);
     switch (res.choice) {
       case "skip":
         return { kind: "skipped" };
       case "ours":
       case "theirs":
-        return integrateChoosing(opts, res.choice);
+        return integrateChoosing(this.integrateOptions(req), res.choice);
       case "agent": {
-        const command = res.resolver ?? req.settings.resolver?.run;
-        if (!command) {
+        const choice: ResolverChoice = res.resolver ? { command: res.resolver } : "configured";
+        if (!resolverCommand(req, choice)) {
           return { kind: "error", message: "no resolver command: the run configures none; pass one with `ado hitl resolve <id> --choose agent --resolver <cmd>`" };
         }
-        const timeoutMs = req.settings.resolver?.timeoutMs ?? DEFAULT_MERGE_COMMAND_TIMEOUT_MS;
-        return integrate({ ...opts, resolver: { ...opts.resolver, command, timeoutMs, context: resolverContext(req, record) } });
+        return integrate(this.integrateOptions(req, choice));
       }
       case "manual": {
         // The person's commit was put on the integration branch on their host
@@ -259,68 +372,64 @@ export class Merger extends Actor {
   /**
    * Turns an outcome into the scheduler's result: announces resolutions, and writes (or
    * updates) the HITL record for anything that needs a person. `round` is the HITL round
-   * this outcome settles (0 for a first merge).
+   * this outcome settles (0 for a first merge); `hitl` the record being resolved, or for
+   * a first merge the one found (another commit of the task), if any.
    */
   private async conclude(
     req: MergeRequest,
     outcome: Outcome,
     round: number,
     hitl: { record: HitlRecord; revision: number } | undefined,
+    generation?: number,
   ): Promise<MergeResult> {
     const id = taskKey(req.runId, req.taskId);
     const base = { type: "merge.result" as const, runId: req.runId, taskId: req.taskId, round };
-    const now = new Date(this.clock.now()).toISOString();
-    const choice = req.resolution?.choice;
-    const noteDecision = async (entry: HitlRecord["history"][number], state: HitlRecord["state"]) => {
-      const record: HitlRecord = {
-        ...hitl!.record,
-        state,
-        history: [...hitl!.record.history, entry],
-        updatedAt: now,
-        ...(state === "resolved" ? { resolvedAt: now } : {}),
-      };
-      hitl!.revision = await this.hitl.update(id, encodeValue(SCHEMAS.HitlRecord, record), hitl!.revision);
-      hitl!.record = record;
-    };
-    const decision = (outcomeName: HitlRecord["history"][number]["outcome"], message: string, commit?: string) => ({
-      round,
-      choice: choice!,
-      by: req.resolution?.by ?? "",
-      at: now,
-      outcome: outcomeName,
-      message,
-      ...(commit ? { commit } : {}),
-    });
+    const at = this.now();
+    const resolving = round > 0 ? hitl : undefined;
 
     if (outcome.kind === "merged") {
       this.merged++;
-      if (hitl) await noteDecision(decision("merged", `merged (${outcome.how})`, outcome.commit), "resolved");
+      if (resolving) await this.writeHitl(id, resolving, { type: "decide", at, round, outcome: "merged", message: `merged (${outcome.how})`, commit: outcome.commit });
       if (outcome.resolved.length > 0) {
         await this.emit(
-          { type: "merge.resolved", runId: req.runId, taskId: req.taskId, attempt: req.attempt, at: now, paths: outcome.resolved, integrationCommit: outcome.commit },
+          { type: "merge.resolved", runId: req.runId, taskId: req.taskId, attempt: req.attempt, at, paths: outcome.resolved, integrationCommit: outcome.commit },
           msgIds.mergeResolved(req, round),
         );
       }
       // How the scheduler orders merge results (MergeResult.integrationGeneration); undefined: by arrival.
-      const integrationGeneration = await firstParentCount(req.repo, outcome.commit);
-      return { ...base, status: "merged", integrationCommit: outcome.commit, integrationGeneration, files: [], message: outcome.how };
+      const integrationGeneration = generation ?? (await this.timed("generation", () => this.generation(req.repo, outcome.commit)));
+      return { ...base, status: "merged", integrationCommit: outcome.commit, ...(integrationGeneration !== undefined ? { integrationGeneration } : {}), files: [], message: outcome.how };
     }
     if (outcome.kind === "skipped") {
       const message = `skipped by ${req.resolution?.by || "a person"}`;
-      await noteDecision(decision("skipped", message), "resolved");
-      return { ...base, status: "skipped", files: hitl!.record.files, message, hitlId: id };
+      const record = await this.writeHitl(id, resolving, { type: "decide", at, round, outcome: "skipped", message });
+      return { ...base, status: "skipped", files: record.files, message, hitlId: id };
     }
-    // Everything else needs a person (again): round `round + 1`, with what was tried in its history.
-    const tried = hitl
-      ? decision(outcome.kind === "validation_failed" ? "validation_failed" : "conflict", outcome.kind === "error" ? outcome.message : summary(outcome))
-      : undefined;
-    const record = await this.escalate(req, outcome, round + 1, hitl?.record, now, tried);
-    if (hitl) hitl.revision = await this.hitl.update(id, encodeValue(SCHEMAS.HitlRecord, record), hitl.revision);
-    else await this.hitl.put(id, encodeValue(SCHEMAS.HitlRecord, record));
+    // Everything else needs a person (again): a new record, or round `round + 1` with what was tried in its history.
+    const notMerged: NotMerged = outcome;
+    const files = notMerged.kind === "conflict" || (notMerged.kind === "error" && resolving) ? [] : await changedFiles(req);
+    const details = escalationDetails(req, notMerged, resolving?.record, { target: await readBranch(req.repo, req.integrationBranch), files });
+    const tried = resolving ? { outcome: notMerged.kind === "validation_failed" ? ("validation_failed" as const) : ("conflict" as const), message: summary(notMerged) } : undefined;
+    const record = await this.writeHitl(id, hitl, { type: "escalate", at, details, ...(tried ? { tried } : {}) });
     this.escalated++;
     if (record.reason === "conflict") this.conflicts++;
     await this.announce(record);
     return attentionResult(record);
+  }
+
+  /**
+   * Applies a HITL event to the record (src/runtime/hitl-state.ts) and stores it with
+   * compare-and-set (create when there is none). A refusal is a state this merge
+   * coordinator did not expect: reported as an error, not written.
+   */
+  private async writeHitl(id: string, current: { record: HitlRecord; revision: number } | undefined, event: HitlEvent): Promise<HitlRecord> {
+    const t = hitlTransition(current?.record, event);
+    if (!t.ok) throw new AdoError(`the HITL record ${id} cannot take '${event.type}': ${t.refusal.message}`);
+    const value = encodeValue(SCHEMAS.HitlRecord, t.record);
+    if (current) current.revision = await this.hitl.update(id, value, current.revision);
+    else await this.hitl.create(id, value);
+    if (current) current.record = t.record;
+    return t.record;
   }
 
   /** Events of an escalation (the record is written first): merge.conflict, then merge.hitl_required. */
@@ -334,71 +443,6 @@ export class Merger extends Actor {
       { type: "merge.hitl_required", ...task, hitlId: record.id, round: record.round, reason: record.reason, files: record.files, message: record.message },
       msgIds.hitlRequired(record, record.round),
     );
-  }
-
-  /** The HITL record of round `round` for an outcome a person must decide on. */
-  private async escalate(
-    req: MergeRequest,
-    outcome: Exclude<Outcome, { kind: "merged" } | { kind: "skipped" }>,
-    round: number,
-    previous: HitlRecord | undefined,
-    now: string,
-    tried: HitlRecord["history"][number] | undefined,
-  ): Promise<HitlRecord> {
-    const target = await readBranch(req.repo, req.integrationBranch);
-    let files: string[];
-    let reason: HitlRecord["reason"];
-    let message: string;
-    let conflicts: HitlConflict[] = [];
-    let validationOutput: string | undefined;
-    let resolverOutput: string | undefined;
-    if (outcome.kind === "conflict") {
-      reason = "conflict";
-      files = outcome.files;
-      conflicts = capConflicts(outcome.conflicts);
-      resolverOutput = outcome.resolverOutput;
-      const others = req.related.filter((r) => r.files.some((f) => files.includes(f))).map((r) => `'${r.taskId}'`);
-      message = `merge conflict in ${files.join(", ")} with ${others.length ? `task ${others.join(", ")} (already merged)` : "the integration branch"}: ${outcome.reason}`;
-    } else if (outcome.kind === "validation_failed") {
-      reason = "validation";
-      files = await changedFiles(req);
-      validationOutput = outcome.output;
-      const last = outcome.output.trim().split("\n").pop() ?? "";
-      message = `validation failed (${outcome.exitCode === null ? "killed" : `exit ${outcome.exitCode}`}) on the merged tree; the merge was backed out${last ? `: ${last}` : ""}`;
-    } else {
-      // The choice could not be carried out (no resolver, a bad manual commit, a git error).
-      reason = previous?.reason ?? "conflict";
-      files = previous?.files ?? (await changedFiles(req));
-      conflicts = previous?.conflicts ?? [];
-      validationOutput = previous?.validationOutput;
-      message = outcome.message;
-    }
-    const related = req.related.filter((r) => r.files.some((f) => files.includes(f)));
-    return {
-      id: taskKey(req.runId, req.taskId),
-      runId: req.runId,
-      taskId: req.taskId,
-      attempt: req.attempt,
-      repo: req.repo,
-      integrationBranch: req.integrationBranch,
-      branch: req.branch,
-      source: req.commit,
-      base: req.baseCommit,
-      ...(target ? { target } : {}),
-      files,
-      reason,
-      message,
-      conflicts,
-      ...(validationOutput !== undefined ? { validationOutput } : {}),
-      ...(resolverOutput !== undefined ? { resolverOutput } : {}),
-      prompts: { task: req.prompt, related: related.length ? related : req.related },
-      settings: req.settings,
-      round,
-      state: "open",
-      history: [...(previous?.history ?? []), ...(tried ? [tried] : [])],
-      createdAt: previous?.createdAt ?? now,
-      updatedAt: now,
-    };
   }
 
   /** `--merge-into`: bring the target branch up to the integration branch, when that is safe. */
@@ -415,20 +459,37 @@ export class Merger extends Actor {
       });
       outcome = r.kind === "refused" ? { into: req.into, status: "refused", reason: r.reason } : { into: req.into, status: r.kind, commit: r.commit, reason: "" };
     } catch (err) {
-      if (err instanceof AdoError && err.retryable) throw err;
+      if (isTransient(err)) throw err;
       outcome = { into: req.into, status: "error", reason: errorMessage(err) };
     }
+    await this.reportInto(req, outcome);
+  }
+
+  private async reportInto(req: MergeIntoRequest, outcome: MergeIntoOutcome): Promise<void> {
     const { data, headers } = encode(SCHEMAS.SchedulerInput, { type: "merge.into.result", runId: req.runId, ...outcome });
     await this.js.publish(this.ctx.topo.subjects.results(req.runId), data, { headers, msgID: msgIds.mergeIntoResult(req.runId) });
   }
 
-  private integrateOptions(req: MergeRequest): IntegrateOptions {
-    const s = req.settings;
+  private integrateOptions(req: MergeRequest, resolver?: ResolverChoice) {
     return integrateOptionsFor(req, this.scratchDir, {
-      ...(s.resolver ? { resolver: { command: s.resolver.run, timeoutMs: s.resolver.timeoutMs, env: mergeEnv(req), context: resolverContext(req) } } : {}),
+      ...(resolver ? { resolver } : {}),
       signal: this.abort.signal,
       onOutput: (stream, chunk, phase) => this.log.debug({ runId: req.runId, taskId: req.taskId, phase, stream }, chunk.trimEnd()),
     });
+  }
+
+  /** The first-parent count of a commit, from what this merger made or read before, else from git. */
+  private async generation(repo: string, commit: string): Promise<number | undefined> {
+    const known = this.generations.get(`${repo}\0${commit}`);
+    if (known !== undefined) return known;
+    const n = await firstParentCount(repo, commit);
+    if (n !== undefined) this.remember(repo, commit, n);
+    return n;
+  }
+
+  private remember(repo: string, commit: string, generation: number): void {
+    this.generations.set(`${repo}\0${commit}`, generation);
+    if (this.generations.size > GENERATIONS_KEPT) this.generations.delete(this.generations.keys().next().value!);
   }
 
   private async readHitl(id: string): Promise<{ record: HitlRecord; revision: number } | undefined> {
@@ -451,6 +512,25 @@ export class Merger extends Actor {
     const { data, headers } = encode(SCHEMAS.AdoEvent, event);
     const taskId = "taskId" in event ? event.taskId : undefined;
     await this.js.publish(this.ctx.topo.subjects.event({ type: event.type, runId: event.runId, taskId }), data, { headers, msgID });
+  }
+
+  private now(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+
+  // ------------------------------------------------------------ worktrees
+
+  /**
+   * Queues the removal of a task's worktree, off the merge path: removals run one after
+   * another in the background, and drain() waits for them. One lost in a crash leaves a
+   * worktree whose work is on its branch, which a cleanup pass removes.
+   */
+  private releaseWorktree(req: MergeRequest): void {
+    this.pendingReleases++;
+    this.releases = this.releases
+      .then(() => this.timed("worktree-release", () => this.removeWorktree(req)))
+      .catch((err) => this.log.warn({ worktree: req.worktree, err: errorMessage(err) }, "worktree not released"))
+      .finally(() => this.pendingReleases--);
   }
 
   /**
@@ -483,54 +563,6 @@ export class Merger extends Actor {
   }
 }
 
-/** The scheduler's result for a HITL record that is open: needs attention, at its round. */
-function attentionResult(record: HitlRecord): MergeResult {
-  return {
-    type: "merge.result",
-    runId: record.runId,
-    taskId: record.taskId,
-    status: "needs_attention",
-    round: record.round,
-    files: record.files,
-    message: record.message,
-    hitlId: record.id,
-    reason: record.reason,
-  };
-}
-
-/** What a decided round of a HITL record told the scheduler, to tell it again. */
-function fromHistory(record: HitlRecord, entry: HitlRecord["history"][number]): MergeResult {
-  const base = { type: "merge.result" as const, runId: record.runId, taskId: record.taskId, round: entry.round, hitlId: record.id };
-  if (entry.outcome === "merged") return { ...base, status: "merged", integrationCommit: entry.commit, files: [], message: entry.message };
-  if (entry.outcome === "skipped") return { ...base, status: "skipped", files: record.files, message: entry.message };
-  // The round after it is the record's (or a later one, which the scheduler then ignores).
-  return attentionResult(record);
-}
-
-/** A first merge request seen again after its escalation: what the record says now. */
-function replayed(record: HitlRecord): MergeResult {
-  const last = record.history[record.history.length - 1];
-  if (record.state === "resolved" && last) return fromHistory(record, last);
-  return attentionResult(record);
-}
-
-/** What a resolver agent is told besides the conflicts: the prompts behind both sides. */
-function resolverContext(req: MergeRequest, record?: HitlRecord): unknown {
-  return {
-    runId: req.runId,
-    task: { id: req.taskId, branch: req.branch, prompt: req.prompt },
-    // Already-merged tasks that changed the same files: the other side of the conflict.
-    merged: record?.prompts.related ?? req.related,
-  };
-}
-
-/** A line for the HITL history. */
-function summary(outcome: Extract<IntegrateOutcome, { kind: "conflict" | "validation_failed" }>): string {
-  return outcome.kind === "conflict"
-    ? `still conflicted: ${outcome.reason}`
-    : `validation failed (${outcome.exitCode === null ? "killed" : `exit ${outcome.exitCode}`})`;
-}
-
 /** The files the task itself changed (since it forked from the integration branch). */
 async function changedFiles(req: MergeRequest): Promise<string[]> {
   try {
@@ -539,25 +571,4 @@ async function changedFiles(req: MergeRequest): Promise<string[]> {
   } catch {
     return [];
   }
-}
-
-/**
- * Conflict sides as a HITL record keeps them: each side cut to SIDE_LIMIT, and past
- * CONFLICTS_LIMIT in all, later files keep only their path and kind (the branches
- * hold everything; a KV value must stay under the server's max_payload).
- */
-function capConflicts(conflicts: readonly { path: string; kind: string; base?: string; ours?: string; theirs?: string }[]): HitlConflict[] {
-  let budget = CONFLICTS_LIMIT;
-  return conflicts.map((c) => {
-    const out: HitlConflict = { path: c.path, kind: c.kind, truncated: false };
-    for (const side of ["base", "ours", "theirs"] as const) {
-      const text = c[side];
-      if (text === undefined) continue;
-      const kept = Math.min(text.length, SIDE_LIMIT, budget);
-      if (kept < text.length) out.truncated = true;
-      if (kept > 0) out[side] = text.slice(0, kept);
-      budget -= kept;
-    }
-    return out;
-  });
 }
