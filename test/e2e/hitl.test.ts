@@ -153,6 +153,44 @@ describe("hitl - with ado run's embedded stack", () => {
     }
   });
 
+  // Was: --choose theirs took the task's side of every conflicted path, the changelog the
+  // union rule had resolved included, so the other task's line was lost.
+  it("--choose theirs applies to what was left for the person: the union rule's changelog keeps both tasks' lines", async () => {
+    const repo = await makeRepo({ "CHANGELOG.md": "# Changes\n", "app.txt": "app\n" });
+    const env = await isolatedEnv();
+    try {
+      const graph = `${repo.dir}.graph.yaml`;
+      await writeFile(
+        graph,
+        `name: union-then-choice
+merge:
+  rules: [{ paths: ["CHANGELOG.md"], strategy: union }]
+tasks:
+  - { id: a, run: "printf '# Changes\\\\n- a\\\\n' > CHANGELOG.md; printf 'app by a\\\\n' > app.txt" }
+  - { id: b, run: "sleep 0.3; printf '# Changes\\\\n- b\\\\n' > CHANGELOG.md; printf 'app by b\\\\n' > app.txt" }
+`,
+      );
+      const run = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--json"], { env });
+      expect(run.code, run.stdout + run.stderr).toBe(3);
+      const out = JSON.parse(run.stdout);
+      const id: string = out.attention[0].hitlId;
+      const shown = JSON.parse((await runAdo(["hitl", "show", id, "--json"], { env, cwd: repo.dir })).stdout);
+      // The rule settled the changelog; only app.txt waits for the person.
+      expect(shown.files).toEqual(["app.txt"]);
+
+      const resolved = await runAdo(["hitl", "resolve", id, "--choose", "theirs"], { env, cwd: repo.dir });
+      expect(resolved.code, resolved.stdout + resolved.stderr).toBe(0);
+      expect(resolved.stdout).toMatch(new RegExp(`run ${out.runId}: succeeded`));
+      const theirs = id.endsWith(".a") ? "a" : "b";
+      const first = theirs === "a" ? "b" : "a";
+      const integration = `ado/${out.runId}/integration`;
+      expect(show(repo.dir, integration, "CHANGELOG.md")).toBe(`# Changes\n- ${first}\n- ${theirs}\n`);
+      expect(show(repo.dir, integration, "app.txt")).toBe(`app by ${theirs}\n`);
+    } finally {
+      await repo.cleanup();
+    }
+  });
+
   it("--manual gives a worktree holding the conflict; the person's commit lands with --continue", async () => {
     const repo = await makeRepo({ "list.txt": "start\n" });
     const env = await isolatedEnv();
