@@ -18,41 +18,46 @@ export type Outcome = IntegrateOutcome | { kind: "skipped" } | { kind: "error"; 
 /** An outcome that needs a person (again). */
 export type NotMerged = Exclude<Outcome, { kind: "merged" } | { kind: "skipped" }>;
 
-/** One step of a batch: indexes into it, in arrival order. */
-export type Step =
+/** One step of a batch: indexes into it, in arrival order, and the run it is about. */
+export type Step = { runId: string } & (
   | { kind: "into"; index: number }
   | { kind: "release"; index: number }
   | { kind: "resolve"; index: number }
   /** First merges of one run's tasks: merged together (integrateBatch), each with its own result. */
-  | { kind: "merge"; indexes: number[] };
+  | { kind: "merge"; indexes: number[] }
+);
 
 /**
- * Splits a batch into steps. First merges of the same run (one integration branch, one
- * set of settings) form one step; a run's first merge that arrives twice in a batch
- * (a redelivery beside the original) goes in once and the second copy replays. The
- * rest are steps of their own. Merges of one run keep their arrival order; the scheduler
- * asks for a merge only once the task's dependencies are merged, so the tasks of one
- * step never depend on each other.
+ * Splits a batch into steps, grouped by run: the steps of one run are taken in order
+ * (they move the same branch), those of different runs may go at the same time (so a
+ * long validation in one run holds no other run back). First merges of the same run
+ * (one integration branch, one set of settings) form one step; a task whose request
+ * arrives twice in it is merged once (the second copy finds it up to date). The rest
+ * are steps of their own. The scheduler asks for a merge only once the task's
+ * dependencies are merged, so the tasks of one step never depend on each other.
  */
-export function planSteps(batch: readonly MergerInput[]): Step[] {
-  const steps: Step[] = [];
-  const byRun = new Map<string, Extract<Step, { kind: "merge" }>>();
+export function planSteps(batch: readonly MergerInput[]): Step[][] {
+  const runs = new Map<string, Step[]>();
+  const merges = new Map<string, Extract<Step, { kind: "merge" }>>();
   batch.forEach((input, index) => {
-    if (input.type === "merge.into") steps.push({ kind: "into", index });
-    else if (input.releaseOnly) steps.push({ kind: "release", index });
-    else if (input.resolution) steps.push({ kind: "resolve", index });
+    const steps = runs.get(input.runId) ?? [];
+    runs.set(input.runId, steps);
+    const runId = input.runId;
+    if (input.type === "merge.into") steps.push({ runId, kind: "into", index });
+    else if (input.releaseOnly) steps.push({ runId, kind: "release", index });
+    else if (input.resolution) steps.push({ runId, kind: "resolve", index });
     else {
       const key = `${input.runId}\0${input.repo}\0${input.integrationBranch}\0${input.remote ?? ""}\0${JSON.stringify(input.settings)}`;
-      const step = byRun.get(key);
+      const step = merges.get(key);
       if (step) step.indexes.push(index);
       else {
-        const created: Extract<Step, { kind: "merge" }> = { kind: "merge", indexes: [index] };
-        byRun.set(key, created);
+        const created: Extract<Step, { kind: "merge" }> = { runId, kind: "merge", indexes: [index] };
+        merges.set(key, created);
         steps.push(created);
       }
     }
   });
-  return steps;
+  return [...runs.values()];
 }
 
 /**

@@ -2,7 +2,7 @@ import { hostname } from "node:os";
 import type { KV } from "@nats-io/kv";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode, encodeValue } from "../../runtime/codec.js";
-import { ACK, type Delivery, type Outcome as Settle } from "../../runtime/consume.js";
+import { ACK, BatchLoop, type Delivery, type Outcome as Settle } from "../../runtime/consume.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import {
   createBranchIfAbsent,
@@ -27,8 +27,7 @@ import { msgIds, taskKey } from "../../runtime/names.js";
 import { integrateOptionsFor, mergeMessage, mergeScratchDir, resolverCommand, type ResolverChoice } from "../../runtime/merging.js";
 import { Backoff, backoffDelay } from "../../runtime/retry.js";
 import { isTransient } from "../../runtime/transient.js";
-import { attentionResult, batchable, errorResult, escalationDetails, fromHistory, planSteps, replayed, summary, type NotMerged, type Outcome } from "./decide.js";
-import { PullLoop } from "./pull-loop.js";
+import { attentionResult, batchable, errorResult, escalationDetails, fromHistory, planSteps, replayed, summary, type NotMerged, type Outcome, type Step } from "./decide.js";
 
 /**
  * How long the server waits for the ack of a merge request before another merge
@@ -38,7 +37,7 @@ import { PullLoop } from "./pull-loop.js";
  */
 export const MERGE_ACK_WAIT_MS = 6_000;
 /** The most merge requests one merge coordinator holds: the batch it merges, and what arrives meanwhile. */
-export const MERGE_MAX_HELD = 64;
+export const MERGE_MAX_BATCH = 64;
 /** Deliveries of a request that keeps failing for a transient reason before its merge is reported failed. */
 export const MERGE_MAX_DELIVERIES = 10;
 
@@ -81,7 +80,7 @@ const GENERATIONS_KEPT = 4_096;
  * only a merge that cannot succeed is reported as an `error`.
  */
 export class Merger extends Actor {
-  private loop?: PullLoop<MergerInput>;
+  private loop?: BatchLoop<MergerInput>;
   private merged = 0;
   private conflicts = 0;
   private escalated = 0;
@@ -114,16 +113,18 @@ export class Merger extends Actor {
     const ackWaitMs = this.opts.ackWaitMs ?? MERGE_ACK_WAIT_MS;
     // Adding a durable that exists updates it: one made with the old 300 s ack wait converges.
     await jsm.consumers.add(topo.streams.merge.name, actorConsumer(consumers.merge, topo.subjects.mergeAll, { ackWaitMs }));
-    this.loop = new PullLoop<MergerInput>({
+    this.loop = new BatchLoop<MergerInput>({
       consumer: await this.js.consumers.get(topo.streams.merge.name, consumers.merge),
       deadLetters: this.deadLetters,
       schema: SCHEMAS.MergeRequest,
       logger: this.log,
-      maxHeld: MERGE_MAX_HELD,
-      ackWaitMs,
+      // A batch is every request waiting (up to this many); nothing is pulled ahead of it
+      // but what arrives while it is merged, kept alive until the next batch takes it.
+      maxBatch: MERGE_MAX_BATCH,
+      prefetch: 0,
       handle: (batch) => this.handle(batch),
     });
-    this.loop.start();
+    await this.loop.start();
   }
 
   protected async onDrain(force: AbortSignal): Promise<void> {
@@ -164,25 +165,35 @@ export class Merger extends Actor {
 
   // ------------------------------------------------------------ a batch
 
-  /** Handles what the loop pulled: one step per run's first merges, the rest one by one. */
+  /**
+   * Handles what the loop pulled: per run, its steps in order (first merges together, the
+   * rest one by one); different runs at the same time. Never throws: each request gets
+   * its outcome (ack, or nak to retry a transient failure).
+   */
   private async handle(batch: Delivery<MergerInput>[]): Promise<Settle[]> {
     this.batches++;
     const settled: Settle[] = batch.map(() => ACK);
-    for (const step of planSteps(batch.map((d) => d.data))) {
-      const indexes = step.kind === "merge" ? step.indexes : [step.index];
-      try {
-        if (step.kind === "into") await this.mergeInto(batch[step.index]!.data as MergeIntoRequest);
-        else if (step.kind === "release") this.releaseWorktree(batch[step.index]!.data as MergeRequest);
-        else if (step.kind === "resolve") await this.timed("resolve", () => this.resolve(batch[step.index]!.data as MergeRequest));
-        else {
-          const failures = await this.timed("merge-step", () => this.mergeStep(indexes.map((i) => batch[i]!.data as MergeRequest)));
-          for (const [k, err] of failures.entries()) if (err !== undefined) settled[indexes[k]!] = await this.failed(batch[indexes[k]!]!, err);
-        }
-      } catch (err) {
-        for (const i of indexes) settled[i] = await this.failed(batch[i]!, err);
-      }
-    }
+    await Promise.all(
+      planSteps(batch.map((d) => d.data)).map(async (steps) => {
+        for (const step of steps) await this.runStep(step, batch, settled);
+      }),
+    );
     return settled;
+  }
+
+  private async runStep(step: Step, batch: Delivery<MergerInput>[], settled: Settle[]): Promise<void> {
+    const indexes = step.kind === "merge" ? step.indexes : [step.index];
+    try {
+      if (step.kind === "into") await this.mergeInto(batch[step.index]!.data as MergeIntoRequest);
+      else if (step.kind === "release") this.releaseWorktree(batch[step.index]!.data as MergeRequest);
+      else if (step.kind === "resolve") await this.timed("resolve", () => this.resolve(batch[step.index]!.data as MergeRequest));
+      else {
+        const failures = await this.timed("merge-step", () => this.mergeStep(indexes.map((i) => batch[i]!.data as MergeRequest)));
+        for (const [k, err] of failures.entries()) if (err !== undefined) settled[indexes[k]!] = await this.failed(batch[indexes[k]!]!, err);
+      }
+    } catch (err) {
+      for (const i of indexes) settled[i] = await this.failed(batch[i]!, err);
+    }
   }
 
   /**
@@ -215,8 +226,10 @@ export class Merger extends Actor {
   /**
    * First merges of one run's tasks. Those whose merge was escalated already replay
    * their HITL record; the rest are merged in one step (integrateBatch) when the run's
-   * settings allow, and what that defers (a command or a person needed) one by one
-   * after it. Returns, per request, the error that stopped it (undefined: done).
+   * settings allow, and reported at once; what that defers (a command or a person
+   * needed), and every merge of a run that validates or replays commits, one by one
+   * after it, each reported as it lands. Returns, per request, the error that stopped
+   * it (undefined: done).
    */
   private async mergeStep(reqs: MergeRequest[]): Promise<(unknown | undefined)[]> {
     const failures: (unknown | undefined)[] = reqs.map(() => undefined);
@@ -224,23 +237,39 @@ export class Merger extends Actor {
     try {
       // Remote mode: the branch of record is the remote's; merge in this host's clone, freshly fetched.
       const repo = first.remote ? await this.timed("fetch", () => this.clones.fetchRun(first.remote!, first.runId)) : first.repo;
-      const remoteHead = first.remote ? ((await readBranch(repo, first.integrationBranch)) ?? "") : undefined;
+      let remoteHead = first.remote ? ((await readBranch(repo, first.integrationBranch)) ?? "") : "";
+      /** Remote mode: what this step merged goes to the remote before anyone hears of it (a lost race redelivers). */
+      const push = async () => {
+        if (!first.remote) return;
+        const head = await readBranch(repo, first.integrationBranch);
+        if (!head || head === remoteHead) return;
+        await this.timed("push", () => pushRef(repo, first.remote!, head, `refs/heads/${first.integrationBranch}`, { expected: remoteHead }));
+        remoteHead = head;
+      };
       const rs = reqs.map((r) => (first.remote ? { ...r, repo } : r));
+      const settle = async (i: number, outcome: Outcome, generation?: number) => {
+        const result = await this.timed("conclude", () => this.conclude(rs[i]!, outcome, 0, existing[i], generation));
+        await this.timed("report", () => this.report(result, msgIds.mergeResult(rs[i]!, 0)));
+      };
 
       // Every record of the step in one round trip.
       const existing = await this.timed("hitl-read", () => Promise.all(rs.map((r) => this.readHitl(taskKey(r.runId, r.taskId)))));
-      const results: (MergeResult | undefined)[] = rs.map(() => undefined);
+      const replays: Promise<void>[] = [];
       const todo: number[] = [];
       for (const [i, r] of rs.entries()) {
         const found = existing[i];
         if (found && found.record.source === r.commit) {
           // Redelivered after it was escalated: never reopen (or redo) what a person owns.
-          if (found.record.state !== "resolved") await this.announce(found.record);
-          results[i] = replayed(found.record);
+          replays.push(
+            (async () => {
+              if (found.record.state !== "resolved") await this.announce(found.record);
+              await this.report(replayed(found.record), msgIds.mergeResult(r, 0));
+            })(),
+          );
         } else todo.push(i);
       }
+      await Promise.all(replays);
 
-      const outcomes = new Map<number, { outcome: Outcome; generation?: number }>();
       let alone = todo;
       if (todo.length && batchable(first.settings)) {
         const batch = await this.timed("integrate-batch", () =>
@@ -255,42 +284,37 @@ export class Merger extends Actor {
             items: todo.map((i) => ({ source: rs[i]!.commit, message: mergeMessage(rs[i]!.taskId, rs[i]!.branch, rs[i]!.integrationBranch) })),
           }),
         );
+        await push();
         const known = batch.outcomes.some((o) => o.kind === "merged" && o.depth !== undefined);
         const startGeneration = known ? await this.generation(repo, batch.start) : undefined;
         alone = [];
+        const landed: Promise<void>[] = [];
         for (const [k, o] of batch.outcomes.entries()) {
           const i = todo[k]!;
           if (o.kind === "merged") {
             const generation = startGeneration !== undefined && o.depth !== undefined ? startGeneration + o.depth : undefined;
             if (generation !== undefined) this.remember(repo, o.commit, generation);
-            outcomes.set(i, { outcome: { kind: "merged", commit: o.commit, how: o.how, resolved: o.resolved }, ...(generation !== undefined ? { generation } : {}) });
+            landed.push(settle(i, { kind: "merged", commit: o.commit, how: o.how, resolved: o.resolved }, generation));
           } else if (o.kind === "invalid") failures[i] = o.error;
           else alone.push(i);
         }
+        // Reported before any deferred merge runs: those may take long (a resolver), and dependents wait on these.
+        await Promise.all(landed);
       } else if (todo.length) {
         await this.timed("create-branch", () => createBranchIfAbsent(repo, first.integrationBranch, first.baseCommit));
       }
       for (const i of alone) {
+        let outcome: Outcome;
         try {
-          const outcome = await this.timed("integrate", () => integrate(this.integrateOptions(rs[i]!, "configured")));
-          outcomes.set(i, { outcome });
+          outcome = await this.timed("integrate", () => integrate(this.integrateOptions(rs[i]!, "configured")));
+          await push();
         } catch (err) {
-          if (isTransient(err)) throw err;
+          // This one only: retried (transient) or reported failed; the others go on.
           failures[i] = err;
+          continue;
         }
+        await settle(i, outcome);
       }
-
-      // Remote mode: the merged head goes to the remote before anyone hears of it (a lost race redelivers them all).
-      if (first.remote && [...outcomes.values()].some((o) => o.outcome.kind === "merged" && o.outcome.how !== "up-to-date")) {
-        const head = await readBranch(repo, first.integrationBranch);
-        if (head) await this.timed("push", () => pushRef(repo, first.remote!, head, `refs/heads/${first.integrationBranch}`, { expected: remoteHead ?? "" }));
-      }
-
-      for (const [i, { outcome, generation }] of [...outcomes.entries()].sort((a, b) => a[0] - b[0])) {
-        results[i] = await this.timed("conclude", () => this.conclude(rs[i]!, outcome, 0, existing[i], generation));
-      }
-      // Results go out together; each request is acked only once its own is stored.
-      await this.timed("report", () => Promise.all(results.map((r, i) => (r ? this.report(r, msgIds.mergeResult(rs[i]!, 0)) : undefined))));
       return failures;
     } finally {
       // The task's work is committed on its branch, which stays: its worktree can go, after the merge.
