@@ -2,9 +2,9 @@
  * Several finished task branches folded into an integration branch in one step: each
  * task's merge (or squash) commit chained on the previous one, and the branch moved
  * once, by compare-and-swap, at the end. What one merge costs in git processes is then
- * two (`merge-tree --write-tree`, `commit-tree`) plus three per batch (one `rev-parse`
- * for the head and every source, one `rev-list` for what is merged already, one
- * `update-ref`), where integrate() spends eight or more on each.
+ * two (`merge-tree --write-tree`, `commit-tree`) plus three per batch (one `cat-file
+ * --batch-check` for the head and every source, one `rev-list` for what is merged
+ * already, one `update-ref`), where integrate() spends eight or more on each.
  *
  * Only what needs nothing but objects is done here: clean merges and conflicts the
  * union/ours/theirs rules settle. A task whose merge needs a command (a regenerate rule,
@@ -27,7 +27,7 @@ import { IntegrationAbortedError, InvalidIntegrateOptionsError } from "./integra
 import { MAX_ATTEMPTS, planRules, treeWithResolutions, type RuleContext } from "./integrate-step.js";
 import type { Merged } from "./integrate-types.js";
 import { compareAndSwap } from "./merge.js";
-import { gitText } from "./plumbing.js";
+import { gitBytes, gitText } from "./plumbing.js";
 import { readBranch } from "./repo.js";
 import { addScratchTempDir } from "./scratch.js";
 import { sleep } from "../runtime/clock.js";
@@ -110,7 +110,9 @@ export async function integrateBatch(opts: IntegrateBatchOptions): Promise<Integ
   if (!opts.target) throw new InvalidIntegrateOptionsError("'target' is empty");
   const ruleFor = compileRules(opts.rules ?? []);
   const repo = path.resolve(opts.repo);
-  const [identity, resolved] = await Promise.all([cachedIdentity(repo), resolveSources(repo, opts.items.map((i) => i.source))]);
+  // The head and every source in one git process; the identity is cached.
+  const [identity, names] = await Promise.all([cachedIdentity(repo), resolveNames(repo, [`refs/heads/${opts.target}`, ...opts.items.map((i) => i.source)])]);
+  const [firstHead, ...resolved] = names;
   let tmp: Promise<{ path: string; remove(): Promise<void> }> | undefined;
   const rules: RuleContext = {
     repo,
@@ -121,7 +123,7 @@ export async function integrateBatch(opts: IntegrateBatchOptions): Promise<Integ
   try {
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       throwIfAborted(opts);
-      const start = await headOf(repo, opts);
+      const start = attempt === 1 && firstHead !== undefined ? firstHead : await headOf(repo, opts);
       const chain = await buildChain(repo, opts, identity, rules, start, resolved);
       throwIfAborted(opts);
       if (chain.head === start || (await compareAndSwap(repo, opts.target, chain.head, start))) {
@@ -151,20 +153,20 @@ async function headOf(repo: string, opts: IntegrateBatchOptions): Promise<string
   return now;
 }
 
-/** Every source as a full commit id with one git process; undefined for one that names no commit. */
-async function resolveSources(repo: string, sources: readonly string[]): Promise<(string | undefined)[]> {
-  const isId = (line: string) => /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(line);
-  const { stdout, exitCode } = await runGit(repo, ["rev-parse", "--end-of-options", ...sources.map((s) => `${s}^{commit}`)], [0, 128]);
-  const ids = stdout.split("\n").filter(isId);
-  if (exitCode === 0 && ids.length === sources.length) return ids;
-  // Some source is bad: find which, one by one (the rare path).
-  return Promise.all(
-    sources.map(async (s) => {
-      const r = await runGit(repo, ["rev-parse", "-q", "--verify", "--end-of-options", `${s}^{commit}`], [0, 1, 128]);
-      const id = r.stdout.trim();
-      return r.exitCode === 0 && isId(id) ? id : undefined;
-    }),
-  );
+/**
+ * Each name as a full commit id, with one `git cat-file --batch-check` (which, unlike
+ * rev-parse, answers for every name even when one is missing); undefined for a name
+ * that is no commit (missing, ambiguous, another kind of object).
+ */
+async function resolveNames(repo: string, names: readonly string[]): Promise<(string | undefined)[]> {
+  // A name holding a newline would desynchronise the batch: it names no commit anyway.
+  const specs = names.map((n) => (n.includes("\n") ? "" : `${n}^{commit}`));
+  const { stdout } = await gitBytes(repo, ["cat-file", "--batch-check"], { input: specs.map((s) => `${s}\n`).join("") });
+  const lines = stdout.toString("utf8").split("\n");
+  return specs.map((_, i) => {
+    const [id, type] = (lines[i] ?? "").split(" ");
+    return type === "commit" && id && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(id) ? id : undefined;
+  });
 }
 
 /**
