@@ -52,6 +52,13 @@ export interface MergerOptions {
   ackWaitMs?: number;
 }
 
+/**
+ * Worktree removals waiting behind the merges before a new batch waits for them: every
+ * registered worktree makes each `git worktree` command (the workers' adds too) a
+ * little slower, so a backlog must not grow without bound on an overloaded machine.
+ */
+const MAX_PENDING_RELEASES = 32;
+
 /** Commits' first-parent counts kept, to order merge results without asking git each time. */
 const GENERATIONS_KEPT = 4_096;
 
@@ -172,6 +179,7 @@ export class Merger extends Actor {
    */
   private async handle(batch: Delivery<MergerInput>[]): Promise<Settle[]> {
     this.batches++;
+    if (this.pendingReleases > MAX_PENDING_RELEASES) await this.timed("release-backlog", () => this.releases);
     const settled: Settle[] = batch.map(() => ACK);
     await Promise.all(
       planSteps(batch.map((d) => d.data)).map(async (steps) => {
