@@ -102,6 +102,8 @@ export class Merger extends Actor {
   private readonly generations = new Map<string, number>();
   /** Worktree removals after the merge, one at a time, off the merge path. */
   private releases: Promise<void> = Promise.resolve();
+  private readonly worktreeManagers = new Map<string, WorktreeManager>();
+  private readonly releaseWaiters: Array<() => void> = [];
   private pendingReleases = 0;
 
   constructor(
@@ -179,7 +181,7 @@ export class Merger extends Actor {
    */
   private async handle(batch: Delivery<MergerInput>[]): Promise<Settle[]> {
     this.batches++;
-    if (this.pendingReleases > MAX_PENDING_RELEASES) await this.timed("release-backlog", () => this.releases);
+    if (this.pendingReleases > MAX_PENDING_RELEASES) await this.timed("release-backlog", () => this.releaseRoom());
     const settled: Settle[] = batch.map(() => ACK);
     await Promise.all(
       planSteps(batch.map((d) => d.data)).map(async (steps) => {
@@ -193,7 +195,7 @@ export class Merger extends Actor {
     const indexes = step.kind === "merge" ? step.indexes : [step.index];
     try {
       if (step.kind === "into") await this.mergeInto(batch[step.index]!.data as MergeIntoRequest);
-      else if (step.kind === "release") this.releaseWorktree(batch[step.index]!.data as MergeRequest);
+      else if (step.kind === "release") this.releaseWorktree(batch[step.index]!.data as MergeRequest, false);
       else if (step.kind === "resolve") await this.timed("resolve", () => this.resolve(batch[step.index]!.data as MergeRequest));
       else {
         const failures = await this.timed("merge-step", () => this.mergeStep(indexes.map((i) => batch[i]!.data as MergeRequest)));
@@ -241,6 +243,8 @@ export class Merger extends Actor {
    */
   private async mergeStep(reqs: MergeRequest[]): Promise<(unknown | undefined)[]> {
     const failures: (unknown | undefined)[] = reqs.map(() => undefined);
+    /** The requests whose task is on the integration branch now (for its worktree's record). */
+    const merged = new Set<number>();
     const first = reqs[0]!;
     try {
       // Remote mode: the branch of record is the remote's; merge in this host's clone, freshly fetched.
@@ -256,6 +260,7 @@ export class Merger extends Actor {
       };
       const rs = reqs.map((r) => (first.remote ? { ...r, repo } : r));
       const settle = async (i: number, outcome: Outcome, generation?: number) => {
+        if (outcome.kind === "merged") merged.add(i);
         const result = await this.timed("conclude", () => this.conclude(rs[i]!, outcome, 0, existing[i], generation));
         await this.timed("report", () => this.report(result, msgIds.mergeResult(rs[i]!, 0)));
       };
@@ -268,10 +273,12 @@ export class Merger extends Actor {
         const found = existing[i];
         if (found && found.record.source === r.commit) {
           // Redelivered after it was escalated: never reopen (or redo) what a person owns.
+          const result = replayed(found.record);
+          if (result.status === "merged") merged.add(i);
           replays.push(
             (async () => {
               if (found.record.state !== "resolved") await this.announce(found.record);
-              await this.report(replayed(found.record), msgIds.mergeResult(r, 0));
+              await this.report(result, msgIds.mergeResult(r, 0));
             })(),
           );
         } else todo.push(i);
@@ -326,7 +333,7 @@ export class Merger extends Actor {
       return failures;
     } finally {
       // The task's work is committed on its branch, which stays: its worktree can go, after the merge.
-      for (const r of reqs) if (r.worktree) this.releaseWorktree(r);
+      for (const [i, r] of reqs.entries()) if (r.worktree) this.releaseWorktree(r, merged.has(i));
     }
   }
 
@@ -555,14 +562,30 @@ export class Merger extends Actor {
   /**
    * Queues the removal of a task's worktree, off the merge path: removals run one after
    * another in the background, and drain() waits for them. One lost in a crash leaves a
-   * worktree whose work is on its branch, which a cleanup pass removes.
+   * worktree whose work is on its branch, which a cleanup pass removes. `merged`: the
+   * task's commit is on the integration branch (its record says `merged`, else `removed`).
    */
-  private releaseWorktree(req: MergeRequest): void {
+  private releaseWorktree(req: MergeRequest, merged: boolean): void {
     this.pendingReleases++;
     this.releases = this.releases
-      .then(() => this.timed("worktree-release", () => this.removeWorktree(req)))
+      .then(() => this.timed("worktree-release", () => this.removeWorktree(req, merged)))
       .catch((err) => this.log.warn({ worktree: req.worktree, err: errorMessage(err) }, "worktree not released"))
-      .finally(() => this.pendingReleases--);
+      .finally(() => {
+        this.pendingReleases--;
+        for (const wake of this.releaseWaiters.splice(0)) wake();
+      });
+  }
+
+  /** Resolves once no more than MAX_PENDING_RELEASES removals wait. */
+  private async releaseRoom(): Promise<void> {
+    while (this.pendingReleases > MAX_PENDING_RELEASES) await new Promise<void>((resolve) => this.releaseWaiters.push(resolve));
+  }
+
+  /** One manager per repository: it resolves the repository once, not at every removal. */
+  private worktreeManager(repo: string): WorktreeManager {
+    let wt = this.worktreeManagers.get(repo);
+    if (!wt) this.worktreeManagers.set(repo, (wt = new WorktreeManager({ repo, baseDir: this.opts.worktreeDir, logger: this.log })));
+    return wt;
   }
 
   /**
@@ -571,7 +594,7 @@ export class Merger extends Actor {
    * `removed` otherwise (a conflict, work released unmerged), `kept` with the reason
    * when it cannot be removed (uncommitted work appeared in it). Never fatal.
    */
-  private async removeWorktree(req: MergeRequest): Promise<void> {
+  private async removeWorktree(req: MergeRequest, merged: boolean): Promise<void> {
     const path = req.worktree!;
     const registry = new WorktreeRegistry(this.ctx.kv.worktrees, this.log);
     const record = (update: Pick<WorktreeRecord, "state"> & Partial<WorktreeRecord>) => {
@@ -582,10 +605,8 @@ export class Merger extends Actor {
         .catch((err) => this.log.warn({ worktree: path, err: errorMessage(err) }, "worktree registry not updated"));
     };
     try {
-      const removed = await new WorktreeManager({ repo: req.repo, baseDir: this.opts.worktreeDir, logger: this.log }).remove(path);
       // Already gone (cleanup took it, or it lives on another host's disk): nothing to record.
-      if (!removed) return;
-      const merged = await isAncestor(req.repo, req.commit, `refs/heads/${req.integrationBranch}`).catch(() => false);
+      if (!(await this.worktreeManager(req.repo).remove(path))) return;
       await record(merged ? { state: "merged", commit: req.commit } : { state: "removed", commit: req.commit, reason: "not merged; its work stays on its branch" });
     } catch (err) {
       // Never fatal: the branch is merged; a worktree we cannot remove cleanly is kept and reported.
