@@ -26,7 +26,8 @@
  *   floor     the same task commits, in the order they were merged, folded into a fresh
  *             branch with raw `git merge-tree --write-tree`, `commit-tree`, `update-ref`
  *             (one after another, after the run): the git work alone, in merges/s
- *   steps     where the merge coordinator's time went (its stats().steps, when it has them)
+ *   steps     where the merge coordinator's time went (its stats().steps, when it has them),
+ *             the worktree removals it still had queued at the end, and the stack's close time
  *   CPU       node (every actor and the client), git and sh children, nats-server, other
  * Figures are printed, never asserted.
  */
@@ -251,6 +252,10 @@ interface Report {
   floor?: { merges: number; ms: number; perSec: number; ok: boolean };
   /** The merge coordinator's own step timings, when it reports them. */
   steps?: Record<string, { n: number; ms: number }>;
+  /** Worktree removals the merge coordinator still had queued when the run ended (done while the stack closes). */
+  releasesLeft?: number;
+  /** Stopping the stack after the run (workers, actors: the merge coordinator finishes its removals). */
+  closeMs?: number;
   cpu?: Cpu;
   errors: string[];
   totalMs: number;
@@ -300,8 +305,9 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     const wallMs = performance.now() - t0;
     report.cpu = meter.use(cpu0, meter.snapshot());
     const merger = stack.actors.find((a) => a.kind === "merger");
-    const stats = merger?.stats() as { steps?: Record<string, { n: number; ms: number }> } | undefined;
+    const stats = merger?.stats() as { steps?: Record<string, { n: number; ms: number }>; pendingReleases?: number; batches?: number } | undefined;
     if (stats?.steps) report.steps = structuredClone(stats.steps);
+    if (stats?.pendingReleases !== undefined) report.releasesLeft = stats.pendingReleases;
 
     const idealMs = (shape.totalSleep / (o.workers * o.slots)) * 1000;
     report.wallMs = r1(wallMs);
@@ -325,7 +331,9 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     }
   } finally {
     await drainQuietly(nc);
+    const c0 = performance.now();
     await stack?.close();
+    report.closeMs = r1(performance.now() - c0);
     await rm(worktreeDir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
@@ -367,6 +375,9 @@ function render(rep: Report): string {
   );
   out.push("   ideal = total task time / slots; wall/ideal against the larger of ideal and the critical path; lag = task finished -> task.merged;");
   out.push("   floor = the same commits folded by raw merge-tree/commit-tree/update-ref after the run, one after another.");
+  if (rep.releasesLeft !== undefined || rep.closeMs !== undefined) {
+    out.push(`worktree removals still queued when the run ended: ${rep.releasesLeft ?? "-"}; stack close afterwards: ${rep.closeMs ?? "-"} ms`);
+  }
   if (rep.steps) {
     out.push("", "merge coordinator steps (all requests; ms):");
     out.push(
