@@ -323,6 +323,12 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     const lags = merged.flatMap((m) => (finished.has(m.taskId) ? [m.at - finished.get(m.taskId)!] : [])).sort((a, b) => a - b);
     if (lags.length) report.lagMs = { p50: percentile(lags, 50), p90: percentile(lags, 90), max: lags[lags.length - 1]! };
 
+    // The stack stops first (the merge coordinator finishes the removals it queued), so
+    // the floor is measured with nothing of the run in the background.
+    await drainQuietly(nc);
+    const c0 = performance.now();
+    await stack.close();
+    report.closeMs = r1(performance.now() - c0);
     const base = await gitText(repo, ["rev-parse", "main"]);
     const order = merged.map((m) => commits.get(m.taskId)).filter((c): c is string => !!c);
     if (report.status === "succeeded") {
@@ -331,9 +337,7 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     }
   } finally {
     await drainQuietly(nc);
-    const c0 = performance.now();
     await stack?.close();
-    report.closeMs = r1(performance.now() - c0);
     await rm(worktreeDir, { recursive: true, force: true }).catch(() => undefined);
   }
 }
