@@ -59,7 +59,11 @@ async function isolatedEnv(extra: Record<string, string> = {}): Promise<NodeJS.P
   };
 }
 
-describe("hitl - with a separate stack (ado up)", () => {
+// Several real `ado` processes per test, each a stack or a CLI started through tsx: at a
+// load average of ~40 on 2 cores one test took 114 s (60 s timed out every one of them).
+const E2E_TIMEOUT_MS = 300_000;
+
+describe("hitl - with a separate stack (ado up)", { timeout: E2E_TIMEOUT_MS }, () => {
   it("ado run exits 3 and the run waits; hitl list/show; a failed resolution needs attention again; --choose theirs lets it finish", async () => {
     const repo = await makeRepo({ "list.txt": "start\n" });
     const env = await isolatedEnv({ ADO_PREFIX: uniqueTopology().prefix });
@@ -116,7 +120,7 @@ describe("hitl - with a separate stack (ado up)", () => {
   });
 });
 
-describe("hitl - with ado run's embedded stack", () => {
+describe("hitl - with ado run's embedded stack", { timeout: E2E_TIMEOUT_MS }, () => {
   it("exit 3 keeps the run's state in the repository; ado hitl resolve resumes it to the end (exit 0) and removes it", async () => {
     const repo = await makeRepo({ "list.txt": "start\n" });
     const env = await isolatedEnv();
