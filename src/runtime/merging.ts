@@ -1,5 +1,6 @@
 import { join } from "node:path";
 import type { IntegrateOptions } from "../git/index.js";
+import { withPrompt } from "./commit-message.js";
 import { DEFAULT_MERGE_COMMAND_TIMEOUT_MS, type MergeSettings } from "./graph.js";
 import type { HitlRecord, RelatedPrompt } from "./messages.js";
 import { MergeEnv } from "./names.js";
@@ -13,8 +14,14 @@ import { MergeEnv } from "./names.js";
 /** Where the merge coordinator (and `ado hitl resolve --manual`) put scratch worktrees. */
 export const mergeScratchDir = (worktreeDir: string) => join(worktreeDir, "_merge");
 
-/** The message of a task's merge (or squash) commit, also when a person resolved it. */
-export const mergeMessage = (taskId: string, branch: string, integrationBranch: string) => `ado: merge task '${taskId}' (${branch}) into ${integrationBranch}`;
+/**
+ * The message of a task's merge (or squash) commit, also when a person resolved it: which
+ * task, and its prompt as the body (cut when long), as the task's own commit carries it.
+ * A squash commit is all the integration branch keeps of the task, so without the prompt
+ * its history would say only a task id.
+ */
+export const mergeMessage = (m: Pick<TaskMerge, "taskId" | "branch" | "integrationBranch" | "prompt">) =>
+  withPrompt(`ado: merge task '${m.taskId}' (${m.branch}) into ${m.integrationBranch}`, m.prompt);
 
 /** A task's merge: what to fold into which branch, and from which base. */
 export interface TaskMerge {
@@ -71,7 +78,7 @@ export function integrateOptionsFor(m: TaskMerge, scratchDir: string, run: Merge
     source: m.commit,
     base: m.baseCommit,
     mode: s.mode,
-    message: mergeMessage(m.taskId, m.branch, m.integrationBranch),
+    message: mergeMessage(m),
     rules: s.rules.map((r) => ({ paths: r.paths, strategy: r.strategy, ...(r.command ? { command: r.command } : {}) })),
     ...(s.validate ? { validate: { command: s.validate.run, timeoutMs: s.validate.timeoutMs, env: mergeEnv(m) } } : {}),
     ...(resolver ? { resolver } : {}),

@@ -67,8 +67,8 @@ describe("merge - clean merges", () => {
       const graph = parseGraph(`
 merge: { mode: ${mode} }
 tasks:
-  - { id: a, run: "echo A > a.txt" }
-  - { id: b, run: "echo B > b.txt" }
+  - { id: a, prompt: "write A to a.txt", run: "echo A > a.txt" }
+  - { id: b, prompt: "write B to b.txt", run: "echo B > b.txt" }
 `);
       const outcome = await client.run({ graph, repo: repo.dir });
       expect(outcome.status, outcome.error).toBe("succeeded");
@@ -79,6 +79,11 @@ tasks:
       const parents = gitOut(repo.dir, "log", "--format=%P", `main..${branch}`).split("\n").map((p) => p.split(" ").length);
       // Merge: the first lands by fast-forward, the second with a merge commit (two parents).
       expect(parents.filter((n) => n === 2)).toHaveLength(mode === "squash" ? 0 : 1);
+      // The integration branch's own history says what each task was asked to do: a
+      // squash commit is all it keeps of a task, a merge commit is what --first-parent shows.
+      const messages = gitOut(repo.dir, "log", "--first-parent", "--format=%B", `main..${branch}`);
+      expect(messages).toContain("write A to a.txt");
+      expect(messages).toContain("write B to b.txt");
       expect(await checkoutFingerprint(repo.dir)).toBe(before);
     } finally {
       await close();

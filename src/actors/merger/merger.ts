@@ -307,7 +307,7 @@ export class Merger extends Actor {
             rules: integrateOptionsFor(first, this.scratchDir).rules!,
             scratchDir: this.scratchDir,
             signal: this.abort.signal,
-            items: todo.map((i) => ({ source: rs[i]!.commit, message: mergeMessage(rs[i]!.taskId, rs[i]!.branch, rs[i]!.integrationBranch) })),
+            items: todo.map((i) => ({ source: rs[i]!.commit, message: mergeMessage(rs[i]!) })),
           }),
         );
         await push();
