@@ -19,6 +19,9 @@
  * root, each timed with performance.now() around the call (ms): branches/s = B / total.
  * The linear-* alternatives, slow on a big repository, take the first --alt-branches.
  *   merge               integrate(mode merge): the first is a fast-forward, then merge commits
+ *   merge-batch         integrateBatch(mode merge), --batch tasks per call (8): what the merge
+ *                       coordinator does with the requests waiting; per-branch time is the
+ *                       call's time over its tasks
  *   squash              integrate(mode squash): one commit per task
  *   linear              integrate(mode linear): each task's C commits replayed with
  *                       merge-tree onto a throwaway parent (no work tree; what ado uses)
@@ -46,6 +49,7 @@ import {
   gitBytes,
   gitText,
   integrate,
+  integrateBatch,
   mergeIntoBranch,
   type MergeMode,
   readBranch,
@@ -58,7 +62,7 @@ import { r1, r2, summarize, table, type Summary } from "./stats.js";
 
 // ---------------------------------------------------------------- options
 
-const MODES = ["merge", "squash", "linear", "linear-cherry-pick", "linear-read-tree", "mergeIntoBranch"] as const;
+const MODES = ["merge", "merge-batch", "squash", "linear", "linear-cherry-pick", "linear-read-tree", "mergeIntoBranch"] as const;
 type Mode = (typeof MODES)[number];
 
 interface Options {
@@ -66,6 +70,8 @@ interface Options {
   /** Branches for the alternative linear implementations (slow on big repositories). */
   altBranches: number;
   commits: number;
+  /** Tasks per integrateBatch call in mode merge-batch. */
+  batch: number;
   files: number[];
   modes: Mode[];
   json: boolean;
@@ -73,7 +79,7 @@ interface Options {
   waitQuietMs: number;
 }
 
-const USAGE = `usage: tsx bench/merge.ts [--quick] [--json] [--branches N] [--alt-branches N] [--commits N] [--files N,...] [--modes ${MODES.join(",")}] [--wait-quiet SEC]`;
+const USAGE = `usage: tsx bench/merge.ts [--quick] [--json] [--branches N] [--alt-branches N] [--commits N] [--batch N] [--files N,...] [--modes ${MODES.join(",")}] [--wait-quiet SEC]`;
 
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes("--quick");
@@ -81,6 +87,7 @@ function parseArgs(argv: string[]): Options {
     branches: quick ? 20 : 60,
     altBranches: quick ? 10 : 15,
     commits: 2,
+    batch: 8,
     files: quick ? [100] : [100, 10_000],
     modes: [...MODES],
     json: false,
@@ -92,6 +99,7 @@ function parseArgs(argv: string[]): Options {
     "--branches": (v, f) => (o.branches = int(v, f, 2)),
     "--alt-branches": (v, f) => (o.altBranches = int(v, f, 1)),
     "--commits": (v, f) => (o.commits = int(v, f, 1)),
+    "--batch": (v, f) => (o.batch = int(v, f, 1)),
     "--files": (v, f) => (o.files = ints(v, f, 1)),
     "--modes": (v, f) => (o.modes = oneOf(v, f, MODES)),
   });
@@ -192,7 +200,7 @@ interface ModeRow {
   cpu: { node?: number; git?: number; other?: number };
 }
 
-async function runMode(fx: Fixture, mode: Mode, files: number, commits: number, scratchDir: string, meter: CpuMeter, branches: number): Promise<ModeRow> {
+async function runMode(fx: Fixture, mode: Mode, files: number, commits: number, scratchDir: string, meter: CpuMeter, branches: number, batch: number): Promise<ModeRow> {
   const target = `ado/bench-${mode}/integration`;
   await createBranchIfAbsent(fx.repo, target, fx.root);
   const tasks = fx.tasks.slice(0, branches);
@@ -200,7 +208,16 @@ async function runMode(fx: Fixture, mode: Mode, files: number, commits: number, 
   const c0 = childTicks();
   const s0 = meter.snapshot();
   const started = performance.now();
-  for (const [i, source] of tasks.entries()) {
+  for (let i = 0; mode === "merge-batch" && i < tasks.length; i += batch) {
+    const t0 = performance.now();
+    const sources = tasks.slice(i, i + batch);
+    const r = await integrateBatch({ repo: fx.repo, target, mode: "merge", scratchDir, items: sources.map((source, k) => ({ source, message: `merge task ${i + k}` })) });
+    const bad = r.outcomes.find((o) => o.kind !== "merged");
+    if (bad) throw new Error(`batch at ${i}: ${bad.kind}`);
+    const each = (performance.now() - t0) / sources.length;
+    for (const _ of sources) times.push(each);
+  }
+  for (const [i, source] of (mode === "merge-batch" ? [] : tasks).entries()) {
     const t0 = performance.now();
     if (mode === "mergeIntoBranch") {
       await mergeIntoBranch(fx.repo, { target, source, message: `merge task ${i}` });
@@ -326,7 +343,7 @@ async function main(o: Options, log: Log): Promise<number> {
       for (const mode of o.modes) {
         log(`  ${mode}`);
         const branches = mode.startsWith("linear-") ? Math.min(o.altBranches, o.branches) : o.branches;
-        rows.push(await runMode(fx, mode, files, o.commits, path.join(fxDir, "scratch"), meter, branches));
+        rows.push(await runMode(fx, mode, files, o.commits, path.join(fxDir, "scratch"), meter, branches, o.batch));
       }
     }
   } finally {
@@ -336,7 +353,7 @@ async function main(o: Options, log: Log): Promise<number> {
     bench: "ado-merge",
     at: new Date().toISOString(),
     host: { node: process.version, git: execFileSync("git", ["--version"], { encoding: "utf8" }).trim(), cpus: meter.cores, backgroundCpu },
-    options: { branches: o.branches, altBranches: o.altBranches, commits: o.commits, files: o.files, modes: o.modes, quick: o.quick, waitQuietMs: o.waitQuietMs },
+    options: { branches: o.branches, altBranches: o.altBranches, commits: o.commits, batch: o.batch, files: o.files, modes: o.modes, quick: o.quick, waitQuietMs: o.waitQuietMs },
     setup,
     rows,
     totalMs: Math.round(performance.now() - started),

@@ -1,9 +1,10 @@
 import { existsSync } from "node:fs";
 import { hostname } from "node:os";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import type { Command } from "commander";
 import type { Stack } from "../actors/stack.js";
-import { integrateOptionsFor, mergeScratchDir } from "../runtime/merging.js";
+import { integrateOptionsFor, mergeScratchDir, taskMergeOf } from "../runtime/merging.js";
+import { hitlTransition, mayContinue, mayRequest, type HitlEvent } from "../runtime/hitl-state.js";
 import { AdoClient, WatchAbortedError, type RunOutcome } from "../runtime/client.js";
 import type { Config } from "../runtime/config.js";
 import { drainQuietly } from "../runtime/connection.js";
@@ -358,9 +359,8 @@ async function resolveCommand(id: string, flags: ResolveFlags): Promise<number> 
       commit = landed.commit;
     } else {
       choice = flags.skip ? "skip" : (flags.choose as HitlChoice);
-      if (record.state === "resolving" && record.choice !== "manual") {
-        throw new CliError(`${hitlId} is being resolved already (${record.choice} by ${record.by || "?"}); follow it with \`ado attach ${runId}\``);
-      }
+      const refusal = mayRequest(record, choice);
+      if (refusal) throw new CliError(`${refusal.message}; follow it with \`ado attach ${runId}\``);
       if (choice === "agent" && !flags.resolver && !record.settings.resolver) {
         throw new CliError("the run has no resolver configured: pass one with --resolver <cmd> (it runs in a worktree holding the conflict; ADO_CONFLICTS_FILE describes it)");
       }
@@ -377,7 +377,14 @@ async function resolveCommand(id: string, flags: ResolveFlags): Promise<number> 
 
 /** The options the merge coordinator would use for this record, for work done on this host. */
 function optionsFor(record: HitlRecord, scratchDir: string): IntegrateOptions {
-  return integrateOptionsFor({ ...record, commit: record.source, baseCommit: record.base }, scratchDir);
+  return integrateOptionsFor(taskMergeOf(record), scratchDir);
+}
+
+/** Applies a HITL event to the record (src/runtime/hitl-state.ts) and stores it with compare-and-set. */
+async function writeRecord(place: Place, record: HitlRecord, revision: number, event: HitlEvent): Promise<void> {
+  const t = hitlTransition(record, event);
+  if (!t.ok) throw new CliError(t.refusal.message);
+  await place.client.updateHitlRecord(t.record, revision);
 }
 
 function requireLocalRepo(record: HitlRecord): void {
@@ -388,24 +395,25 @@ function requireLocalRepo(record: HitlRecord): void {
 
 /** `--manual`: a worktree on this host holding the conflict; the record notes it (compare-and-set). */
 async function prepareManual(place: Place, record: HitlRecord, revision: number): Promise<number> {
-  if (record.state !== "open") {
-    const where = record.manual ? `: resolve it in ${record.manual.worktree}, then \`ado hitl resolve ${record.id} --continue\`` : "";
-    throw new CliError(`${record.id} is being resolved already (${record.choice ?? "?"})${where}`);
-  }
-  requireLocalRepo(record);
-  const { config } = await loadConfig({});
-  const scratchDir = mergeScratchDir(config.worktreeDir);
   const name = `${record.runId}-${record.taskId}-r${record.round}`;
   // `_manual` cannot be a task id (ids start with a letter or digit), so this never
   // collides with a task branch `ado/<run>/<task>`.
   const branch = manualBranch(record.runId, record.taskId, record.round);
+  const { config } = await loadConfig({});
+  const scratchDir = mergeScratchDir(config.worktreeDir);
+  const event = (worktree: string, branchName: string): HitlEvent => ({
+    type: "prepare_manual",
+    at: new Date().toISOString(),
+    by: whoAmI(),
+    manual: { worktree, branch: branchName, host: hostname() },
+  });
+  // Refused before any worktree is made (another resolution in progress).
+  const planned = hitlTransition(record, event(join(scratchDir, "manual", name), branch));
+  if (!planned.ok) throw new CliError(planned.refusal.message);
+  requireLocalRepo(record);
   const prepared = await prepareManualResolution(optionsFor(record, scratchDir), name, branch);
-  const now = new Date().toISOString();
   try {
-    await place.client.updateHitlRecord(
-      { ...record, state: "resolving", choice: "manual", by: whoAmI(), manual: { worktree: prepared.worktree, branch: prepared.branch, host: hostname() }, updatedAt: now },
-      revision,
-    );
+    await writeRecord(place, record, revision, event(prepared.worktree, prepared.branch));
   } catch (err) {
     throw new CliError(
       `${record.id} changed while the worktree was made (${errorMessage(err)}); the worktree ${prepared.worktree} is yours to remove (git worktree remove --force ${prepared.worktree})`,
@@ -426,17 +434,16 @@ async function prepareManual(place: Place, record: HitlRecord, revision: number)
  * there is nothing to send yet (still conflicted, validation failed).
  */
 async function completeManual(place: Place, record: HitlRecord, revision: number): Promise<{ commit: string } | number> {
-  const manual = record.manual;
-  if (record.state !== "resolving" || record.choice !== "manual" || !manual) {
-    throw new CliError(`nothing was prepared for ${record.id} with --manual: run \`ado hitl resolve ${record.id} --manual\` first`);
-  }
+  const refusal = mayContinue(record);
+  if (refusal) throw new CliError(refusal.message);
+  const manual = record.manual!;
   if (manual.host !== hostname()) throw new CliError(`${record.id} was prepared on ${manual.host}: run --continue there`);
   requireLocalRepo(record);
   if (!existsSync(manual.worktree)) {
     // Landed by an earlier --continue that stopped before telling the merge coordinator?
     const head = await readBranch(record.repo, record.integrationBranch);
     if (head && (await isAncestor(record.repo, record.source, head))) return { commit: head };
-    await place.client.updateHitlRecord({ ...record, state: "open", manual: undefined, updatedAt: new Date().toISOString() }, revision);
+    await writeRecord(place, record, revision, { type: "reopen", at: new Date().toISOString() });
     throw new CliError(`the worktree ${manual.worktree} is gone and nothing landed: start again with \`ado hitl resolve ${record.id} --manual\``);
   }
   // The worktree sits at <scratchDir>/manual/<name>.

@@ -6,8 +6,12 @@
 export * from "./errors.js";
 export { type MergeIntoBranchOptions, type MergeOutcome, mergeIntoBranch } from "./merge.js";
 export {
+  type BatchItem,
+  type BatchOutcome,
   type CommandSpec,
   type ConflictFile,
+  type IntegrateBatchOptions,
+  type IntegrateBatchResult,
   type IntegrateOptions,
   type IntegrateOutcome,
   type MergeMode,
@@ -16,6 +20,7 @@ export {
   type ResolvedBy,
   completeManualResolution,
   integrate,
+  integrateBatch,
   integrateChoosing,
   prepareManualResolution,
 } from "./integrate.js";

@@ -40,6 +40,11 @@ export interface Session {
   identity: string[];
   ruleFor: (file: string) => PathRule | undefined;
   resolver: IntegrateOptions["resolver"];
+  /**
+   * A person's choice (integrateChoosing): the side taken for every path the rules leave
+   * unresolved. What the rules resolve stays resolved.
+   */
+  choice?: "ours" | "theirs";
   oidLength: number;
   tmp(): Promise<string>;
   cleanup(): Promise<void>;
@@ -49,6 +54,7 @@ export async function openSession(
   opts: IntegrateOptions,
   rules: readonly PathRule[],
   resolver: IntegrateOptions["resolver"],
+  choice?: "ours" | "theirs",
 ): Promise<Session> {
   checkOptions(opts, resolver);
   const ruleFor = compileRules(rules);
@@ -63,6 +69,7 @@ export async function openSession(
     identity,
     ruleFor,
     resolver,
+    ...(choice ? { choice } : {}),
     oidLength: source.length,
     tmp: async () => (await (tmp ??= addScratchTempDir(opts.scratchDir))).path,
     cleanup: async () => {
@@ -126,6 +133,7 @@ export async function mergeStep(s: Session, ours: string, theirs: string, opts: 
   if (merged.kind === "clean") return { kind: "tree", tree: merged.tree, resolved: [] };
 
   const plan = await planRules(s, merged.paths);
+  if (plan.regenerate.length === 0) await choosePending(s, plan);
   if (plan.pending.length === 0 && plan.regenerate.length === 0) {
     return { kind: "tree", tree: await treeWithResolutions(s, merged.tree, plan.records), resolved: plan.resolved };
   }
@@ -139,6 +147,9 @@ export async function mergeStep(s: Session, ours: string, theirs: string, opts: 
     const wtPlan = sameConflicts(inTree, merged.paths) ? plan : await planRules(s, inTree);
     await applyResolutions(dir, wtPlan.records, s.oidLength);
     await runRegenerate(s, dir, wtPlan);
+    const ruled = wtPlan.records.length;
+    await choosePending(s, wtPlan);
+    await applyResolutions(dir, wtPlan.records.slice(ruled), s.oidLength);
     if (wtPlan.pending.length > 0) {
       if (!s.resolver) return conflictOutcome(s, merged, wtPlan.pending, wtPlan);
       const rejected = await runResolver(s, dir, ours, theirs, wtPlan.pending);
@@ -167,7 +178,10 @@ export interface RulePlan {
   notes: string[];
 }
 
-export async function planRules(s: Session, conflicts: readonly ConflictedPath[]): Promise<RulePlan> {
+/** What rule planning needs of a session (integrateBatch has no single source). */
+export type RuleContext = Pick<Session, "repo" | "ruleFor" | "tmp" | "oidLength">;
+
+export async function planRules(s: RuleContext, conflicts: readonly ConflictedPath[]): Promise<RulePlan> {
   const plan: RulePlan = { records: [], resolved: [], regenerate: [], pending: [], notes: [] };
   const simple: { conflict: ConflictedPath; strategy: "union" | "ours" | "theirs" }[] = [];
   for (const conflict of conflicts) {
@@ -191,8 +205,29 @@ export async function planRules(s: Session, conflicts: readonly ConflictedPath[]
   return plan;
 }
 
+/**
+ * A person's choice (Session.choice) for the paths the rules left pending: each takes that
+ * side, hunk by hunk (see resolveByStrategy). Without a choice, nothing changes.
+ */
+async function choosePending(s: Session, plan: RulePlan): Promise<void> {
+  if (!s.choice || plan.pending.length === 0) return;
+  const strategy = s.choice;
+  const outcomes = await resolveByStrategy(s.repo, await s.tmp(), plan.pending.map((conflict) => ({ conflict, strategy })));
+  const left: ConflictedPath[] = [];
+  for (const conflict of plan.pending) {
+    const outcome = outcomes.get(conflict.path);
+    if (outcome === undefined || (typeof outcome === "object" && "unresolved" in outcome)) {
+      left.push(conflict);
+      continue;
+    }
+    plan.records.push([conflict.path, outcome]);
+    plan.resolved.push({ path: conflict.path, by: strategy });
+  }
+  plan.pending = left;
+}
+
 /** The conflicted merge tree with resolved paths replaced, built in a temporary index. */
-async function treeWithResolutions(s: Session, conflictedTree: string, records: readonly [string, Resolution][]): Promise<string> {
+export async function treeWithResolutions(s: RuleContext, conflictedTree: string, records: readonly [string, Resolution][]): Promise<string> {
   const env = { GIT_INDEX_FILE: path.join(await s.tmp(), `index-${Math.random().toString(36).slice(2)}`) };
   await gitBytes(s.repo, ["read-tree", conflictedTree], { env });
   await gitBytes(s.repo, ["update-index", "-z", "--index-info"], {

@@ -47,6 +47,7 @@ import { Backoff, backoffDelay } from "../runtime/retry.js";
 export type { CommandSpec, ConflictFile, PathRule, PathStrategy } from "./conflicts.js";
 export type * from "./integrate-types.js";
 export { completeManualResolution, prepareManualResolution } from "./manual.js";
+export { type BatchItem, type BatchOutcome, type IntegrateBatchOptions, type IntegrateBatchResult, integrateBatch } from "./integrate-batch.js";
 // The end-of-run --merge-into lives in target.ts; exported here too, as the merge coordinator's one git entry point.
 export { type MergeIntoTargetOptions, type MergeIntoTargetOutcome, mergeIntoTarget } from "./target.js";
 
@@ -65,24 +66,27 @@ export function integrate(opts: IntegrateOptions): Promise<IntegrateOutcome> {
 }
 
 /**
- * For a human's HITL choice: `ours` keeps the integration branch's side of every
- * conflict, `theirs` the task's (hunk by hunk, as `git merge -X ours|theirs`; where one
- * side deleted a file, that side's deletion or file). The configured rules and the
- * resolver are not used; validation is.
+ * For a human's HITL choice: the configured rules resolve what they can, as in the first
+ * merge (a union rule's changelog stays the union of both sides); each path they leave,
+ * which is what the person was asked about, takes the chosen side: `ours` the
+ * integration branch's, `theirs` the task's (hunk by hunk, as `git merge -X
+ * ours|theirs`; where one side deleted a file, that side's deletion or file). The
+ * resolver is not used; validation is.
  */
 export function integrateChoosing(opts: IntegrateOptions, choice: "ours" | "theirs"): Promise<IntegrateOutcome> {
   if (choice !== "ours" && choice !== "theirs") {
     return Promise.reject(new InvalidIntegrateOptionsError(`choice '${String(choice)}': use ours or theirs`));
   }
-  return runIntegration(opts, [{ paths: ["**"], strategy: choice }], undefined);
+  return runIntegration(opts, opts.rules ?? [], undefined, choice);
 }
 
 async function runIntegration(
   opts: IntegrateOptions,
   rules: readonly PathRule[],
   resolver: IntegrateOptions["resolver"],
+  choice?: "ours" | "theirs",
 ): Promise<IntegrateOutcome> {
-  const s = await openSession(opts, rules, resolver);
+  const s = await openSession(opts, rules, resolver, choice);
   try {
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       throwIfAborted(s);

@@ -53,7 +53,11 @@ async function isolatedEnv(extra: Record<string, string> = {}): Promise<NodeJS.P
   };
 }
 
-describe("hitl - with a separate stack (ado up)", () => {
+// Several real `ado` processes per test, each a stack or a CLI started through tsx: at a
+// load average of ~40 on 2 cores one test took 114 s (60 s timed out every one of them).
+const E2E_TIMEOUT_MS = 300_000;
+
+describe("hitl - with a separate stack (ado up)", { timeout: E2E_TIMEOUT_MS }, () => {
   it("ado run exits 3 and the run waits; hitl list/show; a failed resolution needs attention again; --choose theirs lets it finish", async () => {
     const repo = await makeRepo({ "list.txt": "start\n" });
     const env = await isolatedEnv({ ADO_PREFIX: uniqueTopology().prefix });
@@ -110,7 +114,7 @@ describe("hitl - with a separate stack (ado up)", () => {
   });
 });
 
-describe("hitl - with ado run's embedded stack", () => {
+describe("hitl - with ado run's embedded stack", { timeout: E2E_TIMEOUT_MS }, () => {
   it("exit 3 keeps the run's state in the repository; ado hitl resolve resumes it to the end (exit 0) and removes it", async () => {
     const repo = await makeRepo({ "list.txt": "start\n" });
     const env = await isolatedEnv();
@@ -142,6 +146,44 @@ describe("hitl - with ado run's embedded stack", () => {
       expect(existsSync(kept)).toBe(false);
       expect(existsSync(join(repo.dir, ".git", "ado"))).toBe(false);
       expect(await checkoutFingerprint(repo.dir)).toBe(before);
+    } finally {
+      await repo.cleanup();
+    }
+  });
+
+  // Was: --choose theirs took the task's side of every conflicted path, the changelog the
+  // union rule had resolved included, so the other task's line was lost.
+  it("--choose theirs applies to what was left for the person: the union rule's changelog keeps both tasks' lines", async () => {
+    const repo = await makeRepo({ "CHANGELOG.md": "# Changes\n", "app.txt": "app\n" });
+    const env = await isolatedEnv();
+    try {
+      const graph = `${repo.dir}.graph.yaml`;
+      await writeFile(
+        graph,
+        `name: union-then-choice
+merge:
+  rules: [{ paths: ["CHANGELOG.md"], strategy: union }]
+tasks:
+  - { id: a, run: "printf '# Changes\\\\n- a\\\\n' > CHANGELOG.md; printf 'app by a\\\\n' > app.txt" }
+  - { id: b, run: "sleep 0.3; printf '# Changes\\\\n- b\\\\n' > CHANGELOG.md; printf 'app by b\\\\n' > app.txt" }
+`,
+      );
+      const run = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--json"], { env });
+      expect(run.code, run.stdout + run.stderr).toBe(3);
+      const out = JSON.parse(run.stdout);
+      const id: string = out.attention[0].hitlId;
+      const shown = JSON.parse((await runAdo(["hitl", "show", id, "--json"], { env, cwd: repo.dir })).stdout);
+      // The rule settled the changelog; only app.txt waits for the person.
+      expect(shown.files).toEqual(["app.txt"]);
+
+      const resolved = await runAdo(["hitl", "resolve", id, "--choose", "theirs"], { env, cwd: repo.dir });
+      expect(resolved.code, resolved.stdout + resolved.stderr).toBe(0);
+      expect(resolved.stdout).toMatch(new RegExp(`run ${out.runId}: succeeded`));
+      const theirs = id.endsWith(".a") ? "a" : "b";
+      const first = theirs === "a" ? "b" : "a";
+      const integration = `ado/${out.runId}/integration`;
+      expect(show(repo.dir, integration, "CHANGELOG.md")).toBe(`# Changes\n- ${first}\n- ${theirs}\n`);
+      expect(show(repo.dir, integration, "app.txt")).toBe(`app by ${theirs}\n`);
     } finally {
       await repo.cleanup();
     }

@@ -1,7 +1,9 @@
 import { execFileSync } from "node:child_process";
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
+import { errors } from "@nats-io/nats-core";
 import { describe, expect, it } from "vitest";
+import { Merger } from "../../src/actors/merger/merger.js";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { parseConfig } from "../../src/runtime/config.js";
@@ -10,6 +12,8 @@ import { checkoutFingerprint } from "../../src/git/index.js";
 import { parseGraph, resolveMergeSettings } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent, EventOf } from "../../src/runtime/messages.js";
+import { openBuckets } from "../../src/runtime/topology.js";
+import { startAdo } from "../helpers/cli.js";
 import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
@@ -53,11 +57,11 @@ describe("merge - clean merges", () => {
       const graph = parseGraph(`
 merge: { mode: ${mode} }
 tasks:
-  - { id: a, run: "echo A > a.txt" }
-  - { id: b, run: "echo B > b.txt" }
+  - { id: a, prompt: "write A to a.txt", run: "echo A > a.txt" }
+  - { id: b, prompt: "write B to b.txt", run: "echo B > b.txt" }
 `);
       const outcome = await client.run({ graph, repo: repo.dir });
-      expect(outcome.status).toBe("succeeded");
+      expect(outcome.status, outcome.error).toBe("succeeded");
       const branch = outcome.integrationBranch!;
       expect(show(repo.dir, branch, "a.txt")).toBe("A\n");
       expect(show(repo.dir, branch, "b.txt")).toBe("B\n");
@@ -65,6 +69,11 @@ tasks:
       const parents = gitOut(repo.dir, "log", "--format=%P", `main..${branch}`).split("\n").map((p) => p.split(" ").length);
       // Merge: the first lands by fast-forward, the second with a merge commit (two parents).
       expect(parents.filter((n) => n === 2)).toHaveLength(mode === "squash" ? 0 : 1);
+      // The integration branch's own history says what each task was asked to do: a
+      // squash commit is all it keeps of a task, a merge commit is what --first-parent shows.
+      const messages = gitOut(repo.dir, "log", "--first-parent", "--format=%B", `main..${branch}`);
+      expect(messages).toContain("write A to a.txt");
+      expect(messages).toContain("write B to b.txt");
       expect(await checkoutFingerprint(repo.dir)).toBe(before);
     } finally {
       await close();
@@ -395,4 +404,115 @@ describe("merge - settings from config, graph and flags", () => {
       await repo.cleanup();
     }
   }, 60_000);
+});
+
+/** How many times `commit` landed on `branch`: on its first-parent line (a fast-forward) or as a merge's second parent. */
+function timesLanded(dir: string, branch: string, commit: string): number {
+  return gitOut(dir, "log", "--first-parent", "--format=%H %P", branch)
+    .split("\n")
+    .filter((line) => {
+      const [self, , second] = line.split(" ");
+      return self === commit || second === commit;
+    }).length;
+}
+
+describe("merge - failures the merge coordinator outlives", () => {
+  it("a merger process SIGKILLed with merges queued: another merger process merges them within seconds, each once", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const worktreeDir = join(ts.scratch, "wt-kill");
+    const markers = await mkdtemp(join(ts.scratch, "validating-"));
+    // Everything but the merge coordinator in this process; the coordinators are `ado actor merger` processes.
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 2, slots: 3, worktreeDir, heartbeatMs: 200 });
+    const stack = await Stack.start({ config, logger: silentLogger, actors: ["scheduler", "balancer", "stealer"] });
+    const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    const env = { ADO_SERVER: ts.url, ADO_PREFIX: topo.prefix, ADO_WORKTREE_DIR: worktreeDir };
+    const procs = [await startAdo(["actor", "merger"], /merger running/, { env })];
+    try {
+      // Each merge is validated by a command that takes a second: the merges queue up behind it.
+      const graph = parseGraph(`
+merge:
+  validate: { run: "touch ${markers}/$ADO_TASK_ID; sleep 1", timeout: 60s }
+tasks:
+${[1, 2, 3, 4, 5, 6].map((i) => `  - { id: t${i}, run: "echo ${i} > t${i}.txt" }`).join("\n")}
+`);
+      const events: AdoEvent[] = [];
+      const done = client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+      const jsm = await client.js.jetstreamManager();
+      // Killed while it validates a merge, with more requests waiting behind it.
+      await eventually(
+        async () => {
+          const info = await jsm.consumers.info(topo.streams.merge.name, "merger");
+          return (await readdir(markers)).length >= 1 && info.num_pending + info.num_ack_pending >= 3;
+        },
+        60_000,
+        "a merge in progress with requests queued",
+      );
+      expect(of(events, "task.merged").length).toBeLessThan(6);
+      procs[0]!.child.kill("SIGKILL");
+      await new Promise<void>((r) => procs[0]!.child.once("exit", () => r()));
+      procs.push(await startAdo(["actor", "merger"], /merger running/, { env }));
+      // The old ack wait (300 s) held the queue for minutes; now it is seconds (6 s, plus a
+      // loaded machine's slack).
+      const outcome = await Promise.race([
+        done,
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error("the successor did not merge the queued requests within 90 s")), 90_000)),
+      ]);
+      expect(outcome.status, outcome.error).toBe("succeeded");
+      const branch = outcome.integrationBranch!;
+      for (const t of outcome.tasks) {
+        expect(show(repo.dir, branch, `${t.id}.txt`)).toBe(`${t.id.slice(1)}\n`);
+        expect(timesLanded(repo.dir, branch, gitOut(repo.dir, "rev-parse", `ado/${outcome.runId}/${t.id}`)), t.id).toBe(1);
+      }
+      expect(of(events, "task.merged").map((e) => e.taskId).sort()).toEqual(["t1", "t2", "t3", "t4", "t5", "t6"]);
+    } finally {
+      for (const p of procs) if (p.child.exitCode === null) p.child.kill("SIGKILL");
+      await nc.drain();
+      await stack.close();
+      await repo.cleanup();
+    }
+  }, 240_000);
+
+  it("a KV timeout during a merge is retried, not a failed run: the merge still lands", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const worktreeDir = join(ts.scratch, "wt-flaky");
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 2, worktreeDir, heartbeatMs: 200 });
+    const stack = await Stack.start({ config, logger: silentLogger, actors: ["scheduler", "balancer", "stealer"] });
+    // A merge coordinator whose HITL bucket times out once, as a slow server does.
+    const mnc = await connectNats({ servers: ts.url, name: "flaky-merger", logger: silentLogger });
+    const kv = await openBuckets(mnc, topo);
+    let reads = 0;
+    const hitl = new Proxy(kv.hitl, {
+      get(target, prop) {
+        if (prop === "get") {
+          return async (key: string) => {
+            if (reads++ === 0) throw new errors.TimeoutError();
+            return target.get(key);
+          };
+        }
+        const value = Reflect.get(target, prop, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const merger = await new Merger("merger-flaky", { nc: mnc, topo, kv: { ...kv, hitl }, logger: silentLogger }, { worktreeDir, cloneDir: join(ts.scratch, "clones"), ackWaitMs: 2_000 }).start();
+    const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    try {
+      const graph = parseGraph('tasks:\n  - { id: a, run: "echo A > a.txt" }\n  - { id: b, run: "echo B > b.txt" }\n');
+      const outcome = await client.run({ graph, repo: repo.dir });
+      expect(outcome.status, outcome.error).toBe("succeeded");
+      expect(show(repo.dir, outcome.integrationBranch!, "a.txt")).toBe("A\n");
+      expect(show(repo.dir, outcome.integrationBranch!, "b.txt")).toBe("B\n");
+      expect(reads).toBeGreaterThan(1);
+      expect(merger.stats().retried).toBeGreaterThanOrEqual(1);
+    } finally {
+      await nc.drain();
+      await merger.close();
+      await mnc.drain();
+      await stack.close();
+      await repo.cleanup();
+    }
+  }, 120_000);
 });

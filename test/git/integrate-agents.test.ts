@@ -54,6 +54,25 @@ describe("integrate - resolver agent", () => {
     await expectUntouched();
   });
 
+  it("resolver - after a union rule: the agent gets only what the rule left, and the rule's resolution stays", async () => {
+    const fx = await integrationRepo({ "shared.txt": SHARED, "CHANGELOG.md": "- initial\n" });
+    const a = commitChanges(fx.repo, "ado/r1/a", fx.root, { "shared.txt": "one\nTWO from a\nthree\n", "CHANGELOG.md": "- initial\n- a\n" });
+    const b = commitChanges(fx.repo, "ado/r1/b", fx.root, { "shared.txt": "one\nTWO from b\nthree\n", "CHANGELOG.md": "- initial\n- b\n" });
+    await integrate(fx.opts(a));
+    const seen = path.join(await tempDir(), "seen.json");
+    const outcome = await integrate(
+      fx.opts(b, {
+        rules: [{ paths: ["CHANGELOG.md"], strategy: "union" }],
+        resolver: { command: `cp "$ADO_CONFLICTS_FILE" ${seen} && printf 'one\\nTWO by the agent\\nthree\\n' > shared.txt`, timeoutMs: 30_000 },
+      }),
+    );
+    expect(outcome).toMatchObject({ kind: "merged", resolved: [{ path: "CHANGELOG.md", by: "union" }, { path: "shared.txt", by: "agent" }] });
+    expect(JSON.parse(await readFile(seen, "utf8")).conflicts.map((c: { path: string }) => c.path)).toEqual(["shared.txt"]);
+    expect(show(fx.repo, TARGET, "CHANGELOG.md")).toBe("- initial\n- a\n- b\n");
+    expect(show(fx.repo, TARGET, "shared.txt")).toBe("one\nTWO by the agent\nthree\n");
+    await fx.expectUntouched();
+  });
+
   it("resolver - a result that leaves conflict markers is rejected with its output; the target does not move", async () => {
     const { repo, a, b, opts, expectUntouched } = await conflictingTasks();
     const outputs: string[] = [];

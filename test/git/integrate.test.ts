@@ -260,8 +260,7 @@ describe("integrate - human choices and bad input", () => {
   it("integrateChoosing - ours keeps the integration branch's side, theirs the task's", async () => {
     const { repo, a, b, opts, expectUntouched } = await conflictingTasks();
     await integrate(opts(a));
-    // A rule for the changelog is ignored: the person's choice applies to every conflicted path.
-    const theirs = await integrateChoosing(opts(b, { rules: [{ paths: ["CHANGELOG.md"], strategy: "union" }] }), "theirs");
+    const theirs = await integrateChoosing(opts(b), "theirs");
     if (theirs.kind !== "merged") throw new Error(`expected merged, got ${theirs.kind}`);
     expect(theirs.resolved.map((r) => r.by)).toEqual(["theirs", "theirs"]);
     expect(show(repo, TARGET, "shared.txt")).toBe(SHARED.replace("two", "TWO from b").replace("six", "SIX from b"));
@@ -270,6 +269,49 @@ describe("integrate - human choices and bad input", () => {
     const c = commitChanges(repo, "ado/r1/c", a, { "shared.txt": SHARED.replace("two", "TWO from c") });
     const ours = await integrateChoosing(opts(c), "ours");
     expect(ours).toMatchObject({ kind: "merged", resolved: [{ path: "shared.txt", by: "ours" }] });
+    expect(show(repo, TARGET, "shared.txt")).toBe(SHARED.replace("two", "TWO from b").replace("six", "SIX from b"));
+    await expectUntouched();
+  });
+
+  // Was: a `**` rule took the chosen side of every path, so the union rule's changelog
+  // lost the other task's line. The choice is about the paths left for the person.
+  it.each(["theirs", "ours"] as const)("integrateChoosing - %s applies to the paths the rules left; a union rule's changelog keeps both lines", async (choice) => {
+    const { repo, a, b, opts, expectUntouched } = await conflictingTasks();
+    await integrate(opts(a));
+    const rules = [{ paths: ["CHANGELOG.md"], strategy: "union" as const }];
+    // The first merge: the changelog is resolved, shared.txt is left for a person.
+    expect(await integrate(opts(b, { rules }))).toMatchObject({ kind: "conflict", files: ["shared.txt"] });
+    const outcome = await integrateChoosing(opts(b, { rules }), choice);
+    if (outcome.kind !== "merged") throw new Error(`expected merged, got ${outcome.kind}`);
+    expect(outcome.resolved).toEqual([
+      { path: "CHANGELOG.md", by: "union" },
+      { path: "shared.txt", by: choice },
+    ]);
+    expect(show(repo, TARGET, "CHANGELOG.md")).toBe("# Changes\n- initial\n- task a\n- task b\n");
+    expect(show(repo, TARGET, "shared.txt")).toBe(
+      choice === "theirs" ? SHARED.replace("two", "TWO from b").replace("six", "SIX from b") : SHARED.replace("two", "TWO from a").replace("six", "SIX from b"),
+    );
+    await expectUntouched();
+  });
+
+  it("integrateChoosing - a path a rule cannot decide (union of a deletion) and one a regenerate command fails on take the choice", async () => {
+    const { repo, a, b, opts, expectUntouched } = await conflictingTasks({ "gone.txt": "base\n" });
+    const a2 = commitChanges(repo, "ado/r1/a", a, { "gone.txt": null });
+    const b2 = commitChanges(repo, "ado/r1/b", b, { "gone.txt": "edited by b\n" });
+    await integrate(opts(a2));
+    const rules = [
+      { paths: ["CHANGELOG.md", "gone.txt"], strategy: "union" as const },
+      { paths: ["shared.txt"], strategy: "regenerate" as const, command: "echo cannot; exit 1" },
+    ];
+    const outcome = await integrateChoosing(opts(b2, { rules }), "theirs");
+    if (outcome.kind !== "merged") throw new Error(`expected merged, got ${outcome.kind}`);
+    expect([...outcome.resolved].sort((x, y) => x.path.localeCompare(y.path))).toEqual([
+      { path: "CHANGELOG.md", by: "union" },
+      { path: "gone.txt", by: "theirs" },
+      { path: "shared.txt", by: "theirs" },
+    ]);
+    expect(show(repo, TARGET, "CHANGELOG.md")).toBe("# Changes\n- initial\n- task a\n- task b\n");
+    expect(show(repo, TARGET, "gone.txt")).toBe("edited by b\n");
     expect(show(repo, TARGET, "shared.txt")).toBe(SHARED.replace("two", "TWO from b").replace("six", "SIX from b"));
     await expectUntouched();
   });

@@ -82,9 +82,15 @@ tasks:
         const integration = outcome.integrationBranch!;
         expect(sh(repo, "ls-tree", "--name-only", integration).split("\n").sort()).toEqual([".gitignore", "README.md", "a.txt"]);
 
-        const { records, malformed } = await new WorktreeRegistry((await provisioned(nc, topo)).kv.worktrees).list();
-        expect(malformed).toEqual([]);
         const runId = outcome.runId;
+        const registry = new WorktreeRegistry((await provisioned(nc, topo)).kv.worktrees);
+        // The merge coordinator removes a merged task's worktree after reporting the merge
+        // (off the merge path), so its record says `merged` moments after the run ends.
+        const { records, malformed } = await eventually(async () => {
+          const listed = await registry.list();
+          return listed.records.some((r) => r.runId === runId && r.taskId === "feature" && r.state === "merged") ? listed : undefined;
+        }, 10_000, "the merged worktree's record");
+        expect(malformed).toEqual([]);
         const get = (task: string) => records.find((r) => r.runId === runId && r.taskId === task)!;
         const workerId = stack.workers[0]!.id;
         expect(get("feature")).toMatchObject({

@@ -2,16 +2,15 @@ import { hostname } from "node:os";
 import type { KV } from "@nats-io/kv";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode, encodeValue } from "../../runtime/codec.js";
-import { BatchLoop, type Delivery } from "../../runtime/consume.js";
+import { ACK, BatchLoop, type Delivery, type Outcome as Settle } from "../../runtime/consume.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import {
   createBranchIfAbsent,
   filesChangedSinceFork,
   firstParentCount,
   integrate,
+  integrateBatch,
   integrateChoosing,
-  type IntegrateOptions,
-  type IntegrateOutcome,
   isAncestor,
   mergeIntoTarget,
   pushRef,
@@ -20,22 +19,27 @@ import {
   WorktreeManager,
   type WorktreeRecord,
 } from "../../git/index.js";
+import { hitlTransition, type HitlEvent } from "../../runtime/hitl-state.js";
 import { WorktreeRegistry } from "../../runtime/worktree-registry.js";
-import { DEFAULT_MERGE_COMMAND_TIMEOUT_MS } from "../../runtime/graph.js";
-import {
-  SCHEMAS,
-  type AdoEvent,
-  type HitlConflict,
-  type HitlRecord,
-  type MergeIntoOutcome,
-  type MergeIntoRequest,
-  type MergeRequest,
-  type MergeResult,
-  type MergerInput,
-} from "../../runtime/messages.js";
+import { SCHEMAS, type AdoEvent, type HitlRecord, type MergeIntoOutcome, type MergeIntoRequest, type MergeRequest, type MergeResult, type MergerInput } from "../../runtime/messages.js";
 import { actorConsumer, consumers } from "../../runtime/topology.js";
 import { msgIds, taskKey } from "../../runtime/names.js";
-import { integrateOptionsFor, mergeEnv, mergeScratchDir } from "../../runtime/merging.js";
+import { integrateOptionsFor, mergeMessage, mergeScratchDir, resolverCommand, type ResolverChoice } from "../../runtime/merging.js";
+import { Backoff, backoffDelay } from "../../runtime/retry.js";
+import { isTransient } from "../../runtime/transient.js";
+import { attentionResult, batchable, errorResult, escalationDetails, fromHistory, planSteps, replayed, summary, type NotMerged, type Outcome, type Step } from "./decide.js";
+
+/**
+ * How long the server waits for the ack of a merge request before another merge
+ * coordinator gets it: a few seconds, since every request held is kept alive with an
+ * in-progress ack each third of it however long its merge (a validation, a resolver)
+ * takes. So a merge coordinator that dies holds the merge queue for this long at most.
+ */
+export const MERGE_ACK_WAIT_MS = 6_000;
+/** The most merge requests one merge coordinator holds: the batch it merges, and what arrives meanwhile. */
+export const MERGE_MAX_BATCH = 64;
+/** Deliveries of a request that keeps failing for a transient reason before its merge is reported failed. */
+export const MERGE_MAX_DELIVERIES = 10;
 
 export interface MergerOptions {
   /** Worktree base directory, to remove task worktrees once merged. */
@@ -44,40 +48,74 @@ export interface MergerOptions {
   scratchDir?: string;
   /** Clones of runs' git remotes (remote mode); default: defaultCloneDir(). */
   cloneDir: string;
+  /** The merge consumer's ack wait; default MERGE_ACK_WAIT_MS (tests shorten it). */
+  ackWaitMs?: number;
 }
 
-/** Each side of a conflicted file is kept in the HITL record up to this size. */
-const SIDE_LIMIT = 32 * 1024;
-/** Beyond this much conflict content in one record, further files keep their path and kind only. */
-const CONFLICTS_LIMIT = 256 * 1024;
+/**
+ * Worktree removals waiting behind the merges before a new batch waits for them. Merges
+ * go first (dependents wait for them; nobody waits for a removal), but every registered
+ * worktree makes each `git worktree` command (the workers' adds too) a little slower
+ * (300 more: an add + remove pair 191 -> 336 ms on a loaded 2-core machine), so on an
+ * overloaded machine the backlog must not grow without bound.
+ */
+const MAX_PENDING_RELEASES = 128;
+/**
+ * Removals under way at once. Git's worktree commands of one repository take turns (a
+ * mutex per repository in this process, shared with the workers' adds); a few in the
+ * queue get more of those turns, and their other work (the registry's round trips)
+ * overlaps.
+ */
+const RELEASES_AT_ONCE = 4;
 
-type Outcome = IntegrateOutcome | { kind: "skipped" } | { kind: "error"; message: string };
+/** Commits' first-parent counts kept, to order merge results without asking git each time. */
+const GENERATIONS_KEPT = 4_096;
 
 /**
  * The merge coordinator: folds each finished task branch into the run's integration
  * branch with the run's own merge settings (mode; per-path rules, then a resolver agent
- * for conflicts; validation of the merged tree), through src/git/integrate.ts,
- * which never touches the user's checkout and moves the branch only by compare-and-swap.
+ * for conflicts; validation of the merged tree), through the git layer, which never
+ * touches the user's checkout and moves the branch only by compare-and-swap.
  *
- * What it cannot resolve it escalates: it writes a HITL record (KV `hitl`), announces
- * `merge.hitl_required`, and reports `needs_attention`; `ado hitl resolve` later sends
- * the same request with a person's choice, carried out here. The scheduler asks for a
- * merge only once the task's dependencies are merged, so merges land in dependency order.
+ * Throughput: it takes every request that is waiting, and merges a run's tasks in one
+ * step where it can (integrateBatch: each task's commit chained, the branch moved once);
+ * a task whose merge needs a command or a person is merged alone after that step, and a
+ * conflict nothing resolves is escalated without holding the others back. Task
+ * worktrees are removed after the results are out, in the background.
+ *
+ * What it cannot resolve it escalates: it writes a HITL record (KV `hitl`; every change
+ * through src/runtime/hitl-state.ts), announces `merge.hitl_required`, and reports
+ * `needs_attention`; `ado hitl resolve` later sends the same request with a person's
+ * choice, carried out here. The scheduler asks for a merge only once the task's
+ * dependencies are merged, so merges land in dependency order.
  *
  * Nothing is lost in a crash: a request is acked only after its result is published
  * (each with a Nats-Msg-Id); a redelivered request finds its merge done (up to date) or
- * its HITL record written, and replays the same result instead of acting twice.
+ * its HITL record written, and replays the same result instead of acting twice. A
+ * transient failure (src/runtime/transient.ts) is retried by redelivery with backoff;
+ * only a merge that cannot succeed is reported as an `error`.
  */
 export class Merger extends Actor {
   private loop?: BatchLoop<MergerInput>;
   private merged = 0;
   private conflicts = 0;
   private escalated = 0;
+  private retried = 0;
+  private batches = 0;
   private readonly abort = new AbortController();
   private readonly scratchDir: string;
   private readonly clones: RemoteClones;
-  /** Remote mode: the remote's integration head when a request's merge began (the push's lease). */
-  private readonly remoteHeads = new WeakMap<MergeRequest, string>();
+  /** Time spent per step, for stats() (and bench/merge-load.ts): where a merge's time goes. */
+  private readonly steps: Record<string, { n: number; ms: number }> = {};
+  /** `<repo>\0<commit>` -> first-parent count (MergeResult.integrationGeneration). */
+  private readonly generations = new Map<string, number>();
+  /** Worktree removals after the merge, one at a time, off the merge path. */
+  /** Removals waiting, and those under way (at most RELEASES_AT_ONCE). */
+  private readonly releaseQueue: Array<{ req: MergeRequest; merged: boolean }> = [];
+  private releasing = 0;
+  private readonly worktreeManagers = new Map<string, WorktreeManager>();
+  private readonly releaseWaiters: Array<() => void> = [];
+  private pendingReleases = 0;
 
   constructor(
     instance: string,
@@ -92,18 +130,19 @@ export class Merger extends Actor {
   protected async onStart(): Promise<void> {
     const { topo } = this.ctx;
     const jsm = await this.js.jetstreamManager();
-    // A merge can take a while on a big repository (and a validation longer): give it minutes.
-    await jsm.consumers.add(topo.streams.merge.name, actorConsumer(consumers.merge, topo.subjects.mergeAll, { ackWaitMs: 300_000 }));
+    const ackWaitMs = this.opts.ackWaitMs ?? MERGE_ACK_WAIT_MS;
+    // Adding a durable that exists updates it: one made with the old 300 s ack wait converges.
+    await jsm.consumers.add(topo.streams.merge.name, actorConsumer(consumers.merge, topo.subjects.mergeAll, { ackWaitMs }));
     this.loop = new BatchLoop<MergerInput>({
       consumer: await this.js.consumers.get(topo.streams.merge.name, consumers.merge),
       deadLetters: this.deadLetters,
       schema: SCHEMAS.MergeRequest,
       logger: this.log,
-      // One merge at a time per replica: merges into one branch are sequential anyway.
-      maxBatch: 1,
-      handle: async (batch) => {
-        for (const d of batch) await this.handleOne(d);
-      },
+      // A batch is every request waiting (up to this many); nothing is pulled ahead of it
+      // but what arrives while it is merged, kept alive until the next batch takes it.
+      maxBatch: MERGE_MAX_BATCH,
+      prefetch: 0,
+      handle: (batch) => this.handle(batch),
     });
     await this.loop.start();
   }
@@ -113,77 +152,200 @@ export class Merger extends Actor {
     // acked, so it is redelivered (to this replica after a restart, or another one).
     force.addEventListener("abort", () => this.abort.abort(), { once: true });
     await this.loop?.stop();
+    await this.releaseRoom(0);
   }
 
   override stats() {
-    return { merged: this.merged, conflicts: this.conflicts, escalated: this.escalated };
+    return {
+      merged: this.merged,
+      conflicts: this.conflicts,
+      escalated: this.escalated,
+      retried: this.retried,
+      batches: this.batches,
+      holding: this.loop?.holding ?? 0,
+      pendingReleases: this.pendingReleases,
+      steps: this.steps,
+    };
   }
 
   private get hitl(): KV {
     return this.ctx.kv.hitl;
   }
 
-  private async handleOne({ data, msg }: Delivery<MergerInput>): Promise<void> {
-    if (data.type === "merge.into") return this.mergeInto(data);
-    if (data.releaseOnly) {
-      if (data.worktree) await this.removeWorktree(data);
-      return;
-    }
-    // In-progress acks keep a long resolver or validation from being redelivered meanwhile.
-    const keepAlive = setInterval(() => msg.working(), 60_000);
+  private async timed<T>(step: string, fn: () => Promise<T>): Promise<T> {
+    const t0 = performance.now();
     try {
-      const req = data.remote ? await this.inClone(data) : data;
-      if (req.resolution) await this.resolve(req);
-      else await this.mergeOne(req);
+      return await fn();
     } finally {
-      clearInterval(keepAlive);
+      const s = (this.steps[step] ??= { n: 0, ms: 0 });
+      s.n++;
+      s.ms += performance.now() - t0;
+    }
+  }
+
+  // ------------------------------------------------------------ a batch
+
+  /**
+   * Handles what the loop pulled: per run, its steps in order (first merges together, the
+   * rest one by one); different runs at the same time. Never throws: each request gets
+   * its outcome (ack, or nak to retry a transient failure).
+   */
+  private async handle(batch: Delivery<MergerInput>[]): Promise<Settle[]> {
+    this.batches++;
+    if (this.pendingReleases > MAX_PENDING_RELEASES) await this.timed("release-backlog", () => this.releaseRoom(MAX_PENDING_RELEASES));
+    const settled: Settle[] = batch.map(() => ACK);
+    await Promise.all(
+      planSteps(batch.map((d) => d.data)).map(async (steps) => {
+        for (const step of steps) await this.runStep(step, batch, settled);
+      }),
+    );
+    return settled;
+  }
+
+  private async runStep(step: Step, batch: Delivery<MergerInput>[], settled: Settle[]): Promise<void> {
+    const indexes = step.kind === "merge" ? step.indexes : [step.index];
+    try {
+      if (step.kind === "into") await this.mergeInto(batch[step.index]!.data as MergeIntoRequest);
+      else if (step.kind === "release") this.releaseWorktree(batch[step.index]!.data as MergeRequest, false);
+      else if (step.kind === "resolve") await this.timed("resolve", () => this.resolve(batch[step.index]!.data as MergeRequest));
+      else {
+        const failures = await this.timed("merge-step", () => this.mergeStep(indexes.map((i) => batch[i]!.data as MergeRequest)));
+        for (const [k, err] of failures.entries()) if (err !== undefined) settled[indexes[k]!] = await this.failed(batch[indexes[k]!]!, err);
+      }
+    } catch (err) {
+      for (const i of indexes) settled[i] = await this.failed(batch[i]!, err);
     }
   }
 
   /**
-   * Remote mode: the integration branch of record is the remote's. The merge happens in
-   * this host's clone, freshly fetched (which resets the clone's branches to the
-   * remote's), and a merged result is pushed with a lease on the head it started from
-   * (see publish). A push that loses a race throws a retryable error: the request is
-   * redelivered and merged again on top of the new head.
+   * A request whose handling threw: a transient failure is retried (redelivered with
+   * backoff) up to MERGE_MAX_DELIVERIES; anything else, or one that keeps failing, is
+   * reported to the scheduler as the merge's `error`, so the run does not wait forever.
    */
-  private async inClone(data: MergeRequest): Promise<MergeRequest> {
-    const dir = await this.clones.fetchRun(data.remote!, data.runId);
-    const req = { ...data, repo: dir };
-    this.remoteHeads.set(req, (await readBranch(dir, data.integrationBranch)) ?? "");
-    return req;
-  }
-
-  /** Remote mode: pushes a merged integration head (a no-op for runs without a remote). */
-  private async publish(req: MergeRequest, outcome: Outcome): Promise<void> {
-    if (!req.remote || outcome.kind !== "merged") return;
-    await pushRef(req.repo, req.remote, outcome.commit, `refs/heads/${req.integrationBranch}`, { expected: this.remoteHeads.get(req) ?? "" });
-  }
-
-  /** A task's first merge: integrate, and escalate what cannot be merged. */
-  private async mergeOne(req: MergeRequest): Promise<void> {
-    const id = taskKey(req.runId, req.taskId);
-    let result: MergeResult;
-    try {
-      const existing = await this.readHitl(id);
-      if (existing && existing.record.source === req.commit) {
-        // Redelivered after it was escalated: never reopen (or redo) what a person owns.
-        if (existing.record.state !== "resolved") await this.announce(existing.record);
-        result = replayed(existing.record);
-      } else {
-        await createBranchIfAbsent(req.repo, req.integrationBranch, req.baseCommit);
-        const outcome = await integrate(this.integrateOptions(req));
-        await this.publish(req, outcome);
-        result = await this.conclude(req, outcome, 0, undefined);
-      }
-    } catch (err) {
-      // Transient (a lock, a race, an abort on shutdown): let the message be redelivered.
-      if (err instanceof AdoError && err.retryable) throw err;
-      result = { type: "merge.result", runId: req.runId, taskId: req.taskId, status: "error", files: [], message: errorMessage(err), round: 0 };
+  private async failed(d: Delivery<MergerInput>, err: unknown): Promise<Settle> {
+    const deliveries = d.msg.info.deliveryCount;
+    const data = d.data;
+    const what = data.type === "merge.into" ? `merge into ${data.into}` : `merge of ${taskKey(data.runId, data.taskId)}`;
+    if (isTransient(err) && deliveries < MERGE_MAX_DELIVERIES) {
+      this.retried++;
+      const delayMs = backoffDelay(deliveries, Backoff.redelivery);
+      this.log.warn({ err: errorMessage(err), deliveries, retryInMs: delayMs }, `${what} failed for a passing reason; retrying`);
+      return { kind: "nak", delayMs };
     }
-    // The task's work is committed on its branch, which stays: its worktree can go.
-    if (req.worktree) await this.removeWorktree(req);
-    await this.report(result, msgIds.mergeResult(req, 0));
+    const message = isTransient(err) ? `failed ${deliveries} times, last: ${errorMessage(err)}` : errorMessage(err);
+    this.log.error({ err: message }, `${what} failed`);
+    try {
+      if (data.type === "merge.into") await this.reportInto(data, { into: data.into, status: "error", reason: message });
+      else if (!data.releaseOnly) await this.report(errorResult(data, message), msgIds.mergeResult(data, data.resolution?.round ?? 0));
+      return ACK;
+    } catch (reportErr) {
+      this.log.warn({ err: errorMessage(reportErr) }, "the failure could not be reported; retrying the request");
+      return { kind: "nak", delayMs: backoffDelay(deliveries, Backoff.redelivery) };
+    }
+  }
+
+  /**
+   * First merges of one run's tasks. Those whose merge was escalated already replay
+   * their HITL record; the rest are merged in one step (integrateBatch) when the run's
+   * settings allow, and reported at once; what that defers (a command or a person
+   * needed), and every merge of a run that validates or replays commits, one by one
+   * after it, each reported as it lands. Returns, per request, the error that stopped
+   * it (undefined: done).
+   */
+  private async mergeStep(reqs: MergeRequest[]): Promise<(unknown | undefined)[]> {
+    const failures: (unknown | undefined)[] = reqs.map(() => undefined);
+    /** The requests whose task is on the integration branch now (for its worktree's record). */
+    const merged = new Set<number>();
+    const first = reqs[0]!;
+    try {
+      // Remote mode: the branch of record is the remote's; merge in this host's clone, freshly fetched.
+      const repo = first.remote ? await this.timed("fetch", () => this.clones.fetchRun(first.remote!, first.runId)) : first.repo;
+      let remoteHead = first.remote ? ((await readBranch(repo, first.integrationBranch)) ?? "") : "";
+      /** Remote mode: what this step merged goes to the remote before anyone hears of it (a lost race redelivers). */
+      const push = async () => {
+        if (!first.remote) return;
+        const head = await readBranch(repo, first.integrationBranch);
+        if (!head || head === remoteHead) return;
+        await this.timed("push", () => pushRef(repo, first.remote!, head, `refs/heads/${first.integrationBranch}`, { expected: remoteHead }));
+        remoteHead = head;
+      };
+      const rs = reqs.map((r) => (first.remote ? { ...r, repo } : r));
+      const settle = async (i: number, outcome: Outcome, generation?: number) => {
+        if (outcome.kind === "merged") merged.add(i);
+        const result = await this.timed("conclude", () => this.conclude(rs[i]!, outcome, 0, existing[i], generation));
+        await this.timed("report", () => this.report(result, msgIds.mergeResult(rs[i]!, 0)));
+      };
+
+      // Every record of the step in one round trip.
+      const existing = await this.timed("hitl-read", () => Promise.all(rs.map((r) => this.readHitl(taskKey(r.runId, r.taskId)))));
+      const replays: Promise<void>[] = [];
+      const todo: number[] = [];
+      for (const [i, r] of rs.entries()) {
+        const found = existing[i];
+        if (found && found.record.source === r.commit) {
+          // Redelivered after it was escalated: never reopen (or redo) what a person owns.
+          const result = replayed(found.record);
+          if (result.status === "merged") merged.add(i);
+          replays.push(
+            (async () => {
+              if (found.record.state !== "resolved") await this.announce(found.record);
+              await this.report(result, msgIds.mergeResult(r, 0));
+            })(),
+          );
+        } else todo.push(i);
+      }
+      await Promise.all(replays);
+
+      let alone = todo;
+      if (todo.length && batchable(first.settings)) {
+        const batch = await this.timed("integrate-batch", () =>
+          integrateBatch({
+            repo,
+            target: first.integrationBranch,
+            createAt: first.baseCommit,
+            mode: first.settings.mode as "merge" | "squash",
+            rules: integrateOptionsFor(first, this.scratchDir).rules!,
+            scratchDir: this.scratchDir,
+            signal: this.abort.signal,
+            items: todo.map((i) => ({ source: rs[i]!.commit, message: mergeMessage(rs[i]!) })),
+          }),
+        );
+        await push();
+        const known = batch.outcomes.some((o) => o.kind === "merged" && o.depth !== undefined);
+        const startGeneration = known ? await this.generation(repo, batch.start) : undefined;
+        alone = [];
+        const landed: Promise<void>[] = [];
+        for (const [k, o] of batch.outcomes.entries()) {
+          const i = todo[k]!;
+          if (o.kind === "merged") {
+            const generation = startGeneration !== undefined && o.depth !== undefined ? startGeneration + o.depth : undefined;
+            if (generation !== undefined) this.remember(repo, o.commit, generation);
+            landed.push(settle(i, { kind: "merged", commit: o.commit, how: o.how, resolved: o.resolved }, generation));
+          } else if (o.kind === "invalid") failures[i] = o.error;
+          else alone.push(i);
+        }
+        // Reported before any deferred merge runs: those may take long (a resolver), and dependents wait on these.
+        await Promise.all(landed);
+      } else if (todo.length) {
+        await this.timed("create-branch", () => createBranchIfAbsent(repo, first.integrationBranch, first.baseCommit));
+      }
+      for (const i of alone) {
+        let outcome: Outcome;
+        try {
+          outcome = await this.timed("integrate", () => integrate(this.integrateOptions(rs[i]!, "configured")));
+          await push();
+        } catch (err) {
+          // This one only: retried (transient) or reported failed; the others go on.
+          failures[i] = err;
+          continue;
+        }
+        await settle(i, outcome);
+      }
+      return failures;
+    } finally {
+      // The task's work is committed on its branch, which stays: its worktree can go, after the merge.
+      for (const [i, r] of reqs.entries()) if (r.worktree) this.releaseWorktree(r, merged.has(i));
+    }
   }
 
   /**
@@ -191,57 +353,58 @@ export class Merger extends Actor {
    * round already decided replays that decision (a redelivery, or the CLI sending
    * twice); one for a round that is not the record's current one is stale and dropped.
    */
-  private async resolve(req: MergeRequest): Promise<void> {
-    const res = req.resolution!;
-    const id = taskKey(req.runId, req.taskId);
+  private async resolve(data: MergeRequest): Promise<void> {
+    const res = data.resolution!;
+    const id = taskKey(data.runId, data.taskId);
     const found = await this.readHitl(id);
-    if (!found) {
-      this.log.warn({ id }, "a resolution for a merge that needs no attention: dropped");
+    const started = hitlTransition(found?.record, { type: "start", at: this.now(), round: res.round, choice: res.choice, by: res.by });
+    if (!started.ok) {
+      const refusal = started.refusal;
+      if (refusal.code === "decided" && found) await this.report(fromHistory(found.record, refusal.entry), msgIds.mergeResult(data, res.round));
+      else this.log.warn({ id, round: res.round, why: refusal.message }, "a resolution that does not apply: dropped");
       return;
     }
-    let { record, revision } = found;
-    const decided = record.history.find((h) => h.round === res.round);
-    if (decided) {
-      await this.report(fromHistory(record, decided), msgIds.mergeResult(req, res.round));
-      return;
-    }
-    if (record.round !== res.round || record.state === "resolved") {
-      this.log.warn({ id, round: res.round, current: record.round }, "a resolution for an earlier round: dropped");
-      return;
-    }
-    const now = new Date(this.clock.now()).toISOString();
-    record = { ...record, state: "resolving", choice: res.choice, by: res.by, updatedAt: now };
-    revision = await this.hitl.update(id, encodeValue(SCHEMAS.HitlRecord, record), revision);
+    const hitl = { record: started.record, revision: await this.hitl.update(id, encodeValue(SCHEMAS.HitlRecord, started.record), found!.revision) };
 
+    let req: MergeRequest = data;
     let outcome: Outcome;
     try {
-      outcome = await this.carryOut(req, record);
-      await this.publish(req, outcome);
+      let remoteHead = "";
+      if (data.remote) ({ req, remoteHead } = await this.inClone(data));
+      outcome = await this.carryOut(req, hitl.record);
+      if (req.remote && outcome.kind === "merged" && outcome.how !== "up-to-date") {
+        await pushRef(req.repo, req.remote, outcome.commit, `refs/heads/${req.integrationBranch}`, { expected: remoteHead });
+      }
     } catch (err) {
-      if (err instanceof AdoError && err.retryable) throw err;
+      if (isTransient(err)) throw err;
+      // The choice could not be carried out: the person hears why, in the next round.
       outcome = { kind: "error", message: errorMessage(err) };
     }
-    const result = await this.conclude(req, outcome, res.round, { record, revision });
+    const result = await this.conclude(req, outcome, res.round, hitl);
     await this.report(result, msgIds.mergeResult(req, res.round));
+  }
+
+  /** Remote mode: the request in the run's clone, freshly fetched, and the remote's head the push must still find. */
+  private async inClone(data: MergeRequest): Promise<{ req: MergeRequest; remoteHead: string }> {
+    const dir = await this.clones.fetchRun(data.remote!, data.runId);
+    return { req: { ...data, repo: dir }, remoteHead: (await readBranch(dir, data.integrationBranch)) ?? "" };
   }
 
   /** What each choice does; see `ado hitl resolve`. */
   private async carryOut(req: MergeRequest, record: HitlRecord): Promise<Outcome> {
     const res = req.resolution!;
-    const opts = this.integrateOptions(req);
     switch (res.choice) {
       case "skip":
         return { kind: "skipped" };
       case "ours":
       case "theirs":
-        return integrateChoosing(opts, res.choice);
+        return integrateChoosing(this.integrateOptions(req), res.choice);
       case "agent": {
-        const command = res.resolver ?? req.settings.resolver?.run;
-        if (!command) {
+        const choice: ResolverChoice = res.resolver ? { command: res.resolver } : "configured";
+        if (!resolverCommand(req, choice)) {
           return { kind: "error", message: "no resolver command: the run configures none; pass one with `ado hitl resolve <id> --choose agent --resolver <cmd>`" };
         }
-        const timeoutMs = req.settings.resolver?.timeoutMs ?? DEFAULT_MERGE_COMMAND_TIMEOUT_MS;
-        return integrate({ ...opts, resolver: { ...opts.resolver, command, timeoutMs, context: resolverContext(req, record) } });
+        return integrate(this.integrateOptions(req, choice));
       }
       case "manual": {
         // The person's commit was put on the integration branch on their host
@@ -259,68 +422,64 @@ export class Merger extends Actor {
   /**
    * Turns an outcome into the scheduler's result: announces resolutions, and writes (or
    * updates) the HITL record for anything that needs a person. `round` is the HITL round
-   * this outcome settles (0 for a first merge).
+   * this outcome settles (0 for a first merge); `hitl` the record being resolved, or for
+   * a first merge the one found (another commit of the task), if any.
    */
   private async conclude(
     req: MergeRequest,
     outcome: Outcome,
     round: number,
     hitl: { record: HitlRecord; revision: number } | undefined,
+    generation?: number,
   ): Promise<MergeResult> {
     const id = taskKey(req.runId, req.taskId);
     const base = { type: "merge.result" as const, runId: req.runId, taskId: req.taskId, round };
-    const now = new Date(this.clock.now()).toISOString();
-    const choice = req.resolution?.choice;
-    const noteDecision = async (entry: HitlRecord["history"][number], state: HitlRecord["state"]) => {
-      const record: HitlRecord = {
-        ...hitl!.record,
-        state,
-        history: [...hitl!.record.history, entry],
-        updatedAt: now,
-        ...(state === "resolved" ? { resolvedAt: now } : {}),
-      };
-      hitl!.revision = await this.hitl.update(id, encodeValue(SCHEMAS.HitlRecord, record), hitl!.revision);
-      hitl!.record = record;
-    };
-    const decision = (outcomeName: HitlRecord["history"][number]["outcome"], message: string, commit?: string) => ({
-      round,
-      choice: choice!,
-      by: req.resolution?.by ?? "",
-      at: now,
-      outcome: outcomeName,
-      message,
-      ...(commit ? { commit } : {}),
-    });
+    const at = this.now();
+    const resolving = round > 0 ? hitl : undefined;
 
     if (outcome.kind === "merged") {
       this.merged++;
-      if (hitl) await noteDecision(decision("merged", `merged (${outcome.how})`, outcome.commit), "resolved");
+      if (resolving) await this.writeHitl(id, resolving, { type: "decide", at, round, outcome: "merged", message: `merged (${outcome.how})`, commit: outcome.commit });
       if (outcome.resolved.length > 0) {
         await this.emit(
-          { type: "merge.resolved", runId: req.runId, taskId: req.taskId, attempt: req.attempt, at: now, paths: outcome.resolved, integrationCommit: outcome.commit },
+          { type: "merge.resolved", runId: req.runId, taskId: req.taskId, attempt: req.attempt, at, paths: outcome.resolved, integrationCommit: outcome.commit },
           msgIds.mergeResolved(req, round),
         );
       }
       // How the scheduler orders merge results (MergeResult.integrationGeneration); undefined: by arrival.
-      const integrationGeneration = await firstParentCount(req.repo, outcome.commit);
-      return { ...base, status: "merged", integrationCommit: outcome.commit, integrationGeneration, files: [], message: outcome.how };
+      const integrationGeneration = generation ?? (await this.timed("generation", () => this.generation(req.repo, outcome.commit)));
+      return { ...base, status: "merged", integrationCommit: outcome.commit, ...(integrationGeneration !== undefined ? { integrationGeneration } : {}), files: [], message: outcome.how };
     }
     if (outcome.kind === "skipped") {
       const message = `skipped by ${req.resolution?.by || "a person"}`;
-      await noteDecision(decision("skipped", message), "resolved");
-      return { ...base, status: "skipped", files: hitl!.record.files, message, hitlId: id };
+      const record = await this.writeHitl(id, resolving, { type: "decide", at, round, outcome: "skipped", message });
+      return { ...base, status: "skipped", files: record.files, message, hitlId: id };
     }
-    // Everything else needs a person (again): round `round + 1`, with what was tried in its history.
-    const tried = hitl
-      ? decision(outcome.kind === "validation_failed" ? "validation_failed" : "conflict", outcome.kind === "error" ? outcome.message : summary(outcome))
-      : undefined;
-    const record = await this.escalate(req, outcome, round + 1, hitl?.record, now, tried);
-    if (hitl) hitl.revision = await this.hitl.update(id, encodeValue(SCHEMAS.HitlRecord, record), hitl.revision);
-    else await this.hitl.put(id, encodeValue(SCHEMAS.HitlRecord, record));
+    // Everything else needs a person (again): a new record, or round `round + 1` with what was tried in its history.
+    const notMerged: NotMerged = outcome;
+    const files = notMerged.kind === "conflict" || (notMerged.kind === "error" && resolving) ? [] : await changedFiles(req);
+    const details = escalationDetails(req, notMerged, resolving?.record, { target: await readBranch(req.repo, req.integrationBranch), files });
+    const tried = resolving ? { outcome: notMerged.kind === "validation_failed" ? ("validation_failed" as const) : ("conflict" as const), message: summary(notMerged) } : undefined;
+    const record = await this.writeHitl(id, hitl, { type: "escalate", at, details, ...(tried ? { tried } : {}) });
     this.escalated++;
     if (record.reason === "conflict") this.conflicts++;
     await this.announce(record);
     return attentionResult(record);
+  }
+
+  /**
+   * Applies a HITL event to the record (src/runtime/hitl-state.ts) and stores it with
+   * compare-and-set (create when there is none). A refusal is a state this merge
+   * coordinator did not expect: reported as an error, not written.
+   */
+  private async writeHitl(id: string, current: { record: HitlRecord; revision: number } | undefined, event: HitlEvent): Promise<HitlRecord> {
+    const t = hitlTransition(current?.record, event);
+    if (!t.ok) throw new AdoError(`the HITL record ${id} cannot take '${event.type}': ${t.refusal.message}`);
+    const value = encodeValue(SCHEMAS.HitlRecord, t.record);
+    if (current) current.revision = await this.hitl.update(id, value, current.revision);
+    else await this.hitl.create(id, value);
+    if (current) current.record = t.record;
+    return t.record;
   }
 
   /** Events of an escalation (the record is written first): merge.conflict, then merge.hitl_required. */
@@ -334,71 +493,6 @@ export class Merger extends Actor {
       { type: "merge.hitl_required", ...task, hitlId: record.id, round: record.round, reason: record.reason, files: record.files, message: record.message },
       msgIds.hitlRequired(record, record.round),
     );
-  }
-
-  /** The HITL record of round `round` for an outcome a person must decide on. */
-  private async escalate(
-    req: MergeRequest,
-    outcome: Exclude<Outcome, { kind: "merged" } | { kind: "skipped" }>,
-    round: number,
-    previous: HitlRecord | undefined,
-    now: string,
-    tried: HitlRecord["history"][number] | undefined,
-  ): Promise<HitlRecord> {
-    const target = await readBranch(req.repo, req.integrationBranch);
-    let files: string[];
-    let reason: HitlRecord["reason"];
-    let message: string;
-    let conflicts: HitlConflict[] = [];
-    let validationOutput: string | undefined;
-    let resolverOutput: string | undefined;
-    if (outcome.kind === "conflict") {
-      reason = "conflict";
-      files = outcome.files;
-      conflicts = capConflicts(outcome.conflicts);
-      resolverOutput = outcome.resolverOutput;
-      const others = req.related.filter((r) => r.files.some((f) => files.includes(f))).map((r) => `'${r.taskId}'`);
-      message = `merge conflict in ${files.join(", ")} with ${others.length ? `task ${others.join(", ")} (already merged)` : "the integration branch"}: ${outcome.reason}`;
-    } else if (outcome.kind === "validation_failed") {
-      reason = "validation";
-      files = await changedFiles(req);
-      validationOutput = outcome.output;
-      const last = outcome.output.trim().split("\n").pop() ?? "";
-      message = `validation failed (${outcome.exitCode === null ? "killed" : `exit ${outcome.exitCode}`}) on the merged tree; the merge was backed out${last ? `: ${last}` : ""}`;
-    } else {
-      // The choice could not be carried out (no resolver, a bad manual commit, a git error).
-      reason = previous?.reason ?? "conflict";
-      files = previous?.files ?? (await changedFiles(req));
-      conflicts = previous?.conflicts ?? [];
-      validationOutput = previous?.validationOutput;
-      message = outcome.message;
-    }
-    const related = req.related.filter((r) => r.files.some((f) => files.includes(f)));
-    return {
-      id: taskKey(req.runId, req.taskId),
-      runId: req.runId,
-      taskId: req.taskId,
-      attempt: req.attempt,
-      repo: req.repo,
-      integrationBranch: req.integrationBranch,
-      branch: req.branch,
-      source: req.commit,
-      base: req.baseCommit,
-      ...(target ? { target } : {}),
-      files,
-      reason,
-      message,
-      conflicts,
-      ...(validationOutput !== undefined ? { validationOutput } : {}),
-      ...(resolverOutput !== undefined ? { resolverOutput } : {}),
-      prompts: { task: req.prompt, related: related.length ? related : req.related },
-      settings: req.settings,
-      round,
-      state: "open",
-      history: [...(previous?.history ?? []), ...(tried ? [tried] : [])],
-      createdAt: previous?.createdAt ?? now,
-      updatedAt: now,
-    };
   }
 
   /** `--merge-into`: bring the target branch up to the integration branch, when that is safe. */
@@ -415,20 +509,37 @@ export class Merger extends Actor {
       });
       outcome = r.kind === "refused" ? { into: req.into, status: "refused", reason: r.reason } : { into: req.into, status: r.kind, commit: r.commit, reason: "" };
     } catch (err) {
-      if (err instanceof AdoError && err.retryable) throw err;
+      if (isTransient(err)) throw err;
       outcome = { into: req.into, status: "error", reason: errorMessage(err) };
     }
+    await this.reportInto(req, outcome);
+  }
+
+  private async reportInto(req: MergeIntoRequest, outcome: MergeIntoOutcome): Promise<void> {
     const { data, headers } = encode(SCHEMAS.SchedulerInput, { type: "merge.into.result", runId: req.runId, ...outcome });
     await this.js.publish(this.ctx.topo.subjects.results(req.runId), data, { headers, msgID: msgIds.mergeIntoResult(req.runId) });
   }
 
-  private integrateOptions(req: MergeRequest): IntegrateOptions {
-    const s = req.settings;
+  private integrateOptions(req: MergeRequest, resolver?: ResolverChoice) {
     return integrateOptionsFor(req, this.scratchDir, {
-      ...(s.resolver ? { resolver: { command: s.resolver.run, timeoutMs: s.resolver.timeoutMs, env: mergeEnv(req), context: resolverContext(req) } } : {}),
+      ...(resolver ? { resolver } : {}),
       signal: this.abort.signal,
       onOutput: (stream, chunk, phase) => this.log.debug({ runId: req.runId, taskId: req.taskId, phase, stream }, chunk.trimEnd()),
     });
+  }
+
+  /** The first-parent count of a commit, from what this merger made or read before, else from git. */
+  private async generation(repo: string, commit: string): Promise<number | undefined> {
+    const known = this.generations.get(`${repo}\0${commit}`);
+    if (known !== undefined) return known;
+    const n = await firstParentCount(repo, commit);
+    if (n !== undefined) this.remember(repo, commit, n);
+    return n;
+  }
+
+  private remember(repo: string, commit: string, generation: number): void {
+    this.generations.set(`${repo}\0${commit}`, generation);
+    if (this.generations.size > GENERATIONS_KEPT) this.generations.delete(this.generations.keys().next().value!);
   }
 
   private async readHitl(id: string): Promise<{ record: HitlRecord; revision: number } | undefined> {
@@ -453,13 +564,58 @@ export class Merger extends Actor {
     await this.js.publish(this.ctx.topo.subjects.event({ type: event.type, runId: event.runId, taskId }), data, { headers, msgID });
   }
 
+  private now(): string {
+    return new Date(this.clock.now()).toISOString();
+  }
+
+  // ------------------------------------------------------------ worktrees
+
+  /**
+   * Queues the removal of a task's worktree, off the merge path: removals run in the
+   * background, a few at a time, and drain() waits for them. One lost in a crash leaves a
+   * worktree whose work is on its branch, which a cleanup pass removes. `merged`: the
+   * task's commit is on the integration branch (its record says `merged`, else `removed`).
+   */
+  private releaseWorktree(req: MergeRequest, merged: boolean): void {
+    this.pendingReleases++;
+    this.releaseQueue.push({ req, merged });
+    this.nextRelease();
+  }
+
+  private nextRelease(): void {
+    while (this.releasing < RELEASES_AT_ONCE && this.releaseQueue.length) {
+      const { req, merged } = this.releaseQueue.shift()!;
+      this.releasing++;
+      void this.timed("worktree-release", () => this.removeWorktree(req, merged))
+        .catch((err) => this.log.warn({ worktree: req.worktree, err: errorMessage(err) }, "worktree not released"))
+        .finally(() => {
+          this.releasing--;
+          this.pendingReleases--;
+          for (const wake of this.releaseWaiters.splice(0)) wake();
+          this.nextRelease();
+        });
+    }
+  }
+
+  /** Resolves once no more than `max` removals wait or run. */
+  private async releaseRoom(max: number): Promise<void> {
+    while (this.pendingReleases > max) await new Promise<void>((resolve) => this.releaseWaiters.push(resolve));
+  }
+
+  /** One manager per repository: it resolves the repository once, not at every removal. */
+  private worktreeManager(repo: string): WorktreeManager {
+    let wt = this.worktreeManagers.get(repo);
+    if (!wt) this.worktreeManagers.set(repo, (wt = new WorktreeManager({ repo, baseDir: this.opts.worktreeDir, logger: this.log })));
+    return wt;
+  }
+
   /**
    * Removes the task's worktree (its branch stays) and records what became of it in the
    * worktree registry: `merged` when the task's commit is on the integration branch,
    * `removed` otherwise (a conflict, work released unmerged), `kept` with the reason
    * when it cannot be removed (uncommitted work appeared in it). Never fatal.
    */
-  private async removeWorktree(req: MergeRequest): Promise<void> {
+  private async removeWorktree(req: MergeRequest, merged: boolean): Promise<void> {
     const path = req.worktree!;
     const registry = new WorktreeRegistry(this.ctx.kv.worktrees, this.log);
     const record = (update: Pick<WorktreeRecord, "state"> & Partial<WorktreeRecord>) => {
@@ -470,10 +626,8 @@ export class Merger extends Actor {
         .catch((err) => this.log.warn({ worktree: path, err: errorMessage(err) }, "worktree registry not updated"));
     };
     try {
-      const removed = await new WorktreeManager({ repo: req.repo, baseDir: this.opts.worktreeDir, logger: this.log }).remove(path);
       // Already gone (cleanup took it, or it lives on another host's disk): nothing to record.
-      if (!removed) return;
-      const merged = await isAncestor(req.repo, req.commit, `refs/heads/${req.integrationBranch}`).catch(() => false);
+      if (!(await this.worktreeManager(req.repo).remove(path))) return;
       await record(merged ? { state: "merged", commit: req.commit } : { state: "removed", commit: req.commit, reason: "not merged; its work stays on its branch" });
     } catch (err) {
       // Never fatal: the branch is merged; a worktree we cannot remove cleanly is kept and reported.
@@ -481,54 +635,6 @@ export class Merger extends Actor {
       await record({ state: "kept", reason: `the merge coordinator could not remove it: ${errorMessage(err)}` });
     }
   }
-}
-
-/** The scheduler's result for a HITL record that is open: needs attention, at its round. */
-function attentionResult(record: HitlRecord): MergeResult {
-  return {
-    type: "merge.result",
-    runId: record.runId,
-    taskId: record.taskId,
-    status: "needs_attention",
-    round: record.round,
-    files: record.files,
-    message: record.message,
-    hitlId: record.id,
-    reason: record.reason,
-  };
-}
-
-/** What a decided round of a HITL record told the scheduler, to tell it again. */
-function fromHistory(record: HitlRecord, entry: HitlRecord["history"][number]): MergeResult {
-  const base = { type: "merge.result" as const, runId: record.runId, taskId: record.taskId, round: entry.round, hitlId: record.id };
-  if (entry.outcome === "merged") return { ...base, status: "merged", integrationCommit: entry.commit, files: [], message: entry.message };
-  if (entry.outcome === "skipped") return { ...base, status: "skipped", files: record.files, message: entry.message };
-  // The round after it is the record's (or a later one, which the scheduler then ignores).
-  return attentionResult(record);
-}
-
-/** A first merge request seen again after its escalation: what the record says now. */
-function replayed(record: HitlRecord): MergeResult {
-  const last = record.history[record.history.length - 1];
-  if (record.state === "resolved" && last) return fromHistory(record, last);
-  return attentionResult(record);
-}
-
-/** What a resolver agent is told besides the conflicts: the prompts behind both sides. */
-function resolverContext(req: MergeRequest, record?: HitlRecord): unknown {
-  return {
-    runId: req.runId,
-    task: { id: req.taskId, branch: req.branch, prompt: req.prompt },
-    // Already-merged tasks that changed the same files: the other side of the conflict.
-    merged: record?.prompts.related ?? req.related,
-  };
-}
-
-/** A line for the HITL history. */
-function summary(outcome: Extract<IntegrateOutcome, { kind: "conflict" | "validation_failed" }>): string {
-  return outcome.kind === "conflict"
-    ? `still conflicted: ${outcome.reason}`
-    : `validation failed (${outcome.exitCode === null ? "killed" : `exit ${outcome.exitCode}`})`;
 }
 
 /** The files the task itself changed (since it forked from the integration branch). */
@@ -539,25 +645,4 @@ async function changedFiles(req: MergeRequest): Promise<string[]> {
   } catch {
     return [];
   }
-}
-
-/**
- * Conflict sides as a HITL record keeps them: each side cut to SIDE_LIMIT, and past
- * CONFLICTS_LIMIT in all, later files keep only their path and kind (the branches
- * hold everything; a KV value must stay under the server's max_payload).
- */
-function capConflicts(conflicts: readonly { path: string; kind: string; base?: string; ours?: string; theirs?: string }[]): HitlConflict[] {
-  let budget = CONFLICTS_LIMIT;
-  return conflicts.map((c) => {
-    const out: HitlConflict = { path: c.path, kind: c.kind, truncated: false };
-    for (const side of ["base", "ours", "theirs"] as const) {
-      const text = c[side];
-      if (text === undefined) continue;
-      const kept = Math.min(text.length, SIDE_LIMIT, budget);
-      if (kept < text.length) out.truncated = true;
-      if (kept > 0) out[side] = text.slice(0, kept);
-      budget -= kept;
-    }
-    return out;
-  });
 }

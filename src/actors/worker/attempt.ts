@@ -8,6 +8,7 @@ import { AdoError, errorMessage } from "../../runtime/errors.js";
 import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
 import type { Logger } from "../../runtime/logger.js";
+import { withPrompt } from "../../runtime/commit-message.js";
 import type { TaskFailure, TaskResult, TaskWork } from "../../runtime/messages.js";
 import {
   AgentEnv,
@@ -358,16 +359,7 @@ function crashAt(step: CrashPoint): void {
   if (process.env[TEST_CRASH_ENV] === step) process.kill(process.pid, "SIGKILL");
 }
 
-/** Bytes of the prompt a commit message carries (git takes it as one argument: 128 KiB at most on Linux). */
-const PROMPT_IN_MESSAGE_BYTES = 8 * 1024;
-
 /** The message of a succeeded attempt's commit: the task, the run, and its prompt (cut when long). */
 export function commitMessage(work: Pick<TaskWork, "taskId" | "runId" | "task">): string {
-  const prompt = work.task.prompt;
-  const bytes = Buffer.from(prompt);
-  const shown =
-    bytes.length <= PROMPT_IN_MESSAGE_BYTES
-      ? prompt
-      : `${bytes.subarray(0, PROMPT_IN_MESSAGE_BYTES).toString("utf8").replace(/\uFFFD$/, "")}\n\n[prompt cut at ${PROMPT_IN_MESSAGE_BYTES / 1024} KiB of ${Math.ceil(bytes.length / 1024)} KiB]`;
-  return `ado: ${work.taskId} (run ${work.runId})\n\n${shown}`.trim();
+  return withPrompt(`ado: ${work.taskId} (run ${work.runId})`, work.task.prompt);
 }
