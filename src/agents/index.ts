@@ -36,4 +36,5 @@ export { ACCESS_MODES, type AccessMode } from "./credentials.js";
 export { toWireEvent, type AgentEvent, type AgentEventOf, type AgentEventType } from "./events.js";
 export { costOf, DEFAULT_PRICES, priceOf, PriceTableSchema, type ModelPrice, type PriceTable, type TokenCounts } from "./prices.js";
 export { checkLogin, forgetProbes, probeAgent, probeAgents, PROBE_TIMEOUT_MS, type AgentProbe, type LoginCheck } from "./probe.js";
+export { diagnoseAgents, hostAgents, type AgentDiagnosis, type HostAgents } from "./host.js";
 export { claudeSessionLayout, codexSessionLayout, packSession, unpackSession, type SessionLayout } from "./sessions.js";

@@ -82,6 +82,21 @@ export const TaskWork = z.object({
   submittedAt: isoTime,
   /** Set by the balancer. */
   workerId: id.optional(),
+  /**
+   * An earlier attempt of the task left a checkpoint (`baseCommit` is it) and its agent's
+   * session: an agent CLI that can resume goes on in that session (its files restored
+   * from the checkpoint's copy when this is another host); one that cannot starts a new
+   * session told where the work stands.
+   */
+  resume: z
+    .object({
+      /** The attempt whose work and session these are. */
+      fromAttempt: z.number().int().min(1),
+      sessionId: z.string().min(1).optional(),
+      /** The checkpoint commit (also `baseCommit`). */
+      commit: sha.optional(),
+    })
+    .optional(),
 });
 export type TaskWork = z.infer<typeof TaskWork>;
 
@@ -138,6 +153,11 @@ export const TaskResult = z.object({
   status: z.enum(["succeeded", "failed"]),
   failure: TaskFailure.optional(),
   branch: z.string().optional(),
+  /**
+   * A succeeded attempt's commit. On a failed attempt, its checkpoint: the work so far,
+   * committed (on the branch, or under the attempt's checkpoint ref by a periodic
+   * checkpoint), which the next attempt starts from.
+   */
   commit: sha.optional(),
   /** Paths changed by the task's commit (empty when it changed nothing). */
   files: z.array(z.string()).default([]),
@@ -146,10 +166,12 @@ export const TaskResult = z.object({
   finishedAt: isoTime,
   /** Last lines of output, shown when the task failed. */
   outputTail: z.string().default(""),
-  /** One line on what the task did (its last line of output), passed to dependents. */
+  /** One line on what the task did (an agent CLI's final text, else its last line of output), passed to dependents. */
   summary: z.string().default(""),
   /** What the attempt cost in USD, when the agent reports it. */
   costUsd: z.number().min(0).default(0),
+  /** The agent CLI's session the attempt ran in (to resume it: the next attempt, or a person with the CLI). */
+  sessionId: z.string().min(1).optional(),
 });
 export type TaskResult = z.infer<typeof TaskResult>;
 
@@ -379,6 +401,10 @@ export const AdoEvent = z.discriminatedUnion("type", [
     workerId: id,
     branch: z.string().optional(),
     worktree: z.string().optional(),
+    /** The task's agent (`claude`, `shell`, ...). */
+    agent: z.string().optional(),
+    /** An agent CLI resuming an earlier attempt's session. */
+    resumed: z.string().optional(),
   }),
   z.object({
     type: z.literal("task.output"),
@@ -483,8 +509,13 @@ export const AdoEvent = z.discriminatedUnion("type", [
   /** A worker paused or resumed the task's processes. */
   z.object({ type: z.literal("task.paused"), ...taskEventBase, workerId: id }),
   z.object({ type: z.literal("task.resumed"), ...taskEventBase, workerId: id }),
-  /** A worker saved the task's work in progress (shutdown, interruption). */
-  z.object({ type: z.literal("task.checkpoint"), ...taskEventBase, workerId: id, commit: sha, reason: z.string() }),
+  /**
+   * A worker saved the task's work in progress: on the task branch when the attempt was
+   * interrupted (shutdown, timeout, rate limit), or under the attempt's checkpoint ref
+   * while its agent works (`reason` `periodic`). `sessionId`: the agent's session, stored
+   * with it, which the next attempt resumes.
+   */
+  z.object({ type: z.literal("task.checkpoint"), ...taskEventBase, workerId: id, commit: sha, reason: z.string(), sessionId: z.string().optional(), ref: z.string().optional() }),
   /**
    * The stealer found this attempt on a worker that died: `interrupted` (it was running;
    * the stealer reported it so and the scheduler runs the next attempt) or `requeued`
@@ -537,6 +568,8 @@ export const WorkerRecord = z.object({
   /** Work waiting in the worker's own queue, as last seen by the worker. */
   pending: z.number().int().min(0),
   agents: z.array(z.string()),
+  /** Versions of the agent CLIs it offers, as `<bin> --version` printed them at its start. */
+  agentVersions: z.record(z.string(), z.string()).optional(),
   labels: z.array(z.string()).default([]),
   /** What the worker can do beyond running agents (e.g. `docker`, `gpu`, `node20`). */
   capabilities: z.array(z.string()).default([]),
@@ -639,6 +672,10 @@ export const TaskRecord = z.object({
   interruptions: z.number().int().min(0).optional(),
   /** Attempts lost before their agent started (they cost the task nothing). */
   lostUnstarted: z.number().int().min(0).optional(),
+  /** Attempts that hit an agent's rate or usage limit (run again after the reset, without using the retry budget). */
+  rateLimited: z.number().int().min(0).optional(),
+  /** The agent CLI's session of the last attempt. */
+  sessionId: z.string().min(1).optional(),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
 

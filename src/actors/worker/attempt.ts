@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JsMsg } from "@nats-io/jetstream";
 import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
-import { type Agent, type OutputStream, type StopReason, Suspender, taskDir } from "../../agents/index.js";
+import { type Agent, type AgentEvent, type OutputStream, type StopReason, Suspender, taskDir, toWireEvent } from "../../agents/index.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
@@ -16,6 +16,7 @@ import {
   attemptRef,
   CrashPoint,
   INPUTS_FILE,
+  msgIds,
   CHECKPOINT_TRAILER,
   PROMPT_ENV_MAX_BYTES,
   PROMPT_FILE,
@@ -44,8 +45,8 @@ export interface AttemptContext {
   readonly agents: ReadonlyMap<string, Agent>;
   /** Claims the attempt in KV `claims` (create only): true when it is this worker's. */
   claim(key: string): Promise<boolean>;
-  /** Publishes an event (stored before the call resolves). */
-  emit(event: AttemptEvent): Promise<unknown>;
+  /** Publishes an event (stored before the call resolves); `msgID` for events that recur within an attempt. */
+  emit(event: AttemptEvent, msgID?: string): Promise<unknown>;
   /** Publishes the attempt's result to the scheduler, retrying while the server is unreachable. */
   publishResult(key: string, result: TaskResult): Promise<void>;
   /** Results this worker already produced, so a redelivery re-sends instead of re-running. */
@@ -82,6 +83,11 @@ export class Attempt {
   private readonly abort = new AbortController();
   /** Pauses and resumes the agent's process group. */
   readonly suspender = new Suspender();
+  /** An agent CLI's final text (the task's summary) and its session, once the agent has ended. */
+  private agentSummary?: string;
+  private sessionId?: string;
+  /** Agent events being stored: all of them are, before the result that ends the attempt. */
+  private readonly agentEvents = new Set<Promise<unknown>>();
 
   constructor(
     private readonly ctx: AttemptContext,
@@ -131,9 +137,18 @@ export class Attempt {
     }
     output.flush();
     await output.settled(); // output events are stored before the result that ends the task
+    await Promise.all(this.agentEvents);
     const tail = output.tail();
-    const summary = tail.trimEnd().split("\n").pop()?.slice(0, 500) ?? "";
-    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: tail, summary, costUsd: 0 };
+    const summary = (this.agentSummary?.trim() || tail.trimEnd().split("\n").pop())?.slice(0, 500) ?? "";
+    const full: TaskResult = {
+      ...result,
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      outputTail: tail,
+      summary,
+      costUsd: 0,
+      ...(this.sessionId ? { sessionId: this.sessionId } : {}),
+    };
     ctx.results.remember(key, full);
     await ctx.publishResult(key, full);
     msg.ack();
@@ -200,7 +215,7 @@ export class Attempt {
     // runs all the same, and a loss would be counted as one after the start.
     const started = { type: "task.started" as const, runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: startedAt, workerId: ctx.workerId };
     await ctx
-      .emit({ ...started, branch: cwd ? work.branch : undefined, worktree: cwd })
+      .emit({ ...started, branch: cwd ? work.branch : undefined, worktree: cwd, agent: agent.name })
       .catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
     const outcome = await agent
       .run({
@@ -224,8 +239,14 @@ export class Attempt {
         signal: this.abort.signal,
         suspender: this.suspender,
         onOutput,
+        onEvent: (e, seq) => this.publishAgentEvent(e, seq),
+        onSession: (id) => {
+          this.sessionId = id;
+        },
       })
       .finally(() => (cwd ? undefined : rm(adoDir, { recursive: true, force: true })));
+    this.agentSummary = outcome.summary;
+    this.sessionId = outcome.sessionId ?? this.sessionId;
     if (!wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
     const base = work.baseCommit!;
@@ -342,6 +363,20 @@ export class Attempt {
       this.ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "could not archive a failed attempt; its worktree is kept");
       return { state: "kept", reason: `attempt ${work.attempt} failed and its work could not be archived: ${errorMessage(err)}` };
     }
+  }
+
+  /**
+   * Publishes one of the agent's events (its own msg id: events recur within an attempt).
+   * Events are for people: one not stored is logged, and the attempt goes on.
+   */
+  private publishAgentEvent(e: AgentEvent, seq: number): void {
+    const w = this.work;
+    const event = toWireEvent(e, { runId: w.runId, taskId: w.taskId, attempt: w.attempt, at: new Date().toISOString(), seq });
+    const p = this.ctx
+      .emit(event, msgIds.agentEvent(w, seq))
+      .catch((err) => this.ctx.log.debug({ task: w.taskId, seq, err: errorMessage(err) }, "agent event not stored"))
+      .finally(() => this.agentEvents.delete(p));
+    this.agentEvents.add(p);
   }
 
   private succeeded() {

@@ -28,6 +28,8 @@ export interface WorkerOptions {
   /** Include list, dependency dirs and cleanup policy of task worktrees (config `worktrees`). */
   worktrees?: WorktreesConfig;
   agents?: Map<string, Agent>;
+  /** Versions of the agent CLIs among `agents`, as probed at start (advertised in the registry record). */
+  agentVersions?: Record<string, string>;
   /** Placement labels (e.g. `local`, `process`, `remote`, `gpu`); tasks select workers by them. */
   labels?: string[];
   capabilities?: string[];
@@ -84,6 +86,7 @@ export class Worker extends Actor {
       fixed: {
         slots: opts.slots,
         agents: [...this.agents.keys()],
+        ...(opts.agentVersions && Object.keys(opts.agentVersions).length ? { agentVersions: opts.agentVersions } : {}),
         labels: opts.labels ?? [],
         capabilities: opts.capabilities ?? [],
         accessMode: opts.accessMode ?? "local",
@@ -96,7 +99,7 @@ export class Worker extends Actor {
       log: this.log,
       agents: this.agents,
       claim: (key) => this.claim(key),
-      emit: (event) => publishEvent(this.js, this.ctx.topo, event),
+      emit: (event, msgID) => publishEvent(this.js, this.ctx.topo, event, msgID),
       publishResult: (key, result) => this.publishResult(key, result),
       results: new ResultCache(),
       access: new RepoAccess(opts.gitAccess ?? "auto", opts.cloneDir, ctx.logger),
