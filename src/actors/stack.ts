@@ -97,7 +97,7 @@ export class Stack {
         const workerId = newWorkerId(hostname());
         const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
         workers.push(
-          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, ...config.worker }).start(),
+          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, ...config.worker }).start(),
         );
       }
       return stack;

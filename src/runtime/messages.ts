@@ -679,6 +679,34 @@ export const TaskRecord = z.object({
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
 
+/**
+ * A task's latest checkpoint (KV `sessions`, key `<run>.<task>`): the commit of its work
+ * so far, the ref holding it, and the agent's session, with the object of the `sessions`
+ * object store holding a copy of the session's files when the CLI's are portable.
+ * Written by the worker running the attempt (only over a record of the same or an
+ * earlier attempt); read by the stealer (a lost attempt resumes from it) and by the
+ * worker of the next attempt (which restores the session's files from the object).
+ */
+export const CheckpointRecord = z.object({
+  runId: id,
+  taskId: id,
+  attempt: z.number().int().min(1),
+  /** The checkpoint's number within the attempt (periodic ones from 1; the interruption's is the last). */
+  n: z.number().int().min(0),
+  workerId: id,
+  agent: z.string(),
+  /** Where the session's files are: `<hostname>:<home>` of the worker that ran it. */
+  sessionHost: z.string(),
+  at: isoTime,
+  /** The checkpoint commit, and the ref holding it (the attempt's checkpoint ref, or the task branch). */
+  commit: sha,
+  ref: z.string(),
+  sessionId: z.string().min(1).optional(),
+  /** The packed session files: an object of the `sessions` object store. */
+  session: z.object({ object: z.string().min(1), bytes: z.number().int().min(0) }).optional(),
+});
+export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
+
 /** One conflicted path as a person sees it in `ado hitl show`; sides cut to a size limit. */
 export const HitlConflict = z.object({
   path: z.string(),
@@ -787,5 +815,6 @@ export const SCHEMAS = {
   RunBacklog: { name: "run.backlog", version: 1, schema: RunBacklog },
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   WorktreeRecord: WORKTREE_RECORD,
+  CheckpointRecord: { name: "checkpoint.record", version: 1, schema: CheckpointRecord },
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
 } as const;

@@ -32,8 +32,8 @@ export const attemptKey = (a: AttemptRef): string => `${a.runId}.${a.taskId}.${a
 /** A control key: the run id for the whole run, `<run>.<task>` for one task. */
 export const controlKey = (runId: string, taskId?: string): string => (taskId ? taskKey(runId, taskId) : runId);
 
-/** A chunk of a stored session in the `sessions` bucket: `<run>.<task>.<nonce>.<n>` (the checkpoint record itself is the task key). */
-export const sessionChunkKey = (runId: string, taskId: string, nonce: string, n: number): string => `${runId}.${taskId}.${nonce}.${n}`;
+/** A stored agent session in the `sessions` object store: `<run>.<task>.<attempt>.<n>`, the files of checkpoint n of that attempt. */
+export const sessionObject = (a: AttemptRef, n: number): string => `${attemptKey(a)}.${n}`;
 
 // ---- branches and refs --------------------------------------------------------------
 

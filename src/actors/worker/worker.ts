@@ -15,6 +15,10 @@ import { requeueWork } from "../../runtime/requeue.js";
 import { sleep } from "../../runtime/clock.js";
 import { Backoff, retry } from "../../runtime/retry.js";
 import { Attempt, type AttemptContext, ResultCache } from "./attempt.js";
+import { CheckpointStore } from "../../runtime/checkpoints.js";
+
+/** How often an agent CLI's work is checkpointed when the worker is given no interval. */
+const DEFAULT_CHECKPOINT_INTERVAL_MS = 10 * 60_000;
 import { WorkerPresence } from "./presence.js";
 import { TaskWorktrees } from "./task-worktrees.js";
 
@@ -37,6 +41,8 @@ export interface WorkerOptions {
   costPerTask?: number;
   /** How long the server waits for an ack before redelivering; in-progress acks keep it alive. */
   ackWaitMs?: number;
+  /** How often an agent CLI's work is checkpointed while it runs (config checkpointInterval); 0: only at an interruption. Default 10 min. */
+  checkpointIntervalMs?: number;
   /** How this host reaches runs' repositories (config `git`): shared disk, clones of a remote, or auto. */
   gitAccess?: GitAccess;
   /** Where clones of runs' remotes go; default defaultCloneDir(). */
@@ -104,6 +110,8 @@ export class Worker extends Actor {
       results: new ResultCache(),
       access: new RepoAccess(opts.gitAccess ?? "auto", opts.cloneDir, ctx.logger),
       worktrees: this.worktrees,
+      checkpoints: new CheckpointStore(ctx.nc, ctx.kv.sessions, ctx.topo, this.log),
+      checkpointIntervalMs: opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS,
     };
   }
 
