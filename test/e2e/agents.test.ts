@@ -5,7 +5,7 @@
  * stream becomes `agent.*` events, workers advertise the CLIs they found (with versions),
  * and the balancer sends a task only to a worker that has its agent.
  */
-import { mkdir, mkdtemp, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -21,6 +21,7 @@ import { SCHEMAS, type AdoEvent, type WorkerRecord } from "../../src/runtime/mes
 import { taskKey } from "../../src/runtime/names.js";
 import { openBuckets } from "../../src/runtime/topology.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
+import { runAdo } from "../helpers/cli.js";
 import { startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 
 const FAKES = resolve(dirname(fileURLToPath(import.meta.url)), "../fixtures/fake-agents/bin");
@@ -169,4 +170,31 @@ describe("agents on workers - the balancer sends a task only to a worker that ha
       await repo.cleanup();
     }
   }, 120_000);
+});
+
+describe("agents on workers - ado doctor lists what this host can run and why not", () => {
+  it("a CLI on PATH is listed with its version and login state; a missing one with how to install it; --json says the same", async () => {
+    // A PATH with only Claude Code's fake, and a home where it is logged in.
+    const bin = join(scratch, "doctor-bin");
+    const home = join(scratch, "doctor-home");
+    await mkdir(bin, { recursive: true });
+    await mkdir(join(home, ".claude"), { recursive: true });
+    await symlink(join(FAKES, "claude"), join(bin, "claude"));
+    await writeFile(join(home, ".claude", ".credentials.json"), "{}");
+    const env = { PATH: `${bin}:${dirname(process.execPath)}:/usr/bin:/bin`, HOME: home, ANTHROPIC_API_KEY: "", CLAUDE_CODE_OAUTH_TOKEN: "" };
+    const json = await runAdo(["doctor", "--json"], { env, cwd: scratch });
+    expect(json.code, json.stderr).toBe(0);
+    const report = JSON.parse(json.stdout) as { builtin: string[]; agents: Array<{ name: string; available: boolean; version?: string; reason?: string; login?: { state: string } }> };
+    expect(report.builtin).toEqual(["shell", "noop"]);
+    const claude = report.agents.find((a) => a.name === "claude")!;
+    expect(claude).toMatchObject({ available: true, version: "2.1.119 (Claude Code)", login: { state: "ok" } });
+    const codex = report.agents.find((a) => a.name === "codex")!;
+    expect(codex.available).toBe(false);
+    expect(codex.reason).toMatch(/'codex' is not on PATH: install Codex .*or set agents\.codex\.bin/);
+
+    const text = await runAdo(["doctor"], { env, cwd: scratch });
+    expect(text.code, text.stderr).toBe(0);
+    expect(text.stdout).toMatch(/claude\s+available\s+2\.1\.119 \(Claude Code\)/);
+    expect(text.stdout).toMatch(/codex\s+missing\s+'codex' is not on PATH/);
+  }, 60_000);
 });
