@@ -8,12 +8,15 @@
  * attempt, starts from the checkpoint commit, restores the transcript and resumes the
  * same session with --resume, going on from the steps the checkpoint held.
  */
-import { mkdir, mkdtemp, readFile, realpath, rm } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, realpath, rm, stat } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
+import { parseConfig } from "../../src/runtime/config.js";
+import { silentLogger } from "../../src/runtime/logger.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import type { RunId } from "../../src/runtime/ids.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
@@ -21,6 +24,7 @@ import { AdoCluster, awaitAgentsGone } from "../helpers/cluster.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
+const exists = (p: string) => stat(p).then(() => true, () => false);
 const FAKES = resolve(dirname(fileURLToPath(import.meta.url)), "../fixtures/fake-agents/bin");
 
 let ts: TestServer;
@@ -144,4 +148,55 @@ describe("resume - a worker SIGKILLed mid-task: another worker process resumes t
       await repo.cleanup();
     }
   }, 180_000);
+});
+
+describe("resume - a worker drained mid-task (a second Ctrl-C): the next attempt resumes the session from the interruption's checkpoint", () => {
+  it("the interruption's checkpoint on the task branch is stored with the session; another worker (other home) resumes it with --resume and finishes", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const homeA = join(scratch, "drain-home-a");
+    const homeB = join(scratch, "drain-home-b");
+    await Promise.all([mkdir(homeA, { recursive: true }), mkdir(homeB, { recursive: true })]);
+    const fake = (home: string) => ({ bin: join(FAKES, "claude"), env: { HOME: home, FAKE_AGENT_TOOLS: "8", FAKE_AGENT_DELAY_MS: "500" } });
+    // No periodic checkpoints: only the interruption's.
+    const base = { prefix: topo.prefix, server: ts.url, heartbeatMs: 200, checkpointInterval: "off" as const };
+    const a = await Stack.start({ config: parseConfig({ ...base, workers: 1, worktreeDir: join(scratch, "drain-wt-a"), agents: { claude: fake(homeA) } }), logger: silentLogger });
+    let b: Stack | undefined;
+    const nc = await ts.connect("resume-drain");
+    const client = new AdoClient(nc, topo);
+    try {
+      const { runId } = await client.submit({ graph: parseGraph("tasks:\n  - { id: job, agent: claude, prompt: 'Write eight files' }\n"), repo: repo.dir });
+      const run = follow(client, runId, 120_000);
+      // Interrupted once the agent has written fake-claude-3.txt in its worktree (of eight).
+      await eventually(() => exists(join(scratch, "drain-wt-a", runId, "job", "fake-claude-3.txt")), 60_000, "fake-claude-3.txt written");
+      await a.interruptWorkers();
+      const cp = await eventually(() => ofType(run.events, "task.checkpoint").find((e) => e.attempt === 1), 30_000, "the interruption's checkpoint");
+      expect(cp.reason).toBe("worker shutting down");
+      expect(cp.ref).toBe(`refs/heads/ado/${runId}/job`);
+      expect(cp.sessionId).toBeDefined();
+
+      b = await Stack.start({ config: parseConfig({ ...base, workers: 1, worktreeDir: join(scratch, "drain-wt-b"), agents: { claude: fake(homeB) } }), logger: silentLogger, actors: [] });
+      const outcome = await run.outcome;
+      expect(outcome.status, outcome.error).toBe("succeeded");
+      const started = ofType(run.events, "task.started");
+      expect(started.map((e) => e.attempt)).toEqual([1, 2]);
+      expect(started[1]!.workerId).toBe(b.workers[0]!.id);
+      expect(started[1]!.resumed).toBe(cp.sessionId);
+      expect(ofType(run.events, "task.queued").find((e) => e.attempt === 2)?.baseCommit).toBe(cp.commit);
+      // Host B's transcript: restored, then continued; each step once.
+      const worktree = started[1]!.worktree!;
+      const transcript = (await readFile(join(homeB, ".claude", "projects", worktree.replace(/[^A-Za-z0-9]/g, "-"), `${cp.sessionId}.jsonl`), "utf8").catch(() => ""))
+        .split("\n")
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { type: string; n?: number });
+      expect(transcript.filter((e) => e.type === "step").map((e) => e.n)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
+      const tree = gitOut(repo.dir, "ls-tree", "-r", "--name-only", outcome.integrationBranch!).split("\n").sort();
+      expect(tree).toEqual(["README.md", ...[2, 3, 4, 5, 6, 7, 8].map((n) => `fake-claude-${n}.txt`)].sort());
+    } finally {
+      await nc.drain().catch(() => undefined);
+      await b?.close();
+      await a.close();
+      await repo.cleanup();
+    }
+  }, 150_000);
 });

@@ -149,6 +149,9 @@ export class Worker extends Actor {
       for (const r of this.active.values()) r.attempt.stop("interrupted" satisfies StopReason);
     };
     force.addEventListener("abort", interruptAll, { once: true });
+    // Hurried before the record above was written (stopWorkers then interruptWorkers at
+    // once): the abort has happened already, and a listener added now would never run.
+    if (force.aborted) interruptAll();
     await Promise.all([...this.active.values()].map((r) => r.done));
     await this.pulling;
     await this.handBackQueued();
