@@ -69,9 +69,10 @@ describe("resume - a worker SIGKILLed mid-task: another worker process resumes t
       ADO_HEARTBEAT_MS: "200",
       ADO_CHECKPOINT_INTERVAL: "250ms",
       PATH: `${FAKES}:${process.env.PATH}`,
-      // Eight tool calls (files 2..8), slowly: the worker is killed half-way.
+      // Eight tool calls (files 2..8); attempt 1 stops after the fourth, until its worker is killed.
       FAKE_AGENT_TOOLS: "8",
-      FAKE_AGENT_DELAY_MS: "400",
+      FAKE_AGENT_DELAY_MS: "100",
+      FAKE_AGENT_HOLD_AFTER: "4",
       FAKE_AGENT_RECORD: recordFile,
       FAKE_AGENT_RECORD_APPEND: "1",
     };
@@ -90,9 +91,9 @@ describe("resume - a worker SIGKILLed mid-task: another worker process resumes t
       // A periodic checkpoint of attempt 1 that holds at least three steps' files.
       const treeOf = (commit: string) => gitOut(repo.dir, "ls-tree", "-r", "--name-only", commit).split("\n");
       const checkpoint = await eventually(
-        () => ofType(run.events, "task.checkpoint").find((e) => e.attempt === 1 && e.reason === "periodic" && e.sessionId && treeOf(e.commit).includes("fake-claude-3.txt")),
+        () => ofType(run.events, "task.checkpoint").find((e) => e.attempt === 1 && e.reason === "periodic" && e.sessionId && treeOf(e.commit).includes("fake-claude-4.txt")),
         60_000,
-        "a periodic checkpoint of attempt 1 holding fake-claude-3.txt",
+        "a periodic checkpoint of attempt 1 holding fake-claude-4.txt",
       );
       const session = checkpoint.sessionId!;
       // The checkpoint ref holds it, and the agent's own branch and index were left alone.
@@ -137,7 +138,7 @@ describe("resume - a worker SIGKILLed mid-task: another worker process resumes t
       expect(steps).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);
       expect(transcript.filter((e) => e.type === "user")).toHaveLength(2);
       expect(transcript.filter((e) => e.type === "user")[1]!.prompt).toContain("Write the eight files");
-      expect(heldSteps).toBeGreaterThanOrEqual(3);
+      expect(heldSteps).toBe(4);
 
       // Every file is merged: those of the checkpoint and those attempt 2 wrote.
       const tree = gitOut(repo.dir, "ls-tree", "-r", "--name-only", outcome.integrationBranch!).split("\n").sort();
@@ -157,7 +158,7 @@ describe("resume - a worker drained mid-task (a second Ctrl-C): the next attempt
     const homeA = join(scratch, "drain-home-a");
     const homeB = join(scratch, "drain-home-b");
     await Promise.all([mkdir(homeA, { recursive: true }), mkdir(homeB, { recursive: true })]);
-    const fake = (home: string) => ({ bin: join(FAKES, "claude"), env: { HOME: home, FAKE_AGENT_TOOLS: "8", FAKE_AGENT_DELAY_MS: "500" } });
+    const fake = (home: string) => ({ bin: join(FAKES, "claude"), env: { HOME: home, FAKE_AGENT_TOOLS: "8", FAKE_AGENT_DELAY_MS: "100", FAKE_AGENT_HOLD_AFTER: "3" } });
     // No periodic checkpoints: only the interruption's.
     const base = { prefix: topo.prefix, server: ts.url, heartbeatMs: 200, checkpointInterval: "off" as const };
     const a = await Stack.start({ config: parseConfig({ ...base, workers: 1, worktreeDir: join(scratch, "drain-wt-a"), agents: { claude: fake(homeA) } }), logger: silentLogger });
@@ -167,7 +168,7 @@ describe("resume - a worker drained mid-task (a second Ctrl-C): the next attempt
     try {
       const { runId } = await client.submit({ graph: parseGraph("tasks:\n  - { id: job, agent: claude, prompt: 'Write eight files' }\n"), repo: repo.dir });
       const run = follow(client, runId, 120_000);
-      // Interrupted once the agent has written fake-claude-3.txt in its worktree (of eight).
+      // Interrupted once the agent has written fake-claude-3.txt in its worktree (of eight): it waits there.
       await eventually(() => exists(join(scratch, "drain-wt-a", runId, "job", "fake-claude-3.txt")), 60_000, "fake-claude-3.txt written");
       await a.interruptWorkers();
       const cp = await eventually(() => ofType(run.events, "task.checkpoint").find((e) => e.attempt === 1), 30_000, "the interruption's checkpoint");
