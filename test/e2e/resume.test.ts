@@ -201,3 +201,45 @@ describe("resume - a worker drained mid-task (a second Ctrl-C): the next attempt
     }
   }, 150_000);
 });
+
+describe("resume - a CLI without sessions (aider) interrupted mid-task: the next attempt starts a new run told where the work stands", () => {
+  it("attempt 2 starts from the interruption's checkpoint commit and its message says the earlier attempt's work is in the worktree", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const recordFile = join(scratch, "aider-runs.jsonl");
+    const aider = { bin: join(FAKES, "aider"), env: { OPENAI_API_KEY: "sk-test", FAKE_AGENT_TOOLS: "5", FAKE_AGENT_DELAY_MS: "50", FAKE_AGENT_HOLD_AFTER: "3", FAKE_AGENT_RECORD: recordFile, FAKE_AGENT_RECORD_APPEND: "1" } };
+    const base = { prefix: topo.prefix, server: ts.url, heartbeatMs: 200, agents: { aider } };
+    const a = await Stack.start({ config: parseConfig({ ...base, workers: 1, worktreeDir: join(scratch, "aider-wt-a") }), logger: silentLogger });
+    let b: Stack | undefined;
+    const nc = await ts.connect("resume-aider");
+    const client = new AdoClient(nc, topo);
+    try {
+      const { runId } = await client.submit({ graph: parseGraph("tasks:\n  - { id: edit, agent: aider, prompt: 'Edit four files' }\n"), repo: repo.dir });
+      const run = follow(client, runId, 120_000);
+      await eventually(() => exists(join(scratch, "aider-wt-a", runId, "edit", "fake-aider-3.txt")), 60_000, "fake-aider-3.txt written");
+      await a.interruptWorkers();
+      const cp = await eventually(() => ofType(run.events, "task.checkpoint").find((e) => e.attempt === 1), 30_000, "the interruption's checkpoint");
+      expect(cp.sessionId).toBeUndefined();
+      b = await Stack.start({ config: parseConfig({ ...base, workers: 1, worktreeDir: join(scratch, "aider-wt-b") }), logger: silentLogger, actors: [] });
+      const outcome = await run.outcome;
+      expect(outcome.status, outcome.error).toBe("succeeded");
+      const started = ofType(run.events, "task.started");
+      expect(started.map((e) => e.attempt)).toEqual([1, 2]);
+      expect(started[1]!.resumed).toBeUndefined();
+      expect(ofType(run.events, "task.queued").find((e) => e.attempt === 2)?.baseCommit).toBe(cp.commit);
+      const runs = (await readFile(recordFile, "utf8")).split("\n").filter(Boolean).map((l) => JSON.parse(l) as { argv: string[] });
+      expect(runs).toHaveLength(2);
+      const message = (r: { argv: string[] }) => r.argv.find((x) => x.startsWith("--message="))!;
+      expect(message(runs[0]!)).toBe("--message=Edit four files");
+      expect(message(runs[1]!)).toContain(`An earlier attempt at this task (attempt 1) was interrupted. Its work so far is already in this worktree (checkpoint commit ${cp.commit.slice(0, 12)})`);
+      expect(message(runs[1]!).endsWith("Edit four files")).toBe(true);
+      const tree = gitOut(repo.dir, "ls-tree", "-r", "--name-only", outcome.integrationBranch!).split("\n").filter((f) => f.startsWith("fake-aider-")).sort();
+      expect(tree).toEqual(["fake-aider-2.txt", "fake-aider-3.txt", "fake-aider-4.txt", "fake-aider-5.txt"]);
+    } finally {
+      await nc.drain().catch(() => undefined);
+      await b?.close();
+      await a.close();
+      await repo.cleanup();
+    }
+  }, 150_000);
+});

@@ -241,7 +241,7 @@ export class Attempt {
     // An agent CLI with sessions, in a worktree: its work is checkpointed while it runs
     // (and at an interruption), and an earlier attempt's session is resumed.
     const place = agent.sessions && agentCwd ? { cwd: agentCwd, env: agent.sessions.placeEnv(env) } : undefined;
-    const resumed = place ? await this.prepareResume(agent, place) : { prompt: work.task.prompt };
+    const resumed = await this.prepareResume(agent, place);
     const checkpointer =
       place && wt && cwd
         ? new Checkpointer({ workerId: ctx.workerId, log: ctx.log, store: ctx.checkpoints, emit: ctx.emit, work, agent, wt, cwd, place, target: target!, taskStart })
@@ -397,15 +397,16 @@ export class Attempt {
    * How the agent goes on from an earlier attempt's checkpoint (`work.resume`): in the same
    * session when its CLI resumes sessions and the session is here (restored from the
    * checkpoint's copy: the files a checkpoint stored match its commit, which is this
-   * attempt's base), else in a new session told where the work stands.
+   * attempt's base), else in a new session told where the work stands (an agent without
+   * sessions, aider, too; the shell agent runs its command and ignores the prompt).
    */
-  private async prepareResume(agent: Agent, place: SessionPlace): Promise<{ resume?: string; prompt: string }> {
+  private async prepareResume(agent: Agent, place: SessionPlace | undefined): Promise<{ resume?: string; prompt: string }> {
     const { ctx, work } = this;
     const r = work.resume;
     const prompt = work.task.prompt;
     if (!r) return { prompt };
-    const sessions = agent.sessions!;
-    if (sessions.resumable && r.sessionId) {
+    const sessions = agent.sessions;
+    if (sessions && place && sessions.resumable && r.sessionId) {
       const record = await ctx.checkpoints.get(work.runId, work.taskId).catch((err) => {
         ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "checkpoint record not read");
         return undefined;
