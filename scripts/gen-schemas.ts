@@ -240,6 +240,20 @@ function wireDocs(): Record<string, WireDoc> {
         },
       ],
     },
+    "checkpoint.record": {
+      form: "output",
+      summary:
+        "A task's latest checkpoint while its agent CLI works (or when its attempt was interrupted): the commit and ref of the work so far, the agent's session id, where the session ran, and the object holding a copy of the session's files.",
+      carriers: [
+        {
+          kind: "kv",
+          where: t.buckets.sessions,
+          detail: "key `<runId>.<taskId>`; the session's files in object store `" + t.objects.sessions + "`, object `<runId>.<taskId>.<attempt>.<n>`",
+          writer: "the worker running the attempt (compare-and-set; never over a later attempt's)",
+          reader: "the stealer (a lost attempt resumes from it); the worker of the next attempt",
+        },
+      ],
+    },
     "dead.letter": {
       form: "output",
       summary: "A message an actor could not accept, kept with its headers and the reason.",

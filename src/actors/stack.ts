@@ -13,6 +13,7 @@ import { Merger } from "./merger/merger.js";
 import { Stealer } from "./stealer/stealer.js";
 import { Scheduler } from "./scheduler/scheduler.js";
 import { Worker } from "./worker/worker.js";
+import { hostAgents } from "../agents/index.js";
 
 export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer";
 export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer"];
@@ -85,11 +86,18 @@ export class Stack {
                 : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
         actors.push(await actor.start());
       }
-      for (let i = 0; i < (opts.workers ?? config.workers); i++) {
+      const workerCount = opts.workers ?? config.workers;
+      // The agent CLIs this host runs, probed once for all its workers: each offers only those.
+      const host = workerCount > 0 ? await hostAgents(config.agents, config.prices) : undefined;
+      for (const p of host?.probes ?? []) {
+        if (p.available) logger.info({ agent: p.name, version: p.version, path: p.path }, "agent CLI found");
+        else logger.debug({ agent: p.name, reason: p.reason }, "agent CLI not offered");
+      }
+      for (let i = 0; i < workerCount; i++) {
         const workerId = newWorkerId(hostname());
         const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
         workers.push(
-          await new Worker(ctx, { workerId, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, ...config.worker }).start(),
+          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, ...config.worker }).start(),
         );
       }
       return stack;

@@ -11,6 +11,7 @@ import { AdoError } from "../runtime/errors.js";
 import { DurationSchema } from "../runtime/duration.js";
 import type { TaskFailure } from "../runtime/messages.js";
 import type { CliAgentName } from "./agent-names.js";
+import type { SessionLayout } from "./sessions.js";
 import { agentFailure, type FailureKind } from "./classify.js";
 import { ACCESS_MODES, type AccessMode, allowedCredentials, ALL_CREDENTIALS, filterEnvironment, type Provider } from "./credentials.js";
 import { type AgentEvent, type AgentEventOf, messageEvent } from "./events.js";
@@ -176,6 +177,8 @@ export interface ProcessExit {
 export interface CliOutcome extends AgentOutcome {
   /** The session to resume from (absent when the CLI gave none, or the one resumed was not found). */
   sessionId?: string;
+  /** The session asked to resume was not found: the next run must start a new one. */
+  sessionLost?: boolean;
   model?: string;
   tokens: TokenCounts;
   costUsd: number;
@@ -230,6 +233,16 @@ export interface CliAdapter {
   readonly accessModes: readonly AccessMode[];
   /** How to install it, for the `agent_missing` message. */
   readonly install: string;
+  /**
+   * Present when the CLI resumes a session by id; `layout` when ado knows where it keeps
+   * a session's files (so they can be carried to another host).
+   */
+  readonly session?: { readonly layout?: SessionLayout };
+  /**
+   * Files whose presence says the CLI is logged in (subscription access), for `ado
+   * doctor`; a guess from the CLI's docs, so their absence is a warning, never a refusal.
+   */
+  loginFiles?(env: Readonly<Record<string, string | undefined>>): string[];
   buildCommand(input: CommandInput): CommandSpec;
   parser(ctx?: ParserContext): StreamParser;
 }
@@ -381,9 +394,11 @@ export abstract class BaseParser implements StreamParser {
 
   outcome(exit: ProcessExit): CliOutcome {
     const verdict = this.verdict(exit);
-    const sessionId = verdict.ok || !verdict.sessionLost ? this.sessionId : undefined;
+    const sessionLost = !verdict.ok && !!verdict.sessionLost;
+    const sessionId = sessionLost ? undefined : this.sessionId;
     const base = {
       ...(sessionId ? { sessionId } : {}),
+      ...(sessionLost ? { sessionLost } : {}),
       ...(this.model ? { model: this.model } : {}),
       tokens: this.totals(),
       ...this.cost(),

@@ -11,6 +11,9 @@ import { BaseParser, commonCommand, fail, rawLine, type CliAdapter, type Command
 import { type AgentEvent, messageEvent, summarizeArgs, toolEvent } from "./events.js";
 import { arr, count, type Json, num, obj, parseJsonLine, str } from "./stream.js";
 import type { TokenCounts } from "./prices.js";
+import { claudeSessionLayout } from "./sessions.js";
+import { homedir } from "node:os";
+import { join } from "node:path";
 
 const NAME = "claude";
 
@@ -258,6 +261,9 @@ export const claude: CliAdapter = {
   providers: ["anthropic"],
   accessModes: ["subscription", "api"],
   install: "install Claude Code (npm install -g @anthropic-ai/claude-code) and log in once (claude, then /login)",
+  session: { layout: claudeSessionLayout },
+  // Linux keeps the login there (macOS in the keychain, which cannot be checked offline).
+  loginFiles: (env) => [join(env.CLAUDE_CONFIG_DIR || join(env.HOME || homedir(), ".claude"), ".credentials.json")],
   buildCommand,
   parser: (ctx?: ParserContext) => new ClaudeParser(claude, ctx),
 };

@@ -1,16 +1,12 @@
 /**
  * The I/O shell around an adapter: builds its command, runs it through the process
- * runner (its own group, killed as a whole), splits the output into lines for the
- * parser while passing the raw chunks on as before, and adds the two clocks the runner
- * has not got: an idle timeout (no output for so long is a hang) and a linger grace (a
- * CLI still running after its final result is stopped, and the result stands).
- *
- * What the runner cannot do yet is done around it: variables to remove from the
- * inherited environment are unset, and stdin text is redirected from a file, by a `sh`
- * that then `exec`s the CLI (same process, same group).
+ * runner (its own group, killed as a whole; the variables to withhold unset and the
+ * stdin text fed by the runner), splits the output into lines for the parser while
+ * passing the raw chunks on as before, and adds the two clocks the runner has not got:
+ * an idle timeout (no output for so long is a hang) and a linger grace (a CLI still
+ * running after its final result is stopped, and the result stands).
  */
-import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { WORKTREE_ADO_DIR } from "../runtime/names.js";
 import {
@@ -29,16 +25,13 @@ import {
 import { agentFailure } from "./classify.js";
 import { type AgentEvent, messageEvent } from "./events.js";
 import { NO_TOKENS, type PriceTable } from "./prices.js";
-import { runProcessGroup } from "./process.js";
+import { runProcessGroup, type RunOutcome } from "./process.js";
+import { packSession, unpackSession } from "./sessions.js";
 import { LineSplitter } from "./stream.js";
-import type { Agent, AgentContext, AgentOutcome, OutputStream } from "./types.js";
+import type { Agent, AgentContext, AgentSessions, OutputStream, SessionPlace } from "./types.js";
 
-/** What the worker gives a CLI agent beyond an AgentContext. */
+/** What a CLI agent may be given beyond an AgentContext (which carries onEvent, onSession and resume). */
 export interface CliRunContext extends AgentContext {
-  /** Each typed event, numbered from 0 in the order the CLI produced them. */
-  onEvent?(event: AgentEvent, seq: number): void;
-  /** A session to resume (a previous attempt's outcome's sessionId). */
-  resume?: string;
   /** The task's agent settings; they win over those read from `task`. */
   options?: AgentTaskOptions;
 }
@@ -55,12 +48,29 @@ export interface CliAgentSettings {
 export class CliAgent implements Agent {
   readonly name: string;
   readonly needsWorktree = true;
+  readonly sessions?: AgentSessions;
 
   constructor(
     readonly adapter: CliAdapter,
     private readonly settings: CliAgentSettings = {},
   ) {
     this.name = adapter.name;
+    if (adapter.session) this.sessions = cliSessions(adapter, settings);
+  }
+
+  /** The binary this host runs (config `agents.<name>.bin`, else the CLI's name on PATH). */
+  get bin(): string {
+    return this.settings.config?.bin ?? this.adapter.bin;
+  }
+
+  /** The environment the CLI's process starts from, before ado adds its own: the worker's, and `agents.<name>.env` over it. */
+  get baseEnv(): Record<string, string | undefined> {
+    return { ...(this.settings.inherited ?? process.env), ...(this.settings.config?.env ?? {}) };
+  }
+
+  /** The access mode the config gives it (a task may choose another). */
+  get access(): NonNullable<AgentConfig["access"]> {
+    return this.settings.config?.access ?? this.adapter.accessModes[0]!;
   }
 
   async run(ctx: CliRunContext): Promise<CliOutcome> {
@@ -92,21 +102,29 @@ export class CliAgent implements Agent {
     });
     // aider keeps its history there; the worker makes it too, and never commits it.
     if (ctx.cwd) await mkdir(join(ctx.cwd, WORKTREE_ADO_DIR), { recursive: true });
-    const scratch = typeof spec.stdin === "object" ? await mkdtemp(join(tmpdir(), "ado-agent-")) : undefined;
-    try {
-      let stdinFile: string | undefined;
-      if (scratch && typeof spec.stdin === "object") {
-        stdinFile = join(scratch, "stdin");
-        await writeFile(stdinFile, spec.stdin.text, { mode: 0o600 });
-      }
-      const idleTimeoutMs = options.value.idleTimeoutMs ?? config?.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS;
-      const lingerMs = config?.linger ?? DEFAULT_LINGER_MS;
-      return await runAttached(spec, launchLine(spec, stdinFile), parser, ctx, { idleTimeoutMs, lingerMs });
-    } finally {
-      if (scratch) await rm(scratch, { recursive: true, force: true });
-    }
+    const idleTimeoutMs = options.value.idleTimeoutMs ?? config?.idleTimeout ?? DEFAULT_IDLE_TIMEOUT_MS;
+    const lingerMs = config?.linger ?? DEFAULT_LINGER_MS;
+    return runAttached(spec, parser, ctx, { idleTimeoutMs, lingerMs });
   }
 }
+
+/** The sessions of a CLI that resumes them: packed and unpacked where its layout says (none: not portable). */
+function cliSessions(adapter: CliAdapter, settings: CliAgentSettings): AgentSessions {
+  const layout = adapter.session?.layout;
+  return {
+    resumable: true,
+    portable: !!layout,
+    pack: (id, at) => (layout ? packSession(layout, id, at) : Promise.resolve(undefined)),
+    unpack: (packed, at) => {
+      if (!layout) throw new AgentCommandError(`ado cannot place ${adapter.name}'s session files on another host`);
+      return unpackSession(layout, packed, at);
+    },
+    // What the child's environment holds: the worker's, the task's, then the config's (buildCommand's order).
+    placeEnv: (taskEnv) => ({ ...(settings.inherited ?? process.env), ...taskEnv, ...(settings.config?.env ?? {}) }),
+  };
+}
+
+export type { SessionPlace };
 
 /** The clocks of one run. */
 interface Clocks {
@@ -114,10 +132,16 @@ interface Clocks {
   lingerMs: number;
 }
 
-async function runAttached(spec: CommandSpec, line: { command: string; args: string[] }, parser: StreamParser, ctx: CliRunContext, clocks: Clocks): Promise<CliOutcome> {
+async function runAttached(spec: CommandSpec, parser: StreamParser, ctx: CliRunContext, clocks: Clocks): Promise<CliOutcome> {
   let seq = 0;
+  let session: string | undefined;
   const emit = (events: AgentEvent[]) => {
     for (const e of events) ctx.onEvent?.(e, seq++);
+    // The session id as soon as the stream names it: a checkpoint taken meanwhile stores it.
+    if (session === undefined && parser.sessionId !== undefined) {
+      session = parser.sessionId;
+      ctx.onSession?.(session);
+    }
   };
   // A parser bug must cost a line, never the attempt (nor the worker).
   const guarded = (f: () => AgentEvent[]) => {
@@ -169,10 +193,12 @@ async function runAttached(spec: CommandSpec, line: { command: string; args: str
   };
 
   armIdle();
-  let result: AgentOutcome;
+  let result: RunOutcome;
   try {
-    result = await runProcessGroup(line.command, line.args, { ...ctx, env: spec.env, signal: stop.signal, onOutput }, {
+    result = await runProcessGroup(spec.bin, spec.args, { ...ctx, env: spec.env, signal: stop.signal, onOutput }, {
       ...(ctx.task.timeoutMs ? { timeoutMs: ctx.task.timeoutMs } : {}),
+      unsetEnv: spec.unset,
+      stdin: spec.stdin === "close" ? "ignore" : spec.stdin,
     });
   } finally {
     clearTimeout(idle);
@@ -188,34 +214,19 @@ async function runAttached(spec: CommandSpec, line: { command: string; args: str
 }
 
 /**
- * How the process ended, from the runner's outcome. The runner reports a signal only in
- * its message ("killed by SIGKILL"); it is read from there until the runner returns it
- * as a field (phase 2).
+ * How the process ended, from the runner's outcome: its exit code, the signal that
+ * killed it (the runner's field; the message of a runner that predates it), a stop by
+ * one of the shell's clocks, or the runner's own failure.
  */
-export function exitOf(outcome: AgentOutcome, stopped: ProcessExit["stopped"], idleTimeoutMs: number): ProcessExit {
+export function exitOf(outcome: RunOutcome, stopped: ProcessExit["stopped"], idleTimeoutMs: number): ProcessExit {
   const f = outcome.failure;
   if (stopped) return { code: f?.exitCode ?? null, stopped, idleTimeoutMs };
   if (outcome.ok || !f) return { code: 0 };
   if (f.kind === "exit") {
-    const signal = f.exitCode === null ? /killed by (SIG[A-Z0-9]+)/.exec(f.message)?.[1] : undefined;
+    const signal = outcome.signal ?? (f.exitCode === null ? /killed by (SIG[A-Z0-9]+)/.exec(f.message)?.[1] : undefined);
     return { code: f.exitCode ?? null, ...(signal ? { signal } : {}) };
   }
   return { code: f.exitCode ?? null, runnerFailure: f };
-}
-
-/**
- * The command the runner starts: the CLI itself, or, when inherited variables must go
- * or stdin must be fed, `sh -c` doing that and then `exec`ing the CLI in its place (so
- * the group, the pid and the exit status are the CLI's; a missing CLI exits 127).
- */
-export function launchLine(spec: Pick<CommandSpec, "bin" | "args" | "unset">, stdinFile?: string): { command: string; args: string[] } {
-  if (!spec.unset.length && !stdinFile) return { command: spec.bin, args: spec.args };
-  for (const name of spec.unset) {
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new AgentCommandError(`cannot unset '${name}': not a variable name`);
-  }
-  const unset = spec.unset.length ? `unset ${spec.unset.join(" ")}; ` : "";
-  if (!stdinFile) return { command: "sh", args: ["-c", `${unset}exec "$@"`, "ado-agent", spec.bin, ...spec.args] };
-  return { command: "sh", args: ["-c", `${unset}f=$1; shift; exec "$@" <"$f"`, "ado-agent", stdinFile, spec.bin, ...spec.args] };
 }
 
 /**

@@ -11,6 +11,9 @@ import { AUTH_TEXT, parseResetTime, RATE_LIMIT_TEXT } from "./classify.js";
 import { BaseParser, commonCommand, fail, rawLine, type CliAdapter, type CommandInput, type CommandSpec, type ParserContext, type ProcessExit, type Verdict } from "./adapter.js";
 import { type AgentEvent, messageEvent, toolEvent } from "./events.js";
 import { arr, count, type Json, obj, parseJsonLine, str } from "./stream.js";
+import { codexSessionLayout } from "./sessions.js";
+import { homedir } from "node:os";
+import { join } from "node:path";
 
 function buildCommand(input: CommandInput): CommandSpec {
   const { base, extraArgs, maxTurns } = commonCommand(codex, input);
@@ -130,6 +133,8 @@ export const codex: CliAdapter = {
   providers: ["openai"],
   accessModes: ["subscription", "api"],
   install: "install Codex (npm install -g @openai/codex) and log in once (codex login)",
+  session: { layout: codexSessionLayout },
+  loginFiles: (env) => [join(env.CODEX_HOME || join(env.HOME || homedir(), ".codex"), "auth.json")],
   buildCommand,
   parser: (ctx?: ParserContext) => new CodexParser(codex, ctx),
 };

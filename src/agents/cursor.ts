@@ -118,6 +118,8 @@ export const cursor: CliAdapter = {
   providers: ["cursor"],
   accessModes: ["subscription", "api"],
   install: "install the Cursor agent CLI (curl https://cursor.com/install -fsS | bash) and log in once (cursor-agent login)",
+  // Resumed by id; where it keeps a chat is not documented: it resumes on the host that made it.
+  session: {},
   buildCommand,
   parser: (ctx?: ParserContext) => new CursorParser(cursor, ctx),
 };

@@ -11,6 +11,8 @@ import { AUTH_TEXT, classOfHttpStatus, parseResetTime, RATE_LIMIT_TEXT } from ".
 import { BaseParser, commonCommand, fail, rawLine, type CliAdapter, type CommandInput, type CommandSpec, type ParserContext, type ProcessExit, type Verdict } from "./adapter.js";
 import { type AgentEvent, messageEvent, summarizeArgs, toolEvent } from "./events.js";
 import { count, type Json, obj, parseJsonLine, str } from "./stream.js";
+import { homedir } from "node:os";
+import { join } from "node:path";
 
 /** The worktree is the task's own: trusting it is what a headless run needs. */
 const TRUST_ENV = { GEMINI_CLI_TRUST_WORKSPACE: "true" };
@@ -144,6 +146,9 @@ export const gemini: CliAdapter = {
   providers: ["google"],
   accessModes: ["subscription", "api"],
   install: "install Gemini CLI (npm install -g @google/gemini-cli) and log in once (gemini)",
+  // Resumed by id; where it keeps a session is not documented well enough to move it to another host.
+  session: {},
+  loginFiles: (env) => [join(env.HOME || homedir(), ".gemini", "oauth_creds.json")],
   buildCommand,
   parser: (ctx?: ParserContext) => new GeminiParser(gemini, ctx),
 };

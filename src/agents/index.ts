@@ -4,10 +4,10 @@
  * resume, the reaper that outlives a dead worker). The worker imports only this file.
  */
 export { builtinAgents, noopAgent, shellAgent } from "./builtin.js";
-export { KILL_GRACE_MS, runProcessGroup, taskDir } from "./process.js";
+export { executablePath, KILL_GRACE_MS, runProcessGroup, taskDir, type AbortReason, type RunOptions, type RunOutcome } from "./process.js";
 export { reaper } from "./reaper.js";
 export { signalGroup, Suspender } from "./suspender.js";
-export type { Agent, AgentContext, AgentOutcome, OutputStream, StopReason } from "./types.js";
+export type { Agent, AgentContext, AgentOutcome, AgentSessions, OutputStream, SessionPlace, StopReason } from "./types.js";
 
 // Agent CLIs (claude, codex, gemini, cursor, aider).
 export { AGENT_NAMES, CLI_AGENT_NAMES, isAgentName, type AgentName, type CliAgentName } from "./agent-names.js";
@@ -35,3 +35,6 @@ export { agentFailure, parseResetTime, RETRYABLE, type FailureKind } from "./cla
 export { ACCESS_MODES, type AccessMode } from "./credentials.js";
 export { toWireEvent, type AgentEvent, type AgentEventOf, type AgentEventType } from "./events.js";
 export { costOf, DEFAULT_PRICES, priceOf, PriceTableSchema, type ModelPrice, type PriceTable, type TokenCounts } from "./prices.js";
+export { checkLogin, forgetProbes, probeAgent, probeAgents, PROBE_TIMEOUT_MS, type AgentProbe, type LoginCheck } from "./probe.js";
+export { diagnoseAgents, hostAgents, type AgentDiagnosis, type HostAgents } from "./host.js";
+export { claudeSessionLayout, codexSessionLayout, packSession, unpackSession, type SessionLayout } from "./sessions.js";

@@ -27,6 +27,35 @@ export function taskDir(worktree: string | undefined, task: { cwd?: string }): s
  */
 const GATE = `IFS= read -r go && [ "$go" = go ] || exit 0
 exec "$@" </dev/null`;
+/**
+ * The gate of a command fed text on its stdin: the same, but the command keeps the pipe,
+ * positioned after the gate's line (`read` takes a pipe one byte at a time, so it never
+ * reads past its line): what follows is the text, then end-of-file.
+ */
+const GATE_FED = `IFS= read -r go && [ "$go" = go ] || exit 0
+exec "$@"`;
+
+/** How the runner stops a group from outside: the abort signal's reason. */
+export type AbortReason = StopReason | (string & {});
+
+/** What the runner was told, beyond the agent's context. */
+export interface RunOptions {
+  /** Running time (paused time does not count) after which the group is killed: failure `timeout`. */
+  timeoutMs?: number;
+  killGraceMs?: number;
+  /** Inherited variables the command must not see (credentials of another access mode, CLAUDECODE). */
+  unsetEnv?: readonly string[];
+  /** `ignore` (default): the command reads end-of-file at once; `text`: it reads the text, then end-of-file. */
+  stdin?: "ignore" | { text: string };
+}
+
+/** How the process ended, beyond ok and failure: what a caller judging its output needs. */
+export interface RunOutcome extends AgentOutcome {
+  /** The signal that ended the command, when one did (its leader was killed). */
+  signal?: string;
+  /** The abort reason that stopped it, when the caller aborted it (any reason, not only cancelled or interrupted). */
+  stoppedBy?: AbortReason;
+}
 
 /**
  * Runs a command as the leader of its own process group, streams its output, and on
@@ -34,12 +63,7 @@ exec "$@" </dev/null`;
  * left behind. If this process dies first, the reaper (reaper.ts) kills the group; the
  * command runs only once the group is registered with it.
  */
-export function runProcessGroup(
-  command: string,
-  args: readonly string[],
-  ctx: AgentContext,
-  opts: { timeoutMs?: number; killGraceMs?: number } = {},
-): Promise<AgentOutcome> {
+export function runProcessGroup(command: string, args: readonly string[], ctx: AgentContext, opts: RunOptions = {}): Promise<RunOutcome> {
   // Spawning in a directory that is not there fails as ENOENT, which would read as
   // "the command is not installed".
   if (ctx.cwd && !statSync(ctx.cwd, { throwIfNoEntry: false })?.isDirectory()) {
@@ -49,17 +73,25 @@ export function runProcessGroup(
       failure: { kind: "invalid", retryable: false, message: `${where} is not a directory in the task's worktree: create it in the repository, or fix cwd: in the graph` },
     });
   }
-  const env = { ...process.env, ...ctx.env };
+  const env: NodeJS.ProcessEnv = { ...process.env, ...ctx.env };
+  for (const name of opts.unsetEnv ?? []) delete env[name];
   // The gate's sh always exists, so a missing command is found here, as spawn's ENOENT was.
-  if (!findExecutable(command, env.PATH, ctx.cwd)) {
-    return Promise.resolve({ ok: false, failure: { kind: "agent_missing", retryable: false, message: `'${command}' is not installed or not on PATH` } });
+  const found = findExecutable(command, env.PATH, ctx.cwd);
+  if (found !== "ok") {
+    // Not executable: what the shell would report (126), for callers that read exit codes.
+    return Promise.resolve(
+      found === "missing"
+        ? { ok: false, failure: { kind: "agent_missing", retryable: false, message: `'${command}' is not installed or not on PATH` } }
+        : { ok: false, failure: { kind: "exit", retryable: true, exitCode: 126, message: `'${command}' is not executable (exit 126)` } },
+    );
   }
+  const fed = typeof opts.stdin === "object" ? opts.stdin.text : undefined;
   // Running before the agent, so registering its group is one pipe write, not a process start.
   reaper.start();
   return new Promise((resolve) => {
     let settled = false;
     let stopReason: "timeout" | "abort" | undefined;
-    const child = spawn("sh", ["-c", GATE, "ado-agent", command, ...args], {
+    const child = spawn("sh", ["-c", fed === undefined ? GATE : GATE_FED, "ado-agent", command, ...args], {
       cwd: ctx.cwd,
       env,
       stdio: ["pipe", "pipe", "pipe"],
@@ -71,7 +103,7 @@ export function runProcessGroup(
 
     // Should this worker die before the group is stopped, the reaper stops it; the
     // command starts only once the reaper knows the group.
-    reaper.track(child.pid, () => child.stdin.end("go\n"));
+    reaper.track(child.pid, () => child.stdin.end(fed === undefined ? "go\n" : `go\n${fed}`));
     ctx.suspender.attach(child.pid);
 
     let killTimer: NodeJS.Timeout | undefined;
@@ -105,7 +137,7 @@ export function runProcessGroup(
     ctx.signal.addEventListener("abort", onAbort, { once: true });
     if (ctx.signal.aborted) onAbort();
 
-    const finish = (outcome: AgentOutcome) => {
+    const finish = (outcome: RunOutcome) => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
@@ -138,14 +170,19 @@ export function runProcessGroup(
       if (stopReason === "timeout") {
         return finish({ ok: false, failure: { kind: "timeout", retryable: true, message: `timed out after ${opts.timeoutMs} ms; its process group was killed`, exitCode: code } });
       }
+      const sig = signal ? { signal } : {};
       if (stopReason === "abort") {
-        const why = ctx.signal.reason as StopReason | undefined;
+        const why = ctx.signal.reason as AbortReason | undefined;
         return finish({
           ok: false,
+          ...sig,
+          ...(why !== undefined ? { stoppedBy: why } : {}),
           failure:
             why === "cancelled"
               ? { kind: "cancelled", retryable: false, message: "cancelled; its process group was killed", exitCode: code }
-              : { kind: "interrupted", retryable: true, message: "interrupted: its worker shut down before it finished", exitCode: code },
+              : why === undefined || why === "interrupted"
+                ? { kind: "interrupted", retryable: true, message: "interrupted: its worker shut down before it finished", exitCode: code }
+                : { kind: "internal", retryable: true, message: `stopped (${String(why)}); its process group was killed`, exitCode: code },
         });
       }
       if (code === 0) return finish({ ok: true });
@@ -155,23 +192,41 @@ export function runProcessGroup(
         exitCode: code,
         message: code === null ? `killed by ${signal}` : `exited with code ${code}`,
       };
-      finish({ ok: false, failure });
+      finish({ ok: false, ...sig, failure });
     });
   });
 }
 
 /**
  * Whether `command` names an executable file: a path (relative to `cwd`), or a name
- * found on `PATH`. What spawn's ENOENT told before agents started behind the gate.
+ * found on `PATH`. What spawn's ENOENT (missing) and EACCES (not executable) told before
+ * agents started behind the gate.
  */
-export function findExecutable(command: string, path = "", cwd = process.cwd()): boolean {
+export function findExecutable(command: string, path = "", cwd = process.cwd()): "ok" | "missing" | "not_executable" {
+  return executablePath(command, path, cwd).status;
+}
+
+/** The file `command` names (as findExecutable finds it), and whether it can be run. */
+export function executablePath(command: string, path = "", cwd = process.cwd()): { status: "ok"; path: string } | { status: "missing" | "not_executable" } {
   const candidates = command.includes("/") ? [isAbsolute(command) ? command : join(cwd, command)] : path.split(delimiter).filter(Boolean).map((d) => join(d, command));
-  return candidates.some((c) => {
+  let seen = false;
+  for (const c of candidates) {
+    if (!isFile(c)) continue;
+    seen = true;
     try {
       accessSync(c, constants.X_OK);
-      return statSync(c).isFile();
+      return { status: "ok", path: c };
     } catch {
-      return false;
+      // a file, but not executable: a later PATH entry may still have one
     }
-  });
+  }
+  return { status: seen ? "not_executable" : "missing" };
+}
+
+function isFile(path: string): boolean {
+  try {
+    return statSync(path, { throwIfNoEntry: false })?.isFile() ?? false;
+  } catch {
+    return false; // a directory on the way we may not enter
+  }
 }

@@ -12,6 +12,7 @@ import { PROGRESS_MODES } from "./progress.js";
 import { completionScript } from "./completion.js";
 import { initCommand } from "./init.js";
 import { pruneCommand } from "./prune.js";
+import { doctorCommand } from "./doctor.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -72,6 +73,13 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
       .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (flags) => setExit(await workerCommand(flags)));
+
+  common(
+    program
+      .command("doctor")
+      .description("list the agents this host can run (agent CLIs found, their versions, login as far as it can be checked offline) and why not")
+      .option("--json", "print JSON"),
+  ).action(async (flags) => setExit(await doctorCommand(flags)));
 
   common(
     program

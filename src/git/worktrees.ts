@@ -249,7 +249,7 @@ export class WorktreeManager {
     const local = adoOwn(await this.#metaOf(worktreePath));
     // Not `add -A -- . :(exclude)<local>`: git refuses to name a path it ignores, and a
     // copied .env usually is. Copies that got staged are unstaged after.
-    await git(worktreePath, ["add", "-A"]);
+    await git(worktreePath, [...(await this.#agentExcludes(worktreePath)), "add", "-A"]);
     // --no-renames lists both sides of a rename, so callers see every touched path.
     const diff = ["diff", "--cached", "--name-only", "--no-renames", "-z"];
     let files = splitZ(await git(worktreePath, diff));
@@ -302,7 +302,7 @@ export class WorktreeManager {
     const ours = (meta?.local ?? []).map((l) => "/" + l.replace(/([\\*?[\]!#])/g, "\\$1").replace(/ $/, "\\ "));
     await writeFile(
       file,
-      `${global}\n# ado: its own files for the agent\n/${WORKTREE_ADO_DIR}/\n# ado: copied or linked from the user's checkout (worktrees.include)\n${ours.join("\n")}\n`,
+      `${global}\n# ado: its own files for the agent\n/${WORKTREE_ADO_DIR}/\n# ado: aider's files (repo-map cache, histories), never the task's work\n${AIDER_FILES}\n# ado: copied or linked from the user's checkout (worktrees.include)\n${ours.join("\n")}\n`,
     );
     const n = Number(env.GIT_CONFIG_COUNT ?? 0) || 0;
     return {
@@ -314,6 +314,18 @@ export class WorktreeManager {
       [`GIT_CONFIG_KEY_${n + 1}`]: "core.logAllRefUpdates",
       [`GIT_CONFIG_VALUE_${n + 1}`]: "true",
     };
+  }
+
+  /**
+   * The excludes file agentGitEnv wrote for the worktree's agent, as options of ado's own
+   * `git add` there: what the agent's git ignores (aider's cache, ado's files) is not
+   * committed by ado either. None when no agent was given one.
+   */
+  async #agentExcludes(worktreePath: string): Promise<string[]> {
+    const { gitCommonDir } = await this.#init();
+    const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
+    const file = admin ? path.join(admin, "ado-exclude") : undefined;
+    return file && (await isFile(file)) ? ["-c", `core.excludesFile=${file}`] : [];
   }
 
   /**
@@ -622,14 +634,57 @@ export class WorktreeManager {
    * @returns the commit the ref points at, and whether it holds uncommitted changes.
    */
   async archive(worktreePath: string, ref: string, message: string): Promise<{ commit: string; withChanges: boolean }> {
+    const { commit, head } = await this.#stateCommit(worktreePath, message, false);
+    // An empty old value: the ref is created, or the update fails; an archive is never replaced.
+    await this.#retryOnLock("archive", () => git(this.#repo, ["update-ref", "-m", message, ref, commit, ""]));
+    return { commit, withChanges: commit !== head };
+  }
+
+  /**
+   * A checkpoint of a worktree an agent is working in: its state (HEAD, changes and
+   * untracked files, never what the include list copied in nor ado's own files) as a
+   * commit on top of HEAD, made through a temporary index, and `ref` moved to it. The
+   * worktree's index, HEAD and branch are not touched, so the agent notices nothing.
+   * Always a commit of its own (its message carries the caller's trailer), unless
+   * `unless` gives the tree and HEAD of the previous snapshot and neither changed.
+   * @returns the commit (undefined when skipped), its tree, and HEAD.
+   */
+  async snapshot(
+    worktreePath: string,
+    opts: { ref: string; message: string; unless?: { tree: string; head: string } },
+  ): Promise<{ commit?: string; tree: string; head: string }> {
+    const state = await this.#stateCommit(worktreePath, opts.message, true, opts.unless);
+    if (!state.commit) return { tree: state.tree, head: state.head };
+    await this.#retryOnLock("checkpoint", () => git(this.#repo, ["update-ref", "-m", opts.message, opts.ref, state.commit!]));
+    return state;
+  }
+
+  /** Deletes one of ado's refs (a checkpoint); nothing when it is not there. */
+  async deleteRef(ref: string): Promise<void> {
+    await this.#retryOnLock("delete ref", () => runGit(this.#repo, ["update-ref", "-d", ref], [0, 1]));
+  }
+
+  /**
+   * The worktree's state as a commit on HEAD, through a temporary index. `always`: a
+   * commit even when nothing changed (same tree as HEAD); `unless`: none when tree and
+   * HEAD are those given.
+   */
+  async #stateCommit(worktreePath: string, message: string, always: true, unless?: { tree: string; head: string }): Promise<{ commit?: string; tree: string; head: string }>;
+  async #stateCommit(worktreePath: string, message: string, always: false): Promise<{ commit: string; tree: string; head: string }>;
+  async #stateCommit(worktreePath: string, message: string, always: boolean, unless?: { tree: string; head: string }): Promise<{ commit?: string; tree: string; head: string }> {
     const { gitCommonDir } = await this.#init();
     const target = await realpath(worktreePath).catch(() => path.resolve(worktreePath));
     const admin = await this.#adminDirOf(target, gitCommonDir);
     const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
     const head = (await git(target, ["rev-parse", "HEAD"])).trim();
-    const status = await git(target, ["--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(adoOwn(meta))]);
-    let commit = head;
-    if (statusEntries(status).length > 0) {
+    const headTree = () => git(target, ["rev-parse", `${head}^{tree}`]).then((t) => t.trim());
+    const excludes = await this.#agentExcludes(target);
+    const status = await git(target, [...excludes, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(adoOwn(meta))]);
+    let tree: string;
+    if (statusEntries(status).length === 0) {
+      if (!always) return { commit: head, tree: await headTree(), head };
+      tree = await headTree();
+    } else {
       const index = path.join(admin ?? gitCommonDir, `ado-archive-index-${randomBytes(4).toString("hex")}`);
       // Start from a copy of the worktree's index, so git re-hashes only what changed.
       const own = admin ? path.join(admin, "index") : undefined;
@@ -637,20 +692,19 @@ export class WorktreeManager {
       const env = { GIT_INDEX_FILE: index };
       try {
         if (!(await isFile(index))) await gitEnv(target, ["read-tree", head], env);
-        await gitEnv(target, ["add", "-A"], env);
+        await gitEnv(target, [...excludes, "add", "-A"], env);
         const local = adoOwn(meta);
         // Copies from the user's checkout (a .env) and ado's own files are never archived.
         if (local.length) await gitEnv(target, ["rm", "--cached", "-r", "-q", "--ignore-unmatch", "--", ...local.map(literal)], env);
-        const tree = (await gitEnv(target, ["write-tree"], env)).trim();
-        const identity = await identityOptions(target);
-        commit = (await git(target, [...identity, "commit-tree", tree, "-p", head, "-m", message])).trim();
+        tree = (await gitEnv(target, ["write-tree"], env)).trim();
       } finally {
         await rm(index, { force: true });
       }
     }
-    // An empty old value: the ref is created, or the update fails; an archive is never replaced.
-    await this.#retryOnLock("archive", () => git(this.#repo, ["update-ref", "-m", message, ref, commit, ""]));
-    return { commit, withChanges: commit !== head };
+    if (unless && unless.tree === tree && unless.head === head) return { tree, head };
+    const identity = await identityOptions(target);
+    const commit = (await git(target, [...identity, "commit-tree", tree, "-p", head, "-m", message])).trim();
+    return { commit, tree, head };
   }
 
   async #init(): Promise<{ gitCommonDir: string; topLevel: string; baseDir: string }> {
@@ -996,6 +1050,9 @@ async function writeMeta(admin: string, meta: WorktreeMeta): Promise<void> {
  * (A repository that tracks a `.ado/` directory of its own would see changes there
  * ignored too.)
  */
+/** aider's own files in a repository (`.aider.tags.cache.v3/`, histories, `.aider.conf.yml` when untracked): never an agent's work. */
+const AIDER_FILES = ".aider*";
+
 function adoOwn(meta: Pick<WorktreeMeta, "local"> | undefined): string[] {
   return [WORKTREE_ADO_DIR, ...(meta?.local ?? [])];
 }

@@ -7,7 +7,9 @@ import { ConfigError } from "./errors.js";
 import { PREFIX_PATTERN } from "./topology.js";
 
 import { MergeFileSchema, STRATEGIES } from "./graph.js";
+import { DurationSchema } from "./duration.js";
 import { GIT_ACCESS, WorktreesConfigSchema, worktreesDefault } from "../git/index.js";
+import { AgentsConfigSchema, PriceTableSchema } from "../agents/index.js";
 
 export const BALANCER_STRATEGIES = STRATEGIES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -81,6 +83,20 @@ export const ConfigSchema = z
       .object({ access: z.enum(GIT_ACCESS).default("auto"), cloneDir: z.string().min(1).optional() })
       .strict()
       .default({ access: "auto" }),
+    /**
+     * How this host runs each agent CLI (claude, codex, gemini, cursor, aider): binary,
+     * extra args and environment, default model, access mode (which credentials it gets),
+     * idle timeout, linger (src/agents/adapter.ts AgentConfigSchema).
+     */
+    agents: AgentsConfigSchema.default({}),
+    /** USD per million tokens by model, over the defaults (src/agents/prices.ts): what CLIs that report no cost cost. */
+    prices: PriceTableSchema.default({}),
+    /**
+     * How often a worker checkpoints an agent CLI's work while it runs (the worktree
+     * committed to the attempt's checkpoint ref, the session stored), so an attempt lost
+     * with its worker resumes from there; `off` for never.
+     */
+    checkpointInterval: z.union([z.literal("off"), DurationSchema]).default(10 * 60_000),
   })
   .strict();
 
@@ -90,9 +106,11 @@ type ParsedConfig = z.output<typeof ConfigSchema>;
  * The configuration with every default resolved (once, here: nothing downstream writes
  * its own fallback). Paths are absolute.
  */
-export type Config = Omit<ParsedConfig, "worktreeDir" | "git"> & {
+export type Config = Omit<ParsedConfig, "worktreeDir" | "git" | "checkpointInterval"> & {
   worktreeDir: string;
   git: ParsedConfig["git"] & { cloneDir: string };
+  /** Milliseconds; 0: off. */
+  checkpointIntervalMs: number;
 };
 export const CONFIG_FILE = "ado.config.yaml";
 
@@ -109,6 +127,7 @@ export const ENV_VARS: Record<string, { path: string[]; number?: boolean }> = {
   ADO_REMOTE: { path: ["remote"] },
   ADO_GIT_ACCESS: { path: ["git", "access"] },
   ADO_CLONE_DIR: { path: ["git", "cloneDir"] },
+  ADO_CHECKPOINT_INTERVAL: { path: ["checkpointInterval"] },
 };
 
 export interface LoadConfigOptions {
@@ -189,10 +208,11 @@ export function parseConfig(input: z.input<typeof ConfigSchema>, env: NodeJS.Pro
   return resolveDefaults(ConfigSchema.parse(input), env);
 }
 
-function resolveDefaults(config: ParsedConfig, env: NodeJS.ProcessEnv): Config {
+function resolveDefaults({ checkpointInterval, ...config }: ParsedConfig, env: NodeJS.ProcessEnv): Config {
   const path = (p: string) => resolve(expandHome(p, env));
   return {
     ...config,
+    checkpointIntervalMs: checkpointInterval === "off" ? 0 : checkpointInterval,
     worktreeDir: path(config.worktreeDir ?? defaultWorktreeDir(env)),
     embedded: { ...config.embedded, ...(config.embedded.storeDir ? { storeDir: path(config.embedded.storeDir) } : {}) },
     git: { ...config.git, cloneDir: path(config.git.cloneDir ?? defaultCloneDir(env)) },

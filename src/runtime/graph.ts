@@ -71,6 +71,27 @@ const worktreeSubdir = z
   .refine((d) => !path.posix.isAbsolute(d) && !/^[A-Za-z]:[\\/]/.test(d), "must be relative to the worktree root (e.g. packages/api), not an absolute path")
   .refine((d) => !path.posix.normalize(d.replace(/\\/g, "/")).split("/").includes(".."), "must stay inside the worktree: no '..'");
 
+/** How an agent CLI is paid for (src/agents/credentials.ts ACCESS_MODES; spelled here, where agents may not be imported). */
+export const AGENT_ACCESS_MODES = ["subscription", "api", "local"] as const;
+
+/**
+ * A task's settings for an agent CLI (claude, codex, gemini, cursor, aider), on the wire:
+ * they win over the worker's config `agents.<name>`; `args` are added after the config's.
+ * Ignored by the shell agent.
+ */
+const agentTaskFields = {
+  /** The model (the CLI's name for it). */
+  model: z.string().min(1).optional(),
+  /** The most turns the agent may take (CLIs with such a limit: Claude Code). */
+  maxTurns: z.number().int().min(1).optional(),
+  /** Extra arguments for the CLI. */
+  args: z.array(z.string()).optional(),
+  /** No output for this long is a hang: the agent is killed and the attempt retried per its policy. */
+  idleTimeoutMs: z.number().int().positive().optional(),
+  /** How the agent is paid for, which chooses the credentials it is given. */
+  access: z.enum(AGENT_ACCESS_MODES).optional(),
+};
+
 /**
  * A task as it travels on the wire and lives inside ado: defaults applied, durations in
  * milliseconds. Services in other languages submit this form (see docs/schemas).
@@ -90,8 +111,21 @@ export const TaskDefSchema = z
     env: z.record(envName, z.string()).optional(),
     /** Where the agent starts: a subdirectory of the task's worktree (default: its root). */
     cwd: worktreeSubdir.optional(),
+    ...agentTaskFields,
   })
   .strict();
+
+/** An agent's settings as a graph file writes them: for a task, or as the graph's defaults for every task of that agent. */
+const AgentFileFieldsSchema = z
+  .object({
+    model: agentTaskFields.model,
+    maxTurns: agentTaskFields.maxTurns,
+    args: agentTaskFields.args,
+    idleTimeout: DurationSchema.optional(),
+    access: agentTaskFields.access,
+  })
+  .strict();
+type AgentFileFields = z.output<typeof AgentFileFieldsSchema>;
 
 /** How a task branch lands on the integration branch (see src/git/integrate.ts). */
 export const MERGE_MODES = ["merge", "squash", "linear"] as const;
@@ -224,8 +258,9 @@ export const GraphDefSchema = z
   .strict();
 
 /** One task as written in a graph file: durations as "30s", "5m", or seconds. */
-const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: true })
+const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: true, idleTimeoutMs: true })
   .extend({
+    idleTimeout: DurationSchema.optional(),
     /** YAML reads `DEBUG: 1` as a number: numbers and booleans are taken as their text. */
     env: z.record(envName, z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
     /** The prompt read from this file, relative to the graph file (loadGraphFile reads it). */
@@ -250,9 +285,10 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: t
       ctx.addIssue({ code: "custom", path: ["promptFile"], message: "is read relative to the graph file: give the graph as a file (ado run --graph FILE)" });
     }
   })
-  .transform(({ timeout, retry, promptFile: _promptFile, ...rest }): TaskDef => ({
+  .transform(({ timeout, idleTimeout, retry, promptFile: _promptFile, ...rest }): TaskDef => ({
     ...rest,
     ...(timeout === undefined ? {} : { timeoutMs: timeout }),
+    ...(idleTimeout === undefined ? {} : { idleTimeoutMs: idleTimeout }),
     retry: {
       attempts: retry?.attempts ?? RETRY_DEFAULT.attempts,
       backoffMs: retry?.backoff ?? RETRY_DEFAULT.backoffMs,
@@ -269,10 +305,27 @@ export const GraphFileSchema = z
     ...runSettings,
     maxDuration: DurationSchema.optional(),
     merge: MergeFileSchema.optional(),
+    /**
+     * Defaults for the tasks of each agent CLI (`agents: { claude: { model: opus, maxTurns: 40 } }`):
+     * a task's own setting wins. Resolved into the tasks when the file is read.
+     */
+    agents: z.record(z.string().min(1), AgentFileFieldsSchema).optional(),
     tasks: z.array(TaskFileSchema).min(1, "a graph needs at least one task"),
   })
   .strict()
-  .transform(({ maxDuration, ...rest }): Graph => (maxDuration === undefined ? rest : { ...rest, maxDurationMs: maxDuration }));
+  .transform(({ maxDuration, agents, ...rest }): Graph => {
+    const graph = agents ? { ...rest, tasks: rest.tasks.map((t) => withAgentDefaults(t, agents[t.agent])) } : rest;
+    return maxDuration === undefined ? graph : { ...graph, maxDurationMs: maxDuration };
+  });
+
+/** A task with the graph's defaults for its agent under its own settings. */
+function withAgentDefaults(task: TaskDef, defaults: AgentFileFields | undefined): TaskDef {
+  if (!defaults) return task;
+  const { idleTimeout, ...rest } = defaults;
+  const fromGraph: Partial<TaskDef> = { ...rest, ...(idleTimeout === undefined ? {} : { idleTimeoutMs: idleTimeout }) };
+  const own = Object.fromEntries(Object.entries(task).filter(([, v]) => v !== undefined));
+  return { ...fromGraph, ...own } as TaskDef;
+}
 
 export type TaskDef = z.output<typeof TaskDefSchema>;
 export type Graph = z.output<typeof GraphDefSchema>;

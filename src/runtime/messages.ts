@@ -82,6 +82,21 @@ export const TaskWork = z.object({
   submittedAt: isoTime,
   /** Set by the balancer. */
   workerId: id.optional(),
+  /**
+   * An earlier attempt of the task left a checkpoint (`baseCommit` is it) and its agent's
+   * session: an agent CLI that can resume goes on in that session (its files restored
+   * from the checkpoint's copy when this is another host); one that cannot starts a new
+   * session told where the work stands.
+   */
+  resume: z
+    .object({
+      /** The attempt whose work and session these are. */
+      fromAttempt: z.number().int().min(1),
+      sessionId: z.string().min(1).optional(),
+      /** The checkpoint commit (also `baseCommit`). */
+      commit: sha.optional(),
+    })
+    .optional(),
 });
 export type TaskWork = z.infer<typeof TaskWork>;
 
@@ -138,6 +153,11 @@ export const TaskResult = z.object({
   status: z.enum(["succeeded", "failed"]),
   failure: TaskFailure.optional(),
   branch: z.string().optional(),
+  /**
+   * A succeeded attempt's commit. On a failed attempt, its checkpoint: the work so far,
+   * committed (on the branch, or under the attempt's checkpoint ref by a periodic
+   * checkpoint), which the next attempt starts from.
+   */
   commit: sha.optional(),
   /** Paths changed by the task's commit (empty when it changed nothing). */
   files: z.array(z.string()).default([]),
@@ -146,10 +166,12 @@ export const TaskResult = z.object({
   finishedAt: isoTime,
   /** Last lines of output, shown when the task failed. */
   outputTail: z.string().default(""),
-  /** One line on what the task did (its last line of output), passed to dependents. */
+  /** One line on what the task did (an agent CLI's final text, else its last line of output), passed to dependents. */
   summary: z.string().default(""),
   /** What the attempt cost in USD, when the agent reports it. */
   costUsd: z.number().min(0).default(0),
+  /** The agent CLI's session the attempt ran in (to resume it: the next attempt, or a person with the CLI). */
+  sessionId: z.string().min(1).optional(),
 });
 export type TaskResult = z.infer<typeof TaskResult>;
 
@@ -379,6 +401,10 @@ export const AdoEvent = z.discriminatedUnion("type", [
     workerId: id,
     branch: z.string().optional(),
     worktree: z.string().optional(),
+    /** The task's agent (`claude`, `shell`, ...). */
+    agent: z.string().optional(),
+    /** An agent CLI resuming an earlier attempt's session. */
+    resumed: z.string().optional(),
   }),
   z.object({
     type: z.literal("task.output"),
@@ -483,8 +509,13 @@ export const AdoEvent = z.discriminatedUnion("type", [
   /** A worker paused or resumed the task's processes. */
   z.object({ type: z.literal("task.paused"), ...taskEventBase, workerId: id }),
   z.object({ type: z.literal("task.resumed"), ...taskEventBase, workerId: id }),
-  /** A worker saved the task's work in progress (shutdown, interruption). */
-  z.object({ type: z.literal("task.checkpoint"), ...taskEventBase, workerId: id, commit: sha, reason: z.string() }),
+  /**
+   * A worker saved the task's work in progress: on the task branch when the attempt was
+   * interrupted (shutdown, timeout, rate limit), or under the attempt's checkpoint ref
+   * while its agent works (`reason` `periodic`). `sessionId`: the agent's session, stored
+   * with it, which the next attempt resumes.
+   */
+  z.object({ type: z.literal("task.checkpoint"), ...taskEventBase, workerId: id, commit: sha, reason: z.string(), sessionId: z.string().optional(), ref: z.string().optional() }),
   /**
    * The stealer found this attempt on a worker that died: `interrupted` (it was running;
    * the stealer reported it so and the scheduler runs the next attempt) or `requeued`
@@ -537,6 +568,8 @@ export const WorkerRecord = z.object({
   /** Work waiting in the worker's own queue, as last seen by the worker. */
   pending: z.number().int().min(0),
   agents: z.array(z.string()),
+  /** Versions of the agent CLIs it offers, as `<bin> --version` printed them at its start. */
+  agentVersions: z.record(z.string(), z.string()).optional(),
   labels: z.array(z.string()).default([]),
   /** What the worker can do beyond running agents (e.g. `docker`, `gpu`, `node20`). */
   capabilities: z.array(z.string()).default([]),
@@ -639,8 +672,40 @@ export const TaskRecord = z.object({
   interruptions: z.number().int().min(0).optional(),
   /** Attempts lost before their agent started (they cost the task nothing). */
   lostUnstarted: z.number().int().min(0).optional(),
+  /** Attempts that hit an agent's rate or usage limit (run again after the reset, without using the retry budget). */
+  rateLimited: z.number().int().min(0).optional(),
+  /** The agent CLI's session of the last attempt. */
+  sessionId: z.string().min(1).optional(),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
+
+/**
+ * A task's latest checkpoint (KV `sessions`, key `<run>.<task>`): the commit of its work
+ * so far, the ref holding it, and the agent's session, with the object of the `sessions`
+ * object store holding a copy of the session's files when the CLI's are portable.
+ * Written by the worker running the attempt (only over a record of the same or an
+ * earlier attempt); read by the stealer (a lost attempt resumes from it) and by the
+ * worker of the next attempt (which restores the session's files from the object).
+ */
+export const CheckpointRecord = z.object({
+  runId: id,
+  taskId: id,
+  attempt: z.number().int().min(1),
+  /** The checkpoint's number within the attempt (periodic ones from 1; the interruption's is the last). */
+  n: z.number().int().min(0),
+  workerId: id,
+  agent: z.string(),
+  /** Where the session's files are: `<hostname>:<home>` of the worker that ran it. */
+  sessionHost: z.string(),
+  at: isoTime,
+  /** The checkpoint commit, and the ref holding it (the attempt's checkpoint ref, or the task branch). */
+  commit: sha,
+  ref: z.string(),
+  sessionId: z.string().min(1).optional(),
+  /** The packed session files: an object of the `sessions` object store. */
+  session: z.object({ object: z.string().min(1), bytes: z.number().int().min(0) }).optional(),
+});
+export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
 
 /** One conflicted path as a person sees it in `ado hitl show`; sides cut to a size limit. */
 export const HitlConflict = z.object({
@@ -750,5 +815,6 @@ export const SCHEMAS = {
   RunBacklog: { name: "run.backlog", version: 1, schema: RunBacklog },
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   WorktreeRecord: WORKTREE_RECORD,
+  CheckpointRecord: { name: "checkpoint.record", version: 1, schema: CheckpointRecord },
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
 } as const;

@@ -32,6 +32,9 @@ export const attemptKey = (a: AttemptRef): string => `${a.runId}.${a.taskId}.${a
 /** A control key: the run id for the whole run, `<run>.<task>` for one task. */
 export const controlKey = (runId: string, taskId?: string): string => (taskId ? taskKey(runId, taskId) : runId);
 
+/** A stored agent session in the `sessions` object store: `<run>.<task>.<attempt>.<n>`, the files of checkpoint n of that attempt. */
+export const sessionObject = (a: AttemptRef, n: number): string => `${attemptKey(a)}.${n}`;
+
 // ---- branches and refs --------------------------------------------------------------
 
 /** ado's branches, all under `ado/`: never an agent's own (the worker never deletes one as such). */
@@ -65,6 +68,13 @@ export const archiveRef = (runId: string, taskId: string, at: Date): string =>
 export const runRefs = (runId: string): string => `${ADO_REFS}/runs/${runId}`;
 /** The commit a run starts from, pushed to the remote before it is submitted. */
 export const runBaseRef = (runId: string): string => `${runRefs(runId)}/base`;
+/**
+ * An attempt's periodic checkpoint, `refs/ado/runs/<run>/checkpoints/<task>/<attempt>`:
+ * the worktree's state committed while its agent works (moved by each checkpoint). Under
+ * the run's refs so a clone of the run's remote fetches it and `ado prune` removes it
+ * with the run.
+ */
+export const checkpointRef = (runId: string, taskId: string, attempt: number): string => `${runRefs(runId)}/checkpoints/${taskId}/${attempt}`;
 
 // ---- message ids (JetStream deduplication) --------------------------------------------
 
@@ -115,6 +125,10 @@ export const msgIds = {
    * must reach it (keyed by run alone, the second was dropped and the client waited forever).
    */
   refused: (runId: string, submitSeq: number) => `${runId}._.rejected.${submitSeq}`,
+  /** A worker's `task.checkpoint` of an attempt: each periodic one has its number, the interruption's is `final`. */
+  checkpoint: (a: AttemptRef, n: number | "final") => `${attemptKey(a)}.checkpoint.${n}`,
+  /** An agent event of an attempt (`agent.message`, `agent.tool`, ...): its number in the attempt's stream. */
+  agentEvent: (a: AttemptRef, seq: number) => `${attemptKey(a)}.agent.${seq}`,
   /** The balancer's `task.waiting` for an attempt, once per reason (`reasonDigest`: a hash of its text). */
   waiting: (a: AttemptRef, reasonDigest: string) => `${attemptKey(a)}.waiting.${reasonDigest}`,
   /** The n-th pause of an attempt, and its resume: a second pause is not a replay of the first. */

@@ -12,6 +12,7 @@ import {
   type StreamConfig,
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
+import { Objm } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { ServerError } from "./errors.js";
 import type { Priority } from "./graph.js";
@@ -30,7 +31,8 @@ export const PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
-export type BucketKey = "runs" | "tasks" | "backlog" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees";
+export type ObjectStoreKey = "sessions";
+export type BucketKey = "runs" | "tasks" | "backlog" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions";
 
 /** Which actor reads each shared durable consumer. */
 export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer";
@@ -40,6 +42,12 @@ export interface Topology {
   readonly subjects: ReturnType<typeof subjectsFor>;
   readonly streams: Record<StreamKey, Partial<StreamConfig> & { name: string; subjects: string[] }>;
   readonly buckets: Record<BucketKey, string>;
+  /**
+   * JetStream object stores. `sessions`: agent CLIs' session files packed at each
+   * checkpoint (object `<run>.<task>.<attempt>.<n>`, named by the checkpoint record of KV
+   * `sessions`), restored on the host that resumes the session.
+   */
+  readonly objects: Record<ObjectStoreKey, string>;
   /** Name of the services-framework service of an actor kind. */
   service(actor: ActorName): string;
 }
@@ -135,7 +143,9 @@ export function topology(prefix = "ado"): Topology {
       control: `${prefix}-control`,
       hitl: `${prefix}-hitl`,
       worktrees: `${prefix}-worktrees`,
+      sessions: `${prefix}-sessions`,
     },
+    objects: { sessions: `${prefix}-sessions` },
     service: (actor) => `${prefix}-${actor}`,
   };
 }
@@ -208,6 +218,9 @@ export interface Provisioned {
   kv: Record<BucketKey, KV>;
 }
 
+/** How long a stored agent session (and its checkpoint record) is kept. */
+const SESSION_TTL_MS = 7 * 24 * 3_600_000;
+
 const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   runs: { history: 1 },
   tasks: { history: 1 },
@@ -225,6 +238,11 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   // `ado worktrees cleanup`; read by `ado worktrees list`. Git is the truth, so old
   // records may expire.
   worktrees: { history: 1, ttlMs: 30 * 24 * 3_600_000 },
+  // Tasks' latest checkpoints (key runId.taskId: commit, ref, agent session id, and the
+  // object holding the session's files in the `sessions` object store): written by the
+  // worker of the attempt, read by the stealer and by the worker that resumes. A session
+  // is worth resuming for days at most.
+  sessions: { history: 1, ttlMs: SESSION_TTL_MS },
 };
 
 /**
@@ -244,6 +262,8 @@ export async function provision(nc: NatsConnection, topo: Topology): Promise<Pro
       ...(ttlMs ? { ttl: ttlMs } : {}),
     });
   }
+  const objm = new Objm(nc);
+  for (const name of Object.values(topo.objects)) await objm.create(name, { storage: StorageType.File, ttl: ns(SESSION_TTL_MS) });
   return { jsm, kv };
 }
 

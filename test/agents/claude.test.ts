@@ -3,7 +3,7 @@
  * (test/fixtures/fake-agents/claude.mjs): command line, environment, stream, failure
  * classes, cost, sessions; end to end through CliAgent and the real process runner.
  */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADAPTERS, AgentCommandError, AgentConfigSchema } from "../../src/agents/index.js";
@@ -198,8 +198,10 @@ describe("claude - failure classes", () => {
     const id = first.outcome.sessionId!;
     const again = parse(claude, await rec({ tools: 1 }, { resume: id }), { resume: id });
     expect(again.outcome).toMatchObject({ ok: true, sessionId: id });
-    const session = JSON.parse(readFileSync(join(box.home, ".fake-claude", "sessions", `${id}.json`), "utf8")) as { turns: string[] };
-    expect(session.turns).toHaveLength(2);
+    // Where Claude Code keeps it: ~/.claude/projects/<cwd with every other character as '-'>/<id>.jsonl.
+    const transcript = join(box.home, ".claude", "projects", realpathSync(box.repo).replace(/[^A-Za-z0-9]/g, "-"), `${id}.jsonl`);
+    const turns = readFileSync(transcript, "utf8").split("\n").filter(Boolean).map((l) => JSON.parse(l) as { type: string }).filter((l) => l.type === "user");
+    expect(turns).toHaveLength(2);
     const lost = parse(claude, await rec({}, { resume: "00000000-dead-beef-0000-000000000000" }), { resume: "00000000-dead-beef-0000-000000000000" });
     expect(lost.outcome.failure).toMatchObject({ kind: "crash", retryable: true });
     expect(lost.outcome.failure!.message).toMatch(/No conversation found/);

@@ -1,15 +1,15 @@
 /**
  * What the adapters share, without processes: reset times, prices, line splitting,
- * credentials, the launch line, task options, the list of agent names.
+ * credentials, the process runner's options, task options, the list of agent names.
  */
 import { describe, expect, it } from "vitest";
 import { AGENT_NAMES, CLI_AGENT_NAMES, isAgentName } from "../../src/agents/agent-names.js";
 import { classOfHttpStatus, parseResetTime, RETRYABLE } from "../../src/agents/classify.js";
-import { exitOf, launchLine, taskOptionsOf } from "../../src/agents/cli-agent.js";
+import { exitOf, taskOptionsOf } from "../../src/agents/cli-agent.js";
 import { filterEnvironment } from "../../src/agents/credentials.js";
 import { costOf, DEFAULT_PRICES, normalizeModel, priceOf } from "../../src/agents/prices.js";
 import { LineSplitter, parseJsonLine } from "../../src/agents/stream.js";
-import { ADAPTERS, builtinAgents, priceTable } from "../../src/agents/index.js";
+import { ADAPTERS, builtinAgents, priceTable, runProcessGroup, Suspender } from "../../src/agents/index.js";
 import { TaskFailure } from "../../src/runtime/messages.js";
 
 describe("agents - names", () => {
@@ -126,11 +126,32 @@ describe("agents - environment and launch", () => {
     expect(r.withheld).toEqual(["ANTHROPIC_API_KEY"]);
   });
 
-  it("agents - the launch line: the CLI itself, or sh unsetting and redirecting stdin, then exec", () => {
-    expect(launchLine({ bin: "claude", args: ["-p"], unset: [] })).toEqual({ command: "claude", args: ["-p"] });
-    expect(launchLine({ bin: "claude", args: ["-p"], unset: ["CLAUDECODE"] })).toEqual({ command: "sh", args: ["-c", 'unset CLAUDECODE; exec "$@"', "ado-agent", "claude", "-p"] });
-    expect(launchLine({ bin: "cursor-agent", args: ["-p"], unset: [] }, "/tmp/in")).toEqual({ command: "sh", args: ["-c", 'f=$1; shift; exec "$@" <"$f"', "ado-agent", "/tmp/in", "cursor-agent", "-p"] });
-    expect(() => launchLine({ bin: "x", args: [], unset: ["A;rm -rf /"] })).toThrow(/not a variable name/);
+  it("agents - the runner withholds inherited variables, feeds stdin text behind its gate, and reports the signal and any abort reason", async () => {
+    const ctx = (signal = new AbortController().signal) => {
+      let out = "";
+      return {
+        ctx: { env: { ADDED: "a" }, task: { id: "t" } as never, signal, suspender: new Suspender(), onOutput: (_s: string, d: string) => void (out += d) },
+        out: () => out,
+      };
+    };
+    process.env.ADO_TEST_WITHHELD = "secret";
+    try {
+      const fed = ctx();
+      const r = await runProcessGroup("sh", ["-c", 'echo "${ADO_TEST_WITHHELD-unset} $ADDED"; cat'], fed.ctx, { unsetEnv: ["ADO_TEST_WITHHELD"], stdin: { text: "line 1\nline 2" } });
+      expect(r.ok).toBe(true);
+      expect(fed.out()).toBe("unset a\nline 1\nline 2");
+      const plain = ctx();
+      await runProcessGroup("sh", ["-c", 'echo "$ADO_TEST_WITHHELD"; cat'], plain.ctx);
+      expect(plain.out()).toBe("secret\n"); // inherited when not withheld; stdin is end-of-file at once
+    } finally {
+      delete process.env.ADO_TEST_WITHHELD;
+    }
+    const killed = await runProcessGroup("sh", ["-c", "kill -9 $$"], ctx().ctx);
+    expect(killed).toMatchObject({ ok: false, signal: "SIGKILL", failure: { kind: "exit", exitCode: null } });
+    const abort = new AbortController();
+    const hung = runProcessGroup("sh", ["-c", "sleep 30"], ctx(abort.signal).ctx);
+    setTimeout(() => abort.abort("hang"), 100);
+    expect(await hung).toMatchObject({ ok: false, stoppedBy: "hang", failure: { kind: "internal" } });
   });
 
   it("agents - task options: read from the task when it carries them, the worker's win, a bad one is refused with its name", () => {
@@ -143,6 +164,7 @@ describe("agents - environment and launch", () => {
   it("agents - the runner's outcome as an exit: code, signal from its message, stop by a clock, its own failures", () => {
     expect(exitOf({ ok: true }, undefined, 1)).toEqual({ code: 0 });
     expect(exitOf({ ok: false, failure: { kind: "exit", retryable: true, exitCode: null, message: "killed by SIGKILL" } }, undefined, 1)).toEqual({ code: null, signal: "SIGKILL" });
+    expect(exitOf({ ok: false, signal: "SIGTERM", failure: { kind: "exit", retryable: true, exitCode: null, message: "m" } }, undefined, 1)).toEqual({ code: null, signal: "SIGTERM" });
     expect(exitOf({ ok: false, failure: { kind: "interrupted", retryable: true, message: "m", exitCode: null } }, "hang", 500)).toEqual({ code: null, stopped: "hang", idleTimeoutMs: 500 });
     const timeout = { kind: "timeout" as const, retryable: true, message: "timed out", exitCode: null };
     expect(exitOf({ ok: false, failure: timeout }, undefined, 1)).toEqual({ code: null, runnerFailure: timeout });

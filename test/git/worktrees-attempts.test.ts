@@ -155,3 +155,40 @@ describe("worktrees - what an agent did with git", () => {
   });
 });
 
+
+describe("worktrees - a checkpoint of a worktree an agent works in", () => {
+  it("commits the worktree's state (staged, unstaged, untracked) on HEAD under the ref, leaving the agent's index, HEAD and branch as they were; skipped when nothing changed since", async () => {
+    const { repo, worktrees, root } = await tempRepo();
+    const manager = new WorktreeManager({ repo, baseDir: worktrees });
+    const wt = await manager.add({ name: "r/t", branch: "ado/r/t", base: root, owner: { runId: "r", taskId: "t" } });
+    await writeFiles(wt.path, { "staged.txt": "s\n", "README.md": "changed\n", "new/untracked.txt": "u\n" });
+    sh(wt.path, "add", "staged.txt");
+    await mkdir(path.join(wt.path, ".ado"), { recursive: true });
+    await writeFile(path.join(wt.path, ".ado", "prompt.md"), "ado's own\n");
+    const indexBefore = sh(wt.path, "ls-files", "--stage");
+    const statusBefore = sh(wt.path, "status", "--porcelain=v1", "--untracked-files=all");
+
+    const ref = "refs/ado/runs/r/checkpoints/t/1";
+    const first = await manager.snapshot(wt.path, { ref, message: "checkpoint 1" });
+    expect(first.commit).toBeDefined();
+    expect(sh(repo, "rev-parse", ref)).toBe(first.commit);
+    expect(sh(repo, "rev-parse", `${first.commit}^`)).toBe(root);
+    expect(sh(repo, "ls-tree", "-r", "--name-only", first.commit!).split("\n").sort()).toEqual(["README.md", "new/untracked.txt", "staged.txt"]);
+    expect(show(repo, first.commit!, "README.md")).toBe("changed\n");
+    // The agent sees nothing: same index, same status, HEAD and branch still at the base.
+    expect(sh(wt.path, "ls-files", "--stage")).toBe(indexBefore);
+    expect(sh(wt.path, "status", "--porcelain=v1", "--untracked-files=all")).toBe(statusBefore);
+    expect(sh(wt.path, "rev-parse", "HEAD")).toBe(root);
+    expect(await readBranch(repo, "ado/r/t")).toBe(root);
+
+    // Nothing changed since: no new commit, the ref stays.
+    const again = await manager.snapshot(wt.path, { ref, message: "checkpoint 2", unless: { tree: first.tree, head: first.head } });
+    expect(again.commit).toBeUndefined();
+    expect(sh(repo, "rev-parse", ref)).toBe(first.commit);
+    // A change: the ref moves on.
+    await writeFiles(wt.path, { "more.txt": "m\n" });
+    const third = await manager.snapshot(wt.path, { ref, message: "checkpoint 3", unless: { tree: first.tree, head: first.head } });
+    expect(third.commit).toBeDefined();
+    expect(sh(repo, "rev-parse", ref)).toBe(third.commit);
+  });
+});

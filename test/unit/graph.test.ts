@@ -245,3 +245,29 @@ describe("graph - agents and words for people", () => {
     expect(shortPath(Array.from({ length: 100 }, (_, i) => `t${i}`))).toBe("t0 -> t1 -> t2 -> t3 -> ... (93 more) ... -> t97 -> t98 -> t99");
   });
 });
+
+describe("graph - agent CLI settings on tasks and graph defaults", () => {
+  it("a task's model, maxTurns, args, idleTimeout and access reach the wire form; the graph's agents.<name> fill in what a task of that agent leaves out", () => {
+    const g = parseGraph(
+      [
+        "agents:",
+        "  claude: { model: opus, maxTurns: 40, idleTimeout: 5m, args: [--verbose-x] }",
+        "tasks:",
+        "  - { id: a, agent: claude, prompt: p }",
+        "  - { id: b, agent: claude, prompt: p, model: sonnet, idleTimeout: 30s, access: api }",
+        "  - { id: c, agent: codex, prompt: p }",
+      ].join("\n") + "\n",
+    );
+    const t = (id: string) => g.tasks.find((x) => x.id === id)!;
+    expect(t("a")).toMatchObject({ model: "opus", maxTurns: 40, idleTimeoutMs: 300_000, args: ["--verbose-x"] });
+    expect(t("b")).toMatchObject({ model: "sonnet", maxTurns: 40, idleTimeoutMs: 30_000, access: "api" });
+    // Another agent's task gets none of claude's defaults.
+    expect(t("c").model).toBeUndefined();
+    expect(t("c").maxTurns).toBeUndefined();
+  });
+
+  it("bad agent settings are refused with the field named", () => {
+    expect(() => parseGraph("tasks:\n  - { id: a, agent: claude, prompt: p, maxTurns: 0 }\n")).toThrow(/maxTurns/);
+    expect(() => parseGraph("tasks:\n  - { id: a, agent: claude, prompt: p, access: free }\n")).toThrow(/access/);
+  });
+});

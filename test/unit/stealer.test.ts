@@ -176,6 +176,28 @@ describe("stealer - the scheduler's handling of a lost attempt and of the late r
     expect(applyTaskResult(state, lostResult(first, "w-dead", NOW, LATER, "died"), LATER)).toEqual([]);
   });
 
+  it("a lost attempt that left a checkpoint: the next attempt starts from its commit and resumes its agent's session", () => {
+    const { state, first } = accept();
+    const CP = "d".repeat(40);
+    const checkpoint = { attempt: 1, commit: CP, sessionId: "sess-1" };
+    const lost = lostResult(first, "w-dead", NOW, LATER, "died", true, checkpoint);
+    expect(lost).toMatchObject({ commit: CP, sessionId: "sess-1" });
+    const [next] = readyOf(applyTaskResult(state, lost, LATER));
+    expect(next).toMatchObject({ taskId: "a", attempt: 2, baseCommit: CP, resume: { fromAttempt: 1, sessionId: "sess-1", commit: CP } });
+    expect(state.tasks.get("a")!.rec.sessionId).toBe("sess-1");
+  });
+
+  it("a checkpoint of an earlier attempt, or an attempt lost before its agent started, resumes nothing", () => {
+    const { first } = accept();
+    const older = { attempt: 1, commit: "d".repeat(40), sessionId: "old" };
+    const second = { ...first, attempt: 2 };
+    expect(lostResult(second, "w-dead", NOW, LATER, "died", true, older)).not.toHaveProperty("commit");
+    expect(lostResult(first, "w-dead", NOW, LATER, "died", false, older)).not.toHaveProperty("sessionId");
+    const { state, first: again } = accept();
+    const [next] = readyOf(applyTaskResult(state, lostResult(again, "w-dead", NOW, LATER, "died"), LATER));
+    expect(next).not.toHaveProperty("resume");
+  });
+
   it("the cut-off worker's late result for the lost attempt is ignored, before and after the next attempt ends", () => {
     const { state, first } = accept();
     applyTaskResult(state, lostResult(first, "w-cut", NOW, LATER, "died"), LATER);

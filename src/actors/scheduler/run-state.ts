@@ -302,6 +302,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     worktree: result.worktree,
     summary: result.summary,
     costUsd: t.rec.costUsd + result.costUsd,
+    ...(result.sessionId ? { sessionId: result.sessionId } : {}),
   });
   if (result.status === "failed") {
     const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
@@ -335,8 +336,10 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       },
     });
     if (willRetry) {
-      // An interrupted attempt resumes from its checkpoint commit, if it left one.
-      const effectsOfQueue = queue(state, t, now, !interrupted, true, interrupted ? result.commit : undefined);
+      // An interrupted attempt resumes from its checkpoint commit, if it left one, and its
+      // agent from the session it ran in.
+      const resume = interrupted && (result.sessionId || result.commit) ? { fromAttempt: result.attempt, ...(result.sessionId ? { sessionId: result.sessionId } : {}), ...(result.commit ? { commit: result.commit } : {}) } : undefined;
+      const effectsOfQueue = queue(state, t, now, !interrupted, true, interrupted ? result.commit : undefined, resume);
       const work = effectsOfQueue.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
       effects.push(...effectsOfQueue, {
         type: "event",
@@ -627,7 +630,7 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
 }
 
 /** Publishes the next attempt of a task to the ready queue (after its backoff, for a retry). */
-function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true, checkpoint?: string): Effect[] {
+function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true, checkpoint?: string, resume?: TaskWork["resume"]): Effect[] {
   const attempt = t.rec.attempts + 1;
   update(state, t, { status: "queued", attempts: attempt, error: undefined });
   const { needs: _needs, ...task } = t.def;
@@ -654,6 +657,7 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     }),
     readyAt: now,
     submittedAt: run.submittedAt,
+    ...(resume ? { resume } : {}),
   };
   const effects: Effect[] = [{ type: "ready", work }];
   // A first attempt's `queued` record is not written: after a restart, reconcile()

@@ -1,4 +1,4 @@
-import type { AttemptClaim, TaskResult, TaskWork, WorkerRecord } from "../../runtime/messages.js";
+import type { AttemptClaim, CheckpointRecord, TaskResult, TaskWork, WorkerRecord } from "../../runtime/messages.js";
 import { attemptKey, msgIds } from "../../runtime/names.js";
 import { livenessWindowMs } from "../../runtime/topology.js";
 
@@ -167,7 +167,18 @@ export function planRecovery(deadWorkerId: string, left: readonly LeftMessage[])
  * the retry budget (run-state.ts applyTaskResult), and ignores it if it already settled
  * the attempt (a result the worker did send gets there first).
  */
-export function lostResult(work: TaskWork, deadWorkerId: string, claimedAt: string, now: string, why: string, agentStarted = true): TaskResult {
+export function lostResult(
+  work: TaskWork,
+  deadWorkerId: string,
+  claimedAt: string,
+  now: string,
+  why: string,
+  agentStarted = true,
+  checkpoint?: Pick<CheckpointRecord, "attempt" | "commit" | "sessionId">,
+): TaskResult {
+  // The attempt's last checkpoint (its own, not an earlier attempt's): the next attempt
+  // starts from its commit and resumes its agent's session.
+  const cp = agentStarted && checkpoint?.attempt === work.attempt ? checkpoint : undefined;
   return {
     type: "task.result",
     runId: work.runId,
@@ -188,6 +199,7 @@ export function lostResult(work: TaskWork, deadWorkerId: string, claimedAt: stri
     outputTail: "",
     summary: "",
     costUsd: 0,
+    ...(cp ? { commit: cp.commit, ...(cp.sessionId ? { sessionId: cp.sessionId } : {}) } : {}),
   };
 }
 

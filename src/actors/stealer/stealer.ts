@@ -17,6 +17,7 @@ import { attemptKey } from "../../runtime/names.js";
 import { requeueWork } from "../../runtime/requeue.js";
 import { Backoff, retry } from "../../runtime/retry.js";
 import { KvWatch } from "../../runtime/kv-watch.js";
+import { CheckpointStore } from "../../runtime/checkpoints.js";
 
 export interface StealerOptions {
   /** The workers' heartbeat: a worker silent for 3 of them is suspected dead. */
@@ -73,6 +74,9 @@ export class Stealer extends Actor {
   private orphans = new Set<string>();
   private readonly counts = { workersRecovered: 0, interrupted: 0, requeued: 0, dropped: 0, deadLettered: 0, revived: 0 };
 
+  /** Attempts' checkpoints: a lost one resumes from its last. */
+  private readonly checkpoints: CheckpointStore;
+
   constructor(
     instance: string,
     ctx: ActorContext,
@@ -80,6 +84,7 @@ export class Stealer extends Actor {
   ) {
     super("stealer", instance, ctx);
     this.liveness = new Liveness(opts.heartbeatMs);
+    this.checkpoints = new CheckpointStore(ctx.nc, ctx.kv.sessions, ctx.topo, this.log);
   }
 
   protected async onStart(): Promise<void> {
@@ -268,7 +273,14 @@ export class Stealer extends Actor {
         if (kept.kind === "untouched") this.log.info({ key: a.key, why: kept.why }, "lost attempt's worktree left alone");
         // Lost before its agent started: it costs the task nothing (agent-started.ts).
         const started = await agentStarted(this.jsm, topo, a.work);
-        const { data, headers } = encode(SCHEMAS.SchedulerInput, lostResult(a.work, s.workerId, a.claimedAt, at(), why, started));
+        // Its last checkpoint, if its agent made any: the next attempt resumes from there.
+        const checkpoint = started
+          ? await this.checkpoints.get(a.work.runId, a.work.taskId).catch((err) => {
+              this.log.warn({ key: a.key, err: errorMessage(err) }, "checkpoint record not read; the next attempt starts from the base");
+              return undefined;
+            })
+          : undefined;
+        const { data, headers } = encode(SCHEMAS.SchedulerInput, lostResult(a.work, s.workerId, a.claimedAt, at(), why, started, checkpoint));
         await this.js.publish(topo.subjects.results(a.work.runId), data, { headers, msgID: a.resultId });
         await this.emit(a.work, s.workerId, "interrupted", `worker ${s.workerId} ${why} while running attempt ${a.work.attempt}: reported interrupted, so that the scheduler runs it again`, kept.kind === "archived" ? kept.ref : undefined, at());
         this.counts.interrupted++;

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JsMsg } from "@nats-io/jetstream";
 import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
-import { type Agent, type OutputStream, type StopReason, Suspender, taskDir } from "../../agents/index.js";
+import { type Agent, type AgentEvent, type OutputStream, type SessionPlace, type StopReason, Suspender, taskDir, toWireEvent } from "../../agents/index.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
@@ -16,6 +16,7 @@ import {
   attemptRef,
   CrashPoint,
   INPUTS_FILE,
+  msgIds,
   CHECKPOINT_TRAILER,
   PROMPT_ENV_MAX_BYTES,
   PROMPT_FILE,
@@ -23,6 +24,8 @@ import {
   TEST_CRASH_ENV,
   WORKTREE_ADO_DIR,
 } from "../../runtime/names.js";
+import type { CheckpointStore } from "../../runtime/checkpoints.js";
+import { Checkpointer, sessionHost } from "./checkpointer.js";
 import { afterCommit, planAfterAgent, planBranches } from "./decide.js";
 import { OutputBuffer } from "./output.js";
 import type { TaskWorktrees, WorktreeUpdate } from "./task-worktrees.js";
@@ -44,8 +47,8 @@ export interface AttemptContext {
   readonly agents: ReadonlyMap<string, Agent>;
   /** Claims the attempt in KV `claims` (create only): true when it is this worker's. */
   claim(key: string): Promise<boolean>;
-  /** Publishes an event (stored before the call resolves). */
-  emit(event: AttemptEvent): Promise<unknown>;
+  /** Publishes an event (stored before the call resolves); `msgID` for events that recur within an attempt. */
+  emit(event: AttemptEvent, msgID?: string): Promise<unknown>;
   /** Publishes the attempt's result to the scheduler, retrying while the server is unreachable. */
   publishResult(key: string, result: TaskResult): Promise<void>;
   /** Results this worker already produced, so a redelivery re-sends instead of re-running. */
@@ -53,6 +56,10 @@ export interface AttemptContext {
   /** How this host reaches a run's repository (its own, or a clone of the run's remote). */
   readonly access: RepoAccess;
   readonly worktrees: TaskWorktrees;
+  /** Tasks' checkpoint records and agent sessions (KV and object store `sessions`). */
+  readonly checkpoints: CheckpointStore;
+  /** How often an agent CLI's work is checkpointed while it runs; 0: never (only at an interruption). */
+  readonly checkpointIntervalMs: number;
 }
 
 /** Results already produced, by attempt key; bounded (a redelivery comes within ack_wait, long before 1,000 newer results). */
@@ -82,6 +89,11 @@ export class Attempt {
   private readonly abort = new AbortController();
   /** Pauses and resumes the agent's process group. */
   readonly suspender = new Suspender();
+  /** An agent CLI's final text (the task's summary) and its session, once the agent has ended. */
+  private agentSummary?: string;
+  private sessionId?: string;
+  /** Agent events being stored: all of them are, before the result that ends the attempt. */
+  private readonly agentEvents = new Set<Promise<unknown>>();
 
   constructor(
     private readonly ctx: AttemptContext,
@@ -131,9 +143,18 @@ export class Attempt {
     }
     output.flush();
     await output.settled(); // output events are stored before the result that ends the task
+    await Promise.all(this.agentEvents);
     const tail = output.tail();
-    const summary = tail.trimEnd().split("\n").pop()?.slice(0, 500) ?? "";
-    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: tail, summary, costUsd: 0 };
+    const summary = (this.agentSummary?.trim() || tail.trimEnd().split("\n").pop())?.slice(0, 500) ?? "";
+    const full: TaskResult = {
+      ...result,
+      startedAt,
+      finishedAt: new Date().toISOString(),
+      outputTail: tail,
+      summary,
+      costUsd: 0,
+      ...(this.sessionId ? { sessionId: this.sessionId } : {}),
+    };
     ctx.results.remember(key, full);
     await ctx.publishResult(key, full);
     msg.ack();
@@ -156,6 +177,10 @@ export class Attempt {
     let wt: WorktreeManager | undefined;
     let target: RepoTarget | undefined;
     let branchesBefore: Set<string> | undefined;
+    // Started at an earlier attempt's checkpoint: its work counts as this attempt's too,
+    // measured from where the task started (read only when it matters: one git process).
+    let startOf: Promise<string> | undefined;
+    const taskStart = () => (startOf ??= wt!.trailer(work.baseCommit!, CHECKPOINT_TRAILER).then((t) => t ?? work.baseCommit!, () => work.baseCommit!));
     if (agent.needsWorktree) {
       if (!work.repo || !work.baseCommit) {
         return this.failed({ kind: "invalid", retryable: false, message: `agent '${agent.name}' needs a repository, and the run has none` });
@@ -198,41 +223,62 @@ export class Attempt {
     // whether the agent had started (an attempt lost before costs the task nothing).
     // One round trip, no extra write. Not stored (the server unreachable): the agent
     // runs all the same, and a loss would be counted as one after the start.
+    const agentCwd = taskDir(cwd, work.task);
+    const env = {
+      ...work.task.env,
+      [AgentEnv.runId]: work.runId,
+      [AgentEnv.taskId]: work.taskId,
+      ...(promptInEnv ? { [AgentEnv.prompt]: work.task.prompt } : {}),
+      [AgentEnv.promptFile]: promptFile,
+      [AgentEnv.attempt]: String(work.attempt),
+      [AgentEnv.workerId]: ctx.workerId,
+      [AgentEnv.branch]: work.branch,
+      [AgentEnv.inputs]: JSON.stringify(work.inputs),
+      [AgentEnv.inputsFile]: inputsFile,
+      // Git run by the agent itself ignores what the include list copied in (.env).
+      ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
+    };
+    // An agent CLI with sessions, in a worktree: its work is checkpointed while it runs
+    // (and at an interruption), and an earlier attempt's session is resumed.
+    const place = agent.sessions && agentCwd ? { cwd: agentCwd, env: agent.sessions.placeEnv(env) } : undefined;
+    const resumed = await this.prepareResume(agent, place);
+    const checkpointer =
+      place && wt && cwd
+        ? new Checkpointer({ workerId: ctx.workerId, log: ctx.log, store: ctx.checkpoints, emit: ctx.emit, work, agent, wt, cwd, place, target: target!, taskStart })
+        : undefined;
     const started = { type: "task.started" as const, runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: startedAt, workerId: ctx.workerId };
     await ctx
-      .emit({ ...started, branch: cwd ? work.branch : undefined, worktree: cwd })
+      .emit({ ...started, branch: cwd ? work.branch : undefined, worktree: cwd, agent: agent.name, ...(resumed.resume ? { resumed: resumed.resume } : {}) })
       .catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
+    if (checkpointer && ctx.checkpointIntervalMs > 0) checkpointer.start(ctx.checkpointIntervalMs);
     const outcome = await agent
       .run({
         // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
-        cwd: taskDir(cwd, work.task),
-        env: {
-          ...work.task.env,
-          [AgentEnv.runId]: work.runId,
-          [AgentEnv.taskId]: work.taskId,
-          ...(promptInEnv ? { [AgentEnv.prompt]: work.task.prompt } : {}),
-          [AgentEnv.promptFile]: promptFile,
-          [AgentEnv.attempt]: String(work.attempt),
-          [AgentEnv.workerId]: ctx.workerId,
-          [AgentEnv.branch]: work.branch,
-          [AgentEnv.inputs]: JSON.stringify(work.inputs),
-          [AgentEnv.inputsFile]: inputsFile,
-          // Git run by the agent itself ignores what the include list copied in (.env).
-          ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
-        },
-        task: work.task,
+        cwd: agentCwd,
+        env,
+        task: resumed.prompt === work.task.prompt ? work.task : { ...work.task, prompt: resumed.prompt },
         signal: this.abort.signal,
         suspender: this.suspender,
         onOutput,
+        onEvent: (e, seq) => this.publishAgentEvent(e, seq),
+        onSession: (id) => {
+          this.sessionId = id;
+          if (checkpointer) checkpointer.sessionId = id;
+        },
+        ...(resumed.resume ? { resume: resumed.resume } : {}),
       })
-      .finally(() => (cwd ? undefined : rm(adoDir, { recursive: true, force: true })));
+      .finally(async () => {
+        await checkpointer?.stop();
+        if (!cwd) await rm(adoDir, { recursive: true, force: true });
+      });
+    this.agentSummary = outcome.summary;
+    // A session asked for and not found is not carried on: the next attempt starts afresh.
+    this.sessionId = outcome.sessionLost ? undefined : (outcome.sessionId ?? this.sessionId);
+    if (checkpointer) checkpointer.sessionId = this.sessionId;
     if (!wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
     const base = work.baseCommit!;
     const ref = attemptRef(work.runId, work.taskId, work.attempt);
-    // Started at an earlier attempt's checkpoint: its work counts as this attempt's too,
-    // measured from where the task started (read only when it matters: one git process).
-    const taskBase = async () => (await wt.trailer(base, CHECKPOINT_TRAILER).catch(() => undefined)) ?? base;
 
     // What the agent did with git itself: commits on the task branch, on a branch of its
     // own, a detached HEAD; lands on the task branch when that is unambiguous.
@@ -258,10 +304,10 @@ export class Attempt {
       // from that commit instead of from scratch.
       // Always a commit of ado's when there is work (the agent's own commits, or an earlier
       // checkpoint), so the trailer tells the next attempt where the task started.
-      const taskStart = await taskBase();
-      const hasWork = taskStart !== base || facts.head !== base || branches.kind === "land" || (await wt.hasChanges(cwd));
+      const start = await taskStart();
+      const hasWork = start !== base || facts.head !== base || branches.kind === "land" || (await wt.hasChanges(cwd));
       const c = await wt.commitAll(cwd, {
-        message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)\n\n${CHECKPOINT_TRAILER}: ${taskStart}`,
+        message: `ado: ${work.taskId} checkpoint (attempt ${work.attempt} interrupted)\n\n${CHECKPOINT_TRAILER}: ${start}`,
         allowEmpty: hasWork,
       });
       const changed = c.commit !== base;
@@ -269,7 +315,10 @@ export class Attempt {
       await wt.remove(cwd, { force: true });
       await dropStrays(c.commit);
       await ctx.worktrees.record(work, cwd, { state: "removed", commit: c.commit, reason: "interrupted: the work so far is committed on the branch (checkpoint)" });
-      if (changed) {
+      if (checkpointer) {
+        // The session goes with it: the next attempt resumes it, on whichever host.
+        await checkpointer.final(c.commit, work.branch, "worker shutting down").catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "the interrupted attempt's session was not stored"));
+      } else if (changed) {
         await ctx
           .emit({ type: "task.checkpoint", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), workerId: ctx.workerId, commit: c.commit, reason: "worker shutting down" })
           .catch(() => undefined);
@@ -298,7 +347,7 @@ export class Attempt {
     const commit = await wt.commitAll(cwd, { message: commitMessage(work) });
     // The agent's own commits are its work too, and so is a checkpoint the attempt started
     // from: "changed" is the branch against where the task started.
-    const from = commit.commit === base ? await taskBase() : base;
+    const from = commit.commit === base ? await taskStart() : base;
     const changed = commit.commit !== from;
     const files = !changed ? [] : from === base && facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(from, commit.commit);
     const next = afterCommit({ changed, remote: !!target!.remote });
@@ -344,6 +393,57 @@ export class Attempt {
     }
   }
 
+  /**
+   * How the agent goes on from an earlier attempt's checkpoint (`work.resume`): in the same
+   * session when its CLI resumes sessions and the session is here (restored from the
+   * checkpoint's copy: the files a checkpoint stored match its commit, which is this
+   * attempt's base), else in a new session told where the work stands (an agent without
+   * sessions, aider, too; the shell agent runs its command and ignores the prompt).
+   */
+  private async prepareResume(agent: Agent, place: SessionPlace | undefined): Promise<{ resume?: string; prompt: string }> {
+    const { ctx, work } = this;
+    const r = work.resume;
+    const prompt = work.task.prompt;
+    if (!r) return { prompt };
+    const sessions = agent.sessions;
+    if (sessions && place && sessions.resumable && r.sessionId) {
+      const record = await ctx.checkpoints.get(work.runId, work.taskId).catch((err) => {
+        ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "checkpoint record not read");
+        return undefined;
+      });
+      const ours = record && record.attempt === r.fromAttempt && record.sessionId === r.sessionId ? record : undefined;
+      let restored = false;
+      if (ours?.session && sessions.portable) {
+        try {
+          const data = await ctx.checkpoints.loadSession(ours);
+          if (data) restored = (await sessions.unpack(data, place)).files > 0;
+        } catch (err) {
+          ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "the stored session could not be restored; the agent starts a new one");
+        }
+      }
+      // Not restored, but made on this host and home: the CLI finds it where it left it.
+      if (restored || ours?.sessionHost === sessionHost(place)) {
+        ctx.log.info({ task: work.taskId, session: r.sessionId, restored }, "resuming the agent's session");
+        return { resume: r.sessionId, prompt: continuation(work, r.commit) + prompt };
+      }
+    }
+    return { prompt: continuation(work, r.commit, true) + prompt };
+  }
+
+  /**
+   * Publishes one of the agent's events (its own msg id: events recur within an attempt).
+   * Events are for people: one not stored is logged, and the attempt goes on.
+   */
+  private publishAgentEvent(e: AgentEvent, seq: number): void {
+    const w = this.work;
+    const event = toWireEvent(e, { runId: w.runId, taskId: w.taskId, attempt: w.attempt, at: new Date().toISOString(), seq });
+    const p = this.ctx
+      .emit(event, msgIds.agentEvent(w, seq))
+      .catch((err) => this.ctx.log.debug({ task: w.taskId, seq, err: errorMessage(err) }, "agent event not stored"))
+      .finally(() => this.agentEvents.delete(p));
+    this.agentEvents.add(p);
+  }
+
   private succeeded() {
     const w = this.work;
     return { type: "task.result" as const, runId: w.runId, taskId: w.taskId, attempt: w.attempt, workerId: this.ctx.workerId, status: "succeeded" as const, files: [] as string[] };
@@ -352,6 +452,14 @@ export class Attempt {
   private failed(failure: TaskFailure) {
     return { ...this.succeeded(), status: "failed" as const, failure };
   }
+}
+
+/** What an agent resuming an interrupted attempt is told before the task's prompt. */
+function continuation(work: TaskWork, commit: string | undefined, newSession = false): string {
+  const where = commit ? ` (checkpoint commit ${commit.slice(0, 12)})` : "";
+  return newSession
+    ? `[ado] An earlier attempt at this task (attempt ${work.resume!.fromAttempt}) was interrupted. Its work so far is already in this worktree${where}: review it and carry on from there rather than starting over. The task:\n\n`
+    : `[ado] You were interrupted (attempt ${work.resume!.fromAttempt} of this task stopped). The worktree holds your work as of the last checkpoint${where}, which may be a little behind this conversation: check it, then continue the task where you left off. The task:\n\n`;
 }
 
 /** TEST ONLY (names.ts TEST_CRASH_ENV): the worker dies here, as a SIGKILL would kill it. */

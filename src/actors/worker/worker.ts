@@ -15,6 +15,10 @@ import { requeueWork } from "../../runtime/requeue.js";
 import { sleep } from "../../runtime/clock.js";
 import { Backoff, retry } from "../../runtime/retry.js";
 import { Attempt, type AttemptContext, ResultCache } from "./attempt.js";
+import { CheckpointStore } from "../../runtime/checkpoints.js";
+
+/** How often an agent CLI's work is checkpointed when the worker is given no interval. */
+const DEFAULT_CHECKPOINT_INTERVAL_MS = 10 * 60_000;
 import { WorkerPresence } from "./presence.js";
 import { TaskWorktrees } from "./task-worktrees.js";
 
@@ -28,6 +32,8 @@ export interface WorkerOptions {
   /** Include list, dependency dirs and cleanup policy of task worktrees (config `worktrees`). */
   worktrees?: WorktreesConfig;
   agents?: Map<string, Agent>;
+  /** Versions of the agent CLIs among `agents`, as probed at start (advertised in the registry record). */
+  agentVersions?: Record<string, string>;
   /** Placement labels (e.g. `local`, `process`, `remote`, `gpu`); tasks select workers by them. */
   labels?: string[];
   capabilities?: string[];
@@ -35,6 +41,8 @@ export interface WorkerOptions {
   costPerTask?: number;
   /** How long the server waits for an ack before redelivering; in-progress acks keep it alive. */
   ackWaitMs?: number;
+  /** How often an agent CLI's work is checkpointed while it runs (config checkpointInterval); 0: only at an interruption. Default 10 min. */
+  checkpointIntervalMs?: number;
   /** How this host reaches runs' repositories (config `git`): shared disk, clones of a remote, or auto. */
   gitAccess?: GitAccess;
   /** Where clones of runs' remotes go; default defaultCloneDir(). */
@@ -84,6 +92,7 @@ export class Worker extends Actor {
       fixed: {
         slots: opts.slots,
         agents: [...this.agents.keys()],
+        ...(opts.agentVersions && Object.keys(opts.agentVersions).length ? { agentVersions: opts.agentVersions } : {}),
         labels: opts.labels ?? [],
         capabilities: opts.capabilities ?? [],
         accessMode: opts.accessMode ?? "local",
@@ -96,11 +105,13 @@ export class Worker extends Actor {
       log: this.log,
       agents: this.agents,
       claim: (key) => this.claim(key),
-      emit: (event) => publishEvent(this.js, this.ctx.topo, event),
+      emit: (event, msgID) => publishEvent(this.js, this.ctx.topo, event, msgID),
       publishResult: (key, result) => this.publishResult(key, result),
       results: new ResultCache(),
       access: new RepoAccess(opts.gitAccess ?? "auto", opts.cloneDir, ctx.logger),
       worktrees: this.worktrees,
+      checkpoints: new CheckpointStore(ctx.nc, ctx.kv.sessions, ctx.topo, this.log),
+      checkpointIntervalMs: opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS,
     };
   }
 
@@ -138,6 +149,9 @@ export class Worker extends Actor {
       for (const r of this.active.values()) r.attempt.stop("interrupted" satisfies StopReason);
     };
     force.addEventListener("abort", interruptAll, { once: true });
+    // Hurried before the record above was written (stopWorkers then interruptWorkers at
+    // once): the abort has happened already, and a listener added now would never run.
+    if (force.aborted) interruptAll();
     await Promise.all([...this.active.values()].map((r) => r.done));
     await this.pulling;
     await this.handBackQueued();
