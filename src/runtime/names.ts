@@ -122,6 +122,13 @@ export const msgIds = {
   /** Events that recur within an attempt: each stop of a run for a person, and its end. */
   runAttention: (runId: string, round: number) => `${runId}._.attention.${round}`,
   runContinued: (runId: string, round: number) => `${runId}._.continued.${round}`,
+  /** Each change of a run's budget caps (`ado budget raise`), numbered by the run's budget. */
+  runBudget: (runId: string, change: number) => `${runId}._.budget.${change}`,
+  /**
+   * An agent's event (`agent.usage`, ...): many per attempt, told apart by their place in
+   * it (`seq`), so a worker that publishes one again after a reconnect stores it once.
+   */
+  agentEvent: (a: AttemptRef, type: string, seq: number) => `${attemptKey(a)}.${type}.${seq}`,
   /** Merge events of a HITL round. */
   mergeResolved: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.${round}.merge.resolved`,
   mergeConflict: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.${round}.merge.conflict`,
