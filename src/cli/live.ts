@@ -15,7 +15,7 @@ import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { formatDuration, parseDuration } from "../runtime/duration.js";
 
 /** Connects a client to the server of what runs (see joinServer) for one command. */
-async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>, runId?: string): Promise<T> {
+export async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>, runId?: string): Promise<T> {
   const { config, logger } = await configFrom(flags);
   const url = await joinServer(config, what, { runId });
   const nc = await clientConnection(url, logger);

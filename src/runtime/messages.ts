@@ -376,6 +376,9 @@ export const TaskSummary = z.object({
   workerId: id.optional(),
   commit: sha.optional(),
   error: z.string().optional(),
+  /** What every attempt of the task cost, USD and tokens; absent when nothing was reported. */
+  costUsd: z.number().min(0).optional(),
+  tokens: z.number().int().min(0).optional(),
 });
 export type TaskSummary = z.infer<typeof TaskSummary>;
 

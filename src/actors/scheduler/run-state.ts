@@ -1013,5 +1013,7 @@ export function summary(t: TaskState): TaskSummary {
     workerId: t.rec.workerId,
     commit: t.rec.commit,
     error: t.rec.error,
+    ...(t.rec.costUsd > 0 ? { costUsd: t.rec.costUsd } : {}),
+    ...(t.rec.tokens > 0 ? { tokens: t.rec.tokens } : {}),
   };
 }

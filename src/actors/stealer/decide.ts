@@ -167,7 +167,16 @@ export function planRecovery(deadWorkerId: string, left: readonly LeftMessage[])
  * the retry budget (run-state.ts applyTaskResult), and ignores it if it already settled
  * the attempt (a result the worker did send gets there first).
  */
-export function lostResult(work: TaskWork, deadWorkerId: string, claimedAt: string, now: string, why: string, agentStarted = true): TaskResult {
+export function lostResult(
+  work: TaskWork,
+  deadWorkerId: string,
+  claimedAt: string,
+  now: string,
+  why: string,
+  agentStarted = true,
+  /** What its agent reported it had spent (its last `agent.usage` event); absent: nothing reported. */
+  spent?: { usd: number; tokens: number },
+): TaskResult {
   return {
     type: "task.result",
     runId: work.runId,
@@ -187,7 +196,8 @@ export function lostResult(work: TaskWork, deadWorkerId: string, claimedAt: stri
     finishedAt: now,
     outputTail: "",
     summary: "",
-    costUsd: 0,
+    costUsd: spent?.usd ?? 0,
+    ...(spent && spent.tokens > 0 ? { tokens: spent.tokens } : {}),
   };
 }
 

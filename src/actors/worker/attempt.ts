@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JsMsg } from "@nats-io/jetstream";
 import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
-import { type Agent, type OutputStream, type StopReason, Suspender, taskDir } from "../../agents/index.js";
+import { type Agent, type AgentEvent, type AgentOutcome, type CliOutcome, type CliRunContext, type OutputStream, type StopReason, Suspender, taskDir, toWireEvent } from "../../agents/index.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
@@ -31,7 +31,26 @@ import type { TaskWorktrees, WorktreeUpdate } from "./task-worktrees.js";
 export type AttemptEvent = Parameters<typeof publishEvent>[2];
 
 /** A result before the fields execute() adds at the end (times, output, cost). */
-type Outcome = Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail" | "summary" | "costUsd">;
+type Outcome = Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail" | "summary" | "costUsd" | "tokens">;
+
+/**
+ * Agents that enforce a task's `maxCost` themselves, given it on their command line
+ * (Claude Code's --max-budget-usd: it ends with a resumable `error_max_budget_usd`
+ * result). ado stops the others itself once their reported spend passes the cap.
+ */
+const SELF_CAPPED: ReadonlySet<string> = new Set(["claude"]);
+
+/** What an attempt spent: USD, and tokens (prompt, cache reads included, plus output). */
+interface Spend {
+  usd: number;
+  tokens: number;
+}
+
+/** What an agent's outcome says it spent (agent CLIs; nothing for shell and noop). */
+function spendOf(outcome: AgentOutcome): Spend {
+  const o = outcome as Partial<Pick<CliOutcome, "costUsd" | "tokens">>;
+  return { usd: o.costUsd ?? 0, tokens: o.tokens ? o.tokens.input + o.tokens.output : 0 };
+}
 
 /**
  * What an attempt needs from its worker, and nothing more (BullMQ's
@@ -82,6 +101,12 @@ export class Attempt {
   private readonly abort = new AbortController();
   /** Pauses and resumes the agent's process group. */
   readonly suspender = new Suspender();
+  /** What the agent spent so far (its cumulative `agent.usage` events), then its outcome's figure. */
+  private spend: Spend = { usd: 0, tokens: 0 };
+  /** Set when ado stopped the agent for passing the task's `maxCost`: why. */
+  private overCap?: string;
+  /** Agent events being published: stored before the result, like the output. */
+  private readonly publishing = new Set<Promise<unknown>>();
 
   constructor(
     private readonly ctx: AttemptContext,
@@ -94,6 +119,28 @@ export class Attempt {
   /** Stops the agent now: cancelled on request, or interrupted because the worker shuts down. */
   stop(reason: StopReason): void {
     this.abort.abort(reason);
+  }
+
+  /**
+   * An agent CLI's event: published on the task's subjects (the scheduler counts
+   * `agent.usage` against the run's budget as it comes). Spend past the task's own
+   * `maxCost` stops an agent that does not enforce the cap itself.
+   */
+  private onAgentEvent(e: AgentEvent, seq: number): void {
+    const { work, ctx } = this;
+    const p = ctx
+      .emit(toWireEvent(e, { runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), seq }))
+      .catch((err) => ctx.log.warn({ task: work.taskId, event: e.type, err: errorMessage(err) }, "agent event not stored"))
+      .finally(() => this.publishing.delete(p));
+    this.publishing.add(p);
+    if (e.type !== "agent.usage") return;
+    this.spend = { usd: Math.max(this.spend.usd, e.costUsd), tokens: Math.max(this.spend.tokens, e.inputTokens + e.outputTokens) };
+    const cap = work.task.maxCost;
+    // A cap is passed only by more than a rounding error (sums of cents in floating point).
+    if (cap === undefined || this.overCap || this.abort.signal.aborted || SELF_CAPPED.has(work.task.agent) || e.costUsd <= cap + 1e-9) return;
+    this.overCap = `the agent spent $${e.costUsd.toFixed(4)}, past the task's maxCost of $${cap.toFixed(2)}: ado stopped it; raise the task's maxCost to let it go further`;
+    ctx.log.info({ task: work.taskId, costUsd: e.costUsd, maxCost: cap }, "agent stopped: past the task's maxCost");
+    this.abort.abort("cancelled");
   }
 
   /**
@@ -131,9 +178,11 @@ export class Attempt {
     }
     output.flush();
     await output.settled(); // output events are stored before the result that ends the task
+    await Promise.all(this.publishing);
     const tail = output.tail();
     const summary = tail.trimEnd().split("\n").pop()?.slice(0, 500) ?? "";
-    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: tail, summary, costUsd: 0 };
+    const { usd, tokens } = this.spend;
+    const full: TaskResult = { ...result, startedAt, finishedAt: new Date().toISOString(), outputTail: tail, summary, costUsd: usd, ...(tokens > 0 ? { tokens } : {}) };
     ctx.results.remember(key, full);
     await ctx.publishResult(key, full);
     msg.ack();
@@ -202,30 +251,36 @@ export class Attempt {
     await ctx
       .emit({ ...started, branch: cwd ? work.branch : undefined, worktree: cwd })
       .catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
-    const outcome = await agent
-      .run({
-        // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
-        cwd: taskDir(cwd, work.task),
-        env: {
-          ...work.task.env,
-          [AgentEnv.runId]: work.runId,
-          [AgentEnv.taskId]: work.taskId,
-          ...(promptInEnv ? { [AgentEnv.prompt]: work.task.prompt } : {}),
-          [AgentEnv.promptFile]: promptFile,
-          [AgentEnv.attempt]: String(work.attempt),
-          [AgentEnv.workerId]: ctx.workerId,
-          [AgentEnv.branch]: work.branch,
-          [AgentEnv.inputs]: JSON.stringify(work.inputs),
-          [AgentEnv.inputsFile]: inputsFile,
-          // Git run by the agent itself ignores what the include list copied in (.env).
-          ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
-        },
-        task: work.task,
-        signal: this.abort.signal,
-        suspender: this.suspender,
-        onOutput,
-      })
-      .finally(() => (cwd ? undefined : rm(adoDir, { recursive: true, force: true })));
+    const maxCost = work.task.maxCost;
+    const agentCtx: CliRunContext = {
+      // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
+      cwd: taskDir(cwd, work.task),
+      env: {
+        ...work.task.env,
+        [AgentEnv.runId]: work.runId,
+        [AgentEnv.taskId]: work.taskId,
+        ...(promptInEnv ? { [AgentEnv.prompt]: work.task.prompt } : {}),
+        [AgentEnv.promptFile]: promptFile,
+        [AgentEnv.attempt]: String(work.attempt),
+        [AgentEnv.workerId]: ctx.workerId,
+        [AgentEnv.branch]: work.branch,
+        [AgentEnv.inputs]: JSON.stringify(work.inputs),
+        [AgentEnv.inputsFile]: inputsFile,
+        // Git run by the agent itself ignores what the include list copied in (.env).
+        ...(wt && cwd ? await wt.agentGitEnv(cwd).catch(() => ({})) : {}),
+      },
+      task: work.task,
+      signal: this.abort.signal,
+      suspender: this.suspender,
+      onOutput,
+      onEvent: (e, seq) => this.onAgentEvent(e, seq),
+      // The task's cap, for CLIs that enforce one (the others ignore it; see SELF_CAPPED).
+      ...(maxCost !== undefined ? { options: { maxBudgetUsd: maxCost } } : {}),
+    };
+    let outcome = await agent.run(agentCtx).finally(() => (cwd ? undefined : rm(adoDir, { recursive: true, force: true })));
+    const reported = spendOf(outcome);
+    this.spend = { usd: Math.max(this.spend.usd, reported.usd), tokens: Math.max(this.spend.tokens, reported.tokens) };
+    if (this.overCap) outcome = { ok: false, failure: { kind: "budget", retryable: false, message: this.overCap } };
     if (!wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
     const base = work.baseCommit!;

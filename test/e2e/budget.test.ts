@@ -1,0 +1,135 @@
+/**
+ * A run's cost and budget end to end: real scheduler, balancer, merge coordinator and a
+ * worker on real NATS and git; the agent is the fake Claude Code CLI
+ * (test/fixtures/fake-agents), whose reported cost follows from its tool calls
+ * (usageFor in common.mjs: Sonnet's list price on deterministic token counts).
+ */
+import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
+import { ADAPTERS, AgentConfigSchema, builtinAgents, CliAgent, type Agent } from "../../src/agents/index.js";
+import { Stack } from "../../src/actors/stack.js";
+import { Worker } from "../../src/actors/worker/worker.js";
+import { formatUsd } from "../../src/runtime/budget.js";
+import { AdoClient } from "../../src/runtime/client.js";
+import { parseConfig } from "../../src/runtime/config.js";
+import { connectNats } from "../../src/runtime/connection.js";
+import { parseGraph } from "../../src/runtime/graph.js";
+import { newWorkerId } from "../../src/runtime/ids.js";
+import { silentLogger } from "../../src/runtime/logger.js";
+import type { AdoEvent } from "../../src/runtime/messages.js";
+import { openBuckets } from "../../src/runtime/topology.js";
+import { FAKE_BIN, FAKE_PATH } from "../agents/helpers.js";
+import { runAdo } from "../helpers/cli.js";
+import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { makeRepo } from "../helpers/repo.js";
+
+let ts: TestServer;
+let scratch: string;
+beforeAll(async () => {
+  ts = await startTestServer();
+  scratch = await mkdtemp(join(tmpdir(), "ado-budget-"));
+});
+afterAll(async () => {
+  await ts?.stop();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+/** What the fake claude reports for a run of `tools` tool calls (common.mjs usageFor, its own price). */
+function fakeClaudeCost(tools: number): { usd: number; tokens: number } {
+  const u = { input: 12_000 + 1_000 * tools, cached: 8_000 + 500 * tools, output: 300 + 50 * tools };
+  return { usd: ((u.input - u.cached) * 3 + u.cached * 0.3 + u.output * 15) / 1_000_000, tokens: u.input + u.output };
+}
+
+const describeEvents = (events: AdoEvent[]) =>
+  events
+    .filter((e) => e.type !== "task.output" && e.type !== "agent.message" && e.type !== "agent.tool")
+    .map((e) => `${e.type}${"taskId" in e ? ` ${e.taskId}#${e.attempt}` : ""}${"costUsd" in e ? ` $${e.costUsd}` : ""}${e.type === "task.failed" ? ` ${e.error}` : ""}`)
+    .join("\n");
+
+describe("budget - a run stops at its budget and goes on after `ado budget raise`", () => {
+  it("costs are right to the cent per attempt, task and run; c waits for the budget, then runs with its own cap passed to claude", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const dir = await mkdtemp(join(scratch, "run-"));
+    const home = join(dir, "home");
+    const recorded = join(dir, "c-argv.json");
+    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(dir, "wt"), heartbeatMs: 200 });
+    const stack = await Stack.start({ config, logger: silentLogger, workers: 0 });
+    // A worker with the fake claude as its `claude` agent (workers get agent CLIs from the host's config elsewhere).
+    const agents: Map<string, Agent> = builtinAgents();
+    agents.set(
+      "claude",
+      new CliAgent(ADAPTERS.claude, { config: AgentConfigSchema.parse({ bin: join(FAKE_BIN, "claude") }), inherited: { ...process.env, HOME: home, PATH: FAKE_PATH } }),
+    );
+    const wnc = await connectNats({ servers: ts.url, name: "budget-worker", logger: silentLogger });
+    const worker = await new Worker(
+      { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger },
+      { workerId: newWorkerId(hostname()), slots: 2, heartbeatMs: 200, worktreeDir: join(dir, "wt"), cloneDir: join(dir, "clones"), agents },
+    ).start();
+    const nc = await connectNats({ servers: ts.url, name: "budget-client", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    const events: AdoEvent[] = [];
+    onTestFailed(() => console.log(describeEvents(events)));
+    try {
+      const [a, b, c] = [fakeClaudeCost(2), fakeClaudeCost(4), fakeClaudeCost(2)];
+      // a: no history and no default, nothing reserved: it starts. b: reserved at a's mean
+      // (0.0237), 0.0474 fits 0.05; it costs 0.0285. c: spent 0.0522 is past the cap already.
+      const graph = parseGraph(`
+name: budget
+maxCost: 0.05
+tasks:
+  - { id: a, agent: claude, prompt: "write a", env: { FAKE_AGENT_TOOLS: "2" } }
+  - { id: b, agent: claude, prompt: "write b", needs: [a], env: { FAKE_AGENT_TOOLS: "4" } }
+  - { id: c, agent: claude, prompt: "write c", needs: [b], maxCost: 1, env: { FAKE_AGENT_TOOLS: "2", FAKE_AGENT_RECORD: "${recorded}" } }
+`);
+      const stopped = await client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+      expect(stopped.status, stopped.error).toBe("needs_attention");
+      expect(stopped.attention).toEqual([]);
+      expect(stopped.budget).toMatchObject({ maxCostUsd: 0.05, next: { taskId: "c" }, reservedUsd: 0 });
+      expect(stopped.budget!.spentUsd).toBeCloseTo(a.usd + b.usd, 9);
+      expect(stopped.budget!.next.costUsd).toBeCloseTo((a.usd + b.usd) / 2, 9);
+      expect(stopped.error).toMatch(/budget.*ado budget raise/);
+      expect(events.some((e) => e.type === "task.started" && e.taskId === "c")).toBe(false);
+      // Each attempt's cost, from the agent's stream, on its event; usage came live too.
+      const succeeded = (id: string) => events.find((e): e is Extract<AdoEvent, { type: "task.succeeded" }> => e.type === "task.succeeded" && e.taskId === id)!;
+      expect(succeeded("a").costUsd).toBeCloseTo(a.usd, 9);
+      expect(succeeded("a").tokens).toBe(a.tokens);
+      expect(succeeded("b").costUsd).toBeCloseTo(b.usd, 9);
+      const usage = await eventually(async () => {
+        const view = await client.status(stopped.runId);
+        return view?.run.status === "needs_attention" ? view : undefined;
+      });
+      expect(usage.run.costUsd).toBeCloseTo(a.usd + b.usd, 9);
+      expect(usage.tasks.find((t) => t.id === "b")!.costUsd).toBeCloseTo(b.usd, 9);
+
+      // A person raises the budget by $0.05 with the CLI: c fits now (0.0522 + 0.0261 <= 0.10).
+      const raised = await runAdo(["budget", "raise", stopped.runId, "+0.05", "--server", ts.url, "--prefix", topo.prefix], { timeoutMs: 120_000 });
+      expect(raised.code, raised.stderr).toBe(0);
+      expect(raised.stdout).toMatch(/raising run .* USD cap by \$0\.05 \(spent so far \$0\.05/);
+      await eventually(async () => ["succeeded", "failed", "cancelled"].includes((await client.runRecord(stopped.runId))?.status ?? ""), 120_000, "the run to end");
+      const done = await client.watch(stopped.runId);
+      expect(done.status, done.error).toBe("succeeded");
+      expect(done.costUsd).toBeCloseTo(a.usd + b.usd + c.usd, 9);
+      expect(done.tokens).toBe(a.tokens + b.tokens + c.tokens);
+      expect(formatUsd(done.costUsd!)).toBe("$0.08");
+      expect(Object.fromEntries(done.tasks.map((t) => [t.id, t.costUsd]))).toEqual({ a: expect.closeTo(a.usd, 9), b: expect.closeTo(b.usd, 9), c: expect.closeTo(c.usd, 9) });
+      // The raise is on record, and c's own cap went to claude; its fan-in input carries b's cost.
+      const all: AdoEvent[] = [];
+      await client.watch(stopped.runId, { onEvent: (e) => all.push(e) });
+      expect(all.find((e) => e.type === "run.budget")).toMatchObject({ maxCostUsd: expect.closeTo(0.1, 9), previousMaxCostUsd: 0.05 });
+      expect(all.filter((e) => e.type === "run.continued")).toHaveLength(1);
+      const rec = JSON.parse(await readFile(recorded, "utf8")) as { argv: string[]; env: Record<string, string> };
+      expect(rec.argv.join(" ")).toContain("--max-budget-usd 1");
+      const inputs = JSON.parse(rec.env.ADO_INPUTS!) as { taskId: string; costUsd: number }[];
+      expect(inputs).toEqual([expect.objectContaining({ taskId: "b", costUsd: expect.closeTo(b.usd, 9) })]);
+    } finally {
+      await nc.drain();
+      await worker.close({ graceMs: 5_000, forceMs: 2_000 });
+      await wnc.drain();
+      await stack.close();
+      await repo.cleanup();
+    }
+  }, 240_000);
+});
