@@ -8,7 +8,7 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
-import { ADAPTERS, AgentConfigSchema, builtinAgents, CliAgent, type Agent } from "../../src/agents/index.js";
+import { ADAPTERS, AgentConfigSchema, builtinAgents, CliAgent, type Agent, type CliRunContext } from "../../src/agents/index.js";
 import { Stack } from "../../src/actors/stack.js";
 import { Worker } from "../../src/actors/worker/worker.js";
 import { formatUsd } from "../../src/runtime/budget.js";
@@ -48,6 +48,40 @@ const describeEvents = (events: AdoEvent[]) =>
     .map((e) => `${e.type}${"taskId" in e ? ` ${e.taskId}#${e.attempt}` : ""}${"costUsd" in e ? ` $${e.costUsd}` : ""}${e.type === "task.failed" ? ` ${e.error}` : ""}`)
     .join("\n");
 
+/** The actors, and one worker whose `claude` is the fake claude CLI and whose `spender` is a stand-in agent (spender()). */
+async function startWith(topo: ReturnType<typeof uniqueTopology>, dir: string, home: string) {
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(dir, "wt"), heartbeatMs: 200 });
+  const stack = await Stack.start({ config, logger: silentLogger, workers: 0 });
+  // Workers get agent CLIs from the host's config elsewhere; here the fake claude is given by hand.
+  const agents: Map<string, Agent> = builtinAgents();
+  agents.set(
+    "claude",
+    new CliAgent(ADAPTERS.claude, { config: AgentConfigSchema.parse({ bin: join(FAKE_BIN, "claude") }), inherited: { ...process.env, HOME: home, PATH: FAKE_PATH } }),
+  );
+  agents.set("spender", spender);
+  const wnc = await connectNats({ servers: ts.url, name: "budget-worker", logger: silentLogger });
+  const worker = await new Worker(
+    { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger },
+    { workerId: newWorkerId(hostname()), slots: 2, heartbeatMs: 200, worktreeDir: join(dir, "wt"), cloneDir: join(dir, "clones"), agents },
+  ).start();
+  return { stack, worker, wnc };
+}
+
+/**
+ * A stand-in for an agent CLI that enforces no cap of its own and keeps going: it reports
+ * $0.30 spent (an `agent.usage` event, as an adapter makes of a CLI's stream) and then
+ * works until it is stopped.
+ */
+const spender: Agent = {
+  name: "spender",
+  needsWorktree: true,
+  async run(ctx) {
+    (ctx as CliRunContext).onEvent?.({ type: "agent.usage", inputTokens: 90_000, outputTokens: 2_000, cachedTokens: 0, cacheWriteTokens: 0, costUsd: 0.3, costSource: "reported" }, 0);
+    await new Promise((resolve) => (ctx.signal.aborted ? resolve(undefined) : ctx.signal.addEventListener("abort", resolve, { once: true })));
+    return { ok: false, failure: { kind: "cancelled", retryable: false, message: "stopped" } };
+  },
+};
+
 describe("budget - a run stops at its budget and goes on after `ado budget raise`", () => {
   it("costs are right to the cent per attempt, task and run; c waits for the budget, then runs with its own cap passed to claude", async () => {
     const repo = await makeRepo();
@@ -55,19 +89,7 @@ describe("budget - a run stops at its budget and goes on after `ado budget raise
     const dir = await mkdtemp(join(scratch, "run-"));
     const home = join(dir, "home");
     const recorded = join(dir, "c-argv.json");
-    const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(dir, "wt"), heartbeatMs: 200 });
-    const stack = await Stack.start({ config, logger: silentLogger, workers: 0 });
-    // A worker with the fake claude as its `claude` agent (workers get agent CLIs from the host's config elsewhere).
-    const agents: Map<string, Agent> = builtinAgents();
-    agents.set(
-      "claude",
-      new CliAgent(ADAPTERS.claude, { config: AgentConfigSchema.parse({ bin: join(FAKE_BIN, "claude") }), inherited: { ...process.env, HOME: home, PATH: FAKE_PATH } }),
-    );
-    const wnc = await connectNats({ servers: ts.url, name: "budget-worker", logger: silentLogger });
-    const worker = await new Worker(
-      { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger },
-      { workerId: newWorkerId(hostname()), slots: 2, heartbeatMs: 200, worktreeDir: join(dir, "wt"), cloneDir: join(dir, "clones"), agents },
-    ).start();
+    const { stack, worker, wnc } = await startWith(topo, dir, home);
     const nc = await connectNats({ servers: ts.url, name: "budget-client", logger: silentLogger });
     const client = new AdoClient(nc, topo);
     const events: AdoEvent[] = [];
@@ -104,6 +126,14 @@ tasks:
       expect(usage.run.costUsd).toBeCloseTo(a.usd + b.usd, 9);
       expect(usage.tasks.find((t) => t.id === "b")!.costUsd).toBeCloseTo(b.usd, 9);
 
+      // `ado status` tells why the run waits, and what it spent of its budget.
+      const status = await runAdo(["status", stopped.runId, "--json", "--server", ts.url, "--prefix", topo.prefix], { timeoutMs: 120_000 });
+      expect(status.code, status.stderr).toBe(0);
+      const shown = JSON.parse(status.stdout) as { status: string; costUsd: number; budget: { maxCostUsd: number }; budgetWait: { next: { taskId: string } }; tasks: { id: string; costUsd: number }[] };
+      expect(shown).toMatchObject({ status: "needs_attention", budget: { maxCostUsd: 0.05 }, budgetWait: { next: { taskId: "c" } } });
+      expect(shown.costUsd).toBeCloseTo(a.usd + b.usd, 9);
+      expect(shown.tasks.find((t) => t.id === "a")!.costUsd).toBeCloseTo(a.usd, 9);
+
       // A person raises the budget by $0.05 with the CLI: c fits now (0.0522 + 0.0261 <= 0.10).
       const raised = await runAdo(["budget", "raise", stopped.runId, "+0.05", "--server", ts.url, "--prefix", topo.prefix], { timeoutMs: 120_000 });
       expect(raised.code, raised.stderr).toBe(0);
@@ -124,6 +154,39 @@ tasks:
       expect(rec.argv.join(" ")).toContain("--max-budget-usd 1");
       const inputs = JSON.parse(rec.env.ADO_INPUTS!) as { taskId: string; costUsd: number }[];
       expect(inputs).toEqual([expect.objectContaining({ taskId: "b", costUsd: expect.closeTo(b.usd, 9) })]);
+    } finally {
+      await nc.drain();
+      await worker.close({ graceMs: 5_000, forceMs: 2_000 });
+      await wnc.drain();
+      await stack.close();
+      await repo.cleanup();
+    }
+  }, 240_000);
+
+  it("ado stops an agent that passes its task's maxCost when the CLI does not enforce it: failed as budget, its spend counted", async () => {
+    const repo = await makeRepo();
+    const topo = uniqueTopology();
+    const dir = await mkdtemp(join(scratch, "cap-"));
+    const { stack, worker, wnc } = await startWith(topo, dir, join(dir, "home"));
+    const nc = await connectNats({ servers: ts.url, name: "budget-client-cap", logger: silentLogger });
+    const client = new AdoClient(nc, topo);
+    const events: AdoEvent[] = [];
+    onTestFailed(() => console.log(describeEvents(events)));
+    try {
+      const graph = parseGraph(`
+name: cap
+tasks:
+  - { id: s, agent: spender, prompt: "spend", maxCost: 0.25, retry: { attempts: 3 } }
+`);
+      const done = await client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+      expect(done.status).toBe("failed");
+      const failed = events.filter((e): e is Extract<AdoEvent, { type: "task.failed" }> => e.type === "task.failed");
+      // Not retried: a budget failure is not one more attempt can fix.
+      expect(failed).toHaveLength(1);
+      expect(failed[0]).toMatchObject({ attempt: 1, willRetry: false, costUsd: 0.3, tokens: 92_000 });
+      expect(failed[0]!.error).toMatch(/spent \$0\.3000, past the task's maxCost of \$0\.25: ado stopped it/);
+      expect(done.costUsd).toBeCloseTo(0.3, 9);
+      expect(events.some((e) => e.type === "agent.usage" && e.taskId === "s")).toBe(true);
     } finally {
       await nc.drain();
       await worker.close({ graceMs: 5_000, forceMs: 2_000 });

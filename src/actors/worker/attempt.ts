@@ -280,7 +280,8 @@ export class Attempt {
     let outcome = await agent.run(agentCtx).finally(() => (cwd ? undefined : rm(adoDir, { recursive: true, force: true })));
     const reported = spendOf(outcome);
     this.spend = { usd: Math.max(this.spend.usd, reported.usd), tokens: Math.max(this.spend.tokens, reported.tokens) };
-    if (this.overCap) outcome = { ok: false, failure: { kind: "budget", retryable: false, message: this.overCap } };
+    // Stopped for its cost: a budget failure (not a cancel). One that finished before the stop took stands.
+    if (this.overCap && !outcome.ok) outcome = { ok: false, failure: { kind: "budget", retryable: false, message: this.overCap } };
     if (!wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
     const base = work.baseCommit!;
