@@ -5,6 +5,9 @@ import { parseCapChange, resolveBudget, type RunBudget } from "../../src/runtime
 import { GraphDefSchema } from "../../src/runtime/graph.js";
 import type { AdoEvent, BudgetRequest, CostHistory, EventOf, TaskFailure, TaskRecord, TaskResult, TaskWork } from "../../src/runtime/messages.js";
 import { noteUsage } from "../../src/actors/scheduler/budget.js";
+import { budgetFor } from "../../src/cli/run.js";
+import { RunProgress } from "../../src/cli/progress-state.js";
+import { renderFrame } from "../../src/cli/progress-frame.js";
 
 /**
  * The scheduler's budget decisions (run-state.ts with budget.ts), pure: what is
@@ -338,5 +341,41 @@ describe("budget - settings and input", () => {
     expect(() => parseCapChange("lots", "usd")).toThrow(/'lots' is not an amount in USD such as 20 \(the new cap\) or \+5/);
     expect(() => parseCapChange("0", "usd")).toThrow(/must be more than 0/);
     expect(() => parseCapChange("5k", "usd")).toThrow(/is not an amount in USD/);
+  });
+
+  it("ado run's flags: --max-cost over the graph over the config, --on-budget needs a cap, bad figures say what is allowed", () => {
+    const config = { budget: { onExceed: "wait" as const, defaultTaskCost: 0, defaultTaskTokens: 0, maxCost: 3 } };
+    expect(budgetFor(config, {}, {})).toMatchObject({ maxCostUsd: 3, onExceed: "wait" });
+    expect(budgetFor(config, { maxCost: 5 }, {})).toMatchObject({ maxCostUsd: 5 });
+    expect(budgetFor(config, { maxCost: 5 }, { maxCost: "$10", maxTokens: "2m", onBudget: "stop" })).toMatchObject({ maxCostUsd: 10, maxTokens: 2_000_000, onExceed: "stop" });
+    const none = { budget: { onExceed: "wait" as const, defaultTaskCost: 0, defaultTaskTokens: 0 } };
+    expect(budgetFor(none, {}, {})).toBeUndefined();
+    expect(() => budgetFor(none, {}, { onBudget: "stop" })).toThrow(/--on-budget needs a budget/);
+    expect(() => budgetFor(none, {}, { maxCost: "ten" })).toThrow(/--max-cost 'ten' is not an amount in USD/);
+    expect(() => budgetFor(none, {}, { maxCost: "0" })).toThrow(/more than 0/);
+    expect(() => budgetFor(none, {}, { maxTokens: "+5k" })).toThrow(/give the cap itself/);
+  });
+});
+
+describe("budget - what a person following the run sees", () => {
+  const base = { runId: RUN, at: NOW };
+  it("spend of running attempts counts live, finished attempts replace it; the budget and a budget stop are known", () => {
+    const p = new RunProgress();
+    p.apply({ type: "run.accepted", ...base, name: "g", tasks: [{ id: "a", needs: [], priority: "normal" }, { id: "b", needs: [], priority: "normal" }], queued: ["a", "b"], budget: { maxCostUsd: 1, onExceed: "wait" } });
+    p.apply({ type: "task.started", ...base, taskId: "a", attempt: 1, workerId: "w1" });
+    p.apply(usage("a", 1, 0.25));
+    p.apply(usage("a", 1, 0.4));
+    expect(p.costUsd).toBeCloseTo(0.4, 9);
+    expect(renderFrame(p, { width: 100, height: 20, now: Date.parse(NOW), color: false }).join("\n")).toContain("$0.40 of $1.00");
+    p.apply({ type: "task.succeeded", ...base, taskId: "a", attempt: 1, workerId: "w1", files: [], startedAt: NOW, finishedAt: NOW, costUsd: 0.45 });
+    expect(p.costUsd).toBeCloseTo(0.45, 9);
+    const wait = { message: "the run's budget would be passed", spentUsd: 0.45, tokens: 0, reservedUsd: 0, reservedTokens: 0, maxCostUsd: 1, next: { taskId: "b", costUsd: 0.6, tokens: 0, basis: "x" }, waiting: 1 };
+    p.apply({ type: "run.needs_attention", ...base, round: 1, tasks: [], budget: wait });
+    expect(p.budgetWait).toEqual({ message: wait.message, nextTaskId: "b" });
+    expect(renderFrame(p, { width: 120, height: 20, now: Date.parse(NOW), color: false }).join("\n")).toContain(`budget: 'b' would pass it; ado budget raise ${RUN} <usd>`);
+    p.apply({ type: "run.budget", ...base, by: "me", maxCostUsd: 2, previousMaxCostUsd: 1 });
+    p.apply({ type: "run.continued", ...base, round: 1 });
+    expect(p.budget).toEqual({ maxCostUsd: 2, maxTokens: undefined });
+    expect(p.budgetWait).toBeUndefined();
   });
 });
