@@ -108,7 +108,10 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .description("raise a run's budget (its cap in USD, or --tokens): what waited for the budget starts; `ado cancel <run>` ends it instead")
       .argument("<run>", "run id")
       .argument("[usd]", "the new cap in USD (20), or how much to add (+5)")
-      .option("--tokens <n>", "the new token cap (2m, 500k), or how much to add (+500k)"),
+      .option("--tokens <n>", "the new token cap (2m, 500k), or how much to add (+500k)")
+      .option("-r, --repo <dir>", "a run `ado run` kept in this repository (it stopped for its budget): raised, then followed to its end (default: current directory)")
+      .option("--json", "with a kept run: print one JSON object with the outcome when the run ends")
+      .addOption(progressOption()),
   ).action(async (run, usd, flags) => setExit(await budgetRaiseCommand(run, usd, flags)));
 
   common(

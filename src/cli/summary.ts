@@ -138,7 +138,7 @@ export async function summarize(o: RunOutcome, json: boolean, ctx: ReportContext
       w(`      ado budget raise ${o.runId} <usd>   (the new cap, or +<usd> to add; --tokens for a token cap), or ado cancel ${o.runId}`);
     }
     if (o.attention?.length || !o.budget) printAttention(o, ctx, w);
-    else if (ctx.keptStore) w(`  the run's state is kept in ${ctx.keptStore}`);
+    else if (ctx.keptStore) w(`  the run's state is kept in ${ctx.keptStore}; \`ado budget raise\` in this repository resumes it`);
     else if (ctx.waitsOn) w(`  the run waits on ${ctx.waitsOn}; it goes on once its budget is raised (ado attach ${o.runId})`);
   } else if (o.integrationBranch && o.status === "succeeded") {
     w(`  result: branch ${o.integrationBranch} (${o.integrationCommit?.slice(0, 10)})`);

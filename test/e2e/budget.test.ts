@@ -4,7 +4,7 @@
  * (test/fixtures/fake-agents), whose reported cost follows from its tool calls
  * (usageFor in common.mjs: Sonnet's list price on deterministic token counts).
  */
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
@@ -23,7 +23,7 @@ import { openBuckets } from "../../src/runtime/topology.js";
 import { FAKE_BIN, FAKE_PATH } from "../agents/helpers.js";
 import { runAdo } from "../helpers/cli.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
-import { makeRepo } from "../helpers/repo.js";
+import { gitOut, makeRepo } from "../helpers/repo.js";
 
 let ts: TestServer;
 let scratch: string;
@@ -192,6 +192,28 @@ tasks:
       await worker.close({ graceMs: 5_000, forceMs: 2_000 });
       await wnc.drain();
       await stack.close();
+      await repo.cleanup();
+    }
+  }, 240_000);
+
+  it("ado run --max-cost: a run whose first task would pass its budget waits (exit 3, its state kept); ado budget raise in the repository resumes it to its end", async () => {
+    const repo = await makeRepo();
+    const dir = await mkdtemp(join(scratch, "cli-"));
+    // Shell tasks report no cost: the configured default reservation ($1) is what does not fit $0.50.
+    const config = join(dir, "ado.config.yaml");
+    await writeFile(config, "budget:\n  defaultTaskCost: 1\n");
+    try {
+      const r = await runAdo(["run", "one", "--cmd", "echo 1 > one.txt", "--repo", repo.dir, "--config", config, "--max-cost", "0.5", "--json", "--progress", "none"], { timeoutMs: 120_000 });
+      expect(r.code, r.stderr).toBe(3);
+      const stopped = JSON.parse(r.stdout) as { runId: string; status: string; budget: { maxCostUsd: number; next: { taskId: string; costUsd: number } } };
+      expect(stopped).toMatchObject({ status: "needs_attention", budget: { maxCostUsd: 0.5, next: { taskId: "task", costUsd: 1 } } });
+      const raised = await runAdo(["budget", "raise", stopped.runId, "2", "--repo", repo.dir, "--config", config, "--json", "--progress", "none"], { timeoutMs: 120_000 });
+      expect(raised.code, raised.stderr).toBe(0);
+      expect(raised.stderr).toMatch(/raising run .*'s USD cap to \$2\.00/);
+      const done = JSON.parse(raised.stdout) as { status: string; integrationBranch: string; costUsd: number };
+      expect(done).toMatchObject({ status: "succeeded", costUsd: 0 });
+      expect(gitOut(repo.dir, "show", `${done.integrationBranch}:one.txt`)).toBe("1");
+    } finally {
       await repo.cleanup();
     }
   }, 240_000);

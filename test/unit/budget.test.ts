@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { estimate, foldHistory, sizeClass, type Ledger } from "../../src/actors/scheduler/budget.js";
-import { acceptRun, applyBudget, applyTaskResult, buildState, isEarly, reconcile, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
+import { acceptRun, applyBudget, applyControl, applyTaskResult, buildState, isEarly, reconcile, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
 import { parseCapChange, resolveBudget, type RunBudget } from "../../src/runtime/budget.js";
 import { GraphDefSchema } from "../../src/runtime/graph.js";
 import type { AdoEvent, BudgetRequest, CostHistory, EventOf, TaskFailure, TaskRecord, TaskResult, TaskWork } from "../../src/runtime/messages.js";
@@ -244,6 +244,27 @@ describe("budget - over the cap", () => {
     expect(done!.error).toMatch(/^stopped by its budget/);
     // Raising it afterwards records the cap but starts nothing.
     expect(applyBudget(state, raise({ maxCostUsd: 50 }), NOW)).toEqual([]); // the run is over
+  });
+
+  it("a run whose first tasks would pass its budget waits (or ends, in stop mode) as it is accepted: nothing hangs with nothing in flight", () => {
+    const waits = start([{ id: "a" }, { id: "b" }], { maxCostUsd: 0.5, defaultTaskCostUsd: 1 });
+    expect(readyIds(waits.effects)).toEqual([]);
+    expect(eventsOf(waits.effects, "run.accepted")[0]).toMatchObject({ queued: [], budget: { maxCostUsd: 0.5, onExceed: "wait" } });
+    expect(eventsOf(waits.effects, "run.needs_attention")[0]).toMatchObject({ round: 1, budget: { next: { taskId: "a", costUsd: 1 }, waiting: 2 } });
+    expect(waits.state.run.status).toBe("needs_attention");
+    const stops = start([{ id: "a" }, { id: "b" }], { maxCostUsd: 0.5, defaultTaskCostUsd: 1, onExceed: "stop" });
+    expect(readyIds(stops.effects)).toEqual([]);
+    expect(eventsOf(stops.effects, "run.completed")[0]).toMatchObject({ status: "failed", error: expect.stringMatching(/^stopped by its budget/), costUsd: 0 });
+  });
+
+  it("a paused run that is resumed waits for its budget as soon as nothing else moves", () => {
+    const { state } = start([{ id: "a" }, { id: "b", needs: ["a"] }], { maxCostUsd: 1 });
+    applyControl(state, { type: "control", runId: RUN, action: "pause", reason: "", by: "me", at: NOW }, NOW);
+    applyTaskResult(state, result("a", { costUsd: 1 }), NOW);
+    expect(state.run.status).toBe("running"); // b is held by the pause, not the budget
+    const resumed = applyControl(state, { type: "control", runId: RUN, action: "resume", reason: "", by: "me", at: NOW }, NOW);
+    expect(readyIds(resumed)).toEqual([]);
+    expect(eventsOf(resumed, "run.needs_attention")[0]).toMatchObject({ budget: { spentUsd: 1, next: { taskId: "b" } } });
   });
 
   it("a token budget counts tokens where agents report no dollars", () => {

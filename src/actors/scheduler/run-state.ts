@@ -336,6 +336,8 @@ export function acceptRun(submit: SubmitRun, now: string, history?: ReadonlyMap<
       },
     },
     ...released,
+    // A budget its first tasks would pass already: the run waits for a person (or stops) at once.
+    ...settle(state, now),
   ];
   return { ok: true, state, effects };
 }
@@ -602,7 +604,7 @@ export function applyControl(state: RunState, req: ControlRequest, now: string):
       if (!state.run.paused) return [];
       state.run = { ...state.run, paused: false };
       const held = [...state.held].map((id) => state.tasks.get(id)!);
-      return [{ type: "saveRun" }, { type: "event", event: { type: "run.resumed", runId, at: now, by: req.by } }, ...release(state, now, held)];
+      return [{ type: "saveRun" }, { type: "event", event: { type: "run.resumed", runId, at: now, by: req.by } }, ...release(state, now, held), ...settle(state, now)];
     }
   }
 }

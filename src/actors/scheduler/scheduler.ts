@@ -408,6 +408,8 @@ export class Scheduler extends Actor {
           if (state.run.deadline) this.armDeadline(data.runId, state.run.deadline);
           await this.persist(state, outcome.effects);
           await this.noteOpen(state);
+          // Ended as it was accepted (its budget stopped it before any task started).
+          if (!isLive(state.run)) this.dropRun(data.runId);
           return { kind: "ack" };
         } catch (err) {
           this.runs.delete(data.runId);
@@ -416,6 +418,13 @@ export class Scheduler extends Actor {
         }
       }),
     );
+  }
+
+  /** Forgets a run that ended (its records stay). */
+  private dropRun(runId: string): void {
+    this.runs.delete(runId);
+    clearTimeout(this.deadlines.get(runId));
+    this.deadlines.delete(runId);
   }
 
   /** Loads a run from KV and re-derives what must be in flight (see reconcile()). */
@@ -474,9 +483,7 @@ export class Scheduler extends Actor {
           if (!isLive(state.run)) {
             // By the decision that ended it (a crash before its record was stored can fold it twice: a guide, not a ledger).
             if (effects.some((e) => e.type === "event" && e.event.type === "run.completed")) void this.recordCosts(state);
-            this.runs.delete(runId);
-            clearTimeout(this.deadlines.get(runId));
-            this.deadlines.delete(runId);
+            this.dropRun(runId);
           }
         } catch (err) {
           this.runs.delete(runId);
