@@ -18,7 +18,8 @@ import { connectNats } from "../../src/runtime/connection.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import { newWorkerId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
-import type { AdoEvent } from "../../src/runtime/messages.js";
+import { SCHEMAS, type AdoEvent } from "../../src/runtime/messages.js";
+import { decode } from "../../src/runtime/codec.js";
 import { openBuckets } from "../../src/runtime/topology.js";
 import { FAKE_BIN, FAKE_PATH } from "../agents/helpers.js";
 import { runAdo } from "../helpers/cli.js";
@@ -154,6 +155,14 @@ tasks:
       expect(rec.argv.join(" ")).toContain("--max-budget-usd 1");
       const inputs = JSON.parse(rec.env.ADO_INPUTS!) as { taskId: string; costUsd: number }[];
       expect(inputs).toEqual([expect.objectContaining({ taskId: "b", costUsd: expect.closeTo(b.usd, 9) })]);
+      // What claude tasks cost is kept for the next runs' reservations: the mean of the three attempts.
+      const costs = (await openBuckets(nc, topo)).costs;
+      const history = await eventually(async () => {
+        const e = await costs.get("claude.xs");
+        return e?.operation === "PUT" ? decode(SCHEMAS.CostHistory, e.value) : undefined;
+      }, 30_000, "the cost history");
+      expect(history.samples).toBe(3);
+      expect(history.costUsd).toBeCloseTo((a.usd + b.usd + c.usd) / 3, 9);
     } finally {
       await nc.drain();
       await worker.close({ graceMs: 5_000, forceMs: 2_000 });
