@@ -81,7 +81,7 @@ function nextStep(k: KeptRun): string {
     case "interrupted":
       return `stopped by Ctrl-C: ado runs resume ${k.runId}, or ado runs remove ${k.runId}`;
     case "needs_attention":
-      return `waits for a person: ado hitl list`;
+      return `waits for a person: ado hitl list (a merge), or ado budget raise ${k.runId} <usd> (its budget)`;
     default:
       return `no readable run.json in ${k.dir}: ado runs remove ${k.runId}`;
   }
