@@ -213,6 +213,14 @@ function wireDocs(): Record<string, WireDoc> {
       summary: "The tasks of an accepted run not finished yet: what the scheduler counts against `maxQueued` (queue full). Deleted when the run ends.",
       carriers: [{ kind: "kv", where: t.buckets.backlog, detail: "key `<runId>`", writer: "scheduler", reader: "scheduler replicas, operators" }],
     },
+    "cost.history": {
+      form: "output",
+      summary:
+        "What tasks of one agent and prompt size cost in past runs (a running mean per attempt): what a run's budget reserves for a task with no cost history in its own run.",
+      carriers: [
+        { kind: "kv", where: t.buckets.costs, detail: "key `<agent>.<size class>`, folded in when a run ends", writer: "scheduler", reader: "scheduler replicas, operators" },
+      ],
+    },
     "hitl.record": {
       form: "output",
       summary:

@@ -13,9 +13,10 @@ import { report } from "./summary.js";
 import { readReasonFacts, taskReason } from "./task-reasons.js";
 import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { formatDuration, parseDuration } from "../runtime/duration.js";
+import { formatTokens, formatUsd } from "../runtime/budget.js";
 
 /** Connects a client to the server of what runs (see joinServer) for one command. */
-async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>, runId?: string): Promise<T> {
+export async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>, runId?: string): Promise<T> {
   const { config, logger } = await configFrom(flags);
   const url = await joinServer(config, what, { runId });
   const nc = await clientConnection(url, logger);
@@ -113,6 +114,10 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
         acceptedAt: run.acceptedAt,
         finishedAt: run.finishedAt ?? null,
         error: run.error ?? null,
+        costUsd: run.costUsd,
+        tokens: run.tokens,
+        ...(run.budget ? { budget: { maxCostUsd: run.budget.maxCostUsd ?? null, maxTokens: run.budget.maxTokens ?? null, onExceed: run.budget.onExceed } } : {}),
+        ...(run.budgetWait ? { budgetWait: run.budgetWait } : {}),
         tasks: tasks.map((t) => ({ ...t, elapsedMs: elapsed(t.startedAt, t.finishedAt), reason: reasonOf(run.runId, t.id) ?? null })),
       }));
       process.stdout.write(JSON.stringify(runId ? out[0] : out, null, 2) + "\n");
@@ -123,7 +128,7 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
       const state = run.paused && run.status === "running" ? "paused" : run.status;
       const took = elapsed(run.acceptedAt, run.finishedAt);
       process.stdout.write(
-        `run ${run.runId} (${run.name}): ${state}${took === null ? "" : `, ${formatDuration(took)}`}, ${plural(tasks.length, "task")}${run.error ? ` - ${run.error}` : ""}\n`,
+        `run ${run.runId} (${run.name}): ${state}${took === null ? "" : `, ${formatDuration(took)}`}, ${plural(tasks.length, "task")}${costText(run)}${run.error ? ` - ${run.error}` : ""}\n`,
       );
       const rows = tasks.map((t) => {
         const ms = elapsed(t.startedAt, t.finishedAt);
@@ -132,10 +137,21 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
         return [t.id, word, ms === null ? "" : formatDuration(ms), t.attempts > 0 ? `attempt ${t.attempts}` : "", t.workerId ?? "", reason && reason !== "paused" ? reason : (t.error ?? "")];
       });
       process.stdout.write(table(rows) + "\n");
-      if (run.status === "needs_attention") process.stdout.write(`  waiting for a person: ado hitl list\n`);
+      if (run.budgetWait) process.stdout.write(`  waiting for its budget: ${run.budgetWait.message}\n  ado budget raise ${run.runId} <usd>, or ado cancel ${run.runId}\n`);
+      if (run.status === "needs_attention" && (!run.budgetWait || tasks.some((t) => t.status === "needs_attention"))) process.stdout.write(`  waiting for a person: ado hitl list\n`);
     }
     return Exit.ok;
   }, runId);
+}
+
+/** `, $0.42 of $10.00` (what the run spent, of its budget); nothing for a run without cost or budget. */
+function costText(run: RunStatusView["run"]): string {
+  const cap = run.budget?.maxCostUsd;
+  const tokenCap = run.budget?.maxTokens;
+  const parts: string[] = [];
+  if (run.costUsd > 0 || cap !== undefined) parts.push(`${formatUsd(run.costUsd)}${cap !== undefined ? ` of ${formatUsd(cap)}` : ""}`);
+  if (tokenCap !== undefined) parts.push(`${formatTokens(run.tokens)} of ${formatTokens(tokenCap)} tokens`);
+  return parts.length ? `, ${parts.join(", ")}` : "";
 }
 
 /** Rows of cells, columns padded to their widest cell; the last column (free text) is not. */

@@ -13,6 +13,7 @@ import { completionScript } from "./completion.js";
 import { initCommand } from "./init.js";
 import { pruneCommand } from "./prune.js";
 import { doctorCommand } from "./doctor.js";
+import { budgetRaiseCommand } from "./budget.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -49,6 +50,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--base <rev>", "start the run from this branch, tag or commit (default: the --merge-into branch if given, else HEAD)")
       .option("--merge-into <branch>", "when the run succeeds, bring this branch up to the integration branch, only when safe (never checked out in your tree); the run starts from it unless --base says otherwise")
       .option("--update-checkout", "with --merge-into: if that branch is checked out in a clean worktree and the update is a fast-forward, fast-forward the checkout too")
+      .option("--max-cost <usd>", "the run's budget in USD: nothing new starts once its next task would pass it (default: the graph's maxCost, the config's budget.maxCost)")
+      .option("--max-tokens <n>", "the run's budget in tokens (input + output), for agents that report no dollars (2m, 500k)")
+      .addOption(new Option("--on-budget <what>", "when the budget would be passed: wait for `ado budget raise` (needs_attention), or stop the run").choices(["wait", "stop"]))
       .addOption(progressOption()),
   ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
 
@@ -104,6 +108,19 @@ export function buildProgram(setExit: (code: number) => void): Command {
         .option("--reason <text>", "why (recorded in the events)"),
     ).action(async (target, flags) => setExit(await controlCommand(action, target, flags)));
   }
+
+  const budget = program.command("budget").description("a run's budget: what it may spend");
+  common(
+    budget
+      .command("raise")
+      .description("raise a run's budget (its cap in USD, or --tokens): what waited for the budget starts; `ado cancel <run>` ends it instead")
+      .argument("<run>", "run id")
+      .argument("[usd]", "the new cap in USD (20), or how much to add (+5)")
+      .option("--tokens <n>", "the new token cap (2m, 500k), or how much to add (+500k)")
+      .option("-r, --repo <dir>", "a run `ado run` kept in this repository (it stopped for its budget): raised, then followed to its end (default: current directory)")
+      .option("--json", "with a kept run: print one JSON object with the outcome when the run ends")
+      .addOption(progressOption()),
+  ).action(async (run, usd, flags) => setExit(await budgetRaiseCommand(run, usd, flags)));
 
   common(
     program

@@ -127,7 +127,7 @@ function header(p: RunProgress, tasks: readonly LiveTask[], now: number): string
   if (c.cancelled) parts.push(`${c.cancelled} cancelled`);
   const since = p.acceptedAt ?? now;
   parts.push(formatDuration((p.ended?.at ?? now) - since));
-  if (p.costKnown) parts.push(`$${p.costUsd.toFixed(2)}`);
+  if (p.costKnown || p.budget?.maxCostUsd !== undefined) parts.push(`$${p.costUsd.toFixed(2)}${p.budget?.maxCostUsd !== undefined ? ` of $${p.budget.maxCostUsd.toFixed(2)}` : ""}`);
   if (p.runPaused && !p.ended) parts.push("run paused");
   if (p.ended) parts.push(p.ended.status);
   return `${parts.join(" · ")}  ${p.name ? `${p.name} ` : ""}(${p.runId})`;
@@ -137,6 +137,7 @@ function header(p: RunProgress, tasks: readonly LiveTask[], now: number): string
 function footers(p: RunProgress, notice: string | undefined): string[] {
   const out: string[] = [];
   if (p.attention?.length) out.push(`needs a person: ${p.attention.map((a) => a.taskId).join(", ")} (ado hitl list)`);
+  if (p.budgetWait) out.push(`budget: '${p.budgetWait.nextTaskId}' would pass it; ado budget raise ${p.runId ?? "<run>"} <usd>, or ado cancel`);
   if (p.mergedInto) {
     const m = p.mergedInto;
     // The reason of a refusal is printed once, in the summary.

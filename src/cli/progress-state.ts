@@ -37,7 +37,10 @@ export interface LiveTask {
   outputTail?: string;
   /** Refs holding the work of attempts that were lost or failed (`worker.lost`). */
   archiveRefs: string[];
+  /** What its finished attempts cost (USD). */
   costUsd: number;
+  /** What the attempt under way reported so far (its latest `agent.usage`); 0 once it ended. */
+  liveCostUsd?: number;
 }
 
 /** A `task.waiting` event (published by the balancer when a task cannot be placed). */
@@ -97,6 +100,10 @@ export class RunProgress {
   mergedInto?: { into: string; status: string; commit?: string; reason?: string };
   /** Events seen; lets a caller tell whether anything arrived. */
   events = 0;
+  /** The run's budget caps (run.accepted, then each `ado budget raise`). */
+  budget?: { maxCostUsd?: number; maxTokens?: number };
+  /** The run waits for its budget to be raised: why (run.needs_attention's `budget`). */
+  budgetWait?: { message: string; nextTaskId: string };
   /** Tasks merged, in order, with when (epoch ms): `ado run` says which merged while it stopped. */
   readonly merged: { taskId: string; at: number }[] = [];
 
@@ -113,6 +120,7 @@ export class RunProgress {
         this.name = e.name;
         this.acceptedAt = Date.parse(e.at);
         for (const t of e.tasks) this.extra.set(t.id, { paused: false, needs: t.needs, archiveRefs: [], costUsd: 0 });
+        if (e.budget) this.budget = { maxCostUsd: e.budget.maxCostUsd, maxTokens: e.budget.maxTokens };
         return;
       case "run.completed":
         this.ended = { status: e.status, at: Date.parse(e.at) };
@@ -124,9 +132,14 @@ export class RunProgress {
         return;
       case "run.needs_attention":
         this.attention = e.tasks.map((t) => ({ taskId: t.taskId, hitlId: t.hitlId, message: t.message }));
+        this.budgetWait = e.budget ? { message: e.budget.message, nextTaskId: e.budget.next.taskId } : undefined;
         return;
       case "run.continued":
         this.attention = undefined;
+        this.budgetWait = undefined;
+        return;
+      case "run.budget":
+        this.budget = { maxCostUsd: e.maxCostUsd, maxTokens: e.maxTokens };
         return;
       case "run.paused":
         this.runPaused = true;
@@ -163,9 +176,17 @@ export class RunProgress {
         // The last non-empty line of this chunk is the task's latest activity.
         note(e.data.split("\n").filter((l) => oneLine(l) !== "").pop());
         return;
+      case "agent.usage":
+        // Cumulative within its attempt: the latest is what it spent so far.
+        if (e.attempt >= (this.tracker.tasks.get(e.taskId)?.attempts ?? 0)) {
+          x.liveCostUsd = e.costUsd;
+          this.costKnown = true;
+        }
+        return;
       case "task.succeeded":
         // Its last line of output stays its activity: the state column says the rest.
         x.paused = false;
+        x.liveCostUsd = 0;
         this.addCost(x, e.costUsd);
         if (!x.activity) note(e.commit && e.files.length ? `${e.files.length} file${e.files.length === 1 ? "" : "s"} changed` : "no changes");
         return;
@@ -174,6 +195,7 @@ export class RunProgress {
         return;
       case "task.failed":
         x.paused = false;
+        x.liveCostUsd = 0;
         this.addCost(x, e.costUsd);
         if (e.outputTail) x.outputTail = e.outputTail;
         note(e.willRetry ? `${e.error} (will retry)` : e.error);
@@ -248,10 +270,10 @@ export class RunProgress {
     x.costUsd += cost;
   }
 
-  /** Total cost reported so far, in USD. */
+  /** Total cost reported so far, in USD: finished attempts, and what those under way reported. */
   get costUsd(): number {
     let sum = 0;
-    for (const x of this.extra.values()) sum += x.costUsd;
+    for (const x of this.extra.values()) sum += x.costUsd + (x.liveCostUsd ?? 0);
     return sum;
   }
 }

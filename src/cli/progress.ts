@@ -1,3 +1,4 @@
+import { formatTokens, formatUsd } from "../runtime/budget.js";
 import { formatDuration } from "../runtime/duration.js";
 import type { AdoEvent } from "../runtime/messages.js";
 import { renderFrame } from "./progress-frame.js";
@@ -182,7 +183,7 @@ export class LineProgress implements ProgressView {
       case "run.rejected":
         return say(`run ${e.runId} rejected: ${e.reason}`);
       case "run.completed":
-        return say(`run ${e.runId} ${e.status}`);
+        return say(`run ${e.runId} ${e.status}${e.costUsd ? `, cost ${formatUsd(e.costUsd)}` : ""}`);
       case "task.queued":
         return say(`${e.taskId}: queued${e.attempt > 1 ? ` (attempt ${e.attempt})` : ""}`);
       case "task.started":
@@ -197,7 +198,7 @@ export class LineProgress implements ProgressView {
       }
       case "task.succeeded":
         return say(
-          `${e.taskId}: done in ${formatDuration(Date.parse(e.finishedAt) - Date.parse(e.startedAt))}${e.files.length ? `, ${plural(e.files.length, "file")} changed` : ", no changes"}`,
+          `${e.taskId}: done in ${formatDuration(Date.parse(e.finishedAt) - Date.parse(e.startedAt))}${e.files.length ? `, ${plural(e.files.length, "file")} changed` : ", no changes"}${e.costUsd ? `, ${formatUsd(e.costUsd)}` : ""}`,
         );
       case "task.merged":
         return say(`${e.taskId}: merged (${e.integrationCommit.slice(0, 10)})`);
@@ -212,7 +213,10 @@ export class LineProgress implements ProgressView {
       case "merge.hitl_required":
         return say(`${e.taskId}: needs attention (${e.reason}): ${e.message} - ado hitl show ${e.hitlId}`);
       case "run.needs_attention":
-        return say(`run needs attention: ${e.tasks.map((t) => t.taskId).join(", ")}`);
+        if (e.budget) say(`run waits for its budget: ${e.budget.message}; ado budget raise ${e.runId} <usd>, or ado cancel ${e.runId}`);
+        return e.tasks.length || !e.budget ? say(`run needs attention: ${e.tasks.map((t) => t.taskId).join(", ")}`) : undefined;
+      case "run.budget":
+        return say(`run budget ${e.maxCostUsd !== undefined ? `${formatUsd(e.maxCostUsd)}` : ""}${e.maxTokens !== undefined ? ` ${formatTokens(e.maxTokens)} tokens` : ""} (was ${e.previousMaxCostUsd !== undefined ? formatUsd(e.previousMaxCostUsd) : "none"}), by ${e.by}`);
       case "run.continued":
         return say(`run continues`);
       case "run.merged_into":

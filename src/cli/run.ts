@@ -27,6 +27,7 @@ import { logsRoot, TaskLogWriter } from "./task-logs.js";
 import { runBranchPrefix } from "../runtime/names.js";
 import { checkGraphAgents, checkSingleTaskFlags, checkWorktreeDir, chooseBase, noteUncommitted } from "./run-checks.js";
 import { publishRunStack, type PublishedStack } from "./up-state.js";
+import { parseCapChange, resolveBudget, type CapChange, type RunBudget } from "../runtime/budget.js";
 
 /** Exit code of a run that stopped for a person (`ado hitl`); see Exit in common.ts for the others. */
 export const EXIT_NEEDS_ATTENTION = 3;
@@ -48,6 +49,10 @@ export interface RunFlags extends CommonFlags {
   /** How progress is shown while the run goes on (see progress.ts). */
   progress?: ProgressMode;
   base?: string;
+  /** The run's budget (see budgetFor). */
+  maxCost?: string;
+  maxTokens?: string;
+  onBudget?: "wait" | "stop";
 }
 
 /** `ado run`: submit a graph (or one task) and follow it to the end. Returns the exit code. */
@@ -59,6 +64,7 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   const repoInfo = needsRepo || flags.repo ? await openRepo(repoDir) : undefined;
   const { config, logger } = await configFrom(flags, needsRepo ? repoDir : undefined);
   const merge = repoInfo ? await mergeSettingsFor(config, graph, flags, repoInfo.topLevel) : undefined;
+  const budget = budgetFor(config, graph, flags);
   const remote = flags.remote ?? config.remote;
   if (remote && !repoInfo) throw new CliError("--remote needs a repository: run it in a git checkout, or pass --repo");
   if (remote && merge?.into) {
@@ -112,7 +118,15 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   const logs = new TaskLogWriter(logsDir, runId, stderr);
   let followed: Followed | undefined;
   try {
-    await client.submit({ graph, repo: needsRepo ? repoDir : flags.repo, runId, ...(merge ? { merge } : {}), ...(remote ? { remote } : {}), ...(base ? { base: base.commit } : {}) });
+    await client.submit({
+      graph,
+      repo: needsRepo ? repoDir : flags.repo,
+      runId,
+      ...(merge ? { merge } : {}),
+      ...(budget ? { budget } : {}),
+      ...(remote ? { remote } : {}),
+      ...(base ? { base: base.commit } : {}),
+    });
     if (flags.detach) {
       process.stdout.write(flags.json ? JSON.stringify({ runId }) + "\n" : `${runId}\n`);
       stderr(`submitted; follow it with: ado attach ${runId}`);
@@ -200,6 +214,33 @@ async function mergeSettingsFor(config: Config, graph: Graph, flags: RunFlags, r
     }
   }
   return settings;
+}
+
+/**
+ * The run's budget: the config's `budget:`, then the graph's `maxCost`/`maxTokens`, then
+ * `--max-cost`, `--max-tokens`, `--on-budget`. Undefined when nothing sets a cap.
+ */
+export function budgetFor(config: Pick<Config, "budget">, graph: Pick<Graph, "maxCost" | "maxTokens">, flags: Pick<RunFlags, "maxCost" | "maxTokens" | "onBudget">): RunBudget | undefined {
+  let maxCost: number | undefined;
+  let maxTokens: number | undefined;
+  if (flags.maxCost !== undefined) {
+    const c = /^\s*\$?\s*(\d+(?:\.\d+)?)\s*$/.exec(flags.maxCost);
+    maxCost = c ? Number(c[1]) : NaN;
+    if (!(maxCost > 0)) throw new CliError(`--max-cost '${flags.maxCost}' is not an amount in USD more than 0 (e.g. 10, 2.50)`);
+  }
+  if (flags.maxTokens !== undefined) {
+    let cap: CapChange;
+    try {
+      cap = parseCapChange(flags.maxTokens, "tokens");
+    } catch (err) {
+      throw new CliError(`--max-tokens: ${(err as Error).message}`);
+    }
+    if (!("set" in cap)) throw new CliError(`--max-tokens '${flags.maxTokens}': give the cap itself (2m, 500000), not an amount to add`);
+    maxTokens = cap.set;
+  }
+  const budget = resolveBudget(config.budget, { maxCost: graph.maxCost, maxTokens: graph.maxTokens }, { maxCost, maxTokens, onExceed: flags.onBudget });
+  if (!budget && flags.onBudget) throw new CliError("--on-budget needs a budget: --max-cost, --max-tokens, the graph's maxCost, or the config's budget.maxCost");
+  return budget;
 }
 
 async function graphFrom(prompt: string | undefined, flags: RunFlags): Promise<Graph> {

@@ -81,7 +81,7 @@ function nextStep(k: KeptRun): string {
     case "interrupted":
       return `stopped by Ctrl-C: ado runs resume ${k.runId}, or ado runs remove ${k.runId}`;
     case "needs_attention":
-      return `waits for a person: ado hitl list`;
+      return `waits for a person: ado hitl list (a merge), or ado budget raise ${k.runId} <usd> (its budget)`;
     default:
       return `no readable run.json in ${k.dir}: ado runs remove ${k.runId}`;
   }
@@ -125,6 +125,15 @@ async function findOrFail(gitCommonDir: string, runId: string): Promise<KeptRun>
 }
 
 async function resumeCommand(runId: string, flags: RunsFlags & { progress: ProgressMode }): Promise<number> {
+  return resumeKeptRun(runId, flags);
+}
+
+/**
+ * Resumes a kept run (see `ado runs resume`). `beforeFollow`: what to ask of the run once its
+ * stack is up and before following it (`ado budget raise` on a run that waits for its
+ * budget sends its raise there).
+ */
+export async function resumeKeptRun(runId: string, flags: RunsFlags & { progress: ProgressMode }, beforeFollow?: (client: AdoClient) => Promise<void>): Promise<number> {
   const { info, config, logger } = await repoOf(flags);
   const kept = await findOrFail(info.gitCommonDir, runId);
   const marker = kept.marker ?? { runId, prefix: config.prefix, repo: info.topLevel, state: "interrupted" as const, pid: 0, updatedAt: "" };
@@ -157,6 +166,7 @@ async function resumeCommand(runId: string, flags: RunsFlags & { progress: Progr
       const pending = (await jsm.streams.info(client.topo.streams.submit.name)).state.messages;
       if (!pending) throw new CliError(`the kept state of ${runId} (${kept.storeDir}) holds no such run: nothing to resume; \`ado runs remove ${runId}\` deletes it`);
     }
+    await beforeFollow?.(client);
     followed = await followRun({
       runId,
       view,

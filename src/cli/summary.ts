@@ -1,3 +1,4 @@
+import { formatTokens, formatUsd } from "../runtime/budget.js";
 import { existsSync } from "node:fs";
 import type { RunOutcome } from "../runtime/client.js";
 import { formatDuration } from "../runtime/duration.js";
@@ -73,6 +74,8 @@ function byAttempt(a: string, b: string): number {
 export async function summarize(o: RunOutcome, json: boolean, ctx: ReportContext = {}): Promise<{ stdout: string; stderr: string }> {
   const refused = o.mergeInto && (o.mergeInto.status === "refused" || o.mergeInto.status === "error");
   const facts = await factsOf(o, ctx);
+  // The scheduler's sum when the run ended (every attempt, lost ones too), else what the events said.
+  const cost = o.costUsd ?? (ctx.progress?.costKnown ? ctx.progress.costUsd : undefined);
   if (json) {
     const out = {
       runId: o.runId,
@@ -83,7 +86,9 @@ export async function summarize(o: RunOutcome, json: boolean, ctx: ReportContext
       ...(o.mergeInto ? { mergeInto: o.mergeInto } : {}),
       ...(o.attention ? { attention: o.attention, ...(ctx.keptStore ? { keptStore: ctx.keptStore } : {}) } : {}),
       ...(ctx.logsRoot ? { logsDir: `${ctx.logsRoot}/${o.runId}` } : {}),
-      ...(ctx.progress?.costKnown ? { costUsd: ctx.progress.costUsd } : {}),
+      ...(cost !== undefined ? { costUsd: cost } : {}),
+      ...(o.tokens ? { tokens: o.tokens } : {}),
+      ...(o.budget ? { budget: o.budget } : {}),
       tasks: o.tasks.map((t) => {
         const f = facts.get(t.id)!;
         return {
@@ -94,6 +99,8 @@ export async function summarize(o: RunOutcome, json: boolean, ctx: ReportContext
           finishedAt: t.finishedAt ?? null,
           workerId: t.workerId ?? null,
           ...(t.error ? { error: t.error } : {}),
+          ...(t.costUsd !== undefined ? { costUsd: t.costUsd } : {}),
+          ...(t.tokens !== undefined ? { tokens: t.tokens } : {}),
           ...(t.status === "failed" ? { outputTail: f.outputTail } : {}),
           log: f.log ?? null,
           ...(f.archivedAttempts.length ? { archivedAttempts: f.archivedAttempts } : {}),
@@ -126,7 +133,13 @@ export async function summarize(o: RunOutcome, json: boolean, ctx: ReportContext
     for (const t of archived) for (const ref of facts.get(t.id)!.archivedAttempts) w(`    git log ${ref}`);
   }
   if (o.status === "needs_attention") {
-    printAttention(o, ctx, w);
+    if (o.budget) {
+      w(`  $ the run waits for its budget: ${o.budget.message}`);
+      w(`      ado budget raise ${o.runId} <usd>   (the new cap, or +<usd> to add; --tokens for a token cap), or ado cancel ${o.runId}`);
+    }
+    if (o.attention?.length || !o.budget) printAttention(o, ctx, w);
+    else if (ctx.keptStore) w(`  the run's state is kept in ${ctx.keptStore}; \`ado budget raise\` in this repository resumes it`);
+    else if (ctx.waitsOn) w(`  the run waits on ${ctx.waitsOn}; it goes on once its budget is raised (ado attach ${o.runId})`);
   } else if (o.integrationBranch && o.status === "succeeded") {
     w(`  result: branch ${o.integrationBranch} (${o.integrationCommit?.slice(0, 10)})`);
     w(`  look:   git log --oneline --graph ${o.integrationBranch}`);
@@ -137,7 +150,7 @@ export async function summarize(o: RunOutcome, json: boolean, ctx: ReportContext
   } else if (o.integrationBranch) {
     w(`  merged so far: ${o.integrationBranch}; task branches: ado/${o.runId}/<task>`);
   }
-  if (ctx.progress?.costKnown) w(`  cost: $${ctx.progress.costUsd.toFixed(2)}`);
+  if (cost !== undefined && (cost > 0 || ctx.progress?.costKnown)) w(`  cost: ${formatUsd(cost)}${o.tokens ? ` (${formatTokens(o.tokens)} tokens)` : ""}`);
   if (ctx.logsRoot && o.tasks.some((t) => facts.get(t.id)!.logs.length)) w(`  logs: ${ctx.logsRoot}/${o.runId}/<task>.<attempt>.log`);
   return { stdout: lines.join("\n") + "\n", stderr: "" };
 }

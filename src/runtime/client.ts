@@ -13,6 +13,8 @@ import { ID_PATTERN } from "./ids.js";
 import {
   SCHEMAS,
   type AdoEvent,
+  type BudgetRequest,
+  type BudgetWait,
   type ControlAction,
   type ControlRequest,
   type EventOf,
@@ -27,6 +29,7 @@ import { openBuckets, type BucketKey, type Topology } from "./topology.js";
 import { attemptKey, msgIds, taskKey } from "./names.js";
 import { sleep } from "./clock.js";
 import { Backoff, backoffDelay, retry } from "./retry.js";
+import type { CapChange, RunBudget } from "./budget.js";
 
 /** A run, or one task of a run. */
 export interface Target {
@@ -43,6 +46,9 @@ export interface TaskStatusView {
   finishedAt?: string;
   error?: string;
   needs: string[];
+  /** What its attempts cost so far (finished ones), USD and tokens. */
+  costUsd?: number;
+  tokens?: number;
 }
 
 export interface RunStatusView {
@@ -63,6 +69,8 @@ export interface SubmitOptions {
   msgID?: string;
   /** The run's effective merge settings (see resolveMergeSettings); default: the graph's. */
   merge?: MergeSettings;
+  /** The run's budget (see resolveBudget: config, graph and flags); default: the graph's caps, if any. */
+  budget?: RunBudget;
   /**
    * A git URL every host can reach (remote mode): the run's base commit is pushed there
    * before the run is submitted, and hosts without the repository work from clones.
@@ -100,6 +108,11 @@ export interface RunOutcome {
   attention?: AttentionItem[];
   /** With `merge.into`: how the target branch was updated, or why not. */
   mergeInto?: MergeIntoOutcome;
+  /** What every attempt of the run cost, USD and tokens (a finished run; a scheduler that predates it says nothing). */
+  costUsd?: number;
+  tokens?: number;
+  /** For `needs_attention` with a budget: the run's next task would pass its budget (`ado budget raise`). */
+  budget?: BudgetWait;
 }
 
 export interface WatchOptions {
@@ -163,6 +176,7 @@ export class AdoClient {
       submittedAt: new Date().toISOString(),
       submittedBy: `${safeUser()}@${hostname()}`,
       ...(repo && opts.merge ? { merge: opts.merge } : {}),
+      ...(opts.budget ? { budget: opts.budget } : {}),
     });
     // The run id doubles as the message id: a retried submission is deduplicated.
     await this.js.publish(this.topo.subjects.submit, data, { headers, msgID: opts.msgID ?? msgIds.submit(runId), timeout: 10_000 });
@@ -226,7 +240,8 @@ export class AdoClient {
             ...(tracker.integrationBranch ? { integrationBranch: tracker.integrationBranch } : {}),
             tasks: [...tracker.tasks.values()],
             attention: waiting.tasks,
-            error: attentionText(waiting.tasks),
+            ...(waiting.budget ? { budget: waiting.budget } : {}),
+            error: attentionText(waiting.tasks, waiting.budget),
           };
         }
       }
@@ -325,7 +340,18 @@ export class AdoClient {
           attempts = 1;
         }
       }
-      tasks.push({ id: def.id, status, attempts, workerId, startedAt, finishedAt: rec?.finishedAt, error: rec?.error, needs: def.needs });
+      tasks.push({
+        id: def.id,
+        status,
+        attempts,
+        workerId,
+        startedAt,
+        finishedAt: rec?.finishedAt,
+        error: rec?.error,
+        needs: def.needs,
+        costUsd: rec?.costUsd ?? 0,
+        tokens: rec?.tokens ?? 0,
+      });
     }
     return { run, tasks };
   }
@@ -345,8 +371,32 @@ export class AdoClient {
       ...(run.integrationCommit ? { integrationCommit: run.integrationCommit } : {}),
       ...(run.error ? { error: run.error } : {}),
       ...(run.mergeInto ? { mergeInto: run.mergeInto } : {}),
-      tasks: tasks.map(({ needs: _needs, ...t }) => t),
+      costUsd: run.costUsd,
+      tokens: run.tokens,
+      tasks: tasks.map(({ needs: _needs, costUsd, tokens, ...t }) => ({ ...t, ...(costUsd ? { costUsd } : {}), ...(tokens ? { tokens } : {}) })),
     };
+  }
+
+  /**
+   * Changes a run's budget caps (`ado budget raise`): `usd`/`tokens` set a cap or raise
+   * it by an amount. The scheduler applies it to the caps it holds (two raises add up)
+   * and starts what waited for the budget. Throws when the run is unknown or over.
+   */
+  async budget(runId: string, change: { usd?: CapChange; tokens?: CapChange }, by = `${safeUser()}@${hostname()}`): Promise<BudgetRequest> {
+    const run = await this.run_(runId);
+    if (!run) throw new AdoError(`no run '${runId}': list runs with \`ado status\``);
+    if (run.status !== "running" && run.status !== "needs_attention") throw new AdoError(`run '${runId}' has ended (${run.status}): its budget cannot change any more`);
+    const request: BudgetRequest = {
+      type: "budget",
+      runId,
+      ...(change.usd ? ("set" in change.usd ? { maxCostUsd: change.usd.set } : { addCostUsd: change.usd.add }) : {}),
+      ...(change.tokens ? ("set" in change.tokens ? { maxTokens: change.tokens.set } : { addTokens: change.tokens.add }) : {}),
+      by,
+      at: new Date().toISOString(),
+    };
+    const { data, headers } = encode(SCHEMAS.SchedulerInput, request);
+    await this.js.publish(this.topo.subjects.results(runId), data, { headers, timeout: 10_000 });
+    return request;
   }
 
   /** The scheduler's record of a run, if it knows the run. */
@@ -480,6 +530,7 @@ export class TaskTracker {
         t.workerId = e.workerId;
         break;
       case "task.succeeded":
+        addCost(t, e);
         // Only work with changes goes to the merge coordinator (and ends with task.merged);
         // a task that changed nothing is done now, and no other event will say so.
         set(e.commit && e.files.length > 0 ? "merging" : "succeeded");
@@ -491,6 +542,7 @@ export class TaskTracker {
         set("succeeded");
         break;
       case "task.failed":
+        addCost(t, e);
         set(e.willRetry ? "queued" : "failed");
         t.finishedAt = e.finishedAt;
         t.error = e.error;
@@ -523,8 +575,16 @@ export class TaskTracker {
       error: done.error,
       tasks: done.tasks.length ? done.tasks : [...this.tasks.values()],
       ...(done.mergeInto ? { mergeInto: done.mergeInto } : {}),
+      ...(done.costUsd !== undefined ? { costUsd: done.costUsd } : {}),
+      ...(done.tokens !== undefined ? { tokens: done.tokens } : {}),
     };
   }
+}
+
+/** Adds what an attempt cost to its task's summary. */
+function addCost(t: TaskSummary, e: { costUsd?: number; tokens?: number }): void {
+  if (e.costUsd) t.costUsd = (t.costUsd ?? 0) + e.costUsd;
+  if (e.tokens) t.tokens = (t.tokens ?? 0) + e.tokens;
 }
 
 /**
@@ -535,9 +595,12 @@ function retrying<T>(op: () => Promise<T>, signal?: AbortSignal): Promise<T> {
   return retry(op, { attempts: 12, backoff: Backoff.server, ...(signal ? { signal } : {}) });
 }
 
-/** What a run waits for: each merge, with why (the tasks and files of a conflict). */
-function attentionText(items: readonly AttentionItem[]): string {
-  return `waiting for a person (ado hitl list): ${items.map((i) => `'${i.taskId}': ${i.message}`).join("; ")}`;
+/** What a run waits for: each merge, with why (the tasks and files of a conflict), and its budget. */
+function attentionText(items: readonly AttentionItem[], budget?: BudgetWait): string {
+  const parts: string[] = [];
+  if (items.length) parts.push(`waiting for a person (ado hitl list): ${items.map((i) => `'${i.taskId}': ${i.message}`).join("; ")}`);
+  if (budget) parts.push(`waiting for its budget to be raised (ado budget raise <run> <usd>, or ado cancel <run>): ${budget.message}`);
+  return parts.join("; ");
 }
 
 function safeUser(): string {

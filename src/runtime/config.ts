@@ -8,6 +8,7 @@ import { PREFIX_PATTERN } from "./topology.js";
 
 import { MergeFileSchema, STRATEGIES } from "./graph.js";
 import { DurationSchema } from "./duration.js";
+import { BUDGET_CONFIG_DEFAULT, BudgetConfigSchema } from "./budget.js";
 import { GIT_ACCESS, WorktreesConfigSchema, worktreesDefault } from "../git/index.js";
 import { AgentsConfigSchema, PriceTableSchema } from "../agents/index.js";
 
@@ -69,6 +70,13 @@ export const ConfigSchema = z
      * result travels with the run, so every merger applies the run's own settings.
      */
     merge: MergeFileSchema.default({}),
+    /**
+     * Budgets of the runs this machine submits: a cap for runs that set none (`maxCost`
+     * USD, `maxTokens`), what a run does when its next task would pass it (`onExceed`:
+     * `wait` for `ado budget raise`, or `stop`), and what to reserve for a task with no
+     * cost history (`defaultTaskCost`, `defaultTaskTokens`; 0: nothing). See src/runtime/budget.ts.
+     */
+    budget: BudgetConfigSchema.default(BUDGET_CONFIG_DEFAULT),
     /**
      * Remote mode, submitter side: the git URL (reachable from every host) that runs
      * submitted from here use; `ado run --remote` overrides it.

@@ -16,5 +16,8 @@ export function publishEvent(js: JetStreamClient, topo: Topology, event: AdoEven
   const attempt = "attempt" in event ? event.attempt : 0;
   const subject = topo.subjects.event({ type: event.type, runId: event.runId, taskId });
   if (event.type === "task.output") return js.publish(subject, data, { headers });
-  return js.publish(subject, data, { headers, msgID: msgID ?? msgIds.event(event, taskId, attempt) });
+  // Agents' events recur within an attempt: each is named by its place in it.
+  const seq = "seq" in event && taskId !== undefined ? event.seq : undefined;
+  const id = msgID ?? (seq !== undefined ? msgIds.agentEvent({ runId: event.runId, taskId: taskId!, attempt }, event.type, seq) : msgIds.event(event, taskId, attempt));
+  return js.publish(subject, data, { headers, msgID: id });
 }

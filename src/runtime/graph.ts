@@ -112,6 +112,12 @@ export const TaskDefSchema = z
     /** Where the agent starts: a subdirectory of the task's worktree (default: its root). */
     cwd: worktreeSubdir.optional(),
     ...agentTaskFields,
+    /**
+     * The task's own cap in USD, per attempt: passed to the agent (CLIs that enforce one get
+     * it, e.g. Claude's --max-budget-usd; the worker stops others past it), and the most the
+     * scheduler reserves for the task against the run's budget.
+     */
+    maxCost: z.number().finite().positive("must be more than 0 (USD)").optional(),
   })
   .strict();
 
@@ -244,6 +250,10 @@ const runSettings = {
   strategy: z.enum(STRATEGIES).optional(),
   /** Interruptions each task may take (its `retry.maxInterruptions` overrides); default 5. */
   maxInterruptions: z.number().int().min(0).max(1_000).optional(),
+  /** The run's budget in USD (every attempt counts); `ado run --max-cost` overrides it. See src/runtime/budget.ts. */
+  maxCost: z.number().finite().positive("must be more than 0 (USD)").optional(),
+  /** The run's budget in tokens (input + output), for agents that report no dollars (subscriptions). */
+  maxTokens: z.number().int().positive("must be a whole number of tokens, more than 0").optional(),
 };
 
 /** A graph on the wire. */

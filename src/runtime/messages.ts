@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { GraphDefSchema, MergeSettingsSchema, PlacementSchema, PRIORITIES, STRATEGIES, TaskDefSchema } from "./graph.js";
 import { ID_PATTERN } from "./ids.js";
+import { RunBudgetSchema } from "./budget.js";
 import { WorktreeRecord } from "../git/index.js";
 import type { SchemaRef } from "./codec.js";
 
@@ -41,6 +42,11 @@ export const SubmitRun = z.object({
    * graph's `merge:` and its flags. Absent: the graph's `merge:` over the defaults.
    */
   merge: MergeSettingsSchema.optional(),
+  /**
+   * The run's budget, resolved by the submitter from its config, the graph's `maxCost` /
+   * `maxTokens` and its flags. Absent: the graph's caps, if any, with the defaults.
+   */
+  budget: RunBudgetSchema.optional(),
 });
 export type SubmitRun = z.infer<typeof SubmitRun>;
 
@@ -75,6 +81,8 @@ export const TaskWork = z.object({
         commit: sha.optional(),
         summary: z.string().default(""),
         costUsd: z.number().default(0),
+        /** Tokens (input + output) its attempts used. */
+        tokens: z.number().int().min(0).default(0),
       }),
     )
     .default([]),
@@ -172,6 +180,11 @@ export const TaskResult = z.object({
   costUsd: z.number().min(0).default(0),
   /** The agent CLI's session the attempt ran in (to resume it: the next attempt, or a person with the CLI). */
   sessionId: z.string().min(1).optional(),
+  /**
+   * Tokens the attempt used, prompt (input, cache reads included) plus output, when the
+   * agent reports them: what a token budget (`maxTokens`) counts. Absent: none reported (0).
+   */
+  tokens: z.number().int().min(0).optional(),
 });
 export type TaskResult = z.infer<typeof TaskResult>;
 
@@ -312,8 +325,32 @@ export const ControlRequest = z.object({
 });
 export type ControlRequest = z.infer<typeof ControlRequest>;
 
+/**
+ * A change of a run's budget caps (`ado budget raise`): client -> scheduler, on the
+ * results stream. `maxCostUsd`/`maxTokens` set a cap, `addCostUsd`/`addTokens` raise it
+ * by that much (applied by the scheduler to the cap it holds, so two raises add up).
+ */
+export const BudgetRequest = z
+  .object({
+    type: z.literal("budget"),
+    runId: id,
+    maxCostUsd: z.number().finite().positive().optional(),
+    addCostUsd: z.number().finite().positive().optional(),
+    maxTokens: z.number().int().positive().optional(),
+    addTokens: z.number().int().positive().optional(),
+    by: z.string().default(""),
+    at: isoTime,
+  })
+  .refine((r) => !(r.maxCostUsd !== undefined && r.addCostUsd !== undefined) && !(r.maxTokens !== undefined && r.addTokens !== undefined), {
+    message: "set a cap or raise it, not both",
+  })
+  .refine((r) => r.maxCostUsd !== undefined || r.addCostUsd !== undefined || r.maxTokens !== undefined || r.addTokens !== undefined, {
+    message: "a budget request changes at least one cap",
+  });
+export type BudgetRequest = z.infer<typeof BudgetRequest>;
+
 /** Everything the scheduler consumes after submission, on the results stream. */
-export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, MergeIntoResult, ControlRequest]);
+export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, MergeIntoResult, ControlRequest, BudgetRequest]);
 export type SchedulerInput = z.infer<typeof SchedulerInput>;
 
 // ---- events: typed, on per-run and per-task subjects, kept as the audit trail ----
@@ -331,6 +368,27 @@ export type TaskStatus = z.infer<typeof TaskStatus>;
 export const RunStatus = z.enum(["running", "needs_attention", "succeeded", "failed", "cancelled", "rejected"]);
 export type RunStatus = z.infer<typeof RunStatus>;
 
+/**
+ * Why a run with a budget does not start its next task: what is spent and reserved
+ * against which cap, and what the next task is expected to cost (and from what).
+ */
+export const BudgetWait = z.object({
+  message: z.string(),
+  /** Spent by finished attempts, USD and tokens. */
+  spentUsd: z.number().min(0),
+  tokens: z.number().int().min(0),
+  /** Held for attempts under way: each one's reservation, or what it reported so far if more. */
+  reservedUsd: z.number().min(0),
+  reservedTokens: z.number().int().min(0),
+  maxCostUsd: z.number().positive().optional(),
+  maxTokens: z.number().int().positive().optional(),
+  /** The first task that does not fit, its expected cost, and where the figure comes from. */
+  next: z.object({ taskId: id, costUsd: z.number().min(0), tokens: z.number().int().min(0), basis: z.string() }),
+  /** Ready tasks that wait for the budget. */
+  waiting: z.number().int().min(0),
+});
+export type BudgetWait = z.infer<typeof BudgetWait>;
+
 export const TaskSummary = z.object({
   id,
   status: TaskStatus,
@@ -340,6 +398,9 @@ export const TaskSummary = z.object({
   workerId: id.optional(),
   commit: sha.optional(),
   error: z.string().optional(),
+  /** What every attempt of the task cost, USD and tokens; absent when nothing was reported. */
+  costUsd: z.number().min(0).optional(),
+  tokens: z.number().int().min(0).optional(),
 });
 export type TaskSummary = z.infer<typeof TaskSummary>;
 
@@ -353,6 +414,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     queued: z.array(id).default([]),
     integrationBranch: z.string().optional(),
     baseCommit: sha.optional(),
+    /** The run's budget caps, if it has any. */
+    budget: z.object({ maxCostUsd: z.number().positive().optional(), maxTokens: z.number().int().positive().optional(), onExceed: z.enum(["wait", "stop"]) }).optional(),
   }),
   z.object({
     type: z.literal("run.rejected"),
@@ -374,13 +437,32 @@ export const AdoEvent = z.discriminatedUnion("type", [
     tasks: z.array(TaskSummary),
     /** With `merge.into`: how the target branch was updated, or why not. */
     mergeInto: MergeIntoOutcome.optional(),
+    /** What every attempt of the run cost, USD and tokens (absent from schedulers that predate it). */
+    costUsd: z.number().min(0).optional(),
+    tokens: z.number().int().min(0).optional(),
   }),
-  /** Nothing can move until a person resolves the listed merges; `round` counts these stops. */
+  /**
+   * Nothing can move until a person resolves the listed merges, or raises the run's
+   * budget (`budget`: its next task would pass a cap); `round` counts these stops.
+   */
   z.object({
     type: z.literal("run.needs_attention"),
     ...runEventBase,
     round: z.number().int().min(1),
     tasks: z.array(z.object({ taskId: id, hitlId: z.string(), reason: HitlReason.optional(), message: z.string() })),
+    budget: BudgetWait.optional(),
+  }),
+  /** The run's budget caps changed (`ado budget raise`): the new caps, the old ones, and who. */
+  z.object({
+    type: z.literal("run.budget"),
+    ...runEventBase,
+    by: z.string(),
+    maxCostUsd: z.number().positive().optional(),
+    maxTokens: z.number().int().positive().optional(),
+    previousMaxCostUsd: z.number().positive().optional(),
+    previousMaxTokens: z.number().int().positive().optional(),
+    /** Set when the raise came too late: the run had stopped on its budget already (onExceed: stop). */
+    stopped: z.string().optional(),
   }),
   /** The run left `needs_attention` (a merge was resolved). */
   z.object({ type: z.literal("run.continued"), ...runEventBase, round: z.number().int().min(1) }),
@@ -422,6 +504,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     finishedAt: isoTime,
     /** What the attempt cost in USD, as its agent reported it (absent from schedulers that predate it). */
     costUsd: z.number().min(0).optional(),
+    /** Tokens (input + output) the attempt used, as its agent reported them. */
+    tokens: z.number().int().min(0).optional(),
   }),
   z.object({
     type: z.literal("task.failed"),
@@ -434,6 +518,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     finishedAt: isoTime,
     /** What the attempt cost in USD, as its agent reported it (absent from schedulers that predate it). */
     costUsd: z.number().min(0).optional(),
+    /** Tokens (input + output) the attempt used, as its agent reported them. */
+    tokens: z.number().int().min(0).optional(),
   }),
   /**
    * What an agent CLI said (src/agents parses its stream; the raw lines stay in
@@ -639,6 +725,15 @@ export const RunRecord = z.object({
   /** Every task succeeded and `merge.into` was asked of the merge coordinator: waiting for its answer. */
   finalizing: z.boolean().default(false),
   mergeInto: MergeIntoOutcome.optional(),
+  /** What every attempt cost so far (finished ones: the sum of the task records), USD and tokens. */
+  costUsd: z.number().min(0).default(0),
+  tokens: z.number().int().min(0).default(0),
+  /** The run's budget (src/runtime/budget.ts); absent: no caps. */
+  budget: RunBudgetSchema.optional(),
+  /** While the run waits for its budget to be raised: why (also in `run.needs_attention`). */
+  budgetWait: BudgetWait.optional(),
+  /** Set when the budget stopped the run (onExceed: stop): nothing new starts, the run ends failed with this. */
+  budgetStopped: z.string().optional(),
 });
 export type RunRecord = z.infer<typeof RunRecord>;
 
@@ -664,7 +759,14 @@ export const TaskRecord = z.object({
   error: z.string().optional(),
   integrationCommit: sha.optional(),
   summary: z.string().default(""),
+  /** What every attempt of the task cost (failed, interrupted and cancelled ones too), USD and tokens. */
   costUsd: z.number().min(0).default(0),
+  tokens: z.number().int().min(0).default(0),
+  /**
+   * A retry the run's budget holds back (the task is `pending` meanwhile): the checkpoint
+   * commit its interrupted attempt left, where the next attempt starts.
+   */
+  resumeFrom: sha.optional(),
   /** The HITL record of a merge that needed attention, and its latest round. */
   hitlId: z.string().optional(),
   hitlRound: z.number().int().min(0).default(0),
@@ -706,6 +808,23 @@ export const CheckpointRecord = z.object({
   session: z.object({ object: z.string().min(1), bytes: z.number().int().min(0) }).optional(),
 });
 export type CheckpointRecord = z.infer<typeof CheckpointRecord>;
+
+/**
+ * What tasks of one agent and prompt size cost in past runs (KV `costs`, key
+ * `<agent>.<size class>`): a running mean per attempt, folded in by the scheduler when a
+ * run ends. What a budget reserves for a task with no history in its own run.
+ */
+export const CostHistory = z.object({
+  agent: z.string(),
+  /** Prompt size class (see src/actors/scheduler/budget.ts sizeClass). */
+  sizeClass: z.string(),
+  /** Attempts the means stand for (capped, so recent runs weigh more than old ones). */
+  samples: z.number().int().min(1),
+  costUsd: z.number().min(0),
+  tokens: z.number().min(0),
+  updatedAt: isoTime,
+});
+export type CostHistory = z.infer<typeof CostHistory>;
 
 /** One conflicted path as a person sees it in `ado hitl show`; sides cut to a size limit. */
 export const HitlConflict = z.object({
@@ -813,6 +932,7 @@ export const SCHEMAS = {
   RunRecord: { name: "run.record", version: 1, schema: RunRecord },
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
   RunBacklog: { name: "run.backlog", version: 1, schema: RunBacklog },
+  CostHistory: { name: "cost.history", version: 1, schema: CostHistory },
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   WorktreeRecord: WORKTREE_RECORD,
   CheckpointRecord: { name: "checkpoint.record", version: 1, schema: CheckpointRecord },

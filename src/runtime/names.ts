@@ -127,8 +127,6 @@ export const msgIds = {
   refused: (runId: string, submitSeq: number) => `${runId}._.rejected.${submitSeq}`,
   /** A worker's `task.checkpoint` of an attempt: each periodic one has its number, the interruption's is `final`. */
   checkpoint: (a: AttemptRef, n: number | "final") => `${attemptKey(a)}.checkpoint.${n}`,
-  /** An agent event of an attempt (`agent.message`, `agent.tool`, ...): its number in the attempt's stream. */
-  agentEvent: (a: AttemptRef, seq: number) => `${attemptKey(a)}.agent.${seq}`,
   /** The balancer's `task.waiting` for an attempt, once per reason (`reasonDigest`: a hash of its text). */
   waiting: (a: AttemptRef, reasonDigest: string) => `${attemptKey(a)}.waiting.${reasonDigest}`,
   /** The n-th pause of an attempt, and its resume: a second pause is not a replay of the first. */
@@ -136,6 +134,13 @@ export const msgIds = {
   /** Events that recur within an attempt: each stop of a run for a person, and its end. */
   runAttention: (runId: string, round: number) => `${runId}._.attention.${round}`,
   runContinued: (runId: string, round: number) => `${runId}._.continued.${round}`,
+  /** Each change of a run's budget caps (`ado budget raise`), numbered by the run's budget. */
+  runBudget: (runId: string, change: number) => `${runId}._.budget.${change}`,
+  /**
+   * An agent's event (`agent.usage`, ...): many per attempt, told apart by their place in
+   * it (`seq`), so a worker that publishes one again after a reconnect stores it once.
+   */
+  agentEvent: (a: AttemptRef, type: string, seq: number) => `${attemptKey(a)}.${type}.${seq}`,
   /** Merge events of a HITL round. */
   mergeResolved: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.${round}.merge.resolved`,
   mergeConflict: (t: TaskRef, round: number) => `${taskKey(t.runId, t.taskId)}.${round}.merge.conflict`,

@@ -32,7 +32,7 @@ export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
 export type ObjectStoreKey = "sessions";
-export type BucketKey = "runs" | "tasks" | "backlog" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions";
+export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions";
 
 /** Which actor reads each shared durable consumer. */
 export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer";
@@ -71,6 +71,10 @@ function subjectsFor(p: string) {
     event: (e: Pick<AdoEvent, "type" | "runId"> & { taskId?: string }) => eventSubject(p, e),
     runEvents: (runId: RunId | string) => `${p}.evt.${runId}.>`,
     taskEvents: (runId: RunId | string, taskId: TaskId | string) => `${p}.evt.${runId}.task.${taskId}.*`,
+    /** A task's `agent.usage` events (the last one is its attempt's spend so far). */
+    taskUsage: (runId: RunId | string, taskId: TaskId | string) => eventSubject(p, { type: "agent.usage", runId, taskId }),
+    /** Every task's `agent.usage` events: the scheduler's view of what running attempts spend. */
+    usageAll: `${p}.evt.*.task.*.${eventKind("agent.usage")}`,
     allEvents: `${p}.evt.>`,
     /** Worker -> balancer, core NATS: load changes (not stored; heartbeats correct drift). */
     load: (workerId: WorkerId | string) => `${p}.load.${workerId}`,
@@ -88,8 +92,14 @@ function subjectsFor(p: string) {
 function eventSubject(p: string, e: Pick<AdoEvent, "type" | "runId"> & { taskId?: string }): string {
   const [scope, kind] = e.type.split(".") as [string, string];
   if (scope === "run") return `${p}.evt.${e.runId}.run.${kind}`;
-  // task.* and merge.* events belong to a task.
-  return `${p}.evt.${e.runId}.task.${e.taskId}.${scope === "task" ? kind : `${scope}_${kind}`}`;
+  // task.*, merge.* and agent.* events belong to a task.
+  return `${p}.evt.${e.runId}.task.${e.taskId}.${eventKind(e.type)}`;
+}
+
+/** The last token of a task event's subject: `started` for task.started, `agent_usage` for agent.usage. */
+function eventKind(type: AdoEvent["type"]): string {
+  const [scope, kind] = type.split(".") as [string, string];
+  return scope === "task" ? kind : `${scope}_${kind}`;
 }
 
 /** Builds the topology for a prefix. */
@@ -137,6 +147,7 @@ export function topology(prefix = "ado"): Topology {
       runs: `${prefix}-runs`,
       tasks: `${prefix}-tasks`,
       backlog: `${prefix}-backlog`,
+      costs: `${prefix}-costs`,
       claims: `${prefix}-claims`,
       workers: `${prefix}-workers`,
       leases: `${prefix}-leases`,
@@ -226,6 +237,9 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   tasks: { history: 1 },
   // Open tasks per accepted run (key runId), what "queue full" counts; deleted at the run's end.
   backlog: { history: 1 },
+  // What tasks cost in past runs, per agent and prompt size (key agent.sizeClass): what a
+  // budget reserves for a task with no history in its own run. Folded in at a run's end.
+  costs: { history: 1 },
   claims: { history: 1, ttlMs: 7 * 24 * 3_600_000 },
   workers: { history: 1 },
   leases: { history: 1 },

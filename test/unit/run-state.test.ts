@@ -182,8 +182,8 @@ describe("run-state - dependencies", () => {
     const [work] = readyWork(bMerged);
     expect(work).toMatchObject({ taskId: "c", attempt: 1, baseCommit: sha("2") });
     expect(work!.inputs).toEqual([
-      { taskId: "a", status: "succeeded", branch: taskBranch(RUN, "a"), commit: sha("c"), summary: "a done", costUsd: 0 },
-      { taskId: "b", status: "succeeded", branch: taskBranch(RUN, "b"), commit: sha("c"), summary: "b done", costUsd: 0 },
+      { taskId: "a", status: "succeeded", branch: taskBranch(RUN, "a"), commit: sha("c"), summary: "a done", costUsd: 0, tokens: 0 },
+      { taskId: "b", status: "succeeded", branch: taskBranch(RUN, "b"), commit: sha("c"), summary: "b done", costUsd: 0, tokens: 0 },
     ]);
     expect(state.run.integrationCommit).toBe(sha("2"));
   });

@@ -180,7 +180,7 @@ describe("stealer - the scheduler's handling of a lost attempt and of the late r
     const { state, first } = accept();
     const CP = "d".repeat(40);
     const checkpoint = { attempt: 1, commit: CP, sessionId: "sess-1" };
-    const lost = lostResult(first, "w-dead", NOW, LATER, "died", true, checkpoint);
+    const lost = lostResult(first, "w-dead", NOW, LATER, "died", true, { checkpoint });
     expect(lost).toMatchObject({ commit: CP, sessionId: "sess-1" });
     const [next] = readyOf(applyTaskResult(state, lost, LATER));
     expect(next).toMatchObject({ taskId: "a", attempt: 2, baseCommit: CP, resume: { fromAttempt: 1, sessionId: "sess-1", commit: CP } });
@@ -191,8 +191,8 @@ describe("stealer - the scheduler's handling of a lost attempt and of the late r
     const { first } = accept();
     const older = { attempt: 1, commit: "d".repeat(40), sessionId: "old" };
     const second = { ...first, attempt: 2 };
-    expect(lostResult(second, "w-dead", NOW, LATER, "died", true, older)).not.toHaveProperty("commit");
-    expect(lostResult(first, "w-dead", NOW, LATER, "died", false, older)).not.toHaveProperty("sessionId");
+    expect(lostResult(second, "w-dead", NOW, LATER, "died", true, { checkpoint: older })).not.toHaveProperty("commit");
+    expect(lostResult(first, "w-dead", NOW, LATER, "died", false, { checkpoint: older })).not.toHaveProperty("sessionId");
     const { state, first: again } = accept();
     const [next] = readyOf(applyTaskResult(state, lostResult(again, "w-dead", NOW, LATER, "died"), LATER));
     expect(next).not.toHaveProperty("resume");

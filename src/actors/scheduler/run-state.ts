@@ -1,8 +1,12 @@
 import { remainingPathLengths, resolveMergeSettings, validateGraph, type TaskDef } from "../../runtime/graph.js";
 import { GraphError } from "../../runtime/errors.js";
+import { BUDGET_CONFIG_DEFAULT, resolveBudget, type RunBudget } from "../../runtime/budget.js";
 import type {
   AdoEvent,
+  BudgetRequest,
+  BudgetWait,
   ControlRequest,
+  CostHistory,
   MergeIntoRequest,
   MergeIntoResult,
   MergeRequest,
@@ -18,6 +22,7 @@ import type {
 } from "../../runtime/messages.js";
 import { attemptKey, integrationBranch, msgIds, taskBranch, taskKey } from "../../runtime/names.js";
 import { backoffDelay } from "../../runtime/retry.js";
+import { addSample, checkFits, committed, estimate, hasCap, NO_SPEND, samplesOfRecord, settleAttempt, type Estimate, type Ledger, type Spend } from "./budget.js";
 
 /**
  * The scheduler's decisions, as pure functions of (run state, message) -> effects.
@@ -61,6 +66,14 @@ export interface RunState {
    * once this process applied one (not stored: unknown after a load). See applyMergeResult().
    */
   integrationSeq?: number;
+  /** Attempts under way with what they hold against the budget, and the run's cost history (budget.ts). */
+  ledger: Ledger;
+  /**
+   * Set while ready tasks wait because the next one would pass the run's budget (they are
+   * in `held`): why. Cleared by the next release that starts them (a raise, a cheaper
+   * finish than reserved). Stored in the run record while the run waits for a person.
+   */
+  budgetBlocked?: BudgetWait;
 }
 
 export type Effect =
@@ -78,8 +91,16 @@ export type Effect =
   | { type: "saveTask"; taskId: string }
   | { type: "saveRun" };
 
-/** Builds the in-memory state of a run from its stored records. */
-export function buildState(run: RunRecord, runRev: number, records: Map<string, { rec: TaskRecord; rev: number }>): RunState {
+/**
+ * Builds the in-memory state of a run from its stored records. `history`: past runs'
+ * cost history, for what a budget reserves (see budget.ts).
+ */
+export function buildState(
+  run: RunRecord,
+  runRev: number,
+  records: Map<string, { rec: TaskRecord; rev: number }>,
+  history?: ReadonlyMap<string, CostHistory>,
+): RunState {
   const tasks = new Map<string, TaskState>();
   const dependents = new Map<string, string[]>();
   const ranks = remainingPathLengths(run.graph.tasks);
@@ -87,7 +108,7 @@ export function buildState(run: RunRecord, runRev: number, records: Map<string, 
     const stored = records.get(def.id);
     tasks.set(def.id, {
       def,
-      rec: stored?.rec ?? { runId: run.runId, taskId: def.id, status: "pending", attempts: 0, files: [], summary: "", costUsd: 0, hitlRound: 0 },
+      rec: stored?.rec ?? { runId: run.runId, taskId: def.id, status: "pending", attempts: 0, files: [], summary: "", costUsd: 0, tokens: 0, hitlRound: 0 },
       rev: stored?.rev ?? 0,
       rank: ranks.get(def.id) ?? 1,
     });
@@ -106,15 +127,39 @@ export function buildState(run: RunRecord, runRev: number, records: Map<string, 
     attentionChanged: false,
     held: new Set(),
     touched: new Map(),
+    ledger: { attempts: new Map(), samples: new Map(), ...(history ? { history } : {}) },
+    // Stored while the run waits: the same stop, not a new one, once reloaded.
+    ...(run.budgetWait && run.status === "needs_attention" ? { budgetBlocked: run.budgetWait } : {}),
   };
+  let spent = NO_SPEND;
   for (const t of tasks.values()) {
     if (!TERMINAL.has(t.rec.status)) state.open++;
     if (t.rec.status === "queued") state.inFlight++;
     if (t.rec.status === "merging") state.merging++;
     if (t.rec.status === "needs_attention") state.attention++;
     if (t.rec.status === "succeeded" && t.rec.integrationCommit) noteTouched(state, t);
+    spent = { usd: spent.usd + t.rec.costUsd, tokens: spent.tokens + t.rec.tokens };
+    const samples = samplesOfRecord(t.rec);
+    if (samples) addSample(state.ledger, t.def, samples, samples.n);
   }
+  // The task records are what was spent (written before the run record, so they are never behind it).
+  state.run = { ...run, costUsd: spent.usd, tokens: spent.tokens };
+  // Attempts under way hold their reservation again (what they reported so far comes with their next usage event).
+  for (const t of tasks.values()) if (t.rec.status === "queued") reserve(state, t, t.rec.attempts);
   return state;
+}
+
+/** The run's budget when it has a cap; undefined otherwise (nothing is reserved, cost is still counted). */
+const capped = (state: RunState): RunBudget | undefined => (hasCap(state.run.budget) ? state.run.budget : undefined);
+
+/** What the run has spent on finished attempts. */
+const spentOf = (state: RunState): Spend => ({ usd: state.run.costUsd, tokens: state.run.tokens });
+
+/** Notes an attempt under way and what it holds against the budget (`est`, or its estimate). */
+function reserve(state: RunState, t: TaskState, attempt: number, est?: Spend): void {
+  const budget = capped(state);
+  const reserved = est ?? (budget ? estimate(state.ledger, budget, t.def) : NO_SPEND);
+  state.ledger.attempts.set(t.def.id, { attempt, reserved: { usd: reserved.usd, tokens: reserved.tokens }, live: NO_SPEND });
 }
 
 /**
@@ -149,7 +194,8 @@ export function reconcile(state: RunState, now: string): Effect[] {
 export function isEarly(state: RunState, result: TaskResult | MergeResult): boolean {
   const t = state.tasks.get(result.taskId);
   if (!t) return false;
-  if (result.type === "task.result") return t.rec.status === "pending" || (t.rec.status === "queued" && t.rec.attempts < result.attempt);
+  // A pending task may have had attempts: a retry the budget holds back. Their results are late, not early.
+  if (result.type === "task.result") return (t.rec.status === "pending" || t.rec.status === "queued") && t.rec.attempts < result.attempt;
   return t.rec.status === "pending" || t.rec.status === "queued";
 }
 
@@ -224,8 +270,8 @@ export function retryDelayMs(retry: TaskDef["retry"], key: string, attempt: numb
 
 export type AcceptOutcome = { ok: true; state: RunState; effects: Effect[] } | { ok: false; reason: string; tasks: string[]; effects: Effect[] };
 
-/** A new submission: validate, create the run, queue the root tasks. */
-export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
+/** A new submission: validate, create the run, queue the root tasks. `history`: see buildState(). */
+export function acceptRun(submit: SubmitRun, now: string, history?: ReadonlyMap<string, CostHistory>): AcceptOutcome {
   const reject = (reason: string, tasks: string[] = []): AcceptOutcome => ({
     ok: false,
     reason,
@@ -261,8 +307,12 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
     paused: false,
     cancelled: false,
     deadline: submit.graph.maxDurationMs ? Date.parse(now) + submit.graph.maxDurationMs : undefined,
+    costUsd: 0,
+    tokens: 0,
+    // What the submitter resolved (config, graph, flags), else the graph's own caps.
+    budget: submit.budget ?? resolveBudget(BUDGET_CONFIG_DEFAULT, { maxCost: submit.graph.maxCost, maxTokens: submit.graph.maxTokens }),
   };
-  const state = buildState(run, 0, new Map());
+  const state = buildState(run, 0, new Map(), history);
   // The shell creates the run record (the idempotency check). Root tasks are listed in
   // run.accepted rather than announced one by one, and a first attempt's `queued`
   // state is not written: both are re-derived from the graph after a restart.
@@ -280,9 +330,14 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
         queued,
         integrationBranch: run.integrationBranch,
         baseCommit: run.baseCommit,
+        ...(hasCap(run.budget)
+          ? { budget: { maxCostUsd: run.budget.maxCostUsd, maxTokens: run.budget.maxTokens, onExceed: run.budget.onExceed } }
+          : {}),
       },
     },
     ...released,
+    // A budget its first tasks would pass already: the run waits for a person (or stops) at once.
+    ...settle(state, now),
   ];
   return { ok: true, state, effects };
 }
@@ -290,9 +345,17 @@ export function acceptRun(submit: SubmitRun, now: string): AcceptOutcome {
 /** A worker reported how an attempt ended. */
 export function applyTaskResult(state: RunState, result: TaskResult, now: string): Effect[] {
   const t = state.tasks.get(result.taskId);
-  // Stale or duplicate: not the attempt we are waiting for.
-  if (!t || t.rec.status !== "queued" || t.rec.attempts !== result.attempt) return [];
+  if (!t) return [];
+  const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
+  // Stale or duplicate: not the attempt we are waiting for. But an attempt cancelled while
+  // it ran still cost what it cost: counted once, when its result comes.
+  if (t.rec.status !== "queued" || t.rec.attempts !== result.attempt) {
+    const late = settleAttempt(state.ledger, t.def.id, result.attempt, reported);
+    return late ? [...charge(state, t, late), ...settle(state, now)] : [];
+  }
   const effects: Effect[] = [];
+  // What it reported while it ran counts if more than its result says (lost with its worker: nothing).
+  const cost = settleAttempt(state.ledger, t.def.id, result.attempt, reported) ?? reported;
   update(state, t, {
     workerId: result.workerId,
     startedAt: result.startedAt,
@@ -301,13 +364,14 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     files: result.files,
     worktree: result.worktree,
     summary: result.summary,
-    costUsd: t.rec.costUsd + result.costUsd,
     ...(result.sessionId ? { sessionId: result.sessionId } : {}),
   });
+  const lostUnstarted = result.failure?.kind === "interrupted" && result.failure.agentStarted === false;
+  effects.push(...charge(state, t, cost, !lostUnstarted));
   if (result.status === "failed") {
     const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
     if (failure.kind === "cancelled") {
-      return [...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...settle(state, now)];
+      return [...effects, ...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...settle(state, now)];
     }
     // An interrupted attempt (its worker shut down or died) is handed back without using
     // up the retry budget, a few times at most (maxInterruptions), so a crash loop still
@@ -316,8 +380,20 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     update(state, t, interruption.counts);
     const interrupted = interruption.again;
     const failures = result.attempt - (t.rec.interruptions ?? 0) - (t.rec.lostUnstarted ?? 0);
-    const willRetry = (interrupted || (failure.kind !== "interrupted" && failure.retryable && failures < t.def.retry.attempts)) && !state.run.halted;
-    const message = interruption.capMessage ? `${failure.message}; ${interruption.capMessage}` : failure.message;
+    let willRetry = (interrupted || (failure.kind !== "interrupted" && failure.retryable && failures < t.def.retry.attempts)) && !state.run.halted;
+    let message = interruption.capMessage ? `${failure.message}; ${interruption.capMessage}` : failure.message;
+    // A retry is a new attempt: it must fit the run's budget like any task that starts.
+    let retryFits: ReturnType<typeof fitsBudget> = { ok: true };
+    if (willRetry && state.run.budgetStopped) {
+      willRetry = false;
+      message = `${message}; not retried: ${state.run.budgetStopped}`;
+    } else if (willRetry) {
+      retryFits = fitsBudget(state, t);
+      if (!retryFits.ok && state.run.budget?.onExceed === "stop") {
+        willRetry = false;
+        message = `${message}; not retried: ${retryFits.wait.message}`;
+      }
+    }
     effects.push({
       type: "event",
       event: {
@@ -332,14 +408,22 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
         outputTail: result.outputTail,
         startedAt: result.startedAt,
         finishedAt: result.finishedAt,
-        costUsd: result.costUsd,
+        costUsd: cost.usd,
+        tokens: cost.tokens,
       },
     });
-    if (willRetry) {
-      // An interrupted attempt resumes from its checkpoint commit, if it left one, and its
-      // agent from the session it ran in.
-      const resume = interrupted && (result.sessionId || result.commit) ? { fromAttempt: result.attempt, ...(result.sessionId ? { sessionId: result.sessionId } : {}), ...(result.commit ? { commit: result.commit } : {}) } : undefined;
-      const effectsOfQueue = queue(state, t, now, !interrupted, true, interrupted ? result.commit : undefined, resume);
+    // An interrupted attempt resumes from its checkpoint commit, if it left one, and its
+    // agent from the session it ran in.
+    const resume = interrupted && (result.sessionId || result.commit) ? { fromAttempt: result.attempt, ...(result.sessionId ? { sessionId: result.sessionId } : {}), ...(result.commit ? { commit: result.commit } : {}) } : undefined;
+    if (willRetry && !retryFits.ok) {
+      // Over the budget: the retry waits, pending, with the tasks the budget holds back; a
+      // raise starts it (from the checkpoint an interrupted attempt left, in its session).
+      update(state, t, { status: "pending", error: message, resumeFrom: interrupted ? result.commit : undefined });
+      state.held.add(t.def.id);
+      blockOnBudget(state, retryFits.wait);
+      effects.push({ type: "saveTask", taskId: t.def.id });
+    } else if (willRetry) {
+      const effectsOfQueue = queue(state, t, now, !interrupted, true, interrupted ? result.commit : undefined, resume, retryFits.ok ? retryFits.est : undefined);
       const work = effectsOfQueue.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
       effects.push(...effectsOfQueue, {
         type: "event",
@@ -350,6 +434,8 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now), ...release(state, now, []));
       if (state.run.graph.failFast) {
         effects.push(...stopRun(state, `task '${t.def.id}' failed and the run is failFast: ${message}`, now, "ado (failFast)"));
+      } else if (!retryFits.ok) {
+        effects.push(...stopOnBudget(state, retryFits.wait, now));
       }
     }
     return [...effects, ...settle(state, now)];
@@ -368,7 +454,8 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       files: result.files,
       startedAt: result.startedAt,
       finishedAt: result.finishedAt,
-      costUsd: result.costUsd,
+      costUsd: cost.usd,
+      tokens: cost.tokens,
     },
   });
   const run = state.run;
@@ -520,9 +607,65 @@ export function applyControl(state: RunState, req: ControlRequest, now: string):
       if (!state.run.paused) return [];
       state.run = { ...state.run, paused: false };
       const held = [...state.held].map((id) => state.tasks.get(id)!);
-      return [{ type: "saveRun" }, { type: "event", event: { type: "run.resumed", runId, at: now, by: req.by } }, ...release(state, now, held)];
+      return [{ type: "saveRun" }, { type: "event", event: { type: "run.resumed", runId, at: now, by: req.by } }, ...release(state, now, held), ...settle(state, now)];
     }
   }
+}
+
+/**
+ * A person changed the run's budget caps (`ado budget raise`): set, or raised by an
+ * amount (a raise of a run without that cap counts from what it has spent and holds).
+ * Ready tasks that waited for the budget start if they fit now, and the run goes on; if
+ * they still do not, the stop is announced again with the new figures. A run the budget
+ * already stopped (onExceed: stop) records the new caps and stays stopped: its tasks
+ * that had not started were skipped.
+ */
+export function applyBudget(state: RunState, req: BudgetRequest, now: string): Effect[] {
+  if (!isLive(state.run) || state.run.finalizing) return [];
+  const runId = state.run.runId;
+  const prev = state.run.budget;
+  const c = committed(state.ledger, spentOf(state));
+  const usedUsd = c.spent.usd + c.held.usd;
+  const usedTokens = c.spent.tokens + c.held.tokens;
+  const maxCostUsd = req.maxCostUsd ?? (req.addCostUsd !== undefined ? (prev?.maxCostUsd ?? usedUsd) + req.addCostUsd : prev?.maxCostUsd);
+  const maxTokens = req.maxTokens ?? (req.addTokens !== undefined ? (prev?.maxTokens ?? usedTokens) + req.addTokens : prev?.maxTokens);
+  const changes = (prev?.changes ?? 0) + 1;
+  state.run = {
+    ...state.run,
+    budget: {
+      onExceed: "wait",
+      defaultTaskCostUsd: 0,
+      defaultTaskTokens: 0,
+      ...prev,
+      ...(maxCostUsd !== undefined ? { maxCostUsd } : {}),
+      ...(maxTokens !== undefined ? { maxTokens } : {}),
+      changes,
+    },
+  };
+  const effects: Effect[] = [
+    { type: "saveRun" },
+    {
+      type: "event",
+      event: {
+        type: "run.budget",
+        runId,
+        at: now,
+        by: req.by || "a user",
+        ...(maxCostUsd !== undefined ? { maxCostUsd } : {}),
+        ...(maxTokens !== undefined ? { maxTokens } : {}),
+        ...(prev?.maxCostUsd !== undefined ? { previousMaxCostUsd: prev.maxCostUsd } : {}),
+        ...(prev?.maxTokens !== undefined ? { previousMaxTokens: prev.maxTokens } : {}),
+        ...(state.run.budgetStopped ? { stopped: state.run.budgetStopped } : {}),
+      },
+      msgID: msgIds.runBudget(runId, changes),
+    },
+  ];
+  if (state.run.budgetStopped) return effects;
+  const wasBlocked = !!state.budgetBlocked;
+  effects.push(...release(state, now, []));
+  // Still short: the person hears so (a new round, with the new figures).
+  if (wasBlocked && state.budgetBlocked) state.attentionChanged = true;
+  return [...effects, ...settle(state, now)];
 }
 
 /**
@@ -564,6 +707,7 @@ function cancelTask(state: RunState, t: TaskState, reason: string, now: string, 
 function halt(state: RunState, reason: string, now: string): Effect[] {
   if (state.run.halted) return [];
   state.run = { ...state.run, halted: reason };
+  state.budgetBlocked = undefined;
   const effects: Effect[] = [{ type: "saveRun" }];
   for (const t of state.tasks.values()) {
     if (t.rec.status === "pending") effects.push(...skip(state, t, "the run stopped: " + reason, now));
@@ -601,38 +745,105 @@ const dependentsOf = (state: RunState, id: string) => (state.dependents.get(id) 
  * time in its fan-out, not in the size of the run.
  */
 function release(state: RunState, now: string, candidates: Iterable<TaskState>, announce = true): Effect[] {
-  if (state.run.halted || state.run.paused) {
+  if (state.run.halted || state.run.paused || state.run.budgetStopped) {
     // Remember what became ready meanwhile; resume() releases it.
-    if (state.run.paused && !state.run.halted) for (const t of candidates) if (t.rec.status === "pending") state.held.add(t.def.id);
+    if (state.run.paused && !state.run.halted && !state.run.budgetStopped) for (const t of candidates) if (t.rec.status === "pending") state.held.add(t.def.id);
     return [];
   }
   const effects: Effect[] = [];
   const limit = state.run.graph.maxParallel ?? Infinity;
-  // Tasks held back by maxParallel go first: they were ready before these candidates.
+  // Tasks held back by maxParallel or the budget go first: they were ready before these candidates.
   const ready = [...state.held].map((id) => state.tasks.get(id)!);
   for (const t of candidates) {
     if (t.rec.status !== "pending" || state.held.has(t.def.id)) continue;
     if (t.def.needs.every((d) => state.tasks.get(d)!.rec.status === "succeeded")) ready.push(t);
   }
+  // Once a task does not fit the budget, nothing after it starts either (it would take
+  // what the first one waits for): they wait in order.
+  let blocked: BudgetWait | undefined;
   for (const t of ready) {
     if (t.rec.status !== "pending") {
       state.held.delete(t.def.id);
       continue;
     }
-    if (state.inFlight >= limit) {
+    if (state.inFlight >= limit || blocked) {
+      state.held.add(t.def.id);
+      continue;
+    }
+    const fit = fitsBudget(state, t);
+    if (!fit.ok) {
+      if (state.run.budget?.onExceed === "stop") return [...effects, ...stopOnBudget(state, fit.wait, now)];
+      blocked = fit.wait;
       state.held.add(t.def.id);
       continue;
     }
     state.held.delete(t.def.id);
-    effects.push(...queue(state, t, now, false, announce));
+    effects.push(...queue(state, t, now, false, announce, t.rec.resumeFrom, heldResume(t), fit.est));
   }
+  if (blocked) blockOnBudget(state, blocked);
+  else state.budgetBlocked = undefined;
   return effects;
 }
 
-/** Publishes the next attempt of a task to the ready queue (after its backoff, for a retry). */
-function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true, checkpoint?: string, resume?: TaskWork["resume"]): Effect[] {
+/**
+ * Counts what an attempt cost on its task and the run (with the run's own history of
+ * what its agent costs, unless it never started). A cost is stored at once: the run
+ * record is written only for a result that reported one, so runs without cost (noop,
+ * shell) write nothing more per task.
+ */
+function charge(state: RunState, t: TaskState, cost: Spend, sample = true): Effect[] {
+  if (sample) addSample(state.ledger, t.def, cost);
+  if (cost.usd <= 0 && cost.tokens <= 0) return [];
+  update(state, t, { costUsd: t.rec.costUsd + cost.usd, tokens: t.rec.tokens + cost.tokens });
+  state.run = { ...state.run, costUsd: state.run.costUsd + cost.usd, tokens: state.run.tokens + cost.tokens };
+  return [{ type: "saveTask", taskId: t.def.id }, { type: "saveRun" }];
+}
+
+/** Whether the task's next attempt fits the run's budget (always, without a cap), with what it is expected to cost. */
+function fitsBudget(state: RunState, t: TaskState): { ok: true; est?: Estimate } | { ok: false; wait: BudgetWait } {
+  const budget = capped(state);
+  if (!budget) return { ok: true };
+  const est = estimate(state.ledger, budget, t.def);
+  const fit = checkFits(state.ledger, budget, spentOf(state), t.def.id, est);
+  return fit.ok ? { ok: true, est } : fit;
+}
+
+/** Ready tasks wait for the budget (wait mode): noted, and announced by settle() once nothing else can move. */
+function blockOnBudget(state: RunState, wait: BudgetWait): void {
+  if (!state.budgetBlocked) state.attentionChanged = true;
+  state.budgetBlocked = { ...wait, waiting: state.held.size };
+}
+
+/**
+ * The budget stops the run (onExceed: stop): nothing new starts, tasks not started are
+ * skipped; attempts under way finish and are merged (their work is paid for). The run
+ * ends failed, saying so.
+ */
+function stopOnBudget(state: RunState, wait: BudgetWait, now: string): Effect[] {
+  if (state.run.budgetStopped) return [];
+  const reason = `stopped by its budget (onExceed: stop): ${wait.message}`;
+  state.run = { ...state.run, budgetStopped: reason };
+  state.held.clear();
+  state.budgetBlocked = undefined;
+  const effects: Effect[] = [{ type: "saveRun" }];
+  for (const t of state.tasks.values()) if (t.rec.status === "pending") effects.push(...skip(state, t, `not started: the run ${reason}`, now));
+  return effects;
+}
+
+/** The session a held retry resumes in: the checkpoint it keeps, and the session its last attempt ran in. */
+function heldResume(t: TaskState): TaskWork["resume"] {
+  if (!t.rec.resumeFrom) return undefined;
+  return { fromAttempt: t.rec.attempts, commit: t.rec.resumeFrom, ...(t.rec.sessionId ? { sessionId: t.rec.sessionId } : {}) };
+}
+
+/**
+ * Publishes the next attempt of a task to the ready queue (after its backoff, for a
+ * retry), holding `reserve` (its expected cost) against the run's budget until it ends.
+ */
+function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true, checkpoint?: string, resume?: TaskWork["resume"], reserved?: Spend): Effect[] {
   const attempt = t.rec.attempts + 1;
-  update(state, t, { status: "queued", attempts: attempt, error: undefined });
+  update(state, t, { status: "queued", attempts: attempt, error: undefined, resumeFrom: undefined });
+  reserve(state, t, attempt, reserved);
   const { needs: _needs, ...task } = t.def;
   const run = state.run;
   const work: TaskWork = {
@@ -653,7 +864,7 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     branch: taskBranch(run.runId, t.def.id),
     inputs: t.def.needs.map((d) => {
       const dep = state.tasks.get(d)!.rec;
-      return { taskId: d, status: dep.status, branch: taskBranch(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd };
+      return { taskId: d, status: dep.status, branch: taskBranch(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd, tokens: dep.tokens };
     }),
     readyAt: now,
     submittedAt: run.submittedAt,
@@ -714,31 +925,33 @@ export const isLive = (run: RunRecord) => run.status === "running" || run.status
 
 /**
  * After every decision: ends the run once every task is terminal; otherwise moves it
- * into `needs_attention` when nothing can move until a person resolves a merge
- * (nothing queued, running or merging; nothing held back), and back to `running` once
- * something can. Each stop is a new round: its event is announced once, and again when
- * another merge joins the ones waiting, so clients following the run see every stop.
+ * into `needs_attention` when nothing can move until a person resolves a merge or
+ * raises the budget (nothing queued, running or merging; nothing held back but for the
+ * budget), and back to `running` once something can. Each stop is a new round: its event
+ * is announced once, and again when another merge joins the ones waiting (or a raise
+ * was not enough), so clients following the run see every stop.
  */
 function settle(state: RunState, now: string): Effect[] {
   if (!isLive(state.run) || state.run.finalizing) return [];
   if (state.open === 0) return finish(state, now);
   const changed = state.attentionChanged;
   state.attentionChanged = false;
-  const stuck = state.attention > 0 && state.inFlight === 0 && state.merging === 0 && state.held.size === 0;
+  const budget = state.budgetBlocked;
+  const stuck = (state.attention > 0 || !!budget) && state.inFlight === 0 && state.merging === 0 && (state.held.size === 0 || !!budget);
   const runId = state.run.runId;
   if (stuck && (state.run.status === "running" || changed)) {
     const round = state.run.attentionRound + 1;
-    state.run = { ...state.run, status: "needs_attention", attentionRound: round };
+    state.run = { ...state.run, status: "needs_attention", attentionRound: round, budgetWait: budget };
     const tasks = [...state.tasks.values()]
       .filter((t) => t.rec.status === "needs_attention")
       .map((t) => ({ taskId: t.def.id, hitlId: t.rec.hitlId ?? taskKey(runId, t.def.id), message: t.rec.error ?? "" }));
     return [
       { type: "saveRun" },
-      { type: "event", event: { type: "run.needs_attention", runId, at: now, round, tasks }, msgID: msgIds.runAttention(runId, round) },
+      { type: "event", event: { type: "run.needs_attention", runId, at: now, round, tasks, ...(budget ? { budget } : {}) }, msgID: msgIds.runAttention(runId, round) },
     ];
   }
   if (!stuck && state.run.status === "needs_attention") {
-    state.run = { ...state.run, status: "running" };
+    state.run = { ...state.run, status: "running", budgetWait: undefined };
     const round = state.run.attentionRound;
     return [{ type: "saveRun" }, { type: "event", event: { type: "run.continued", runId, at: now, round }, msgID: msgIds.runContinued(runId, round) }];
   }
@@ -766,13 +979,14 @@ function finish(state: RunState, now: string): Effect[] {
     return [{ type: "saveRun" }, mergeIntoEffect(state)];
   }
   const cancelled = state.run.cancelled;
-  const firstError = state.run.halted ?? all.find((t) => t.rec.status === "failed")?.rec.error;
+  const stopped = state.run.halted ?? state.run.budgetStopped;
+  const firstError = stopped ?? all.find((t) => t.rec.status === "failed")?.rec.error;
   const failedIds = all.filter((t) => t.rec.status === "failed").map((t) => `'${t.def.id}'`);
   const skippedAtMerge = all.filter((t) => t.rec.status === "skipped" && t.rec.hitlRound > 0).map((t) => `'${t.def.id}'`);
   const status = ok ? "succeeded" : cancelled ? "cancelled" : "failed";
   const error = ok
     ? undefined
-    : (state.run.halted ??
+    : (stopped ??
       (failedIds.length
         ? `task ${failedIds.join(", ")} failed: ${firstError ?? "see its output"}`
         : skippedAtMerge.length
@@ -794,6 +1008,8 @@ function finish(state: RunState, now: string): Effect[] {
         counts: countBy(all),
         tasks: all.length <= SUMMARY_LIMIT ? all.map(summary) : [],
         ...(state.run.mergeInto ? { mergeInto: state.run.mergeInto } : {}),
+        costUsd: state.run.costUsd,
+        tokens: state.run.tokens,
       },
     },
   ];
@@ -809,5 +1025,7 @@ export function summary(t: TaskState): TaskSummary {
     workerId: t.rec.workerId,
     commit: t.rec.commit,
     error: t.rec.error,
+    ...(t.rec.costUsd > 0 ? { costUsd: t.rec.costUsd } : {}),
+    ...(t.rec.tokens > 0 ? { tokens: t.rec.tokens } : {}),
   };
 }

@@ -1,5 +1,6 @@
 import type { JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
+import type { Subscription } from "@nats-io/transport-node";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode, encodeValue, unpackRaw } from "../../runtime/codec.js";
 import { publishEvent } from "../../runtime/events.js";
@@ -9,10 +10,11 @@ import { ID_PATTERN } from "../../runtime/ids.js";
 import { Mutex } from "../../runtime/mutex.js";
 import { writeControl } from "../../runtime/control.js";
 import { KvWatch } from "../../runtime/kv-watch.js";
-import { SCHEMAS, type ControlRequest, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord } from "../../runtime/messages.js";
+import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord } from "../../runtime/messages.js";
 import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
 import {
   acceptRun,
+  applyBudget,
   applyControl,
   applyMergeIntoResult,
   applyMergeResult,
@@ -26,6 +28,7 @@ import {
 } from "./run-state.js";
 import { msgIds, runTaskKeys, taskKey } from "../../runtime/names.js";
 import { OpenTasks } from "./backlog.js";
+import { foldHistory, historyUpdates, noteUsage } from "./budget.js";
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -86,6 +89,12 @@ export class Scheduler extends Actor {
   private staleSweep?: NodeJS.Timeout;
   private stalePurged = 0;
 
+  /** What tasks cost in past runs (KV `costs`, watched): what budgets reserve for tasks with no history in their run. */
+  private readonly costHistory = new Map<string, CostHistory>();
+  private costWatch?: KvWatch<CostHistory>;
+  /** Attempts' `agent.usage` events (core NATS): what running attempts have spent so far. */
+  private usageSub?: Subscription;
+
   constructor(
     instance: string,
     ctx: ActorContext,
@@ -97,6 +106,7 @@ export class Scheduler extends Actor {
   protected async onStart(): Promise<void> {
     const { topo } = this.ctx;
     await this.startBacklog();
+    await this.startCosts();
     const jsm = await this.js.jetstreamManager();
     // Adding a durable that exists updates it: a consumer made with an older ack_wait converges.
     await jsm.consumers.add(topo.streams.submit.name, actorConsumer(consumers.submit, topo.subjects.submit, { ackWaitMs: ACK_WAIT_MS }));
@@ -209,6 +219,64 @@ export class Scheduler extends Actor {
     clearInterval(this.staleSweep);
     await Promise.all(this.loops.map((l) => l.stop()));
     this.backlogWatch?.stop();
+    this.costWatch?.stop();
+    this.usageSub?.unsubscribe();
+  }
+
+  /**
+   * Cost history and live spend, for budgets. The history bucket is watched (replicas
+   * and past runs share it); usage events are taken on a plain subscription, as they
+   * come: each is cumulative for its attempt, so one missed (a reconnect) is made good
+   * by the next, and an attempt's reservation counts meanwhile. Neither costs the hot
+   * path a round trip: runs read both from memory.
+   */
+  private async startCosts(): Promise<void> {
+    this.costWatch = new KvWatch({
+      kv: this.ctx.kv.costs,
+      nc: this.ctx.nc,
+      log: this.log,
+      schema: SCHEMAS.CostHistory,
+      what: "cost history",
+      onPut: (key, value) => this.costHistory.set(key, value),
+      onDelete: (key) => this.costHistory.delete(key),
+    });
+    await this.costWatch.start();
+    this.usageSub = this.ctx.nc.subscribe(this.ctx.topo.subjects.usageAll, {
+      callback: (err, m) => {
+        if (err) return;
+        try {
+          const e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
+          const state = e.type === "agent.usage" ? this.runs.get(e.runId) : undefined;
+          if (state && e.type === "agent.usage") noteUsage(state.ledger, e);
+        } catch (err) {
+          this.log.debug({ subject: m.subject, err: errorMessage(err) }, "unreadable usage event ignored");
+        }
+      },
+    });
+  }
+
+  /**
+   * Folds a run that ended into the cost history: one compare-and-set per agent and
+   * prompt size its tasks used, once per run (never per task). Best effort: a lost race
+   * is tried again a few times, a failure is logged (the history only guides reservations).
+   */
+  private async recordCosts(state: RunState): Promise<void> {
+    const now = new Date(this.clock.now()).toISOString();
+    const kv = this.ctx.kv.costs;
+    for (const u of historyUpdates(state.ledger)) {
+      for (let attempt = 1; attempt <= 5; attempt++) {
+        try {
+          const e = await kv.get(u.key);
+          const prev = e?.operation === "PUT" ? decode(SCHEMAS.CostHistory, e.value) : undefined;
+          const next = encodeValue(SCHEMAS.CostHistory, foldHistory(prev, u.agent, u.cls, u.run, now));
+          if (e?.operation === "PUT") await kv.update(u.key, next, e.revision);
+          else await kv.create(u.key, next);
+          break;
+        } catch (err) {
+          if (attempt === 5) this.log.warn({ key: u.key, err: errorMessage(err) }, "could not record the run's costs in the history");
+        }
+      }
+    }
   }
 
   override stats() {
@@ -292,7 +360,7 @@ export class Scheduler extends Actor {
     const now = new Date(this.clock.now()).toISOString();
     return Promise.all(
       batch.map(async ({ data, msg }): Promise<Outcome> => {
-        const outcome = acceptRun(data, now);
+        const outcome = acceptRun(data, now, this.costHistory);
         if (!outcome.ok) {
           this.rejected++;
           await this.execute(undefined, outcome.effects);
@@ -340,6 +408,8 @@ export class Scheduler extends Actor {
           if (state.run.deadline) this.armDeadline(data.runId, state.run.deadline);
           await this.persist(state, outcome.effects);
           await this.noteOpen(state);
+          // Ended as it was accepted (its budget stopped it before any task started).
+          if (!isLive(state.run)) this.dropRun(data.runId);
           return { kind: "ack" };
         } catch (err) {
           this.runs.delete(data.runId);
@@ -348,6 +418,13 @@ export class Scheduler extends Actor {
         }
       }),
     );
+  }
+
+  /** Forgets a run that ended (its records stay). */
+  private dropRun(runId: string): void {
+    this.runs.delete(runId);
+    clearTimeout(this.deadlines.get(runId));
+    this.deadlines.delete(runId);
   }
 
   /** Loads a run from KV and re-derives what must be in flight (see reconcile()). */
@@ -397,14 +474,16 @@ export class Scheduler extends Actor {
                   ? applyMergeResult(state, input, now, msg.seq)
                   : input.type === "merge.into.result"
                     ? applyMergeIntoResult(state, input, now)
-                    : applyControl(state, input, now)),
+                    : input.type === "budget"
+                      ? applyBudget(state, input, now)
+                      : applyControl(state, input, now)),
             );
           }
           await this.execute(state, effects);
           if (!isLive(state.run)) {
-            this.runs.delete(runId);
-            clearTimeout(this.deadlines.get(runId));
-            this.deadlines.delete(runId);
+            // By the decision that ended it (a crash before its record was stored can fold it twice: a guide, not a ledger).
+            if (effects.some((e) => e.type === "event" && e.event.type === "run.completed")) void this.recordCosts(state);
+            this.dropRun(runId);
           }
         } catch (err) {
           this.runs.delete(runId);
@@ -433,7 +512,7 @@ export class Scheduler extends Actor {
         records.set(rec.taskId, { rec, rev: e.revision });
       }
     }
-    const state = buildState(run, entry.revision, records);
+    const state = buildState(run, entry.revision, records, this.costHistory);
     this.runs.set(runId, state);
     return state;
   }

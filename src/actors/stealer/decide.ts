@@ -174,11 +174,15 @@ export function lostResult(
   now: string,
   why: string,
   agentStarted = true,
-  checkpoint?: Pick<CheckpointRecord, "attempt" | "commit" | "sessionId">,
+  left: {
+    /** Its last checkpoint (only the attempt's own counts): the next attempt starts from its commit, in its session. */
+    checkpoint?: Pick<CheckpointRecord, "attempt" | "commit" | "sessionId">;
+    /** What its agent reported it had spent (its last `agent.usage` event); absent: nothing reported. */
+    spent?: { usd: number; tokens: number };
+  } = {},
 ): TaskResult {
-  // The attempt's last checkpoint (its own, not an earlier attempt's): the next attempt
-  // starts from its commit and resumes its agent's session.
-  const cp = agentStarted && checkpoint?.attempt === work.attempt ? checkpoint : undefined;
+  const { spent } = left;
+  const cp = agentStarted && left.checkpoint?.attempt === work.attempt ? left.checkpoint : undefined;
   return {
     type: "task.result",
     runId: work.runId,
@@ -198,7 +202,8 @@ export function lostResult(
     finishedAt: now,
     outputTail: "",
     summary: "",
-    costUsd: 0,
+    costUsd: spent?.usd ?? 0,
+    ...(spent && spent.tokens > 0 ? { tokens: spent.tokens } : {}),
     ...(cp ? { commit: cp.commit, ...(cp.sessionId ? { sessionId: cp.sessionId } : {}) } : {}),
   };
 }

@@ -12,6 +12,7 @@ import { describeDeath, Liveness, lostResult, planRecovery, type LeftMessage, ty
 import { killLeftovers, processAlive } from "./leftovers.js";
 import { keepLostWorktree } from "./lost-worktree.js";
 import { agentStarted } from "./agent-started.js";
+import { lostSpend } from "./lost-spend.js";
 import { RECONNECT_MAX_WAIT_MS } from "../../runtime/connection.js";
 import { attemptKey } from "../../runtime/names.js";
 import { requeueWork } from "../../runtime/requeue.js";
@@ -280,7 +281,8 @@ export class Stealer extends Actor {
               return undefined;
             })
           : undefined;
-        const { data, headers } = encode(SCHEMAS.SchedulerInput, lostResult(a.work, s.workerId, a.claimedAt, at(), why, started, checkpoint));
+        const spent = started ? await lostSpend(this.jsm, topo, a.work) : undefined;
+        const { data, headers } = encode(SCHEMAS.SchedulerInput, lostResult(a.work, s.workerId, a.claimedAt, at(), why, started, { checkpoint, spent }));
         await this.js.publish(topo.subjects.results(a.work.runId), data, { headers, msgID: a.resultId });
         await this.emit(a.work, s.workerId, "interrupted", `worker ${s.workerId} ${why} while running attempt ${a.work.attempt}: reported interrupted, so that the scheduler runs it again`, kept.kind === "archived" ? kept.ref : undefined, at());
         this.counts.interrupted++;

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JsMsg } from "@nats-io/jetstream";
 import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
-import { type Agent, type AgentEvent, type OutputStream, type SessionPlace, type StopReason, Suspender, taskDir, toWireEvent } from "../../agents/index.js";
+import { type Agent, type AgentEvent, type AgentOutcome, type CliOutcome, type OutputStream, type SessionPlace, type StopReason, Suspender, taskDir, toWireEvent } from "../../agents/index.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
@@ -16,7 +16,6 @@ import {
   attemptRef,
   CrashPoint,
   INPUTS_FILE,
-  msgIds,
   CHECKPOINT_TRAILER,
   PROMPT_ENV_MAX_BYTES,
   PROMPT_FILE,
@@ -34,7 +33,26 @@ import type { TaskWorktrees, WorktreeUpdate } from "./task-worktrees.js";
 export type AttemptEvent = Parameters<typeof publishEvent>[2];
 
 /** A result before the fields execute() adds at the end (times, output, cost). */
-type Outcome = Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail" | "summary" | "costUsd">;
+type Outcome = Omit<TaskResult, "startedAt" | "finishedAt" | "outputTail" | "summary" | "costUsd" | "tokens">;
+
+/**
+ * Agents that enforce a task's `maxCost` themselves, given it on their command line
+ * (Claude Code's --max-budget-usd: it ends with a resumable `error_max_budget_usd`
+ * result). ado stops the others itself once their reported spend passes the cap.
+ */
+const SELF_CAPPED: ReadonlySet<string> = new Set(["claude"]);
+
+/** What an attempt spent: USD, and tokens (prompt, cache reads included, plus output). */
+interface Spend {
+  usd: number;
+  tokens: number;
+}
+
+/** What an agent's outcome says it spent (agent CLIs; nothing for shell and noop). */
+function spendOf(outcome: AgentOutcome): Spend {
+  const o = outcome as Partial<Pick<CliOutcome, "costUsd" | "tokens">>;
+  return { usd: o.costUsd ?? 0, tokens: o.tokens ? o.tokens.input + o.tokens.output : 0 };
+}
 
 /**
  * What an attempt needs from its worker, and nothing more (BullMQ's
@@ -92,8 +110,12 @@ export class Attempt {
   /** An agent CLI's final text (the task's summary) and its session, once the agent has ended. */
   private agentSummary?: string;
   private sessionId?: string;
-  /** Agent events being stored: all of them are, before the result that ends the attempt. */
-  private readonly agentEvents = new Set<Promise<unknown>>();
+  /** What the agent spent so far (its cumulative `agent.usage` events), then its outcome's figure. */
+  private spend: Spend = { usd: 0, tokens: 0 };
+  /** Set when ado stopped the agent for passing the task's `maxCost`: why. */
+  private overCap?: string;
+  /** Agent events being published: stored before the result, like the output. */
+  private readonly publishing = new Set<Promise<unknown>>();
 
   constructor(
     private readonly ctx: AttemptContext,
@@ -106,6 +128,28 @@ export class Attempt {
   /** Stops the agent now: cancelled on request, or interrupted because the worker shuts down. */
   stop(reason: StopReason): void {
     this.abort.abort(reason);
+  }
+
+  /**
+   * An agent CLI's event: published on the task's subjects (the scheduler counts
+   * `agent.usage` against the run's budget as it comes). Spend past the task's own
+   * `maxCost` stops an agent that does not enforce the cap itself.
+   */
+  private onAgentEvent(e: AgentEvent, seq: number): void {
+    const { work, ctx } = this;
+    const p = ctx
+      .emit(toWireEvent(e, { runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date().toISOString(), seq }))
+      .catch((err) => ctx.log.warn({ task: work.taskId, event: e.type, err: errorMessage(err) }, "agent event not stored"))
+      .finally(() => this.publishing.delete(p));
+    this.publishing.add(p);
+    if (e.type !== "agent.usage") return;
+    this.spend = { usd: Math.max(this.spend.usd, e.costUsd), tokens: Math.max(this.spend.tokens, e.inputTokens + e.outputTokens) };
+    const cap = work.task.maxCost;
+    // A cap is passed only by more than a rounding error (sums of cents in floating point).
+    if (cap === undefined || this.overCap || this.abort.signal.aborted || SELF_CAPPED.has(work.task.agent) || e.costUsd <= cap + 1e-9) return;
+    this.overCap = `the agent spent $${e.costUsd.toFixed(4)}, past the task's maxCost of $${cap.toFixed(2)}: ado stopped it; raise the task's maxCost to let it go further`;
+    ctx.log.info({ task: work.taskId, costUsd: e.costUsd, maxCost: cap }, "agent stopped: past the task's maxCost");
+    this.abort.abort("cancelled");
   }
 
   /**
@@ -143,16 +187,18 @@ export class Attempt {
     }
     output.flush();
     await output.settled(); // output events are stored before the result that ends the task
-    await Promise.all(this.agentEvents);
+    await Promise.all(this.publishing);
     const tail = output.tail();
     const summary = (this.agentSummary?.trim() || tail.trimEnd().split("\n").pop())?.slice(0, 500) ?? "";
+    const { usd, tokens } = this.spend;
     const full: TaskResult = {
       ...result,
       startedAt,
       finishedAt: new Date().toISOString(),
       outputTail: tail,
       summary,
-      costUsd: 0,
+      costUsd: usd,
+      ...(tokens > 0 ? { tokens } : {}),
       ...(this.sessionId ? { sessionId: this.sessionId } : {}),
     };
     ctx.results.remember(key, full);
@@ -251,7 +297,8 @@ export class Attempt {
       .emit({ ...started, branch: cwd ? work.branch : undefined, worktree: cwd, agent: agent.name, ...(resumed.resume ? { resumed: resumed.resume } : {}) })
       .catch((err) => ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "task.started event not stored"));
     if (checkpointer && ctx.checkpointIntervalMs > 0) checkpointer.start(ctx.checkpointIntervalMs);
-    const outcome = await agent
+    const maxCost = work.task.maxCost;
+    let outcome = await agent
       .run({
         // The task's own `cwd:` (a subdirectory) and `env:` from its graph; ado's variables win.
         cwd: agentCwd,
@@ -260,12 +307,14 @@ export class Attempt {
         signal: this.abort.signal,
         suspender: this.suspender,
         onOutput,
-        onEvent: (e, seq) => this.publishAgentEvent(e, seq),
+        onEvent: (e, seq) => this.onAgentEvent(e, seq),
         onSession: (id) => {
           this.sessionId = id;
           if (checkpointer) checkpointer.sessionId = id;
         },
         ...(resumed.resume ? { resume: resumed.resume } : {}),
+        // The task's cap, for CLIs that enforce one (the others ignore it; see SELF_CAPPED).
+        ...(maxCost !== undefined ? { options: { maxBudgetUsd: maxCost } } : {}),
       })
       .finally(async () => {
         await checkpointer?.stop();
@@ -275,6 +324,10 @@ export class Attempt {
     // A session asked for and not found is not carried on: the next attempt starts afresh.
     this.sessionId = outcome.sessionLost ? undefined : (outcome.sessionId ?? this.sessionId);
     if (checkpointer) checkpointer.sessionId = this.sessionId;
+    const reported = spendOf(outcome);
+    this.spend = { usd: Math.max(this.spend.usd, reported.usd), tokens: Math.max(this.spend.tokens, reported.tokens) };
+    // Stopped for its cost: a budget failure (not a cancel). One that finished before the stop took stands.
+    if (this.overCap && !outcome.ok) outcome = { ok: false, failure: { kind: "budget", retryable: false, message: this.overCap } };
     if (!wt || !cwd) return outcome.ok ? this.succeeded() : this.failed(outcome.failure!);
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
     const base = work.baseCommit!;
@@ -428,20 +481,6 @@ export class Attempt {
       }
     }
     return { prompt: continuation(work, r.commit, true) + prompt };
-  }
-
-  /**
-   * Publishes one of the agent's events (its own msg id: events recur within an attempt).
-   * Events are for people: one not stored is logged, and the attempt goes on.
-   */
-  private publishAgentEvent(e: AgentEvent, seq: number): void {
-    const w = this.work;
-    const event = toWireEvent(e, { runId: w.runId, taskId: w.taskId, attempt: w.attempt, at: new Date().toISOString(), seq });
-    const p = this.ctx
-      .emit(event, msgIds.agentEvent(w, seq))
-      .catch((err) => this.ctx.log.debug({ task: w.taskId, seq, err: errorMessage(err) }, "agent event not stored"))
-      .finally(() => this.agentEvents.delete(p));
-    this.agentEvents.add(p);
   }
 
   private succeeded() {
