@@ -159,8 +159,9 @@ describe("agents on workers - the balancer sends a task only to a worker that ha
       expect(outcome.status, outcome.error).toBe("succeeded");
       const started = ofType(events, "task.started");
       for (const id of codexTasks) expect(started.filter((e) => e.taskId === id).map((e) => e.workerId)).toEqual([codexWorker]);
-      // No attempt failed for want of its agent (the balancer never tried the other worker).
-      expect(ofType(events, "task.failed")).toEqual([]);
+      // No attempt failed for want of its agent (the balancer never tried the other worker);
+      // an attempt lost with a worker declared dead on a starved machine is another story.
+      expect(ofType(events, "task.failed").filter((e) => !/was lost with it/.test(e.error))).toEqual([]);
       // The worker without codex did take work: it was free, and the codex tasks still went elsewhere.
       expect(started.some((e) => e.workerId === plainWorker)).toBe(true);
     } finally {
