@@ -32,10 +32,10 @@ export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
 export type ObjectStoreKey = "sessions";
-export type BucketKey = "runs" | "tasks" | "backlog" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions";
+export type BucketKey = "runs" | "tasks" | "backlog" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots";
 
 /** Which actor reads each shared durable consumer. */
-export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer";
+export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "recorder" | "notifier";
 
 export interface Topology {
   readonly prefix: string;
@@ -144,6 +144,7 @@ export function topology(prefix = "ado"): Topology {
       hitl: `${prefix}-hitl`,
       worktrees: `${prefix}-worktrees`,
       sessions: `${prefix}-sessions`,
+      snapshots: `${prefix}-snapshots`,
     },
     objects: { sessions: `${prefix}-sessions` },
     service: (actor) => `${prefix}-${actor}`,
@@ -243,6 +244,10 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   // worker of the attempt, read by the stealer and by the worker that resumes. A session
   // is worth resuming for days at most.
   sessions: { history: 1, ttlMs: SESSION_TTL_MS },
+  // Run snapshots (key runId, parts runId.p<n>; `_cursor`): written by the recorder from
+  // the event stream, read by `ado attach|status|runs` and the dashboard. A finished run's
+  // stays a month (`ado runs --all` reads its cost and counts); without it, readers replay.
+  snapshots: { history: 1, ttlMs: 30 * 24 * 3_600_000 },
 };
 
 /**
