@@ -254,6 +254,33 @@ function wireDocs(): Record<string, WireDoc> {
         },
       ],
     },
+    "run.snapshot": {
+      form: "output",
+      summary:
+        "A run's state at one sequence of the event stream (`seq`): every task's state, attempts, times, worker, cost and latest activity in columns, the run's state and integration head. A reader loads it and applies the run's events after `seq` to get what a replay of every event gives. Past 512 KB the task columns go to parts (`run.snapshot.part`) and `parts` says how many.",
+      carriers: [
+        {
+          kind: "kv",
+          where: t.buckets.snapshots,
+          detail: "key `<runId>` (the key `_cursor` holds the recorder's place in the stream, not a snapshot)",
+          writer: "recorder (the replica holding lease `recorder`), every 1,000 events of the run or second",
+          reader: "`ado attach`, `ado status`, the dashboard, operators",
+        },
+      ],
+    },
+    "run.snapshot.part": {
+      form: "output",
+      summary: "Task columns of a large run's snapshot, written before its head and tagged with the head's `seq` (a part of another sequence means a newer snapshot was being written: read again).",
+      carriers: [
+        {
+          kind: "kv",
+          where: t.buckets.snapshots,
+          detail: "key `<runId>.p<n>`",
+          writer: "recorder",
+          reader: "whoever reads the run's snapshot",
+        },
+      ],
+    },
     "dead.letter": {
       form: "output",
       summary: "A message an actor could not accept, kept with its headers and the reason.",

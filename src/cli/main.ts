@@ -60,7 +60,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--store <dir>", "JetStream store directory (default: ~/.local/state/ado/nats)")
       .option("-w, --workers <n>", "workers to start", parseIntFlag("workers", 0, 256))
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
-      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
+      .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (flags) => setExit(await upCommand(flags)));
 
   common(
@@ -71,7 +71,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--labels <list>", "placement labels, comma-separated (e.g. remote,gpu); tasks select workers by them")
       .option("--capabilities <list>", "capabilities, comma-separated (e.g. docker,node20); tasks may require them")
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
-      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
+      .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (flags) => setExit(await workerCommand(flags)));
 
   common(
@@ -84,9 +84,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
   common(
     program
       .command("actor")
-      .description("start one actor (scheduler, balancer, merger or stealer) against a server, until interrupted")
-      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer"]))
-      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
+      .description("start one actor (scheduler, balancer, merger, stealer or recorder) against a server, until interrupted")
+      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer", "recorder"]))
+      .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
 
   for (const action of ["cancel", "pause", "resume"] as const) {

@@ -13,14 +13,15 @@ const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
 
 /**
  * Runs a stack until SIGINT/SIGTERM, then closes it gracefully. With a health port,
- * `GET /health` and `GET /ready` answer for Kubernetes probes (not ready while draining).
+ * `GET /health` and `GET /ready` answer for Kubernetes probes (not ready while draining),
+ * and `GET /metrics` in the Prometheus format.
  */
 async function serveUntilSignal(stack: Stack, healthPort: number | undefined, logger: Logger, onStop?: () => Promise<void>): Promise<number> {
   const health =
     healthPort === undefined
       ? undefined
-      : await startHealthServer({ port: healthPort, logger, checks: { live: () => stack.health().live, ready: () => stack.health().ready } });
-  if (health) say(`health: http://0.0.0.0:${health.port}/health and /ready`);
+      : await startHealthServer({ port: healthPort, logger, checks: { live: () => stack.health().live, ready: () => stack.health().ready }, metrics: stack.metrics });
+  if (health) say(`health: http://0.0.0.0:${health.port}/health, /ready and /metrics`);
   await new Promise<void>((resolve) => {
     onShutdown(async (signal) => {
       say(`${signal}: draining (a second signal forces)`);

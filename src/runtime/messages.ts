@@ -428,6 +428,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     ...taskEventBase,
     workerId: id.optional(),
     error: z.string(),
+    /** The failure's class (TaskFailure.kind): what the metrics and the dashboard group failures by (absent from schedulers that predate it). */
+    kind: TaskFailure.shape.kind.optional(),
     willRetry: z.boolean(),
     outputTail: z.string().default(""),
     startedAt: isoTime.optional(),
