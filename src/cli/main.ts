@@ -13,6 +13,7 @@ import { completionScript } from "./completion.js";
 import { initCommand } from "./init.js";
 import { pruneCommand } from "./prune.js";
 import { doctorCommand } from "./doctor.js";
+import { logsCommand } from "./logs.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -139,6 +140,19 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--all", "include finished runs")
       .option("--json", "print JSON"),
   ).action(async (flags) => setExit(await statusCommand(undefined, flags)));
+
+  common(
+    program
+      .command("logs")
+      .description("what a run's tasks printed (the logs kept on this machine, else the event stream), or with --events what their agents did")
+      .argument("<run>", "run id, or <run>/<task>")
+      .argument("[task]", "only this task")
+      .option("-r, --repo <dir>", "the repository whose logs to read (default: current directory)")
+      .option("--attempt <n>", "only this attempt", parseIntFlag("attempt", 1, 10_000))
+      .option("-f, --follow", "follow the output as it comes until the run (or the task) ends")
+      .option("--events", "the agents' activity (attempts, tool calls, messages, usage, how each ended) instead of the output")
+      .option("--json", "the events themselves, one JSON object a line"),
+  ).action(async (run, task, flags) => setExit(await logsCommand(run, task, flags)));
 
   hitlCommands(program, common, setExit);
   registerWorktreeCommands(program, common, setExit);
