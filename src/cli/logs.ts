@@ -6,7 +6,7 @@ import { errorMessage } from "../runtime/errors.js";
 import { ID_PATTERN } from "../runtime/ids.js";
 import { SCHEMAS, type AdoEvent } from "../runtime/messages.js";
 import { FINISHED, RunFold } from "../runtime/run-fold.js";
-import { oneLine } from "../runtime/text.js";
+import { activityLine } from "../runtime/activity.js";
 import { openJetStream, topology, type Topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, joinServer, type CommonFlags } from "./common.js";
 import { listTaskLogs, logsRootFor, type TaskLog } from "./task-logs.js";
@@ -42,41 +42,6 @@ export function parseLogsTarget(spec: string, task?: string): { runId: string; t
   if (!runId || !ID_PATTERN.test(runId)) throw new CliError(`'${runId ?? ""}' is not a run id (ado runs list, ado status --all)`);
   if (taskId !== undefined && !ID_PATTERN.test(taskId)) throw new CliError(`'${taskId}' is not a task id (ado status ${runId} lists them)`);
   return taskId === undefined ? { runId } : { runId, taskId };
-}
-
-/** The line `--events` prints for an event, or undefined for those it leaves out (output, heartbeats). */
-export function activityLine(e: AdoEvent): string | undefined {
-  const time = e.at.slice(11, 19);
-  const who = "taskId" in e ? `${e.taskId}#${e.attempt}` : "run";
-  const line = (what: string) => `${time} ${who} ${oneLine(what)}`;
-  switch (e.type) {
-    case "task.output":
-    case "task.checkpoint":
-      return undefined;
-    case "task.started":
-      return line(`started on ${e.workerId}${"branch" in e && e.branch ? ` (branch ${e.branch})` : ""}`);
-    case "task.succeeded":
-      return line(`succeeded${e.files.length ? `: ${e.files.length} file(s) changed` : ", nothing changed"}${e.costUsd ? `, $${e.costUsd.toFixed(4)}` : ""}`);
-    case "task.failed":
-      return line(`failed${e.kind ? ` (${e.kind})` : ""}: ${e.error}${e.willRetry ? "; will retry" : ""}`);
-    case "agent.message":
-      return line(`says: ${e.text}`);
-    case "agent.tool":
-      return line(`${e.phase === "started" ? "tool" : "tool done"} ${e.tool}${e.summary ? `: ${e.summary}` : ""}${e.ok === false ? " (failed)" : ""}`);
-    case "agent.usage":
-      return line(`usage: ${e.inputTokens} in, ${e.outputTokens} out${e.model ? ` (${e.model})` : ""}, $${e.costUsd.toFixed(4)} so far`);
-    case "run.accepted":
-      return line(`accepted: ${e.tasks.length} task(s)`);
-    case "run.completed":
-      return line(`ended ${e.status}${"error" in e && e.error ? `: ${e.error}` : ""}`);
-    default: {
-      const rest = Object.entries(e)
-        .filter(([k, v]) => !["type", "runId", "taskId", "attempt", "at", "v"].includes(k) && (typeof v === "string" || typeof v === "number" || typeof v === "boolean"))
-        .map(([k, v]) => `${k}=${String(v)}`)
-        .join(" ");
-      return line(`${e.type.replace(/^(task|run|merge|agent)\./, "")}${rest ? ` ${rest}` : ""}`);
-    }
-  }
 }
 
 /** `ado logs` */

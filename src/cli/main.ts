@@ -14,6 +14,7 @@ import { initCommand } from "./init.js";
 import { pruneCommand } from "./prune.js";
 import { doctorCommand } from "./doctor.js";
 import { logsCommand } from "./logs.js";
+import { dashboardCommand } from "./dashboard.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -61,8 +62,18 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--store <dir>", "JetStream store directory (default: ~/.local/state/ado/nats)")
       .option("-w, --workers <n>", "workers to start", parseIntFlag("workers", 0, 256))
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
-      .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
+      .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535))
+      .option("--dashboard-port <port>", "serve the web dashboard on this port (0: a free one; default 4280, or a free one if taken)", parseIntFlag("dashboard-port", 0, 65_535))
+      .option("--no-dashboard", "do not serve the web dashboard"),
   ).action(async (flags) => setExit(await upCommand(flags)));
+
+  common(
+    program
+      .command("dashboard")
+      .description("serve the live web dashboard of the runs on a server (a NATS client like the CLI) until interrupted")
+      .option("-p, --port <port>", "HTTP port (0: a free one)", parseIntFlag("port", 0, 65_535), 4280)
+      .option("--host <host>", "address to listen on (0.0.0.0: every interface; the dashboard can pause and cancel runs, so mind who reaches it)", "127.0.0.1"),
+  ).action(async (flags) => setExit(await dashboardCommand(flags)));
 
   common(
     program
