@@ -1,9 +1,8 @@
 /**
  * The dashboard's one page: plain HTML, CSS and script, no framework and nothing to
  * build or download (the dashboard must run wherever ado runs). The script reads the
- * server-sent events of server.ts, keeps the tasks in a Map and redraws only the rows
- * that changed, at most once per animation frame, so a run of 10,000 tasks stays
- * smooth. It records what it measures (updates applied, time per update, when each
+ * server-sent events of server.ts, keeps the tasks in a Map and draws only the rows in
+ * view, at most once per animation frame, so a run of 10,000 tasks stays smooth. It records what it measures (updates applied, time per update, when each
  * task state was seen) in `window.__ado`, which the browser test reads.
  */
 export const PAGE = `<!doctype html>
@@ -23,6 +22,13 @@ export const PAGE = `<!doctype html>
   section { overflow:auto; border-right:1px solid var(--line); }
   h2 { font-size:13px; margin:10px 12px 6px; color:var(--dim); text-transform:uppercase; letter-spacing:.05em; }
   table { border-collapse:collapse; width:100%; }
+  /* Fixed layout: a change in one row never makes the browser measure every row again (10,000 of them). */
+  #tasks { table-layout:fixed; }
+  #tasks td { overflow:hidden; text-overflow:ellipsis; height:22px; }
+  #taskwrap { max-height:58vh; overflow:auto; }
+  #tasks tr.spacer td { height:auto; padding:0; border:0; }
+  #tasks th:nth-child(1) { width:16%; } #tasks th:nth-child(2) { width:11%; } #tasks th:nth-child(3) { width:4%; }
+  #tasks th:nth-child(4) { width:13%; } #tasks th:nth-child(5) { width:7%; } #tasks th:nth-child(6) { width:12%; }
   td, th { padding:3px 8px; text-align:left; white-space:nowrap; border-bottom:1px solid var(--line); }
   th { color:var(--dim); font-weight:normal; position:sticky; top:0; background:var(--bg); }
   tr.sel, tr:hover { background:var(--panel); cursor:pointer; }
@@ -51,7 +57,7 @@ export const PAGE = `<!doctype html>
   </section>
   <section>
     <div id="runhead"><span class="dim">choose a run</span></div>
-    <table id="tasks"><thead><tr><th>task</th><th>state</th><th>try</th><th>worker</th><th>elapsed</th><th>needs</th><th>activity</th></tr></thead><tbody></tbody></table>
+    <div id="taskwrap"><table id="tasks"><thead><tr><th>task</th><th>state</th><th>try</th><th>worker</th><th>elapsed</th><th>needs</th><th>activity</th></tr></thead><tbody></tbody></table></div>
     <div id="task"></div>
   </section>
 </main>
@@ -60,12 +66,14 @@ export const PAGE = `<!doctype html>
 const $ = (s) => document.querySelector(s);
 const esc = (s) => String(s ?? "").replace(/[&<>"]/g, (c) => ({ "&":"&amp;", "<":"&lt;", ">":"&gt;", '"':"&quot;" }[c]));
 const ago = (from, to) => { if (!from) return ""; const ms = (to ? Date.parse(to) : Date.now()) - Date.parse(from); const s = Math.max(0, Math.round(ms / 1000)); return s < 60 ? s + "s" : s < 3600 ? Math.floor(s/60) + "m" + String(s%60).padStart(2,"0") + "s" : Math.floor(s/3600) + "h" + String(Math.floor(s/60)%60).padStart(2,"0") + "m"; };
-const stats = window.__ado = { deltas: 0, states: 0, applyMs: [], seen: [], errors: 0, firstState: 0 };
+const stats = window.__ado = { deltas: 0, states: 0, applyMs: [], seen: [], errors: 0, firstState: 0, malformed: 0, longTasks: [] };
+try { new PerformanceObserver((list) => { for (const e of list.getEntries()) stats.longTasks.push({ ms: Math.round(e.duration), at: Math.round(performance.timeOrigin + e.startTime) }); }).observe({ entryTypes: ["longtask"] }); } catch { /* not every browser has it */ }
 
 let runId = null, runFeed = null, taskFeed = null, taskId = null;
 const tasks = new Map();   // id -> task view
-const rows = new Map();    // id -> <tr>
-let dirty = new Set(), frame = 0, run = null;
+const order = [];          // task ids in graph order
+let dirty = false, frame = 0, run = null;
+stats.model = tasks;
 
 async function api(path, body) {
   const res = await fetch(path, body ? { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) } : {});
@@ -106,17 +114,24 @@ $("#hitl").addEventListener("click", async (ev) => {
 $("#runs").addEventListener("click", (ev) => { const tr = ev.target.closest("tr[data-run]"); if (tr) location.hash = "run=" + tr.dataset.run; });
 $("#tasks").addEventListener("click", (ev) => { const tr = ev.target.closest("tr[data-task]"); if (tr) openTask(tr.dataset.task); });
 $("#all").addEventListener("change", loadRuns);
+$("#taskwrap").addEventListener("scroll", () => schedule(), { passive: true });
 
+// The head is rebuilt only when what it says changes (the elapsed time is a text of its
+// own): a button replaced between a press and its release would lose the click.
+let headHtml = "";
 function renderRunHead() {
   if (!run) return;
   const st = run.paused && run.status === "running" ? "paused" : run.status;
-  const c = run.counts;
   const live = run.status === "running" || run.status === "needs_attention";
-  $("#runhead").innerHTML = '<b>' + esc(run.name || run.runId) + '</b> <span id="run-status" class="s-' + esc(st) + '">' + esc(st) + '</span>' +
-    '<span class="dim">' + Object.entries(c).filter(([, n]) => n).map(([k, n]) => n + " " + k).join(", ") + '</span>' +
-    '<span class="dim">' + ago(run.acceptedAt, run.finishedAt) + (run.costUsd ? ", $" + run.costUsd.toFixed(2) : "") + '</span>' +
+  const html = '<b>' + esc(run.name || run.runId) + '</b> <span id="run-status" class="s-' + esc(st) + '">' + esc(st) + '</span>' +
+    '<span class="dim">' + Object.entries(run.counts).filter(([, n]) => n).map(([k, n]) => n + " " + k).join(", ") + '</span>' +
+    '<span class="dim" id="run-elapsed"></span>' +
     (live ? (run.paused ? '<button data-action="resume">resume</button>' : '<button data-action="pause">pause</button>') + ' <button data-action="cancel">cancel</button>' : "") +
     (run.error ? '<div class="s-failed">' + esc(run.error) + '</div>' : "");
+  if (html !== headHtml) { $("#runhead").innerHTML = html; headHtml = html; }
+  const el = ago(run.acceptedAt, run.finishedAt) + (run.costUsd ? ", $" + run.costUsd.toFixed(2) : "");
+  const span = $("#run-elapsed");
+  if (span && span.textContent !== el) span.textContent = el;
 }
 $("#runhead").addEventListener("click", async (ev) => {
   const b = ev.target.closest("button[data-action]"); if (!b) return;
@@ -125,38 +140,60 @@ $("#runhead").addEventListener("click", async (ev) => {
   try { await api("/api/runs/" + runId + "/control", { action: b.dataset.action }); } catch (err) { alert(err.message); b.disabled = false; }
 });
 
-function rowHtml(t) {
+// Only the rows in view exist (a pool of <tr>, each keeping its cells), between two
+// spacer rows that stand for the rest: a redraw costs the same for 10 or 10,000 tasks,
+// and writes only the cells whose text changed.
+const COLS = 7, ROW_H = 23, pool = [];
+function cellsOf(t) {
   const st = t.paused && t.status === "running" ? "paused" : t.status;
-  return '<td>' + esc(t.id) + '</td><td class="s-' + esc(st) + '">' + esc(st) + '</td><td>' + (t.attempts || "") + '</td><td>' + esc(t.workerId) + '</td><td>' + ago(t.startedAt, t.finishedAt) + '</td><td class="dim">' + esc((t.needs || []).join(" ")) + '</td><td class="act">' + esc(t.waiting || t.error || t.activity) + '</td>';
+  return [t.id, st, t.attempts ? String(t.attempts) : "", t.workerId || "", ago(t.startedAt, t.finishedAt), (t.needs || []).join(" "), t.waiting || t.error || t.activity || ""];
 }
+function spacer() { const tr = document.createElement("tr"); tr.className = "spacer"; tr.appendChild(document.createElement("td")).colSpan = COLS; return tr; }
+const above = spacer(), below = spacer();
 
 function draw() {
   frame = 0;
   const t0 = performance.now();
-  const body = $("#tasks tbody");
-  for (const id of dirty) {
-    const t = tasks.get(id);
-    let tr = rows.get(id);
-    if (!tr) { tr = document.createElement("tr"); tr.dataset.task = id; rows.set(id, tr); body.appendChild(tr); }
-    tr.dataset.state = t.paused && t.status === "running" ? "paused" : t.status;
-    tr.className = id === taskId ? "sel" : "";
-    tr.innerHTML = rowHtml(t);
+  const body = $("#tasks tbody"), wrap = $("#taskwrap");
+  if (above.parentNode !== body) { body.innerHTML = ""; body.appendChild(above); body.appendChild(below); }
+  const first = Math.max(0, Math.floor(wrap.scrollTop / ROW_H) - 10);
+  const count = Math.min(order.length - first, Math.ceil((wrap.clientHeight || 600) / ROW_H) + 20);
+  while (pool.length < count) {
+    const tr = document.createElement("tr"); tr.cells_ = [];
+    for (let i = 0; i < COLS; i++) { const td = document.createElement("td"); tr.appendChild(td); tr.cells_.push(td); }
+    tr.cells_[5].className = "dim"; tr.cells_[6].className = "act";
+    pool.push(tr); body.insertBefore(tr, below);
   }
-  dirty.clear();
+  for (let i = 0; i < pool.length; i++) {
+    const tr = pool[i];
+    if (i >= count) { if (tr.style.display !== "none") { tr.style.display = "none"; delete tr.dataset.task; delete tr.dataset.state; } continue; }
+    tr.style.display = "";
+    const id = order[first + i], t = tasks.get(id), cells = cellsOf(t);
+    if (tr.dataset.task !== id) tr.dataset.task = id;
+    if (tr.dataset.state !== cells[1]) { tr.dataset.state = cells[1]; tr.cells_[1].className = "s-" + cells[1]; }
+    for (let c = 0; c < COLS; c++) if (tr.cells_[c].textContent !== cells[c]) tr.cells_[c].textContent = cells[c];
+    const sel = id === taskId ? "sel" : "";
+    if (tr.className !== sel) tr.className = sel;
+  }
+  above.style.height = first * ROW_H + "px";
+  below.style.height = Math.max(0, order.length - first - count) * ROW_H + "px";
+  dirty = false;
   renderRunHead();
   stats.applyMs.push(performance.now() - t0);
 }
 const schedule = () => { if (!frame) frame = requestAnimationFrame(draw); };
 
 function apply(msg) {
-  if (msg.type === "state") { tasks.clear(); rows.clear(); $("#tasks tbody").innerHTML = ""; stats.states++; stats.firstState = stats.firstState || Date.now(); }
+  if (msg.type === "state") { tasks.clear(); order.length = 0; stats.states++; stats.firstState = stats.firstState || Date.now(); }
   else stats.deltas++;
   run = msg.run;
+  stats.malformed = run.malformed;
   const now = Date.now();
   for (const t of msg.tasks) {
     const before = tasks.get(t.id);
     if (!before || before.status !== t.status) stats.seen.push({ id: t.id, status: t.status, at: now });
-    tasks.set(t.id, t); dirty.add(t.id);
+    if (!before) order.push(t.id);
+    tasks.set(t.id, t); dirty = true;
   }
   schedule();
 }
@@ -164,7 +201,7 @@ function apply(msg) {
 function openRun(id) {
   if (runFeed) runFeed.close();
   closeTask();
-  runId = id; run = null; tasks.clear(); rows.clear(); $("#tasks tbody").innerHTML = "";
+  runId = id; run = null; headHtml = ""; $("#runhead").innerHTML = ""; tasks.clear(); order.length = 0; schedule();
   if (!id) return;
   runFeed = new EventSource("/api/runs/" + encodeURIComponent(id) + "/feed");
   runFeed.onmessage = (ev) => { try { apply(JSON.parse(ev.data)); } catch { stats.errors++; } };
@@ -177,7 +214,7 @@ function closeTask() { if (taskFeed) taskFeed.close(); taskFeed = null; taskId =
 function openTask(id) {
   closeTask();
   taskId = id;
-  for (const [k, tr] of rows) tr.className = k === id ? "sel" : "";
+  schedule();
   $("#task").innerHTML = '<h2>task ' + esc(id) + ' <button data-task-action="pause">pause</button> <button data-task-action="resume">resume</button> <button data-task-action="cancel">cancel</button></h2><div class="dim">output</div><pre id="output"></pre><div class="dim">activity</div><pre id="activity"></pre>';
   let attempt = 0;
   taskFeed = new EventSource("/api/runs/" + encodeURIComponent(runId) + "/tasks/" + encodeURIComponent(id) + "/feed");

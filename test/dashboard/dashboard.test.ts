@@ -14,7 +14,10 @@ import { asRunId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
-import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { eventually, provisioned, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { jetstream } from "@nats-io/jetstream";
+import { encode } from "../../src/runtime/codec.js";
+import { SCHEMAS } from "../../src/runtime/messages.js";
 
 /**
  * The web dashboard in a real browser: Debian's chromium driven by playwright-core (no
@@ -85,6 +88,7 @@ tasks:
       const events: { e: AdoEvent; seen: number }[] = [];
       const { runId } = await client.submit({ graph, repo: repo.dir });
       const watching = client.watch(asRunId(runId), { onEvent: (e) => events.push({ e, seen: Date.now() }) });
+      watching.catch(() => undefined); // awaited below; a failed test must not leave it unhandled
       await page.goto(`${dashboard.url}#run=${runId}`);
 
       await eventually(async () => (await stateOf(page, "slow")) === "running", 60_000, "slow running in the page");
@@ -117,13 +121,14 @@ tasks:
       // How long after its event each task's state showed in the page (both clocks are this machine's).
       const { seen, firstState } = (await page.evaluate("({ seen: window.__ado.seen, firstState: window.__ado.firstState })")) as { seen: { id: string; status: string; at: number }[]; firstState: number };
       // Only what started while the page was open: the rest was there when it loaded.
-      const started = events.filter((x) => x.e.type === "task.started" && Date.parse(x.e.at) > firstState);
+      const started = events.filter((x) => x.e.type === "task.started" && x.seen > firstState && Date.parse(x.e.at) > firstState);
       expect(started.length).toBeGreaterThan(0);
-      const lags = started.map(({ e }) => {
+      const lags = started.map(({ e, seen: atClient }) => {
         const shown = seen.find((s) => "taskId" in e && s.id === e.taskId && s.status === "running");
-        return shown ? shown.at - Date.parse(e.at) : undefined;
+        return shown ? `${shown.at - atClient} ms after a NATS client received it (${shown.at - Date.parse(e.at)} ms after its time stamp)` : "not seen running";
       });
-      console.info(`dashboard: task.started -> shown in the page: ${lags.map((l) => (l === undefined ? "not seen running" : `${l} ms`)).join(", ")}`);
+      // Figures, not assertions: the machine's load decides them (BRIEF: never assert on speed).
+      console.info(`dashboard: task.started -> shown in the page: ${lags.join("; ")}`);
       expect(errors).toEqual([]);
     } finally {
       await close();
@@ -168,4 +173,65 @@ tasks:
       await repo.cleanup();
     }
   }, 240_000);
+
+  it("a run of many tasks stays smooth, and an unreadable event does not stop the page", async () => {
+    const n = Number(process.env.ADO_DASHBOARD_TASKS ?? 1_000);
+    const nc = await connectNats({ servers: ts.url, name: "test-publisher", logger: silentLogger });
+    const { topo } = await provisioned(nc, uniqueTopology());
+    const dashboard = await startDashboard({ nc, topo, logger: silentLogger, port: 0 });
+    const page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
+    const errors: string[] = [];
+    page.on("pageerror", (err) => errors.push(String(err)));
+    try {
+      // The dashboard reads only the event stream: a scheduler's and workers' events, published here, are a run to it.
+      const js = jetstream(nc);
+      const runId = "r20260101t000000-scale1";
+      const ids = Array.from({ length: n }, (_, i) => `t${i}`);
+      const at = () => new Date().toISOString();
+      const publish = async (events: AdoEvent[]) => {
+        for (let i = 0; i < events.length; i += 500) {
+          await Promise.all(
+            events.slice(i, i + 500).map((e) => {
+              const { data, headers } = encode(SCHEMAS.AdoEvent, e);
+              return js.publish(topo.subjects.event(e), data, { headers });
+            }),
+          );
+        }
+      };
+      await page.goto(`${dashboard.url}#run=${runId}`);
+      await page.waitForFunction("window.__ado.states === 1");
+      const t0 = Date.now();
+      await publish([{ type: "run.accepted", runId, at: at(), name: "scale", tasks: ids.map((id) => ({ id, needs: [], priority: "normal" as const })), queued: ids }]);
+      await publish(ids.map((taskId) => ({ type: "task.started" as const, runId, taskId, attempt: 1, at: at(), workerId: "w-scale" })));
+      await js.publish(topo.subjects.event({ type: "task.output", runId, taskId: "t0" }), new TextEncoder().encode("not an event"));
+      await publish(ids.map((taskId) => ({ type: "task.output" as const, runId, taskId, attempt: 1, at: at(), stream: "stdout" as const, data: `working on ${taskId}\n` })));
+      // Polled slowly: the test's own queries must not be what makes the page busy.
+      const shown = (state: string) => `[...window.__ado.model.values()].filter((t) => t.status === "${state}").length === ${n}`;
+      await page.waitForFunction(shown("running"), undefined, { timeout: 120_000, polling: 250 });
+      await publish(ids.map((taskId) => ({ type: "task.succeeded" as const, runId, taskId, attempt: 1, at: at(), workerId: "w-scale", files: [], startedAt: at(), finishedAt: at() })));
+      await page.waitForFunction(shown("succeeded"), undefined, { timeout: 120_000, polling: 250 });
+      const took = Date.now() - t0;
+      const stats = (await page.evaluate("window.__ado")) as { deltas: number; applyMs: number[]; longTasks: { ms: number; at: number }[]; malformed: number };
+      const sorted = [...stats.applyMs].sort((a, b) => a - b);
+      const pct = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!.toFixed(1);
+      console.info(
+        `dashboard: ${n} tasks, ${3 * n + 1} events: all shown succeeded ${took} ms after the first was published; ${stats.deltas} deltas, ${sorted.length} redraws ` +
+          `(p50 ${pct(0.5)} ms, p95 ${pct(0.95)} ms, max ${pct(1)} ms); long tasks (>50 ms) in the page: ${stats.longTasks.length}${stats.longTasks.length ? ` (${stats.longTasks.map((l) => `${l.ms} ms at +${l.at - t0} ms`).join(", ")})` : ""}`,
+      );
+      expect(stats.malformed).toBe(1);
+      // Only the rows in view are drawn, and they are right: the first, then the last once scrolled to.
+      await page.waitForFunction(`document.querySelector('tr[data-task="t0"]')?.dataset.state === "succeeded"`, undefined, { timeout: 10_000 });
+      expect(await page.textContent('tr[data-task="t0"] td.act')).toBe("working on t0");
+      expect(await page.locator("#tasks tbody tr[data-task]").count()).toBeLessThan(Math.min(n, 200));
+      await page.evaluate(`document.querySelector("#taskwrap").scrollTop = 1e9`);
+      const last = `t${n - 1}`;
+      await page.waitForFunction(`document.querySelector('tr[data-task="${last}"]')?.dataset.state === "succeeded"`, undefined, { timeout: 10_000 });
+      expect(await page.textContent(`tr[data-task="${last}"] td.act`)).toBe(`working on ${last}`);
+      expect(errors).toEqual([]);
+    } finally {
+      await page.close();
+      await dashboard.close();
+      await nc.drain();
+    }
+  }, 300_000);
 });
