@@ -82,6 +82,8 @@ function runView(fold: RunFold, runId: string, malformed: number): RunView {
 export interface FeedOptions {
   js: JetStreamClient;
   snapshots: KV;
+  /** The runs bucket: a snapshot keeps no dependencies, the run's graph has them. */
+  runs: KV;
   topo: Topology;
   runId: string;
   log: Logger;
@@ -103,7 +105,17 @@ export class RunFeed {
     const { js, snapshots, topo, runId, log } = this.opts;
     const loaded = await readSnapshot(snapshots, runId, (m) => log.warn(m)).catch(() => undefined);
     // A snapshot of a run seen from its middle lacks the tasks' needs: the events from the start have them.
-    if (loaded?.fold.complete) this.fold = loaded.fold;
+    if (loaded?.fold.complete) {
+      this.fold = loaded.fold;
+      const record = await this.opts.runs.get(runId).catch(() => null);
+      if (record?.operation === "PUT") {
+        try {
+          this.fold.setNeeds(new Map(decode(SCHEMAS.RunRecord, record.value).graph.tasks.map((t) => [t.id, t.needs])));
+        } catch (err) {
+          log.debug({ runId, err: errorMessage(err) }, "dashboard: run record unreadable; dependencies not shown");
+        }
+      }
+    }
     this.fold.runId ??= runId;
     this.fold.takeChanges();
     this.opts.send({ type: "state", run: runView(this.fold, runId, this.malformed), tasks: this.fold.ids().map((id) => taskView(this.fold.task(id)!)) });

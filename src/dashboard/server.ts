@@ -154,9 +154,9 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
     // GET /api/runs/:run/feed (SSE)
     if (method === "GET" && parts.length === 4 && parts[1] === "runs" && parts[3] === "feed") {
       const id = runId(parts[2]);
-      const snapshots = (await kv()).snapshots;
+      const { snapshots, runs } = await kv();
       return sse(req, res, async (send) => {
-        const feed = new RunFeed({ js, snapshots, topo, runId: id, log, send });
+        const feed = new RunFeed({ js, snapshots, runs, topo, runId: id, log, send });
         await feed.start();
         return feed;
       });

@@ -26,6 +26,10 @@ import { SCHEMAS } from "../../src/runtime/messages.js";
  */
 const CHROMIUM = process.env.ADO_CHROMIUM ?? "/usr/bin/chromium";
 const haveBrowser = existsSync(CHROMIUM);
+/** ADO_SCREENSHOTS=docs: the main views are saved there (how docs/dashboard-*.png are made). */
+const shot = async (page: Page, name: string) => {
+  if (process.env.ADO_SCREENSHOTS) await page.screenshot({ path: join(process.env.ADO_SCREENSHOTS, `dashboard-${name}.png`) });
+};
 if (!haveBrowser) console.warn(`dashboard browser tests skipped: no chromium at ${CHROMIUM} (apt-get install chromium, or set ADO_CHROMIUM)`);
 
 let ts: TestServer;
@@ -93,6 +97,7 @@ tasks:
 
       await eventually(async () => (await stateOf(page, "slow")) === "running", 60_000, "slow running in the page");
       expect(await stateOf(page, "after")).toBe("pending");
+      expect(await page.textContent('tr[data-task="after"] td:nth-child(6)')).toBe("slow");
       await eventually(async () => (await stateOf(page, "quick")) === "succeeded", 60_000, "quick succeeded in the page");
       // The runs view lists it.
       await expect.poll(() => page.locator(`#runs tr[data-run="${runId}"]`).count(), { timeout: 10_000 }).toBe(1);
@@ -101,6 +106,7 @@ tasks:
       await page.click('tr[data-task="slow"]');
       await eventually(async () => (await page.textContent("#output"))?.includes("hello-from-slow"), 20_000, "slow's output in the page");
       await eventually(async () => /slow#1 started on w-/.test((await page.textContent("#activity")) ?? ""), 20_000, "slow's activity in the page");
+      await shot(page, "run");
 
       // Pause from the page: the run is paused (the scheduler's record says so), and the page shows it.
       await page.click('#runhead button[data-action="pause"]');
@@ -157,6 +163,7 @@ tasks:
       expect(text).toMatch(/A/);
       expect(text).toMatch(/B/);
       const hitlId = (await card.getAttribute("data-hitl"))!;
+      await shot(page, "conflict");
       const loser = hitlId.split(".")[1]!;
       await eventually(async () => (await stateOf(page, loser)) === "needs_attention", 20_000, "the task needing attention in the page");
 
@@ -211,6 +218,7 @@ tasks:
       await publish(ids.map((taskId) => ({ type: "task.succeeded" as const, runId, taskId, attempt: 1, at: at(), workerId: "w-scale", files: [], startedAt: at(), finishedAt: at() })));
       await page.waitForFunction(shown("succeeded"), undefined, { timeout: 120_000, polling: 250 });
       const took = Date.now() - t0;
+      await shot(page, "many-tasks");
       const stats = (await page.evaluate("window.__ado")) as { deltas: number; applyMs: number[]; longTasks: { ms: number; at: number }[]; malformed: number };
       const sorted = [...stats.applyMs].sort((a, b) => a - b);
       const pct = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))]!.toFixed(1);
