@@ -19,7 +19,7 @@ const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
  * `GET /health` and `GET /ready` answer for Kubernetes probes (not ready while draining),
  * and `GET /metrics` in the Prometheus format.
  */
-async function serveUntilSignal(stack: Stack, healthPort: number | undefined, logger: Logger, onStop?: () => Promise<void>): Promise<number> {
+async function serveUntilSignal(stack: Stack, healthPort: number | undefined, logger: Logger, onStop?: () => Promise<void>, beforeClose?: () => Promise<void>): Promise<number> {
   const health =
     healthPort === undefined
       ? undefined
@@ -28,6 +28,7 @@ async function serveUntilSignal(stack: Stack, healthPort: number | undefined, lo
   await new Promise<void>((resolve) => {
     onShutdown(async (signal) => {
       say(`${signal}: draining (a second signal forces)`);
+      await beforeClose?.().catch(() => undefined);
       await stack.close();
       await onStop?.();
       await health?.close();
@@ -89,10 +90,8 @@ export async function upCommand(flags: UpFlags): Promise<number> {
       "",
     ].join("\n"),
   );
-  return serveUntilSignal(stack, flags.healthPort, logger, async () => {
-    await dashboard?.close();
-    await removeUpState(config.prefix);
-  });
+  // The dashboard goes first: its clients are told the stream ended, not that NATS went away.
+  return serveUntilSignal(stack, flags.healthPort, logger, () => removeUpState(config.prefix), async () => dashboard?.close());
 }
 
 /**
