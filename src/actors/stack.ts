@@ -15,11 +15,12 @@ import { Scheduler } from "./scheduler/scheduler.js";
 import { Worker } from "./worker/worker.js";
 import { hostAgents } from "../agents/index.js";
 import { Recorder } from "./recorder/recorder.js";
+import { Notifier } from "./notifier/notifier.js";
 import { addStackMetrics } from "./stack-metrics.js";
 import { Metrics } from "../runtime/metrics.js";
 
-export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer" | "recorder";
-export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer", "recorder"];
+export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier";
+export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer", "recorder", "notifier"];
 
 export interface StackOptions {
   config: Config;
@@ -94,6 +95,8 @@ export class Stack {
                 ? new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs })
                 : kind === "recorder"
                   ? new Recorder(instance, ctx, { metrics, ...opts.recorder })
+                  : kind === "notifier"
+                    ? new Notifier(instance, ctx, config.notifications)
                   : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
         actors.push(await actor.start());
       }

@@ -860,6 +860,27 @@ export type RunSnapshot = z.infer<typeof RunSnapshot>;
 export const RunSnapshotPart = z.object({ runId: id, seq: z.number().int().min(0), part: z.number().int().min(0), tasks: SnapshotTasks });
 export type RunSnapshotPart = z.infer<typeof RunSnapshotPart>;
 
+/**
+ * The JSON body of a webhook the notifier posts (HTTP, `content-type: application/json`):
+ * a run ended, or it waits for a person. `Ado-Signature: sha256=<hex>` is the HMAC-SHA256
+ * of the body with the webhook's secret; `Ado-Delivery` is the same on every retry of one
+ * delivery (a receiver drops a repeat by it).
+ */
+export const WebhookBody = z.object({
+  type: z.enum(["run.completed", "run.needs_attention"]),
+  /** Unique per delivery (event and webhook), the same on its retries. */
+  delivery: z.string(),
+  runId: id,
+  at: isoTime,
+  status: z.enum([...RunStatus.options]),
+  error: z.string().optional(),
+  integrationBranch: z.string().optional(),
+  counts: z.partialRecord(TaskStatus, z.number().int()).optional(),
+  /** `run.needs_attention`: the merges waiting, with `ado hitl show <hitlId>`. */
+  attention: z.array(z.object({ taskId: id, hitlId: z.string(), message: z.string() })).optional(),
+});
+export type WebhookBody = z.infer<typeof WebhookBody>;
+
 /** Written to the dead-letter stream for any message an actor could not accept. */
 export const DeadLetter = z.object({
   type: z.literal("dead.letter"),
@@ -902,4 +923,5 @@ export const SCHEMAS = {
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
   RunSnapshot: { name: "run.snapshot", version: 1, schema: RunSnapshot },
   RunSnapshotPart: { name: "run.snapshot.part", version: 1, schema: RunSnapshotPart },
+  WebhookBody: { name: "webhook", version: 1, schema: WebhookBody },
 } as const;

@@ -72,6 +72,8 @@ function subjectsFor(p: string) {
     runEvents: (runId: RunId | string) => `${p}.evt.${runId}.>`,
     taskEvents: (runId: RunId | string, taskId: TaskId | string) => `${p}.evt.${runId}.task.${taskId}.*`,
     allEvents: `${p}.evt.>`,
+    /** Every run's run-level events (`run.completed`, `run.needs_attention`, ...): what the notifier reads. */
+    allRunEvents: `${p}.evt.*.run.*`,
     /** Worker -> balancer, core NATS: load changes (not stored; heartbeats correct drift). */
     load: (workerId: WorkerId | string) => `${p}.load.${workerId}`,
     loadAll: `${p}.load.*`,
@@ -212,6 +214,8 @@ export const consumers = {
   ready: "balancer",
   merge: "merger",
   work: (workerId: string) => `worker-${workerId}`,
+  /** The notifier's, on run-level events (webhooks), shared by its replicas. */
+  notifier: "notifier",
 } as const;
 
 export interface Provisioned {
