@@ -42,7 +42,7 @@ type Form = "input" | "output";
 /** One way a payload travels. */
 interface Carrier {
   /** `stream`: JetStream; `core`: core NATS, not stored; `kv`: the value of a KV entry. */
-  kind: "stream" | "core" | "kv";
+  kind: "stream" | "core" | "kv" | "http";
   /** The subject (stream, core) or bucket (kv). */
   where: string;
   /** Stream name, or the KV key layout. */
@@ -262,6 +262,39 @@ function wireDocs(): Record<string, WireDoc> {
         },
       ],
     },
+    webhook: {
+      form: "output",
+      summary:
+        "What the notifier posts to each configured webhook (config `notifications.webhooks`) when a run ends or waits for a person: JSON, with `Ado-Signature: sha256=<hex HMAC-SHA256 of the body with the webhook's secret>`, `Ado-Event` and `Ado-Delivery` (the same on every retry of one delivery). Tried `notifications.attempts` times with backoff; then dead-lettered.",
+      carriers: [{ kind: "http", where: "POST <webhook url>", detail: "JSON body, not MessagePack", writer: "notifier", reader: "your services" }],
+    },
+    "run.snapshot": {
+      form: "output",
+      summary:
+        "A run's state at one sequence of the event stream (`seq`): every task's state, attempts, times, worker, cost and latest activity in columns, the run's state and integration head. A reader loads it and applies the run's events after `seq` to get what a replay of every event gives. Past 512 KB the task columns go to parts (`run.snapshot.part`) and `parts` says how many.",
+      carriers: [
+        {
+          kind: "kv",
+          where: t.buckets.snapshots,
+          detail: "key `<runId>` (the key `_cursor` holds the recorder's place in the stream, not a snapshot)",
+          writer: "recorder (the replica holding lease `recorder`), every 1,000 events of the run or second",
+          reader: "`ado attach`, `ado status`, the dashboard, operators",
+        },
+      ],
+    },
+    "run.snapshot.part": {
+      form: "output",
+      summary: "Task columns of a large run's snapshot, written before its head and tagged with the head's `seq` (a part of another sequence means a newer snapshot was being written: read again).",
+      carriers: [
+        {
+          kind: "kv",
+          where: t.buckets.snapshots,
+          detail: "key `<runId>.p<n>`",
+          writer: "recorder",
+          reader: "whoever reads the run's snapshot",
+        },
+      ],
+    },
     "dead.letter": {
       form: "output",
       summary: "A message an actor could not accept, kept with its headers and the reason.",
@@ -292,6 +325,7 @@ const headerValue = (e: SchemaEntry) => `${e.name}/${e.version}`;
 function carrierText(c: Carrier): string {
   const plain = (md: string) => md.replace(/`/g, "");
   if (c.kind === "kv") return `KV bucket ${c.where}, ${plain(c.detail)} (the value; KV entries carry no header)`;
+  if (c.kind === "http") return `${c.where} (${plain(c.detail)})`;
   return `${c.where} (${c.kind === "core" ? plain(c.detail) : `JetStream, ${plain(c.detail)}`})`;
 }
 
@@ -358,7 +392,7 @@ function schemaDocument(key: SchemaKey, entry: SchemaEntry, doc: WireDoc): Recor
     `${doc.summary}`,
     `Travels on: ${doc.carriers.map(carrierText).join("; ")}.`,
     "Encoding: MessagePack (plain, no extension types), not JSON." +
-      (doc.carriers.some((c) => c.kind !== "kv") ? ` Messages carry the header Ado-Schema: ${headerValue(entry)}.` : ""),
+      (doc.carriers.some((c) => c.kind !== "kv" && c.kind !== "http") ? ` Messages carry the header Ado-Schema: ${headerValue(entry)}.` : ""),
     formText,
     `Generated from ${key} in src/runtime/messages.ts by scripts/gen-schemas.ts; do not edit.`,
   ].join(" ");

@@ -13,6 +13,16 @@ if ! command -v nats-server >/dev/null 2>&1; then
 fi
 echo "setup: $(nats-server --version)"
 
+# chromium: the browser the dashboard's tests drive (playwright-core with its
+# executablePath; no browser download). Without it those tests are skipped, saying so.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "setup: installing chromium (Debian package, for the dashboard's browser tests)"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null || echo "setup: chromium not installed: the dashboard's browser tests will be skipped" >&2
+fi
+
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "setup: ado needs Node 20 or newer, found $(node --version)" >&2

@@ -14,9 +14,13 @@ import { Stealer } from "./stealer/stealer.js";
 import { Scheduler } from "./scheduler/scheduler.js";
 import { Worker } from "./worker/worker.js";
 import { hostAgents } from "../agents/index.js";
+import { Recorder } from "./recorder/recorder.js";
+import { Notifier } from "./notifier/notifier.js";
+import { addStackMetrics } from "./stack-metrics.js";
+import { Metrics } from "../runtime/metrics.js";
 
-export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer";
-export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer"];
+export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier";
+export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer", "recorder", "notifier"];
 
 export interface StackOptions {
   config: Config;
@@ -27,6 +31,8 @@ export interface StackOptions {
   workers?: number;
   /** Use this server instead of config.server / an embedded one. */
   server?: string;
+  /** Recorder snapshot cadence (tests make it tighter). */
+  recorder?: { everyEvents?: number; everyMs?: number };
 }
 
 /**
@@ -38,6 +44,7 @@ export interface StackOptions {
  */
 export class Stack {
   private closing?: Promise<void>;
+  private dropMetrics?: () => void;
 
   private constructor(
     readonly url: string,
@@ -48,6 +55,8 @@ export class Stack {
     private readonly conns: NatsConnection[],
     private readonly logger: Logger,
     private readonly config: Config,
+    /** This process's Prometheus metrics (served at `GET /metrics` by the health server). */
+    readonly metrics: Metrics,
   ) {}
 
   static async start(opts: StackOptions): Promise<Stack> {
@@ -61,7 +70,8 @@ export class Stack {
     const conns: NatsConnection[] = [];
     const actors: Actor[] = [];
     const workers: Worker[] = [];
-    const stack = new Stack(url, topo, embedded, actors, workers, conns, logger, config);
+    const metrics = new Metrics();
+    const stack = new Stack(url, topo, embedded, actors, workers, conns, logger, config, metrics);
     try {
       const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger });
       conns.push(admin);
@@ -83,7 +93,11 @@ export class Stack {
               ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld })
               : kind === "stealer"
                 ? new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs })
-                : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
+                : kind === "recorder"
+                  ? new Recorder(instance, ctx, { metrics, ...opts.recorder })
+                  : kind === "notifier"
+                    ? new Notifier(instance, ctx, config.notifications)
+                  : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
         actors.push(await actor.start());
       }
       const workerCount = opts.workers ?? config.workers;
@@ -100,6 +114,7 @@ export class Stack {
           await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, ...config.worker }).start(),
         );
       }
+      stack.dropMetrics = await addStackMetrics(metrics, admin, topo, actors, workers);
       return stack;
     } catch (err) {
       await stack.close();
@@ -155,6 +170,7 @@ export class Stack {
   close(): Promise<void> {
     this.closing ??= (async () => {
       const { graceMs, forceMs } = this.config.shutdown;
+      this.dropMetrics?.();
       const steps: Array<() => Promise<unknown>> = [
         () => Promise.all(this.workers.map((w) => w.close({ graceMs, forceMs }))),
         () => Promise.all(this.actors.map((a) => a.close({ graceMs, forceMs }))),

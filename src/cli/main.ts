@@ -14,6 +14,8 @@ import { initCommand } from "./init.js";
 import { pruneCommand } from "./prune.js";
 import { doctorCommand } from "./doctor.js";
 import { budgetRaiseCommand } from "./budget.js";
+import { logsCommand } from "./logs.js";
+import { dashboardCommand } from "./dashboard.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -64,8 +66,18 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--store <dir>", "JetStream store directory (default: ~/.local/state/ado/nats)")
       .option("-w, --workers <n>", "workers to start", parseIntFlag("workers", 0, 256))
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
-      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
+      .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535))
+      .option("--dashboard-port <port>", "serve the web dashboard on this port (0: a free one; default 4280, or a free one if taken)", parseIntFlag("dashboard-port", 0, 65_535))
+      .option("--no-dashboard", "do not serve the web dashboard"),
   ).action(async (flags) => setExit(await upCommand(flags)));
+
+  common(
+    program
+      .command("dashboard")
+      .description("serve the live web dashboard of the runs on a server (a NATS client like the CLI) until interrupted")
+      .option("-p, --port <port>", "HTTP port (0: a free one)", parseIntFlag("port", 0, 65_535), 4280)
+      .option("--host <host>", "address to listen on (0.0.0.0: every interface; the dashboard can pause and cancel runs, so mind who reaches it)", "127.0.0.1"),
+  ).action(async (flags) => setExit(await dashboardCommand(flags)));
 
   common(
     program
@@ -75,7 +87,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--labels <list>", "placement labels, comma-separated (e.g. remote,gpu); tasks select workers by them")
       .option("--capabilities <list>", "capabilities, comma-separated (e.g. docker,node20); tasks may require them")
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
-      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
+      .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (flags) => setExit(await workerCommand(flags)));
 
   common(
@@ -88,9 +100,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
   common(
     program
       .command("actor")
-      .description("start one actor (scheduler, balancer, merger or stealer) against a server, until interrupted")
-      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer"]))
-      .option("--health-port <port>", "serve GET /health and /ready on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
+      .description("start one actor (scheduler, balancer, merger, stealer, recorder or notifier) against a server, until interrupted")
+      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer", "recorder", "notifier"]))
+      .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
 
   for (const action of ["cancel", "pause", "resume"] as const) {
@@ -156,6 +168,19 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--all", "include finished runs")
       .option("--json", "print JSON"),
   ).action(async (flags) => setExit(await statusCommand(undefined, flags)));
+
+  common(
+    program
+      .command("logs")
+      .description("what a run's tasks printed (the logs kept on this machine, else the event stream), or with --events what their agents did")
+      .argument("<run>", "run id, or <run>/<task>")
+      .argument("[task]", "only this task")
+      .option("-r, --repo <dir>", "the repository whose logs to read (default: current directory)")
+      .option("--attempt <n>", "only this attempt", parseIntFlag("attempt", 1, 10_000))
+      .option("-f, --follow", "follow the output as it comes until the run (or the task) ends")
+      .option("--events", "the agents' activity (attempts, tool calls, messages, usage, how each ended) instead of the output")
+      .option("--json", "the events themselves, one JSON object a line"),
+  ).action(async (run, task, flags) => setExit(await logsCommand(run, task, flags)));
 
   hitlCommands(program, common, setExit);
   registerWorktreeCommands(program, common, setExit);

@@ -8,22 +8,27 @@ import { startHealthServer } from "../runtime/health.js";
 import type { Logger } from "../runtime/logger.js";
 import { onShutdown } from "./signals.js";
 import { readUpState, removeUpState, writeUpState } from "./up-state.js";
+import { startDashboard, DashboardError, type Dashboard } from "../dashboard/server.js";
+import { clientConnection } from "./common.js";
+import { drainQuietly } from "../runtime/connection.js";
 
 const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
 
 /**
  * Runs a stack until SIGINT/SIGTERM, then closes it gracefully. With a health port,
- * `GET /health` and `GET /ready` answer for Kubernetes probes (not ready while draining).
+ * `GET /health` and `GET /ready` answer for Kubernetes probes (not ready while draining),
+ * and `GET /metrics` in the Prometheus format.
  */
-async function serveUntilSignal(stack: Stack, healthPort: number | undefined, logger: Logger, onStop?: () => Promise<void>): Promise<number> {
+async function serveUntilSignal(stack: Stack, healthPort: number | undefined, logger: Logger, onStop?: () => Promise<void>, beforeClose?: () => Promise<void>): Promise<number> {
   const health =
     healthPort === undefined
       ? undefined
-      : await startHealthServer({ port: healthPort, logger, checks: { live: () => stack.health().live, ready: () => stack.health().ready } });
-  if (health) say(`health: http://0.0.0.0:${health.port}/health and /ready`);
+      : await startHealthServer({ port: healthPort, logger, checks: { live: () => stack.health().live, ready: () => stack.health().ready }, metrics: stack.metrics });
+  if (health) say(`health: http://0.0.0.0:${health.port}/health, /ready and /metrics`);
   await new Promise<void>((resolve) => {
     onShutdown(async (signal) => {
       say(`${signal}: draining (a second signal forces)`);
+      await beforeClose?.().catch(() => undefined);
       await stack.close();
       await onStop?.();
       await health?.close();
@@ -40,6 +45,9 @@ export interface ServeFlags extends CommonFlags {
 export interface UpFlags extends ServeFlags {
   port: number;
   store?: string;
+  /** `--no-dashboard` makes it false. */
+  dashboard?: boolean;
+  dashboardPort?: number;
   workers?: number;
   slots?: number;
 }
@@ -64,17 +72,54 @@ export async function upCommand(flags: UpFlags): Promise<number> {
     if (err instanceof StoreInUseError) throw new CliError(`${err.message} (ado up --store <dir>)`);
     throw err;
   }
+  let dashboard: Dashboard | undefined;
+  try {
+    dashboard = flags.dashboard === false ? undefined : await serveDashboard(stack, config.prefix, flags.dashboardPort, logger);
+  } catch (err) {
+    await stack.close();
+    throw err;
+  }
   const statePath = await writeUpState({ url: stack.url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString(), storeDir });
   process.stdout.write(
     [
       `ado is up: NATS at ${stack.url} (JetStream store ${storeDir})`,
       `  actors: ${stack.actors.map((a) => a.kind).join(", ")}; workers: ${stack.workers.length} x ${config.slots} slot(s)`,
       `  other ado commands on this machine use it (${statePath}); elsewhere: --server ${stack.url}`,
+      ...(dashboard ? [`  dashboard: ${dashboard.url}`] : []),
       `  Ctrl-C stops it.`,
       "",
     ].join("\n"),
   );
-  return serveUntilSignal(stack, flags.healthPort, logger, () => removeUpState(config.prefix));
+  // The dashboard goes first: its clients are told the stream ended, not that NATS went away.
+  return serveUntilSignal(stack, flags.healthPort, logger, () => removeUpState(config.prefix), async () => dashboard?.close());
+}
+
+/**
+ * The dashboard of `ado up`, on a connection of its own like any client. The default
+ * port taken (another `ado up` of another prefix, say): a free one, said in the URL.
+ */
+async function serveDashboard(stack: Stack, prefix: string, port: number | undefined, logger: Logger): Promise<Dashboard> {
+  const nc = await clientConnection(stack.url, logger);
+  const start = (p: number) => startDashboard({ nc, topo: stack.topo, logger, port: p, metrics: stack.metrics });
+  try {
+    const dashboard = await start(port ?? 4280).catch((err) => {
+      if (port === undefined && err instanceof DashboardError) return start(0);
+      throw err;
+    });
+    return {
+      ...dashboard,
+      port: dashboard.port,
+      url: dashboard.url,
+      close: async () => {
+        await dashboard.close();
+        await drainQuietly(nc, logger);
+      },
+    };
+  } catch (err) {
+    await drainQuietly(nc, logger);
+    if (err instanceof DashboardError) throw new CliError(`${err.message} (prefix ${prefix})`);
+    throw err;
+  }
 }
 
 export interface WorkerFlags extends ServeFlags {

@@ -21,7 +21,7 @@ import type { AdoEvent } from "../runtime/messages.js";
  * Two clients following one run on one machine do not both write: the first takes
  * `<root>/<run>/.writer` (its pid), the other writes only once that process is gone.
  *
- * The reader half (listTaskLogs, tailOfFile) is what `ado logs` will use.
+ * The reader half (listTaskLogs, tailOfFile) is what `ado logs` (logs.ts) uses.
  */
 
 const WRITER_FILE = ".writer";

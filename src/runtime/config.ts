@@ -14,6 +14,8 @@ import { AgentsConfigSchema, PriceTableSchema } from "../agents/index.js";
 
 export const BALANCER_STRATEGIES = STRATEGIES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+/** What a webhook can be told of (a provider's circuit opening joins them with the providers). */
+export const WEBHOOK_EVENTS = ["run.completed", "run.needs_attention"] as const;
 
 /** ado.config.yaml, after environment and flags are applied. */
 export const ConfigSchema = z
@@ -105,6 +107,28 @@ export const ConfigSchema = z
      * with its worker resumes from there; `off` for never.
      */
     checkpointInterval: z.union([z.literal("off"), DurationSchema]).default(10 * 60_000),
+    /**
+     * Webhooks the notifier posts to (docs/schemas/webhook.v1.json): each URL, the events
+     * it wants (default all), and a secret that signs the body (`Ado-Signature:
+     * sha256=<hex HMAC>`). A delivery is tried `attempts` times with backoff.
+     */
+    notifications: z
+      .object({
+        webhooks: z
+          .array(
+            z
+              .object({
+                url: z.url({ protocol: /^https?$/ }),
+                secret: z.string().min(1).optional(),
+                events: z.array(z.enum(WEBHOOK_EVENTS)).min(1).default([...WEBHOOK_EVENTS]),
+              })
+              .strict(),
+          )
+          .default([]),
+        attempts: z.number().int().min(1).max(20).default(5),
+      })
+      .strict()
+      .default({ webhooks: [], attempts: 5 }),
   })
   .strict();
 

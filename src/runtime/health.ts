@@ -2,11 +2,13 @@ import { createServer, type IncomingMessage, type ServerResponse } from "node:ht
 import type { AddressInfo } from "node:net";
 import { AdoError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
 
 /**
  * A tiny HTTP server for Kubernetes probes: `GET /health` (liveness) and `GET /ready`
- * (readiness), each 200 or 503 with a small JSON body. No framework: two routes do not
- * need one, and a probe endpoint must not pull in anything that can fail at import.
+ * (readiness), each 200 or 503 with a small JSON body, and `GET /metrics` (Prometheus,
+ * when the process has metrics). No framework: three routes do not need one, and a
+ * probe endpoint must not pull in anything that can fail at import.
  */
 
 /** What a check returns: a verdict, optionally with the reason shown in the body. */
@@ -22,6 +24,8 @@ export interface HealthServerOptions {
   host?: string;
   checks: { live: HealthCheck; ready: HealthCheck };
   logger: Logger;
+  /** Served at `GET /metrics` in the Prometheus text format. */
+  metrics?: Metrics;
   /**
    * A check that has not answered by then fails with "timed out". Default 800 ms: under
    * the kubelet's default probe timeout (1 s), so it sees our 503 and reason, not its own.
@@ -86,9 +90,16 @@ export async function startHealthServer(opts: HealthServerOptions): Promise<Heal
     } catch {
       return respond(res, 400, { status: "bad_request", reason: "the request target is not a valid URL" });
     }
+    if (path === "/metrics" && opts.metrics && (req.method === "GET" || req.method === "HEAD")) {
+      const text = await opts.metrics.text(log);
+      if (res.headersSent || res.destroyed) return;
+      res.writeHead(200, { "content-type": opts.metrics.contentType, "content-length": Buffer.byteLength(text), "cache-control": "no-store" });
+      res.end(text);
+      return;
+    }
     const probe = ROUTES[path];
     if (!probe || (req.method !== "GET" && req.method !== "HEAD")) {
-      return respond(res, 404, { status: "not_found", reason: "use GET /health or GET /ready" });
+      return respond(res, 404, { status: "not_found", reason: `use GET /health or GET /ready${opts.metrics ? " or GET /metrics" : ""}` });
     }
     const { ok, reason } = await evaluate(probe);
     if (last[probe] !== ok) {

@@ -512,6 +512,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     ...taskEventBase,
     workerId: id.optional(),
     error: z.string(),
+    /** The failure's class (TaskFailure.kind): what the metrics and the dashboard group failures by (absent from schedulers that predate it). */
+    kind: TaskFailure.shape.kind.optional(),
     willRetry: z.boolean(),
     outputTail: z.string().default(""),
     startedAt: isoTime.optional(),
@@ -896,6 +898,110 @@ export const HitlRecord = z.object({
 });
 export type HitlRecord = z.infer<typeof HitlRecord>;
 
+// ---- run snapshots (KV `snapshots`, written by the recorder) ----
+
+/**
+ * The tasks of a run snapshot, as columns (one entry per task in each array, in the
+ * graph's order): 10,000 tasks fit in a few hundred KB. Times are milliseconds after the
+ * snapshot's `base` (epoch ms), null when unknown; `status` indexes TaskStatus's values
+ * in their declared order; `worker` indexes `workers` (-1: none).
+ */
+export const SnapshotTasks = z.object({
+  ids: z.array(id),
+  status: z.array(z.number().int().min(0).max(TaskStatus.options.length - 1)),
+  attempts: z.array(z.number().int().min(0)),
+  started: z.array(z.number().int().nullable()),
+  finished: z.array(z.number().int().nullable()),
+  worker: z.array(z.number().int().min(-1)),
+  workers: z.array(z.string()),
+  /** What each task's finished attempts cost (USD). */
+  cost: z.array(z.number().min(0)),
+  /** Each task's latest activity, error and reason to wait, as indexes into `texts` (-1: none): such lines repeat a lot. */
+  activity: z.array(z.number().int().min(-1)),
+  error: z.array(z.number().int().min(-1)),
+  waiting: z.array(z.number().int().min(-1)),
+  texts: z.array(z.string()),
+  /** What else is known of some tasks, by index: only tasks that have something. */
+  notes: z.array(
+    z.object({
+      i: z.number().int().min(0),
+      outputTail: z.string().optional(),
+      paused: z.boolean().optional(),
+      archiveRefs: z.array(z.string()).optional(),
+      /** What the attempt under way has cost so far (USD). */
+      live: z.number().min(0).optional(),
+    }),
+  ),
+});
+export type SnapshotTasks = z.infer<typeof SnapshotTasks>;
+
+/**
+ * A run's state at one point of its event stream (KV `snapshots`, key `<runId>`):
+ * load it, then apply the run's events after `seq`, and you have what a replay of every
+ * event gives. Written by the recorder every N events or seconds while the run changes.
+ * When the task columns are too large for one value they are in `parts` further keys
+ * (`<runId>.p<n>`, each tagged with the same `seq`), and `tasks` here is empty.
+ */
+export const RunSnapshot = z.object({
+  runId: id,
+  name: z.string().default(""),
+  /** `unknown`: the recorder saw the run from its middle (then `complete` is false). */
+  status: z.enum([...RunStatus.options, "unknown"]),
+  paused: z.boolean().default(false),
+  /** Events-stream sequence of the last event this snapshot reflects. */
+  seq: z.number().int().min(0),
+  /** Events of the run applied. */
+  events: z.number().int().min(0),
+  /** The snapshot holds the run from its first event: false means read the run's events from the start instead. */
+  complete: z.boolean(),
+  /** Epoch ms the task columns' times are relative to. */
+  base: z.number().int(),
+  acceptedAt: isoTime.optional(),
+  finishedAt: isoTime.optional(),
+  updatedAt: isoTime,
+  integrationBranch: z.string().optional(),
+  /** The integration branch's head, as the last merge moved it. */
+  integrationCommit: sha.optional(),
+  baseCommit: sha.optional(),
+  error: z.string().optional(),
+  attention: z.array(z.object({ taskId: id, hitlId: z.string(), message: z.string() })).optional(),
+  mergedInto: z.object({ into: z.string(), status: z.string(), commit: z.string().optional(), reason: z.string().optional() }).optional(),
+  budget: z.object({ maxCostUsd: z.number().min(0).optional(), maxTokens: z.number().min(0).optional() }).optional(),
+  budgetWait: z.object({ message: z.string(), nextTaskId: z.string() }).optional(),
+  counts: z.partialRecord(TaskStatus, z.number().int().min(0)),
+  /** Total cost so far (USD): finished attempts, and what running ones reported. */
+  costUsd: z.number().min(0),
+  costKnown: z.boolean().default(false),
+  tasks: SnapshotTasks,
+  parts: z.number().int().min(0).default(0),
+});
+export type RunSnapshot = z.infer<typeof RunSnapshot>;
+
+/** One part of a snapshot's task columns (KV `snapshots`, key `<runId>.p<n>`). */
+export const RunSnapshotPart = z.object({ runId: id, seq: z.number().int().min(0), part: z.number().int().min(0), tasks: SnapshotTasks });
+export type RunSnapshotPart = z.infer<typeof RunSnapshotPart>;
+
+/**
+ * The JSON body of a webhook the notifier posts (HTTP, `content-type: application/json`):
+ * a run ended, or it waits for a person. `Ado-Signature: sha256=<hex>` is the HMAC-SHA256
+ * of the body with the webhook's secret; `Ado-Delivery` is the same on every retry of one
+ * delivery (a receiver drops a repeat by it).
+ */
+export const WebhookBody = z.object({
+  type: z.enum(["run.completed", "run.needs_attention"]),
+  /** Unique per delivery (event and webhook), the same on its retries. */
+  delivery: z.string(),
+  runId: id,
+  at: isoTime,
+  status: z.enum([...RunStatus.options]),
+  error: z.string().optional(),
+  integrationBranch: z.string().optional(),
+  counts: z.partialRecord(TaskStatus, z.number().int()).optional(),
+  /** `run.needs_attention`: the merges waiting, with `ado hitl show <hitlId>`. */
+  attention: z.array(z.object({ taskId: id, hitlId: z.string(), message: z.string() })).optional(),
+});
+export type WebhookBody = z.infer<typeof WebhookBody>;
+
 /** Written to the dead-letter stream for any message an actor could not accept. */
 export const DeadLetter = z.object({
   type: z.literal("dead.letter"),
@@ -937,4 +1043,7 @@ export const SCHEMAS = {
   WorktreeRecord: WORKTREE_RECORD,
   CheckpointRecord: { name: "checkpoint.record", version: 1, schema: CheckpointRecord },
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
+  RunSnapshot: { name: "run.snapshot", version: 1, schema: RunSnapshot },
+  RunSnapshotPart: { name: "run.snapshot.part", version: 1, schema: RunSnapshotPart },
+  WebhookBody: { name: "webhook", version: 1, schema: WebhookBody },
 } as const;

@@ -35,6 +35,15 @@ export const controlKey = (runId: string, taskId?: string): string => (taskId ? 
 /** A stored agent session in the `sessions` object store: `<run>.<task>.<attempt>.<n>`, the files of checkpoint n of that attempt. */
 export const sessionObject = (a: AttemptRef, n: number): string => `${attemptKey(a)}.${n}`;
 
+/** A run's snapshot in the `snapshots` bucket: the run id (its head), and `<run>.p<n>` for parts of a large one. */
+export const snapshotKey = (runId: string): string => runId;
+export const snapshotPartKey = (runId: string, part: number): string => `${runId}.p${part}`;
+/**
+ * The recorder's place in the event stream (`snapshots` bucket): every event up to it is
+ * in the stored snapshots. It cannot be a run id (those start with a letter or digit).
+ */
+export const SNAPSHOT_CURSOR_KEY = "_cursor";
+
 // ---- branches and refs --------------------------------------------------------------
 
 /** ado's branches, all under `ado/`: never an agent's own (the worker never deletes one as such). */

@@ -29,6 +29,8 @@ export const Backoff = {
   cas: { baseMs: 5, factor: 2, maxMs: 200, jitter: 0.5 },
   /** A message whose handler failed, redelivered by the server (nak delay). */
   redelivery: { baseMs: 250, factor: 2, maxMs: 30_000, jitter: 0 },
+  /** A webhook whose receiver failed or did not answer, posted again (seconds to half a minute). */
+  webhook: { baseMs: 500, factor: 2, maxMs: 30_000, jitter: 0.2 },
   /** A run refused because the queue was full, submitted again (`ado run --wait`). */
   queueFull: { baseMs: 500, factor: 2, maxMs: 10_000, jitter: 0.2 },
 } as const satisfies Record<string, BackoffPolicy>;

@@ -32,10 +32,10 @@ export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
 export type ObjectStoreKey = "sessions";
-export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions";
+export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots";
 
 /** Which actor reads each shared durable consumer. */
-export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer";
+export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "recorder" | "notifier";
 
 export interface Topology {
   readonly prefix: string;
@@ -76,6 +76,8 @@ function subjectsFor(p: string) {
     /** Every task's `agent.usage` events: the scheduler's view of what running attempts spend. */
     usageAll: `${p}.evt.*.task.*.${eventKind("agent.usage")}`,
     allEvents: `${p}.evt.>`,
+    /** Every run's run-level events (`run.completed`, `run.needs_attention`, ...): what the notifier reads. */
+    allRunEvents: `${p}.evt.*.run.*`,
     /** Worker -> balancer, core NATS: load changes (not stored; heartbeats correct drift). */
     load: (workerId: WorkerId | string) => `${p}.load.${workerId}`,
     loadAll: `${p}.load.*`,
@@ -155,6 +157,7 @@ export function topology(prefix = "ado"): Topology {
       hitl: `${prefix}-hitl`,
       worktrees: `${prefix}-worktrees`,
       sessions: `${prefix}-sessions`,
+      snapshots: `${prefix}-snapshots`,
     },
     objects: { sessions: `${prefix}-sessions` },
     service: (actor) => `${prefix}-${actor}`,
@@ -222,6 +225,8 @@ export const consumers = {
   ready: "balancer",
   merge: "merger",
   work: (workerId: string) => `worker-${workerId}`,
+  /** The notifier's, on run-level events (webhooks), shared by its replicas. */
+  notifier: "notifier",
 } as const;
 
 export interface Provisioned {
@@ -257,6 +262,10 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   // worker of the attempt, read by the stealer and by the worker that resumes. A session
   // is worth resuming for days at most.
   sessions: { history: 1, ttlMs: SESSION_TTL_MS },
+  // Run snapshots (key runId, parts runId.p<n>; `_cursor`): written by the recorder from
+  // the event stream, read by `ado attach|status|runs` and the dashboard. A finished run's
+  // stays a month (`ado runs --all` reads its cost and counts); without it, readers replay.
+  snapshots: { history: 1, ttlMs: 30 * 24 * 3_600_000 },
 };
 
 /**

@@ -21,6 +21,8 @@ const READY: Record<string, RegExp> = {
   balancer: /balancer running/,
   merger: /merger running/,
   stealer: /stealer running/,
+  recorder: /recorder running/,
+  notifier: /notifier running/,
   // "2 worker(s) (1 slot(s) each) on nats://...: w-a, w-b" and a newline.
   worker: /worker\(s\) \(\d+ slot\(s\) each\) on \S+: [^\n]+\n/,
 };
@@ -32,7 +34,7 @@ export class AdoCluster {
   constructor(private readonly env: NodeJS.ProcessEnv) {}
 
   /** Starts `ado actor <kind>` under the name `kind`; resolves once it runs. */
-  actor(kind: "scheduler" | "balancer" | "merger" | "stealer"): Promise<AdoProcess> {
+  actor(kind: "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier"): Promise<AdoProcess> {
     return this.start(kind, ["actor", kind], READY[kind]!);
   }
 

@@ -79,6 +79,11 @@ describe("boundaries", () => {
     ).toEqual([]);
   });
 
+  it("boundaries - the dashboard is a NATS client: it imports neither actors nor cli", () => {
+    expect(violations(all, (e) => (room(e.from) === "dashboard" && (room(e.to).startsWith("actors") || room(e.to) === "cli") ? `dashboard imports ${room(e.to)}` : undefined))).toEqual([]);
+    expect(all.some((e) => e.from === "src/dashboard/server.ts")).toBe(true);
+  });
+
   it("boundaries - the cli reaches actors only through src/actors/stack.ts", () => {
     expect(
       violations(all, (e) => (room(e.from) === "cli" && room(e.to).startsWith("actors") && e.to !== "src/actors/stack.ts" ? "use the stack" : undefined)),

@@ -145,6 +145,24 @@ export class Balancer extends Actor {
     for (const e of this.queue.all()) e.item.msg.nak();
   }
 
+  /**
+   * What this balancer holds, by priority and placement (the agent, then labels, required
+   * capabilities and a pinned worker when set): the metrics' ready backlog per placement.
+   * Walks the held queue: called at scrape time, not per task.
+   */
+  heldCounts(): { priority: string; placement: string; count: number }[] {
+    const counts = new Map<string, { priority: string; placement: string; count: number }>();
+    for (const e of this.queue.all()) {
+      const { agent, placement: p } = e.item.route;
+      const placement = [agent, p.labels.length ? `labels=${p.labels.join(",")}` : "", p.requires.length ? `requires=${p.requires.join(",")}` : "", p.worker ? `worker=${p.worker}` : ""].filter(Boolean).join(" ");
+      const key = `${e.priority}\u0000${placement}`;
+      const row = counts.get(key);
+      if (row) row.count++;
+      else counts.set(key, { priority: e.priority, placement, count: 1 });
+    }
+    return [...counts.values()];
+  }
+
   override stats() {
     const waiting = this.waiting.current();
     return {

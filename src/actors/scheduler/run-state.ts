@@ -404,6 +404,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
         at: now,
         workerId: result.workerId,
         error: message,
+        kind: failure.kind,
         willRetry,
         outputTail: result.outputTail,
         startedAt: result.startedAt,

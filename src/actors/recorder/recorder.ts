@@ -1,0 +1,278 @@
+import { DeliverPolicy, type ConsumerMessages } from "@nats-io/jetstream";
+import { Actor, type ActorContext } from "../../runtime/actor.js";
+import { decode } from "../../runtime/codec.js";
+import { errorMessage } from "../../runtime/errors.js";
+import { LeaderLease } from "../../runtime/lease.js";
+import type { Metrics } from "../../runtime/metrics.js";
+import { SCHEMAS, type AdoEvent } from "../../runtime/messages.js";
+import { Mutex } from "../../runtime/mutex.js";
+import { RunFold } from "../../runtime/run-fold.js";
+import { readSnapshot, readSnapshotCursor, writeSnapshot, writeSnapshotCursor } from "../../runtime/run-snapshot.js";
+import { sleep } from "../../runtime/clock.js";
+import { countEvent, newRunTally, setGauges, type RunTally } from "./tally.js";
+
+/**
+ * The recorder: follows the whole event stream in order and keeps, per run, its fold
+ * (src/runtime/run-fold.ts), written to KV `snapshots` every `everyEvents` events of the
+ * run or `everyMs`, tagged with the stream sequence it reflects; and counts the fleet's
+ * metrics from the same events.
+ *
+ * Why a follower of the stream and not the scheduler: a snapshot must be exactly "the
+ * events up to sequence S", so that a reader that loads it and applies the events
+ * after S gets what a full replay gives. Only a reader of the stream knows S for every
+ * event (the scheduler publishes a fraction of them; workers, the balancer and the
+ * merge coordinator publish the rest), and none of this may slow the scheduler down.
+ *
+ * One replica works at a time (lease `recorder`): a fold needs every event of its run,
+ * in order, which a shared consumer would split between replicas. The place reached is
+ * the cursor (`_cursor` in the bucket): every event up to it is in the stored
+ * snapshots, so a successor starts after it; events of a run that its stored snapshot
+ * already holds (by sequence) are skipped.
+ */
+export interface RecorderOptions {
+  /** Write a run's snapshot after this many of its events (default 1,000). */
+  everyEvents?: number;
+  /** ... and at most this long after its last change (default 1 s). */
+  everyMs?: number;
+  /** The lease's time to live (default 10 s: a successor takes over within it). */
+  leaseMs?: number;
+  /** Where the fleet's metrics go. */
+  metrics?: Metrics;
+}
+
+interface RunEntry {
+  fold: RunFold;
+  tally: RunTally;
+  /** Events applied since the last stored snapshot. */
+  unsaved: number;
+  /** The run's graph has been read (agents known), or there was none to read. */
+  graphRead: boolean;
+}
+
+const FINAL = new Set(["succeeded", "failed", "cancelled", "rejected"]);
+
+export class Recorder extends Actor {
+  private readonly lease: LeaderLease;
+  private readonly runs = new Map<string, RunEntry>();
+  private readonly writes = new Mutex();
+  private messages?: ConsumerMessages;
+  private following?: Promise<void>;
+  private flushTimer?: NodeJS.Timeout;
+  /** Sequence of the last event applied (or skipped as already stored). */
+  private lastSeq = 0;
+  private cursor = 0;
+  private applied = 0;
+  private malformed = 0;
+  private written = 0;
+  private pending = 0;
+  private readonly everyEvents: number;
+  private readonly everyMs: number;
+  private dropGauges?: () => void;
+
+  constructor(
+    instance: string,
+    ctx: ActorContext,
+    private readonly opts: RecorderOptions = {},
+  ) {
+    super("recorder", instance, ctx);
+    this.everyEvents = opts.everyEvents ?? 1_000;
+    this.everyMs = opts.everyMs ?? 1_000;
+    this.lease = new LeaderLease({ kv: ctx.kv.leases, name: "recorder", holder: instance, ttlMs: opts.leaseMs ?? 10_000, logger: this.log, ...(ctx.clock ? { clock: ctx.clock } : {}) });
+  }
+
+  /** Whether this replica follows the stream now (set before the loop starts, which reads it). */
+  private active = false;
+
+  /** Whether this replica follows the stream now. */
+  get leading(): boolean {
+    return this.active;
+  }
+
+  protected async onStart(): Promise<void> {
+    const m = this.opts.metrics;
+    if (m) {
+      // A standby exports zeros: the leader's figures are the fleet's, and a sum over replicas stays true.
+      this.dropGauges = m.onScrape(() => setGauges(m, this.leading ? this.runs.values() : []));
+    }
+    // The first acquisition is awaited, so a stack that starts a recorder has it following at once.
+    if (await this.lease.tryAcquire()) this.lead();
+    this.lease.start((leader) => {
+      if (!this.isRunning) return;
+      if (leader && !this.active) this.lead();
+      else if (!leader && this.active) void this.unlead();
+    });
+  }
+
+  protected async onDrain(): Promise<void> {
+    this.lease.stop();
+    this.dropGauges?.();
+    await this.unlead(true);
+    await this.lease.release();
+  }
+
+  override stats() {
+    return { leading: this.leading, runs: this.runs.size, applied: this.applied, malformed: this.malformed, snapshotsWritten: this.written, cursor: this.cursor, lastSeq: this.lastSeq, pending: this.pending };
+  }
+
+  private lead(): void {
+    this.log.info("recorder leads: following the event stream");
+    this.active = true;
+    this.following = this.follow().catch((err) => {
+      this.log.error({ err: errorMessage(err) }, "recorder stopped following; it starts again from its cursor");
+    });
+    this.flushTimer = setInterval(() => void this.flushAll(), this.everyMs);
+  }
+
+  /** Stops following; with `flush`, what it holds is written first (a clean stop). */
+  private async unlead(flush = false): Promise<void> {
+    clearInterval(this.flushTimer);
+    this.flushTimer = undefined;
+    const following = this.following;
+    this.active = false;
+    this.following = undefined;
+    await this.messages?.close().catch(() => undefined);
+    await following;
+    if (flush && this.lease.isLeader) await this.flushAll(true);
+    this.runs.clear();
+  }
+
+  private async follow(): Promise<void> {
+    const { topo, kv } = this.ctx;
+    for (let attempt = 1; this.isRunning && this.active; attempt++) {
+      try {
+        this.cursor = await readSnapshotCursor(kv.snapshots);
+        this.lastSeq = this.cursor;
+        const consumer = await this.js.consumers.get(topo.streams.events.name, {
+          filter_subjects: topo.subjects.allEvents,
+          ...(this.cursor > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.cursor + 1 } : { deliver_policy: DeliverPolicy.All }),
+        });
+        this.messages = await consumer.consume();
+        for await (const m of this.messages) {
+          this.pending = m.info.pending;
+          await this.onMessage(m.seq, m.data, m.headers, m.info.pending, m.subject);
+        }
+        return;
+      } catch (err) {
+        if (!this.isRunning || !this.active) return;
+        this.log.warn({ err: errorMessage(err), attempt }, "recorder lost the event stream; following again from its cursor");
+        // What was applied past the cursor is applied again: the folds skip it by sequence.
+        this.runs.clear();
+        await sleep(Math.min(5_000, 200 * attempt));
+      }
+    }
+  }
+
+  private async onMessage(seq: number, data: Uint8Array, headers: Parameters<typeof decode>[2], pending: number, subject: string): Promise<void> {
+    let e: AdoEvent;
+    try {
+      e = decode(SCHEMAS.AdoEvent, data, headers);
+    } catch (err) {
+      this.malformed++;
+      this.opts.metrics?.recorderMalformed.inc();
+      this.log.debug({ subject, seq, err: errorMessage(err) }, "unreadable event skipped");
+      this.lastSeq = seq;
+      return;
+    }
+    const entry = await this.entry(e.runId);
+    this.lastSeq = seq;
+    if (!entry.fold.apply(e, seq)) return;
+    this.applied++;
+    entry.unsaved++;
+    const m = this.opts.metrics;
+    if (m) {
+      if (e.type === "run.accepted" && !entry.graphRead) await this.readGraph(e.runId, entry);
+      countEvent(m, entry.tally, e);
+      m.recorderEvents.inc();
+      // Only events seen as they happen measure the lag (a replay of history would not).
+      if (pending === 0) {
+        const lag = (Date.now() - Date.parse(e.at)) / 1000;
+        if (Number.isFinite(lag)) m.eventLag.observe(Math.max(0, lag));
+      }
+    }
+    if (entry.unsaved >= this.everyEvents || FINAL.has(entry.fold.status)) await this.flushRun(e.runId, entry);
+  }
+
+  /** The run's entry: in memory, else from its stored snapshot, else new. */
+  private async entry(runId: string): Promise<RunEntry> {
+    let entry = this.runs.get(runId);
+    if (entry) return entry;
+    const loaded = await readSnapshot(this.ctx.kv.snapshots, runId, (msg) => this.log.warn(msg)).catch((err) => {
+      this.log.warn({ runId, err: errorMessage(err) }, "run snapshot unreadable; folding the run afresh");
+      return undefined;
+    });
+    entry = { fold: loaded?.fold ?? new RunFold(), tally: newRunTally(), unsaved: 0, graphRead: false };
+    if (!entry.fold.runId) entry.fold.runId = runId;
+    this.runs.set(runId, entry);
+    if (loaded && this.opts.metrics) await this.readGraph(runId, entry);
+    return entry;
+  }
+
+  /**
+   * Learns the agent of each task (the metrics' labels) from the run's record. The
+   * scheduler creates the record alongside run.accepted, so it may be a moment late.
+   */
+  private async readGraph(runId: string, entry: RunEntry): Promise<void> {
+    for (let i = 0; i < 5; i++) {
+      try {
+        const e = await this.ctx.kv.runs.get(runId);
+        if (e?.operation === "PUT") {
+          const run = decode(SCHEMAS.RunRecord, e.value);
+          for (const t of run.graph.tasks) entry.tally.agents.set(t.id, t.agent);
+          entry.graphRead = true;
+          return;
+        }
+      } catch (err) {
+        this.log.debug({ runId, err: errorMessage(err) }, "run record not readable for the metrics' labels");
+        break;
+      }
+      await sleep(20 * (i + 1));
+    }
+    entry.graphRead = true; // labelled `unknown`; not asked again
+  }
+
+  private async flushRun(runId: string, entry: RunEntry): Promise<void> {
+    await this.writes.run(() => this.save(runId, entry));
+    if (FINAL.has(entry.fold.status) && entry.unsaved === 0) this.runs.delete(runId);
+  }
+
+  /** Writes a run's snapshot if it changed; a failure leaves it unsaved (tried again next time). */
+  private async save(runId: string, entry: RunEntry): Promise<boolean> {
+    if (entry.unsaved === 0) return true;
+    const unsaved = entry.unsaved;
+    try {
+      await writeSnapshot(this.ctx.kv.snapshots, entry.fold);
+      entry.unsaved -= unsaved;
+      this.written++;
+      this.opts.metrics?.snapshotWrites.inc();
+      return true;
+    } catch (err) {
+      this.log.warn({ runId, err: errorMessage(err) }, "run snapshot not written; trying again");
+      return false;
+    }
+  }
+
+  /**
+   * Writes every changed snapshot, then the cursor: the sequence every event up to
+   * which is now stored. Finished runs leave memory once stored.
+   */
+  private async flushAll(stopping = false): Promise<void> {
+    if (!this.active && !stopping) return;
+    await this.writes.run(async () => {
+      const upTo = this.lastSeq;
+      let all = true;
+      // Snapshots are taken synchronously at the start of each write, so each holds at least every event of its run up to upTo.
+      for (const [runId, entry] of [...this.runs]) {
+        if (!(await this.save(runId, entry))) all = false;
+        if (FINAL.has(entry.fold.status) && entry.unsaved === 0) this.runs.delete(runId);
+      }
+      if (all && upTo > this.cursor && this.lease.isLeader) {
+        try {
+          await writeSnapshotCursor(this.ctx.kv.snapshots, upTo);
+          this.cursor = upTo;
+        } catch (err) {
+          this.log.warn({ err: errorMessage(err) }, "recorder cursor not written; trying again");
+        }
+      }
+    });
+  }
+}
