@@ -140,7 +140,7 @@ tasks:
       await close();
       await repo.cleanup();
     }
-  }, 180_000);
+  }, 300_000);
 
   it("a merge conflict waiting for a person is shown with its files and both sides, and resolved from the page", async () => {
     const repo = await makeRepo({ "list.txt": "start\n" });

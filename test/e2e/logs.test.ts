@@ -45,7 +45,7 @@ describe("logs - a past run", () => {
     try {
       const graph = join(scratch, "g1.yaml");
       await writeFile(graph, GRAPH);
-      const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--progress", "none", "--json"], { env, timeoutMs: 120_000 });
+      const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--progress", "none", "--json"], { env, timeoutMs: 240_000 });
       expect(r.code, r.stderr).toBe(1);
       const runId = JSON.parse(r.stdout).runId as string;
 
@@ -73,7 +73,7 @@ describe("logs - a past run", () => {
     } finally {
       await repo.cleanup();
     }
-  }, 180_000);
+  }, 300_000);
 
   it("reads the event stream when the logs are not on this machine: the output, the agents' activity, the events as JSON", async () => {
     const repo = await makeRepo();
@@ -84,7 +84,7 @@ describe("logs - a past run", () => {
       const graph = join(scratch, "g2.yaml");
       await writeFile(graph, GRAPH);
       const common = ["--server", ts.url, "--prefix", topo.prefix];
-      const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--progress", "none", "--json", ...common], { env, timeoutMs: 120_000 });
+      const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--progress", "none", "--json", ...common], { env, timeoutMs: 240_000 });
       expect(r.code, r.stderr).toBe(1);
       const runId = JSON.parse(r.stdout).runId as string;
       // Read from elsewhere: another directory, no logs there.
@@ -113,7 +113,7 @@ describe("logs - a past run", () => {
       await stack.close();
       await repo.cleanup();
     }
-  }, 180_000);
+  }, 300_000);
 
   it("--follow prints a running task's output as it comes and returns when the task ends", async () => {
     const repo = await makeRepo();
@@ -145,5 +145,5 @@ describe("logs - a past run", () => {
       await stack.close();
       await repo.cleanup();
     }
-  }, 180_000);
+  }, 300_000);
 });
