@@ -173,7 +173,8 @@ tasks:
       expect(outcome.status).toBe("succeeded");
       // The task's side won, as `ado hitl resolve --choose theirs` would have it.
       expect(gitOut(repo.dir, "show", `${outcome.integrationBranch}:final.txt`)).toBe(`start\n${loser.toUpperCase()}`);
-      expect(await page.locator(".hitl").count()).toBe(0);
+      // The list of merges waiting is polled each second: the resolved one leaves it.
+      await eventually(async () => (await page.locator(".hitl").count()) === 0, 20_000, "the resolved merge gone from the page");
       expect(errors).toEqual([]);
     } finally {
       await close();
