@@ -1,0 +1,375 @@
+import { JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
+import { errors, type NatsConnection } from "@nats-io/transport-node";
+import { systemClock, type Clock } from "./clock.js";
+import { errorMessage } from "./errors.js";
+
+/**
+ * What a client can tell about the NATS server from outside, so that a person hears
+ * about a server that cannot store anything instead of watching a run that no longer
+ * moves. nats-server 2.9.10 (Debian 12's) deadlocks in its file store when a write
+ * fails with "no space left on device": core NATS still answers pings, but no JetStream
+ * API request is answered again, even after space is freed, until the server is
+ * restarted (fixed in 2.9.12, nats-io/nats-server#3832). Newer servers disable
+ * JetStream instead. Both look the same from here: pings answer, JetStream does not.
+ *
+ * `assessServer` is the pure judgement (state + observation -> state);
+ * `ServerHealthMonitor` probes on a timer and feeds it; `describeServerHealth` says it
+ * to a person.
+ */
+
+/** How the server looks from here. */
+export const ServerCondition = {
+  ok: "ok",
+  /** No answer to pings for a while: down, restarting, or the network is cut. */
+  unreachable: "unreachable",
+  /** Pings answer, the JetStream API does not (deadlocked file store, JetStream disabled). */
+  unresponsive: "jetstream_unresponsive",
+  /** Writes fail for lack of storage, or the account's storage limit is reached. */
+  storeFull: "store_full",
+} as const;
+export type ServerCondition = (typeof ServerCondition)[keyof typeof ServerCondition];
+
+/** One probe: a core NATS round trip, then one JetStream API request (account info). */
+export interface ProbeResult {
+  startedAt: number;
+  at: number;
+  /** The server answered a PING. */
+  ping: boolean;
+  jetstream:
+    | { answered: true; storageBytes: number; maxStorageBytes: number }
+    | { answered: false; timedOut: boolean; error: string };
+}
+
+export type ServerObservation = { type: "probe"; result: ProbeResult } | { type: "store_error"; at: number; error: string };
+
+export interface ServerHealth {
+  condition: ServerCondition;
+  /** When the current condition began (ms since the epoch). */
+  since: number;
+  /** What was seen, for a person. */
+  detail: string;
+  /** Since when pings have failed (while they do). */
+  unreachableSince?: number;
+  /** Since when JetStream API requests have gone unanswered while pings answered. */
+  unansweredSince?: number;
+  /** The last write that failed for lack of storage. */
+  storeError?: { at: number; error: string };
+}
+
+export interface AssessOptions {
+  /** JetStream unanswered this long (pings answering) is unresponsive. A loaded server can be slow; a deadlocked one never answers. */
+  unresponsiveAfterMs: number;
+  /** Pings unanswered this long is unreachable (a restart takes a few seconds). */
+  unreachableAfterMs: number;
+  /** A failed write counts as a full store for this long after it was seen. */
+  storeErrorHoldMs: number;
+  /** Storage used at or beyond this share of the account's limit is full. */
+  fullRatio: number;
+}
+
+export const DEFAULT_ASSESS: AssessOptions = {
+  unresponsiveAfterMs: 8_000,
+  unreachableAfterMs: 10_000,
+  storeErrorHoldMs: 30_000,
+  fullRatio: 0.98,
+};
+
+export const initialServerHealth = (now: number): ServerHealth => ({ condition: ServerCondition.ok, since: now, detail: "ok" });
+
+/**
+ * The next judgement of the server from the previous one and an observation. Pure.
+ * Unreachable wins over everything (nothing else can be seen then), and a shorter
+ * outage keeps the last judgement; an unresponsive JetStream wins over a full store (it
+ * is the state that needs a restart).
+ */
+export function assessServer(prev: ServerHealth, obs: ServerObservation, opts: AssessOptions = DEFAULT_ASSESS): ServerHealth {
+  const next: ServerHealth = { ...prev };
+  let now: number;
+  if (obs.type === "store_error") {
+    now = obs.at;
+    next.storeError = { at: obs.at, error: obs.error };
+  } else {
+    const r = obs.result;
+    now = r.at;
+    if (!r.ping) {
+      next.unreachableSince ??= r.startedAt;
+      // Nothing can be told about JetStream without the server.
+      delete next.unansweredSince;
+    } else {
+      delete next.unreachableSince;
+      if (r.jetstream.answered) {
+        delete next.unansweredSince;
+        const { storageBytes, maxStorageBytes } = r.jetstream;
+        if (maxStorageBytes > 0 && storageBytes >= maxStorageBytes * opts.fullRatio) {
+          next.storeError = { at: now, error: `the account's JetStream storage is used up (${mb(storageBytes)} of ${mb(maxStorageBytes)})` };
+        } else if (next.storeError && now - next.storeError.at >= opts.storeErrorHoldMs) {
+          delete next.storeError;
+        }
+      } else {
+        next.unansweredSince ??= r.startedAt;
+      }
+    }
+  }
+
+  let condition: ServerCondition = ServerCondition.ok;
+  let detail = "ok";
+  if (next.unreachableSince !== undefined) {
+    if (now - next.unreachableSince >= opts.unreachableAfterMs) {
+      condition = ServerCondition.unreachable;
+      detail = `no answer to pings for ${secs(now - next.unreachableSince)}`;
+    } else {
+      // A short outage (a restart) tells nothing new: the last judgement stands.
+      condition = prev.condition;
+      detail = prev.detail;
+    }
+  } else if (next.unansweredSince !== undefined && now - next.unansweredSince >= opts.unresponsiveAfterMs) {
+    condition = ServerCondition.unresponsive;
+    const last = obs.type === "probe" && !obs.result.jetstream.answered ? obs.result.jetstream.error : undefined;
+    detail =
+      `its JetStream API has not answered for ${secs(now - next.unansweredSince)} while the server answers pings` +
+      (last ? ` (${last})` : "") +
+      (next.storeError ? `; a write failed before: ${next.storeError.error}` : "");
+  } else if (next.storeError && now - next.storeError.at < opts.storeErrorHoldMs) {
+    condition = ServerCondition.storeFull;
+    detail = next.storeError.error;
+  }
+  // A condition that holds keeps its start; only its detail (the elapsed time) moves.
+  next.since = condition === prev.condition ? prev.since : now;
+  next.condition = condition;
+  next.detail = detail;
+  return next;
+}
+
+/**
+ * Whether an error from a JetStream write says the store has no room: the server's
+ * codes for exhausted resources, or the operating system's ENOSPC text, which the
+ * server passes on inside an API error's description and has no code of its own.
+ */
+export function isStoreFullError(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof JetStreamApiError && STORE_FULL_CODES.has(e.code)) return true;
+    if (/no space left on device/i.test(e.message)) return true;
+  }
+  return false;
+}
+
+/** nats-server's API error codes (server/errors.json) for storage that ran out. */
+const STORE_FULL_CODES = new Set([
+  10002, // JSAccountResourcesExceededErr: resource limits exceeded for account
+  10023, // JSInsufficientResourcesErr: insufficient resources (the server's max_file_store)
+  10047, // JSStorageResourcesExceededErr: insufficient storage resources available
+]);
+
+/** Where the store is and who runs the server, so the advice names what to do. */
+export interface ServerContext {
+  /** The JetStream store directory, when known (an embedded server, `ado up`). */
+  storeDir?: string;
+  /** The server is the one this command started (it ends with the command). */
+  embedded?: boolean;
+  url?: string;
+}
+
+/** One line for a person: what is wrong with the server and what to do; undefined when ok. */
+export function describeServerHealth(h: ServerHealth, ctx: ServerContext = {}): string | undefined {
+  if (h.condition === ServerCondition.ok) return undefined;
+  const where = ctx.storeDir ?? "the server's JetStream store (its store_dir)";
+  const fix = ctx.embedded
+    ? `free space on ${where}; this command's embedded server cannot recover by itself: stop it (Ctrl-C) and run again`
+    : `free space on ${where} and restart nats-server; ado resumes the run`;
+  const server = `nats-server${ctx.url ? ` at ${ctx.url}` : ""}`;
+  switch (h.condition) {
+    case ServerCondition.unreachable:
+      return `cannot reach ${server}: ${h.detail}; ado reconnects and goes on when it is back`;
+    case ServerCondition.unresponsive:
+      return `${server} is not answering JetStream requests, its store is likely full (${h.detail}): ${fix}`;
+    case ServerCondition.storeFull:
+      return `${server}'s JetStream store is full (${h.detail}): ${fix}`;
+  }
+}
+
+export interface MonitorOptions {
+  /** Between the end of one probe and the start of the next. Default 3 s. */
+  intervalMs?: number;
+  /** How long a ping or a JetStream request may take. Default 3 s. */
+  timeoutMs?: number;
+  assess?: Partial<AssessOptions>;
+  clock?: Clock;
+  /** Called after every observation with the judgement it led to. */
+  onUpdate?: (h: ServerHealth) => void;
+}
+
+/**
+ * Probes the server on a timer (a PING and a JetStream account-info request, both
+ * bounded) and keeps the latest judgement. Callers that see a write fail for lack of
+ * storage pass the error to `noteError`. Never throws; `stop()` is idempotent.
+ */
+export class ServerHealthMonitor {
+  private health: ServerHealth;
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  private jsm?: JetStreamManager;
+  private readonly o: Required<Omit<MonitorOptions, "onUpdate" | "assess">> & Pick<MonitorOptions, "onUpdate"> & { assess: AssessOptions };
+
+  constructor(
+    private readonly nc: NatsConnection,
+    opts: MonitorOptions = {},
+  ) {
+    this.o = {
+      intervalMs: opts.intervalMs ?? 3_000,
+      timeoutMs: opts.timeoutMs ?? 3_000,
+      clock: opts.clock ?? systemClock,
+      onUpdate: opts.onUpdate,
+      assess: { ...DEFAULT_ASSESS, ...opts.assess },
+    };
+    this.health = initialServerHealth(this.o.clock.now());
+  }
+
+  /** The latest judgement. */
+  get current(): ServerHealth {
+    return this.health;
+  }
+
+  /** Starts probing (the first probe at once). */
+  start(): this {
+    const loop = async () => {
+      if (this.stopped) return;
+      await this.probe();
+      if (!this.stopped) this.timer = setTimeout(() => void loop(), this.o.intervalMs);
+      this.timer?.unref();
+    };
+    void loop();
+    return this;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.timer);
+  }
+
+  /** Takes note of an error from a JetStream write; returns whether it said the store is full. */
+  noteError(err: unknown): boolean {
+    if (!isStoreFullError(err)) return false;
+    this.update({ type: "store_error", at: this.o.clock.now(), error: errorMessage(err) });
+    return true;
+  }
+
+  /** Probes once and returns the judgement. */
+  async probe(): Promise<ServerHealth> {
+    const result = await probeServer(this.nc, this.o.timeoutMs, this.o.clock, () => this.manager());
+    if (!this.stopped) this.update({ type: "probe", result });
+    return this.health;
+  }
+
+  private update(obs: ServerObservation): void {
+    this.health = assessServer(this.health, obs, this.o.assess);
+    try {
+      this.o.onUpdate?.(this.health);
+    } catch {
+      // a reporter's failure must not stop the probing
+    }
+  }
+
+  private async manager(): Promise<JetStreamManager> {
+    // checkAPI off: creating it must not itself wait on the API this probes.
+    this.jsm ??= await jetstreamManager(this.nc, { timeout: this.o.timeoutMs, checkAPI: false });
+    return this.jsm;
+  }
+}
+
+/** One probe, bounded by `timeoutMs` per step. Never throws. */
+export async function probeServer(nc: NatsConnection, timeoutMs: number, clock: Clock = systemClock, manager?: () => Promise<JetStreamManager>): Promise<ProbeResult> {
+  const startedAt = clock.now();
+  const ping = !nc.isClosed() && (await bounded(nc.rtt(), timeoutMs).then(() => true, () => false));
+  let jetstream: ProbeResult["jetstream"];
+  if (!ping) {
+    jetstream = { answered: false, timedOut: false, error: "server not answering" };
+  } else {
+    try {
+      const jsm = manager ? await manager() : await jetstreamManager(nc, { timeout: timeoutMs, checkAPI: false });
+      const info = await bounded(jsm.getAccountInfo(), timeoutMs + 500);
+      jetstream = { answered: true, storageBytes: info.storage, maxStorageBytes: info.limits?.max_storage ?? -1 };
+    } catch (err) {
+      const timedOut = isTimeout(err);
+      jetstream = { answered: false, timedOut, error: timedOut ? `no answer within ${secs(timeoutMs)}` : errorMessage(err) };
+    }
+  }
+  return { startedAt, at: clock.now(), ping, jetstream };
+}
+
+function isTimeout(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
+    if (e instanceof errors.TimeoutError || e instanceof BoundExceeded) return true;
+  }
+  return false;
+}
+
+class BoundExceeded extends Error {}
+
+/** A promise that rejects after `ms` if `p` has not settled (the library's own timeout may not apply while reconnecting). */
+function bounded<T>(p: Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  p.catch(() => undefined);
+  return Promise.race([p, new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new BoundExceeded(`no answer within ${ms} ms`)), ms)))]).finally(() =>
+    clearTimeout(timer),
+  );
+}
+
+export interface HealthReportOptions extends MonitorOptions, ServerContext {
+  /** Writes one line for a person (e.g. to stderr). */
+  say: (line: string) => void;
+  /** While a condition lasts, its line is repeated at most this often. Default 10 s. */
+  repeatMs?: number;
+}
+
+/** What a reporter has said so far. */
+export interface ReportState {
+  said: ServerCondition;
+  saidAt?: number;
+}
+
+/**
+ * Whether to say something about a new judgement, and what. Pure. A condition is said
+ * when it starts or changes, then again at most every `repeatMs` while it lasts; the
+ * return to ok is said once.
+ */
+export function nextReport(prev: ReportState, h: ServerHealth, now: number, repeatMs: number, ctx: ServerContext = {}): { state: ReportState; line?: string } {
+  if (h.condition === ServerCondition.ok) {
+    if (prev.said === ServerCondition.ok) return { state: prev };
+    return { state: { said: ServerCondition.ok }, line: `nats-server${ctx.url ? ` at ${ctx.url}` : ""} answers again; the run goes on` };
+  }
+  if (h.condition === prev.said && prev.saidAt !== undefined && now - prev.saidAt < repeatMs) return { state: prev };
+  return { state: { said: h.condition, saidAt: now }, line: describeServerHealth(h, ctx) };
+}
+
+/**
+ * Watches the server for a command that follows a run (`ado run`): one line when it
+ * is unreachable, unresponsive or full, repeated at most every `repeatMs` (default
+ * 10 s) while that lasts, and one line when it answers again.
+ */
+export function reportServerHealth(nc: NatsConnection, opts: HealthReportOptions): ServerHealthMonitor {
+  const repeatMs = opts.repeatMs ?? 10_000;
+  const clock = opts.clock ?? systemClock;
+  let state: ReportState = { said: ServerCondition.ok };
+  const monitor = new ServerHealthMonitor(nc, {
+    ...opts,
+    onUpdate: (h) => {
+      opts.onUpdate?.(h);
+      const next = nextReport(state, h, clock.now(), repeatMs, opts);
+      state = next.state;
+      if (next.line) opts.say(next.line);
+    },
+  });
+  return monitor.start();
+}
+
+const secs = (ms: number) => `${Math.round(ms / 1000)} s`;
+const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+
+/**
+ * One probe, judged at once (no waiting for a condition to last): for a command that
+ * asks once (`ado status`), where an unanswered JetStream request is all there is to see.
+ */
+export async function checkServer(nc: NatsConnection, timeoutMs = 3_000, clock: Clock = systemClock): Promise<ServerHealth> {
+  const result = await probeServer(nc, timeoutMs, clock);
+  return assessServer(initialServerHealth(result.startedAt), { type: "probe", result }, { ...DEFAULT_ASSESS, unresponsiveAfterMs: 0, unreachableAfterMs: 0 });
+}
