@@ -1,0 +1,348 @@
+/**
+ * What the fault-injection tests (test/chaos/) share: a nats-server that can be
+ * SIGKILLed and started again on the same store and port, an installation of ado as
+ * separate processes against it, a task graph with fan-ins and retries whose every
+ * execution is logged outside the repository, and the check of ado's promises after a
+ * fault:
+ *
+ * - nothing is lost: the run succeeded, every task succeeded, nothing is left queued on
+ *   any stream, and the integration branch holds every task's file (the fan-ins'
+ *   contents prove each was built on all its dependencies' work);
+ * - an attempt runs once: no (run, task, attempt) was executed twice, unless the
+ *   worker that ran it was only cut off (the test says which ones could be), and the
+ *   attempt each task succeeded with really ran;
+ * - the user's checkout is untouched (fingerprint), no agent outlives the test, and
+ *   every process still running drains on SIGINT and exits 0 (no actor died).
+ */
+import { execFileSync } from "node:child_process";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
+import { DeliverPolicy, jetstream, type JetStreamManager } from "@nats-io/jetstream";
+import type { NatsConnection } from "@nats-io/transport-node";
+import { expect } from "vitest";
+import { checkoutFingerprint } from "../../src/git/index.js";
+import { AdoClient, type RunOutcome } from "../../src/runtime/client.js";
+import { decode } from "../../src/runtime/codec.js";
+import { connectNats, drainQuietly } from "../../src/runtime/connection.js";
+import { EmbeddedServer } from "../../src/runtime/embedded-server.js";
+import type { GraphInput } from "../../src/runtime/graph.js";
+import type { RunId } from "../../src/runtime/ids.js";
+import { silentLogger } from "../../src/runtime/logger.js";
+import { SCHEMAS, type AdoEvent, type DeadLetter } from "../../src/runtime/messages.js";
+import { openJetStream, type Topology } from "../../src/runtime/topology.js";
+import { AdoCluster, isRunning, processesWith, type AdoProcess } from "./cluster.js";
+import { eventually, uniqueTopology } from "./nats.js";
+import { gitOut, makeRepo } from "./repo.js";
+
+/**
+ * A nats-server on a fixed store and port that a test can SIGKILL (server and its
+ * watchdog, no shutdown of any kind) and start again on the same store and port, so
+ * every client reconnects to the same URL.
+ */
+export class RestartableNats {
+  private server: EmbeddedServer;
+  readonly port: number;
+
+  private constructor(
+    server: EmbeddedServer,
+    readonly storeDir: string,
+  ) {
+    this.server = server;
+    this.port = Number(new URL(server.url).port);
+  }
+
+  static async start(storeDir: string): Promise<RestartableNats> {
+    await mkdir(storeDir, { recursive: true });
+    return new RestartableNats(await EmbeddedServer.start({ storeDir }), storeDir);
+  }
+
+  get url(): string {
+    return this.server.url;
+  }
+
+  /** The server's recent stderr. */
+  get log(): string {
+    return this.server.log;
+  }
+
+  /** SIGKILLs the server's process group and waits until it is gone. */
+  async kill(): Promise<void> {
+    const pid = this.server.pid;
+    try {
+      process.kill(-pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+    await eventually(async () => !(await isRunning(pid)), 10_000, `nats-server group ${pid} gone`);
+    await this.server.stop(0);
+  }
+
+  /** Starts the server again on the same store and port (retried while the port is still held). */
+  async restart(): Promise<void> {
+    this.server = await eventually(
+      () => EmbeddedServer.start({ storeDir: this.storeDir, port: this.port }).catch(() => undefined),
+      15_000,
+      `nats-server restarted on port ${this.port}`,
+    );
+  }
+
+  /** Stops it for good: gracefully, then SIGKILL after `graceMs` (a deadlocked server ignores SIGTERM). */
+  stop(graceMs = 3_000): Promise<void> {
+    return this.server.stop(graceMs);
+  }
+}
+
+/** Task ids of the chaos graph, in the order the fan-ins concatenate them. */
+const ROOTS = Array.from({ length: 16 }, (_, i) => `r${String(i).padStart(2, "0")}`);
+const FAN_IN = [0, 1, 2, 3].map((k) => ({ id: `m${k}`, needs: ROOTS.slice(k * 4, k * 4 + 4) }));
+const SECOND = [0, 1].map((j) => ({ id: `p${j}`, needs: [`m${2 * j}`, `m${2 * j + 1}`] }));
+export const CHAOS_TASKS = [...ROOTS, ...FAN_IN.map((t) => t.id), ...SECOND.map((t) => t.id), "z"];
+
+export interface ChaosGraphOptions {
+  /** Tasks whose first attempt runs 30 s (to be killed in the middle); later attempts are short. */
+  longFirst?: string[];
+  /** Tasks whose first attempt fails on purpose (after writing its file); the retry succeeds. */
+  failFirst?: string[];
+  /** Seconds each task sleeps after logging. */
+  sleep?: number;
+  /** KB of output each task prints (task.output events, stored by JetStream). */
+  outputKb?: number;
+}
+
+/**
+ * 23 tasks: roots r00..r15; fan-ins m0..m3 (four roots each, concatenating their files);
+ * p0 (m0, m1) and p1 (m2, m3); z (p0, p1). Every task has `retry: {attempts: 2}` and
+ * first appends `<run> <task> <attempt> <worker>` to `log`. A dependent reads its
+ * dependencies' files with `cat`, which fails (on every attempt, so the run fails) if
+ * its base does not hold their work. z.txt ends up as every root's id in order.
+ */
+export function chaosGraph(log: string, opts: ChaosGraphOptions = {}): GraphInput {
+  const sleep = opts.sleep ?? 0.2;
+  const output = opts.outputKb ? `head -c ${opts.outputKb * 1024} /dev/zero | tr '\\0' x | fold -w 100; ` : "";
+  const task = (id: string, body: string, needs: string[] = []) => {
+    const pause = opts.longFirst?.includes(id) ? `$([ "$ADO_ATTEMPT" = 1 ] && echo 30 || echo ${sleep})` : String(sleep);
+    const fail = opts.failFirst?.includes(id) ? `; [ "$ADO_ATTEMPT" != 1 ] || { echo "attempt 1 of ${id} fails on purpose" >&2; exit 1; }` : "";
+    return {
+      id,
+      needs,
+      retry: { attempts: 2, backoffMs: 200 },
+      run: `echo "$ADO_RUN_ID $ADO_TASK_ID $ADO_ATTEMPT $ADO_WORKER_ID" >> ${log}; ${output}sleep ${pause}; ${body}${fail}`,
+    };
+  };
+  const cat = (id: string, needs: string[]) => task(id, `cat ${needs.map((d) => `${d}.txt`).join(" ")} > ${id}.txt`, needs);
+  return {
+    name: "chaos",
+    tasks: [
+      ...ROOTS.map((id) => task(id, `echo ${id} > ${id}.txt`)),
+      ...FAN_IN.map((t) => cat(t.id, t.needs)),
+      ...SECOND.map((t) => cat(t.id, t.needs)),
+      cat("z", SECOND.map((t) => t.id)),
+    ],
+  };
+}
+
+/** The chaos graph as a graph file (`ado run --graph`) writes it: JSON, which is YAML. */
+export function chaosGraphFile(log: string, opts: ChaosGraphOptions = {}): string {
+  const graph = chaosGraph(log, opts);
+  return JSON.stringify({ ...graph, tasks: graph.tasks.map((t) => ({ ...t, retry: { attempts: 2, backoff: "200ms" } })) }, null, 2);
+}
+
+export interface Execution {
+  runId: string;
+  task: string;
+  attempt: number;
+  workerId: string;
+}
+
+/** The executions the agents logged, in order. */
+export async function executions(log: string): Promise<Execution[]> {
+  const text = await readFile(log, "utf8").catch(() => "");
+  return text
+    .split("\n")
+    .filter(Boolean)
+    .map((line) => {
+      const [runId, task, attempt, workerId] = line.split(" ");
+      return { runId: runId!, task: task!, attempt: Number(attempt), workerId: workerId ?? "" };
+    });
+}
+
+/** A repository whose checkout has untracked, modified and staged changes, and its fingerprint. */
+async function dirtyRepo() {
+  const repo = await makeRepo();
+  await writeFile(join(repo.dir, "scratch.txt"), "untracked\n");
+  await writeFile(join(repo.dir, "README.md"), "# edited by the user\n");
+  await writeFile(join(repo.dir, "staged.txt"), "staged\n");
+  execFileSync("git", ["add", "staged.txt"], { cwd: repo.dir });
+  return { ...repo, before: await checkoutFingerprint(repo.dir) };
+}
+
+/** One scenario's installation: its own prefix, repository, worktrees, log and processes. */
+export interface ChaosFixture {
+  name: string;
+  dir: string;
+  url: string;
+  topo: Topology;
+  cluster: AdoCluster;
+  nc: NatsConnection;
+  client: AdoClient;
+  jsm: JetStreamManager;
+  repo: { dir: string; before: string };
+  /** Every agent appends `<run> <task> <attempt> <worker>` here; unique to the scenario, so it also marks its agents' command lines. */
+  log: string;
+  runId?: RunId;
+  /** The run's events as seen (printed when the test fails). */
+  events: AdoEvent[];
+  /** Extra lines a scenario wants printed when it fails. */
+  notes: string[];
+  /** Prints what a failure needs explained: the events, the tasks not done, the streams, the executions, each process's output. */
+  diagnose(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+export async function chaosFixture(name: string, scratch: string, url: string): Promise<ChaosFixture> {
+  const dir = join(scratch, name);
+  await mkdir(dir, { recursive: true });
+  const repo = await dirtyRepo();
+  const topo = uniqueTopology();
+  const cluster = new AdoCluster({
+    ADO_SERVER: url,
+    ADO_PREFIX: topo.prefix,
+    ADO_WORKTREE_DIR: join(dir, "wt"),
+    // Fast heartbeats: a dead worker is suspected after 3 of them.
+    ADO_HEARTBEAT_MS: "200",
+  });
+  const nc = await connectNats({ servers: url, name: `chaos-${name}`, logger: silentLogger });
+  const f: ChaosFixture = {
+    name,
+    dir,
+    url,
+    topo,
+    cluster,
+    nc,
+    client: new AdoClient(nc, topo),
+    jsm: await openJetStream(nc),
+    repo: { dir: repo.dir, before: repo.before },
+    log: join(dir, "ran.log"),
+    events: [],
+    notes: [],
+    diagnose: async () => undefined,
+    cleanup: async () => {
+      cluster.killAll();
+      await drainQuietly(nc);
+      await repo.cleanup();
+    },
+  };
+  f.diagnose = async () => {
+    const seen = f.events.filter((e) => e.type !== "task.output").map((e) => `${e.at.slice(17, 23)} ${e.type}${"taskId" in e ? ` ${e.taskId}#${e.attempt}` : ""}`);
+    const status = f.runId ? await f.client.status(f.runId).catch((err) => ({ error: String(err) })) : undefined;
+    const open = status && "tasks" in status ? status.tasks.filter((t) => t.status !== "succeeded").map((t) => `${t.id}:${t.status}#${t.attempts}@${t.workerId ?? "-"}${t.error ? ` (${t.error})` : ""}`) : status;
+    const why = f.events.flatMap((e) =>
+      e.type === "task.failed" ? [`${e.taskId}#${e.attempt} failed: ${e.error}`] : e.type === "worker.lost" ? [`${e.taskId}#${e.attempt} lost with ${e.workerId}: ${e.outcome}, ${e.reason}`] : [],
+    );
+    const lines = [
+      `events: ${seen.join(", ")}`,
+      ...why,
+      `run ${status && "run" in status ? status.run.status : "?"}; tasks not succeeded: ${JSON.stringify(open)}; stream messages: ${JSON.stringify(await streamCounts(f).catch((e) => String(e)))}`,
+      `executions: ${(await executions(f.log)).map((x) => `${x.task}#${x.attempt}@${x.workerId.slice(-6)}`).join(" ")}`,
+      ...f.notes,
+      ...cluster.all.map((p) => `${p.name} pid ${p.child.pid} exit ${p.child.exitCode ?? p.child.signalCode}:\n${p.output().slice(-3_000)}`),
+    ];
+    console.log(lines.map((l) => `[${name}] ${l}`).join("\n"));
+  };
+  return f;
+}
+
+/** Scheduler, balancer, merger and stealer processes, and `workers` worker processes of one worker each (w1, w2, ...). */
+export async function startInstallation(f: ChaosFixture, workers: number): Promise<void> {
+  await Promise.all([
+    f.cluster.actor("scheduler"),
+    f.cluster.actor("balancer"),
+    f.cluster.actor("merger"),
+    f.cluster.actor("stealer"),
+    ...Array.from({ length: workers }, (_, i) => f.cluster.worker(`w${i + 1}`, 1)),
+  ]);
+}
+
+/** Follows a run in the background, keeping every event; bounded so a stuck run fails the test. */
+export function follow(f: ChaosFixture, runId: RunId, ms: number) {
+  f.runId = runId;
+  const events = f.events;
+  const outcome = f.client.watch(runId, { onEvent: (e) => events.push(e), signal: AbortSignal.timeout(ms) });
+  outcome.catch(() => undefined); // awaited by the test
+  const count = (type: AdoEvent["type"]) => events.filter((e) => e.type === type).length;
+  const find = <T extends AdoEvent["type"]>(type: T, pred: (e: Extract<AdoEvent, { type: T }>) => boolean = () => true) =>
+    events.find((e): e is Extract<AdoEvent, { type: T }> => e.type === type && pred(e as Extract<AdoEvent, { type: T }>));
+  return { events, outcome, count, find };
+}
+
+/** Submits the chaos graph on the fixture's repository and follows it for at most `ms`. */
+export async function submitChaos(f: ChaosFixture, opts: ChaosGraphOptions = {}, ms = 60_000) {
+  const { runId } = await f.client.submit({ graph: chaosGraph(f.log, opts), repo: f.repo.dir });
+  return follow(f, runId, ms);
+}
+
+/** The worker process that runs `workerId`. */
+export function processOf(f: ChaosFixture, workerId: string): AdoProcess {
+  const p = f.cluster.all.find((x) => x.workerIds.includes(workerId));
+  if (!p) throw new Error(`no process runs worker ${workerId}`);
+  return p;
+}
+
+/** Messages stored in each work-queue stream: what is still queued or unacknowledged. */
+export async function streamCounts(f: Pick<ChaosFixture, "jsm" | "topo">): Promise<Record<string, number>> {
+  const out: Record<string, number> = {};
+  for (const key of ["submit", "ready", "work", "results", "merge"] as const) out[key] = (await f.jsm.streams.info(f.topo.streams[key].name)).state.messages;
+  return out;
+}
+
+/** Every dead-letter record of the fixture's prefix. */
+export async function deadLetters(f: Pick<ChaosFixture, "nc" | "jsm" | "topo">): Promise<DeadLetter[]> {
+  const stream = f.topo.streams.dlq.name;
+  const total = (await f.jsm.streams.info(stream)).state.messages;
+  const consumer = await jetstream(f.nc).consumers.get(stream, { deliver_policy: DeliverPolicy.All });
+  const letters: DeadLetter[] = [];
+  while (letters.length < total) {
+    const m = await consumer.next({ expires: 5_000 });
+    if (!m) break;
+    letters.push(decode(SCHEMAS.DeadLetter, m.data, m.headers));
+  }
+  return letters;
+}
+
+export interface PromiseOptions {
+  /**
+   * Workers that may have been cut off from NATS without dying (a server restart): an
+   * attempt they ran may have run twice. Every other duplicate breaks "an attempt runs once".
+   */
+  cutOff?: (workerId: string) => boolean;
+}
+
+/** Checks ado's promises after a scenario (see the file's comment), then stops every process. */
+export async function verifyPromises(f: ChaosFixture, outcome: RunOutcome, opts: PromiseOptions = {}): Promise<void> {
+  // Nothing is lost.
+  expect(outcome.status, outcome.error).toBe("succeeded");
+  expect(outcome.tasks.filter((t) => t.status !== "succeeded").map((t) => `${t.id}: ${t.status} ${t.error ?? ""}`)).toEqual([]);
+  expect(outcome.tasks.map((t) => t.id).sort()).toEqual([...CHAOS_TASKS].sort());
+  await eventually(async () => Object.values(await streamCounts(f)).every((n) => n === 0), 15_000, "every work-queue stream empty").catch(async (err) => {
+    throw new Error(`${(err as Error).message}: ${JSON.stringify(await streamCounts(f))}`);
+  });
+  const files = gitOut(f.repo.dir, "ls-tree", "-r", "--name-only", outcome.integrationBranch!).split("\n");
+  expect(files.sort()).toEqual(["README.md", ...CHAOS_TASKS.map((id) => `${id}.txt`)].sort());
+  expect(gitOut(f.repo.dir, "show", `${outcome.integrationBranch}:z.txt`)).toBe(ROOTS.join("\n"));
+
+  // An attempt runs once, and the attempt that succeeded ran.
+  const ran = (await executions(f.log)).filter((x) => x.runId === outcome.runId);
+  const seen = new Map<string, Execution[]>();
+  for (const x of ran) seen.set(`${x.task}#${x.attempt}`, [...(seen.get(`${x.task}#${x.attempt}`) ?? []), x]);
+  const twice = [...seen.entries()].filter(([, xs]) => xs.length > 1 && !xs.some((x) => opts.cutOff?.(x.workerId)));
+  expect(twice.map(([key, xs]) => `${key} ran ${xs.length} times (workers ${xs.map((x) => x.workerId).join(", ")})`)).toEqual([]);
+  for (const t of outcome.tasks) expect(seen.has(`${t.id}#${t.attempts}`), `${t.id} succeeded with attempt ${t.attempts}, which never ran`).toBe(true);
+
+  // The user's checkout is untouched.
+  expect(await checkoutFingerprint(f.repo.dir)).toBe(f.repo.before);
+
+  // No actor died: every process still running drains and exits 0; no agent is left.
+  const codes = await f.cluster.stopAll();
+  expect(codes, "exit codes of the processes still running at the end").toEqual(Object.fromEntries(Object.keys(codes).map((k) => [k, 0])));
+  expect(await processesWith(f.log)).toEqual([]);
+}
