@@ -69,7 +69,7 @@ export class Stack {
       const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger });
       conns.push(admin);
       await provision(admin, topo);
-      stack.serverHealth = new ServerHealthMonitor(admin).start();
+      stack.serverHealth = new ServerHealthMonitor({ servers: url, name: `${topo.prefix}-health-${hostname()}-${process.pid}`, logger }).start();
       // Each actor owns its connection, as it would in a process of its own.
       const ctxFor = async (name: string): Promise<ActorContext> => {
         const nc = await connectNats({ servers: url, name, logger });
@@ -170,8 +170,8 @@ export class Stack {
   close(): Promise<void> {
     this.closing ??= (async () => {
       const { graceMs, forceMs } = this.config.shutdown;
-      this.serverHealth?.stop();
       const steps: Array<() => Promise<unknown>> = [
+        async () => this.serverHealth?.stop(),
         () => Promise.all(this.workers.map((w) => w.close({ graceMs, forceMs }))),
         () => Promise.all(this.actors.map((a) => a.close({ graceMs, forceMs }))),
         () => Promise.all(this.conns.map((nc) => drainQuietly(nc, this.logger))),

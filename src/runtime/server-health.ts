@@ -1,7 +1,9 @@
 import { JetStreamApiError, jetstreamManager, type JetStreamManager } from "@nats-io/jetstream";
 import { errors, type NatsConnection } from "@nats-io/transport-node";
 import { systemClock, type Clock } from "./clock.js";
+import { connectNats } from "./connection.js";
 import { errorMessage } from "./errors.js";
+import type { Logger } from "./logger.js";
 
 /**
  * What a client can tell about the NATS server from outside, so that a person hears
@@ -124,7 +126,8 @@ export function assessServer(prev: ServerHealth, obs: ServerObservation, opts: A
     }
   } else if (next.unansweredSince !== undefined && now - next.unansweredSince >= opts.unresponsiveAfterMs) {
     condition = ServerCondition.unresponsive;
-    const last = obs.type === "probe" && !obs.result.jetstream.answered ? obs.result.jetstream.error : undefined;
+    // A timeout says nothing the sentence does not; another error (JetStream disabled) does.
+    const last = obs.type === "probe" && !obs.result.jetstream.answered && !obs.result.jetstream.timedOut ? obs.result.jetstream.error : undefined;
     detail =
       `its JetStream API has not answered for ${secs(now - next.unansweredSince)} while the server answers pings` +
       (last ? ` (${last})` : "") +
@@ -187,6 +190,20 @@ export function describeServerHealth(h: ServerHealth, ctx: ServerContext = {}): 
   }
 }
 
+/**
+ * Where the server is. The monitor opens connections of its own: on nats-server 2.9 a
+ * JetStream request (or publish) that hangs in the server also stops the server from
+ * reading anything else on that connection, PINGs included. So the pings go on a
+ * connection that never asks JetStream anything, and the JetStream probe on another:
+ * the caller's own connections, jammed by their own requests, would say nothing true.
+ */
+export interface ServerEndpoint {
+  servers: string | string[];
+  /** Base of the connections' names (`<name>-ping`, `<name>-js`). */
+  name: string;
+  logger: Logger;
+}
+
 export interface MonitorOptions {
   /** Between the end of one probe and the start of the next. Default 3 s. */
   intervalMs?: number;
@@ -200,18 +217,21 @@ export interface MonitorOptions {
 
 /**
  * Probes the server on a timer (a PING and a JetStream account-info request, both
- * bounded) and keeps the latest judgement. Callers that see a write fail for lack of
- * storage pass the error to `noteError`. Never throws; `stop()` is idempotent.
+ * bounded, each on its own connection) and keeps the latest judgement. Callers that see
+ * a write fail for lack of storage pass the error to `noteError`. Never throws;
+ * `stop()` is idempotent.
  */
 export class ServerHealthMonitor {
   private health: ServerHealth;
   private timer?: NodeJS.Timeout;
   private stopped = false;
+  private pingConn?: Promise<NatsConnection | undefined>;
+  private jsConn?: Promise<NatsConnection | undefined>;
   private jsm?: JetStreamManager;
   private readonly o: Required<Omit<MonitorOptions, "onUpdate" | "assess">> & Pick<MonitorOptions, "onUpdate"> & { assess: AssessOptions };
 
   constructor(
-    private readonly nc: NatsConnection,
+    private readonly endpoint: ServerEndpoint,
     opts: MonitorOptions = {},
   ) {
     this.o = {
@@ -234,16 +254,20 @@ export class ServerHealthMonitor {
     const loop = async () => {
       if (this.stopped) return;
       await this.probe();
-      if (!this.stopped) this.timer = setTimeout(() => void loop(), this.o.intervalMs);
-      this.timer?.unref();
+      if (this.stopped) return;
+      this.timer = setTimeout(() => void loop(), this.o.intervalMs);
+      this.timer.unref();
     };
     void loop();
     return this;
   }
 
-  stop(): void {
+  /** Stops probing and closes the monitor's connections. Idempotent. */
+  async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    // close(), not drain(): a drain waits for the server, which may never answer.
+    await Promise.all([this.pingConn, this.jsConn].map(async (c) => (await c)?.close().catch(() => undefined)));
   }
 
   /** Takes note of an error from a JetStream write; returns whether it said the store is full. */
@@ -255,8 +279,20 @@ export class ServerHealthMonitor {
 
   /** Probes once and returns the judgement. */
   async probe(): Promise<ServerHealth> {
-    const result = await probeServer(this.nc, this.o.timeoutMs, this.o.clock, () => this.manager());
-    if (!this.stopped) this.update({ type: "probe", result });
+    const startedAt = this.o.clock.now();
+    this.pingConn ??= this.connect("ping");
+    const ping = await pingOnce(await this.pingConn, this.o.timeoutMs);
+    let jetstream: ProbeResult["jetstream"] = { answered: false, timedOut: false, error: "server not answering" };
+    if (ping) {
+      this.jsConn ??= this.connect("js");
+      const nc = await this.jsConn;
+      if (nc) {
+        // checkAPI off: creating it must not itself wait on the API this probes.
+        this.jsm ??= await jetstreamManager(nc, { timeout: this.o.timeoutMs, checkAPI: false });
+        jetstream = await accountInfo(this.jsm, this.o.timeoutMs);
+      }
+    }
+    if (!this.stopped) this.update({ type: "probe", result: { startedAt, at: this.o.clock.now(), ping, jetstream } });
     return this.health;
   }
 
@@ -269,31 +305,53 @@ export class ServerHealthMonitor {
     }
   }
 
-  private async manager(): Promise<JetStreamManager> {
-    // checkAPI off: creating it must not itself wait on the API this probes.
-    this.jsm ??= await jetstreamManager(this.nc, { timeout: this.o.timeoutMs, checkAPI: false });
-    return this.jsm;
+  /** A connection of the monitor's own; undefined (and tried again next probe) when the server cannot be reached. */
+  private connect(role: "ping" | "js"): Promise<NatsConnection | undefined> {
+    // Its disconnects (a jammed connection going stale) are the monitor's to judge, not log lines.
+    const logger = this.endpoint.logger.child({ component: "server-health" }, { level: "error" });
+    const conn = connectNats({ ...this.endpoint, logger, name: `${this.endpoint.name}-${role}`, timeoutMs: this.o.timeoutMs }).catch(() => {
+      if (role === "ping") this.pingConn = undefined;
+      else this.jsConn = undefined;
+      return undefined;
+    });
+    return conn;
   }
 }
 
-/** One probe, bounded by `timeoutMs` per step. Never throws. */
-export async function probeServer(nc: NatsConnection, timeoutMs: number, clock: Clock = systemClock, manager?: () => Promise<JetStreamManager>): Promise<ProbeResult> {
+/**
+ * One probe, judged at once (no waiting for a condition to last), on a connection of
+ * its own that is closed afterwards: for a command that asks once (`ado status`).
+ */
+export async function checkServer(endpoint: ServerEndpoint, timeoutMs = 3_000, clock: Clock = systemClock): Promise<ServerHealth> {
   const startedAt = clock.now();
-  const ping = !nc.isClosed() && (await bounded(nc.rtt(), timeoutMs).then(() => true, () => false));
-  let jetstream: ProbeResult["jetstream"];
-  if (!ping) {
-    jetstream = { answered: false, timedOut: false, error: "server not answering" };
-  } else {
-    try {
-      const jsm = manager ? await manager() : await jetstreamManager(nc, { timeout: timeoutMs, checkAPI: false });
-      const info = await bounded(jsm.getAccountInfo(), timeoutMs + 500);
-      jetstream = { answered: true, storageBytes: info.storage, maxStorageBytes: info.limits?.max_storage ?? -1 };
-    } catch (err) {
-      const timedOut = isTimeout(err);
-      jetstream = { answered: false, timedOut, error: timedOut ? `no answer within ${secs(timeoutMs)}` : errorMessage(err) };
-    }
+  const nc = await connectNats({ ...endpoint, logger: endpoint.logger.child({ component: "server-health" }, { level: "error" }), timeoutMs }).catch(() => undefined);
+  try {
+    const ping = await pingOnce(nc, timeoutMs);
+    const jetstream: ProbeResult["jetstream"] =
+      ping && nc ? await accountInfo(await jetstreamManager(nc, { timeout: timeoutMs, checkAPI: false }), timeoutMs) : { answered: false, timedOut: false, error: "server not answering" };
+    const result = { startedAt, at: clock.now(), ping, jetstream };
+    return assessServer(initialServerHealth(startedAt), { type: "probe", result }, { ...DEFAULT_ASSESS, unresponsiveAfterMs: 0, unreachableAfterMs: 0 });
+  } finally {
+    await nc?.close().catch(() => undefined);
   }
-  return { startedAt, at: clock.now(), ping, jetstream };
+}
+
+async function pingOnce(nc: NatsConnection | undefined, timeoutMs: number): Promise<boolean> {
+  if (!nc || nc.isClosed()) return false;
+  return bounded(nc.rtt(), timeoutMs).then(
+    () => true,
+    () => false,
+  );
+}
+
+async function accountInfo(jsm: JetStreamManager, timeoutMs: number): Promise<ProbeResult["jetstream"]> {
+  try {
+    const info = await bounded(jsm.getAccountInfo(), timeoutMs + 500);
+    return { answered: true, storageBytes: info.storage, maxStorageBytes: info.limits?.max_storage ?? -1 };
+  } catch (err) {
+    const timedOut = isTimeout(err);
+    return { answered: false, timedOut, error: timedOut ? `no answer within ${secs(timeoutMs)}` : errorMessage(err) };
+  }
 }
 
 function isTimeout(err: unknown): boolean {
@@ -346,11 +404,11 @@ export function nextReport(prev: ReportState, h: ServerHealth, now: number, repe
  * is unreachable, unresponsive or full, repeated at most every `repeatMs` (default
  * 10 s) while that lasts, and one line when it answers again.
  */
-export function reportServerHealth(nc: NatsConnection, opts: HealthReportOptions): ServerHealthMonitor {
+export function reportServerHealth(endpoint: ServerEndpoint, opts: HealthReportOptions): ServerHealthMonitor {
   const repeatMs = opts.repeatMs ?? 10_000;
   const clock = opts.clock ?? systemClock;
   let state: ReportState = { said: ServerCondition.ok };
-  const monitor = new ServerHealthMonitor(nc, {
+  const monitor = new ServerHealthMonitor(endpoint, {
     ...opts,
     onUpdate: (h) => {
       opts.onUpdate?.(h);
@@ -364,12 +422,3 @@ export function reportServerHealth(nc: NatsConnection, opts: HealthReportOptions
 
 const secs = (ms: number) => `${Math.round(ms / 1000)} s`;
 const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
-
-/**
- * One probe, judged at once (no waiting for a condition to last): for a command that
- * asks once (`ado status`), where an unanswered JetStream request is all there is to see.
- */
-export async function checkServer(nc: NatsConnection, timeoutMs = 3_000, clock: Clock = systemClock): Promise<ServerHealth> {
-  const result = await probeServer(nc, timeoutMs, clock);
-  return assessServer(initialServerHealth(result.startedAt), { type: "probe", result }, { ...DEFAULT_ASSESS, unresponsiveAfterMs: 0, unreachableAfterMs: 0 });
-}

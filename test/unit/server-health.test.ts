@@ -33,7 +33,7 @@ describe("server health - judging what the client sees", () => {
     expect(b!.condition).toBe(ServerCondition.ok);
     // 9 s unanswered (since the first request was sent): unresponsive.
     expect(c).toMatchObject({ condition: ServerCondition.unresponsive, since: T0 + 9_000 });
-    expect(c!.detail).toMatch(/has not answered for 9 s while the server answers pings \(no answer within 3 s\)/);
+    expect(c!.detail).toBe("its JetStream API has not answered for 9 s while the server answers pings");
     expect(d).toMatchObject({ condition: ServerCondition.ok });
     expect(d!.unansweredSince).toBeUndefined();
   });
