@@ -208,8 +208,9 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
     ADO_SERVER: url,
     ADO_PREFIX: topo.prefix,
     ADO_WORKTREE_DIR: join(dir, "wt"),
-    // Fast heartbeats: a dead worker is suspected after 3 of them.
-    ADO_HEARTBEAT_MS: "200",
+    // Fast heartbeats: a dead worker is suspected after 3 of them. Not faster: on a
+    // loaded machine a live worker can miss 3 heartbeats of 200 ms and be declared dead.
+    ADO_HEARTBEAT_MS: "500",
   });
   const nc = await connectNats({ servers: url, name: `chaos-${name}`, logger: silentLogger });
   const f: ChaosFixture = {
