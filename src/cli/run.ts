@@ -113,7 +113,7 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   await openJetStream(nc); // a clear error if the server has JetStream off
   const client = new AdoClient(nc, topo);
   // A full or deadlocked JetStream store stops the run without a word otherwise.
-  const serverHealth = reportServerHealth({ servers: url, name: `ado-cli-health-${process.pid}`, logger }, { say: stderr, url, storeDir: stack?.embedded?.storeDir, embedded: !!stack });
+  const serverHealth = reportServerHealth({ servers: url, name: `ado-cli-health-${process.pid}`, logger }, { say: stderr, url, runId, storeDir: stack?.embedded?.storeDir, embedded: !!stack });
 
   // With --json, stdout carries only the outcome, so progress goes to stderr.
   const view = createProgress(flags.detach ? "none" : (flags.progress ?? "auto"), flags.json ? process.stderr : process.stdout);
@@ -151,7 +151,7 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
         }),
     });
   } catch (err) {
-    if (serverHealth.noteError(err)) throw new CliError(describeServerHealth(serverHealth.current, { url, storeDir: stack?.embedded?.storeDir, embedded: !!stack })!, Exit.failed);
+    if (serverHealth.noteError(err)) throw new CliError(describeServerHealth(serverHealth.current, { url, runId, storeDir: stack?.embedded?.storeDir, embedded: !!stack })!, Exit.failed);
     throw err;
   } finally {
     await serverHealth.stop();

@@ -169,6 +169,8 @@ export interface ServerContext {
   storeDir?: string;
   /** The server is the one this command started (it ends with the command). */
   embedded?: boolean;
+  /** The run being followed, for the command that resumes it. */
+  runId?: string;
   url?: string;
 }
 
@@ -177,7 +179,7 @@ export function describeServerHealth(h: ServerHealth, ctx: ServerContext = {}): 
   if (h.condition === ServerCondition.ok) return undefined;
   const where = ctx.storeDir ?? "the server's JetStream store (its store_dir)";
   const fix = ctx.embedded
-    ? `free space on ${where}; this command's embedded server cannot recover by itself: stop it (Ctrl-C) and run again`
+    ? `free space on ${where}; this command's embedded server cannot recover by itself: stop it (Ctrl-C, twice) and go on with \`ado runs resume${ctx.runId ? ` ${ctx.runId}` : ""}\``
     : `free space on ${where} and restart nats-server; ado resumes the run`;
   const server = `nats-server${ctx.url ? ` at ${ctx.url}` : ""}`;
   switch (h.condition) {

@@ -111,7 +111,9 @@ describe("server health - what a person reads", () => {
       "nats-server's JetStream store is full (insufficient resources): free space on the server's JetStream store (its store_dir) and restart nats-server; ado resumes the run",
     );
     // An embedded server ends with the command: restarting it is not the user's to do.
-    expect(describeServerHealth(unresponsive, { storeDir: "/r/.git/ado/runs/x/nats", embedded: true })).toMatch(/free space on \/r\/\.git\/ado\/runs\/x\/nats; this command's embedded server cannot recover by itself: stop it \(Ctrl-C\) and run again$/);
+    expect(describeServerHealth(unresponsive, { storeDir: "/r/.git/ado/runs/x/nats", embedded: true, runId: "r1" })).toMatch(
+      /free space on \/r\/\.git\/ado\/runs\/x\/nats; this command's embedded server cannot recover by itself: stop it \(Ctrl-C, twice\) and go on with `ado runs resume r1`$/,
+    );
     expect(describeServerHealth({ ...unresponsive, condition: ServerCondition.unreachable, detail: "no answer to pings for 12 s" })).toBe(
       "cannot reach nats-server: no answer to pings for 12 s; ado reconnects and goes on when it is back",
     );
