@@ -296,6 +296,20 @@ export async function streamCounts(f: Pick<ChaosFixture, "jsm" | "topo">): Promi
   return out;
 }
 
+/** What is left on the work-queue streams: subject, schema and sequence of each message (at most 20). */
+async function leftovers(f: Pick<ChaosFixture, "jsm" | "topo">): Promise<string[]> {
+  const out: string[] = [];
+  for (const key of ["submit", "ready", "work", "results", "merge"] as const) {
+    const stream = f.topo.streams[key].name;
+    const { state } = await f.jsm.streams.info(stream);
+    for (let seq = state.first_seq; seq <= Math.min(state.last_seq, state.first_seq + 200) && state.messages > 0 && out.length < 20; seq++) {
+      const m = await f.jsm.streams.getMessage(stream, { seq }).catch(() => undefined);
+      if (m) out.push(`${stream} #${seq} ${m.subject} ${m.header?.get("Ado-Schema") ?? ""} at ${m.time.toISOString()}`);
+    }
+  }
+  return out;
+}
+
 /** Every dead-letter record of the fixture's prefix. */
 export async function deadLetters(f: Pick<ChaosFixture, "nc" | "jsm" | "topo">): Promise<DeadLetter[]> {
   const stream = f.topo.streams.dlq.name;
@@ -325,7 +339,7 @@ export async function verifyPromises(f: ChaosFixture, outcome: RunOutcome, opts:
   expect(outcome.tasks.filter((t) => t.status !== "succeeded").map((t) => `${t.id}: ${t.status} ${t.error ?? ""}`)).toEqual([]);
   expect(outcome.tasks.map((t) => t.id).sort()).toEqual([...CHAOS_TASKS].sort());
   await eventually(async () => Object.values(await streamCounts(f)).every((n) => n === 0), 15_000, "every work-queue stream empty").catch(async (err) => {
-    throw new Error(`${(err as Error).message}: ${JSON.stringify(await streamCounts(f))}`);
+    throw new Error(`${(err as Error).message}: ${JSON.stringify(await streamCounts(f))}; left: ${(await leftovers(f)).join("; ")}`);
   });
   const files = gitOut(f.repo.dir, "ls-tree", "-r", "--name-only", outcome.integrationBranch!).split("\n");
   expect(files.sort()).toEqual(["README.md", ...CHAOS_TASKS.map((id) => `${id}.txt`)].sort());
