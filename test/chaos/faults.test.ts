@@ -48,9 +48,12 @@ afterAll(async () => {
  */
 const FAIL_FIRST = ["r02", "r09", "r14"];
 
-/** How long a scenario's run may take: generous, for a machine shared with other work. */
-const RUN_MS = 120_000;
-const TEST_MS = RUN_MS + 60_000;
+/**
+ * A run is taken for stuck after a minute without any event (a loaded machine is slow,
+ * but its runs still move); the test's own bound is far above the 5 minutes a run may
+ * take in all.
+ */
+const TEST_MS = 420_000;
 
 /** Runs a scenario on a fresh fixture; explains a failure while the processes and connection are still there; always cleans up. */
 async function scenario(name: string, url: string, body: (f: ChaosFixture) => Promise<void>): Promise<void> {
@@ -77,7 +80,7 @@ describe("chaos - control", () => {
   it("the run with fan-ins, retries and first attempts that fail, and no fault: the promises hold", async () => {
     await scenario("control", ts.url, async (f) => {
       await startInstallation(f, 4);
-      const run = await submitChaos(f, { failFirst: [...FAIL_FIRST, "m3"] }, RUN_MS);
+      const run = await submitChaos(f, { failFirst: [...FAIL_FIRST, "m3"] });
       await verifyPromises(f, await run.outcome);
     });
   }, TEST_MS);
@@ -89,7 +92,7 @@ describe("chaos - workers SIGKILLed repeatedly", () => {
       await startInstallation(f, 4);
       // r05, m1 and p0 run long on their first attempt: each is killed in the middle,
       // one in every phase of the graph; FAIL_FIRST fail their first attempt.
-      const run = await submitChaos(f, { longFirst: ["r05", "m1", "p0"], failFirst: FAIL_FIRST }, RUN_MS);
+      const run = await submitChaos(f, { longFirst: ["r05", "m1", "p0"], failFirst: FAIL_FIRST });
       let spare = 0;
       const killed: string[] = [];
       for (const victim of ["r05", "m1", "p0"]) {
@@ -133,8 +136,8 @@ describe("chaos - each actor SIGKILLed once mid-run and restarted", () => {
   it("the scheduler, with results arriving: nothing lost, no attempt runs twice", async () => {
     await scenario("scheduler", ts.url, async (f) => {
       await startInstallation(f, 4);
-      const run = await submitChaos(f, { failFirst: FAIL_FIRST }, RUN_MS);
-      await eventually(() => run.count("task.merged") >= 8, 60_000, "8 tasks merged");
+      const run = await submitChaos(f, { failFirst: FAIL_FIRST });
+      await eventually(() => run.count("task.merged") >= 8, 120_000, "8 tasks merged");
       await f.cluster.kill("scheduler");
       await f.cluster.actor("scheduler");
       await verifyPromises(f, await run.outcome);
@@ -145,20 +148,20 @@ describe("chaos - each actor SIGKILLed once mid-run and restarted", () => {
     await scenario("balancer", ts.url, async (f) => {
       await startInstallation(f, 4);
       // Its held tasks come back to the new balancer after their ack wait.
-      const run = await submitChaos(f, { failFirst: FAIL_FIRST }, RUN_MS + READY_ACK_WAIT_MS);
-      await eventually(() => run.count("task.merged") >= 4 && run.count("task.started") > run.count("task.merged"), 60_000, "tasks running, 4 merged");
+      const run = await submitChaos(f, { failFirst: FAIL_FIRST }, { idleMs: 60_000 + READY_ACK_WAIT_MS });
+      await eventually(() => run.count("task.merged") >= 4 && run.count("task.started") > run.count("task.merged"), 120_000, "tasks running, 4 merged");
       await f.cluster.kill("balancer");
       await f.cluster.actor("balancer");
       await verifyPromises(f, await run.outcome);
     });
-  }, TEST_MS + READY_ACK_WAIT_MS);
+  }, TEST_MS);
 
   it("the merge coordinator, with merges pending: nothing lost, no attempt runs twice", async () => {
     await scenario("merger", ts.url, async (f) => {
       await startInstallation(f, 4);
-      const run = await submitChaos(f, { failFirst: FAIL_FIRST }, RUN_MS);
+      const run = await submitChaos(f, { failFirst: FAIL_FIRST });
       // Killed while results wait to be merged (more succeeded than merged).
-      await eventually(() => run.count("task.merged") >= 4 && run.count("task.succeeded") > run.count("task.merged"), 60_000, "a merge pending after 4 merged");
+      await eventually(() => run.count("task.merged") >= 4 && run.count("task.succeeded") > run.count("task.merged"), 120_000, "a merge pending after 4 merged");
       await f.cluster.kill("merger");
       const merged = run.count("task.merged");
       f.notes.push(`merger killed with ${run.count("task.succeeded")} succeeded, ${merged} merged`);
@@ -171,14 +174,14 @@ describe("chaos - each actor SIGKILLed once mid-run and restarted", () => {
   it("the stealer, then a worker while no stealer runs: the new stealer recovers the lost attempt; nothing lost", async () => {
     await scenario("stealer", ts.url, async (f) => {
       await startInstallation(f, 4);
-      const run = await submitChaos(f, { longFirst: ["r05"], failFirst: FAIL_FIRST }, RUN_MS);
+      const run = await submitChaos(f, { longFirst: ["r05"], failFirst: FAIL_FIRST });
       const workerId = await running(f, run, "r05");
       await f.cluster.kill("stealer");
       await f.cluster.kill(processOf(f, workerId).name);
       f.notes.push(`killed the stealer, then worker ${workerId} running r05#1`);
       await f.cluster.worker("spare-1", 1);
       // Nobody recovers r05 while no stealer runs; the run goes on around it.
-      await eventually(() => run.count("task.merged") >= 8, 60_000, "8 tasks merged without a stealer");
+      await eventually(() => run.count("task.merged") >= 8, 120_000, "8 tasks merged without a stealer");
       expect(run.find("worker.lost")).toBeUndefined();
       await f.cluster.actor("stealer");
       const lost = await eventually(() => run.find("worker.lost", (e) => e.taskId === "r05"), 20_000, "worker.lost for r05 from the new stealer");
@@ -195,8 +198,8 @@ describe("chaos - nats-server SIGKILLed and restarted on the same store", () => 
     try {
       await scenario("nats-restart", nats.url, async (f) => {
         await startInstallation(f, 4);
-        const run = await submitChaos(f, { failFirst: FAIL_FIRST }, RUN_MS);
-        await eventually(() => run.count("task.merged") >= 8, 60_000, "8 tasks merged");
+        const run = await submitChaos(f, { failFirst: FAIL_FIRST });
+        await eventually(() => run.count("task.merged") >= 8, 120_000, "8 tasks merged");
         await nats.kill();
         f.notes.push(`nats-server killed with ${run.count("task.merged")} merged`);
         await new Promise((r) => setTimeout(r, 2_000));
@@ -214,8 +217,8 @@ describe("chaos - malformed messages on every subject ado consumes", () => {
   it("during a run: each is dead-lettered exactly once, no actor dies, the run succeeds", async () => {
     await scenario("malformed", ts.url, async (f) => {
       await startInstallation(f, 4);
-      const run = await submitChaos(f, { failFirst: FAIL_FIRST }, RUN_MS);
-      await eventually(() => run.count("task.merged") >= 4, 60_000, "4 tasks merged");
+      const run = await submitChaos(f, { failFirst: FAIL_FIRST });
+      await eventually(() => run.count("task.merged") >= 4, 120_000, "4 tasks merged");
       const { subjects } = f.topo;
       const liveWorker = f.cluster.get("w1").workerIds[0]!;
       const targets = {

@@ -264,11 +264,54 @@ export async function startInstallation(f: ChaosFixture, workers: number): Promi
   ]);
 }
 
-/** Follows a run in the background, keeping every event; bounded so a stuck run fails the test. */
-export function follow(f: ChaosFixture, runId: RunId, ms: number) {
+/** How long a followed run may go without any event, and in all. */
+export interface FollowLimits {
+  /** No event for this long: the run is stuck (a slow machine still makes events). Default 60 s. */
+  idleMs?: number;
+  /** The longest a run may take however it progresses. Default 5 min. */
+  maxMs?: number;
+}
+
+/**
+ * Follows a run in the background, keeping every event. A run that makes no event for
+ * `idleMs` is taken for stuck and the watch stops (the test then fails on the outcome
+ * and says so), so that a loaded machine, where everything is slow, does not fail a
+ * run that still moves.
+ */
+export function follow(f: ChaosFixture, runId: RunId, limits: FollowLimits = {}) {
+  const idleMs = limits.idleMs ?? 60_000;
   f.runId = runId;
   const events = f.events;
-  const outcome = f.client.watch(runId, { onEvent: (e) => events.push(e), signal: AbortSignal.timeout(ms) });
+  const stop = new AbortController();
+  let idle: NodeJS.Timeout | undefined;
+  const armIdle = () => {
+    clearTimeout(idle);
+    idle = setTimeout(() => {
+      const last = events.at(-1);
+      f.notes.push(`the run made no event for ${idleMs / 1000} s (the last: ${last ? `${last.type}${"taskId" in last ? ` ${last.taskId}#${last.attempt}` : ""} at ${last.at}` : "none"}): taken for stuck`);
+      stop.abort();
+    }, idleMs);
+  };
+  const max = setTimeout(() => {
+    f.notes.push(`the run did not end within ${(limits.maxMs ?? 300_000) / 1000} s`);
+    stop.abort();
+  }, limits.maxMs ?? 300_000);
+  armIdle();
+  const outcome = f.client
+    .watch(runId, {
+      onEvent: (e) => {
+        events.push(e);
+        armIdle();
+      },
+      signal: stop.signal,
+    })
+    .catch((err: unknown) => {
+      throw new Error(`following run ${runId} stopped: ${f.notes.at(-1) ?? String(err)}`, { cause: err });
+    })
+    .finally(() => {
+      clearTimeout(idle);
+      clearTimeout(max);
+    });
   outcome.catch(() => undefined); // awaited by the test
   const count = (type: AdoEvent["type"]) => events.filter((e) => e.type === type).length;
   const find = <T extends AdoEvent["type"]>(type: T, pred: (e: Extract<AdoEvent, { type: T }>) => boolean = () => true) =>
@@ -276,10 +319,10 @@ export function follow(f: ChaosFixture, runId: RunId, ms: number) {
   return { events, outcome, count, find };
 }
 
-/** Submits the chaos graph on the fixture's repository and follows it for at most `ms`. */
-export async function submitChaos(f: ChaosFixture, opts: ChaosGraphOptions = {}, ms = 60_000) {
+/** Submits the chaos graph on the fixture's repository and follows it. */
+export async function submitChaos(f: ChaosFixture, opts: ChaosGraphOptions = {}, limits: FollowLimits = {}) {
   const { runId } = await f.client.submit({ graph: chaosGraph(f.log, opts), repo: f.repo.dir });
-  return follow(f, runId, ms);
+  return follow(f, runId, limits);
 }
 
 /** The worker process that runs `workerId`. */
