@@ -99,8 +99,14 @@ const SECOND = [0, 1].map((j) => ({ id: `p${j}`, needs: [`m${2 * j}`, `m${2 * j 
 export const CHAOS_TASKS = [...ROOTS, ...FAN_IN.map((t) => t.id), ...SECOND.map((t) => t.id), "z"];
 
 export interface ChaosGraphOptions {
-  /** Tasks whose first attempt runs 30 s (to be killed in the middle); later attempts are short. */
+  /** Tasks whose first attempt sleeps `longSleep` (to be killed in the middle); later attempts are short. */
   longFirst?: string[];
+  /**
+   * How long those first attempts sleep, as `sleep`'s argument. Give each scenario its
+   * own (`ChaosFixture.longSleep`): the sleeping process's command line is the only mark
+   * its agents carry, and a test looks for leftovers by it (never another test's).
+   */
+  longSleep?: string;
   /** Tasks whose first attempt fails on purpose (after writing its file); the retry succeeds. */
   failFirst?: string[];
   /** Seconds each task sleeps after logging. */
@@ -120,7 +126,7 @@ export function chaosGraph(log: string, opts: ChaosGraphOptions = {}): GraphInpu
   const sleep = opts.sleep ?? 0.2;
   const output = opts.outputKb ? `head -c ${opts.outputKb * 1024} /dev/zero | tr '\\0' x | fold -w 100; ` : "";
   const task = (id: string, body: string, needs: string[] = []) => {
-    const pause = opts.longFirst?.includes(id) ? `$([ "$ADO_ATTEMPT" = 1 ] && echo 30 || echo ${sleep})` : String(sleep);
+    const pause = opts.longFirst?.includes(id) ? `$([ "$ADO_ATTEMPT" = 1 ] && echo ${opts.longSleep ?? "120"} || echo ${sleep})` : String(sleep);
     const fail = opts.failFirst?.includes(id) ? `; [ "$ADO_ATTEMPT" != 1 ] || { echo "attempt 1 of ${id} fails on purpose" >&2; exit 1; }` : "";
     return {
       id,
@@ -189,14 +195,23 @@ export interface ChaosFixture {
   repo: { dir: string; before: string };
   /** Every agent appends `<run> <task> <attempt> <worker>` here; unique to the scenario, so it also marks its agents' command lines. */
   log: string;
+  /** `sleep`'s argument for long first attempts (ChaosGraphOptions.longSleep): about 2 minutes, its fraction unique to the scenario. */
+  longSleep: string;
   runId?: RunId;
   /** The run's events as seen (printed when the test fails). */
   events: AdoEvent[];
-  /** Extra lines a scenario wants printed when it fails. */
+  /** Extra lines a scenario wants printed when it fails (each gets the time it was pushed at). */
   notes: string[];
   /** Prints what a failure needs explained: the events, the tasks not done, the streams, the executions, each process's output. */
   diagnose(): Promise<void>;
   cleanup(): Promise<void>;
+}
+
+/** An array whose pushes are stamped with the time (mm:ss.sss), to read a failure's steps against the events' times. */
+function timed(lines: string[]): string[] {
+  const push = lines.push.bind(lines);
+  lines.push = (...items: string[]) => push(...items.map((l) => `${new Date().toISOString().slice(14, 23)} ${l}`));
+  return lines;
 }
 
 export async function chaosFixture(name: string, scratch: string, url: string): Promise<ChaosFixture> {
@@ -208,11 +223,15 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
     ADO_SERVER: url,
     ADO_PREFIX: topo.prefix,
     ADO_WORKTREE_DIR: join(dir, "wt"),
-    // Fast heartbeats: a dead worker is suspected after 3 of them. Not faster: on a
-    // loaded machine a live worker can miss 3 heartbeats of 200 ms and be declared dead.
-    ADO_HEARTBEAT_MS: "500",
+    // A dead worker is suspected after 3 heartbeats, then pinged for one. ado's default
+    // (1 s): with 500 ms, at a load average of ~30 on 2 cores live workers went silent
+    // for 1.7-1.9 s, did not answer a 500 ms ping, and were declared dead.
+    ADO_HEARTBEAT_MS: "1000",
   });
   const nc = await connectNats({ servers: url, name: `chaos-${name}`, logger: silentLogger });
+  // A test that times out is abandoned, its finally never run: its processes must not outlive the test process.
+  const onExit = () => cluster.killAll();
+  process.once("exit", onExit);
   const f: ChaosFixture = {
     name,
     dir,
@@ -224,10 +243,12 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
     jsm: await openJetStream(nc),
     repo: { dir: repo.dir, before: repo.before },
     log: join(dir, "ran.log"),
+    longSleep: `120.${String(process.pid % 1000).padStart(3, "0")}${String(Math.floor(Math.random() * 1e6)).padStart(6, "0")}`,
     events: [],
-    notes: [],
+    notes: timed([]),
     diagnose: async () => undefined,
     cleanup: async () => {
+      process.off("exit", onExit);
       cluster.killAll();
       await drainQuietly(nc);
       await repo.cleanup();
@@ -253,15 +274,20 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
   return f;
 }
 
-/** Scheduler, balancer, merger and stealer processes, and `workers` worker processes of one worker each (w1, w2, ...). */
-export async function startInstallation(f: ChaosFixture, workers: number): Promise<void> {
+/**
+ * Scheduler, balancer, merger and stealer processes, and `processes` worker processes
+ * (w1, w2, ...) of `perProcess` workers each. A worker to be killed alone needs a
+ * process of its own; otherwise fewer processes cost less to start (~2 s of CPU each).
+ */
+export async function startInstallation(f: ChaosFixture, processes: number, perProcess = 1): Promise<void> {
   await Promise.all([
     f.cluster.actor("scheduler"),
     f.cluster.actor("balancer"),
     f.cluster.actor("merger"),
     f.cluster.actor("stealer"),
-    ...Array.from({ length: workers }, (_, i) => f.cluster.worker(`w${i + 1}`, 1)),
+    ...Array.from({ length: processes }, (_, i) => f.cluster.worker(`w${i + 1}`, perProcess)),
   ]);
+  f.notes.push(`installation up: ${f.cluster.all.length} processes`);
 }
 
 /** How long a followed run may go without any event, and in all. */
@@ -312,16 +338,35 @@ export function follow(f: ChaosFixture, runId: RunId, limits: FollowLimits = {})
       clearTimeout(idle);
       clearTimeout(max);
     });
-  outcome.catch(() => undefined); // awaited by the test
+  let ended: string | undefined;
+  outcome.then(
+    (o) => (ended = `the run ended ${o.status}${o.error ? ` (${o.error})` : ""}`),
+    (err: unknown) => (ended = (err as Error).message),
+  );
+  /**
+   * Waits for `check` to hold as long as the run moves: no fixed time, since a loaded
+   * machine makes everything slow; fails once the run has ended or is taken for stuck.
+   */
+  const until = async <T>(check: () => T | undefined | false | Promise<T | undefined | false>, what: string): Promise<T> => {
+    for (;;) {
+      const v = await check();
+      if (v) return v;
+      if (ended !== undefined) throw new Error(`waiting for ${what}: ${ended}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  };
   const count = (type: AdoEvent["type"]) => events.filter((e) => e.type === type).length;
   const find = <T extends AdoEvent["type"]>(type: T, pred: (e: Extract<AdoEvent, { type: T }>) => boolean = () => true) =>
     events.find((e): e is Extract<AdoEvent, { type: T }> => e.type === type && pred(e as Extract<AdoEvent, { type: T }>));
-  return { events, outcome, count, find };
+  return { events, outcome, count, find, until };
 }
+
+/** A followed run (see follow). */
+export type FollowedRun = ReturnType<typeof follow>;
 
 /** Submits the chaos graph on the fixture's repository and follows it. */
 export async function submitChaos(f: ChaosFixture, opts: ChaosGraphOptions = {}, limits: FollowLimits = {}) {
-  const { runId } = await f.client.submit({ graph: chaosGraph(f.log, opts), repo: f.repo.dir });
+  const { runId } = await f.client.submit({ graph: chaosGraph(f.log, { longSleep: f.longSleep, ...opts }), repo: f.repo.dir });
   return follow(f, runId, limits);
 }
 
