@@ -54,10 +54,12 @@ const FAIL_FIRST = ["r02", "r09", "r14"];
 
 /**
  * A run is taken for stuck after a minute without any event (a loaded machine is slow,
- * but its runs still move), and may take 5 minutes in all; the test's own bound is
- * above that, for the processes' start and the checks after the run.
+ * but its runs still move), and may take 10 minutes in all; the test's own bound is
+ * above that, for the processes' start and the checks after the run. At a load average
+ * of ~40 on 2 cores starting a scenario's 6 to 8 processes alone took 4 minutes; with
+ * the cores merely busy a scenario takes 2 to 4 minutes.
  */
-const TEST_MS = 480_000;
+const TEST_MS = 900_000;
 
 /** Runs a scenario on a fresh fixture; explains a failure while the processes and connection are still there; always cleans up. */
 async function scenario(name: string, url: string, body: (f: ChaosFixture) => Promise<void>): Promise<void> {
@@ -166,14 +168,18 @@ describe.concurrent("chaos", () => {
         await run.until(() => run.count("task.merged") >= 6, "6 tasks merged");
         await nats.kill();
         f.notes.push(`nats-server killed with ${run.count("task.merged")} merged`);
+        const before = run.events.length;
         await new Promise((r) => setTimeout(r, 2_000));
         await nats.restart();
         // Every worker was cut off, none died: an attempt may run twice only on one of them.
         const outcome = await run.outcome;
         await verifyPromises(f, outcome, { cutOff: () => true });
-        // Issue 9.5: a live worker declared dead after the restart (its attempts run again
-        // while the originals still ran). No worker died here.
-        expect(run.events.filter((e) => e.type === "worker.lost").map((e) => `${e.type === "worker.lost" ? `${e.taskId}#${e.attempt} with ${e.workerId}: ${e.reason}` : ""}`)).toEqual([]);
+        // Issue 9.5: a live worker declared dead after the restart (its attempts ran again
+        // while the originals still ran). No worker died here. (Before the kill, a load
+        // average of ~40 on 2 cores has made a live worker miss 3 heartbeats and a ping:
+        // not this test's subject.)
+        const lost = run.events.slice(before).flatMap((e) => (e.type === "worker.lost" ? [`${e.taskId}#${e.attempt} with ${e.workerId}: ${e.reason}`] : []));
+        expect(lost, "worker.lost after the restart: a live worker declared dead").toEqual([]);
       });
     } finally {
       await nats.stop();
@@ -183,8 +189,9 @@ describe.concurrent("chaos", () => {
   it("malformed messages on every subject ado consumes, during a run (and no other fault: the control): each is dead-lettered exactly once, no actor dies, the run succeeds", async () => {
     await scenario("malformed", ts.url, async (f) => {
       await startInstallation(f, 2, 2);
-      // A fan-in's first attempt fails too: its retry starts from an integration branch that moved.
-      const run = await submitChaos(f, { failFirst: [...FAIL_FIRST, "m3"] });
+      // 12 tasks are enough to carry the messages (and cost half of 23). A fan-in's
+      // first attempt fails too: its retry starts from an integration branch that moved.
+      const run = await submitChaos(f, { fanIns: 2, failFirst: ["r02", "r05", "m1"] });
       await run.until(() => run.count("task.merged") >= 4, "4 tasks merged");
       const { subjects } = f.topo;
       const liveWorker = f.cluster.get("w1").workerIds[0]!;

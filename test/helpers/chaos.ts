@@ -93,10 +93,14 @@ export class RestartableNats {
 }
 
 /** Task ids of the chaos graph, in the order the fan-ins concatenate them. */
-const ROOTS = Array.from({ length: 16 }, (_, i) => `r${String(i).padStart(2, "0")}`);
-const FAN_IN = [0, 1, 2, 3].map((k) => ({ id: `m${k}`, needs: ROOTS.slice(k * 4, k * 4 + 4) }));
-const SECOND = [0, 1].map((j) => ({ id: `p${j}`, needs: [`m${2 * j}`, `m${2 * j + 1}`] }));
-export const CHAOS_TASKS = [...ROOTS, ...FAN_IN.map((t) => t.id), ...SECOND.map((t) => t.id), "z"];
+function chaosShape(fanIns: 2 | 4) {
+  const roots = Array.from({ length: 4 * fanIns }, (_, i) => `r${String(i).padStart(2, "0")}`);
+  const fanIn = Array.from({ length: fanIns }, (_, k) => ({ id: `m${k}`, needs: roots.slice(k * 4, k * 4 + 4) }));
+  const second = Array.from({ length: fanIns / 2 }, (_, j) => ({ id: `p${j}`, needs: [`m${2 * j}`, `m${2 * j + 1}`] }));
+  return { roots, fanIn, second, all: [...roots, ...fanIn.map((t) => t.id), ...second.map((t) => t.id), "z"] };
+}
+/** Task ids of the chaos graph (23 tasks; 12 with `fanIns: 2`). */
+export const CHAOS_TASKS = chaosShape(4).all;
 
 export interface ChaosGraphOptions {
   /** Tasks whose first attempt sleeps `longSleep` (to be killed in the middle); later attempts are short. */
@@ -113,10 +117,12 @@ export interface ChaosGraphOptions {
   sleep?: number;
   /** KB of output each task prints (task.output events, stored by JetStream). */
   outputKb?: number;
+  /** Fan-ins of four roots each: 4 (23 tasks, the default) or 2 (12 tasks: 8 roots, m0, m1, p0, z). */
+  fanIns?: 2 | 4;
 }
 
 /**
- * 23 tasks: roots r00..r15; fan-ins m0..m3 (four roots each, concatenating their files);
+ * 23 tasks (12 with `fanIns: 2`): roots r00..r15; fan-ins m0..m3 (four roots each, concatenating their files);
  * p0 (m0, m1) and p1 (m2, m3); z (p0, p1). Every task has `retry: {attempts: 2}` and
  * first appends `<run> <task> <attempt> <worker>` to `log`. A dependent reads its
  * dependencies' files with `cat`, which fails (on every attempt, so the run fails) if
@@ -135,6 +141,7 @@ export function chaosGraph(log: string, opts: ChaosGraphOptions = {}): GraphInpu
       run: `echo "$ADO_RUN_ID $ADO_TASK_ID $ADO_ATTEMPT $ADO_WORKER_ID" >> ${log}; ${output}sleep ${pause}; ${body}${fail}`,
     };
   };
+  const { roots: ROOTS, fanIn: FAN_IN, second: SECOND } = chaosShape(opts.fanIns ?? 4);
   const cat = (id: string, needs: string[]) => task(id, `cat ${needs.map((d) => `${d}.txt`).join(" ")} > ${id}.txt`, needs);
   return {
     name: "chaos",
@@ -198,6 +205,8 @@ export interface ChaosFixture {
   /** `sleep`'s argument for long first attempts (ChaosGraphOptions.longSleep): about 2 minutes, its fraction unique to the scenario. */
   longSleep: string;
   runId?: RunId;
+  /** The tasks of the run submitted (CHAOS_TASKS unless a smaller graph was). */
+  tasks: string[];
   /** The run's events as seen (printed when the test fails). */
   events: AdoEvent[];
   /** Extra lines a scenario wants printed when it fails (each gets the time it was pushed at). */
@@ -244,6 +253,7 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
     repo: { dir: repo.dir, before: repo.before },
     log: join(dir, "ran.log"),
     longSleep: `120.${String(process.pid % 1000).padStart(3, "0")}${String(Math.floor(Math.random() * 1e6)).padStart(6, "0")}`,
+    tasks: CHAOS_TASKS,
     events: [],
     notes: timed([]),
     diagnose: async () => undefined,
@@ -294,7 +304,7 @@ export async function startInstallation(f: ChaosFixture, processes: number, perP
 export interface FollowLimits {
   /** No event for this long: the run is stuck (a slow machine still makes events). Default 60 s. */
   idleMs?: number;
-  /** The longest a run may take however it progresses. Default 5 min. */
+  /** The longest a run may take however it progresses. Default 10 min. */
   maxMs?: number;
 }
 
@@ -319,9 +329,9 @@ export function follow(f: ChaosFixture, runId: RunId, limits: FollowLimits = {})
     }, idleMs);
   };
   const max = setTimeout(() => {
-    f.notes.push(`the run did not end within ${(limits.maxMs ?? 300_000) / 1000} s`);
+    f.notes.push(`the run did not end within ${(limits.maxMs ?? 600_000) / 1000} s`);
     stop.abort();
-  }, limits.maxMs ?? 300_000);
+  }, limits.maxMs ?? 600_000);
   armIdle();
   const outcome = f.client
     .watch(runId, {
@@ -367,6 +377,7 @@ export type FollowedRun = ReturnType<typeof follow>;
 /** Submits the chaos graph on the fixture's repository and follows it. */
 export async function submitChaos(f: ChaosFixture, opts: ChaosGraphOptions = {}, limits: FollowLimits = {}) {
   const { runId } = await f.client.submit({ graph: chaosGraph(f.log, { longSleep: f.longSleep, ...opts }), repo: f.repo.dir });
+  f.tasks = chaosShape(opts.fanIns ?? 4).all;
   return follow(f, runId, limits);
 }
 
@@ -425,13 +436,13 @@ export async function verifyPromises(f: ChaosFixture, outcome: RunOutcome, opts:
   // Nothing is lost.
   expect(outcome.status, outcome.error).toBe("succeeded");
   expect(outcome.tasks.filter((t) => t.status !== "succeeded").map((t) => `${t.id}: ${t.status} ${t.error ?? ""}`)).toEqual([]);
-  expect(outcome.tasks.map((t) => t.id).sort()).toEqual([...CHAOS_TASKS].sort());
+  expect(outcome.tasks.map((t) => t.id).sort()).toEqual([...f.tasks].sort());
   await eventually(async () => Object.values(await streamCounts(f)).every((n) => n === 0), 15_000, "every work-queue stream empty").catch(async (err) => {
     throw new Error(`${(err as Error).message}: ${JSON.stringify(await streamCounts(f))}; left: ${(await leftovers(f)).join("; ")}`);
   });
   const files = gitOut(f.repo.dir, "ls-tree", "-r", "--name-only", outcome.integrationBranch!).split("\n");
-  expect(files.sort()).toEqual(["README.md", ...CHAOS_TASKS.map((id) => `${id}.txt`)].sort());
-  expect(gitOut(f.repo.dir, "show", `${outcome.integrationBranch}:z.txt`)).toBe(ROOTS.join("\n"));
+  expect(files.sort()).toEqual(["README.md", ...f.tasks.map((id) => `${id}.txt`)].sort());
+  expect(gitOut(f.repo.dir, "show", `${outcome.integrationBranch}:z.txt`)).toBe(f.tasks.filter((id) => /^r\d+$/.test(id)).join("\n"));
 
   // An attempt runs once, and the attempt that succeeded ran.
   const ran = (await executions(f.log)).filter((x) => x.runId === outcome.runId);
