@@ -3,7 +3,10 @@ import { mkdtemp, rm, statfs, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { connectNats } from "../../src/runtime/connection.js";
 import { asRunId } from "../../src/runtime/ids.js";
+import { silentLogger } from "../../src/runtime/logger.js";
 import { ADO_BIN, runAdo } from "../helpers/cli.js";
 import { chaosFixture, chaosGraphFile, follow, RestartableNats, startInstallation, verifyPromises } from "../helpers/chaos.js";
 import { eventually } from "../helpers/nats.js";
@@ -94,6 +97,19 @@ describe("chaos - the disk under the JetStream store fills up", () => {
       await writeFile(filler, Buffer.alloc(Math.max(0, fs.bavail * fs.bsize - 512 * 1024)));
       const filledAt = Date.now();
       f.notes.push(`filled the disk at ${new Date(filledAt).toISOString()} with ${watched.count("task.merged")} merged`);
+      // Under load the tasks may have printed most of their output before the fill: a
+      // stream of the test's own takes what is left, on a connection of its own (the
+      // write that fails jams the connection it came on), until a write goes unanswered.
+      const fillConn = await connectNats({ servers: nats.url, name: "disk-full-filler", logger: silentLogger });
+      try {
+        await (await jetstreamManager(fillConn)).streams.add({ name: `${f.topo.prefix}-FILL`, subjects: [`${f.topo.prefix}.fill`] });
+        const js = jetstream(fillConn, { timeout: 10_000 });
+        let unanswered = false;
+        for (let i = 0; i < 200 && !unanswered; i++) await js.publish(`${f.topo.prefix}.fill`, new Uint8Array(64 * 1024)).catch(() => (unanswered = true));
+        f.notes.push(`the test's own writes: ${unanswered ? "one went unanswered" : "all answered"}`);
+      } finally {
+        await fillConn.close().catch(() => undefined);
+      }
 
       // ado run says what is wrong and what to do.
       const first = await eventually(() => run!.stderr.find((l) => TROUBLE.test(l.line)), 120_000, "ado run's line about the server").catch((err) => {
