@@ -7,6 +7,7 @@ import { EmbeddedServer } from "../runtime/embedded-server.js";
 import { errorMessage } from "../runtime/errors.js";
 import { newWorkerId } from "../runtime/ids.js";
 import type { Logger } from "../runtime/logger.js";
+import { describeServerHealth, ServerCondition, ServerHealthMonitor } from "../runtime/server-health.js";
 import { openBuckets, provision, topology, type Topology } from "../runtime/topology.js";
 import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
@@ -45,6 +46,8 @@ export interface StackOptions {
 export class Stack {
   private closing?: Promise<void>;
   private dropMetrics?: () => void;
+  /** Watches the server (a full or deadlocked JetStream store fails readiness, saying what to do). */
+  private serverHealth?: ServerHealthMonitor;
 
   private constructor(
     readonly url: string,
@@ -76,6 +79,7 @@ export class Stack {
       const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger });
       conns.push(admin);
       await provision(admin, topo);
+      stack.serverHealth = new ServerHealthMonitor({ servers: url, name: `${topo.prefix}-health-${hostname()}-${process.pid}`, logger }).start();
       // Each actor owns its connection, as it would in a process of its own.
       const ctxFor = async (name: string): Promise<ActorContext> => {
         const nc = await connectNats({ servers: url, name, logger });
@@ -122,19 +126,30 @@ export class Stack {
     }
   }
 
-  /** Liveness: no actor has failed. Readiness: every actor runs and every connection is up. */
+  /**
+   * Liveness: no actor has failed. Readiness: every actor runs, every connection is up,
+   * and the server's JetStream answers and has room (restarting ado would not fix that,
+   * so it is not a liveness failure).
+   */
   health(): { live: { ok: boolean; reason: string }; ready: { ok: boolean; reason: string } } {
     const all: Actor[] = [...this.actors, ...this.workers];
     const failed = all.filter((a) => a.state === "failed");
     const notRunning = all.filter((a) => a.state !== "running");
     const down = this.conns.filter((nc) => nc.isClosed());
+    const server = this.serverHealth?.current;
+    const serverTrouble =
+      server && server.condition !== ServerCondition.ok
+        ? describeServerHealth(server, { storeDir: this.embedded?.storeDir, embedded: !!this.embedded, url: this.url })
+        : undefined;
     return {
       live: failed.length ? { ok: false, reason: `failed: ${failed.map((a) => a.instance).join(", ")}` } : { ok: true, reason: "ok" },
       ready: notRunning.length
         ? { ok: false, reason: `${notRunning.map((a) => `${a.instance} ${a.state}`).join(", ")}` }
         : down.length
           ? { ok: false, reason: `${down.length} NATS connection(s) closed` }
-          : { ok: true, reason: "ok" },
+          : serverTrouble
+            ? { ok: false, reason: serverTrouble }
+            : { ok: true, reason: "ok" },
     };
   }
 
@@ -172,6 +187,7 @@ export class Stack {
       const { graceMs, forceMs } = this.config.shutdown;
       this.dropMetrics?.();
       const steps: Array<() => Promise<unknown>> = [
+        async () => this.serverHealth?.stop(),
         () => Promise.all(this.workers.map((w) => w.close({ graceMs, forceMs }))),
         () => Promise.all(this.actors.map((a) => a.close({ graceMs, forceMs }))),
         () => Promise.all(this.conns.map((nc) => drainQuietly(nc, this.logger))),

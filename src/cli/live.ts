@@ -14,6 +14,8 @@ import { readReasonFacts, taskReason } from "./task-reasons.js";
 import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { formatDuration, parseDuration } from "../runtime/duration.js";
 import { formatTokens, formatUsd } from "../runtime/budget.js";
+import { silentLogger } from "../runtime/logger.js";
+import { checkServer, describeServerHealth, ServerCondition } from "../runtime/server-health.js";
 
 /** Connects a client to the server of what runs (see joinServer) for one command. */
 export async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>, runId?: string): Promise<T> {
@@ -92,6 +94,11 @@ export async function detachCommand(runId: string, flags: CommonFlags): Promise<
 /** `ado status [run]` and `ado parallel status`. */
 export async function statusCommand(runId: string | undefined, flags: CommonFlags & { json?: boolean; all?: boolean }): Promise<number> {
   return withClient(flags, "ado status", async (client) => {
+    // Run and task records live in JetStream: if it cannot answer, say why instead of timing out.
+    const server = await checkServer({ servers: client.nc.getServer(), name: `ado-status-health-${process.pid}`, logger: silentLogger });
+    const trouble = describeServerHealth(server);
+    if (trouble) process.stderr.write(`ado: ${trouble}\n`);
+    if (server.condition === ServerCondition.unresponsive || server.condition === ServerCondition.unreachable) return Exit.failed;
     const ids = runId ? [runId] : (await client.runs({ active: !flags.all })).map((r) => r.runId);
     const views: RunStatusView[] = [];
     for (const id of ids) {

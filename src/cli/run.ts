@@ -17,6 +17,7 @@ import { fetchRunBranches, isValidBranchName, openRepo, readBranch } from "../gi
 import { newRunId } from "../runtime/ids.js";
 import { drainQuietly } from "../runtime/connection.js";
 import { errorMessage } from "../runtime/errors.js";
+import { describeServerHealth, reportServerHealth } from "../runtime/server-health.js";
 import { openJetStream, topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
 import { createKeptRun, dropKeptRun, type KeptRun } from "./kept-runs.js";
@@ -111,6 +112,8 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   const topo = topology(config.prefix);
   await openJetStream(nc); // a clear error if the server has JetStream off
   const client = new AdoClient(nc, topo);
+  // A full or deadlocked JetStream store stops the run without a word otherwise.
+  const serverHealth = reportServerHealth({ servers: url, name: `ado-cli-health-${process.pid}`, logger }, { say: stderr, url, runId, storeDir: stack?.embedded?.storeDir, embedded: !!stack });
 
   // With --json, stdout carries only the outcome, so progress goes to stderr.
   const view = createProgress(flags.detach ? "none" : (flags.progress ?? "auto"), flags.json ? process.stderr : process.stdout);
@@ -147,7 +150,11 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
           onNoScheduler: () => stderr("no scheduler has picked up the run yet: is one running? (ado up, or ado actor scheduler)"),
         }),
     });
+  } catch (err) {
+    if (serverHealth.noteError(err)) throw new CliError(describeServerHealth(serverHealth.current, { url, runId, storeDir: stack?.embedded?.storeDir, embedded: !!stack })!, Exit.failed);
+    throw err;
   } finally {
+    await serverHealth.stop();
     view.stop();
     // Nobody should reach the run's stack once it stops: unpublish first.
     await published?.remove();

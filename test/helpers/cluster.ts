@@ -43,6 +43,11 @@ export class AdoCluster {
     return this.start(name, ["worker", "--count", String(count)], READY.worker!);
   }
 
+  /** Starts `ado <args>` under `name` (e.g. an actor with a health port); resolves once its output matches `ready`. */
+  spawn(name: string, args: string[], ready: RegExp): Promise<AdoProcess> {
+    return this.start(name, args, ready);
+  }
+
   get(name: string): AdoProcess {
     const p = this.current.get(name);
     if (!p) throw new Error(`no process named '${name}'`);
