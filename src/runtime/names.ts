@@ -34,6 +34,16 @@ export const controlKey = (runId: string, taskId?: string): string => (taskId ? 
 
 /** A stored agent session in the `sessions` object store: `<run>.<task>.<attempt>.<n>`, the files of checkpoint n of that attempt. */
 export const sessionObject = (a: AttemptRef, n: number): string => `${attemptKey(a)}.${n}`;
+/** Keys of the scaler's bucket: a pool's live policy and the scaler's memory of it. */
+export const scalerKeys = {
+  policy: (pool: string): string => `policy.${pool}`,
+  state: (pool: string): string => `state.${pool}`,
+  /** Splits a key back into its kind and pool (undefined when it is not one of ours). */
+  parse(key: string): { kind: "policy" | "state"; pool: string } | undefined {
+    const m = /^(policy|state)\.([A-Za-z0-9][A-Za-z0-9_-]*)$/.exec(key);
+    return m ? { kind: m[1] as "policy" | "state", pool: m[2]! } : undefined;
+  },
+} as const;
 
 // ---- branches and refs --------------------------------------------------------------
 
@@ -106,6 +116,17 @@ export const msgIds = {
    * same attempt sent to the dead worker once more is moved too.
    */
   requeue: (a: AttemptRef, workerId: string, workSeq: number) => `${attemptKey(a)}.requeue.${workerId}.${workSeq}`,
+  /**
+   * Queued work the stealer moves from an over-filled worker to one with free slots
+   * (rebalancing): it names the message moved, like `requeue`.
+   */
+  move: (a: AttemptRef, fromWorker: string, workSeq: number) => `${attemptKey(a)}.move.${fromWorker}.${workSeq}`,
+  /**
+   * A copy of moved work put back on the worker it was moved from, when that worker had
+   * already been handed the message (see the stealer's rebalance.ts): whoever claims the
+   * attempt runs it, and a copy stays where the stealer would find it should that worker die.
+   */
+  keep: (a: AttemptRef, worker: string, workSeq: number) => `${attemptKey(a)}.keep.${worker}.${workSeq}`,
   /** The scheduler's merge request for a task. */
   merge: (t: TaskRef) => taskKey(t.runId, t.taskId),
   /** A person's HITL resolution, per round. */

@@ -32,10 +32,10 @@ export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
 export type ObjectStoreKey = "sessions";
-export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions";
+export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "scaler";
 
 /** Which actor reads each shared durable consumer. */
-export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer";
+export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "scaler";
 
 export interface Topology {
   readonly prefix: string;
@@ -83,6 +83,10 @@ function subjectsFor(p: string) {
     detach: (runId: RunId | string) => `${p}.detach.${runId}`,
     /** Request/reply: one actor instance's state and counters (services endpoint `status`). */
     status: (actor: ActorName, instance: string) => `${p}.svc.${actor}.${instance}.status`,
+    /** Request/reply to one worker: drain (stop taking work, finish or hand back, stop). */
+    drain: (workerId: WorkerId | string) => `${p}.svc.worker.${workerId}.drain`,
+    /** Request/reply: a rebalancing pass now (`ado workers rebalance`); the stealer holding the lease answers. */
+    rebalance: `${p}.svc.stealer.rebalance`,
     /** Dead letters, one subject per actor that rejected the message. */
     deadLetter: (actor: string) => `${p}.dlq.${actor}`,
     deadLetterAll: `${p}.dlq.>`,
@@ -155,6 +159,7 @@ export function topology(prefix = "ado"): Topology {
       hitl: `${prefix}-hitl`,
       worktrees: `${prefix}-worktrees`,
       sessions: `${prefix}-sessions`,
+      scaler: `${prefix}-scaler`,
     },
     objects: { sessions: `${prefix}-sessions` },
     service: (actor) => `${prefix}-${actor}`,
@@ -257,6 +262,9 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   // worker of the attempt, read by the stealer and by the worker that resumes. A session
   // is worth resuming for days at most.
   sessions: { history: 1, ttlMs: SESSION_TTL_MS },
+  // The scaler's: each pool's policy as set live (`ado workers scale|autoscale`, key
+  // `policy.<pool>`) and the leader's memory of its decisions (`state.<pool>`).
+  scaler: { history: 1 },
 };
 
 /**
