@@ -473,7 +473,7 @@ function readme(entries: [SchemaKey, SchemaEntry][], docs: Record<string, WireDo
     const d = docs[e.name]!;
     return `| \`${headerValue(e)}\` | [${fileName(e)}](${fileName(e)}) | ${key} | ${d.form} | ${cell(d.carriers.map(where).join("<br>"))} | ${cell(d.carriers.map((c) => `${c.writer} -> ${c.reader}`).join("<br>"))} |`;
   });
-  const kvBuckets = entries.flatMap(([, e]) => docs[e.name]!.carriers.filter((c) => c.kind === "kv").map((c) => `\`${c.where}\``));
+  const kvBuckets = [...new Set(entries.flatMap(([, e]) => docs[e.name]!.carriers.filter((c) => c.kind === "kv").map((c) => `\`${c.where}\``)))];
   const eventRows = eventTypes().map((type) => `| \`${type}\` | \`${eventSubjectOf(type)}\` |`);
   // The run's filter around a variable run id, for the code samples.
   const [runFilterHead, runFilterTail] = t.subjects.runEvents("<runId>").split("<runId>") as [string, string];

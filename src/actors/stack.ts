@@ -5,18 +5,35 @@ import type { Config } from "../runtime/config.js";
 import { connectNats, drainQuietly } from "../runtime/connection.js";
 import { EmbeddedServer } from "../runtime/embedded-server.js";
 import { errorMessage } from "../runtime/errors.js";
-import { newWorkerId } from "../runtime/ids.js";
+import { newWorkerId, type WorkerId } from "../runtime/ids.js";
 import type { Logger } from "../runtime/logger.js";
 import { openBuckets, provision, topology, type Topology } from "../runtime/topology.js";
 import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
 import { Stealer } from "./stealer/stealer.js";
 import { Scheduler } from "./scheduler/scheduler.js";
+import { Scaler } from "./scaler/scaler.js";
 import { Worker } from "./worker/worker.js";
 import { hostAgents } from "../agents/index.js";
 
-export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer";
-export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer"];
+export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer" | "scaler";
+export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer", "scaler"];
+
+/** The actors a full stack starts: the scaler only when pools are configured (it has nothing to do otherwise). */
+export function defaultActors(config: Config): ActorKind[] {
+  return ACTOR_KINDS.filter((k) => k !== "scaler" || config.scaler.pools.length > 0);
+}
+
+/** What a worker started by the scaler inherits from this installation's config (the rest comes from its flags). */
+export function workerEnvOf(config: Config): Record<string, string> {
+  return {
+    ADO_HEARTBEAT_MS: String(config.heartbeatMs),
+    ADO_WORKTREE_DIR: config.worktreeDir,
+    ADO_CLONE_DIR: config.git.cloneDir,
+    ADO_GIT_ACCESS: config.git.access,
+    ADO_LOG_LEVEL: config.logLevel,
+  };
+}
 
 export interface StackOptions {
   config: Config;
@@ -25,6 +42,8 @@ export interface StackOptions {
   actors?: readonly ActorKind[];
   /** Workers to start (default: config.workers). */
   workers?: number;
+  /** Ids of the workers to start (`ado worker --id`, as the scaler starts them); default fresh ones. */
+  workerIds?: readonly string[];
   /** Use this server instead of config.server / an embedded one. */
   server?: string;
 }
@@ -73,7 +92,7 @@ export class Stack {
         return { nc, topo, kv: await openBuckets(nc, topo), logger };
       };
       const { worktreeDir } = config;
-      for (const kind of opts.actors ?? ACTOR_KINDS) {
+      for (const kind of opts.actors ?? defaultActors(config)) {
         const instance = `${kind}-${hostname()}-${process.pid}`;
         const ctx = await ctxFor(`${topo.prefix}-${instance}`);
         const actor =
@@ -83,10 +102,12 @@ export class Stack {
               ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld })
               : kind === "stealer"
                 ? new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs })
-                : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
+                : kind === "scaler"
+                  ? new Scaler(instance, ctx, { heartbeatMs: config.heartbeatMs, config: config.scaler, serverUrl: url, workerEnv: workerEnvOf(config), shutdown: config.shutdown })
+                  : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
         actors.push(await actor.start());
       }
-      const workerCount = opts.workers ?? config.workers;
+      const workerCount = opts.workerIds?.length ?? opts.workers ?? config.workers;
       // The agent CLIs this host runs, probed once for all its workers: each offers only those.
       const host = workerCount > 0 ? await hostAgents(config.agents, config.prices) : undefined;
       for (const p of host?.probes ?? []) {
@@ -94,10 +115,11 @@ export class Stack {
         else logger.debug({ agent: p.name, reason: p.reason }, "agent CLI not offered");
       }
       for (let i = 0; i < workerCount; i++) {
-        const workerId = newWorkerId(hostname());
+        const given = opts.workerIds?.[i];
+        const workerId = given !== undefined ? (given as WorkerId) : newWorkerId(hostname());
         const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
         workers.push(
-          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, ...config.worker }).start(),
+          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, shutdown: config.shutdown, ...config.worker }).start(),
         );
       }
       return stack;
