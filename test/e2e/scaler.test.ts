@@ -8,6 +8,7 @@ import { decode } from "../../src/runtime/codec.js";
 import { parseConfig } from "../../src/runtime/config.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import { pino } from "pino";
+import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent } from "../../src/runtime/messages.js";
 import { scalerKeys } from "../../src/runtime/names.js";
 import { openBuckets } from "../../src/runtime/topology.js";
@@ -144,6 +145,45 @@ describe("scaler - a burst on a local pool with min 0", () => {
       watch.stop();
       await stack.close();
       await repo.cleanup();
+    }
+  }, 180_000);
+
+  it("scaler - a pool worker killed (SIGKILL to its process group) is replaced after the crash backoff; each worker leads its own process group", async () => {
+    const topo = uniqueTopology();
+    const config = parseConfig({
+      prefix: topo.prefix,
+      server: ts.url,
+      workers: 0,
+      heartbeatMs: 1_000,
+      worktreeDir: join(scratch, "wt-crash"),
+      scaler: { interval: "250ms", pools: [{ name: "steady", backend: "local", min: 1, max: 1, local: { logDir: join(scratch, "logs-crash") } }] },
+    });
+    const stack = await Stack.start({ config, logger: silentLogger });
+    const nc = await ts.connect("scaler-crash");
+    const kv = await openBuckets(nc, topo);
+    type Status = { pools: Array<{ backendStatus: { processes: Array<{ id: string; pid: number }> } }> };
+    const processes = () => (stack.actors.find((a) => a.kind === "scaler")!.stats() as Status).pools[0]!.backendStatus.processes;
+    const liveIds = async () => {
+      const ids: string[] = [];
+      for await (const k of await kv.workers.keys()) ids.push(k);
+      return ids;
+    };
+    try {
+      const first = await eventually(async () => ((await liveIds()).length === 1 && processes().length === 1 ? processes()[0] : undefined), 60_000, "the pool's one worker up");
+      // Its own process group (and session): a signal to the scaler's terminal never reaches it, and its group can be killed whole.
+      const stat = (await readFile(`/proc/${first.pid}/stat`, "utf8")).split(") ")[1]!.split(" ");
+      expect(Number(stat[2])).toBe(first.pid); // pgrp
+      expect(Number(stat[3])).toBe(first.pid); // session
+      process.kill(-first.pid, "SIGKILL");
+      // Replaced by a new worker (a new id); the crash is in the scaler's memory, with its backoff.
+      const second = await eventually(() => processes().find((p) => p.id !== first.id), 60_000, "a replacement started");
+      const state = decode(SCHEMAS.ScalerState, (await kv.scaler.get(scalerKeys.state("steady")))!.value);
+      expect(state.failures).toBe(1);
+      expect(state.retryAt).toBeGreaterThan(0);
+      expect(state.last?.reason ?? "").not.toBe("");
+      await eventually(async () => (await liveIds()).includes(second.id), 60_000, "the replacement heartbeats");
+    } finally {
+      await stack.close();
     }
   }, 180_000);
 });

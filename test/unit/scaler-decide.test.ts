@@ -324,3 +324,18 @@ describe("scaler decide - backlog per placement", () => {
     expect(Object.fromEntries(out.perPool)).toEqual({ local: 0, gpu: 9 });
   });
 });
+
+describe("scaler decide - large pools", () => {
+  it("decide - in a pool larger than the ids it remembers of gone workers, a worker seen before never ends another's warm-up", () => {
+    const policy = ScalePolicySchema.parse({ min: 0, max: 5_000, scaleUp: { cooldown: 0 } });
+    const workers: PoolWorker[] = Array.from({ length: 2_500 }, (_, i) => ({ id: `w-${i}`, state: "running", slots: 1, running: 1, queued: 0, agents: ["shell"] }));
+    let id = 0;
+    const input = (memory: PoolMemory, now: number, backlog: number) => ({ policy, observation: { slots: 1, workers, backlog, exits: [] }, memory, now, newId: () => `n-${id++}`, instance: "t" });
+    const first = decidePool(input(emptyMemory(), T0, 1));
+    expect(first.launch).toEqual(["n-0"]);
+    // The same 2,500 workers again, the new one not up yet: it is still warming.
+    const second = decidePool(input(first.memory, T0 + 1_000, 0));
+    expect(second.warmedUp).toEqual([]);
+    expect(second.memory.warming.map((l) => l.id)).toEqual(["n-0"]);
+  });
+});

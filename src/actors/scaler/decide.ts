@@ -81,7 +81,7 @@ export interface DecideInput {
 
 /** Warm-up times kept, for the median the status shows. */
 const WARMUPS_KEPT = 10;
-/** Worker ids remembered as already seen. */
+/** Ids of workers gone that are remembered as already seen (live ones always are). */
 const SEEN_KEPT = 2_000;
 /** Failures are forgotten after this long without a new one past the backoff. */
 const FAILURE_MEMORY_MS = 60_000;
@@ -133,9 +133,10 @@ export function decidePool(input: DecideInput): ScaleDecision {
 
   // 2. Warm-up.
   const seen = new Set(m.seen);
+  const live = new Set(obs.workers.map((w) => w.id));
   for (const w of obs.workers) {
     let launch = m.warming.find((l) => l.id === w.id);
-    if (!launch && !seen.has(w.id)) launch = m.warming.find((l) => !obs.workers.some((o) => o.id === l.id));
+    if (!launch && !seen.has(w.id)) launch = m.warming.find((l) => !live.has(l.id));
     if (launch) {
       m.warming = m.warming.filter((l) => l !== launch);
       warmedUp.push({ id: w.id, ms: now - launch.at });
@@ -143,7 +144,8 @@ export function decidePool(input: DecideInput): ScaleDecision {
     }
     for (const a of w.agents) if (!m.agents.includes(a)) m.agents.push(a);
   }
-  m.seen = [...new Set([...m.seen, ...obs.workers.map((w) => w.id)])].slice(-SEEN_KEPT);
+  // Every live worker stays known (a pool may be larger than SEEN_KEPT), plus the last SEEN_KEPT gone ones.
+  m.seen = [...m.seen.filter((id) => !live.has(id)).slice(-SEEN_KEPT), ...live];
   for (const l of [...m.warming]) {
     if (now - l.at < policy.warmupTimeout) continue;
     m.warming = m.warming.filter((x) => x !== l);
@@ -153,10 +155,10 @@ export function decidePool(input: DecideInput): ScaleDecision {
   }
 
   // Workers asked to stop are no capacity; they are forgotten once gone.
-  const live = new Set(obs.workers.map((w) => w.id));
   for (const id of Object.keys(m.stopping)) if (!live.has(id)) delete m.stopping[id];
   const active = obs.workers.filter((w) => w.state === "running" && m.stopping[w.id] === undefined);
-  for (const id of Object.keys(m.idleSince)) if (!active.some((w) => w.id === id)) delete m.idleSince[id];
+  const activeIds = new Set(active.map((w) => w.id));
+  for (const id of Object.keys(m.idleSince)) if (!activeIds.has(id)) delete m.idleSince[id];
   for (const w of active) {
     if (w.running === 0 && w.queued === 0) m.idleSince[w.id] ??= now;
     else delete m.idleSince[w.id];
