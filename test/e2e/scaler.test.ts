@@ -11,7 +11,8 @@ import { pino } from "pino";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent } from "../../src/runtime/messages.js";
 import { scalerKeys } from "../../src/runtime/names.js";
-import { openBuckets } from "../../src/runtime/topology.js";
+import { openBuckets, provision } from "../../src/runtime/topology.js";
+import { Scaler } from "../../src/actors/scaler/scaler.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
 
@@ -186,4 +187,44 @@ describe("scaler - a burst on a local pool with min 0", () => {
       await stack.close();
     }
   }, 180_000);
+
+  it("scaler - two replicas: only the lease holder acts; its successor goes on from the stored memory and does not start the same workers again", async () => {
+    const topo = uniqueTopology();
+    const ups = join(scratch, "replicas-ups");
+    // The command backend: `up` only records what it was asked (its workers never come up, so they stay warming).
+    const config = parseConfig({
+      prefix: topo.prefix,
+      server: ts.url,
+      workers: 0,
+      heartbeatMs: 1_000,
+      worktreeDir: join(scratch, "wt-replicas"),
+      scaler: { interval: "200ms", pools: [{ name: "cmd", backend: "command", min: 2, max: 2, warmupTimeout: "5m", command: { up: `echo "$ADO_WORKER_IDS" >> ${ups}`, down: "true" } }] },
+    });
+    // Two replicas as two processes would run them: each its own connection and instance name.
+    const replica = async (name: string) => {
+      const nc = await ts.connect(name);
+      await provision(nc, topo);
+      return new Scaler(name, { nc, topo, kv: await openBuckets(nc, topo), logger: silentLogger }, { heartbeatMs: config.heartbeatMs, config: config.scaler, serverUrl: ts.url, workerEnv: {}, shutdown: config.shutdown }).start();
+    };
+    const a = await replica("scaler-a");
+    const b = await replica("scaler-b");
+    const leaderOf = () => [a, b].find((s) => s.stats().leader);
+    const lines = async () => (await readFile(ups, "utf8").catch(() => "")).split("\n").filter(Boolean);
+    try {
+      const first = await eventually(leaderOf, 20_000, "one scaler leads");
+      await eventually(async () => (await lines()).length === 1, 20_000, "the leader started the pool's 2 workers");
+      expect((await lines())[0]!.split(" ")).toHaveLength(2);
+      expect([a, b].filter((s) => s.stats().leader)).toHaveLength(1);
+      const standby = first === a ? b : a;
+      await first.close();
+      await eventually(() => standby.stats().leader, 20_000, "the standby takes the lease");
+      // It decides several times from the stored memory: the 2 launches are still warming, nothing more starts.
+      const before = standby.stats().decisions;
+      await eventually(() => standby.stats().decisions >= before + 5, 20_000, "five decisions of the new leader");
+      expect(await lines()).toHaveLength(1);
+      expect(standby.stats().pools[0]!.warming).toBe(2);
+    } finally {
+      await Promise.all([a.close(), b.close()]);
+    }
+  }, 120_000);
 });
