@@ -172,11 +172,6 @@ function wireDocs(): Record<string, WireDoc> {
       summary: "A request to one worker to drain: stop taking work, let running tasks finish (then checkpoint and hand back what is left), and stop. The reply is JSON `{ok, worker, state}`.",
       carriers: [{ kind: "core", where: s.drain("<workerId>"), detail: "core NATS request/reply", writer: "`ado workers drain`, the scaler", reader: "that worker" }],
     },
-    "rebalance.report": {
-      form: "output",
-      summary: "What a rebalancing pass of the stealer did: queued work moved from an over-filled worker to one with free slots.",
-      carriers: [{ kind: "core", where: s.rebalance, detail: "core NATS request/reply (the request is empty)", writer: "the stealer holding the lease", reader: "`ado workers rebalance`" }],
-    },
     "scaler.policy": {
       form: "output",
       summary: "A pool's scaling policy as set live, over its config: only the fields given. The scaler applies it at its next decision, without a restart.",

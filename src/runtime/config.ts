@@ -58,16 +58,6 @@ export const ConfigSchema = z
      * See src/runtime/scaling.ts.
      */
     scaler: ScalerConfigSchema.default({ interval: 2_000, pools: [] }),
-    /** The stealer's live rebalancing: how often it looks, and the load difference that moves queued work. */
-    stealer: z
-      .object({
-        /** How often queued work is moved to workers with free slots; 0 turns it off (`ado workers rebalance` still works). */
-        rebalanceInterval: z.union([z.literal(0), DurationSchema]).default(5_000),
-        /** Load (running + queued over slots) difference beyond which work moves: 0.3 is 30%. */
-        rebalanceThreshold: z.number().min(0).max(10).default(0.3),
-      })
-      .strict()
-      .default({ rebalanceInterval: 5_000, rebalanceThreshold: 0.3 }),
     /**
      * Most tasks of accepted runs not finished yet, across runs (dependents count from
      * acceptance); a submission that would go beyond it is refused as "queue full".

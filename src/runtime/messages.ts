@@ -704,21 +704,6 @@ export const WorkerDrain = z.object({
 });
 export type WorkerDrain = z.infer<typeof WorkerDrain>;
 
-/** The stealer's answer to a rebalancing request (`<p>.svc.stealer.rebalance`), and what a pass did. */
-export const RebalanceReport = z.object({
-  type: z.literal("rebalance.report"),
-  instance: z.string(),
-  at: isoTime,
-  /** Work moved: attempt key, from and to which worker. */
-  moved: z.array(z.object({ key: z.string(), from: id, to: id })),
-  /** Workers with queued work, and with free slots, at the time of the pass. */
-  queuedOn: z.number().int().min(0),
-  freeOn: z.number().int().min(0),
-  /** Why nothing moved, when nothing did. */
-  note: z.string().default(""),
-});
-export type RebalanceReport = z.infer<typeof RebalanceReport>;
-
 /** The claim on one attempt, created (never overwritten) by the worker that runs it. */
 export const AttemptClaim = z.object({ workerId: id, claimedAt: isoTime });
 export type AttemptClaim = z.infer<typeof AttemptClaim>;
@@ -966,7 +951,6 @@ export const SCHEMAS = {
   WorktreeRecord: WORKTREE_RECORD,
   CheckpointRecord: { name: "checkpoint.record", version: 1, schema: CheckpointRecord },
   WorkerDrain: { name: "worker.drain", version: 1, schema: WorkerDrain },
-  RebalanceReport: { name: "rebalance.report", version: 1, schema: RebalanceReport },
   ScalerPolicy: POLICY_OVERRIDE,
   ScalerState: SCALER_POOL_STATE,
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },

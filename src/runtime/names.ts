@@ -116,17 +116,6 @@ export const msgIds = {
    * same attempt sent to the dead worker once more is moved too.
    */
   requeue: (a: AttemptRef, workerId: string, workSeq: number) => `${attemptKey(a)}.requeue.${workerId}.${workSeq}`,
-  /**
-   * Queued work the stealer moves from an over-filled worker to one with free slots
-   * (rebalancing): it names the message moved, like `requeue`.
-   */
-  move: (a: AttemptRef, fromWorker: string, workSeq: number) => `${attemptKey(a)}.move.${fromWorker}.${workSeq}`,
-  /**
-   * A copy of moved work put back on the worker it was moved from, when that worker had
-   * already been handed the message (see the stealer's rebalance.ts): whoever claims the
-   * attempt runs it, and a copy stays where the stealer would find it should that worker die.
-   */
-  keep: (a: AttemptRef, worker: string, workSeq: number) => `${attemptKey(a)}.keep.${worker}.${workSeq}`,
   /** The scheduler's merge request for a task. */
   merge: (t: TaskRef) => taskKey(t.runId, t.taskId),
   /** A person's HITL resolution, per round. */

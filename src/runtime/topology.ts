@@ -85,8 +85,6 @@ function subjectsFor(p: string) {
     status: (actor: ActorName, instance: string) => `${p}.svc.${actor}.${instance}.status`,
     /** Request/reply to one worker: drain (stop taking work, finish or hand back, stop). */
     drain: (workerId: WorkerId | string) => `${p}.svc.worker.${workerId}.drain`,
-    /** Request/reply: a rebalancing pass now (`ado workers rebalance`); the stealer holding the lease answers. */
-    rebalance: `${p}.svc.stealer.rebalance`,
     /** Dead letters, one subject per actor that rejected the message. */
     deadLetter: (actor: string) => `${p}.dlq.${actor}`,
     deadLetterAll: `${p}.dlq.>`,
