@@ -101,7 +101,7 @@ export class Stack {
             : kind === "balancer"
               ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld })
               : kind === "stealer"
-                ? new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs })
+                ? new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs, rebalanceIntervalMs: config.stealer.rebalanceInterval, rebalanceThreshold: config.stealer.rebalanceThreshold })
                 : kind === "scaler"
                   ? new Scaler(instance, ctx, { heartbeatMs: config.heartbeatMs, config: config.scaler, serverUrl: url, workerEnv: workerEnvOf(config), shutdown: config.shutdown })
                   : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });

@@ -1,5 +1,5 @@
 /**
- * `ado workers list|scale|autoscale|drain`: the pool of workers as the registry and the
+ * `ado workers list|scale|autoscale|drain|rebalance`: the pool of workers as the registry and the
  * scaler see it, and the scaler's live policy. `scale` and `autoscale` write a pool's
  * policy to KV `scaler` (`policy.<pool>`): the scaler reads it at its next decision, no
  * restart. `drain` asks one worker over NATS to stop taking work, finish (or checkpoint
@@ -73,6 +73,9 @@ export function registerWorkersCommands(program: Command, common: (cmd: Command)
     if (Object.keys(policy).length === 0) throw new CliError("ado workers autoscale: give at least one of --min, --max, --target-queue, --cooldown, --idle-timeout");
     setExit(await policyCommand(policy, "autoscale", flags));
   });
+  common(group.command("rebalance").description("move work queued behind busy workers back to the ready queue now, where another worker can start it (the stealer does it)")).action(
+    async (flags: CommonFlags) => setExit(await rebalanceCommand(flags)),
+  );
   common(
     group
       .command("drain")
@@ -242,6 +245,25 @@ async function drainCommand(id: string, flags: CommonFlags & { grace?: string })
     const answer = JSON.parse(new TextDecoder().decode(reply.data)) as { ok: boolean; state?: string; error?: string };
     if (!answer.ok) throw new CliError(`worker '${id}' refused the drain: ${answer.error}`, Exit.failed);
     say(`worker ${id} is draining (it was ${answer.state}): it takes no new work, finishes or hands back what it runs, then stops`);
+    return Exit.ok;
+  } finally {
+    await drainQuietly(nc);
+  }
+}
+
+async function rebalanceCommand(flags: CommonFlags): Promise<number> {
+  const { nc, topo } = await connect(flags, "ado workers rebalance");
+  try {
+    let reply;
+    try {
+      reply = await nc.request(topo.subjects.rebalance, undefined, { timeout: 15_000 });
+    } catch (err) {
+      throw new CliError(`no stealer answered (${errorMessage(err)}): is one running (\`ado up\`, \`ado actor stealer\`)?`, Exit.failed);
+    }
+    const answer = JSON.parse(new TextDecoder().decode(reply.data)) as { ok: boolean; moved?: Array<{ key: string; from: string; to: string }>; error?: string };
+    if (!answer.ok) throw new CliError(`the rebalancing pass failed: ${answer.error}`, Exit.failed);
+    const moved = answer.moved ?? [];
+    say(moved.length ? `${moved.length} queued task(s) moved back to the ready queue: ${moved.map((m) => `${m.key} (from ${m.from})`).join(", ")}` : "nothing to move: no queued work that another worker could start now");
     return Exit.ok;
   } finally {
     await drainQuietly(nc);

@@ -116,6 +116,12 @@ export const msgIds = {
    * same attempt sent to the dead worker once more is moved too.
    */
   requeue: (a: AttemptRef, workerId: string, workSeq: number) => `${attemptKey(a)}.requeue.${workerId}.${workSeq}`,
+  /**
+   * Queued work the stealer puts back on the ready queue from an over-filled worker
+   * (rebalancing): it names the message moved, like `requeue`, so a successor redoing
+   * the move is deduplicated.
+   */
+  move: (a: AttemptRef, fromWorker: string, workSeq: number) => `${attemptKey(a)}.move.${fromWorker}.${workSeq}`,
   /** The scheduler's merge request for a task. */
   merge: (t: TaskRef) => taskKey(t.runId, t.taskId),
   /** A person's HITL resolution, per round. */

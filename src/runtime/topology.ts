@@ -83,6 +83,8 @@ function subjectsFor(p: string) {
     detach: (runId: RunId | string) => `${p}.detach.${runId}`,
     /** Request/reply: one actor instance's state and counters (services endpoint `status`). */
     status: (actor: ActorName, instance: string) => `${p}.svc.${actor}.${instance}.status`,
+    /** Request/reply: a rebalancing pass now (`ado workers rebalance`); only the stealer holding the lease answers. */
+    rebalance: `${p}.svc.stealer.rebalance`,
     /** Request/reply to one worker: drain (stop taking work, finish or hand back, stop). */
     drain: (workerId: WorkerId | string) => `${p}.svc.worker.${workerId}.drain`,
     /** Dead letters, one subject per actor that rejected the message. */
