@@ -15,7 +15,7 @@ import { formatDuration, parseDuration, DURATION_HINT } from "../runtime/duratio
 import { SCHEMAS, type WorkerRecord } from "../runtime/messages.js";
 import { scalerKeys } from "../runtime/names.js";
 import type { PolicyOverride, ScalerPoolState } from "../runtime/scaling.js";
-import { livenessWindowMs, openBuckets, topology, type Topology } from "../runtime/topology.js";
+import { livenessWindowMs, openBuckets, openJetStream, topology, type Topology } from "../runtime/topology.js";
 import type { Config } from "../runtime/config.js";
 import { CliError, clientConnection, configFrom, Exit, parseIntFlag, requireServer, type CommonFlags } from "./common.js";
 
@@ -101,7 +101,10 @@ async function connect(flags: CommonFlags, what: string): Promise<{ config: Conf
 /** Each key of a bucket with its value (undefined when none: deleted meanwhile). */
 async function entries(kv: Awaited<ReturnType<typeof openBuckets>>[keyof Awaited<ReturnType<typeof openBuckets>>]): Promise<Array<{ key: string; value: Uint8Array }>> {
   const out: Array<{ key: string; value: Uint8Array }> = [];
-  for await (const key of await kv.keys()) {
+  // A key written while it is listed can be listed twice.
+  const keys = new Set<string>();
+  for await (const key of await kv.keys()) keys.add(key);
+  for (const key of keys) {
     const e = await kv.get(key);
     if (e && e.operation === "PUT") out.push({ key, value: e.value });
   }
@@ -163,6 +166,14 @@ async function listCommand(flags: CommonFlags & { json?: boolean }): Promise<num
       }
     }
     const rows = workerRows(records, states, Date.now(), config.heartbeatMs);
+    // Queued as the work stream holds it (a worker's own count is as of its last fetch); messages of what runs are still there.
+    try {
+      const info = await (await openJetStream(nc)).streams.info(topo.streams.work.name, { subjects_filter: topo.subjects.work("*") });
+      const on = info.state.subjects ?? {};
+      for (const r of rows) if (r.state !== "warming") r.queued = Math.max(0, (on[topo.subjects.work(r.id)] ?? 0) - r.running);
+    } catch (err) {
+      say(`queued work is as the workers last saw it (the work stream was not read: ${errorMessage(err)})`);
+    }
     if (flags.json) {
       const pools = states.map((s) => ({ pool: s.pool, backend: s.backend, last: s.last, policy: policies.find((p) => p.pool === s.pool) }));
       process.stdout.write(JSON.stringify({ workers: rows, pools }, null, 2) + "\n");

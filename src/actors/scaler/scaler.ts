@@ -202,6 +202,7 @@ export class Scaler extends Actor {
         room: this.poolWorkers(p.cfg.name).length + p.memory.warming.length < (p.policy ?? policyOf(p.cfg)).max,
       })),
     );
+    const onSubjects = await this.workOnSubjects();
     const now = this.clock.now();
     for (const p of this.pools.values()) {
       if (!this.isRunning || !this.lease.isLeader) return;
@@ -210,7 +211,9 @@ export class Scaler extends Actor {
       for (const r of records) p.backend.ready(r.workerId, r);
       const exits = p.backend.takeExits();
       this.counts.crashes += exits.filter((e) => !e.requested).length;
-      const workers: PoolWorker[] = records.map((r) => ({ id: r.workerId, state: r.state, slots: r.slots, running: r.running, queued: r.pending, agents: r.agents }));
+      // Queued: messages on its subject beyond what it runs (a worker acks its work only after the result); its own `pending` is as of its last fetch.
+      const queued = (r: WorkerRecord) => (onSubjects ? Math.max(0, (onSubjects.get(this.ctx.topo.subjects.work(r.workerId)) ?? 0) - r.running) : r.pending);
+      const workers: PoolWorker[] = records.map((r) => ({ id: r.workerId, state: r.state, slots: r.slots, running: r.running, queued: queued(r), agents: r.agents }));
       const d = decidePool({
         policy,
         observation: { slots: p.cfg.slots, workers, backlog: perPool.get(p.cfg.name) ?? 0, exits },
@@ -311,6 +314,18 @@ export class Scaler extends Actor {
     }
     if (beyond > 0) entries.push({ labels: [], requires: [], count: beyond });
     return entries;
+  }
+
+  /** Messages on each worker's work subject, in one request (undefined when the server does not answer: the records' own counts are used). */
+  private async workOnSubjects(): Promise<Map<string, number> | undefined> {
+    const { topo } = this.ctx;
+    try {
+      const info = await this.jsm.streams.info(topo.streams.work.name, { subjects_filter: topo.subjects.work("*") });
+      return new Map(Object.entries(info.state.subjects ?? {}));
+    } catch (err) {
+      this.log.debug({ err: errorMessage(err) }, "work subjects not counted");
+      return undefined;
+    }
   }
 
   /** Asks a worker over NATS to drain (one this process did not start). */
