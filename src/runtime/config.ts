@@ -12,7 +12,6 @@ import { BUDGET_CONFIG_DEFAULT, BudgetConfigSchema } from "./budget.js";
 import { GIT_ACCESS, WorktreesConfigSchema, worktreesDefault } from "../git/index.js";
 import { AgentsConfigSchema, PriceTableSchema } from "../agents/index.js";
 import { ScalerConfigSchema } from "./scaling.js";
-import { DurationSchema } from "./duration.js";
 
 export const BALANCER_STRATEGIES = STRATEGIES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
