@@ -167,6 +167,21 @@ function wireDocs(): Record<string, WireDoc> {
       summary: "A worker's load report, sent whenever its running count changes.",
       carriers: [{ kind: "core", where: s.load("<workerId>"), detail: "core NATS, not stored", writer: "that worker", reader: "balancer" }],
     },
+    "worker.drain": {
+      form: "output",
+      summary: "A request to one worker to drain: stop taking work, let running tasks finish (then checkpoint and hand back what is left), and stop. The reply is JSON `{ok, worker, state}`.",
+      carriers: [{ kind: "core", where: s.drain("<workerId>"), detail: "core NATS request/reply", writer: "`ado workers drain`, the scaler", reader: "that worker" }],
+    },
+    "scaler.policy": {
+      form: "output",
+      summary: "A pool's scaling policy as set live, over its config: only the fields given. The scaler applies it at its next decision, without a restart.",
+      carriers: [{ kind: "kv", where: t.buckets.scaler, detail: "key `policy.<pool>`", writer: "`ado workers scale|autoscale`", reader: "scaler, `ado workers list`" }],
+    },
+    "scaler.state": {
+      form: "output",
+      summary: "The scaler leader's memory of one pool: cooldowns, stabilization windows, idle times, workers starting and stopping, warm-up times, crash backoff and its last decision.",
+      carriers: [{ kind: "kv", where: t.buckets.scaler, detail: "key `state.<pool>`", writer: "the scaler holding the lease", reader: "its successor, `ado workers list`, operators" }],
+    },
     "attempt.claim": {
       form: "output",
       summary: "The claim on one attempt: created (never overwritten) by the worker that runs it, so an attempt runs once.",
@@ -487,7 +502,7 @@ function readme(entries: [SchemaKey, SchemaEntry][], docs: Record<string, WireDo
     const d = docs[e.name]!;
     return `| \`${headerValue(e)}\` | [${fileName(e)}](${fileName(e)}) | ${key} | ${d.form} | ${cell(d.carriers.map(where).join("<br>"))} | ${cell(d.carriers.map((c) => `${c.writer} -> ${c.reader}`).join("<br>"))} |`;
   });
-  const kvBuckets = entries.flatMap(([, e]) => docs[e.name]!.carriers.filter((c) => c.kind === "kv").map((c) => `\`${c.where}\``));
+  const kvBuckets = [...new Set(entries.flatMap(([, e]) => docs[e.name]!.carriers.filter((c) => c.kind === "kv").map((c) => `\`${c.where}\``)))];
   const eventRows = eventTypes().map((type) => `| \`${type}\` | \`${eventSubjectOf(type)}\` |`);
   // The run's filter around a variable run id, for the code samples.
   const [runFilterHead, runFilterTail] = t.subjects.runEvents("<runId>").split("<runId>") as [string, string];

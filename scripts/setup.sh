@@ -23,6 +23,16 @@ if ! command -v chromium >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null || echo "setup: chromium not installed: the dashboard's browser tests will be skipped" >&2
 fi
 
+# openssh-server: the scaler's ssh backend is tested against a real sshd on a loopback
+# port (test/e2e/scaler-ssh.test.ts skips, saying so, without it). Only for tests.
+if [ ! -x /usr/sbin/sshd ] && command -v apt-get >/dev/null 2>&1; then
+  echo "setup: installing openssh-server (for the ssh backend's tests)"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssh-server >/dev/null || echo "setup: openssh-server not installed; the ssh backend's tests will be skipped" >&2
+fi
+
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
   echo "setup: ado needs Node 20 or newer, found $(node --version)" >&2

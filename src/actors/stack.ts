@@ -5,7 +5,7 @@ import type { Config } from "../runtime/config.js";
 import { connectNats, drainQuietly } from "../runtime/connection.js";
 import { EmbeddedServer } from "../runtime/embedded-server.js";
 import { errorMessage } from "../runtime/errors.js";
-import { newWorkerId } from "../runtime/ids.js";
+import { newWorkerId, type WorkerId } from "../runtime/ids.js";
 import type { Logger } from "../runtime/logger.js";
 import { describeServerHealth, ServerCondition, ServerHealthMonitor } from "../runtime/server-health.js";
 import { openBuckets, provision, topology, type Topology } from "../runtime/topology.js";
@@ -13,6 +13,7 @@ import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
 import { Stealer } from "./stealer/stealer.js";
 import { Scheduler } from "./scheduler/scheduler.js";
+import { Scaler } from "./scaler/scaler.js";
 import { Worker } from "./worker/worker.js";
 import { hostAgents } from "../agents/index.js";
 import { Recorder } from "./recorder/recorder.js";
@@ -20,8 +21,24 @@ import { Notifier } from "./notifier/notifier.js";
 import { addStackMetrics } from "./stack-metrics.js";
 import { Metrics } from "../runtime/metrics.js";
 
-export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier";
-export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer", "recorder", "notifier"];
+export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier" | "scaler";
+export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer", "recorder", "notifier", "scaler"];
+
+/** The actors a full stack starts: the scaler only when pools are configured (it has nothing to do otherwise). */
+export function defaultActors(config: Config): ActorKind[] {
+  return ACTOR_KINDS.filter((k) => k !== "scaler" || config.scaler.pools.length > 0);
+}
+
+/** What a worker started by the scaler inherits from this installation's config (the rest comes from its flags). */
+export function workerEnvOf(config: Config): Record<string, string> {
+  return {
+    ADO_HEARTBEAT_MS: String(config.heartbeatMs),
+    ADO_WORKTREE_DIR: config.worktreeDir,
+    ADO_CLONE_DIR: config.git.cloneDir,
+    ADO_GIT_ACCESS: config.git.access,
+    ADO_LOG_LEVEL: config.logLevel,
+  };
+}
 
 export interface StackOptions {
   config: Config;
@@ -30,6 +47,8 @@ export interface StackOptions {
   actors?: readonly ActorKind[];
   /** Workers to start (default: config.workers). */
   workers?: number;
+  /** Ids of the workers to start (`ado worker --id`, as the scaler starts them); default fresh ones. */
+  workerIds?: readonly string[];
   /** Use this server instead of config.server / an embedded one. */
   server?: string;
   /** Recorder snapshot cadence (tests make it tighter). */
@@ -87,24 +106,30 @@ export class Stack {
         return { nc, topo, kv: await openBuckets(nc, topo), logger };
       };
       const { worktreeDir } = config;
-      for (const kind of opts.actors ?? ACTOR_KINDS) {
+      for (const kind of opts.actors ?? defaultActors(config)) {
         const instance = `${kind}-${hostname()}-${process.pid}`;
         const ctx = await ctxFor(`${topo.prefix}-${instance}`);
-        const actor =
-          kind === "scheduler"
-            ? new Scheduler(instance, ctx, { maxQueued: config.maxQueued })
-            : kind === "balancer"
-              ? new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld })
-              : kind === "stealer"
-                ? new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs })
-                : kind === "recorder"
-                  ? new Recorder(instance, ctx, { metrics, ...opts.recorder })
-                  : kind === "notifier"
-                    ? new Notifier(instance, ctx, config.notifications)
-                  : new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
+        const actor = ((): Actor => {
+          switch (kind) {
+            case "scheduler":
+              return new Scheduler(instance, ctx, { maxQueued: config.maxQueued });
+            case "balancer":
+              return new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld });
+            case "stealer":
+              return new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs, rebalanceIntervalMs: config.stealer.rebalanceInterval, rebalanceThreshold: config.stealer.rebalanceThreshold });
+            case "recorder":
+              return new Recorder(instance, ctx, { metrics, ...opts.recorder });
+            case "notifier":
+              return new Notifier(instance, ctx, config.notifications);
+            case "scaler":
+              return new Scaler(instance, ctx, { heartbeatMs: config.heartbeatMs, config: config.scaler, serverUrl: url, workerEnv: workerEnvOf(config), shutdown: config.shutdown });
+            case "merger":
+              return new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
+          }
+        })();
         actors.push(await actor.start());
       }
-      const workerCount = opts.workers ?? config.workers;
+      const workerCount = opts.workerIds?.length ?? opts.workers ?? config.workers;
       // The agent CLIs this host runs, probed once for all its workers: each offers only those.
       const host = workerCount > 0 ? await hostAgents(config.agents, config.prices) : undefined;
       for (const p of host?.probes ?? []) {
@@ -112,10 +137,11 @@ export class Stack {
         else logger.debug({ agent: p.name, reason: p.reason }, "agent CLI not offered");
       }
       for (let i = 0; i < workerCount; i++) {
-        const workerId = newWorkerId(hostname());
+        const given = opts.workerIds?.[i];
+        const workerId = given !== undefined ? (given as WorkerId) : newWorkerId(hostname());
         const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
         workers.push(
-          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, ...config.worker }).start(),
+          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, shutdown: config.shutdown, ...config.worker }).start(),
         );
       }
       stack.dropMetrics = await addStackMetrics(metrics, admin, topo, actors, workers);

@@ -8,6 +8,7 @@ import { actorCommand, upCommand, workerCommand } from "./serve.js";
 import { hitlCommands } from "./hitl.js";
 import { registerWorktreeCommands } from "./worktrees.js";
 import { registerRunsCommands } from "./runs.js";
+import { registerWorkersCommands } from "./workers.js";
 import { PROGRESS_MODES } from "./progress.js";
 import { completionScript } from "./completion.js";
 import { initCommand } from "./init.js";
@@ -87,6 +88,9 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--labels <list>", "placement labels, comma-separated (e.g. remote,gpu); tasks select workers by them")
       .option("--capabilities <list>", "capabilities, comma-separated (e.g. docker,node20); tasks may require them")
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
+      .option("--id <id>", "the worker's id (one worker; the scaler names the workers it starts)")
+      .option("--pool <name>", "the scaler pool it belongs to (in its registry record)")
+      .option("--exit-on-stdin-close", "drain and stop when stdin ends (how a supervisor, e.g. the scaler, stops it)")
       .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (flags) => setExit(await workerCommand(flags)));
 
@@ -100,8 +104,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
   common(
     program
       .command("actor")
-      .description("start one actor (scheduler, balancer, merger, stealer, recorder or notifier) against a server, until interrupted")
-      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer", "recorder", "notifier"]))
+      .description("start one actor (scheduler, balancer, merger, stealer, recorder, notifier or scaler) against a server, until interrupted")
+      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer", "recorder", "notifier", "scaler"]))
       .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
 
@@ -185,6 +189,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
   hitlCommands(program, common, setExit);
   registerWorktreeCommands(program, common, setExit);
   registerRunsCommands(program, common, setExit);
+  registerWorkersCommands(program, common, setExit);
 
   common(
     program

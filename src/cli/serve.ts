@@ -7,6 +7,7 @@ import { StoreInUseError } from "../runtime/store-lock.js";
 import { startHealthServer } from "../runtime/health.js";
 import type { Logger } from "../runtime/logger.js";
 import { onShutdown } from "./signals.js";
+import { ID_PATTERN } from "../runtime/ids.js";
 import { readUpState, removeUpState, writeUpState } from "./up-state.js";
 import { startDashboard, DashboardError, type Dashboard } from "../dashboard/server.js";
 import { clientConnection } from "./common.js";
@@ -19,21 +20,32 @@ const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
  * `GET /health` and `GET /ready` answer for Kubernetes probes (not ready while draining),
  * and `GET /metrics` in the Prometheus format.
  */
-async function serveUntilSignal(stack: Stack, healthPort: number | undefined, logger: Logger, onStop?: () => Promise<void>, beforeClose?: () => Promise<void>): Promise<number> {
+async function serveUntilSignal(
+  stack: Stack,
+  healthPort: number | undefined,
+  logger: Logger,
+  onStop?: () => Promise<void>,
+  beforeClose?: () => Promise<void>,
+  stopWhen?: Promise<string>,
+): Promise<number> {
   const health =
     healthPort === undefined
       ? undefined
       : await startHealthServer({ port: healthPort, logger, checks: { live: () => stack.health().live, ready: () => stack.health().ready }, metrics: stack.metrics });
   if (health) say(`health: http://0.0.0.0:${health.port}/health, /ready and /metrics`);
   await new Promise<void>((resolve) => {
-    onShutdown(async (signal) => {
-      say(`${signal}: draining (a second signal forces)`);
-      await beforeClose?.().catch(() => undefined);
-      await stack.close();
-      await onStop?.();
-      await health?.close();
-      resolve();
-    }, say);
+    let stopping: Promise<void> | undefined;
+    const stop = (why: string) =>
+      (stopping ??= (async () => {
+        say(`${why}: draining`);
+        await beforeClose?.().catch(() => undefined);
+        await stack.close();
+        await onStop?.();
+        await health?.close();
+        resolve();
+      })());
+    onShutdown((signal) => stop(`${signal} (a second signal forces)`), say);
+    void stopWhen?.then(stop);
   });
   return Exit.ok;
 }
@@ -127,15 +139,35 @@ export interface WorkerFlags extends ServeFlags {
   slots?: number;
   labels?: string;
   capabilities?: string;
+  id?: string;
+  pool?: string;
+  exitOnStdinClose?: boolean;
 }
 
 /** `ado worker`: N workers in this process against an existing server. */
 export async function workerCommand(flags: WorkerFlags): Promise<number> {
-  const { config, logger } = await configFrom(flags);
+  if (flags.id !== undefined) {
+    if (!ID_PATTERN.test(flags.id)) throw new CliError(`--id '${flags.id}' is not a worker id: 1-64 letters, digits, '_' or '-', starting with a letter or digit`);
+    if (flags.count !== 1) throw new CliError(`--id names one worker; drop --count ${flags.count} (or drop --id)`);
+  }
+  const { config: loaded, logger } = await configFrom(flags);
+  const config = flags.pool === undefined ? loaded : { ...loaded, worker: { ...loaded.worker, pool: flags.pool } };
+  if (config.worker.pool !== undefined && !ID_PATTERN.test(config.worker.pool)) throw new CliError(`--pool '${config.worker.pool}' is not a pool name: letters, digits, '_' or '-'`);
   const server = await requireServer(config, "ado worker");
-  const stack = await Stack.start({ config, logger, server, actors: [], workers: flags.count });
+  const stack = await Stack.start({ config, logger, server, actors: [], ...(flags.id !== undefined ? { workerIds: [flags.id] } : { workers: flags.count }) });
   say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server}: ${stack.workers.map((w) => w.id).join(", ")}`);
-  return serveUntilSignal(stack, flags.healthPort, logger);
+  // The process ends once its workers have stopped, whoever asked (`ado workers drain`, the scaler), or when its supervisor lets go of stdin.
+  const reasons: Array<Promise<string>> = [Promise.all(stack.workers.map((w) => w.whenStopped())).then(() => "every worker stopped")];
+  if (flags.exitOnStdinClose) {
+    reasons.push(
+      new Promise((resolve) => {
+        process.stdin.on("end", () => resolve("stdin closed"));
+        process.stdin.on("error", () => resolve("stdin failed"));
+        process.stdin.resume();
+      }),
+    );
+  }
+  return serveUntilSignal(stack, flags.healthPort, logger, undefined, undefined, Promise.race(reasons));
 }
 
 /** `ado actor <name>`: one actor replica against an existing server. */

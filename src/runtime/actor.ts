@@ -85,6 +85,7 @@ export abstract class Actor {
       this.log.info("actor running");
     } catch (err) {
       this._state = "failed";
+      this.markStopped();
       await this.service?.stop().catch(() => undefined);
       throw err;
     }
@@ -109,10 +110,18 @@ export abstract class Actor {
   }
 
   private force?: AbortController;
+  private markStopped!: () => void;
+  private readonly stoppedP = new Promise<void>((r) => (this.markStopped = r));
+
+  /** Resolves once the actor has stopped (or failed), however its close was asked for (a signal, a drain request). */
+  whenStopped(): Promise<void> {
+    return this.stoppedP;
+  }
 
   private async doClose({ graceMs = 10_000, forceMs = 5_000 }: CloseOptions): Promise<void> {
     if (this._state === "created") {
       this._state = "stopped";
+      this.markStopped();
       return;
     }
     this._state = "draining";
@@ -135,6 +144,7 @@ export abstract class Actor {
     }
     this._state = failed ? "failed" : "stopped";
     this.log.info({ state: this._state }, "actor stopped");
+    this.markStopped();
   }
 
   /** Whether the actor should keep taking work. */

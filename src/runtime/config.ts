@@ -11,6 +11,7 @@ import { DurationSchema } from "./duration.js";
 import { BUDGET_CONFIG_DEFAULT, BudgetConfigSchema } from "./budget.js";
 import { GIT_ACCESS, WorktreesConfigSchema, worktreesDefault } from "../git/index.js";
 import { AgentsConfigSchema, PriceTableSchema } from "../agents/index.js";
+import { ScalerConfigSchema } from "./scaling.js";
 
 export const BALANCER_STRATEGIES = STRATEGIES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -48,9 +49,32 @@ export const ConfigSchema = z
         capabilities: z.array(z.string().min(1)).default([]),
         accessMode: z.enum(["subscription", "api", "local"]).default("local"),
         costPerTask: z.number().min(0).default(0),
+        /** The scaler's pool these workers belong to (`ado worker --pool`; a pool's backend sets it). */
+        pool: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, "letters, digits, '_' or '-'").optional(),
       })
       .strict()
       .default({ labels: [], capabilities: [], accessMode: "local", costPerTask: 0 }),
+    /**
+     * The elastic pool: how often the scaler decides, and its pools of workers (backend
+     * `local`, `ssh`, `kubernetes` or `command`, each with its own min, max and policy).
+     * See src/runtime/scaling.ts.
+     */
+    scaler: ScalerConfigSchema.default({ interval: 2_000, pools: [] }),
+    /** The stealer's live rebalancing: how often it looks, and the load difference that moves queued work. */
+    stealer: z
+      .object({
+        /**
+         * How often work queued behind a busy worker goes back to the ready queue when
+         * another could start it (e.g. "5s"); 0, the default, turns it off. Off by default
+         * for now: with one balancer, work only queues behind a worker it was pinned to or
+         * that slowed down, and a move changes which worker a queued task runs on.
+         */
+        rebalanceInterval: z.union([z.literal(0), DurationSchema]).default(0),
+        /** Load (running + queued over slots) difference beyond which work moves: 0.3 is 30%. */
+        rebalanceThreshold: z.number().min(0).max(10).default(0.3),
+      })
+      .strict()
+      .default({ rebalanceInterval: 0, rebalanceThreshold: 0.3 }),
     /**
      * Most tasks of accepted runs not finished yet, across runs (dependents count from
      * acceptance); a submission that would go beyond it is refused as "queue full".
@@ -160,6 +184,7 @@ export const ENV_VARS: Record<string, { path: string[]; number?: boolean }> = {
   ADO_GIT_ACCESS: { path: ["git", "access"] },
   ADO_CLONE_DIR: { path: ["git", "cloneDir"] },
   ADO_CHECKPOINT_INTERVAL: { path: ["checkpointInterval"] },
+  ADO_WORKER_POOL: { path: ["worker", "pool"] },
 };
 
 export interface LoadConfigOptions {

@@ -4,6 +4,7 @@ import { ID_PATTERN } from "./ids.js";
 import { RunBudgetSchema } from "./budget.js";
 import { WorktreeRecord } from "../git/index.js";
 import type { SchemaRef } from "./codec.js";
+import { POLICY_OVERRIDE, SCALER_POOL_STATE } from "./scaling.js";
 
 export type { SchemaRef };
 
@@ -677,6 +678,8 @@ export const WorkerRecord = z.object({
   startedAt: isoTime,
   heartbeatAt: isoTime,
   state: z.enum(["running", "draining"]),
+  /** The scaler's pool it belongs to (`ado worker --pool`); absent for a worker started by hand. */
+  pool: id.optional(),
 });
 export type WorkerRecord = z.infer<typeof WorkerRecord>;
 
@@ -691,6 +694,17 @@ export const WorkerLoad = z.object({
   loadSeq: z.number().int().min(0).default(0),
 });
 export type WorkerLoad = z.infer<typeof WorkerLoad>;
+
+/** Anyone -> one worker (`<p>.svc.worker.<id>.drain`, request/reply): stop taking work, finish or hand back what it has, stop. */
+export const WorkerDrain = z.object({
+  type: z.literal("worker.drain"),
+  /** Who asks (`ado workers drain` user@host, the scaler instance), for the worker's log. */
+  by: z.string(),
+  reason: z.string().default(""),
+  /** Time running tasks get to finish before they are checkpointed and handed back; default the worker's shutdown grace. */
+  graceMs: z.number().int().min(0).optional(),
+});
+export type WorkerDrain = z.infer<typeof WorkerDrain>;
 
 /** The claim on one attempt, created (never overwritten) by the worker that runs it. */
 export const AttemptClaim = z.object({ workerId: id, claimedAt: isoTime });
@@ -1042,6 +1056,9 @@ export const SCHEMAS = {
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   WorktreeRecord: WORKTREE_RECORD,
   CheckpointRecord: { name: "checkpoint.record", version: 1, schema: CheckpointRecord },
+  WorkerDrain: { name: "worker.drain", version: 1, schema: WorkerDrain },
+  ScalerPolicy: POLICY_OVERRIDE,
+  ScalerState: SCALER_POOL_STATE,
   DeadLetter: { name: "dead.letter", version: 1, schema: DeadLetter },
   RunSnapshot: { name: "run.snapshot", version: 1, schema: RunSnapshot },
   RunSnapshotPart: { name: "run.snapshot.part", version: 1, schema: RunSnapshotPart },

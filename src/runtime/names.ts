@@ -34,6 +34,16 @@ export const controlKey = (runId: string, taskId?: string): string => (taskId ? 
 
 /** A stored agent session in the `sessions` object store: `<run>.<task>.<attempt>.<n>`, the files of checkpoint n of that attempt. */
 export const sessionObject = (a: AttemptRef, n: number): string => `${attemptKey(a)}.${n}`;
+/** Keys of the scaler's bucket: a pool's live policy and the scaler's memory of it. */
+export const scalerKeys = {
+  policy: (pool: string): string => `policy.${pool}`,
+  state: (pool: string): string => `state.${pool}`,
+  /** Splits a key back into its kind and pool (undefined when it is not one of ours). */
+  parse(key: string): { kind: "policy" | "state"; pool: string } | undefined {
+    const m = /^(policy|state)\.([A-Za-z0-9][A-Za-z0-9_-]*)$/.exec(key);
+    return m ? { kind: m[1] as "policy" | "state", pool: m[2]! } : undefined;
+  },
+} as const;
 
 /** A run's snapshot in the `snapshots` bucket: the run id (its head), and `<run>.p<n>` for parts of a large one. */
 export const snapshotKey = (runId: string): string => runId;
@@ -115,6 +125,12 @@ export const msgIds = {
    * same attempt sent to the dead worker once more is moved too.
    */
   requeue: (a: AttemptRef, workerId: string, workSeq: number) => `${attemptKey(a)}.requeue.${workerId}.${workSeq}`,
+  /**
+   * Queued work the stealer puts back on the ready queue from an over-filled worker
+   * (rebalancing): it names the message moved, like `requeue`, so a successor redoing
+   * the move is deduplicated.
+   */
+  move: (a: AttemptRef, fromWorker: string, workSeq: number) => `${attemptKey(a)}.move.${fromWorker}.${workSeq}`,
   /** The scheduler's merge request for a task. */
   merge: (t: TaskRef) => taskKey(t.runId, t.taskId),
   /** A person's HITL resolution, per round. */

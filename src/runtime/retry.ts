@@ -33,6 +33,10 @@ export const Backoff = {
   webhook: { baseMs: 500, factor: 2, maxMs: 30_000, jitter: 0.2 },
   /** A run refused because the queue was full, submitted again (`ado run --wait`). */
   queueFull: { baseMs: 500, factor: 2, maxMs: 10_000, jitter: 0.2 },
+  /** A pool's worker that crashed (or never came up), started again by the scaler: 1 s doubling to 1 min. */
+  workerRestart: { baseMs: 1_000, factor: 2, maxMs: 60_000, jitter: 0 },
+  /** An SSH host that failed to connect, tried again once its circuit half-opens: 5 s doubling to 5 min. */
+  hostCircuit: { baseMs: 5_000, factor: 2, maxMs: 300_000, jitter: 0.2 },
 } as const satisfies Record<string, BackoffPolicy>;
 
 /** The longest delay a policy can give (its cap, jittered up). */

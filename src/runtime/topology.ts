@@ -32,10 +32,10 @@ export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
 export type ObjectStoreKey = "sessions";
-export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots";
+export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots" | "scaler";
 
 /** Which actor reads each shared durable consumer. */
-export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "recorder" | "notifier";
+export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "recorder" | "notifier" | "scaler";
 
 export interface Topology {
   readonly prefix: string;
@@ -85,6 +85,10 @@ function subjectsFor(p: string) {
     detach: (runId: RunId | string) => `${p}.detach.${runId}`,
     /** Request/reply: one actor instance's state and counters (services endpoint `status`). */
     status: (actor: ActorName, instance: string) => `${p}.svc.${actor}.${instance}.status`,
+    /** Request/reply: a rebalancing pass now (`ado workers rebalance`); only the stealer holding the lease answers. */
+    rebalance: `${p}.svc.stealer.rebalance`,
+    /** Request/reply to one worker: drain (stop taking work, finish or hand back, stop). */
+    drain: (workerId: WorkerId | string) => `${p}.svc.worker.${workerId}.drain`,
     /** Dead letters, one subject per actor that rejected the message. */
     deadLetter: (actor: string) => `${p}.dlq.${actor}`,
     deadLetterAll: `${p}.dlq.>`,
@@ -158,6 +162,7 @@ export function topology(prefix = "ado"): Topology {
       worktrees: `${prefix}-worktrees`,
       sessions: `${prefix}-sessions`,
       snapshots: `${prefix}-snapshots`,
+      scaler: `${prefix}-scaler`,
     },
     objects: { sessions: `${prefix}-sessions` },
     service: (actor) => `${prefix}-${actor}`,
@@ -266,6 +271,9 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   // the event stream, read by `ado attach|status|runs` and the dashboard. A finished run's
   // stays a month (`ado runs --all` reads its cost and counts); without it, readers replay.
   snapshots: { history: 1, ttlMs: 30 * 24 * 3_600_000 },
+  // The scaler's: each pool's policy as set live (`ado workers scale|autoscale`, key
+  // `policy.<pool>`) and the leader's memory of its decisions (`state.<pool>`).
+  scaler: { history: 1 },
 };
 
 /**

@@ -12,6 +12,7 @@ import { WorkerRegistry } from "./registry.js";
 import { placementKey, Router, type Strategy } from "./strategy.js";
 import { digest, Unplaceable, WaitingTracker } from "./waiting.js";
 import { attemptKey, msgIds } from "../../runtime/names.js";
+import { backlogByPlacement } from "./backlog.js";
 
 export interface BalancerOptions {
   heartbeatMs: number;
@@ -173,7 +174,17 @@ export class Balancer extends Actor {
       // Held attempts no connected worker may take, and why (the first few).
       waiting: waiting.length,
       waitingReasons: waiting.slice(0, 20).map((w) => ({ attempt: w.key, reason: w.reason, since: new Date(w.since).toISOString() })),
+      // What waits for a worker, by placement (paused and cancelled work does not): the scaler grows the pools that would take it.
+      backlog: backlogByPlacement(this.heldRoutes()),
     };
+  }
+
+  private *heldRoutes() {
+    if (!this.control) return;
+    for (const e of this.queue.all()) {
+      const { work, route } = e.item;
+      if (this.control.stateOf(work.runId, work.taskId) === "running") yield route;
+    }
   }
 
   /**

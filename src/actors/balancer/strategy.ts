@@ -2,13 +2,8 @@ import type { Strategy } from "../../runtime/graph.js";
 
 export type { Strategy };
 
-/** Where a task may run: required worker labels and capabilities, or one pinned worker. */
-export interface Placement {
-  labels: readonly string[];
-  requires: readonly string[];
-  /** Affinity: only this worker. */
-  worker?: string;
-}
+import { eligible, type Placement } from "../../runtime/placement.js";
+export { eligible, type Placement };
 
 /** What a routing decision needs to know about a worker. */
 export interface Candidate {
@@ -22,14 +17,6 @@ export interface Candidate {
   /** `subscription` workers cost nothing extra per task; `api` ones cost `costPerTask`. */
   accessMode: "subscription" | "api" | "local";
   costPerTask: number;
-}
-
-const hasAll = (have: readonly string[], want: readonly string[]) => want.every((x) => have.includes(x));
-
-/** Whether a worker may take the task at all (ignoring its current load). */
-export function eligible(w: Candidate, agent: string, p: Placement): boolean {
-  if (p.worker !== undefined && w.id !== p.worker) return false;
-  return w.agents.includes(agent) && hasAll(w.labels, p.labels) && hasAll(w.capabilities, p.requires);
 }
 
 const load = (w: Candidate) => w.busy / w.slots;

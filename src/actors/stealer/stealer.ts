@@ -14,7 +14,9 @@ import { keepLostWorktree } from "./lost-worktree.js";
 import { agentStarted } from "./agent-started.js";
 import { lostSpend } from "./lost-spend.js";
 import { RECONNECT_MAX_WAIT_MS } from "../../runtime/connection.js";
-import { attemptKey } from "../../runtime/names.js";
+import { attemptKey, msgIds } from "../../runtime/names.js";
+import { planRebalance, type Move, type QueuedWork, type RebalanceWorker } from "./rebalance.js";
+import type { Subscription } from "@nats-io/transport-node";
 import { requeueWork } from "../../runtime/requeue.js";
 import { Backoff, retry } from "../../runtime/retry.js";
 import { KvWatch } from "../../runtime/kv-watch.js";
@@ -27,6 +29,9 @@ export interface StealerOptions {
   leaseTtlMs?: number;
   /** How long a suspect has to answer its status endpoint. Default max(500 ms, 1 heartbeat). */
   pingTimeoutMs?: number;
+  /** Live rebalancing: how often (0, the default: never) and beyond which load difference (default 0.3). */
+  rebalanceIntervalMs?: number;
+  rebalanceThreshold?: number;
 }
 
 /** Consumers checked per tick (see verifyConsumers). */
@@ -73,7 +78,9 @@ export class Stealer extends Actor {
   private readonly recovered = new Set<string>();
   /** Subjects with work but no worker known, at the last sweep. */
   private orphans = new Set<string>();
-  private readonly counts = { workersRecovered: 0, interrupted: 0, requeued: 0, dropped: 0, deadLettered: 0, revived: 0 };
+  private readonly counts = { workersRecovered: 0, interrupted: 0, requeued: 0, dropped: 0, deadLettered: 0, revived: 0, rebalanced: 0 };
+  private lastRebalance = 0;
+  private rebalanceSub?: Subscription;
 
   /** Attempts' checkpoints: a lost one resumes from its last. */
   private readonly checkpoints: CheckpointStore;
@@ -128,6 +135,16 @@ export class Stealer extends Actor {
       if (leader) this.verified.clear();
       this.log.info({ leader }, leader ? "stealer leads" : "stealer stands by");
     });
+    // `ado workers rebalance`: a pass now. Only the leader answers (the others stay silent, so the asker hears the one that acts).
+    this.rebalanceSub = this.ctx.nc.subscribe(this.ctx.topo.subjects.rebalance, {
+      callback: (_err, m) => {
+        if (!this.lease.isLeader || !this.isRunning) return;
+        void this.rebalance().then(
+          (moved) => m.respond(JSON.stringify({ ok: true, instance: this.instance, moved })),
+          (err) => m.respond(JSON.stringify({ ok: false, instance: this.instance, error: errorMessage(err) })),
+        );
+      },
+    });
     this.ticker = setInterval(() => {
       this.ticking ??= this.tick().finally(() => (this.ticking = undefined));
     }, this.opts.heartbeatMs);
@@ -135,6 +152,7 @@ export class Stealer extends Actor {
 
   protected async onDrain(): Promise<void> {
     clearInterval(this.ticker);
+    this.rebalanceSub?.unsubscribe();
     this.watch?.stop();
     // A recovery in progress finishes (each step is short); a successor would redo it anyway.
     await this.ticking;
@@ -155,10 +173,70 @@ export class Stealer extends Actor {
       }
       await this.verifyConsumers();
       if (this.ticks % SWEEP_EVERY_TICKS === 0) await this.sweepOrphans();
+      const every = this.opts.rebalanceIntervalMs ?? 0;
+      if (every > 0 && this.clock.now() - this.lastRebalance >= every) {
+        this.lastRebalance = this.clock.now();
+        await this.rebalance();
+      }
     } catch (err) {
       // Whatever was not finished is found again on the next tick (or by a successor).
       this.log.warn({ err: errorMessage(err) }, "stealer pass failed; retrying");
     }
+  }
+
+  /**
+   * Live rebalancing: work queued behind a busy worker goes back to the ready queue when
+   * another worker could start it now (rebalance.ts decides), and the balancer places it
+   * on a free one. Only subjects of live workers with messages are read.
+   * Each message is deleted only after its copy is on the ready queue, under a msg id
+   * naming the move, so a successor redoing it is deduplicated; a worker that had
+   * already been handed the message and claims it first runs it, and the copy is dropped
+   * by whoever loses the claim.
+   */
+  private async rebalance(): Promise<Move[]> {
+    const now = this.clock.now();
+    const { topo } = this.ctx;
+    // What waits on each subject, in one request (a worker's own `pending` is as of its last fetch: stale while it is busy).
+    const info = await this.jsm.streams.info(topo.streams.work.name, { subjects_filter: topo.subjects.work("*") });
+    const waiting = new Map(Object.entries(info.state.subjects ?? {}).map(([subject, n]) => [subject, n]));
+    const workers: RebalanceWorker[] = [];
+    const works = new Map<number, TaskWork>();
+    for (const id of this.liveness.known()) {
+      const s = this.liveness.get(id);
+      const r = s?.record;
+      if (!s || !r || s.deleted || now - s.seenAt > this.liveness.limitMs) continue;
+      const queued: QueuedWork[] = [];
+      if ((waiting.get(topo.subjects.work(id)) ?? 0) > 0 && r.state === "running") {
+        for (const m of await this.readSubject(this.ctx.topo.subjects.work(id))) {
+          let work: TaskWork;
+          try {
+            work = decode(SCHEMAS.TaskWork, m.data, m.header);
+          } catch {
+            continue; // the worker dead-letters it
+          }
+          const key = attemptKey(work);
+          // A claimed one runs (a worker acks its work only after the result): it is counted in `running`, not queued.
+          if ((await this.claimOf(key)) !== null) continue;
+          queued.push({ seq: m.seq, key, agent: work.task.agent, placement: work.placement, claimed: false });
+          works.set(m.seq, work);
+        }
+      }
+      workers.push({ id, slots: r.slots, running: r.running, state: r.state, agents: r.agents, labels: r.labels, capabilities: r.capabilities, queued });
+    }
+    const moves = planRebalance(workers, this.opts.rebalanceThreshold ?? 0.3);
+    const done: Move[] = [];
+    for (const mv of moves) {
+      if (!this.lease.isLeader) break;
+      const work = works.get(mv.seq)!;
+      await requeueWork(this.js, this.ctx.topo, work, msgIds.move(work, mv.from, mv.seq));
+      await this.jsm.streams.deleteMessage(this.ctx.topo.streams.work.name, mv.seq, false).catch((err) => {
+        if (!(err instanceof JetStreamApiError && err.code === JetStreamApiCodes.NoMessageFound)) throw err;
+      });
+      this.counts.rebalanced++;
+      done.push(mv);
+      this.log.info({ attempt: mv.key, from: mv.from, freeOn: mv.to }, "queued work moved back to the ready queue: another worker can start it now");
+    }
+    return done;
   }
 
   /** A suspect that answers is alive (draining, or just slow to write its record); else it is recovered. */

@@ -17,7 +17,7 @@ export interface PresenceContext {
   topo: Topology;
   log: Logger;
   /** What the record says of the worker that does not change while it runs. */
-  fixed: Pick<WorkerRecord, "slots" | "agents" | "agentVersions" | "labels" | "capabilities" | "accessMode" | "costPerTask">;
+  fixed: Pick<WorkerRecord, "slots" | "agents" | "agentVersions" | "labels" | "capabilities" | "accessMode" | "costPerTask" | "pool">;
   /** What runs now: attempt keys, and work waiting on its subject (as last seen). */
   load(): { active: string[]; pending: number };
 }

@@ -1,4 +1,5 @@
 import type { Consumer, ConsumerMessages, JsMsg } from "@nats-io/jetstream";
+import type { Msg, Subscription } from "@nats-io/transport-node";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode, encode, encodeValue } from "../../runtime/codec.js";
 import { errorMessage } from "../../runtime/errors.js";
@@ -47,6 +48,10 @@ export interface WorkerOptions {
   gitAccess?: GitAccess;
   /** Where clones of runs' remotes go; default defaultCloneDir(). */
   cloneDir: string;
+  /** The scaler's pool it belongs to (in its registry record). */
+  pool?: string;
+  /** Grace and force periods of a drain asked for over NATS (`ado workers drain`, the scaler). */
+  shutdown?: { graceMs: number; forceMs: number };
 }
 
 interface Running {
@@ -75,6 +80,7 @@ export class Worker extends Actor {
   private pulling?: Promise<void>;
   private completed = 0;
   private control!: ControlView;
+  private drainSub?: Subscription;
 
   constructor(
     ctx: ActorContext,
@@ -97,6 +103,7 @@ export class Worker extends Actor {
         capabilities: opts.capabilities ?? [],
         accessMode: opts.accessMode ?? "local",
         costPerTask: opts.costPerTask ?? 0,
+        ...(opts.pool ? { pool: opts.pool } : {}),
       },
       load: () => ({ active: [...this.active.keys()], pending: this.pending }),
     });
@@ -136,9 +143,28 @@ export class Worker extends Actor {
       () => (this.state === "running" ? "running" : this.state === "draining" ? "draining" : undefined),
     );
     this.pulling = this.pullLoop();
+    // `ado workers drain <id>` and the scaler: a drain on request, as on SIGTERM.
+    this.drainSub = this.ctx.nc.subscribe(topo.subjects.drain(this.id), { callback: (_err, m) => this.onDrainRequest(m) });
+  }
+
+  private onDrainRequest(m: Msg): void {
+    let by = "?";
+    let graceMs = this.opts.shutdown?.graceMs;
+    try {
+      const req = decode(SCHEMAS.WorkerDrain, m.data, m.headers);
+      by = req.by;
+      graceMs = req.graceMs ?? graceMs;
+    } catch (err) {
+      m.respond(JSON.stringify({ ok: false, worker: this.id, error: errorMessage(err) }));
+      return;
+    }
+    m.respond(JSON.stringify({ ok: true, worker: this.id, state: this.state }));
+    this.log.info({ by, graceMs }, "drain requested");
+    void this.close({ ...(graceMs !== undefined ? { graceMs } : {}), ...(this.opts.shutdown ? { forceMs: this.opts.shutdown.forceMs } : {}) });
   }
 
   protected async onDrain(force: AbortSignal): Promise<void> {
+    this.drainSub?.unsubscribe();
     // Stop pulling first, so the balancer stops routing here while tasks finish.
     await this.presence.register("draining").catch(() => undefined);
     this.wake.notify();
