@@ -2,7 +2,8 @@ import { formatTokens, formatUsd } from "../runtime/budget.js";
 import { formatDuration } from "../runtime/duration.js";
 import type { AdoEvent } from "../runtime/messages.js";
 import { renderFrame } from "./progress-frame.js";
-import { oneLine, plural, RunProgress } from "./progress-state.js";
+import { oneLine, plural, rateLimitLine, RunProgress, toolLine } from "./progress-state.js";
+import { CLI_AGENT_NAMES } from "../agents/index.js";
 import { divertLogs, formatLogLine } from "../runtime/logger.js";
 
 /**
@@ -153,6 +154,13 @@ export class LineProgress implements ProgressView {
   private readonly partial = new Map<string, string>();
   /** The last waiting reason printed per task: a balancer says it again on every pass. */
   private readonly waiting = new Map<string, string>();
+  /**
+   * Tasks whose attempt under way runs an agent CLI (its stdout is the stream the worker
+   * parses: the agent.* events are printed instead; the raw lines stay in the task's log).
+   */
+  private readonly parsed = new Set<string>();
+  /** Tool calls whose start was printed, per task: their completion is printed only if it failed. */
+  private readonly calls = new Map<string, Set<string>>();
 
   constructor(private readonly out: NodeJS.WritableStream) {}
 
@@ -187,8 +195,29 @@ export class LineProgress implements ProgressView {
       case "task.queued":
         return say(`${e.taskId}: queued${e.attempt > 1 ? ` (attempt ${e.attempt})` : ""}`);
       case "task.started":
-        return say(`${e.taskId}: started on ${e.workerId}${e.attempt > 1 ? ` (attempt ${e.attempt})` : ""}`);
+        if (e.agent !== undefined && (CLI_AGENT_NAMES as readonly string[]).includes(e.agent)) this.parsed.add(e.taskId);
+        else this.parsed.delete(e.taskId);
+        this.calls.delete(e.taskId);
+        return say(`${e.taskId}: started on ${e.workerId}${e.agent && e.agent !== "shell" ? ` (${e.agent})` : ""}${e.attempt > 1 ? ` (attempt ${e.attempt})` : ""}`);
+      case "agent.tool": {
+        const calls = this.calls.get(e.taskId) ?? new Set<string>();
+        this.calls.set(e.taskId, calls);
+        if (e.phase === "started") {
+          if (e.callId !== undefined) calls.add(e.callId);
+          return say(`${e.taskId}: ${toolLine(e)}`);
+        }
+        // A completion alone says something only when it failed or its start was never seen (aider reports edits done).
+        const seen = e.callId !== undefined && calls.delete(e.callId);
+        return seen && e.ok !== false ? undefined : say(`${e.taskId}: ${toolLine(e)}`);
+      }
+      case "agent.message":
+        // What the agent said, line by line, as a shell command's output is printed.
+        for (const line of e.text.split("\n")) if (line.trim() !== "") this.out.write(`  ${e.taskId}| ${plainText(line)}\n`);
+        return;
+      case "agent.rate_limit":
+        return e.status === "rejected" || e.status === "retrying" || e.status === "warning" ? say(`${e.taskId}: ${e.status === "warning" ? `near its rate limit${e.utilization !== undefined ? ` (${Math.round(e.utilization * 100)}% used)` : ""}` : rateLimitLine(e)}`) : undefined;
       case "task.output": {
+        if (e.stream === "stdout" && this.parsed.has(e.taskId)) return;
         const key = `${e.taskId}/${e.stream}`;
         const text = (this.partial.get(key) ?? "") + e.data;
         const lines = text.split("\n");

@@ -121,6 +121,28 @@ describe("agents on workers - a task's agent CLI runs through its adapter", () =
   }, 120_000);
 });
 
+describe("agents on workers - ado run shows what the agent does", () => {
+  it("ado run --agent claude --progress plain prints the fake Claude Code's tool calls and final message as lines, not its raw JSON stream", async () => {
+    const repo = await makeRepo();
+    const dir = await mkdtemp(join(scratch, "cli-claude-"));
+    const home = join(dir, "home");
+    await mkdir(home, { recursive: true });
+    const config = join(dir, "ado.config.yaml");
+    await writeFile(config, `agents:\n  claude:\n    bin: ${JSON.stringify(join(FAKES, "claude"))}\n    env: { HOME: ${JSON.stringify(home)}, FAKE_AGENT_TOOLS: "3" }\n`);
+    try {
+      const r = await runAdo(["run", "Fix the off-by-one", "--agent", "claude", "--repo", repo.dir, "--config", config, "--progress", "plain"], { timeoutMs: 120_000 });
+      expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+      expect(r.stdout).toMatch(/\] task: started on \S+ \(claude\)\n/);
+      expect(r.stdout).toMatch(/\] task: Bash: ls -1\n/);
+      expect(r.stdout).toMatch(/\] task: Write: \S*fake-claude-2\.txt\n/);
+      expect(r.stdout).toContain("  task| Done after 3 tool calls.\n");
+      expect(r.stdout).not.toContain('"type"');
+    } finally {
+      await repo.cleanup();
+    }
+  }, 180_000);
+});
+
 describe("agents on workers - the balancer sends a task only to a worker that has its agent", () => {
   it("codex tasks all run on the worker with codex, never on the one without, while shell tasks run on both", async () => {
     const repo = await makeRepo();

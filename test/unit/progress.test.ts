@@ -130,6 +130,106 @@ describe("progress - the frame", () => {
   });
 });
 
+describe("progress - what an agent is doing", () => {
+  const startedWith = (taskId: string, s: number, agent: string, attempt = 1) => ev({ type: "task.started", taskId, attempt, at: at(s), workerId: "w1", agent });
+  const tool = (taskId: string, s: number, phase: string, name: string, summary: string, extra: Record<string, unknown> = {}) =>
+    ev({ type: "agent.tool", taskId, at: at(s), seq: s, phase, tool: name, summary, ...extra });
+  const message = (taskId: string, s: number, text: string, attempt = 1) => ev({ type: "agent.message", taskId, attempt, at: at(s), seq: s, text, raw: false, truncated: false });
+  const claudeLine = '{"type":"assistant","message":{"content":[{"type":"tool_use","id":"toolu_1","name":"Bash","input":{"command":"npm test"}}]}}';
+
+  it("progress - an agent CLI's row shows its last tool call or message, never its raw JSON lines", () => {
+    const p = progressOf([accepted(["fix"]), startedWith("fix", 1, "claude"), output("fix", 2, `${claudeLine}\n`), tool("fix", 2, "started", "Bash", "npm test", { callId: "toolu_1" })]);
+    expect(frame(p)[1]).toMatch(/◐ fix\s+running\s+9\.0s\s+Bash: npm test$/);
+    // Its next raw line (the tool's result, as JSON) does not replace it.
+    p.apply(output("fix", 3, '{"type":"user","message":{"content":[{"type":"tool_result","tool_use_id":"toolu_1"}]}}\n'));
+    expect(frame(p)[1]).toMatch(/Bash: npm test$/);
+    // A failed call says so; then what the agent says takes its place, on one line.
+    p.apply(tool("fix", 4, "completed", "Bash", "npm test", { callId: "toolu_1", ok: false }));
+    expect(frame(p)[1]).toMatch(/Bash: npm test \(failed\)$/);
+    p.apply(message("fix", 5, "The test fails on an off-by-one.\n\nFixing \x1b[1mparse_range\x1b[0m now."));
+    expect(frame(p)[1]).toMatch(/\s+The test fails on an off-by-one\. Fixing parse_range now\.$/);
+    expect(frame(p).join("\n")).not.toMatch(/[{}"]/);
+    // A follower that did not see which agent started (seeded mid-run) learns it from the agent's events.
+    const q = progressOf([accepted(["fix"]), started("fix", 1), tool("fix", 2, "started", "Bash", "ls", { callId: "t" }), output("fix", 3, `${claudeLine}\n`)]);
+    expect(frame(q)[1]).toMatch(/Bash: ls$/);
+  });
+
+  it("progress - the agent's line is cut to the terminal's width; a shell task still shows its output; an ended attempt's late events do not count", () => {
+    const long = `Edit: src/${"deep/".repeat(40)}file.ts`;
+    const p = progressOf([
+      accepted(["a", "sh"]),
+      startedWith("a", 1, "codex"),
+      tool("a", 2, "started", "Edit", long.slice("Edit: ".length)),
+      startedWith("sh", 1, "shell"),
+      output("sh", 2, "compiling\n"),
+    ]);
+    for (const width of [45, 80, 120]) {
+      const row = frame(p, width)[1]!;
+      expect(textWidth(row), row).toBeLessThan(width);
+      expect(row).toMatch(/Edit: src\/deep\/.*…$/);
+    }
+    expect(frame(p)[2]).toMatch(/sh\s+running.*compiling$/);
+    // Attempt 2 of a: attempt 1's late message is not what it does now.
+    p.apply(ev({ type: "task.failed", taskId: "a", at: at(3), workerId: "w1", error: "crashed", willRetry: true, startedAt: at(1), finishedAt: at(3), outputTail: "" }));
+    p.apply(ev({ type: "task.queued", taskId: "a", attempt: 2, at: at(3) }));
+    p.apply(startedWith("a", 4, "codex", 2));
+    p.apply(message("a", 5, "late words of attempt 1", 1));
+    expect(frame(p)[1]).not.toMatch(/late words/);
+    p.apply(message("a", 6, "attempt 2 starts from the checkpoint", 2));
+    expect(frame(p)[1]).toMatch(/attempt 2\s+attempt 2 starts from the checkpoint$/);
+  });
+
+  it("progress - a rate limit the agent hit is its activity, with when it resets", () => {
+    const p = progressOf([
+      accepted(["a"]),
+      startedWith("a", 1, "claude"),
+      ev({ type: "agent.rate_limit", taskId: "a", at: at(2), seq: 1, status: "allowed", message: "" }),
+    ]);
+    // "allowed" is no news: the row still says where it runs.
+    expect(frame(p)[1]).toMatch(/running\s+9\.0s\s+on w1$/);
+    p.apply(ev({ type: "agent.rate_limit", taskId: "a", at: at(3), seq: 2, status: "rejected", resetAt: "2026-11-23T15:45:00.000Z", limitType: "five_hour", message: "" }));
+    expect(frame(p)[1]).toMatch(/rate limited \(five_hour\) until 15:45:00Z$/);
+  });
+
+  it("progress - plain lines: tool calls as lines, messages as the agent's lines, no raw JSON; a shell task's output as before", () => {
+    const out = new PassThrough();
+    let text = "";
+    out.on("data", (d: Buffer) => (text += d.toString()));
+    const view = new LineProgress(out);
+    for (const e of [
+      accepted(["fix", "ed", "sh"]),
+      startedWith("fix", 1, "claude"),
+      output("fix", 2, `${claudeLine}\n`),
+      tool("fix", 2, "started", "Bash", "npm test", { callId: "toolu_1" }),
+      tool("fix", 3, "completed", "Bash", "npm test", { callId: "toolu_1", ok: true }),
+      tool("fix", 4, "started", "Read", "src/range.ts", { callId: "toolu_2" }),
+      tool("fix", 5, "completed", "Read", "src/range.ts", { callId: "toolu_2", ok: false }),
+      message("fix", 6, "Fixed the off-by-one.\nTests pass."),
+      output("fix", 6, "Warning: something on stderr\n", "stderr"),
+      ev({ type: "agent.rate_limit", taskId: "fix", at: at(7), seq: 7, status: "retrying", retryInMs: 30_000, message: "" }),
+      // aider reports an edit only once it is done: printed, since its start never was.
+      startedWith("ed", 1, "aider"),
+      output("ed", 2, "Applied edit to src/a.py\n"),
+      tool("ed", 2, "completed", "edit", "src/a.py", { ok: true }),
+      startedWith("sh", 1, "shell"),
+      output("sh", 2, "plain output\n"),
+    ])
+      view.onEvent(e);
+    view.stop();
+    expect(text).toMatch(/\] fix: started on w1 \(claude\)\n/);
+    expect(text).toMatch(/\] fix: Bash: npm test\n/);
+    expect(text.match(/Bash: npm test/g)).toHaveLength(1); // its successful completion adds nothing
+    expect(text).toMatch(/\] fix: Read: src\/range\.ts\n.*\] fix: Read: src\/range\.ts \(failed\)\n/s);
+    expect(text).toContain("  fix| Fixed the off-by-one.\n  fix| Tests pass.\n");
+    expect(text).toContain("  fix! Warning: something on stderr\n");
+    expect(text).toMatch(/\] fix: rate limited, retrying in 30\.0s\n/);
+    expect(text).not.toContain('"type"');
+    expect(text).toMatch(/\] ed: edit: src\/a\.py\n/);
+    expect(text).not.toContain("Applied edit");
+    expect(text).toContain("  sh| plain output\n");
+  });
+});
+
 describe("progress - which view", () => {
   const tty = { isTTY: true };
   it("progress - live only on a terminal that moves its cursor; colour unless NO_COLOR; plain into pipes", () => {
