@@ -96,6 +96,11 @@ export const ProviderAssignmentSchema = z.object({
   access: z.enum(PROVIDER_ACCESS),
   credentials: z.object({ env: envName, from: envName.optional() }).optional(),
   env: z.record(envName, z.string()).optional(),
+  /**
+   * The circuit-breaker settings of the balancer that granted the task: the worker
+   * applies the attempt's outcome with them, so both judge by one rule.
+   */
+  circuit: z.object({ failures: z.number().int().min(1), cooldownMs: z.number().int().min(1), probes: z.number().int().min(1), successes: z.number().int().min(1) }),
 });
 export type ProviderAssignment = z.output<typeof ProviderAssignmentSchema>;
 
@@ -105,6 +110,7 @@ export function providerAssignment(name: string, def: ProviderDef): ProviderAssi
     name,
     agent: def.agent,
     access: def.access,
+    circuit: def.circuit,
     ...(def.credentials ? { credentials: def.credentials } : {}),
     ...(def.env ? { env: def.env } : {}),
   };
