@@ -114,7 +114,7 @@ export class Stack {
             case "scheduler":
               return new Scheduler(instance, ctx, { maxQueued: config.maxQueued });
             case "balancer":
-              return new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld });
+              return new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld, providers: config.providers });
             case "stealer":
               return new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs, rebalanceIntervalMs: config.stealer.rebalanceInterval, rebalanceThreshold: config.stealer.rebalanceThreshold });
             case "recorder":

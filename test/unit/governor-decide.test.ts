@@ -14,6 +14,7 @@ import type { ProviderState } from "../../src/runtime/messages.js";
 import { checkProviders, ProvidersConfigSchema, providerEnvironment, providerAssignment } from "../../src/runtime/providers.js";
 import { parseConfig } from "../../src/runtime/config.js";
 import { GraphFileSchema } from "../../src/runtime/graph.js";
+import { MAX_PROVIDER_FAILURES, providerFailureRule } from "../../src/actors/scheduler/run-state.js";
 
 const T0 = Date.parse("2026-12-05T12:00:00Z");
 const always = () => true;
@@ -209,5 +210,20 @@ describe("providers - config and tasks", () => {
     const providers = ProvidersConfigSchema.parse({ "claude-max": { agent: "claude", access: "subscription" } });
     expect(() => checkProviders(g, providers)).toThrow("task 'b': unknown provider 'claude-api' (did you mean 'claude-max'?); the providers are: claude-max");
     expect(() => checkProviders({ tasks: [{ id: "a", providers: ["claude-mx"] }] }, providers)).toThrow(/did you mean 'claude-max'/);
+  });
+});
+
+describe("scheduler - failures on a provider", () => {
+  const task = (providers?: string[], providerFailures?: number) => ({ def: { id: "t", ...(providers ? { providers } : {}) }, rec: { ...(providerFailures !== undefined ? { providerFailures } : {}) } });
+
+  it("scheduler - auth and rate limits of a task with providers requeue it without its retry budget, up to a cap", () => {
+    expect(providerFailureRule(task(["a", "b"]), { kind: "auth" })).toEqual({ again: true, counts: { providerFailures: 1 } });
+    expect(providerFailureRule(task(["a"], 3), { kind: "rate_limit" })).toEqual({ again: true, counts: { providerFailures: 4 } });
+    // The task's own failures, and tasks without providers, keep their retry policy.
+    expect(providerFailureRule(task(["a"]), { kind: "exit" })).toEqual({ again: false, counts: {} });
+    expect(providerFailureRule(task(), { kind: "auth" })).toEqual({ again: false, counts: {} });
+    const capped = providerFailureRule(task(["a", "b"], MAX_PROVIDER_FAILURES), { kind: "auth" });
+    expect(capped).toMatchObject({ again: false, counts: { providerFailures: MAX_PROVIDER_FAILURES + 1 } });
+    expect(capped.capMessage).toMatch(/^task 't' failed 11 times on its providers \(a, b\)/);
   });
 });

@@ -1,0 +1,103 @@
+import { mkdtemp, rm } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { builtinAgents, cliAgents, type Agent } from "../../src/agents/index.js";
+import { Stack } from "../../src/actors/stack.js";
+import { Worker } from "../../src/actors/worker/worker.js";
+import { AdoClient } from "../../src/runtime/client.js";
+import { decode } from "../../src/runtime/codec.js";
+import { parseConfig } from "../../src/runtime/config.js";
+import { connectNats } from "../../src/runtime/connection.js";
+import { parseGraph } from "../../src/runtime/graph.js";
+import { newWorkerId } from "../../src/runtime/ids.js";
+import { silentLogger } from "../../src/runtime/logger.js";
+import { SCHEMAS, type AdoEvent, type ProviderEvent, type ProviderState } from "../../src/runtime/messages.js";
+import { openBuckets } from "../../src/runtime/topology.js";
+import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
+import { makeRepo } from "../helpers/repo.js";
+import { FAKE_PATH } from "../agents/helpers.js";
+
+let ts: TestServer;
+let scratch: string;
+beforeAll(async () => {
+  ts = await startTestServer();
+  scratch = await mkdtemp(join(tmpdir(), "ado-providers-"));
+});
+afterAll(async () => {
+  await ts?.stop();
+  await rm(scratch, { recursive: true, force: true });
+});
+
+describe("providers - circuit breaker and fallback, end to end", () => {
+  it(
+    "providers - a provider whose CLI refuses the credentials opens its circuit; tasks fall back to the next provider and succeed; a task with only that provider waits for it",
+    { timeout: 240_000 },
+    async () => {
+      const repo = await makeRepo();
+      const topo = uniqueTopology();
+      const home = join(scratch, "home");
+      // Two accounts of one CLI (the fake Claude Code): the first's login is refused.
+      const providers = {
+        bad: { agent: "claude", access: "subscription" as const, env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_SCENARIO: "auth" }, circuit: { failures: 2, cooldown: "10m" } },
+        // One tool call (a command, no file written): the tasks change nothing, so no merges to conflict.
+        good: { agent: "claude", access: "subscription" as const, env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_TOOLS: "1" } },
+      };
+      const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, providers });
+      const stack = await Stack.start({ config, logger: silentLogger });
+      const agents = new Map<string, Agent>([...builtinAgents(), ...cliAgents()]);
+      const workers: Worker[] = [];
+      const nc = await connectNats({ servers: ts.url, name: "test-client", logger: silentLogger });
+      const circuitEvents: ProviderEvent[] = [];
+      const sub = nc.subscribe(topo.subjects.providerEvents, { callback: (_e, m) => void circuitEvents.push(decode(SCHEMAS.ProviderEvent, m.data, m.headers)) });
+      try {
+        for (let i = 0; i < 2; i++) {
+          const wnc = await connectNats({ servers: ts.url, name: `worker-${i}`, logger: silentLogger });
+          const ctx = { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger };
+          workers.push(await new Worker(ctx, { workerId: newWorkerId(hostname()), slots: 1, heartbeatMs: 200, worktreeDir: config.worktreeDir, cloneDir: config.git.cloneDir, agents }).start());
+        }
+        const client = new AdoClient(nc, topo);
+        const graph = parseGraph(
+          "tasks:\n" + Array.from({ length: 4 }, (_, i) => `  - { id: t${i}, prompt: "add a note ${i}", providers: [bad, good] }`).join("\n") + "\n",
+        );
+        const { runId } = await client.submit({ graph, repo: repo.dir });
+        const seen: AdoEvent[] = [];
+        const outcome = await client.watch(runId, { onEvent: (e) => seen.push(e) });
+        // Every task succeeded: none failed for good on the provider that refused it.
+        expect(outcome.status).toBe("succeeded");
+        expect(seen.filter((e) => e.type === "task.succeeded")).toHaveLength(4);
+        const failed = seen.filter((e): e is Extract<AdoEvent, { type: "task.failed" }> => e.type === "task.failed");
+        expect(failed.length).toBeGreaterThanOrEqual(2);
+        for (const f of failed) expect(f).toMatchObject({ willRetry: true });
+        // The circuit opened once, and the provider state shows who ran what.
+        await eventually(() => circuitEvents.some((e) => e.provider === "bad" && e.to === "open"), 10_000, "bad's circuit.open event");
+        expect(circuitEvents.filter((e) => e.provider === "bad").map((e) => `${e.from}->${e.to}`)).toEqual(["closed->open"]);
+        const kv = await openBuckets(nc, topo);
+        const state = async (name: string) => decode(SCHEMAS.ProviderState, (await kv.providers.get(name))!.value) as ProviderState;
+        const bad = await state("bad");
+        const good = await state("good");
+        expect(bad.circuit.state).toBe("open");
+        // Every failed attempt ran on the refusing provider; every success on the other.
+        expect(bad.counted.sort()).toEqual(failed.map((f) => `${runId}.${f.taskId}.${f.attempt}`).sort());
+        expect(good.counted).toHaveLength(4);
+        expect(good.circuit.state).toBe("closed");
+
+        // A task whose only provider is open waits (it does not fail), saying for what and until when.
+        const waiting = await client.submit({ graph: parseGraph('tasks:\n  - { id: w, prompt: "x", provider: bad }\n'), repo: repo.dir });
+        const events: AdoEvent[] = [];
+        const watch = client.watch(waiting.runId, { onEvent: (e) => events.push(e) });
+        const wait = await eventually(() => events.find((e) => e.type === "task.waiting"), 30_000, "task.waiting for provider bad");
+        expect(wait.type === "task.waiting" && wait.reason).toMatch(/^waiting for provider bad until \d\d:\d\d UTC: circuit open: 2 auth failures in a row/);
+        expect(events.some((e) => e.type === "task.started" || e.type === "task.failed")).toBe(false);
+        await client.control({ runId: waiting.runId }, "cancel", "test over");
+        expect((await watch).status).toBe("cancelled");
+      } finally {
+        sub.unsubscribe();
+        await Promise.all(workers.map((w) => w.close()));
+        await nc.drain();
+        await stack.close();
+        await repo.cleanup();
+      }
+    },
+  );
+});
