@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -94,6 +94,70 @@ describe("providers - circuit breaker and fallback, end to end", () => {
       } finally {
         sub.unsubscribe();
         await Promise.all(workers.map((w) => w.close()));
+        await nc.drain();
+        await stack.close();
+        await repo.cleanup();
+      }
+    },
+  );
+
+  it(
+    "providers - a usage limit with a reset time parks the provider until then; the task is requeued, waits, and succeeds after the reset",
+    { timeout: 240_000 },
+    async () => {
+      const repo = await makeRepo();
+      const topo = uniqueTopology();
+      const home = join(scratch, "home2");
+      const scenarioFile = join(scratch, "scenario.json");
+      // Far enough ahead that the first attempt hits the limit before it resets, on a loaded machine too.
+      const resetAtSec = Math.ceil(Date.now() / 1000) + 20;
+      await writeFile(scenarioFile, JSON.stringify({ scenario: "usage_limit", resetAt: resetAtSec, tools: 1 }));
+      const providers = {
+        p: { agent: "claude", access: "subscription" as const, env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_SCENARIO_FILE: scenarioFile }, circuit: { failures: 3, cooldown: "1s", successes: 1 } },
+      };
+      const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt2"), heartbeatMs: 200, providers });
+      const stack = await Stack.start({ config, logger: silentLogger });
+      const nc = await connectNats({ servers: ts.url, name: "test-client-2", logger: silentLogger });
+      const circuit: ProviderEvent[] = [];
+      const sub = nc.subscribe(topo.subjects.providerEvents, { callback: (_e, m) => void circuit.push(decode(SCHEMAS.ProviderEvent, m.data, m.headers)) });
+      const wnc = await connectNats({ servers: ts.url, name: "worker-p", logger: silentLogger });
+      const worker = await new Worker(
+        { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger },
+        { workerId: newWorkerId(hostname()), slots: 1, heartbeatMs: 200, worktreeDir: config.worktreeDir, cloneDir: config.git.cloneDir, agents: new Map<string, Agent>([...builtinAgents(), ...cliAgents()]) },
+      ).start();
+      try {
+        const client = new AdoClient(nc, topo);
+        const { runId } = await client.submit({ graph: parseGraph('tasks:\n  - { id: u, prompt: "x", provider: p }\n'), repo: repo.dir });
+        const seen: AdoEvent[] = [];
+        let healed = false;
+        const outcome = await client.watch(runId, {
+          onEvent: (e) => {
+            seen.push(e);
+            // The account's limit is over once it resets: from then on the CLI works.
+            if (e.type === "task.failed" && !healed) {
+              healed = true;
+              void writeFile(scenarioFile, JSON.stringify({ scenario: "success", tools: 1 }));
+            }
+          },
+        });
+        expect(outcome.status).toBe("succeeded");
+        const failed = seen.filter((e) => e.type === "task.failed");
+        expect(failed).toHaveLength(1);
+        expect(failed[0]).toMatchObject({ attempt: 1, willRetry: true });
+        // Parked until the reset the CLI reported, for every host (one KV key), then probed and closed.
+        const resetAt = new Date(resetAtSec * 1000).toISOString();
+        expect(circuit.map((e) => `${e.from}->${e.to}`)).toEqual(["closed->open", "open->half_open", "half_open->closed"]);
+        expect(circuit[0]).toMatchObject({ provider: "p", until: resetAt });
+        expect(circuit[0]!.reason).toMatch(/^usage limit reached; resets /);
+        // The requeued attempt waited, visibly, and started only after the reset.
+        const wait = seen.find((e) => e.type === "task.waiting");
+        expect(wait && wait.type === "task.waiting" && wait.reason).toMatch(/^waiting for provider p until \d\d:\d\d UTC: circuit open: usage limit reached/);
+        const second = seen.find((e) => e.type === "task.started" && e.attempt === 2);
+        expect(second).toBeDefined();
+        expect(Date.parse(second!.at)).toBeGreaterThanOrEqual(resetAtSec * 1000);
+      } finally {
+        sub.unsubscribe();
+        await worker.close();
         await nc.drain();
         await stack.close();
         await repo.cleanup();
