@@ -74,7 +74,8 @@ export interface GovernorPass {
 }
 
 export class Governor {
-  private readonly states = new Map<string, ProviderState>();
+  /** The local view: each provider's latest state seen (watch or own read/write), with its revision. */
+  private readonly states = new Map<string, { state: ProviderState; revision: number }>();
   private readonly policies = new Map<string, ProviderPolicy>();
   private watch?: KvWatch<ProviderState>;
   /** Permits asked for and not answered yet, per provider: a pass must not count their tokens twice. */
@@ -92,9 +93,8 @@ export class Governor {
       log: this.o.log,
       schema: SCHEMAS.ProviderState,
       what: "provider state",
-      onPut: (key, value) => {
-        this.states.set(key, value);
-        this.o.onChange?.();
+      onPut: (key, value, entry) => {
+        if (this.see(key, value, entry.revision)) this.o.onChange?.();
       },
       onDelete: (key) => {
         this.states.delete(key);
@@ -115,7 +115,18 @@ export class Governor {
 
   /** The local view of a provider's state (what the watch last delivered). */
   stateOf(provider: string): ProviderState | undefined {
-    return this.states.get(provider);
+    return this.states.get(provider)?.state;
+  }
+
+  /**
+   * Takes a state into the local view unless a newer one is there already (a read or a
+   * write of ours can be ahead of the watch). Returns whether it was taken.
+   */
+  private see(provider: string, state: ProviderState, revision: number): boolean {
+    const known = this.states.get(provider);
+    if (known && known.revision >= revision) return false;
+    this.states.set(provider, { state, revision });
+    return true;
   }
 
   /** A view for one dispatch pass at `now`. */
@@ -125,7 +136,7 @@ export class Governor {
     const unknown = (name: string): ProviderAvailability => {
       const policy = this.policies.get(name);
       if (!policy) return { room: 0, reason: `provider '${name}' is not in this balancer's config (providers:)` };
-      const a = availability(this.states.get(name), policy, now, still);
+      const a = availability(this.states.get(name)?.state, policy, now, still);
       const pending = this.pending.get(name) ?? 0;
       return pending ? { ...a, room: Math.max(0, a.room - pending) } : a;
     };
@@ -194,19 +205,22 @@ export class Governor {
             this.o.log.warn({ provider, err: errorMessage(err) }, "unreadable provider state replaced");
           }
         }
+        // What was read is news to the local view too: a refused permit must not be
+        // asked for again and again while the watch has yet to deliver the state behind it.
+        if (current && entry) this.see(provider, current, entry.revision);
         const now = this.o.clock.now();
         const d = decideOn(current, now);
         if (d.state) {
           const value = encodeValue(SCHEMAS.ProviderState, d.state);
+          let revision: number;
           try {
             // A deleted key keeps a revision: update over it so the CAS still holds.
-            if (entry) await kv.update(provider, value, entry.revision);
-            else await kv.create(provider, value);
+            revision = entry ? await kv.update(provider, value, entry.revision) : await kv.create(provider, value);
           } catch (err) {
             if (isWrongRevision(err)) throw new CasConflict(`provider '${provider}': state changed while deciding`);
             throw err;
           }
-          this.states.set(provider, d.state);
+          this.see(provider, d.state, revision);
           for (const t of d.transitions) this.announce(provider, t, d.state.circuit.changedAt);
         }
         return d.result;
