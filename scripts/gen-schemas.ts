@@ -317,8 +317,11 @@ function wireDocs(): Record<string, WireDoc> {
     },
     "provider.event": {
       form: "output",
-      summary: "A provider's circuit changed state (closed, open, half_open), with the reason and until when it stays open.",
-      carriers: [{ kind: "stream", where: s.providerEvent("<provider>", "circuit"), detail: kept("providers"), writer: "whoever made the change (a balancer or a worker)", reader: "anyone" }],
+      summary: "A provider's circuit changed state (closed, open, half_open), with the reason and until when it stays open; or adaptive concurrency stepped its limits down or up, with the reason.",
+      carriers: [
+        { kind: "stream", where: s.providerEvent("<provider>", "circuit"), detail: kept("providers"), writer: "whoever made the change (a balancer or a worker)", reader: "anyone" },
+        { kind: "stream", where: s.providerEvent("<provider>", "adaptive"), detail: kept("providers"), writer: "a balancer (its permit took the step)", reader: "anyone" },
+      ],
     },
     "dead.letter": {
       form: "output",

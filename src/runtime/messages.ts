@@ -746,6 +746,13 @@ export const ProviderState = z.object({
   circuit: CircuitState,
   /** Attempt keys whose outcome was applied (the latest few): a repeated report counts once. */
   counted: z.array(z.string()).default([]),
+  /**
+   * Recent outcomes for adaptive concurrency, oldest first: [finished at (epoch ms), 1 ok
+   * or 0 a provider failure, task latency ms]. Task failures of their own are not kept.
+   */
+  samples: z.array(z.tuple([z.number().int().min(0), z.union([z.literal(0), z.literal(1)]), z.number().min(0)])).default([]),
+  /** The limits adaptive concurrency set (within the config's bounds), and when it last stepped. */
+  adapted: z.object({ concurrent: z.number().int().min(1).optional(), perMinute: z.number().positive().optional(), steppedAt: z.number().int().min(0) }).optional(),
 });
 export type ProviderState = z.infer<typeof ProviderState>;
 
@@ -762,6 +769,16 @@ export const ProviderEvent = z.discriminatedUnion("type", [
     to: CircuitState.shape.state,
     reason: z.string(),
     until: isoTime.optional(),
+  }),
+  /** Adaptive concurrency stepped a provider's limits down (errors, latency) or back up. */
+  z.object({
+    type: z.literal("provider.adaptive"),
+    provider: ProviderNameSchema,
+    at: isoTime,
+    direction: z.enum(["down", "up"]),
+    from: z.object({ concurrent: z.number().int().optional(), perMinute: z.number().optional() }),
+    to: z.object({ concurrent: z.number().int().optional(), perMinute: z.number().optional() }),
+    reason: z.string(),
   }),
 ]);
 export type ProviderEvent = z.infer<typeof ProviderEvent>;

@@ -118,6 +118,8 @@ export const msgIds = {
    * a writer that retries its publish does not announce it twice.
    */
   providerCircuit: (provider: string, to: string, changedAt: number) => `_provider.${provider}.${to}.${changedAt}`,
+  /** A provider's adaptive-concurrency step, one per step (its time). */
+  providerAdaptive: (provider: string, at: number) => `_provider.${provider}.adaptive.${at}`,
   /** A worker's result for an attempt. */
   result: (a: AttemptRef) => `${attemptKey(a)}.result`,
   /** Queued work a draining worker puts back on the ready queue. */

@@ -72,8 +72,31 @@ export const ProviderSchema = z
         perMinute: z.number().positive().max(1_000_000).optional(),
         /** Tasks that may start at once after a quiet spell (the bucket's size); default 1. */
         burst: z.number().int().min(1).max(1_000_000).optional(),
+        /**
+         * Adaptive concurrency: cut `concurrent` by a quarter and `perMinute` by half when
+         * the provider's error rate over `window` passes 20% (or the median task latency
+         * passes `latency`); raise them by a third and a quarter when errors stay under 5%
+         * and latency is healthy; never above the configured limits nor below the minimums;
+         * at most one step per `cooldown`.
+         */
+        adaptive: z
+          .object({
+            minConcurrent: z.number().int().min(1).default(1),
+            minPerMinute: z.number().positive().optional(),
+            window: DurationSchema.default(300_000),
+            latency: DurationSchema.optional(),
+            cooldown: DurationSchema.default(60_000),
+            /** Outcomes in the window before any step is taken. */
+            minSamples: z.number().int().min(1).default(10),
+          })
+          .strict()
+          .optional(),
       })
       .strict()
+      .refine((l) => !l.adaptive || l.concurrent !== undefined || l.perMinute !== undefined, {
+        message: "adaptive needs a limit to adjust: set concurrent or perMinute (the most it may raise them to)",
+        path: ["adaptive"],
+      })
       .default({}),
     circuit: CircuitFileSchema.default({ ...CIRCUIT_DEFAULTS }),
     /** The model in the price table (config `prices`) this provider's tasks are priced at. */

@@ -227,3 +227,59 @@ describe("scheduler - failures on a provider", () => {
     expect(capped.capMessage).toMatch(/^task 't' failed 11 times on its providers \(a, b\)/);
   });
 });
+
+describe("governor - adaptive concurrency", () => {
+  const adaptive = { minConcurrent: 2, windowMs: 300_000, latencyMs: 60_000, cooldownMs: 60_000, minSamples: 10 };
+  const p = policy({ concurrent: 12, perMinute: 40, burst: 5, adaptive });
+  /** Reports n outcomes, `errors` of them provider failures, each `ms` long, at t. */
+  const report = (s: ProviderState | undefined, from: number, n: number, errors: number, t: number, ms = 1_000) => {
+    for (let i = 0; i < n; i++) {
+      s = applyOutcome(s, p, t, { attempt: `r.t${from + i}.1`, ok: i >= errors, ...(i < errors ? { kind: "rate_limit" as const } : {}), latencyMs: ms }, "prov")!.state;
+    }
+    return s!;
+  };
+  const permit = (s: ProviderState, t: number, i = 999) => decidePermit(s, p, t, "prov", `r.x${i}.1`, always);
+
+  it("governor - a 30% error rate cuts concurrency by a quarter and the rate by half; clear errors raise them back within bounds, one step per cooldown", () => {
+    let s = report(undefined, 0, 10, 3, T0); // 30% provider failures
+    const down = permit(s, T0 + 1);
+    expect(down.steps).toEqual([{ direction: "down", from: { concurrent: 12, perMinute: 40 }, to: { concurrent: 9, perMinute: 20 }, reason: "error rate 30% over the last 10 tasks (above 20%)" }]);
+    s = down.state!;
+    expect(s.adapted).toEqual({ concurrent: 9, perMinute: 20, steppedAt: T0 + 1 });
+    // The new limits are in force (the rate refills at 20 a minute now).
+    expect(availability(s, p, T0 + 2, always).room).toBeLessThanOrEqual(9);
+    // Within the cooldown no step, whatever the outcomes.
+    s = report(s, 100, 10, 0, T0 + 10_000);
+    expect(permit(s, T0 + 20_000, 1).steps).toEqual([]);
+    // After it, clear errors raise them by a third and a quarter...
+    const up = permit(s, T0 + 61_002, 2);
+    expect(up.steps[0]).toMatchObject({ direction: "up", from: { concurrent: 9, perMinute: 20 }, to: { concurrent: 12, perMinute: 25 } });
+    s = up.state!;
+    // ...never above the configured limits, and a step at the ceiling is no step.
+    s = report(s, 200, 10, 0, T0 + 130_000);
+    const upAgain = permit(s, T0 + 130_001, 3);
+    expect(upAgain.steps[0]).toMatchObject({ to: { concurrent: 12, perMinute: 31.25 } });
+    s = report(upAgain.state!, 300, 10, 0, T0 + 200_000);
+    s = report(s, 400, 10, 0, T0 + 270_000);
+    const top = permit(s, T0 + 270_001, 4);
+    expect(top.steps[0]?.to).toEqual({ concurrent: 12, perMinute: 39.0625 });
+  });
+
+  it("governor - slow tasks cut the limits too; too few outcomes, or the task's own failures, take no step; never below the minimum", () => {
+    const slow = report(undefined, 0, 10, 0, T0, 120_000);
+    expect(permit(slow, T0 + 1).steps[0]).toMatchObject({ direction: "down", reason: "median latency 120000 ms over the last 10 tasks (above 60000 ms)" });
+    expect(permit(report(undefined, 0, 9, 9, T0), T0 + 1).steps).toEqual([]);
+    let own: ProviderState | undefined;
+    for (let i = 0; i < 20; i++) own = applyOutcome(own, p, T0, { attempt: `r.o${i}.1`, ok: false, kind: "exit" }, "prov")!.state;
+    expect(own!.samples).toEqual([]);
+    let s: ProviderState = { ...initialState("prov", p, T0), adapted: { concurrent: 2, perMinute: 1, steppedAt: 0 } };
+    s = report(s, 0, 10, 10, T0);
+    expect(permit(s, T0 + 1).steps).toEqual([]);
+  });
+
+  it("providers - adaptive needs a limit to adjust", () => {
+    expect(() => parseConfig({ providers: { a: { agent: "claude", access: "api", limits: { adaptive: {} } } } })).toThrow(/adaptive needs a limit to adjust/);
+    const c = parseConfig({ providers: { a: { agent: "claude", access: "api", limits: { concurrent: 8, adaptive: { latency: "10m" } } } } });
+    expect(policyOf(c.providers.a!).adaptive).toEqual({ minConcurrent: 1, windowMs: 300_000, latencyMs: 600_000, cooldownMs: 60_000, minSamples: 10 });
+  });
+});

@@ -209,7 +209,18 @@ export class Balancer extends Actor {
       providers: Object.fromEntries(
         Object.keys(this.opts.providers ?? {}).map((name) => {
           const s = this.governor?.stateOf(name);
-          return [name, { circuit: s?.circuit.state ?? "closed", running: s ? Object.keys(s.active).length : 0, ...(s?.circuit.until ? { until: new Date(s.circuit.until).toISOString() } : {}) }];
+          const limits = this.opts.providers![name]!.limits;
+          return [
+            name,
+            {
+              circuit: s?.circuit.state ?? "closed",
+              running: s ? Object.keys(s.active).length : 0,
+              ...(s?.circuit.until ? { until: new Date(s.circuit.until).toISOString() } : {}),
+              // What adaptive concurrency set, else the configured limits.
+              concurrent: s?.adapted?.concurrent ?? limits.concurrent,
+              perMinute: s?.adapted?.perMinute ?? limits.perMinute,
+            },
+          ];
         }),
       ),
     };

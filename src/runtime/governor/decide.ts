@@ -19,6 +19,18 @@ export interface ProviderPolicy {
   /** Tasks running at once; undefined: no limit. */
   concurrent?: number;
   circuit: { failures: number; cooldownMs: number; probes: number; successes: number };
+  /** Adaptive concurrency (config `limits.adaptive`); `concurrent` and `perMinute` are then its ceilings. */
+  adaptive?: AdaptivePolicy;
+}
+
+export interface AdaptivePolicy {
+  minConcurrent: number;
+  minPerMinute?: number;
+  windowMs: number;
+  /** Median task latency above this is unhealthy; undefined: latency is not judged. */
+  latencyMs?: number;
+  cooldownMs: number;
+  minSamples: number;
 }
 
 /** The policy a provider's config gives. */
@@ -28,7 +40,26 @@ export function policyOf(def: Pick<ProviderDef, "limits" | "circuit">): Provider
     burst: def.limits.burst ?? 1,
     ...(def.limits.concurrent !== undefined ? { concurrent: def.limits.concurrent } : {}),
     circuit: def.circuit,
+    ...(def.limits.adaptive
+      ? {
+          adaptive: {
+            minConcurrent: def.limits.adaptive.minConcurrent,
+            ...(def.limits.adaptive.minPerMinute !== undefined ? { minPerMinute: def.limits.adaptive.minPerMinute } : {}),
+            windowMs: def.limits.adaptive.window,
+            ...(def.limits.adaptive.latency !== undefined ? { latencyMs: def.limits.adaptive.latency } : {}),
+            cooldownMs: def.limits.adaptive.cooldown,
+            minSamples: def.limits.adaptive.minSamples,
+          },
+        }
+      : {}),
   };
+}
+
+/** The limits in force: what adaptive concurrency set, else the configured ones. */
+export function effectivePolicy(policy: ProviderPolicy, s: Pick<ProviderState, "adapted"> | undefined): ProviderPolicy {
+  const a = policy.adaptive && s?.adapted;
+  if (!a) return policy;
+  return { ...policy, ...(a.concurrent !== undefined ? { concurrent: a.concurrent } : {}), ...(a.perMinute !== undefined ? { perMinute: a.perMinute } : {}) };
 }
 
 /**
@@ -58,7 +89,7 @@ export interface Transition {
 
 /** A fresh provider: a full bucket, nothing running, circuit closed. */
 export function initialState(provider: string, policy: ProviderPolicy, now: number): ProviderState {
-  return { provider, tokens: policy.burst, refilledAt: now, active: {}, circuit: { state: "closed", failures: 0, probes: [], successes: 0, changedAt: now }, counted: [] };
+  return { provider, tokens: policy.burst, refilledAt: now, active: {}, circuit: { state: "closed", failures: 0, probes: [], successes: 0, changedAt: now }, counted: [], samples: [] };
 }
 
 /** Tokens at `now` (continuous refill up to the burst). A clock behind `refilledAt` adds nothing. */
@@ -77,13 +108,13 @@ function nextTokenAt(tokens: number, refilledAt: number, policy: ProviderPolicy)
 export type StillRunning = (attempt: string, grantedAt: number) => boolean;
 
 export type PermitDecision =
-  | { type: "permit"; state: ProviderState; transitions: Transition[] }
+  | { type: "permit"; state: ProviderState; transitions: Transition[]; steps: AdaptiveStep[] }
   /**
    * `until`: when asking again can succeed (undefined: when something finishes).
    * `state` is set when the refusal changed it (a circuit half-opened, stale attempts
    * dropped) and is worth writing.
    */
-  | { type: "refuse"; until?: number; reason: string; state?: ProviderState; transitions: Transition[] };
+  | { type: "refuse"; until?: number; reason: string; state?: ProviderState; transitions: Transition[]; steps: AdaptiveStep[] };
 
 /**
  * May `attempt` start on this provider now? A permit takes a token, counts the attempt
@@ -100,10 +131,19 @@ export function decidePermit(
   stillRunning: StillRunning,
 ): PermitDecision {
   const base = current ?? initialState(provider, policy, now);
-  if (base.active[attempt] !== undefined) return { type: "permit", state: base, transitions: [] };
+  if (base.active[attempt] !== undefined) return { type: "permit", state: base, transitions: [], steps: [] };
   const transitions: Transition[] = [];
   let changed = current === undefined;
   let s: ProviderState = { ...base, active: { ...base.active }, circuit: { ...base.circuit } };
+  // Adaptive concurrency judges what workers reported since its last step.
+  const step = policy.adaptive ? adapt(s, policy, policy.adaptive, now) : undefined;
+  const steps: AdaptiveStep[] = [];
+  if (step) {
+    s = step.state;
+    changed = true;
+    if (step.step) steps.push(step.step);
+  }
+  policy = effectivePolicy(policy, s);
   // Attempts that ended without a report (a worker died) stop holding the provider.
   for (const [key, at] of Object.entries(s.active)) {
     if (!stillRunning(key, at)) {
@@ -128,6 +168,7 @@ export function decidePermit(
     ...(until !== undefined ? { until } : {}),
     ...(changed ? { state: s } : {}),
     transitions,
+    steps,
   });
   if (s.circuit.state === "open") return refuse(`circuit open${s.circuit.reason ? `: ${s.circuit.reason}` : ""}`, s.circuit.until);
   if (s.circuit.state === "half_open" && s.circuit.probes.length >= policy.circuit.probes) {
@@ -143,7 +184,7 @@ export function decidePermit(
   s = { ...s, tokens: policy.perMinute === undefined ? s.tokens : tokens - 1, refilledAt };
   s.active[attempt] = now;
   if (s.circuit.state === "half_open") s.circuit.probes = [...s.circuit.probes, attempt];
-  return { type: "permit", state: s, transitions };
+  return { type: "permit", state: s, transitions, steps };
 }
 
 /** How an attempt on a provider ended, as its worker reports it. */
@@ -154,7 +195,12 @@ export interface Outcome {
   /** A rate or usage limit's reset time (epoch ms), when the CLI named one. */
   retryAt?: number;
   message?: string;
+  /** How long the attempt ran (ms), for adaptive concurrency's latency. */
+  latencyMs?: number;
 }
+
+/** Outcomes kept for adaptive concurrency (the window trims them further). */
+const SAMPLES_MAX = 200;
 
 /**
  * Applies an attempt's outcome: it stops holding the provider, and the circuit counts
@@ -179,6 +225,9 @@ export function applyOutcome(
   if (wasProbe) s.circuit.probes = s.circuit.probes.filter((p) => p !== o.attempt);
   const transitions: Transition[] = [];
   const providerFailure = !o.ok && o.kind !== undefined && PROVIDER_FAILURES.has(o.kind);
+  // What the provider did, for adaptive concurrency: a success or a provider failure (a
+  // task's own failure says nothing about the provider).
+  if (o.ok || providerFailure) s.samples = [...s.samples, [now, o.ok ? 1 : 0, Math.max(0, o.latencyMs ?? 0)] as [number, 0 | 1, number]].slice(-SAMPLES_MAX);
   const parked = providerFailure && o.kind === "rate_limit" && o.retryAt !== undefined && o.retryAt > now;
   const what = o.kind === "rate_limit" ? (parked ? "usage limit" : "rate limit") : o.kind;
   const open = (reason: string) => {
@@ -238,6 +287,7 @@ export interface ProviderAvailability {
  * keeps a pass from sending more than can be permitted.
  */
 export function availability(s: ProviderState | undefined, policy: ProviderPolicy, now: number, stillRunning: StillRunning): ProviderAvailability {
+  policy = effectivePolicy(policy, s);
   if (!s) return { room: policy.perMinute === undefined ? (policy.concurrent ?? Infinity) : Math.min(policy.burst, policy.concurrent ?? Infinity) };
   const c = s.circuit;
   if (c.state === "open" && (c.until ?? 0) > now) return { room: 0, until: c.until!, reason: `circuit open${c.reason ? `: ${c.reason}` : ""}` };
@@ -311,4 +361,68 @@ export function hhmm(ms: number): string {
   const d = new Date(Math.ceil(ms / 60_000) * 60_000);
   const pad = (n: number) => String(n).padStart(2, "0");
   return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())} UTC`;
+}
+
+// ---- adaptive concurrency ----------------------------------------------------------
+
+/** A step of adaptive concurrency, to be announced as a `provider.adaptive` event. */
+export interface AdaptiveStep {
+  direction: "down" | "up";
+  from: { concurrent?: number; perMinute?: number };
+  to: { concurrent?: number; perMinute?: number };
+  reason: string;
+}
+
+/** Error rate above which limits are cut, and below which (with healthy latency) they are raised. */
+export const ADAPTIVE_CUT_ABOVE = 0.2;
+export const ADAPTIVE_RAISE_BELOW = 0.05;
+
+/**
+ * The backpressure controller: over the samples in the window (at least `minSamples`,
+ * and not within `cooldownMs` of the last step), an error rate above 20% or a median
+ * latency above the threshold cuts concurrency by a quarter and the rate by half (not
+ * below the minimums); an error rate under 5% with healthy latency raises them by a third
+ * and a quarter (not above the configured limits). A step starts a fresh window: the
+ * new level is judged on its own outcomes. Returns undefined when nothing changes.
+ */
+export function adapt(
+  s: ProviderState,
+  policy: ProviderPolicy,
+  a: AdaptivePolicy,
+  now: number,
+): { state: ProviderState; step?: AdaptiveStep } | undefined {
+  const samples = s.samples.filter(([at]) => now - at <= a.windowMs);
+  const trimmed = samples.length !== s.samples.length;
+  const last = s.adapted?.steppedAt ?? 0;
+  const keep = () => (trimmed ? { state: { ...s, samples } } : undefined);
+  if (samples.length < a.minSamples || now - last < a.cooldownMs) return keep();
+  const errors = samples.filter(([, ok]) => ok === 0).length;
+  const rate = errors / samples.length;
+  const latencies = samples.filter(([, ok]) => ok === 1).map(([, , ms]) => ms).sort((x, y) => x - y);
+  const median = latencies.length ? latencies[Math.floor((latencies.length - 1) / 2)]! : undefined;
+  const slow = a.latencyMs !== undefined && median !== undefined && median > a.latencyMs;
+  const cur = { concurrent: s.adapted?.concurrent ?? policy.concurrent, perMinute: s.adapted?.perMinute ?? policy.perMinute };
+  const pct = (x: number) => `${Math.round(x * 100)}%`;
+  const over = `over the last ${samples.length} tasks`;
+  let direction: AdaptiveStep["direction"];
+  let next: { concurrent?: number; perMinute?: number };
+  let reason: string;
+  if (rate > ADAPTIVE_CUT_ABOVE || slow) {
+    direction = "down";
+    next = {
+      ...(cur.concurrent !== undefined ? { concurrent: Math.max(a.minConcurrent, Math.floor(cur.concurrent * 0.75)) } : {}),
+      ...(cur.perMinute !== undefined ? { perMinute: Math.max(a.minPerMinute ?? Math.min(1, policy.perMinute!), cur.perMinute * 0.5) } : {}),
+    };
+    reason = rate > ADAPTIVE_CUT_ABOVE ? `error rate ${pct(rate)} ${over} (above ${pct(ADAPTIVE_CUT_ABOVE)})` : `median latency ${Math.round(median!)} ms ${over} (above ${a.latencyMs} ms)`;
+  } else if (rate < ADAPTIVE_RAISE_BELOW) {
+    direction = "up";
+    next = {
+      ...(cur.concurrent !== undefined ? { concurrent: Math.min(policy.concurrent!, Math.max(cur.concurrent + 1, Math.ceil((cur.concurrent * 4) / 3))) } : {}),
+      ...(cur.perMinute !== undefined ? { perMinute: Math.min(policy.perMinute!, cur.perMinute * 1.25) } : {}),
+    };
+    reason = `error rate ${pct(rate)} ${over} (under ${pct(ADAPTIVE_RAISE_BELOW)})${median !== undefined ? `, median latency ${Math.round(median)} ms` : ""}`;
+  } else return keep();
+  if (next.concurrent === cur.concurrent && next.perMinute === cur.perMinute) return keep();
+  const adapted = { ...next, steppedAt: now };
+  return { state: { ...s, samples: [], adapted }, step: { direction, from: cur, to: next, reason } };
 }

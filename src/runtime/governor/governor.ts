@@ -39,6 +39,7 @@ import {
   type ProviderPolicy,
   type StillRunning,
   type Transition,
+  type AdaptiveStep,
 } from "./decide.js";
 
 export interface GovernorOptions {
@@ -150,12 +151,12 @@ export class Governor {
    */
   async acquire(provider: string, attempt: string): Promise<PermitDecision> {
     const policy = this.policies.get(provider);
-    if (!policy) return { type: "refuse", reason: `provider '${provider}' is not in this balancer's config (providers:)`, transitions: [] };
+    if (!policy) return { type: "refuse", reason: `provider '${provider}' is not in this balancer's config (providers:)`, transitions: [], steps: [] };
     this.pending.set(provider, (this.pending.get(provider) ?? 0) + 1);
     try {
       return await this.cas(provider, (current, now) => {
         const d = decidePermit(current, policy, now, provider, attempt, this.stillRunning(now));
-        return { result: d, ...(d.type === "permit" ? { state: d.state } : d.state ? { state: d.state } : {}), transitions: d.transitions };
+        return { result: d, ...(d.type === "permit" ? { state: d.state } : d.state ? { state: d.state } : {}), transitions: d.transitions, steps: d.steps };
       });
     } finally {
       const left = (this.pending.get(provider) ?? 1) - 1;
@@ -191,7 +192,10 @@ export class Governor {
    * write got in between: decide again on theirs). Transitions are published only once
    * their state is stored.
    */
-  private async cas<R>(provider: string, decideOn: (current: ProviderState | undefined, now: number) => { result: R; state?: ProviderState; transitions: Transition[] }): Promise<R> {
+  private async cas<R>(
+    provider: string,
+    decideOn: (current: ProviderState | undefined, now: number) => { result: R; state?: ProviderState; transitions: Transition[]; steps?: AdaptiveStep[] },
+  ): Promise<R> {
     const { kv } = this.o;
     return retry(
       async () => {
@@ -222,11 +226,21 @@ export class Governor {
           }
           this.see(provider, d.state, revision);
           for (const t of d.transitions) this.announce(provider, t, d.state.circuit.changedAt);
+          for (const step of d.steps ?? []) this.announceStep(provider, step, now);
         }
         return d.result;
       },
       { attempts: CAS_TRIES, backoff: Backoff.cas, retryIf: (err) => err instanceof CasConflict },
     );
+  }
+
+  private announceStep(provider: string, step: AdaptiveStep, at: number): void {
+    const event: ProviderEvent = { type: "provider.adaptive", provider, at: new Date(at).toISOString(), ...step };
+    this.o.log.info({ provider, direction: step.direction, from: step.from, to: step.to, reason: step.reason }, `provider limits stepped ${step.direction}`);
+    const { data, headers } = encode(SCHEMAS.ProviderEvent, event);
+    this.o.js
+      .publish(this.o.topo.subjects.providerEvent(provider, "adaptive"), data, { headers, msgID: msgIds.providerAdaptive(provider, at) })
+      .catch((err) => this.o.log.warn({ provider, err: errorMessage(err) }, "provider.adaptive event not published"));
   }
 
   private announce(provider: string, t: Transition, changedAt: number): void {
