@@ -4,7 +4,7 @@ import { fileURLToPath } from "node:url";
 import { jetstream } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { systemClock } from "../../src/runtime/clock.js";
+import { ManualClock, systemClock } from "../../src/runtime/clock.js";
 import { decode } from "../../src/runtime/codec.js";
 import { Governor } from "../../src/runtime/governor/governor.js";
 import { silentLogger } from "../../src/runtime/logger.js";
@@ -111,5 +111,46 @@ describe("governor - one bucket shared across processes", () => {
     expect(events[0]).toMatchObject({ type: "provider.circuit", provider: "bad", from: "closed", to: "open" });
     sub.unsubscribe();
     balancer.stop();
+  });
+
+  it("governor - adaptive concurrency steps a provider down under a 30% error rate and back up when it clears, for every replica, with events", { timeout: 60_000 }, async () => {
+    const topo = uniqueTopology();
+    const { kv } = await provisioned(nc, topo);
+    const clock = new ManualClock(Date.parse("2026-12-05T12:00:00Z"));
+    const providers = ProvidersConfigSchema.parse({ ad: { agent: "claude", access: "api", limits: { concurrent: 8, perMinute: 100, burst: 20, adaptive: { cooldown: "1m", minSamples: 10 } } } });
+    const events: ProviderEvent[] = [];
+    const sub = nc.subscribe(topo.subjects.providerEvents, { callback: (_e, m) => void events.push(decode(SCHEMAS.ProviderEvent, m.data, m.headers)) });
+    const js = jetstream(nc);
+    const [a, b] = [0, 1].map(() => new Governor({ kv: kv.providers, nc, js, topo, log: silentLogger, clock, providers, running: () => new Set() }));
+    await b!.start();
+    const worker = new Governor({ kv: kv.providers, nc, js, topo, log: silentLogger, clock });
+    // Spread out, so the circuit (3 in a row) stays closed: only the rate is judged.
+    const round = async (tag: string, failing: (i: number) => boolean) => {
+      for (let i = 0; i < 10; i++) {
+        const attempt = `r.${tag}${i}.1`;
+        expect((await a!.acquire("ad", attempt)).type).toBe("permit");
+        await worker.report("ad", providers.ad!.circuit, { attempt, ok: !failing(i), ...(failing(i) ? { kind: "crash" as const } : {}), latencyMs: 5_000 });
+      }
+    };
+    await round("e", (i) => i % 3 === 0 && i < 9); // 30% of the provider's attempts crash
+    clock.advance(1);
+    await a!.acquire("ad", "r.probe1.1"); // the next permit judges the window
+    await eventually(() => events.some((e) => e.type === "provider.adaptive"), 10_000, "the step down");
+    // The other replica applies the new limits: it sees them in the shared state.
+    await eventually(() => b!.stateOf("ad")?.adapted?.concurrent === 6, 10_000, "replica b sees concurrent 6");
+    expect(b!.stateOf("ad")!.adapted!.perMinute).toBe(50);
+    clock.advance(61_000);
+    await round("c", () => false);
+    clock.advance(1);
+    await a!.acquire("ad", "r.probe2.1");
+    await eventually(() => events.filter((e) => e.type === "provider.adaptive").length >= 2, 10_000, "the step up");
+    const steps = events.filter((e): e is Extract<ProviderEvent, { type: "provider.adaptive" }> => e.type === "provider.adaptive");
+    expect(steps.map((e) => [e.direction, e.from, e.to])).toEqual([
+      ["down", { concurrent: 8, perMinute: 100 }, { concurrent: 6, perMinute: 50 }],
+      ["up", { concurrent: 6, perMinute: 50 }, { concurrent: 8, perMinute: 62.5 }],
+    ]);
+    expect(steps[0]!.reason).toBe("error rate 30% over the last 10 tasks (above 20%)");
+    sub.unsubscribe();
+    b!.stop();
   });
 });
