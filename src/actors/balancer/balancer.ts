@@ -272,7 +272,7 @@ export class Balancer extends Actor {
   private announceWaiting(work: TaskWork, reason: string, workers: number, now: number): void {
     const event: AdoEvent = { type: "task.waiting", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date(now).toISOString(), reason, workers };
     const { data, headers } = encode(SCHEMAS.AdoEvent, event);
-    this.log.info({ runId: work.runId, taskId: work.taskId, attempt: work.attempt, reason }, "task waiting: no worker can take it");
+    this.log.info({ runId: work.runId, taskId: work.taskId, attempt: work.attempt, reason }, "task waiting");
     this.js
       .publish(this.ctx.topo.subjects.event({ type: event.type, runId: event.runId, taskId: event.taskId }), data, { headers, msgID: msgIds.waiting(work, digest(reason)) })
       .catch((err) => this.log.warn({ runId: work.runId, taskId: work.taskId, err: errorMessage(err) }, "task.waiting not published"));
