@@ -1,4 +1,4 @@
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -38,10 +38,19 @@ describe("providers - circuit breaker and fallback, end to end", () => {
       const topo = uniqueTopology();
       const home = join(scratch, "home");
       // Two accounts of one CLI (the fake Claude Code): the first's login is refused.
+      const badRecord = join(scratch, "bad.json");
+      const goodRecord = join(scratch, "good.json");
+      // The second account pays by API key, kept on the worker under a name of its own.
+      process.env.PROVIDERS_TEST_GOOD_KEY = "sk-test-good";
       const providers = {
-        bad: { agent: "claude", access: "subscription" as const, env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_SCENARIO: "auth" }, circuit: { failures: 2, cooldown: "10m" } },
+        bad: { agent: "claude", access: "subscription" as const, env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_SCENARIO: "auth", FAKE_AGENT_RECORD: badRecord }, circuit: { failures: 2, cooldown: "10m" } },
         // One tool call (a command, no file written): the tasks change nothing, so no merges to conflict.
-        good: { agent: "claude", access: "subscription" as const, env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_TOOLS: "1" } },
+        good: {
+          agent: "claude",
+          access: "api" as const,
+          credentials: { env: "ANTHROPIC_API_KEY", from: "PROVIDERS_TEST_GOOD_KEY" },
+          env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_TOOLS: "1", FAKE_AGENT_RECORD: goodRecord },
+        },
       };
       const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, providers });
       const stack = await Stack.start({ config, logger: silentLogger });
@@ -81,6 +90,11 @@ describe("providers - circuit breaker and fallback, end to end", () => {
         expect(bad.counted.sort()).toEqual(failed.map((f) => `${runId}.${f.taskId}.${f.attempt}`).sort());
         expect(good.counted).toHaveLength(4);
         expect(good.circuit.state).toBe("closed");
+        // Each provider's agent got its own environment: the API key only on the API account.
+        const envOf = async (path: string) => (JSON.parse(await readFile(path, "utf8")) as { env: Record<string, string> }).env;
+        expect((await envOf(goodRecord)).ANTHROPIC_API_KEY).toBe("sk-test-good");
+        expect((await envOf(badRecord)).ANTHROPIC_API_KEY).toBeUndefined();
+        expect((await envOf(badRecord)).FAKE_AGENT_SCENARIO).toBe("auth");
 
         // A task whose only provider is open waits (it does not fail), saying for what and until when.
         const waiting = await client.submit({ graph: parseGraph('tasks:\n  - { id: w, prompt: "x", provider: bad }\n'), repo: repo.dir });
@@ -92,6 +106,7 @@ describe("providers - circuit breaker and fallback, end to end", () => {
         await client.control({ runId: waiting.runId }, "cancel", "test over");
         expect((await watch).status).toBe("cancelled");
       } finally {
+        delete process.env.PROVIDERS_TEST_GOOD_KEY;
         sub.unsubscribe();
         await Promise.all(workers.map((w) => w.close()));
         await nc.drain();

@@ -418,8 +418,9 @@ export class Balancer extends Actor {
   }
 
   private send(key: string, held: Held, workerId: string, provider?: ProviderAssignment): void {
-    // On a provider, the task runs that provider's agent.
-    const work: TaskWork = provider ? { ...held.work, workerId, provider, task: { ...held.work.task, agent: provider.agent } } : { ...held.work, workerId };
+    // On a provider, the task runs that provider's agent, in its access mode (which
+    // decides the credentials an agent CLI may see: an API key only in an API run).
+    const work: TaskWork = provider ? { ...held.work, workerId, provider, task: { ...held.work.task, agent: provider.agent, access: provider.access } } : { ...held.work, workerId };
     const { data, headers } = encode(SCHEMAS.TaskWork, work);
     // The msg id names the ready message (its stream sequence), not just the attempt: a
     // send of the same ready message again (its redelivery) is deduplicated, but work
