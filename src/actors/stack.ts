@@ -141,7 +141,7 @@ export class Stack {
         const workerId = given !== undefined ? (given as WorkerId) : newWorkerId(hostname());
         const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
         workers.push(
-          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, shutdown: config.shutdown, ...config.worker }).start(),
+          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, shutdown: config.shutdown, ...config.worker, providers: config.providers }).start(),
         );
       }
       stack.dropMetrics = await addStackMetrics(metrics, admin, topo, actors, workers);

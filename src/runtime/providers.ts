@@ -32,7 +32,7 @@ export type ProviderAccess = (typeof PROVIDER_ACCESS)[number];
  * their keys under two names on the worker (`from`) and both reach the CLI as `env`.
  */
 export const ProviderCredentialsSchema = z.union([
-  envName.transform((env) => ({ env })),
+  envName.transform((env): { env: string; from?: string } => ({ env })),
   z.object({ env: envName, from: envName.optional() }).strict(),
 ]);
 export type ProviderCredentials = z.output<typeof ProviderCredentialsSchema>;
@@ -157,6 +157,19 @@ export function providerEnvironment(
   if (value === undefined || value === "") return { env, missing: from };
   env[cred.env] = value;
   return { env };
+}
+
+/**
+ * The worker variables that hold providers' credentials under names of their own (a
+ * `from` other than the name the CLI reads): only ado reads them, so every agent gets
+ * them blanked, and a provider's agent gets its value under the CLI's name only.
+ * Variables the CLIs read themselves (ANTHROPIC_API_KEY, ...) are left to the agents'
+ * own rules (their access mode).
+ */
+export function credentialHolders(providers: ProvidersConfig): string[] {
+  const names = new Set<string>();
+  for (const p of Object.values(providers)) if (p.credentials?.from && p.credentials.from !== p.credentials.env) names.add(p.credentials.from);
+  return [...names].sort();
 }
 
 /**

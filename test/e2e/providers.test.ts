@@ -41,14 +41,14 @@ describe("providers - circuit breaker and fallback, end to end", () => {
       const badRecord = join(scratch, "bad.json");
       const goodRecord = join(scratch, "good.json");
       // The second account pays by API key, kept on the worker under a name of its own.
-      process.env.PROVIDERS_TEST_GOOD_KEY = "sk-test-good";
+      process.env.PROVIDERS_TEST_GOOD_API_KEY = "sk-test-good";
       const providers = {
         bad: { agent: "claude", access: "subscription" as const, env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_SCENARIO: "auth", FAKE_AGENT_RECORD: badRecord }, circuit: { failures: 2, cooldown: "10m" } },
         // One tool call (a command, no file written): the tasks change nothing, so no merges to conflict.
         good: {
           agent: "claude",
           access: "api" as const,
-          credentials: { env: "ANTHROPIC_API_KEY", from: "PROVIDERS_TEST_GOOD_KEY" },
+          credentials: { env: "ANTHROPIC_API_KEY", from: "PROVIDERS_TEST_GOOD_API_KEY" },
           env: { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_TOOLS: "1", FAKE_AGENT_RECORD: goodRecord },
         },
       };
@@ -63,7 +63,7 @@ describe("providers - circuit breaker and fallback, end to end", () => {
         for (let i = 0; i < 2; i++) {
           const wnc = await connectNats({ servers: ts.url, name: `worker-${i}`, logger: silentLogger });
           const ctx = { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger };
-          workers.push(await new Worker(ctx, { workerId: newWorkerId(hostname()), slots: 1, heartbeatMs: 200, worktreeDir: config.worktreeDir, cloneDir: config.git.cloneDir, agents }).start());
+          workers.push(await new Worker(ctx, { workerId: newWorkerId(hostname()), slots: 1, heartbeatMs: 200, worktreeDir: config.worktreeDir, cloneDir: config.git.cloneDir, agents, providers: config.providers }).start());
         }
         const client = new AdoClient(nc, topo);
         const graph = parseGraph(
@@ -95,6 +95,9 @@ describe("providers - circuit breaker and fallback, end to end", () => {
         expect((await envOf(goodRecord)).ANTHROPIC_API_KEY).toBe("sk-test-good");
         expect((await envOf(badRecord)).ANTHROPIC_API_KEY).toBeUndefined();
         expect((await envOf(badRecord)).FAKE_AGENT_SCENARIO).toBe("auth");
+        // Where the worker keeps the key is blanked for every agent (the fake records it).
+        expect((await envOf(badRecord)).PROVIDERS_TEST_GOOD_API_KEY ?? "").toBe("");
+        expect((await envOf(goodRecord)).PROVIDERS_TEST_GOOD_API_KEY ?? "").toBe("");
 
         // A task whose only provider is open waits (it does not fail), saying for what and until when.
         const waiting = await client.submit({ graph: parseGraph('tasks:\n  - { id: w, prompt: "x", provider: bad }\n'), repo: repo.dir });
@@ -106,7 +109,7 @@ describe("providers - circuit breaker and fallback, end to end", () => {
         await client.control({ runId: waiting.runId }, "cancel", "test over");
         expect((await watch).status).toBe("cancelled");
       } finally {
-        delete process.env.PROVIDERS_TEST_GOOD_KEY;
+        delete process.env.PROVIDERS_TEST_GOOD_API_KEY;
         sub.unsubscribe();
         await Promise.all(workers.map((w) => w.close()));
         await nc.drain();

@@ -85,6 +85,8 @@ export interface AttemptContext {
    * comes back to a balancer). Never throws.
    */
   reportProvider(work: TaskWork, result: TaskResult): Promise<void>;
+  /** Worker variables holding providers' credentials under names of their own: blanked for every agent. */
+  readonly credentialHolders: readonly string[];
 }
 
 /** Results already produced, by attempt key; bounded (a redelivery comes within ack_wait, long before 1,000 newer results). */
@@ -280,7 +282,9 @@ export class Attempt {
     const agentCwd = taskDir(cwd, work.task);
     const env = {
       ...work.task.env,
-      // The provider's environment and credential: this task's agent only gets them.
+      // No agent sees where the worker keeps providers' credentials...
+      ...Object.fromEntries(ctx.credentialHolders.map((name) => [name, ""])),
+      // ...and a provider's agent gets its own credential, under the name its CLI reads.
       ...(work.provider ? this.providerEnv(work.provider) : {}),
       [AgentEnv.runId]: work.runId,
       [AgentEnv.taskId]: work.taskId,

@@ -12,6 +12,7 @@ import { consumers, WORKER_ACK_WAIT_MS, workerConsumer } from "../../runtime/top
 import { type Agent, builtinAgents, type StopReason } from "../../agents/index.js";
 import { ControlView } from "../../runtime/control.js";
 import { Governor } from "../../runtime/governor/governor.js";
+import { credentialHolders, type ProvidersConfig } from "../../runtime/providers.js";
 import { attemptKey, msgIds } from "../../runtime/names.js";
 import { requeueWork } from "../../runtime/requeue.js";
 import { sleep } from "../../runtime/clock.js";
@@ -53,6 +54,8 @@ export interface WorkerOptions {
   pool?: string;
   /** Grace and force periods of a drain asked for over NATS (`ado workers drain`, the scaler). */
   shutdown?: { graceMs: number; forceMs: number };
+  /** Config `providers:`: the variables holding their credentials are blanked for every agent but their own. */
+  providers?: ProvidersConfig;
 }
 
 interface Running {
@@ -123,6 +126,7 @@ export class Worker extends Actor {
       checkpoints: new CheckpointStore(ctx.nc, ctx.kv.sessions, ctx.topo, this.log),
       checkpointIntervalMs: opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS,
       reportProvider: (work, result) => this.reportProvider(work, result),
+      credentialHolders: credentialHolders(opts.providers ?? {}),
     };
   }
 
