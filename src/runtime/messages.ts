@@ -757,7 +757,7 @@ export const ProviderState = z.object({
 export type ProviderState = z.infer<typeof ProviderState>;
 
 /**
- * A provider's circuit changed state (`<p>.evt._provider.<name>.circuit`, events stream):
+ * A provider's circuit changed state (`<p>.provider.<name>.circuit`, stream `<P>_PROVIDERS`):
  * from, to, why, and until when an open circuit stays open.
  */
 export const ProviderEvent = z.discriminatedUnion("type", [
