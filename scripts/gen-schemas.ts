@@ -310,6 +310,19 @@ function wireDocs(): Record<string, WireDoc> {
         },
       ],
     },
+    "provider.state": {
+      form: "output",
+      summary: "One provider's governor state: its token bucket, the attempts holding its concurrency, its circuit breaker. Written only with compare-and-set.",
+      carriers: [{ kind: "kv", where: t.buckets.providers, detail: "key `<provider>`", writer: "balancers (permits), workers (outcomes)", reader: "balancers, operators" }],
+    },
+    "provider.event": {
+      form: "output",
+      summary: "A provider's circuit changed state (closed, open, half_open), with the reason and until when it stays open; or adaptive concurrency stepped its limits down or up, with the reason.",
+      carriers: [
+        { kind: "stream", where: s.providerEvent("<provider>", "circuit"), detail: kept("providers"), writer: "whoever made the change (a balancer or a worker)", reader: "anyone" },
+        { kind: "stream", where: s.providerEvent("<provider>", "adaptive"), detail: kept("providers"), writer: "a balancer (its permit took the step)", reader: "anyone" },
+      ],
+    },
     "dead.letter": {
       form: "output",
       summary: "A message an actor could not accept, kept with its headers and the reason.",

@@ -114,7 +114,7 @@ export class Stack {
             case "scheduler":
               return new Scheduler(instance, ctx, { maxQueued: config.maxQueued });
             case "balancer":
-              return new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld });
+              return new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld, providers: config.providers });
             case "stealer":
               return new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs, rebalanceIntervalMs: config.stealer.rebalanceInterval, rebalanceThreshold: config.stealer.rebalanceThreshold });
             case "recorder":
@@ -141,7 +141,7 @@ export class Stack {
         const workerId = given !== undefined ? (given as WorkerId) : newWorkerId(hostname());
         const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
         workers.push(
-          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, shutdown: config.shutdown, ...config.worker }).start(),
+          await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, shutdown: config.shutdown, ...config.worker, providers: config.providers }).start(),
         );
       }
       stack.dropMetrics = await addStackMetrics(metrics, admin, topo, actors, workers);

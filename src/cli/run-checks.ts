@@ -9,6 +9,7 @@ import type { Config } from "../runtime/config.js";
 import { checkAgents, type Graph } from "../runtime/graph.js";
 import { commitsMissingFrom, readBranch, resolveCommit, uncommittedChanges, UnknownRevisionError, worktreeDirProblem } from "../git/index.js";
 import { didYouMean } from "../runtime/suggest.js";
+import { checkProviderAgents, checkProviders } from "../runtime/providers.js";
 import { CliError } from "./common.js";
 
 /** Every agent ado has (the agents index's one list). */
@@ -27,6 +28,19 @@ export function checkSingleTaskFlags(flags: { agent: string; cmd?: string }): vo
 /** Every task's agent is one ado has: a task for an agent nobody has would wait forever. */
 export function checkGraphAgents(graph: Graph): void {
   checkAgents(graph, AGENT_NAMES);
+}
+
+/**
+ * Every provider a task names is in the config, and every provider's agent is one ado
+ * has: a task for a provider nobody configured would wait forever.
+ */
+export function checkGraphProviders(graph: Graph, config: Pick<Config, "providers">): void {
+  try {
+    checkProviderAgents(config.providers, AGENT_NAMES);
+  } catch (err) {
+    throw new CliError((err as Error).message);
+  }
+  checkProviders(graph, config.providers);
 }
 
 /**

@@ -26,7 +26,7 @@ import { createProgress, type ProgressMode } from "./progress.js";
 import { report, reportStop } from "./summary.js";
 import { logsRoot, TaskLogWriter } from "./task-logs.js";
 import { runBranchPrefix } from "../runtime/names.js";
-import { checkGraphAgents, checkSingleTaskFlags, checkWorktreeDir, chooseBase, noteUncommitted } from "./run-checks.js";
+import { checkGraphAgents, checkGraphProviders, checkSingleTaskFlags, checkWorktreeDir, chooseBase, noteUncommitted } from "./run-checks.js";
 import { publishRunStack, type PublishedStack } from "./up-state.js";
 import { parseCapChange, resolveBudget, type CapChange, type RunBudget } from "../runtime/budget.js";
 
@@ -64,6 +64,7 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   // Fail fast, before starting anything.
   const repoInfo = needsRepo || flags.repo ? await openRepo(repoDir) : undefined;
   const { config, logger } = await configFrom(flags, needsRepo ? repoDir : undefined);
+  checkGraphProviders(graph, config);
   const merge = repoInfo ? await mergeSettingsFor(config, graph, flags, repoInfo.topLevel) : undefined;
   const budget = budgetFor(config, graph, flags);
   const remote = flags.remote ?? config.remote;

@@ -5,6 +5,7 @@ import { parse as parseYaml } from "yaml";
 import { z } from "zod";
 import { ConfigError } from "./errors.js";
 import { PREFIX_PATTERN } from "./topology.js";
+import { ProvidersConfigSchema } from "./providers.js";
 
 import { MergeFileSchema, STRATEGIES } from "./graph.js";
 import { DurationSchema } from "./duration.js";
@@ -42,6 +43,12 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ strategy: "least_loaded", maxHeld: 10_000 }),
+    /**
+     * The accounts agents run on (src/runtime/providers.ts): agent, access mode, where the
+     * credential is, limits and circuit breaker. Every balancer and worker of a fleet
+     * should read the same list.
+     */
+    providers: ProvidersConfigSchema.default({}),
     /** What this host's workers advertise; tasks select workers by labels and capabilities. */
     worker: z
       .object({

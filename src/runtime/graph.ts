@@ -6,6 +6,7 @@ import { GraphError } from "./errors.js";
 import { ID_PATTERN } from "./ids.js";
 import { DurationSchema } from "./duration.js";
 import { didYouMean, shortList, shortPath } from "./suggest.js";
+import { ProviderNameSchema } from "./providers.js";
 
 export { DurationSchema };
 
@@ -118,6 +119,12 @@ export const TaskDefSchema = z
      * scheduler reserves for the task against the run's budget.
      */
     maxCost: z.number().finite().positive("must be more than 0 (USD)").optional(),
+    /**
+     * Providers (config `providers:`) the task may run on, in order of preference: the
+     * balancer gives it the first whose circuit is closed and whose limits allow it now,
+     * and the task runs that provider's agent (`agent` is then not used).
+     */
+    providers: z.array(ProviderNameSchema).min(1, "name at least one provider, or leave 'providers' out").optional(),
   })
   .strict();
 
@@ -273,6 +280,8 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: t
     idleTimeout: DurationSchema.optional(),
     /** YAML reads `DEBUG: 1` as a number: numbers and booleans are taken as their text. */
     env: z.record(envName, z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
+    /** One provider: shorthand for `providers: [name]`. */
+    provider: ProviderNameSchema.optional(),
     /** The prompt read from this file, relative to the graph file (loadGraphFile reads it). */
     promptFile: z.string().min(1).optional(),
     timeout: DurationSchema.optional(),
@@ -294,9 +303,13 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: t
     if (t.promptFile !== undefined) {
       ctx.addIssue({ code: "custom", path: ["promptFile"], message: "is read relative to the graph file: give the graph as a file (ado run --graph FILE)" });
     }
+    if (t.provider !== undefined && t.providers !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["provider"], message: "give either 'provider: <name>' or 'providers: [<name>, ...]', not both" });
+    }
   })
-  .transform(({ timeout, idleTimeout, retry, promptFile: _promptFile, ...rest }): TaskDef => ({
+  .transform(({ timeout, idleTimeout, retry, promptFile: _promptFile, provider, ...rest }): TaskDef => ({
     ...rest,
+    ...(provider === undefined ? {} : { providers: [provider] }),
     ...(timeout === undefined ? {} : { timeoutMs: timeout }),
     ...(idleTimeout === undefined ? {} : { idleTimeoutMs: idleTimeout }),
     retry: {
@@ -386,7 +399,7 @@ export function validateGraph(graph: Graph): Graph {
       }
       if (dep === t.id) throw new GraphError(`task '${t.id}' needs itself: cycle ${t.id} -> ${t.id}`, [t.id]);
     }
-    if (t.agent === "shell" && !t.run?.trim()) {
+    if (t.agent === "shell" && !t.providers && !t.run?.trim()) {
       throw new GraphError(`task '${t.id}' uses the shell agent but has no 'run' command: add run: "<command>"`, [t.id]);
     }
   }

@@ -5,6 +5,7 @@ import { RunBudgetSchema } from "./budget.js";
 import { WorktreeRecord } from "../git/index.js";
 import type { SchemaRef } from "./codec.js";
 import { POLICY_OVERRIDE, SCALER_POOL_STATE } from "./scaling.js";
+import { ProviderAssignmentSchema, ProviderNameSchema } from "./providers.js";
 
 export type { SchemaRef };
 
@@ -106,6 +107,12 @@ export const TaskWork = z.object({
       commit: sha.optional(),
     })
     .optional(),
+  /**
+   * Set by the balancer for a task that names providers: the one the governor let it
+   * use (its agent is then `task.agent`). The worker gives the agent that provider's
+   * environment and reports the outcome to its circuit breaker.
+   */
+  provider: ProviderAssignmentSchema.optional(),
 });
 export type TaskWork = z.infer<typeof TaskWork>;
 
@@ -706,6 +713,76 @@ export const WorkerDrain = z.object({
 });
 export type WorkerDrain = z.infer<typeof WorkerDrain>;
 
+/** A provider's circuit breaker (see src/runtime/governor/decide.ts). */
+export const CircuitState = z.object({
+  state: z.enum(["closed", "open", "half_open"]),
+  /** Consecutive provider failures while closed. */
+  failures: z.number().int().min(0),
+  /** Open: when it half-opens (epoch ms; the cooldown, or the reset time a CLI reported if later). */
+  until: z.number().int().min(0).optional(),
+  /** Half-open: the attempts let through as probes. */
+  probes: z.array(z.string()).default([]),
+  /** Half-open: probes that succeeded. */
+  successes: z.number().int().min(0).default(0),
+  /** Why it last opened, in words. */
+  reason: z.string().optional(),
+  changedAt: z.number().int().min(0),
+});
+export type CircuitState = z.infer<typeof CircuitState>;
+
+/**
+ * One provider's governor state (KV `providers`, key = provider name), shared by every
+ * balancer and worker: its token bucket, the attempts holding its concurrency, its
+ * circuit. Written only with compare-and-set on the revision.
+ */
+export const ProviderState = z.object({
+  provider: ProviderNameSchema,
+  /** Tokens in the bucket at `refilledAt` (fractional: it refills continuously). */
+  tokens: z.number().min(0),
+  /** Epoch ms of the last refill; never goes back, whatever a writer's clock says. */
+  refilledAt: z.number().int().min(0),
+  /** Attempts granted and not finished: attempt key -> when granted (epoch ms). */
+  active: z.record(z.string(), z.number().int().min(0)),
+  circuit: CircuitState,
+  /** Attempt keys whose outcome was applied (the latest few): a repeated report counts once. */
+  counted: z.array(z.string()).default([]),
+  /**
+   * Recent outcomes for adaptive concurrency, oldest first: [finished at (epoch ms), 1 ok
+   * or 0 a provider failure, task latency ms]. Task failures of their own are not kept.
+   */
+  samples: z.array(z.tuple([z.number().int().min(0), z.union([z.literal(0), z.literal(1)]), z.number().min(0)])).default([]),
+  /** The limits adaptive concurrency set (within the config's bounds), and when it last stepped. */
+  adapted: z.object({ concurrent: z.number().int().min(1).optional(), perMinute: z.number().positive().optional(), steppedAt: z.number().int().min(0) }).optional(),
+});
+export type ProviderState = z.infer<typeof ProviderState>;
+
+/**
+ * A provider's circuit changed state (`<p>.provider.<name>.circuit`, stream `<P>_PROVIDERS`):
+ * from, to, why, and until when an open circuit stays open.
+ */
+export const ProviderEvent = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("provider.circuit"),
+    provider: ProviderNameSchema,
+    at: isoTime,
+    from: CircuitState.shape.state,
+    to: CircuitState.shape.state,
+    reason: z.string(),
+    until: isoTime.optional(),
+  }),
+  /** Adaptive concurrency stepped a provider's limits down (errors, latency) or back up. */
+  z.object({
+    type: z.literal("provider.adaptive"),
+    provider: ProviderNameSchema,
+    at: isoTime,
+    direction: z.enum(["down", "up"]),
+    from: z.object({ concurrent: z.number().int().optional(), perMinute: z.number().optional() }),
+    to: z.object({ concurrent: z.number().int().optional(), perMinute: z.number().optional() }),
+    reason: z.string(),
+  }),
+]);
+export type ProviderEvent = z.infer<typeof ProviderEvent>;
+
 /** The claim on one attempt, created (never overwritten) by the worker that runs it. */
 export const AttemptClaim = z.object({ workerId: id, claimedAt: isoTime });
 export type AttemptClaim = z.infer<typeof AttemptClaim>;
@@ -794,6 +871,12 @@ export const TaskRecord = z.object({
   rateLimited: z.number().int().min(0).optional(),
   /** The agent CLI's session of the last attempt. */
   sessionId: z.string().min(1).optional(),
+  /**
+   * Attempts on a provider that failed for the provider's sake (auth, rate or usage
+   * limit): the task goes back to the balancer for another provider, without using its
+   * retry budget, up to a cap.
+   */
+  providerFailures: z.number().int().min(0).optional(),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
 
@@ -1063,4 +1146,6 @@ export const SCHEMAS = {
   RunSnapshot: { name: "run.snapshot", version: 1, schema: RunSnapshot },
   RunSnapshotPart: { name: "run.snapshot.part", version: 1, schema: RunSnapshotPart },
   WebhookBody: { name: "webhook", version: 1, schema: WebhookBody },
+  ProviderState: { name: "provider.state", version: 1, schema: ProviderState },
+  ProviderEvent: { name: "provider.event", version: 1, schema: ProviderEvent },
 } as const;

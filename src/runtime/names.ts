@@ -113,6 +113,13 @@ export const msgIds = {
    * re-queued (a new ready message) is sent again.
    */
   work: (a: AttemptRef, readySeq: number) => `${attemptKey(a)}.${readySeq}`,
+  /**
+   * A provider's circuit transition: one per state change (the state's `changedAt`), so
+   * a writer that retries its publish does not announce it twice.
+   */
+  providerCircuit: (provider: string, to: string, changedAt: number) => `_provider.${provider}.${to}.${changedAt}`,
+  /** A provider's adaptive-concurrency step, one per step (its time). */
+  providerAdaptive: (provider: string, at: number) => `_provider.${provider}.adaptive.${at}`,
   /** A worker's result for an attempt. */
   result: (a: AttemptRef) => `${attemptKey(a)}.result`,
   /** Queued work a draining worker puts back on the ready queue. */

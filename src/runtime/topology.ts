@@ -30,9 +30,9 @@ export const PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 /** Milliseconds to the nanoseconds JetStream configs use. */
 export const ns = (ms: number) => ms * 1_000_000;
 
-export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq";
+export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq" | "providers";
 export type ObjectStoreKey = "sessions";
-export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots" | "scaler";
+export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots" | "scaler" | "providers";
 
 /** Which actor reads each shared durable consumer. */
 export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "recorder" | "notifier" | "scaler";
@@ -78,6 +78,13 @@ function subjectsFor(p: string) {
     allEvents: `${p}.evt.>`,
     /** Every run's run-level events (`run.completed`, `run.needs_attention`, ...): what the notifier reads. */
     allRunEvents: `${p}.evt.*.run.*`,
+    /**
+     * A provider's events (`provider.circuit`, `provider.adaptive`):
+     * `<p>.provider.<name>.<kind>`, in a stream of their own: they belong to no run, and
+     * readers of every run event (the recorder) decode `evt.>` as run events.
+     */
+    providerEvent: (provider: string, kind: string) => `${p}.provider.${provider}.${kind}`,
+    providerEvents: `${p}.provider.>`,
     /** Worker -> balancer, core NATS: load changes (not stored; heartbeats correct drift). */
     load: (workerId: WorkerId | string) => `${p}.load.${workerId}`,
     loadAll: `${p}.load.*`,
@@ -140,6 +147,15 @@ export function topology(prefix = "ado"): Topology {
         duplicate_window: ns(120_000),
         num_replicas: 1,
       },
+      providers: {
+        name: `${S}_PROVIDERS`,
+        subjects: [s.providerEvents],
+        retention: RetentionPolicy.Limits,
+        storage: StorageType.File,
+        max_age: ns(7 * 24 * 3_600_000),
+        duplicate_window: ns(120_000),
+        num_replicas: 1,
+      },
       dlq: {
         name: `${S}_DLQ`,
         subjects: [s.deadLetterAll],
@@ -163,6 +179,7 @@ export function topology(prefix = "ado"): Topology {
       sessions: `${prefix}-sessions`,
       snapshots: `${prefix}-snapshots`,
       scaler: `${prefix}-scaler`,
+      providers: `${prefix}-providers`,
     },
     objects: { sessions: `${prefix}-sessions` },
     service: (actor) => `${prefix}-${actor}`,
@@ -274,6 +291,7 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   // The scaler's: each pool's policy as set live (`ado workers scale|autoscale`, key
   // `policy.<pool>`) and the leader's memory of its decisions (`state.<pool>`).
   scaler: { history: 1 },
+  providers: { history: 1 },
 };
 
 /**

@@ -13,6 +13,9 @@ import { placementKey, Router, type Strategy } from "./strategy.js";
 import { digest, Unplaceable, WaitingTracker } from "./waiting.js";
 import { attemptKey, msgIds } from "../../runtime/names.js";
 import { backlogByPlacement } from "./backlog.js";
+import { Governor, type GovernorPass } from "../../runtime/governor/governor.js";
+import { providerAssignment, type ProviderAssignment, type ProvidersConfig } from "../../runtime/providers.js";
+import type { ReadyEntry } from "./ready-queue.js";
 
 export interface BalancerOptions {
   heartbeatMs: number;
@@ -25,6 +28,8 @@ export interface BalancerOptions {
   maxHeld?: number;
   /** Redelivery time of a held ready message; kept alive with in-progress acks. */
   ackWaitMs?: number;
+  /** Providers tasks may name (config `providers:`); the governor grants them fleet-wide. */
+  providers?: ProvidersConfig;
 }
 
 /**
@@ -39,6 +44,9 @@ export const READY_ACK_WAIT_MS = 10_000;
 /** Default window of held ready messages, per priority level. */
 export const MAX_HELD = 10_000;
 
+/** A refused permit with no known time (a concurrency limit, probes running): look again this soon. */
+const PROVIDER_RECHECK_MS = 1_000;
+
 /** How often held tasks are checked for having no eligible worker (task.waiting). */
 const WAITING_CHECK_MS = 1_000;
 /** Most task.waiting events one check publishes; the rest follow in the next checks. */
@@ -49,6 +57,8 @@ interface Held {
   msg: JsMsg;
   /** How to place it, worked out once on arrival rather than on every dispatch pass. */
   route: Route;
+  /** A task that names providers: the provider its current route is for, once one was chosen. */
+  provider?: string;
 }
 
 /**
@@ -87,6 +97,11 @@ export class Balancer extends Actor {
   private dueTimer?: NodeJS.Timeout;
   private keepAlive?: NodeJS.Timeout;
   private assigned = 0;
+  /** Grants providers to tasks that name them (KV `providers`, shared by every replica). */
+  private governor!: Governor;
+  /** When a task waiting for a provider may get one (a refill, a cooldown's end): a pass then. */
+  private providerTimer?: NodeJS.Timeout;
+  private providerDue?: number;
 
   constructor(
     instance: string,
@@ -110,6 +125,18 @@ export class Balancer extends Actor {
       nc,
     );
     await this.control.start();
+    this.governor = new Governor({
+      kv: kv.providers,
+      nc,
+      js: this.js,
+      topo,
+      log: this.log,
+      clock: this.clock,
+      providers: this.opts.providers ?? {},
+      running: () => new Set(this.registry.live().flatMap((w) => w.record.active)),
+      onChange: () => this.kick(),
+    });
+    await this.governor.start();
     const jsm = await this.js.jetstreamManager();
     const ackWaitMs = this.opts.ackWaitMs ?? READY_ACK_WAIT_MS;
     const stream = topo.streams.ready.name;
@@ -139,6 +166,8 @@ export class Balancer extends Actor {
     clearInterval(this.keepAlive);
     clearInterval(this.waitingTimer);
     clearTimeout(this.dueTimer);
+    clearTimeout(this.providerTimer);
+    this.governor?.stop();
     await Promise.all(this.messages.map((m) => m.close().catch(() => undefined)));
     this.registry?.stop();
     this.control?.stop();
@@ -176,6 +205,24 @@ export class Balancer extends Actor {
       waitingReasons: waiting.slice(0, 20).map((w) => ({ attempt: w.key, reason: w.reason, since: new Date(w.since).toISOString() })),
       // What waits for a worker, by placement (paused and cancelled work does not): the scaler grows the pools that would take it.
       backlog: backlogByPlacement(this.heldRoutes()),
+      // Each configured provider's circuit as this replica sees it (the shared KV state).
+      providers: Object.fromEntries(
+        Object.keys(this.opts.providers ?? {}).map((name) => {
+          const s = this.governor?.stateOf(name);
+          const limits = this.opts.providers![name]!.limits;
+          return [
+            name,
+            {
+              circuit: s?.circuit.state ?? "closed",
+              running: s ? Object.keys(s.active).length : 0,
+              ...(s?.circuit.until ? { until: new Date(s.circuit.until).toISOString() } : {}),
+              // What adaptive concurrency set, else the configured limits.
+              concurrent: s?.adapted?.concurrent ?? limits.concurrent,
+              perMinute: s?.adapted?.perMinute ?? limits.perMinute,
+            },
+          ];
+        }),
+      ),
     };
   }
 
@@ -199,11 +246,20 @@ export class Balancer extends Actor {
     const draining = [...this.registry.workers.values()].filter((w) => w.record.state === "draining").length;
     const why = new Unplaceable(workers, { draining });
     let announced = 0;
+    // Tasks beyond what their providers can take now wait for them (in queue order, as a pass would place them).
+    const providers = this.governor.pass(now);
     for (const entry of this.queue.ordered()) {
-      const { work, route } = entry.item;
+      const { work } = entry.item;
       // Paused work waits for its resume, not for a worker.
       if (this.control.stateOf(work.runId, work.taskId) !== "running") continue;
-      const reason = why.explain(route.agent, route.placement, route.placementKey)?.(work.taskId);
+      let route = entry.item.route;
+      let providerWait: string | undefined;
+      if (work.task.providers?.length) {
+        const gate = providers.gate(work.task.providers);
+        if (gate.type === "wait") providerWait = gate.reason;
+        else route = this.routeFor(entry.item, gate.provider);
+      }
+      const reason = providerWait ?? why.explain(route.agent, route.placement, route.placementKey)?.(work.taskId);
       const announce = this.waiting.observe(entry.key, reason, now);
       if (!announce) continue;
       this.announceWaiting(work, announce, workers.length, now);
@@ -216,7 +272,7 @@ export class Balancer extends Actor {
   private announceWaiting(work: TaskWork, reason: string, workers: number, now: number): void {
     const event: AdoEvent = { type: "task.waiting", runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: new Date(now).toISOString(), reason, workers };
     const { data, headers } = encode(SCHEMAS.AdoEvent, event);
-    this.log.info({ runId: work.runId, taskId: work.taskId, attempt: work.attempt, reason }, "task waiting: no worker can take it");
+    this.log.info({ runId: work.runId, taskId: work.taskId, attempt: work.attempt, reason }, "task waiting");
     this.js
       .publish(this.ctx.topo.subjects.event({ type: event.type, runId: event.runId, taskId: event.taskId }), data, { headers, msgID: msgIds.waiting(work, digest(reason)) })
       .catch((err) => this.log.warn({ runId: work.runId, taskId: work.taskId, err: errorMessage(err) }, "task.waiting not published"));
@@ -271,6 +327,8 @@ export class Balancer extends Actor {
         e.item.msg.ack();
       }
     }
+    let providers: GovernorPass | undefined;
+    let providerDue: number | undefined;
     dispatchPass(
       this.queue,
       candidates,
@@ -284,18 +342,86 @@ export class Balancer extends Actor {
           entry.item.msg.ack();
           return undefined;
         }
-        return entry.item.route;
+        if (!work.task.providers?.length) return entry.item.route;
+        providers ??= this.governor.pass(now);
+        const gate = providers.gate(work.task.providers);
+        if (gate.type === "wait") {
+          if (gate.until !== undefined && (providerDue === undefined || gate.until < providerDue)) providerDue = gate.until;
+          return undefined;
+        }
+        return this.routeFor(entry.item, gate.provider);
       },
       (entry, pick) => {
         pick.view.outstanding.set(entry.key, now);
-        this.send(entry.key, entry.item, pick.id);
+        if (entry.item.provider && entry.item.work.task.providers?.length) this.sendGranted(entry, pick.id);
+        else this.send(entry.key, entry.item, pick.id);
       },
     );
     this.armDueTimer();
+    this.armProviderTimer(providerDue);
   }
 
-  private send(key: string, held: Held, workerId: string): void {
-    const { data, headers } = encode(SCHEMAS.TaskWork, { ...held.work, workerId });
+  /** The route of a held task on `provider`: that provider's agent, the task's placement. */
+  private routeFor(held: Held, provider: string): Route {
+    if (held.provider !== provider) {
+      const agent = this.opts.providers?.[provider]?.agent ?? held.route.agent;
+      held.provider = provider;
+      held.route = { ...held.route, agent, placementKey: placementKey(agent, held.route.placement) };
+    }
+    return held.route;
+  }
+
+  /**
+   * Sends a task to the worker picked for it once the governor granted its provider (one
+   * compare-and-set on the provider's shared state). Refused (another replica took the
+   * last token, the circuit opened meanwhile): the worker's slot is given back and the
+   * task held again, waiting for its providers.
+   */
+  private sendGranted(entry: ReadyEntry<Held>, workerId: string): void {
+    const held = entry.item;
+    const provider = held.provider!;
+    this.governor
+      .acquire(provider, entry.key)
+      .then((d) => {
+        if (d.type === "permit") {
+          const def = this.opts.providers![provider]!;
+          this.send(entry.key, held, workerId, providerAssignment(provider, def));
+          return;
+        }
+        this.registry.workers.get(workerId)?.outstanding.delete(entry.key);
+        if (!this.isRunning) {
+          held.msg.nak();
+          return;
+        }
+        this.queue.add(entry, this.clock.now());
+        this.armProviderTimer(d.until ?? this.clock.now() + PROVIDER_RECHECK_MS);
+        this.kick();
+      })
+      .catch((err) => {
+        this.registry.workers.get(workerId)?.outstanding.delete(entry.key);
+        this.log.warn({ key: entry.key, provider, err: errorMessage(err) }, "provider permit not decided; the task stays ready");
+        held.msg.nak(1_000);
+      });
+  }
+
+  /** A pass when the earliest provider wait may end (refill, cooldown); a state change in KV kicks one sooner. */
+  private armProviderTimer(due: number | undefined): void {
+    if (due === undefined) return;
+    const now = this.clock.now();
+    if (this.providerDue !== undefined && this.providerDue > now && this.providerDue <= due) return;
+    clearTimeout(this.providerTimer);
+    this.providerDue = due;
+    this.providerTimer = setTimeout(() => {
+      this.providerDue = undefined;
+      this.kick();
+    }, Math.max(0, due - now) + 1);
+  }
+
+  private send(key: string, held: Held, workerId: string, provider?: ProviderAssignment): void {
+    // On a provider, the task runs that provider's agent, in its access mode (which
+    // decides the credentials an agent CLI may see: an API key only in an API run).
+    const work: TaskWork = provider ? { ...held.work, workerId, provider, task: { ...held.work.task, agent: provider.agent, access: provider.access } } : { ...held.work, workerId };
+    const { data, headers } = encode(SCHEMAS.TaskWork, work);
     // The msg id names the ready message (its stream sequence), not just the attempt: a
     // send of the same ready message again (its redelivery) is deduplicated, but work
     // handed back by a draining worker or re-queued by the stealer is a new ready message

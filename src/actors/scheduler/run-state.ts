@@ -379,9 +379,16 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     const interruption = interruptionRule(t, failure, state.run.graph.maxInterruptions);
     update(state, t, interruption.counts);
     const interrupted = interruption.again;
-    const failures = result.attempt - (t.rec.interruptions ?? 0) - (t.rec.lostUnstarted ?? 0);
-    let willRetry = (interrupted || (failure.kind !== "interrupted" && failure.retryable && failures < t.def.retry.attempts)) && !state.run.halted;
-    let message = interruption.capMessage ? `${failure.message}; ${interruption.capMessage}` : failure.message;
+    // A provider that refused the task (auth, a rate or usage limit) says nothing about
+    // the task: it goes back to the balancer, which gives it another provider of its
+    // list, or holds it until one is healthy.
+    const provider = providerFailureRule(t, failure);
+    update(state, t, provider.counts);
+    const failures = result.attempt - (t.rec.interruptions ?? 0) - (t.rec.lostUnstarted ?? 0) - (t.rec.providerFailures ?? 0);
+    const requeue = interrupted || provider.again;
+    let willRetry = (requeue || (failure.kind !== "interrupted" && failure.retryable && failures < t.def.retry.attempts)) && !state.run.halted;
+    const capMessage = interruption.capMessage ?? provider.capMessage;
+    let message = capMessage ? `${failure.message}; ${capMessage}` : failure.message;
     // A retry is a new attempt: it must fit the run's budget like any task that starts.
     let retryFits: ReturnType<typeof fitsBudget> = { ok: true };
     if (willRetry && state.run.budgetStopped) {
@@ -424,7 +431,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       blockOnBudget(state, retryFits.wait);
       effects.push({ type: "saveTask", taskId: t.def.id });
     } else if (willRetry) {
-      const effectsOfQueue = queue(state, t, now, !interrupted, true, interrupted ? result.commit : undefined, resume, retryFits.ok ? retryFits.est : undefined);
+      const effectsOfQueue = queue(state, t, now, !requeue, true, interrupted ? result.commit : undefined, resume, retryFits.ok ? retryFits.est : undefined);
       const work = effectsOfQueue.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
       effects.push(...effectsOfQueue, {
         type: "event",
@@ -912,6 +919,30 @@ export function interruptionRule(
       `Raise the cap with the task's retry.maxInterruptions or the graph's maxInterruptions`,
   };
 }
+/** Times a task that names providers may fail for its provider's sake and go back for another. */
+export const MAX_PROVIDER_FAILURES = 10;
+
+/**
+ * How a failure counts for a task that names providers: auth and rate or usage limits
+ * are the provider's (its circuit breaker counts them), so the task is queued again at
+ * once, without using its retry budget, for the balancer to give it a healthy provider
+ * or hold it until one is (up to MAX_PROVIDER_FAILURES times, so a task no provider can
+ * serve still ends). Tasks without providers keep their retry policy.
+ */
+export function providerFailureRule(
+  t: { def: Pick<TaskState["def"], "id" | "providers">; rec: Pick<TaskState["rec"], "providerFailures"> },
+  failure: Pick<NonNullable<TaskResult["failure"]>, "kind">,
+): { again: boolean; counts: { providerFailures?: number }; capMessage?: string } {
+  if (!t.def.providers?.length || (failure.kind !== "auth" && failure.kind !== "rate_limit")) return { again: false, counts: {} };
+  const providerFailures = (t.rec.providerFailures ?? 0) + 1;
+  if (providerFailures <= MAX_PROVIDER_FAILURES) return { again: true, counts: { providerFailures } };
+  return {
+    again: false,
+    counts: { providerFailures },
+    capMessage: `task '${t.def.id}' failed ${providerFailures} times on its providers (${t.def.providers.join(", ")}) for the providers' sake: not run again. Check their credentials and limits (their provider.circuit events say what failed)`,
+  };
+}
+
 /** Past this many tasks, run.completed carries counts only, to stay under NATS max_payload. */
 export const SUMMARY_LIMIT = 1_000;
 

@@ -10,6 +10,7 @@ import type { WorkerId } from "../../runtime/ids.js";
 import type { Logger } from "../../runtime/logger.js";
 import { withPrompt } from "../../runtime/commit-message.js";
 import type { TaskFailure, TaskResult, TaskWork } from "../../runtime/messages.js";
+import { providerEnvironment, type ProviderAssignment } from "../../runtime/providers.js";
 import {
   AgentEnv,
   attemptKey,
@@ -78,6 +79,14 @@ export interface AttemptContext {
   readonly checkpoints: CheckpointStore;
   /** How often an agent CLI's work is checkpointed while it runs; 0: never (only at an interruption). */
   readonly checkpointIntervalMs: number;
+  /**
+   * Tells the provider's circuit breaker how an attempt on a provider ended (before the
+   * result goes to the scheduler, so the breaker has counted it by the time the task
+   * comes back to a balancer). Never throws.
+   */
+  reportProvider(work: TaskWork, result: TaskResult): Promise<void>;
+  /** Worker variables holding providers' credentials under names of their own: blanked for every agent. */
+  readonly credentialHolders: readonly string[];
 }
 
 /** Results already produced, by attempt key; bounded (a redelivery comes within ack_wait, long before 1,000 newer results). */
@@ -202,6 +211,7 @@ export class Attempt {
       ...(this.sessionId ? { sessionId: this.sessionId } : {}),
     };
     ctx.results.remember(key, full);
+    if (work.provider) await ctx.reportProvider(work, full);
     await ctx.publishResult(key, full);
     msg.ack();
     return true;
@@ -272,6 +282,10 @@ export class Attempt {
     const agentCwd = taskDir(cwd, work.task);
     const env = {
       ...work.task.env,
+      // No agent sees where the worker keeps providers' credentials...
+      ...Object.fromEntries(ctx.credentialHolders.map((name) => [name, ""])),
+      // ...and a provider's agent gets its own credential, under the name its CLI reads.
+      ...(work.provider ? this.providerEnv(work.provider) : {}),
       [AgentEnv.runId]: work.runId,
       [AgentEnv.taskId]: work.taskId,
       ...(promptInEnv ? { [AgentEnv.prompt]: work.task.prompt } : {}),
@@ -481,6 +495,12 @@ export class Attempt {
       }
     }
     return { prompt: continuation(work, r.commit, true) + prompt };
+  }
+
+  private providerEnv(provider: ProviderAssignment): Record<string, string> {
+    const { env, missing } = providerEnvironment(provider, process.env);
+    if (missing) this.ctx.log.warn({ task: this.work.taskId, provider: provider.name, variable: missing }, "the provider's credential variable is not set on this worker");
+    return env;
   }
 
   private succeeded() {

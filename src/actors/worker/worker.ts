@@ -11,6 +11,8 @@ import { Signal } from "../../runtime/mutex.js";
 import { consumers, WORKER_ACK_WAIT_MS, workerConsumer } from "../../runtime/topology.js";
 import { type Agent, builtinAgents, type StopReason } from "../../agents/index.js";
 import { ControlView } from "../../runtime/control.js";
+import { Governor } from "../../runtime/governor/governor.js";
+import { credentialHolders, type ProvidersConfig } from "../../runtime/providers.js";
 import { attemptKey, msgIds } from "../../runtime/names.js";
 import { requeueWork } from "../../runtime/requeue.js";
 import { sleep } from "../../runtime/clock.js";
@@ -52,6 +54,8 @@ export interface WorkerOptions {
   pool?: string;
   /** Grace and force periods of a drain asked for over NATS (`ado workers drain`, the scaler). */
   shutdown?: { graceMs: number; forceMs: number };
+  /** Config `providers:`: the variables holding their credentials are blanked for every agent but their own. */
+  providers?: ProvidersConfig;
 }
 
 interface Running {
@@ -81,6 +85,8 @@ export class Worker extends Actor {
   private completed = 0;
   private control!: ControlView;
   private drainSub?: Subscription;
+  /** Reports attempts' outcomes to their providers' circuits (made at the first task on a provider). */
+  private governor?: Governor;
 
   constructor(
     ctx: ActorContext,
@@ -119,7 +125,24 @@ export class Worker extends Actor {
       worktrees: this.worktrees,
       checkpoints: new CheckpointStore(ctx.nc, ctx.kv.sessions, ctx.topo, this.log),
       checkpointIntervalMs: opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS,
+      reportProvider: (work, result) => this.reportProvider(work, result),
+      credentialHolders: credentialHolders(opts.providers ?? {}),
     };
+  }
+
+  /** Applies an attempt's outcome to its provider's circuit (KV, compare-and-set); a failure to is logged, never fatal. */
+  private async reportProvider(work: TaskWork, result: TaskResult): Promise<void> {
+    const provider = work.provider!;
+    this.governor ??= new Governor({ kv: this.ctx.kv.providers, nc: this.ctx.nc, js: this.js, topo: this.ctx.topo, log: this.log, clock: this.clock });
+    const f = result.failure;
+    await this.governor
+      .report(provider.name, provider.circuit, {
+        attempt: attemptKey(work),
+        ok: result.status === "succeeded",
+        latencyMs: Math.max(0, Date.parse(result.finishedAt) - Date.parse(result.startedAt)),
+        ...(f ? { kind: f.kind, message: f.message, ...(f.retryAt !== undefined ? { retryAt: f.retryAt } : {}) } : {}),
+      })
+      .catch((err) => this.log.warn({ provider: provider.name, task: work.taskId, err: errorMessage(err) }, "provider outcome not recorded"));
   }
 
   get id(): WorkerId {
