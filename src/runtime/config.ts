@@ -299,19 +299,29 @@ function deepAssign(target: Record<string, unknown>, src: Record<string, unknown
     const key = prefix ? `${prefix}.${k}` : k;
     sources.set(key, from);
     if (v && typeof v === "object" && !Array.isArray(v)) {
-      const child = (target[k] ??= {}) as Record<string, unknown>;
-      deepAssign(child, v as Record<string, unknown>, sources, from, key);
+      if (!Object.hasOwn(target, k) || typeof target[k] !== "object" || target[k] === null) setOwn(target, k, {});
+      deepAssign(target[k] as Record<string, unknown>, v as Record<string, unknown>, sources, from, key);
     } else {
-      target[k] = v;
+      setOwn(target, k, v);
     }
   }
+}
+
+/**
+ * `target[key] = value` as an own property, whatever the key: a file's `__proto__:`
+ * assigned plainly set the prototype of the merged settings (and, one level down,
+ * merged its keys into Object.prototype itself, for every object in the process). As
+ * an own key it is just an unknown setting, reported as such.
+ */
+function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown) {
   let node = target;
   for (const k of path.slice(0, -1)) {
-    if (typeof node[k] !== "object" || node[k] === null) node[k] = {};
+    if (!Object.hasOwn(node, k) || typeof node[k] !== "object" || node[k] === null) setOwn(node, k, {});
     node = node[k] as Record<string, unknown>;
   }
-  node[path[path.length - 1]!] = value;
+  setOwn(node, path[path.length - 1]!, value);
 }
