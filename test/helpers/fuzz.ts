@@ -12,6 +12,9 @@ export const FUZZ_RUNS = (() => {
   return Number.isInteger(v) && v > 0 ? v : 700;
 })();
 
+/** A test's time limit: the default minute, or more when many runs are asked for (a loaded machine takes ~5 ms a case). */
+export const FUZZ_TIMEOUT_MS = Math.max(60_000, FUZZ_RUNS * 20);
+
 /** A fast-check run of `FUZZ_RUNS` cases with a seed printed on failure (fast-check does). */
 export const fuzzParams = (runs = FUZZ_RUNS): fc.Parameters<unknown> => ({ numRuns: runs, endOnFailure: true });
 

@@ -7,12 +7,14 @@
  */
 import fc from "fast-check";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { decode, encodeValue, packRaw, SCHEMA_HEADER, type SchemaRef } from "../../src/runtime/codec.js";
 import { DecodeError } from "../../src/runtime/errors.js";
 import { LEASE } from "../../src/runtime/lease.js";
 import { SCHEMAS } from "../../src/runtime/messages.js";
-import { bytesMutationArb, damage, FUZZ_RUNS, fuzzParams, mutate, mutationArb, nastyValue, prototypePolluted, SAMPLES } from "../helpers/fuzz.js";
+import { bytesMutationArb, damage, FUZZ_RUNS, FUZZ_TIMEOUT_MS, fuzzParams, mutate, mutationArb, nastyValue, prototypePolluted, SAMPLES } from "../helpers/fuzz.js";
+
+vi.setConfig({ testTimeout: FUZZ_TIMEOUT_MS });
 
 const DECODERS: Record<string, SchemaRef> = { ...SCHEMAS, LeaseRecord: LEASE };
 const tally = new Map<string, { accepted: number; rejected: number }>();

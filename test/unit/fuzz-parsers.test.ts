@@ -9,14 +9,16 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it, vi } from "vitest";
 import { stringify as toYaml } from "yaml";
 import { encode } from "../../src/runtime/codec.js";
 import { ENV_VARS, loadConfig } from "../../src/runtime/config.js";
 import { ConfigError, GraphError } from "../../src/runtime/errors.js";
 import { parseGraph, parseGraphObject, type Graph } from "../../src/runtime/graph.js";
 import { SCHEMAS } from "../../src/runtime/messages.js";
-import { CONFIG_SAMPLE, fuzzParams, GRAPH_FILE_SAMPLE, mutate, mutationArb, nastyValue, prototypePolluted } from "../helpers/fuzz.js";
+import { CONFIG_SAMPLE, FUZZ_TIMEOUT_MS, fuzzParams, GRAPH_FILE_SAMPLE, mutate, mutationArb, nastyValue, prototypePolluted } from "../helpers/fuzz.js";
+
+vi.setConfig({ testTimeout: FUZZ_TIMEOUT_MS });
 
 const SOURCE = "fuzz.yaml";
 // The yaml library reports odd but readable input (an ambiguous alias) as a process
@@ -78,6 +80,12 @@ describe("fuzz - graph parser", () => {
 
   it("the samples parse", () => {
     expect(() => parseGraph(toYaml(GRAPH_FILE_SAMPLE), SOURCE)).not.toThrow();
+  });
+
+  it("a duration beyond 100 years is refused where it is written, not when the run is submitted", () => {
+    // Found by the mutation property: `timeout: 4.5e159` parsed, then encoding the submission threw a ZodError.
+    expect(() => parseGraph("tasks:\n  - id: a\n    run: echo\n    timeout: 4.5e159\n", SOURCE)).toThrow(/task 'a': timeout: must be at most 100 years/);
+    expect(parseGraph("tasks:\n  - id: a\n    run: echo\n    timeout: 30d\n", SOURCE).tasks[0]!.timeoutMs).toBe(30 * 86_400_000);
   });
 
   it("arbitrary text is parsed or rejected with a GraphError naming the file", () => {
