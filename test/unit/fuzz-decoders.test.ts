@@ -5,10 +5,11 @@
  * was wrong, and what is accepted can be sent on again (encodes without error).
  * `ADO_FUZZ_RUNS=100000` runs the issue's 100,000 cases per property.
  */
+import { createDeflate, deflateSync } from "node:zlib";
 import fc from "fast-check";
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
 import { afterAll, describe, expect, it, vi } from "vitest";
-import { decode, encodeValue, packRaw, SCHEMA_HEADER, type SchemaRef } from "../../src/runtime/codec.js";
+import { COMPRESSION_HEADER, decode, encodeValue, MAX_INFLATED_BYTES, packRaw, SCHEMA_HEADER, type SchemaRef } from "../../src/runtime/codec.js";
 import { DecodeError } from "../../src/runtime/errors.js";
 import { LEASE } from "../../src/runtime/lease.js";
 import { SCHEMAS } from "../../src/runtime/messages.js";
@@ -83,6 +84,21 @@ describe("fuzz - wire decoders", () => {
     }
   });
 
+  it("a compressed payload that would inflate beyond the limit is refused, not inflated", async () => {
+    // 260 MiB of zeros deflate to ~260 KB: a reader must not allocate what it says.
+    const chunks: Buffer[] = [];
+    const deflate = createDeflate();
+    deflate.on("data", (c: Buffer) => chunks.push(c));
+    const done = new Promise((r) => deflate.on("end", r));
+    const mib = Buffer.alloc(1024 * 1024);
+    for (let i = 0; i < MAX_INFLATED_BYTES / mib.length + 4; i++) deflate.write(mib);
+    deflate.end();
+    await done;
+    const h = natsHeaders();
+    h.set(COMPRESSION_HEADER, "deflate");
+    expect(() => decode(SCHEMAS.SubmitRun, Buffer.concat(chunks), h)).toThrow(/cannot be inflated: it inflates to more than 256 MiB/);
+  });
+
   for (const [key, ref] of Object.entries(DECODERS)) {
     const samples = SAMPLES[key] ?? [];
     describe(key, () => {
@@ -113,6 +129,19 @@ describe("fuzz - wire decoders", () => {
               return; // not representable in MessagePack: cannot arrive
             }
             check(key, ref, data, headersOf(h));
+          }),
+          fuzzParams(),
+        );
+      });
+
+      it("damaged compressed payloads (with the header, or as a KV value) are rejected or decode to a valid value", () => {
+        fc.assert(
+          fc.property(fc.constantFrom(...samples), bytesMutationArb, fc.boolean(), fc.constantFrom("deflate", "gzip", ""), (sample, ops, kv, how) => {
+            const z = deflateSync(packRaw({ ...(sample as object), pad: "x".repeat(9_000) }));
+            if (kv) return check(key, ref, damage(Uint8Array.from([0xc1, 0x01, ...z]), ops));
+            const h = natsHeaders();
+            if (how) h.set(COMPRESSION_HEADER, how);
+            check(key, ref, damage(z, ops), h);
           }),
           fuzzParams(),
         );

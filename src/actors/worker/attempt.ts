@@ -78,6 +78,8 @@ export interface AttemptContext {
   readonly checkpoints: CheckpointStore;
   /** How often an agent CLI's work is checkpointed while it runs; 0: never (only at an interruption). */
   readonly checkpointIntervalMs: number;
+  /** The work with what did not fit its message read back from the object store (a long prompt, a fan-in's inputs). */
+  loadPayloads(work: TaskWork): Promise<TaskWork>;
 }
 
 /** Results already produced, by attempt key; bounded (a redelivery comes within ack_wait, long before 1,000 newer results). */
@@ -210,7 +212,7 @@ export class Attempt {
   /** Worktree, agent, and what becomes of the worktree. */
   private async execute(startedAt: string, onOutput: (s: OutputStream, d: string) => void): Promise<Outcome> {
     const { ctx } = this;
-    let work = this.work;
+    let work = await ctx.loadPayloads(this.work);
     const agent = ctx.agents.get(work.task.agent);
     if (!agent) {
       return this.failed({
