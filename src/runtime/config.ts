@@ -153,6 +153,23 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ webhooks: [], attempts: 5 }),
+    /**
+     * How ado authenticates to NATS (src/runtime/nats-auth.ts): user and password, a
+     * token, an nkey seed file, a creds file; TLS with a CA and a client certificate;
+     * `roleDir`: the per-role seeds `ado nats config` wrote, so each actor connects as its role.
+     */
+    nats: z
+      .object({
+        user: z.string().min(1).optional(),
+        password: z.string().optional(),
+        token: z.string().min(1).optional(),
+        nkeyFile: z.string().min(1).optional(),
+        credsFile: z.string().min(1).optional(),
+        roleDir: z.string().min(1).optional(),
+        tls: z.object({ ca: z.string().min(1).optional(), cert: z.string().min(1).optional(), key: z.string().min(1).optional() }).strict().optional(),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 
@@ -185,7 +202,29 @@ export const ENV_VARS: Record<string, { path: string[]; number?: boolean }> = {
   ADO_CLONE_DIR: { path: ["git", "cloneDir"] },
   ADO_CHECKPOINT_INTERVAL: { path: ["checkpointInterval"] },
   ADO_WORKER_POOL: { path: ["worker", "pool"] },
+  ADO_NATS_USER: { path: ["nats", "user"] },
+  ADO_NATS_PASSWORD: { path: ["nats", "password"] },
+  ADO_NATS_TOKEN: { path: ["nats", "token"] },
+  ADO_NATS_NKEY: { path: ["nats", "nkeyFile"] },
+  ADO_NATS_CREDS: { path: ["nats", "credsFile"] },
+  ADO_NATS_ROLE_DIR: { path: ["nats", "roleDir"] },
+  ADO_NATS_TLS_CA: { path: ["nats", "tls", "ca"] },
+  ADO_NATS_TLS_CERT: { path: ["nats", "tls", "cert"] },
+  ADO_NATS_TLS_KEY: { path: ["nats", "tls", "key"] },
 };
+
+/**
+ * NATS authentication from the environment alone (ADO_NATS_*), for connections made
+ * without a loaded config (CLI commands that only talk to a server).
+ */
+export function natsAuthFromEnv(env: NodeJS.ProcessEnv = process.env): NonNullable<Config["nats"]> {
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(ENV_VARS)) {
+    if (spec.path[0] !== "nats" || !env[name]) continue;
+    setPath(out, spec.path.slice(1), env[name]);
+  }
+  return out as NonNullable<Config["nats"]>;
+}
 
 export interface LoadConfigOptions {
   /** Explicit config file (`--config`); an error if missing. */

@@ -303,6 +303,7 @@ export async function provision(nc: NatsConnection, topo: Topology): Promise<Pro
   return { jsm, kv };
 }
 
+
 /** The work-queue streams: each message is someone's to handle, and removed once acked. */
 export const WORK_QUEUE_STREAMS: readonly StreamKey[] = ["submit", "ready", "work", "results", "merge"];
 
