@@ -37,7 +37,7 @@ export interface NatsAuth {
 }
 
 /** JetStream API operations, by what a role does with a stream. */
-type StreamUse = "info" | "consume" | "readMsgs" | "deleteMsgs" | "purge" | "manageConsumers" | "watch" | "create";
+type StreamUse = "info" | "consume" | "readMsgs" | "deleteMsgs" | "purge" | "listConsumers" | "manageConsumers" | "watch" | "create";
 
 /** Subjects of the JetStream API a role needs for one stream. */
 function streamApi(stream: string, uses: readonly StreamUse[]): string[] {
@@ -48,7 +48,7 @@ function streamApi(stream: string, uses: readonly StreamUse[]): string[] {
       // Ordered consumers (watches, event followers) and durables: create, read, pull.
       for (const s of [`${api}.CONSUMER.CREATE.${stream}`, `${api}.CONSUMER.CREATE.${stream}.>`, `${api}.CONSUMER.DURABLE.CREATE.${stream}.*`, `${api}.CONSUMER.INFO.${stream}.*`, `${api}.CONSUMER.MSG.NEXT.${stream}.*`, `${api}.CONSUMER.DELETE.${stream}.*`, `$JS.ACK.${stream}.>`, `$JS.FC.${stream}.>`]) out.add(s);
     }
-    if (u === "manageConsumers") for (const s of [`${api}.CONSUMER.NAMES.${stream}`, `${api}.CONSUMER.LIST.${stream}`]) out.add(s);
+    if (u === "manageConsumers" || u === "listConsumers") for (const s of [`${api}.CONSUMER.NAMES.${stream}`, `${api}.CONSUMER.LIST.${stream}`]) out.add(s);
     if (u === "readMsgs" || u === "watch") for (const s of [`${api}.STREAM.MSG.GET.${stream}`, `${api}.DIRECT.GET.${stream}`, `${api}.DIRECT.GET.${stream}.>`]) out.add(s);
     if (u === "deleteMsgs") out.add(`${api}.STREAM.MSG.DELETE.${stream}`);
     if (u === "purge") out.add(`${api}.STREAM.PURGE.${stream}`);
@@ -97,8 +97,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
     case "scheduler":
       api(S.submit.name, "consume");
       api(S.results.name, "consume");
-      // Stale acked messages are purged from every work queue (purgeBelowAckFloors).
-      for (const k of ["submit", "ready", "work", "results", "merge"] as const) api(S[k].name, "manageConsumers", "purge");
+      // Stale acked messages are purged from every work queue (purgeBelowAckFloors: the consumers' ack floors, then a purge).
+      for (const k of ["submit", "ready", "work", "results", "merge"] as const) api(S[k].name, "listConsumers", "purge");
       api(S.ready.name);
       api(S.merge.name);
       api(S.events.name);

@@ -116,9 +116,20 @@ tasks:
       { what: "create a stream", run: async (nc) => (await jetstreamManager(nc)).streams.add({ name: `${topo.prefix.toUpperCase()}_EXTRA`, subjects: [`${topo.prefix}.extra.>`] }), allowed: [] },
       { what: "delete a stream", run: async (nc) => (await jetstreamManager(nc)).streams.delete(topo.streams.dlq.name), allowed: [] },
       { what: "update a stream (provisioning)", run: async (nc) => (await jetstreamManager(nc)).streams.update(topo.streams.dlq.name, { ...topo.streams.dlq }), allowed: ["admin"] },
+      { what: "subscribe to worker load reports (core NATS)", run: (nc) => subscribed(nc, topo.subjects.loadAll), allowed: ["admin", "balancer"] },
+      { what: "subscribe to another prefix's events (core NATS)", run: (nc) => subscribed(nc, other.subjects.allEvents), allowed: [] },
       { what: "read another prefix's stream", run: async (nc) => (await jetstreamManager(nc)).streams.info(other.streams.events.name), allowed: [] },
       { what: "write another prefix's control bucket", run: async (nc) => js(nc).publish(`$KV.${other.buckets.control}.r1`, new Uint8Array([0x80])), allowed: [] },
     ];
+    /** A subscription the server keeps (refused: it closes it with a permissions error). */
+    async function subscribed(nc: NatsConnection, subject: string): Promise<void> {
+      const sub = nc.subscribe(subject);
+      await nc.flush();
+      const closed = await Promise.race([sub.closed, new Promise((r) => setTimeout(() => r("open"), 500))]);
+      sub.unsubscribe();
+      if (closed instanceof Error) throw closed;
+      if (closed !== "open") throw new Error(`subscription to ${subject} closed`);
+    }
     const rows: string[] = [];
     const wrong: string[] = [];
     for (const role of ROLES) {
