@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { encode, encodeValue } from "../../src/runtime/codec.js";
-import { parseConfig } from "../../src/runtime/config.js";
+import { loadConfig, natsAuthFromEnv, parseConfig } from "../../src/runtime/config.js";
 import { connectNats, drainQuietly } from "../../src/runtime/connection.js";
 import { EmbeddedServer } from "../../src/runtime/embedded-server.js";
 import { parseGraph } from "../../src/runtime/graph.js";
@@ -193,4 +193,48 @@ describe("nats auth - TLS", () => {
     await expect(connectNats({ servers: tlsServer.url, name: "no-cert", logger: silentLogger, auth: { tls: { ca: tls.ca } }, timeoutMs: 3_000 })).rejects.toThrow();
     await expect(connectNats({ servers: tlsServer.url, name: "no-tls", logger: silentLogger, auth: {}, timeoutMs: 3_000 })).rejects.toThrow();
   }, 60_000);
+});
+
+describe("nats auth - user and password, token", () => {
+  it("ado connects with a user and password from the environment, and with a token from the config; wrong ones are refused", async () => {
+    const userServer = await EmbeddedServer.start({ extraConfig: `authorization {\n  users: [ { user: "ado", password: "s3cret" } ]\n}` });
+    const tokenServer = await EmbeddedServer.start({ extraConfig: `authorization {\n  token: "t0ken"\n}` });
+    try {
+      const env = { ADO_NATS_USER: "ado", ADO_NATS_PASSWORD: "s3cret" };
+      expect(natsAuthFromEnv(env)).toEqual({ user: "ado", password: "s3cret" });
+      const byEnv = await connectNats({ servers: userServer.url, name: "env-user", logger: silentLogger, auth: natsAuthFromEnv(env) });
+      await provision(byEnv, uniqueTopology());
+      await drainQuietly(byEnv);
+      await expect(connectNats({ servers: userServer.url, name: "bad-pass", logger: silentLogger, auth: { user: "ado", password: "nope" }, timeoutMs: 3_000 })).rejects.toThrow(/Authorization Violation/i);
+
+      const cfgDir = await mkdtemp(join(tmpdir(), "ado-cfg-"));
+      try {
+        const file = join(cfgDir, "ado.config.yaml");
+        await import("node:fs/promises").then((fs) => fs.writeFile(file, "nats:\n  token: t0ken\n"));
+        const config = await loadConfig({ file, env: {} });
+        const byToken = await connectNats({ servers: tokenServer.url, name: "cfg-token", logger: silentLogger, auth: config.nats });
+        await provision(byToken, uniqueTopology());
+        await drainQuietly(byToken);
+      } finally {
+        await rm(cfgDir, { recursive: true, force: true });
+      }
+      await expect(connectNats({ servers: tokenServer.url, name: "bad-token", logger: silentLogger, auth: { token: "wrong" }, timeoutMs: 3_000 })).rejects.toThrow(/Authorization Violation/i);
+    } finally {
+      await userServer.stop();
+      await tokenServer.stop();
+    }
+  }, 60_000);
+
+  it("a seed file that holds no seed, or a missing one, is a clear configuration error", async () => {
+    const d = await mkdtemp(join(tmpdir(), "ado-seed-"));
+    try {
+      const bad = join(d, "bad.nk");
+      await import("node:fs/promises").then((fs) => fs.writeFile(bad, "not a seed\n"));
+      await expect(connectNats({ servers: "nats://127.0.0.1:1", name: "x", logger: silentLogger, auth: { nkeyFile: bad } })).rejects.toThrow(/does not hold a seed/);
+      await expect(connectNats({ servers: "nats://127.0.0.1:1", name: "x", logger: silentLogger, auth: { nkeyFile: join(d, "missing.nk") } })).rejects.toThrow(/cannot read the NATS nkey seed file .*ENOENT/);
+      await expect(connectNats({ servers: "nats://127.0.0.1:1", name: "x", logger: silentLogger, auth: { tls: { cert: "/c.pem" } } })).rejects.toThrow(/needs both nats.tls.cert and nats.tls.key/);
+    } finally {
+      await rm(d, { recursive: true, force: true });
+    }
+  });
 });
