@@ -13,7 +13,7 @@ import { StorageType } from "@nats-io/jetstream";
 import { Objm, type ObjectStore } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { encode } from "./codec.js";
-import { AdoError } from "./errors.js";
+import { PayloadMissingError } from "./errors.js";
 import type { Graph } from "./graph.js";
 import { SCHEMAS, TaskWork } from "./messages.js";
 import { ns, PAYLOAD_TTL_MS, type Topology } from "./topology.js";
@@ -23,8 +23,6 @@ export const PROMPT_INLINE_MAX_BYTES = 64 * 1024;
 /** Room kept under the server's max payload for headers and the rest of the message. */
 const HEADROOM_BYTES = 16 * 1024;
 
-/** A payload named in a message is not in the store (expired, or the store was reset). */
-export class PayloadMissingError extends AdoError {}
 
 /** The payload object store of one prefix, opened on first use. */
 export class PayloadStore {

@@ -84,6 +84,21 @@ tasks:
     }
   }, 120_000);
 
+  it("a prompt whose object is gone fails its task, saying so and what to do, not run without it", async () => {
+    const topo = uniqueTopology();
+    const config = parseConfig({ prefix: topo.prefix, server: server.url, workers: 1, worktreeDir, heartbeatMs: 200 });
+    const stack = await Stack.start({ config, logger: silentLogger });
+    try {
+      const graph = parseGraph(`tasks:\n  - { id: lost, agent: noop }\n`);
+      graph.tasks[0]!.promptRef = `sha256-${"0".repeat(64)}`;
+      const outcome = await new AdoClient(nc, topo).run({ graph });
+      expect(outcome.status).toBe("failed");
+      expect(outcome.tasks[0]!.error).toMatch(/payload sha256-0+ is not in the object store .*-payloads .*submit the run again/);
+    } finally {
+      await stack.close();
+    }
+  }, 60_000);
+
   it("a fan-in's inputs too large for a message are moved to the object store and read back whole", async () => {
     const topo = uniqueTopology();
     await provision(nc, topo);

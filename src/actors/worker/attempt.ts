@@ -212,7 +212,13 @@ export class Attempt {
   /** Worktree, agent, and what becomes of the worktree. */
   private async execute(startedAt: string, onOutput: (s: OutputStream, d: string) => void): Promise<Outcome> {
     const { ctx } = this;
-    let work = await ctx.loadPayloads(this.work);
+    let work: TaskWork;
+    try {
+      work = await ctx.loadPayloads(this.work);
+    } catch (err) {
+      // A prompt or inputs gone from the object store: running without them would be wrong work.
+      return this.failed({ kind: "invalid", retryable: err instanceof AdoError ? err.retryable : true, message: errorMessage(err) });
+    }
     const agent = ctx.agents.get(work.task.agent);
     if (!agent) {
       return this.failed({
