@@ -74,6 +74,9 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
   const kvPut = (b: keyof Topology["buckets"]) => `$KV.${topo.buckets[b]}.>`;
   const obj = `OBJ_${topo.objects.payloads}`;
   const objPut = `$O.${topo.objects.payloads}.>`;
+  // Agent sessions kept with checkpoints (src/runtime/checkpoints.ts).
+  const sessions = `OBJ_${topo.objects.sessions}`;
+  const sessionsPut = `$O.${topo.objects.sessions}.>`;
   // Every role: replies to its own requests (JetStream API, PubAcks), the account info
   // nats.js asks for, and the services framework's discovery of its own kind.
   const publish = new Set<string>(["$JS.API.INFO"]);
@@ -91,7 +94,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       for (const s of Object.values(S)) api(s.name, "create", "manageConsumers", "readMsgs", "deleteMsgs", "purge");
       for (const b of Object.keys(topo.buckets) as (keyof Topology["buckets"])[]) (api(kv(b), "create", "watch", "purge", "deleteMsgs"), pub(kvPut(b)));
       api(obj, "create", "watch", "purge");
-      pub(objPut, "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", `${p}.>`, `$SRV.>`);
+      api(sessions, "create", "watch", "purge");
+      pub(objPut, sessionsPut, "$JS.API.STREAM.NAMES", "$JS.API.STREAM.LIST", `${p}.>`, `$SRV.>`);
       sub(`${p}.>`);
       break;
     case "scheduler":
@@ -103,7 +107,7 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       api(S.merge.name);
       api(S.events.name);
       pub(`${p}.ready.*`, `${p}.merge.*`, `${p}.evt.>`, `${p}.results.*`);
-      writeKv("runs", "tasks", "backlog", "control");
+      writeKv("runs", "tasks", "backlog", "control", "costs");
       api(obj, "watch");
       pub(objPut);
       deadLetters("scheduler");
@@ -130,8 +134,9 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       api(S.work.name, "readMsgs", "deleteMsgs", "manageConsumers");
       api(S.events.name, "readMsgs");
       pub(`${p}.ready.*`, `${p}.results.*`, `${p}.evt.>`, `${p}.svc.worker.>`, "$SRV.>");
-      writeKv("workers", "leases", "worktrees");
+      writeKv("workers", "leases", "worktrees", "sessions");
       readKv("claims");
+      api(sessions, "watch");
       deadLetters("stealer");
       actorService("stealer");
       break;
@@ -149,9 +154,11 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       api(S.results.name);
       api(S.events.name);
       pub(`${p}.ready.*`, `${p}.results.*`, `${p}.evt.>`, `${p}.load.*`);
-      writeKv("claims", "workers", "worktrees");
+      writeKv("claims", "workers", "worktrees", "sessions");
       readKv("control");
       api(obj, "watch");
+      api(sessions, "watch");
+      pub(sessionsPut);
       deadLetters("worker");
       actorService("worker");
       break;
@@ -164,7 +171,7 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       pub(topo.subjects.submit, `${p}.results.*`, `${p}.merge.*`, `${p}.detach.*`, "$SRV.>", `${p}.svc.>`);
       sub(`${p}.detach.*`);
       writeKv("control");
-      readKv("runs", "tasks", "backlog", "claims", "workers", "hitl", "worktrees");
+      readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "hitl", "worktrees");
       pub(kvPut("hitl"), kvPut("worktrees"));
       api(obj, "watch");
       pub(objPut);
@@ -172,7 +179,7 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
     case "observer":
       // Read only: events, records, the services' queries.
       api(S.events.name, "consume", "readMsgs");
-      readKv("runs", "tasks", "backlog", "claims", "workers", "control", "hitl", "worktrees");
+      readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "control", "hitl", "worktrees");
       pub("$SRV.>", `${p}.svc.>`);
       sub(`${p}.detach.*`);
       break;
