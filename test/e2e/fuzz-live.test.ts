@@ -79,6 +79,8 @@ tasks:
         ["worktrees", "WorktreeRecord"],
         ["leases", "LeaseRecord"],
         ["claims", "AttemptClaim"],
+        ["costs", "CostHistory"],
+        ["sessions", "CheckpointRecord"],
       ];
       const kvm = await import("@nats-io/kv").then((m) => new m.Kvm(nc));
       let sent = 0;

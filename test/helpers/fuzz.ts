@@ -267,6 +267,10 @@ export const SAMPLES: Record<string, unknown[]> = {
   ],
   DeadLetter: [{ type: "dead.letter", actor: "scheduler", subject: "ado.submit", reason: "bad", payload: new Uint8Array([1, 2, 3]), headers: { a: "b" }, at }],
   LeaseRecord: [{ holder: "s1", expiresAt: 5, term: 2 }],
+  CostHistory: [{ agent: "claude", sizeClass: "m", samples: 3, costUsd: 0.4, tokens: 12000, updatedAt: at }],
+  CheckpointRecord: [
+    { runId: "r1", taskId: "api", attempt: 1, n: 2, workerId: "w1", agent: "claude", sessionHost: "h", at, commit: sha, ref: "refs/ado/checkpoints/r1/api/1", sessionId: "s-1", session: { object: "r1.api.1.2", bytes: 100 } },
+  ],
 };
 
 /** A graph file as a person writes it (durations as text, env numbers): the parser's happy path. */
