@@ -8,6 +8,7 @@ import { errorMessage } from "../runtime/errors.js";
 import { newWorkerId, type WorkerId } from "../runtime/ids.js";
 import type { Logger } from "../runtime/logger.js";
 import { describeServerHealth, ServerCondition, ServerHealthMonitor } from "../runtime/server-health.js";
+import { authForRole, type Role } from "../runtime/nats-auth.js";
 import { openBuckets, provision, topology, type Topology } from "../runtime/topology.js";
 import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
@@ -95,20 +96,22 @@ export class Stack {
     const metrics = new Metrics();
     const stack = new Stack(url, topo, embedded, actors, workers, conns, logger, config, metrics);
     try {
-      const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger });
+      const auth = (role: Role) => authForRole(config.nats, role);
+      const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger, auth: auth("admin") });
       conns.push(admin);
       await provision(admin, topo);
       stack.serverHealth = new ServerHealthMonitor({ servers: url, name: `${topo.prefix}-health-${hostname()}-${process.pid}`, logger }).start();
       // Each actor owns its connection, as it would in a process of its own.
-      const ctxFor = async (name: string): Promise<ActorContext> => {
-        const nc = await connectNats({ servers: url, name, logger });
+      const ctxFor = async (name: string, role: Role): Promise<ActorContext> => {
+        const nc = await connectNats({ servers: url, name, logger, auth: auth(role) });
         conns.push(nc);
         return { nc, topo, kv: await openBuckets(nc, topo), logger };
       };
       const { worktreeDir } = config;
       for (const kind of opts.actors ?? defaultActors(config)) {
         const instance = `${kind}-${hostname()}-${process.pid}`;
-        const ctx = await ctxFor(`${topo.prefix}-${instance}`);
+        // Recorder and notifier only read: the observer's user (their own roles are not written yet).
+        const ctx = await ctxFor(`${topo.prefix}-${instance}`, kind === "recorder" || kind === "notifier" ? "observer" : kind);
         const actor = ((): Actor => {
           switch (kind) {
             case "scheduler":
@@ -139,7 +142,7 @@ export class Stack {
       for (let i = 0; i < workerCount; i++) {
         const given = opts.workerIds?.[i];
         const workerId = given !== undefined ? (given as WorkerId) : newWorkerId(hostname());
-        const ctx = await ctxFor(`${topo.prefix}-${workerId}`);
+        const ctx = await ctxFor(`${topo.prefix}-${workerId}`, "worker");
         workers.push(
           await new Worker(ctx, { workerId, agents: host!.agents, agentVersions: host!.versions, checkpointIntervalMs: config.checkpointIntervalMs, slots: config.slots, heartbeatMs: config.heartbeatMs, worktreeDir, worktrees: config.worktrees, gitAccess: config.git.access, cloneDir: config.git.cloneDir, shutdown: config.shutdown, ...config.worker, providers: config.providers }).start(),
         );

@@ -8,6 +8,8 @@ import type { AgentContext, AgentOutcome, StopReason } from "./types.js";
 
 /** Time between SIGTERM and SIGKILL when a process group is stopped. */
 export const KILL_GRACE_MS = 2_000;
+/** The longest delay setTimeout honours; beyond it Node fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 
 /**
@@ -120,7 +122,17 @@ export function runProcessGroup(command: string, args: readonly string[], ctx: A
     let remaining = opts.timeoutMs;
     let runningSince = Date.now();
     const armTimeout = () => {
-      if (remaining !== undefined) timer = setTimeout(() => stop("timeout"), Math.max(0, remaining));
+      if (remaining === undefined) return;
+      // Node fires a setTimeout of more than 2^31-1 ms (~24.8 days) at once: a task
+      // timeout of "30d" killed its agent as it started. Longer waits go in steps.
+      const step = Math.min(Math.max(0, remaining), MAX_TIMER_MS);
+      timer = setTimeout(() => {
+        if (remaining !== undefined && remaining > step) {
+          remaining -= step;
+          runningSince = Date.now();
+          armTimeout();
+        } else stop("timeout");
+      }, step);
     };
     if (!ctx.suspender.isPaused) armTimeout();
     const offSuspend = ctx.suspender.onChange((paused) => {

@@ -17,6 +17,7 @@ import { doctorCommand } from "./doctor.js";
 import { budgetRaiseCommand } from "./budget.js";
 import { logsCommand } from "./logs.js";
 import { dashboardCommand } from "./dashboard.js";
+import { natsConfigCommand } from "./nats-config.js";
 
 /** Builds the `ado` command line. Every action returns its exit code. */
 export function buildProgram(setExit: (code: number) => void): Command {
@@ -201,6 +202,16 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--remote <url>", "also prune runs' refs on this git remote (default: the run's own, else the config's remote)")
       .option("--json", "print JSON"),
   ).action(async (flags) => setExit(await pruneCommand(flags)));
+
+  program
+    .command("nats")
+    .description("NATS server settings for ado")
+    .command("config")
+    .description("write the server's users (one nkey user per role, least privilege) for a prefix, and each role's seed (0600)")
+    .option("--prefix <prefix>", "subject/stream prefix (default: ADO_PREFIX, else ado)")
+    .option("--dir <dir>", "where the server config goes (default: ./nats)")
+    .option("--creds-dir <dir>", "where the roles' seeds go (default: ~/.config/ado/nats/<prefix>)")
+    .action(async (flags) => setExit(await natsConfigCommand(flags)));
 
   program
     .command("init")

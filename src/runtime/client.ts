@@ -2,6 +2,7 @@ import { hostname, userInfo } from "node:os";
 import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, encode, encodeValue } from "./codec.js";
+import { offloadPrompts, PayloadStore } from "./payloads.js";
 import { AdoError, errorMessage } from "./errors.js";
 import { openRepo, publishRunBase, resolveCommit } from "../git/index.js";
 import { formatIssues, friendlyIssue, GraphDefSchema, validateGraph, type GraphInput, type MergeSettings } from "./graph.js";
@@ -139,19 +140,22 @@ export class WatchAbortedError extends AdoError {}
  */
 export class AdoClient {
   readonly js: JetStreamClient;
+  private readonly payloads: PayloadStore;
 
   constructor(
     readonly nc: NatsConnection,
     readonly topo: Topology,
   ) {
     this.js = jetstream(nc);
+    this.payloads = new PayloadStore(nc, topo);
   }
 
   /** Validates the graph, resolves the base commit, and publishes the run. */
   async submit(opts: SubmitOptions): Promise<Submitted> {
     const parsed = GraphDefSchema.safeParse(opts.graph, { error: friendlyIssue });
     if (!parsed.success) throw new GraphError(`invalid graph: ${formatIssues(parsed.error, { input: opts.graph, schema: GraphDefSchema })}`);
-    const graph = validateGraph(parsed.data);
+    // Prompts too long for a message go to the object store (the task keeps their beginning).
+    const graph = await offloadPrompts(validateGraph(parsed.data), this.payloads);
     const runId = opts.runId ?? newRunId();
     let repo: string | undefined;
     let baseCommit: string | undefined;
@@ -178,6 +182,12 @@ export class AdoClient {
       ...(repo && opts.merge ? { merge: opts.merge } : {}),
       ...(opts.budget ? { budget: opts.budget } : {}),
     });
+    if (data.length > this.payloads.maxInline) {
+      throw new GraphError(
+        `the run's graph is ${(data.length / 1024 / 1024).toFixed(1)} MB compressed, with every long prompt moved out, more than the server takes in one message ` +
+          `(max_payload ${this.nc.info?.max_payload ?? "?"} bytes): split it into several runs, or raise max_payload in the server's config`,
+      );
+    }
     // The run id doubles as the message id: a retried submission is deduplicated.
     await this.js.publish(this.topo.subjects.submit, data, { headers, msgID: opts.msgID ?? msgIds.submit(runId), timeout: 10_000 });
     return { runId, repo, baseCommit };

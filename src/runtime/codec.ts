@@ -1,4 +1,5 @@
 import { headers as natsHeaders, type MsgHdrs } from "@nats-io/transport-node";
+import { deflateSync, inflateSync } from "node:zlib";
 import { Packr } from "msgpackr";
 import { DecodeError } from "./errors.js";
 import { formatIssues } from "./graph.js";
@@ -16,6 +17,31 @@ export const SCHEMA_HEADER = "Ado-Schema";
 /** `<name>/<version>`: a version is a whole number (`task.work/abc` once passed as version NaN). */
 const SCHEMA_HEADER_VALUE = /^([^/\s]+)\/([1-9]\d{0,8})$/;
 
+/**
+ * Header saying the payload is compressed, and how: `deflate` (zlib). Set on payloads
+ * larger than COMPRESS_MIN_BYTES that compress; anything else is plain MessagePack.
+ */
+export const COMPRESSION_HEADER = "Ado-Compression";
+/** Payloads from this size on are compressed (smaller ones gain little and cost a round of zlib each). */
+export const COMPRESS_MIN_BYTES = 8 * 1024;
+/**
+ * A KV value carries no header, so a compressed one starts with these two bytes: 0xc1 is
+ * the one byte MessagePack never uses, so no plain value can start with it.
+ */
+const KV_DEFLATE_MAGIC = [0xc1, 0x01] as const;
+/**
+ * The most a compressed payload may inflate to. A few KB of zeros inflate to gigabytes:
+ * without a bound, one such message would take down every reader.
+ */
+export const MAX_INFLATED_BYTES = 256 * 1024 * 1024;
+
+/** The deflated form of `data` when it is large and compresses, else undefined. */
+function deflated(data: Uint8Array): Uint8Array | undefined {
+  if (data.length < COMPRESS_MIN_BYTES) return undefined;
+  const z = deflateSync(data, { level: 6 });
+  return z.length < data.length ? z : undefined;
+}
+
 // Plain MessagePack (no msgpackr record extension), so any language can decode it.
 const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
 
@@ -31,12 +57,42 @@ export function encode<T, I>(ref: SchemaRef<T, I>, value: I, extra?: Record<stri
   const headers = natsHeaders();
   headers.set(SCHEMA_HEADER, `${ref.name}/${ref.version}`);
   if (extra) for (const [k, v] of Object.entries(extra)) headers.set(k, v);
-  return { data: packr.pack(checked), headers };
+  const data = packr.pack(checked);
+  const z = deflated(data);
+  if (!z) return { data, headers };
+  headers.set(COMPRESSION_HEADER, "deflate");
+  return { data: z, headers };
 }
 
 /** Encodes without headers (KV values, where the bucket names the type). */
 export function encodeValue<T, I>(ref: SchemaRef<T, I>, value: I): Uint8Array {
-  return packr.pack(ref.schema.parse(value));
+  const data = packr.pack(ref.schema.parse(value));
+  const z = deflated(data);
+  if (!z) return data;
+  const out = new Uint8Array(z.length + KV_DEFLATE_MAGIC.length);
+  out.set(KV_DEFLATE_MAGIC);
+  out.set(z, KV_DEFLATE_MAGIC.length);
+  return out;
+}
+
+/** The MessagePack bytes of a payload: inflated when its header or (KV) its first bytes say it is compressed. */
+function plain(ref: SchemaRef, data: Uint8Array, headers?: MsgHdrs): Uint8Array {
+  const how = headers?.get(COMPRESSION_HEADER);
+  let z: Uint8Array | undefined;
+  if (how) {
+    if (how !== "deflate") throw new DecodeError(`the '${ref.name}' payload's ${COMPRESSION_HEADER} header '${how}' names a compression this ado does not know (it reads 'deflate'): upgrade ado`, ref.name);
+    z = data;
+  } else if (data[0] === KV_DEFLATE_MAGIC[0] && data[1] === KV_DEFLATE_MAGIC[1]) {
+    z = data.subarray(KV_DEFLATE_MAGIC.length);
+  }
+  if (!z) return data;
+  try {
+    return inflateSync(z, { maxOutputLength: MAX_INFLATED_BYTES });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "ERR_BUFFER_TOO_LARGE" ? `it inflates to more than ${MAX_INFLATED_BYTES / 1024 / 1024} MiB` : (err as Error).message;
+    throw new DecodeError(`compressed '${ref.name}' payload cannot be inflated: ${why}`, ref.name, { cause: err });
+  }
 }
 
 /**
@@ -65,8 +121,9 @@ export function decode<T, I>(ref: SchemaRef<T, I>, data: Uint8Array, headers?: M
     }
   }
   let raw: unknown;
+  const bytes = plain(ref, data, headers);
   try {
-    raw = packr.unpack(data);
+    raw = packr.unpack(bytes);
   } catch (err) {
     throw new DecodeError(`not valid MessagePack for '${ref.name}': ${(err as Error).message}`, ref.name, { cause: err });
   }
@@ -82,7 +139,7 @@ export function packRaw(value: unknown): Uint8Array {
   return packr.pack(value);
 }
 
-/** Raw MessagePack decoding, unchecked: only to salvage fields from a rejected payload. */
-export function unpackRaw(data: Uint8Array): unknown {
-  return packr.unpack(data);
+/** Raw MessagePack decoding, unchecked: only to salvage fields from a rejected payload (compressed or not). */
+export function unpackRaw(data: Uint8Array, headers?: MsgHdrs): unknown {
+  return packr.unpack(plain({ name: "payload", version: 1, schema: undefined as never }, data, headers));
 }

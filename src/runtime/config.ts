@@ -160,6 +160,23 @@ export const ConfigSchema = z
       })
       .strict()
       .default({ webhooks: [], attempts: 5 }),
+    /**
+     * How ado authenticates to NATS (src/runtime/nats-auth.ts): user and password, a
+     * token, an nkey seed file, a creds file; TLS with a CA and a client certificate;
+     * `roleDir`: the per-role seeds `ado nats config` wrote, so each actor connects as its role.
+     */
+    nats: z
+      .object({
+        user: z.string().min(1).optional(),
+        password: z.string().optional(),
+        token: z.string().min(1).optional(),
+        nkeyFile: z.string().min(1).optional(),
+        credsFile: z.string().min(1).optional(),
+        roleDir: z.string().min(1).optional(),
+        tls: z.object({ ca: z.string().min(1).optional(), cert: z.string().min(1).optional(), key: z.string().min(1).optional() }).strict().optional(),
+      })
+      .strict()
+      .default({}),
   })
   .strict();
 
@@ -192,7 +209,29 @@ export const ENV_VARS: Record<string, { path: string[]; number?: boolean }> = {
   ADO_CLONE_DIR: { path: ["git", "cloneDir"] },
   ADO_CHECKPOINT_INTERVAL: { path: ["checkpointInterval"] },
   ADO_WORKER_POOL: { path: ["worker", "pool"] },
+  ADO_NATS_USER: { path: ["nats", "user"] },
+  ADO_NATS_PASSWORD: { path: ["nats", "password"] },
+  ADO_NATS_TOKEN: { path: ["nats", "token"] },
+  ADO_NATS_NKEY: { path: ["nats", "nkeyFile"] },
+  ADO_NATS_CREDS: { path: ["nats", "credsFile"] },
+  ADO_NATS_ROLE_DIR: { path: ["nats", "roleDir"] },
+  ADO_NATS_TLS_CA: { path: ["nats", "tls", "ca"] },
+  ADO_NATS_TLS_CERT: { path: ["nats", "tls", "cert"] },
+  ADO_NATS_TLS_KEY: { path: ["nats", "tls", "key"] },
 };
+
+/**
+ * NATS authentication from the environment alone (ADO_NATS_*), for connections made
+ * without a loaded config (CLI commands that only talk to a server).
+ */
+export function natsAuthFromEnv(env: NodeJS.ProcessEnv = process.env): NonNullable<Config["nats"]> {
+  const out: Record<string, unknown> = {};
+  for (const [name, spec] of Object.entries(ENV_VARS)) {
+    if (spec.path[0] !== "nats" || !env[name]) continue;
+    setPath(out, spec.path.slice(1), env[name]);
+  }
+  return out as NonNullable<Config["nats"]>;
+}
 
 export interface LoadConfigOptions {
   /** Explicit config file (`--config`); an error if missing. */
@@ -306,19 +345,29 @@ function deepAssign(target: Record<string, unknown>, src: Record<string, unknown
     const key = prefix ? `${prefix}.${k}` : k;
     sources.set(key, from);
     if (v && typeof v === "object" && !Array.isArray(v)) {
-      const child = (target[k] ??= {}) as Record<string, unknown>;
-      deepAssign(child, v as Record<string, unknown>, sources, from, key);
+      if (!Object.hasOwn(target, k) || typeof target[k] !== "object" || target[k] === null) setOwn(target, k, {});
+      deepAssign(target[k] as Record<string, unknown>, v as Record<string, unknown>, sources, from, key);
     } else {
-      target[k] = v;
+      setOwn(target, k, v);
     }
   }
+}
+
+/**
+ * `target[key] = value` as an own property, whatever the key: a file's `__proto__:`
+ * assigned plainly set the prototype of the merged settings (and, one level down,
+ * merged its keys into Object.prototype itself, for every object in the process). As
+ * an own key it is just an unknown setting, reported as such.
+ */
+function setOwn(target: Record<string, unknown>, key: string, value: unknown): void {
+  Object.defineProperty(target, key, { value, enumerable: true, writable: true, configurable: true });
 }
 
 function setPath(target: Record<string, unknown>, path: string[], value: unknown) {
   let node = target;
   for (const k of path.slice(0, -1)) {
-    if (typeof node[k] !== "object" || node[k] === null) node[k] = {};
+    if (!Object.hasOwn(node, k) || typeof node[k] !== "object" || node[k] === null) setOwn(node, k, {});
     node = node[k] as Record<string, unknown>;
   }
-  node[path[path.length - 1]!] = value;
+  setOwn(node, path[path.length - 1]!, value);
 }

@@ -1,5 +1,7 @@
 import { connect, type NatsConnection } from "@nats-io/transport-node";
+import { natsAuthFromEnv } from "./config.js";
 import { ServerError } from "./errors.js";
+import { authForRole, connectionAuth, type NatsAuth } from "./nats-auth.js";
 import type { Logger } from "./logger.js";
 import { Backoff, backoffDelay, maxBackoffDelay } from "./retry.js";
 
@@ -10,6 +12,8 @@ export interface ConnectOptions {
   logger: Logger;
   /** How long the first connection attempt may take before failing. */
   timeoutMs?: number;
+  /** Credentials and TLS; absent: from the environment (ADO_NATS_*, as the client role), else none. */
+  auth?: NatsAuth;
 }
 
 /** The longest a client waits between reconnect attempts: after an outage, every client is back within about this long. */
@@ -23,8 +27,11 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
   const log = opts.logger.child({ conn: opts.name });
   let attempt = 0;
   let nc: NatsConnection;
+  // Without settings of its own, a connection is a client's (CLI commands).
+  const auth = connectionAuth(opts.auth ?? authForRole(natsAuthFromEnv(), "client"));
   try {
     nc = await connect({
+      ...auth,
       servers: opts.servers,
       name: opts.name,
       maxReconnectAttempts: -1,

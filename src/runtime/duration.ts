@@ -7,6 +7,13 @@ import { z } from "zod";
 
 const UNIT_MS = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 } as const;
 
+/**
+ * The longest duration any field takes (100 years). Longer ones (`1e300`) are surely
+ * mistakes, and a graph holding one parsed but could not be submitted: its
+ * milliseconds were beyond a safe integer, which the wire schemas refuse.
+ */
+export const MAX_DURATION_MS = 100 * 365 * 86_400_000;
+
 export const DURATION_HINT = 'a duration like "250ms", "30s", "5m", "1h" or "7d", or a number of seconds';
 
 /**
@@ -38,6 +45,10 @@ export const DurationSchema = z
     }
     if (value <= 0) {
       ctx.addIssue({ code: "custom", message: `must be more than zero (e.g. "30s" or "5m"), got ${JSON.stringify(v)}` });
+      return z.NEVER;
+    }
+    if (value > MAX_DURATION_MS) {
+      ctx.addIssue({ code: "custom", message: `must be at most 100 years, got ${JSON.stringify(v)}` });
       return z.NEVER;
     }
     return value;

@@ -26,6 +26,11 @@ export interface EmbeddedServerOptions {
   binary?: string;
   startTimeoutMs?: number;
   logger?: Logger;
+  /**
+   * More server configuration, appended (a key given again wins over ado's): users and
+   * permissions, TLS, another max_payload.
+   */
+  extraConfig?: string;
 }
 
 const INSTALL = "install it with `apt-get install -y nats-server` (Debian/Ubuntu)";
@@ -91,6 +96,7 @@ export class EmbeddedServer {
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
       // Our heaviest messages are run submissions with large graphs.
       `max_payload: 8MB`,
+      opts.extraConfig ?? "",
     ].join("\n");
     const confPath = join(runDir, "nats.conf");
     await writeFile(confPath, conf);

@@ -49,6 +49,9 @@ export class GraphError extends AdoError {
   }
 }
 
+/** A payload named in a message (a prompt, a fan-in's inputs) is not in the object store, or not what its name says. */
+export class PayloadMissingError extends AdoError {}
+
 /** An actor method was called in a lifecycle state that does not allow it. */
 export class LifecycleError extends AdoError {}
 

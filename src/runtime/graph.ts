@@ -93,6 +93,9 @@ const agentTaskFields = {
   access: z.enum(AGENT_ACCESS_MODES).optional(),
 };
 
+/** The name of an object in the payload store: the SHA-256 of its bytes (see src/runtime/payloads.ts). */
+export const PAYLOAD_REF = z.string().regex(/^sha256-[0-9a-f]{64}$/, "sha256- and 64 hex digits");
+
 /**
  * A task as it travels on the wire and lives inside ado: defaults applied, durations in
  * milliseconds. Services in other languages submit this form (see docs/schemas).
@@ -125,6 +128,12 @@ export const TaskDefSchema = z
      * and the task runs that provider's agent (`agent` is then not used).
      */
     providers: z.array(ProviderNameSchema).min(1, "name at least one provider, or leave 'providers' out").optional(),
+    /**
+     * Set by the submitter for a prompt too large to travel in messages: the whole prompt
+     * is in the object store `<prefix>-payloads` under this name (`sha256-<hex>` of its
+     * UTF-8 bytes) and `prompt` holds its beginning. Workers read it before the agent runs.
+     */
+    promptRef: PAYLOAD_REF.optional(),
   })
   .strict();
 
@@ -275,7 +284,7 @@ export const GraphDefSchema = z
   .strict();
 
 /** One task as written in a graph file: durations as "30s", "5m", or seconds. */
-const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: true, idleTimeoutMs: true })
+const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: true, idleTimeoutMs: true, promptRef: true })
   .extend({
     idleTimeout: DurationSchema.optional(),
     /** YAML reads `DEBUG: 1` as a number: numbers and booleans are taken as their text. */

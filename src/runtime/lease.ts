@@ -13,7 +13,8 @@ const LeaseRecord = z.object({
   term: z.number().int(),
 });
 export type LeaseRecord = z.infer<typeof LeaseRecord>;
-const LEASE = { name: "lease.record", version: 1, schema: LeaseRecord };
+/** Schema name and version of a lease value (KV values carry no header). */
+export const LEASE = { name: "lease.record", version: 1, schema: LeaseRecord };
 
 export interface LeaseOptions {
   kv: KV;

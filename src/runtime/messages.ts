@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { GraphDefSchema, MergeSettingsSchema, PlacementSchema, PRIORITIES, STRATEGIES, TaskDefSchema } from "./graph.js";
+import { GraphDefSchema, MergeSettingsSchema, PAYLOAD_REF, PlacementSchema, PRIORITIES, STRATEGIES, TaskDefSchema } from "./graph.js";
 import { ID_PATTERN } from "./ids.js";
 import { RunBudgetSchema } from "./budget.js";
 import { WorktreeRecord } from "../git/index.js";
@@ -88,6 +88,11 @@ export const TaskWork = z.object({
       }),
     )
     .default([]),
+  /**
+   * Inputs too large for the message: they are in the object store `<prefix>-payloads`
+   * under this name (JSON of the list) and `inputs` is empty. Workers read them.
+   */
+  inputsRef: PAYLOAD_REF.optional(),
   readyAt: isoTime,
   submittedAt: isoTime,
   /** Set by the balancer. */

@@ -31,7 +31,7 @@ export const PREFIX_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq" | "providers";
-export type ObjectStoreKey = "sessions";
+export type ObjectStoreKey = "sessions" | "payloads";
 export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots" | "scaler" | "providers";
 
 /** Which actor reads each shared durable consumer. */
@@ -45,7 +45,9 @@ export interface Topology {
   /**
    * JetStream object stores. `sessions`: agent CLIs' session files packed at each
    * checkpoint (object `<run>.<task>.<attempt>.<n>`, named by the checkpoint record of KV
-   * `sessions`), restored on the host that resumes the session.
+   * `sessions`), restored on the host that resumes the session. `payloads`: what is too
+   * large for a message (a prompt, a fan-in's inputs), stored by its SHA-256 and named
+   * in the message instead (src/runtime/payloads.ts).
    */
   readonly objects: Record<ObjectStoreKey, string>;
   /** Name of the services-framework service of an actor kind. */
@@ -181,7 +183,7 @@ export function topology(prefix = "ado"): Topology {
       scaler: `${prefix}-scaler`,
       providers: `${prefix}-providers`,
     },
-    objects: { sessions: `${prefix}-sessions` },
+    objects: { sessions: `${prefix}-sessions`, payloads: `${prefix}-payloads` },
     service: (actor) => `${prefix}-${actor}`,
   };
 }
@@ -258,6 +260,9 @@ export interface Provisioned {
 
 /** How long a stored agent session (and its checkpoint record) is kept. */
 const SESSION_TTL_MS = 7 * 24 * 3_600_000;
+/** How long stored payloads are kept: longer than any run waits (retries, a HITL resolution weeks later). */
+export const PAYLOAD_TTL_MS = 90 * 24 * 3_600_000;
+const OBJECT_TTL_MS: Record<ObjectStoreKey, number> = { sessions: SESSION_TTL_MS, payloads: PAYLOAD_TTL_MS };
 
 const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   runs: { history: 1 },
@@ -312,9 +317,10 @@ export async function provision(nc: NatsConnection, topo: Topology): Promise<Pro
     });
   }
   const objm = new Objm(nc);
-  for (const name of Object.values(topo.objects)) await objm.create(name, { storage: StorageType.File, ttl: ns(SESSION_TTL_MS) });
+  for (const key of Object.keys(topo.objects) as ObjectStoreKey[]) await objm.create(topo.objects[key], { storage: StorageType.File, ttl: ns(OBJECT_TTL_MS[key]) });
   return { jsm, kv };
 }
+
 
 /** The work-queue streams: each message is someone's to handle, and removed once acked. */
 export const WORK_QUEUE_STREAMS: readonly StreamKey[] = ["submit", "ready", "work", "results", "merge"];

@@ -121,4 +121,16 @@ describe("agent process group", () => {
     const bg = Number(/bg=(\d+)/.exec(out)![1]);
     expect(await gone(bg, 2_000)).toBe(true);
   }, 40_000);
+
+  it("a timeout longer than 24.8 days (Node's longest timer) does not stop the agent at once", async () => {
+    // Before: setTimeout(stop, 30 days) fired after 1 ms and a task with timeout "30d" failed as it started.
+    const outcome = await runProcessGroup("sh", ["-c", "sleep 0.5; echo done"], {
+      env: {},
+      task: { id: "t", agent: "shell", prompt: "", run: "" } as never,
+      signal: new AbortController().signal,
+      suspender: new Suspender(),
+      onOutput: () => undefined,
+    }, { timeoutMs: 30 * 86_400_000 });
+    expect(outcome).toMatchObject({ ok: true });
+  }, 40_000);
 });

@@ -10,7 +10,8 @@ import { ID_PATTERN } from "../../runtime/ids.js";
 import { Mutex } from "../../runtime/mutex.js";
 import { writeControl } from "../../runtime/control.js";
 import { KvWatch } from "../../runtime/kv-watch.js";
-import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord } from "../../runtime/messages.js";
+import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
+import { fitWork, PayloadStore } from "../../runtime/payloads.js";
 import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
 import {
   acceptRun,
@@ -84,6 +85,7 @@ export class Scheduler extends Actor {
 
   /** Open tasks of accepted runs, across runs and replicas (KV `backlog`): the "queue full" bound. */
   private readonly openTasks = new OpenTasks();
+  private readonly payloads: PayloadStore;
   private backlogWatch?: KvWatch<RunBacklog>;
   private backlogSweep?: NodeJS.Timeout;
   private staleSweep?: NodeJS.Timeout;
@@ -101,6 +103,7 @@ export class Scheduler extends Actor {
     private readonly opts: { maxQueued?: number } = {},
   ) {
     super("scheduler", instance, ctx);
+    this.payloads = new PayloadStore(ctx.nc, ctx.topo);
   }
 
   protected async onStart(): Promise<void> {
@@ -536,8 +539,7 @@ export class Scheduler extends Actor {
     for (const e of effects) {
       let p: Promise<unknown> | undefined;
       if (e.type === "ready") {
-        const { data, headers } = encode(SCHEMAS.TaskWork, e.work);
-        p = this.js.publish(topo.subjects.ready(e.work.priority), data, { headers, msgID: msgIds.ready(e.work) });
+        p = this.publishReady(e.work);
       } else if (e.type === "merge") {
         const { data, headers } = encode(SCHEMAS.MergeRequest, e.request);
         p = this.js.publish(topo.subjects.merge(e.request.runId), data, { headers, msgID: msgIds.merge(e.request) });
@@ -559,6 +561,13 @@ export class Scheduler extends Actor {
       if (inflight.size >= PUBLISH_WINDOW) await Promise.race(inflight);
     }
     await Promise.all(inflight);
+  }
+
+  /** Publishes ready work; a fan-in whose inputs would not fit a message gets them from the object store. */
+  private async publishReady(work: TaskWork): Promise<unknown> {
+    let m = encode(SCHEMAS.TaskWork, work);
+    if (m.data.length > this.payloads.maxInline) m = encode(SCHEMAS.TaskWork, await fitWork(work, this.payloads));
+    return this.js.publish(this.ctx.topo.subjects.ready(work.priority), m.data, { headers: m.headers, msgID: msgIds.ready(work) });
   }
 
   /** Writes the records a decision changed: one write per key, however many transitions touched it. */
@@ -590,7 +599,7 @@ export class Scheduler extends Actor {
   private async rejectMalformed(msg: JsMsg, reason: string): Promise<void> {
     let runId: unknown;
     try {
-      runId = (unpackRaw(msg.data) as { runId?: unknown } | undefined)?.runId;
+      runId = (unpackRaw(msg.data, msg.headers) as { runId?: unknown } | undefined)?.runId;
     } catch {
       return;
     }

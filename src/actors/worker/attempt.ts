@@ -87,6 +87,8 @@ export interface AttemptContext {
   reportProvider(work: TaskWork, result: TaskResult): Promise<void>;
   /** Worker variables holding providers' credentials under names of their own: blanked for every agent. */
   readonly credentialHolders: readonly string[];
+  /** The work with what did not fit its message read back from the object store (a long prompt, a fan-in's inputs). */
+  loadPayloads(work: TaskWork): Promise<TaskWork>;
 }
 
 /** Results already produced, by attempt key; bounded (a redelivery comes within ack_wait, long before 1,000 newer results). */
@@ -220,7 +222,13 @@ export class Attempt {
   /** Worktree, agent, and what becomes of the worktree. */
   private async execute(startedAt: string, onOutput: (s: OutputStream, d: string) => void): Promise<Outcome> {
     const { ctx } = this;
-    let work = this.work;
+    let work: TaskWork;
+    try {
+      work = await ctx.loadPayloads(this.work);
+    } catch (err) {
+      // A prompt or inputs gone from the object store: running without them would be wrong work.
+      return this.failed({ kind: "invalid", retryable: err instanceof AdoError ? err.retryable : true, message: errorMessage(err) });
+    }
     const agent = ctx.agents.get(work.task.agent);
     if (!agent) {
       return this.failed({

@@ -24,6 +24,7 @@ import { CheckpointStore } from "../../runtime/checkpoints.js";
 const DEFAULT_CHECKPOINT_INTERVAL_MS = 10 * 60_000;
 import { WorkerPresence } from "./presence.js";
 import { TaskWorktrees } from "./task-worktrees.js";
+import { loadWork, PayloadStore } from "../../runtime/payloads.js";
 
 export interface WorkerOptions {
   workerId: WorkerId;
@@ -77,6 +78,7 @@ export class Worker extends Actor {
   private readonly worktrees: TaskWorktrees;
   private readonly presence: WorkerPresence;
   private readonly attemptContext: AttemptContext;
+  private readonly payloads: PayloadStore;
   private requested = 0;
   private pending = 0;
   private readonly wake = new Signal();
@@ -113,6 +115,7 @@ export class Worker extends Actor {
       },
       load: () => ({ active: [...this.active.keys()], pending: this.pending }),
     });
+    this.payloads = new PayloadStore(ctx.nc, ctx.topo);
     this.attemptContext = {
       workerId: opts.workerId,
       log: this.log,
@@ -127,6 +130,7 @@ export class Worker extends Actor {
       checkpointIntervalMs: opts.checkpointIntervalMs ?? DEFAULT_CHECKPOINT_INTERVAL_MS,
       reportProvider: (work, result) => this.reportProvider(work, result),
       credentialHolders: credentialHolders(opts.providers ?? {}),
+      loadPayloads: (work) => loadWork(work, this.payloads),
     };
   }
 
