@@ -15,7 +15,7 @@ import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { formatDuration, parseDuration } from "../runtime/duration.js";
 import { formatTokens, formatUsd } from "../runtime/budget.js";
 import { silentLogger } from "../runtime/logger.js";
-import { checkServer, describeServerHealth, ServerCondition } from "../runtime/server-health.js";
+import { checkServer, describeServerHealth, isTimeout, ServerCondition } from "../runtime/server-health.js";
 
 /** Connects a client to the server of what runs (see joinServer) for one command. */
 export async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>, runId?: string): Promise<T> {
@@ -23,7 +23,16 @@ export async function withClient<T>(flags: CommonFlags, what: string, fn: (clien
   const url = await joinServer(config, what, { runId });
   const nc = await clientConnection(url, logger);
   try {
-    await openJetStream(nc); // the same clear error as `ado run` for a server with JetStream off
+    try {
+      await openJetStream(nc); // the same clear error as `ado run` for a server with JetStream off
+    } catch (err) {
+      // A JetStream that does not answer (a full or deadlocked store): say what a probe sees and what to do.
+      if (!isTimeout(err)) throw err;
+      const server = await checkServer({ servers: url, name: `ado-health-${process.pid}`, logger: silentLogger });
+      const trouble = describeServerHealth(server);
+      if (trouble) throw new CliError(trouble, Exit.failed);
+      throw err;
+    }
     return await fn(new AdoClient(nc, topology(config.prefix)));
   } finally {
     await drainQuietly(nc);

@@ -356,7 +356,8 @@ async function accountInfo(jsm: JetStreamManager, timeoutMs: number): Promise<Pr
   }
 }
 
-function isTimeout(err: unknown): boolean {
+/** Whether an error (or one of its causes) is a request that got no answer in time. */
+export function isTimeout(err: unknown): boolean {
   for (let e: unknown = err, depth = 0; e instanceof Error && depth < 5; e = e.cause, depth++) {
     if (e instanceof errors.TimeoutError || e instanceof BoundExceeded) return true;
   }

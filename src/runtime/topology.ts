@@ -13,7 +13,7 @@ import {
 } from "@nats-io/jetstream";
 import { Kvm, type KV } from "@nats-io/kv";
 import { Objm } from "@nats-io/obj";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { errors, type NatsConnection } from "@nats-io/transport-node";
 import { ServerError } from "./errors.js";
 import type { Priority } from "./graph.js";
 import type { RunId, TaskId, WorkerId } from "./ids.js";
@@ -365,6 +365,16 @@ export async function openJetStream(nc: NatsConnection): Promise<JetStreamManage
   try {
     return await jetstreamManager(nc);
   } catch (err) {
+    // No answer is not "disabled" (a server with JetStream off answers at once): a
+    // deadlocked store (full disk) or an overloaded server. Starting it with -js would
+    // be the wrong advice.
+    if (err instanceof errors.TimeoutError || (err instanceof Error && err.cause instanceof errors.TimeoutError)) {
+      throw new ServerError(
+        `the NATS server at ${nc.getServer()} does not answer JetStream requests: it is overloaded, or its store is full or deadlocked. ` +
+          "Check the server's log and the space left on its store_dir; after freeing space restart it (docs/OPERATIONS.md).",
+        { cause: err },
+      );
+    }
     throw new ServerError(
       `the NATS server at ${nc.getServer()} has JetStream disabled: ado needs it. ` +
         "Start the server with `nats-server -js -sd <dir>`, or add `jetstream { store_dir: <dir> }` to its config.",

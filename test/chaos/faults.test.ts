@@ -53,7 +53,7 @@ afterAll(async () => {
 const FAIL_FIRST = ["r02", "r09", "r14"];
 
 /**
- * A run is taken for stuck after a minute without any event (a loaded machine is slow,
+ * A run is taken for stuck after two minutes without any event (a loaded machine is slow,
  * but its runs still move), and may take 10 minutes in all; the test's own bound is
  * above that, for the processes' start and the checks after the run. At a load average
  * of ~40 on 2 cores starting a scenario's 6 to 8 processes alone took 4 minutes; with
@@ -86,6 +86,8 @@ async function scenario(name: string, url: string, body: (f: ChaosFixture) => Pr
 async function running(f: ChaosFixture, run: FollowedRun, taskId: string, attempt = 1): Promise<string> {
   const started = await run.until(() => run.find("task.started", (e) => e.taskId === taskId && e.attempt === attempt), `${taskId}#${attempt} started`);
   await run.until(async () => (await executions(f.log)).some((x) => x.task === taskId && x.attempt === attempt), `${taskId}#${attempt}'s agent running`);
+  // Killing its worker must interrupt it: it has not ended (long attempts sleep past the test).
+  expect(run.find("task.succeeded", (e) => e.taskId === taskId && e.attempt === attempt) ?? run.find("task.failed", (e) => e.taskId === taskId && e.attempt === attempt)).toBeUndefined();
   return started.workerId;
 }
 

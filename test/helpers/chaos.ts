@@ -132,7 +132,7 @@ export function chaosGraph(log: string, opts: ChaosGraphOptions = {}): GraphInpu
   const sleep = opts.sleep ?? 0.2;
   const output = opts.outputKb ? `head -c ${opts.outputKb * 1024} /dev/zero | tr '\\0' x | fold -w 100; ` : "";
   const task = (id: string, body: string, needs: string[] = []) => {
-    const pause = opts.longFirst?.includes(id) ? `$([ "$ADO_ATTEMPT" = 1 ] && echo ${opts.longSleep ?? "120"} || echo ${sleep})` : String(sleep);
+    const pause = opts.longFirst?.includes(id) ? `$([ "$ADO_ATTEMPT" = 1 ] && echo ${opts.longSleep ?? "900"} || echo ${sleep})` : String(sleep);
     const fail = opts.failFirst?.includes(id) ? `; [ "$ADO_ATTEMPT" != 1 ] || { echo "attempt 1 of ${id} fails on purpose" >&2; exit 1; }` : "";
     return {
       id,
@@ -202,7 +202,12 @@ export interface ChaosFixture {
   repo: { dir: string; before: string };
   /** Every agent appends `<run> <task> <attempt> <worker>` here; unique to the scenario, so it also marks its agents' command lines. */
   log: string;
-  /** `sleep`'s argument for long first attempts (ChaosGraphOptions.longSleep): about 2 minutes, its fraction unique to the scenario. */
+  /**
+   * `sleep`'s argument for long first attempts (ChaosGraphOptions.longSleep): 15 minutes,
+   * longer than the test, so that such an attempt still runs whenever the test comes to
+   * kill it (at a load average of ~40 a 2-minute one ended before the test got there);
+   * its fraction is unique to the scenario.
+   */
   longSleep: string;
   runId?: RunId;
   /** The tasks of the run submitted (CHAOS_TASKS unless a smaller graph was). */
@@ -252,7 +257,7 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
     jsm: await openJetStream(nc),
     repo: { dir: repo.dir, before: repo.before },
     log: join(dir, "ran.log"),
-    longSleep: `120.${String(process.pid % 1000).padStart(3, "0")}${String(Math.floor(Math.random() * 1e6)).padStart(6, "0")}`,
+    longSleep: `900.${String(process.pid % 1000).padStart(3, "0")}${String(Math.floor(Math.random() * 1e6)).padStart(6, "0")}`,
     tasks: CHAOS_TASKS,
     events: [],
     notes: timed([]),
@@ -302,7 +307,7 @@ export async function startInstallation(f: ChaosFixture, processes: number, perP
 
 /** How long a followed run may go without any event, and in all. */
 export interface FollowLimits {
-  /** No event for this long: the run is stuck (a slow machine still makes events). Default 60 s. */
+  /** No event for this long: the run is stuck (a slow machine still makes events). Default 120 s (60 s passed without one after a server restart at a load average of ~50). */
   idleMs?: number;
   /** The longest a run may take however it progresses. Default 10 min. */
   maxMs?: number;
@@ -315,7 +320,7 @@ export interface FollowLimits {
  * run that still moves.
  */
 export function follow(f: ChaosFixture, runId: RunId, limits: FollowLimits = {}) {
-  const idleMs = limits.idleMs ?? 60_000;
+  const idleMs = limits.idleMs ?? 120_000;
   f.runId = runId;
   const events = f.events;
   const stop = new AbortController();
