@@ -222,6 +222,9 @@ describe("scheduler - failures on a provider", () => {
     // The task's own failures, and tasks without providers, keep their retry policy.
     expect(providerFailureRule(task(["a"]), { kind: "exit" })).toEqual({ again: false, counts: {} });
     expect(providerFailureRule(task(), { kind: "auth" })).toEqual({ again: false, counts: {} });
+    // A rate or usage limit requeues any task, providers or not: the limit is the account's, not the task's.
+    expect(providerFailureRule(task(), { kind: "rate_limit" })).toEqual({ again: true, counts: { providerFailures: 1 } });
+    expect(providerFailureRule(task(undefined, MAX_PROVIDER_FAILURES), { kind: "rate_limit" }).capMessage).toMatch(/^task 't' hit its agent's rate or usage limit 11 times: not run again/);
     const capped = providerFailureRule(task(["a", "b"], MAX_PROVIDER_FAILURES), { kind: "auth" });
     expect(capped).toMatchObject({ again: false, counts: { providerFailures: MAX_PROVIDER_FAILURES + 1 } });
     expect(capped.capMessage).toMatch(/^task 't' failed 11 times on its providers \(a, b\)/);

@@ -259,6 +259,19 @@ describe("run-state - retries", () => {
     expect(done!.tasks).toEqual([expect.objectContaining({ id: "a", status: "failed", attempts: 2 })]);
   });
 
+  it("a rate or usage limit runs the task again at the reset time its CLI gave, without using its retry budget", () => {
+    const { state } = accept([{ id: "a" }]); // one attempt: the default policy
+    const reset = Date.parse(NOW) + 3_600_000;
+    const effects = applyTaskResult(state, failed("a", { kind: "rate_limit", retryable: true, message: "usage limit reached", retryAt: reset }), NOW);
+    expect(eventsOf(effects, "task.failed")[0]!.willRetry).toBe(true);
+    expect(readyWork(effects)).toEqual([expect.objectContaining({ taskId: "a", attempt: 2, notBefore: reset })]);
+    expect(eventsOf(effects, "task.retrying")[0]!.notBefore).toBe(reset);
+    // Without a reset time, the retry's own backoff; a reset time already past changes nothing.
+    const again = applyTaskResult(state, failed("a", { kind: "rate_limit", retryable: true, message: "429", retryAt: 0 }, 2), NOW);
+    expect(readyWork(again)[0]!.notBefore).toBeLessThan(reset);
+    expect(readyWork(again)[0]!.notBefore).toBeGreaterThanOrEqual(Date.parse(NOW));
+  });
+
   it("does not retry a failure retrying cannot fix, even with attempts left", () => {
     const { state } = accept([{ id: "a", attempts: 5 }]);
     const effects = applyTaskResult(state, failed("a", { kind: "agent_missing", retryable: false, message: "agent 'x' is not available" }), NOW);

@@ -431,8 +431,14 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
       blockOnBudget(state, retryFits.wait);
       effects.push({ type: "saveTask", taskId: t.def.id });
     } else if (willRetry) {
-      const effectsOfQueue = queue(state, t, now, !requeue, true, interrupted ? result.commit : undefined, resume, retryFits.ok ? retryFits.est : undefined);
+      // A task with providers goes back at once (the balancer gives it another provider, or
+      // holds it while the governor parks this one); one without waits out a rate limit:
+      // its backoff, or the reset time its CLI gave (the time is the account's, any worker).
+      const waitOut = failure.kind === "rate_limit" && !t.def.providers?.length;
+      const effectsOfQueue = queue(state, t, now, !requeue || waitOut, true, interrupted ? result.commit : undefined, resume, retryFits.ok ? retryFits.est : undefined);
       const work = effectsOfQueue.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+      const until = waitOut ? rateLimitedUntil(failure, work.notBefore) : undefined;
+      if (until !== undefined) work.notBefore = until;
       effects.push(...effectsOfQueue, {
         type: "event",
         event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt: work.attempt, at: now, notBefore: work.notBefore, error: message },
@@ -933,14 +939,28 @@ export function providerFailureRule(
   t: { def: Pick<TaskState["def"], "id" | "providers">; rec: Pick<TaskState["rec"], "providerFailures"> },
   failure: Pick<NonNullable<TaskResult["failure"]>, "kind">,
 ): { again: boolean; counts: { providerFailures?: number }; capMessage?: string } {
-  if (!t.def.providers?.length || (failure.kind !== "auth" && failure.kind !== "rate_limit")) return { again: false, counts: {} };
+  const providers = t.def.providers ?? [];
+  // A rate or usage limit says nothing of the task, providers or not: it runs again once
+  // the limit resets (the CLI's reset time, see rateLimitedUntil). Auth only moves a task
+  // that has another provider to go to.
+  if (failure.kind !== "rate_limit" && !(failure.kind === "auth" && providers.length)) return { again: false, counts: {} };
   const providerFailures = (t.rec.providerFailures ?? 0) + 1;
   if (providerFailures <= MAX_PROVIDER_FAILURES) return { again: true, counts: { providerFailures } };
   return {
     again: false,
     counts: { providerFailures },
-    capMessage: `task '${t.def.id}' failed ${providerFailures} times on its providers (${t.def.providers.join(", ")}) for the providers' sake: not run again. Check their credentials and limits (their provider.circuit events say what failed)`,
+    capMessage: providers.length
+      ? `task '${t.def.id}' failed ${providerFailures} times on its providers (${providers.join(", ")}) for the providers' sake: not run again. Check their credentials and limits (their provider.circuit events say what failed)`
+      : `task '${t.def.id}' hit its agent's rate or usage limit ${providerFailures} times: not run again. Check the account's limits, or give the task providers to fall back on`,
   };
+}
+
+/**
+ * When a rate-limited attempt's next one may start: the reset time its CLI reported, if
+ * later than the retry's own backoff (epoch ms), else undefined (the backoff stands).
+ */
+export function rateLimitedUntil(failure: Pick<NonNullable<TaskResult["failure"]>, "kind" | "retryAt">, notBefore: number): number | undefined {
+  return failure.kind === "rate_limit" && failure.retryAt !== undefined && failure.retryAt > notBefore ? failure.retryAt : undefined;
 }
 
 /** Past this many tasks, run.completed carries counts only, to stay under NATS max_payload. */
