@@ -1,4 +1,4 @@
-import { writeFile } from "node:fs/promises";
+import { mkdtemp, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { Stack } from "../../src/actors/stack.js";
@@ -10,7 +10,7 @@ import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
-import { useTestServer, uniqueTopology } from "../helpers/nats.js";
+import { useTestServer, eventually, uniqueTopology } from "../helpers/nats.js";
 
 const ts = useTestServer("ado-wt-");
 
@@ -47,12 +47,16 @@ describe("run - end to end on real NATS and git", () => {
     const before = await checkoutFingerprint(repo.dir);
     const { client, close } = await stackAndClient(3);
     try {
+      // Each root waits (at most 20 s) until all three have started, outside the worktrees:
+      // they overlap in time however slow the machine is, unless they cannot run at once.
+      const gate = await mkdtemp(join(ts.scratch, "overlap-"));
+      const meet = (id: string) => `touch ${gate}/${id}; for i in $(seq 200); do [ $(ls ${gate} | wc -l) -ge 3 ] && break; sleep 0.1; done`;
       const graph = parseGraph(`
 name: e2e
 tasks:
-  - { id: a, run: "sleep 0.6; echo A > a.txt" }
-  - { id: b, run: "sleep 0.6; echo B > b.txt" }
-  - { id: c, run: "sleep 0.6; echo C > c.txt" }
+  - { id: a, run: "${meet("a")}; echo A > a.txt" }
+  - { id: b, run: "${meet("b")}; echo B > b.txt" }
+  - { id: c, run: "${meet("c")}; echo C > c.txt" }
   - { id: d, needs: [a, b, c], run: "cat a.txt b.txt c.txt > d.txt" }
 `);
       const events: AdoEvent[] = [];
@@ -71,7 +75,8 @@ tasks:
       expect(gitOut(repo.dir, "show", `ado/${outcome.runId}/d:d.txt`)).toBe("A\nB\nC");
       expect(events.some((e) => e.type === "task.output")).toBe(false); // these tasks print nothing
       expect(await checkoutFingerprint(repo.dir)).toBe(before);
-      expect(gitOut(repo.dir, "worktree", "list")).not.toContain(outcome.runId);
+      // Merged tasks' worktrees are removed just after their merge is reported (off the merge path).
+      await eventually(() => !gitOut(repo.dir, "worktree", "list").includes(outcome.runId), 30_000, "the run's worktrees removed");
     } finally {
       await close();
       await repo.cleanup();
