@@ -253,7 +253,11 @@ describe("first hour - a run on its own embedded stack, seen from another termin
       expect(prune.stdout).toMatch(new RegExp(`${runId}: left alone: running`));
       expect(adoBranches(repo.dir)).toContain(`ado/${runId}/task`);
 
-      const attached = runAdo(["attach", runId, "--json"], { env, cwd: repo.dir, timeoutMs: 90_000 });
+      // attach follows the run before it is cancelled (its progress goes to stderr with --json).
+      let following: () => void = () => undefined;
+      const isFollowing = new Promise<void>((resolve) => (following = resolve));
+      const attached = runAdo(["attach", runId, "--json"], { env, cwd: repo.dir, timeoutMs: 90_000, onStderr: (all) => /started/.test(all) && following() });
+      await Promise.race([isFollowing, attached]);
       const cancel = await runAdo(["cancel", runId, "--reason", "from another terminal"], { env, cwd: repo.dir, timeoutMs: 30_000 });
       expect(cancel.code, cancel.stderr).toBe(0);
       expect(await exited).toBe(1);

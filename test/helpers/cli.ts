@@ -10,7 +10,7 @@ export interface CliResult {
 }
 
 /** Runs the real `ado` binary to completion. */
-export function runAdo(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runAdo(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; onStderr?: (all: string) => void } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, [ADO_BIN, ...args], {
       cwd: opts.cwd,
@@ -20,7 +20,10 @@ export function runAdo(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
-    child.stderr.on("data", (d) => (stderr += d));
+    child.stderr.on("data", (d) => {
+      stderr += d;
+      opts.onStderr?.(stderr);
+    });
     const timer = setTimeout(() => {
       child.kill("SIGKILL");
       reject(new Error(`ado ${args.join(" ")} timed out\nstdout: ${stdout}\nstderr: ${stderr}`));
