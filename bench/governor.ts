@@ -34,7 +34,7 @@ import type { ProviderState } from "../src/runtime/messages.js";
 import { ProvidersConfigSchema } from "../src/runtime/providers.js";
 import { provision, topology } from "../src/runtime/topology.js";
 import { flagValues, parseFlags, printReport, runMain, type Log } from "./harness.js";
-import { r1, summarize, table, type Summary } from "./stats.js";
+import { r1, summarize, table, type Summary, prng } from "./stats.js";
 
 const USAGE = "usage: npx tsx bench/governor.ts [--quick] [--json] [--waiting N] [--providers N] [--passes N] [--permits N] [--wait-quiet SEC]";
 
@@ -61,17 +61,6 @@ function parseArgs(argv: string[]): Options {
   return o;
 }
 
-/** Seeded PRNG (mulberry32), so every run benchmarks the same mix. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 interface Report {
   options: Omit<Options, "json" | "waitQuietMs">;

@@ -49,7 +49,7 @@ import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
 import { git, gitText } from "../src/git/internal.js";
 import { clockTicks, CpuMeter, findChild, type CpuSnapshot } from "./procstat.js";
-import { percentile, r1, r2, table } from "./stats.js";
+import { percentile, r1, r2, table, prng } from "./stats.js";
 import { flagValues, orAbort, parseFlags, printReport, runMain, waitQuietOn, type Log } from "./harness.js";
 
 // ---------------------------------------------------------------- options
@@ -105,17 +105,7 @@ function parseArgs(argv: string[]): Options {
 
 // ---------------------------------------------------------------- the graph
 
-/** mulberry32: a small seeded generator, so every run gets the same graph. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const seeded = prng;
 
 interface Shape {
   graph: Graph;

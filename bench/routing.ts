@@ -42,7 +42,7 @@ import { silentLogger } from "../src/runtime/logger.js";
 import type { WorkerRecord } from "../src/runtime/messages.js";
 import { topology } from "../src/runtime/topology.js";
 import { CpuMeter, type CpuUse } from "./procstat.js";
-import { r1, summarize, table, type Summary } from "./stats.js";
+import { r1, summarize, table, type Summary, prng } from "./stats.js";
 import { runMain, waitQuietOn, flagValues, parseFlags, type Log } from "./harness.js";
 
 // ---------------------------------------------------------------- options
@@ -86,17 +86,6 @@ function parseArgs(argv: string[]): Options {
 
 // ---------------------------------------------------------------- synthetic cluster
 
-/** Seeded PRNG (mulberry32): the same cluster and task mix on every run. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 const REGIONS = ["eu", "us", "ap"];
 const CAPS = ["python", "node20", "rust", "docker", "go", "java"];

@@ -32,3 +32,19 @@ export function table(headers: string[], rows: Array<Array<string | number | und
   const line = (r: string[]) => r.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ");
   return [line(headers), line(widths.map((w) => "-".repeat(w))), ...cells.map(line)].join("\n");
 }
+
+/**
+ * A small seeded PRNG (mulberry32), shared by the benchmarks and the randomized tests:
+ * the same seed gives the same graph, cluster or task mix on every run, so a figure or a
+ * failing case can be reproduced.
+ */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
+  };
+}

@@ -11,6 +11,7 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type WorkerRecord } from "../../src/runtime/messages.js";
 import { topology } from "../../src/runtime/topology.js";
 import { workerLoad, workerRecord } from "../helpers/records.js";
+import { prng } from "../../bench/stats.js";
 
 // ---------------------------------------------------------------- helpers
 
@@ -32,17 +33,6 @@ function entry(key: string, opts: { priority?: Priority; runAt?: number; rank?: 
 
 const keys = (q: ReadyQueue<string>) => [...q.ordered()].map((e) => e.key);
 
-/** Deterministic PRNG (mulberry32), so a failing randomized case can be replayed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-  };
-}
 
 function worker(id: string, over: Partial<Candidate> = {}): Candidate {
   return {
