@@ -3,6 +3,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, type SchemaRef } from "./codec.js";
 import { errorMessage } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { Backoff, retry } from "./retry.js";
 
 export interface KvWatchOptions<T> {
   kv: KV;
@@ -25,11 +26,16 @@ export interface KvWatchOptions<T> {
  * heartbeats (seconds, more under load): a fresh watch replays every key's current
  * value, so what changed while the connection was down is seen at once. Consumers must
  * therefore take a replayed value for what it is: the current state, not news (compare
- * revisions where that matters).
+ * revisions where that matters). A restart that fails (JetStream not answering yet
+ * after a server restart, or a store still full) is tried again with backoff until it
+ * succeeds, the watch is stopped, or a newer reconnect restarts it afresh: a watch
+ * never stays closed.
  */
 export class KvWatch<T> {
   private stopWatch?: () => void;
   private stopped = false;
+  /** The restart still being tried, aborted by a newer reconnect or stop(). */
+  private restarting?: AbortController;
 
   constructor(private readonly o: KvWatchOptions<T>) {}
 
@@ -39,20 +45,39 @@ export class KvWatch<T> {
     void (async () => {
       for await (const s of this.o.nc.status()) {
         if (this.stopped) break;
-        if (s.type !== "reconnect") continue;
-        this.stopWatch?.();
-        await this.watch().catch((err) => this.o.log.warn({ err: errorMessage(err), what: this.o.what }, "KV watch restart failed"));
+        if (s.type === "reconnect") this.restart();
       }
     })();
   }
 
   stop(): void {
     this.stopped = true;
+    this.restarting?.abort();
     this.stopWatch?.();
   }
 
-  private async watch(): Promise<void> {
+  private restart(): void {
+    this.restarting?.abort();
+    const ctl = new AbortController();
+    this.restarting = ctl;
+    this.stopWatch?.();
+    this.stopWatch = undefined;
+    const { log, what } = this.o;
+    void retry(() => this.watch(ctl.signal), {
+      attempts: Number.POSITIVE_INFINITY,
+      backoff: Backoff.server,
+      signal: ctl.signal,
+      onRetry: (err, attempt, retryInMs) => log.warn({ err: errorMessage(err), what, attempt, retryInMs }, "KV watch restart failed; retrying"),
+    }).catch(() => undefined);
+  }
+
+  /** Opens a watch; one that opens after `signal` aborted (superseded or stopped) is closed at once. */
+  private async watch(signal?: AbortSignal): Promise<void> {
     const watch = await this.o.kv.watch();
+    if (signal?.aborted || this.stopped) {
+      watch.stop();
+      return;
+    }
     this.stopWatch = () => watch.stop();
     void (async () => {
       for await (const e of watch) {

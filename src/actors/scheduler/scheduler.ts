@@ -1,4 +1,4 @@
-import type { JsMsg } from "@nats-io/jetstream";
+import type { JetStreamManager, JsMsg } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import type { Subscription } from "@nats-io/transport-node";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
@@ -149,7 +149,15 @@ export class Scheduler extends Actor {
    * else ever would; every replica may do it, it is idempotent.
    */
   private async purgeStale(): Promise<void> {
-    const jsm = await this.js.jetstreamManager();
+    // Runs from timers (void): a rejection here would be unhandled and end the process,
+    // as it did when a JetStream that had just come back (or not yet) left this unanswered.
+    let jsm: JetStreamManager;
+    try {
+      jsm = await this.js.jetstreamManager();
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, "could not sweep acked messages (JetStream did not answer); will try again");
+      return;
+    }
     for (const key of WORK_QUEUE_STREAMS) {
       const stream = this.ctx.topo.streams[key].name;
       try {
