@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
@@ -54,11 +54,13 @@ describe("stealer - live rebalancing", () => {
     const events: AdoEvent[] = [];
     onTestFailed(() => console.log(events.filter((e) => e.type !== "task.output").map((e) => `${e.type}${"taskId" in e ? ` ${e.taskId}#${e.attempt}` : ""}${"workerId" in e ? ` on ${e.workerId}` : ""}`).join("\n")));
     try {
+      const gate = join(scratch, `gate-${topo.prefix}`);
       const graph = parseGraph(
         [
           "tasks:",
-          // Long enough to still run when the moved work has run elsewhere, on a loaded machine.
-          "  - { id: long, run: 'sleep 40; echo long > long.txt' }",
+          // Runs until the test opens its gate (outside the worktree): still running when
+          // the moved work has run elsewhere, however slow the machine (at most 150 s).
+          `  - { id: long, run: 'for i in $(seq 1500); do [ -f ${gate} ] && break; sleep 0.1; done; echo long > long.txt' }`,
           "  - { id: q1, run: 'echo q1 > q1.txt' }",
           "  - { id: q2, run: 'echo q2 > q2.txt' }",
         ].join("\n") + "\n",
@@ -107,6 +109,7 @@ describe("stealer - live rebalancing", () => {
       expect(events.some((e) => e.type === "task.succeeded" && e.taskId === "long")).toBe(false);
       const stealer = core.actors.find((a) => a.kind === "stealer") as Stealer;
       expect(stealer.stats()).toMatchObject({ rebalanced: 2, interrupted: 0, requeued: 0 });
+      await writeFile(gate, "");
       await eventually(() => events.some((e) => e.type === "run.completed"), 90_000, "the run completed");
       // Every task started once, on attempt 1.
       const starts = events.filter((e) => e.type === "task.started");
