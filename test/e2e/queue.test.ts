@@ -264,5 +264,5 @@ describe("queue - queue full", () => {
       await actors.close();
       await nc.drain();
     }
-  }), 180_000;
+  }, 180_000);
 });
