@@ -108,7 +108,10 @@ describe("stealer - live rebalancing", () => {
       // ... while long still ran.
       expect(events.some((e) => e.type === "task.succeeded" && e.taskId === "long")).toBe(false);
       const stealer = core.actors.find((a) => a.kind === "stealer") as Stealer;
-      expect(stealer.stats()).toMatchObject({ rebalanced: 2, interrupted: 0, requeued: 0 });
+      // Two moves at least (q1, q2); under load a periodic pass may move one again that a
+      // balancer had put back on the busy worker meanwhile: each still ran once, on w-free.
+      expect(stealer.stats()).toMatchObject({ interrupted: 0, requeued: 0 });
+      expect(stealer.stats().rebalanced).toBeGreaterThanOrEqual(2);
       await writeFile(gate, "");
       await eventually(() => events.some((e) => e.type === "run.completed"), 90_000, "the run completed");
       // Every task started once, on attempt 1.
