@@ -33,7 +33,6 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -48,7 +47,7 @@ import { GraphDefSchema, type Graph } from "../src/runtime/graph.js";
 import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
 import { git, gitText } from "../src/git/internal.js";
-import { clockTicks, CpuMeter, findChild, type CpuSnapshot } from "./procstat.js";
+import { CpuMeter, findChild, ProcessMeter as Meter, type ProcessCpu as Cpu } from "./procstat.js";
 import { percentile, r1, r2, table, prng } from "./stats.js";
 import { flagValues, orAbort, parseFlags, printReport, runMain, waitQuietOn, type Log } from "./harness.js";
 
@@ -156,43 +155,6 @@ async function makeRepo(): Promise<string> {
   g("add", "-A");
   g("commit", "-q", "-m", "initial");
   return dir;
-}
-
-/** utime+stime and cutime+cstime of a /proc stat file, in ticks. */
-function selfAndChildren(path: string): { self: number; children: number } | undefined {
-  try {
-    const s = readFileSync(path, "utf8");
-    const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return { self: Number(rest[11]) + Number(rest[12]), children: Number(rest[13]) + Number(rest[14]) };
-  } catch {
-    return undefined;
-  }
-}
-
-interface Cpu {
-  node?: number;
-  children?: number;
-  nats?: number;
-  other?: number;
-}
-
-class Meter {
-  private readonly base: CpuMeter;
-  private readonly self = `/proc/${process.pid}/stat`;
-  constructor(natsPid: number | undefined) {
-    this.base = new CpuMeter({ node: this.self, ...(natsPid ? { nats: `/proc/${natsPid}/stat` } : {}) });
-  }
-  snapshot(): { base: CpuSnapshot; children?: number } {
-    return { base: this.base.snapshot(), children: selfAndChildren(this.self)?.children };
-  }
-  use(a: { base: CpuSnapshot; children?: number }, b: { base: CpuSnapshot; children?: number }): Cpu {
-    const u = CpuMeter.use(a.base, b.base);
-    const sec = (b.base.at - a.base.at) / 1000;
-    const children = a.children === undefined || b.children === undefined || sec <= 0 ? undefined : r1(((b.children - a.children) / clockTicks() / sec) * 100);
-    const out: Cpu = { node: u.node, children, nats: u.nats };
-    if (u.machine !== undefined && u.node !== undefined) out.other = r1(Math.max(0, u.machine * this.base.cores - u.node - (u.nats ?? 0) - (children ?? 0)));
-    return out;
-  }
 }
 
 // ---------------------------------------------------------------- the floor

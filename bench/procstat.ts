@@ -1,5 +1,6 @@
 import { execFileSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
+import { r1 } from "./stats.js";
 
 /**
  * CPU accounting from /proc (Linux only; every reading degrades to `undefined`
@@ -158,4 +159,50 @@ export class CpuSampler {
 
 function round1(x: number): number {
   return Math.round(x * 10) / 10;
+}
+
+/** utime+stime and cutime+cstime (children that were waited for) of a /proc stat file, in ticks. */
+export function readSelfAndChildren(path: string): { self: number; children: number } | undefined {
+  try {
+    const s = readFileSync(path, "utf8");
+    const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
+    return { self: Number(rest[11]) + Number(rest[12]), children: Number(rest[13]) + Number(rest[14]) };
+  } catch {
+    return undefined;
+  }
+}
+
+export interface ProcessCpu {
+  node?: number;
+  /** git and sh processes this node process started (and reaped). */
+  children?: number;
+  nats?: number;
+  /** Everything else on the machine. */
+  other?: number;
+  machine?: number;
+}
+
+/** Meters this node process, its children, nats-server and the rest, in % of one core. */
+export class ProcessMeter {
+  private readonly base: CpuMeter;
+  private readonly self = `/proc/${process.pid}/stat`;
+  constructor(natsPid: number | undefined) {
+    this.base = new CpuMeter({ node: this.self, ...(natsPid ? { nats: `/proc/${natsPid}/stat` } : {}) });
+  }
+  get cores(): number {
+    return this.base.cores;
+  }
+  snapshot(): { base: CpuSnapshot; children?: number } {
+    return { base: this.base.snapshot(), children: readSelfAndChildren(this.self)?.children };
+  }
+  use(a: { base: CpuSnapshot; children?: number }, b: { base: CpuSnapshot; children?: number }): ProcessCpu {
+    const u = CpuMeter.use(a.base, b.base);
+    const sec = (b.base.at - a.base.at) / 1000;
+    const children = a.children === undefined || b.children === undefined || sec <= 0 ? undefined : r1(((b.children - a.children) / clockTicks() / sec) * 100);
+    const out: ProcessCpu = { node: u.node, children, nats: u.nats, machine: u.machine };
+    if (u.machine !== undefined && u.node !== undefined) {
+      out.other = r1(Math.max(0, u.machine * this.cores - u.node - (u.nats ?? 0) - (children ?? 0)));
+    }
+    return out;
+  }
 }

@@ -29,7 +29,6 @@
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,7 +43,7 @@ import { resolveCommit, WorktreeManager } from "../src/git/index.js";
 import { GraphDefSchema, type Graph } from "../src/runtime/graph.js";
 import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
-import { clockTicks, CpuMeter, findChild, type CpuSnapshot } from "./procstat.js";
+import { findChild, ProcessMeter as Meter, type ProcessCpu as Cpu } from "./procstat.js";
 import { percentile, r1, r2, r3, table } from "./stats.js";
 import { printReport, runMain, waitQuietOn, flagValues, parseFlags, type Log, orAbort } from "./harness.js";
 
@@ -130,52 +129,6 @@ function sleepGraph(name: string, n: number, sleepSec: number, write: boolean): 
       retry: { attempts: 1 },
     })),
   });
-}
-
-/** utime+stime and cutime+cstime (children that were waited for) of a /proc stat file, in ticks. */
-function readSelfAndChildren(path: string): { self: number; children: number } | undefined {
-  try {
-    const s = readFileSync(path, "utf8");
-    const rest = s.slice(s.lastIndexOf(")") + 2).split(" ");
-    return { self: Number(rest[11]) + Number(rest[12]), children: Number(rest[13]) + Number(rest[14]) };
-  } catch {
-    return undefined;
-  }
-}
-
-interface Cpu {
-  node?: number;
-  /** git and sh processes this node process started (and reaped). */
-  children?: number;
-  nats?: number;
-  /** Everything else on the machine. */
-  other?: number;
-  machine?: number;
-}
-
-/** Meters node, its children, nats-server and the rest, in % of one core. */
-class Meter {
-  private readonly base: CpuMeter;
-  private readonly self = `/proc/${process.pid}/stat`;
-  constructor(natsPid: number | undefined) {
-    this.base = new CpuMeter({ node: this.self, ...(natsPid ? { nats: `/proc/${natsPid}/stat` } : {}) });
-  }
-  get cores(): number {
-    return this.base.cores;
-  }
-  snapshot(): { base: CpuSnapshot; children?: number } {
-    return { base: this.base.snapshot(), children: readSelfAndChildren(this.self)?.children };
-  }
-  use(a: { base: CpuSnapshot; children?: number }, b: { base: CpuSnapshot; children?: number }): Cpu {
-    const u = CpuMeter.use(a.base, b.base);
-    const sec = (b.base.at - a.base.at) / 1000;
-    const children = a.children === undefined || b.children === undefined || sec <= 0 ? undefined : r1(((b.children - a.children) / clockTicks() / sec) * 100);
-    const out: Cpu = { node: u.node, children, nats: u.nats, machine: u.machine };
-    if (u.machine !== undefined && u.node !== undefined) {
-      out.other = r1(Math.max(0, u.machine * this.cores - u.node - (u.nats ?? 0) - (children ?? 0)));
-    }
-    return out;
-  }
 }
 
 /** Longest wait for quiet before each level (with --wait-quiet). */
