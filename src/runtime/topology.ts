@@ -131,6 +131,14 @@ export function topology(prefix = "ado"): Topology {
     duplicate_window: ns(120_000),
     num_replicas: 1,
   } satisfies Partial<StreamConfig>;
+  // Logs read by many (events, providers' events): kept a week, whoever has read them.
+  const eventLog = {
+    retention: RetentionPolicy.Limits,
+    storage: StorageType.File,
+    max_age: ns(7 * 24 * 3_600_000),
+    duplicate_window: ns(120_000),
+    num_replicas: 1,
+  } satisfies Partial<StreamConfig>;
   return {
     prefix,
     subjects: s,
@@ -140,24 +148,8 @@ export function topology(prefix = "ado"): Topology {
       work: { name: `${S}_WORK`, subjects: [`${prefix}.work.*`], ...workQueue },
       results: { name: `${S}_RESULTS`, subjects: [s.resultsAll], ...workQueue },
       merge: { name: `${S}_MERGE`, subjects: [s.mergeAll], ...workQueue },
-      events: {
-        name: `${S}_EVENTS`,
-        subjects: [s.allEvents],
-        retention: RetentionPolicy.Limits,
-        storage: StorageType.File,
-        max_age: ns(7 * 24 * 3_600_000),
-        duplicate_window: ns(120_000),
-        num_replicas: 1,
-      },
-      providers: {
-        name: `${S}_PROVIDERS`,
-        subjects: [s.providerEvents],
-        retention: RetentionPolicy.Limits,
-        storage: StorageType.File,
-        max_age: ns(7 * 24 * 3_600_000),
-        duplicate_window: ns(120_000),
-        num_replicas: 1,
-      },
+      events: { name: `${S}_EVENTS`, subjects: [s.allEvents], ...eventLog },
+      providers: { name: `${S}_PROVIDERS`, subjects: [s.providerEvents], ...eventLog },
       dlq: {
         name: `${S}_DLQ`,
         subjects: [s.deadLetterAll],
