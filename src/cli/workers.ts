@@ -10,6 +10,7 @@ import { hostname, userInfo } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, encode, encodeValue } from "../runtime/codec.js";
 import { drainQuietly } from "../runtime/connection.js";
+import { currentEntries, listKeys } from "../runtime/kv-watch.js";
 import { errorMessage } from "../runtime/errors.js";
 import { formatDuration, parseDuration, DURATION_HINT } from "../runtime/duration.js";
 import { SCHEMAS, type WorkerRecord } from "../runtime/messages.js";
@@ -101,13 +102,7 @@ async function connect(flags: CommonFlags, what: string): Promise<{ config: Conf
 /** Each key of a bucket with its value (undefined when none: deleted meanwhile). */
 async function entries(kv: Awaited<ReturnType<typeof openBuckets>>[keyof Awaited<ReturnType<typeof openBuckets>>]): Promise<Array<{ key: string; value: Uint8Array }>> {
   const out: Array<{ key: string; value: Uint8Array }> = [];
-  // A key written while it is listed can be listed twice.
-  const keys = new Set<string>();
-  for await (const key of await kv.keys()) keys.add(key);
-  for (const key of keys) {
-    const e = await kv.get(key);
-    if (e && e.operation === "PUT") out.push({ key, value: e.value });
-  }
+  for (const e of await currentEntries(kv)) out.push({ key: e.key, value: e.value });
   return out;
 }
 
@@ -201,7 +196,7 @@ function table(rows: readonly WorkerRow[]): string {
 /** The pool a command means: --pool, else the only one configured or known to the scaler. */
 async function poolOf(flags: { pool?: string }, config: Config, kv: Awaited<ReturnType<typeof openBuckets>>): Promise<string> {
   const known = new Set(config.scaler.pools.map((p) => p.name));
-  for await (const key of await kv.scaler.keys()) {
+  for (const key of await listKeys(kv.scaler)) {
     const k = scalerKeys.parse(key);
     if (k?.kind === "state") known.add(k.pool);
   }

@@ -29,6 +29,7 @@ import {
 import { openBuckets, type BucketKey, type Topology } from "./topology.js";
 import { attemptKey, msgIds, taskKey } from "./names.js";
 import { sleep } from "./clock.js";
+import { listKeys } from "./kv-watch.js";
 import { Backoff, backoffDelay, retry } from "./retry.js";
 import type { CapChange, RunBudget } from "./budget.js";
 
@@ -315,7 +316,7 @@ export class AdoClient {
   async runs(opts: { active?: boolean } = {}): Promise<RunRecord[]> {
     const kv = (await this.kv()).runs;
     const out: RunRecord[] = [];
-    for await (const key of await kv.keys()) {
+    for (const key of await listKeys(kv)) {
       const run = await this.run_(key);
       if (run && (!opts.active || run.status === "running" || run.status === "needs_attention")) out.push(run);
     }
@@ -424,7 +425,7 @@ export class AdoClient {
   async hitlRecords(): Promise<{ record: HitlRecord; revision: number }[]> {
     const kv = (await this.kv()).hitl;
     const out: { record: HitlRecord; revision: number }[] = [];
-    for await (const key of await kv.keys()) {
+    for (const key of await listKeys(kv)) {
       const found = await this.hitlRecord(key);
       if (found) out.push(found);
     }

@@ -79,13 +79,29 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
   return nc;
 }
 
-/** Drains a connection (flushes pending publishes, lets subscriptions finish); never throws. */
-export async function drainQuietly(nc: NatsConnection | undefined, logger?: Logger): Promise<void> {
+/**
+ * Drains a connection (flushes pending publishes, lets subscriptions finish); never
+ * throws, and never waits more than `timeoutMs`: a drain waits on the server (a flush,
+ * each subscription's unsubscribe), and a CLI that has its answer must not hang on an
+ * overloaded or vanished server. After the timeout the connection is closed.
+ */
+export async function drainQuietly(nc: NatsConnection | undefined, logger?: Logger, timeoutMs = 5_000): Promise<void> {
   if (!nc || nc.isClosed()) return;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<"late">((resolve) => {
+    timer = setTimeout(() => resolve("late"), timeoutMs);
+    timer.unref();
+  });
   try {
-    await nc.drain();
+    const r = await Promise.race([nc.drain().then(() => "drained" as const), late]);
+    if (r === "late") {
+      logger?.debug({ timeoutMs }, "drain did not finish in time; closing");
+      await nc.close().catch(() => undefined);
+    }
   } catch (err) {
     logger?.debug({ err }, "drain failed; closing");
     await nc.close().catch(() => undefined);
+  } finally {
+    clearTimeout(timer);
   }
 }

@@ -97,3 +97,56 @@ export class KvWatch<T> {
     })();
   }
 }
+
+/**
+ * Every key's current entry (deleted and purged keys left out), read in one pass, or a
+ * clear error after `timeoutMs`. Instead of `kv.keys()` followed by a `get` per key:
+ * `keys()` ends only when a delivered message says nothing is pending after it, or
+ * after 5 s without a message; on nats-server 2.9 the pending count of a last-per-
+ * subject consumer can stay above zero when messages were removed (nats-server#3481),
+ * and a bucket written more often than every 5 s (the scaler's state, heartbeats) then
+ * never goes quiet, so the listing never ends. Here the end is known before reading:
+ * the stream's last sequence when the listing starts. The consumer delivers in
+ * sequence order, so once an entry at or past it arrives, every key that existed at
+ * the start has been seen (a key rewritten meanwhile arrives with its newer value).
+ */
+export async function currentEntries(kv: KV, opts: { timeoutMs?: number; headersOnly?: boolean } = {}): Promise<KvEntry[]> {
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  const status = await kv.status();
+  const last = status.streamInfo.state.last_seq;
+  if (status.values === 0 || last === 0) return [];
+  const entries = new Map<string, KvEntry>();
+  const watch = await kv.watch({ headers_only: opts.headersOnly ?? false });
+  let timedOut = false;
+  let complete = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    watch.stop();
+  }, timeoutMs);
+  try {
+    for await (const e of watch) {
+      if (e.operation === "PUT") entries.set(e.key, e);
+      else entries.delete(e.key);
+      if (e.revision >= last || e.delta === 0) {
+        complete = true;
+        break;
+      }
+    }
+  } finally {
+    clearTimeout(timer);
+    watch.stop();
+  }
+  if (!complete) {
+    throw new Error(
+      timedOut
+        ? `listing the keys of bucket ${status.bucket} did not finish in ${timeoutMs} ms (${entries.size} read): the NATS server is overloaded or its store is failing`
+        : `listing the keys of bucket ${status.bucket} stopped early (${entries.size} read): the connection to the NATS server closed`,
+    );
+  }
+  return [...entries.values()];
+}
+
+/** Every current key of a bucket (see currentEntries: a listing that ends). */
+export async function listKeys(kv: KV, opts: { timeoutMs?: number } = {}): Promise<string[]> {
+  return (await currentEntries(kv, { ...opts, headersOnly: true })).map((e) => e.key);
+}

@@ -15,6 +15,7 @@ import type { KV } from "@nats-io/kv";
 import type { Logger } from "pino";
 import { decode, encodeValue } from "./codec.js";
 import { errorMessage } from "./errors.js";
+import { currentEntries } from "./kv-watch.js";
 import { WORKTREE_RECORD } from "./messages.js";
 import type { WorktreeRecord } from "../git/index.js";
 import { taskKey } from "./names.js";
@@ -82,11 +83,9 @@ export class WorktreeRegistry {
   async list(): Promise<{ records: WorktreeRecord[]; malformed: MalformedEntry[] }> {
     const records: WorktreeRecord[] = [];
     const malformed: MalformedEntry[] = [];
-    const keys: string[] = [];
-    for await (const key of await this.kv.keys()) keys.push(key);
-    for (const key of keys.sort()) {
-      const entry = await this.kv.get(key);
-      if (!entry || entry.operation !== "PUT") continue;
+    const entries = (await currentEntries(this.kv)).sort((a, b) => (a.key < b.key ? -1 : 1));
+    for (const entry of entries) {
+      const key = entry.key;
       try {
         records.push(decode(WORKTREE_RECORD, entry.value));
       } catch (err) {

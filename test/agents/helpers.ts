@@ -50,7 +50,7 @@ export async function sandbox(): Promise<{ repo: string; home: string; cleanup()
     home,
     cleanup: async () => {
       await repo.cleanup();
-      await rm(home, { recursive: true, force: true });
+      await rm(home, { recursive: true, force: true, maxRetries: 10 });
     },
   };
 }

@@ -53,7 +53,7 @@ afterAll(async () => {
       execFileSync("umount", ["-l", mnt], { stdio: "pipe" }); // something still holds it: detach it
     }
   }
-  await rm(scratch, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 /** `ado run` as a process, with each stderr line and when it came. */

@@ -45,7 +45,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await ts?.stop();
-  if (scratch) await rm(scratch, { recursive: true, force: true });
+  if (scratch) await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 async function setup(workers = 2) {

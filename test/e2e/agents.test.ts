@@ -34,7 +34,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 const ofType = <T extends AdoEvent["type"]>(events: AdoEvent[], type: T) => events.filter((e): e is Extract<AdoEvent, { type: T }> => e.type === type);

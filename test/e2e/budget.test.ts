@@ -34,7 +34,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 /** What the fake claude reports for a run of `tools` tool calls (common.mjs usageFor, its own price). */

@@ -174,7 +174,7 @@ describe("resilience - the NATS server dies mid-run", () => {
       await close();
       await server.stop();
       await repo.cleanup();
-      await rm(store, { recursive: true, force: true });
+      await rm(store, { recursive: true, force: true, maxRetries: 10 });
     }
   }, 120_000);
 });

@@ -30,7 +30,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ts?.stop();
-  await rm(worktreeDir, { recursive: true, force: true });
+  await rm(worktreeDir, { recursive: true, force: true, maxRetries: 10 });
 });
 
 /** Payloads near a schema's (mutated samples, damaged encodings) and noise. */

@@ -37,7 +37,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await drainQuietly(nc);
   await server?.stop();
-  await rm(worktreeDir, { recursive: true, force: true });
+  await rm(worktreeDir, { recursive: true, force: true, maxRetries: 10 });
 });
 
 /** Text like a long prompt that zlib cannot shrink below 1 MB: random words. */

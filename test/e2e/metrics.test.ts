@@ -22,7 +22,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ts?.stop();
-  await rm(dir, { recursive: true, force: true });
+  await rm(dir, { recursive: true, force: true, maxRetries: 10 });
 });
 
 /** One sample of the Prometheus text format: `name{a="x",b="y"} value`. */

@@ -57,7 +57,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(conns.map((nc) => drainQuietly(nc)));
   await server?.stop();
-  await rm(dir, { recursive: true, force: true });
+  await rm(dir, { recursive: true, force: true, maxRetries: 10 });
 });
 
 describe("nats auth - users per role", () => {
@@ -88,7 +88,7 @@ tasks:
     } finally {
       await stack.close();
       await repo.cleanup();
-      await rm(worktreeDir, { recursive: true, force: true });
+      await rm(worktreeDir, { recursive: true, force: true, maxRetries: 10 });
     }
   }, 120_000);
 
@@ -175,7 +175,7 @@ describe("nats auth - TLS", () => {
   });
   afterAll(async () => {
     await tlsServer?.stop();
-    await rm(tlsDir, { recursive: true, force: true });
+    await rm(tlsDir, { recursive: true, force: true, maxRetries: 10 });
   });
 
   it("a client with the CA and its certificate connects and uses JetStream; one without a certificate is refused under mutual TLS", async () => {
@@ -216,7 +216,7 @@ describe("nats auth - user and password, token", () => {
         await provision(byToken, uniqueTopology());
         await drainQuietly(byToken);
       } finally {
-        await rm(cfgDir, { recursive: true, force: true });
+        await rm(cfgDir, { recursive: true, force: true, maxRetries: 10 });
       }
       await expect(connectNats({ servers: tokenServer.url, name: "bad-token", logger: silentLogger, auth: { token: "wrong" }, timeoutMs: 3_000 })).rejects.toThrow(/Authorization Violation/i);
     } finally {
@@ -234,7 +234,7 @@ describe("nats auth - user and password, token", () => {
       await expect(connectNats({ servers: "nats://127.0.0.1:1", name: "x", logger: silentLogger, auth: { nkeyFile: join(d, "missing.nk") } })).rejects.toThrow(/cannot read the NATS nkey seed file .*ENOENT/);
       await expect(connectNats({ servers: "nats://127.0.0.1:1", name: "x", logger: silentLogger, auth: { tls: { cert: "/c.pem" } } })).rejects.toThrow(/needs both nats.tls.cert and nats.tls.key/);
     } finally {
-      await rm(d, { recursive: true, force: true });
+      await rm(d, { recursive: true, force: true, maxRetries: 10 });
     }
   });
 });

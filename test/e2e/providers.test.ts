@@ -26,7 +26,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 describe("providers - circuit breaker and fallback, end to end", () => {

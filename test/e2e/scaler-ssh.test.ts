@@ -113,7 +113,7 @@ beforeAll(async () => {
 afterAll(async () => {
   if (typeof sshd === "object") await sshd.stop();
   await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 describe("scaler - ssh backend", () => {

@@ -31,7 +31,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 describe("scaler - a burst on a local pool with min 0", () => {

@@ -23,7 +23,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ts?.stop();
-  await rm(dir, { recursive: true, force: true });
+  await rm(dir, { recursive: true, force: true, maxRetries: 10 });
 });
 
 interface Received {

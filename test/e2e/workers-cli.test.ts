@@ -23,7 +23,7 @@ beforeAll(async () => {
 });
 afterAll(async () => {
   await ts?.stop();
-  await rm(scratch, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 describe("ado workers - the CLI", () => {

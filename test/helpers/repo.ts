@@ -22,7 +22,7 @@ export function sh(cwd: string, ...args: string[]): string {
 /** A fresh temp dir, removed when the current test finishes. */
 export async function tempDir(): Promise<string> {
   const dir = await realpath(await mkdtemp(path.join(tmpdir(), "ado-git-")));
-  onTestFinished(() => rm(dir, { recursive: true, force: true }));
+  onTestFinished(() => rm(dir, { recursive: true, force: true, maxRetries: 10 }));
   return dir;
 }
 
@@ -115,7 +115,10 @@ export async function makeRepo(files: Record<string, string> = { "README.md": "#
   await writeFiles(dir, files);
   sh(dir, "add", "-A");
   sh(dir, "commit", "-q", "-m", "initial");
-  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  // maxRetries: a worker may still be removing the run's worktrees (git writes under
+  // .git/worktrees/ after the outcome is known); rm retries ENOTEMPTY instead of failing.
+  // Every test's rm of a tree the stack may touch carries it, for the same reason.
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true, maxRetries: 10 }) };
 }
 
 /** Runs git in `dir` and returns trimmed stdout (with the user's own identity, if any). */

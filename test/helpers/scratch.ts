@@ -16,7 +16,7 @@ export function useScratch(prefix = "ado-test-"): Scratch {
     dir = await mkdtemp(join(tmpdir(), prefix));
   });
   afterAll(async () => {
-    if (dir) await rm(dir, { recursive: true, force: true });
+    if (dir) await rm(dir, { recursive: true, force: true, maxRetries: 10 });
   });
   return {
     get dir() {

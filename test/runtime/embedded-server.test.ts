@@ -21,7 +21,7 @@ const started: ChildProcess[] = [];
 const leftovers: string[] = [];
 afterAll(async () => {
   for (const c of started) if (c.exitCode === null && c.signalCode === null) c.kill("SIGKILL");
-  await Promise.all(leftovers.map((d) => rm(d, { recursive: true, force: true })));
+  await Promise.all(leftovers.map((d) => rm(d, { recursive: true, force: true, maxRetries: 10 })));
 });
 
 const exists = (p: string) => access(p).then(() => true, () => false);

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Kvm } from "@nats-io/kv";
 import { describe, expect, it } from "vitest";
 import { encodeValue } from "../../src/runtime/codec.js";
-import { KvWatch } from "../../src/runtime/kv-watch.js";
+import { currentEntries, KvWatch, listKeys } from "../../src/runtime/kv-watch.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS } from "../../src/runtime/messages.js";
 import { eventually, useTestServer } from "../helpers/nats.js";
@@ -50,4 +50,60 @@ describe("KvWatch - a restart after a reconnect that fails", () => {
       watch.stop();
     }
   }, 60_000);
+});
+
+describe("currentEntries / listKeys - a listing that ends", () => {
+  // `kv.keys()` ends on a zero pending count or 5 s of quiet; in CI a CLI listing the
+  // scaler's bucket (its state rewritten every 250 ms) printed nothing for 60 s. These
+  // listings know their end before they start (the stream's last sequence).
+  it("an empty bucket lists nothing; deleted and purged keys are left out; each key once with its newest value", async () => {
+    const nc = await ts.connect("kv-list");
+    const kv = await new Kvm(nc).create(`kvl-${randomBytes(4).toString("hex")}`, { history: 1 });
+    try {
+      expect(await listKeys(kv)).toEqual([]);
+      await kv.put("a", backlog(1));
+      await kv.put("b", backlog(1));
+      await kv.put("gone", backlog(1));
+      await kv.put("purged", backlog(1));
+      await kv.delete("gone");
+      await kv.purge("purged");
+      await kv.put("a", backlog(2));
+      expect((await listKeys(kv)).sort()).toEqual(["a", "b"]);
+      const entries = await currentEntries(kv);
+      expect(entries.map((e) => [e.key, e.revision]).sort()).toEqual([
+        ["a", (await kv.get("a"))!.revision],
+        ["b", (await kv.get("b"))!.revision],
+      ]);
+      // Only deletes left: the stream still holds their markers; the listing is empty.
+      await kv.delete("a");
+      await kv.delete("b");
+      expect(await listKeys(kv)).toEqual([]);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  it("ends while another client rewrites a key every few milliseconds, with every key that existed", async () => {
+    const nc = await ts.connect("kv-list-busy");
+    const kv = await new Kvm(nc).create(`kvl-${randomBytes(4).toString("hex")}`, { history: 1 });
+    let writing = true;
+    const writer = (async () => {
+      for (let i = 0; writing; i++) {
+        await kv.put("state", backlog(i));
+        await new Promise((r) => setTimeout(r, 3));
+      }
+    })();
+    try {
+      for (let i = 0; i < 20; i++) await kv.put(`k${i}`, backlog(i));
+      for (let round = 0; round < 50; round++) {
+        const keys = await listKeys(kv, { timeoutMs: 10_000 });
+        expect(new Set(keys).size).toBe(keys.length);
+        expect(keys.sort()).toEqual([...Array.from({ length: 20 }, (_, i) => `k${i}`), "state"].sort());
+      }
+    } finally {
+      writing = false;
+      await writer;
+      await nc.close();
+    }
+  });
 });

@@ -25,7 +25,7 @@ beforeAll(async () => {
   scratch = await mkdtemp(join(tmpdir(), "ado-server-health-"));
 });
 afterAll(async () => {
-  await rm(scratch, { recursive: true, force: true });
+  await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
 });
 
 // Short waits to judge, but a probe may take 3 s: on a loaded machine (load ~40 on 2

@@ -13,7 +13,7 @@ async function store(): Promise<string> {
   return d;
 }
 afterAll(async () => {
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true, maxRetries: 10 })));
 });
 
 /** A pid that is certainly dead: a process that has exited. */

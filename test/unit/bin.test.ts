@@ -14,7 +14,7 @@ const BIN = fileURLToPath(new URL("../../bin/ado.mjs", import.meta.url));
 const MODULES = fileURLToPath(new URL("../../node_modules", import.meta.url));
 const dirs: string[] = [];
 afterAll(async () => {
-  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true, maxRetries: 10 })));
 });
 
 async function layout(opts: { dist: boolean; tsx: boolean }): Promise<string> {

@@ -127,7 +127,7 @@ describe("fuzz - graph parser", () => {
 describe("fuzz - configuration", () => {
   const dir = mkdtempSync(join(tmpdir(), "ado-fuzz-config-"));
   const file = join(dir, "ado.config.yaml");
-  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  afterAll(() => rmSync(dir, { recursive: true, force: true, maxRetries: 10 }));
 
   async function checkConfig(load: () => Promise<unknown>): Promise<void> {
     try {

@@ -225,7 +225,7 @@ describe("graph - per-task env, cwd and promptFile", () => {
       // Without a file to be relative to, it is refused with what to do.
       expect(graphError(() => parseGraph(`tasks: [{ id: a, run: "true", promptFile: a.md }]`)).message).toMatch(/promptFile: is read relative to the graph file/);
     } finally {
-      await rm(dir, { recursive: true, force: true });
+      await rm(dir, { recursive: true, force: true, maxRetries: 10 });
     }
   });
 });

@@ -151,7 +151,7 @@ describe("scaler backend - command", () => {
   beforeAll(async () => {
     dir = await mkdtemp(join(tmpdir(), "ado-cmd-backend-"));
   });
-  afterAll(() => rm(dir, { recursive: true, force: true }));
+  afterAll(() => rm(dir, { recursive: true, force: true, maxRetries: 10 }));
 
   it("command - up gets the pool, count, target and worker ids; down runs only once the drained workers are gone", async () => {
     const out = join(dir, "calls");

@@ -9,7 +9,7 @@ import { errorMessage } from "../../runtime/errors.js";
 import { ID_PATTERN } from "../../runtime/ids.js";
 import { Mutex } from "../../runtime/mutex.js";
 import { writeControl } from "../../runtime/control.js";
-import { KvWatch } from "../../runtime/kv-watch.js";
+import { currentEntries, KvWatch } from "../../runtime/kv-watch.js";
 import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
 import { fitWork, PayloadStore } from "../../runtime/payloads.js";
 import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
@@ -173,15 +173,13 @@ export class Scheduler extends Actor {
 
   /** Runs with a maxDuration accepted before this replica started still get cancelled on time. */
   private async armStoredDeadlines(): Promise<void> {
-    for await (const key of await this.ctx.kv.runs.keys()) {
-      const e = await this.ctx.kv.runs.get(key);
-      if (e?.operation !== "PUT") continue;
+    for (const e of await currentEntries(this.ctx.kv.runs)) {
       try {
         const run = decode(SCHEMAS.RunRecord, e.value);
         // A run waiting for a person still has its deadline.
         if (isLive(run) && run.deadline) this.armDeadline(run.runId, run.deadline);
       } catch (err) {
-        this.log.warn({ key, err: errorMessage(err) }, "unreadable run record");
+        this.log.warn({ key: e.key, err: errorMessage(err) }, "unreadable run record");
       }
     }
   }
@@ -301,10 +299,7 @@ export class Scheduler extends Actor {
    */
   private async startBacklog(): Promise<void> {
     const kv = this.ctx.kv.backlog;
-    for await (const key of await kv.keys()) {
-      const e = await kv.get(key);
-      if (e?.operation === "PUT") this.applyBacklog(key, e.value, e.revision);
-    }
+    for (const e of await currentEntries(kv)) this.applyBacklog(e.key, e.value, e.revision);
     this.backlogWatch = new KvWatch({
       kv,
       nc: this.ctx.nc,
