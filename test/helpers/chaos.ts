@@ -29,6 +29,7 @@ import type { GraphInput } from "../../src/runtime/graph.js";
 import type { RunId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent, type DeadLetter } from "../../src/runtime/messages.js";
+import { integrationBranch, taskBranch } from "../../src/runtime/names.js";
 import { openJetStream, type Topology } from "../../src/runtime/topology.js";
 import { AdoCluster, isRunning, processesWith, type AdoProcess } from "./cluster.js";
 import { eventually, uniqueTopology } from "./nats.js";
@@ -273,13 +274,33 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
     const seen = f.events.filter((e) => e.type !== "task.output").map((e) => `${e.at.slice(17, 23)} ${e.type}${"taskId" in e ? ` ${e.taskId}#${e.attempt}` : ""}`);
     const status = f.runId ? await f.client.status(f.runId).catch((err) => ({ error: String(err) })) : undefined;
     const open = status && "tasks" in status ? status.tasks.filter((t) => t.status !== "succeeded").map((t) => `${t.id}:${t.status}#${t.attempts}@${t.workerId ?? "-"}${t.error ? ` (${t.error})` : ""}`) : status;
+    // A failed attempt's own words (the tail of what it printed), and where its branch started:
+    // "exited with code 1" alone does not say whether a fan-in's base lacked a dependency.
+    const tail = (taskId: string, attempt: number) =>
+      f.events
+        .flatMap((o) => (o.type === "task.output" && o.taskId === taskId && o.attempt === attempt ? [o.data] : []))
+        .join("")
+        .slice(-400);
+    const git = (...args: string[]) => {
+      try {
+        return gitOut(f.repo.dir, ...args).trim();
+      } catch (err) {
+        return `(${String(err).split("\n")[0]})`;
+      }
+    };
     const why = f.events.flatMap((e) =>
-      e.type === "task.failed" ? [`${e.taskId}#${e.attempt} failed: ${e.error}`] : e.type === "worker.lost" ? [`${e.taskId}#${e.attempt} lost with ${e.workerId}: ${e.outcome}, ${e.reason}`] : [],
+      e.type === "task.failed"
+        ? [`${e.taskId}#${e.attempt} failed: ${e.error}; output: ${JSON.stringify(tail(e.taskId, e.attempt))}; branch tip: ${git("log", "-1", "--format=%h %s", taskBranch(e.runId, e.taskId))}`]
+        : e.type === "worker.lost"
+          ? [`${e.taskId}#${e.attempt} lost with ${e.workerId}: ${e.outcome}, ${e.reason}`]
+          : [],
     );
+    if (f.runId) why.push(`integration branch: ${git("log", "--format=%h %s", integrationBranch(f.runId)).split("\n").join(" | ")}`);
     const lines = [
       `events: ${seen.join(", ")}`,
       ...why,
       `run ${status && "run" in status ? status.run.status : "?"}; tasks not succeeded: ${JSON.stringify(open)}; stream messages: ${JSON.stringify(await streamCounts(f).catch((e) => String(e)))}`,
+      `consumers: ${(await consumerStates(f).catch((e) => [String(e)])).join("; ")}`,
       `executions: ${(await executions(f.log)).map((x) => `${x.task}#${x.attempt}@${x.workerId.slice(-6)}`).join(" ")}`,
       ...f.notes,
       ...cluster.all.map((p) => `${p.name} pid ${p.child.pid} exit ${p.child.exitCode ?? p.child.signalCode}:\n${p.output().slice(-3_000)}`),
@@ -397,6 +418,22 @@ export function processOf(f: ChaosFixture, workerId: string): AdoProcess {
 export async function streamCounts(f: Pick<ChaosFixture, "jsm" | "topo">): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const key of ["submit", "ready", "work", "results", "merge"] as const) out[key] = (await f.jsm.streams.info(f.topo.streams[key].name)).state.messages;
+  return out;
+}
+
+/**
+ * Each work-queue consumer's position: what it has not delivered yet (pending), what it
+ * delivered and nobody acked (ack pending), redeliveries, and pull requests waiting. A
+ * stream holding messages that its consumer neither delivers nor has outstanding says
+ * the consumer lost its place; messages ack-pending forever say a holder stopped.
+ */
+async function consumerStates(f: Pick<ChaosFixture, "jsm" | "topo">): Promise<string[]> {
+  const out: string[] = [];
+  for (const key of ["submit", "ready", "work", "results", "merge"] as const) {
+    for await (const c of f.jsm.consumers.list(f.topo.streams[key].name)) {
+      out.push(`${key}/${c.name}: pending ${c.num_pending}, ack pending ${c.num_ack_pending}, redelivered ${c.num_redelivered}, waiting pulls ${c.num_waiting}, delivered #${c.delivered.stream_seq}, ack floor #${c.ack_floor.stream_seq}`);
+    }
+  }
   return out;
 }
 
