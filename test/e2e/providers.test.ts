@@ -182,4 +182,48 @@ describe("providers - circuit breaker and fallback, end to end", () => {
       }
     },
   );
+
+  it(
+    "providers - rotation: round_robin: the tasks of one provider list take turns on two equal providers (fallback would put them all on the first)",
+    { timeout: 180_000 },
+    async () => {
+      const repo = await makeRepo();
+      const topo = uniqueTopology();
+      const home = join(scratch, "home3");
+      // Two equal accounts, no limits: only the rotation spreads the tasks.
+      const env = { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_TOOLS: "1" };
+      const providers = { a: { agent: "claude", access: "subscription" as const, env }, b: { agent: "claude", access: "subscription" as const, env } };
+      const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt3"), heartbeatMs: 200, providers });
+      const stack = await Stack.start({ config, logger: silentLogger });
+      const nc = await connectNats({ servers: ts.url, name: "test-client-3", logger: silentLogger });
+      const wnc = await connectNats({ servers: ts.url, name: "worker-rr", logger: silentLogger });
+      const worker = await new Worker(
+        { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger },
+        { workerId: newWorkerId(hostname()), slots: 2, heartbeatMs: 200, worktreeDir: config.worktreeDir, cloneDir: config.git.cloneDir, agents: new Map<string, Agent>([...builtinAgents(), ...cliAgents()]), providers: config.providers },
+      ).start();
+      try {
+        const client = new AdoClient(nc, topo);
+        const graph = parseGraph("rotation: round_robin\ntasks:\n" + Array.from({ length: 6 }, (_, i) => `  - { id: r${i}, prompt: "note ${i}", providers: [a, b] }`).join("\n") + "\n");
+        expect(graph.tasks.every((t) => t.rotation === "round_robin")).toBe(true);
+        const { runId } = await client.submit({ graph, repo: repo.dir });
+        expect((await client.watch(runId)).status).toBe("succeeded");
+        const kv = await openBuckets(nc, topo);
+        const ran = async (name: string) => {
+          const e = await kv.providers.get(name);
+          return e?.operation === "PUT" ? (decode(SCHEMAS.ProviderState, e.value) as ProviderState).counted.length : 0;
+        };
+        // One balancer turns the list after every placement: 3 and 3 (a redelivered message
+        // asked again could shift one), never all on the first as the written order would.
+        const [onA, onB] = [await ran("a"), await ran("b")];
+        expect(onA + onB).toBe(6);
+        expect(onA).toBeGreaterThanOrEqual(2);
+        expect(onB).toBeGreaterThanOrEqual(2);
+      } finally {
+        await worker.close();
+        await nc.drain();
+        await stack.close();
+        await repo.cleanup();
+      }
+    },
+  );
 });

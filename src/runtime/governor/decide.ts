@@ -8,7 +8,7 @@
  * No clock of its own and no I/O: every function takes `now` (epoch ms).
  */
 import type { CircuitState, ProviderState, TaskFailure } from "../messages.js";
-import type { ProviderDef } from "../providers.js";
+import type { ProviderDef, Rotation } from "../providers.js";
 
 /** The rules of one provider, from its config. */
 export interface ProviderPolicy {
@@ -361,6 +361,45 @@ export function hhmm(ms: number): string {
   const d = new Date(Math.ceil(ms / 60_000) * 60_000);
   const pad = (n: number) => String(n).padStart(2, "0");
   return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())} UTC`;
+}
+
+// ---- rotation: the order a task's providers are tried in --------------------------------
+
+/** What rotation knows of one provider: how it is paid for and, when priced, what a task is expected to cost (USD). */
+export interface ProviderCost {
+  access: "subscription" | "api";
+  perTask?: number;
+}
+
+/**
+ * The order in which `gate` tries a task's providers. `cursor`: for `round_robin`, the
+ * index of the list to start at (what `nextCursor` returned after the last use of this
+ * list). `cost`: a provider's cost facts (undefined: unknown, e.g. not in this config).
+ * Ties keep the written order, so equal providers are tried as the task lists them.
+ */
+export function rotationOrder(providers: readonly string[], rotation: Rotation | undefined, cursor: number | undefined, cost: (name: string) => ProviderCost | undefined): readonly string[] {
+  if (providers.length < 2 || rotation === undefined || rotation === "fallback") return providers;
+  if (rotation === "round_robin") {
+    const start = (cursor ?? 0) % providers.length;
+    return start === 0 ? providers : [...providers.slice(start), ...providers.slice(0, start)];
+  }
+  // Subscription (0), then priced pay-per-use by price (1), then unpriced (2).
+  const rank = (name: string): [number, number] => {
+    const c = cost(name);
+    if (c?.access === "subscription") return [0, 0];
+    if (c?.perTask !== undefined) return [1, c.perTask];
+    return [2, 0];
+  };
+  return providers
+    .map((name, i) => ({ name, i, r: rank(name) }))
+    .sort((a, b) => a.r[0] - b.r[0] || a.r[1] - b.r[1] || a.i - b.i)
+    .map((x) => x.name);
+}
+
+/** The round-robin cursor after a task of this list was sent to `used`: the provider after it goes first next time. */
+export function nextCursor(providers: readonly string[], used: string): number {
+  const i = providers.indexOf(used);
+  return i < 0 ? 0 : (i + 1) % providers.length;
 }
 
 // ---- adaptive concurrency ----------------------------------------------------------
