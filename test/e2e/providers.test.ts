@@ -17,6 +17,7 @@ import { openBuckets } from "../../src/runtime/topology.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
 import { FAKE_PATH } from "../agents/helpers.js";
+import { runAdo } from "../helpers/cli.js";
 
 let ts: TestServer;
 let scratch: string;
@@ -106,6 +107,22 @@ describe("providers - circuit breaker and fallback, end to end", () => {
         const wait = await eventually(() => events.find((e) => e.type === "task.waiting"), 30_000, "task.waiting for provider bad");
         expect(wait.type === "task.waiting" && wait.reason).toMatch(/^waiting for provider bad until \d\d:\d\d UTC: circuit open: 2 auth failures in a row/);
         expect(events.some((e) => e.type === "task.started" || e.type === "task.failed")).toBe(false);
+        // `ado status` (a separate process, as a person runs it) says the same beside the
+        // task, and its providers view shows each provider's circuit, running and spend.
+        const env = { ADO_SERVER: ts.url, ADO_PREFIX: topo.prefix };
+        const status = await runAdo(["status", waiting.runId], { env });
+        expect(status.code, status.stderr).toBe(0);
+        expect(status.stdout).toMatch(/\n {2}w +queued .*waiting for provider bad until \d\d:\d\d UTC: circuit open/);
+        expect(status.stdout).toMatch(/\nproviders:\n {2}provider +circuit +permits +running +spend +why \/ last adaptive step\n/);
+        expect(status.stdout).toMatch(new RegExp(`\\n {2}bad +open until \\d\\d:\\d\\d UTC +no rate limit +0 running +\\$0\\.00 today, ${bad.counted.length} tasks +circuit: 2 auth failures in a row`));
+        expect(status.stdout).toMatch(/\n {2}good +closed +no rate limit +0 running +\$\d+\.\d\d today, 4 tasks/);
+        const json = await runAdo(["status", "--providers", "--json"], { env });
+        expect(json.code, json.stderr).toBe(0);
+        const views = JSON.parse(json.stdout) as Array<{ provider: string; circuit: { state: string }; spendToday: { tasks: number } }>;
+        expect(views.map((v) => [v.provider, v.circuit.state, v.spendToday.tasks])).toEqual([
+          ["bad", "open", bad.counted.length],
+          ["good", "closed", 4],
+        ]);
         await client.control({ runId: waiting.runId }, "cancel", "test over");
         expect((await watch).status).toBe("cancelled");
       } finally {

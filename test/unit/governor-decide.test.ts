@@ -324,7 +324,7 @@ describe("governor - adaptive concurrency", () => {
     const down = permit(s, T0 + 1);
     expect(down.steps).toEqual([{ direction: "down", from: { concurrent: 12, perMinute: 40 }, to: { concurrent: 9, perMinute: 20 }, reason: "error rate 30% over the last 10 tasks (above 20%)" }]);
     s = down.state!;
-    expect(s.adapted).toEqual({ concurrent: 9, perMinute: 20, steppedAt: T0 + 1 });
+    expect(s.adapted).toEqual({ concurrent: 9, perMinute: 20, steppedAt: T0 + 1, direction: "down", reason: "error rate 30% over the last 10 tasks (above 20%)" });
     // The new limits are in force (the rate refills at 20 a minute now).
     expect(availability(s, p, T0 + 2, always).room).toBeLessThanOrEqual(9);
     // Within the cooldown no step, whatever the outcomes.

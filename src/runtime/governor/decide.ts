@@ -132,6 +132,7 @@ export function decidePermit(
 ): PermitDecision {
   const base = current ?? initialState(provider, policy, now);
   if (base.active[attempt] !== undefined) return { type: "permit", state: base, transitions: [], steps: [] };
+  const configured = policy;
   const transitions: Transition[] = [];
   let changed = current === undefined;
   let s: ProviderState = { ...base, active: { ...base.active }, circuit: { ...base.circuit } };
@@ -181,10 +182,15 @@ export function decidePermit(
   if (tokens < 1) {
     return refuse(`rate limit of ${policy.perMinute} per minute reached`, nextTokenAt(tokens, refilledAt, policy));
   }
-  s = { ...s, tokens: policy.perMinute === undefined ? s.tokens : tokens - 1, refilledAt };
+  s = { ...s, tokens: policy.perMinute === undefined ? s.tokens : tokens - 1, refilledAt, limits: limitsOf(configured) };
   s.active[attempt] = now;
   if (s.circuit.state === "half_open") s.circuit.probes = [...s.circuit.probes, attempt];
   return { type: "permit", state: s, transitions, steps };
+}
+
+/** The configured limits, as `ProviderState.limits` keeps them. */
+function limitsOf(policy: ProviderPolicy): NonNullable<ProviderState["limits"]> {
+  return { burst: policy.burst, ...(policy.concurrent !== undefined ? { concurrent: policy.concurrent } : {}), ...(policy.perMinute !== undefined ? { perMinute: policy.perMinute } : {}) };
 }
 
 /** How an attempt on a provider ended, as its worker reports it. */
@@ -197,6 +203,9 @@ export interface Outcome {
   message?: string;
   /** How long the attempt ran (ms), for adaptive concurrency's latency. */
   latencyMs?: number;
+  /** What the attempt cost (USD) and the tokens it used, for the provider's spend of the day. */
+  costUsd?: number;
+  tokens?: number;
 }
 
 /** Outcomes kept for adaptive concurrency (the window trims them further). */
@@ -221,6 +230,7 @@ export function applyOutcome(
   if (base.counted.includes(o.attempt)) return undefined;
   const s: ProviderState = { ...base, active: { ...base.active }, circuit: { ...base.circuit }, counted: [...base.counted, o.attempt].slice(-COUNTED_MAX) };
   delete s.active[o.attempt];
+  s.spend = addSpend(s.spend, now, o);
   const wasProbe = s.circuit.probes.includes(o.attempt);
   if (wasProbe) s.circuit.probes = s.circuit.probes.filter((p) => p !== o.attempt);
   const transitions: Transition[] = [];
@@ -262,6 +272,13 @@ export function applyOutcome(
       break;
   }
   return { state: s, transitions };
+}
+
+/** The day's spend with one more finished attempt; a new UTC day starts from zero. */
+export function addSpend(spend: ProviderState["spend"], now: number, o: Pick<Outcome, "costUsd" | "tokens">): NonNullable<ProviderState["spend"]> {
+  const day = new Date(now).toISOString().slice(0, 10);
+  const base = spend && spend.day === day ? spend : { day, costUsd: 0, tokens: 0, tasks: 0 };
+  return { day, costUsd: base.costUsd + Math.max(0, o.costUsd ?? 0), tokens: base.tokens + Math.max(0, Math.round(o.tokens ?? 0)), tasks: base.tasks + 1 };
 }
 
 const oneLine = (text: string) => {
@@ -462,6 +479,6 @@ export function adapt(
     reason = `error rate ${pct(rate)} ${over} (under ${pct(ADAPTIVE_RAISE_BELOW)})${median !== undefined ? `, median latency ${Math.round(median)} ms` : ""}`;
   } else return keep();
   if (next.concurrent === cur.concurrent && next.perMinute === cur.perMinute) return keep();
-  const adapted = { ...next, steppedAt: now };
+  const adapted = { ...next, steppedAt: now, direction, reason };
   return { state: { ...s, samples: [], adapted }, step: { direction, from: cur, to: next, reason } };
 }
