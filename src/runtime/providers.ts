@@ -164,16 +164,19 @@ export const ProviderAssignmentSchema = z.object({
    * applies the attempt's outcome with them, so both judge by one rule.
    */
   circuit: z.object({ failures: z.number().int().min(1), cooldownMs: z.number().int().min(1), probes: z.number().int().min(1), successes: z.number().int().min(1) }),
+  /** When the governor granted the permit (epoch ms, as the stored state records it): what the provider's rate limits. */
+  grantedAt: z.number().int().min(0).optional(),
 });
 export type ProviderAssignment = z.output<typeof ProviderAssignmentSchema>;
 
-/** The assignment for a task run on provider `name`. */
-export function providerAssignment(name: string, def: ProviderDef): ProviderAssignment {
+/** The assignment for a task run on provider `name`, granted at `grantedAt` (epoch ms). */
+export function providerAssignment(name: string, def: ProviderDef, grantedAt?: number): ProviderAssignment {
   return {
     name,
     agent: def.agent,
     access: def.access,
     circuit: def.circuit,
+    ...(grantedAt !== undefined ? { grantedAt } : {}),
     ...(def.credentials ? { credentials: def.credentials } : {}),
     ...(def.env ? { env: def.env } : {}),
   };

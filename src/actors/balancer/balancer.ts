@@ -392,7 +392,7 @@ export class Balancer extends Actor {
       .then((d) => {
         if (d.type === "permit") {
           const def = this.opts.providers![provider]!;
-          this.send(entry.key, held, workerId, providerAssignment(provider, def));
+          this.send(entry.key, held, workerId, providerAssignment(provider, def, d.state.active[entry.key]));
           return;
         }
         this.registry.workers.get(workerId)?.outstanding.delete(entry.key);
