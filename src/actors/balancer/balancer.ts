@@ -360,8 +360,7 @@ export class Balancer extends Actor {
         if (provider && work.task.providers?.length) {
           this.governor.used(work.task.providers, work.task.rotation, provider);
           this.sendGranted(entry, pick.id);
-        }
-        else this.send(entry.key, entry.item, pick.id);
+        } else this.send(entry.key, entry.item, pick.id);
       },
     );
     this.armDueTimer();
