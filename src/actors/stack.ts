@@ -16,7 +16,8 @@ import { Stealer } from "./stealer/stealer.js";
 import { Scheduler } from "./scheduler/scheduler.js";
 import { Scaler } from "./scaler/scaler.js";
 import { Worker } from "./worker/worker.js";
-import { hostAgents } from "../agents/index.js";
+import { hostAgents, priceOf, priceTable } from "../agents/index.js";
+import { expectedTaskCost, type ProvidersConfig } from "../runtime/providers.js";
 import { Recorder } from "./recorder/recorder.js";
 import { Notifier } from "./notifier/notifier.js";
 import { addStackMetrics } from "./stack-metrics.js";
@@ -117,7 +118,7 @@ export class Stack {
             case "scheduler":
               return new Scheduler(instance, ctx, { maxQueued: config.maxQueued });
             case "balancer":
-              return new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld, providers: config.providers });
+              return new Balancer(instance, ctx, { heartbeatMs: config.heartbeatMs, strategy: config.balancer.strategy, maxHeld: config.balancer.maxHeld, providers: config.providers, taskCosts: taskCosts(config.providers, config.prices) });
             case "stealer":
               return new Stealer(instance, ctx, { heartbeatMs: config.heartbeatMs, rebalanceIntervalMs: config.stealer.rebalanceInterval, rebalanceThreshold: config.stealer.rebalanceThreshold });
             case "recorder":
@@ -228,4 +229,15 @@ export class Stack {
     })();
     return this.closing;
   }
+}
+
+/** Each priced provider's expected cost of a task (USD) at the price table in force, for `rotation: cost_optimized`. */
+function taskCosts(providers: ProvidersConfig, prices: Config["prices"]): Record<string, number> {
+  const table = priceTable(prices);
+  const out: Record<string, number> = {};
+  for (const [name, def] of Object.entries(providers)) {
+    const usd = expectedTaskCost(def, (model) => priceOf(model, table));
+    if (usd !== undefined) out[name] = usd;
+  }
+  return out;
 }

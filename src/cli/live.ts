@@ -2,7 +2,8 @@ import { AdoClient, type RunStatusView } from "../runtime/client.js";
 import { drainQuietly } from "../runtime/connection.js";
 import type { ControlAction } from "../runtime/messages.js";
 import { asRunId } from "../runtime/ids.js";
-import { openJetStream, topology } from "../runtime/topology.js";
+import { openBuckets, openJetStream, topology } from "../runtime/topology.js";
+import { providerView, readProviderStates, type ProviderView } from "./providers-view.js";
 import { CliError, clientConnection, configFrom, Exit, joinServer, type CommonFlags } from "./common.js";
 import { refuseFinished, requireRun, runIdOf } from "./targets.js";
 import { followRun } from "./follow.js";
@@ -101,13 +102,24 @@ export async function detachCommand(runId: string, flags: CommonFlags): Promise<
 }
 
 /** `ado status [run]` and `ado parallel status`. */
-export async function statusCommand(runId: string | undefined, flags: CommonFlags & { json?: boolean; all?: boolean }): Promise<number> {
+export async function statusCommand(runId: string | undefined, flags: CommonFlags & { json?: boolean; all?: boolean; providers?: boolean }): Promise<number> {
   return withClient(flags, "ado status", async (client) => {
     // Run and task records live in JetStream: if it cannot answer, say why instead of timing out.
     const server = await checkServer({ servers: client.nc.getServer(), name: `ado-status-health-${process.pid}`, logger: silentLogger });
     const trouble = describeServerHealth(server);
     if (trouble) process.stderr.write(`ado: ${trouble}\n`);
     if (server.condition === ServerCondition.unresponsive || server.condition === ServerCondition.unreachable) return Exit.failed;
+    const providerViews = async () => {
+      const { providers } = await openBuckets(client.nc, client.topo);
+      const now = Date.now();
+      return (await readProviderStates(providers)).map((s) => providerView(s, now));
+    };
+    if (flags.providers) {
+      const views = await providerViews();
+      if (flags.json) process.stdout.write(JSON.stringify(views.map(({ cells: _cells, ...v }) => v), null, 2) + "\n");
+      else process.stdout.write(views.length ? providersTable(views) : "no provider has been used yet (config providers:, and tasks that name them)\n");
+      return Exit.ok;
+    }
     const ids = runId ? [runId] : (await client.runs({ active: !flags.all })).map((r) => r.runId);
     const views: RunStatusView[] = [];
     for (const id of ids) {
@@ -156,6 +168,9 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
       if (run.budgetWait) process.stdout.write(`  waiting for its budget: ${run.budgetWait.message}\n  ado budget raise ${run.runId} <usd>, or ado cancel ${run.runId}\n`);
       if (run.status === "needs_attention" && (!run.budgetWait || tasks.some((t) => t.status === "needs_attention"))) process.stdout.write(`  waiting for a person: ado hitl list\n`);
     }
+    // The providers the runs share, when any was used (`ado status --providers` for them alone).
+    const providers = await providerViews();
+    if (providers.length) process.stdout.write(providersTable(providers));
     return Exit.ok;
   }, runId);
 }
@@ -168,6 +183,11 @@ function costText(run: RunStatusView["run"]): string {
   if (run.costUsd > 0 || cap !== undefined) parts.push(`${formatUsd(run.costUsd)}${cap !== undefined ? ` of ${formatUsd(cap)}` : ""}`);
   if (tokenCap !== undefined) parts.push(`${formatTokens(run.tokens)} of ${formatTokens(tokenCap)} tokens`);
   return parts.length ? `, ${parts.join(", ")}` : "";
+}
+
+/** The providers section: a header and one row per provider. */
+function providersTable(views: ProviderView[]): string {
+  return `providers:\n${table([["provider", "circuit", "permits", "running", "spend", "why / last adaptive step"], ...views.map((v) => v.cells)])}\n`;
 }
 
 /** Rows of cells, columns padded to their widest cell; the last column (free text) is not. */

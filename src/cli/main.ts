@@ -162,6 +162,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .description("a run's state and its tasks (state, worker, elapsed time, attempts); without a run: all active runs")
       .argument("[run]", "run id")
       .option("--all", "include finished runs")
+      .option("--providers", "only the providers: circuit, permits and rate, running of the limit in force, spend today, last adaptive step")
       .option("--json", "print JSON"),
   ).action(async (run, flags) => setExit(await statusCommand(run, flags)));
 

@@ -150,12 +150,14 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
     if (!ID_PATTERN.test(flags.id)) throw new CliError(`--id '${flags.id}' is not a worker id: 1-64 letters, digits, '_' or '-', starting with a letter or digit`);
     if (flags.count !== 1) throw new CliError(`--id names one worker; drop --count ${flags.count} (or drop --id)`);
   }
-  const { config: loaded, logger } = await configFrom(flags);
+  // `slots: auto` shares the host among the workers this process starts.
+  const { config: loaded, logger } = await configFrom({ ...flags, workers: flags.count });
   const config = flags.pool === undefined ? loaded : { ...loaded, worker: { ...loaded.worker, pool: flags.pool } };
   if (config.worker.pool !== undefined && !ID_PATTERN.test(config.worker.pool)) throw new CliError(`--pool '${config.worker.pool}' is not a pool name: letters, digits, '_' or '-'`);
   const server = await requireServer(config, "ado worker");
   const stack = await Stack.start({ config, logger, server, actors: [], ...(flags.id !== undefined ? { workerIds: [flags.id] } : { workers: flags.count }) });
   say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server}: ${stack.workers.map((w) => w.id).join(", ")}`);
+  if (config.slotsAuto) say(`slots: auto: ${config.slotsAuto}`);
   // The process ends once its workers have stopped, whoever asked (`ado workers drain`, the scaler), or when its supervisor lets go of stdin.
   const reasons: Array<Promise<string>> = [Promise.all(stack.workers.map((w) => w.whenStopped())).then(() => "every worker stopped")];
   if (flags.exitOnStdinClose) {

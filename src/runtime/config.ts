@@ -13,6 +13,7 @@ import { BUDGET_CONFIG_DEFAULT, BudgetConfigSchema } from "./budget.js";
 import { GIT_ACCESS, WorktreesConfigSchema, worktreesDefault } from "../git/index.js";
 import { AgentsConfigSchema, PriceTableSchema } from "../agents/index.js";
 import { ScalerConfigSchema } from "./scaling.js";
+import { AGENT_MEMORY_MB_DEFAULT, autoSlots, hostFacts } from "./hardware.js";
 
 export const BALANCER_STRATEGIES = STRATEGIES;
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
@@ -28,8 +29,13 @@ export const ConfigSchema = z
     server: z.string().min(1).optional(),
     /** Workers the embedded stack starts (0: actors only, workers join with `ado worker`). */
     workers: z.number().int().min(0).max(256).default(4),
-    /** Tasks one worker runs at once. */
-    slots: z.number().int().min(1).max(1024).default(1),
+    /**
+     * Tasks one worker runs at once; `auto`: from this host's idle cores and free memory
+     * at `agentMemoryMb` per agent, shared by its workers (src/runtime/hardware.ts).
+     */
+    slots: z.union([z.number().int().min(1).max(1024), z.literal("auto")]).default(1),
+    /** Memory one agent is taken to need, for `slots: auto` (MB). */
+    agentMemoryMb: z.number().int().min(16).max(1_048_576).default(AGENT_MEMORY_MB_DEFAULT),
     /** Where task worktrees go; default `$XDG_CACHE_HOME/ado/worktrees` (never inside your checkout). */
     worktreeDir: z.string().min(1).optional(),
     /** Task worktrees: files copied in (include), dependency dirs, cleanup (src/git/worktree-config.ts). */
@@ -186,7 +192,11 @@ type ParsedConfig = z.output<typeof ConfigSchema>;
  * The configuration with every default resolved (once, here: nothing downstream writes
  * its own fallback). Paths are absolute.
  */
-export type Config = Omit<ParsedConfig, "worktreeDir" | "git" | "checkpointInterval"> & {
+export type Config = Omit<ParsedConfig, "worktreeDir" | "git" | "checkpointInterval" | "slots"> & {
+  /** Tasks per worker (`slots: auto` resolved for this host when the config was read). */
+  slots: number;
+  /** For `slots: auto`: what decided the number, in words. */
+  slotsAuto?: string;
   worktreeDir: string;
   git: ParsedConfig["git"] & { cloneDir: string };
   /** Milliseconds; 0: off. */
@@ -311,10 +321,13 @@ export function parseConfig(input: z.input<typeof ConfigSchema>, env: NodeJS.Pro
   return resolveDefaults(ConfigSchema.parse(input), env);
 }
 
-function resolveDefaults({ checkpointInterval, ...config }: ParsedConfig, env: NodeJS.ProcessEnv): Config {
+function resolveDefaults({ checkpointInterval, slots, ...config }: ParsedConfig, env: NodeJS.ProcessEnv): Config {
   const path = (p: string) => resolve(expandHome(p, env));
+  const perWorker = slots === "auto" ? autoSlots(hostFacts(), { agentMemoryMb: config.agentMemoryMb, workers: config.workers }) : { slots };
   return {
     ...config,
+    slots: perWorker.slots,
+    ...("why" in perWorker ? { slotsAuto: perWorker.why } : {}),
     checkpointIntervalMs: checkpointInterval === "off" ? 0 : checkpointInterval,
     worktreeDir: path(config.worktreeDir ?? defaultWorktreeDir(env)),
     embedded: { ...config.embedded, ...(config.embedded.storeDir ? { storeDir: path(config.embedded.storeDir) } : {}) },

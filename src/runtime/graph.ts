@@ -6,7 +6,7 @@ import { GraphError } from "./errors.js";
 import { ID_PATTERN } from "./ids.js";
 import { DurationSchema } from "./duration.js";
 import { didYouMean, shortList, shortPath } from "./suggest.js";
-import { ProviderNameSchema } from "./providers.js";
+import { ProviderNameSchema, ROTATIONS } from "./providers.js";
 
 export { DurationSchema };
 
@@ -128,6 +128,8 @@ export const TaskDefSchema = z
      * and the task runs that provider's agent (`agent` is then not used).
      */
     providers: z.array(ProviderNameSchema).min(1, "name at least one provider, or leave 'providers' out").optional(),
+    /** How `providers` is used: in order (`fallback`, the default), taking turns (`round_robin`), or cheapest first (`cost_optimized`). */
+    rotation: z.enum(ROTATIONS).optional(),
     /**
      * Set by the submitter for a prompt too large to travel in messages: the whole prompt
      * is in the object store `<prefix>-payloads` under this name (`sha256-<hex>` of its
@@ -315,6 +317,9 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: t
     if (t.provider !== undefined && t.providers !== undefined) {
       ctx.addIssue({ code: "custom", path: ["provider"], message: "give either 'provider: <name>' or 'providers: [<name>, ...]', not both" });
     }
+    if (t.rotation !== undefined && t.providers === undefined) {
+      ctx.addIssue({ code: "custom", path: ["rotation"], message: "says how a task's providers take turns: give the task 'providers: [<name>, ...]' too, or leave 'rotation' out" });
+    }
   })
   .transform(({ timeout, idleTimeout, retry, promptFile: _promptFile, provider, ...rest }): TaskDef => ({
     ...rest,
@@ -342,11 +347,14 @@ export const GraphFileSchema = z
      * a task's own setting wins. Resolved into the tasks when the file is read.
      */
     agents: z.record(z.string().min(1), AgentFileFieldsSchema).optional(),
+    /** How every task's `providers` list is used unless the task says (`rotation:` of a task). */
+    rotation: z.enum(ROTATIONS).optional(),
     tasks: z.array(TaskFileSchema).min(1, "a graph needs at least one task"),
   })
   .strict()
-  .transform(({ maxDuration, agents, ...rest }): Graph => {
-    const graph = agents ? { ...rest, tasks: rest.tasks.map((t) => withAgentDefaults(t, agents[t.agent])) } : rest;
+  .transform(({ maxDuration, agents, rotation, ...rest }): Graph => {
+    const rotated = rotation === undefined ? rest : { ...rest, tasks: rest.tasks.map((t) => (t.providers && t.rotation === undefined ? { ...t, rotation } : t)) };
+    const graph = agents ? { ...rotated, tasks: rotated.tasks.map((t) => withAgentDefaults(t, agents[t.agent])) } : rotated;
     return maxDuration === undefined ? graph : { ...graph, maxDurationMs: maxDuration };
   });
 

@@ -756,8 +756,23 @@ export const ProviderState = z.object({
    * or 0 a provider failure, task latency ms]. Task failures of their own are not kept.
    */
   samples: z.array(z.tuple([z.number().int().min(0), z.union([z.literal(0), z.literal(1)]), z.number().min(0)])).default([]),
-  /** The limits adaptive concurrency set (within the config's bounds), and when it last stepped. */
-  adapted: z.object({ concurrent: z.number().int().min(1).optional(), perMinute: z.number().positive().optional(), steppedAt: z.number().int().min(0) }).optional(),
+  /** The limits adaptive concurrency set (within the config's bounds), when it last stepped, which way and why. */
+  adapted: z
+    .object({
+      concurrent: z.number().int().min(1).optional(),
+      perMinute: z.number().positive().optional(),
+      steppedAt: z.number().int().min(0),
+      direction: z.enum(["down", "up"]).optional(),
+      reason: z.string().optional(),
+    })
+    .optional(),
+  /**
+   * The configured limits of the balancer that last granted a permit (before adaptive
+   * steps): what `ado status` shows the state against.
+   */
+  limits: z.object({ concurrent: z.number().int().min(1).optional(), perMinute: z.number().positive().optional(), burst: z.number().int().min(1) }).optional(),
+  /** What the provider's finished attempts cost on one UTC day (`day`: YYYY-MM-DD); a new day starts at zero. */
+  spend: z.object({ day: z.string(), costUsd: z.number().min(0), tokens: z.number().int().min(0), tasks: z.number().int().min(0) }).optional(),
 });
 export type ProviderState = z.infer<typeof ProviderState>;
 

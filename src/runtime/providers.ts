@@ -101,9 +101,49 @@ export const ProviderSchema = z
     circuit: CircuitFileSchema.default({ ...CIRCUIT_DEFAULTS }),
     /** The model in the price table (config `prices`) this provider's tasks are priced at. */
     prices: z.string().min(1).optional(),
+    /**
+     * Tokens a typical task of this provider uses, for `rotation: cost_optimized` (its
+     * expected cost per task = these tokens at its `prices` model). Default: TASK_TOKENS_DEFAULT.
+     */
+    taskTokens: z.object({ input: z.number().int().min(0), output: z.number().int().min(0) }).strict().optional(),
   })
   .strict();
 export type ProviderDef = z.output<typeof ProviderSchema>;
+
+/**
+ * The tokens of an "expected task" when a provider does not say (`taskTokens`).
+ * ASSUMPTION, not measured: an agent task that reads a few files and writes a change;
+ * cost_optimized only ranks providers by it, so what matters is that every provider is
+ * priced on the same task. Set `taskTokens` per provider where you know better.
+ */
+export const TASK_TOKENS_DEFAULT = { input: 100_000, output: 10_000 } as const;
+
+/**
+ * What a task is expected to cost on provider `def` (USD): its `taskTokens` at the price
+ * of its `prices` model (`priceOf`: the price table in force, USD per million tokens).
+ * Undefined when it names no model or the table does not know it (never a guessed price).
+ */
+export function expectedTaskCost(
+  def: Pick<ProviderDef, "prices" | "taskTokens">,
+  priceOf: (model: string) => { input: number; output: number } | undefined,
+): number | undefined {
+  const price = def.prices === undefined ? undefined : priceOf(def.prices);
+  if (!price) return undefined;
+  const t = def.taskTokens ?? TASK_TOKENS_DEFAULT;
+  return (t.input * price.input + t.output * price.output) / 1_000_000;
+}
+
+/**
+ * How a task's provider list is used (graph or task `rotation:`; the governor applies it, rotationOrder in governor/decide.ts):
+ * - `fallback` (default): in the order written; the next only when the first has no room.
+ * - `round_robin`: the providers take turns (each balancer starts after the one it used
+ *   last for that list), so equivalent accounts share the work; a provider without room
+ *   is skipped as in `fallback`.
+ * - `cost_optimized`: subscription accounts first (already paid for), then pay-per-use
+ *   ones from the cheapest expected task up; ones with no known price last.
+ */
+export const ROTATIONS = ["fallback", "round_robin", "cost_optimized"] as const;
+export type Rotation = (typeof ROTATIONS)[number];
 
 /** Config `providers:`: provider name -> definition. */
 export const ProvidersConfigSchema = z.record(ProviderNameSchema, ProviderSchema);
@@ -124,16 +164,19 @@ export const ProviderAssignmentSchema = z.object({
    * applies the attempt's outcome with them, so both judge by one rule.
    */
   circuit: z.object({ failures: z.number().int().min(1), cooldownMs: z.number().int().min(1), probes: z.number().int().min(1), successes: z.number().int().min(1) }),
+  /** When the governor granted the permit (epoch ms, as the stored state records it): what the provider's rate limits. */
+  grantedAt: z.number().int().min(0).optional(),
 });
 export type ProviderAssignment = z.output<typeof ProviderAssignmentSchema>;
 
-/** The assignment for a task run on provider `name`. */
-export function providerAssignment(name: string, def: ProviderDef): ProviderAssignment {
+/** The assignment for a task run on provider `name`, granted at `grantedAt` (epoch ms). */
+export function providerAssignment(name: string, def: ProviderDef, grantedAt?: number): ProviderAssignment {
   return {
     name,
     agent: def.agent,
     access: def.access,
     circuit: def.circuit,
+    ...(grantedAt !== undefined ? { grantedAt } : {}),
     ...(def.credentials ? { credentials: def.credentials } : {}),
     ...(def.env ? { env: def.env } : {}),
   };

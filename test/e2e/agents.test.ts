@@ -6,7 +6,7 @@
  * and the balancer sends a task only to a worker that has its agent.
  */
 import { mkdir, mkdtemp, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { availableParallelism, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
@@ -209,6 +209,12 @@ describe("agents on workers - ado doctor lists what this host can run and why no
     expect(json.code, json.stderr).toBe(0);
     const report = JSON.parse(json.stdout) as { builtin: string[]; agents: Array<{ name: string; available: boolean; version?: string; reason?: string; login?: { state: string } }> };
     expect(report.builtin).toEqual(["shell", "noop"]);
+    // What `slots: auto` would give here, from this host's cores, memory and load.
+    const hw = (JSON.parse(json.stdout) as { hardware: { cores: number; autoSlots: number; why: string; slots: number } }).hardware;
+    expect(hw.cores).toBe(availableParallelism());
+    expect(hw.autoSlots).toBeGreaterThanOrEqual(1);
+    expect(hw.why).toMatch(new RegExp(`^${hw.cores} cores? at load .* ${hw.autoSlots} slots? per worker`));
+    expect(hw.slots).toBe(1);
     const claude = report.agents.find((a) => a.name === "claude")!;
     expect(claude).toMatchObject({ available: true, version: "2.1.119 (Claude Code)", login: { state: "ok" } });
     const codex = report.agents.find((a) => a.name === "codex")!;
@@ -219,5 +225,6 @@ describe("agents on workers - ado doctor lists what this host can run and why no
     expect(text.code, text.stderr).toBe(0);
     expect(text.stdout).toMatch(/claude\s+available\s+2\.1\.119 \(Claude Code\)/);
     expect(text.stdout).toMatch(/codex\s+missing\s+'codex' is not on PATH/);
+    expect(text.stdout).toMatch(/\nHardware: slots: auto gives \d+ per worker here \(configured: 1\): \d+ cores? at load [\d.]+ \(\d+ idle\), .* per worker/);
   }, 60_000);
 });

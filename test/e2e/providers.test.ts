@@ -17,6 +17,7 @@ import { openBuckets } from "../../src/runtime/topology.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
 import { FAKE_PATH } from "../agents/helpers.js";
+import { runAdo } from "../helpers/cli.js";
 
 let ts: TestServer;
 let scratch: string;
@@ -106,6 +107,22 @@ describe("providers - circuit breaker and fallback, end to end", () => {
         const wait = await eventually(() => events.find((e) => e.type === "task.waiting"), 30_000, "task.waiting for provider bad");
         expect(wait.type === "task.waiting" && wait.reason).toMatch(/^waiting for provider bad until \d\d:\d\d UTC: circuit open: 2 auth failures in a row/);
         expect(events.some((e) => e.type === "task.started" || e.type === "task.failed")).toBe(false);
+        // `ado status` (a separate process, as a person runs it) says the same beside the
+        // task, and its providers view shows each provider's circuit, running and spend.
+        const env = { ADO_SERVER: ts.url, ADO_PREFIX: topo.prefix };
+        const status = await runAdo(["status", waiting.runId], { env });
+        expect(status.code, status.stderr).toBe(0);
+        expect(status.stdout).toMatch(/\n {2}w +queued .*waiting for provider bad until \d\d:\d\d UTC: circuit open/);
+        expect(status.stdout).toMatch(/\nproviders:\n {2}provider +circuit +permits +running +spend +why \/ last adaptive step\n/);
+        expect(status.stdout).toMatch(new RegExp(`\\n {2}bad +open until \\d\\d:\\d\\d UTC +no rate limit +0 running +\\$0\\.00 today, ${bad.counted.length} tasks +circuit: 2 auth failures in a row`));
+        expect(status.stdout).toMatch(/\n {2}good +closed +no rate limit +0 running +\$\d+\.\d\d today, 4 tasks/);
+        const json = await runAdo(["status", "--providers", "--json"], { env });
+        expect(json.code, json.stderr).toBe(0);
+        const views = JSON.parse(json.stdout) as Array<{ provider: string; circuit: { state: string }; spendToday: { tasks: number } }>;
+        expect(views.map((v) => [v.provider, v.circuit.state, v.spendToday.tasks])).toEqual([
+          ["bad", "open", bad.counted.length],
+          ["good", "closed", 4],
+        ]);
         await client.control({ runId: waiting.runId }, "cancel", "test over");
         expect((await watch).status).toBe("cancelled");
       } finally {
@@ -175,6 +192,50 @@ describe("providers - circuit breaker and fallback, end to end", () => {
         expect(Date.parse(second!.at)).toBeGreaterThanOrEqual(resetAtSec * 1000);
       } finally {
         sub.unsubscribe();
+        await worker.close();
+        await nc.drain();
+        await stack.close();
+        await repo.cleanup();
+      }
+    },
+  );
+
+  it(
+    "providers - rotation: round_robin: the tasks of one provider list take turns on two equal providers (fallback would put them all on the first)",
+    { timeout: 180_000 },
+    async () => {
+      const repo = await makeRepo();
+      const topo = uniqueTopology();
+      const home = join(scratch, "home3");
+      // Two equal accounts, no limits: only the rotation spreads the tasks.
+      const env = { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_TOOLS: "1" };
+      const providers = { a: { agent: "claude", access: "subscription" as const, env }, b: { agent: "claude", access: "subscription" as const, env } };
+      const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt3"), heartbeatMs: 200, providers });
+      const stack = await Stack.start({ config, logger: silentLogger });
+      const nc = await connectNats({ servers: ts.url, name: "test-client-3", logger: silentLogger });
+      const wnc = await connectNats({ servers: ts.url, name: "worker-rr", logger: silentLogger });
+      const worker = await new Worker(
+        { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger },
+        { workerId: newWorkerId(hostname()), slots: 2, heartbeatMs: 200, worktreeDir: config.worktreeDir, cloneDir: config.git.cloneDir, agents: new Map<string, Agent>([...builtinAgents(), ...cliAgents()]), providers: config.providers },
+      ).start();
+      try {
+        const client = new AdoClient(nc, topo);
+        const graph = parseGraph("rotation: round_robin\ntasks:\n" + Array.from({ length: 6 }, (_, i) => `  - { id: r${i}, prompt: "note ${i}", providers: [a, b] }`).join("\n") + "\n");
+        expect(graph.tasks.every((t) => t.rotation === "round_robin")).toBe(true);
+        const { runId } = await client.submit({ graph, repo: repo.dir });
+        expect((await client.watch(runId)).status).toBe("succeeded");
+        const kv = await openBuckets(nc, topo);
+        const ran = async (name: string) => {
+          const e = await kv.providers.get(name);
+          return e?.operation === "PUT" ? (decode(SCHEMAS.ProviderState, e.value) as ProviderState).counted.length : 0;
+        };
+        // One balancer turns the list after every placement: 3 and 3 (a redelivered message
+        // asked again could shift one), never all on the first as the written order would.
+        const [onA, onB] = [await ran("a"), await ran("b")];
+        expect(onA + onB).toBe(6);
+        expect(onA).toBeGreaterThanOrEqual(2);
+        expect(onB).toBeGreaterThanOrEqual(2);
+      } finally {
         await worker.close();
         await nc.drain();
         await stack.close();

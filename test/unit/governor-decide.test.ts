@@ -6,12 +6,15 @@ import {
   gate,
   hhmm,
   initialState,
+  nextCursor,
+  rotationOrder,
+  type ProviderCost,
   policyOf,
   type ProviderAvailability,
   type ProviderPolicy,
 } from "../../src/runtime/governor/decide.js";
 import type { ProviderState } from "../../src/runtime/messages.js";
-import { checkProviders, ProvidersConfigSchema, providerEnvironment, providerAssignment } from "../../src/runtime/providers.js";
+import { checkProviders, expectedTaskCost, ProvidersConfigSchema, providerEnvironment, providerAssignment } from "../../src/runtime/providers.js";
 import { parseConfig } from "../../src/runtime/config.js";
 import { GraphFileSchema } from "../../src/runtime/graph.js";
 import { MAX_PROVIDER_FAILURES, providerFailureRule } from "../../src/actors/scheduler/run-state.js";
@@ -181,6 +184,79 @@ describe("governor - the balancer's gate", () => {
   });
 });
 
+describe("governor - rotation", () => {
+  const none = () => undefined;
+
+  it("governor - fallback (and no rotation) tries the providers as written", () => {
+    expect(rotationOrder(["a", "b", "c"], undefined, 2, none)).toEqual(["a", "b", "c"]);
+    expect(rotationOrder(["a", "b", "c"], "fallback", 2, none)).toEqual(["a", "b", "c"]);
+  });
+
+  it("governor - round_robin: each placement moves the turn to the next provider, so equal providers alternate", () => {
+    const list = ["a", "b", "c"];
+    let cursor: number | undefined;
+    const used: string[] = [];
+    // Every provider has room: each task takes the first of the rotated list.
+    for (let i = 0; i < 7; i++) {
+      const g = gate(rotationOrder(list, "round_robin", cursor, none), new Map(), () => ({ room: 5 }));
+      expect(g.type).toBe("use");
+      const p = (g as { provider: string }).provider;
+      used.push(p);
+      cursor = nextCursor(list, p);
+    }
+    expect(used).toEqual(["a", "b", "c", "a", "b", "c", "a"]);
+  });
+
+  it("governor - round_robin skips a provider without room and the turn goes on after the one used", () => {
+    const list = ["a", "b", "c"];
+    const rooms = new Map<string, ProviderAvailability>([["b", { room: 0, reason: "circuit open" }]]);
+    const order = rotationOrder(list, "round_robin", nextCursor(list, "a"), none);
+    expect(order).toEqual(["b", "c", "a"]);
+    const g = gate(order, rooms, () => ({ room: 1 }));
+    expect(g).toEqual({ type: "use", provider: "c" });
+    expect(nextCursor(list, "c")).toBe(0);
+  });
+
+  it("governor - cost_optimized: subscriptions first (as written), then the cheapest expected task, unpriced last", () => {
+    const costs: Record<string, ProviderCost> = {
+      dear: { access: "api", perTask: 0.9 },
+      cheap: { access: "api", perTask: 0.1 },
+      sub1: { access: "subscription" },
+      unpriced: { access: "api" },
+      sub2: { access: "subscription", perTask: 5 },
+    };
+    const order = rotationOrder(["unpriced", "dear", "sub1", "cheap", "sub2"], "cost_optimized", undefined, (n) => costs[n]);
+    expect(order).toEqual(["sub1", "sub2", "cheap", "dear", "unpriced"]);
+    // A subscription with no room falls back to the cheapest pay-per-use account.
+    const g = gate(order, new Map([["sub1", { room: 0 }], ["sub2", { room: 0 }]]), () => ({ room: 1 }));
+    expect(g).toEqual({ type: "use", provider: "cheap" });
+  });
+
+  it("providers - a task's expected cost is its tokens at its model's price; unknown without a price", () => {
+    const price = (m: string) => (m === "m" ? { input: 3, output: 15 } : undefined);
+    expect(expectedTaskCost({ prices: "m", taskTokens: { input: 1_000_000, output: 100_000 } }, price)).toBeCloseTo(4.5);
+    expect(expectedTaskCost({ prices: "m" }, price)).toBeCloseTo(0.3 + 0.15);
+    expect(expectedTaskCost({ prices: "other" }, price)).toBeUndefined();
+    expect(expectedTaskCost({}, price)).toBeUndefined();
+  });
+
+  it("graph - rotation per task or for the whole graph; a rotation without providers is refused", () => {
+    const g = GraphFileSchema.parse({
+      rotation: "round_robin",
+      tasks: [
+        { id: "a", prompt: "x", providers: ["p", "q"] },
+        { id: "b", prompt: "x", providers: ["p", "q"], rotation: "cost_optimized" },
+        { id: "c", run: "true" },
+      ],
+    });
+    expect(g.tasks.map((t) => t.rotation)).toEqual(["round_robin", "cost_optimized", undefined]);
+    const bad = GraphFileSchema.safeParse({ tasks: [{ id: "a", run: "true", rotation: "round_robin" }] });
+    expect(bad.success).toBe(false);
+    expect(JSON.stringify(bad.error?.issues)).toMatch(/give the task 'providers/);
+    expect(GraphFileSchema.safeParse({ tasks: [{ id: "a", provider: "p", rotation: "sideways" }] }).success).toBe(false);
+  });
+});
+
 describe("providers - config and tasks", () => {
   it("providers - config parses limits, credentials and circuit with defaults", () => {
     const c = parseConfig({
@@ -248,7 +324,7 @@ describe("governor - adaptive concurrency", () => {
     const down = permit(s, T0 + 1);
     expect(down.steps).toEqual([{ direction: "down", from: { concurrent: 12, perMinute: 40 }, to: { concurrent: 9, perMinute: 20 }, reason: "error rate 30% over the last 10 tasks (above 20%)" }]);
     s = down.state!;
-    expect(s.adapted).toEqual({ concurrent: 9, perMinute: 20, steppedAt: T0 + 1 });
+    expect(s.adapted).toEqual({ concurrent: 9, perMinute: 20, steppedAt: T0 + 1, direction: "down", reason: "error rate 30% over the last 10 tasks (above 20%)" });
     // The new limits are in force (the rate refills at 20 a minute now).
     expect(availability(s, p, T0 + 2, always).room).toBeLessThanOrEqual(9);
     // Within the cooldown no step, whatever the outcomes.

@@ -30,6 +30,8 @@ export interface BalancerOptions {
   ackWaitMs?: number;
   /** Providers tasks may name (config `providers:`); the governor grants them fleet-wide. */
   providers?: ProvidersConfig;
+  /** Each priced provider's expected cost of a task (USD), for `rotation: cost_optimized`. */
+  taskCosts?: Readonly<Record<string, number>>;
 }
 
 /**
@@ -135,6 +137,7 @@ export class Balancer extends Actor {
       providers: this.opts.providers ?? {},
       running: () => new Set(this.registry.live().flatMap((w) => w.record.active)),
       onChange: () => this.kick(),
+      ...(this.opts.taskCosts ? { taskCosts: this.opts.taskCosts } : {}),
     });
     await this.governor.start();
     const jsm = await this.js.jetstreamManager();
@@ -255,7 +258,7 @@ export class Balancer extends Actor {
       let route = entry.item.route;
       let providerWait: string | undefined;
       if (work.task.providers?.length) {
-        const gate = providers.gate(work.task.providers);
+        const gate = providers.gate(work.task.providers, work.task.rotation);
         if (gate.type === "wait") providerWait = gate.reason;
         else route = this.routeFor(entry.item, gate.provider);
       }
@@ -344,7 +347,7 @@ export class Balancer extends Actor {
         }
         if (!work.task.providers?.length) return entry.item.route;
         providers ??= this.governor.pass(now);
-        const gate = providers.gate(work.task.providers);
+        const gate = providers.gate(work.task.providers, work.task.rotation);
         if (gate.type === "wait") {
           if (gate.until !== undefined && (providerDue === undefined || gate.until < providerDue)) providerDue = gate.until;
           return undefined;
@@ -353,8 +356,11 @@ export class Balancer extends Actor {
       },
       (entry, pick) => {
         pick.view.outstanding.set(entry.key, now);
-        if (entry.item.provider && entry.item.work.task.providers?.length) this.sendGranted(entry, pick.id);
-        else this.send(entry.key, entry.item, pick.id);
+        const { provider, work } = entry.item;
+        if (provider && work.task.providers?.length) {
+          this.governor.used(work.task.providers, work.task.rotation, provider);
+          this.sendGranted(entry, pick.id);
+        } else this.send(entry.key, entry.item, pick.id);
       },
     );
     this.armDueTimer();
@@ -385,7 +391,7 @@ export class Balancer extends Actor {
       .then((d) => {
         if (d.type === "permit") {
           const def = this.opts.providers![provider]!;
-          this.send(entry.key, held, workerId, providerAssignment(provider, def));
+          this.send(entry.key, held, workerId, providerAssignment(provider, def, d.state.active[entry.key]));
           return;
         }
         this.registry.workers.get(workerId)?.outstanding.delete(entry.key);

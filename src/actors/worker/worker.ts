@@ -144,6 +144,8 @@ export class Worker extends Actor {
         attempt: attemptKey(work),
         ok: result.status === "succeeded",
         latencyMs: Math.max(0, Date.parse(result.finishedAt) - Date.parse(result.startedAt)),
+        costUsd: result.costUsd,
+        ...(result.tokens !== undefined ? { tokens: result.tokens } : {}),
         ...(f ? { kind: f.kind, message: f.message, ...(f.retryAt !== undefined ? { retryAt: f.retryAt } : {}) } : {}),
       })
       .catch((err) => this.log.warn({ provider: provider.name, task: work.taskId, err: errorMessage(err) }, "provider outcome not recorded"));

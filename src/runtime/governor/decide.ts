@@ -8,7 +8,7 @@
  * No clock of its own and no I/O: every function takes `now` (epoch ms).
  */
 import type { CircuitState, ProviderState, TaskFailure } from "../messages.js";
-import type { ProviderDef } from "../providers.js";
+import type { ProviderDef, Rotation } from "../providers.js";
 
 /** The rules of one provider, from its config. */
 export interface ProviderPolicy {
@@ -132,6 +132,7 @@ export function decidePermit(
 ): PermitDecision {
   const base = current ?? initialState(provider, policy, now);
   if (base.active[attempt] !== undefined) return { type: "permit", state: base, transitions: [], steps: [] };
+  const configured = policy;
   const transitions: Transition[] = [];
   let changed = current === undefined;
   let s: ProviderState = { ...base, active: { ...base.active }, circuit: { ...base.circuit } };
@@ -181,10 +182,15 @@ export function decidePermit(
   if (tokens < 1) {
     return refuse(`rate limit of ${policy.perMinute} per minute reached`, nextTokenAt(tokens, refilledAt, policy));
   }
-  s = { ...s, tokens: policy.perMinute === undefined ? s.tokens : tokens - 1, refilledAt };
+  s = { ...s, tokens: policy.perMinute === undefined ? s.tokens : tokens - 1, refilledAt, limits: limitsOf(configured) };
   s.active[attempt] = now;
   if (s.circuit.state === "half_open") s.circuit.probes = [...s.circuit.probes, attempt];
   return { type: "permit", state: s, transitions, steps };
+}
+
+/** The configured limits, as `ProviderState.limits` keeps them. */
+function limitsOf(policy: ProviderPolicy): NonNullable<ProviderState["limits"]> {
+  return { burst: policy.burst, ...(policy.concurrent !== undefined ? { concurrent: policy.concurrent } : {}), ...(policy.perMinute !== undefined ? { perMinute: policy.perMinute } : {}) };
 }
 
 /** How an attempt on a provider ended, as its worker reports it. */
@@ -197,6 +203,9 @@ export interface Outcome {
   message?: string;
   /** How long the attempt ran (ms), for adaptive concurrency's latency. */
   latencyMs?: number;
+  /** What the attempt cost (USD) and the tokens it used, for the provider's spend of the day. */
+  costUsd?: number;
+  tokens?: number;
 }
 
 /** Outcomes kept for adaptive concurrency (the window trims them further). */
@@ -221,6 +230,7 @@ export function applyOutcome(
   if (base.counted.includes(o.attempt)) return undefined;
   const s: ProviderState = { ...base, active: { ...base.active }, circuit: { ...base.circuit }, counted: [...base.counted, o.attempt].slice(-COUNTED_MAX) };
   delete s.active[o.attempt];
+  s.spend = addSpend(s.spend, now, o);
   const wasProbe = s.circuit.probes.includes(o.attempt);
   if (wasProbe) s.circuit.probes = s.circuit.probes.filter((p) => p !== o.attempt);
   const transitions: Transition[] = [];
@@ -262,6 +272,13 @@ export function applyOutcome(
       break;
   }
   return { state: s, transitions };
+}
+
+/** The day's spend with one more finished attempt; a new UTC day starts from zero. */
+export function addSpend(spend: ProviderState["spend"], now: number, o: Pick<Outcome, "costUsd" | "tokens">): NonNullable<ProviderState["spend"]> {
+  const day = new Date(now).toISOString().slice(0, 10);
+  const base = spend && spend.day === day ? spend : { day, costUsd: 0, tokens: 0, tasks: 0 };
+  return { day, costUsd: base.costUsd + Math.max(0, o.costUsd ?? 0), tokens: base.tokens + Math.max(0, Math.round(o.tokens ?? 0)), tasks: base.tasks + 1 };
 }
 
 const oneLine = (text: string) => {
@@ -363,6 +380,45 @@ export function hhmm(ms: number): string {
   return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())} UTC`;
 }
 
+// ---- rotation: the order a task's providers are tried in --------------------------------
+
+/** What rotation knows of one provider: how it is paid for and, when priced, what a task is expected to cost (USD). */
+export interface ProviderCost {
+  access: "subscription" | "api";
+  perTask?: number;
+}
+
+/**
+ * The order in which `gate` tries a task's providers. `cursor`: for `round_robin`, the
+ * index of the list to start at (what `nextCursor` returned after the last use of this
+ * list). `cost`: a provider's cost facts (undefined: unknown, e.g. not in this config).
+ * Ties keep the written order, so equal providers are tried as the task lists them.
+ */
+export function rotationOrder(providers: readonly string[], rotation: Rotation | undefined, cursor: number | undefined, cost: (name: string) => ProviderCost | undefined): readonly string[] {
+  if (providers.length < 2 || rotation === undefined || rotation === "fallback") return providers;
+  if (rotation === "round_robin") {
+    const start = (cursor ?? 0) % providers.length;
+    return start === 0 ? providers : [...providers.slice(start), ...providers.slice(0, start)];
+  }
+  // Subscription (0), then priced pay-per-use by price (1), then unpriced (2).
+  const rank = (name: string): [number, number] => {
+    const c = cost(name);
+    if (c?.access === "subscription") return [0, 0];
+    if (c?.perTask !== undefined) return [1, c.perTask];
+    return [2, 0];
+  };
+  return providers
+    .map((name, i) => ({ name, i, r: rank(name) }))
+    .sort((a, b) => a.r[0] - b.r[0] || a.r[1] - b.r[1] || a.i - b.i)
+    .map((x) => x.name);
+}
+
+/** The round-robin cursor after a task of this list was sent to `used`: the provider after it goes first next time. */
+export function nextCursor(providers: readonly string[], used: string): number {
+  const i = providers.indexOf(used);
+  return i < 0 ? 0 : (i + 1) % providers.length;
+}
+
 // ---- adaptive concurrency ----------------------------------------------------------
 
 /** A step of adaptive concurrency, to be announced as a `provider.adaptive` event. */
@@ -423,6 +479,6 @@ export function adapt(
     reason = `error rate ${pct(rate)} ${over} (under ${pct(ADAPTIVE_RAISE_BELOW)})${median !== undefined ? `, median latency ${Math.round(median)} ms` : ""}`;
   } else return keep();
   if (next.concurrent === cur.concurrent && next.perMinute === cur.perMinute) return keep();
-  const adapted = { ...next, steppedAt: now };
+  const adapted = { ...next, steppedAt: now, direction, reason };
   return { state: { ...s, samples: [], adapted }, step: { direction, from: cur, to: next, reason } };
 }

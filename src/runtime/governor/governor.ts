@@ -22,7 +22,7 @@ import { KvWatch } from "../kv-watch.js";
 import type { Logger } from "../logger.js";
 import { SCHEMAS, type ProviderEvent, type ProviderState } from "../messages.js";
 import { msgIds } from "../names.js";
-import type { ProvidersConfig } from "../providers.js";
+import type { ProvidersConfig, Rotation } from "../providers.js";
 import { Backoff, retry } from "../retry.js";
 import type { Topology } from "../topology.js";
 import {
@@ -40,6 +40,9 @@ import {
   type StillRunning,
   type Transition,
   type AdaptiveStep,
+  nextCursor,
+  rotationOrder,
+  type ProviderCost,
 } from "./decide.js";
 
 export interface GovernorOptions {
@@ -59,6 +62,8 @@ export interface GovernorOptions {
   running?: () => ReadonlySet<string>;
   /** Called when a provider's state changed (another replica's permit, a circuit moved). */
   onChange?: () => void;
+  /** Each provider's expected cost of a task (USD), for `rotation: cost_optimized`; unpriced ones are left out. */
+  taskCosts?: Readonly<Record<string, number>>;
 }
 
 /** Tries of one compare-and-set before giving up (each lost race means someone else got through). */
@@ -66,12 +71,15 @@ const CAS_TRIES = 50;
 
 class CasConflict extends Error {}
 
+/** A provider list as a map key (provider names have no NUL). */
+const listKey = (providers: readonly string[]) => providers.join("\u0000");
+
 const isWrongRevision = (err: unknown) => err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamWrongLastSequence;
 
 /** One dispatch pass's view of the providers: rooms are worked out once per provider. */
 export interface GovernorPass {
-  /** Which provider of the list the task may try now, or why it waits. */
-  gate(providers: readonly string[]): Gate;
+  /** Which provider of the list the task may try now (tried in the order `rotation` gives), or why it waits. */
+  gate(providers: readonly string[], rotation?: Rotation): Gate;
 }
 
 export class Governor {
@@ -81,9 +89,16 @@ export class Governor {
   private watch?: KvWatch<ProviderState>;
   /** Permits asked for and not answered yet, per provider: a pass must not count their tokens twice. */
   private readonly pending = new Map<string, number>();
+  /** Round robin: per provider list, where this process starts next (nextCursor of the last provider used). */
+  private readonly cursors = new Map<string, number>();
+  private readonly costs = new Map<string, ProviderCost>();
 
   constructor(private readonly o: GovernorOptions) {
-    for (const [name, def] of Object.entries(o.providers ?? {})) this.policies.set(name, policyOf(def));
+    for (const [name, def] of Object.entries(o.providers ?? {})) {
+      this.policies.set(name, policyOf(def));
+      const perTask = o.taskCosts?.[name];
+      this.costs.set(name, { access: def.access, ...(perTask !== undefined ? { perTask } : {}) });
+    }
   }
 
   /** Starts the local view (a watch of the bucket). Only a process that gates tasks needs it. */
@@ -141,7 +156,17 @@ export class Governor {
       const pending = this.pending.get(name) ?? 0;
       return pending ? { ...a, room: Math.max(0, a.room - pending) } : a;
     };
-    return { gate: (providers) => gate(providers, rooms, unknown) };
+    const cost = (name: string) => this.costs.get(name);
+    return { gate: (providers, rotation) => gate(rotationOrder(providers, rotation, this.cursors.get(listKey(providers)), cost), rooms, unknown) };
+  }
+
+  /**
+   * A task of this provider list was placed on `provider`: with `round_robin` the next
+   * task of the list starts after it. Only placements move the turn (not a pass that
+   * merely looks, nor a task that found no worker), so turns follow what was sent.
+   */
+  used(providers: readonly string[], rotation: Rotation | undefined, provider: string): void {
+    if (rotation === "round_robin") this.cursors.set(listKey(providers), nextCursor(providers, provider));
   }
 
   /**
