@@ -192,7 +192,14 @@ export class Stack {
   stopWorkers(): Promise<void> {
     // setTimeout caps at 2^31-1 ms (~24 days); anything longer would fire at once.
     const untilInterrupted = 2 ** 31 - 1 - this.config.shutdown.forceMs;
-    return Promise.all(this.workers.map((w) => w.close({ graceMs: untilInterrupted, forceMs: this.config.shutdown.forceMs }))).then(() => undefined);
+    // The scaler's workers (`ado run --auto-scale`) are processes of its pools: the scaler
+    // stops deciding and asks each to drain (within the shutdown grace, then a checkpoint).
+    const scalers = this.actors.filter((a) => a.kind === "scaler");
+    return Promise.all([
+      ...this.workers.map((w) => w.close({ graceMs: untilInterrupted, forceMs: this.config.shutdown.forceMs })),
+      // Its backends wait up to grace + force + 5 s for a worker process before killing it.
+      ...scalers.map((a) => a.close({ graceMs: this.config.shutdown.graceMs + this.config.shutdown.forceMs + 5_000, forceMs: this.config.shutdown.forceMs })),
+    ]).then(() => undefined);
   }
 
   /**
