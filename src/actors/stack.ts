@@ -9,7 +9,7 @@ import { newWorkerId, type WorkerId } from "../runtime/ids.js";
 import type { Logger } from "../runtime/logger.js";
 import { describeServerHealth, ServerCondition, ServerHealthMonitor } from "../runtime/server-health.js";
 import { authForRole, type Role } from "../runtime/nats-auth.js";
-import { openBuckets, provision, topology, type Topology } from "../runtime/topology.js";
+import { openBuckets, provision, resolveReplicas, topology, type Topology } from "../runtime/topology.js";
 import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
 import { Stealer } from "./stealer/stealer.js";
@@ -100,7 +100,7 @@ export class Stack {
       const auth = (role: Role) => authForRole(config.nats, role);
       const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger, auth: auth("admin") });
       conns.push(admin);
-      await provision(admin, topo);
+      await provision(admin, topo, { replicas: resolveReplicas(config.nats.replicas, admin.info) });
       stack.serverHealth = new ServerHealthMonitor({ servers: url, name: `${topo.prefix}-health-${hostname()}-${process.pid}`, logger }).start();
       // Each actor owns its connection, as it would in a process of its own.
       const ctxFor = async (name: string, role: Role): Promise<ActorContext> => {
