@@ -43,7 +43,7 @@ describe("config - sources and precedence", () => {
     expect(parseConfig({ nats: { replicas: 3 } }).nats.replicas).toBe(3);
     expect(parseConfig({ nats: { user: "u", password: "p" } }).nats.replicas).toBe("auto");
     expect(() => parseConfig({ nats: { replicas: 0 } })).toThrow(/replicas/);
-    expect(() => parseConfig({ nats: { replicas: "three" } })).toThrow(/replicas/);
+    expect(() => parseConfig({ nats: { replicas: "three" as never } })).toThrow(/replicas/);
   });
 
   it("reads ado.config.yaml from the directory, keeping defaults for what it omits", async () => {
