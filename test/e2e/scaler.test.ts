@@ -15,7 +15,8 @@ import { openBuckets, provision } from "../../src/runtime/topology.js";
 import { Scaler } from "../../src/actors/scaler/scaler.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
-import { runAdo } from "../helpers/cli.js";
+import { ADO_BIN, runAdo } from "../helpers/cli.js";
+import { spawn } from "node:child_process";
 import { AUTO_SCALE_POOL } from "../../src/cli/auto-scale.js";
 
 /**
@@ -257,6 +258,34 @@ describe("ado run --auto-scale", () => {
       // The workers were stopped cleanly when the run ended: a worker's log is removed after a clean stop.
       expect((await readdir(join(home, "state", "ado", "workers")).catch(() => [])).filter((f) => f.endsWith(".log"))).toEqual([]);
     } finally {
+      await repo.cleanup();
+    }
+  }, 180_000);
+
+  it("auto-scale - Ctrl-C once: the pool's workers drain (the running task finishes and merges), the waiting one does not start", async () => {
+    const repo = await makeRepo();
+    const home = join(scratch, "auto-ctrlc");
+    const graph = join(scratch, "auto-ctrlc.yaml");
+    // Two tasks and one worker of one slot: the second waits for the first (8 s: time for the Ctrl-C to reach the worker on a loaded machine).
+    await writeFile(graph, 'tasks:\n  - { id: one, run: "sleep 8; echo one > one.txt" }\n  - { id: two, run: "sleep 8; echo two > two.txt" }\n');
+    const env = { ADO_SERVER: "", XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), ADO_PREFIX: uniqueTopology().prefix, ADO_LOG_LEVEL: "error" };
+    const child = spawn(process.execPath, [ADO_BIN, "run", "--graph", graph, "--repo", repo.dir, "--auto-scale", "0..1", "--progress", "plain"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (out += d));
+    const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    onTestFailed(() => console.log(out));
+    try {
+      await eventually(() => /(one|two): started/.test(out) || child.exitCode !== null, 120_000, "a task started on a pool worker");
+      const first = /(one|two): started/.exec(out)![1]!;
+      child.kill("SIGINT");
+      expect(await exited).toBe(130);
+      expect(out).toMatch(new RegExp(`${first}: merged`));
+      // Before the first Ctrl-C stopped the scaler, its worker went on to start the other task.
+      expect(out.match(/(one|two): started/g)).toEqual([`${first}: started`]);
+      expect((await readdir(join(home, "state", "ado", "workers")).catch(() => [])).filter((f) => f.endsWith(".log"))).toEqual([]);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
       await repo.cleanup();
     }
   }, 180_000);
