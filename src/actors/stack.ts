@@ -9,7 +9,7 @@ import { newWorkerId, type WorkerId } from "../runtime/ids.js";
 import type { Logger } from "../runtime/logger.js";
 import { describeServerHealth, ServerCondition, ServerHealthMonitor } from "../runtime/server-health.js";
 import { authForRole, type Role } from "../runtime/nats-auth.js";
-import { openBuckets, provision, topology, type Topology } from "../runtime/topology.js";
+import { openBuckets, provision, resolveReplicas, topology, type Topology } from "../runtime/topology.js";
 import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
 import { Stealer } from "./stealer/stealer.js";
@@ -100,7 +100,7 @@ export class Stack {
       const auth = (role: Role) => authForRole(config.nats, role);
       const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger, auth: auth("admin") });
       conns.push(admin);
-      await provision(admin, topo);
+      await provision(admin, topo, { replicas: resolveReplicas(config.nats.replicas, admin.info) });
       stack.serverHealth = new ServerHealthMonitor({ servers: url, name: `${topo.prefix}-health-${hostname()}-${process.pid}`, logger }).start();
       // Each actor owns its connection, as it would in a process of its own.
       const ctxFor = async (name: string, role: Role): Promise<ActorContext> => {
@@ -192,7 +192,14 @@ export class Stack {
   stopWorkers(): Promise<void> {
     // setTimeout caps at 2^31-1 ms (~24 days); anything longer would fire at once.
     const untilInterrupted = 2 ** 31 - 1 - this.config.shutdown.forceMs;
-    return Promise.all(this.workers.map((w) => w.close({ graceMs: untilInterrupted, forceMs: this.config.shutdown.forceMs }))).then(() => undefined);
+    // The scaler's workers (`ado run --auto-scale`) are processes of its pools: the scaler
+    // stops deciding and asks each to drain (within the shutdown grace, then a checkpoint).
+    const scalers = this.actors.filter((a) => a.kind === "scaler");
+    return Promise.all([
+      ...this.workers.map((w) => w.close({ graceMs: untilInterrupted, forceMs: this.config.shutdown.forceMs })),
+      // Its backends wait up to grace + force + 5 s for a worker process before killing it.
+      ...scalers.map((a) => a.close({ graceMs: this.config.shutdown.graceMs + this.config.shutdown.forceMs + 5_000, forceMs: this.config.shutdown.forceMs })),
+    ]).then(() => undefined);
   }
 
   /**

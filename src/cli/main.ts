@@ -43,6 +43,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("-g, --graph <file>", "task graph (YAML)")
       .option("-r, --repo <dir>", "git repository the tasks work on (default: current directory)")
       .option("-w, --workers <n>", "workers of the embedded stack", parseIntFlag("workers", 1, 256))
+      .option("--auto-scale [min..max]", "the embedded stack's workers come and go with the work: `ado worker` processes the scaler starts while tasks wait and stops once idle (e.g. 0..6; alone: 0..--workers, or the config's local pool)")
       .option("--json", "print one JSON object with the outcome when the run ends")
       .option("-d, --detach", "submit, print the run id and return; the run goes on (needs `ado up` or --server)")
       .option("--wait", "if the queue is full, wait and submit again until accepted (default: exit 2 with 'queue full')")

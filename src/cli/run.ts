@@ -28,6 +28,7 @@ import { logsRoot, TaskLogWriter } from "./task-logs.js";
 import { runBranchPrefix } from "../runtime/names.js";
 import { checkGraphAgents, checkGraphProviders, checkSingleTaskFlags, checkWorktreeDir, chooseBase, noteUncommitted } from "./run-checks.js";
 import { publishRunStack, type PublishedStack } from "./up-state.js";
+import { autoScaleConfig } from "./auto-scale.js";
 import { parseCapChange, resolveBudget, type CapChange, type RunBudget } from "../runtime/budget.js";
 
 /** Exit code of a run that stopped for a person (`ado hitl`); see Exit in common.ts for the others. */
@@ -37,6 +38,8 @@ export interface RunFlags extends CommonFlags {
   graph?: string;
   repo?: string;
   workers?: number;
+  /** `--auto-scale [min..max]`: the embedded stack's workers are a pool the scaler sizes (auto-scale.ts). */
+  autoScale?: string | true;
   json?: boolean;
   detach?: boolean;
   wait?: boolean;
@@ -63,7 +66,9 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
   const needsRepo = graph.tasks.some((t) => t.agent !== "noop");
   // Fail fast, before starting anything.
   const repoInfo = needsRepo || flags.repo ? await openRepo(repoDir) : undefined;
-  const { config, logger } = await configFrom(flags, needsRepo ? repoDir : undefined);
+  const loaded = await configFrom(flags, needsRepo ? repoDir : undefined);
+  const { logger } = loaded;
+  const config = flags.autoScale !== undefined ? autoScaleConfig(loaded.config, flags.autoScale, flags.workers) : loaded.config;
   checkGraphProviders(graph, config);
   const merge = repoInfo ? await mergeSettingsFor(config, graph, flags, repoInfo.topLevel) : undefined;
   const budget = budgetFor(config, graph, flags);
@@ -73,6 +78,12 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
     throw new CliError("--merge-into does not work with --remote yet: the integration branch lives on the remote; merge it after the run (git merge --ff-only ado/<run>/integration)");
   }
   const external = await resolveServer(config);
+  if (external && flags.autoScale !== undefined) {
+    throw new CliError(
+      `--auto-scale sizes the workers of the run's own embedded stack, but this run goes to ${external.source} at ${external.url}: ` +
+        "size that stack's pool with `ado workers autoscale --min 0 --max 6` (its config's scaler.pools), or leave out --server / ADO_SERVER (and `ado down`) to run on an embedded stack",
+    );
+  }
   const stderr = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
   if (flags.detach && !external) {
     throw new CliError("--detach needs a stack that outlives this command: start one with `ado up`, or pass --server");

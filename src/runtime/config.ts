@@ -180,9 +180,15 @@ export const ConfigSchema = z
         credsFile: z.string().min(1).optional(),
         roleDir: z.string().min(1).optional(),
         tls: z.object({ ca: z.string().min(1).optional(), cert: z.string().min(1).optional(), key: z.string().min(1).optional() }).strict().optional(),
+        /**
+         * Copies of every stream, KV bucket and object store (`ado up`, `ado run`, every
+         * actor process applies it at start, to existing ones too): `auto` is 3 on a
+         * server that is part of a cluster, 1 on a single server.
+         */
+        replicas: z.union([z.literal("auto"), z.number().int().min(1).max(5)]).default("auto"),
       })
       .strict()
-      .default({}),
+      .default({ replicas: "auto" }),
   })
   .strict();
 

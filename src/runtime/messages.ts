@@ -702,8 +702,13 @@ export const WorkerLoad = z.object({
   running: z.number().int().min(0),
   /** Keys (`runId.taskId.attempt`) of attempts the worker has finished since the last report. */
   finished: z.array(z.string()).default([]),
-  /** Load sequence after the finish (see WorkerRecord.loadSeq): orders this report against heartbeats. */
+  /** Load sequence after the start or finish (see WorkerRecord.loadSeq): orders this report against heartbeats. */
   loadSeq: z.number().int().min(0).default(0),
+  /**
+   * Keys of the attempts it runs after this change (absent from workers that report
+   * finishes only): with `running`, what the balancer counts a worker busy with.
+   */
+  active: z.array(z.string()).optional(),
 });
 export type WorkerLoad = z.infer<typeof WorkerLoad>;
 

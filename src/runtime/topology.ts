@@ -129,7 +129,6 @@ export function topology(prefix = "ado"): Topology {
     storage: StorageType.File,
     discard: DiscardPolicy.Old,
     duplicate_window: ns(120_000),
-    num_replicas: 1,
   } satisfies Partial<StreamConfig>;
   // Logs read by many (events, providers' events): kept a week, whoever has read them.
   const eventLog = {
@@ -137,7 +136,6 @@ export function topology(prefix = "ado"): Topology {
     storage: StorageType.File,
     max_age: ns(7 * 24 * 3_600_000),
     duplicate_window: ns(120_000),
-    num_replicas: 1,
   } satisfies Partial<StreamConfig>;
   return {
     prefix,
@@ -156,7 +154,6 @@ export function topology(prefix = "ado"): Topology {
         retention: RetentionPolicy.Limits,
         storage: StorageType.File,
         max_age: ns(30 * 24 * 3_600_000),
-        num_replicas: 1,
       },
     },
     buckets: {
@@ -291,26 +288,76 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   providers: { history: 1 },
 };
 
+/** Config `nats.replicas`: copies of every stream and bucket, or `auto`. */
+export type ReplicasSetting = "auto" | number;
+
+/**
+ * How many copies of each stream and bucket to keep: a number as given; `auto` is 3 on
+ * a server that is part of a cluster (its INFO names one: a three-node cluster then
+ * survives losing a node) and 1 on a single server (which refuses more than one).
+ */
+export function resolveReplicas(setting: ReplicasSetting, server: { cluster?: string } | undefined): number {
+  if (setting !== "auto") return setting;
+  return server?.cluster ? 3 : 1;
+}
+
 /**
  * Creates or updates every stream and bucket of the topology. Safe to call from every
  * process at start: concurrent and repeated calls converge on the same configuration.
+ * With `replicas`, every stream, KV bucket and object store gets that many copies,
+ * existing ones included (JetStream changes a live stream's replicas); without it new
+ * ones get the server's default (1) and existing ones keep theirs.
  */
-export async function provision(nc: NatsConnection, topo: Topology): Promise<Provisioned> {
+export async function provision(nc: NatsConnection, topo: Topology, opts: { replicas?: number } = {}): Promise<Provisioned> {
   const jsm = await openJetStream(nc);
-  for (const cfg of Object.values(topo.streams)) await ensureStream(jsm, cfg);
-  const kvm = new Kvm(nc);
-  const kv = {} as Record<BucketKey, KV>;
-  for (const key of Object.keys(topo.buckets) as BucketKey[]) {
-    const { history, ttlMs } = bucketOptions[key];
-    kv[key] = await kvm.create(topo.buckets[key], {
-      history,
-      storage: StorageType.File,
-      ...(ttlMs ? { ttl: ttlMs } : {}),
-    });
+  const { replicas } = opts;
+  const withReplicas = replicas === undefined ? {} : { num_replicas: replicas };
+  try {
+    for (const cfg of Object.values(topo.streams)) await ensureStream(jsm, { ...cfg, ...withReplicas });
+    const kvm = new Kvm(nc);
+    const kv = {} as Record<BucketKey, KV>;
+    for (const key of Object.keys(topo.buckets) as BucketKey[]) {
+      const { history, ttlMs } = bucketOptions[key];
+      kv[key] = await kvm.create(topo.buckets[key], {
+        history,
+        storage: StorageType.File,
+        ...(ttlMs ? { ttl: ttlMs } : {}),
+        ...(replicas === undefined ? {} : { replicas }),
+      });
+      // create() leaves an existing bucket as it is.
+      if (replicas !== undefined) await ensureReplicas(jsm, `KV_${topo.buckets[key]}`, replicas);
+    }
+    const objm = new Objm(nc);
+    for (const key of Object.keys(topo.objects) as ObjectStoreKey[]) {
+      await objm.create(topo.objects[key], { storage: StorageType.File, ttl: ns(OBJECT_TTL_MS[key]), ...(replicas === undefined ? {} : { replicas }) });
+      if (replicas !== undefined) await ensureReplicas(jsm, `OBJ_${topo.objects[key]}`, replicas);
+    }
+    return { jsm, kv };
+  } catch (err) {
+    if (replicas !== undefined && replicas > 1 && err instanceof JetStreamApiError && REPLICA_REFUSALS.has(err.code)) {
+      throw new ServerError(
+        `the NATS server at ${nc.getServer()} cannot keep ${replicas} copies of ado's streams (${err.message}): ` +
+          `a single server keeps 1, a cluster at most as many as it has JetStream nodes. Set nats.replicas in the config to 1 (or auto), or join more servers to the cluster.`,
+        { cause: err },
+      );
+    }
+    throw err;
   }
-  const objm = new Objm(nc);
-  for (const key of Object.keys(topo.objects) as ObjectStoreKey[]) await objm.create(topo.objects[key], { storage: StorageType.File, ttl: ns(OBJECT_TTL_MS[key]) });
-  return { jsm, kv };
+}
+
+/**
+ * JetStream's refusals of a replica count (nats-server's errors.json): 10005 "no suitable
+ * peers for placement" and 10023 "insufficient resources" (fewer nodes than replicas),
+ * 10074 "replicas > 1 not supported in non-clustered mode".
+ */
+const REPLICA_REFUSALS = new Set([10005, 10023, 10074]);
+/** JetStream's 10058: "stream name already in use with a different configuration". */
+const STREAM_NAME_IN_USE = 10058;
+
+/** Gives an existing stream (a bucket's or object store's) this many replicas, if it has another count. */
+async function ensureReplicas(jsm: JetStreamManager, stream: string, replicas: number): Promise<void> {
+  const info = await jsm.streams.info(stream);
+  if (info.config.num_replicas !== replicas) await jsm.streams.update(stream, { ...info.config, num_replicas: replicas });
 }
 
 
@@ -388,7 +435,8 @@ async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & 
         await jsm.streams.add(cfg);
       } catch (addErr) {
         // Another process created it between our info and add: converge by updating.
-        if (addErr instanceof JetStreamApiError && addErr.status === 400) await jsm.streams.update(cfg.name, cfg);
+        // (Only that: another refusal, e.g. more replicas than nodes, is the add's to report.)
+        if (addErr instanceof JetStreamApiError && addErr.code === STREAM_NAME_IN_USE) await jsm.streams.update(cfg.name, cfg);
         else throw addErr;
       }
       return;

@@ -54,7 +54,7 @@ describe("registry - over a real nats-server", () => {
     const { topo } = await provisioned(nc);
     const workerId = "w-loadseq";
     const ctx = { nc, topo, kv: await openBuckets(nc, topo), logger: silentLogger };
-    const seen: Array<{ via: "kv" | "load"; running: number; loadSeq: number; finished?: string[] }> = [];
+    const seen: Array<{ via: "kv" | "load"; running: number; loadSeq: number; finished?: string[]; active?: string[] }> = [];
     const watch = await ctx.kv.workers.watch({ key: workerId });
     void (async () => {
       for await (const e of watch) {
@@ -66,7 +66,7 @@ describe("registry - over a real nats-server", () => {
     const sub = nc.subscribe(topo.subjects.load(workerId), {
       callback: (_err, m) => {
         const l = decode(SCHEMAS.WorkerLoad, m.data, m.headers);
-        seen.push({ via: "load", running: l.running, loadSeq: l.loadSeq, finished: l.finished });
+        seen.push({ via: "load", running: l.running, loadSeq: l.loadSeq, finished: l.finished, ...(l.active ? { active: l.active } : {}) });
       },
     });
     const worker = await new Worker(ctx, { workerId: workerId as WorkerId, slots: 2, heartbeatMs: 100, worktreeDir: join(ts.scratch, "wt"), cloneDir: join(ts.scratch, "clones") }).start();
@@ -93,16 +93,21 @@ describe("registry - over a real nats-server", () => {
         const { data, headers } = work(id, run);
         await js.publish(topo.subjects.work(workerId), data, { headers });
       }
-      await eventually(() => seen.filter((s) => s.via === "load").length === 2, 20_000, "two load reports");
+      await eventually(() => seen.filter((s) => s.via === "load").length === 4, 20_000, "four load reports");
       await eventually(() => seen.some((s) => s.via === "kv" && s.loadSeq === 4), 5_000, "a heartbeat after both finishes");
       // Two starts and two finishes: the sequence counts all four, and whatever the
       // interleaving, a message's running count is starts minus finishes at its sequence,
       // which only works if each message carries the sequence of the count it reports.
+      // Each start is reported too (before, only finishes were: a balancer that had not
+      // placed the task saw the slot free until the next heartbeat).
       const reports = seen.filter((s) => s.via === "load");
       expect(reports.map((r) => [r.running, r.loadSeq])).toEqual([
+        [1, 1],
+        [2, 2],
         [1, 3],
         [0, 4],
       ]);
+      expect(reports.map((r) => r.active?.length)).toEqual([1, 2, 1, 0]);
       expect(reports.flatMap((r) => r.finished ?? []).sort()).toEqual(["rseq.quick.1", "rseq.slow.1"]);
       // Heartbeats while both ran say running 2 at sequence 2.
       expect(seen.some((s) => s.via === "kv" && s.running === 2 && s.loadSeq === 2)).toBe(true);

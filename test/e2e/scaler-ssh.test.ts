@@ -175,13 +175,18 @@ describe("scaler - ssh backend", () => {
     const events: AdoEvent[] = [];
     try {
       const client = new AdoClient(nc, topo);
-      const graph = parseGraph(["tasks:", ...Array.from({ length: TASKS }, (_, i) => `  - { id: s${i}, run: 'echo ${i} > s${i}.txt; sleep 0.3' }`)].join("\n") + "\n");
+      // Each command also counts itself in a file outside the repository (the hosts share this disk).
+      const executions = join(scratch, "ssh-executions.txt");
+      const graph = parseGraph(["tasks:", ...Array.from({ length: TASKS }, (_, i) => `  - { id: s${i}, run: 'echo s${i} >> ${executions}; echo ${i} > s${i}.txt; sleep 0.3' }`)].join("\n") + "\n");
       const { runId } = await client.submit({ graph, repo: repo.dir });
       client.watch(runId, { onEvent: (e) => events.push(e), signal: AbortSignal.timeout(170_000) }).catch(() => undefined);
       await eventually(() => events.filter((e) => e.type === "task.succeeded").length === TASKS || events.some((e) => e.type === "task.failed"), 150_000, "every task succeeded");
       const started = events.filter((e): e is Extract<AdoEvent, { type: "task.started" }> => e.type === "task.started");
       expect(started.length).toBe(TASKS);
       expect(events.filter((e) => e.type === "task.checkpoint" || e.type === "worker.lost" || e.type === "task.failed")).toEqual([]);
+      // Nothing lost, nothing twice: every command ran once, each start on attempt 1.
+      expect(started.every((e) => e.attempt === 1)).toBe(true);
+      expect((await readFile(executions, "utf8")).split("\n").filter(Boolean).sort()).toEqual(Array.from({ length: TASKS }, (_, i) => `s${i}`).sort());
       // Two workers, one per host (the least loaded host first), each advertising `ssh`; their worktrees under each host's workDir.
       expect(seen.size).toBe(2);
       expect([...seen.values()].every((labels) => labels.includes("ssh"))).toBe(true);

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from "vitest";
@@ -15,6 +15,9 @@ import { openBuckets, provision } from "../../src/runtime/topology.js";
 import { Scaler } from "../../src/actors/scaler/scaler.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
+import { ADO_BIN, runAdo } from "../helpers/cli.js";
+import { spawn } from "node:child_process";
+import { AUTO_SCALE_POOL } from "../../src/cli/auto-scale.js";
 
 /**
  * Issue 13: the scaler on the `local` backend. A burst of tasks on a pool with min 0:
@@ -227,4 +230,69 @@ describe("scaler - a burst on a local pool with min 0", () => {
       await Promise.all([a.close(), b.close()]);
     }
   }, 120_000);
+});
+
+describe("ado run --auto-scale", () => {
+  it("auto-scale - the embedded stack's workers are the scaler's processes: they come up for the run, run every task once, and are stopped cleanly at its end", async () => {
+    const TASKS = 6;
+    const repo = await makeRepo();
+    const home = join(scratch, "auto-home");
+    const count = join(scratch, "auto-executions.txt");
+    const graph = join(scratch, "auto-graph.yaml");
+    await writeFile(graph, ["tasks:", ...Array.from({ length: TASKS }, (_, i) => `  - { id: t${i}, run: 'echo t${i} >> ${count}; echo ${i} > t${i}.txt; sleep 0.3' }`)].join("\n") + "\n");
+    const env = { XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), ADO_PREFIX: uniqueTopology().prefix };
+    try {
+      const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--auto-scale", "0..2", "--json"], { env, timeoutMs: 170_000 });
+      expect(r.code, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout) as { status: string; tasks: Array<{ id: string; status: string; attempts: number; workerId: string }> };
+      expect(out.status).toBe("succeeded");
+      expect(out.tasks.every((t) => t.status === "succeeded" && t.attempts === 1)).toBe(true);
+      // Run by the pool's workers (ids `w-run-*`: the scaler names them after the pool), at most 2, none in the run's own process.
+      const on = new Set(out.tasks.map((t) => t.workerId));
+      expect([...on].every((w) => w.startsWith(`w-${AUTO_SCALE_POOL}-`)), [...on].join(", ")).toBe(true);
+      expect(on.size).toBeGreaterThanOrEqual(1);
+      expect(on.size).toBeLessThanOrEqual(2);
+      // Each task's command ran once, counted outside the repository.
+      const lines = (await readFile(count, "utf8")).split("\n").filter(Boolean).sort();
+      expect(lines).toEqual(Array.from({ length: TASKS }, (_, i) => `t${i}`).sort());
+      // The workers were stopped cleanly when the run ended: a worker's log is removed after a clean stop.
+      expect((await readdir(join(home, "state", "ado", "workers")).catch(() => [])).filter((f) => f.endsWith(".log"))).toEqual([]);
+    } finally {
+      await repo.cleanup();
+    }
+  }, 180_000);
+
+  it("auto-scale - Ctrl-C once: the pool's workers drain (the running task finishes and merges), the waiting one does not start", async () => {
+    const repo = await makeRepo();
+    const home = join(scratch, "auto-ctrlc");
+    const graph = join(scratch, "auto-ctrlc.yaml");
+    // Two tasks and one worker of one slot: the second waits for the first (8 s: time for the Ctrl-C to reach the worker on a loaded machine).
+    await writeFile(graph, 'tasks:\n  - { id: one, run: "sleep 8; echo one > one.txt" }\n  - { id: two, run: "sleep 8; echo two > two.txt" }\n');
+    const env = { ADO_SERVER: "", XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), ADO_PREFIX: uniqueTopology().prefix, ADO_LOG_LEVEL: "error" };
+    const child = spawn(process.execPath, [ADO_BIN, "run", "--graph", graph, "--repo", repo.dir, "--auto-scale", "0..1", "--progress", "plain"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    child.stdout.on("data", (d) => (out += d));
+    child.stderr.on("data", (d) => (out += d));
+    const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+    onTestFailed(() => console.log(out));
+    try {
+      await eventually(() => /(one|two): started/.test(out) || child.exitCode !== null, 120_000, "a task started on a pool worker");
+      const first = /(one|two): started/.exec(out)![1]!;
+      child.kill("SIGINT");
+      expect(await exited).toBe(130);
+      expect(out).toMatch(new RegExp(`${first}: merged`));
+      // Before the first Ctrl-C stopped the scaler, its worker went on to start the other task.
+      expect(out.match(/(one|two): started/g)).toEqual([`${first}: started`]);
+      expect((await readdir(join(home, "state", "ado", "workers")).catch(() => [])).filter((f) => f.endsWith(".log"))).toEqual([]);
+    } finally {
+      if (child.exitCode === null) child.kill("SIGKILL");
+      await repo.cleanup();
+    }
+  }, 180_000);
+
+  it("auto-scale - against a server it is refused, saying how to size that stack's pool instead", async () => {
+    const r = await runAdo(["run", "x", "--agent", "noop", "--auto-scale", "0..2", "--server", ts.url], { cwd: scratch });
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/--auto-scale sizes the workers of the run's own embedded stack.*ado workers autoscale/);
+  });
 });

@@ -769,6 +769,33 @@ function offlineRegistry(clock = new ManualClock()) {
   return new WorkerRegistry(undefined as never, undefined as never, topology("t"), clock, 1_000, silentLogger, () => undefined);
 }
 
+describe("registry - what a worker is busy with, as this balancer sees it", () => {
+  it("registry - work this balancer placed and the worker has not started yet counts on top of what the worker runs (a second balancer's task): a full worker gets no more", () => {
+    const clock = new ManualClock();
+    const reg = offlineRegistry(clock);
+    // Two slots: the worker runs y, which another balancer replica placed.
+    reg.applyRecord(record({ running: 1, loadSeq: 1, active: ["r.y.1"] }));
+    // This balancer placed x there: on its way, queued on the worker's subject.
+    reg.workers.get("w1")!.outstanding.set("r.x.1", clock.now());
+    expect(reg.candidates()[0]!.busy).toBe(2);
+    expect(new Router().choose("least_loaded", reg.candidates(), "shell", { labels: [], requires: [] })).toBeUndefined();
+    // x starts: the worker's report says so (running 2, x among the active), still 2, not 3.
+    reg.applyLoad(load({ running: 2, loadSeq: 2, finished: [], active: ["r.y.1", "r.x.1"] }));
+    expect(reg.candidates()[0]!.busy).toBe(2);
+    // y ends: one free slot.
+    reg.applyLoad(load({ running: 1, loadSeq: 3, finished: ["r.y.1"], active: ["r.x.1"] }));
+    expect(reg.candidates()[0]!.busy).toBe(1);
+  });
+
+  it("registry - a start reported by the worker (load report, before its next heartbeat) makes a one-slot worker busy for every balancer, not only the one that placed it", () => {
+    const reg = offlineRegistry();
+    reg.applyRecord(record({ slots: 1, running: 0, loadSeq: 0 }));
+    expect(reg.applyLoad(load({ running: 1, loadSeq: 1, finished: [], active: ["r.a.1"] }))).toBe(false);
+    expect(reg.candidates()[0]!.busy).toBe(1);
+    expect(new Router().choose("least_loaded", reg.candidates(), "shell", { labels: [], requires: [] })).toBeUndefined();
+  });
+});
+
 describe("registry - heartbeat and load report out of order", () => {
   it("a heartbeat written before a finish but delivered after its load report does not bring back the old load", () => {
     const reg = offlineRegistry();

@@ -2,7 +2,7 @@ import { mkdir, writeFile } from "node:fs/promises";
 import { homedir } from "node:os";
 import { isAbsolute, join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { CONFIG_FILE, LOG_LEVELS, loadConfig } from "../../src/runtime/config.js";
+import { CONFIG_FILE, LOG_LEVELS, loadConfig, parseConfig } from "../../src/runtime/config.js";
 import { ConfigError } from "../../src/runtime/errors.js";
 import { useScratch } from "../helpers/scratch.js";
 
@@ -36,6 +36,14 @@ describe("config - sources and precedence", () => {
     expect(c).toMatchObject({ prefix: "ado", workers: 4, slots: 1, logLevel: "warn", heartbeatMs: 1_000, balancer: { strategy: "least_loaded" } });
     expect(c.server).toBeUndefined();
     expect(c.shutdown).toEqual({ graceMs: 10_000, forceMs: 5_000 });
+    expect(c.nats.replicas).toBe("auto");
+  });
+
+  it("config - nats.replicas: auto or 1-5 copies of every stream and bucket; anything else is refused", () => {
+    expect(parseConfig({ nats: { replicas: 3 } }).nats.replicas).toBe(3);
+    expect(parseConfig({ nats: { user: "u", password: "p" } }).nats.replicas).toBe("auto");
+    expect(() => parseConfig({ nats: { replicas: 0 } })).toThrow(/replicas/);
+    expect(() => parseConfig({ nats: { replicas: "three" as never } })).toThrow(/replicas/);
   });
 
   it("reads ado.config.yaml from the directory, keeping defaults for what it omits", async () => {

@@ -8,6 +8,22 @@ import { livenessWindowMs, type Topology } from "../../runtime/topology.js";
 import type { Candidate } from "./strategy.js";
 import { KvWatch } from "../../runtime/kv-watch.js";
 
+/**
+ * Slots a worker has taken, as this balancer knows: what it runs (its latest figure),
+ * plus what this balancer placed there that it has not started yet (not among its
+ * active attempts). Not the larger of the two: work another balancer placed may be what
+ * runs, and then this balancer's own queues behind it (seen as work placed on a full
+ * worker, which the stealer then had to move).
+ */
+export function busyOf(view: Pick<WorkerView, "record" | "outstanding">): number {
+  let notStarted = 0;
+  if (view.outstanding.size) {
+    const active = new Set(view.record.active);
+    for (const key of view.outstanding.keys()) if (!active.has(key)) notStarted++;
+  }
+  return view.record.running + notStarted;
+}
+
 /** What the balancer knows of one worker. */
 export interface WorkerView {
   record: WorkerRecord;
@@ -96,7 +112,7 @@ export class WorkerRegistry {
     const stale = !restarted && incoming.loadSeq < view.loadSeq;
     // A stale record still proves the worker alive and says what it is (state, labels):
     // only its load is older than what we hold.
-    const record = stale ? { ...incoming, running: prev.running } : incoming;
+    const record = stale ? { ...incoming, running: prev.running, active: prev.active } : incoming;
     if (!stale) view.loadSeq = incoming.loadSeq;
     view.record = record;
     view.seenAt = now;
@@ -123,20 +139,23 @@ export class WorkerRegistry {
   }
 
   /**
-   * Applies a load report (sent by a worker on every finish). Its finished attempts are
-   * forgotten whatever the order; its `running` only when no newer figure was applied.
-   * Returns whether capacity may have grown (always, for a known worker: a task ended).
+   * Applies a load report (sent by a worker on every start and finish). Its finished
+   * attempts are forgotten whatever the order; its `running` (and `active`) only when no
+   * newer figure was applied. Returns whether capacity may have grown (a task ended, or
+   * fewer run): a start alone needs no dispatch pass.
    */
   applyLoad(load: WorkerLoad): boolean {
     const view = this.workers.get(load.workerId);
     if (!view) return false;
-    for (const key of load.finished) view.outstanding.delete(key);
+    let freed = false;
+    for (const key of load.finished) freed = view.outstanding.delete(key) || freed;
     if (load.loadSeq >= view.loadSeq) {
+      freed ||= load.running < view.record.running;
       view.loadSeq = load.loadSeq;
-      view.record = { ...view.record, running: load.running };
+      view.record = { ...view.record, running: load.running, ...(load.active ? { active: load.active } : {}) };
     }
     view.seenAt = this.clock.now();
-    return true;
+    return freed || load.finished.length > 0;
   }
 
   stop(): void {
@@ -156,7 +175,7 @@ export class WorkerRegistry {
       view,
       id: view.record.workerId,
       slots: view.record.slots,
-      busy: Math.max(view.outstanding.size, view.record.running),
+      busy: busyOf(view),
       agents: view.record.agents,
       labels: view.record.labels,
       capabilities: view.record.capabilities,

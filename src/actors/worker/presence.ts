@@ -28,8 +28,8 @@ export type PresenceState = WorkerRecord["state"] | undefined;
 /**
  * A worker's presence: its registry record (KV `workers`, which the balancer routes by and
  * the stealer watches for life), written on start and every heartbeat, and its load
- * reports (core NATS `load.<id>`), sent on every finish so the balancer frees the slot at
- * once. Both carry `loadSeq`, which goes up on every start and finish, so the balancer
+ * reports (core NATS `load.<id>`), sent on every start and finish so every balancer counts
+ * the slot taken or free at once. Both carry `loadSeq`, which goes up on every start and finish, so the balancer
  * can tell which of the two (sent on separate paths) is newer.
  */
 export class WorkerPresence {
@@ -59,9 +59,21 @@ export class WorkerPresence {
     }, everyMs);
   }
 
-  /** An attempt started here. */
+  /**
+   * An attempt started here: the balancers hear of it at once too. Without this a
+   * balancer that did not place it (another replica, or one started since) saw the slot
+   * free until the next heartbeat (longer on a loaded host) and sent work that could only
+   * queue behind it, for the stealer to move again.
+   */
   started(): void {
     this.loadSeq++;
+    this.reportLoad();
+    // Full now: the record says so at once, not at the next heartbeat, for a balancer that
+    // starts meanwhile (it reads the records, not the reports it missed). Only then: a
+    // record that under-counts a worker with slots left costs at most work queued briefly.
+    if (this.ctx.load().active.length >= this.ctx.fixed.slots) {
+      this.register("running").catch((err) => this.ctx.log.debug({ err: errorMessage(err) }, "record not written at start"));
+    }
   }
 
   /** An attempt ended here: the balancer hears of it at once. */
@@ -97,10 +109,12 @@ export class WorkerPresence {
   private reportLoad(): void {
     const finished = this.finishedSinceReport.splice(0);
     try {
+      const { active } = this.ctx.load();
       const { data, headers } = encode(SCHEMAS.WorkerLoad, {
         type: "worker.load",
         workerId: this.ctx.workerId,
-        running: this.ctx.load().active.length,
+        running: active.length,
+        active,
         finished,
         loadSeq: this.loadSeq,
       });
