@@ -106,7 +106,29 @@ tasks:
       await page.click('tr[data-task="slow"]');
       await eventually(async () => (await page.textContent("#output"))?.includes("hello-from-slow"), 20_000, "slow's output in the page");
       await eventually(async () => /slow#1 started on w-/.test((await page.textContent("#activity")) ?? ""), 20_000, "slow's activity in the page");
+      // The task view: its live state, and its attempt with its worktree and branch.
+      expect(await page.textContent("#task-status")).toBe("running");
+      await eventually(async () => (await page.textContent('#attempts tr[data-attempt="1"] td.branch'))?.includes("slow"), 20_000, "slow's branch in its attempts");
+      expect(await page.textContent('#attempts tr[data-attempt="1"] td.worktree')).toContain("slow");
       await shot(page, "run");
+
+      // The workers view: both workers of the stack, one running slow.
+      await page.click('nav button[data-view="workers"]');
+      await eventually(async () => (await page.locator("#workers tr[data-worker]").count()) === 2, 20_000, "two workers in the page");
+      await eventually(async () => (await page.locator('#workers tr[data-state="ready"]').count()) === 2, 20_000, "both workers ready");
+      const running = async () => (await page.locator("#workers tr[data-worker] td:nth-child(6)").allTextContents()).map(Number).reduce((a, b) => a + b, 0);
+      await eventually(async () => (await running()) === 1, 20_000, "one task running on the workers");
+      expect(await page.textContent("#workers")).toMatch(/\d+\.\ds ago/);
+      await shot(page, "workers");
+      // The queues view: every priority, every worker.
+      await page.click('nav button[data-view="queues"]');
+      await eventually(async () => (await page.locator("#q-ready tr[data-priority]").count()) > 0, 20_000, "the ready queues in the page");
+      // Polled every 2 s: a listing of the registry taken while a heartbeat rewrites a record once showed one worker.
+      await eventually(async () => (await page.locator("#q-workers tr[data-worker]").count()) === 2, 20_000, "both workers in the queues view");
+      await eventually(async () => /balancer\(s\) answered/.test((await page.textContent("#queues-problems")) ?? ""), 20_000, "the balancer's figures in the page");
+      await shot(page, "queues");
+      await page.click('nav button[data-view="runs"]');
+      await eventually(async () => page.isVisible("#runhead"), 10_000, "the run view again");
 
       // Pause from the page: the run is paused (the scheduler's record says so), and the page shows it.
       await page.click('#runhead button[data-action="pause"]');
@@ -123,6 +145,25 @@ tasks:
       for (const t of ["slow", "after", "quick"]) expect(await stateOf(page, t)).toBe("succeeded");
       const outcome = await watching;
       expect(outcome.status).toBe("succeeded");
+
+      // The graph: every task with its state, and the critical path: slow (held at its gate) then after.
+      await page.click('#tabs button[data-tab="graph"]');
+      for (const t of ["slow", "after", "quick"]) await eventually(async () => (await page.getAttribute(`#graph g[data-task="${t}"]`, "data-state")) === "succeeded", 10_000, `${t} succeeded in the graph`);
+      await eventually(async () => (await page.textContent("#critical"))?.includes("slow → after"), 10_000, "the critical path named");
+      expect(await page.getAttribute('#graph g[data-task="slow"]', "class")).toContain("crit");
+      expect(await page.getAttribute('#graph g[data-task="after"]', "class")).toContain("crit");
+      expect(await page.getAttribute('#graph g[data-task="quick"]', "class")).not.toContain("crit");
+      // The graph's edge: one dependency, one curve.
+      expect((await page.getAttribute("#graph path.e", "d"))?.match(/M/g)?.length).toBe(1);
+      await shot(page, "graph");
+      // A node opens its task: its diff against its base, served from the repository.
+      await page.click('#graph g[data-task="slow"]');
+      await eventually(async () => (await page.textContent("#diff-files"))?.includes("s.txt"), 20_000, "slow's diff in the page").catch(async (err) => {
+        throw new Error(`${String(err)}; the page says: ${await page.textContent("#diff-files")}`);
+      });
+      expect(await page.textContent("#diff")).toContain("+bye");
+      expect(await page.textContent("#task-status")).toBe("succeeded");
+      await shot(page, "task");
 
       // How long after its event each task's state showed in the page (both clocks are this machine's).
       const { seen, firstState } = (await page.evaluate("({ seen: window.__ado.seen, firstState: window.__ado.firstState })")) as { seen: { id: string; status: string; at: number }[]; firstState: number };
