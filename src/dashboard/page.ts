@@ -65,6 +65,7 @@ export const PAGE = `<!doctype html>
   .bar { display:inline-block; width:60px; height:8px; background:var(--line); vertical-align:middle; margin-right:6px; }
   .bar i { display:block; height:8px; background:var(--run); }
   #diff .add { color:var(--ok); } #diff .del { color:var(--bad); } #diff .hunk { color:var(--run); }
+  #attempts td.worktree, #attempts td.branch { max-width:300px; overflow:hidden; text-overflow:ellipsis; }
   .facts { display:flex; gap:14px; flex-wrap:wrap; margin:4px 0; }
 </style>
 </head>
@@ -80,7 +81,7 @@ export const PAGE = `<!doctype html>
   <section>
     <div id="runhead"><span class="dim">choose a run</span></div>
     <div id="tabs"><button data-tab="table" class="on">tasks</button><button data-tab="graph">graph</button><span id="critical"></span></div>
-    <div id="graphwrap" hidden><svg id="graph" xmlns="http://www.w3.org/2000/svg" width="0" height="0"><path class="e"></path><path class="ce"></path><g id="nodes"></g></svg></div>
+    <div id="graphwrap" hidden><div id="graph-note" class="dim" style="margin:0 12px"></div><svg id="graph" xmlns="http://www.w3.org/2000/svg" width="0" height="0"><path class="e"></path><path class="ce"></path><g id="nodes"></g></svg></div>
     <div id="taskwrap"><table id="tasks"><thead><tr><th>task</th><th>state</th><th>try</th><th>worker</th><th>elapsed</th><th>needs</th><th>activity</th></tr></thead><tbody></tbody></table></div>
     <div id="task"></div>
   </section>
@@ -235,7 +236,7 @@ function apply(msg) {
   const crit = msg.run.critical ? msg.run.critical.ids.join(" ") : "";
   if (!run || crit !== (run.critical ? run.critical.ids.join(" ") : "")) critDirty = true;
   run = msg.run;
-  stats.malformed = run.malformed;
+  stats.malformed = run.malformed; stats.lastSeq = run.seq;
   const now = Date.now();
   for (const t of msg.tasks) {
     const before = tasks.get(t.id);
@@ -248,7 +249,7 @@ function apply(msg) {
 }
 
 // ---- the graph view: layers left to right (a layer taller than MAX_ROWS wraps into more columns) ----
-const NODE_W = 132, NODE_H = 20, GAP_X = 46, GAP_Y = 6, MAX_ROWS = 40, SVGNS = "http://www.w3.org/2000/svg";
+const NODE_W = 132, NODE_H = 20, GAP_X = 46, GAP_Y = 6, MAX_ROWS = 40, GRAPH_MAX = 2000, SVGNS = "http://www.w3.org/2000/svg";
 let layoutDirty = false, critDirty = false, graphShown = false;
 const restyle = new Set();   // task ids whose node needs its class set again
 const nodes = new Map();     // id -> { g, x, y }
@@ -262,6 +263,11 @@ function layoutGraph() {
   const t0 = performance.now();
   const layers = [];
   for (const id of order) { const d = tasks.get(id).depth || 0; (layers[d] = layers[d] || []).push(id); }
+  // Past GRAPH_MAX nodes a graph is no longer read, and laying it out costs seconds: the
+  // shallowest GRAPH_MAX are drawn (the table has every task), and the page says so.
+  let room = GRAPH_MAX;
+  for (let d = 0; d < layers.length; d++) { if (!layers[d]) continue; if (room <= 0) layers[d] = null; else if (layers[d].length > room) layers[d] = layers[d].slice(0, room); if (layers[d]) room -= layers[d].length; }
+  $("#graph-note").textContent = order.length > GRAPH_MAX ? GRAPH_MAX + " of " + order.length + " tasks drawn (the shallowest layers); the tasks tab lists them all" : "";
   const g = $("#nodes"); g.textContent = ""; nodes.clear();
   let x = 8, height = 0;
   for (const layer of layers) {
@@ -367,7 +373,7 @@ function openTask(id) {
   taskId = id; attempts = new Map();
   restyle.add(id); dirty = true;
   schedule();
-  $("#task").innerHTML = '<h2>task ' + esc(id) + ' <button data-task-action="pause">pause</button> <button data-task-action="resume">resume</button> <button data-task-action="cancel">cancel</button></h2>' +
+  $("#task").innerHTML = '<h2>task ' + esc(id) + ' <button data-task-action="pause">pause</button> <button data-task-action="resume">resume</button> <button data-task-action="cancel">cancel</button> <button id="task-close" title="close the task view">×</button></h2>' +
     '<div class="facts" id="task-facts"></div>' +
     '<table id="attempts"><thead><tr><th>try</th><th>state</th><th>worker</th><th>agent</th><th>branch</th><th>worktree</th><th>took</th><th>cost</th><th>commit</th><th>error</th></tr></thead><tbody></tbody></table>' +
     '<div class="dim">output (tail)</div><pre id="output"></pre><div class="dim">agent activity</div><pre id="activity"></pre>' +
@@ -393,7 +399,7 @@ function openTask(id) {
     out.scrollTop = out.scrollHeight;
   };
 }
-$("#task").addEventListener("click", (ev) => { if (ev.target.id === "diff-load") loadDiff(); });
+$("#task").addEventListener("click", (ev) => { if (ev.target.id === "diff-load") loadDiff(); if (ev.target.id === "task-close") { closeTask(); dirty = true; schedule(); } });
 $("#task").addEventListener("click", async (ev) => {
   const b = ev.target.closest("button[data-task-action]"); if (!b) return;
   try { await api("/api/runs/" + runId + "/control", { action: b.dataset.taskAction, taskId }); } catch (err) { alert(err.message); }
