@@ -117,6 +117,7 @@ let runId = null, runFeed = null, taskFeed = null, taskId = null;
 const tasks = new Map();   // id -> task view
 const order = [];          // task ids in graph order
 let dirty = false, frame = 0, run = null;
+const unshown = [];        // state changes received and not drawn yet
 stats.model = tasks;
 
 async function api(path, body) {
@@ -225,6 +226,8 @@ function draw() {
   if (graphShown) drawGraph(); else if (critDirty && !layoutDirty) paintCritical();
   renderRunHead();
   renderTaskState();
+  // When the redraw that shows them ended (\`at\`: when their message arrived).
+  if (unshown.length) { const t = Date.now(); for (const x of unshown) x.shown = t; unshown.length = 0; }
   stats.applyMs.push(performance.now() - t0);
 }
 const schedule = () => { if (!frame) frame = requestAnimationFrame(draw); };
@@ -240,7 +243,7 @@ function apply(msg) {
   const now = Date.now();
   for (const t of msg.tasks) {
     const before = tasks.get(t.id);
-    if (!before || before.status !== t.status) stats.seen.push({ id: t.id, status: t.status, at: now });
+    if (!before || before.status !== t.status) { const seen = { id: t.id, status: t.status, at: now, shown: 0 }; stats.seen.push(seen); unshown.push(seen); }
     if (!before) order.push(t.id);
     if (!before || before.depth !== t.depth) layoutDirty = true;
     tasks.set(t.id, t); dirty = true; restyle.add(t.id);
