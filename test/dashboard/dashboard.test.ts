@@ -157,7 +157,6 @@ tasks:
       expect(await page.getAttribute('#graph g[data-task="quick"]', "class")).not.toContain("crit");
       // The graph's edge: one dependency, one curve.
       expect((await page.getAttribute("#graph path.e", "d"))?.match(/M/g)?.length).toBe(1);
-      await shot(page, "graph");
       // A node opens its task: its diff against its base, served from the repository.
       await page.click('#graph g[data-task="slow"]');
       await eventually(async () => (await page.textContent("#diff-files"))?.includes("s.txt"), 20_000, "slow's diff in the page").catch(async (err) => {
@@ -330,11 +329,17 @@ tasks:
           await js.publish(topo.subjects.event(e), data, { headers });
         }
       };
-      await publish([{ type: "run.accepted", runId, at: at(), name: "restart", tasks: ids.map((id) => ({ id, needs: [], priority: "normal" as const })), queued: ids }]);
+      // Ten roots, fan-ins of two, then of the rest, then a chain of two: a graph with layers to look at.
+      const needsOf = (i: number): string[] => (i < 10 ? [] : i < 15 ? [`t${2 * (i - 10)}`, `t${2 * (i - 10) + 1}`] : i < 18 ? [`t${10 + (i - 15)}`, `t${11 + (i - 15)}`] : i === 18 ? ["t15", "t16", "t17", "t14"] : ["t18"]);
+      await publish([{ type: "run.accepted", runId, at: at(), name: "restart", tasks: ids.map((id, i) => ({ id, needs: needsOf(i), priority: "normal" as const })), queued: ids.slice(0, 10) }]);
       await publish(ids.slice(0, 10).map((taskId) => ({ type: "task.started" as const, runId, taskId, attempt: 1, at: at(), workerId: "w-restart" })));
-      await page.goto(`${dashboard.url}#run=${runId}`);
+      await page.goto(`${dashboard.url}#run=${runId}&tab=graph`);
       const count = (state: string) => page.evaluate(`[...window.__ado.model.values()].filter((t) => t.status === "${state}").length`) as Promise<number>;
       await eventually(async () => (await count("running")) === 10, 30_000, "ten running in the page");
+      await eventually(async () => (await page.locator('#graph g[data-state="running"]').count()) === 10, 30_000, "ten running in the graph");
+      // Five layers; the critical path runs through every one of them (nothing finished: each task weighs the same).
+      await eventually(async () => (await page.locator("#graph g.crit").count()) === 5, 30_000, "the critical path in the graph");
+      await shot(page, "graph");
 
       // Down, and up again on the same port and store: every client reconnects by itself.
       await server.stop();
