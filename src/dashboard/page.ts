@@ -65,7 +65,7 @@ export const PAGE = `<!doctype html>
   .bar { display:inline-block; width:60px; height:8px; background:var(--line); vertical-align:middle; margin-right:6px; }
   .bar i { display:block; height:8px; background:var(--run); }
   #diff .add { color:var(--ok); } #diff .del { color:var(--bad); } #diff .hunk { color:var(--run); }
-  #attempts td.worktree, #attempts td.branch { max-width:300px; overflow:hidden; text-overflow:ellipsis; }
+  #attempts td.worktree, #attempts td.branch { max-width:190px; overflow:hidden; text-overflow:ellipsis; }
   .facts { display:flex; gap:14px; flex-wrap:wrap; margin:4px 0; }
 </style>
 </head>

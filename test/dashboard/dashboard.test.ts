@@ -165,6 +165,10 @@ tasks:
       expect(await page.textContent("#diff")).toContain("+bye");
       expect(await page.textContent("#task-status")).toBe("succeeded");
       await shot(page, "task");
+      // Asked for the diff of a task that is not in the run: a clear answer, not a crash.
+      const missing = (await page.evaluate(`fetch("/api/runs/${runId}/tasks/nosuch/diff").then(async (r) => ({ status: r.status, body: await r.json() }))`)) as { status: number; body: { error: string } };
+      expect(missing.status).toBe(404);
+      expect(missing.body.error).toMatch(/nosuch has no work to compare yet/);
 
       // How long after its event each task's state showed in the page (both clocks are this machine's).
       const { seen, firstState } = (await page.evaluate("({ seen: window.__ado.seen, firstState: window.__ado.firstState })")) as { seen: { id: string; status: string; at: number; shown: number }[]; firstState: number };
