@@ -385,7 +385,8 @@ function openTask(id) {
   let attempt = 0;
   taskFeed = new EventSource("/api/runs/" + encodeURIComponent(runId) + "/tasks/" + encodeURIComponent(id) + "/feed");
   taskFeed.onmessage = (ev) => {
-    const m = JSON.parse(ev.data);
+    let m;
+    try { m = JSON.parse(ev.data); } catch { stats.errors++; return; }
     // A new stream (the browser reconnected): it starts from the task's first event again.
     if (m.type === "start") { $("#output").textContent = ""; $("#activity").textContent = ""; attempts = new Map(); attempt = 0; renderAttempts(); return; }
     if (m.type === "attempt") {

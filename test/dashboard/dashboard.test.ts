@@ -17,7 +17,7 @@ import type { AdoEvent } from "../../src/runtime/messages.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 import { eventually, provisioned, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 import { jetstream } from "@nats-io/jetstream";
-import { encode } from "../../src/runtime/codec.js";
+import { encode, encodeValue } from "../../src/runtime/codec.js";
 import { SCHEMAS } from "../../src/runtime/messages.js";
 
 /**
@@ -310,14 +310,14 @@ tasks:
       await nc.drain();
     }
   }, 300_000);
-  it("the page goes on without a gap when nats-server restarts under it (same port, same store)", async () => {
+  it("the page goes on without a gap when nats-server restarts under it (same port, same store); an unreadable worker record is named, the others shown", async () => {
     // A server of this test's own: the others share the file's.
     const store = await mkdtemp(join(scratch, "store-"));
     let server = await EmbeddedServer.start({ storeDir: store });
     const port = Number(new URL(server.url).port);
     const nc = await connectNats({ servers: server.url, name: "test-restart-publisher", logger: silentLogger });
     const dnc = await connectNats({ servers: server.url, name: "test-restart-dashboard", logger: silentLogger });
-    const { topo } = await provisioned(nc, uniqueTopology());
+    const { topo, kv } = await provisioned(nc, uniqueTopology());
     const dashboard = await startDashboard({ nc: dnc, topo, logger: silentLogger, port: 0 });
     const page = await browser.newPage({ viewport: { width: 1400, height: 800 } });
     const errors: string[] = [];
@@ -367,6 +367,24 @@ tasks:
       console.info(`dashboard: nats-server down ${upAt - downAt} ms (stopped, restarted, publisher back); every task shown succeeded ${shownAt - upAt} ms after; browser feeds opened: ${stats.states}`);
       // The HTTP API answers again too.
       await eventually(async () => (await page.evaluate(`fetch("/api/runs?all=1").then((r) => r.status)`)) === 200, 30_000, "the runs list answers after the restart");
+      // The workers view after the restart, with an unreadable record in the registry: the readable one shown (draining), the other named.
+      const startedAt = new Date().toISOString();
+      // Its heartbeat, as a worker's: a record not refreshed within three heartbeats is shown silent, however slow the machine.
+      const beat = () => {
+        const now = new Date().toISOString();
+        return kv.workers.put("w-good", encodeValue(SCHEMAS.WorkerRecord, { workerId: "w-good", host: "h1", pid: 1, slots: 4, running: 3, pending: 0, agents: ["shell"], labels: ["gpu"], capabilities: [], accessMode: "local", costPerTask: 0, active: [], loadSeq: 0, startedAt, heartbeatAt: now, state: "draining" }));
+      };
+      await beat();
+      const heart = setInterval(() => void beat().catch(() => undefined), 300);
+      try {
+        await kv.workers.put("w-bad", new TextEncoder().encode("{ not a record"));
+        await page.click('nav button[data-view="workers"]');
+        await eventually(async () => (await page.getAttribute('#workers tr[data-worker="w-good"]', "data-state", { timeout: 1_000 }).catch(() => null)) === "draining", 30_000, "the draining worker in the page");
+        expect(await page.textContent('#workers tr[data-worker="w-good"]')).toContain("75%");
+        expect(await page.textContent("#workers-problems")).toContain("'w-bad' is unreadable");
+      } finally {
+        clearInterval(heart);
+      }
       expect(errors).toEqual([]);
     } finally {
       await page.close();
