@@ -223,7 +223,8 @@ function draw() {
   above.style.height = first * ROW_H + "px";
   below.style.height = Math.max(0, order.length - first - count) * ROW_H + "px";
   dirty = false;
-  if (graphShown) drawGraph(); else if (critDirty && !layoutDirty) paintCritical();
+  // The critical path is named in either tab (drawn in the graph once it is laid out).
+  if (graphShown) drawGraph(); else if (critDirty) paintCritical();
   renderRunHead();
   renderTaskState();
   // When the redraw that shows them ended (\`at\`: when their message arrived).
@@ -464,7 +465,7 @@ fromHash();
 loadRuns(); loadHitl();
 setInterval(loadRuns, 2000);
 setInterval(loadHitl, 1000);
-setInterval(() => { if (run && (run.status === "running" || run.status === "needs_attention")) renderRunHead(); }, 1000);
+setInterval(() => { if (run && (run.status === "running" || run.status === "needs_attention")) { renderRunHead(); renderTaskState(); } }, 1000);
 </script>
 </body>
 </html>

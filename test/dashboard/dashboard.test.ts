@@ -148,6 +148,8 @@ tasks:
       expect(outcome.status).toBe("succeeded");
 
       // The graph: every task with its state, and the critical path: slow (held at its gate) then after.
+      // The critical path is named in the tasks tab too (the graph never drawn yet): slow (held at its gate) then after.
+      await eventually(async () => (await page.textContent("#critical"))?.includes("slow → after"), 10_000, "the critical path named in the tasks tab");
       await page.click("#task-close");
       await page.click('#tabs button[data-tab="graph"]');
       for (const t of ["slow", "after", "quick"]) await eventually(async () => (await page.getAttribute(`#graph g[data-task="${t}"]`, "data-state")) === "succeeded", 10_000, `${t} succeeded in the graph`);
