@@ -5,6 +5,7 @@
  */
 import { spawn } from "node:child_process";
 import { GitCommandError } from "./errors.js";
+import { WORKTREE_ADO_DIR } from "../runtime/names.js";
 import { runGit } from "./exec.js";
 
 /** What `taskDiff` reads. */
@@ -50,11 +51,13 @@ export async function taskDiff(opts: TaskDiffOptions): Promise<TaskDiff> {
   const cwd = opts.head ? opts.repo : opts.worktree;
   if (!cwd) throw new GitCommandError(["diff"], { exitCode: 2, stdout: "", stderr: "a task without a commit needs its worktree to be diffed" });
   const range = opts.head ? [opts.base, opts.head] : [opts.base];
+  // A worktree in progress holds ado's own directory (the inputs and prompt files), which is never committed: not the task's work.
+  const paths = opts.head ? ["--"] : ["--", ".", `:(exclude,literal)${WORKTREE_ADO_DIR}`];
   // --no-ext-diff / --no-textconv: the user's configured diff drivers are not for this.
   const common = ["-c", "core.quotePath=false", "diff", "--no-ext-diff", "--no-textconv", "--no-color", "-M"];
-  const numstat = (await runGit(cwd, [...common, "--numstat", "-z", ...range, "--"])).stdout;
-  const { text: patch, truncated } = await boundedOutput(cwd, [...common, ...range, "--"], maxBytes);
-  const untracked = opts.head ? [] : (await runGit(cwd, ["ls-files", "--others", "--exclude-standard", "-z"])).stdout.split("\0").filter(Boolean).slice(0, MAX_FILES);
+  const numstat = (await runGit(cwd, [...common, "--numstat", "-z", ...range, ...paths])).stdout;
+  const { text: patch, truncated } = await boundedOutput(cwd, [...common, ...range, ...paths], maxBytes);
+  const untracked = opts.head ? [] : (await runGit(cwd, ["ls-files", "--others", "--exclude-standard", "-z", ...paths])).stdout.split("\0").filter(Boolean).slice(0, MAX_FILES);
   return { base: opts.base, head: opts.head ?? "worktree", files: parseNumstat(numstat).slice(0, MAX_FILES), untracked, patch, truncated };
 }
 

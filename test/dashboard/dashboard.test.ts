@@ -86,7 +86,7 @@ describe.skipIf(!haveBrowser)("dashboard - in a real browser", () => {
       const graph = parseGraph(`
 name: live
 tasks:
-  - { id: slow, run: "echo hello-from-slow; while [ ! -f '${gate}' ]; do sleep 0.05; done; echo bye > s.txt" }
+  - { id: slow, run: "echo draft > d.txt; echo hello-from-slow; while [ ! -f '${gate}' ]; do sleep 0.05; done; echo bye > s.txt" }
   - { id: after, needs: [slow], run: "echo after > a.txt" }
   - { id: quick, run: "echo quick > q.txt" }
 `);
@@ -111,6 +111,14 @@ tasks:
       expect(await page.textContent("#task-status")).toBe("running");
       await eventually(async () => (await page.textContent('#attempts tr[data-attempt="1"] td.branch'))?.includes("slow"), 20_000, "slow's branch in its attempts");
       expect(await page.textContent('#attempts tr[data-attempt="1"] td.worktree')).toContain("slow");
+      // Its diff while it runs: its worktree against its base, the file it created and git does not track yet.
+      await eventually(async () => {
+        await page.click("#diff-load");
+        // Only the task's own work: not ado's inputs and prompt in .ado/.
+        return /its worktree now.*new, not added yet: d\.txt$/.test((await page.textContent("#diff-files")) ?? "");
+      }, 20_000, "slow's work in progress in its diff").catch(async (err) => {
+        throw new Error(`${String(err)}; the page says: ${await page.textContent("#diff-files")}`);
+      });
       await shot(page, "run");
 
       // The workers view: both workers of the stack, one running slow.

@@ -1,4 +1,4 @@
-import { writeFile } from "node:fs/promises";
+import { mkdir, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { parseNumstat, taskDiff } from "../../src/git/diff.js";
@@ -35,6 +35,9 @@ describe("git - a task's diff against its base", () => {
     const { repo, root } = await tempRepo({ "README.md": "hello\n" });
     await writeFile(path.join(repo, "README.md"), "changed\n");
     await writeFile(path.join(repo, "draft.txt"), "new\n");
+    // ado's own files in a worktree are not the task's work.
+    await mkdir(path.join(repo, ".ado"));
+    await writeFile(path.join(repo, ".ado", "prompt.md"), "do it\n");
     const d = await taskDiff({ repo, base: root, worktree: repo });
     expect(d.head).toBe("worktree");
     expect(d.files.map((f) => f.path)).toEqual(["README.md"]);
