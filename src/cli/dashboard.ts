@@ -18,7 +18,7 @@ export async function dashboardCommand(flags: DashboardFlags): Promise<number> {
   const nc = await clientConnection(url, logger);
   try {
     await openJetStream(nc);
-    const dashboard = await startDashboard({ nc, topo: topology(config.prefix), logger, port: flags.port, host: flags.host }).catch((err) => {
+    const dashboard = await startDashboard({ nc, topo: topology(config.prefix), logger, port: flags.port, host: flags.host, heartbeatMs: config.heartbeatMs }).catch((err) => {
       throw err instanceof DashboardError ? new CliError(err.message.replace("--dashboard-port", "--port")) : err;
     });
     process.stdout.write(`ado dashboard: ${dashboard.url} (runs on ${url}); Ctrl-C stops it\n`);

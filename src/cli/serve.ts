@@ -86,7 +86,7 @@ export async function upCommand(flags: UpFlags): Promise<number> {
   }
   let dashboard: Dashboard | undefined;
   try {
-    dashboard = flags.dashboard === false ? undefined : await serveDashboard(stack, config.prefix, flags.dashboardPort, logger);
+    dashboard = flags.dashboard === false ? undefined : await serveDashboard(stack, config.prefix, flags.dashboardPort, logger, config.heartbeatMs);
   } catch (err) {
     await stack.close();
     throw err;
@@ -110,9 +110,9 @@ export async function upCommand(flags: UpFlags): Promise<number> {
  * The dashboard of `ado up`, on a connection of its own like any client. The default
  * port taken (another `ado up` of another prefix, say): a free one, said in the URL.
  */
-async function serveDashboard(stack: Stack, prefix: string, port: number | undefined, logger: Logger): Promise<Dashboard> {
+async function serveDashboard(stack: Stack, prefix: string, port: number | undefined, logger: Logger, heartbeatMs: number): Promise<Dashboard> {
   const nc = await clientConnection(stack.url, logger);
-  const start = (p: number) => startDashboard({ nc, topo: stack.topo, logger, port: p, metrics: stack.metrics });
+  const start = (p: number) => startDashboard({ nc, topo: stack.topo, logger, port: p, metrics: stack.metrics, heartbeatMs });
   try {
     const dashboard = await start(port ?? 4280).catch((err) => {
       if (port === undefined && err instanceof DashboardError) return start(0);

@@ -10,32 +10,20 @@ import { hostname, userInfo } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, encode, encodeValue } from "../runtime/codec.js";
 import { drainQuietly } from "../runtime/connection.js";
-import { currentEntries, listKeys } from "../runtime/kv-watch.js";
+import { listKeys } from "../runtime/kv-watch.js";
 import { errorMessage } from "../runtime/errors.js";
 import { formatDuration, parseDuration, DURATION_HINT } from "../runtime/duration.js";
-import { SCHEMAS, type WorkerRecord } from "../runtime/messages.js";
+import { SCHEMAS } from "../runtime/messages.js";
 import { scalerKeys } from "../runtime/names.js";
-import type { PolicyOverride, ScalerPoolState } from "../runtime/scaling.js";
-import { livenessWindowMs, openBuckets, openJetStream, topology, type Topology } from "../runtime/topology.js";
+import type { PolicyOverride } from "../runtime/scaling.js";
+import { openBuckets, topology, type Topology } from "../runtime/topology.js";
 import type { Config } from "../runtime/config.js";
+import { readWorkers, type WorkerRow } from "../runtime/workers-view.js";
 import { CliError, clientConnection, configFrom, Exit, parseIntFlag, requireServer, type CommonFlags } from "./common.js";
 
 const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
 
-/** One row of `ado workers list`. */
-export interface WorkerRow {
-  id: string;
-  host: string;
-  pool: string;
-  labels: string[];
-  agents: string[];
-  slots: number;
-  running: number;
-  queued: number;
-  state: "warming" | "ready" | "draining" | "silent";
-  /** Seconds since its last heartbeat (since its start, while warming). */
-  heartbeatAgeS: number;
-}
+export { workerRows, type WorkerRow } from "../runtime/workers-view.js";
 
 /** Registers `ado workers ...`; `common` adds --server/--config/--prefix. */
 export function registerWorkersCommands(program: Command, common: (cmd: Command) => Command, setExit: (code: number) => void): void {
@@ -99,76 +87,11 @@ async function connect(flags: CommonFlags, what: string): Promise<{ config: Conf
   return { config, nc, topo: topology(config.prefix) };
 }
 
-/** Each key of a bucket with its value (undefined when none: deleted meanwhile). */
-async function entries(kv: Awaited<ReturnType<typeof openBuckets>>[keyof Awaited<ReturnType<typeof openBuckets>>]): Promise<Array<{ key: string; value: Uint8Array }>> {
-  const out: Array<{ key: string; value: Uint8Array }> = [];
-  for (const e of await currentEntries(kv)) out.push({ key: e.key, value: e.value });
-  return out;
-}
-
-/**
- * The rows of `ado workers list`, from the registry (records heard from within three
- * heartbeats are `ready` or `draining`; older ones `silent`: the stealer will judge
- * them) and the scaler's state (workers started and not heartbeating yet: `warming`).
- */
-export function workerRows(records: readonly WorkerRecord[], states: readonly ScalerPoolState[], now: number, heartbeatMs: number): WorkerRow[] {
-  const rows: WorkerRow[] = records.map((r) => {
-    const age = Math.max(0, now - Date.parse(r.heartbeatAt));
-    return {
-      id: r.workerId,
-      host: r.host,
-      pool: r.pool ?? "",
-      labels: r.labels,
-      agents: r.agents,
-      slots: r.slots,
-      running: r.running,
-      queued: r.pending,
-      state: age > livenessWindowMs(heartbeatMs) ? "silent" : r.state === "draining" ? "draining" : "ready",
-      heartbeatAgeS: Math.round(age / 100) / 10,
-    };
-  });
-  const known = new Set(rows.map((r) => r.id));
-  for (const s of states) {
-    for (const l of s.warming) {
-      if (known.has(l.id)) continue;
-      rows.push({ id: l.id, host: l.host ?? "", pool: s.pool, labels: [], agents: [], slots: 0, running: 0, queued: 0, state: "warming", heartbeatAgeS: Math.round((now - l.at) / 100) / 10 });
-    }
-  }
-  return rows.sort((a, b) => a.pool.localeCompare(b.pool) || a.id.localeCompare(b.id));
-}
-
 async function listCommand(flags: CommonFlags & { json?: boolean }): Promise<number> {
   const { config, nc, topo } = await connect(flags, "ado workers list");
   try {
-    const kv = await openBuckets(nc, topo);
-    const records: WorkerRecord[] = [];
-    for (const e of await entries(kv.workers)) {
-      try {
-        records.push(decode(SCHEMAS.WorkerRecord, e.value));
-      } catch (err) {
-        say(`worker record '${e.key}' is unreadable, skipped: ${errorMessage(err)}`);
-      }
-    }
-    const states: ScalerPoolState[] = [];
-    const policies: PolicyOverride[] = [];
-    for (const e of await entries(kv.scaler)) {
-      const k = scalerKeys.parse(e.key);
-      try {
-        if (k?.kind === "state") states.push(decode(SCHEMAS.ScalerState, e.value));
-        else if (k?.kind === "policy") policies.push(decode(SCHEMAS.ScalerPolicy, e.value));
-      } catch (err) {
-        say(`scaler record '${e.key}' is unreadable, skipped: ${errorMessage(err)}`);
-      }
-    }
-    const rows = workerRows(records, states, Date.now(), config.heartbeatMs);
-    // Queued as the work stream holds it (a worker's own count is as of its last fetch); messages of what runs are still there.
-    try {
-      const info = await (await openJetStream(nc)).streams.info(topo.streams.work.name, { subjects_filter: topo.subjects.work("*") });
-      const on = info.state.subjects ?? {};
-      for (const r of rows) if (r.state !== "warming") r.queued = Math.max(0, (on[topo.subjects.work(r.id)] ?? 0) - r.running);
-    } catch (err) {
-      say(`queued work is as the workers last saw it (the work stream was not read: ${errorMessage(err)})`);
-    }
+    const { rows, states, policies, problems } = await readWorkers(nc, topo, config.heartbeatMs);
+    for (const p of problems) say(p);
     if (flags.json) {
       const pools = states.map((s) => ({ pool: s.pool, backend: s.backend, last: s.last, policy: policies.find((p) => p.pool === s.pool) }));
       process.stdout.write(JSON.stringify({ workers: rows, pools }, null, 2) + "\n");

@@ -10,7 +10,13 @@ import type { Logger } from "../runtime/logger.js";
 import type { Metrics } from "../runtime/metrics.js";
 import { readSnapshotHead } from "../runtime/run-snapshot.js";
 import { openBuckets, type BucketKey, type Topology } from "../runtime/topology.js";
-import { RunFeed, TaskFeed } from "./feed.js";
+import { existsSync } from "node:fs";
+import { taskDiff } from "../git/index.js";
+import { decode } from "../runtime/codec.js";
+import { SCHEMAS } from "../runtime/messages.js";
+import { readWorkers } from "../runtime/workers-view.js";
+import { readAttempts, RunFeed, TaskFeed } from "./feed.js";
+import { readQueues } from "./queues.js";
 import { PAGE } from "./page.js";
 
 /**
@@ -34,6 +40,10 @@ export interface DashboardOptions {
   host?: string;
   /** Served at `GET /metrics` too, when the dashboard runs in a process that has metrics. */
   metrics?: Metrics;
+  /** The workers' heartbeat (config `heartbeatMs`): a worker not heard from in three is shown silent. */
+  heartbeatMs?: number;
+  /** Bytes of a task's diff sent to the page (the rest is cut, and the page says so). */
+  diffMaxBytes?: number;
 }
 
 export interface Dashboard {
@@ -55,11 +65,16 @@ class HttpError extends Error {
 }
 
 const CHOICES = new Set(["ours", "theirs", "skip"]);
+/** A task's diff is cut here by default: enough to read, small enough for a page. */
+const DIFF_MAX_BYTES = 256 * 1024;
+/** config `heartbeatMs`'s default. */
+const HEARTBEAT_MS = 1_000;
 const ACTIONS = new Set(["pause", "resume", "cancel"]);
 
 export async function startDashboard(opts: DashboardOptions): Promise<Dashboard> {
   const { nc, topo, logger } = opts;
   const log = logger.child({ component: "dashboard" });
+  const heartbeatMs = opts.heartbeatMs ?? HEARTBEAT_MS;
   const js = jetstream(nc);
   const client = new AdoClient(nc, topo);
   let buckets: Promise<Record<BucketKey, KV>> | undefined;
@@ -171,6 +186,31 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
         await feed.start();
         return feed;
       });
+    }
+    // GET /api/runs/:run/tasks/:task/diff: the task's work against its base, from the repository on this host
+    if (method === "GET" && parts.length === 6 && parts[1] === "runs" && parts[3] === "tasks" && parts[5] === "diff") {
+      const id = runId(parts[2]);
+      const taskId = parts[4]!;
+      if (!ID_PATTERN.test(taskId)) throw new HttpError(400, `'${taskId}' is not a task id`);
+      const entry = await (await kv()).runs.get(id);
+      if (entry?.operation !== "PUT") throw new HttpError(404, `no run '${id}'`);
+      const record = decode(SCHEMAS.RunRecord, entry.value);
+      if (!record.repo) throw new HttpError(404, `run ${id} has no repository: its tasks have no diff`);
+      if (!existsSync(record.repo)) throw new HttpError(404, `the run's repository ${record.repo} is not on this host: run the dashboard where it is (or look with git in a clone of ${record.remote ?? "it"})`);
+      const range = (await readAttempts(js, topo, id, taskId)).diffRange(record.baseCommit);
+      if (!range) throw new HttpError(404, `task ${taskId} has no work to compare yet (it has not started)`);
+      if (!range.head && !(range.worktree && existsSync(range.worktree))) throw new HttpError(404, `task ${taskId} has no commit yet and its worktree ${range.worktree ?? ""} is not on this host`);
+      const diff = await taskDiff({ repo: record.repo, base: range.base, ...(range.head ? { head: range.head } : { worktree: range.worktree! }), maxBytes: opts.diffMaxBytes ?? DIFF_MAX_BYTES });
+      return json(res, 200, diff);
+    }
+    // GET /api/workers: what `ado workers list` shows
+    if (method === "GET" && parts.length === 2 && parts[1] === "workers") {
+      const { rows, states, policies, problems } = await readWorkers(nc, topo, heartbeatMs);
+      return json(res, 200, { workers: rows, pools: states.map((s) => ({ pool: s.pool, backend: s.backend, reason: s.last?.reason ?? "", policy: policies.find((p) => p.pool === s.pool)?.policy ?? null })), problems });
+    }
+    // GET /api/queues: ready work by priority, placement and provider; work waiting per worker
+    if (method === "GET" && parts.length === 2 && parts[1] === "queues") {
+      return json(res, 200, await readQueues(nc, topo, heartbeatMs));
     }
     // POST /api/runs/:run/control {action, taskId?}
     if (method === "POST" && parts.length === 4 && parts[1] === "runs" && parts[3] === "control") {

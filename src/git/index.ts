@@ -4,6 +4,7 @@
  * manual resolution, --merge-into), and read-only probes of the user's repository.
  */
 export * from "./errors.js";
+export { type DiffFile, type TaskDiff, type TaskDiffOptions, taskDiff } from "./diff.js";
 export { type MergeIntoBranchOptions, type MergeOutcome, mergeIntoBranch } from "./merge.js";
 export {
   type BatchItem,
