@@ -49,13 +49,15 @@ export interface RunState {
   open: number;
   /** Tasks queued or running (the scheduler cannot tell them apart); bounded by maxParallel. */
   inFlight: number;
+  /** The same per stage of the graph (`stages:`), for the stages' maxParallel; kept by update(). */
+  stageInFlight: Map<string, number>;
   /** Tasks waiting for the merge coordinator. */
   merging: number;
   /** Tasks whose merge waits for a person (HITL). */
   attention: number;
   /** A task entered or left `needs_attention` in this decision (settle() announces it). */
   attentionChanged: boolean;
-  /** Ready tasks held back by maxParallel, released as others finish. */
+  /** Ready tasks held back by maxParallel (the run's or their stage's), released as others finish. */
   held: Set<string>;
   /** Path -> merged tasks that changed it: whose prompts a resolver of a conflict there gets. */
   touched: Map<string, string[]>;
@@ -122,6 +124,7 @@ export function buildState(
     dependents,
     open: 0,
     inFlight: 0,
+    stageInFlight: new Map(),
     merging: 0,
     attention: 0,
     attentionChanged: false,
@@ -134,7 +137,10 @@ export function buildState(
   let spent = NO_SPEND;
   for (const t of tasks.values()) {
     if (!TERMINAL.has(t.rec.status)) state.open++;
-    if (t.rec.status === "queued") state.inFlight++;
+    if (t.rec.status === "queued") {
+      state.inFlight++;
+      countStage(state, t, 1);
+    }
     if (t.rec.status === "merging") state.merging++;
     if (t.rec.status === "needs_attention") state.attention++;
     if (t.rec.status === "succeeded" && t.rec.integrationCommit) noteTouched(state, t);
@@ -205,12 +211,36 @@ function update(state: RunState, t: TaskState, patch: Partial<TaskRecord>): void
   t.rec = { ...t.rec, ...patch };
   const is = t.rec.status;
   if (TERMINAL.has(was) !== TERMINAL.has(is)) state.open += TERMINAL.has(is) ? -1 : 1;
-  if ((was === "queued") !== (is === "queued")) state.inFlight += is === "queued" ? 1 : -1;
+  if ((was === "queued") !== (is === "queued")) {
+    state.inFlight += is === "queued" ? 1 : -1;
+    countStage(state, t, is === "queued" ? 1 : -1);
+  }
   if ((was === "merging") !== (is === "merging")) state.merging += is === "merging" ? 1 : -1;
   if ((was === "needs_attention") !== (is === "needs_attention")) {
     state.attention += is === "needs_attention" ? 1 : -1;
     state.attentionChanged = true;
   }
+}
+
+/** Counts a task of a stage into (1) or out of (-1) the stage's tasks in flight. */
+function countStage(state: RunState, t: TaskState, by: 1 | -1): void {
+  const stage = t.def.stage;
+  if (stage === undefined) return;
+  const n = (state.stageInFlight.get(stage) ?? 0) + by;
+  if (n > 0) state.stageInFlight.set(stage, n);
+  else state.stageInFlight.delete(stage);
+}
+
+/**
+ * Whether the task's stage has no room for one more of its tasks in flight (its
+ * `maxParallel`, per run). The scheduler enforces it, not the balancer: it alone knows
+ * a run's tasks in flight (queued and running alike), stored and the same on every
+ * replica, as it does for the run's own maxParallel.
+ */
+export function stageFull(state: Pick<RunState, "run" | "stageInFlight">, def: Pick<TaskDef, "stage">): boolean {
+  if (def.stage === undefined) return false;
+  const limit = state.run.graph.stages?.[def.stage]?.maxParallel;
+  return limit !== undefined && (state.stageInFlight.get(def.stage) ?? 0) >= limit;
 }
 
 /** Records the paths a merged task changed, for the resolver context of later merges. */
@@ -780,7 +810,8 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
       state.held.delete(t.def.id);
       continue;
     }
-    if (state.inFlight >= limit || blocked) {
+    // A full stage holds its own tasks only: the next stage's may still start.
+    if (state.inFlight >= limit || blocked || stageFull(state, t.def)) {
       state.held.add(t.def.id);
       continue;
     }

@@ -1,0 +1,160 @@
+import { describe, expect, it } from "vitest";
+import { acceptRun, applyControl, applyTaskResult, buildState, reconcile, stageFull, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
+import { GraphDefSchema, parseGraph, validateGraph } from "../../src/runtime/graph.js";
+import { GraphError } from "../../src/runtime/errors.js";
+import type { SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
+import { taskBranch } from "../../src/runtime/names.js";
+
+const NOW = "2026-01-01T00:00:00.000Z";
+const RUN = "r1";
+
+function graphError(fn: () => unknown): GraphError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof GraphError) return err;
+    throw err;
+  }
+  throw new Error("expected a GraphError");
+}
+
+describe("stages - graph files", () => {
+  it("a task takes its stage's agent or providers when it names neither; its own choice stays whole; agent defaults apply after", () => {
+    const g = parseGraph(`
+stages:
+  plan: { agent: claude, maxParallel: 1 }
+  implement: { provider: main }
+  test: { maxParallel: 3 }
+agents: { claude: { model: opus } }
+tasks:
+  - { id: p, stage: plan, prompt: plan it }
+  - { id: i, stage: implement, prompt: do it }
+  - { id: own, stage: implement, agent: codex, prompt: mine }
+  - { id: ownp, stage: plan, providers: [other], prompt: mine }
+  - { id: t, stage: test, run: "npm test" }
+  - { id: free, run: "true" }
+`);
+    const byId = Object.fromEntries(g.tasks.map((t) => [t.id, t]));
+    expect(byId.p).toMatchObject({ agent: "claude", model: "opus", stage: "plan" });
+    expect(byId.p!.providers).toBeUndefined();
+    expect(byId.i).toMatchObject({ agent: "shell", providers: ["main"], stage: "implement" });
+    expect(byId.own).toMatchObject({ agent: "codex" });
+    expect(byId.own!.providers).toBeUndefined();
+    expect(byId.ownp).toMatchObject({ agent: "shell", providers: ["other"] });
+    expect(byId.t).toMatchObject({ agent: "shell", stage: "test" });
+    expect(byId.free!.stage).toBeUndefined();
+    expect(g.stages).toEqual({ plan: { agent: "claude", maxParallel: 1 }, implement: { providers: ["main"] }, test: { maxParallel: 3 } });
+    // The wire form keeps the stages: what the scheduler enforces.
+    expect(GraphDefSchema.parse(g).stages).toEqual(g.stages);
+  });
+
+  it("a task naming a stage the graph does not declare is a graph error that names it and what to do", () => {
+    const typo = graphError(() => parseGraph(`stages: { plan: {}, review: {} }\ntasks: [{ id: a, run: "true", stage: plna }]`, "g.yaml"));
+    expect(typo.message).toBe("g.yaml: task 'a' names stage 'plna', which the graph does not declare (did you mean 'plan'?): its stages are plan, review");
+    expect(typo.tasks).toEqual(["a"]);
+    const none = graphError(() => parseGraph(`tasks: [{ id: a, run: "true", stage: plan }]`));
+    expect(none.message).toMatch(/task 'a' names stage 'plan', which the graph does not declare: declare it under 'stages:'/);
+    // The scheduler checks the wire form too (services may skip the client).
+    const wire = GraphDefSchema.parse({ stages: { plan: {} }, tasks: [{ id: "a", agent: "noop", stage: "test" }] });
+    expect(graphError(() => validateGraph(wire)).message).toMatch(/task 'a' names stage 'test'.*its stages are plan/);
+  });
+
+  it("refuses a stage with both an agent and providers, a bad maxParallel, a bad name and unknown fields", () => {
+    expect(graphError(() => parseGraph(`stages: { plan: { agent: claude, provider: p } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(
+      /stages\.plan\.agent: give the stage an agent or providers, not both/,
+    );
+    expect(graphError(() => parseGraph(`stages: { plan: { provider: p, providers: [q] } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/not both/);
+    expect(graphError(() => parseGraph(`stages: { plan: { maxParallel: 0 } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(
+      /stages\.plan\.maxParallel: must be at least 1, got 0/,
+    );
+    expect(graphError(() => parseGraph(`stages: { "p l": {} }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/'p l': letters, digits/);
+    expect(graphError(() => parseGraph(`stages: { plan: { maxParalel: 2 } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/did you mean 'maxParallel'/);
+  });
+});
+
+type TaskIn = { id: string; stage?: string; needs?: string[] };
+
+function acceptStaged(tasks: TaskIn[], stages: Record<string, { maxParallel?: number }>, extra: Record<string, unknown> = {}): { state: RunState; effects: Effect[] } {
+  const graph = GraphDefSchema.parse({ name: "g", stages, ...extra, tasks: tasks.map((t) => ({ ...t, agent: "noop" })) });
+  const submit: SubmitRun = { type: "run.submit", runId: RUN, graph, submittedAt: NOW };
+  const out = acceptRun(submit, NOW);
+  if (!out.ok) throw new Error(out.reason);
+  return out;
+}
+
+const readyIds = (effects: Effect[]) => effects.flatMap((e) => (e.type === "ready" ? [e.work.taskId] : [])).sort();
+
+function done(taskId: string, status: "succeeded" | "failed" = "succeeded"): TaskResult {
+  return {
+    type: "task.result",
+    runId: RUN,
+    taskId,
+    attempt: 1,
+    workerId: "w1",
+    status,
+    branch: taskBranch(RUN, taskId),
+    files: [],
+    startedAt: NOW,
+    finishedAt: NOW,
+    outputTail: "",
+    summary: "",
+    costUsd: 0,
+    ...(status === "failed" ? { failure: { kind: "exit" as const, message: "exit 1", retryable: false } } : {}),
+  };
+}
+
+describe("stages - the scheduler's maxParallel per stage", () => {
+  it("a stage with maxParallel 1 queues one of its tasks at a time, while another stage's all go at once", () => {
+    const { state, effects } = acceptStaged(
+      [{ id: "p1", stage: "plan" }, { id: "p2", stage: "plan" }, { id: "p3", stage: "plan" }, { id: "t1", stage: "test" }, { id: "t2", stage: "test" }, { id: "free" }],
+      { plan: { maxParallel: 1 }, test: {} },
+    );
+    expect(readyIds(effects)).toEqual(["free", "p1", "t1", "t2"]);
+    expect(state.stageInFlight.get("plan")).toBe(1);
+    expect(stageFull(state, { stage: "plan" })).toBe(true);
+    expect(stageFull(state, { stage: "test" })).toBe(false);
+    expect(stageFull(state, {})).toBe(false);
+    // Another stage's task ending frees nothing in plan.
+    expect(readyIds(applyTaskResult(state, done("t1"), NOW))).toEqual([]);
+    // p1 ends (failed for good counts too): the next plan task goes, in order.
+    expect(readyIds(applyTaskResult(state, done("p1", "failed"), NOW))).toEqual(["p2"]);
+    expect(readyIds(applyTaskResult(state, done("p2"), NOW))).toEqual(["p3"]);
+    expect(readyIds(applyTaskResult(state, done("p3"), NOW))).toEqual([]);
+    expect(state.stageInFlight.has("plan")).toBe(false);
+  });
+
+  it("the run's maxParallel and a stage's hold together: a full stage does not keep another stage's task out", () => {
+    const { state, effects } = acceptStaged(
+      [{ id: "a1", stage: "a" }, { id: "a2", stage: "a" }, { id: "b1", stage: "b" }, { id: "b2", stage: "b" }],
+      { a: { maxParallel: 1 }, b: { maxParallel: 1 } },
+      { maxParallel: 3 },
+    );
+    // a2 waits for its stage; b1 is not stuck behind it.
+    expect(readyIds(effects)).toEqual(["a1", "b1"]);
+    expect(readyIds(applyTaskResult(state, done("a1"), NOW))).toEqual(["a2"]);
+  });
+
+  it("dependents released later respect the stage's limit; a paused run resumes within it", () => {
+    const { state, effects } = acceptStaged(
+      [{ id: "root" }, { id: "r1", stage: "review", needs: ["root"] }, { id: "r2", stage: "review", needs: ["root"] }, { id: "r3", stage: "review", needs: ["root"] }],
+      { review: { maxParallel: 2 } },
+    );
+    expect(readyIds(effects)).toEqual(["root"]);
+    applyControl(state, { type: "control", runId: RUN, action: "pause", reason: "", by: "me", at: NOW }, NOW);
+    expect(readyIds(applyTaskResult(state, done("root"), NOW))).toEqual([]);
+    const resumed = applyControl(state, { type: "control", runId: RUN, action: "resume", reason: "", by: "me", at: NOW }, NOW);
+    expect(readyIds(resumed)).toEqual(["r1", "r2"]);
+    expect(readyIds(applyTaskResult(state, done("r2"), NOW))).toEqual(["r3"]);
+  });
+
+  it("a state rebuilt from stored records counts the stage's tasks in flight, so a restart does not pass the limit", () => {
+    const { state } = acceptStaged([{ id: "x1", stage: "s" }, { id: "x2", stage: "s" }, { id: "x3", stage: "s" }], { s: { maxParallel: 1 } });
+    const records = new Map<string, { rec: TaskRecord; rev: number }>();
+    for (const [id, t] of state.tasks) records.set(id, { rec: t.rec, rev: 1 });
+    // x1 was queued as a retry (attempt 2): its record says queued.
+    records.set("x1", { rec: { ...records.get("x1")!.rec, status: "queued", attempts: 2 }, rev: 2 });
+    const again = buildState(state.run, 1, records);
+    expect(again.stageInFlight.get("s")).toBe(1);
+    expect(readyIds(reconcile(again, NOW))).toEqual([]);
+  });
+});
