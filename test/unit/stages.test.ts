@@ -4,6 +4,10 @@ import { GraphDefSchema, parseGraph, validateGraph } from "../../src/runtime/gra
 import { GraphError } from "../../src/runtime/errors.js";
 import type { SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
 import { taskBranch } from "../../src/runtime/names.js";
+import { stageLines, stageViews } from "../../src/cli/stages.js";
+import { Metrics } from "../../src/runtime/metrics.js";
+import { countEvent, newRunTally, setGauges } from "../../src/actors/recorder/tally.js";
+import { RunFold } from "../../src/runtime/run-fold.js";
 
 const NOW = "2026-01-01T00:00:00.000Z";
 const RUN = "r1";
@@ -156,5 +160,69 @@ describe("stages - the scheduler's maxParallel per stage", () => {
     const again = buildState(state.run, 1, records);
     expect(again.stageInFlight.get("s")).toBe(1);
     expect(readyIds(reconcile(again, NOW))).toEqual([]);
+  });
+});
+
+describe("stages - ado status and the metrics by stage", () => {
+  it("ado status counts each stage's tasks by state, in the graph's order of stages", () => {
+    const graph = parseGraph(`
+stages:
+  plan: { agent: claude, maxParallel: 1 }
+  review: { provider: main }
+  test: {}
+tasks:
+  - { id: p1, stage: plan, prompt: a }
+  - { id: p2, stage: plan, prompt: b }
+  - { id: p3, stage: plan, prompt: c }
+  - { id: r1, stage: review, prompt: d }
+  - { id: free, run: "true" }
+`);
+    const views = stageViews(graph, [
+      { id: "p1", status: "running" },
+      { id: "p2", status: "pending" },
+      { id: "p3", status: "pending" },
+      { id: "r1", status: "succeeded" },
+      { id: "free", status: "running" },
+    ]);
+    expect(views).toEqual([
+      { name: "plan", maxParallel: 1, agent: "claude", providers: null, tasks: { running: 1, pending: 2 } },
+      { name: "review", maxParallel: null, agent: null, providers: ["main"], tasks: { succeeded: 1 } },
+      { name: "test", maxParallel: null, agent: null, providers: null, tasks: {} },
+    ]);
+    expect(stageLines(views)).toEqual([
+      "  stage plan (claude, maxParallel 1): 1 running, 2 pending",
+      "  stage review (providers main): 1 succeeded",
+      "  stage test: no tasks",
+    ]);
+    expect(stageViews(parseGraph(`tasks: [{ id: a, run: "true" }]`), [{ id: "a", status: "running" }])).toEqual([]);
+  });
+
+  it("the recorder's gauges count tasks by stage and state; ends and cost count by stage", async () => {
+    const m = new Metrics({ processMetrics: false });
+    const tally = newRunTally();
+    tally.agents.set("p1", "shell").set("p2", "shell").set("free", "shell");
+    tally.stages.set("p1", "plan").set("p2", "plan");
+    const fold = new RunFold();
+    const at = NOW;
+    const evs = [
+      { type: "run.accepted", runId: RUN, at, name: "g", tasks: [{ id: "p1", needs: [], priority: "normal" }, { id: "p2", needs: [], priority: "normal" }, { id: "free", needs: [], priority: "normal" }], queued: ["p1", "free"] },
+      { type: "task.started", runId: RUN, taskId: "p1", attempt: 1, at, workerId: "w1" },
+      { type: "task.started", runId: RUN, taskId: "free", attempt: 1, at, workerId: "w1" },
+    ] as const;
+    for (const e of evs) {
+      fold.apply(e as never);
+      countEvent(m, tally, e as never);
+    }
+    setGauges(m, [{ fold, tally }]);
+    const text = await m.text();
+    expect(text).toMatch(/ado_stage_tasks\{stage="plan",state="running"\} 1/);
+    expect(text).toMatch(/ado_stage_tasks\{stage="plan",state="pending"\} 1/);
+    expect(text).not.toMatch(/ado_stage_tasks\{[^}]*stage=""/);
+    const ended = { type: "task.succeeded", runId: RUN, taskId: "p1", attempt: 1, at, workerId: "w1", files: [], startedAt: at, finishedAt: at, costUsd: 0.25, tokens: 10 };
+    fold.apply(ended as never);
+    countEvent(m, tally, ended as never);
+    const after = await m.text();
+    expect(after).toMatch(/ado_stage_tasks_finished_total\{stage="plan",state="succeeded"\} 1/);
+    expect(after).toMatch(/ado_stage_cost_usd_total\{stage="plan"\} 0.25/);
   });
 });
