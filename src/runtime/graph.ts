@@ -159,6 +159,11 @@ export const StageDefSchema = z
     providers: z.array(ProviderNameSchema).min(1, "name at least one provider, or leave 'providers' out").optional(),
     /** At most this many of the stage's tasks queued or running at once, per run. */
     maxParallel: z.number().int().min(1).optional(),
+    /**
+     * At most this many of the stage's attempts start per minute, per run: the scheduler
+     * spaces them evenly (60 s / perMinute apart), each held by the balancer until its time.
+     */
+    perMinute: z.number().positive().max(60_000).optional(),
   })
   .strict();
 export type StageDef = z.output<typeof StageDefSchema>;

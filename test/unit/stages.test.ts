@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { acceptRun, applyControl, applyTaskResult, buildState, reconcile, stageFull, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
+import { acceptRun, applyControl, applyTaskResult, buildState, reconcile, stageFull, stageSlot, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
 import { GraphDefSchema, parseGraph, validateGraph } from "../../src/runtime/graph.js";
 import { GraphError } from "../../src/runtime/errors.js";
 import type { SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
@@ -78,7 +78,7 @@ tasks:
 
 type TaskIn = { id: string; stage?: string; needs?: string[] };
 
-function acceptStaged(tasks: TaskIn[], stages: Record<string, { maxParallel?: number }>, extra: Record<string, unknown> = {}): { state: RunState; effects: Effect[] } {
+function acceptStaged(tasks: TaskIn[], stages: Record<string, { maxParallel?: number; perMinute?: number }>, extra: Record<string, unknown> = {}): { state: RunState; effects: Effect[] } {
   const graph = GraphDefSchema.parse({ name: "g", stages, ...extra, tasks: tasks.map((t) => ({ ...t, agent: "noop" })) });
   const submit: SubmitRun = { type: "run.submit", runId: RUN, graph, submittedAt: NOW };
   const out = acceptRun(submit, NOW);
@@ -163,12 +163,30 @@ describe("stages - the scheduler's maxParallel per stage", () => {
   });
 });
 
+describe("stages - the scheduler's rate per stage", () => {
+  it("a stage's perMinute spaces its attempts' starts evenly (notBefore), retries too; other stages start at once", () => {
+    const t0 = Date.parse(NOW);
+    const { state, effects } = acceptStaged(
+      [{ id: "s1", stage: "slow" }, { id: "s2", stage: "slow" }, { id: "s3", stage: "slow" }, { id: "f1", stage: "fast" }],
+      { slow: { perMinute: 60 }, fast: {} },
+    );
+    const notBefore = Object.fromEntries(effects.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : [])));
+    expect(notBefore).toEqual({ s1: 0, s2: t0 + 1_000, s3: t0 + 2_000, f1: 0 });
+    // Much later, the next start is due at once; the one after keeps its distance.
+    const later = t0 + 60_000;
+    expect(stageSlot(state, { stage: "slow" }, later)).toBe(later);
+    expect(stageSlot(state, { stage: "slow" }, later)).toBe(later + 1_000);
+    expect(stageSlot(state, { stage: "fast" }, later)).toBe(later);
+    expect(stageSlot(state, {}, later)).toBe(later);
+  });
+});
+
 describe("stages - ado status and the metrics by stage", () => {
   it("ado status counts each stage's tasks by state, in the graph's order of stages", () => {
     const graph = parseGraph(`
 stages:
   plan: { agent: claude, maxParallel: 1 }
-  review: { provider: main }
+  review: { provider: main, perMinute: 6 }
   test: {}
 tasks:
   - { id: p1, stage: plan, prompt: a }
@@ -185,13 +203,13 @@ tasks:
       { id: "free", status: "running" },
     ]);
     expect(views).toEqual([
-      { name: "plan", maxParallel: 1, agent: "claude", providers: null, tasks: { running: 1, pending: 2 } },
-      { name: "review", maxParallel: null, agent: null, providers: ["main"], tasks: { succeeded: 1 } },
-      { name: "test", maxParallel: null, agent: null, providers: null, tasks: {} },
+      { name: "plan", maxParallel: 1, perMinute: null, agent: "claude", providers: null, tasks: { running: 1, pending: 2 } },
+      { name: "review", maxParallel: null, perMinute: 6, agent: null, providers: ["main"], tasks: { succeeded: 1 } },
+      { name: "test", maxParallel: null, perMinute: null, agent: null, providers: null, tasks: {} },
     ]);
     expect(stageLines(views)).toEqual([
       "  stage plan (claude, maxParallel 1): 1 running, 2 pending",
-      "  stage review (providers main): 1 succeeded",
+      "  stage review (providers main, 6/min): 1 succeeded",
       "  stage test: no tasks",
     ]);
     expect(stageViews(parseGraph(`tasks: [{ id: a, run: "true" }]`), [{ id: "a", status: "running" }])).toEqual([]);

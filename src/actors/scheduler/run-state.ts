@@ -51,6 +51,11 @@ export interface RunState {
   inFlight: number;
   /** The same per stage of the graph (`stages:`), for the stages' maxParallel; kept by update(). */
   stageInFlight: Map<string, number>;
+  /**
+   * Per stage with a `perMinute`: the earliest time (epoch ms) its next attempt may start.
+   * Memory only: after a restart the stage's next attempt may start at once.
+   */
+  stageNextStart: Map<string, number>;
   /** Tasks waiting for the merge coordinator. */
   merging: number;
   /** Tasks whose merge waits for a person (HITL). */
@@ -125,6 +130,7 @@ export function buildState(
     open: 0,
     inFlight: 0,
     stageInFlight: new Map(),
+    stageNextStart: new Map(),
     merging: 0,
     attention: 0,
     attentionChanged: false,
@@ -241,6 +247,19 @@ export function stageFull(state: Pick<RunState, "run" | "stageInFlight">, def: P
   if (def.stage === undefined) return false;
   const limit = state.run.graph.stages?.[def.stage]?.maxParallel;
   return limit !== undefined && (state.stageInFlight.get(def.stage) ?? 0) >= limit;
+}
+
+/**
+ * When an attempt of the task's stage that may start at `at` (epoch ms) does start, given
+ * the stage's `perMinute` (spaced evenly, 60 s / perMinute apart, per run); it takes that
+ * slot. `at` itself for a task of no stage or a stage without a rate.
+ */
+export function stageSlot(state: Pick<RunState, "run" | "stageNextStart">, def: Pick<TaskDef, "stage">, at: number): number {
+  const rate = def.stage === undefined ? undefined : state.run.graph.stages?.[def.stage]?.perMinute;
+  if (rate === undefined) return at;
+  const slot = Math.max(at, state.stageNextStart.get(def.stage!) ?? 0);
+  state.stageNextStart.set(def.stage!, slot + Math.ceil(60_000 / rate));
+  return slot;
 }
 
 /** Records the paths a merged task changed, for the resolver context of later merges. */
@@ -915,6 +934,9 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     submittedAt: run.submittedAt,
     ...(resume ? { resume } : {}),
   };
+  // The stage's rate: a start later than the retry's own backoff holds the attempt until its slot.
+  const slot = stageSlot(state, t.def, Math.max(work.notBefore, Date.parse(now)));
+  if (slot > Date.parse(now)) work.notBefore = Math.max(work.notBefore, slot);
   const effects: Effect[] = [{ type: "ready", work }];
   // A first attempt's `queued` record is not written: after a restart, reconcile()
   // derives it from the graph (and the republish is deduplicated). Retries are written,
