@@ -164,6 +164,13 @@ export const StageDefSchema = z
      * spaces them evenly (60 s / perMinute apart), each held by the balancer until its time.
      */
     perMinute: z.number().positive().max(60_000).optional(),
+    /**
+     * The stage's circuit breaker, per run: `failures` failed attempts of its tasks in a
+     * row (cancelled and interrupted ones say nothing of the stage and do not count) hold
+     * its next attempts for `cooldownMs`; then one probe runs at a time until an attempt
+     * succeeds (closed again) or fails (open for another cooldown).
+     */
+    circuit: z.object({ failures: z.number().int().min(1).max(1_000), cooldownMs: z.number().int().positive().default(60_000) }).strict().optional(),
   })
   .strict();
 export type StageDef = z.output<typeof StageDefSchema>;
@@ -376,6 +383,11 @@ type TaskFileDef = Omit<TaskDef, "agent"> & { agent?: string };
 const StageFileSchema = StageDefSchema.extend({
   /** One provider: shorthand for `providers: [name]`. */
   provider: ProviderNameSchema.optional(),
+  circuit: z
+    .object({ failures: z.number().int().min(1).max(1_000), cooldown: DurationSchema.default(60_000) })
+    .strict()
+    .transform(({ failures, cooldown }) => ({ failures, cooldownMs: cooldown }))
+    .optional(),
 })
   .strict()
   .superRefine((st, ctx) => {

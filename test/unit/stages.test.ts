@@ -78,7 +78,7 @@ tasks:
 
 type TaskIn = { id: string; stage?: string; needs?: string[] };
 
-function acceptStaged(tasks: TaskIn[], stages: Record<string, { maxParallel?: number; perMinute?: number }>, extra: Record<string, unknown> = {}): { state: RunState; effects: Effect[] } {
+function acceptStaged(tasks: TaskIn[], stages: Record<string, { maxParallel?: number; perMinute?: number; circuit?: { failures: number; cooldownMs?: number } }>, extra: Record<string, unknown> = {}): { state: RunState; effects: Effect[] } {
   const graph = GraphDefSchema.parse({ name: "g", stages, ...extra, tasks: tasks.map((t) => ({ ...t, agent: "noop" })) });
   const submit: SubmitRun = { type: "run.submit", runId: RUN, graph, submittedAt: NOW };
   const out = acceptRun(submit, NOW);
@@ -181,13 +181,51 @@ describe("stages - the scheduler's rate per stage", () => {
   });
 });
 
+describe("stages - the scheduler's circuit breaker per stage", () => {
+  it("N failures in a row hold the stage's next attempt for the cooldown, then one probe at a time; a success closes it", () => {
+    const t0 = Date.parse(NOW);
+    const { state, effects } = acceptStaged(
+      [{ id: "a", stage: "s" }, { id: "b", stage: "s" }, { id: "c", stage: "s" }, { id: "d", stage: "s" }, { id: "e", stage: "s" }, { id: "o", stage: "other" }],
+      { s: { maxParallel: 2, circuit: { failures: 2, cooldownMs: 30_000 } }, other: {} },
+    );
+    expect(readyIds(effects)).toEqual(["a", "b", "o"]);
+    // One failure: not yet; c takes a's place at once.
+    const afterA = applyTaskResult(state, done("a", "failed"), NOW);
+    expect(afterA.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : []))).toEqual([["c", 0]]);
+    // Two in a row: open. c is still out, so d waits (one probe at a time), held by the scheduler.
+    expect(readyIds(applyTaskResult(state, done("b", "failed"), NOW))).toEqual([]);
+    expect(stageFull(state, { stage: "s" })).toBe(true);
+    // Another stage is not affected.
+    expect(stageFull(state, { stage: "other" })).toBe(false);
+    // c fails too: d goes as the probe, not before the cooldown from this failure ends.
+    const later = new Date(t0 + 5_000).toISOString();
+    const probe = applyTaskResult(state, done("c", "failed"), later);
+    expect(probe.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : []))).toEqual([["d", t0 + 35_000]]);
+    // The probe succeeds: closed, e goes at once.
+    const closed = applyTaskResult(state, done("d"), new Date(t0 + 40_000).toISOString());
+    expect(closed.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : []))).toEqual([["e", 0]]);
+    expect(state.stageCircuit.has("s")).toBe(false);
+  });
+
+  it("a cancelled or interrupted attempt does not count; a graph file writes the cooldown as a duration", () => {
+    const { state } = acceptStaged([{ id: "a", stage: "s" }, { id: "b", stage: "s" }], { s: { circuit: { failures: 1 } } });
+    const interrupted = { ...done("a", "failed"), failure: { kind: "interrupted" as const, message: "worker stopped", retryable: true } };
+    applyTaskResult(state, interrupted, NOW);
+    expect(state.stageCircuit.get("s")).toBeUndefined();
+    expect(state.run.graph.stages!.s!.circuit).toEqual({ failures: 1, cooldownMs: 60_000 });
+    const g = parseGraph(`stages: { review: { circuit: { failures: 3, cooldown: 2m } } }\ntasks: [{ id: a, run: "true", stage: review }]`);
+    expect(g.stages!.review!.circuit).toEqual({ failures: 3, cooldownMs: 120_000 });
+    expect(graphError(() => parseGraph(`stages: { review: { circuit: { failures: 0 } } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/circuit\.failures: must be at least 1/);
+  });
+});
+
 describe("stages - ado status and the metrics by stage", () => {
   it("ado status counts each stage's tasks by state, in the graph's order of stages", () => {
     const graph = parseGraph(`
 stages:
   plan: { agent: claude, maxParallel: 1 }
   review: { provider: main, perMinute: 6 }
-  test: {}
+  test: { circuit: { failures: 3, cooldown: 2m } }
 tasks:
   - { id: p1, stage: plan, prompt: a }
   - { id: p2, stage: plan, prompt: b }
@@ -203,14 +241,14 @@ tasks:
       { id: "free", status: "running" },
     ]);
     expect(views).toEqual([
-      { name: "plan", maxParallel: 1, perMinute: null, agent: "claude", providers: null, tasks: { running: 1, pending: 2 } },
-      { name: "review", maxParallel: null, perMinute: 6, agent: null, providers: ["main"], tasks: { succeeded: 1 } },
-      { name: "test", maxParallel: null, perMinute: null, agent: null, providers: null, tasks: {} },
+      { name: "plan", maxParallel: 1, perMinute: null, circuit: null, agent: "claude", providers: null, tasks: { running: 1, pending: 2 } },
+      { name: "review", maxParallel: null, perMinute: 6, circuit: null, agent: null, providers: ["main"], tasks: { succeeded: 1 } },
+      { name: "test", maxParallel: null, perMinute: null, circuit: { failures: 3, cooldownMs: 120_000 }, agent: null, providers: null, tasks: {} },
     ]);
     expect(stageLines(views)).toEqual([
       "  stage plan (claude, maxParallel 1): 1 running, 2 pending",
       "  stage review (providers main, 6/min): 1 succeeded",
-      "  stage test: no tasks",
+      "  stage test (circuit 3 failures/2m00s): no tasks",
     ]);
     expect(stageViews(parseGraph(`tasks: [{ id: a, run: "true" }]`), [{ id: "a", status: "running" }])).toEqual([]);
   });

@@ -56,6 +56,11 @@ export interface RunState {
    * Memory only: after a restart the stage's next attempt may start at once.
    */
   stageNextStart: Map<string, number>;
+  /**
+   * Per stage with a `circuit`: its tasks' failed attempts in a row, and while they have
+   * reached its threshold, until when it is open (epoch ms). Memory only, like the rate.
+   */
+  stageCircuit: Map<string, { failures: number; openUntil: number }>;
   /** Tasks waiting for the merge coordinator. */
   merging: number;
   /** Tasks whose merge waits for a person (HITL). */
@@ -131,6 +136,7 @@ export function buildState(
     inFlight: 0,
     stageInFlight: new Map(),
     stageNextStart: new Map(),
+    stageCircuit: new Map(),
     merging: 0,
     attention: 0,
     attentionChanged: false,
@@ -243,19 +249,47 @@ function countStage(state: RunState, t: TaskState, by: 1 | -1): void {
  * a run's tasks in flight (queued and running alike), stored and the same on every
  * replica, as it does for the run's own maxParallel.
  */
-export function stageFull(state: Pick<RunState, "run" | "stageInFlight">, def: Pick<TaskDef, "stage">): boolean {
+export function stageFull(state: Pick<RunState, "run" | "stageInFlight" | "stageCircuit">, def: Pick<TaskDef, "stage">): boolean {
   if (def.stage === undefined) return false;
-  const limit = state.run.graph.stages?.[def.stage]?.maxParallel;
+  const stage = state.run.graph.stages?.[def.stage];
+  // A tripped circuit (open, or half-open after its cooldown) lets one probe through at a time.
+  const limit = stageTripped(state, def.stage) ? 1 : stage?.maxParallel;
   return limit !== undefined && (state.stageInFlight.get(def.stage) ?? 0) >= limit;
+}
+
+/** Whether the stage's circuit breaker has seen its threshold of failures in a row (open or half-open). */
+function stageTripped(state: Pick<RunState, "run" | "stageCircuit">, stage: string): boolean {
+  const threshold = state.run.graph.stages?.[stage]?.circuit?.failures;
+  return threshold !== undefined && (state.stageCircuit.get(stage)?.failures ?? 0) >= threshold;
+}
+
+/**
+ * Counts an attempt's outcome on its stage's circuit breaker: a success closes it, a
+ * failure (but a cancel or an interruption, which say nothing of the stage) counts one
+ * more in a row and, at the threshold or past it, opens it for the cooldown from `now`.
+ */
+export function noteStageOutcome(state: Pick<RunState, "run" | "stageCircuit">, def: Pick<TaskDef, "stage">, result: Pick<TaskResult, "status" | "failure">, now: number): void {
+  const circuit = def.stage === undefined ? undefined : state.run.graph.stages?.[def.stage]?.circuit;
+  if (!circuit) return;
+  const stage = def.stage!;
+  if (result.status === "succeeded") return void state.stageCircuit.delete(stage);
+  const kind = result.failure?.kind;
+  if (kind === "cancelled" || kind === "interrupted") return;
+  const failures = (state.stageCircuit.get(stage)?.failures ?? 0) + 1;
+  state.stageCircuit.set(stage, { failures, openUntil: failures >= circuit.failures ? now + circuit.cooldownMs : 0 });
 }
 
 /**
  * When an attempt of the task's stage that may start at `at` (epoch ms) does start, given
- * the stage's `perMinute` (spaced evenly, 60 s / perMinute apart, per run); it takes that
- * slot. `at` itself for a task of no stage or a stage without a rate.
+ * the stage's open circuit (not before its cooldown ends) and `perMinute` (spaced evenly,
+ * 60 s / perMinute apart, per run); it takes that slot. `at` itself for a task of no
+ * stage or a stage with neither.
  */
-export function stageSlot(state: Pick<RunState, "run" | "stageNextStart">, def: Pick<TaskDef, "stage">, at: number): number {
-  const rate = def.stage === undefined ? undefined : state.run.graph.stages?.[def.stage]?.perMinute;
+export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stageCircuit">, def: Pick<TaskDef, "stage">, at: number): number {
+  if (def.stage === undefined) return at;
+  // An open circuit holds the stage's next attempt (its probe) until the cooldown ends.
+  if (stageTripped(state, def.stage)) at = Math.max(at, state.stageCircuit.get(def.stage)!.openUntil);
+  const rate = state.run.graph.stages?.[def.stage]?.perMinute;
   if (rate === undefined) return at;
   const slot = Math.max(at, state.stageNextStart.get(def.stage!) ?? 0);
   state.stageNextStart.set(def.stage!, slot + Math.ceil(60_000 / rate));
@@ -403,6 +437,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     return late ? [...charge(state, t, late), ...settle(state, now)] : [];
   }
   const effects: Effect[] = [];
+  noteStageOutcome(state, t.def, result, Date.parse(now));
   // What it reported while it ran counts if more than its result says (lost with its worker: nothing).
   const cost = settleAttempt(state.ledger, t.def.id, result.attempt, reported) ?? reported;
   update(state, t, {
