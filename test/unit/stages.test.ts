@@ -5,6 +5,8 @@ import { GraphError } from "../../src/runtime/errors.js";
 import type { SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
 import { taskBranch } from "../../src/runtime/names.js";
 import { stageLines, stageViews } from "../../src/cli/stages.js";
+import { taskReason } from "../../src/cli/task-reasons.js";
+import type { RunStatusView } from "../../src/runtime/client.js";
 import { Metrics } from "../../src/runtime/metrics.js";
 import { countEvent, newRunTally, setGauges } from "../../src/actors/recorder/tally.js";
 import { RunFold } from "../../src/runtime/run-fold.js";
@@ -251,6 +253,16 @@ tasks:
       "  stage test (circuit 3 failures/2m00s): no tasks",
     ]);
     expect(stageViews(parseGraph(`tasks: [{ id: a, run: "true" }]`), [{ id: "a", status: "running" }])).toEqual([]);
+
+    // Why a pending task waits: its stage is full.
+    const tasks = [
+      { id: "p1", status: "running" as const, attempts: 1, needs: [] },
+      { id: "p2", status: "pending" as const, attempts: 0, needs: [] },
+      { id: "r1", status: "pending" as const, attempts: 0, needs: [] },
+    ];
+    const view = { run: { runId: RUN, status: "running", graph }, tasks } as unknown as RunStatusView;
+    expect(taskReason(tasks[1]!, view, { paused: false })).toBe("waiting for its stage plan (maxParallel 1, 1 in flight)");
+    expect(taskReason(tasks[2]!, view, { paused: false })).toBeUndefined();
   });
 
   it("the recorder's gauges count tasks by stage and state; ends and cost count by stage", async () => {
