@@ -292,5 +292,14 @@ tasks:
     const after = await m.text();
     expect(after).toMatch(/ado_stage_tasks_finished_total\{stage="plan",state="succeeded"\} 1/);
     expect(after).toMatch(/ado_stage_cost_usd_total\{stage="plan"\} 0.25/);
+    expect(after).toMatch(/ado_stage_task_duration_seconds_count\{stage="plan",outcome="succeeded"\} 1/);
+    const failed = { type: "task.failed", runId: RUN, taskId: "p2", attempt: 1, at, workerId: "w1", error: "x", kind: "exit", willRetry: true, outputTail: "", startedAt: at, finishedAt: at, costUsd: 0, tokens: 0 };
+    const retrying = { type: "task.retrying", runId: RUN, taskId: "p2", attempt: 2, at, notBefore: 0, error: "x" };
+    for (const e of [failed, retrying]) countEvent(m, tally, e as never);
+    const last = await m.text();
+    expect(last).toMatch(/ado_stage_task_failures_total\{stage="plan",class="exit"\} 1/);
+    expect(last).toMatch(/ado_stage_task_retries_total\{stage="plan"\} 1/);
+    // Not finished: it will be retried.
+    expect(last).not.toMatch(/ado_stage_tasks_finished_total\{stage="plan",state="failed"\}/);
   });
 });

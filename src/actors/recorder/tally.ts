@@ -54,7 +54,10 @@ export function countEvent(m: Metrics, t: RunTally, e: AdoEvent): void {
   switch (e.type) {
     case "task.succeeded": {
       const s = seconds(e.startedAt, e.finishedAt);
-      if (s !== undefined) m.taskDuration.observe({ outcome: "succeeded", ...labels }, s);
+      if (s !== undefined) {
+        m.taskDuration.observe({ outcome: "succeeded", ...labels }, s);
+        if (stage !== undefined) m.stageTaskDuration.observe({ stage, outcome: "succeeded" }, s);
+      }
       if (e.commit && e.files.length > 0) t.mergeStart.set(e.taskId, Date.parse(e.at));
       else finished("succeeded");
       settleCost(m, t, e, provider);
@@ -62,14 +65,20 @@ export function countEvent(m: Metrics, t: RunTally, e: AdoEvent): void {
     }
     case "task.failed": {
       const s = seconds(e.startedAt, e.finishedAt);
-      if (s !== undefined) m.taskDuration.observe({ outcome: "failed", ...labels }, s);
+      if (s !== undefined) {
+        m.taskDuration.observe({ outcome: "failed", ...labels }, s);
+        if (stage !== undefined) m.stageTaskDuration.observe({ stage, outcome: "failed" }, s);
+      }
       m.failures.inc({ class: e.kind ?? "unknown", ...labels });
+      if (stage !== undefined) m.stageFailures.inc({ stage, class: e.kind ?? "unknown" });
       if (!e.willRetry) finished("failed");
       settleCost(m, t, e, provider);
       return;
     }
     case "task.retrying":
-      return void m.retries.inc(labels);
+      m.retries.inc(labels);
+      if (stage !== undefined) m.stageRetries.inc({ stage });
+      return;
     case "task.merged": {
       const start = t.mergeStart.get(e.taskId);
       if (start !== undefined) m.mergeDuration.observe({ outcome: "merged" }, Math.max(0, (Date.parse(e.at) - start) / 1000));
