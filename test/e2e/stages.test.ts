@@ -10,6 +10,7 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { stageViews } from "../../src/cli/stages.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
+import { runAdo } from "../helpers/cli.js";
 import { eventually, uniqueTopology, useTestServer } from "../helpers/nats.js";
 
 const ts = useTestServer("ado-stages-");
@@ -23,6 +24,22 @@ function metric(text: string, name: string, labels: Record<string, string>): num
   }
   return sum;
 }
+
+describe("stages - the CLI", () => {
+  it("ado run exits 2 without running anything when a task names a stage the graph does not declare, naming it", async () => {
+    const repo = await makeRepo();
+    try {
+      const graph = `${repo.dir}.stages.yaml`;
+      await writeFile(graph, 'stages:\n  plan: { maxParallel: 1 }\n  review: {}\ntasks:\n  - { id: a, stage: plna, run: "true" }\n');
+      const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir]);
+      expect(r.code, r.stderr).toBe(2);
+      expect(r.stderr).toContain("task 'a' names stage 'plna', which the graph does not declare (did you mean 'plan'?): its stages are plan, review");
+      expect(gitOut(repo.dir, "branch", "--list", "ado/*")).toBe("");
+    } finally {
+      await repo.cleanup();
+    }
+  }, 120_000);
+});
 
 describe("stages - end to end", () => {
   it("maxParallel 1 on a stage runs its tasks one after another while another stage's run at once; status and metrics show both stages", async () => {
