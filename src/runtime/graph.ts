@@ -171,6 +171,13 @@ export const StageDefSchema = z
      * succeeds (closed again) or fails (open for another cooldown).
      */
     circuit: z.object({ failures: z.number().int().min(1).max(1_000), cooldownMs: z.number().int().positive().default(60_000) }).strict().optional(),
+    /**
+     * Batching: up to `max` of the stage's tasks that are ready together (none needs
+     * another: they are ready at once), of the same agent and providers, run as one attempt
+     * of one agent in one worktree, their prompts given as a numbered list; the batch lands
+     * as one commit and one merge. A failed batch runs its tasks one by one.
+     */
+    batch: z.object({ max: z.number().int().min(2).max(100) }).strict().optional(),
   })
   .strict();
 export type StageDef = z.output<typeof StageDefSchema>;

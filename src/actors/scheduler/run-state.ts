@@ -400,7 +400,8 @@ export function acceptRun(submit: SubmitRun, now: string, history?: ReadonlyMap<
   // run.accepted rather than announced one by one, and a first attempt's `queued`
   // state is not written: both are re-derived from the graph after a restart.
   const released = release(state, now, state.tasks.values(), false);
-  const queued = released.flatMap((e) => (e.type === "ready" ? [e.work.taskId] : []));
+  // Batch members are queued without ready work of their own (their lead's carries them).
+  const queued = [...state.tasks.values()].filter((t) => t.rec.status === "queued").map((t) => t.def.id);
   const effects: Effect[] = [
     {
       type: "event",
@@ -436,6 +437,9 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     const late = settleAttempt(state.ledger, t.def.id, result.attempt, reported);
     return late ? [...charge(state, t, late), ...settle(state, now)] : [];
   }
+  // The lead of a batch: its result is the whole batch's.
+  const batch = batchOf(state, t, ["queued"]);
+  if (batch.length > 1) return applyBatchResult(state, batch, result, now);
   const effects: Effect[] = [];
   noteStageOutcome(state, t.def, result, Date.parse(now));
   // What it reported while it ran counts if more than its result says (lost with its worker: nothing).
@@ -667,6 +671,8 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
       break;
     }
   }
+  // A batch's members landed (or not) with its lead's merge.
+  effects.push(...followLead(state, t, now));
   return [...effects, ...settle(state, now)];
 }
 
@@ -798,6 +804,16 @@ function cancelTask(state: RunState, t: TaskState, reason: string, now: string, 
   if (tellWorkers && wasInFlight) {
     effects.unshift({ type: "control", request: { type: "control", runId, taskId: t.def.id, action: "cancel", reason, by: "ado", at: now } });
   }
+  // A cancelled lead takes its batch's attempt with it: its members run alone (or, the
+  // run stopping, are cancelled too).
+  if (wasInFlight && t.rec.batch === t.def.id) {
+    for (const m of state.tasks.values()) {
+      if (m === t || m.rec.batch !== t.def.id || m.rec.status !== "queued") continue;
+      update(state, m, { batch: undefined, unbatched: true });
+      if (state.run.halted) effects.push(...cancelTask(state, m, reason, now, false));
+      else effects.push(...queue(state, m, now), { type: "saveTask", taskId: m.def.id });
+    }
+  }
   return effects;
 }
 
@@ -881,7 +897,212 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
   }
   if (blocked) blockOnBudget(state, blocked);
   else state.budgetBlocked = undefined;
+  return formBatches(state, effects);
+}
+
+/**
+ * Folds the ready work of a batching stage's tasks queued together into batches (up to
+ * its `batch.max`, same agent and providers): the first task of each is the lead, whose
+ * attempt carries every member's prompt as a numbered list; the members' own ready
+ * messages are dropped, and every task of the batch records it (`batch`: the lead's id),
+ * so they stay the scheduler's, queued, until the lead's result. Tasks queued together
+ * need none of each other (a task is ready only once all it needs has succeeded). A task
+ * that ran in a failed batch, resumes a checkpoint or has a prompt in the object store
+ * runs alone.
+ */
+function formBatches(state: RunState, effects: Effect[]): Effect[] {
+  const stages = state.run.graph.stages;
+  if (!stages) return effects;
+  const groups = new Map<string, Extract<Effect, { type: "ready" }>[]>();
+  for (const e of effects) {
+    if (e.type !== "ready") continue;
+    const t = state.tasks.get(e.work.taskId)!;
+    const max = t.def.stage === undefined ? undefined : stages[t.def.stage]?.batch?.max;
+    if (max === undefined || t.rec.unbatched || t.def.promptRef || e.work.resume || e.work.task.run) continue;
+    const key = `${t.def.stage}\u0000${t.def.agent}\u0000${(t.def.providers ?? []).join(",")}`;
+    const list = groups.get(key) ?? [];
+    list.push(e);
+    groups.set(key, list);
+  }
+  const dropped = new Set<Effect>();
+  const saves: Effect[] = [];
+  for (const list of groups.values()) {
+    const max = stages[state.tasks.get(list[0]!.work.taskId)!.def.stage!]!.batch!.max;
+    for (let i = 0; i < list.length; i += max) {
+      const chunk = list.slice(i, i + max);
+      if (chunk.length < 2) continue;
+      const lead = chunk[0]!.work;
+      const members = chunk.map((e) => state.tasks.get(e.work.taskId)!);
+      lead.task = { ...lead.task, prompt: batchPrompt(members.map((m) => ({ id: m.def.id, prompt: m.def.prompt }))) };
+      for (const [n, m] of members.entries()) {
+        update(state, m, { batch: lead.taskId });
+        if (n > 0) dropped.add(chunk[n]!);
+        saves.push({ type: "saveTask", taskId: m.def.id });
+      }
+    }
+  }
+  return dropped.size || saves.length ? [...effects.filter((e) => !dropped.has(e)), ...saves] : effects;
+}
+
+/**
+ * The result of a batch's attempt (its lead's), for every task of it: each gets its
+ * share of the cost. A success is one commit: the lead's merge request carries it and the
+ * members follow the lead's merge (followLead). A failure runs every task again alone
+ * (without using its retries: the batch failed, not yet the task); a cancel cancels them.
+ */
+function applyBatchResult(state: RunState, batch: TaskState[], result: TaskResult, now: string): Effect[] {
+  const lead = batch[0]!;
+  const runId = state.run.runId;
+  noteStageOutcome(state, lead.def, result, Date.parse(now));
+  const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
+  const cost = settleAttempt(state.ledger, lead.def.id, result.attempt, reported) ?? reported;
+  const n = batch.length;
+  const tokenShare = Math.floor(cost.tokens / n);
+  const shareOf = (i: number): Spend => ({ usd: cost.usd / n, tokens: tokenShare + (i === 0 ? cost.tokens - tokenShare * n : 0) });
+  const effects: Effect[] = [];
+  for (const [i, t] of batch.entries()) {
+    if (i > 0) settleAttempt(state.ledger, t.def.id, t.rec.attempts, NO_SPEND);
+    update(state, t, {
+      workerId: result.workerId,
+      startedAt: result.startedAt,
+      finishedAt: result.finishedAt,
+      commit: result.commit,
+      files: result.files,
+      summary: result.summary,
+      ...(i === 0 ? { worktree: result.worktree } : {}),
+    });
+    effects.push(...charge(state, t, shareOf(i), result.failure?.kind !== "interrupted"));
+  }
+  if (result.status === "failed") {
+    const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
+    if (failure.kind === "cancelled") {
+      for (const t of batch) effects.push(...cancelTask(state, t, failure.message, now, false));
+      return [...effects, ...release(state, now, []), ...settle(state, now)];
+    }
+    const again = !state.run.halted && !state.run.budgetStopped;
+    for (const [i, t] of batch.entries()) {
+      const share = shareOf(i);
+      const error = `${failure.message} (in batch '${lead.def.id}' of ${n} tasks${again ? "; each runs again alone" : ""})`;
+      effects.push({
+        type: "event",
+        event: { type: "task.failed", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, workerId: result.workerId, error, kind: failure.kind, willRetry: again, outputTail: result.outputTail, startedAt: result.startedAt, finishedAt: result.finishedAt, costUsd: share.usd, tokens: share.tokens, batch: lead.def.id },
+      });
+      update(state, t, { batch: undefined, unbatched: true });
+      if (again) {
+        const queued = queue(state, t, now, false, true);
+        effects.push(...queued, { type: "saveTask", taskId: t.def.id });
+        const work = queued.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+        effects.push({ type: "event", event: { type: "task.retrying", runId, taskId: t.def.id, attempt: work.attempt, at: now, notBefore: work.notBefore, error } });
+      } else {
+        update(state, t, { status: "failed", error });
+        effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now));
+      }
+    }
+    return [...effects, ...settle(state, now)];
+  }
+  const run = state.run;
+  const hasWork = !!(run.repo && run.baseCommit && result.commit && result.files.length > 0);
+  for (const [i, t] of batch.entries()) {
+    const share = shareOf(i);
+    effects.push({
+      type: "event",
+      event: { type: "task.succeeded", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, workerId: result.workerId, commit: result.commit, files: result.files, startedAt: result.startedAt, finishedAt: result.finishedAt, costUsd: share.usd, tokens: share.tokens, batch: lead.def.id },
+    });
+  }
+  if (run.halted || !hasWork) {
+    // The lead's own path decides (skipped, or done without changes); the members follow it.
+    const leadEffects = applyLeadAlone(state, lead, result, now);
+    return [...effects, ...leadEffects, ...followLead(state, lead, now), ...release(state, now, []), ...settle(state, now)];
+  }
+  for (const t of batch) {
+    update(state, t, { status: "merging" });
+    effects.push({ type: "saveTask", taskId: t.def.id });
+  }
+  effects.push({
+    type: "merge",
+    request: {
+      type: "merge.request",
+      runId,
+      taskId: lead.def.id,
+      repo: run.repo!,
+      remote: run.remote,
+      commit: result.commit!,
+      branch: result.branch ?? taskBranch(runId, lead.def.id),
+      baseCommit: run.baseCommit!,
+      integrationBranch: run.integrationBranch!,
+      worktree: result.worktree,
+      releaseOnly: false,
+      attempt: result.attempt,
+      settings: run.merge ?? resolveMergeSettings(),
+      prompt: cut(batchPrompt(batch.map((t) => ({ id: t.def.id, prompt: t.def.prompt }))), PROMPT_LIMIT),
+      related: relatedPrompts(state, lead.def.id, result.files),
+    },
+  });
+  return [...effects, ...release(state, now, []), ...settle(state, now)];
+}
+
+/** A batch's lead that merges nothing (the run halted, or no changes): skipped or done, without a merge. */
+function applyLeadAlone(state: RunState, lead: TaskState, result: TaskResult, now: string): Effect[] {
+  const run = state.run;
+  if (run.halted) {
+    update(state, lead, { status: "skipped", error: `finished on ${result.branch ?? "its branch"} but not merged: ${run.halted}` });
+    return [{ type: "saveTask", taskId: lead.def.id }];
+  }
+  update(state, lead, { status: "succeeded" });
+  return [{ type: "saveTask", taskId: lead.def.id }, ...release(state, now, dependentsOf(state, lead.def.id))];
+}
+
+/**
+ * The members of a batch take the state its lead's merge (or end) left it in: merged
+ * (their dependents are released), waiting for a person (the lead's HITL record),
+ * skipped or failed.
+ */
+function followLead(state: RunState, lead: TaskState, now: string): Effect[] {
+  if (lead.rec.batch !== lead.def.id) return [];
+  const runId = state.run.runId;
+  const effects: Effect[] = [];
+  for (const m of batchOf(state, lead, ["queued", "merging", "needs_attention"]).slice(1)) {
+    const r = lead.rec;
+    switch (r.status) {
+      case "succeeded":
+        update(state, m, { status: "succeeded", integrationCommit: r.integrationCommit, error: undefined });
+        effects.push({ type: "saveTask", taskId: m.def.id });
+        if (r.integrationCommit) effects.push({ type: "event", event: { type: "task.merged", runId, taskId: m.def.id, attempt: m.rec.attempts, at: now, integrationCommit: r.integrationCommit } });
+        effects.push(...release(state, now, dependentsOf(state, m.def.id)));
+        break;
+      case "needs_attention":
+        update(state, m, { status: "needs_attention", error: r.error, hitlId: r.hitlId, hitlRound: r.hitlRound });
+        effects.push({ type: "saveTask", taskId: m.def.id });
+        break;
+      case "skipped":
+      case "failed":
+      case "cancelled": {
+        const reason = `batch '${lead.def.id}' it ran in: ${r.error ?? r.status}`;
+        update(state, m, { status: r.status, error: reason });
+        effects.push({ type: "saveTask", taskId: m.def.id });
+        if (r.status === "skipped") effects.push({ type: "event", event: { type: "task.skipped", runId, taskId: m.def.id, attempt: Math.max(1, m.rec.attempts), at: now, reason } });
+        effects.push(...skipDependents(state, m.def.id, now));
+        break;
+      }
+      default:
+        break;
+    }
+  }
   return effects;
+}
+
+/** The prompt of a batch: its tasks' prompts as a numbered list. */
+export function batchPrompt(tasks: readonly { id: string; prompt: string }[]): string {
+  const items = tasks.map((t, i) => `${i + 1}. (task ${t.id})\n${t.prompt.trim()}`);
+  return `Do each of these ${tasks.length} tasks, in order, in this one session; they are independent of each other.\n\n${items.join("\n\n")}\n`;
+}
+
+/** The tasks of the batch `lead` leads that still wait for its result or merge, the lead first (empty for a task that leads none). */
+function batchOf(state: RunState, lead: TaskState, statuses: readonly TaskStatus[]): TaskState[] {
+  if (lead.rec.batch !== lead.def.id) return [];
+  const out = [lead];
+  for (const t of state.tasks.values()) if (t !== lead && t.rec.batch === lead.def.id && statuses.includes(t.rec.status)) out.push(t);
+  return out;
 }
 
 /**
