@@ -51,6 +51,8 @@ export interface TaskStatusView {
   /** What its attempts cost so far (finished ones), USD and tokens. */
   costUsd?: number;
   tokens?: number;
+  /** The batch (its lead task's id) the task's attempt runs or ran in (a stage's `batch:`). */
+  batch?: string;
 }
 
 export interface RunStatusView {
@@ -366,11 +368,18 @@ export class AdoClient {
         needs: def.needs,
         costUsd: rec?.costUsd ?? 0,
         tokens: rec?.tokens ?? 0,
+        ...(rec?.batch ? { batch: rec.batch } : {}),
       };
       tasks.push(view);
       if (guessing) guessed.add(view);
     }
     heldByStages(run, tasks, guessed);
+    // A batch's members run when its lead runs (one attempt, the lead's claim).
+    const byId = new Map(tasks.map((t) => [t.id, t]));
+    for (const t of tasks) {
+      const lead = t.batch && t.batch !== t.id ? byId.get(t.batch) : undefined;
+      if (lead?.status === "running" && t.status === "queued") Object.assign(t, { status: "running", workerId: lead.workerId, startedAt: lead.startedAt });
+    }
     return { run, tasks };
   }
 

@@ -18,7 +18,7 @@ import { SCHEMAS, type AdoEvent } from "../../src/runtime/messages.js";
 import { taskKey } from "../../src/runtime/names.js";
 import { openBuckets } from "../../src/runtime/topology.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
-import { uniqueTopology, useTestServer } from "../helpers/nats.js";
+import { eventually, uniqueTopology, useTestServer } from "../helpers/nats.js";
 
 const FAKES = resolve(dirname(fileURLToPath(import.meta.url)), "../fixtures/fake-agents/bin");
 const ts = useTestServer("ado-batching-");
@@ -28,7 +28,7 @@ async function invocations(file: string): Promise<{ argv: string[]; stdin: strin
   return text.split("\n").filter(Boolean).map((l) => JSON.parse(l));
 }
 
-async function runBatched(name: string, env: Record<string, string>, tasks: number) {
+async function runBatched(name: string, env: Record<string, string>, tasks: number, during?: (client: AdoClient, runId: string) => Promise<void>) {
   const repo = await makeRepo();
   const topo = uniqueTopology();
   const home = join(ts.scratch, `home-${name}`);
@@ -49,7 +49,12 @@ async function runBatched(name: string, env: Record<string, string>, tasks: numb
   try {
     const lines = Array.from({ length: tasks }, (_, i) => `  - { id: t${i + 1}, stage: small, prompt: "Fix bug ${i + 1}" }`).join("\n");
     const graph = parseGraph(`stages:\n  small: { agent: claude, batch: { max: 5 } }\ntasks:\n${lines}\n`);
-    const outcome = await new AdoClient(nc, topo).run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+    const client = new AdoClient(nc, topo);
+    const { runId } = await client.submit({ graph, repo: repo.dir });
+    const watching = client.watch(runId, { onEvent: (e) => events.push(e) });
+    watching.catch(() => undefined); // awaited below; a failure in `during` must not leave it unhandled
+    await during?.(client, runId);
+    const outcome = await watching;
     const kv = await openBuckets(nc, topo);
     const records = await Promise.all(outcome.tasks.map(async (t) => decode(SCHEMAS.TaskRecord, (await kv.tasks.get(taskKey(outcome.runId, t.id)))!.value)));
     return { outcome, events, records, calls: await invocations(record), repo, git: (...a: string[]) => gitOut(repo.dir, ...a) };
@@ -61,7 +66,17 @@ async function runBatched(name: string, env: Record<string, string>, tasks: numb
 
 describe("batching - end to end with the fake Claude Code", () => {
   it("a batch of five tasks runs as one invocation with the prompts numbered, lands as one commit and one merge; each task shows its batch and its share of the cost", async () => {
-    const { outcome, events, records, calls, repo, git } = await runBatched("five", { FAKE_AGENT_TOOLS: "3" }, 5);
+    let seen: Record<string, unknown>[] = [];
+    // The fake takes a moment per line, so ado status can be seen while the batch runs: its members run with the lead.
+    const { outcome, events, records, calls, repo, git } = await runBatched("five", { FAKE_AGENT_TOOLS: "3", FAKE_AGENT_DELAY_MS: "300" }, 5, async (client, runId) => {
+      seen = await eventually(async () => {
+        const view = await client.status(runId);
+        const tasks = view?.tasks ?? [];
+        return tasks.length === 5 && tasks.every((t) => t.status === "running") ? tasks.map((t) => ({ id: t.id, batch: t.batch, workerId: t.workerId })) : undefined;
+      }, 60_000, "the batch's five tasks running in ado status");
+    });
+    expect(seen.map((t) => t.batch)).toEqual(["t1", "t1", "t1", "t1", "t1"]);
+    expect(new Set(seen.map((t) => t.workerId)).size).toBe(1);
     try {
       expect(outcome.status, outcome.error).toBe("succeeded");
       expect(calls).toHaveLength(1);
