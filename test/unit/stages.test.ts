@@ -54,6 +54,12 @@ tasks:
     expect(GraphDefSchema.parse(g).stages).toEqual(g.stages);
   });
 
+  it("a stage's providers take the graph's rotation like a task's own", () => {
+    const g = parseGraph(`rotation: round_robin\nstages:\n  impl: { providers: [a, b] }\ntasks:\n  - { id: x, stage: impl, prompt: go }\n  - { id: y, run: "true" }\n`);
+    expect(g.tasks[0]).toMatchObject({ providers: ["a", "b"], rotation: "round_robin" });
+    expect(g.tasks[1]!.rotation).toBeUndefined();
+  });
+
   it("a task naming a stage the graph does not declare is a graph error that names it and what to do", () => {
     const typo = graphError(() => parseGraph(`stages: { plan: {}, review: {} }\ntasks: [{ id: a, run: "true", stage: plna }]`, "g.yaml"));
     expect(typo.message).toBe("g.yaml: task 'a' names stage 'plna', which the graph does not declare (did you mean 'plan'?): its stages are plan, review");
