@@ -12,6 +12,7 @@ import { plural } from "./progress-state.js";
 import { exitCodeOf } from "./run.js";
 import { report } from "./summary.js";
 import { readReasonFacts, taskReason } from "./task-reasons.js";
+import { stageLines, stageViews } from "./stages.js";
 import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { formatDuration, parseDuration } from "../runtime/duration.js";
 import { formatTokens, formatUsd } from "../runtime/budget.js";
@@ -146,7 +147,8 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
         tokens: run.tokens,
         ...(run.budget ? { budget: { maxCostUsd: run.budget.maxCostUsd ?? null, maxTokens: run.budget.maxTokens ?? null, onExceed: run.budget.onExceed } } : {}),
         ...(run.budgetWait ? { budgetWait: run.budgetWait } : {}),
-        tasks: tasks.map((t) => ({ ...t, elapsedMs: elapsed(t.startedAt, t.finishedAt), reason: reasonOf(run.runId, t.id) ?? null })),
+        ...(run.graph.stages ? { stages: stageViews(run.graph, tasks) } : {}),
+        tasks: tasks.map((t) => ({ ...t, ...stageField(run, t.id), elapsedMs: elapsed(t.startedAt, t.finishedAt), reason: reasonOf(run.runId, t.id) ?? null })),
       }));
       process.stdout.write(JSON.stringify(runId ? out[0] : out, null, 2) + "\n");
       return Exit.ok;
@@ -165,6 +167,7 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
         return [t.id, word, ms === null ? "" : formatDuration(ms), t.attempts > 0 ? `attempt ${t.attempts}` : "", t.workerId ?? "", reason && reason !== "paused" ? reason : (t.error ?? "")];
       });
       process.stdout.write(table(rows) + "\n");
+      for (const line of stageLines(stageViews(run.graph, tasks))) process.stdout.write(line + "\n");
       if (run.budgetWait) process.stdout.write(`  waiting for its budget: ${run.budgetWait.message}\n  ado budget raise ${run.runId} <usd>, or ado cancel ${run.runId}\n`);
       if (run.status === "needs_attention" && (!run.budgetWait || tasks.some((t) => t.status === "needs_attention"))) process.stdout.write(`  waiting for a person: ado hitl list\n`);
     }
@@ -173,6 +176,17 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
     if (providers.length) process.stdout.write(providersTable(providers));
     return Exit.ok;
   }, runId);
+}
+
+/** Task id -> stage, per run record (read once per run: `ado status --json` of a large graph). */
+const stagesOfRun = new WeakMap<RunStatusView["run"], Map<string, string | undefined>>();
+
+/** `{ stage }` of a task of a graph with stages (null for one outside them); nothing otherwise. */
+function stageField(run: RunStatusView["run"], taskId: string): { stage?: string | null } {
+  if (!run.graph.stages) return {};
+  let byId = stagesOfRun.get(run);
+  if (!byId) stagesOfRun.set(run, (byId = new Map(run.graph.tasks.map((t) => [t.id, t.stage]))));
+  return { stage: byId.get(taskId) ?? null };
 }
 
 /** `, $0.42 of $10.00` (what the run spent, of its budget); nothing for a run without cost or budget. */

@@ -30,10 +30,36 @@ export function taskReason(t: TaskStatusView, view: RunStatusView, facts: Reason
     const status = new Map(view.tasks.map((x) => [x.id, x.status]));
     const open = t.needs.filter((d) => status.get(d) !== "succeeded");
     if (open.length) return `waiting for ${open.join(", ")}`;
+    const held = stageHold(t, view);
+    if (held) return held;
   }
   // A waiting event of an earlier attempt says nothing about this one.
   if (facts.waiting && facts.waiting.attempt >= Math.max(1, t.attempts)) return facts.waiting.reason;
   return undefined;
+}
+
+/** Per status view: each task's stage, and each stage's tasks running or queued (worked out once per view). */
+const stageFacts = new WeakMap<RunStatusView, { stageOf: Map<string, string | undefined>; inFlight: Map<string, number> }>();
+
+/** `waiting for its stage plan (maxParallel 1, 1 in flight)` for a ready task its stage's limit holds back; else undefined. */
+function stageHold(t: TaskStatusView, view: RunStatusView): string | undefined {
+  const stages = view.run.graph.stages;
+  if (!stages) return undefined;
+  let facts = stageFacts.get(view);
+  if (!facts) {
+    const stageOf = new Map(view.run.graph.tasks.map((d) => [d.id, d.stage]));
+    const inFlight = new Map<string, number>();
+    for (const x of view.tasks) {
+      const st = stageOf.get(x.id);
+      if (st !== undefined && (x.status === "running" || x.status === "queued")) inFlight.set(st, (inFlight.get(st) ?? 0) + 1);
+    }
+    stageFacts.set(view, (facts = { stageOf, inFlight }));
+  }
+  const name = facts.stageOf.get(t.id);
+  const limit = name === undefined ? undefined : stages[name]?.maxParallel;
+  if (limit === undefined) return undefined;
+  const n = facts.inFlight.get(name!) ?? 0;
+  return n >= limit ? `waiting for its stage ${name} (maxParallel ${limit}, ${n} in flight)` : undefined;
 }
 
 /** Reads what taskReason needs for every task of a run: the pause requests, and each queued task's latest waiting event. */

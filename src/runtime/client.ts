@@ -51,6 +51,8 @@ export interface TaskStatusView {
   /** What its attempts cost so far (finished ones), USD and tokens. */
   costUsd?: number;
   tokens?: number;
+  /** The batch (its lead task's id) the task's attempt runs or ran in (a stage's `batch:`). */
+  batch?: string;
 }
 
 export interface RunStatusView {
@@ -329,6 +331,8 @@ export class AdoClient {
     if (!run) return undefined;
     const kv = await this.kv();
     const tasks: TaskStatusView[] = [];
+    /** Roots taken as queued for want of a record (first attempts' `queued` is not written). */
+    const guessed = new Set<TaskStatusView>();
     for (const def of run.graph.tasks) {
       const e = await kv.tasks.get(taskKey(runId, def.id));
       const rec = e?.operation === "PUT" ? decode(SCHEMAS.TaskRecord, e.value) : undefined;
@@ -336,6 +340,7 @@ export class AdoClient {
       let attempts = rec?.attempts ?? 0;
       let workerId = rec?.workerId;
       let startedAt = rec?.startedAt;
+      let guessing = false;
       // The scheduler's record says "queued" until the result; a claim says it runs.
       if (status === "pending" || status === "queued") {
         const attempt = Math.max(1, attempts);
@@ -349,9 +354,10 @@ export class AdoClient {
         } else if (status === "pending" && run.status === "running" && def.needs.length === 0) {
           status = "queued";
           attempts = 1;
+          guessing = true;
         }
       }
-      tasks.push({
+      const view: TaskStatusView = {
         id: def.id,
         status,
         attempts,
@@ -362,7 +368,17 @@ export class AdoClient {
         needs: def.needs,
         costUsd: rec?.costUsd ?? 0,
         tokens: rec?.tokens ?? 0,
-      });
+        ...(rec?.batch ? { batch: rec.batch } : {}),
+      };
+      tasks.push(view);
+      if (guessing) guessed.add(view);
+    }
+    heldByStages(run, tasks, guessed);
+    // A batch's members run when its lead runs (one attempt, the lead's claim).
+    const byId = new Map(tasks.map((t) => [t.id, t]));
+    for (const t of tasks) {
+      const lead = t.batch && t.batch !== t.id ? byId.get(t.batch) : undefined;
+      if (lead?.status === "running" && t.status === "queued") Object.assign(t, { status: "running", workerId: lead.workerId, startedAt: lead.startedAt });
     }
     return { run, tasks };
   }
@@ -619,5 +635,32 @@ function safeUser(): string {
     return userInfo().username;
   } catch {
     return "unknown";
+  }
+}
+
+/**
+ * Roots a stage's maxParallel holds back are pending, not queued: of the roots taken as
+ * queued for want of a record, a stage keeps as many as its limit leaves room for beside
+ * its tasks known to be running or queued, in the graph's order (the scheduler's order).
+ */
+function heldByStages(run: RunRecord, tasks: TaskStatusView[], guessed: ReadonlySet<TaskStatusView>): void {
+  const stages = run.graph.stages;
+  if (!stages || guessed.size === 0) return;
+  const stageOf = new Map(run.graph.tasks.map((t) => [t.id, t.stage]));
+  const inFlight = new Map<string, number>();
+  for (const t of tasks) {
+    const stage = stageOf.get(t.id);
+    if (stage !== undefined && !guessed.has(t) && (t.status === "running" || t.status === "queued")) inFlight.set(stage, (inFlight.get(stage) ?? 0) + 1);
+  }
+  for (const t of guessed) {
+    const stage = stageOf.get(t.id);
+    const limit = stage === undefined ? undefined : stages[stage]?.maxParallel;
+    if (limit === undefined) continue;
+    const n = inFlight.get(stage!) ?? 0;
+    if (n < limit) inFlight.set(stage!, n + 1);
+    else {
+      t.status = "pending";
+      t.attempts = 0;
+    }
   }
 }

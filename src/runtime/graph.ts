@@ -136,8 +136,51 @@ export const TaskDefSchema = z
      * UTF-8 bytes) and `prompt` holds its beginning. Workers read it before the agent runs.
      */
     promptRef: PAYLOAD_REF.optional(),
+    /**
+     * The stage of the graph (`stages:`) the task belongs to: the stage's `maxParallel`
+     * bounds it with the stage's other tasks, and a graph file gives it the stage's agent
+     * or providers when it names neither.
+     */
+    stage: idSchema.optional(),
   })
   .strict();
+
+/**
+ * A stage of a graph on the wire (`stages: { plan: {...}, implement: {...} }`): what
+ * its tasks share. `agent` and `providers` are the defaults a graph file gives the
+ * stage's tasks (resolved into the tasks when the file is read: on the wire each task
+ * carries its own); `maxParallel` is enforced by the scheduler per run.
+ */
+export const StageDefSchema = z
+  .object({
+    /** The agent of the stage's tasks that name neither an agent nor providers. */
+    agent: z.string().min(1).optional(),
+    /** The providers (in order) of the stage's tasks that name neither an agent nor providers. */
+    providers: z.array(ProviderNameSchema).min(1, "name at least one provider, or leave 'providers' out").optional(),
+    /** At most this many of the stage's tasks queued or running at once, per run. */
+    maxParallel: z.number().int().min(1).optional(),
+    /**
+     * At most this many of the stage's attempts start per minute, per run: the scheduler
+     * spaces them evenly (60 s / perMinute apart), each held by the balancer until its time.
+     */
+    perMinute: z.number().positive().max(60_000).optional(),
+    /**
+     * The stage's circuit breaker, per run: `failures` failed attempts of its tasks in a
+     * row (cancelled and interrupted ones say nothing of the stage and do not count) hold
+     * its next attempts for `cooldownMs`; then one probe runs at a time until an attempt
+     * succeeds (closed again) or fails (open for another cooldown).
+     */
+    circuit: z.object({ failures: z.number().int().min(1).max(1_000), cooldownMs: z.number().int().positive().default(60_000) }).strict().optional(),
+    /**
+     * Batching: up to `max` of the stage's tasks that are ready together (none needs
+     * another: they are ready at once), of the same agent and providers, run as one attempt
+     * of one agent in one worktree, their prompts given as a numbered list; the batch lands
+     * as one commit and one merge. A failed batch runs its tasks one by one.
+     */
+    batch: z.object({ max: z.number().int().min(2).max(100) }).strict().optional(),
+  })
+  .strict();
+export type StageDef = z.output<typeof StageDefSchema>;
 
 /** An agent's settings as a graph file writes them: for a task, or as the graph's defaults for every task of that agent. */
 const AgentFileFieldsSchema = z
@@ -281,6 +324,8 @@ export const GraphDefSchema = z
     maxDurationMs: z.number().int().positive().optional(),
     /** The graph's own merge settings, over the submitter's config (see resolveMergeSettings). */
     merge: MergeOverridesSchema.optional(),
+    /** The graph's stages by name, in order (plan, implement, review, test): see StageDefSchema. */
+    stages: z.record(idSchema, StageDefSchema).optional(),
     tasks: z.array(TaskDefSchema).min(1, "a graph needs at least one task"),
   })
   .strict();
@@ -288,6 +333,8 @@ export const GraphDefSchema = z
 /** One task as written in a graph file: durations as "30s", "5m", or seconds. */
 const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: true, idleTimeoutMs: true, promptRef: true })
   .extend({
+    /** Left out: the stage's agent (or providers), else `shell` (resolved by GraphFileSchema). */
+    agent: z.string().min(1).optional(),
     idleTimeout: DurationSchema.optional(),
     /** YAML reads `DEBUG: 1` as a number: numbers and booleans are taken as their text. */
     env: z.record(envName, z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
@@ -321,7 +368,7 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: t
       ctx.addIssue({ code: "custom", path: ["rotation"], message: "says how a task's providers take turns: give the task 'providers: [<name>, ...]' too, or leave 'rotation' out" });
     }
   })
-  .transform(({ timeout, idleTimeout, retry, promptFile: _promptFile, provider, ...rest }): TaskDef => ({
+  .transform(({ timeout, idleTimeout, retry, promptFile: _promptFile, provider, ...rest }): TaskFileDef => ({
     ...rest,
     ...(provider === undefined ? {} : { providers: [provider] }),
     ...(timeout === undefined ? {} : { timeoutMs: timeout }),
@@ -336,12 +383,41 @@ const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: t
     },
   }));
 
+/** A task as a graph file gives it, before its stage's and agent's defaults: its agent may be left to its stage. */
+type TaskFileDef = Omit<TaskDef, "agent"> & { agent?: string };
+
+/** A stage as a graph file writes it: `provider: x` is shorthand for `providers: [x]`. */
+const StageFileSchema = StageDefSchema.extend({
+  /** One provider: shorthand for `providers: [name]`. */
+  provider: ProviderNameSchema.optional(),
+  circuit: z
+    .object({ failures: z.number().int().min(1).max(1_000), cooldown: DurationSchema.default(60_000) })
+    .strict()
+    .transform(({ failures, cooldown }) => ({ failures, cooldownMs: cooldown }))
+    .optional(),
+})
+  .strict()
+  .superRefine((st, ctx) => {
+    if (st.provider !== undefined && st.providers !== undefined) {
+      ctx.addIssue({ code: "custom", path: ["provider"], message: "give either 'provider: <name>' or 'providers: [<name>, ...]', not both" });
+    }
+    if (st.agent !== undefined && (st.provider !== undefined || st.providers !== undefined)) {
+      ctx.addIssue({ code: "custom", path: ["agent"], message: "give the stage an agent or providers, not both (a provider names its own agent)" });
+    }
+  })
+  .transform(({ provider, ...rest }): StageDef => ({ ...rest, ...(provider === undefined ? {} : { providers: [provider] }) }));
+
 /** A graph file: a name, run settings and its tasks. */
 export const GraphFileSchema = z
   .object({
     ...runSettings,
     maxDuration: DurationSchema.optional(),
     merge: MergeFileSchema.optional(),
+    /**
+     * Stages (`stages: { plan: { agent: claude, maxParallel: 1 }, ... }`): a task names
+     * its `stage`, and takes the stage's agent or providers when it names neither.
+     */
+    stages: z.record(idSchema, StageFileSchema).optional(),
     /**
      * Defaults for the tasks of each agent CLI (`agents: { claude: { model: opus, maxTurns: 40 } }`):
      * a task's own setting wins. Resolved into the tasks when the file is read.
@@ -353,10 +429,26 @@ export const GraphFileSchema = z
   })
   .strict()
   .transform(({ maxDuration, agents, rotation, ...rest }): Graph => {
-    const rotated = rotation === undefined ? rest : { ...rest, tasks: rest.tasks.map((t) => (t.providers && t.rotation === undefined ? { ...t, rotation } : t)) };
-    const graph = agents ? { ...rotated, tasks: rotated.tasks.map((t) => withAgentDefaults(t, agents[t.agent])) } : rotated;
+    // The stage's agent or providers first: its providers get the graph's rotation, its agent the agent's defaults.
+    const tasks = rest.tasks.map((t) => {
+      const staged = withStageDefaults(t, t.stage === undefined ? undefined : rest.stages?.[t.stage]);
+      const rotated = rotation !== undefined && staged.providers && staged.rotation === undefined ? { ...staged, rotation } : staged;
+      return agents ? withAgentDefaults(rotated, agents[rotated.agent]) : rotated;
+    });
+    const graph = { ...rest, tasks };
     return maxDuration === undefined ? graph : { ...graph, maxDurationMs: maxDuration };
   });
+
+/**
+ * A task with its stage's agent or providers when it names neither (a task that names
+ * either keeps its own choice whole). A stage unknown here is left for validateGraph to
+ * name. Without both, the agent is `shell`.
+ */
+export function withStageDefaults(task: TaskFileDef, stage: StageDef | undefined): TaskDef {
+  if (task.agent !== undefined || task.providers !== undefined || !stage) return { ...task, agent: task.agent ?? "shell" };
+  if (stage.providers) return { ...task, agent: "shell", providers: [...stage.providers] };
+  return { ...task, agent: stage.agent ?? "shell" };
+}
 
 /** A task with the graph's defaults for its agent under its own settings. */
 function withAgentDefaults(task: TaskDef, defaults: AgentFileFields | undefined): TaskDef {
@@ -399,8 +491,8 @@ export function remainingPathLengths(tasks: readonly Pick<TaskDef, "id" | "needs
 }
 
 /**
- * Checks what a schema cannot: duplicate ids, unknown dependencies, cycles, and agent
- * fields (the shell agent needs `run`). Errors name the tasks involved, and a cycle is
+ * Checks what a schema cannot: duplicate ids, unknown dependencies and stages, cycles,
+ * and agent fields (the shell agent needs `run`). Errors name the tasks involved, and a cycle is
  * reported as its path ("a -> b -> c -> a").
  */
 export function validateGraph(graph: Graph): Graph {
@@ -415,6 +507,14 @@ export function validateGraph(graph: Graph): Graph {
         throw new GraphError(`task '${t.id}' needs '${dep}', which is not in the graph${didYouMean(dep, ids)}`, [t.id, dep]);
       }
       if (dep === t.id) throw new GraphError(`task '${t.id}' needs itself: cycle ${t.id} -> ${t.id}`, [t.id]);
+    }
+    if (t.stage !== undefined && !graph.stages?.[t.stage]) {
+      const stages = Object.keys(graph.stages ?? {});
+      throw new GraphError(
+        `task '${t.id}' names stage '${t.stage}', which the graph does not declare${didYouMean(t.stage, stages)}: ` +
+          (stages.length ? `its stages are ${stages.join(", ")}` : `declare it under 'stages:' (stages: { ${t.stage}: { maxParallel: 2 } }) or remove the task's 'stage'`),
+        [t.id],
+      );
     }
     if (t.agent === "shell" && !t.providers && !t.run?.trim()) {
       throw new GraphError(`task '${t.id}' uses the shell agent but has no 'run' command: add run: "<command>"`, [t.id]);

@@ -519,6 +519,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     costUsd: z.number().min(0).optional(),
     /** Tokens (input + output) the attempt used, as its agent reported them. */
     tokens: z.number().int().min(0).optional(),
+    /** The batch (its lead task's id) the attempt ran in; `costUsd` and `tokens` are then the task's share of the batch's. */
+    batch: id.optional(),
   }),
   z.object({
     type: z.literal("task.failed"),
@@ -535,6 +537,8 @@ export const AdoEvent = z.discriminatedUnion("type", [
     costUsd: z.number().min(0).optional(),
     /** Tokens (input + output) the attempt used, as its agent reported them. */
     tokens: z.number().int().min(0).optional(),
+    /** The batch (its lead task's id) the attempt ran in; `costUsd` and `tokens` are then the task's share of the batch's. */
+    batch: id.optional(),
   }),
   /**
    * What an agent CLI said (src/agents parses its stream; the raw lines stay in
@@ -902,6 +906,14 @@ export const TaskRecord = z.object({
    * retry budget, up to a cap.
    */
   providerFailures: z.number().int().min(0).optional(),
+  /**
+   * The batch the task's attempt runs (or ran) in: the id of the batch's lead task, whose
+   * attempt carries every member's prompt (a stage's `batch:`). Its members follow the
+   * lead's result and merge.
+   */
+  batch: id.optional(),
+  /** A batch it ran in failed: the task runs alone from then on. */
+  unbatched: z.boolean().optional(),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
 

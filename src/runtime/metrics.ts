@@ -58,6 +58,13 @@ export class Metrics {
   readonly tasks = this.gauge("ado_tasks", "Tasks of runs in progress, by state, agent and provider (from the event stream)", ["state", "agent", "provider"]);
   /** Tasks in each pipeline stage: waiting for dependencies, for a worker, running, merging, waiting for a person. */
   readonly taskStages = this.gauge("ado_task_stage", "Tasks of runs in progress by pipeline stage: blocked (dependencies), ready (for a worker), running, merging, attention (a person)", ["stage"]);
+  /** Tasks of the graphs' stages (`stages:`), by stage and state: what a stage's maxParallel holds back shows as pending. */
+  readonly stageTasks = this.gauge("ado_stage_tasks", "Tasks of runs in progress that belong to a graph stage (stages:), by stage and state", ["stage", "state"]);
+  readonly stageTasksFinished = this.counter("ado_stage_tasks_finished_total", "Tasks of a graph stage that reached an end, by stage and how it ended", ["stage", "state"]);
+  readonly stageCostUsd = this.counter("ado_stage_cost_usd_total", "What the agents of a graph stage's tasks reported spending, in USD, by stage", ["stage"]);
+  readonly stageTaskDuration = this.histogram("ado_stage_task_duration_seconds", "Time an attempt of a graph stage's task ran, from its start to its result, by stage and outcome", ["stage", "outcome"], DURATION_BUCKETS);
+  readonly stageFailures = this.counter("ado_stage_task_failures_total", "Failed attempts of a graph stage's tasks, by stage and failure class", ["stage", "class"]);
+  readonly stageRetries = this.counter("ado_stage_task_retries_total", "Attempts of a graph stage's tasks queued again after a failure, by stage", ["stage"]);
   readonly runs = this.gauge("ado_runs", "Runs in progress, by state (running, paused, needs_attention)", ["state"]);
   readonly tasksFinished = this.counter("ado_tasks_finished_total", "Tasks that reached an end, by how it ended, agent and provider", ["state", "agent", "provider"]);
   readonly runsFinished = this.counter("ado_runs_finished_total", "Runs that ended, by how", ["state"]);

@@ -208,7 +208,7 @@ export class Recorder extends Actor {
   }
 
   /**
-   * Learns the agent of each task (the metrics' labels) from the run's record. The
+   * Learns the agent and stage of each task (the metrics' labels) from the run's record. The
    * scheduler creates the record alongside run.accepted, so it may be a moment late.
    */
   private async readGraph(runId: string, entry: RunEntry): Promise<void> {
@@ -217,7 +217,10 @@ export class Recorder extends Actor {
         const e = await this.ctx.kv.runs.get(runId);
         if (e?.operation === "PUT") {
           const run = decode(SCHEMAS.RunRecord, e.value);
-          for (const t of run.graph.tasks) entry.tally.agents.set(t.id, t.agent);
+          for (const t of run.graph.tasks) {
+            entry.tally.agents.set(t.id, t.agent);
+            if (t.stage !== undefined) entry.tally.stages.set(t.id, t.stage);
+          }
           entry.graphRead = true;
           return;
         }

@@ -13,6 +13,8 @@ import { attemptKey } from "../../runtime/names.js";
 export interface RunTally {
   /** Task id -> agent, from the run's graph (absent until read: labelled `unknown`). */
   agents: Map<string, string>;
+  /** Task id -> the graph stage it belongs to (tasks of a stage only). */
+  stages: Map<string, string>;
   /** Task id -> when its work was done and handed to the merge coordinator (epoch ms). */
   mergeStart: Map<string, number>;
   /** Attempt key -> the last cumulative usage its agent reported. */
@@ -28,7 +30,7 @@ interface Usage {
   cacheWriteTokens: number;
 }
 
-export const newRunTally = (): RunTally => ({ agents: new Map(), mergeStart: new Map(), usage: new Map() });
+export const newRunTally = (): RunTally => ({ agents: new Map(), stages: new Map(), mergeStart: new Map(), usage: new Map() });
 
 const seconds = (from: string | undefined, to: string | undefined) => {
   if (!from || !to) return undefined;
@@ -44,30 +46,44 @@ export function countEvent(m: Metrics, t: RunTally, e: AdoEvent): void {
   const agent = t.agents.get(e.taskId) ?? "unknown";
   const provider = providerOf(t.agents.get(e.taskId));
   const labels = { agent, provider };
+  const stage = t.stages.get(e.taskId);
+  const finished = (state: string) => {
+    m.tasksFinished.inc({ state, ...labels });
+    if (stage !== undefined) m.stageTasksFinished.inc({ stage, state });
+  };
   switch (e.type) {
     case "task.succeeded": {
       const s = seconds(e.startedAt, e.finishedAt);
-      if (s !== undefined) m.taskDuration.observe({ outcome: "succeeded", ...labels }, s);
+      if (s !== undefined) {
+        m.taskDuration.observe({ outcome: "succeeded", ...labels }, s);
+        if (stage !== undefined) m.stageTaskDuration.observe({ stage, outcome: "succeeded" }, s);
+      }
       if (e.commit && e.files.length > 0) t.mergeStart.set(e.taskId, Date.parse(e.at));
-      else m.tasksFinished.inc({ state: "succeeded", ...labels });
+      else finished("succeeded");
       settleCost(m, t, e, provider);
       return;
     }
     case "task.failed": {
       const s = seconds(e.startedAt, e.finishedAt);
-      if (s !== undefined) m.taskDuration.observe({ outcome: "failed", ...labels }, s);
+      if (s !== undefined) {
+        m.taskDuration.observe({ outcome: "failed", ...labels }, s);
+        if (stage !== undefined) m.stageTaskDuration.observe({ stage, outcome: "failed" }, s);
+      }
       m.failures.inc({ class: e.kind ?? "unknown", ...labels });
-      if (!e.willRetry) m.tasksFinished.inc({ state: "failed", ...labels });
+      if (stage !== undefined) m.stageFailures.inc({ stage, class: e.kind ?? "unknown" });
+      if (!e.willRetry) finished("failed");
       settleCost(m, t, e, provider);
       return;
     }
     case "task.retrying":
-      return void m.retries.inc(labels);
+      m.retries.inc(labels);
+      if (stage !== undefined) m.stageRetries.inc({ stage });
+      return;
     case "task.merged": {
       const start = t.mergeStart.get(e.taskId);
       if (start !== undefined) m.mergeDuration.observe({ outcome: "merged" }, Math.max(0, (Date.parse(e.at) - start) / 1000));
       t.mergeStart.delete(e.taskId);
-      return void m.tasksFinished.inc({ state: "succeeded", ...labels });
+      return void finished("succeeded");
     }
     case "merge.hitl_required": {
       const start = t.mergeStart.get(e.taskId);
@@ -77,7 +93,7 @@ export function countEvent(m: Metrics, t: RunTally, e: AdoEvent): void {
     }
     case "task.skipped":
     case "task.cancelled":
-      return void m.tasksFinished.inc({ state: e.type === "task.skipped" ? "skipped" : "cancelled", ...labels });
+      return void finished(e.type === "task.skipped" ? "skipped" : "cancelled");
     case "agent.usage": {
       // Cumulative within the attempt: count what is new since its last report.
       const key = attemptKey(e);
@@ -86,7 +102,10 @@ export function countEvent(m: Metrics, t: RunTally, e: AdoEvent): void {
       const now: Usage = { model, costUsd: e.costUsd, inputTokens: e.inputTokens, outputTokens: e.outputTokens, cachedTokens: e.cachedTokens, cacheWriteTokens: e.cacheWriteTokens };
       const delta = (k: keyof Omit<Usage, "model">) => Math.max(0, now[k] - (before?.[k] ?? 0));
       const cost = delta("costUsd");
-      if (cost > 0) m.costUsd.inc({ provider, model }, cost);
+      if (cost > 0) {
+        m.costUsd.inc({ provider, model }, cost);
+        if (stage !== undefined) m.stageCostUsd.inc({ stage }, cost);
+      }
       for (const [kind, k] of [["input", "inputTokens"], ["output", "outputTokens"], ["cached", "cachedTokens"], ["cache_write", "cacheWriteTokens"]] as const) {
         const n = delta(k);
         if (n > 0) m.tokens.inc({ provider, model, kind }, n);
@@ -103,7 +122,10 @@ function settleCost(m: Metrics, t: RunTally, e: Extract<AdoEvent, { type: "task.
   const seen = t.usage.get(key);
   t.usage.delete(key);
   const rest = (e.costUsd ?? 0) - (seen?.costUsd ?? 0);
-  if (rest > 1e-12) m.costUsd.inc({ provider, model: seen?.model ?? "unknown" }, rest);
+  if (rest <= 1e-12) return;
+  m.costUsd.inc({ provider, model: seen?.model ?? "unknown" }, rest);
+  const stage = t.stages.get(e.taskId);
+  if (stage !== undefined) m.stageCostUsd.inc({ stage }, rest);
 }
 
 const STAGE: Partial<Record<string, string>> = { pending: "blocked", queued: "ready", running: "running", merging: "merging", needs_attention: "attention" };
@@ -112,10 +134,12 @@ const STAGE: Partial<Record<string, string>> = { pending: "blocked", queued: "re
 export function setGauges(m: Metrics, runs: Iterable<{ fold: RunFold; tally: RunTally }>): void {
   m.tasks.reset();
   m.taskStages.reset();
+  m.stageTasks.reset();
   m.runs.reset();
   let hitl = 0;
   const tasks = new Map<string, { state: string; agent: string; provider: string; n: number }>();
   const stages = new Map<string, number>();
+  const byStage = new Map<string, { stage: string; state: string; n: number }>();
   const runStates = new Map<string, number>();
   for (const { fold, tally } of runs) {
     if (fold.status !== "running" && fold.status !== "needs_attention") continue;
@@ -133,9 +157,17 @@ export function setGauges(m: Metrics, runs: Iterable<{ fold: RunFold; tally: Run
       const stage = STAGE[summary.status];
       if (stage) stages.set(stage, (stages.get(stage) ?? 0) + 1);
       if (summary.status === "needs_attention") hitl++;
+      const graphStage = tally.stages.get(id);
+      if (graphStage !== undefined) {
+        const k = `${graphStage}\u0000${state}`;
+        const r = byStage.get(k);
+        if (r) r.n++;
+        else byStage.set(k, { stage: graphStage, state, n: 1 });
+      }
     }
   }
   for (const r of tasks.values()) m.tasks.set({ state: r.state, agent: r.agent, provider: r.provider }, r.n);
+  for (const r of byStage.values()) m.stageTasks.set({ stage: r.stage, state: r.state }, r.n);
   // Every stage and state is always exported, 0 included: a series that vanishes reads as "no data", not "none".
   for (const stage of Object.values(STAGE) as string[]) m.taskStages.set({ stage }, stages.get(stage) ?? 0);
   for (const state of ["running", "paused", "needs_attention"]) m.runs.set({ state }, runStates.get(state) ?? 0);

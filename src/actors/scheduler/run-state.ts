@@ -49,13 +49,25 @@ export interface RunState {
   open: number;
   /** Tasks queued or running (the scheduler cannot tell them apart); bounded by maxParallel. */
   inFlight: number;
+  /** The same per stage of the graph (`stages:`), for the stages' maxParallel; kept by update(). */
+  stageInFlight: Map<string, number>;
+  /**
+   * Per stage with a `perMinute`: the earliest time (epoch ms) its next attempt may start.
+   * Memory only: after a restart the stage's next attempt may start at once.
+   */
+  stageNextStart: Map<string, number>;
+  /**
+   * Per stage with a `circuit`: its tasks' failed attempts in a row, and while they have
+   * reached its threshold, until when it is open (epoch ms). Memory only, like the rate.
+   */
+  stageCircuit: Map<string, { failures: number; openUntil: number }>;
   /** Tasks waiting for the merge coordinator. */
   merging: number;
   /** Tasks whose merge waits for a person (HITL). */
   attention: number;
   /** A task entered or left `needs_attention` in this decision (settle() announces it). */
   attentionChanged: boolean;
-  /** Ready tasks held back by maxParallel, released as others finish. */
+  /** Ready tasks held back by maxParallel (the run's or their stage's), released as others finish. */
   held: Set<string>;
   /** Path -> merged tasks that changed it: whose prompts a resolver of a conflict there gets. */
   touched: Map<string, string[]>;
@@ -122,6 +134,9 @@ export function buildState(
     dependents,
     open: 0,
     inFlight: 0,
+    stageInFlight: new Map(),
+    stageNextStart: new Map(),
+    stageCircuit: new Map(),
     merging: 0,
     attention: 0,
     attentionChanged: false,
@@ -134,7 +149,10 @@ export function buildState(
   let spent = NO_SPEND;
   for (const t of tasks.values()) {
     if (!TERMINAL.has(t.rec.status)) state.open++;
-    if (t.rec.status === "queued") state.inFlight++;
+    if (t.rec.status === "queued") {
+      state.inFlight++;
+      countStage(state, t, 1);
+    }
     if (t.rec.status === "merging") state.merging++;
     if (t.rec.status === "needs_attention") state.attention++;
     if (t.rec.status === "succeeded" && t.rec.integrationCommit) noteTouched(state, t);
@@ -205,12 +223,77 @@ function update(state: RunState, t: TaskState, patch: Partial<TaskRecord>): void
   t.rec = { ...t.rec, ...patch };
   const is = t.rec.status;
   if (TERMINAL.has(was) !== TERMINAL.has(is)) state.open += TERMINAL.has(is) ? -1 : 1;
-  if ((was === "queued") !== (is === "queued")) state.inFlight += is === "queued" ? 1 : -1;
+  if ((was === "queued") !== (is === "queued")) {
+    state.inFlight += is === "queued" ? 1 : -1;
+    countStage(state, t, is === "queued" ? 1 : -1);
+  }
   if ((was === "merging") !== (is === "merging")) state.merging += is === "merging" ? 1 : -1;
   if ((was === "needs_attention") !== (is === "needs_attention")) {
     state.attention += is === "needs_attention" ? 1 : -1;
     state.attentionChanged = true;
   }
+}
+
+/** Counts a task of a stage into (1) or out of (-1) the stage's tasks in flight. */
+function countStage(state: RunState, t: TaskState, by: 1 | -1): void {
+  const stage = t.def.stage;
+  if (stage === undefined) return;
+  const n = (state.stageInFlight.get(stage) ?? 0) + by;
+  if (n > 0) state.stageInFlight.set(stage, n);
+  else state.stageInFlight.delete(stage);
+}
+
+/**
+ * Whether the task's stage has no room for one more of its tasks in flight (its
+ * `maxParallel`, per run). The scheduler enforces it, not the balancer: it alone knows
+ * a run's tasks in flight (queued and running alike), stored and the same on every
+ * replica, as it does for the run's own maxParallel.
+ */
+export function stageFull(state: Pick<RunState, "run" | "stageInFlight" | "stageCircuit">, def: Pick<TaskDef, "stage">): boolean {
+  if (def.stage === undefined) return false;
+  const stage = state.run.graph.stages?.[def.stage];
+  // A tripped circuit (open, or half-open after its cooldown) lets one probe through at a time.
+  const limit = stageTripped(state, def.stage) ? 1 : stage?.maxParallel;
+  return limit !== undefined && (state.stageInFlight.get(def.stage) ?? 0) >= limit;
+}
+
+/** Whether the stage's circuit breaker has seen its threshold of failures in a row (open or half-open). */
+function stageTripped(state: Pick<RunState, "run" | "stageCircuit">, stage: string): boolean {
+  const threshold = state.run.graph.stages?.[stage]?.circuit?.failures;
+  return threshold !== undefined && (state.stageCircuit.get(stage)?.failures ?? 0) >= threshold;
+}
+
+/**
+ * Counts an attempt's outcome on its stage's circuit breaker: a success closes it, a
+ * failure (but a cancel or an interruption, which say nothing of the stage) counts one
+ * more in a row and, at the threshold or past it, opens it for the cooldown from `now`.
+ */
+export function noteStageOutcome(state: Pick<RunState, "run" | "stageCircuit">, def: Pick<TaskDef, "stage">, result: Pick<TaskResult, "status" | "failure">, now: number): void {
+  const circuit = def.stage === undefined ? undefined : state.run.graph.stages?.[def.stage]?.circuit;
+  if (!circuit) return;
+  const stage = def.stage!;
+  if (result.status === "succeeded") return void state.stageCircuit.delete(stage);
+  const kind = result.failure?.kind;
+  if (kind === "cancelled" || kind === "interrupted") return;
+  const failures = (state.stageCircuit.get(stage)?.failures ?? 0) + 1;
+  state.stageCircuit.set(stage, { failures, openUntil: failures >= circuit.failures ? now + circuit.cooldownMs : 0 });
+}
+
+/**
+ * When an attempt of the task's stage that may start at `at` (epoch ms) does start, given
+ * the stage's open circuit (not before its cooldown ends) and `perMinute` (spaced evenly,
+ * 60 s / perMinute apart, per run); it takes that slot. `at` itself for a task of no
+ * stage or a stage with neither.
+ */
+export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stageCircuit">, def: Pick<TaskDef, "stage">, at: number): number {
+  if (def.stage === undefined) return at;
+  // An open circuit holds the stage's next attempt (its probe) until the cooldown ends.
+  if (stageTripped(state, def.stage)) at = Math.max(at, state.stageCircuit.get(def.stage)!.openUntil);
+  const rate = state.run.graph.stages?.[def.stage]?.perMinute;
+  if (rate === undefined) return at;
+  const slot = Math.max(at, state.stageNextStart.get(def.stage!) ?? 0);
+  state.stageNextStart.set(def.stage!, slot + Math.ceil(60_000 / rate));
+  return slot;
 }
 
 /** Records the paths a merged task changed, for the resolver context of later merges. */
@@ -317,7 +400,8 @@ export function acceptRun(submit: SubmitRun, now: string, history?: ReadonlyMap<
   // run.accepted rather than announced one by one, and a first attempt's `queued`
   // state is not written: both are re-derived from the graph after a restart.
   const released = release(state, now, state.tasks.values(), false);
-  const queued = released.flatMap((e) => (e.type === "ready" ? [e.work.taskId] : []));
+  // Batch members are queued without ready work of their own (their lead's carries them).
+  const queued = [...state.tasks.values()].filter((t) => t.rec.status === "queued").map((t) => t.def.id);
   const effects: Effect[] = [
     {
       type: "event",
@@ -353,7 +437,11 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     const late = settleAttempt(state.ledger, t.def.id, result.attempt, reported);
     return late ? [...charge(state, t, late), ...settle(state, now)] : [];
   }
+  // The lead of a batch: its result is the whole batch's.
+  const batch = batchOf(state, t, ["queued"]);
+  if (batch.length > 1) return applyBatchResult(state, batch, result, now);
   const effects: Effect[] = [];
+  noteStageOutcome(state, t.def, result, Date.parse(now));
   // What it reported while it ran counts if more than its result says (lost with its worker: nothing).
   const cost = settleAttempt(state.ledger, t.def.id, result.attempt, reported) ?? reported;
   update(state, t, {
@@ -583,6 +671,8 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
       break;
     }
   }
+  // A batch's members landed (or not) with its lead's merge.
+  effects.push(...followLead(state, t, now));
   return [...effects, ...settle(state, now)];
 }
 
@@ -714,6 +804,16 @@ function cancelTask(state: RunState, t: TaskState, reason: string, now: string, 
   if (tellWorkers && wasInFlight) {
     effects.unshift({ type: "control", request: { type: "control", runId, taskId: t.def.id, action: "cancel", reason, by: "ado", at: now } });
   }
+  // A cancelled lead takes its batch's attempt with it: its members run alone (or, the
+  // run stopping, are cancelled too).
+  if (wasInFlight && t.rec.batch === t.def.id) {
+    for (const m of state.tasks.values()) {
+      if (m === t || m.rec.batch !== t.def.id || m.rec.status !== "queued") continue;
+      update(state, m, { batch: undefined, unbatched: true });
+      if (state.run.halted) effects.push(...cancelTask(state, m, reason, now, false));
+      else effects.push(...queue(state, m, now), { type: "saveTask", taskId: m.def.id });
+    }
+  }
   return effects;
 }
 
@@ -780,7 +880,8 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
       state.held.delete(t.def.id);
       continue;
     }
-    if (state.inFlight >= limit || blocked) {
+    // A full stage holds its own tasks only: the next stage's may still start.
+    if (state.inFlight >= limit || blocked || stageFull(state, t.def)) {
       state.held.add(t.def.id);
       continue;
     }
@@ -796,7 +897,212 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
   }
   if (blocked) blockOnBudget(state, blocked);
   else state.budgetBlocked = undefined;
+  return formBatches(state, effects);
+}
+
+/**
+ * Folds the ready work of a batching stage's tasks queued together into batches (up to
+ * its `batch.max`, same agent and providers): the first task of each is the lead, whose
+ * attempt carries every member's prompt as a numbered list; the members' own ready
+ * messages are dropped, and every task of the batch records it (`batch`: the lead's id),
+ * so they stay the scheduler's, queued, until the lead's result. Tasks queued together
+ * need none of each other (a task is ready only once all it needs has succeeded). A task
+ * that ran in a failed batch, resumes a checkpoint or has a prompt in the object store
+ * runs alone.
+ */
+function formBatches(state: RunState, effects: Effect[]): Effect[] {
+  const stages = state.run.graph.stages;
+  if (!stages) return effects;
+  const groups = new Map<string, Extract<Effect, { type: "ready" }>[]>();
+  for (const e of effects) {
+    if (e.type !== "ready") continue;
+    const t = state.tasks.get(e.work.taskId)!;
+    const max = t.def.stage === undefined ? undefined : stages[t.def.stage]?.batch?.max;
+    if (max === undefined || t.rec.unbatched || t.def.promptRef || e.work.resume || e.work.task.run) continue;
+    const key = `${t.def.stage}\u0000${t.def.agent}\u0000${(t.def.providers ?? []).join(",")}`;
+    const list = groups.get(key) ?? [];
+    list.push(e);
+    groups.set(key, list);
+  }
+  const dropped = new Set<Effect>();
+  const saves: Effect[] = [];
+  for (const list of groups.values()) {
+    const max = stages[state.tasks.get(list[0]!.work.taskId)!.def.stage!]!.batch!.max;
+    for (let i = 0; i < list.length; i += max) {
+      const chunk = list.slice(i, i + max);
+      if (chunk.length < 2) continue;
+      const lead = chunk[0]!.work;
+      const members = chunk.map((e) => state.tasks.get(e.work.taskId)!);
+      lead.task = { ...lead.task, prompt: batchPrompt(members.map((m) => ({ id: m.def.id, prompt: m.def.prompt }))) };
+      for (const [n, m] of members.entries()) {
+        update(state, m, { batch: lead.taskId });
+        if (n > 0) dropped.add(chunk[n]!);
+        saves.push({ type: "saveTask", taskId: m.def.id });
+      }
+    }
+  }
+  return dropped.size || saves.length ? [...effects.filter((e) => !dropped.has(e)), ...saves] : effects;
+}
+
+/**
+ * The result of a batch's attempt (its lead's), for every task of it: each gets its
+ * share of the cost. A success is one commit: the lead's merge request carries it and the
+ * members follow the lead's merge (followLead). A failure runs every task again alone
+ * (without using its retries: the batch failed, not yet the task); a cancel cancels them.
+ */
+function applyBatchResult(state: RunState, batch: TaskState[], result: TaskResult, now: string): Effect[] {
+  const lead = batch[0]!;
+  const runId = state.run.runId;
+  noteStageOutcome(state, lead.def, result, Date.parse(now));
+  const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
+  const cost = settleAttempt(state.ledger, lead.def.id, result.attempt, reported) ?? reported;
+  const n = batch.length;
+  const tokenShare = Math.floor(cost.tokens / n);
+  const shareOf = (i: number): Spend => ({ usd: cost.usd / n, tokens: tokenShare + (i === 0 ? cost.tokens - tokenShare * n : 0) });
+  const effects: Effect[] = [];
+  for (const [i, t] of batch.entries()) {
+    if (i > 0) settleAttempt(state.ledger, t.def.id, t.rec.attempts, NO_SPEND);
+    update(state, t, {
+      workerId: result.workerId,
+      startedAt: result.startedAt,
+      finishedAt: result.finishedAt,
+      commit: result.commit,
+      files: result.files,
+      summary: result.summary,
+      ...(i === 0 ? { worktree: result.worktree } : {}),
+    });
+    effects.push(...charge(state, t, shareOf(i), result.failure?.kind !== "interrupted"));
+  }
+  if (result.status === "failed") {
+    const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
+    if (failure.kind === "cancelled") {
+      for (const t of batch) effects.push(...cancelTask(state, t, failure.message, now, false));
+      return [...effects, ...release(state, now, []), ...settle(state, now)];
+    }
+    const again = !state.run.halted && !state.run.budgetStopped;
+    for (const [i, t] of batch.entries()) {
+      const share = shareOf(i);
+      const error = `${failure.message} (in batch '${lead.def.id}' of ${n} tasks${again ? "; each runs again alone" : ""})`;
+      effects.push({
+        type: "event",
+        event: { type: "task.failed", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, workerId: result.workerId, error, kind: failure.kind, willRetry: again, outputTail: result.outputTail, startedAt: result.startedAt, finishedAt: result.finishedAt, costUsd: share.usd, tokens: share.tokens, batch: lead.def.id },
+      });
+      update(state, t, { batch: undefined, unbatched: true });
+      if (again) {
+        const queued = queue(state, t, now, false, true);
+        effects.push(...queued, { type: "saveTask", taskId: t.def.id });
+        const work = queued.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+        effects.push({ type: "event", event: { type: "task.retrying", runId, taskId: t.def.id, attempt: work.attempt, at: now, notBefore: work.notBefore, error } });
+      } else {
+        update(state, t, { status: "failed", error });
+        effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now));
+      }
+    }
+    return [...effects, ...settle(state, now)];
+  }
+  const run = state.run;
+  const hasWork = !!(run.repo && run.baseCommit && result.commit && result.files.length > 0);
+  for (const [i, t] of batch.entries()) {
+    const share = shareOf(i);
+    effects.push({
+      type: "event",
+      event: { type: "task.succeeded", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, workerId: result.workerId, commit: result.commit, files: result.files, startedAt: result.startedAt, finishedAt: result.finishedAt, costUsd: share.usd, tokens: share.tokens, batch: lead.def.id },
+    });
+  }
+  if (run.halted || !hasWork) {
+    // The lead's own path decides (skipped, or done without changes); the members follow it.
+    const leadEffects = applyLeadAlone(state, lead, result, now);
+    return [...effects, ...leadEffects, ...followLead(state, lead, now), ...release(state, now, []), ...settle(state, now)];
+  }
+  for (const t of batch) {
+    update(state, t, { status: "merging" });
+    effects.push({ type: "saveTask", taskId: t.def.id });
+  }
+  effects.push({
+    type: "merge",
+    request: {
+      type: "merge.request",
+      runId,
+      taskId: lead.def.id,
+      repo: run.repo!,
+      remote: run.remote,
+      commit: result.commit!,
+      branch: result.branch ?? taskBranch(runId, lead.def.id),
+      baseCommit: run.baseCommit!,
+      integrationBranch: run.integrationBranch!,
+      worktree: result.worktree,
+      releaseOnly: false,
+      attempt: result.attempt,
+      settings: run.merge ?? resolveMergeSettings(),
+      prompt: cut(batchPrompt(batch.map((t) => ({ id: t.def.id, prompt: t.def.prompt }))), PROMPT_LIMIT),
+      related: relatedPrompts(state, lead.def.id, result.files),
+    },
+  });
+  return [...effects, ...release(state, now, []), ...settle(state, now)];
+}
+
+/** A batch's lead that merges nothing (the run halted, or no changes): skipped or done, without a merge. */
+function applyLeadAlone(state: RunState, lead: TaskState, result: TaskResult, now: string): Effect[] {
+  const run = state.run;
+  if (run.halted) {
+    update(state, lead, { status: "skipped", error: `finished on ${result.branch ?? "its branch"} but not merged: ${run.halted}` });
+    return [{ type: "saveTask", taskId: lead.def.id }];
+  }
+  update(state, lead, { status: "succeeded" });
+  return [{ type: "saveTask", taskId: lead.def.id }, ...release(state, now, dependentsOf(state, lead.def.id))];
+}
+
+/**
+ * The members of a batch take the state its lead's merge (or end) left it in: merged
+ * (their dependents are released), waiting for a person (the lead's HITL record),
+ * skipped or failed.
+ */
+function followLead(state: RunState, lead: TaskState, now: string): Effect[] {
+  if (lead.rec.batch !== lead.def.id) return [];
+  const runId = state.run.runId;
+  const effects: Effect[] = [];
+  for (const m of batchOf(state, lead, ["queued", "merging", "needs_attention"]).slice(1)) {
+    const r = lead.rec;
+    switch (r.status) {
+      case "succeeded":
+        update(state, m, { status: "succeeded", integrationCommit: r.integrationCommit, error: undefined });
+        effects.push({ type: "saveTask", taskId: m.def.id });
+        if (r.integrationCommit) effects.push({ type: "event", event: { type: "task.merged", runId, taskId: m.def.id, attempt: m.rec.attempts, at: now, integrationCommit: r.integrationCommit } });
+        effects.push(...release(state, now, dependentsOf(state, m.def.id)));
+        break;
+      case "needs_attention":
+        update(state, m, { status: "needs_attention", error: r.error, hitlId: r.hitlId, hitlRound: r.hitlRound });
+        effects.push({ type: "saveTask", taskId: m.def.id });
+        break;
+      case "skipped":
+      case "failed":
+      case "cancelled": {
+        const reason = `batch '${lead.def.id}' it ran in: ${r.error ?? r.status}`;
+        update(state, m, { status: r.status, error: reason });
+        effects.push({ type: "saveTask", taskId: m.def.id });
+        if (r.status === "skipped") effects.push({ type: "event", event: { type: "task.skipped", runId, taskId: m.def.id, attempt: Math.max(1, m.rec.attempts), at: now, reason } });
+        effects.push(...skipDependents(state, m.def.id, now));
+        break;
+      }
+      default:
+        break;
+    }
+  }
   return effects;
+}
+
+/** The prompt of a batch: its tasks' prompts as a numbered list. */
+export function batchPrompt(tasks: readonly { id: string; prompt: string }[]): string {
+  const items = tasks.map((t, i) => `${i + 1}. (task ${t.id})\n${t.prompt.trim()}`);
+  return `Do each of these ${tasks.length} tasks, in order, in this one session; they are independent of each other.\n\n${items.join("\n\n")}\n`;
+}
+
+/** The tasks of the batch `lead` leads that still wait for its result or merge, the lead first (empty for a task that leads none). */
+function batchOf(state: RunState, lead: TaskState, statuses: readonly TaskStatus[]): TaskState[] {
+  if (lead.rec.batch !== lead.def.id) return [];
+  const out = [lead];
+  for (const t of state.tasks.values()) if (t !== lead && t.rec.batch === lead.def.id && statuses.includes(t.rec.status)) out.push(t);
+  return out;
 }
 
 /**
@@ -884,6 +1190,9 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     submittedAt: run.submittedAt,
     ...(resume ? { resume } : {}),
   };
+  // The stage's rate: a start later than the retry's own backoff holds the attempt until its slot.
+  const slot = stageSlot(state, t.def, Math.max(work.notBefore, Date.parse(now)));
+  if (slot > Date.parse(now)) work.notBefore = Math.max(work.notBefore, slot);
   const effects: Effect[] = [{ type: "ready", work }];
   // A first attempt's `queued` record is not written: after a restart, reconcile()
   // derives it from the graph (and the republish is deduplicated). Retries are written,

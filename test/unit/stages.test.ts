@@ -1,0 +1,311 @@
+import { describe, expect, it } from "vitest";
+import { acceptRun, applyControl, applyTaskResult, buildState, reconcile, stageFull, stageSlot, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
+import { GraphDefSchema, parseGraph, validateGraph } from "../../src/runtime/graph.js";
+import { GraphError } from "../../src/runtime/errors.js";
+import type { SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
+import { taskBranch } from "../../src/runtime/names.js";
+import { stageLines, stageViews } from "../../src/cli/stages.js";
+import { taskReason } from "../../src/cli/task-reasons.js";
+import type { RunStatusView } from "../../src/runtime/client.js";
+import { Metrics } from "../../src/runtime/metrics.js";
+import { countEvent, newRunTally, setGauges } from "../../src/actors/recorder/tally.js";
+import { RunFold } from "../../src/runtime/run-fold.js";
+
+const NOW = "2026-01-01T00:00:00.000Z";
+const RUN = "r1";
+
+function graphError(fn: () => unknown): GraphError {
+  try {
+    fn();
+  } catch (err) {
+    if (err instanceof GraphError) return err;
+    throw err;
+  }
+  throw new Error("expected a GraphError");
+}
+
+describe("stages - graph files", () => {
+  it("a task takes its stage's agent or providers when it names neither; its own choice stays whole; agent defaults apply after", () => {
+    const g = parseGraph(`
+stages:
+  plan: { agent: claude, maxParallel: 1 }
+  implement: { provider: main }
+  test: { maxParallel: 3 }
+agents: { claude: { model: opus } }
+tasks:
+  - { id: p, stage: plan, prompt: plan it }
+  - { id: i, stage: implement, prompt: do it }
+  - { id: own, stage: implement, agent: codex, prompt: mine }
+  - { id: ownp, stage: plan, providers: [other], prompt: mine }
+  - { id: t, stage: test, run: "npm test" }
+  - { id: free, run: "true" }
+`);
+    const byId = Object.fromEntries(g.tasks.map((t) => [t.id, t]));
+    expect(byId.p).toMatchObject({ agent: "claude", model: "opus", stage: "plan" });
+    expect(byId.p!.providers).toBeUndefined();
+    expect(byId.i).toMatchObject({ agent: "shell", providers: ["main"], stage: "implement" });
+    expect(byId.own).toMatchObject({ agent: "codex" });
+    expect(byId.own!.providers).toBeUndefined();
+    expect(byId.ownp).toMatchObject({ agent: "shell", providers: ["other"] });
+    expect(byId.t).toMatchObject({ agent: "shell", stage: "test" });
+    expect(byId.free!.stage).toBeUndefined();
+    expect(g.stages).toEqual({ plan: { agent: "claude", maxParallel: 1 }, implement: { providers: ["main"] }, test: { maxParallel: 3 } });
+    // The wire form keeps the stages: what the scheduler enforces.
+    expect(GraphDefSchema.parse(g).stages).toEqual(g.stages);
+  });
+
+  it("a stage's providers take the graph's rotation like a task's own", () => {
+    const g = parseGraph(`rotation: round_robin\nstages:\n  impl: { providers: [a, b] }\ntasks:\n  - { id: x, stage: impl, prompt: go }\n  - { id: y, run: "true" }\n`);
+    expect(g.tasks[0]).toMatchObject({ providers: ["a", "b"], rotation: "round_robin" });
+    expect(g.tasks[1]!.rotation).toBeUndefined();
+  });
+
+  it("a task naming a stage the graph does not declare is a graph error that names it and what to do", () => {
+    const typo = graphError(() => parseGraph(`stages: { plan: {}, review: {} }\ntasks: [{ id: a, run: "true", stage: plna }]`, "g.yaml"));
+    expect(typo.message).toBe("g.yaml: task 'a' names stage 'plna', which the graph does not declare (did you mean 'plan'?): its stages are plan, review");
+    expect(typo.tasks).toEqual(["a"]);
+    const none = graphError(() => parseGraph(`tasks: [{ id: a, run: "true", stage: plan }]`));
+    expect(none.message).toMatch(/task 'a' names stage 'plan', which the graph does not declare: declare it under 'stages:'/);
+    // The scheduler checks the wire form too (services may skip the client).
+    const wire = GraphDefSchema.parse({ stages: { plan: {} }, tasks: [{ id: "a", agent: "noop", stage: "test" }] });
+    expect(graphError(() => validateGraph(wire)).message).toMatch(/task 'a' names stage 'test'.*its stages are plan/);
+  });
+
+  it("refuses a stage with both an agent and providers, a bad maxParallel, a bad name and unknown fields", () => {
+    expect(graphError(() => parseGraph(`stages: { plan: { agent: claude, provider: p } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(
+      /stages\.plan\.agent: give the stage an agent or providers, not both/,
+    );
+    expect(graphError(() => parseGraph(`stages: { plan: { provider: p, providers: [q] } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/not both/);
+    expect(graphError(() => parseGraph(`stages: { plan: { maxParallel: 0 } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(
+      /stages\.plan\.maxParallel: must be at least 1, got 0/,
+    );
+    expect(graphError(() => parseGraph(`stages: { "p l": {} }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/'p l': letters, digits/);
+    expect(graphError(() => parseGraph(`stages: { plan: { maxParalel: 2 } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/did you mean 'maxParallel'/);
+  });
+});
+
+type TaskIn = { id: string; stage?: string; needs?: string[] };
+
+function acceptStaged(tasks: TaskIn[], stages: Record<string, { maxParallel?: number; perMinute?: number; circuit?: { failures: number; cooldownMs?: number } }>, extra: Record<string, unknown> = {}): { state: RunState; effects: Effect[] } {
+  const graph = GraphDefSchema.parse({ name: "g", stages, ...extra, tasks: tasks.map((t) => ({ ...t, agent: "noop" })) });
+  const submit: SubmitRun = { type: "run.submit", runId: RUN, graph, submittedAt: NOW };
+  const out = acceptRun(submit, NOW);
+  if (!out.ok) throw new Error(out.reason);
+  return out;
+}
+
+const readyIds = (effects: Effect[]) => effects.flatMap((e) => (e.type === "ready" ? [e.work.taskId] : [])).sort();
+
+function done(taskId: string, status: "succeeded" | "failed" = "succeeded"): TaskResult {
+  return {
+    type: "task.result",
+    runId: RUN,
+    taskId,
+    attempt: 1,
+    workerId: "w1",
+    status,
+    branch: taskBranch(RUN, taskId),
+    files: [],
+    startedAt: NOW,
+    finishedAt: NOW,
+    outputTail: "",
+    summary: "",
+    costUsd: 0,
+    ...(status === "failed" ? { failure: { kind: "exit" as const, message: "exit 1", retryable: false } } : {}),
+  };
+}
+
+describe("stages - the scheduler's maxParallel per stage", () => {
+  it("a stage with maxParallel 1 queues one of its tasks at a time, while another stage's all go at once", () => {
+    const { state, effects } = acceptStaged(
+      [{ id: "p1", stage: "plan" }, { id: "p2", stage: "plan" }, { id: "p3", stage: "plan" }, { id: "t1", stage: "test" }, { id: "t2", stage: "test" }, { id: "free" }],
+      { plan: { maxParallel: 1 }, test: {} },
+    );
+    expect(readyIds(effects)).toEqual(["free", "p1", "t1", "t2"]);
+    expect(state.stageInFlight.get("plan")).toBe(1);
+    expect(stageFull(state, { stage: "plan" })).toBe(true);
+    expect(stageFull(state, { stage: "test" })).toBe(false);
+    expect(stageFull(state, {})).toBe(false);
+    // Another stage's task ending frees nothing in plan.
+    expect(readyIds(applyTaskResult(state, done("t1"), NOW))).toEqual([]);
+    // p1 ends (failed for good counts too): the next plan task goes, in order.
+    expect(readyIds(applyTaskResult(state, done("p1", "failed"), NOW))).toEqual(["p2"]);
+    expect(readyIds(applyTaskResult(state, done("p2"), NOW))).toEqual(["p3"]);
+    expect(readyIds(applyTaskResult(state, done("p3"), NOW))).toEqual([]);
+    expect(state.stageInFlight.has("plan")).toBe(false);
+  });
+
+  it("the run's maxParallel and a stage's hold together: a full stage does not keep another stage's task out", () => {
+    const { state, effects } = acceptStaged(
+      [{ id: "a1", stage: "a" }, { id: "a2", stage: "a" }, { id: "b1", stage: "b" }, { id: "b2", stage: "b" }],
+      { a: { maxParallel: 1 }, b: { maxParallel: 1 } },
+      { maxParallel: 3 },
+    );
+    // a2 waits for its stage; b1 is not stuck behind it.
+    expect(readyIds(effects)).toEqual(["a1", "b1"]);
+    expect(readyIds(applyTaskResult(state, done("a1"), NOW))).toEqual(["a2"]);
+  });
+
+  it("dependents released later respect the stage's limit; a paused run resumes within it", () => {
+    const { state, effects } = acceptStaged(
+      [{ id: "root" }, { id: "r1", stage: "review", needs: ["root"] }, { id: "r2", stage: "review", needs: ["root"] }, { id: "r3", stage: "review", needs: ["root"] }],
+      { review: { maxParallel: 2 } },
+    );
+    expect(readyIds(effects)).toEqual(["root"]);
+    applyControl(state, { type: "control", runId: RUN, action: "pause", reason: "", by: "me", at: NOW }, NOW);
+    expect(readyIds(applyTaskResult(state, done("root"), NOW))).toEqual([]);
+    const resumed = applyControl(state, { type: "control", runId: RUN, action: "resume", reason: "", by: "me", at: NOW }, NOW);
+    expect(readyIds(resumed)).toEqual(["r1", "r2"]);
+    expect(readyIds(applyTaskResult(state, done("r2"), NOW))).toEqual(["r3"]);
+  });
+
+  it("a state rebuilt from stored records counts the stage's tasks in flight, so a restart does not pass the limit", () => {
+    const { state } = acceptStaged([{ id: "x1", stage: "s" }, { id: "x2", stage: "s" }, { id: "x3", stage: "s" }], { s: { maxParallel: 1 } });
+    const records = new Map<string, { rec: TaskRecord; rev: number }>();
+    for (const [id, t] of state.tasks) records.set(id, { rec: t.rec, rev: 1 });
+    // x1 was queued as a retry (attempt 2): its record says queued.
+    records.set("x1", { rec: { ...records.get("x1")!.rec, status: "queued", attempts: 2 }, rev: 2 });
+    const again = buildState(state.run, 1, records);
+    expect(again.stageInFlight.get("s")).toBe(1);
+    expect(readyIds(reconcile(again, NOW))).toEqual([]);
+  });
+});
+
+describe("stages - the scheduler's rate per stage", () => {
+  it("a stage's perMinute spaces its attempts' starts evenly (notBefore), retries too; other stages start at once", () => {
+    const t0 = Date.parse(NOW);
+    const { state, effects } = acceptStaged(
+      [{ id: "s1", stage: "slow" }, { id: "s2", stage: "slow" }, { id: "s3", stage: "slow" }, { id: "f1", stage: "fast" }],
+      { slow: { perMinute: 60 }, fast: {} },
+    );
+    const notBefore = Object.fromEntries(effects.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : [])));
+    expect(notBefore).toEqual({ s1: 0, s2: t0 + 1_000, s3: t0 + 2_000, f1: 0 });
+    // Much later, the next start is due at once; the one after keeps its distance.
+    const later = t0 + 60_000;
+    expect(stageSlot(state, { stage: "slow" }, later)).toBe(later);
+    expect(stageSlot(state, { stage: "slow" }, later)).toBe(later + 1_000);
+    expect(stageSlot(state, { stage: "fast" }, later)).toBe(later);
+    expect(stageSlot(state, {}, later)).toBe(later);
+  });
+});
+
+describe("stages - the scheduler's circuit breaker per stage", () => {
+  it("N failures in a row hold the stage's next attempt for the cooldown, then one probe at a time; a success closes it", () => {
+    const t0 = Date.parse(NOW);
+    const { state, effects } = acceptStaged(
+      [{ id: "a", stage: "s" }, { id: "b", stage: "s" }, { id: "c", stage: "s" }, { id: "d", stage: "s" }, { id: "e", stage: "s" }, { id: "o", stage: "other" }],
+      { s: { maxParallel: 2, circuit: { failures: 2, cooldownMs: 30_000 } }, other: {} },
+    );
+    expect(readyIds(effects)).toEqual(["a", "b", "o"]);
+    // One failure: not yet; c takes a's place at once.
+    const afterA = applyTaskResult(state, done("a", "failed"), NOW);
+    expect(afterA.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : []))).toEqual([["c", 0]]);
+    // Two in a row: open. c is still out, so d waits (one probe at a time), held by the scheduler.
+    expect(readyIds(applyTaskResult(state, done("b", "failed"), NOW))).toEqual([]);
+    expect(stageFull(state, { stage: "s" })).toBe(true);
+    // Another stage is not affected.
+    expect(stageFull(state, { stage: "other" })).toBe(false);
+    // c fails too: d goes as the probe, not before the cooldown from this failure ends.
+    const later = new Date(t0 + 5_000).toISOString();
+    const probe = applyTaskResult(state, done("c", "failed"), later);
+    expect(probe.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : []))).toEqual([["d", t0 + 35_000]]);
+    // The probe succeeds: closed, e goes at once.
+    const closed = applyTaskResult(state, done("d"), new Date(t0 + 40_000).toISOString());
+    expect(closed.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : []))).toEqual([["e", 0]]);
+    expect(state.stageCircuit.has("s")).toBe(false);
+  });
+
+  it("a cancelled or interrupted attempt does not count; a graph file writes the cooldown as a duration", () => {
+    const { state } = acceptStaged([{ id: "a", stage: "s" }, { id: "b", stage: "s" }], { s: { circuit: { failures: 1 } } });
+    const interrupted = { ...done("a", "failed"), failure: { kind: "interrupted" as const, message: "worker stopped", retryable: true } };
+    applyTaskResult(state, interrupted, NOW);
+    expect(state.stageCircuit.get("s")).toBeUndefined();
+    expect(state.run.graph.stages!.s!.circuit).toEqual({ failures: 1, cooldownMs: 60_000 });
+    const g = parseGraph(`stages: { review: { circuit: { failures: 3, cooldown: 2m } } }\ntasks: [{ id: a, run: "true", stage: review }]`);
+    expect(g.stages!.review!.circuit).toEqual({ failures: 3, cooldownMs: 120_000 });
+    expect(graphError(() => parseGraph(`stages: { review: { circuit: { failures: 0 } } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/circuit\.failures: must be at least 1/);
+  });
+});
+
+describe("stages - ado status and the metrics by stage", () => {
+  it("ado status counts each stage's tasks by state, in the graph's order of stages", () => {
+    const graph = parseGraph(`
+stages:
+  plan: { agent: claude, maxParallel: 1 }
+  review: { provider: main, perMinute: 6 }
+  test: { circuit: { failures: 3, cooldown: 2m } }
+tasks:
+  - { id: p1, stage: plan, prompt: a }
+  - { id: p2, stage: plan, prompt: b }
+  - { id: p3, stage: plan, prompt: c }
+  - { id: r1, stage: review, prompt: d }
+  - { id: free, run: "true" }
+`);
+    const views = stageViews(graph, [
+      { id: "p1", status: "running" },
+      { id: "p2", status: "pending" },
+      { id: "p3", status: "pending" },
+      { id: "r1", status: "succeeded" },
+      { id: "free", status: "running" },
+    ]);
+    expect(views).toEqual([
+      { name: "plan", maxParallel: 1, perMinute: null, circuit: null, agent: "claude", providers: null, tasks: { running: 1, pending: 2 } },
+      { name: "review", maxParallel: null, perMinute: 6, circuit: null, agent: null, providers: ["main"], tasks: { succeeded: 1 } },
+      { name: "test", maxParallel: null, perMinute: null, circuit: { failures: 3, cooldownMs: 120_000 }, agent: null, providers: null, tasks: {} },
+    ]);
+    expect(stageLines(views)).toEqual([
+      "  stage plan (claude, maxParallel 1): 1 running, 2 pending",
+      "  stage review (providers main, 6/min): 1 succeeded",
+      "  stage test (circuit 3 failures/2m00s): no tasks",
+    ]);
+    expect(stageViews(parseGraph(`tasks: [{ id: a, run: "true" }]`), [{ id: "a", status: "running" }])).toEqual([]);
+
+    // Why a pending task waits: its stage is full.
+    const tasks = [
+      { id: "p1", status: "running" as const, attempts: 1, needs: [] },
+      { id: "p2", status: "pending" as const, attempts: 0, needs: [] },
+      { id: "r1", status: "pending" as const, attempts: 0, needs: [] },
+    ];
+    const view = { run: { runId: RUN, status: "running", graph }, tasks } as unknown as RunStatusView;
+    expect(taskReason(tasks[1]!, view, { paused: false })).toBe("waiting for its stage plan (maxParallel 1, 1 in flight)");
+    expect(taskReason(tasks[2]!, view, { paused: false })).toBeUndefined();
+  });
+
+  it("the recorder's gauges count tasks by stage and state; ends and cost count by stage", async () => {
+    const m = new Metrics({ processMetrics: false });
+    const tally = newRunTally();
+    tally.agents.set("p1", "shell").set("p2", "shell").set("free", "shell");
+    tally.stages.set("p1", "plan").set("p2", "plan");
+    const fold = new RunFold();
+    const at = NOW;
+    const evs = [
+      { type: "run.accepted", runId: RUN, at, name: "g", tasks: [{ id: "p1", needs: [], priority: "normal" }, { id: "p2", needs: [], priority: "normal" }, { id: "free", needs: [], priority: "normal" }], queued: ["p1", "free"] },
+      { type: "task.started", runId: RUN, taskId: "p1", attempt: 1, at, workerId: "w1" },
+      { type: "task.started", runId: RUN, taskId: "free", attempt: 1, at, workerId: "w1" },
+    ] as const;
+    for (const e of evs) {
+      fold.apply(e as never);
+      countEvent(m, tally, e as never);
+    }
+    setGauges(m, [{ fold, tally }]);
+    const text = await m.text();
+    expect(text).toMatch(/ado_stage_tasks\{stage="plan",state="running"\} 1/);
+    expect(text).toMatch(/ado_stage_tasks\{stage="plan",state="pending"\} 1/);
+    expect(text).not.toMatch(/ado_stage_tasks\{[^}]*stage=""/);
+    const ended = { type: "task.succeeded", runId: RUN, taskId: "p1", attempt: 1, at, workerId: "w1", files: [], startedAt: at, finishedAt: at, costUsd: 0.25, tokens: 10 };
+    fold.apply(ended as never);
+    countEvent(m, tally, ended as never);
+    const after = await m.text();
+    expect(after).toMatch(/ado_stage_tasks_finished_total\{stage="plan",state="succeeded"\} 1/);
+    expect(after).toMatch(/ado_stage_cost_usd_total\{stage="plan"\} 0.25/);
+    expect(after).toMatch(/ado_stage_task_duration_seconds_count\{stage="plan",outcome="succeeded"\} 1/);
+    const failed = { type: "task.failed", runId: RUN, taskId: "p2", attempt: 1, at, workerId: "w1", error: "x", kind: "exit", willRetry: true, outputTail: "", startedAt: at, finishedAt: at, costUsd: 0, tokens: 0 };
+    const retrying = { type: "task.retrying", runId: RUN, taskId: "p2", attempt: 2, at, notBefore: 0, error: "x" };
+    for (const e of [failed, retrying]) countEvent(m, tally, e as never);
+    const last = await m.text();
+    expect(last).toMatch(/ado_stage_task_failures_total\{stage="plan",class="exit"\} 1/);
+    expect(last).toMatch(/ado_stage_task_retries_total\{stage="plan"\} 1/);
+    // Not finished: it will be retried.
+    expect(last).not.toMatch(/ado_stage_tasks_finished_total\{stage="plan",state="failed"\}/);
+  });
+});
