@@ -112,7 +112,7 @@ export async function publishRun(
   events: Iterable<AdoEvent>,
   opts: { window?: number; onAck?: (e: AdoEvent, seq: number) => void | Promise<void>; progress?: (n: number) => void } = {},
 ): Promise<Published> {
-  const window = opts.window ?? 500;
+  const window = opts.window ?? 2_000;
   const seqs: number[] = [];
   let batch: { e: AdoEvent; ack: Promise<PubAck> }[] = [];
   let count = 0;

@@ -63,7 +63,17 @@ export function lastLines(text: string, n = TAIL_LINES): string[] {
  */
 export class RunProgress {
   /** Seeded from a snapshot (`ado attach`), or empty: the run's first event then fills it. */
-  constructor(readonly fold: RunFold = new RunFold()) {}
+  constructor(private fold_: RunFold = new RunFold()) {}
+
+  get fold(): RunFold {
+    return this.fold_;
+  }
+
+  /** Starts from a state already known (`ado attach`: the run's snapshot and the events after it) instead of the run's first event. */
+  seed(fold: RunFold): void {
+    this.fold_ = fold;
+    this.snapshot = undefined;
+  }
 
   /** Tasks merged while this client followed, in order, with when (epoch ms): `ado run` says which merged while it stopped. */
   readonly merged: { taskId: string; at: number }[] = [];

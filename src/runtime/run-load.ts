@@ -1,3 +1,4 @@
+import { performance } from "node:perf_hooks";
 import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
 import { decode } from "./codec.js";
@@ -30,6 +31,8 @@ export interface LoadedRun {
   malformed: number;
   /** Why the snapshot was not used (from `replay`). */
   why?: string;
+  /** Where the time went (ms): reading the snapshot, then the events after it. */
+  ms: { snapshot: number; events: number };
 }
 
 export interface LoadRunOptions {
@@ -48,6 +51,7 @@ export interface LoadRunOptions {
 export async function loadRun(o: LoadRunOptions): Promise<LoadedRun> {
   let fold: RunFold | undefined;
   let why: string | undefined;
+  const t0 = performance.now();
   if (o.useSnapshot === false) why = "asked to replay";
   else {
     const found = await usableSnapshot(o);
@@ -56,9 +60,13 @@ export async function loadRun(o: LoadRunOptions): Promise<LoadedRun> {
   }
   if (why) o.log?.debug({ runId: o.runId, why }, "run state: replaying the run's events instead of its snapshot");
   const start = fold ?? new RunFold();
+  const snapshotSeq = start.seq;
+  const t1 = performance.now();
   const { read, malformed } = await applyEvents(o, start);
+  const ms = { snapshot: Math.round(t1 - t0), events: Math.round(performance.now() - t1) };
   start.takeChanges();
-  return { fold: start, from: fold ? "snapshot" : "replay", read, malformed, ...(why ? { why } : {}) };
+  o.log?.debug({ runId: o.runId, from: fold ? "snapshot" : "replay", ...(fold ? { snapshotSeq } : {}), read, malformed, ms }, "run state loaded");
+  return { fold: start, from: fold ? "snapshot" : "replay", read, malformed, ms, ...(why ? { why } : {}) };
 }
 
 async function usableSnapshot(o: LoadRunOptions): Promise<{ fold?: RunFold; why?: string }> {

@@ -2,8 +2,10 @@ import { jetstream } from "@nats-io/jetstream";
 import { pino } from "pino";
 import { describe, expect, it } from "vitest";
 import { publishRun, publishWithSnapshot, runEvents } from "../../bench/attach-stream.js";
+import { AdoClient } from "../../src/runtime/client.js";
 import { encodeValue } from "../../src/runtime/codec.js";
-import { SCHEMAS } from "../../src/runtime/messages.js";
+import { asRunId } from "../../src/runtime/ids.js";
+import { SCHEMAS, type AdoEvent } from "../../src/runtime/messages.js";
 import { snapshotKey, snapshotPartKey } from "../../src/runtime/names.js";
 import { loadRun } from "../../src/runtime/run-load.js";
 import { RunFold } from "../../src/runtime/run-fold.js";
@@ -121,6 +123,74 @@ describe("run state from a snapshot and its deltas", () => {
 
       await kv.snapshots.put(snapshotKey("r3"), encodeValue(SCHEMAS.RunSnapshot, { ...good, seq: pub.lastSeq + 1_000 }));
       await expectReplay(/past the stream's last/);
+    } finally {
+      await nc.drain();
+    }
+  });
+});
+
+describe("watch from a loaded state (ado attach)", () => {
+  it("run load - a watch from the loaded state sees only later events, and its outcome has every task", { timeout: 120_000 }, async () => {
+    const { nc, js, kv, topo } = await setup("w1");
+    try {
+      const client = new AdoClient(nc, topo);
+      const shape = { runId: "w1", tasks: 30, events: 1_500, running: 30 };
+      const all = [...runEvents(shape)];
+      // The run so far, its snapshot 200 events back.
+      await publishWithSnapshot(js, topo, kv.snapshots, shape, 200);
+      const state = await client.runState("w1");
+      expect(state.from).toBe("snapshot");
+      const seen: AdoEvent[] = [];
+      const watching = client.watch(asRunId("w1"), { from: { seq: state.fold.seq, tracker: state.fold.tracker.copy() }, onEvent: (e) => seen.push(e) });
+      // What happens next: every task succeeds, then the run completes.
+      const next: AdoEvent[] = [];
+      const at = new Date().toISOString();
+      for (const id of state.fold.ids()) {
+        next.push({ type: "task.succeeded", runId: "w1", taskId: id, attempt: state.fold.task(id)!.attempts || 1, at, workerId: "w1", files: [], startedAt: at, finishedAt: at });
+      }
+      next.push({ type: "run.completed", runId: "w1", at, status: "succeeded", integrationBranch: "ado/w1/integration", counts: {}, tasks: [] });
+      await publishRun(js, topo, next);
+      const outcome = await watching;
+      expect(outcome.status).toBe("succeeded");
+      expect(seen.map((e) => e.type)).toEqual(next.map((e) => e.type));
+      expect(outcome.tasks).toHaveLength(30);
+      expect(outcome.tasks.every((t) => t.status === "succeeded")).toBe(true);
+      expect(all.length).toBeGreaterThan(1_000);
+    } finally {
+      await nc.drain();
+    }
+  });
+
+  it("run load - a run that waits for a person, or has ended, is known at once from the loaded state", { timeout: 120_000 }, async () => {
+    const { nc, js, kv, topo } = await setup("w2");
+    try {
+      const client = new AdoClient(nc, topo);
+      const shape = { runId: "w2", tasks: 10, events: 400, running: 0 };
+      await publishWithSnapshot(js, topo, kv.snapshots, shape, 0);
+      const at = new Date().toISOString();
+      await publishRun(js, topo, [
+        { type: "run.needs_attention", runId: "w2", at, round: 1, tasks: [{ taskId: "t3", hitlId: "w2.t3", message: "conflict in a.txt" }] },
+        // Something after the stop: the watch must not wait for yet another event.
+        { type: "task.output", runId: "w2", taskId: "t4", attempt: 1, at, stream: "stderr", data: "late line\n" },
+      ]);
+      const waiting = await client.runState("w2");
+      expect(waiting.fold.status).toBe("needs_attention");
+      expect(waiting.waiting?.tasks[0]?.hitlId).toBe("w2.t3");
+      const seen: AdoEvent[] = [];
+      const stopped = await client.watch(asRunId("w2"), { from: { seq: waiting.fold.seq, tracker: waiting.fold.tracker.copy(), ...(waiting.waiting ? { waiting: waiting.waiting } : {}) }, onEvent: (e) => seen.push(e) });
+      expect(stopped.status).toBe("needs_attention");
+      expect(stopped.attention?.[0]?.taskId).toBe("t3");
+      expect(seen).toEqual([]);
+
+      await publishRun(js, topo, [
+        { type: "run.continued", runId: "w2", at, round: 1 },
+        { type: "run.completed", runId: "w2", at, status: "succeeded", integrationBranch: "ado/w2/integration", counts: {}, tasks: [] },
+      ]);
+      const ended = await client.runState("w2");
+      const outcome = await client.watch(asRunId("w2"), { from: { seq: ended.fold.seq, tracker: ended.fold.tracker.copy() }, onEvent: (e) => seen.push(e) });
+      expect(outcome.status).toBe("succeeded");
+      expect(outcome.tasks).toHaveLength(10);
+      expect(seen).toEqual([]);
     } finally {
       await nc.drain();
     }
