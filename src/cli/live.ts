@@ -83,7 +83,7 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
     if (!since) {
       const state = await client.runState(runId, logger);
       if (state.fold.seq > 0) {
-        view.state.seed(state.fold);
+        view.seed(state.fold);
         from = { seq: state.fold.seq, tracker: state.fold.tracker.copy(), ...(state.waiting ? { waiting: state.waiting } : {}) };
         // Ended by the state: the records say how (the event stream may hold events after the end).
         if (ended && state.fold.status !== "running" && state.fold.status !== "needs_attention") {
