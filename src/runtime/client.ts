@@ -23,6 +23,7 @@ import {
   type MergeIntoOutcome,
   type MergeRequest,
   type RunRecord,
+  type RunSnapshot,
   type TaskStatus,
   type TaskSummary,
 } from "./messages.js";
@@ -34,6 +35,7 @@ import { Backoff, backoffDelay, retry } from "./retry.js";
 import type { CapChange, RunBudget } from "./budget.js";
 import type { Logger } from "./logger.js";
 import { lastNeedsAttention, loadRun, type LoadedRun } from "./run-load.js";
+import { readSnapshotHead } from "./run-snapshot.js";
 
 /** A run, or one task of a run. */
 export interface Target {
@@ -436,6 +438,14 @@ export class AdoClient {
     if (loaded.fold.status !== "needs_attention") return loaded;
     const waiting = await lastNeedsAttention(this.js, this.topo, runId);
     return waiting ? { ...loaded, waiting } : loaded;
+  }
+
+  /**
+   * The head of a run's stored snapshot (state, task counts, cost; as of the recorder's
+   * last write, at most a second or so behind while the run changes), if it has one.
+   */
+  async snapshotHead(runId: string): Promise<RunSnapshot | undefined> {
+    return readSnapshotHead((await this.kv()).snapshots, runId);
   }
 
   /** The scheduler's record of a run, if it knows the run. */
