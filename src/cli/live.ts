@@ -16,6 +16,7 @@ import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { formatDuration, parseDuration } from "../runtime/duration.js";
 import { formatTokens, formatUsd } from "../runtime/budget.js";
 import { silentLogger, type Logger } from "../runtime/logger.js";
+import { runState } from "../runtime/run-load.js";
 import { checkServer, describeServerHealth, isTimeout, ServerCondition } from "../runtime/server-health.js";
 
 /** Connects a client to the server of what runs (see joinServer) for one command. */
@@ -81,7 +82,7 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
     const view = createProgress(flags.progress ?? "auto", flags.json ? process.stderr : process.stdout);
     let from: WatchOptions["from"];
     if (!since) {
-      const state = await client.runState(runId, logger);
+      const state = await runState(client, runId, logger);
       if (state.fold.seq > 0) {
         view.seed(state.fold);
         from = { seq: state.fold.seq, tracker: state.fold.tracker.copy(), ...(state.waiting ? { waiting: state.waiting } : {}) };

@@ -9,6 +9,7 @@ import type { AdoClient } from "../runtime/client.js";
 import { formatUsd } from "../runtime/budget.js";
 import { formatDuration } from "../runtime/duration.js";
 import { errorMessage } from "../runtime/errors.js";
+import { snapshotHead } from "../runtime/run-load.js";
 import type { RunRecord, RunSnapshot, TaskStatus } from "../runtime/messages.js";
 import { Exit, type CommonFlags } from "./common.js";
 import { withClient } from "./live.js";
@@ -66,7 +67,7 @@ export async function runRows(client: AdoClient, all: boolean, warn: (msg: strin
   const runs = await client.runs({ active: !all });
   const rows: RunRow[] = [];
   for (const run of runs) {
-    const head = await client.snapshotHead(run.runId).catch((err) => {
+    const head = await snapshotHead(client, run.runId).catch((err) => {
       warn(`the snapshot of run ${run.runId} is unreadable (${errorMessage(err)}): its tasks are not counted by state`);
       return undefined;
     });

@@ -23,7 +23,6 @@ import {
   type MergeIntoOutcome,
   type MergeRequest,
   type RunRecord,
-  type RunSnapshot,
   type TaskStatus,
   type TaskSummary,
 } from "./messages.js";
@@ -33,9 +32,6 @@ import { sleep } from "./clock.js";
 import { listKeys } from "./kv-watch.js";
 import { Backoff, backoffDelay, retry } from "./retry.js";
 import type { CapChange, RunBudget } from "./budget.js";
-import type { Logger } from "./logger.js";
-import { lastNeedsAttention, loadRun, type LoadedRun } from "./run-load.js";
-import { readSnapshotHead } from "./run-snapshot.js";
 
 /** A run, or one task of a run. */
 export interface Target {
@@ -428,24 +424,9 @@ export class AdoClient {
     return request;
   }
 
-  /**
-   * A run's state from its snapshot and the events after it (a full replay when the
-   * snapshot is missing or unusable; see run-load.ts), and, when it waits for a person,
-   * its last run.needs_attention: what `watch({ from })` carries on from.
-   */
-  async runState(runId: string, log?: Logger): Promise<LoadedRun & { waiting?: EventOf<"run.needs_attention"> }> {
-    const loaded = await loadRun({ js: this.js, snapshots: (await this.kv()).snapshots, topo: this.topo, runId, ...(log ? { log } : {}) });
-    if (loaded.fold.status !== "needs_attention") return loaded;
-    const waiting = await lastNeedsAttention(this.js, this.topo, runId);
-    return waiting ? { ...loaded, waiting } : loaded;
-  }
-
-  /**
-   * The head of a run's stored snapshot (state, task counts, cost; as of the recorder's
-   * last write, at most a second or so behind while the run changes), if it has one.
-   */
-  async snapshotHead(runId: string): Promise<RunSnapshot | undefined> {
-    return readSnapshotHead((await this.kv()).snapshots, runId);
+  /** One of the KV buckets (bound once, on first use). */
+  async bucket(key: BucketKey): Promise<KV> {
+    return (await this.kv())[key];
   }
 
   /** The scheduler's record of a run, if it knows the run. */

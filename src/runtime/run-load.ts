@@ -4,9 +4,10 @@ import type { KV } from "@nats-io/kv";
 import { decode } from "./codec.js";
 import { errorMessage } from "./errors.js";
 import type { Logger } from "./logger.js";
-import { SCHEMAS, type AdoEvent, type EventOf } from "./messages.js";
+import { SCHEMAS, type AdoEvent, type EventOf, type RunSnapshot } from "./messages.js";
 import { RunFold } from "./run-fold.js";
-import { readSnapshot } from "./run-snapshot.js";
+import { readSnapshot, readSnapshotHead } from "./run-snapshot.js";
+import type { AdoClient } from "./client.js";
 import type { Topology } from "./topology.js";
 
 /**
@@ -151,4 +152,23 @@ export async function lastNeedsAttention(js: JetStreamClient, topo: Topology, ru
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A run's state as a client loads it (loadRun), and, when it waits for a person, its
+ * last run.needs_attention: what `AdoClient.watch({ from })` carries on from.
+ */
+export async function runState(client: AdoClient, runId: string, log?: Logger): Promise<LoadedRun & { waiting?: EventOf<"run.needs_attention"> }> {
+  const loaded = await loadRun({ js: client.js, snapshots: await client.bucket("snapshots"), topo: client.topo, runId, ...(log ? { log } : {}) });
+  if (loaded.fold.status !== "needs_attention") return loaded;
+  const waiting = await lastNeedsAttention(client.js, client.topo, runId);
+  return waiting ? { ...loaded, waiting } : loaded;
+}
+
+/**
+ * The head of a run's stored snapshot (state, task counts, cost; as of the recorder's
+ * last write, at most a second or so behind while the run changes), if it has one.
+ */
+export async function snapshotHead(client: AdoClient, runId: string): Promise<RunSnapshot | undefined> {
+  return readSnapshotHead(await client.bucket("snapshots"), runId);
 }

@@ -7,7 +7,7 @@ import { encodeValue } from "../../src/runtime/codec.js";
 import { asRunId } from "../../src/runtime/ids.js";
 import { SCHEMAS, type AdoEvent } from "../../src/runtime/messages.js";
 import { snapshotKey, snapshotPartKey } from "../../src/runtime/names.js";
-import { loadRun } from "../../src/runtime/run-load.js";
+import { loadRun, runState } from "../../src/runtime/run-load.js";
 import { RunFold } from "../../src/runtime/run-fold.js";
 import { snapshotOf, writeSnapshot } from "../../src/runtime/run-snapshot.js";
 import { provisioned, useTestServer } from "../helpers/nats.js";
@@ -138,7 +138,7 @@ describe("watch from a loaded state (ado attach)", () => {
       const all = [...runEvents(shape)];
       // The run so far, its snapshot 200 events back.
       await publishWithSnapshot(js, topo, kv.snapshots, shape, 200);
-      const state = await client.runState("w1");
+      const state = await runState(client, "w1");
       expect(state.from).toBe("snapshot");
       const seen: AdoEvent[] = [];
       const watching = client.watch(asRunId("w1"), { from: { seq: state.fold.seq, tracker: state.fold.tracker.copy() }, onEvent: (e) => seen.push(e) });
@@ -173,7 +173,7 @@ describe("watch from a loaded state (ado attach)", () => {
         // Something after the stop: the watch must not wait for yet another event.
         { type: "task.output", runId: "w2", taskId: "t4", attempt: 1, at, stream: "stderr", data: "late line\n" },
       ]);
-      const waiting = await client.runState("w2");
+      const waiting = await runState(client, "w2");
       expect(waiting.fold.status).toBe("needs_attention");
       expect(waiting.waiting?.tasks[0]?.hitlId).toBe("w2.t3");
       const seen: AdoEvent[] = [];
@@ -186,7 +186,7 @@ describe("watch from a loaded state (ado attach)", () => {
         { type: "run.continued", runId: "w2", at, round: 1 },
         { type: "run.completed", runId: "w2", at, status: "succeeded", integrationBranch: "ado/w2/integration", counts: {}, tasks: [] },
       ]);
-      const ended = await client.runState("w2");
+      const ended = await runState(client, "w2");
       const outcome = await client.watch(asRunId("w2"), { from: { seq: ended.fold.seq, tracker: ended.fold.tracker.copy() }, onEvent: (e) => seen.push(e) });
       expect(outcome.status).toBe("succeeded");
       expect(outcome.tasks).toHaveLength(10);
