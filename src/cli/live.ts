@@ -1,4 +1,4 @@
-import { AdoClient, type RunStatusView } from "../runtime/client.js";
+import { AdoClient, type RunStatusView, type WatchOptions } from "../runtime/client.js";
 import { drainQuietly } from "../runtime/connection.js";
 import type { ControlAction } from "../runtime/messages.js";
 import { asRunId } from "../runtime/ids.js";
@@ -16,11 +16,12 @@ import { stageLines, stageViews } from "./stages.js";
 import { logsRootFor, TaskLogWriter } from "./task-logs.js";
 import { formatDuration, parseDuration } from "../runtime/duration.js";
 import { formatTokens, formatUsd } from "../runtime/budget.js";
-import { silentLogger } from "../runtime/logger.js";
+import { silentLogger, type Logger } from "../runtime/logger.js";
+import { runState } from "../runtime/run-load.js";
 import { checkServer, describeServerHealth, isTimeout, ServerCondition } from "../runtime/server-health.js";
 
 /** Connects a client to the server of what runs (see joinServer) for one command. */
-export async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient) => Promise<T>, runId?: string): Promise<T> {
+export async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient, logger: Logger) => Promise<T>, runId?: string): Promise<T> {
   const { config, logger } = await configFrom(flags);
   const url = await joinServer(config, what, { runId });
   const nc = await clientConnection(url, logger);
@@ -35,7 +36,7 @@ export async function withClient<T>(flags: CommonFlags, what: string, fn: (clien
       if (trouble) throw new CliError(trouble, Exit.failed);
       throw err;
     }
-    return await fn(new AdoClient(nc, topology(config.prefix)));
+    return await fn(new AdoClient(nc, topology(config.prefix)), logger);
   } finally {
     await drainQuietly(nc);
   }
@@ -53,7 +54,12 @@ export async function controlCommand(action: ControlAction, spec: string, flags:
   }, runIdOf(spec));
 }
 
-/** `ado attach <run> [--since TIME]`: replay, then follow; Ctrl-C detaches. */
+/**
+ * `ado attach <run> [--since TIME]`: the run's state now, then follow; Ctrl-C detaches.
+ * The state comes from the run's snapshot and the events after it (a full replay when
+ * the snapshot is missing or unusable; the debug log says why); `--since` replays the
+ * events from that time instead.
+ */
 export async function attachCommand(runId: string, flags: CommonFlags & { since?: string; json?: boolean; progress?: ProgressMode }): Promise<number> {
   let since: Date | undefined;
   if (flags.since) {
@@ -61,29 +67,50 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
     since = new Date(ago !== undefined ? Date.now() - ago : flags.since);
     if (Number.isNaN(since.getTime())) throw new CliError(`--since '${flags.since}' is not a time: use an ISO time or an age like 30s, 5m, 2h`);
   }
-  return withClient(flags, "ado attach", async (client) => {
-    const found = await client.status(runId);
-    if (!found) throw new CliError(`no run '${runId}': list runs with \`ado parallel status\``);
+  return withClient(flags, "ado attach", async (client, logger) => {
+    // The record only (not every task's): a run of 10,000 tasks attaches at once.
+    const run = await client.runRecord(runId);
+    if (!run) throw new CliError(`no run '${runId}': list runs with \`ado runs\``);
+    const ended = run.status !== "running" && run.status !== "needs_attention";
     // A run that ended before --since has nothing left to replay or follow: its end, from the records.
-    const ended = since ? await client.finishedOutcome(runId) : undefined;
-    if (ended) {
-      await report(ended, flags.json ?? false, found.run.repo ? { repo: found.run.repo } : {});
-      return exitCodeOf(ended);
+    if (since && ended) {
+      const outcome = await client.finishedOutcome(runId);
+      if (outcome) {
+        await report(outcome, flags.json ?? false, run.repo ? { repo: run.repo } : {});
+        return exitCodeOf(outcome);
+      }
     }
     const view = createProgress(flags.progress ?? "auto", flags.json ? process.stderr : process.stdout);
-    // The logs of the attempts this client sees start (all of them without --since).
-    const root = await logsRootFor(found.run.repo);
+    let from: WatchOptions["from"];
+    if (!since) {
+      const state = await runState(client, runId, logger);
+      if (state.fold.seq > 0) {
+        view.seed(state.fold);
+        from = { seq: state.fold.seq, tracker: state.fold.tracker.copy(), ...(state.waiting ? { waiting: state.waiting } : {}) };
+        // Ended by the state: the records say how (the event stream may hold events after the end).
+        if (ended && state.fold.status !== "running" && state.fold.status !== "needs_attention") {
+          view.stop();
+          const outcome = await client.finishedOutcome(runId);
+          if (outcome) {
+            await report(outcome, flags.json ?? false, { progress: view.state, ...(run.repo ? { repo: run.repo } : {}) });
+            return exitCodeOf(outcome);
+          }
+        }
+      }
+    }
+    // The logs of the attempts this client sees start (those that start after the state it loaded; with --since, after that).
+    const root = await logsRootFor(run.repo);
     const followed = await followRun({
       runId,
       view,
       logs: new TaskLogWriter(root, runId, (m) => process.stderr.write(`ado: ${m}\n`)),
       say: (m) => process.stderr.write(`ado: ${m}\n`),
-      watch: (w) => client.watch(asRunId(runId), { ...(since ? { since } : {}), ...w }),
+      watch: (w) => client.watch(asRunId(runId), { ...(since ? { since } : {}), ...(from ? { from } : {}), ...w }),
     });
     try {
       // Detached (Ctrl-C, `ado detach`): the view said so; the run goes on.
       if (!followed.outcome) return Exit.ok;
-      await report(followed.outcome, flags.json ?? false, { logsRoot: root, progress: view.state, ...(found.run.repo ? { repo: found.run.repo } : {}) });
+      await report(followed.outcome, flags.json ?? false, { logsRoot: root, progress: view.state, ...(run.repo ? { repo: run.repo } : {}) });
       return exitCodeOf(followed.outcome);
     } finally {
       followed.release();

@@ -1,8 +1,5 @@
-import { FINISHED, NOTE_MAX, RunFold } from "../runtime/run-fold.js";
+import { FINISHED, RunFold } from "../runtime/run-fold.js";
 import type { AdoEvent, RunStatus, TaskStatus } from "../runtime/messages.js";
-import { formatDuration } from "../runtime/duration.js";
-import { cutText, oneLine } from "../runtime/text.js";
-import { CLI_AGENT_NAMES } from "../agents/index.js";
 
 /**
  * What a person following a run sees, built from the run's events alone (so it is the
@@ -51,37 +48,8 @@ export { FINISHED };
 
 const ms = (iso: string | undefined) => (iso ? Date.parse(iso) : undefined);
 
-/**
- * Agents whose raw output is a structured stream the worker parses into `agent.*` events:
- * their `task.output` is JSON lines (or, for aider, the same text the messages carry), so
- * the events, not the raw lines, say what they do.
- */
-export const PARSED_AGENTS: ReadonlySet<string> = new Set(CLI_AGENT_NAMES);
-
-/** One line for an agent's tool call: `Bash: npm test`, `edit: src/a.ts (failed)`. */
-export function toolLine(e: { tool: string; summary?: string; phase: "started" | "completed"; ok?: boolean }): string {
-  const what = oneLine(e.tool) || "tool";
-  const summary = oneLine((e.summary ?? "").replace(/\s*\n\s*/g, " "));
-  return `${what}${summary ? `: ${summary}` : ""}${e.phase === "completed" && e.ok === false ? " (failed)" : ""}`;
-}
-
-/** An agent's message as one line: its lines joined (the view cuts it to the terminal's width). */
-export function messageLine(text: string): string {
-  return text
-    .split("\n")
-    .map(oneLine)
-    .filter((l) => l !== "")
-    .join(" ");
-}
-
-/** One line for a limit an agent hit: `rate limited (five_hour) until 15:45:00Z`, `rate limited, retrying in 30.0s`. */
-export function rateLimitLine(e: { status: string; resetAt?: string; limitType?: string; retryInMs?: number; message?: string }): string {
-  const kind = e.limitType ? ` (${oneLine(e.limitType)})` : "";
-  if (e.status === "retrying") return `rate limited${kind}, retrying${e.retryInMs !== undefined ? ` in ${formatDuration(e.retryInMs)}` : ""}`;
-  const until = e.resetAt ? ` until ${e.resetAt.slice(11, 19)}Z` : "";
-  const msg = e.message ? messageLine(e.message) : "";
-  return `rate limited${kind}${until}${msg ? `: ${msg}` : ""}`;
-}
+export { PARSED_AGENTS } from "../runtime/run-fold.js";
+export { messageLine, rateLimitLine, toolLine } from "../runtime/activity.js";
 
 /** The last `n` lines of a text (without a trailing empty one). */
 export function lastLines(text: string, n = TAIL_LINES): string[] {
@@ -95,7 +63,17 @@ export function lastLines(text: string, n = TAIL_LINES): string[] {
  */
 export class RunProgress {
   /** Seeded from a snapshot (`ado attach`), or empty: the run's first event then fills it. */
-  constructor(readonly fold: RunFold = new RunFold()) {}
+  constructor(private fold_: RunFold = new RunFold()) {}
+
+  get fold(): RunFold {
+    return this.fold_;
+  }
+
+  /** Starts from a state already known (`ado attach`: the run's snapshot and the events after it) instead of the run's first event. */
+  seed(fold: RunFold): void {
+    this.fold_ = fold;
+    this.snapshot = undefined;
+  }
 
   /** Tasks merged while this client followed, in order, with when (epoch ms): `ado run` says which merged while it stopped. */
   readonly merged: { taskId: string; at: number }[] = [];
@@ -151,44 +129,14 @@ export class RunProgress {
   }
 
   /**
-   * Tasks whose attempt under way runs an agent CLI, with that attempt: its agent.* events
-   * say what it does, its raw stdout (the stream they were parsed from) does not. Known
-   * from `task.started.agent`, or from an agent event of the attempt (a follower seeded
-   * from a snapshot may not have seen the start).
+   * Applies one event. What an agent CLI does (its `agent.tool` and `agent.message`, not
+   * the raw stream they were parsed from) is the fold's own rule, so a snapshot, the
+   * dashboard and this view say the same.
    */
-  private readonly parsed = new Map<string, number>();
-
   apply(e: AdoEvent): void {
     this.snapshot = undefined;
-    const taskId = "taskId" in e ? e.taskId : undefined;
-    const parts = taskId !== undefined ? this.fold.parts(taskId) : undefined;
-    const attempt = parts?.summary.attempts ?? 0;
-    const isParsed = parts !== undefined && taskId !== undefined && this.parsed.get(taskId) === attempt;
-    // The fold shows a raw line as the activity; for an agent CLI, the last event's stands.
-    const before = isParsed && parts && e.type === "task.output" && e.stream === "stdout" ? { activity: parts.notes.activity } : undefined;
     this.fold.apply(e);
-    if (before && parts) parts.notes.activity = before.activity;
     if (e.type === "task.merged") this.merged.push({ taskId: e.taskId, at: Date.parse(e.at) });
-    if (!parts || taskId === undefined) return;
-    const note = (line: string) => {
-      if (line) parts.notes.activity = cutText(line, NOTE_MAX);
-    };
-    switch (e.type) {
-      case "task.started":
-        if (e.agent !== undefined && PARSED_AGENTS.has(e.agent)) this.parsed.set(taskId, parts.summary.attempts);
-        else this.parsed.delete(taskId);
-        return;
-      case "agent.tool":
-      case "agent.message":
-      case "agent.rate_limit":
-        // A late event of an attempt that ended is not what the task does now.
-        if (e.attempt < attempt) return;
-        this.parsed.set(taskId, parts.summary.attempts);
-        if (e.type === "agent.tool") note(toolLine(e));
-        else if (e.type === "agent.message") note(messageLine(e.text));
-        else if (e.status === "rejected" || e.status === "retrying") note(rateLimitLine(e));
-        return;
-    }
   }
 
   /** Every task, in the graph's order (the same array until the next event: do not change it). */

@@ -2,7 +2,8 @@ import { formatTokens, formatUsd } from "../runtime/budget.js";
 import { formatDuration } from "../runtime/duration.js";
 import type { AdoEvent } from "../runtime/messages.js";
 import { renderFrame } from "./progress-frame.js";
-import { oneLine, plural, rateLimitLine, RunProgress, toolLine } from "./progress-state.js";
+import { countTasks, oneLine, plural, rateLimitLine, RunProgress, toolLine } from "./progress-state.js";
+import type { RunFold } from "../runtime/run-fold.js";
 import { CLI_AGENT_NAMES } from "../agents/index.js";
 import { divertLogs, formatLogLine } from "../runtime/logger.js";
 
@@ -26,6 +27,11 @@ export interface ProgressView {
   setNotice(notice: string | undefined): void;
   /** Draws the last frame and lets go of the terminal. Idempotent. */
   stop(): void;
+  /**
+   * Starts from a state already known (`ado attach`: the run's snapshot and the events
+   * after it) instead of the run's first event; the plain view says where the run stands.
+   */
+  seed(fold: RunFold): void;
 }
 
 /** What the environment allows: the view to use, with colour or not, and why not live when asked. */
@@ -91,6 +97,10 @@ export class TerminalProgress implements ProgressView {
 
   onEvent(e: AdoEvent): void {
     this.state.apply(e);
+  }
+
+  seed(fold: RunFold): void {
+    this.state.seed(fold);
   }
 
   say(message: string): void {
@@ -172,6 +182,20 @@ export class LineProgress implements ProgressView {
     if (notice) this.say(`ado: ${notice}`);
   }
 
+  /** Where the run stands: its counts, then each task under way (at most a worker's slots each, not the whole graph). */
+  seed(fold: RunFold): void {
+    this.state.seed(fold);
+    const tasks = this.state.tasks();
+    const c = countTasks(tasks);
+    const shown = (["running", "paused", "merging", "needs_attention", "queued", "pending", "succeeded", "failed", "skipped", "cancelled"] as const).filter((k) => c[k] > 0).map((k) => `${c[k]} ${k}`);
+    this.say(`run ${fold.runId}${fold.name ? ` (${fold.name})` : ""}: ${plural(tasks.length, "task")}${shown.length ? `: ${shown.join(", ")}` : ""} (as of event ${fold.seq})`);
+    for (const t of tasks) {
+      if (t.status !== "running" && t.status !== "merging" && t.status !== "needs_attention") continue;
+      const where = t.status === "running" ? `started on ${t.workerId ?? "?"}${t.attempt > 1 ? ` (attempt ${t.attempt})` : ""}` : t.status === "merging" ? "merging" : "needs attention";
+      this.say(`${t.id}: ${t.paused ? "paused, " : ""}${where}${t.activity ? `: ${plainText(t.activity)}` : ""}`);
+    }
+  }
+
   onEvent(e: AdoEvent): void {
     this.state.apply(e);
     const time = e.at.slice(11, 23);
@@ -217,7 +241,8 @@ export class LineProgress implements ProgressView {
       case "agent.rate_limit":
         return e.status === "rejected" || e.status === "retrying" || e.status === "warning" ? say(`${e.taskId}: ${e.status === "warning" ? `near its rate limit${e.utilization !== undefined ? ` (${Math.round(e.utilization * 100)}% used)` : ""}` : rateLimitLine(e)}`) : undefined;
       case "task.output": {
-        if (e.stream === "stdout" && this.parsed.has(e.taskId)) return;
+        // The fold knows too when it was seeded from a snapshot taken after the attempt started.
+        if (e.stream === "stdout" && (this.parsed.has(e.taskId) || this.state.fold.parts(e.taskId)?.notes.agentAttempt === e.attempt)) return;
         const key = `${e.taskId}/${e.stream}`;
         const text = (this.partial.get(key) ?? "") + e.data;
         const lines = text.split("\n");
@@ -285,6 +310,10 @@ export class QuietProgress implements ProgressView {
   readonly state = new RunProgress();
 
   constructor(private readonly out: NodeJS.WritableStream) {}
+
+  seed(fold: RunFold): void {
+    this.state.seed(fold);
+  }
 
   onEvent(e: AdoEvent): void {
     this.state.apply(e);

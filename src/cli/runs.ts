@@ -16,6 +16,7 @@ import { applyCleanup, openRepo, planCleanup, WorktreeManager, type WorktreeStat
 import { openJetStream, topology } from "../runtime/topology.js";
 import { CliError, clientConnection, configFrom, Exit, type CommonFlags } from "./common.js";
 import { endEmbedded, followRun, type Followed } from "./follow.js";
+import { runsCommand } from "./run-list.js";
 import { dropKeptRun, findKeptRun, findKeptRuns, type KeptRun, keptRunOwner, keptRunState, markKeptRun } from "./kept-runs.js";
 import { createProgress, type ProgressMode } from "./progress.js";
 import { exitCodeOf } from "./run.js";
@@ -33,8 +34,17 @@ const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
 export function registerRunsCommands(program: Command, common: (cmd: Command) => Command, setExit: (code: number) => void): void {
   const runs = program
     .command("runs")
-    .description("runs `ado run` kept in this repository because they did not end (stopped, killed, or waiting for a person): list, resume, remove");
+    .description(
+      "runs the server knows (`ado runs [--all] [--json]`: state, start, duration, cost, tasks); and those `ado run` kept in this repository because they did not end: list, resume, remove",
+    );
   const repo = (cmd: Command) => cmd.option("-r, --repo <dir>", "the repository (default: current directory)");
+  common(
+    runs
+      .command("show", { isDefault: true })
+      .description("(the default) runs the server knows, newest first: state, start, duration, cost, tasks by state; active ones, or all with --all (kept: records until `ado prune`, snapshots 30 days)")
+      .option("--all", "include finished runs")
+      .option("--json", "print JSON"),
+  ).action(async (flags: CommonFlags & { all?: boolean; json?: boolean }) => setExit(await runsCommand(flags)));
   common(repo(runs.command("list").description("kept runs: state (running, interrupted, orphaned, needs_attention), age, worktrees, what to do")).option("--json", "print JSON")).action(
     async (flags: RunsFlags) => setExit(await listCommand(flags)),
   );

@@ -1,5 +1,46 @@
 import type { AdoEvent } from "./messages.js";
+import { formatDuration } from "./duration.js";
 import { oneLine } from "./text.js";
+
+/** One line for an agent's tool call: `Bash: npm test`, `edit: src/a.ts (failed)`. */
+export function toolLine(e: { tool: string; summary?: string; phase: "started" | "completed"; ok?: boolean }): string {
+  const what = oneLine(e.tool) || "tool";
+  const summary = oneLine((e.summary ?? "").replace(/\s*\n\s*/g, " "));
+  return `${what}${summary ? `: ${summary}` : ""}${e.phase === "completed" && e.ok === false ? " (failed)" : ""}`;
+}
+
+/** An agent's message as one line: its lines joined (a view cuts it to its width). */
+export function messageLine(text: string): string {
+  return text
+    .split("\n")
+    .map(oneLine)
+    .filter((l) => l !== "")
+    .join(" ");
+}
+
+/** One line for a limit an agent hit: `rate limited (five_hour) until 15:45:00Z`, `rate limited, retrying in 30.0s`. */
+export function rateLimitLine(e: { status: string; resetAt?: string; limitType?: string; retryInMs?: number; message?: string }): string {
+  const kind = e.limitType ? ` (${oneLine(e.limitType)})` : "";
+  if (e.status === "retrying") return `rate limited${kind}, retrying${e.retryInMs !== undefined ? ` in ${formatDuration(e.retryInMs)}` : ""}`;
+  const until = e.resetAt ? ` until ${e.resetAt.slice(11, 19)}Z` : "";
+  const msg = e.message ? messageLine(e.message) : "";
+  return `rate limited${kind}${until}${msg ? `: ${msg}` : ""}`;
+}
+
+/**
+ * Whether a line of output is a JSON object: an agent CLI's raw stream (the worker
+ * parses it into agent.* events), never what to show a person as what a task does.
+ */
+export function isJsonObjectLine(line: string): boolean {
+  const t = line.trim();
+  if (!(t.startsWith("{") && t.endsWith("}"))) return false;
+  try {
+    const v: unknown = JSON.parse(t);
+    return typeof v === "object" && v !== null && !Array.isArray(v);
+  } catch {
+    return false;
+  }
+}
 
 /**
  * One line saying what an event tells of a task or run (`ado logs --events`, the

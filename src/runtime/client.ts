@@ -125,6 +125,14 @@ export interface WatchOptions {
   since?: Date;
   /** Start after this events-stream sequence (see lastEventSequence): only what happens next. */
   afterSequence?: number;
+  /**
+   * Carry on from a state already known (a run's snapshot and deltas, run-load.ts):
+   * `tracker` holds every event of the run up to `seq`, the sequence of one of its
+   * events; `waiting`, the run's last run.needs_attention when the run waits. Only
+   * later events reach `onEvent`; the event at `seq` is read again, so a run that waits
+   * or has ended is known to without waiting for a new event.
+   */
+  from?: { seq: number; tracker: TaskTracker; waiting?: EventOf<"run.needs_attention"> };
   /** Stop at the first event for which this is true (outcome status `running`). */
   until?: (event: AdoEvent) => boolean;
   /** Called once if no scheduler has answered after this long (the run stays queued). */
@@ -206,8 +214,10 @@ export class AdoClient {
    * by run.continued by the time the replay has caught up with the stream.
    */
   async watch(runId: RunId, opts: WatchOptions = {}): Promise<RunOutcome> {
-    const start =
-      opts.afterSequence !== undefined
+    const from = opts.from && opts.from.seq > 0 ? opts.from : undefined;
+    const start = from
+      ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from.seq }
+      : opts.afterSequence !== undefined
         ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.afterSequence + 1 }
         : opts.since
           ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() }
@@ -219,14 +229,14 @@ export class AdoClient {
     const messages = await consumer.consume();
     // `ado detach <run>` from anywhere ends this watch (the run goes on).
     const detach = this.nc.subscribe(this.topo.subjects.detach(runId), { callback: () => void messages.close() });
-    const tracker = new TaskTracker();
+    const tracker = from?.tracker ?? new TaskTracker();
     let heard = false;
     const timer = setTimeout(() => {
       if (!heard) opts.onNoScheduler?.();
     }, opts.noSchedulerAfterMs ?? 10_000);
     const onAbort = () => void messages.close();
     opts.signal?.addEventListener("abort", onAbort, { once: true });
-    let waiting: EventOf<"run.needs_attention"> | undefined;
+    let waiting: EventOf<"run.needs_attention"> | undefined = from?.waiting;
     try {
       for await (const m of messages) {
         let event: AdoEvent;
@@ -238,11 +248,15 @@ export class AdoClient {
           continue;
         }
         heard = true;
-        tracker.apply(event);
-        opts.onEvent?.(event);
+        // Already in the state the watch started from: only its ends count.
+        const known = from !== undefined && m.seq <= from.seq;
+        if (!known) {
+          tracker.apply(event);
+          opts.onEvent?.(event);
+        }
         if (event.type === "run.completed") return tracker.outcome(event);
         if (event.type === "run.rejected") return { runId, status: "rejected", error: event.reason, code: event.code, tasks: [] };
-        if (opts.until?.(event)) return { runId, status: "running", tasks: [...tracker.tasks.values()] };
+        if (!known && opts.until?.(event)) return { runId, status: "running", tasks: [...tracker.tasks.values()] };
         if (event.type === "run.needs_attention") waiting = event;
         else if (event.type === "run.continued") waiting = undefined;
         // Caught up with the stream while the run waits: that is where it stands now.
@@ -426,6 +440,11 @@ export class AdoClient {
     return request;
   }
 
+  /** One of the KV buckets (bound once, on first use). */
+  async bucket(key: BucketKey): Promise<KV> {
+    return (await this.kv())[key];
+  }
+
   /** The scheduler's record of a run, if it knows the run. */
   runRecord(runId: string): Promise<RunRecord | undefined> {
     return this.run_(runId);
@@ -527,6 +546,14 @@ export class AdoClient {
 export class TaskTracker {
   readonly tasks = new Map<string, TaskSummary>();
   integrationBranch?: string;
+
+  /** A tracker with the same tasks, each copied (one side's events then leave the other's alone). */
+  copy(): TaskTracker {
+    const t = new TaskTracker();
+    for (const [id, s] of this.tasks) t.tasks.set(id, { ...s });
+    if (this.integrationBranch !== undefined) t.integrationBranch = this.integrationBranch;
+    return t;
+  }
 
   apply(e: AdoEvent): void {
     if (e.type === "run.accepted") {

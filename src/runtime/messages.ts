@@ -1064,6 +1064,8 @@ export const SnapshotTasks = z.object({
       archiveRefs: z.array(z.string()).optional(),
       /** What the attempt under way has cost so far (USD). */
       live: z.number().min(0).optional(),
+      /** This attempt runs an agent CLI: its agent.* events, not its raw output, say what it does. */
+      agent: z.number().int().min(0).optional(),
     }),
   ),
 });

@@ -2,6 +2,15 @@ import { TaskTracker } from "./client.js";
 import type { AdoEvent, RunStatus, TaskStatus, TaskSummary } from "./messages.js";
 import { cutText, lastShownLine, oneLine } from "./text.js";
 import { formatDuration } from "./duration.js";
+import { isJsonObjectLine, messageLine, rateLimitLine, toolLine } from "./activity.js";
+import { CLI_AGENT_NAMES } from "../agents/index.js";
+
+/**
+ * Agents whose raw output is a structured stream the worker parses into `agent.*` events:
+ * their `task.output` is JSON lines (or, for aider, the same text the messages carry), so
+ * the events, not the raw lines, say what they do.
+ */
+export const PARSED_AGENTS: ReadonlySet<string> = new Set(CLI_AGENT_NAMES);
 
 /**
  * A run's state as its events make it: each task's state, attempts, times, worker,
@@ -33,6 +42,12 @@ export interface TaskNotes {
   costUsd: number;
   /** What the attempt under way has cost so far (its agent's latest `agent.usage`). */
   liveCostUsd: number;
+  /**
+   * The attempt that runs an agent CLI, when known (`task.started.agent`, or an agent
+   * event of the attempt): its agent.* events, not its raw stdout (the stream they were
+   * parsed from), say what it does.
+   */
+  agentAttempt?: number;
 }
 
 /** One task as the fold sees it. */
@@ -172,6 +187,8 @@ export class RunFold {
     const x = this.notes.get(e.taskId);
     if (!x) return true;
     this.changedTasks.add(e.taskId);
+    // The attempt under way, or the last one (task.queued and task.started have set it).
+    const attempt = this.tracker.tasks.get(e.taskId)?.attempts ?? 0;
     const note = (line: string | undefined) => {
       const clean = line === undefined ? "" : oneLine(line);
       if (clean) x.activity = cutText(clean, NOTE_MAX);
@@ -184,18 +201,35 @@ export class RunFold {
         x.waiting = undefined;
         return true;
       case "task.started":
+        x.agentAttempt = e.agent !== undefined && PARSED_AGENTS.has(e.agent) ? attempt : undefined;
         x.waiting = undefined;
         x.paused = false;
         x.activity = undefined; // a new attempt: what the last one printed is history
         x.liveCostUsd = 0;
         return true;
       case "task.output": {
-        // The last non-empty line of this chunk is the task's latest activity.
-        const line = lastShownLine(e.data);
-        if (line) x.activity = cutText(line, NOTE_MAX);
+        // A shell command's last non-empty line is its latest activity. An agent CLI's
+        // stdout is the raw stream its agent.* events were parsed from: they say what it
+        // does, and a JSON line (a stream whose start this fold did not see) never does.
+        const line = e.stream === "stdout" && x.agentAttempt === attempt ? "" : lastShownLine(e.data);
+        if (line && !isJsonObjectLine(line)) x.activity = cutText(line, NOTE_MAX);
         else this.changedTasks.delete(e.taskId);
         return true;
       }
+      case "agent.tool":
+      case "agent.message":
+      case "agent.rate_limit":
+        // A late event of an attempt that ended is not what the task does now.
+        if (e.attempt < attempt) {
+          this.changedTasks.delete(e.taskId);
+          return true;
+        }
+        x.agentAttempt = attempt;
+        if (e.type === "agent.tool") note(toolLine(e));
+        else if (e.type === "agent.message") note(messageLine(e.text));
+        else if (e.status === "rejected" || e.status === "retrying") note(rateLimitLine(e));
+        else this.changedTasks.delete(e.taskId);
+        return true;
       case "agent.usage":
         x.liveCostUsd = e.costUsd;
         return true;
@@ -248,11 +282,8 @@ export class RunFold {
         if (e.archiveRef && !x.archiveRefs.includes(e.archiveRef)) x.archiveRefs.push(e.archiveRef);
         note(`worker ${e.workerId} lost: ${e.outcome === "interrupted" ? "runs again" : "queued again"}`);
         return true;
-      default:
-        // agent.message, agent.tool, agent.rate_limit: the task view's, not the run's.
-        this.changedTasks.delete(e.taskId);
-        return true;
     }
+    return true;
   }
 
   private settle(x: TaskNotes, cost: number | undefined): void {

@@ -73,6 +73,7 @@ export function snapshotOf(fold: RunFold, now = new Date()): RunSnapshot {
     if (x.paused) note.paused = true;
     if (x.archiveRefs.length) note.archiveRefs = x.archiveRefs;
     if (x.liveCostUsd > 0) note.live = x.liveCostUsd;
+    if (x.agentAttempt !== undefined) note.agent = x.agentAttempt;
     if (Object.keys(note).length > 1) tasks.notes.push(note);
     i++;
   }
@@ -155,6 +156,7 @@ export function foldOf(snap: RunSnapshot, columns: SnapshotTasks = snap.tasks): 
       archiveRefs: n?.archiveRefs ?? [],
       costUsd: columns.cost[i] ?? 0,
       liveCostUsd: n?.live ?? 0,
+      ...(n?.agent !== undefined ? { agentAttempt: n.agent } : {}),
       ...(activity !== undefined ? { activity } : {}),
       ...(waiting !== undefined ? { waiting } : {}),
       ...(n?.outputTail !== undefined ? { outputTail: n.outputTail } : {}),

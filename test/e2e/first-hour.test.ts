@@ -320,6 +320,50 @@ describe("first hour - finished runs, exit codes, pipes (on an ado up stack)", (
     }
   }, 180_000);
 
+  it("ado runs lists the server's runs with state, start, duration, cost and tasks; attach to an ended run shows its end from its snapshot", async () => {
+    const repo = await makeRepo();
+    try {
+      const ok = await runAdo(["run", "listed-ok", "--cmd", "echo ok > listed.txt", "--repo", repo.dir, "--json"], { env });
+      expect(ok.code, ok.stderr).toBe(0);
+      const okId = JSON.parse(ok.stdout).runId as string;
+      const bad = await runAdo(["run", "listed-bad", "--cmd", "exit 3", "--repo", repo.dir, "--json"], { env });
+      expect(bad.code, bad.stderr).toBe(1);
+      const badId = JSON.parse(bad.stdout).runId as string;
+
+      // The recorder stores a run's snapshot at its end: the counts by state come from it.
+      type Row = { runId: string; name: string; state: string; acceptedAt: string; finishedAt: string | null; durationMs: number; costUsd: number; tasks: { total: number; byState: Record<string, number> | null } };
+      const listed = await eventually(async () => {
+        const r = await runAdo(["runs", "--all", "--json"], { env, timeoutMs: 30_000 });
+        expect(r.code, r.stderr).toBe(0);
+        const rows = JSON.parse(r.stdout) as Row[];
+        const mine = [rows.find((x) => x.runId === okId), rows.find((x) => x.runId === badId)];
+        return mine.every((x) => x?.tasks.byState) ? (mine as Row[]) : undefined;
+      }, 30_000, "both runs listed with their tasks by state");
+      expect(listed[0]).toMatchObject({ state: "succeeded", tasks: { total: 1, byState: { succeeded: 1 } } });
+      expect(listed[1]).toMatchObject({ state: "failed", tasks: { total: 1, byState: { failed: 1 } } });
+      for (const row of listed) {
+        expect(row.finishedAt).not.toBeNull();
+        expect(row.durationMs).toBe(Date.parse(row.finishedAt!) - Date.parse(row.acceptedAt));
+      }
+      const table = await runAdo(["runs", "--all"], { env, timeoutMs: 30_000 });
+      expect(table.code, table.stderr).toBe(0);
+      expect(table.stdout).toMatch(/^RUN\s+NAME\s+STATE\s+STARTED\s+DURATION\s+COST\s+TASKS/);
+      expect(table.stdout).toMatch(new RegExp(`${badId}\\s+\\S+\\s+failed\\s+.*1 task: 1 failed`));
+      // Without --all: only active runs (none of these).
+      const active = await runAdo(["runs", "--json"], { env, timeoutMs: 30_000 });
+      expect((JSON.parse(active.stdout) as Row[]).map((r) => r.runId)).not.toContain(okId);
+      // The kept runs of a repository are still `ado runs list`.
+      const kept = await runAdo(["runs", "list", "--repo", repo.dir], { env, timeoutMs: 30_000 });
+      expect(kept.stdout).toMatch(/no kept runs/);
+
+      const attached = await runAdo(["attach", badId, "--json"], { env, timeoutMs: 30_000 });
+      expect(attached.code, attached.stderr).toBe(1);
+      expect(JSON.parse(attached.stdout)).toMatchObject({ runId: badId, status: "failed", tasks: [expect.objectContaining({ id: "task", status: "failed" })] });
+    } finally {
+      await repo.cleanup();
+    }
+  }, 180_000);
+
   it("ado status with its stdout closed early (ado status | head) ends quietly", async () => {
     const child = spawn(process.execPath, [ADO_BIN, "status", "--all"], { env: { ...process.env, ADO_LOG_LEVEL: "warn", ...env }, stdio: ["ignore", "pipe", "pipe"] });
     child.stdout.destroy(); // the reader is gone before anything is written

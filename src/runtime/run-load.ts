@@ -1,0 +1,174 @@
+import { performance } from "node:perf_hooks";
+import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
+import type { KV } from "@nats-io/kv";
+import { decode } from "./codec.js";
+import { errorMessage } from "./errors.js";
+import type { Logger } from "./logger.js";
+import { SCHEMAS, type AdoEvent, type EventOf, type RunSnapshot } from "./messages.js";
+import { RunFold } from "./run-fold.js";
+import { readSnapshot, readSnapshotHead } from "./run-snapshot.js";
+import type { AdoClient } from "./client.js";
+import type { Topology } from "./topology.js";
+
+/**
+ * A run's state now, the cheap way: its snapshot (KV `snapshots`, written by the
+ * recorder), then the run's events after the snapshot's sequence (the deltas), instead
+ * of every event of the run. `ado attach`, `ado status` and `ado runs` read runs so;
+ * bench/attach.ts measures it against a full replay.
+ *
+ * A snapshot that is missing, unreadable, of another run, of a run seen from its middle,
+ * or ahead of the event stream (a stream that was reset) is not used: the run's events
+ * are replayed from the first, which always gives the same state, only slower. The
+ * reason goes to the debug log.
+ */
+
+export interface LoadedRun {
+  fold: RunFold;
+  /** `snapshot`: a snapshot and the events after it; `replay`: every event of the run. */
+  from: "snapshot" | "replay";
+  /** Events read from the stream (after the snapshot, or all of them). */
+  read: number;
+  /** Events that could not be decoded (skipped). */
+  malformed: number;
+  /** Why the snapshot was not used (from `replay`). */
+  why?: string;
+  /** Where the time went (ms): reading the snapshot, then the events after it. */
+  ms: { snapshot: number; events: number };
+}
+
+export interface LoadRunOptions {
+  js: JetStreamClient;
+  snapshots: KV;
+  topo: Topology;
+  runId: string;
+  log?: Logger;
+  /** false: replay every event, whatever the snapshot (the benchmark's baseline). */
+  useSnapshot?: boolean;
+  /** Called with each event read from the stream after the starting point, in order. */
+  onEvent?: (e: AdoEvent, seq: number) => void;
+}
+
+/** Loads a run's fold: its snapshot and the events after it, or, failing that, all its events (see the module comment). */
+export async function loadRun(o: LoadRunOptions): Promise<LoadedRun> {
+  let fold: RunFold | undefined;
+  let why: string | undefined;
+  const t0 = performance.now();
+  if (o.useSnapshot === false) why = "asked to replay";
+  else {
+    const found = await usableSnapshot(o);
+    fold = found.fold;
+    why = found.why;
+  }
+  if (why) o.log?.debug({ runId: o.runId, why }, "run state: replaying the run's events instead of its snapshot");
+  const start = fold ?? new RunFold();
+  const snapshotSeq = start.seq;
+  const t1 = performance.now();
+  const { read, malformed } = await applyEvents(o, start);
+  const ms = { snapshot: Math.round(t1 - t0), events: Math.round(performance.now() - t1) };
+  start.takeChanges();
+  o.log?.debug({ runId: o.runId, from: fold ? "snapshot" : "replay", ...(fold ? { snapshotSeq } : {}), read, malformed, ms }, "run state loaded");
+  return { fold: start, from: fold ? "snapshot" : "replay", read, malformed, ms, ...(why ? { why } : {}) };
+}
+
+async function usableSnapshot(o: LoadRunOptions): Promise<{ fold?: RunFold; why?: string }> {
+  let warned: string | undefined;
+  let loaded;
+  try {
+    loaded = await readSnapshot(o.snapshots, o.runId, (m) => (warned = m));
+  } catch (err) {
+    return { why: `its snapshot is unreadable (${errorMessage(err)})` };
+  }
+  if (!loaded) return { why: warned ?? "it has no snapshot" };
+  const { snapshot, fold } = loaded;
+  if (snapshot.runId !== o.runId) return { why: `its snapshot is of another run (${snapshot.runId})` };
+  // Seen from its middle: tasks before the recorder's first event of it are missing.
+  if (!fold.complete) return { why: "its snapshot holds the run from its middle only" };
+  if (snapshot.seq > 0) {
+    const jsm = await o.js.jetstreamManager();
+    const last = (await jsm.streams.info(o.topo.streams.events.name)).state.last_seq;
+    if (snapshot.seq > last) return { why: `its snapshot reflects event ${snapshot.seq}, past the stream's last (${last}): the stream was reset` };
+  }
+  return { fold };
+}
+
+/** Applies the run's events after the fold's sequence (all of them for a new fold), up to its last event now. */
+async function applyEvents(o: LoadRunOptions, fold: RunFold): Promise<{ read: number; malformed: number }> {
+  let read = 0;
+  let malformed = 0;
+  // The end is known before reading: pending counts of filtered consumers are not
+  // reliable on nats-server 2.9 (they reached 0 dozens of events early here).
+  const last = await lastEventSequence(o.js, o.topo, o.runId);
+  if (last <= fold.seq) return { read, malformed };
+  const consumer = await o.js.consumers.get(o.topo.streams.events.name, {
+    filter_subjects: o.topo.subjects.runEvents(o.runId),
+    ...(fold.seq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: fold.seq + 1 } : { deliver_policy: DeliverPolicy.All }),
+  });
+  const messages = await consumer.consume();
+  try {
+    for await (const m of messages) {
+      read++;
+      let e: AdoEvent | undefined;
+      try {
+        e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
+      } catch (err) {
+        malformed++;
+        o.log?.debug({ runId: o.runId, seq: m.seq, err: errorMessage(err) }, "run state: unreadable event skipped");
+      }
+      if (e && fold.apply(e, m.seq)) o.onEvent?.(e, m.seq);
+      if (m.seq >= last) break;
+    }
+  } finally {
+    await messages.close().catch(() => undefined);
+  }
+  return { read, malformed };
+}
+
+/**
+ * Sequence of the run's last event in the stream now (0: it has none): the first message
+ * of a consumer that starts at the last one its filter matches.
+ */
+export async function lastEventSequence(js: JetStreamClient, topo: Topology, runId: string): Promise<number> {
+  const consumer = await js.consumers.get(topo.streams.events.name, { filter_subjects: topo.subjects.runEvents(runId), deliver_policy: DeliverPolicy.Last });
+  try {
+    // A run with no event left in the stream (expired) costs this wait, once.
+    const m = await consumer.next({ expires: 2_000 });
+    return m?.seq ?? 0;
+  } finally {
+    await consumer.delete().catch(() => undefined);
+  }
+}
+
+/**
+ * The run's latest `run.needs_attention` event (what a watch that starts after it needs
+ * to know the run waits), if it has one. Read directly by subject: no replay.
+ */
+export async function lastNeedsAttention(js: JetStreamClient, topo: Topology, runId: string): Promise<EventOf<"run.needs_attention"> | undefined> {
+  const jsm = await js.jetstreamManager();
+  const m = await jsm.streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.needs_attention", runId }) }).catch(() => null);
+  if (!m) return undefined;
+  try {
+    const e = decode(SCHEMAS.AdoEvent, m.data, m.header);
+    return e.type === "run.needs_attention" ? e : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A run's state as a client loads it (loadRun), and, when it waits for a person, its
+ * last run.needs_attention: what `AdoClient.watch({ from })` carries on from.
+ */
+export async function runState(client: AdoClient, runId: string, log?: Logger): Promise<LoadedRun & { waiting?: EventOf<"run.needs_attention"> }> {
+  const loaded = await loadRun({ js: client.js, snapshots: await client.bucket("snapshots"), topo: client.topo, runId, ...(log ? { log } : {}) });
+  if (loaded.fold.status !== "needs_attention") return loaded;
+  const waiting = await lastNeedsAttention(client.js, client.topo, runId);
+  return waiting ? { ...loaded, waiting } : loaded;
+}
+
+/**
+ * The head of a run's stored snapshot (state, task counts, cost; as of the recorder's
+ * last write, at most a second or so behind while the run changes), if it has one.
+ */
+export async function snapshotHead(client: AdoClient, runId: string): Promise<RunSnapshot | undefined> {
+  return readSnapshotHead(await client.bucket("snapshots"), runId);
+}
