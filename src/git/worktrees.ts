@@ -659,6 +659,11 @@ export class WorktreeManager {
     return state;
   }
 
+  /** Points one of ado's refs (a best-of-N variant's) at `commit`, creating or moving it. */
+  async setRef(ref: string, commit: string, message: string): Promise<void> {
+    await this.#retryOnLock("set ref", () => git(this.#repo, ["update-ref", "-m", message, ref, commit]));
+  }
+
   /** Deletes one of ado's refs (a checkpoint); nothing when it is not there. */
   async deleteRef(ref: string): Promise<void> {
     await this.#retryOnLock("delete ref", () => runGit(this.#repo, ["update-ref", "-d", ref], [0, 1]));

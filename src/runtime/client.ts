@@ -25,6 +25,7 @@ import {
   type RunRecord,
   type TaskStatus,
   type TaskSummary,
+  type VariantRecord,
 } from "./messages.js";
 import { openBuckets, type BucketKey, type Topology } from "./topology.js";
 import { attemptKey, msgIds, taskKey } from "./names.js";
@@ -51,6 +52,8 @@ export interface TaskStatusView {
   /** What its attempts cost so far (finished ones), USD and tokens. */
   costUsd?: number;
   tokens?: number;
+  /** A best-of-N task: its variants (current round), the winner and the refs keeping the others. */
+  variants?: VariantRecord[];
 }
 
 export interface RunStatusView {
@@ -362,6 +365,7 @@ export class AdoClient {
         needs: def.needs,
         costUsd: rec?.costUsd ?? 0,
         tokens: rec?.tokens ?? 0,
+        ...(rec?.variants ? { variants: rec.variants } : {}),
       });
     }
     return { run, tasks };

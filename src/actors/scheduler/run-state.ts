@@ -1,4 +1,4 @@
-import { remainingPathLengths, resolveMergeSettings, validateGraph, type TaskDef } from "../../runtime/graph.js";
+import { remainingPathLengths, resolveMergeSettings, validateGraph, variantAgents, variantCount, type TaskDef } from "../../runtime/graph.js";
 import { GraphError } from "../../runtime/errors.js";
 import { BUDGET_CONFIG_DEFAULT, resolveBudget, type RunBudget } from "../../runtime/budget.js";
 import type {
@@ -19,10 +19,12 @@ import type {
   TaskStatus,
   TaskSummary,
   TaskWork,
+  VariantRecord,
 } from "../../runtime/messages.js";
-import { attemptKey, integrationBranch, msgIds, taskBranch, taskKey } from "../../runtime/names.js";
+import { attemptKey, integrationBranch, msgIds, taskBranch, taskKey, variantBranch } from "../../runtime/names.js";
+import { selectRule, selectVariant } from "../../runtime/variants.js";
 import { backoffDelay } from "../../runtime/retry.js";
-import { addSample, checkFits, committed, estimate, hasCap, NO_SPEND, samplesOfRecord, settleAttempt, type Estimate, type Ledger, type Spend } from "./budget.js";
+import { addSample, checkFits, committed, estimate, hasCap, NO_SPEND, samplesOfRecord, settleAttempt, variantLedgerKey, type Estimate, type Ledger, type Spend } from "./budget.js";
 
 /**
  * The scheduler's decisions, as pure functions of (run state, message) -> effects.
@@ -145,7 +147,11 @@ export function buildState(
   // The task records are what was spent (written before the run record, so they are never behind it).
   state.run = { ...run, costUsd: spent.usd, tokens: spent.tokens };
   // Attempts under way hold their reservation again (what they reported so far comes with their next usage event).
-  for (const t of tasks.values()) if (t.rec.status === "queued") reserve(state, t, t.rec.attempts);
+  for (const t of tasks.values()) {
+    if (t.rec.status !== "queued") continue;
+    if (t.rec.variants) for (const v of t.rec.variants) if (v.status === "queued") reserve(state, t, v.attempt, undefined, variantCount(t.def));
+    if (!t.rec.variants) reserve(state, t, t.rec.attempts);
+  }
   return state;
 }
 
@@ -155,11 +161,16 @@ const capped = (state: RunState): RunBudget | undefined => (hasCap(state.run.bud
 /** What the run has spent on finished attempts. */
 const spentOf = (state: RunState): Spend => ({ usd: state.run.costUsd, tokens: state.run.tokens });
 
-/** Notes an attempt under way and what it holds against the budget (`est`, or its estimate). */
-function reserve(state: RunState, t: TaskState, attempt: number, est?: Spend): void {
+/**
+ * Notes an attempt under way and what it holds against the budget (`est`, or its
+ * estimate). A variant of a best-of-N task (`variants` > 1) is held under its own ledger
+ * key, since its task has several attempts under way at once.
+ */
+function reserve(state: RunState, t: TaskState, attempt: number, est?: Spend, variants = 1): void {
   const budget = capped(state);
   const reserved = est ?? (budget ? estimate(state.ledger, budget, t.def) : NO_SPEND);
-  state.ledger.attempts.set(t.def.id, { attempt, reserved: { usd: reserved.usd, tokens: reserved.tokens }, live: NO_SPEND });
+  const key = variants > 1 ? variantLedgerKey(t.def.id, attempt) : t.def.id;
+  state.ledger.attempts.set(key, { attempt, reserved: { usd: reserved.usd, tokens: reserved.tokens }, live: NO_SPEND });
 }
 
 /**
@@ -346,6 +357,7 @@ export function acceptRun(submit: SubmitRun, now: string, history?: ReadonlyMap<
 export function applyTaskResult(state: RunState, result: TaskResult, now: string): Effect[] {
   const t = state.tasks.get(result.taskId);
   if (!t) return [];
+  if (variantCount(t.def) > 1) return applyVariantResult(state, t, result, now);
   const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
   // Stale or duplicate: not the attempt we are waiting for. But an attempt cancelled while
   // it ran still cost what it cost: counted once, when its result comes.
@@ -817,7 +829,10 @@ function charge(state: RunState, t: TaskState, cost: Spend, sample = true): Effe
 function fitsBudget(state: RunState, t: TaskState): { ok: true; est?: Estimate } | { ok: false; wait: BudgetWait } {
   const budget = capped(state);
   if (!budget) return { ok: true };
-  const est = estimate(state.ledger, budget, t.def);
+  const one = estimate(state.ledger, budget, t.def);
+  // A best-of-N task's round runs all its variants at once: it must fit whole.
+  const n = variantCount(t.def);
+  const est = n > 1 ? { usd: one.usd * n, tokens: one.tokens * n, basis: `${n} variants, each ${one.basis}` } : one;
   const fit = checkFits(state.ledger, budget, spentOf(state), t.def.id, est);
   return fit.ok ? { ok: true, est } : fit;
 }
@@ -855,9 +870,24 @@ function heldResume(t: TaskState): TaskWork["resume"] {
  * retry), holding `reserve` (its expected cost) against the run's budget until it ends.
  */
 function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true, checkpoint?: string, resume?: TaskWork["resume"], reserved?: Spend): Effect[] {
+  if (variantCount(t.def) > 1) return queueVariants(state, t, now, retry, announce, reserved);
   const attempt = t.rec.attempts + 1;
   update(state, t, { status: "queued", attempts: attempt, error: undefined, resumeFrom: undefined });
   reserve(state, t, attempt, reserved);
+  const work = workOf(state, t, attempt, now, retry, checkpoint, resume);
+  const effects: Effect[] = [{ type: "ready", work }];
+  // A first attempt's `queued` record is not written: after a restart, reconcile()
+  // derives it from the graph (and the republish is deduplicated). Retries are written,
+  // since their attempt number cannot be derived.
+  if (attempt > 1) effects.push({ type: "saveTask", taskId: t.def.id });
+  if (announce) {
+    effects.push({ type: "event", event: { type: "task.queued", runId: state.run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } });
+  }
+  return effects;
+}
+
+/** The ready message of one attempt of a task. */
+function workOf(state: RunState, t: TaskState, attempt: number, now: string, retry: boolean, checkpoint?: string, resume?: TaskWork["resume"]): TaskWork {
   const { needs: _needs, ...task } = t.def;
   const run = state.run;
   const work: TaskWork = {
@@ -878,19 +908,319 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     branch: taskBranch(run.runId, t.def.id),
     inputs: t.def.needs.map((d) => {
       const dep = state.tasks.get(d)!.rec;
-      return { taskId: d, status: dep.status, branch: taskBranch(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd, tokens: dep.tokens };
+      // A best-of-N dependency: its winner's branch (its commit is the winner's too).
+      return { taskId: d, status: dep.status, branch: winnerOf(dep)?.branch ?? taskBranch(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd, tokens: dep.tokens };
     }),
     readyAt: now,
     submittedAt: run.submittedAt,
     ...(resume ? { resume } : {}),
   };
+  return work;
+}
+
+// ---- best-of-N ----------------------------------------------------------------------
+
+/** The winning variant of a best-of-N task's record, once one was picked. */
+const winnerOf = (rec: TaskRecord): VariantRecord | undefined => rec.variants?.find((v) => v.status === "won");
+
+/**
+ * Queues a round of a best-of-N task: one attempt per variant, each a real attempt (its
+ * own number, so its own claim, msg ids and result), on its own branch. The record is
+ * always written (unlike a plain first attempt): which attempt is which variant cannot
+ * be derived after a restart once a variant was run again.
+ */
+function queueVariants(state: RunState, t: TaskState, now: string, retry: boolean, announce: boolean, reserved?: Spend): Effect[] {
+  const count = variantCount(t.def);
+  const first = t.rec.attempts + 1;
+  const agents = variantAgents(t.def);
+  const variants: VariantRecord[] = Array.from({ length: count }, (_, i) => ({
+    n: i + 1,
+    attempt: first + i,
+    status: "queued",
+    files: [],
+    costUsd: 0,
+    tokens: 0,
+    ...(agents ? { agent: agents[i]! } : {}),
+  }));
+  update(state, t, { status: "queued", attempts: first + count - 1, error: undefined, resumeFrom: undefined, variants, variantRound: (t.rec.variantRound ?? 0) + 1 });
+  // fitsBudget() checked the whole round; each variant holds its share.
+  const share = reserved ? { usd: reserved.usd / count, tokens: reserved.tokens / count } : undefined;
+  const effects: Effect[] = [];
+  for (const v of variants) effects.push(...queueVariant(state, t, v, now, retry, announce, share));
+  effects.push({ type: "saveTask", taskId: t.def.id });
+  return effects;
+}
+
+/** The ready message of one variant's attempt (`v.attempt`), and its reservation. */
+function queueVariant(state: RunState, t: TaskState, v: VariantRecord, now: string, retry: boolean, announce: boolean, reserved?: Spend): Effect[] {
+  const count = variantCount(t.def);
+  reserve(state, t, v.attempt, reserved, count);
+  // A variant starts from the task's base, never from a checkpoint: checkpoints are kept
+  // per task, and another variant's would not be this one's work.
+  const work = workOf(state, t, v.attempt, now, retry);
+  work.branch = variantBranch(state.run.runId, t.def.id, v.n);
+  work.variant = { n: v.n, of: count };
+  const agents = variantAgents(t.def);
+  if (agents) work.task = { ...work.task, agent: agents[v.n - 1]! };
+  // Variants of a task with providers start at different ones, so they spread over them
+  // when several are healthy (the balancer still falls back along the list).
+  const providers = t.def.providers;
+  if (providers && providers.length > 1) {
+    const k = (v.n - 1) % providers.length;
+    work.task = { ...work.task, providers: [...providers.slice(k), ...providers.slice(0, k)] };
+  }
   const effects: Effect[] = [{ type: "ready", work }];
-  // A first attempt's `queued` record is not written: after a restart, reconcile()
-  // derives it from the graph (and the republish is deduplicated). Retries are written,
-  // since their attempt number cannot be derived.
-  if (attempt > 1) effects.push({ type: "saveTask", taskId: t.def.id });
-  if (announce) {
-    effects.push({ type: "event", event: { type: "task.queued", runId: run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } });
+  if (announce) effects.push({ type: "event", event: { type: "task.queued", runId: state.run.runId, taskId: t.def.id, attempt: v.attempt, at: now, baseCommit: work.baseCommit } });
+  return effects;
+}
+
+/**
+ * A variant's attempt ended. Its cost counts at once. An attempt that failed for its
+ * worker's or its provider's sake (interrupted, lost, a rate limit) runs that variant
+ * again as a new attempt, as for any task (the same caps); any other end is the variant's
+ * outcome. Once every variant of the round has one, the select rule picks the winner
+ * (endRound).
+ */
+function applyVariantResult(state: RunState, t: TaskState, result: TaskResult, now: string): Effect[] {
+  const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
+  const count = variantCount(t.def);
+  const key = variantLedgerKey(t.def.id, result.attempt);
+  const v = t.rec.variants?.find((x) => x.attempt === result.attempt);
+  if (!v || v.status !== "queued" || t.rec.status !== "queued") {
+    // Stale, a duplicate, or a variant still running when its task was cancelled: its cost, once.
+    const late = settleAttempt(state.ledger, key, result.attempt, reported);
+    return late ? [...charge(state, t, late), ...settle(state, now)] : [];
+  }
+  const effects: Effect[] = [];
+  const cost = settleAttempt(state.ledger, key, result.attempt, reported) ?? reported;
+  const lostUnstarted = result.failure?.kind === "interrupted" && result.failure.agentStarted === false;
+  effects.push(...charge(state, t, cost, !lostUnstarted));
+  const ended = (t.rec.variants ?? []).filter((x) => x.status !== "queued").length;
+  const base: Partial<VariantRecord> = {
+    workerId: result.workerId,
+    startedAt: result.startedAt,
+    finishedAt: result.finishedAt,
+    costUsd: v.costUsd + cost.usd,
+    tokens: v.tokens + cost.tokens,
+  };
+  let patch: Partial<VariantRecord>;
+  if (result.status === "failed") {
+    const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
+    if (failure.kind === "cancelled") {
+      setVariant(state, t, v, { ...base, status: "failed", error: failure.message });
+      return [...effects, ...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...settle(state, now)];
+    }
+    const interruption = interruptionRule(t, failure, state.run.graph.maxInterruptions);
+    update(state, t, interruption.counts);
+    const provider = providerFailureRule(t, failure);
+    update(state, t, provider.counts);
+    const capMessage = interruption.capMessage ?? provider.capMessage;
+    const message = capMessage ? `${failure.message}; ${capMessage}` : failure.message;
+    if ((interruption.again || provider.again) && !state.run.halted) {
+      // The same variant again, as the task's next attempt.
+      const attempt = t.rec.attempts + 1;
+      update(state, t, { attempts: attempt });
+      const again: VariantRecord = { ...v, ...base, attempt, status: "queued" };
+      setVariant(state, t, v, again);
+      const queued = queueVariant(state, t, again, now, false, true);
+      const work = queued.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+      const waitOut = failure.kind === "rate_limit" && !t.def.providers?.length;
+      const until = waitOut ? rateLimitedUntil(failure, work.notBefore) : undefined;
+      if (until !== undefined) work.notBefore = until;
+      effects.push(
+        { type: "event", event: failedEvent(state, t, result, message, failure.kind, true, cost, now) },
+        ...queued,
+        { type: "event", event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt, at: now, notBefore: work.notBefore, error: `variant ${v.n} of ${count}: ${message}` } },
+        { type: "saveTask", taskId: t.def.id },
+      );
+      return [...effects, ...settle(state, now)];
+    }
+    patch = { ...base, status: "failed", error: message, kind: failure.kind, retryable: failure.retryable, order: ended + 1 };
+  } else {
+    const check = result.variant;
+    patch = {
+      ...base,
+      status: "succeeded",
+      branch: result.branch,
+      commit: result.commit,
+      files: result.files,
+      worktree: result.worktree,
+      summary: result.summary,
+      order: ended + 1,
+      ...(check?.ref ? { ref: check.ref } : {}),
+      ...(check?.passed !== undefined ? { passed: check.passed } : {}),
+      ...(check?.score !== undefined ? { score: check.score } : {}),
+      ...(check?.detail ? { detail: check.detail } : {}),
+    };
+  }
+  setVariant(state, t, v, patch);
+  if (t.rec.variants!.some((x) => x.status === "queued")) {
+    effects.push({ type: "saveTask", taskId: t.def.id });
+    return [...effects, ...settle(state, now)];
+  }
+  return [...effects, ...endRound(state, t, result, now), ...settle(state, now)];
+}
+
+/** Replaces variant `v` of the task's record with `v` patched. */
+function setVariant(state: RunState, t: TaskState, v: VariantRecord, patch: Partial<VariantRecord>): void {
+  update(state, t, { variants: t.rec.variants!.map((x) => (x === v ? { ...x, ...patch } : x)) });
+}
+
+/** A `task.failed` event of one attempt. */
+function failedEvent(state: RunState, t: TaskState, result: TaskResult, error: string, kind: NonNullable<TaskResult["failure"]>["kind"], willRetry: boolean, cost: Spend, now: string): AdoEvent {
+  return {
+    type: "task.failed",
+    runId: state.run.runId,
+    taskId: t.def.id,
+    attempt: result.attempt,
+    at: now,
+    workerId: result.workerId,
+    error,
+    kind,
+    willRetry,
+    outputTail: result.outputTail,
+    startedAt: result.startedAt,
+    finishedAt: result.finishedAt,
+    costUsd: cost.usd,
+    tokens: cost.tokens,
+  };
+}
+
+/**
+ * Every variant of the round has ended: the select rule picks the winner, which goes on
+ * as the task's one success (merged, its dependents released); the others are kept, not
+ * merged. No winner: the round failed, and the task's retry policy counts rounds (a new
+ * round after the backoff, else the task fails).
+ */
+function endRound(state: RunState, t: TaskState, last: TaskResult, now: string): Effect[] {
+  const select = t.def.select!;
+  const variants = t.rec.variants!;
+  const pick = selectVariant(select, variants);
+  const run = state.run;
+  const effects: Effect[] = [];
+  const winner = pick.winner;
+  const marked = variants.map((v) => (winner && v.n === winner.n ? { ...v, status: "won" as const } : v.status === "succeeded" ? { ...v, status: "lost" as const } : v));
+  update(state, t, { variants: marked });
+  effects.push({
+    type: "event",
+    event: {
+      type: "task.selected",
+      runId: run.runId,
+      taskId: t.def.id,
+      attempt: winner?.attempt ?? last.attempt,
+      at: now,
+      rule: selectRule(select),
+      ...(winner ? { winner: winner.n } : {}),
+      reason: pick.reason,
+      variants: marked.map((v) => ({
+        n: v.n,
+        attempt: v.attempt,
+        status: v.status,
+        ...(v.workerId ? { workerId: v.workerId } : {}),
+        ...(v.commit ? { commit: v.commit } : {}),
+        ...(v.ref ? { ref: v.ref } : {}),
+        ...(v.passed !== undefined ? { passed: v.passed } : {}),
+        ...(v.score !== undefined ? { score: v.score } : {}),
+      })),
+    },
+  });
+  if (!winner) return [...effects, ...roundFailed(state, t, last, pick.reason, now)];
+  update(state, t, {
+    workerId: winner.workerId,
+    startedAt: winner.startedAt,
+    finishedAt: winner.finishedAt,
+    commit: winner.commit,
+    files: winner.files,
+    worktree: winner.worktree,
+    summary: winner.summary ?? "",
+  });
+  effects.push({
+    type: "event",
+    event: {
+      type: "task.succeeded",
+      runId: run.runId,
+      taskId: t.def.id,
+      attempt: winner.attempt,
+      at: now,
+      workerId: winner.workerId ?? last.workerId,
+      commit: winner.commit,
+      files: winner.files,
+      startedAt: winner.startedAt ?? last.startedAt,
+      finishedAt: winner.finishedAt ?? last.finishedAt,
+      costUsd: winner.costUsd,
+      tokens: winner.tokens,
+    },
+  });
+  const hasWork = !!(run.repo && run.baseCommit && winner.commit && winner.files.length > 0);
+  const mergeRequest = (releaseOnly: boolean): Effect => ({
+    type: "merge",
+    request: {
+      type: "merge.request",
+      runId: run.runId,
+      taskId: t.def.id,
+      repo: run.repo!,
+      remote: run.remote,
+      commit: winner.commit!,
+      branch: winner.branch ?? variantBranch(run.runId, t.def.id, winner.n),
+      baseCommit: run.baseCommit!,
+      integrationBranch: run.integrationBranch!,
+      worktree: winner.worktree,
+      releaseOnly,
+      attempt: winner.attempt,
+      settings: run.merge ?? resolveMergeSettings(),
+      prompt: releaseOnly ? "" : cut(t.def.prompt, PROMPT_LIMIT),
+      related: releaseOnly ? [] : relatedPrompts(state, t.def.id, winner.files),
+    },
+  });
+  if (run.halted) {
+    update(state, t, { status: "skipped", error: `finished on ${winner.branch ?? "its branch"} but not merged: ${run.halted}` });
+    effects.push({ type: "saveTask", taskId: t.def.id });
+  } else if (hasWork) {
+    update(state, t, { status: "merging" });
+    effects.push({ type: "saveTask", taskId: t.def.id }, mergeRequest(false), ...release(state, now, []));
+  } else {
+    update(state, t, { status: "succeeded" });
+    effects.push({ type: "saveTask", taskId: t.def.id }, ...release(state, now, dependentsOf(state, t.def.id)));
+  }
+  return effects;
+}
+
+/**
+ * A round with no winner. Its failure is retryable when some variant's work was there
+ * but not good enough (the select command may pass next time) or some attempt failed in
+ * a way worth another try; the retry policy's `attempts` counts rounds.
+ */
+function roundFailed(state: RunState, t: TaskState, last: TaskResult, reason: string, now: string): Effect[] {
+  const variants = t.rec.variants!;
+  const failures = variants.filter((v) => v.status === "failed");
+  const kind = (failures.length === variants.length ? (failures[0]!.kind as NonNullable<TaskResult["failure"]>["kind"] | undefined) : undefined) ?? "exit";
+  const retryable = variants.some((v) => v.status !== "failed" || v.retryable !== false);
+  const rounds = t.rec.variantRound ?? 1;
+  let willRetry = retryable && rounds < t.def.retry.attempts && !state.run.halted && !state.run.budgetStopped;
+  let message = `${variantCount(t.def)} variants, round ${rounds}: ${reason}`;
+  let fits: ReturnType<typeof fitsBudget> = { ok: true };
+  if (willRetry) {
+    fits = fitsBudget(state, t);
+    if (!fits.ok && state.run.budget?.onExceed === "stop") {
+      willRetry = false;
+      message = `${message}; not retried: ${fits.wait.message}`;
+    }
+  }
+  const effects: Effect[] = [{ type: "event", event: failedEvent(state, t, last, message, kind, willRetry, NO_SPEND, now) }];
+  if (willRetry && !fits.ok) {
+    update(state, t, { status: "pending", error: message });
+    state.held.add(t.def.id);
+    blockOnBudget(state, fits.wait);
+    effects.push({ type: "saveTask", taskId: t.def.id });
+  } else if (willRetry) {
+    const queued = queue(state, t, now, true, true, undefined, undefined, fits.ok ? fits.est : undefined);
+    const first = queued.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+    effects.push(...queued, { type: "event", event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt: first.attempt, at: now, notBefore: first.notBefore, error: message } });
+  } else {
+    update(state, t, { status: "failed", error: message });
+    effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now), ...release(state, now, []));
+    if (state.run.graph.failFast) effects.push(...stopRun(state, `task '${t.def.id}' failed and the run is failFast: ${message}`, now, "ado (failFast)"));
+    else if (!fits.ok) effects.push(...stopOnBudget(state, fits.wait, now));
   }
   return effects;
 }

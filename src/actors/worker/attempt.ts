@@ -2,14 +2,15 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JsMsg } from "@nats-io/jetstream";
-import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
+import { pushRef, runShell, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
 import { type Agent, type AgentEvent, type AgentOutcome, type CliOutcome, type OutputStream, type SessionPlace, type StopReason, Suspender, taskDir, toWireEvent } from "../../agents/index.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
 import type { Logger } from "../../runtime/logger.js";
 import { withPrompt } from "../../runtime/commit-message.js";
-import type { TaskFailure, TaskResult, TaskWork } from "../../runtime/messages.js";
+import type { TaskFailure, TaskResult, TaskWork, VariantCheck } from "../../runtime/messages.js";
+import { parseScore, selectCommand, selectRule } from "../../runtime/variants.js";
 import { providerEnvironment, type ProviderAssignment } from "../../runtime/providers.js";
 import {
   AgentEnv,
@@ -21,6 +22,8 @@ import {
   PROMPT_ENV_MAX_BYTES,
   PROMPT_FILE,
   strayBranchRef,
+  taskWorktreeName,
+  variantRef,
   TEST_CRASH_ENV,
   WORKTREE_ADO_DIR,
 } from "../../runtime/names.js";
@@ -255,7 +258,7 @@ export class Attempt {
       work = { ...work, repo: target.dir };
       wt = ctx.worktrees.manager(work.repo!);
       ({ path: cwd } = await wt.add({
-        name: `${work.runId}/${work.taskId}`,
+        name: taskWorktreeName(work.runId, work.taskId, work.variant?.n),
         branch: work.branch,
         base: work.baseCommit!,
         lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${ctx.workerId}`,
@@ -301,6 +304,7 @@ export class Attempt {
       [AgentEnv.attempt]: String(work.attempt),
       [AgentEnv.workerId]: ctx.workerId,
       [AgentEnv.branch]: work.branch,
+      ...(work.variant ? { [AgentEnv.variant]: String(work.variant.n), [AgentEnv.variants]: String(work.variant.of) } : {}),
       [AgentEnv.inputs]: JSON.stringify(work.inputs),
       [AgentEnv.inputsFile]: inputsFile,
       // Git run by the agent itself ignores what the include list copied in (.env).
@@ -310,8 +314,9 @@ export class Attempt {
     // (and at an interruption), and an earlier attempt's session is resumed.
     const place = agent.sessions && agentCwd ? { cwd: agentCwd, env: agent.sessions.placeEnv(env) } : undefined;
     const resumed = await this.prepareResume(agent, place);
+    // Not for a variant: checkpoints are kept per task, and its variants run at once.
     const checkpointer =
-      place && wt && cwd
+      place && wt && cwd && !work.variant
         ? new Checkpointer({ workerId: ctx.workerId, log: ctx.log, store: ctx.checkpoints, emit: ctx.emit, work, agent, wt, cwd, place, target: target!, taskStart })
         : undefined;
     const started = { type: "task.started" as const, runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: startedAt, workerId: ctx.workerId };
@@ -426,23 +431,32 @@ export class Attempt {
     const changed = commit.commit !== from;
     const files = !changed ? [] : from === base && facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(from, commit.commit);
     const next = afterCommit({ changed, remote: !!target!.remote });
+    // A variant of a best-of-N task: its work is kept under its variant ref and judged by
+    // the task's select command here, in its own worktree, while that still exists.
+    const check = work.variant ? await this.checkVariant(work, wt, agentCwd ?? cwd, commit.commit) : undefined;
+    // A variant's worktree goes now, winner or not: the merge needs only its commit, and
+    // nobody would remove a loser's.
+    const keep = next.kind === "keepForMerge" && !check;
     // Remote mode: the branch goes to the remote, where the merge coordinator takes it
     // from, and the worktree goes now (no merger on another host could remove it).
     if (next.kind === "pushAndRemove") await ctx.access.publishBranch(target!, commit.commit, work.branch);
-    if (next.kind !== "keepForMerge") await wt.remove(cwd);
+    if (!keep) await wt.remove(cwd);
     await dropStrays(commit.commit);
     await ctx.worktrees.record(
       work,
       cwd,
       next.kind === "pushAndRemove"
         ? { state: "removed", commit: commit.commit, reason: `pushed to ${target!.remote}` }
-        : next.kind === "keepForMerge"
+        : keep
           ? { state: "committed", commit: commit.commit }
-          : { state: "removed", commit: commit.commit, reason: "no changes" },
+          : check
+            ? { state: "removed", commit: commit.commit, reason: `variant ${work.variant!.n}: its work is kept under ${check.ref}` }
+            : { state: "removed", commit: commit.commit, reason: "no changes" },
     );
-    if (next.kind === "keepForMerge") crashAt(CrashPoint.afterCommit);
+    if (keep) crashAt(CrashPoint.afterCommit);
     ctx.worktrees.cleanupSoon(wt, work.repo!);
-    return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files, worktree: next.kind === "keepForMerge" ? cwd : undefined };
+    if (check && this.abort.signal.aborted) return this.failed({ kind: "cancelled", retryable: false, message: `cancelled while its select command ran (its work is kept under ${check.ref})` });
+    return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files, worktree: keep ? cwd : undefined, ...(check ? { variant: check } : {}) };
   }
 
   /**
@@ -503,6 +517,39 @@ export class Attempt {
       }
     }
     return { prompt: continuation(work, r.commit, true) + prompt };
+  }
+
+  /**
+   * A best-of-N variant's work, committed: kept under its variant ref (whether it wins or
+   * not), then the task's select command run where its agent ran: `validate` passes on
+   * exit 0; `score` gives the last number on its last line (none when it fails).
+   */
+  private async checkVariant(work: TaskWork, wt: WorktreeManager, dir: string, commit: string): Promise<VariantCheck> {
+    const { n, of } = work.variant!;
+    const ref = variantRef(work.runId, work.taskId, n);
+    await wt.setRef(ref, commit, `ado: ${work.taskId} variant ${n} of ${of} (attempt ${work.attempt})`);
+    const select = work.task.select;
+    const command = select && selectCommand(select);
+    if (!select || !command) return { n, ref, detail: "" };
+    const r = await runShell(command, {
+      cwd: dir,
+      timeoutMs: select.timeoutMs,
+      signal: this.abort.signal,
+      env: {
+        [AgentEnv.runId]: work.runId,
+        [AgentEnv.taskId]: work.taskId,
+        [AgentEnv.attempt]: String(work.attempt),
+        [AgentEnv.branch]: work.branch,
+        [AgentEnv.variant]: String(n),
+        [AgentEnv.variants]: String(of),
+      },
+    });
+    const why = r.timedOut ? `\n[timed out after ${Math.round(select.timeoutMs / 1000)} s]` : r.exitCode === null && !r.aborted ? "\n[could not run]" : "";
+    const detail = (r.output.slice(-2_000) + why).trim();
+    this.ctx.log.info({ task: work.taskId, variant: n, exitCode: r.exitCode, timedOut: r.timedOut }, "variant's select command ran");
+    if (selectRule(select) === "validate") return { n, ref, passed: r.exitCode === 0, detail };
+    const score = r.exitCode === 0 ? parseScore(r.output) : undefined;
+    return { n, ref, ...(score !== undefined ? { score } : {}), detail };
   }
 
   private providerEnv(provider: ProviderAssignment): Record<string, string> {
