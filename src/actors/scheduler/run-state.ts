@@ -561,7 +561,7 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
         if (seq !== undefined) state.integrationSeq = seq;
       }
       effects.push(
-        { type: "event", event: { type: "task.merged", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, integrationCommit: result.integrationCommit! } },
+        { type: "event", event: { type: "task.merged", runId, taskId: t.def.id, attempt: winnerOf(t.rec)?.attempt ?? t.rec.attempts, at: now, integrationCommit: result.integrationCommit! } },
         { type: "saveTask", taskId: t.def.id },
         { type: "saveRun" },
         ...release(state, now, dependentsOf(state, t.def.id)),
