@@ -108,14 +108,15 @@ const VariantsSchema = z.union([z.number(), z.array(z.string().min(1))]);
 /**
  * How the winner of a best-of-N task is picked, on the wire: the first variant (in the
  * order they finished) whose worktree passes `validate` (exit 0), or the highest number
- * the last line of `score` prints. Each runs in the variant's own worktree, by the worker
- * that ran it, once its work is committed. Exactly one rule (validateGraph says so).
+ * the last line of `score` prints (each run in the variant's own worktree, by the worker
+ * that ran it, once its work is committed), or the variant a `judge` agent names after
+ * reading their diffs. Exactly one rule (validateGraph says so).
  */
 export const SelectSchema = z
   .object({
     validate: z.string().min(1).optional(),
     score: z.string().min(1).optional(),
-    /** A judge agent given the variants' diffs: not available yet (validateGraph refuses it, saying so). */
+    /** A judge agent: given every successful variant's diff, it names the winner on the last line of its answer. */
     judge: z.string().min(1).optional(),
     timeoutMs: z.number().int().positive().default(DEFAULT_SELECT_TIMEOUT_MS),
   })
@@ -499,14 +500,13 @@ function checkVariants(t: TaskDef): void {
   }
   const s = t.select;
   if (!s) {
-    throw bad(`runs ${variantCount(t)} variants but has no rule to pick one: add select: { validate: "<command>" } (the first to pass wins) or select: { score: "<command>" } (the highest number on its last line wins)`);
+    throw bad(
+      `runs ${variantCount(t)} variants but has no rule to pick one: add select: { validate: "<command>" } (the first to pass wins), select: { score: "<command>" } (the highest number on its last line wins) or select: { judge: <agent> } (an agent reads their diffs and names one)`,
+    );
   }
   const rules = (["validate", "score", "judge"] as const).filter((k) => s[k] !== undefined);
   if (rules.length !== 1) {
     throw bad(`select needs exactly one rule, validate, score or judge${rules.length ? `; it has ${rules.join(" and ")}` : ""}`);
-  }
-  if (s.judge !== undefined) {
-    throw bad(`select: { judge } is not available yet: pick with select: { validate: "<command>" } or select: { score: "<command>" }`);
   }
 }
 
@@ -516,7 +516,7 @@ function checkVariants(t: TaskDef): void {
  * has it.
  */
 export function checkAgents(graph: Pick<Graph, "tasks">, known: readonly string[]): void {
-  const agentsOf = (t: TaskDef) => variantAgents(t) ?? [t.agent];
+  const agentsOf = (t: TaskDef) => [...(variantAgents(t) ?? [t.agent]), ...(t.select?.judge ? [t.select.judge] : [])];
   const unknown = graph.tasks.filter((t) => agentsOf(t).some((a) => !known.includes(a)));
   if (!unknown.length) return;
   const names = [...new Set(unknown.flatMap((t) => agentsOf(t).filter((a) => !known.includes(a))))];

@@ -124,6 +124,13 @@ export const TaskWork = z.object({
    * command in its worktree and reports the outcome (TaskResult.variant).
    */
   variant: z.object({ n: z.number().int().min(1), of: z.number().int().min(2) }).optional(),
+  /**
+   * Best-of-N with `select: { judge }`: this attempt is the judge of a round. The worker
+   * writes each candidate's diff (base to commit) to `$ADO_VARIANTS_DIR/<n>.diff` for the
+   * judge agent and reports the number on the last line of its final message
+   * (TaskResult.judged); the judge's own edits are never the task's work.
+   */
+  judge: z.object({ candidates: z.array(z.object({ n: z.number().int().min(1), commit: sha })).min(2) }).optional(),
 });
 export type TaskWork = z.infer<typeof TaskWork>;
 
@@ -221,6 +228,8 @@ export const TaskResult = z.object({
   tokens: z.number().int().min(0).optional(),
   /** A succeeded variant of a best-of-N task: what its select command said. */
   variant: VariantCheck.optional(),
+  /** A judge's attempt: the variant it named (absent: its final message named none). */
+  judged: z.number().finite().optional(),
 });
 export type TaskResult = z.infer<typeof TaskResult>;
 
@@ -981,6 +990,12 @@ export const TaskRecord = z.object({
   /** A best-of-N task: its variants of the current round, and the round (all failing starts the next, per its retry policy). */
   variants: z.array(VariantRecord).optional(),
   variantRound: z.number().int().min(0).optional(),
+  /** `select: { judge }`: the judge's attempt of this round, and what it named (or why it named none). */
+  judgeAttempt: z.number().int().min(1).optional(),
+  judged: z.number().finite().optional(),
+  judgeError: z.string().optional(),
+  /** The judge's attempt ended (its verdict is `judged`, or `judgeError`, or neither: it named none). */
+  judgeEnded: z.boolean().optional(),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
 

@@ -68,8 +68,10 @@ export const taskBranch = (runId: string, taskId: string): string => `ado/${runI
  */
 export const variantBranch = (runId: string, taskId: string, n: number): string => `ado/${runId}/${taskId}.v${n}`;
 /** The worktree name (under the worktree directory) of a task's attempt: `<run>/<task>`, or `<run>/<task>.v<n>` for variant `n`. */
-export const taskWorktreeName = (runId: string, taskId: string, variant?: number): string =>
-  variant === undefined ? `${runId}/${taskId}` : `${runId}/${taskId}.v${variant}`;
+export const taskWorktreeName = (runId: string, taskId: string, variant?: number | "judge"): string =>
+  variant === undefined ? `${runId}/${taskId}` : variant === "judge" ? `${runId}/${taskId}.judge` : `${runId}/${taskId}.v${variant}`;
+/** The branch of a best-of-N task's judge (`select: { judge }`): `ado/<run>/<task>.judge`, never merged. */
+export const judgeBranch = (runId: string, taskId: string): string => `ado/${runId}/${taskId}.judge`;
 /** The run's integration branch: `ado/<run>/integration`. */
 export const integrationBranch = (runId: string): string => `ado/${runId}/integration`;
 /** The branch of a person's manual resolution of a task's merge, per HITL round. */
@@ -210,6 +212,8 @@ export const AgentEnv = {
   variant: "ADO_VARIANT",
   /** The number of variants of a best-of-N task. */
   variants: "ADO_VARIANTS",
+  /** For a best-of-N judge: the directory holding each candidate's diff, `<n>.diff`. */
+  variantsDir: "ADO_VARIANTS_DIR",
   /** The prompt itself, only when it is small (PROMPT_ENV_MAX_BYTES); else only the file has it. */
   prompt: "ADO_PROMPT",
   /** The prompt as a file: always set (the prompt may be too large for the environment). */

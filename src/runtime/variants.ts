@@ -21,17 +21,46 @@ export function selectCommand(select: Select): string | undefined {
 
 export type SelectOutcome = { winner: VariantRecord; reason: string } | { winner?: undefined; reason: string };
 
+/** What a judge said: the variant it named, or why it named none. */
+export interface JudgeVerdict {
+  n?: number;
+  error?: string;
+}
+
+/** The variants of an ended round that may win: those whose attempt succeeded, in the order they ended. */
+export function candidates(variants: readonly VariantRecord[]): VariantRecord[] {
+  return [...variants]
+    .sort((a, b) => (a.order ?? Infinity) - (b.order ?? Infinity) || a.n - b.n)
+    .filter((v) => v.status === "succeeded" || v.status === "won" || v.status === "lost");
+}
+
+/** Whether an ended round must ask its judge first: `select: { judge }` with two candidates or more, and no verdict yet. */
+export function needsJudge(select: Select, variants: readonly VariantRecord[], verdict: JudgeVerdict | undefined): boolean {
+  return selectRule(select) === "judge" && verdict === undefined && candidates(variants).length > 1;
+}
+
 /**
  * Picks the winner of a round whose variants have all ended. Only variants whose attempt
  * succeeded compete. `validate`: the first of them (in the order they ended, then by
  * number) that passed; `score`: the highest score, ties going to the one that ended
  * first. No winner: `reason` says what each variant did, for the task's error.
  */
-export function selectVariant(select: Select, variants: readonly VariantRecord[]): SelectOutcome {
+export function selectVariant(select: Select, variants: readonly VariantRecord[], verdict?: JudgeVerdict): SelectOutcome {
   const rule = selectRule(select);
   const byEnd = [...variants].sort((a, b) => (a.order ?? Infinity) - (b.order ?? Infinity) || a.n - b.n);
-  const done = byEnd.filter((v) => v.status === "succeeded" || v.status === "won" || v.status === "lost");
+  const done = candidates(variants);
   const of = `of ${variants.length}`;
+  if (rule === "judge") {
+    if (done.length === 1) return { winner: done[0]!, reason: `variant ${done[0]!.n} ${of} was the only one that succeeded: nothing to judge` };
+    const winner = done.find((v) => v.n === verdict?.n);
+    if (winner) return { winner, reason: `the judge (${select.judge}) chose variant ${winner.n} ${of}` };
+    if (done.length > 1) {
+      const why = verdict?.error
+        ? `the judge (${select.judge}) failed: ${firstLine(verdict.error)}`
+        : `the judge (${select.judge}) named no variant that succeeded (${verdict?.n === undefined ? "no number on the last line of its answer" : `it said ${verdict.n}`}; candidates: ${done.map((v) => v.n).join(", ")})`;
+      return { reason: why };
+    }
+  }
   if (rule === "validate") {
     const winner = done.find((v) => v.passed === true);
     if (winner) return { winner, reason: `variant ${winner.n} ${of} was the first to pass \`${select.validate}\`` };
@@ -41,7 +70,7 @@ export function selectVariant(select: Select, variants: readonly VariantRecord[]
     if (winner) return { winner, reason: `variant ${winner.n} ${of} scored highest (${winner.score}) by \`${select.score}\`` };
   }
   const what = byEnd.map((v) => `variant ${v.n}: ${describe(v, rule)}`).join("; ");
-  const cmd = rule === "validate" ? `passed \`${select.validate}\`` : rule === "score" ? `printed a score with \`${select.score}\`` : "was chosen";
+  const cmd = rule === "validate" ? `passed \`${select.validate}\`` : rule === "score" ? `printed a score with \`${select.score}\`` : "succeeded";
   return { reason: `no variant ${cmd} (${what})` };
 }
 

@@ -209,6 +209,40 @@ describe("best-of-N - variants run at once, select picks one, only it is merged"
     }
   }, 180_000);
 
+  it("a judge agent (the fake Claude Code) gets the candidates' diffs and names the winner, which alone is merged; its own edits are kept apart", async () => {
+    const repo = await makeRepo();
+    const home = join(scratch, "home-judge");
+    await mkdir(home, { recursive: true });
+    const rec = join(scratch, "judge-record.json");
+    // The fake's answer ends "Done after 2 tool calls.": it names variant 2.
+    const s = await stackWith(3, { agents: { claude: { bin: join(FAKES, "claude"), env: { HOME: home, FAKE_AGENT_TOOLS: "2", FAKE_AGENT_RECORD: rec } } } });
+    const events: AdoEvent[] = [];
+    explainOnFailure(events);
+    try {
+      const graph = parseGraph(
+        ["tasks:", "  - id: judged", "    run: 'echo \"variant $ADO_VARIANT\" > out.txt'", "    variants: 3", "    select: { judge: claude }", ""].join("\n"),
+      );
+      const outcome = await s.client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
+      expect(outcome.status, outcome.error).toBe("succeeded");
+      const started = ofType(events, "task.started");
+      expect(started.map((e) => [e.attempt, e.agent])).toContainEqual([4, "claude"]);
+      const [selected] = ofType(events, "task.selected");
+      expect(selected).toMatchObject({ rule: "judge", winner: 2, reason: "the judge (claude) chose variant 2 of 3" });
+      expect(gitOut(repo.dir, "show", `${outcome.integrationBranch}:out.txt`)).toBe("variant 2");
+      // The judge's own file is not merged; it is kept under the judge attempt's ref.
+      expect(gitOut(repo.dir, "ls-tree", "-r", "--name-only", outcome.integrationBranch!).split("\n").sort()).toEqual(["README.md", "out.txt"]);
+      expect(gitOut(repo.dir, "ls-tree", "-r", "--name-only", `refs/ado/attempts/${outcome.runId}/judged/4`)).toContain("fake-claude-2.txt");
+      // It was told where the diffs were, and which.
+      const seen = await readFile(rec, "utf8");
+      expect(seen).toContain("ADO_VARIANTS_DIR");
+      expect(seen).toContain("1.diff, 2.diff, 3.diff");
+      expect(variantRefs(repo.dir, outcome.runId).size).toBe(3);
+    } finally {
+      await s.close();
+      await repo.cleanup();
+    }
+  }, 180_000);
+
   it("all variants failing fails the task, after the rounds its retry policy allows; its dependent is skipped", async () => {
     const repo = await makeRepo();
     const s = await stackWith(2);

@@ -3,8 +3,8 @@ import { acceptRun, applyTaskResult, buildState, reconcile, type Effect, type Ru
 import { GraphError } from "../../src/runtime/errors.js";
 import { checkAgents, GraphDefSchema, parseGraph, SelectSchema } from "../../src/runtime/graph.js";
 import { SCHEMAS, type AdoEvent, type EventOf, type TaskFailure, type TaskResult, type TaskWork, type VariantRecord } from "../../src/runtime/messages.js";
-import { variantBranch, variantRef } from "../../src/runtime/names.js";
-import { parseScore, selectVariant } from "../../src/runtime/variants.js";
+import { judgeBranch, variantBranch, variantRef } from "../../src/runtime/names.js";
+import { needsJudge, parseScore, selectVariant } from "../../src/runtime/variants.js";
 
 const NOW = "2026-01-01T00:00:00.000Z";
 const BASE = "b".repeat(40);
@@ -34,6 +34,22 @@ describe("variants - selectVariant", () => {
     expect(pick.reason).toContain("variant 4 of 4 scored highest (7)");
     expect(selectVariant(score, [variant(1, { score: -2 }), variant(2, { score: -1 })]).winner?.n).toBe(2);
     expect(selectVariant(score, [variant(1), variant(2, { status: "failed" })]).winner).toBeUndefined();
+  });
+
+  it("judge - the variant the judge named wins; one candidate needs no judge; a verdict naming none says so", () => {
+    const judge = SelectSchema.parse({ judge: "claude" });
+    const vs = [variant(1), variant(2), variant(3, { status: "failed" })];
+    expect(needsJudge(judge, vs, undefined)).toBe(true);
+    expect(needsJudge(judge, vs, { n: 2 })).toBe(false);
+    expect(needsJudge(validate, vs, undefined)).toBe(false);
+    expect(selectVariant(judge, vs, { n: 2 })).toMatchObject({ winner: { n: 2 }, reason: "the judge (claude) chose variant 2 of 3" });
+    expect(selectVariant(judge, vs, { n: 3 }).reason).toBe("the judge (claude) named no variant that succeeded (it said 3; candidates: 1, 2)");
+    expect(selectVariant(judge, vs, {}).reason).toContain("no number on the last line of its answer");
+    expect(selectVariant(judge, vs, { error: "auth failed\nlogin" }).reason).toBe("the judge (claude) failed: auth failed");
+    const one = [variant(1, { status: "failed" }), variant(2)];
+    expect(needsJudge(judge, one, undefined)).toBe(false);
+    expect(selectVariant(judge, one, undefined).winner?.n).toBe(2);
+    expect(selectVariant(judge, [variant(1, { status: "failed" })], undefined).winner).toBeUndefined();
   });
 
   it("parseScore - the last number on the last non-empty line", () => {
@@ -75,7 +91,6 @@ describe("variants - graph", () => {
     expect(refused({ select: { validate: "x" } })).toContain("'select' picks one of the task's variants, but it has none");
     expect(refused({ variants: 2, select: {} })).toContain("select needs exactly one rule, validate, score or judge");
     expect(refused({ variants: 2, select: { validate: "a", score: "b" } })).toContain("it has validate and score");
-    expect(refused({ variants: 2, select: { judge: "claude" } })).toContain("select: { judge } is not available yet");
     expect(refused({ variants: 2, select: { valdate: "x" } })).toContain("unknown field 'valdate'");
     expect(refused({ variants: ["shell", "claude"], run: undefined, agent: "claude", select: { validate: "x" } })).toContain("uses the shell agent but has no 'run' command");
   });
@@ -255,6 +270,37 @@ describe("variants - scheduler", () => {
     expect(readyWork(listed.effects).filter((w) => w.taskId === "t").map((w) => w.task.agent)).toEqual(["shell", "noop"]);
     const prov = start({ validate: "x" }, { variants: 3, providers: ["a", "b"] });
     expect(readyWork(prov.effects).map((w) => w.task.providers)).toEqual([["a", "b"], ["b", "a"], ["a", "b"]]);
+  });
+
+  it("scheduler - judge: once every variant ended, the candidates go to the judge as one more attempt; its verdict picks the winner", () => {
+    const { state } = start({ judge: "claude" });
+    applyTaskResult(state, result(1, 1), NOW);
+    applyTaskResult(state, fail(2, 2), NOW);
+    const e = applyTaskResult(state, result(3, 3), NOW);
+    const [judge] = readyWork(e);
+    expect(judge).toMatchObject({ attempt: 4, branch: judgeBranch(RUN, "t"), judge: { candidates: [{ n: 1, commit: sha("1") }, { n: 3, commit: sha("3") }] } });
+    expect(judge!.task.agent).toBe("claude");
+    expect(judge!.task.prompt).toContain("1.diff, 3.diff");
+    expect(judge!.variant).toBeUndefined();
+    SCHEMAS.TaskWork.schema.parse(judge);
+    expect(merges(e)).toEqual([]);
+    // Its worker died: the judge runs again as the next attempt.
+    const again = readyWork(applyTaskResult(state, fail(4, 9, { kind: "interrupted" }), NOW));
+    expect(again.map((w) => [w.attempt, !!w.judge])).toEqual([[5, true]]);
+    const end = applyTaskResult(state, result(5, 9, { judged: 3, costUsd: 0.25 }), NOW);
+    expect(merges(end)[0]).toMatchObject({ commit: sha("3"), attempt: 3 });
+    expect(eventsOf(end, "task.selected")[0]).toMatchObject({ rule: "judge", winner: 3, reason: "the judge (claude) chose variant 3 of 3" });
+    // Every variant and both judge attempts count.
+    expect(state.run.costUsd).toBeCloseTo(0.5 * 4 + 0.25);
+  });
+
+  it("scheduler - judge: a verdict naming no candidate fails the round", () => {
+    const { state } = start({ judge: "claude" }, { variants: 2 });
+    applyTaskResult(state, result(1, 1), NOW);
+    applyTaskResult(state, result(2, 2), NOW);
+    const end = applyTaskResult(state, result(3, 9, { judged: 7 }), NOW);
+    expect(eventsOf(end, "task.failed")[0]!.error).toContain("the judge (claude) named no variant that succeeded (it said 7; candidates: 1, 2)");
+    expect(state.tasks.get("t")!.rec.status).toBe("failed");
   });
 
   it("scheduler - cancelling the task while variants run counts what they cost when their results come", () => {

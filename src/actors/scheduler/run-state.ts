@@ -21,8 +21,8 @@ import type {
   TaskWork,
   VariantRecord,
 } from "../../runtime/messages.js";
-import { attemptKey, integrationBranch, msgIds, taskBranch, taskKey, variantBranch } from "../../runtime/names.js";
-import { selectRule, selectVariant } from "../../runtime/variants.js";
+import { attemptKey, integrationBranch, judgeBranch, msgIds, taskBranch, taskKey, variantBranch } from "../../runtime/names.js";
+import { candidates, needsJudge, selectRule, selectVariant, type JudgeVerdict } from "../../runtime/variants.js";
 import { backoffDelay } from "../../runtime/retry.js";
 import { addSample, checkFits, committed, estimate, hasCap, NO_SPEND, samplesOfRecord, settleAttempt, variantLedgerKey, type Estimate, type Ledger, type Spend } from "./budget.js";
 
@@ -150,6 +150,7 @@ export function buildState(
   for (const t of tasks.values()) {
     if (t.rec.status !== "queued") continue;
     if (t.rec.variants) for (const v of t.rec.variants) if (v.status === "queued") reserve(state, t, v.attempt, undefined, variantCount(t.def));
+    if (t.rec.judgeAttempt !== undefined && !t.rec.judgeEnded) reserve(state, t, t.rec.judgeAttempt, undefined, variantCount(t.def));
     if (!t.rec.variants) reserve(state, t, t.rec.attempts);
   }
   return state;
@@ -942,7 +943,18 @@ function queueVariants(state: RunState, t: TaskState, now: string, retry: boolea
     tokens: 0,
     ...(agents ? { agent: agents[i]! } : {}),
   }));
-  update(state, t, { status: "queued", attempts: first + count - 1, error: undefined, resumeFrom: undefined, variants, variantRound: (t.rec.variantRound ?? 0) + 1 });
+  update(state, t, {
+    status: "queued",
+    attempts: first + count - 1,
+    error: undefined,
+    resumeFrom: undefined,
+    variants,
+    variantRound: (t.rec.variantRound ?? 0) + 1,
+    judgeAttempt: undefined,
+    judged: undefined,
+    judgeError: undefined,
+    judgeEnded: undefined,
+  });
   // fitsBudget() checked the whole round; each variant holds its share.
   const share = reserved ? { usd: reserved.usd / count, tokens: reserved.tokens / count } : undefined;
   const effects: Effect[] = [];
@@ -985,6 +997,7 @@ function applyVariantResult(state: RunState, t: TaskState, result: TaskResult, n
   const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
   const count = variantCount(t.def);
   const key = variantLedgerKey(t.def.id, result.attempt);
+  if (result.attempt === t.rec.judgeAttempt) return applyJudgeResult(state, t, result, now);
   const v = t.rec.variants?.find((x) => x.attempt === result.attempt);
   if (!v || v.status !== "queued" || t.rec.status !== "queued") {
     // Stale, a duplicate, or a variant still running when its task was cancelled: its cost, once.
@@ -1061,6 +1074,75 @@ function applyVariantResult(state: RunState, t: TaskState, result: TaskResult, n
   return [...effects, ...endRound(state, t, result, now), ...settle(state, now)];
 }
 
+/**
+ * `select: { judge }`: the round's candidates go to the judge agent, as one more attempt
+ * of the task (its own key, claim and result; lost with its worker, it runs again). Its
+ * worker gives it each candidate's diff and reports the number its answer ends with.
+ */
+function queueJudge(state: RunState, t: TaskState, now: string): Effect[] {
+  const select = t.def.select!;
+  const cands = candidates(t.rec.variants!).sort((a, b) => a.n - b.n);
+  const attempt = t.rec.attempts + 1;
+  update(state, t, { attempts: attempt, judgeAttempt: attempt, judged: undefined, judgeError: undefined, judgeEnded: undefined });
+  reserve(state, t, attempt, undefined, variantCount(t.def));
+  const work = workOf(state, t, attempt, now, false);
+  const { providers: _p, variants: _v, select: _s, run: _r, ...task } = work.task;
+  work.task = { ...task, agent: select.judge!, prompt: judgePrompt(t.def.prompt, cands.map((v) => v.n), variantCount(t.def)) };
+  work.branch = judgeBranch(state.run.runId, t.def.id);
+  work.judge = { candidates: cands.map((v) => ({ n: v.n, commit: v.commit! })) };
+  return [
+    { type: "ready", work },
+    { type: "saveTask", taskId: t.def.id },
+    { type: "event", event: { type: "task.queued", runId: state.run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } },
+  ];
+}
+
+/** What the judge agent is asked. */
+export function judgePrompt(prompt: string, ns: readonly number[], of: number): string {
+  return (
+    `[ado] You are the judge of ${of} attempts (variants) at the task below. The change each made is a diff in the directory named by ` +
+    `the ADO_VARIANTS_DIR environment variable: ${ns.map((n) => `${n}.diff`).join(", ")}. Read them and decide which variant does the task best. ` +
+    `Do not change any file. End your answer with the number of the best variant alone on its last line.\n\nThe task:\n\n${prompt}`
+  );
+}
+
+/**
+ * The judge's attempt ended: its verdict (or its failure) decides the round. Lost with
+ * its worker, interrupted, or stopped by its provider, it runs again like any attempt.
+ */
+function applyJudgeResult(state: RunState, t: TaskState, result: TaskResult, now: string): Effect[] {
+  const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
+  const key = variantLedgerKey(t.def.id, result.attempt);
+  if (t.rec.status !== "queued" || t.rec.judgeEnded) {
+    const late = settleAttempt(state.ledger, key, result.attempt, reported);
+    return late ? [...charge(state, t, late), ...settle(state, now)] : [];
+  }
+  const cost = settleAttempt(state.ledger, key, result.attempt, reported) ?? reported;
+  const effects: Effect[] = [...charge(state, t, cost, false)];
+  if (result.status === "failed") {
+    const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
+    if (failure.kind === "cancelled") return [...effects, ...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...settle(state, now)];
+    const interruption = interruptionRule(t, failure, state.run.graph.maxInterruptions);
+    update(state, t, interruption.counts);
+    const provider = providerFailureRule(t, failure);
+    update(state, t, provider.counts);
+    if ((interruption.again || provider.again) && !state.run.halted) {
+      const queued = queueJudge(state, t, now);
+      const work = queued.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+      effects.push(
+        { type: "event", event: failedEvent(state, t, result, `the judge: ${failure.message}`, failure.kind, true, cost, now) },
+        ...queued,
+        { type: "event", event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt: work.attempt, at: now, notBefore: work.notBefore, error: `the judge: ${failure.message}` } },
+      );
+      return [...effects, ...settle(state, now)];
+    }
+    update(state, t, { judgeEnded: true, judgeError: interruption.capMessage ?? provider.capMessage ?? failure.message });
+  } else {
+    update(state, t, { judgeEnded: true, judged: result.judged });
+  }
+  return [...effects, ...endRound(state, t, result, now), ...settle(state, now)];
+}
+
 /** Replaces variant `v` of the task's record with `v` patched. */
 function setVariant(state: RunState, t: TaskState, v: VariantRecord, patch: Partial<VariantRecord>): void {
   update(state, t, { variants: t.rec.variants!.map((x) => (x === v ? { ...x, ...patch } : x)) });
@@ -1095,7 +1177,13 @@ function failedEvent(state: RunState, t: TaskState, result: TaskResult, error: s
 function endRound(state: RunState, t: TaskState, last: TaskResult, now: string): Effect[] {
   const select = t.def.select!;
   const variants = t.rec.variants!;
-  const pick = selectVariant(select, variants);
+  const verdict: JudgeVerdict | undefined = t.rec.judgeEnded ? { n: t.rec.judged, error: t.rec.judgeError } : undefined;
+  if (needsJudge(select, variants, verdict) && !state.run.halted) {
+    if (candidates(variants).every((v) => v.commit)) return queueJudge(state, t, now);
+    update(state, t, { judgeEnded: true, judgeError: "the variants left no commits to compare" });
+    return endRound(state, t, last, now);
+  }
+  const pick = selectVariant(select, variants, verdict);
   const run = state.run;
   const effects: Effect[] = [];
   const winner = pick.winner;

@@ -258,7 +258,7 @@ export class Attempt {
       work = { ...work, repo: target.dir };
       wt = ctx.worktrees.manager(work.repo!);
       ({ path: cwd } = await wt.add({
-        name: taskWorktreeName(work.runId, work.taskId, work.variant?.n),
+        name: taskWorktreeName(work.runId, work.taskId, work.judge ? "judge" : work.variant?.n),
         branch: work.branch,
         base: work.baseCommit!,
         lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${ctx.workerId}`,
@@ -283,6 +283,13 @@ export class Attempt {
       inputsFile = join(adoDir, INPUTS_FILE);
       await writeFile(inputsFile, JSON.stringify(work.inputs, null, 2) + "\n");
     }
+    // A best-of-N judge reads each candidate's change as a patch from the task's base.
+    let variantsDir = "";
+    if (work.judge && wt && cwd) {
+      variantsDir = join(adoDir, "variants");
+      await mkdir(variantsDir, { recursive: true });
+      for (const c of work.judge.candidates) await writeFile(join(variantsDir, `${c.n}.diff`), await wt.diff(work.baseCommit!, c.commit));
+    }
     const promptFile = join(adoDir, PROMPT_FILE);
     await writeFile(promptFile, work.task.prompt);
     const promptInEnv = Buffer.byteLength(work.task.prompt) <= PROMPT_ENV_MAX_BYTES;
@@ -305,6 +312,7 @@ export class Attempt {
       [AgentEnv.workerId]: ctx.workerId,
       [AgentEnv.branch]: work.branch,
       ...(work.variant ? { [AgentEnv.variant]: String(work.variant.n), [AgentEnv.variants]: String(work.variant.of) } : {}),
+      ...(variantsDir ? { [AgentEnv.variantsDir]: variantsDir } : {}),
       [AgentEnv.inputs]: JSON.stringify(work.inputs),
       [AgentEnv.inputsFile]: inputsFile,
       // Git run by the agent itself ignores what the include list copied in (.env).
@@ -359,6 +367,7 @@ export class Attempt {
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
     const base = work.baseCommit!;
     const ref = attemptRef(work.runId, work.taskId, work.attempt);
+    if (work.judge) return this.afterJudge(work, wt, cwd, ref, outcome);
 
     // What the agent did with git itself: commits on the task branch, on a branch of its
     // own, a detached HEAD; lands on the task branch when that is unambiguous.
@@ -550,6 +559,24 @@ export class Attempt {
     if (selectRule(select) === "validate") return { n, ref, passed: r.exitCode === 0, detail };
     const score = r.exitCode === 0 ? parseScore(r.output) : undefined;
     return { n, ref, ...(score !== undefined ? { score } : {}), detail };
+  }
+
+  /**
+   * A judge's attempt ended: its verdict is the number its final message ends with. What
+   * it changed is never the task's work: kept under its attempt ref (nothing is lost),
+   * then its worktree goes.
+   */
+  private async afterJudge(work: TaskWork, wt: WorktreeManager, cwd: string, ref: string, outcome: AgentOutcome): Promise<Outcome> {
+    if (await wt.hasChanges(cwd)) {
+      await wt.archive(cwd, ref, `ado: ${work.taskId} judge (attempt ${work.attempt}): its edits, not the task's work`).catch((err) =>
+        this.ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "the judge's edits were not archived"),
+      );
+    }
+    await wt.remove(cwd, { force: true });
+    await this.ctx.worktrees.record(work, cwd, { state: "removed", reason: "the judge's worktree (its verdict is in the result)" });
+    if (!outcome.ok) return this.failed(outcome.failure!);
+    const judged = parseScore(outcome.summary ?? "");
+    return { ...this.succeeded(), ...(judged !== undefined ? { judged } : {}) };
   }
 
   private providerEnv(provider: ProviderAssignment): Record<string, string> {
