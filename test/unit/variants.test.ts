@@ -109,7 +109,7 @@ function eventsOf<T extends AdoEvent["type"]>(effects: Effect[], type: T): Event
 }
 const merges = (effects: Effect[]) => effects.flatMap((e) => (e.type === "merge" ? [e.request] : []));
 
-function start(select: Record<string, unknown>, extra: { attempts?: number; variants?: number | string[]; providers?: string[] } = {}) {
+function start(select: Record<string, unknown>, extra: { attempts?: number; variants?: number | string[]; providers?: string[]; model?: string } = {}) {
   const graph = GraphDefSchema.parse({
     name: "g",
     tasks: [
@@ -121,6 +121,7 @@ function start(select: Record<string, unknown>, extra: { attempts?: number; vari
         select,
         retry: { attempts: extra.attempts ?? 1 },
         ...(extra.providers ? { providers: extra.providers } : {}),
+        ...(extra.model ? { model: extra.model } : {}),
       },
       { id: "d", agent: "shell", run: "true", needs: ["t"] },
     ],
@@ -292,6 +293,15 @@ describe("variants - scheduler", () => {
     expect(eventsOf(end, "task.selected")[0]).toMatchObject({ rule: "judge", winner: 3, reason: "the judge (claude) chose variant 3 of 3" });
     // Every variant and both judge attempts count.
     expect(state.run.costUsd).toBeCloseTo(0.5 * 4 + 0.25);
+  });
+
+  it("scheduler - judge: the task's settings for its own agent are not given to another judge agent", () => {
+    const { state } = start({ judge: "claude" }, { variants: 2, model: "the-task-model" });
+    applyTaskResult(state, result(1, 1), NOW);
+    const [judge] = readyWork(applyTaskResult(state, result(2, 2), NOW));
+    expect(judge!.task.agent).toBe("claude");
+    expect(judge!.task.model).toBeUndefined();
+    expect("run" in judge!.task).toBe(false);
   });
 
   it("scheduler - judge: a verdict naming no candidate fails the round", () => {

@@ -1086,8 +1086,11 @@ function queueJudge(state: RunState, t: TaskState, now: string): Effect[] {
   update(state, t, { attempts: attempt, judgeAttempt: attempt, judged: undefined, judgeError: undefined, judgeEnded: undefined });
   reserve(state, t, attempt, undefined, variantCount(t.def));
   const work = workOf(state, t, attempt, now, false);
-  const { providers: _p, variants: _v, select: _s, run: _r, ...task } = work.task;
-  work.task = { ...task, agent: select.judge!, prompt: judgePrompt(t.def.prompt, cands.map((v) => v.n), variantCount(t.def)) };
+  const { providers: _p, variants: _v, select: _s, run: _r, model, maxTurns, args, access, ...task } = work.task;
+  // The task's settings for its own agent (model, turns, arguments) are not the judge's, unless it is the same CLI.
+  const own = select.judge === t.def.agent ? { model, maxTurns, args, access } : {};
+  const settings = Object.fromEntries(Object.entries(own).filter(([, v]) => v !== undefined));
+  work.task = { ...task, ...settings, agent: select.judge!, prompt: judgePrompt(t.def.prompt, cands.map((v) => v.n), variantCount(t.def)) };
   work.branch = judgeBranch(state.run.runId, t.def.id);
   work.judge = { candidates: cands.map((v) => ({ n: v.n, commit: v.commit! })) };
   return [
