@@ -329,7 +329,8 @@ export function acceptRun(submit: SubmitRun, now: string, history?: ReadonlyMap<
   // run.accepted rather than announced one by one, and a first attempt's `queued`
   // state is not written: both are re-derived from the graph after a restart.
   const released = release(state, now, state.tasks.values(), false);
-  const queued = released.flatMap((e) => (e.type === "ready" ? [e.work.taskId] : []));
+  // A best-of-N task is queued once per variant, listed once.
+  const queued = [...new Set(released.flatMap((e) => (e.type === "ready" ? [e.work.taskId] : [])))];
   const effects: Effect[] = [
     {
       type: "event",
