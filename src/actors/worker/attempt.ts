@@ -442,7 +442,7 @@ export class Attempt {
     const next = afterCommit({ changed, remote: !!target!.remote });
     // A variant of a best-of-N task: its work is kept under its variant ref and judged by
     // the task's select command here, in its own worktree, while that still exists.
-    const check = work.variant ? await this.checkVariant(work, wt, agentCwd ?? cwd, commit.commit) : undefined;
+    const check = work.variant ? await this.checkVariant(work, wt, agentCwd ?? cwd, commit.commit, target!.remote) : undefined;
     // A variant's worktree goes now, winner or not: the merge needs only its commit, and
     // nobody would remove a loser's.
     const keep = next.kind === "keepForMerge" && !check;
@@ -533,10 +533,14 @@ export class Attempt {
    * not), then the task's select command run where its agent ran: `validate` passes on
    * exit 0; `score` gives the last number on its last line (none when it fails).
    */
-  private async checkVariant(work: TaskWork, wt: WorktreeManager, dir: string, commit: string): Promise<VariantCheck> {
+  private async checkVariant(work: TaskWork, wt: WorktreeManager, dir: string, commit: string, remote: string | undefined): Promise<VariantCheck> {
     const { n, of } = work.variant!;
     const ref = variantRef(work.runId, work.taskId, n);
     await wt.setRef(ref, commit, `ado: ${work.taskId} variant ${n} of ${of} (attempt ${work.attempt})`);
+    // Remote mode: kept on the remote too (best effort, as a failed attempt's archive).
+    if (remote) {
+      await pushRef(work.repo!, remote, commit, ref).catch((err) => this.ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "variant kept here, but its ref not pushed"));
+    }
     const select = work.task.select;
     const command = select && selectCommand(select);
     if (!select || !command) return { n, ref, detail: "" };
