@@ -1,6 +1,6 @@
 import { AdoClient, type RunStatusView, type WatchOptions } from "../runtime/client.js";
 import { drainQuietly } from "../runtime/connection.js";
-import type { ControlAction } from "../runtime/messages.js";
+import type { ControlAction, VariantRecord } from "../runtime/messages.js";
 import { asRunId } from "../runtime/ids.js";
 import { openBuckets, openJetStream, topology } from "../runtime/topology.js";
 import { providerView, readProviderStates, type ProviderView } from "./providers-view.js";
@@ -187,11 +187,12 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
       process.stdout.write(
         `run ${run.runId} (${run.name}): ${state}${took === null ? "" : `, ${formatDuration(took)}`}, ${plural(tasks.length, "task")}${costText(run)}${run.error ? ` - ${run.error}` : ""}\n`,
       );
-      const rows = tasks.map((t) => {
+      const rows = tasks.flatMap((t) => {
         const ms = elapsed(t.startedAt, t.finishedAt);
         const reason = reasonOf(run.runId, t.id);
         const word = reason === "paused" ? "paused" : t.status;
-        return [t.id, word, ms === null ? "" : formatDuration(ms), t.attempts > 0 ? `attempt ${t.attempts}` : "", t.workerId ?? "", reason && reason !== "paused" ? reason : (t.error ?? "")];
+        const row = [t.id, word, ms === null ? "" : formatDuration(ms), t.attempts > 0 ? `attempt ${t.attempts}` : "", t.workerId ?? "", reason && reason !== "paused" ? reason : (t.error ?? "")];
+        return [row, ...(t.variants ?? []).map(variantRow)];
       });
       process.stdout.write(table(rows) + "\n");
       for (const line of stageLines(stageViews(run.graph, tasks))) process.stdout.write(line + "\n");
@@ -214,6 +215,14 @@ function stageField(run: RunStatusView["run"], taskId: string): { stage?: string
   let byId = stagesOfRun.get(run);
   if (!byId) stagesOfRun.set(run, (byId = new Map(run.graph.tasks.map((t) => [t.id, t.stage]))));
   return { stage: byId.get(taskId) ?? null };
+}
+
+/** A best-of-N task's variant under its task: its outcome, what select saw, and the ref keeping its work. */
+function variantRow(v: VariantRecord): string[] {
+  const ms = elapsed(v.startedAt, v.finishedAt);
+  const check = v.passed !== undefined ? (v.passed ? "passed" : "did not pass") : v.score !== undefined ? `score ${v.score}` : "";
+  const what = [check, v.ref ?? "", v.status === "failed" ? (v.error ?? "") : ""].filter(Boolean).join("  ");
+  return [`  variant ${v.n}`, v.status, ms === null ? "" : formatDuration(ms), `attempt ${v.attempt}`, v.workerId ?? "", what];
 }
 
 /** `, $0.42 of $10.00` (what the run spent, of its budget); nothing for a run without cost or budget. */

@@ -278,6 +278,12 @@ export class LineProgress implements ProgressView {
         return say(`${e.into}: ${e.status === "refused" || e.status === "error" ? `not updated (${e.status}; see below)` : `${e.status} to ${e.commit?.slice(0, 10)}`}`);
       case "task.cancelled":
         return say(`${e.taskId}: cancelled: ${e.reason}`);
+      case "task.selected":
+        // Best-of-N: which variant is merged, and where the others' work is.
+        return say(
+          `${e.taskId}: ${e.winner !== undefined ? `variant ${e.winner} won` : "no variant won"}: ${e.reason}` +
+            (e.variants.some((v) => v.ref && v.n !== e.winner) ? `; the others: git log ${e.variants.find((v) => v.ref && v.n !== e.winner)!.ref!.replace(/\/\d+$/, "/<n>")}` : ""),
+        );
       case "task.retrying":
         return say(`${e.taskId}: attempt ${e.attempt} in ${formatDuration(e.notBefore - Date.parse(e.at))}`);
       case "task.paused":

@@ -43,6 +43,7 @@ export {
   uncommittedChanges,
 } from "./repo.js";
 export { worktreeDirProblem } from "./worktree-dir.js";
+export { type ShellOptions, type ShellResult, runShell } from "./command.js";
 export {
   type RefAction,
   type RefAt,

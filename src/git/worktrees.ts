@@ -374,6 +374,11 @@ export class WorktreeManager {
     return splitZ(await git(this.#repo, ["diff", "--name-only", "--no-renames", "-z", from, to]));
   }
 
+  /** The patch from `from` to `to` (a best-of-N judge reads the variants' as files). */
+  async diff(from: string, to: string): Promise<string> {
+    return git(this.#repo, ["diff", "--no-color", "--no-ext-diff", from, to]);
+  }
+
   /** Whether the worktree holds uncommitted changes (ado's own files and copies from the checkout left out). */
   async hasChanges(worktreePath: string): Promise<boolean> {
     return (await this.#changes(path.resolve(worktreePath), adoOwn(await this.#metaOf(worktreePath)))).length > 0;
@@ -657,6 +662,11 @@ export class WorktreeManager {
     if (!state.commit) return { tree: state.tree, head: state.head };
     await this.#retryOnLock("checkpoint", () => git(this.#repo, ["update-ref", "-m", opts.message, opts.ref, state.commit!]));
     return state;
+  }
+
+  /** Points one of ado's refs (a best-of-N variant's) at `commit`, creating or moving it. */
+  async setRef(ref: string, commit: string, message: string): Promise<void> {
+    await this.#retryOnLock("set ref", () => git(this.#repo, ["update-ref", "-m", message, ref, commit]));
   }
 
   /** Deletes one of ado's refs (a checkpoint); nothing when it is not there. */

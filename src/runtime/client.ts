@@ -25,6 +25,7 @@ import {
   type RunRecord,
   type TaskStatus,
   type TaskSummary,
+  type VariantRecord,
 } from "./messages.js";
 import { openBuckets, type BucketKey, type Topology } from "./topology.js";
 import { attemptKey, msgIds, taskKey } from "./names.js";
@@ -53,6 +54,8 @@ export interface TaskStatusView {
   tokens?: number;
   /** The batch (its lead task's id) the task's attempt runs or ran in (a stage's `batch:`). */
   batch?: string;
+  /** A best-of-N task: its variants (current round), the winner and the refs keeping the others. */
+  variants?: VariantRecord[];
 }
 
 export interface RunStatusView {
@@ -383,6 +386,7 @@ export class AdoClient {
         costUsd: rec?.costUsd ?? 0,
         tokens: rec?.tokens ?? 0,
         ...(rec?.batch ? { batch: rec.batch } : {}),
+        ...(rec?.variants ? { variants: rec.variants } : {}),
       };
       tasks.push(view);
       if (guessing) guessed.add(view);

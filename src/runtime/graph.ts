@@ -93,6 +93,36 @@ const agentTaskFields = {
   access: z.enum(AGENT_ACCESS_MODES).optional(),
 };
 
+/** The most variants a best-of-N task may run. */
+export const MAX_VARIANTS = 10;
+/** A select command runs this long at most unless the graph says otherwise. */
+export const DEFAULT_SELECT_TIMEOUT_MS = 10 * 60_000;
+
+/**
+ * Best-of-N: how many variants of the task run at once (`3`), or one agent per variant
+ * (`[claude, codex, gemini]`). Checked by validateGraph (2 to MAX_VARIANTS), which can say
+ * what was wrong better than a union's error.
+ */
+const VariantsSchema = z.union([z.number(), z.array(z.string().min(1))]);
+
+/**
+ * How the winner of a best-of-N task is picked, on the wire: the first variant (in the
+ * order they finished) whose worktree passes `validate` (exit 0), or the highest number
+ * the last line of `score` prints (each run in the variant's own worktree, by the worker
+ * that ran it, once its work is committed), or the variant a `judge` agent names after
+ * reading their diffs. Exactly one rule (validateGraph says so).
+ */
+export const SelectSchema = z
+  .object({
+    validate: z.string().min(1).optional(),
+    score: z.string().min(1).optional(),
+    /** A judge agent: given every successful variant's diff, it names the winner on the last line of its answer. */
+    judge: z.string().min(1).optional(),
+    timeoutMs: z.number().int().positive().default(DEFAULT_SELECT_TIMEOUT_MS),
+  })
+  .strict();
+export type Select = z.output<typeof SelectSchema>;
+
 /** The name of an object in the payload store: the SHA-256 of its bytes (see src/runtime/payloads.ts). */
 export const PAYLOAD_REF = z.string().regex(/^sha256-[0-9a-f]{64}$/, "sha256- and 64 hex digits");
 
@@ -130,6 +160,14 @@ export const TaskDefSchema = z
     providers: z.array(ProviderNameSchema).min(1, "name at least one provider, or leave 'providers' out").optional(),
     /** How `providers` is used: in order (`fallback`, the default), taking turns (`round_robin`), or cheapest first (`cost_optimized`). */
     rotation: z.enum(ROTATIONS).optional(),
+    /**
+     * Best-of-N: run this many attempts at once, each in its own worktree (or one per
+     * agent listed); `select` picks the one that is merged, the others are kept under
+     * `refs/ado/variants/<run>/<task>/<n>`.
+     */
+    variants: VariantsSchema.optional(),
+    /** The rule that picks the winner among `variants`. */
+    select: SelectSchema.optional(),
     /**
      * Set by the submitter for a prompt too large to travel in messages: the whole prompt
      * is in the object store `<prefix>-payloads` under this name (`sha256-<hex>` of its
@@ -331,10 +369,16 @@ export const GraphDefSchema = z
   .strict();
 
 /** One task as written in a graph file: durations as "30s", "5m", or seconds. */
-const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: true, idleTimeoutMs: true, promptRef: true })
+const TaskFileSchema = TaskDefSchema.omit({ timeoutMs: true, retry: true, env: true, idleTimeoutMs: true, promptRef: true, select: true })
   .extend({
     /** Left out: the stage's agent (or providers), else `shell` (resolved by GraphFileSchema). */
     agent: z.string().min(1).optional(),
+    /** `select: { validate: "npm test", timeout: "5m" }`, `{ score: "<command>" }`. */
+    select: z
+      .object({ validate: z.string().min(1).optional(), score: z.string().min(1).optional(), judge: z.string().min(1).optional(), timeout: DurationSchema.optional() })
+      .strict()
+      .transform(({ timeout, ...rule }) => ({ ...rule, timeoutMs: timeout ?? DEFAULT_SELECT_TIMEOUT_MS }))
+      .optional(),
     idleTimeout: DurationSchema.optional(),
     /** YAML reads `DEBUG: 1` as a number: numbers and booleans are taken as their text. */
     env: z.record(envName, z.union([z.string(), z.number(), z.boolean()]).transform(String)).optional(),
@@ -516,13 +560,54 @@ export function validateGraph(graph: Graph): Graph {
         [t.id],
       );
     }
-    if (t.agent === "shell" && !t.providers && !t.run?.trim()) {
+    if ((t.agent === "shell" || variantAgents(t)?.includes("shell")) && !t.providers && !t.run?.trim()) {
       throw new GraphError(`task '${t.id}' uses the shell agent but has no 'run' command: add run: "<command>"`, [t.id]);
     }
+    checkVariants(t);
   }
   const cycle = findCycle(graph.tasks);
   if (cycle) throw new GraphError(`the graph has a cycle: ${shortPath(cycle)}`, cycle);
   return graph;
+}
+
+/** The agents a best-of-N task's variants run, when it lists them (`variants: [claude, codex]`). */
+export function variantAgents(t: Pick<TaskDef, "variants">): string[] | undefined {
+  return Array.isArray(t.variants) ? t.variants : undefined;
+}
+
+/** How many variants a task runs: 1 for a task without `variants`. */
+export function variantCount(t: Pick<TaskDef, "variants">): number {
+  return t.variants === undefined ? 1 : Array.isArray(t.variants) ? t.variants.length : t.variants;
+}
+
+/** A best-of-N task's `variants` and `select`, as a person can fix them. */
+function checkVariants(t: TaskDef): void {
+  const bad = (msg: string) => new GraphError(`task '${t.id}': ${msg}`, [t.id]);
+  const v = t.variants;
+  if (v === undefined) {
+    if (t.select) throw bad(`'select' picks one of the task's variants, but it has none: add variants: 3 (or a list of agents), or remove select`);
+    return;
+  }
+  if (typeof v === "number") {
+    if (!Number.isInteger(v) || v < 2 || v > MAX_VARIANTS) {
+      throw bad(`variants must be a whole number from 2 to ${MAX_VARIANTS} (or a list of 2 to ${MAX_VARIANTS} agents), got ${v}`);
+    }
+  } else {
+    if (v.length < 2 || v.length > MAX_VARIANTS) throw bad(`variants lists ${v.length} agent(s): list 2 to ${MAX_VARIANTS}, one per variant (or give a number)`);
+    if (t.providers) {
+      throw bad(`variants lists agents, but the task runs on providers (${t.providers.join(", ")}): give variants as a number, and each variant starts at the next provider of the list`);
+    }
+  }
+  const s = t.select;
+  if (!s) {
+    throw bad(
+      `runs ${variantCount(t)} variants but has no rule to pick one: add select: { validate: "<command>" } (the first to pass wins), select: { score: "<command>" } (the highest number on its last line wins) or select: { judge: <agent> } (an agent reads their diffs and names one)`,
+    );
+  }
+  const rules = (["validate", "score", "judge"] as const).filter((k) => s[k] !== undefined);
+  if (rules.length !== 1) {
+    throw bad(`select needs exactly one rule, validate, score or judge${rules.length ? `; it has ${rules.join(" and ")}` : ""}`);
+  }
 }
 
 /**
@@ -531,9 +616,10 @@ export function validateGraph(graph: Graph): Graph {
  * has it.
  */
 export function checkAgents(graph: Pick<Graph, "tasks">, known: readonly string[]): void {
-  const unknown = graph.tasks.filter((t) => !known.includes(t.agent));
+  const agentsOf = (t: TaskDef) => [...(variantAgents(t) ?? [t.agent]), ...(t.select?.judge ? [t.select.judge] : [])];
+  const unknown = graph.tasks.filter((t) => agentsOf(t).some((a) => !known.includes(a)));
   if (!unknown.length) return;
-  const names = [...new Set(unknown.map((t) => t.agent))];
+  const names = [...new Set(unknown.flatMap((t) => agentsOf(t).filter((a) => !known.includes(a))))];
   const tasks = shortList(unknown.map((t) => `'${t.id}'`), 5);
   throw new GraphError(
     `${unknown.length === 1 ? "task" : "tasks"} ${tasks}: unknown agent ${names.map((n) => `'${n}'${didYouMean(n, known)}`).join(", ")}; ` +

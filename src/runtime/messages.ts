@@ -118,8 +118,36 @@ export const TaskWork = z.object({
    * environment and reports the outcome to its circuit breaker.
    */
   provider: ProviderAssignmentSchema.optional(),
+  /**
+   * Best-of-N: this attempt is variant `n` of `of` (its branch and worktree are the
+   * variant's own). Once its work is committed, the worker runs the task's select
+   * command in its worktree and reports the outcome (TaskResult.variant).
+   */
+  variant: z.object({ n: z.number().int().min(1), of: z.number().int().min(2) }).optional(),
+  /**
+   * Best-of-N with `select: { judge }`: this attempt is the judge of a round. The worker
+   * writes each candidate's diff (base to commit) to `$ADO_VARIANTS_DIR/<n>.diff` for the
+   * judge agent and reports the number on the last line of its final message
+   * (TaskResult.judged); the judge's own edits are never the task's work.
+   */
+  judge: z.object({ candidates: z.array(z.object({ n: z.number().int().min(1), commit: sha })).min(2) }).optional(),
 });
 export type TaskWork = z.infer<typeof TaskWork>;
+
+/**
+ * What a variant's select command said: `validate` passed (exit 0) or not, or the number
+ * `score` printed on its last line (absent when it printed none or failed).
+ */
+export const VariantCheck = z.object({
+  n: z.number().int().min(1),
+  /** The ref keeping the variant's work (`refs/ado/variants/<run>/<task>/<n>`). */
+  ref: z.string().optional(),
+  passed: z.boolean().optional(),
+  score: z.number().finite().optional(),
+  /** The command's last lines of output, or why it did not run. */
+  detail: z.string().default(""),
+});
+export type VariantCheck = z.infer<typeof VariantCheck>;
 
 export const TaskFailure = z.object({
   message: z.string(),
@@ -198,6 +226,10 @@ export const TaskResult = z.object({
    * agent reports them: what a token budget (`maxTokens`) counts. Absent: none reported (0).
    */
   tokens: z.number().int().min(0).optional(),
+  /** A succeeded variant of a best-of-N task: what its select command said. */
+  variant: VariantCheck.optional(),
+  /** A judge's attempt: the variant it named (absent: its final message named none). */
+  judged: z.number().finite().optional(),
 });
 export type TaskResult = z.infer<typeof TaskResult>;
 
@@ -482,6 +514,29 @@ export const AdoEvent = z.discriminatedUnion("type", [
   /** With `merge.into`: the target branch was updated, or left alone with the reason. */
   z.object({ type: z.literal("run.merged_into"), ...runEventBase, ...MergeIntoOutcome.shape }),
   z.object({ type: z.literal("task.queued"), ...taskEventBase, baseCommit: sha.optional() }),
+  /**
+   * A best-of-N task's round ended: `winner` (its variant and attempt, merged next) or
+   * none (`reason` says why); every variant with its outcome and the ref keeping its work.
+   */
+  z.object({
+    type: z.literal("task.selected"),
+    ...taskEventBase,
+    rule: z.enum(["validate", "score", "judge"]),
+    winner: z.number().int().min(1).optional(),
+    reason: z.string(),
+    variants: z.array(
+      z.object({
+        n: z.number().int().min(1),
+        attempt: z.number().int().min(1),
+        status: z.string(),
+        workerId: id.optional(),
+        commit: sha.optional(),
+        ref: z.string().optional(),
+        passed: z.boolean().optional(),
+        score: z.number().finite().optional(),
+      }),
+    ),
+  }),
   /**
    * The balancer holds this attempt and no connected worker may take it (none at all,
    * none offers its agent, none has its labels or capabilities, its pinned worker is
@@ -866,6 +921,36 @@ export type RunRecord = z.infer<typeof RunRecord>;
 export const RunBacklog = z.object({ runId: id, open: z.number().int().min(0), updatedAt: isoTime });
 export type RunBacklog = z.infer<typeof RunBacklog>;
 
+/** One variant of a best-of-N task, as the scheduler records it. */
+export const VariantRecord = z.object({
+  n: z.number().int().min(1),
+  /** The attempt running (or that ran) it: a real attempt, with its own key and claim. */
+  attempt: z.number().int().min(1),
+  status: z.enum(["queued", "succeeded", "failed", "won", "lost"]),
+  workerId: id.optional(),
+  agent: z.string().optional(),
+  branch: z.string().optional(),
+  commit: sha.optional(),
+  files: z.array(z.string()).default([]),
+  worktree: z.string().optional(),
+  ref: z.string().optional(),
+  passed: z.boolean().optional(),
+  score: z.number().finite().optional(),
+  detail: z.string().optional(),
+  error: z.string().optional(),
+  /** A failed variant: its failure's kind and whether trying again may help. */
+  kind: z.string().optional(),
+  retryable: z.boolean().optional(),
+  startedAt: isoTime.optional(),
+  finishedAt: isoTime.optional(),
+  summary: z.string().optional(),
+  /** The order in which the round's variants ended (1 = first): "the first to pass" reads it. */
+  order: z.number().int().min(1).optional(),
+  costUsd: z.number().min(0).default(0),
+  tokens: z.number().int().min(0).default(0),
+});
+export type VariantRecord = z.infer<typeof VariantRecord>;
+
 /** The scheduler's record of one task (KV `tasks`, key = runId.taskId). */
 export const TaskRecord = z.object({
   runId: id,
@@ -914,8 +999,19 @@ export const TaskRecord = z.object({
   batch: id.optional(),
   /** A batch it ran in failed: the task runs alone from then on. */
   unbatched: z.boolean().optional(),
+  /** A best-of-N task: its variants of the current round, and the round (all failing starts the next, per its retry policy). */
+  variants: z.array(VariantRecord).optional(),
+  variantRound: z.number().int().min(0).optional(),
+  /** `select: { judge }`: the judge's attempt of this round, and what it named (or why it named none). */
+  judgeAttempt: z.number().int().min(1).optional(),
+  judged: z.number().finite().optional(),
+  judgeError: z.string().optional(),
+  /** The judge's attempt ended (its verdict is `judged`, or `judgeError`, or neither: it named none). */
+  judgeEnded: z.boolean().optional(),
 });
 export type TaskRecord = z.infer<typeof TaskRecord>;
+
+
 
 /**
  * A task's latest checkpoint (KV `sessions`, key `<run>.<task>`): the commit of its work

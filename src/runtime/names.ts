@@ -62,6 +62,16 @@ export const ADO_BRANCH_PREFIX = "ado/";
 export const runBranchPrefix = (runId: string): string => `ado/${runId}/`;
 /** A task's branch: `ado/<run>/<task>`. */
 export const taskBranch = (runId: string, taskId: string): string => `ado/${runId}/${taskId}`;
+/**
+ * The branch of variant `n` of a best-of-N task: `ado/<run>/<task>.v<n>` (task ids hold
+ * no `.`, so it never names another task's branch, and it is no directory of one).
+ */
+export const variantBranch = (runId: string, taskId: string, n: number): string => `ado/${runId}/${taskId}.v${n}`;
+/** The worktree name (under the worktree directory) of a task's attempt: `<run>/<task>`, or `<run>/<task>.v<n>` for variant `n`. */
+export const taskWorktreeName = (runId: string, taskId: string, variant?: number | "judge"): string =>
+  variant === undefined ? `${runId}/${taskId}` : variant === "judge" ? `${runId}/${taskId}.judge` : `${runId}/${taskId}.v${variant}`;
+/** The branch of a best-of-N task's judge (`select: { judge }`): `ado/<run>/<task>.judge`, never merged. */
+export const judgeBranch = (runId: string, taskId: string): string => `ado/${runId}/${taskId}.judge`;
 /** The run's integration branch: `ado/<run>/integration`. */
 export const integrationBranch = (runId: string): string => `ado/${runId}/integration`;
 /** The branch of a person's manual resolution of a task's merge, per HITL round. */
@@ -71,6 +81,13 @@ export const manualBranch = (runId: string, taskId: string, round: number): stri
 export const ADO_REFS = "refs/ado";
 /** Where a failed or lost attempt's work is kept: `refs/ado/attempts/<run>/<task>/<attempt>`. */
 export const attemptRef = (runId: string, taskId: string, attempt: number): string => `${ADO_REFS}/attempts/${runId}/${taskId}/${attempt}`;
+/**
+ * Where a best-of-N task's variant `n` keeps its work once it succeeded, winner or not:
+ * `refs/ado/variants/<run>/<task>/<n>` (the winner is also merged; the others stay here).
+ */
+export const variantRef = (runId: string, taskId: string, n: number): string => `${ADO_REFS}/variants/${runId}/${taskId}/${n}`;
+/** Every variant ref of a run (a `git for-each-ref` pattern): `refs/ado/variants/<run>/`. */
+export const runVariantRefs = (runId: string): string => `${ADO_REFS}/variants/${runId}/`;
 /** Every attempt ref of a run (a `git for-each-ref` pattern): `refs/ado/attempts/<run>/`. */
 export const runAttemptRefs = (runId: string): string => `${ADO_REFS}/attempts/${runId}/`;
 /**
@@ -191,6 +208,12 @@ export const AgentEnv = {
   attempt: "ADO_ATTEMPT",
   workerId: "ADO_WORKER_ID",
   branch: "ADO_BRANCH",
+  /** A best-of-N task's variant number (1..N), for its agent and its select command; unset otherwise. */
+  variant: "ADO_VARIANT",
+  /** The number of variants of a best-of-N task. */
+  variants: "ADO_VARIANTS",
+  /** For a best-of-N judge: the directory holding each candidate's diff, `<n>.diff`. */
+  variantsDir: "ADO_VARIANTS_DIR",
   /** The prompt itself, only when it is small (PROMPT_ENV_MAX_BYTES); else only the file has it. */
   prompt: "ADO_PROMPT",
   /** The prompt as a file: always set (the prompt may be too large for the environment). */

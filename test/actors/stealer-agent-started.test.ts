@@ -23,6 +23,10 @@ describe("stealer - did the lost attempt's agent start", () => {
       expect(await agentStarted(jsm, topo, { runId: "r1", taskId: "t", attempt: 1 })).toBe(true);
       expect(await agentStarted(jsm, topo, { runId: "r1", taskId: "t", attempt: 3 })).toBe(false);
       expect(await agentStarted(jsm, topo, { runId: "r1", taskId: "v", attempt: 1 })).toBe(false);
+      // A best-of-N variant: another variant's later start says nothing of this one (safe answer: started);
+      // no start of the task at all still says no.
+      expect(await agentStarted(jsm, topo, { runId: "r1", taskId: "t", attempt: 3, variant: { n: 3, of: 3 } })).toBe(true);
+      expect(await agentStarted(jsm, topo, { runId: "r1", taskId: "v", attempt: 1, variant: { n: 1, of: 2 } })).toBe(false);
     } finally {
       await nc.close();
     }

@@ -194,11 +194,17 @@ export function checkFits(ledger: Ledger, budget: RunBudget, spent: Spend, taskI
  * the attempt the run waits for (an older attempt, a task that is not running).
  */
 export function noteUsage(ledger: Ledger, e: Extract<AdoEvent, { type: "agent.usage" }>): boolean {
-  const a = ledger.attempts.get(e.taskId);
+  const a = ledger.attempts.get(e.taskId) ?? ledger.attempts.get(variantLedgerKey(e.taskId, e.attempt));
   if (!a || a.attempt !== e.attempt) return false;
   a.live = max(a.live, { usd: e.costUsd, tokens: e.inputTokens + e.outputTokens });
   return true;
 }
+
+/**
+ * The ledger key of one variant attempt of a best-of-N task: its task has several
+ * attempts under way at once, each holding its own reservation. Task ids hold no `#`.
+ */
+export const variantLedgerKey = (taskId: string, attempt: number): string => `${taskId}#${attempt}`;
 
 /**
  * The cost of an attempt that ended: what its result says, or what it reported while it

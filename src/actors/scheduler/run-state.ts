@@ -1,4 +1,4 @@
-import { remainingPathLengths, resolveMergeSettings, validateGraph, type TaskDef } from "../../runtime/graph.js";
+import { remainingPathLengths, resolveMergeSettings, validateGraph, variantAgents, variantCount, type TaskDef } from "../../runtime/graph.js";
 import { GraphError } from "../../runtime/errors.js";
 import { BUDGET_CONFIG_DEFAULT, resolveBudget, type RunBudget } from "../../runtime/budget.js";
 import type {
@@ -19,10 +19,12 @@ import type {
   TaskStatus,
   TaskSummary,
   TaskWork,
+  VariantRecord,
 } from "../../runtime/messages.js";
-import { attemptKey, integrationBranch, msgIds, taskBranch, taskKey } from "../../runtime/names.js";
+import { attemptKey, integrationBranch, judgeBranch, msgIds, taskBranch, taskKey, variantBranch } from "../../runtime/names.js";
+import { candidates, needsJudge, selectRule, selectVariant, type JudgeVerdict } from "../../runtime/variants.js";
 import { backoffDelay } from "../../runtime/retry.js";
-import { addSample, checkFits, committed, estimate, hasCap, NO_SPEND, samplesOfRecord, settleAttempt, type Estimate, type Ledger, type Spend } from "./budget.js";
+import { addSample, checkFits, committed, estimate, hasCap, NO_SPEND, samplesOfRecord, settleAttempt, variantLedgerKey, type Estimate, type Ledger, type Spend } from "./budget.js";
 
 /**
  * The scheduler's decisions, as pure functions of (run state, message) -> effects.
@@ -163,7 +165,12 @@ export function buildState(
   // The task records are what was spent (written before the run record, so they are never behind it).
   state.run = { ...run, costUsd: spent.usd, tokens: spent.tokens };
   // Attempts under way hold their reservation again (what they reported so far comes with their next usage event).
-  for (const t of tasks.values()) if (t.rec.status === "queued") reserve(state, t, t.rec.attempts);
+  for (const t of tasks.values()) {
+    if (t.rec.status !== "queued") continue;
+    if (t.rec.variants) for (const v of t.rec.variants) if (v.status === "queued") reserve(state, t, v.attempt, undefined, variantCount(t.def));
+    if (t.rec.judgeAttempt !== undefined && !t.rec.judgeEnded) reserve(state, t, t.rec.judgeAttempt, undefined, variantCount(t.def));
+    if (!t.rec.variants) reserve(state, t, t.rec.attempts);
+  }
   return state;
 }
 
@@ -173,11 +180,16 @@ const capped = (state: RunState): RunBudget | undefined => (hasCap(state.run.bud
 /** What the run has spent on finished attempts. */
 const spentOf = (state: RunState): Spend => ({ usd: state.run.costUsd, tokens: state.run.tokens });
 
-/** Notes an attempt under way and what it holds against the budget (`est`, or its estimate). */
-function reserve(state: RunState, t: TaskState, attempt: number, est?: Spend): void {
+/**
+ * Notes an attempt under way and what it holds against the budget (`est`, or its
+ * estimate). A variant of a best-of-N task (`variants` > 1) is held under its own ledger
+ * key, since its task has several attempts under way at once.
+ */
+function reserve(state: RunState, t: TaskState, attempt: number, est?: Spend, variants = 1): void {
   const budget = capped(state);
   const reserved = est ?? (budget ? estimate(state.ledger, budget, t.def) : NO_SPEND);
-  state.ledger.attempts.set(t.def.id, { attempt, reserved: { usd: reserved.usd, tokens: reserved.tokens }, live: NO_SPEND });
+  const key = variants > 1 ? variantLedgerKey(t.def.id, attempt) : t.def.id;
+  state.ledger.attempts.set(key, { attempt, reserved: { usd: reserved.usd, tokens: reserved.tokens }, live: NO_SPEND });
 }
 
 /**
@@ -430,6 +442,7 @@ export function acceptRun(submit: SubmitRun, now: string, history?: ReadonlyMap<
 export function applyTaskResult(state: RunState, result: TaskResult, now: string): Effect[] {
   const t = state.tasks.get(result.taskId);
   if (!t) return [];
+  if (variantCount(t.def) > 1) return applyVariantResult(state, t, result, now);
   const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
   // Stale or duplicate: not the attempt we are waiting for. But an attempt cancelled while
   // it ran still cost what it cost: counted once, when its result comes.
@@ -637,7 +650,7 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
         if (seq !== undefined) state.integrationSeq = seq;
       }
       effects.push(
-        { type: "event", event: { type: "task.merged", runId, taskId: t.def.id, attempt: t.rec.attempts, at: now, integrationCommit: result.integrationCommit! } },
+        { type: "event", event: { type: "task.merged", runId, taskId: t.def.id, attempt: winnerOf(t.rec)?.attempt ?? t.rec.attempts, at: now, integrationCommit: result.integrationCommit! } },
         { type: "saveTask", taskId: t.def.id },
         { type: "saveRun" },
         ...release(state, now, dependentsOf(state, t.def.id)),
@@ -908,7 +921,7 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
  * so they stay the scheduler's, queued, until the lead's result. Tasks queued together
  * need none of each other (a task is ready only once all it needs has succeeded). A task
  * that ran in a failed batch, resumes a checkpoint or has a prompt in the object store
- * runs alone.
+ * runs alone, and so does a best-of-N task.
  */
 function formBatches(state: RunState, effects: Effect[]): Effect[] {
   const stages = state.run.graph.stages;
@@ -918,7 +931,8 @@ function formBatches(state: RunState, effects: Effect[]): Effect[] {
     if (e.type !== "ready") continue;
     const t = state.tasks.get(e.work.taskId)!;
     const max = t.def.stage === undefined ? undefined : stages[t.def.stage]?.batch?.max;
-    if (max === undefined || t.rec.unbatched || t.def.promptRef || e.work.resume || e.work.task.run) continue;
+    // A best-of-N task runs its variants as attempts of its own: never in a batch.
+    if (max === undefined || t.rec.unbatched || t.def.promptRef || e.work.resume || e.work.task.run || variantCount(t.def) > 1) continue;
     const key = `${t.def.stage}\u0000${t.def.agent}\u0000${(t.def.providers ?? []).join(",")}`;
     const list = groups.get(key) ?? [];
     list.push(e);
@@ -1123,7 +1137,10 @@ function charge(state: RunState, t: TaskState, cost: Spend, sample = true): Effe
 function fitsBudget(state: RunState, t: TaskState): { ok: true; est?: Estimate } | { ok: false; wait: BudgetWait } {
   const budget = capped(state);
   if (!budget) return { ok: true };
-  const est = estimate(state.ledger, budget, t.def);
+  const one = estimate(state.ledger, budget, t.def);
+  // A best-of-N task's round runs all its variants at once: it must fit whole.
+  const n = variantCount(t.def);
+  const est = n > 1 ? { usd: one.usd * n, tokens: one.tokens * n, basis: `${n} variants, each ${one.basis}` } : one;
   const fit = checkFits(state.ledger, budget, spentOf(state), t.def.id, est);
   return fit.ok ? { ok: true, est } : fit;
 }
@@ -1161,9 +1178,24 @@ function heldResume(t: TaskState): TaskWork["resume"] {
  * retry), holding `reserve` (its expected cost) against the run's budget until it ends.
  */
 function queue(state: RunState, t: TaskState, now: string, retry = false, announce = true, checkpoint?: string, resume?: TaskWork["resume"], reserved?: Spend): Effect[] {
+  if (variantCount(t.def) > 1) return queueVariants(state, t, now, retry, announce, reserved);
   const attempt = t.rec.attempts + 1;
   update(state, t, { status: "queued", attempts: attempt, error: undefined, resumeFrom: undefined });
   reserve(state, t, attempt, reserved);
+  const work = workOf(state, t, attempt, now, retry, checkpoint, resume);
+  const effects: Effect[] = [{ type: "ready", work }];
+  // A first attempt's `queued` record is not written: after a restart, reconcile()
+  // derives it from the graph (and the republish is deduplicated). Retries are written,
+  // since their attempt number cannot be derived.
+  if (attempt > 1) effects.push({ type: "saveTask", taskId: t.def.id });
+  if (announce) {
+    effects.push({ type: "event", event: { type: "task.queued", runId: state.run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } });
+  }
+  return effects;
+}
+
+/** The ready message of one attempt of a task. */
+function workOf(state: RunState, t: TaskState, attempt: number, now: string, retry: boolean, checkpoint?: string, resume?: TaskWork["resume"]): TaskWork {
   const { needs: _needs, ...task } = t.def;
   const run = state.run;
   const work: TaskWork = {
@@ -1184,7 +1216,8 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
     branch: taskBranch(run.runId, t.def.id),
     inputs: t.def.needs.map((d) => {
       const dep = state.tasks.get(d)!.rec;
-      return { taskId: d, status: dep.status, branch: taskBranch(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd, tokens: dep.tokens };
+      // A best-of-N dependency: its winner's branch (its commit is the winner's too).
+      return { taskId: d, status: dep.status, branch: winnerOf(dep)?.branch ?? taskBranch(run.runId, d), commit: dep.commit, summary: dep.summary, costUsd: dep.costUsd, tokens: dep.tokens };
     }),
     readyAt: now,
     submittedAt: run.submittedAt,
@@ -1193,13 +1226,402 @@ function queue(state: RunState, t: TaskState, now: string, retry = false, announ
   // The stage's rate: a start later than the retry's own backoff holds the attempt until its slot.
   const slot = stageSlot(state, t.def, Math.max(work.notBefore, Date.parse(now)));
   if (slot > Date.parse(now)) work.notBefore = Math.max(work.notBefore, slot);
+  return work;
+}
+
+// ---- best-of-N ----------------------------------------------------------------------
+
+/** The winning variant of a best-of-N task's record, once one was picked. */
+const winnerOf = (rec: TaskRecord): VariantRecord | undefined => rec.variants?.find((v) => v.status === "won");
+
+/**
+ * Queues a round of a best-of-N task: one attempt per variant, each a real attempt (its
+ * own number, so its own claim, msg ids and result), on its own branch. The record is
+ * always written (unlike a plain first attempt): which attempt is which variant cannot
+ * be derived after a restart once a variant was run again.
+ */
+function queueVariants(state: RunState, t: TaskState, now: string, retry: boolean, announce: boolean, reserved?: Spend): Effect[] {
+  const count = variantCount(t.def);
+  const first = t.rec.attempts + 1;
+  const agents = variantAgents(t.def);
+  const variants: VariantRecord[] = Array.from({ length: count }, (_, i) => ({
+    n: i + 1,
+    attempt: first + i,
+    status: "queued",
+    files: [],
+    costUsd: 0,
+    tokens: 0,
+    ...(agents ? { agent: agents[i]! } : {}),
+  }));
+  update(state, t, {
+    status: "queued",
+    attempts: first + count - 1,
+    error: undefined,
+    resumeFrom: undefined,
+    variants,
+    variantRound: (t.rec.variantRound ?? 0) + 1,
+    judgeAttempt: undefined,
+    judged: undefined,
+    judgeError: undefined,
+    judgeEnded: undefined,
+  });
+  // fitsBudget() checked the whole round; each variant holds its share.
+  const share = reserved ? { usd: reserved.usd / count, tokens: reserved.tokens / count } : undefined;
+  const effects: Effect[] = [];
+  for (const v of variants) effects.push(...queueVariant(state, t, v, now, retry, announce, share));
+  effects.push({ type: "saveTask", taskId: t.def.id });
+  return effects;
+}
+
+/** The ready message of one variant's attempt (`v.attempt`), and its reservation. */
+function queueVariant(state: RunState, t: TaskState, v: VariantRecord, now: string, retry: boolean, announce: boolean, reserved?: Spend): Effect[] {
+  const count = variantCount(t.def);
+  reserve(state, t, v.attempt, reserved, count);
+  // A variant starts from the task's base, never from a checkpoint: checkpoints are kept
+  // per task, and another variant's would not be this one's work.
+  const work = workOf(state, t, v.attempt, now, retry);
+  work.branch = variantBranch(state.run.runId, t.def.id, v.n);
+  work.variant = { n: v.n, of: count };
+  const agents = variantAgents(t.def);
+  if (agents) work.task = { ...work.task, agent: agents[v.n - 1]! };
+  // Variants of a task with providers start at different ones, so they spread over them
+  // when several are healthy (the balancer still falls back along the list).
+  const providers = t.def.providers;
+  if (providers && providers.length > 1) {
+    const k = (v.n - 1) % providers.length;
+    work.task = { ...work.task, providers: [...providers.slice(k), ...providers.slice(0, k)] };
+  }
   const effects: Effect[] = [{ type: "ready", work }];
-  // A first attempt's `queued` record is not written: after a restart, reconcile()
-  // derives it from the graph (and the republish is deduplicated). Retries are written,
-  // since their attempt number cannot be derived.
-  if (attempt > 1) effects.push({ type: "saveTask", taskId: t.def.id });
-  if (announce) {
-    effects.push({ type: "event", event: { type: "task.queued", runId: run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } });
+  if (announce) effects.push({ type: "event", event: { type: "task.queued", runId: state.run.runId, taskId: t.def.id, attempt: v.attempt, at: now, baseCommit: work.baseCommit } });
+  return effects;
+}
+
+/**
+ * A variant's attempt ended. Its cost counts at once. An attempt that failed for its
+ * worker's or its provider's sake (interrupted, lost, a rate limit) runs that variant
+ * again as a new attempt, as for any task (the same caps); any other end is the variant's
+ * outcome. Once every variant of the round has one, the select rule picks the winner
+ * (endRound).
+ */
+function applyVariantResult(state: RunState, t: TaskState, result: TaskResult, now: string): Effect[] {
+  const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
+  const count = variantCount(t.def);
+  const key = variantLedgerKey(t.def.id, result.attempt);
+  if (result.attempt === t.rec.judgeAttempt) return applyJudgeResult(state, t, result, now);
+  const v = t.rec.variants?.find((x) => x.attempt === result.attempt);
+  if (!v || v.status !== "queued" || t.rec.status !== "queued") {
+    // Stale, a duplicate, or a variant still running when its task was cancelled: its cost, once.
+    const late = settleAttempt(state.ledger, key, result.attempt, reported);
+    return late ? [...charge(state, t, late), ...settle(state, now)] : [];
+  }
+  const effects: Effect[] = [];
+  const cost = settleAttempt(state.ledger, key, result.attempt, reported) ?? reported;
+  const lostUnstarted = result.failure?.kind === "interrupted" && result.failure.agentStarted === false;
+  effects.push(...charge(state, t, cost, !lostUnstarted));
+  const ended = (t.rec.variants ?? []).filter((x) => x.status !== "queued").length;
+  const base: Partial<VariantRecord> = {
+    workerId: result.workerId,
+    startedAt: result.startedAt,
+    finishedAt: result.finishedAt,
+    costUsd: v.costUsd + cost.usd,
+    tokens: v.tokens + cost.tokens,
+  };
+  let patch: Partial<VariantRecord>;
+  if (result.status === "failed") {
+    const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
+    if (failure.kind === "cancelled") {
+      setVariant(state, t, v, { ...base, status: "failed", error: failure.message });
+      return [...effects, ...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...settle(state, now)];
+    }
+    const interruption = interruptionRule(t, failure, state.run.graph.maxInterruptions);
+    update(state, t, interruption.counts);
+    const provider = providerFailureRule(t, failure);
+    update(state, t, provider.counts);
+    const capMessage = interruption.capMessage ?? provider.capMessage;
+    const message = capMessage ? `${failure.message}; ${capMessage}` : failure.message;
+    if ((interruption.again || provider.again) && !state.run.halted) {
+      // The same variant again, as the task's next attempt.
+      const attempt = t.rec.attempts + 1;
+      update(state, t, { attempts: attempt });
+      const again: VariantRecord = { ...v, ...base, attempt, status: "queued" };
+      setVariant(state, t, v, again);
+      const queued = queueVariant(state, t, again, now, false, true);
+      const work = queued.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+      const waitOut = failure.kind === "rate_limit" && !t.def.providers?.length;
+      const until = waitOut ? rateLimitedUntil(failure, work.notBefore) : undefined;
+      if (until !== undefined) work.notBefore = until;
+      effects.push(
+        { type: "event", event: failedEvent(state, t, result, message, failure.kind, true, cost, now) },
+        ...queued,
+        { type: "event", event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt, at: now, notBefore: work.notBefore, error: `variant ${v.n} of ${count}: ${message}` } },
+        { type: "saveTask", taskId: t.def.id },
+      );
+      return [...effects, ...settle(state, now)];
+    }
+    patch = { ...base, status: "failed", error: message, kind: failure.kind, retryable: failure.retryable, order: ended + 1 };
+  } else {
+    const check = result.variant;
+    patch = {
+      ...base,
+      status: "succeeded",
+      branch: result.branch,
+      commit: result.commit,
+      files: result.files,
+      worktree: result.worktree,
+      summary: result.summary,
+      order: ended + 1,
+      ...(check?.ref ? { ref: check.ref } : {}),
+      ...(check?.passed !== undefined ? { passed: check.passed } : {}),
+      ...(check?.score !== undefined ? { score: check.score } : {}),
+      ...(check?.detail ? { detail: check.detail } : {}),
+    };
+  }
+  setVariant(state, t, v, patch);
+  if (t.rec.variants!.some((x) => x.status === "queued")) {
+    effects.push({ type: "saveTask", taskId: t.def.id });
+    return [...effects, ...settle(state, now)];
+  }
+  return [...effects, ...endRound(state, t, result, now), ...settle(state, now)];
+}
+
+/**
+ * `select: { judge }`: the round's candidates go to the judge agent, as one more attempt
+ * of the task (its own key, claim and result; lost with its worker, it runs again). Its
+ * worker gives it each candidate's diff and reports the number its answer ends with.
+ */
+function queueJudge(state: RunState, t: TaskState, now: string): Effect[] {
+  const select = t.def.select!;
+  const cands = candidates(t.rec.variants!).sort((a, b) => a.n - b.n);
+  const attempt = t.rec.attempts + 1;
+  update(state, t, { attempts: attempt, judgeAttempt: attempt, judged: undefined, judgeError: undefined, judgeEnded: undefined });
+  reserve(state, t, attempt, undefined, variantCount(t.def));
+  const work = workOf(state, t, attempt, now, false);
+  const { providers: _p, variants: _v, select: _s, run: _r, model, maxTurns, args, access, ...task } = work.task;
+  // The task's settings for its own agent (model, turns, arguments) are not the judge's, unless it is the same CLI.
+  const own = select.judge === t.def.agent ? { model, maxTurns, args, access } : {};
+  const settings = Object.fromEntries(Object.entries(own).filter(([, v]) => v !== undefined));
+  work.task = { ...task, ...settings, agent: select.judge!, prompt: judgePrompt(t.def.prompt, cands.map((v) => v.n), variantCount(t.def)) };
+  work.branch = judgeBranch(state.run.runId, t.def.id);
+  work.judge = { candidates: cands.map((v) => ({ n: v.n, commit: v.commit! })) };
+  return [
+    { type: "ready", work },
+    { type: "saveTask", taskId: t.def.id },
+    { type: "event", event: { type: "task.queued", runId: state.run.runId, taskId: t.def.id, attempt, at: now, baseCommit: work.baseCommit } },
+  ];
+}
+
+/** What the judge agent is asked. */
+export function judgePrompt(prompt: string, ns: readonly number[], of: number): string {
+  return (
+    `[ado] You are the judge of ${of} attempts (variants) at the task below. The change each made is a diff in the directory named by ` +
+    `the ADO_VARIANTS_DIR environment variable: ${ns.map((n) => `${n}.diff`).join(", ")}. Read them and decide which variant does the task best. ` +
+    `Do not change any file. End your answer with the number of the best variant alone on its last line.\n\nThe task:\n\n${prompt}`
+  );
+}
+
+/**
+ * The judge's attempt ended: its verdict (or its failure) decides the round. Lost with
+ * its worker, interrupted, or stopped by its provider, it runs again like any attempt.
+ */
+function applyJudgeResult(state: RunState, t: TaskState, result: TaskResult, now: string): Effect[] {
+  const reported: Spend = { usd: result.costUsd, tokens: result.tokens ?? 0 };
+  const key = variantLedgerKey(t.def.id, result.attempt);
+  if (t.rec.status !== "queued" || t.rec.judgeEnded) {
+    const late = settleAttempt(state.ledger, key, result.attempt, reported);
+    return late ? [...charge(state, t, late), ...settle(state, now)] : [];
+  }
+  const cost = settleAttempt(state.ledger, key, result.attempt, reported) ?? reported;
+  const effects: Effect[] = [...charge(state, t, cost, false)];
+  if (result.status === "failed") {
+    const failure = result.failure ?? { message: "failed", retryable: true, kind: "internal" as const };
+    if (failure.kind === "cancelled") return [...effects, ...cancelTask(state, t, failure.message, now), ...release(state, now, []), ...settle(state, now)];
+    const interruption = interruptionRule(t, failure, state.run.graph.maxInterruptions);
+    update(state, t, interruption.counts);
+    const provider = providerFailureRule(t, failure);
+    update(state, t, provider.counts);
+    if ((interruption.again || provider.again) && !state.run.halted) {
+      const queued = queueJudge(state, t, now);
+      const work = queued.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+      effects.push(
+        { type: "event", event: failedEvent(state, t, result, `the judge: ${failure.message}`, failure.kind, true, cost, now) },
+        ...queued,
+        { type: "event", event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt: work.attempt, at: now, notBefore: work.notBefore, error: `the judge: ${failure.message}` } },
+      );
+      return [...effects, ...settle(state, now)];
+    }
+    update(state, t, { judgeEnded: true, judgeError: interruption.capMessage ?? provider.capMessage ?? failure.message });
+  } else {
+    update(state, t, { judgeEnded: true, judged: result.judged });
+  }
+  return [...effects, ...endRound(state, t, result, now), ...settle(state, now)];
+}
+
+/** Replaces variant `v` of the task's record with `v` patched. */
+function setVariant(state: RunState, t: TaskState, v: VariantRecord, patch: Partial<VariantRecord>): void {
+  update(state, t, { variants: t.rec.variants!.map((x) => (x === v ? { ...x, ...patch } : x)) });
+}
+
+/** A `task.failed` event of one attempt. */
+function failedEvent(state: RunState, t: TaskState, result: TaskResult, error: string, kind: NonNullable<TaskResult["failure"]>["kind"], willRetry: boolean, cost: Spend, now: string): AdoEvent {
+  return {
+    type: "task.failed",
+    runId: state.run.runId,
+    taskId: t.def.id,
+    attempt: result.attempt,
+    at: now,
+    workerId: result.workerId,
+    error,
+    kind,
+    willRetry,
+    outputTail: result.outputTail,
+    startedAt: result.startedAt,
+    finishedAt: result.finishedAt,
+    costUsd: cost.usd,
+    tokens: cost.tokens,
+  };
+}
+
+/**
+ * Every variant of the round has ended: the select rule picks the winner, which goes on
+ * as the task's one success (merged, its dependents released); the others are kept, not
+ * merged. No winner: the round failed, and the task's retry policy counts rounds (a new
+ * round after the backoff, else the task fails).
+ */
+function endRound(state: RunState, t: TaskState, last: TaskResult, now: string): Effect[] {
+  const select = t.def.select!;
+  const variants = t.rec.variants!;
+  const verdict: JudgeVerdict | undefined = t.rec.judgeEnded ? { n: t.rec.judged, error: t.rec.judgeError } : undefined;
+  if (needsJudge(select, variants, verdict) && !state.run.halted) {
+    if (candidates(variants).every((v) => v.commit)) return queueJudge(state, t, now);
+    update(state, t, { judgeEnded: true, judgeError: "the variants left no commits to compare" });
+    return endRound(state, t, last, now);
+  }
+  const pick = selectVariant(select, variants, verdict);
+  const run = state.run;
+  const effects: Effect[] = [];
+  const winner = pick.winner;
+  const marked = variants.map((v) => (winner && v.n === winner.n ? { ...v, status: "won" as const } : v.status === "succeeded" ? { ...v, status: "lost" as const } : v));
+  update(state, t, { variants: marked });
+  effects.push({
+    type: "event",
+    event: {
+      type: "task.selected",
+      runId: run.runId,
+      taskId: t.def.id,
+      attempt: winner?.attempt ?? last.attempt,
+      at: now,
+      rule: selectRule(select),
+      ...(winner ? { winner: winner.n } : {}),
+      reason: pick.reason,
+      variants: marked.map((v) => ({
+        n: v.n,
+        attempt: v.attempt,
+        status: v.status,
+        ...(v.workerId ? { workerId: v.workerId } : {}),
+        ...(v.commit ? { commit: v.commit } : {}),
+        ...(v.ref ? { ref: v.ref } : {}),
+        ...(v.passed !== undefined ? { passed: v.passed } : {}),
+        ...(v.score !== undefined ? { score: v.score } : {}),
+      })),
+    },
+  });
+  if (!winner) return [...effects, ...roundFailed(state, t, last, pick.reason, now)];
+  update(state, t, {
+    workerId: winner.workerId,
+    startedAt: winner.startedAt,
+    finishedAt: winner.finishedAt,
+    commit: winner.commit,
+    files: winner.files,
+    worktree: winner.worktree,
+    summary: winner.summary ?? "",
+  });
+  effects.push({
+    type: "event",
+    event: {
+      type: "task.succeeded",
+      runId: run.runId,
+      taskId: t.def.id,
+      attempt: winner.attempt,
+      at: now,
+      workerId: winner.workerId ?? last.workerId,
+      commit: winner.commit,
+      files: winner.files,
+      startedAt: winner.startedAt ?? last.startedAt,
+      finishedAt: winner.finishedAt ?? last.finishedAt,
+      costUsd: winner.costUsd,
+      tokens: winner.tokens,
+    },
+  });
+  const hasWork = !!(run.repo && run.baseCommit && winner.commit && winner.files.length > 0);
+  const mergeRequest = (releaseOnly: boolean): Effect => ({
+    type: "merge",
+    request: {
+      type: "merge.request",
+      runId: run.runId,
+      taskId: t.def.id,
+      repo: run.repo!,
+      remote: run.remote,
+      commit: winner.commit!,
+      branch: winner.branch ?? variantBranch(run.runId, t.def.id, winner.n),
+      baseCommit: run.baseCommit!,
+      integrationBranch: run.integrationBranch!,
+      worktree: winner.worktree,
+      releaseOnly,
+      attempt: winner.attempt,
+      settings: run.merge ?? resolveMergeSettings(),
+      prompt: releaseOnly ? "" : cut(t.def.prompt, PROMPT_LIMIT),
+      related: releaseOnly ? [] : relatedPrompts(state, t.def.id, winner.files),
+    },
+  });
+  if (run.halted) {
+    update(state, t, { status: "skipped", error: `finished on ${winner.branch ?? "its branch"} but not merged: ${run.halted}` });
+    effects.push({ type: "saveTask", taskId: t.def.id });
+  } else if (hasWork) {
+    update(state, t, { status: "merging" });
+    effects.push({ type: "saveTask", taskId: t.def.id }, mergeRequest(false), ...release(state, now, []));
+  } else {
+    update(state, t, { status: "succeeded" });
+    effects.push({ type: "saveTask", taskId: t.def.id }, ...release(state, now, dependentsOf(state, t.def.id)));
+  }
+  return effects;
+}
+
+/**
+ * A round with no winner. Its failure is retryable when some variant's work was there
+ * but not good enough (the select command may pass next time) or some attempt failed in
+ * a way worth another try; the retry policy's `attempts` counts rounds.
+ */
+function roundFailed(state: RunState, t: TaskState, last: TaskResult, reason: string, now: string): Effect[] {
+  const variants = t.rec.variants!;
+  const failures = variants.filter((v) => v.status === "failed");
+  const kind = (failures.length === variants.length ? (failures[0]!.kind as NonNullable<TaskResult["failure"]>["kind"] | undefined) : undefined) ?? "exit";
+  const retryable = variants.some((v) => v.status !== "failed" || v.retryable !== false);
+  const rounds = t.rec.variantRound ?? 1;
+  let willRetry = retryable && rounds < t.def.retry.attempts && !state.run.halted && !state.run.budgetStopped;
+  let message = `${variantCount(t.def)} variants, round ${rounds}: ${reason}`;
+  let fits: ReturnType<typeof fitsBudget> = { ok: true };
+  if (willRetry) {
+    fits = fitsBudget(state, t);
+    if (!fits.ok && state.run.budget?.onExceed === "stop") {
+      willRetry = false;
+      message = `${message}; not retried: ${fits.wait.message}`;
+    }
+  }
+  const effects: Effect[] = [{ type: "event", event: failedEvent(state, t, last, message, kind, willRetry, NO_SPEND, now) }];
+  if (willRetry && !fits.ok) {
+    update(state, t, { status: "pending", error: message });
+    state.held.add(t.def.id);
+    blockOnBudget(state, fits.wait);
+    effects.push({ type: "saveTask", taskId: t.def.id });
+  } else if (willRetry) {
+    const queued = queue(state, t, now, true, true, undefined, undefined, fits.ok ? fits.est : undefined);
+    const first = queued.find((e): e is Extract<Effect, { type: "ready" }> => e.type === "ready")!.work;
+    effects.push(...queued, { type: "event", event: { type: "task.retrying", runId: state.run.runId, taskId: t.def.id, attempt: first.attempt, at: now, notBefore: first.notBefore, error: message } });
+  } else {
+    update(state, t, { status: "failed", error: message });
+    effects.push({ type: "saveTask", taskId: t.def.id }, ...skipDependents(state, t.def.id, now), ...release(state, now, []));
+    if (state.run.graph.failFast) effects.push(...stopRun(state, `task '${t.def.id}' failed and the run is failFast: ${message}`, now, "ado (failFast)"));
+    else if (!fits.ok) effects.push(...stopOnBudget(state, fits.wait, now));
   }
   return effects;
 }

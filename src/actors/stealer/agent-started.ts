@@ -10,9 +10,10 @@ import type { Topology } from "../../runtime/topology.js";
  * means the agent may have run; none means the attempt was lost while it was claimed,
  * its worktree made, its files written. Read by one stream get (last by subject): no
  * write per task. When the read fails, the answer is the safe one: started (the lost
- * attempt then counts as an interruption, as every lost attempt did before).
+ * attempt then counts as an interruption, as every lost attempt did before); so for a
+ * variant of a best-of-N task, unless no attempt of the task started at all.
  */
-export async function agentStarted(jsm: JetStreamManager, topo: Topology, work: Pick<TaskWork, "runId" | "taskId" | "attempt">): Promise<boolean> {
+export async function agentStarted(jsm: JetStreamManager, topo: Topology, work: Pick<TaskWork, "runId" | "taskId" | "attempt" | "variant">): Promise<boolean> {
   const subject = topo.subjects.event({ type: "task.started", runId: work.runId, taskId: work.taskId });
   try {
     // STREAM.MSG.GET with last_by_subj; the client types it for direct get only.
@@ -20,7 +21,9 @@ export async function agentStarted(jsm: JetStreamManager, topo: Topology, work: 
     const m = await jsm.streams.getMessage(topo.streams.events.name, query);
     if (!m) return false; // none on the subject: no attempt of the task ever started
     const event = decode(SCHEMAS.AdoEvent, m.data, m.header);
-    return event.type === "task.started" && event.attempt >= work.attempt;
+    // A best-of-N variant shares the subject with its task's other variants, which start
+    // at the same time in any order: another's event says nothing of this one, so the safe answer.
+    return event.type === "task.started" && (event.attempt >= work.attempt || work.variant !== undefined);
   } catch {
     return true;
   }

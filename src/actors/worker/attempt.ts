@@ -2,14 +2,15 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { JsMsg } from "@nats-io/jetstream";
-import { pushRef, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
+import { pushRef, runShell, type RepoAccess, type RepoTarget, type WorktreeManager } from "../../git/index.js";
 import { type Agent, type AgentEvent, type AgentOutcome, type CliOutcome, type OutputStream, type SessionPlace, type StopReason, Suspender, taskDir, toWireEvent } from "../../agents/index.js";
 import { AdoError, errorMessage } from "../../runtime/errors.js";
 import type { publishEvent } from "../../runtime/events.js";
 import type { WorkerId } from "../../runtime/ids.js";
 import type { Logger } from "../../runtime/logger.js";
 import { withPrompt } from "../../runtime/commit-message.js";
-import type { TaskFailure, TaskResult, TaskWork } from "../../runtime/messages.js";
+import type { TaskFailure, TaskResult, TaskWork, VariantCheck } from "../../runtime/messages.js";
+import { parseScore, selectCommand, selectRule } from "../../runtime/variants.js";
 import { providerEnvironment, type ProviderAssignment } from "../../runtime/providers.js";
 import {
   AgentEnv,
@@ -21,6 +22,8 @@ import {
   PROMPT_ENV_MAX_BYTES,
   PROMPT_FILE,
   strayBranchRef,
+  taskWorktreeName,
+  variantRef,
   TEST_CRASH_ENV,
   WORKTREE_ADO_DIR,
 } from "../../runtime/names.js";
@@ -255,7 +258,7 @@ export class Attempt {
       work = { ...work, repo: target.dir };
       wt = ctx.worktrees.manager(work.repo!);
       ({ path: cwd } = await wt.add({
-        name: `${work.runId}/${work.taskId}`,
+        name: taskWorktreeName(work.runId, work.taskId, work.judge ? "judge" : work.variant?.n),
         branch: work.branch,
         base: work.baseCommit!,
         lockReason: `ado task ${work.runId}/${work.taskId} attempt ${work.attempt} on ${ctx.workerId}`,
@@ -280,6 +283,13 @@ export class Attempt {
       inputsFile = join(adoDir, INPUTS_FILE);
       await writeFile(inputsFile, JSON.stringify(work.inputs, null, 2) + "\n");
     }
+    // A best-of-N judge reads each candidate's change as a patch from the task's base.
+    let variantsDir = "";
+    if (work.judge && wt && cwd) {
+      variantsDir = join(adoDir, "variants");
+      await mkdir(variantsDir, { recursive: true });
+      for (const c of work.judge.candidates) await writeFile(join(variantsDir, `${c.n}.diff`), await wt.diff(work.baseCommit!, c.commit));
+    }
     const promptFile = join(adoDir, PROMPT_FILE);
     await writeFile(promptFile, work.task.prompt);
     const promptInEnv = Buffer.byteLength(work.task.prompt) <= PROMPT_ENV_MAX_BYTES;
@@ -301,6 +311,8 @@ export class Attempt {
       [AgentEnv.attempt]: String(work.attempt),
       [AgentEnv.workerId]: ctx.workerId,
       [AgentEnv.branch]: work.branch,
+      ...(work.variant ? { [AgentEnv.variant]: String(work.variant.n), [AgentEnv.variants]: String(work.variant.of) } : {}),
+      ...(variantsDir ? { [AgentEnv.variantsDir]: variantsDir } : {}),
       [AgentEnv.inputs]: JSON.stringify(work.inputs),
       [AgentEnv.inputsFile]: inputsFile,
       // Git run by the agent itself ignores what the include list copied in (.env).
@@ -310,8 +322,9 @@ export class Attempt {
     // (and at an interruption), and an earlier attempt's session is resumed.
     const place = agent.sessions && agentCwd ? { cwd: agentCwd, env: agent.sessions.placeEnv(env) } : undefined;
     const resumed = await this.prepareResume(agent, place);
+    // Not for a variant: checkpoints are kept per task, and its variants run at once.
     const checkpointer =
-      place && wt && cwd
+      place && wt && cwd && !work.variant
         ? new Checkpointer({ workerId: ctx.workerId, log: ctx.log, store: ctx.checkpoints, emit: ctx.emit, work, agent, wt, cwd, place, target: target!, taskStart })
         : undefined;
     const started = { type: "task.started" as const, runId: work.runId, taskId: work.taskId, attempt: work.attempt, at: startedAt, workerId: ctx.workerId };
@@ -354,6 +367,7 @@ export class Attempt {
     await rm(join(cwd, WORKTREE_ADO_DIR), { recursive: true, force: true });
     const base = work.baseCommit!;
     const ref = attemptRef(work.runId, work.taskId, work.attempt);
+    if (work.judge) return this.afterJudge(work, wt, cwd, ref, outcome);
 
     // What the agent did with git itself: commits on the task branch, on a branch of its
     // own, a detached HEAD; lands on the task branch when that is unambiguous.
@@ -426,23 +440,32 @@ export class Attempt {
     const changed = commit.commit !== from;
     const files = !changed ? [] : from === base && facts.taskTip === base && branches.kind === "asIs" ? commit.files : await wt.filesBetween(from, commit.commit);
     const next = afterCommit({ changed, remote: !!target!.remote });
+    // A variant of a best-of-N task: its work is kept under its variant ref and judged by
+    // the task's select command here, in its own worktree, while that still exists.
+    const check = work.variant ? await this.checkVariant(work, wt, agentCwd ?? cwd, commit.commit, target!.remote) : undefined;
+    // A variant's worktree goes now, winner or not: the merge needs only its commit, and
+    // nobody would remove a loser's.
+    const keep = next.kind === "keepForMerge" && !check;
     // Remote mode: the branch goes to the remote, where the merge coordinator takes it
     // from, and the worktree goes now (no merger on another host could remove it).
     if (next.kind === "pushAndRemove") await ctx.access.publishBranch(target!, commit.commit, work.branch);
-    if (next.kind !== "keepForMerge") await wt.remove(cwd);
+    if (!keep) await wt.remove(cwd);
     await dropStrays(commit.commit);
     await ctx.worktrees.record(
       work,
       cwd,
       next.kind === "pushAndRemove"
         ? { state: "removed", commit: commit.commit, reason: `pushed to ${target!.remote}` }
-        : next.kind === "keepForMerge"
+        : keep
           ? { state: "committed", commit: commit.commit }
-          : { state: "removed", commit: commit.commit, reason: "no changes" },
+          : check
+            ? { state: "removed", commit: commit.commit, reason: `variant ${work.variant!.n}: its work is kept under ${check.ref}` }
+            : { state: "removed", commit: commit.commit, reason: "no changes" },
     );
-    if (next.kind === "keepForMerge") crashAt(CrashPoint.afterCommit);
+    if (keep) crashAt(CrashPoint.afterCommit);
     ctx.worktrees.cleanupSoon(wt, work.repo!);
-    return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files, worktree: next.kind === "keepForMerge" ? cwd : undefined };
+    if (check && this.abort.signal.aborted) return this.failed({ kind: "cancelled", retryable: false, message: `cancelled while its select command ran (its work is kept under ${check.ref})` });
+    return { ...this.succeeded(), branch: work.branch, commit: commit.commit, files, worktree: keep ? cwd : undefined, ...(check ? { variant: check } : {}) };
   }
 
   /**
@@ -503,6 +526,61 @@ export class Attempt {
       }
     }
     return { prompt: continuation(work, r.commit, true) + prompt };
+  }
+
+  /**
+   * A best-of-N variant's work, committed: kept under its variant ref (whether it wins or
+   * not), then the task's select command run where its agent ran: `validate` passes on
+   * exit 0; `score` gives the last number on its last line (none when it fails).
+   */
+  private async checkVariant(work: TaskWork, wt: WorktreeManager, dir: string, commit: string, remote: string | undefined): Promise<VariantCheck> {
+    const { n, of } = work.variant!;
+    const ref = variantRef(work.runId, work.taskId, n);
+    await wt.setRef(ref, commit, `ado: ${work.taskId} variant ${n} of ${of} (attempt ${work.attempt})`);
+    // Remote mode: kept on the remote too (best effort, as a failed attempt's archive).
+    if (remote) {
+      await pushRef(work.repo!, remote, commit, ref).catch((err) => this.ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "variant kept here, but its ref not pushed"));
+    }
+    const select = work.task.select;
+    const command = select && selectCommand(select);
+    if (!select || !command) return { n, ref, detail: "" };
+    const r = await runShell(command, {
+      cwd: dir,
+      timeoutMs: select.timeoutMs,
+      signal: this.abort.signal,
+      env: {
+        [AgentEnv.runId]: work.runId,
+        [AgentEnv.taskId]: work.taskId,
+        [AgentEnv.attempt]: String(work.attempt),
+        [AgentEnv.branch]: work.branch,
+        [AgentEnv.variant]: String(n),
+        [AgentEnv.variants]: String(of),
+      },
+    });
+    const why = r.timedOut ? `\n[timed out after ${Math.round(select.timeoutMs / 1000)} s]` : r.exitCode === null && !r.aborted ? "\n[could not run]" : "";
+    const detail = (r.output.slice(-2_000) + why).trim();
+    this.ctx.log.info({ task: work.taskId, variant: n, exitCode: r.exitCode, timedOut: r.timedOut }, "variant's select command ran");
+    if (selectRule(select) === "validate") return { n, ref, passed: r.exitCode === 0, detail };
+    const score = r.exitCode === 0 ? parseScore(r.output) : undefined;
+    return { n, ref, ...(score !== undefined ? { score } : {}), detail };
+  }
+
+  /**
+   * A judge's attempt ended: its verdict is the number its final message ends with. What
+   * it changed is never the task's work: kept under its attempt ref (nothing is lost),
+   * then its worktree goes.
+   */
+  private async afterJudge(work: TaskWork, wt: WorktreeManager, cwd: string, ref: string, outcome: AgentOutcome): Promise<Outcome> {
+    if (await wt.hasChanges(cwd)) {
+      await wt.archive(cwd, ref, `ado: ${work.taskId} judge (attempt ${work.attempt}): its edits, not the task's work`).catch((err) =>
+        this.ctx.log.warn({ task: work.taskId, err: errorMessage(err) }, "the judge's edits were not archived"),
+      );
+    }
+    await wt.remove(cwd, { force: true });
+    await this.ctx.worktrees.record(work, cwd, { state: "removed", reason: "the judge's worktree (its verdict is in the result)" });
+    if (!outcome.ok) return this.failed(outcome.failure!);
+    const judged = parseScore(outcome.summary ?? "");
+    return { ...this.succeeded(), ...(judged !== undefined ? { judged } : {}) };
   }
 
   private providerEnv(provider: ProviderAssignment): Record<string, string> {
