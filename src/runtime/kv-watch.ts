@@ -1,4 +1,4 @@
-import type { KV, KvEntry } from "@nats-io/kv";
+import { Bucket, type KV, type KvEntry } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode, type SchemaRef } from "./codec.js";
 import { errorMessage } from "./errors.js";
@@ -99,54 +99,50 @@ export class KvWatch<T> {
 }
 
 /**
- * Every key's current entry (deleted and purged keys left out), read in one pass, or a
- * clear error after `timeoutMs`. Instead of `kv.keys()` followed by a `get` per key:
- * `keys()` ends only when a delivered message says nothing is pending after it, or
- * after 5 s without a message; on nats-server 2.9 the pending count of a last-per-
- * subject consumer can stay above zero when messages were removed (nats-server#3481),
- * and a bucket written more often than every 5 s (the scaler's state, heartbeats) then
- * never goes quiet, so the listing never ends. Here the end is known before reading:
- * the stream's last sequence when the listing starts. The consumer delivers in
- * sequence order, so once an entry at or past it arrives, every key that existed at
- * the start has been seen (a key rewritten meanwhile arrives with its newer value).
+ * Every key's current entry (deleted and purged keys left out), or an error; never a
+ * listing that hangs or ends early. Instead of `kv.keys()`: a listing consumer ends when
+ * the server's pending count says nothing is left, and on nats-server 2.9 that count can
+ * be wrong (nats-server#3481; seen here reaching 0 one key short while another client
+ * wrote), so `keys()` could end early, or never while the bucket is written more often
+ * than every 5 s (its other way to end). Nor can a consumer's end be known from the
+ * stream's last sequence: a key rewritten between that reading and the consumer's
+ * creation comes after it. Here the keys are the subjects the stream holds a message
+ * on (the stream's own per-subject index, one request, paged by the client), then a
+ * direct get of each (`entriesOf`), which also drops deleted and purged keys.
  */
-export async function currentEntries(kv: KV, opts: { timeoutMs?: number; headersOnly?: boolean } = {}): Promise<KvEntry[]> {
-  const timeoutMs = opts.timeoutMs ?? 30_000;
-  const status = await kv.status();
-  const last = status.streamInfo.state.last_seq;
-  if (status.values === 0 || last === 0) return [];
-  const entries = new Map<string, KvEntry>();
-  const watch = await kv.watch({ headers_only: opts.headersOnly ?? false });
-  let timedOut = false;
-  let complete = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    watch.stop();
-  }, timeoutMs);
-  try {
-    for await (const e of watch) {
-      if (e.operation === "PUT") entries.set(e.key, e);
-      else entries.delete(e.key);
-      if (e.revision >= last || e.delta === 0) {
-        complete = true;
-        break;
-      }
-    }
-  } finally {
-    clearTimeout(timer);
-    watch.stop();
-  }
-  if (!complete) {
-    throw new Error(
-      timedOut
-        ? `listing the keys of bucket ${status.bucket} did not finish in ${timeoutMs} ms (${entries.size} read): the NATS server is overloaded or its store is failing`
-        : `listing the keys of bucket ${status.bucket} stopped early (${entries.size} read): the connection to the NATS server closed`,
-    );
-  }
-  return [...entries.values()];
+export async function currentEntries(kv: KV): Promise<KvEntry[]> {
+  return entriesOf(kv, await subjectKeys(kv));
 }
 
-/** Every current key of a bucket (see currentEntries: a listing that ends). */
-export async function listKeys(kv: KV, opts: { timeoutMs?: number } = {}): Promise<string[]> {
-  return (await currentEntries(kv, { ...opts, headersOnly: true })).map((e) => e.key);
+/** Every current key of a bucket (see currentEntries). */
+export async function listKeys(kv: KV): Promise<string[]> {
+  return (await currentEntries(kv)).map((e) => e.key);
+}
+
+/** The keys that have a message in the bucket's stream (deleted ones included: their marker). */
+async function subjectKeys(kv: KV): Promise<string[]> {
+  if (!(kv instanceof Bucket)) throw new Error("listing a KV bucket needs a bucket opened with @nats-io/kv's Kvm");
+  const info = await kv.jsm.streams.info(kv.stream, { subjects_filter: kv.fullKeyName(">") });
+  return Object.keys(info.state.subjects ?? {}).map((subject) => kv.decodeKey(subject.substring(kv.prefixLen)));
+}
+
+/**
+ * The current entries of the given keys (missing, deleted and purged ones left out),
+ * read by direct gets, at most `concurrency` at a time. For a caller that knows its
+ * keys (the scheduler knows every task of a run from its graph): no listing consumer,
+ * whose end rests on the server's pending count, which nats-server 2.9 can get wrong
+ * for a filtered last-per-subject consumer after an unclean restart, ending the list
+ * early without an error.
+ */
+export async function entriesOf(kv: KV, keys: readonly string[], concurrency = 32): Promise<KvEntry[]> {
+  const out: KvEntry[] = [];
+  let next = 0;
+  const lane = async () => {
+    while (next < keys.length) {
+      const e = await kv.get(keys[next++]!);
+      if (e && e.operation === "PUT") out.push(e);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, keys.length) }, lane));
+  return out;
 }

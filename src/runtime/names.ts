@@ -23,9 +23,6 @@ interface AttemptRef extends TaskRef {
  */
 export const taskKey = (runId: string, taskId: string): string => `${runId}.${taskId}`;
 
-/** The `tasks` keys of one run (a KV key filter). */
-export const runTaskKeys = (runId: string): string => `${runId}.*`;
-
 /** An attempt's key, `<run>.<task>.<attempt>`: its claim in `claims`, and the root of its message ids. */
 export const attemptKey = (a: AttemptRef): string => `${a.runId}.${a.taskId}.${a.attempt}`;
 

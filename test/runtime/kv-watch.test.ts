@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Kvm } from "@nats-io/kv";
 import { describe, expect, it } from "vitest";
 import { encodeValue } from "../../src/runtime/codec.js";
-import { currentEntries, KvWatch, listKeys } from "../../src/runtime/kv-watch.js";
+import { currentEntries, entriesOf, KvWatch, listKeys } from "../../src/runtime/kv-watch.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS } from "../../src/runtime/messages.js";
 import { eventually, useTestServer } from "../helpers/nats.js";
@@ -55,7 +55,9 @@ describe("KvWatch - a restart after a reconnect that fails", () => {
 describe("currentEntries / listKeys - a listing that ends", () => {
   // `kv.keys()` ends on a zero pending count or 5 s of quiet; in CI a CLI listing the
   // scaler's bucket (its state rewritten every 250 ms) printed nothing for 60 s. These
-  // listings know their end before they start (the stream's last sequence).
+  // listings read the stream's subjects, then get each key: no pending count involved.
+  // (A first version that stopped at the stream's last sequence missed a key rewritten
+  // between that reading and its consumer's creation: the busy test below caught it.)
   it("an empty bucket lists nothing; deleted and purged keys are left out; each key once with its newest value", async () => {
     const nc = await ts.connect("kv-list");
     const kv = await new Kvm(nc).create(`kvl-${randomBytes(4).toString("hex")}`, { history: 1 });
@@ -83,6 +85,22 @@ describe("currentEntries / listKeys - a listing that ends", () => {
     }
   });
 
+  it("entriesOf: the named keys' current entries, missing and deleted ones left out, more keys than lanes", async () => {
+    const nc = await ts.connect("kv-entries-of");
+    const kv = await new Kvm(nc).create(`kvl-${randomBytes(4).toString("hex")}`, { history: 1 });
+    try {
+      for (let i = 0; i < 50; i++) await kv.put(`r.t${i}`, backlog(i));
+      await kv.delete("r.t3");
+      await kv.purge("r.t4");
+      const keys = [...Array.from({ length: 50 }, (_, i) => `r.t${i}`), "r.never"];
+      const entries = await entriesOf(kv, keys, 4);
+      expect(entries.map((e) => e.key).sort()).toEqual(keys.filter((k) => k !== "r.t3" && k !== "r.t4" && k !== "r.never").sort());
+      expect(await entriesOf(kv, [])).toEqual([]);
+    } finally {
+      await nc.close();
+    }
+  });
+
   it("ends while another client rewrites a key every few milliseconds, with every key that existed", async () => {
     const nc = await ts.connect("kv-list-busy");
     const kv = await new Kvm(nc).create(`kvl-${randomBytes(4).toString("hex")}`, { history: 1 });
@@ -96,7 +114,7 @@ describe("currentEntries / listKeys - a listing that ends", () => {
     try {
       for (let i = 0; i < 20; i++) await kv.put(`k${i}`, backlog(i));
       for (let round = 0; round < 50; round++) {
-        const keys = await listKeys(kv, { timeoutMs: 10_000 });
+        const keys = await listKeys(kv);
         expect(new Set(keys).size).toBe(keys.length);
         expect(keys.sort()).toEqual([...Array.from({ length: 20 }, (_, i) => `k${i}`), "state"].sort());
       }

@@ -9,7 +9,7 @@ import { errorMessage } from "../../runtime/errors.js";
 import { ID_PATTERN } from "../../runtime/ids.js";
 import { Mutex } from "../../runtime/mutex.js";
 import { writeControl } from "../../runtime/control.js";
-import { currentEntries, KvWatch } from "../../runtime/kv-watch.js";
+import { currentEntries, entriesOf, KvWatch } from "../../runtime/kv-watch.js";
 import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
 import { fitWork, PayloadStore } from "../../runtime/payloads.js";
 import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
@@ -27,7 +27,7 @@ import {
   type Effect,
   type RunState,
 } from "./run-state.js";
-import { msgIds, runTaskKeys, taskKey } from "../../runtime/names.js";
+import { msgIds, taskKey } from "../../runtime/names.js";
 import { OpenTasks } from "./backlog.js";
 import { foldHistory, historyUpdates, noteUsage } from "./budget.js";
 
@@ -510,13 +510,14 @@ export class Scheduler extends Actor {
     if (!entry || entry.operation !== "PUT") return undefined;
     const run = decode(SCHEMAS.RunRecord, entry.value);
     const records = new Map<string, { rec: TaskRecord; rev: number }>();
-    const keys = await this.ctx.kv.tasks.keys(runTaskKeys(runId));
-    for await (const key of keys) {
-      const e = await this.ctx.kv.tasks.get(key);
-      if (e?.operation === "PUT") {
-        const rec = decode(SCHEMAS.TaskRecord, e.value);
-        records.set(rec.taskId, { rec, rev: e.revision });
-      }
+    // Each task's record by its key (the graph names them all), not by listing the
+    // bucket: after nats-server 2.9.10 restarted on a store that had filled up, a
+    // filtered key listing ended early without an error, and a run loaded without some
+    // finished tasks' records never released their dependents (it stalled for good).
+    const keys = run.graph.tasks.map((t) => taskKey(runId, t.id));
+    for (const e of await entriesOf(this.ctx.kv.tasks, keys)) {
+      const rec = decode(SCHEMAS.TaskRecord, e.value);
+      records.set(rec.taskId, { rec, rev: e.revision });
     }
     const state = buildState(run, entry.revision, records, this.costHistory);
     this.runs.set(runId, state);
