@@ -42,8 +42,13 @@ function deflated(data: Uint8Array): Uint8Array | undefined {
   return z.length < data.length ? z : undefined;
 }
 
-// Plain MessagePack (no msgpackr record extension), so any language can decode it.
-const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+// Plain MessagePack (no msgpackr record extension), so any language can decode it. A
+// field whose value is `undefined` is left out: msgpackr would write it as an extension
+// type (0xd4 0x00 0x00) that other languages' decoders refuse (examples/ado_client.py
+// found events carrying one); absent is what `undefined` means to every reader.
+// (`skipValues` is msgpackr's, missing from its type declarations.)
+const packOptions = { useRecords: false, moreTypes: false, mapsAsObjects: true, skipValues: [undefined] };
+const packr = new Packr(packOptions);
 
 export interface Encoded {
   data: Uint8Array;
