@@ -356,6 +356,8 @@ class Ado:
         """Calls an endpoint (README: the API): JSON in, JSON out, both checked against their schemas."""
         validate(request, self.schema(f"api.{endpoint}.request"))
         headers, body = self.nc.request(f"{self.prefix}.api.{endpoint}", json.dumps(request).encode())
+        if headers.get("Ado-Compression") == "deflate":
+            body = zlib.decompress(body)  # a large reply (a run's graph), as the README says
         reply = json.loads(body)
         validate(reply, self.schema(f"api.{endpoint}.reply"))
         if headers.get("Ado-Schema") != f"api.{endpoint}.reply/1":

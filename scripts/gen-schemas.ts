@@ -684,6 +684,8 @@ function readme(entries: [SchemaKey, SchemaEntry][], docs: Record<string, WireDo
     "`{\"ok\": true, \"result\": ...}` or `{\"ok\": false, \"error\": {\"code\", \"message\"}}`. The reply",
     "carries `Ado-Schema: api.<endpoint>.reply/1`; an error reply also the services framework's",
     "`Nats-Service-Error-Code` (" + ApiErrorCode.options.map((c) => `\`${c}\` ${API_ERROR_STATUS[c]}`).join(", ") + ").",
+    "A reply over 8 KiB may be deflated like the other payloads (`Ado-Compression: deflate`):",
+    "inflate it, then parse the JSON.",
     "The codes are a closed set: `bad_request` (the message says which field and why),",
     "`not_found`, `conflict` (the run or task has ended, the record moved on), `forbidden`",
     "(your NATS user may not call it: an observer may call only the queries), `unavailable`",

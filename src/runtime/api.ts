@@ -14,7 +14,7 @@
  */
 import { headers as natsHeaders, errors as natsErrors, type MsgHdrs, type NatsConnection } from "@nats-io/transport-node";
 import { z } from "zod";
-import { SCHEMA_HEADER } from "./codec.js";
+import { COMPRESSION_HEADER, deflated, inflated, SCHEMA_HEADER } from "./codec.js";
 import { AdoError } from "./errors.js";
 import { formatIssues } from "./graph.js";
 import { ID_PATTERN } from "./ids.js";
@@ -230,10 +230,28 @@ export function parseRequest<E extends ApiEndpointName>(endpoint: E, data: Uint8
 }
 
 /** The body and headers of a reply. */
+/**
+ * The body and headers of a reply. A large one (a run's record with its graph, the status
+ * of thousands of tasks) is deflated, as ado's other payloads are, with
+ * `Ado-Compression: deflate`: the JSON of a graph is several times its compressed size,
+ * and the reply must fit the server's max_payload.
+ */
 export function encodeReply(endpoint: ApiEndpointName, reply: { ok: true; result: unknown } | { ok: false; error: { code: ApiErrorCode; message: string } }): { data: Uint8Array; headers: MsgHdrs } {
   const headers = natsHeaders();
   headers.set(SCHEMA_HEADER, `${apiSchemaName(endpoint, "reply")}/${API_VERSION}`);
-  return { data: enc.encode(JSON.stringify(reply)), headers };
+  const data = enc.encode(JSON.stringify(reply));
+  const z = deflated(data);
+  if (!z) return { data, headers };
+  headers.set(COMPRESSION_HEADER, "deflate");
+  return { data: z, headers };
+}
+
+/** The JSON text of a reply, inflated when its header says it is compressed. */
+export function replyText(endpoint: ApiEndpointName, data: Uint8Array, headers?: MsgHdrs): string {
+  const how = headers?.get(COMPRESSION_HEADER);
+  if (!how) return dec.decode(data);
+  if (how !== "deflate") throw new ApiError("unavailable", `${endpoint}: the reply's ${COMPRESSION_HEADER} '${how}' is not one this ado reads (deflate): upgrade ado`);
+  return dec.decode(inflated(data, apiSchemaName(endpoint, "reply")));
 }
 
 /** How long a client waits for an answer by default. */
@@ -256,7 +274,7 @@ export async function callApi<E extends ApiEndpointName>(nc: NatsConnection, top
   }
   let body: unknown;
   try {
-    body = JSON.parse(dec.decode(reply.data));
+    body = JSON.parse(replyText(endpoint, reply.data, reply.headers));
   } catch (err) {
     throw new ApiError("unavailable", `${endpoint}: the API's reply is not JSON: ${(err as Error).message}`, { cause: err });
   }

@@ -15,7 +15,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ApiActor } from "../../src/actors/api/api.js";
 import { Stack } from "../../src/actors/stack.js";
-import { API, API_ENDPOINTS, callApi, isApiError, replySchema, serviceEndpointName, type ApiErrorCode, type ApiResult } from "../../src/runtime/api.js";
+import { API, API_ENDPOINTS, callApi, isApiError, replySchema, replyText, serviceEndpointName, type ApiErrorCode, type ApiResult } from "../../src/runtime/api.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { encodeValue, SCHEMA_HEADER } from "../../src/runtime/codec.js";
 import { parseConfig } from "../../src/runtime/config.js";
@@ -33,14 +33,13 @@ import { makeRepo } from "../helpers/repo.js";
 
 const ts = useTestServer("ado-api-");
 const enc = new TextEncoder();
-const dec = new TextDecoder();
 
 /** A raw request: the reply's header, and its body checked against the endpoint's reply schema. */
 async function ask<E extends ApiEndpointName>(nc: NatsConnection, topo: Topology, endpoint: E, body: string | Uint8Array) {
   const m = await nc.request(topo.subjects.api(endpoint), typeof body === "string" ? enc.encode(body) : body, { timeout: 10_000 });
-  const json: unknown = JSON.parse(dec.decode(m.data));
+  const json: unknown = JSON.parse(replyText(endpoint, m.data, m.headers));
   const reply = replySchema(API[endpoint].result).parse(json) as { ok: true; result: ApiResult<E> } | { ok: false; error: { code: ApiErrorCode; message: string } };
-  return { reply, schema: m.headers?.get(SCHEMA_HEADER), serviceError: m.headers?.get("Nats-Service-Error-Code") };
+  return { reply, schema: m.headers?.get(SCHEMA_HEADER), serviceError: m.headers?.get("Nats-Service-Error-Code"), compressed: m.headers?.get("Ado-Compression") === "deflate" };
 }
 
 async function refusedWith(nc: NatsConnection, topo: Topology, endpoint: ApiEndpointName, body: string | Uint8Array, code: ApiErrorCode): Promise<string> {
@@ -159,6 +158,21 @@ describe("api - endpoints on a stack", () => {
     const pol = await (await new Kvm(nc).open(topo.buckets.scaler)).get("policy.gpu");
     expect(pol?.operation).toBe("PUT");
   }, 180_000);
+
+  it("a large reply (a run of 400 tasks with long prompts) is deflated with Ado-Compression and reads back whole", async () => {
+    const tasks = Array.from({ length: 400 }, (_, i) => ({ id: `t${i}`, agent: "noop", prompt: `task ${i}: ${"refactor the module and keep its tests green. ".repeat(40)}` }));
+    const { runId } = await new AdoClient(nc, topo).submit({ graph: { name: "big", tasks } });
+    const got = await eventually(async () => {
+      const r = await ask(nc, topo, "runs.get", JSON.stringify({ runId }));
+      return r.reply.ok ? r : undefined;
+    }, 60_000, "big run accepted");
+    expect(got.compressed).toBe(true);
+    expect(got.reply.ok && got.reply.result.run.graph.tasks.length).toBe(400);
+    const status = await ask(nc, topo, "tasks.status", JSON.stringify({ runId }));
+    expect(status.compressed).toBe(true);
+    expect(status.reply.ok && status.reply.result.tasks.length).toBe(400);
+    expect((await new AdoClient(nc, topo).status(runId))?.tasks.length).toBe(400);
+  }, 120_000);
 
   it("malformed requests get bad_request with what was wrong, at every endpoint, and the actors stay up", async () => {
     const bad: Array<[string | Uint8Array, RegExp]> = [

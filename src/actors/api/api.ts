@@ -102,9 +102,16 @@ export class ApiActor extends Actor {
       if (e.code === "unavailable") this.log.warn({ endpoint, err: e.message }, "API request failed");
       reply = { ok: false, error: { code: e.code, message: e.message } };
     }
+    let encoded = encodeReply(endpoint, reply);
+    const max = this.ctx.nc.info?.max_payload;
+    if (max !== undefined && encoded.data.length > max) {
+      // Said, not dropped: the requester would otherwise wait for its timeout.
+      reply = { ok: false, error: { code: "unavailable", message: `${endpoint}: the reply is ${encoded.data.length} bytes compressed, more than the server's max_payload (${max}): ask for less (tasks.status with a taskId), or raise max_payload` } };
+      encoded = encodeReply(endpoint, reply);
+    }
     this.answered[reply.ok ? "ok" : reply.error.code]++;
     try {
-      const { data, headers } = encodeReply(endpoint, reply);
+      const { data, headers } = encoded;
       if (reply.ok) msg.respond(data, { headers });
       // A header value holds one line.
       else msg.respondError(API_ERROR_STATUS[reply.error.code], reply.error.message.replace(/[\r\n]+/g, " "), data, { headers });
