@@ -321,7 +321,7 @@ class Nats:
                         headers[k.strip()] = v.strip()
                 return parts[1], int(parts[2]), headers, status, data
 
-    def request(self, subject, data, headers=None, timeout=10):
+    def request(self, subject, data, headers=None, timeout=30):
         """One request, its reply (on an inbox of its own)."""
         reply = f"{self.inbox}.{self.sid + 1}"
         sid = self.subscribe(reply)
