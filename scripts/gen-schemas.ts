@@ -15,7 +15,8 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { z } from "zod";
 import type { Priority } from "../src/runtime/graph.js";
 import { DeadLetter, SCHEMAS, type AdoEvent } from "../src/runtime/messages.js";
-import { topology, type StreamKey } from "../src/runtime/topology.js";
+import { API, API_ENDPOINTS, API_ERROR_STATUS, API_VERSION, ApiErrorCode, apiSchemaName, replySchema, serviceEndpointName } from "../src/runtime/api.js";
+import { API_QUERIES, topology, type ApiEndpointName, type StreamKey } from "../src/runtime/topology.js";
 
 /** Where the files go. */
 export const SCHEMAS_DIR = fileURLToPath(new URL("../docs/schemas/", import.meta.url));
@@ -427,6 +428,42 @@ function schemaDocument(key: SchemaKey, entry: SchemaEntry, doc: WireDoc): Recor
   return { $schema, $id: `urn:ado:schema:${headerValue(entry)}`, title: key, description, ...body };
 }
 
+const apiFileName = (endpoint: ApiEndpointName, part: "request" | "reply") => `${apiSchemaName(endpoint, part)}.v${API_VERSION}.json`;
+
+/**
+ * The JSON Schema of an API endpoint's request (input form: what the API accepts; it
+ * refuses unknown fields) or reply (output form: the envelope around its result).
+ */
+function apiSchemaDocument(endpoint: ApiEndpointName, part: "request" | "reply"): Record<string, unknown> {
+  const io = part === "request" ? "input" : "output";
+  const zschema: z.ZodType = part === "request" ? API[endpoint].request : replySchema(API[endpoint].result);
+  const generated = z.toJSONSchema(zschema, {
+    target: "draft-2020-12",
+    io,
+    reused: "inline",
+    cycles: "throw",
+    unrepresentable: ({ message }) => {
+      throw new Error(`api ${endpoint} ${part}: ${message}; describe it in scripts/gen-schemas.ts`);
+    },
+    override: ({ zodSchema, jsonSchema }) => {
+      // As for the wire schemas: replies may grow optional fields, readers ignore what they do not know.
+      if (io === "output" && zodSchema._zod.def.type === "object" && jsonSchema.additionalProperties === false) delete jsonSchema.additionalProperties;
+    },
+  }) as Record<string, unknown>;
+  const { $schema, ...body } = generated;
+  const t = topology(PREFIX);
+  const kind = (API_QUERIES as readonly string[]).includes(endpoint) ? "query" : "mutation";
+  const description = [
+    API[endpoint].summary,
+    `API ${kind} \`${endpoint}\`: request/reply on ${t.subjects.api(endpoint)} (services endpoint ${serviceEndpointName(endpoint)} of ${t.service("api")}).`,
+    part === "request"
+      ? "The request: a JSON object (UTF-8); an empty body is {}. Input form: fields with a default may be left out; unknown fields are refused (bad_request)."
+      : `The reply: JSON, {ok: true, result} or {ok: false, error: {code, message}}, header Ado-Schema: ${apiSchemaName(endpoint, "reply")}/${API_VERSION}. Output form: ignore fields you do not know.`,
+    "Generated from API in src/runtime/api.ts by scripts/gen-schemas.ts; do not edit.",
+  ].join(" ");
+  return { $schema, $id: `urn:ado:schema:${apiSchemaName(endpoint, part)}/${API_VERSION}`, title: `${endpoint} ${part}`, description, ...body };
+}
+
 function eventSubjectOf(type: string): string {
   return topology(PREFIX).subjects.event({ type: type as AdoEvent["type"], runId: "<runId>", taskId: "<taskId>" });
 }
@@ -455,6 +492,9 @@ export function generate(): Map<string, string> {
   }
   const files = new Map<string, string>();
   for (const [key, e] of entries) files.set(fileName(e), jsonText(schemaDocument(key, e, docs[e.name]!)));
+  for (const endpoint of API_ENDPOINTS) {
+    for (const part of ["request", "reply"] as const) files.set(apiFileName(endpoint, part), jsonText(apiSchemaDocument(endpoint, part)));
+  }
   files.set("README.md", readme(entries, docs));
   return files;
 }
@@ -627,13 +667,48 @@ function readme(entries: [SchemaKey, SchemaEntry][], docs: Record<string, WireDo
     "starting with a letter or digit. Then follow the run's events as above: `run.accepted`",
     "or `run.rejected` (with the reason) comes first.",
     "",
-    `**Read state.** Watch or get the KV buckets (${kvBuckets.join(", ")}); values are MessagePack`,
-    "as above, without a header.",
+    "**Read state, control runs.** Ask the API (below): runs, task status, cancel, pause,",
+    "resume, HITL, workers, budget. Operators with a user that may read them can also watch or",
+    `get the KV buckets (${kvBuckets.join(", ")}); values are MessagePack as above, without a header.`,
     "",
     "**Do not consume the work-queue streams** (`" +
       (["submit", "ready", "work", "results", "merge"] as const).map((k) => t.streams[k].name).join("`, `") +
       "`): a message",
     "there is removed once read, so a consumer of yours would take work from ado's actors.",
+    "",
+    "## The API (request/reply)",
+    "",
+    `Queries and commands go to the typed API, served by the \`api\` actor (its replicas share`,
+    "the requests through the services framework's queue group). Send a **JSON** object (an",
+    "empty body is `{}`) to the endpoint's subject and read the JSON reply:",
+    "`{\"ok\": true, \"result\": ...}` or `{\"ok\": false, \"error\": {\"code\", \"message\"}}`. The reply",
+    "carries `Ado-Schema: api.<endpoint>.reply/1`; an error reply also the services framework's",
+    "`Nats-Service-Error-Code` (" + ApiErrorCode.options.map((c) => `\`${c}\` ${API_ERROR_STATUS[c]}`).join(", ") + ").",
+    "A reply over 8 KiB may be deflated like the other payloads (`Ado-Compression: deflate`):",
+    "inflate it, then parse the JSON.",
+    "The codes are a closed set: `bad_request` (the message says which field and why),",
+    "`not_found`, `conflict` (the run or task has ended, the record moved on), `forbidden`",
+    "(your NATS user may not call it: an observer may call only the queries), `unavailable`",
+    "(try again; a client that gets *no responders* has no API on that server).",
+    "",
+    `Discovery: \`nats micro ls\`, \`$SRV.PING.${topology(PREFIX).service("api")}\`, \`$SRV.INFO.${topology(PREFIX).service("api")}\` (each endpoint's`,
+    "subject and, in its metadata, its request and reply schema names).",
+    "",
+    "| endpoint | kind | subject | request | reply | what it does |",
+    "|---|---|---|---|---|---|",
+    ...API_ENDPOINTS.map(
+      (e) =>
+        `| \`${e}\` | ${(API_QUERIES as readonly string[]).includes(e) ? "query" : "mutation"} | \`${t.subjects.api(e)}\` | [${apiFileName(e, "request")}](${apiFileName(e, "request")}) | [${apiFileName(e, "reply")}](${apiFileName(e, "reply")}) | ${cell(API[e].summary)} |`,
+    ),
+    "",
+    "```sh",
+    `nats req ${t.subjects.api("runs.list")} '{"active": true}'`,
+    `nats req ${t.subjects.api("runs.cancel")} '{"runId": "r-123", "reason": "wrong branch"}'`,
+    "```",
+    "",
+    "`examples/ado_client.py` drives ado from these files alone: it submits a run (MessagePack,",
+    "as above), follows its events and asks the API, over a plain socket with the standard",
+    "library.",
     "",
     "## Validating",
     "",

@@ -20,11 +20,12 @@ import { hostAgents, priceOf, priceTable } from "../agents/index.js";
 import { expectedTaskCost, type ProvidersConfig } from "../runtime/providers.js";
 import { Recorder } from "./recorder/recorder.js";
 import { Notifier } from "./notifier/notifier.js";
+import { ApiActor } from "./api/api.js";
 import { addStackMetrics } from "./stack-metrics.js";
 import { Metrics } from "../runtime/metrics.js";
 
-export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier" | "scaler";
-export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer", "recorder", "notifier", "scaler"];
+export type ActorKind = "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier" | "scaler" | "api";
+export const ACTOR_KINDS: readonly ActorKind[] = ["scheduler", "balancer", "merger", "stealer", "recorder", "notifier", "scaler", "api"];
 
 /** The actors a full stack starts: the scaler only when pools are configured (it has nothing to do otherwise). */
 export function defaultActors(config: Config): ActorKind[] {
@@ -129,6 +130,8 @@ export class Stack {
               return new Scaler(instance, ctx, { heartbeatMs: config.heartbeatMs, config: config.scaler, serverUrl: url, workerEnv: workerEnvOf(config), shutdown: config.shutdown });
             case "merger":
               return new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
+            case "api":
+              return new ApiActor(instance, ctx, { pools: config.scaler.pools.map((p) => ({ name: p.name, min: p.min, max: p.max })) });
           }
         })();
         actors.push(await actor.start());

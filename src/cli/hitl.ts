@@ -18,6 +18,7 @@ import {
   readBranch,
 } from "../git/index.js";
 import { asRunId } from "../runtime/ids.js";
+import type { HitlListItem } from "../runtime/api.js";
 import type { Logger } from "../runtime/logger.js";
 import type { AdoEvent, HitlChoice, HitlRecord } from "../runtime/messages.js";
 import { topology } from "../runtime/topology.js";
@@ -138,7 +139,8 @@ async function openStore(store: { kept: KeptRun } | { configured: string }, conf
     stack = await Stack.start({
       config: { ...config, prefix, server: undefined, embedded: { ...config.embedded, storeDir } },
       logger,
-      ...(full ? {} : { actors: [], workers: 0 }),
+      // Reading only: the server and the API (what the command asks), no scheduler to move the run.
+      ...(full ? {} : { actors: ["api"], workers: 0 }),
     });
   } catch (err) {
     await release();
@@ -223,7 +225,7 @@ async function listCommand(flags: HitlFlags & { all?: boolean }): Promise<number
     process.stdout.write(flags.json ? "[]\n" : "no merge waits for a person (no server is configured, and no run waits in this repository)\n");
     return Exit.ok;
   }
-  const rows: Array<{ record: HitlRecord; waiting: boolean; where: string }> = [];
+  const rows: Array<{ record: HitlListItem; waiting: boolean; where: string }> = [];
   for (const open of places) {
     let place: Place;
     try {
@@ -233,10 +235,7 @@ async function listCommand(flags: HitlFlags & { all?: boolean }): Promise<number
       continue;
     }
     try {
-      for (const { record } of await place.client.hitlRecords()) {
-        const waiting = await isWaiting(place.client, record);
-        if (waiting || flags.all) rows.push({ record, waiting, where: place.where });
-      }
+      for (const record of await place.client.hitlList(flags.all ?? false)) rows.push({ record, waiting: record.waiting, where: place.where });
     } finally {
       await place.close();
     }

@@ -148,7 +148,7 @@ export async function statusCommand(runId: string | undefined, flags: CommonFlag
       else process.stdout.write(views.length ? providersTable(views) : "no provider has been used yet (config providers:, and tasks that name them)\n");
       return Exit.ok;
     }
-    const ids = runId ? [runId] : (await client.runs({ active: !flags.all })).map((r) => r.runId);
+    const ids = runId ? [runId] : (await client.listRuns({ active: !flags.all })).map((r) => r.runId);
     const views: RunStatusView[] = [];
     for (const id of ids) {
       const v = await client.status(id);

@@ -106,8 +106,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
   common(
     program
       .command("actor")
-      .description("start one actor (scheduler, balancer, merger, stealer, recorder, notifier or scaler) against a server, until interrupted")
-      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer", "recorder", "notifier", "scaler"]))
+      .description("start one actor (scheduler, balancer, merger, stealer, recorder, notifier, scaler or api) against a server, until interrupted")
+      .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer", "recorder", "notifier", "scaler", "api"]))
       .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
   ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
 

@@ -1,4 +1,5 @@
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import { API_ERROR_STATUS, isApiError } from "../runtime/api.js";
 import type { AddressInfo } from "node:net";
 import { jetstream } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
@@ -262,7 +263,8 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
 
   const server = createServer((req, res) => {
     route(req, res).catch((err) => {
-      const status = err instanceof HttpError ? err.status : 500;
+      // A refusal of the ado API (a run that ended, a HITL round that moved on) keeps its code's status.
+      const status = err instanceof HttpError ? err.status : isApiError(err) ? API_ERROR_STATUS[err.code] : 500;
       if (status === 500) log.warn({ err: errorMessage(err), url: req.url }, "dashboard request failed");
       if (res.headersSent) return void res.end();
       json(res, status, { error: errorMessage(err) });

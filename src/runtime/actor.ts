@@ -39,7 +39,8 @@ export const VERSION = "0.1.0";
 export abstract class Actor {
   private _state: ActorState = "created";
   private closing?: Promise<void>;
-  private service?: Service;
+  /** This replica's services-framework registration, made before onStart: subclasses add their endpoints to it. */
+  protected service?: Service;
   protected readonly js: JetStreamClient;
   protected readonly log: Logger;
   protected readonly clock: Clock;

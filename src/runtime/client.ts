@@ -9,7 +9,6 @@ import { formatIssues, friendlyIssue, GraphDefSchema, validateGraph, type GraphI
 import { GraphError } from "./errors.js";
 import { newRunId, type RunId } from "./ids.js";
 import type { KV } from "@nats-io/kv";
-import { writeControl } from "./control.js";
 import { ID_PATTERN } from "./ids.js";
 import {
   SCHEMAS,
@@ -21,47 +20,20 @@ import {
   type EventOf,
   type HitlRecord,
   type MergeIntoOutcome,
-  type MergeRequest,
   type RunRecord,
   type TaskStatus,
   type TaskSummary,
-  type VariantRecord,
 } from "./messages.js";
 import { openBuckets, type BucketKey, type Topology } from "./topology.js";
-import { attemptKey, msgIds, taskKey } from "./names.js";
+import { msgIds } from "./names.js";
 import { sleep } from "./clock.js";
-import { listKeys } from "./kv-watch.js";
+import { callApi, isApiError, NoApiError, type HitlListItem, type RunListItem } from "./api.js";
+import { isLive, Records, runListItem, type Resolution, type RunStatusView, type Target } from "./records.js";
 import { Backoff, backoffDelay, retry } from "./retry.js";
 import type { CapChange, RunBudget } from "./budget.js";
 
-/** A run, or one task of a run. */
-export interface Target {
-  runId: string;
-  taskId?: string;
-}
-
-export interface TaskStatusView {
-  id: string;
-  status: TaskStatus;
-  attempts: number;
-  workerId?: string;
-  startedAt?: string;
-  finishedAt?: string;
-  error?: string;
-  needs: string[];
-  /** What its attempts cost so far (finished ones), USD and tokens. */
-  costUsd?: number;
-  tokens?: number;
-  /** The batch (its lead task's id) the task's attempt runs or ran in (a stage's `batch:`). */
-  batch?: string;
-  /** A best-of-N task: its variants (current round), the winner and the refs keeping the others. */
-  variants?: VariantRecord[];
-}
-
-export interface RunStatusView {
-  run: RunRecord;
-  tasks: TaskStatusView[];
-}
+export type { Target, RunStatusView } from "./records.js";
+export type { TaskStatusView } from "./api.js";
 
 export interface SubmitOptions {
   graph: GraphInput;
@@ -155,6 +127,8 @@ export class WatchAbortedError extends AdoError {}
 export class AdoClient {
   readonly js: JetStreamClient;
   private readonly payloads: PayloadStore;
+  /** Direct KV access: what the client falls back to when no API answers. */
+  private readonly records: Records;
 
   constructor(
     readonly nc: NatsConnection,
@@ -162,6 +136,7 @@ export class AdoClient {
   ) {
     this.js = jetstream(nc);
     this.payloads = new PayloadStore(nc, topo);
+    this.records = new Records(() => this.kv(), this.js, topo);
   }
 
   /** Validates the graph, resolves the base commit, and publishes the run. */
@@ -290,24 +265,16 @@ export class AdoClient {
   }
 
   /**
-   * Cancels, pauses or resumes a run or one of its tasks. The request is durable: it is
-   * written to the control bucket (workers and the balancer act on it, also after a
-   * reconnect) and sent to the scheduler, which records it.
+   * Cancels, pauses or resumes a run or one of its tasks, through the API (`runs.cancel`
+   * and so on). The request is durable: written to the control bucket (workers and the
+   * balancer act on it, also after a reconnect) and sent to the scheduler, which records it.
    */
   async control(target: Target, action: ControlAction, reason = ""): Promise<ControlRequest> {
-    const request: ControlRequest = {
-      type: "control",
-      runId: target.runId,
-      ...(target.taskId ? { taskId: target.taskId } : {}),
-      action,
-      reason,
-      by: `${safeUser()}@${hostname()}`,
-      at: new Date().toISOString(),
-    };
-    await writeControl((await this.kv()).control, request);
-    const { data, headers } = encode(SCHEMAS.SchedulerInput, request);
-    await this.js.publish(this.topo.subjects.results(target.runId), data, { headers });
-    return request;
+    const endpoint = ({ cancel: "runs.cancel", pause: "runs.pause", resume: "runs.resume" } as const)[action];
+    return this.viaApi(
+      async () => (await callApi(this.nc, this.topo, endpoint, { runId: target.runId, ...(target.taskId ? { taskId: target.taskId } : {}), reason, by: whoAmI() })).request,
+      () => this.records.control(target, action, reason, whoAmI()),
+    );
   }
 
   /**
@@ -317,13 +284,13 @@ export class AdoClient {
   async resolveTarget(spec: string): Promise<Target> {
     const [first, second] = spec.split(/[/.]/, 2) as [string, string | undefined];
     if (second !== undefined) {
-      const run = await this.run_(first);
+      const run = await this.runRecord(first);
       if (!run) throw new AdoError(`no run '${first}': list runs with \`ado parallel status\``);
       if (!run.graph.tasks.some((t) => t.id === second)) throw new AdoError(`run '${first}' has no task '${second}'`);
       return { runId: first, taskId: second };
     }
-    if (await this.run_(first)) return { runId: first };
-    const matches = (await this.runs({ active: true })).filter((r) => r.graph.tasks.some((t) => t.id === first));
+    if (await this.runRecord(first)) return { runId: first };
+    const matches = ID_PATTERN.test(first) ? await this.listRuns({ active: true, task: first }) : [];
     if (matches.length === 1) return { runId: matches[0]!.runId, taskId: first };
     if (matches.length > 1) {
       throw new AdoError(`task '${first}' is in ${matches.length} active runs (${matches.map((r) => r.runId).join(", ")}): say which, as <run>/${first}`);
@@ -331,74 +298,29 @@ export class AdoClient {
     throw new AdoError(`'${spec}' is neither a run nor a task of an active run: list them with \`ado parallel status\``);
   }
 
-  /** Runs known to the scheduler, newest first; `active` keeps the running ones (and those waiting for a person). */
-  async runs(opts: { active?: boolean } = {}): Promise<RunRecord[]> {
-    const kv = (await this.kv()).runs;
-    const out: RunRecord[] = [];
-    for (const key of await listKeys(kv)) {
-      const run = await this.run_(key);
-      if (run && (!opts.active || run.status === "running" || run.status === "needs_attention")) out.push(run);
-    }
-    return out.sort((a, b) => (a.acceptedAt < b.acceptedAt ? 1 : -1));
+  /**
+   * Runs known to the scheduler, newest first, with their graphs, read from KV (the
+   * dashboard's listing; the API lists runs without graphs: listRuns).
+   */
+  runs(opts: { active?: boolean } = {}): Promise<RunRecord[]> {
+    return this.records.runs(opts);
   }
 
-  /** One run's record and every task's state, including which worker runs what now. */
+  /** Runs known to the scheduler, newest first, without their graphs (API `runs.list`); `task`: only runs with that task. */
+  async listRuns(opts: { active?: boolean; task?: string } = {}): Promise<RunListItem[]> {
+    return this.viaApi(
+      async () => (await callApi(this.nc, this.topo, "runs.list", { active: opts.active ?? false, ...(opts.task !== undefined ? { task: opts.task } : {}) })).runs,
+      async () => (await this.records.runs(opts)).map(runListItem),
+    );
+  }
+
+  /** One run's record and every task's state, including which worker runs what now (API `tasks.status`). */
   async status(runId: string): Promise<RunStatusView | undefined> {
-    const run = await this.run_(runId);
-    if (!run) return undefined;
-    const kv = await this.kv();
-    const tasks: TaskStatusView[] = [];
-    /** Roots taken as queued for want of a record (first attempts' `queued` is not written). */
-    const guessed = new Set<TaskStatusView>();
-    for (const def of run.graph.tasks) {
-      const e = await kv.tasks.get(taskKey(runId, def.id));
-      const rec = e?.operation === "PUT" ? decode(SCHEMAS.TaskRecord, e.value) : undefined;
-      let status: TaskStatus = rec?.status ?? "pending";
-      let attempts = rec?.attempts ?? 0;
-      let workerId = rec?.workerId;
-      let startedAt = rec?.startedAt;
-      let guessing = false;
-      // The scheduler's record says "queued" until the result; a claim says it runs.
-      if (status === "pending" || status === "queued") {
-        const attempt = Math.max(1, attempts);
-        const claim = await kv.claims.get(attemptKey({ runId, taskId: def.id, attempt }));
-        if (claim?.operation === "PUT") {
-          const c = decode(SCHEMAS.AttemptClaim, claim.value);
-          status = "running";
-          attempts = attempt;
-          workerId = c.workerId;
-          startedAt = c.claimedAt;
-        } else if (status === "pending" && run.status === "running" && def.needs.length === 0) {
-          status = "queued";
-          attempts = 1;
-          guessing = true;
-        }
-      }
-      const view: TaskStatusView = {
-        id: def.id,
-        status,
-        attempts,
-        workerId,
-        startedAt,
-        finishedAt: rec?.finishedAt,
-        error: rec?.error,
-        needs: def.needs,
-        costUsd: rec?.costUsd ?? 0,
-        tokens: rec?.tokens ?? 0,
-        ...(rec?.batch ? { batch: rec.batch } : {}),
-        ...(rec?.variants ? { variants: rec.variants } : {}),
-      };
-      tasks.push(view);
-      if (guessing) guessed.add(view);
-    }
-    heldByStages(run, tasks, guessed);
-    // A batch's members run when its lead runs (one attempt, the lead's claim).
-    const byId = new Map(tasks.map((t) => [t.id, t]));
-    for (const t of tasks) {
-      const lead = t.batch && t.batch !== t.id ? byId.get(t.batch) : undefined;
-      if (lead?.status === "running" && t.status === "queued") Object.assign(t, { status: "running", workerId: lead.workerId, startedAt: lead.startedAt });
-    }
-    return { run, tasks };
+    if (!ID_PATTERN.test(runId)) return undefined;
+    return this.viaApi(
+      () => orUndefined(callApi(this.nc, this.topo, "tasks.status", { runId })),
+      () => this.records.status(runId),
+    );
   }
 
   /**
@@ -423,25 +345,21 @@ export class AdoClient {
   }
 
   /**
-   * Changes a run's budget caps (`ado budget raise`): `usd`/`tokens` set a cap or raise
-   * it by an amount. The scheduler applies it to the caps it holds (two raises add up)
-   * and starts what waited for the budget. Throws when the run is unknown or over.
+   * Changes a run's budget caps (`ado budget raise`, API `budget.raise`): `usd`/`tokens`
+   * set a cap or raise it by an amount. The scheduler applies it to the caps it holds
+   * (two raises add up) and starts what waited for the budget. Throws when the run is
+   * unknown or over.
    */
-  async budget(runId: string, change: { usd?: CapChange; tokens?: CapChange }, by = `${safeUser()}@${hostname()}`): Promise<BudgetRequest> {
-    const run = await this.run_(runId);
-    if (!run) throw new AdoError(`no run '${runId}': list runs with \`ado status\``);
-    if (run.status !== "running" && run.status !== "needs_attention") throw new AdoError(`run '${runId}' has ended (${run.status}): its budget cannot change any more`);
-    const request: BudgetRequest = {
-      type: "budget",
-      runId,
-      ...(change.usd ? ("set" in change.usd ? { maxCostUsd: change.usd.set } : { addCostUsd: change.usd.add }) : {}),
-      ...(change.tokens ? ("set" in change.tokens ? { maxTokens: change.tokens.set } : { addTokens: change.tokens.add }) : {}),
-      by,
-      at: new Date().toISOString(),
-    };
-    const { data, headers } = encode(SCHEMAS.SchedulerInput, request);
-    await this.js.publish(this.topo.subjects.results(runId), data, { headers, timeout: 10_000 });
-    return request;
+  async budget(runId: string, change: { usd?: CapChange; tokens?: CapChange }, by = whoAmI()): Promise<BudgetRequest> {
+    return this.viaApi(
+      async () => (await callApi(this.nc, this.topo, "budget.raise", { runId, ...change, by })).request,
+      async () => {
+        const run = await this.records.run(runId);
+        if (!run) throw new AdoError(`no run '${runId}': list runs with \`ado status\``);
+        if (!isLive(run)) throw new AdoError(`run '${runId}' has ended (${run.status}): its budget cannot change any more`);
+        return this.records.budget(runId, change, by);
+      },
+    );
   }
 
   /** One of the KV buckets (bound once, on first use). */
@@ -449,9 +367,13 @@ export class AdoClient {
     return (await this.kv())[key];
   }
 
-  /** The scheduler's record of a run, if it knows the run. */
-  runRecord(runId: string): Promise<RunRecord | undefined> {
-    return this.run_(runId);
+  /** The scheduler's record of a run, if it knows the run (API `runs.get`). */
+  async runRecord(runId: string): Promise<RunRecord | undefined> {
+    if (!ID_PATTERN.test(runId)) return undefined;
+    return this.viaApi(
+      async () => (await orUndefined(callApi(this.nc, this.topo, "runs.get", { runId })))?.run,
+      () => this.records.run(runId),
+    );
   }
 
   /** Sequence of the newest message in the events stream: pass it as `afterSequence` to follow only what comes next. */
@@ -460,26 +382,35 @@ export class AdoClient {
     return (await jsm.streams.info(this.topo.streams.events.name)).state.last_seq;
   }
 
-  /** Every HITL record (merges that need or needed a person), oldest first, with its KV revision. */
-  async hitlRecords(): Promise<{ record: HitlRecord; revision: number }[]> {
-    const kv = (await this.kv()).hitl;
-    const out: { record: HitlRecord; revision: number }[] = [];
-    for (const key of await listKeys(kv)) {
-      const found = await this.hitlRecord(key);
-      if (found) out.push(found);
-    }
-    return out.sort((a, b) => (a.record.createdAt < b.record.createdAt ? -1 : 1));
+  /** Every HITL record with its revision, oldest first, read from KV (the dashboard's; the API's listing is hitlList). */
+  hitlRecords(): Promise<{ record: HitlRecord; revision: number }[]> {
+    return this.records.hitlRecords();
   }
 
-  /** One HITL record by id (`<runId>.<taskId>`) with its revision, for a compare-and-set update. */
+  /** The merges that wait for a person (`all`: every HITL record), oldest first (API `hitl.list`). */
+  async hitlList(all: boolean): Promise<HitlListItem[]> {
+    return this.viaApi(
+      async () => (await callApi(this.nc, this.topo, "hitl.list", { all })).records,
+      () => this.records.hitlList(all),
+    );
+  }
+
+  /** One HITL record by id (`<runId>.<taskId>`) with its revision, for a compare-and-set update (API `hitl.show`). */
   async hitlRecord(id: string): Promise<{ record: HitlRecord; revision: number } | undefined> {
-    const e = await (await this.kv()).hitl.get(id).catch(() => null);
-    return e?.operation === "PUT" ? { record: decode(SCHEMAS.HitlRecord, e.value), revision: e.revision } : undefined;
+    return this.viaApi(
+      async () => {
+        const found = await orUndefined(callApi(this.nc, this.topo, "hitl.show", { id }));
+        return found ? { record: found.record, revision: found.revision } : undefined;
+      },
+      () => this.records.hitlRecord(id),
+    );
   }
 
   /**
    * Updates a HITL record only if it is still at `revision` (`--manual` records its
    * worktree this way); returns the new revision, or throws if someone changed it.
+   * Direct KV: it is written on the host that holds the repository and the manual
+   * worktree, by the person doing the merge, between two API calls.
    */
   async updateHitlRecord(record: HitlRecord, revision: number): Promise<number> {
     return (await this.kv()).hitl.update(record.id, encodeValue(SCHEMAS.HitlRecord, record), revision);
@@ -487,33 +418,27 @@ export class AdoClient {
 
   /**
    * Asks the merge coordinator to carry out a person's choice for the record's current
-   * round. Deduplicated per round: sending the same round twice carries it out once.
+   * round (API `hitl.resolve`, which refuses a round that moved on). Deduplicated per
+   * round: sending the same round twice carries it out once.
    */
-  async requestResolution(record: HitlRecord, resolution: Omit<NonNullable<MergeRequest["resolution"]>, "round" | "at" | "by">): Promise<void> {
-    const request: MergeRequest = {
-      type: "merge.request",
-      runId: record.runId,
-      taskId: record.taskId,
-      attempt: record.attempt,
-      repo: record.repo,
-      commit: record.source,
-      branch: record.branch,
-      baseCommit: record.base,
-      integrationBranch: record.integrationBranch,
-      releaseOnly: false,
-      settings: record.settings,
-      prompt: record.prompts.task,
-      related: record.prompts.related,
-      resolution: { ...resolution, round: record.round, by: `${safeUser()}@${hostname()}`, at: new Date().toISOString() },
-    };
-    const { data, headers } = encode(SCHEMAS.MergeRequest, request);
-    await this.js.publish(this.topo.subjects.merge(record.runId), data, { headers, msgID: msgIds.resolve(record, record.round), timeout: 10_000 });
+  async requestResolution(record: HitlRecord, resolution: Resolution): Promise<void> {
+    await this.viaApi(
+      async () => void (await callApi(this.nc, this.topo, "hitl.resolve", { id: record.id, round: record.round, ...resolution, by: whoAmI() })),
+      () => this.records.requestResolution(record, resolution, whoAmI()),
+    );
   }
 
-  private async run_(runId: string): Promise<RunRecord | undefined> {
-    if (!ID_PATTERN.test(runId)) return undefined;
-    const e = await (await this.kv()).runs.get(runId);
-    return e?.operation === "PUT" ? decode(SCHEMAS.RunRecord, e.value) : undefined;
+  /**
+   * Asks the API; when no `api` actor answers on this server (a stack started without
+   * it, or an older one), reads and writes the records itself, as clients did before.
+   */
+  private async viaApi<T>(api: () => Promise<T>, direct: () => Promise<T>): Promise<T> {
+    try {
+      return await api();
+    } catch (err) {
+      if (err instanceof NoApiError) return direct();
+      throw err;
+    }
   }
 
   private buckets?: Promise<Record<BucketKey, KV>>;
@@ -661,6 +586,21 @@ function attentionText(items: readonly AttentionItem[], budget?: BudgetWait): st
   return parts.join("; ");
 }
 
+/** Who a request is from: `<user>@<host>`. */
+function whoAmI(): string {
+  return `${safeUser()}@${hostname()}`;
+}
+
+/** The result, or undefined when the endpoint answered not_found. */
+async function orUndefined<T>(p: Promise<T>): Promise<T | undefined> {
+  try {
+    return await p;
+  } catch (err) {
+    if (isApiError(err, "not_found")) return undefined;
+    throw err;
+  }
+}
+
 function safeUser(): string {
   try {
     return userInfo().username;
@@ -669,29 +609,3 @@ function safeUser(): string {
   }
 }
 
-/**
- * Roots a stage's maxParallel holds back are pending, not queued: of the roots taken as
- * queued for want of a record, a stage keeps as many as its limit leaves room for beside
- * its tasks known to be running or queued, in the graph's order (the scheduler's order).
- */
-function heldByStages(run: RunRecord, tasks: TaskStatusView[], guessed: ReadonlySet<TaskStatusView>): void {
-  const stages = run.graph.stages;
-  if (!stages || guessed.size === 0) return;
-  const stageOf = new Map(run.graph.tasks.map((t) => [t.id, t.stage]));
-  const inFlight = new Map<string, number>();
-  for (const t of tasks) {
-    const stage = stageOf.get(t.id);
-    if (stage !== undefined && !guessed.has(t) && (t.status === "running" || t.status === "queued")) inFlight.set(stage, (inFlight.get(stage) ?? 0) + 1);
-  }
-  for (const t of guessed) {
-    const stage = stageOf.get(t.id);
-    const limit = stage === undefined ? undefined : stages[stage]?.maxParallel;
-    if (limit === undefined) continue;
-    const n = inFlight.get(stage!) ?? 0;
-    if (n < limit) inFlight.set(stage!, n + 1);
-    else {
-      t.status = "pending";
-      t.attempts = 0;
-    }
-  }
-}

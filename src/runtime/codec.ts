@@ -35,15 +35,20 @@ const KV_DEFLATE_MAGIC = [0xc1, 0x01] as const;
  */
 export const MAX_INFLATED_BYTES = 256 * 1024 * 1024;
 
-/** The deflated form of `data` when it is large and compresses, else undefined. */
-function deflated(data: Uint8Array): Uint8Array | undefined {
+/** The deflated form of `data` when it is large and compresses, else undefined (also for the API's JSON replies). */
+export function deflated(data: Uint8Array): Uint8Array | undefined {
   if (data.length < COMPRESS_MIN_BYTES) return undefined;
   const z = deflateSync(data, { level: 6 });
   return z.length < data.length ? z : undefined;
 }
 
-// Plain MessagePack (no msgpackr record extension), so any language can decode it.
-const packr = new Packr({ useRecords: false, moreTypes: false, mapsAsObjects: true });
+// Plain MessagePack (no msgpackr record extension), so any language can decode it. A
+// field whose value is `undefined` is left out: msgpackr would write it as an extension
+// type (0xd4 0x00 0x00) that other languages' decoders refuse (examples/ado_client.py
+// found events carrying one); absent is what `undefined` means to every reader.
+// (`skipValues` is msgpackr's, missing from its type declarations.)
+const packOptions = { useRecords: false, moreTypes: false, mapsAsObjects: true, skipValues: [undefined] };
+const packr = new Packr(packOptions);
 
 export interface Encoded {
   data: Uint8Array;
@@ -75,6 +80,17 @@ export function encodeValue<T, I>(ref: SchemaRef<T, I>, value: I): Uint8Array {
   return out;
 }
 
+/** Inflates a payload sent with `Ado-Compression: deflate`, at most MAX_INFLATED_BYTES; DecodeError otherwise. */
+export function inflated(z: Uint8Array, what: string): Uint8Array {
+  try {
+    return inflateSync(z, { maxOutputLength: MAX_INFLATED_BYTES });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const why = code === "ERR_BUFFER_TOO_LARGE" ? `it inflates to more than ${MAX_INFLATED_BYTES / 1024 / 1024} MiB` : (err as Error).message;
+    throw new DecodeError(`compressed '${what}' payload cannot be inflated: ${why}`, what, { cause: err });
+  }
+}
+
 /** The MessagePack bytes of a payload: inflated when its header or (KV) its first bytes say it is compressed. */
 function plain(ref: SchemaRef, data: Uint8Array, headers?: MsgHdrs): Uint8Array {
   const how = headers?.get(COMPRESSION_HEADER);
@@ -86,13 +102,7 @@ function plain(ref: SchemaRef, data: Uint8Array, headers?: MsgHdrs): Uint8Array 
     z = data.subarray(KV_DEFLATE_MAGIC.length);
   }
   if (!z) return data;
-  try {
-    return inflateSync(z, { maxOutputLength: MAX_INFLATED_BYTES });
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    const why = code === "ERR_BUFFER_TOO_LARGE" ? `it inflates to more than ${MAX_INFLATED_BYTES / 1024 / 1024} MiB` : (err as Error).message;
-    throw new DecodeError(`compressed '${ref.name}' payload cannot be inflated: ${why}`, ref.name, { cause: err });
-  }
+  return inflated(z, ref.name);
 }
 
 /**

@@ -16,10 +16,10 @@ import { join } from "node:path";
 // From the transport's re-exports of nats-core (nkeys is not a direct dependency).
 import { credsAuthenticator, nkeyAuthenticator, nkeys, type Authenticator } from "@nats-io/transport-node";
 import { ConfigError } from "./errors.js";
-import type { Topology } from "./topology.js";
+import { API_QUERIES, type Topology } from "./topology.js";
 
 /** The roles, each a NATS user of its own. */
-export const ROLES = ["admin", "scheduler", "balancer", "merger", "stealer", "scaler", "worker", "client", "observer"] as const;
+export const ROLES = ["admin", "scheduler", "balancer", "merger", "stealer", "scaler", "worker", "client", "observer", "api"] as const;
 export type Role = (typeof ROLES)[number];
 
 /** How a process authenticates to NATS; every field optional (none: no auth). */
@@ -170,13 +170,25 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       deadLetters("worker");
       actorService("worker");
       break;
+    case "api":
+      // Serves the typed API (src/actors/api/): reads the records behind its queries;
+      // writes control requests, budget changes, HITL resolutions, pools' live policies.
+      sub(topo.subjects.apiAll);
+      api(S.results.name);
+      api(S.merge.name);
+      pub(`${p}.results.*`, `${p}.merge.*`);
+      writeKv("control", "scaler");
+      readKv("runs", "tasks", "claims", "hitl", "workers");
+      deadLetters("api");
+      actorService("api");
+      break;
     case "client":
       // Submit, follow its runs' events, control them (cancel, pause, resume, hitl), read state.
       api(S.submit.name);
       api(S.results.name);
       api(S.merge.name);
       api(S.events.name, "consume", "readMsgs");
-      pub(topo.subjects.submit, `${p}.results.*`, `${p}.merge.*`, `${p}.detach.*`, "$SRV.>", `${p}.svc.>`);
+      pub(topo.subjects.submit, `${p}.results.*`, `${p}.merge.*`, `${p}.detach.*`, "$SRV.>", `${p}.svc.>`, topo.subjects.apiAll);
       sub(`${p}.detach.*`);
       writeKv("control");
       readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "hitl", "worktrees");
@@ -188,7 +200,7 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       // Read only: events, records, the services' queries.
       api(S.events.name, "consume", "readMsgs");
       readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "control", "hitl", "worktrees", "snapshots", "providers", "scaler");
-      pub("$SRV.>", `${p}.svc.>`);
+      pub("$SRV.>", `${p}.svc.>`, ...API_QUERIES.map((q) => topo.subjects.api(q)));
       sub(`${p}.detach.*`);
       break;
   }

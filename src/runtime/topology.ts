@@ -35,7 +35,18 @@ export type ObjectStoreKey = "sessions" | "payloads";
 export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots" | "scaler" | "providers";
 
 /** Which actor reads each shared durable consumer. */
-export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "recorder" | "notifier" | "scaler";
+export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "recorder" | "notifier" | "scaler" | "api";
+
+/**
+ * The API's endpoints (request/reply on `<p>.api.<name>`, served by the `api` actor):
+ * queries read state, mutations change it. The split is what a role may call: an
+ * observer only the queries (src/runtime/nats-auth.ts).
+ */
+export const API_QUERIES = ["runs.list", "runs.get", "tasks.status", "hitl.list", "hitl.show", "workers.list"] as const;
+export const API_MUTATIONS = ["runs.cancel", "runs.pause", "runs.resume", "hitl.resolve", "workers.scale", "budget.raise"] as const;
+export type ApiQuery = (typeof API_QUERIES)[number];
+export type ApiMutation = (typeof API_MUTATIONS)[number];
+export type ApiEndpointName = ApiQuery | ApiMutation;
 
 export interface Topology {
   readonly prefix: string;
@@ -98,6 +109,10 @@ function subjectsFor(p: string) {
     rebalance: `${p}.svc.stealer.rebalance`,
     /** Request/reply to one worker: drain (stop taking work, finish or hand back, stop). */
     drain: (workerId: WorkerId | string) => `${p}.svc.worker.${workerId}.drain`,
+    /** Request/reply: one endpoint of the typed API (JSON in and out; src/runtime/api.ts), e.g. `<p>.api.runs.list`. */
+    api: (endpoint: ApiEndpointName) => `${p}.api.${endpoint}`,
+    /** Every endpoint of the API. */
+    apiAll: `${p}.api.>`,
     /** Dead letters, one subject per actor that rejected the message. */
     deadLetter: (actor: string) => `${p}.dlq.${actor}`,
     deadLetterAll: `${p}.dlq.>`,

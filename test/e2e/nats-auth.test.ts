@@ -23,7 +23,7 @@ import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS } from "../../src/runtime/messages.js";
 import { authForRole, ROLES, writeNatsAuth, type Role } from "../../src/runtime/nats-auth.js";
-import { provision, topology } from "../../src/runtime/topology.js";
+import { provision, topology, type ApiEndpointName } from "../../src/runtime/topology.js";
 import { uniqueTopology } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
 
@@ -101,18 +101,20 @@ tasks:
     const kvGet = (bucket: keyof typeof topo.buckets) => async (nc: NatsConnection) => (await new Kvm(nc).open(topo.buckets[bucket])).get("nothing");
     const ops: Op[] = [
       { what: "publish a run submission", run: (nc) => js(nc).publish(topo.subjects.submit, submit.data, { headers: submit.headers, msgID: `m-${Math.random()}` }), allowed: ["admin", "client"] },
-      { what: "publish to the results stream (a result, a control request)", run: (nc) => js(nc).publish(topo.subjects.results("r-matrix"), result.data, { headers: result.headers }), allowed: ["admin", "scheduler", "merger", "stealer", "worker", "client"] },
+      { what: "publish to the results stream (a result, a control request)", run: (nc) => js(nc).publish(topo.subjects.results("r-matrix"), result.data, { headers: result.headers }), allowed: ["admin", "scheduler", "merger", "stealer", "worker", "client", "api"] },
       { what: "publish ready work", run: (nc) => js(nc).publish(topo.subjects.ready("normal"), new Uint8Array([0x80])), allowed: ["admin", "scheduler", "stealer", "worker"] },
       { what: "publish work to a worker", run: (nc) => js(nc).publish(topo.subjects.work("w-matrix"), new Uint8Array([0x80])), allowed: ["admin", "balancer"] },
       { what: "publish an event", run: (nc) => js(nc).publish(topo.subjects.event({ type: "run.paused", runId: "r-matrix" }), new Uint8Array([0x80])), allowed: ["admin", "scheduler", "balancer", "merger", "stealer", "worker"] },
       { what: "write a run record (KV runs)", run: kvPut("runs", "r-matrix"), allowed: ["admin", "scheduler"] },
-      { what: "write the control bucket", run: kvPut("control", "r-matrix"), allowed: ["admin", "scheduler", "client"] },
+      { what: "write the control bucket", run: kvPut("control", "r-matrix"), allowed: ["admin", "scheduler", "client", "api"] },
       { what: "claim an attempt (KV claims)", run: kvPut("claims", "r-matrix.a.1"), allowed: ["admin", "worker"] },
       { what: "write a worker record (KV workers)", run: kvPut("workers", "w-matrix"), allowed: ["admin", "stealer", "worker"] },
       { what: "write a HITL record", run: kvPut("hitl", "r-matrix.a"), allowed: ["admin", "merger", "client"] },
-      { what: "read run records", run: kvGet("runs"), allowed: ["admin", "scheduler", "scaler", "client", "observer"] },
-      { what: "read the control bucket", run: kvGet("control"), allowed: ["admin", "scheduler", "balancer", "worker", "client", "observer"] },
+      { what: "read run records", run: kvGet("runs"), allowed: ["admin", "scheduler", "scaler", "client", "observer", "api"] },
+      { what: "read the control bucket", run: kvGet("control"), allowed: ["admin", "scheduler", "balancer", "worker", "client", "observer", "api"] },
       { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer"] },
+      { what: "call an API query (runs.list)", run: apiCall("runs.list"), allowed: ["admin", "client", "observer"] },
+      { what: "call an API mutation (runs.cancel)", run: apiCall("runs.cancel"), allowed: ["admin", "client"] },
       { what: "create a stream", run: async (nc) => (await jetstreamManager(nc)).streams.add({ name: `${topo.prefix.toUpperCase()}_EXTRA`, subjects: [`${topo.prefix}.extra.>`] }), allowed: [] },
       { what: "delete a stream", run: async (nc) => (await jetstreamManager(nc)).streams.delete(topo.streams.dlq.name), allowed: [] },
       { what: "update a stream (provisioning)", run: async (nc) => (await jetstreamManager(nc)).streams.update(topo.streams.dlq.name, { ...topo.streams.dlq }), allowed: ["admin"] },
@@ -121,6 +123,11 @@ tasks:
       { what: "read another prefix's stream", run: async (nc) => (await jetstreamManager(nc)).streams.info(other.streams.events.name), allowed: [] },
       { what: "write another prefix's control bucket", run: async (nc) => js(nc).publish(`$KV.${other.buckets.control}.r1`, new Uint8Array([0x80])), allowed: [] },
     ];
+    /** A request to an API endpoint: no API runs here, so "no responders" means the server let it through. */
+    function apiCall(endpoint: ApiEndpointName) {
+      return (nc: NatsConnection) =>
+        nc.request(topo.subjects.api(endpoint), new TextEncoder().encode("{}"), { timeout: 3_000 }).catch((e: Error) => (/no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message ?? ""}`) ? null : Promise.reject(e)));
+    }
     /** A subscription the server keeps (refused: it closes it with a permissions error). */
     async function subscribed(nc: NatsConnection, subject: string): Promise<void> {
       const sub = nc.subscribe(subject);

@@ -3,7 +3,7 @@ import { jetstream, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { describe, expect, it } from "vitest";
 import { Actor } from "../../src/runtime/actor.js";
-import { decode, encode, packRaw } from "../../src/runtime/codec.js";
+import { decode, encode, packRaw, unpackRaw } from "../../src/runtime/codec.js";
 import { ManualClock } from "../../src/runtime/clock.js";
 import { BatchLoop, type Delivery } from "../../src/runtime/consume.js";
 import { DeadLetters } from "../../src/runtime/dead-letter.js";
@@ -93,6 +93,15 @@ describe("codec - boundary", () => {
     expect(() => decode(SCHEMAS.SubmitRun, data, headers)).toThrow(/expected a 'run.submit'/);
     headers.set("Ado-Schema", "run.submit/9");
     expect(() => decode(SCHEMAS.SubmitRun, data, headers)).toThrow(/upgrade ado/);
+  });
+
+  it("a field set to undefined is left out: plain MessagePack, no extension type (0xd4) another language's decoder refuses", () => {
+    const at = new Date().toISOString();
+    const event = { type: "task.failed", runId: "r1", taskId: "a", attempt: 1, at, workerId: undefined, error: "e", willRetry: false, finishedAt: at, costUsd: undefined } as const;
+    const { data } = encode(SCHEMAS.AdoEvent, event);
+    expect([...data].includes(0xd4)).toBe(false);
+    expect(Object.keys(unpackRaw(data) as object)).not.toContain("workerId");
+    expect(decode(SCHEMAS.AdoEvent, data).type).toBe("task.failed");
   });
 
   it("rejects a schema header whose version is not a whole number, or that has none, saying what it should be", () => {

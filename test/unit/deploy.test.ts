@@ -66,7 +66,7 @@ describe("deploy/k8s - manifests", () => {
   it("deploy - every built-in object matches its Kubernetes API type, field by field", () => {
     const builtIn = docs.filter((d) => !d.obj.apiVersion.includes("keda.sh"));
     expect(builtIn.map((d) => d.obj.kind).sort()).toEqual(
-      ["ConfigMap", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment", "HorizontalPodAutoscaler", "Namespace", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceAccount", "ServiceAccount"].sort(),
+      ["ConfigMap", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment", "Deployment", "HorizontalPodAutoscaler", "Namespace", "PodDisruptionBudget", "Role", "RoleBinding", "ServiceAccount", "ServiceAccount"].sort(),
     );
     for (const { file, obj } of builtIn) {
       const version = /v(\d+)$/.exec(obj.apiVersion)![1];
@@ -85,7 +85,7 @@ describe("deploy/k8s - manifests", () => {
   it("deploy - one Deployment per actor kind; the workers drain on the way out (preStop, a grace period longer than ado's own), a PodDisruptionBudget, probes on /health and /ready", () => {
     const deployments = docs.filter((d) => d.obj.kind === "Deployment").map((d) => d.obj as unknown as k8s.V1Deployment);
     const actorArgs = deployments.map((d) => d.spec!.template.spec!.containers[0]!.args!).filter((a) => a[0] === "actor").map((a) => a[1]);
-    expect(actorArgs.sort()).toEqual(["balancer", "merger", "scaler", "scheduler", "stealer"]);
+    expect(actorArgs.sort()).toEqual(["api", "balancer", "merger", "scaler", "scheduler", "stealer"]);
     const worker = deployments.find((d) => d.metadata!.name === "ado-worker")!;
     const pod = worker.spec!.template.spec!;
     const c = pod.containers[0]!;
