@@ -18,8 +18,11 @@ import { credsAuthenticator, nkeyAuthenticator, nkeys, type Authenticator } from
 import { ConfigError } from "./errors.js";
 import type { Topology } from "./topology.js";
 
-/** The roles, each a NATS user of its own. */
-export const ROLES = ["admin", "scheduler", "balancer", "merger", "stealer", "scaler", "worker", "client", "observer"] as const;
+/**
+ * The roles, each a NATS user of its own: the issue's nine, then the actors and the
+ * process that came later (recorder, notifier, dashboard), each with rights of its own.
+ */
+export const ROLES = ["admin", "scheduler", "balancer", "merger", "stealer", "scaler", "worker", "client", "observer", "recorder", "notifier", "dashboard"] as const;
 export type Role = (typeof ROLES)[number];
 
 /** How a process authenticates to NATS; every field optional (none: no auth). */
@@ -191,6 +194,29 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       pub("$SRV.>", `${p}.svc.>`);
       sub(`${p}.detach.*`);
       break;
+    // ---- roles of the actors and the process added after the first nine ----
+    case "recorder":
+      // Folds every event (an ordered consumer) into run snapshots, under a lease; reads run records.
+      api(S.events.name, "watch");
+      readKv("runs");
+      writeKv("snapshots", "leases");
+      deadLetters("recorder");
+      actorService("recorder");
+      break;
+    case "notifier":
+      // One shared durable on the run-level events (created if absent); webhooks are HTTP, not NATS.
+      api(S.events.name, "consume", "manageConsumers");
+      deadLetters("notifier");
+      actorService("notifier");
+      break;
+    case "dashboard": {
+      // A client (its buttons: cancel, pause, resume, HITL resolution) that also reads the recorder's snapshots.
+      const client = rolePermissions(topo, "client");
+      pub(...client.publish);
+      sub(...client.subscribe);
+      readKv("snapshots");
+      break;
+    }
   }
   return { publish: [...publish].sort(), subscribe: [...subscribe].sort() };
 }
