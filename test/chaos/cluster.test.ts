@@ -10,8 +10,10 @@
  *   catches up (every replica of every stream current, no lag).
  * - A rolling restart of all three nodes, one after the other, during a run: the same.
  *
- * Opt-in (ADO_CHAOS_CLUSTER=1): on 2 busy cores it takes minutes (see docs/OPERATIONS.md
- * for the figures measured), too long for every run of the suite.
+ * Opt-in (ADO_CHAOS_CLUSTER=1): measured on 2 cores at a load average of 30-40 (other
+ * test suites running), 100 tasks each: the kill scenario 496 s, the rolling restart
+ * 298 s, 809 s for the file; too long for every run of the suite. Hence the tests'
+ * bounds of 900 s (above the 300-600 s of other tests).
  */
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -32,7 +34,7 @@ import { eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
 
 const OPT_IN = process.env.ADO_CHAOS_CLUSTER === "1";
-const TASKS = Number(process.env.ADO_CHAOS_CLUSTER_TASKS ?? 120);
+const TASKS = Number(process.env.ADO_CHAOS_CLUSTER_TASKS ?? 100);
 
 let scratch: string;
 let cluster: NatsCluster;
@@ -173,7 +175,7 @@ describe("nats cluster - a three-node cluster survives losing a node", () => {
     } finally {
       await i.close();
     }
-  }, 600_000);
+  }, 900_000);
 
   it("a rolling restart of all three nodes during a run: the run completes, each attempt ran once, every node catches up", async (ctx) => {
     if (!OPT_IN) ctx.skip("the cluster scenarios run with ADO_CHAOS_CLUSTER=1 (minutes on 2 cores)");
@@ -197,5 +199,5 @@ describe("nats cluster - a three-node cluster survives losing a node", () => {
     } finally {
       await i.close();
     }
-  }, 600_000);
+  }, 900_000);
 });
