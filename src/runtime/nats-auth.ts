@@ -183,6 +183,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       sub(`${p}.detach.*`);
       writeKv("control");
       readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "hitl", "worktrees");
+      // `ado status` shows the providers' circuits and permits.
+      readKv("providers");
       pub(kvPut("hitl"), kvPut("worktrees"));
       api(obj, "watch");
       pub(objPut);

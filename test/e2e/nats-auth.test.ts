@@ -116,6 +116,7 @@ tasks:
       { what: "read run records", run: kvGet("runs"), allowed: ["admin", "scheduler", "scaler", "client", "observer", "recorder", "dashboard"] },
       { what: "read the control bucket", run: kvGet("control"), allowed: ["admin", "scheduler", "balancer", "worker", "client", "observer", "dashboard"] },
       { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer", "recorder", "dashboard"] },
+      { what: "read the providers' state (KV providers)", run: kvGet("providers"), allowed: ["admin", "balancer", "worker", "client", "observer", "dashboard"] },
       { what: "write a run snapshot (KV snapshots)", run: kvPut("snapshots", "r-matrix"), allowed: ["admin", "recorder"] },
       { what: "read run snapshots (KV snapshots)", run: kvGet("snapshots"), allowed: ["admin", "observer", "recorder", "dashboard"] },
       { what: "take a leader lease (KV leases)", run: kvPut("leases", "matrix"), allowed: ["admin", "stealer", "scaler", "recorder"] },
