@@ -1,7 +1,7 @@
 /**
  * Issue 15, "a cluster that survives a node": three nats-server 2.9 processes on
  * loopback forming a cluster, ado's streams, buckets and object stores at three
- * replicas (config `replicas: 3`), actors and workers connected with every node's URL.
+ * replicas (config `nats.replicas: 3`; `auto` gives the same on a cluster), actors and workers connected with every node's URL.
  *
  * - A run of many tiny tasks; the node leading the work stream is SIGKILLed in the
  *   middle. The run completes, every task's attempt ran once (each execution is logged
@@ -81,7 +81,7 @@ async function install(name: string): Promise<Installation> {
   const config = parseConfig({
     prefix: topo.prefix,
     server: cluster.servers,
-    replicas: 3,
+    nats: { replicas: 3 },
     workers: 4,
     slots: 2,
     worktreeDir: join(scratch, `${name}-wt`),
