@@ -183,8 +183,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       sub(`${p}.detach.*`);
       writeKv("control");
       readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "hitl", "worktrees");
-      // `ado status` shows the providers' circuits and permits.
-      readKv("providers");
+      // `ado status` shows the providers' circuits and permits; `ado attach|status` start from the recorder's snapshots.
+      readKv("providers", "snapshots");
       pub(kvPut("hitl"), kvPut("worktrees"));
       api(obj, "watch");
       pub(objPut);
@@ -212,11 +212,11 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       actorService("notifier");
       break;
     case "dashboard": {
-      // A client (its buttons: cancel, pause, resume, HITL resolution) that also reads the recorder's snapshots.
+      // A client (its buttons: cancel, pause, resume, HITL resolution) that also shows the ready queues' consumers.
       const client = rolePermissions(topo, "client");
       pub(...client.publish);
       sub(...client.subscribe);
-      readKv("snapshots");
+      pub(`$JS.API.CONSUMER.INFO.${S.ready.name}.*`);
       break;
     }
   }

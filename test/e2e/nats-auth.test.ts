@@ -118,7 +118,7 @@ tasks:
       { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer", "recorder", "dashboard"] },
       { what: "read the providers' state (KV providers)", run: kvGet("providers"), allowed: ["admin", "balancer", "worker", "client", "observer", "dashboard"] },
       { what: "write a run snapshot (KV snapshots)", run: kvPut("snapshots", "r-matrix"), allowed: ["admin", "recorder"] },
-      { what: "read run snapshots (KV snapshots)", run: kvGet("snapshots"), allowed: ["admin", "observer", "recorder", "dashboard"] },
+      { what: "read run snapshots (KV snapshots)", run: kvGet("snapshots"), allowed: ["admin", "client", "observer", "recorder", "dashboard"] },
       { what: "take a leader lease (KV leases)", run: kvPut("leases", "matrix"), allowed: ["admin", "stealer", "scaler", "recorder"] },
       { what: "create a durable consumer on the events (the notifier's)", run: async (nc) => (await jetstreamManager(nc)).consumers.add(topo.streams.events.name, { durable_name: "matrix", filter_subject: topo.subjects.allRunEvents, ack_policy: AckPolicy.Explicit }), allowed: ["admin", "notifier", "recorder", "client", "observer", "dashboard"] },
       { what: "publish a dead letter as the notifier", run: (nc) => js(nc).publish(topo.subjects.deadLetter("notifier"), new Uint8Array([0x80])), allowed: ["admin", "notifier"] },
