@@ -8,7 +8,7 @@ import { errorMessage } from "../runtime/errors.js";
 import { newWorkerId, type WorkerId } from "../runtime/ids.js";
 import type { Logger } from "../runtime/logger.js";
 import { describeServerHealth, ServerCondition, ServerHealthMonitor } from "../runtime/server-health.js";
-import { authForRole, type Role } from "../runtime/nats-auth.js";
+import { authForRole, type NatsAuth, type Role } from "../runtime/nats-auth.js";
 import { openBuckets, provision, resolveReplicas, topology, type Topology } from "../runtime/topology.js";
 import { Balancer } from "./balancer/balancer.js";
 import { Merger } from "./merger/merger.js";
@@ -32,9 +32,13 @@ export function defaultActors(config: Config): ActorKind[] {
   return ACTOR_KINDS.filter((k) => k !== "scaler" || config.scaler.pools.length > 0);
 }
 
-/** What a worker started by the scaler inherits from this installation's config (the rest comes from its flags). */
-export function workerEnvOf(config: Config): Record<string, string> {
+/**
+ * What a worker started by the scaler inherits from this installation's config (the
+ * rest comes from its flags), and the stack's per-role seeds when its server has them.
+ */
+export function workerEnvOf(config: Config, auth?: NatsAuth): Record<string, string> {
   return {
+    ...(auth?.roleDir ? { ADO_NATS_ROLE_DIR: auth.roleDir } : {}),
     ADO_HEARTBEAT_MS: String(config.heartbeatMs),
     ADO_WORKTREE_DIR: config.worktreeDir,
     ADO_CLONE_DIR: config.git.cloneDir,
@@ -75,6 +79,12 @@ export class Stack {
     readonly url: string,
     readonly topo: Topology,
     readonly embedded: EmbeddedServer | undefined,
+    /**
+     * How this stack's connections authenticate (each role's own by `authForRole`):
+     * the embedded server's per-role seeds, none for an embedded server without auth,
+     * else the configured settings. Clients of this process connect with it too.
+     */
+    readonly auth: NatsAuth,
     readonly actors: Actor[],
     readonly workers: Worker[],
     private readonly conns: NatsConnection[],
@@ -90,19 +100,20 @@ export class Stack {
     const serverUrl = opts.server ?? config.server;
     const embedded = serverUrl
       ? undefined
-      : await EmbeddedServer.start({ storeDir: config.embedded.storeDir, port: config.embedded.port, logger });
+      : await EmbeddedServer.start({ storeDir: config.embedded.storeDir, port: config.embedded.port, logger, ...(config.embedded.auth ? { auth: topo } : {}) });
     const url = serverUrl ?? embedded!.url;
+    const natsAuth: NatsAuth = embedded ? (embedded.roleDir ? { roleDir: embedded.roleDir } : {}) : config.nats;
     const conns: NatsConnection[] = [];
     const actors: Actor[] = [];
     const workers: Worker[] = [];
     const metrics = new Metrics();
-    const stack = new Stack(url, topo, embedded, actors, workers, conns, logger, config, metrics);
+    const stack = new Stack(url, topo, embedded, natsAuth, actors, workers, conns, logger, config, metrics);
     try {
-      const auth = (role: Role) => authForRole(config.nats, role);
+      const auth = (role: Role) => authForRole(natsAuth, role);
       const admin = await connectNats({ servers: url, name: `${topo.prefix}-admin-${hostname()}`, logger, auth: auth("admin") });
       conns.push(admin);
       await provision(admin, topo, { replicas: resolveReplicas(config.nats.replicas, admin.info) });
-      stack.serverHealth = new ServerHealthMonitor({ servers: url, name: `${topo.prefix}-health-${hostname()}-${process.pid}`, logger }).start();
+      stack.serverHealth = new ServerHealthMonitor({ servers: url, name: `${topo.prefix}-health-${hostname()}-${process.pid}`, logger, auth: auth("observer") }).start();
       // Each actor owns its connection, as it would in a process of its own.
       const ctxFor = async (name: string, role: Role): Promise<ActorContext> => {
         const nc = await connectNats({ servers: url, name, logger, auth: auth(role) });
@@ -112,8 +123,7 @@ export class Stack {
       const { worktreeDir } = config;
       for (const kind of opts.actors ?? defaultActors(config)) {
         const instance = `${kind}-${hostname()}-${process.pid}`;
-        // Recorder and notifier only read: the observer's user (their own roles are not written yet).
-        const ctx = await ctxFor(`${topo.prefix}-${instance}`, kind === "recorder" || kind === "notifier" ? "observer" : kind);
+        const ctx = await ctxFor(`${topo.prefix}-${instance}`, kind);
         const actor = ((): Actor => {
           switch (kind) {
             case "scheduler":
@@ -127,7 +137,7 @@ export class Stack {
             case "notifier":
               return new Notifier(instance, ctx, config.notifications);
             case "scaler":
-              return new Scaler(instance, ctx, { heartbeatMs: config.heartbeatMs, config: config.scaler, serverUrl: url, workerEnv: workerEnvOf(config), shutdown: config.shutdown });
+              return new Scaler(instance, ctx, { heartbeatMs: config.heartbeatMs, config: config.scaler, serverUrl: url, workerEnv: workerEnvOf(config, natsAuth), shutdown: config.shutdown });
             case "merger":
               return new Merger(instance, ctx, { worktreeDir, cloneDir: config.git.cloneDir });
             case "api":

@@ -5,7 +5,8 @@ import { connectNats } from "../runtime/connection.js";
 import { AdoError } from "../runtime/errors.js";
 import { createLogger, type Logger } from "../runtime/logger.js";
 import { openRepo } from "../git/index.js";
-import { findRunStacks, readUpState } from "./up-state.js";
+import { authForRole, type NatsAuth, type Role } from "../runtime/nats-auth.js";
+import { findRunStacks, readUpState, type UpState } from "./up-state.js";
 
 /** Exit codes of every command. */
 export const Exit = {
@@ -67,24 +68,42 @@ export async function configFrom(
   return { config, logger: createLogger(config.logLevel) };
 }
 
+/** A server a command reaches, and how it authenticates there (each role's own by `authForRole`). */
+export interface ServerRef {
+  url: string;
+  /** Absent: from the environment (ADO_NATS_*); `{}`: no credentials. */
+  auth?: NatsAuth;
+}
+
+/** A configured server: the config's credentials (file and ADO_NATS_*), if it has any. */
+function configuredServer(config: Config): ServerRef {
+  const { replicas: _, ...auth } = config.nats;
+  return { url: config.server!, ...(Object.keys(auth).length ? { auth } : {}) };
+}
+
+/** A stack found on this machine: its per-role seeds, or none (started without auth, or by an older ado). */
+function localServer(state: UpState): ServerRef {
+  return { url: state.url, auth: state.roleDir ? { roleDir: state.roleDir } : {} };
+}
+
 /**
  * The server a command should use: the flag or config, else the stack `ado up`
  * started on this machine, else none (the caller starts an embedded stack).
  */
-export async function resolveServer(config: Config): Promise<{ url: string; source: string } | undefined> {
-  if (config.server) return { url: config.server, source: "configured" };
+export async function resolveServer(config: Config): Promise<(ServerRef & { source: string }) | undefined> {
+  if (config.server) return { ...configuredServer(config), source: "configured" };
   const up = await readUpState(config.prefix);
-  if (up) return { url: up.url, source: `the stack \`ado up\` started (pid ${up.pid})` };
+  if (up) return { ...localServer(up), source: `the stack \`ado up\` started (pid ${up.pid})` };
   return undefined;
 }
 
 /** Requires a server (for commands that join an existing installation). */
-export async function requireServer(config: Config, what: string): Promise<string> {
+export async function requireServer(config: Config, what: string): Promise<ServerRef> {
   const server = await resolveServer(config);
   if (!server) {
     throw new CliError(`${what} needs a NATS server: pass --server nats://host:4222, set ADO_SERVER, or start one with \`ado up\``);
   }
-  return server.url;
+  return server;
 }
 
 /**
@@ -92,15 +111,15 @@ export async function requireServer(config: Config, what: string): Promise<strin
  * configured one, else the stack of an `ado run` in this repository serving `runId`,
  * else `ado up`'s, else the only `ado run` stack in this repository.
  */
-export async function joinServer(config: Config, what: string, opts: { runId?: string; dir?: string } = {}): Promise<string> {
-  if (config.server) return config.server;
+export async function joinServer(config: Config, what: string, opts: { runId?: string; dir?: string } = {}): Promise<ServerRef> {
+  if (config.server) return configuredServer(config);
   const repo = await openRepo(opts.dir ?? process.cwd()).catch(() => undefined);
   const stacks = repo ? await findRunStacks(repo.gitCommonDir, config.prefix) : [];
   const serving = opts.runId ? stacks.find((s) => s.runId === opts.runId) : undefined;
-  if (serving) return serving.url;
+  if (serving) return localServer(serving);
   const up = await readUpState(config.prefix);
-  if (up) return up.url;
-  if (stacks.length === 1) return stacks[0]!.url;
+  if (up) return localServer(up);
+  if (stacks.length === 1) return localServer(stacks[0]!);
   if (stacks.length > 1) {
     throw new CliError(
       `${stacks.length} runs are going on in this repository, each on its own embedded stack (${stacks.map((s) => s.runId).join(", ")}): name the run (e.g. ${what} ${stacks[0]!.runId})`,
@@ -111,8 +130,12 @@ export async function joinServer(config: Config, what: string, opts: { runId?: s
   );
 }
 
-export function clientConnection(url: string, logger: Logger): Promise<NatsConnection> {
-  return connectNats({ servers: url, name: `ado-cli-${hostname()}-${process.pid}`, logger });
+/**
+ * A command's connection, as the client role (`role` for commands that do more: the
+ * operator's `ado workers` as admin, the dashboard as its own).
+ */
+export function clientConnection(server: ServerRef, logger: Logger, role: Role = "client"): Promise<NatsConnection> {
+  return connectNats({ servers: server.url, name: `ado-cli-${hostname()}-${process.pid}`, logger, ...(server.auth ? { auth: authForRole(server.auth, role) } : {}) });
 }
 
 export function parseIntFlag(name: string, min: number, max: number) {

@@ -22,7 +22,7 @@ import type { HitlListItem } from "../runtime/api.js";
 import type { Logger } from "../runtime/logger.js";
 import type { AdoEvent, HitlChoice, HitlRecord } from "../runtime/messages.js";
 import { topology } from "../runtime/topology.js";
-import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
+import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags, type ServerRef } from "./common.js";
 import { dropKeptRun, findKeptRuns, keptRunOwner, markKeptRun, type KeptRun } from "./kept-runs.js";
 import { LineProgress } from "./progress.js";
 import { EXIT_NEEDS_ATTENTION, exitCodeOf } from "./run.js";
@@ -106,8 +106,8 @@ async function loadConfig(flags: HitlFlags): Promise<{ config: Config; logger: L
   return { config, logger, ...(info ? { gitCommonDir: info.gitCommonDir } : {}) };
 }
 
-async function connect(url: string, prefix: string, logger: Logger, where: string): Promise<Place> {
-  const nc = await clientConnection(url, logger);
+async function connect(server: ServerRef, prefix: string, logger: Logger, where: string): Promise<Place> {
+  const nc = await clientConnection(server, logger);
   return { client: new AdoClient(nc, topology(prefix)), where, close: () => drainQuietly(nc) };
 }
 
@@ -146,7 +146,7 @@ async function openStore(store: { kept: KeptRun } | { configured: string }, conf
     await release();
     throw err;
   }
-  const place = await connect(stack.url, prefix, logger, kept ? `the run's kept state (${kept.dir})` : `the embedded store ${storeDir}`).catch(async (err) => {
+  const place = await connect({ url: stack.url, auth: stack.auth }, prefix, logger, kept ? `the run's kept state (${kept.dir})` : `the embedded store ${storeDir}`).catch(async (err) => {
     await stack.close();
     await release();
     throw err;
@@ -181,7 +181,7 @@ async function openFor(runId: string, flags: HitlFlags, full: boolean): Promise<
   const kept = gitCommonDir ? (await findKeptRuns(gitCommonDir)).find((k) => k.runId === runId) : undefined;
   if (kept && !flags.server) return openStore({ kept }, config, logger, full);
   const server = await resolveServer(config);
-  if (server) return connect(server.url, config.prefix, logger, server.url);
+  if (server) return connect(server, config.prefix, logger, server.url);
   if (config.embedded.storeDir) return openStore({ configured: config.embedded.storeDir }, config, logger, full);
   throw new CliError(
     `no run '${runId}' waits in this repository, and no server is configured: ` +
@@ -215,7 +215,7 @@ async function listCommand(flags: HitlFlags & { all?: boolean }): Promise<number
   const { config, logger, gitCommonDir } = await loadConfig(flags);
   const places: Array<() => Promise<Place>> = [];
   const server = await resolveServer(config);
-  if (server) places.push(() => connect(server.url, config.prefix, logger, server.url));
+  if (server) places.push(() => connect(server, config.prefix, logger, server.url));
   if (gitCommonDir && !flags.server) {
     for (const kept of await findKeptRuns(gitCommonDir)) places.push(() => openStore({ kept }, config, logger, false));
   }

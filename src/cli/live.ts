@@ -4,7 +4,7 @@ import type { ControlAction, VariantRecord } from "../runtime/messages.js";
 import { asRunId } from "../runtime/ids.js";
 import { openBuckets, openJetStream, topology } from "../runtime/topology.js";
 import { providerView, readProviderStates, type ProviderView } from "./providers-view.js";
-import { CliError, clientConnection, configFrom, Exit, joinServer, type CommonFlags } from "./common.js";
+import { CliError, clientConnection, configFrom, Exit, joinServer, type CommonFlags, type ServerRef } from "./common.js";
 import { refuseFinished, requireRun, runIdOf } from "./targets.js";
 import { followRun } from "./follow.js";
 import { createProgress, type ProgressMode } from "./progress.js";
@@ -18,25 +18,30 @@ import { formatDuration, parseDuration } from "../runtime/duration.js";
 import { formatTokens, formatUsd } from "../runtime/budget.js";
 import { silentLogger, type Logger } from "../runtime/logger.js";
 import { runState } from "../runtime/run-load.js";
-import { checkServer, describeServerHealth, isTimeout, ServerCondition } from "../runtime/server-health.js";
+import { checkServer, describeServerHealth, isTimeout, ServerCondition, type ServerEndpoint } from "../runtime/server-health.js";
+import { authForRole } from "../runtime/nats-auth.js";
+
+/** The server's health probe, with a client's credentials. */
+function healthEndpoint(server: ServerRef, name: string): ServerEndpoint {
+  return { servers: server.url, name, logger: silentLogger, ...(server.auth ? { auth: authForRole(server.auth, "client") } : {}) };
+}
 
 /** Connects a client to the server of what runs (see joinServer) for one command. */
-export async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient, logger: Logger) => Promise<T>, runId?: string): Promise<T> {
+export async function withClient<T>(flags: CommonFlags, what: string, fn: (client: AdoClient, logger: Logger, server: ServerRef) => Promise<T>, runId?: string): Promise<T> {
   const { config, logger } = await configFrom(flags);
-  const url = await joinServer(config, what, { runId });
-  const nc = await clientConnection(url, logger);
+  const server = await joinServer(config, what, { runId });
+  const nc = await clientConnection(server, logger);
   try {
     try {
       await openJetStream(nc); // the same clear error as `ado run` for a server with JetStream off
     } catch (err) {
       // A JetStream that does not answer (a full or deadlocked store): say what a probe sees and what to do.
       if (!isTimeout(err)) throw err;
-      const server = await checkServer({ servers: url, name: `ado-health-${process.pid}`, logger: silentLogger });
-      const trouble = describeServerHealth(server);
+      const trouble = describeServerHealth(await checkServer(healthEndpoint(server, `ado-health-${process.pid}`)));
       if (trouble) throw new CliError(trouble, Exit.failed);
       throw err;
     }
-    return await fn(new AdoClient(nc, topology(config.prefix)), logger);
+    return await fn(new AdoClient(nc, topology(config.prefix)), logger, server);
   } finally {
     await drainQuietly(nc);
   }
@@ -131,9 +136,9 @@ export async function detachCommand(runId: string, flags: CommonFlags): Promise<
 
 /** `ado status [run]` and `ado parallel status`. */
 export async function statusCommand(runId: string | undefined, flags: CommonFlags & { json?: boolean; all?: boolean; providers?: boolean }): Promise<number> {
-  return withClient(flags, "ado status", async (client) => {
+  return withClient(flags, "ado status", async (client, _logger, ref) => {
     // Run and task records live in JetStream: if it cannot answer, say why instead of timing out.
-    const server = await checkServer({ servers: client.nc.getServer(), name: `ado-status-health-${process.pid}`, logger: silentLogger });
+    const server = await checkServer(healthEndpoint(ref, `ado-status-health-${process.pid}`));
     const trouble = describeServerHealth(server);
     if (trouble) process.stderr.write(`ado: ${trouble}\n`);
     if (server.condition === ServerCondition.unresponsive || server.condition === ServerCondition.unreachable) return Exit.failed;

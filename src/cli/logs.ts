@@ -8,7 +8,7 @@ import { SCHEMAS, type AdoEvent } from "../runtime/messages.js";
 import { FINISHED, RunFold } from "../runtime/run-fold.js";
 import { activityLine } from "../runtime/activity.js";
 import { openJetStream, topology, type Topology } from "../runtime/topology.js";
-import { CliError, clientConnection, configFrom, Exit, joinServer, type CommonFlags } from "./common.js";
+import { CliError, clientConnection, configFrom, Exit, joinServer, type CommonFlags, type ServerRef } from "./common.js";
 import { listTaskLogs, logsRootFor, type TaskLog } from "./task-logs.js";
 import { createReadStream } from "node:fs";
 
@@ -57,13 +57,13 @@ export async function logsCommand(spec: string, task: string | undefined, flags:
     }
   }
   const { config, logger } = await configFrom(flags);
-  let url: string;
+  let server: ServerRef;
   try {
-    url = await joinServer(config, "ado logs", { runId, ...(flags.repo ? { dir: flags.repo } : {}) });
+    server = await joinServer(config, "ado logs", { runId, ...(flags.repo ? { dir: flags.repo } : {}) });
   } catch (err) {
     throw new CliError(`no logs of ${taskId ? `task ${taskId} of ` : ""}run ${runId} on this machine, and ${errorMessage(err)}`);
   }
-  const nc = await clientConnection(url, logger);
+  const nc = await clientConnection(server, logger);
   try {
     await openJetStream(nc);
     const topo = topology(config.prefix);

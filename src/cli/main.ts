@@ -71,7 +71,8 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
       .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535))
       .option("--dashboard-port <port>", "serve the web dashboard on this port (0: a free one; default 4280, or a free one if taken)", parseIntFlag("dashboard-port", 0, 65_535))
-      .option("--no-dashboard", "do not serve the web dashboard"),
+      .option("--no-dashboard", "do not serve the web dashboard")
+      .option("--no-auth", "let anyone who reaches the port connect, without credentials (default: a user per role, keys under the store, readable by you only)"),
   ).action(async (flags) => setExit(await upCommand(flags)));
 
   common(

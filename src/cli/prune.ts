@@ -75,7 +75,7 @@ export async function pruneCommand(flags: PruneFlags): Promise<number> {
   const records = new Map<string, RunRecord>();
   const server = await resolveServer(config);
   if (server) {
-    const nc = await clientConnection(server.url, logger);
+    const nc = await clientConnection(server, logger);
     try {
       await openJetStream(nc);
       const client = new AdoClient(nc, topology(config.prefix));

@@ -19,7 +19,8 @@ import { drainQuietly } from "../runtime/connection.js";
 import { errorMessage } from "../runtime/errors.js";
 import { describeServerHealth, reportServerHealth } from "../runtime/server-health.js";
 import { openJetStream, topology } from "../runtime/topology.js";
-import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags } from "./common.js";
+import { CliError, clientConnection, configFrom, Exit, resolveServer, type CommonFlags, type ServerRef } from "./common.js";
+import { authForRole } from "../runtime/nats-auth.js";
 import { createKeptRun, dropKeptRun, type KeptRun } from "./kept-runs.js";
 import { endEmbedded, followRun, type Followed } from "./follow.js";
 import { createProgress, type ProgressMode } from "./progress.js";
@@ -118,14 +119,15 @@ export async function runCommand(prompt: string | undefined, flags: RunFlags): P
     }
     url = stack.url;
     // Other terminals in this repository reach the run through its stack while it runs (ado status, cancel, attach).
-    if (repoInfo) published = await publishRunStack(repoInfo.gitCommonDir, { url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString(), runId });
+    if (repoInfo) published = await publishRunStack(repoInfo.gitCommonDir, { url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString(), runId, ...(stack.auth.roleDir ? { roleDir: stack.auth.roleDir } : {}) });
   }
-  const nc = await clientConnection(url, logger);
+  const server: ServerRef = stack ? { url, auth: stack.auth } : external!;
+  const nc = await clientConnection(server, logger);
   const topo = topology(config.prefix);
   await openJetStream(nc); // a clear error if the server has JetStream off
   const client = new AdoClient(nc, topo);
   // A full or deadlocked JetStream store stops the run without a word otherwise.
-  const serverHealth = reportServerHealth({ servers: url, name: `ado-cli-health-${process.pid}`, logger }, { say: stderr, url, runId, storeDir: stack?.embedded?.storeDir, embedded: !!stack });
+  const serverHealth = reportServerHealth({ servers: url, name: `ado-cli-health-${process.pid}`, logger, ...(server.auth ? { auth: authForRole(server.auth, "client") } : {}) }, { say: stderr, url, runId, storeDir: stack?.embedded?.storeDir, embedded: !!stack });
 
   // With --json, stdout carries only the outcome, so progress goes to stderr.
   const view = createProgress(flags.detach ? "none" : (flags.progress ?? "auto"), flags.json ? process.stderr : process.stdout);

@@ -159,7 +159,7 @@ export async function resumeKeptRun(runId: string, flags: RunsFlags & { progress
     throw err;
   }
   say(`resuming run ${runId} from ${kept.dir} (an embedded stack on its state); its events so far are replayed first`);
-  const nc = await clientConnection(stack.url, logger).catch(async (err) => {
+  const nc = await clientConnection({ url: stack.url, auth: stack.auth }, logger).catch(async (err) => {
     await stack.close();
     await markKeptRun(kept, { ...marker, state: "interrupted", updatedAt: new Date().toISOString() });
     throw err;

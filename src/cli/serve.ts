@@ -1,11 +1,12 @@
 import { join } from "node:path";
 import { homedir } from "node:os";
 import { Stack, type ActorKind } from "../actors/stack.js";
-import { CliError, configFrom, Exit, requireServer, type CommonFlags } from "./common.js";
+import { CliError, configFrom, Exit, requireServer, type CommonFlags, type ServerRef } from "./common.js";
 import { PortInUseError } from "../runtime/embedded-server.js";
 import { StoreInUseError } from "../runtime/store-lock.js";
 import { startHealthServer } from "../runtime/health.js";
 import type { Logger } from "../runtime/logger.js";
+import type { Config } from "../runtime/config.js";
 import { onShutdown } from "./signals.js";
 import { ID_PATTERN } from "../runtime/ids.js";
 import { readUpState, removeUpState, writeUpState } from "./up-state.js";
@@ -59,6 +60,8 @@ export interface UpFlags extends ServeFlags {
   store?: string;
   /** `--no-dashboard` makes it false. */
   dashboard?: boolean;
+  /** `--no-auth` makes it false: the server takes connections without credentials. */
+  auth?: boolean;
   dashboardPort?: number;
   workers?: number;
   slots?: number;
@@ -78,7 +81,7 @@ export async function upCommand(flags: UpFlags): Promise<number> {
   }
   let stack: Stack;
   try {
-    stack = await Stack.start({ config: { ...config, server: undefined, embedded: { storeDir, port: flags.port } }, logger });
+    stack = await Stack.start({ config: { ...config, server: undefined, embedded: { storeDir, port: flags.port, auth: flags.auth !== false && config.embedded.auth } }, logger });
   } catch (err) {
     if (err instanceof PortInUseError) throw new CliError(`${err.message} (ado up --port <n>)`);
     if (err instanceof StoreInUseError) throw new CliError(`${err.message} (ado up --store <dir>)`);
@@ -91,12 +94,16 @@ export async function upCommand(flags: UpFlags): Promise<number> {
     await stack.close();
     throw err;
   }
-  const statePath = await writeUpState({ url: stack.url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString(), storeDir });
+  const roleDir = stack.auth.roleDir;
+  const statePath = await writeUpState({ url: stack.url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString(), storeDir, ...(roleDir ? { roleDir } : {}) });
   process.stdout.write(
     [
       `ado is up: NATS at ${stack.url} (JetStream store ${storeDir})`,
       `  actors: ${stack.actors.map((a) => a.kind).join(", ")}; workers: ${stack.workers.length} x ${config.slots} slot(s)`,
       `  other ado commands on this machine use it (${statePath}); elsewhere: --server ${stack.url}`,
+      roleDir
+        ? `  auth: a user per role, keys in ${roleDir} (yours only); another tool connects with one, e.g. \`nats --nkey ${roleDir}/client.nk\``
+        : `  auth: off (--no-auth): anyone who reaches the port can submit work and read prompts`,
       ...(dashboard ? [`  dashboard: ${dashboard.url}`] : []),
       `  Ctrl-C stops it.`,
       "",
@@ -111,7 +118,7 @@ export async function upCommand(flags: UpFlags): Promise<number> {
  * port taken (another `ado up` of another prefix, say): a free one, said in the URL.
  */
 async function serveDashboard(stack: Stack, prefix: string, port: number | undefined, logger: Logger, heartbeatMs: number): Promise<Dashboard> {
-  const nc = await clientConnection(stack.url, logger);
+  const nc = await clientConnection({ url: stack.url, auth: stack.auth }, logger, "dashboard");
   const start = (p: number) => startDashboard({ nc, topo: stack.topo, logger, port: p, metrics: stack.metrics, heartbeatMs });
   try {
     const dashboard = await start(port ?? 4280).catch((err) => {
@@ -155,8 +162,8 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
   const config = flags.pool === undefined ? loaded : { ...loaded, worker: { ...loaded.worker, pool: flags.pool } };
   if (config.worker.pool !== undefined && !ID_PATTERN.test(config.worker.pool)) throw new CliError(`--pool '${config.worker.pool}' is not a pool name: letters, digits, '_' or '-'`);
   const server = await requireServer(config, "ado worker");
-  const stack = await Stack.start({ config, logger, server, actors: [], ...(flags.id !== undefined ? { workerIds: [flags.id] } : { workers: flags.count }) });
-  say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server}: ${stack.workers.map((w) => w.id).join(", ")}`);
+  const stack = await Stack.start({ config: withServerAuth(config, server), logger, server: server.url, actors: [], ...(flags.id !== undefined ? { workerIds: [flags.id] } : { workers: flags.count }) });
+  say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server.url}: ${stack.workers.map((w) => w.id).join(", ")}`);
   if (config.slotsAuto) say(`slots: auto: ${config.slotsAuto}`);
   // The process ends once its workers have stopped, whoever asked (`ado workers drain`, the scaler), or when its supervisor lets go of stdin.
   const reasons: Array<Promise<string>> = [Promise.all(stack.workers.map((w) => w.whenStopped())).then(() => "every worker stopped")];
@@ -172,11 +179,16 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
   return serveUntilSignal(stack, flags.healthPort, logger, undefined, undefined, Promise.race(reasons));
 }
 
+/** The config of processes that join a server: its credentials when found with it (the seeds of an `ado up` on this machine). */
+function withServerAuth(config: Config, server: ServerRef): Config {
+  return server.auth ? { ...config, nats: { ...server.auth, replicas: config.nats.replicas } } : config;
+}
+
 /** `ado actor <name>`: one actor replica against an existing server. */
 export async function actorCommand(name: ActorKind, flags: ServeFlags): Promise<number> {
   const { config, logger } = await configFrom(flags);
   const server = await requireServer(config, `ado actor ${name}`);
-  const stack = await Stack.start({ config, logger, server, actors: [name], workers: 0 });
-  say(`${name} running on ${server} (instance ${stack.actors[0]?.instance})`);
+  const stack = await Stack.start({ config: withServerAuth(config, server), logger, server: server.url, actors: [name], workers: 0 });
+  say(`${name} running on ${server.url} (instance ${stack.actors[0]?.instance})`);
   return serveUntilSignal(stack, flags.healthPort, logger);
 }

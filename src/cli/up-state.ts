@@ -21,6 +21,8 @@ export interface UpState {
   runId?: string;
   /** The JetStream store it uses, when it is a directory that outlives the stack. */
   storeDir?: string;
+  /** Its server's per-role seeds (readable by this user only); absent: it takes connections without credentials. */
+  roleDir?: string;
 }
 
 export function upStatePath(prefix: string, env = process.env): string {

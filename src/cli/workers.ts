@@ -83,7 +83,8 @@ function durationFlag(name: string, v: string): number {
 async function connect(flags: CommonFlags, what: string): Promise<{ config: Config; nc: NatsConnection; topo: Topology }> {
   const { config, logger } = await configFrom(flags);
   const server = await requireServer(config, what);
-  const nc = await clientConnection(server, logger);
+  // Operator commands: scaling policies, drains, rebalancing are beyond a client's rights.
+  const nc = await clientConnection(server, logger, "admin");
   return { config, nc, topo: topology(config.prefix) };
 }
 

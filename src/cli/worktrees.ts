@@ -9,6 +9,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import { hostname } from "node:os";
 import type { Config } from "../runtime/config.js";
 import { connectNats, drainQuietly } from "../runtime/connection.js";
+import { authForRole } from "../runtime/nats-auth.js";
 import { errorMessage } from "../runtime/errors.js";
 import {
   applyCleanup,
@@ -90,7 +91,7 @@ async function open(flags: WorktreeFlags): Promise<Context> {
   }
   let nc: NatsConnection | undefined;
   try {
-    nc = await connectNats({ servers: server.url, name: `ado-cli-worktrees-${hostname()}-${process.pid}`, logger, timeoutMs: 2_000 });
+    nc = await connectNats({ servers: server.url, name: `ado-cli-worktrees-${hostname()}-${process.pid}`, logger, timeoutMs: 2_000, ...(server.auth ? { auth: authForRole(server.auth, "client") } : {}) });
     const kv = await new Kvm(nc).open(topology(config.prefix).buckets.worktrees);
     await kv.status(); // fails now, not later, when the bucket was never created
     ctx.registry = new WorktreeRegistry(kv, logger);

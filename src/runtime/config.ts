@@ -99,10 +99,16 @@ export const ConfigSchema = z
       .object({ graceMs: z.number().int().min(0).default(10_000), forceMs: z.number().int().min(0).default(5_000) })
       .strict()
       .default({ graceMs: 10_000, forceMs: 5_000 }),
+    /**
+     * The embedded server (`ado run` without a server, `ado up`): its store, its port,
+     * and `auth` (default on): a user per role with keys kept under the store, so no
+     * other local user can connect. `auth: false` leaves it open to anyone who reaches
+     * the port (for tools of your own that connect without credentials).
+     */
     embedded: z
-      .object({ storeDir: z.string().optional(), port: z.number().int().min(0).max(65_535).optional() })
+      .object({ storeDir: z.string().optional(), port: z.number().int().min(0).max(65_535).optional(), auth: z.boolean().default(true) })
       .strict()
-      .default({}),
+      .default({ auth: true }),
     /**
      * Merge settings for the runs this machine submits (mode, per-path rules, resolver,
      * validate, into). A graph file's `merge:` and `ado run` flags override them; the
@@ -211,7 +217,7 @@ export type Config = Omit<ParsedConfig, "worktreeDir" | "git" | "checkpointInter
 export const CONFIG_FILE = "ado.config.yaml";
 
 /** Environment variables that override the file, and the field each sets. */
-export const ENV_VARS: Record<string, { path: string[]; number?: boolean }> = {
+export const ENV_VARS: Record<string, { path: string[]; number?: boolean; boolean?: boolean }> = {
   ADO_PREFIX: { path: ["prefix"] },
   ADO_SERVER: { path: ["server"] },
   ADO_WORKERS: { path: ["workers"], number: true },
@@ -225,6 +231,7 @@ export const ENV_VARS: Record<string, { path: string[]; number?: boolean }> = {
   ADO_CLONE_DIR: { path: ["git", "cloneDir"] },
   ADO_CHECKPOINT_INTERVAL: { path: ["checkpointInterval"] },
   ADO_WORKER_POOL: { path: ["worker", "pool"] },
+  ADO_EMBEDDED_AUTH: { path: ["embedded", "auth"], boolean: true },
   ADO_NATS_USER: { path: ["nats", "user"] },
   ADO_NATS_PASSWORD: { path: ["nats", "password"] },
   ADO_NATS_TOKEN: { path: ["nats", "token"] },
@@ -291,7 +298,7 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<Config> 
   for (const [name, spec] of Object.entries(ENV_VARS)) {
     const value = env[name];
     if (value === undefined || value === "") continue;
-    const parsed = spec.number && /^-?\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : value;
+    const parsed = spec.number && /^-?\d+(\.\d+)?$/.test(value.trim()) ? Number(value) : spec.boolean ? parseBool(value) : value;
     setPath(merged, spec.path, parsed);
     sources.set(spec.path.join("."), `environment ${name}`);
   }
@@ -352,6 +359,14 @@ export function defaultCloneDir(env: NodeJS.ProcessEnv = process.env): string {
 }
 
 const cacheDir = (env: NodeJS.ProcessEnv) => env.XDG_CACHE_HOME || join(env.HOME || homedir(), ".cache");
+
+/** An on/off environment value; anything else stays a string, which the schema refuses by name. */
+function parseBool(value: string): boolean | string {
+  const v = value.trim().toLowerCase();
+  if (["1", "true", "yes", "on"].includes(v)) return true;
+  if (["0", "false", "no", "off"].includes(v)) return false;
+  return value;
+}
 
 /** `~` and `~/x` mean the home directory, as in a shell; nothing else is expanded. */
 function expandHome(path: string, env: NodeJS.ProcessEnv): string {

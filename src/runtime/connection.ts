@@ -16,6 +16,15 @@ export interface ConnectOptions {
   auth?: NatsAuth;
 }
 
+/** Every URL of `servers`, a comma-separated string or a list of them. */
+export function serverList(servers: string | string[]): string[] {
+  return [servers]
+    .flat()
+    .flatMap((s) => s.split(","))
+    .map((s) => s.trim())
+    .filter(Boolean);
+}
+
 /** The longest a client waits between reconnect attempts: after an outage, every client is back within about this long. */
 export const RECONNECT_MAX_WAIT_MS = maxBackoffDelay(Backoff.reconnect);
 
@@ -32,7 +41,9 @@ export async function connectNats(opts: ConnectOptions): Promise<NatsConnection>
   try {
     nc = await connect({
       ...auth,
-      servers: opts.servers,
+      // "nats://a:4222,nats://b:4222" (ADO_SERVER, --server) is every node of a cluster:
+      // nats.js takes one string for one URL.
+      servers: serverList(opts.servers),
       name: opts.name,
       maxReconnectAttempts: -1,
       reconnectTimeWait: Backoff.reconnect.baseMs,

@@ -6,7 +6,9 @@ import { delimiter, join } from "node:path";
 import { sleep } from "./clock.js";
 import { EmbeddedServerError } from "./errors.js";
 import type { Logger } from "./logger.js";
+import { stackCredentials } from "./stack-auth.js";
 import { lockStore, type StoreLock } from "./store-lock.js";
+import type { Topology } from "./topology.js";
 
 /** The client port is taken by another process (another ado up, another NATS server). */
 export class PortInUseError extends EmbeddedServerError {
@@ -31,6 +33,11 @@ export interface EmbeddedServerOptions {
    * permissions, TLS, another max_payload.
    */
   extraConfig?: string;
+  /**
+   * Users for this prefix, one per role (stack-auth.ts): the seeds are kept under the
+   * store (`<store>/auth`, 0600) and nothing else can connect. Absent: no auth.
+   */
+  auth?: Topology;
 }
 
 const INSTALL = "install it with `apt-get install -y nats-server` (Debian/Ubuntu)";
@@ -67,6 +74,8 @@ export class EmbeddedServer {
     private readonly ownsStore: boolean,
     private readonly stderr: () => string,
     private readonly lock: StoreLock | undefined,
+    /** The per-role seeds of a server started with `auth` (connect with `{ roleDir }`); undefined: no auth. */
+    readonly roleDir: string | undefined,
   ) {}
 
   /** Starts the server and resolves once it accepts connections. */
@@ -88,6 +97,7 @@ export class EmbeddedServer {
     const storeDir = opts.storeDir ?? (await mkdtemp(join(tmpdir(), "ado-nats-")));
     const runDir = await mkdtemp(join(tmpdir(), "ado-nats-run-"));
     await mkdir(storeDir, { recursive: true });
+    const creds = opts.auth ? await stackCredentials(storeDir, opts.auth) : undefined;
     const conf = [
       `listen: "127.0.0.1:${opts.port ?? -1}"`,
       opts.monitoring ? `http: "127.0.0.1:-1"` : "",
@@ -96,6 +106,7 @@ export class EmbeddedServer {
       `jetstream { store_dir: ${JSON.stringify(storeDir)} }`,
       // Our heaviest messages are run submissions with large graphs.
       `max_payload: 8MB`,
+      creds?.authorization ?? "",
       opts.extraConfig ?? "",
     ].join("\n");
     const confPath = join(runDir, "nats.conf");
@@ -132,7 +143,7 @@ export class EmbeddedServer {
     for (;;) {
       const ports = await readPortsFile(runDir);
       if (ports?.nats?.[0]) {
-        const server = new EmbeddedServer(child, ports.nats[0], ports.monitoring?.[0], storeDir, ownsStore, () => stderr, lock);
+        const server = new EmbeddedServer(child, ports.nats[0], ports.monitoring?.[0], storeDir, ownsStore, () => stderr, lock, creds?.roleDir);
         await rm(runDir, { recursive: true, force: true });
         opts.logger?.info({ url: server.url, storeDir }, "embedded nats-server started");
         return server;

@@ -18,8 +18,11 @@ import { credsAuthenticator, nkeyAuthenticator, nkeys, type Authenticator } from
 import { ConfigError } from "./errors.js";
 import { API_QUERIES, type Topology } from "./topology.js";
 
-/** The roles, each a NATS user of its own. */
-export const ROLES = ["admin", "scheduler", "balancer", "merger", "stealer", "scaler", "worker", "client", "observer", "api"] as const;
+/**
+ * The roles, each a NATS user of its own: the issue's nine, then the actors and the
+ * process that came later (recorder, notifier, dashboard, api), each with rights of its own.
+ */
+export const ROLES = ["admin", "scheduler", "balancer", "merger", "stealer", "scaler", "worker", "client", "observer", "recorder", "notifier", "dashboard", "api"] as const;
 export type Role = (typeof ROLES)[number];
 
 /** How a process authenticates to NATS; every field optional (none: no auth). */
@@ -192,6 +195,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       sub(`${p}.detach.*`);
       writeKv("control");
       readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "hitl", "worktrees");
+      // `ado status` shows the providers' circuits and permits; `ado attach|status` start from the recorder's snapshots.
+      readKv("providers", "snapshots");
       pub(kvPut("hitl"), kvPut("worktrees"));
       api(obj, "watch");
       pub(objPut);
@@ -203,6 +208,29 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       pub("$SRV.>", `${p}.svc.>`, ...API_QUERIES.map((q) => topo.subjects.api(q)));
       sub(`${p}.detach.*`);
       break;
+    // ---- roles of the actors and the process added after the first nine ----
+    case "recorder":
+      // Folds every event (an ordered consumer) into run snapshots, under a lease; reads run records.
+      api(S.events.name, "watch");
+      readKv("runs");
+      writeKv("snapshots", "leases");
+      deadLetters("recorder");
+      actorService("recorder");
+      break;
+    case "notifier":
+      // One shared durable on the run-level events (created if absent); webhooks are HTTP, not NATS.
+      api(S.events.name, "consume", "manageConsumers");
+      deadLetters("notifier");
+      actorService("notifier");
+      break;
+    case "dashboard": {
+      // A client (its buttons: cancel, pause, resume, HITL resolution) that also shows the ready queues' consumers.
+      const client = rolePermissions(topo, "client");
+      pub(...client.publish);
+      sub(...client.subscribe);
+      pub(`$JS.API.CONSUMER.INFO.${S.ready.name}.*`);
+      break;
+    }
   }
   return { publish: [...publish].sort(), subscribe: [...subscribe].sort() };
 }

@@ -4,6 +4,7 @@ import { systemClock, type Clock } from "./clock.js";
 import { connectNats } from "./connection.js";
 import { errorMessage } from "./errors.js";
 import type { Logger } from "./logger.js";
+import type { NatsAuth } from "./nats-auth.js";
 
 /**
  * What a client can tell about the NATS server from outside, so that a person hears
@@ -204,6 +205,8 @@ export interface ServerEndpoint {
   /** Base of the connections' names (`<name>-ping`, `<name>-js`). */
   name: string;
   logger: Logger;
+  /** Credentials; absent: from the environment, as connectNats does. */
+  auth?: NatsAuth;
 }
 
 export interface MonitorOptions {

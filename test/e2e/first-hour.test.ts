@@ -5,11 +5,13 @@
  */
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, readdir, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readdir, readFile, stat, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AGENT_NAMES } from "../../src/agents/index.js";
+import { connectNats } from "../../src/runtime/connection.js";
+import { silentLogger } from "../../src/runtime/logger.js";
 import { ADO_BIN, runAdo, startAdo, stopProcess } from "../helpers/cli.js";
 import { eventually, uniqueTopology } from "../helpers/nats.js";
 import { gitOut, makeRepo } from "../helpers/repo.js";
@@ -217,6 +219,13 @@ describe("first hour - ado up twice", () => {
       expect(existsSync(statePath)).toBe(true);
       const status = await runAdo(["status"], { env, timeoutMs: 30_000 });
       expect(status.code, status.stderr).toBe(0);
+      // Auth by default: ado status above found the stack's keys by itself; without them the server refuses.
+      const roleDir = join(store, "auth");
+      expect(up.output()).toContain(`auth: a user per role, keys in ${roleDir}`);
+      expect(JSON.parse(await readFile(statePath, "utf8")).roleDir).toBe(roleDir);
+      expect(((await stat(roleDir)).mode & 0o777).toString(8)).toBe("700");
+      expect(((await stat(join(roleDir, "client.nk"))).mode & 0o777).toString(8)).toBe("600");
+      await expect(connectNats({ servers: `nats://127.0.0.1:${port}`, name: "anon", logger: silentLogger, auth: {}, timeoutMs: 5_000 })).rejects.toThrow(/Authorization Violation|authorization/i);
     } finally {
       expect(await stopProcess(up.child)).toBe(0);
     }

@@ -6,10 +6,12 @@
  * certificate refused under mutual TLS.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtemp, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { jetstream, jetstreamManager } from "@nats-io/jetstream";
+import { AckPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import { Kvm } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,8 +25,9 @@ import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS } from "../../src/runtime/messages.js";
 import { authForRole, ROLES, writeNatsAuth, type Role } from "../../src/runtime/nats-auth.js";
+import { readSnapshotHead } from "../../src/runtime/run-snapshot.js";
 import { provision, topology, type ApiEndpointName } from "../../src/runtime/topology.js";
-import { uniqueTopology } from "../helpers/nats.js";
+import { eventually, uniqueTopology } from "../helpers/nats.js";
 import { makeRepo } from "../helpers/repo.js";
 
 const at = () => new Date().toISOString();
@@ -100,21 +103,27 @@ tasks:
     const kvPut = (bucket: keyof typeof topo.buckets, key: string) => async (nc: NatsConnection) => (await new Kvm(nc).open(topo.buckets[bucket])).put(key, new Uint8Array([0x80]));
     const kvGet = (bucket: keyof typeof topo.buckets) => async (nc: NatsConnection) => (await new Kvm(nc).open(topo.buckets[bucket])).get("nothing");
     const ops: Op[] = [
-      { what: "publish a run submission", run: (nc) => js(nc).publish(topo.subjects.submit, submit.data, { headers: submit.headers, msgID: `m-${Math.random()}` }), allowed: ["admin", "client"] },
-      { what: "publish to the results stream (a result, a control request)", run: (nc) => js(nc).publish(topo.subjects.results("r-matrix"), result.data, { headers: result.headers }), allowed: ["admin", "scheduler", "merger", "stealer", "worker", "client", "api"] },
+      { what: "publish a run submission", run: (nc) => js(nc).publish(topo.subjects.submit, submit.data, { headers: submit.headers, msgID: `m-${Math.random()}` }), allowed: ["admin", "client", "dashboard"] },
+      { what: "publish to the results stream (a result, a control request)", run: (nc) => js(nc).publish(topo.subjects.results("r-matrix"), result.data, { headers: result.headers }), allowed: ["admin", "scheduler", "merger", "stealer", "worker", "client", "api", "dashboard"] },
       { what: "publish ready work", run: (nc) => js(nc).publish(topo.subjects.ready("normal"), new Uint8Array([0x80])), allowed: ["admin", "scheduler", "stealer", "worker"] },
       { what: "publish work to a worker", run: (nc) => js(nc).publish(topo.subjects.work("w-matrix"), new Uint8Array([0x80])), allowed: ["admin", "balancer"] },
       { what: "publish an event", run: (nc) => js(nc).publish(topo.subjects.event({ type: "run.paused", runId: "r-matrix" }), new Uint8Array([0x80])), allowed: ["admin", "scheduler", "balancer", "merger", "stealer", "worker"] },
       { what: "write a run record (KV runs)", run: kvPut("runs", "r-matrix"), allowed: ["admin", "scheduler"] },
-      { what: "write the control bucket", run: kvPut("control", "r-matrix"), allowed: ["admin", "scheduler", "client", "api"] },
+      { what: "write the control bucket", run: kvPut("control", "r-matrix"), allowed: ["admin", "scheduler", "client", "api", "dashboard"] },
       { what: "claim an attempt (KV claims)", run: kvPut("claims", "r-matrix.a.1"), allowed: ["admin", "worker"] },
       { what: "write a worker record (KV workers)", run: kvPut("workers", "w-matrix"), allowed: ["admin", "stealer", "worker"] },
-      { what: "write a HITL record", run: kvPut("hitl", "r-matrix.a"), allowed: ["admin", "merger", "client"] },
-      { what: "read run records", run: kvGet("runs"), allowed: ["admin", "scheduler", "scaler", "client", "observer", "api"] },
-      { what: "read the control bucket", run: kvGet("control"), allowed: ["admin", "scheduler", "balancer", "worker", "client", "observer", "api"] },
-      { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer"] },
-      { what: "call an API query (runs.list)", run: apiCall("runs.list"), allowed: ["admin", "client", "observer"] },
-      { what: "call an API mutation (runs.cancel)", run: apiCall("runs.cancel"), allowed: ["admin", "client"] },
+      { what: "write a HITL record", run: kvPut("hitl", "r-matrix.a"), allowed: ["admin", "merger", "client", "dashboard"] },
+      { what: "read run records", run: kvGet("runs"), allowed: ["admin", "scheduler", "scaler", "client", "observer", "api", "recorder", "dashboard"] },
+      { what: "read the control bucket", run: kvGet("control"), allowed: ["admin", "scheduler", "balancer", "worker", "client", "observer", "api", "dashboard"] },
+      { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer", "recorder", "dashboard"] },
+      { what: "read the providers' state (KV providers)", run: kvGet("providers"), allowed: ["admin", "balancer", "worker", "client", "observer", "dashboard"] },
+      { what: "write a run snapshot (KV snapshots)", run: kvPut("snapshots", "r-matrix"), allowed: ["admin", "recorder"] },
+      { what: "read run snapshots (KV snapshots)", run: kvGet("snapshots"), allowed: ["admin", "client", "observer", "recorder", "dashboard"] },
+      { what: "take a leader lease (KV leases)", run: kvPut("leases", "matrix"), allowed: ["admin", "stealer", "scaler", "recorder"] },
+      { what: "create a durable consumer on the events (the notifier's)", run: async (nc) => (await jetstreamManager(nc)).consumers.add(topo.streams.events.name, { durable_name: "matrix", filter_subject: topo.subjects.allRunEvents, ack_policy: AckPolicy.Explicit }), allowed: ["admin", "notifier", "recorder", "client", "observer", "dashboard"] },
+      { what: "publish a dead letter as the notifier", run: (nc) => js(nc).publish(topo.subjects.deadLetter("notifier"), new Uint8Array([0x80])), allowed: ["admin", "notifier"] },
+      { what: "call an API query (runs.list)", run: apiCall("runs.list"), allowed: ["admin", "client", "observer", "dashboard"] },
+      { what: "call an API mutation (runs.cancel)", run: apiCall("runs.cancel"), allowed: ["admin", "client", "dashboard"] },
       { what: "create a stream", run: async (nc) => (await jetstreamManager(nc)).streams.add({ name: `${topo.prefix.toUpperCase()}_EXTRA`, subjects: [`${topo.prefix}.extra.>`] }), allowed: [] },
       { what: "delete a stream", run: async (nc) => (await jetstreamManager(nc)).streams.delete(topo.streams.dlq.name), allowed: [] },
       { what: "update a stream (provisioning)", run: async (nc) => (await jetstreamManager(nc)).streams.update(topo.streams.dlq.name, { ...topo.streams.dlq }), allowed: ["admin"] },
@@ -244,4 +253,89 @@ describe("nats auth - user and password, token", () => {
       await rm(d, { recursive: true, force: true, maxRetries: 10 });
     }
   });
+});
+
+describe("nats auth - the embedded stack", () => {
+  it("turns auth on by default: seeds 0600 under the store, no connection without them, every actor (recorder and notifier included) works under its own user", async () => {
+    const repo = await makeRepo();
+    const scratch = await mkdtemp(join(tmpdir(), "ado-embedded-auth-"));
+    const storeDir = join(scratch, "store");
+    // The notifier's webhook: what it posts, it read from the events as its own user.
+    const posted: string[] = [];
+    const hook = createServer((req, res) => {
+      let body = "";
+      req.on("data", (d: Buffer) => (body += d.toString()));
+      req.on("end", () => {
+        posted.push(body);
+        res.end("ok");
+      });
+    });
+    await new Promise<void>((resolve) => hook.listen(0, "127.0.0.1", resolve));
+    const hookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
+    const config = parseConfig({ prefix: uniqueTopology().prefix, workers: 1, worktreeDir: join(scratch, "wt"), heartbeatMs: 200, embedded: { storeDir }, notifications: { webhooks: [{ url: hookUrl }] } });
+    const t = topology(config.prefix);
+    const stack = await Stack.start({ config, logger: silentLogger, recorder: { everyMs: 100 } });
+    const mine: NatsConnection[] = [];
+    const connectAs = async (role: Role) => {
+      const nc = await connectNats({ servers: stack.url, name: `embedded-${role}`, logger: silentLogger, auth: authForRole(stack.auth, role) });
+      mine.push(nc);
+      return nc;
+    };
+    try {
+      expect(stack.auth.roleDir).toBe(join(storeDir, "auth"));
+      expect(((await stat(stack.auth.roleDir!)).mode & 0o777).toString(8)).toBe("700");
+      for (const r of ROLES) expect(((await stat(join(stack.auth.roleDir!, `${r}.nk`))).mode & 0o777).toString(8)).toBe("600");
+      await expect(connectNats({ servers: stack.url, name: "anon", logger: silentLogger, auth: {}, timeoutMs: 3_000 })).rejects.toThrow(/Authorization Violation|authorization/i);
+      // Another prefix's client (another installation's keys) gets nothing either.
+      await expect(connectNats({ servers: stack.url, name: "stranger", logger: silentLogger, auth: { nkeyFile: seeds.client }, timeoutMs: 3_000 })).rejects.toThrow(/Authorization Violation|authorization/i);
+
+      const client = new AdoClient(await connectAs("client"), t);
+      const outcome = await client.run({ graph: parseGraph(`tasks:\n  - { id: a, run: "echo A > a.txt" }\n  - { id: b, needs: [a], run: "cat a.txt" }\n`), repo: repo.dir });
+      expect(outcome.error).toBeUndefined();
+      expect(outcome.status).toBe("succeeded");
+      // The recorder, as its own user, folded the run into a snapshot; the notifier made its durable.
+      const observer = await connectAs("observer");
+      const snapshots = await new Kvm(observer).open(t.buckets.snapshots);
+      await eventually(() => readSnapshotHead(snapshots, outcome.runId), 30_000, "the recorder's snapshot of the run");
+      await eventually(() => posted.find((b) => b.includes(outcome.runId) && b.includes("run.completed")), 30_000, "the notifier's webhook for the run");
+      expect(stack.health().live.ok).toBe(true);
+      expect(stack.health().ready).toEqual({ ok: true, reason: "ok" });
+    } finally {
+      await Promise.all(mine.map((nc) => drainQuietly(nc)));
+      await stack.close();
+    }
+    try {
+      // Started again on the same store (a kept run resumed), the stack keeps its keys.
+      const seed = await readFile(join(storeDir, "auth", "client.nk"), "utf8");
+      const again = await Stack.start({ config, logger: silentLogger, actors: [], workers: 0 });
+      try {
+        expect(await readFile(join(storeDir, "auth", "client.nk"), "utf8")).toBe(seed);
+        const nc = await connectNats({ servers: again.url, name: "again", logger: silentLogger, auth: authForRole(again.auth, "client") });
+        await drainQuietly(nc);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      hook.close();
+      await repo.cleanup();
+      await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
+    }
+  }, 180_000);
+
+  it("embedded.auth false (ado up --no-auth, ADO_EMBEDDED_AUTH=0): connections without credentials are taken", async () => {
+    expect((await loadConfig({ env: { ADO_EMBEDDED_AUTH: "0" }, dir: tmpdir() })).embedded.auth).toBe(false);
+    await expect(loadConfig({ env: { ADO_EMBEDDED_AUTH: "maybe" }, dir: tmpdir() })).rejects.toThrow(/embedded.auth \(from environment ADO_EMBEDDED_AUTH\)/);
+    const scratch = await mkdtemp(join(tmpdir(), "ado-embedded-noauth-"));
+    const config = parseConfig({ prefix: uniqueTopology().prefix, workers: 0, worktreeDir: join(scratch, "wt"), embedded: { auth: false } });
+    const stack = await Stack.start({ config, logger: silentLogger, actors: ["scheduler"] });
+    try {
+      expect(stack.auth).toEqual({});
+      const nc = await connectNats({ servers: stack.url, name: "anon", logger: silentLogger, auth: {} });
+      await (await jetstreamManager(nc)).streams.info(topology(config.prefix).streams.submit.name);
+      await drainQuietly(nc);
+    } finally {
+      await stack.close();
+      await rm(scratch, { recursive: true, force: true, maxRetries: 10 });
+    }
+  }, 60_000);
 });

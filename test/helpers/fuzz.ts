@@ -162,6 +162,23 @@ const graph = {
 };
 const task = { id: "api", prompt: "write the api", agent: "shell", run: "echo api", priority: "normal", retry: { attempts: 1, backoffMs: 1000, factor: 2, maxBackoffMs: 60000, jitter: 0.2 } };
 
+/** Task columns of a run snapshot: two tasks, one done and one running. */
+const snapshotTasks = {
+  ids: ["api", "ui"],
+  status: [5, 2],
+  attempts: [1, 2],
+  started: [10, 200],
+  finished: [150, null],
+  worker: [0, -1],
+  workers: ["w1"],
+  cost: [0.5, 0],
+  activity: [-1, 0],
+  error: [-1, 1],
+  waiting: [-1, -1],
+  texts: ["editing a.ts", "attempt 1 failed"],
+  notes: [{ i: 0, outputTail: "done", archiveRefs: ["refs/ado/archive/r1/api/1"] }, { i: 1, paused: false, live: 0.1 }],
+};
+
 /** One or more valid values of each schema in SCHEMAS (by its key), to mutate. */
 export const SAMPLES: Record<string, unknown[]> = {
   SubmitRun: [{ type: "run.submit", runId: "r1", graph, repo: "/tmp/repo", baseCommit: sha, submittedAt: at, submittedBy: "me@host", merge: { mode: "merge", rules: [] } }],
@@ -270,6 +287,83 @@ export const SAMPLES: Record<string, unknown[]> = {
   CostHistory: [{ agent: "claude", sizeClass: "m", samples: 3, costUsd: 0.4, tokens: 12000, updatedAt: at }],
   CheckpointRecord: [
     { runId: "r1", taskId: "api", attempt: 1, n: 2, workerId: "w1", agent: "claude", sessionHost: "h", at, commit: sha, ref: "refs/ado/checkpoints/r1/api/1", sessionId: "s-1", session: { object: "r1.api.1.2", bytes: 100 } },
+  ],
+  WorkerDrain: [{ type: "worker.drain", by: "me@host", reason: "scale down", graceMs: 30_000 }, { type: "worker.drain", by: "scaler-1" }],
+  ScalerPolicy: [
+    {
+      pool: "local",
+      policy: { min: 0, max: 6, targetQueue: 5, utilization: { low: 0.2, high: 0.8 }, scaleUp: { cooldown: 1000, stabilization: 0 }, scaleDown: { cooldown: 60_000 }, idleTimeout: 120_000, maxStep: 2, warmupTimeout: 60_000 },
+      source: "autoscale",
+      by: "me@host",
+      at,
+    },
+    { pool: "gpu", policy: { min: 4, max: 4 }, source: "scale", by: "me@host", at },
+  ],
+  ScalerState: [
+    {
+      pool: "local",
+      backend: "local",
+      lastUpAt: 5,
+      recommendations: [{ at: 5, desired: 3 }],
+      idleSince: { w1: 4 },
+      warming: [{ id: "w2", at: 5, by: "scaler-1", host: "h" }],
+      stopping: { w3: 6 },
+      seen: ["w1"],
+      agents: ["shell"],
+      warmups: [1200],
+      failures: 1,
+      retryAt: 9,
+      last: { at: 5, desired: 3, ready: 1, warming: 1, backlog: 4, running: 1, reason: "backlog 4 over target 1" },
+      term: 2,
+      updatedAt: at,
+    },
+  ],
+  RunSnapshot: [
+    {
+      runId: "r1",
+      name: "demo",
+      status: "running",
+      paused: false,
+      seq: 42,
+      events: 17,
+      complete: true,
+      base: 1_700_000_000_000,
+      acceptedAt: at,
+      updatedAt: at,
+      integrationBranch: "ado/r1/integration",
+      integrationCommit: sha,
+      baseCommit: sha,
+      attention: [{ taskId: "ui", hitlId: "r1.ui", message: "conflict in a" }],
+      budget: { maxCostUsd: 5 },
+      budgetWait: { message: "would pass the budget", nextTaskId: "ui" },
+      counts: { succeeded: 1, running: 1 },
+      costUsd: 0.5,
+      costKnown: true,
+      tasks: snapshotTasks,
+      parts: 0,
+    },
+    { runId: "r2", status: "unknown", seq: 0, events: 0, complete: false, base: 0, updatedAt: at, counts: {}, costUsd: 0, tasks: { ...snapshotTasks, ids: [], status: [], attempts: [], started: [], finished: [], worker: [], workers: [], cost: [], activity: [], error: [], waiting: [], texts: [], notes: [] }, parts: 2 },
+  ],
+  RunSnapshotPart: [{ runId: "r1", seq: 42, part: 1, tasks: snapshotTasks }],
+  WebhookBody: [
+    { type: "run.completed", delivery: "d-1", runId: "r1", at, status: "succeeded", integrationBranch: "ado/r1/integration", counts: { succeeded: 2 } },
+    { type: "run.needs_attention", delivery: "d-2", runId: "r1", at, status: "needs_attention", attention: [{ taskId: "ui", hitlId: "r1.ui", message: "m" }] },
+  ],
+  ProviderState: [
+    {
+      provider: "anthropic-team",
+      tokens: 2.5,
+      refilledAt: 5,
+      active: { "r1.api.1": 4 },
+      circuit: { state: "half_open", failures: 0, until: 9, probes: ["r1.ui.1"], successes: 1, reason: "rate limited", changedAt: 5 },
+      counted: ["r1.api.1"],
+      samples: [[5, 1, 1200], [6, 0, 300]],
+      adapted: { concurrent: 2, perMinute: 10, steppedAt: 6 },
+    },
+  ],
+  ProviderEvent: [
+    { type: "provider.circuit", provider: "anthropic-team", at, from: "closed", to: "open", reason: "3 rate limits", until: at },
+    { type: "provider.adaptive", provider: "anthropic-team", at, direction: "down", from: { concurrent: 4 }, to: { concurrent: 2 }, reason: "30% errors" },
   ],
 };
 
