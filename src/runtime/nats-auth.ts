@@ -110,6 +110,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       api(S.merge.name);
       api(S.events.name);
       pub(`${p}.ready.*`, `${p}.merge.*`, `${p}.evt.>`, `${p}.results.*`);
+      // Agents' usage as it happens (core NATS): what a running attempt spent counts against the run's budget.
+      sub(topo.subjects.usageAll);
       writeKv("runs", "tasks", "backlog", "control", "costs");
       api(obj, "watch");
       pub(objPut);

@@ -10,7 +10,7 @@ import { decode, encode, encodeValue } from "./codec.js";
 import { writeControl } from "./control.js";
 import { errorMessage } from "./errors.js";
 import { ID_PATTERN } from "./ids.js";
-import { currentEntries, listKeys } from "./kv-watch.js";
+import { listKeys } from "./kv-watch.js";
 import { SCHEMAS, type BudgetRequest, type ControlAction, type ControlRequest, type HitlRecord, type MergeRequest, type RunRecord, type TaskStatus, type WorkerRecord } from "./messages.js";
 import { attemptKey, msgIds, scalerKeys, taskKey } from "./names.js";
 import type { PolicyOverride, ScalerPoolState } from "./scaling.js";
@@ -18,6 +18,7 @@ import type { BucketKey, Topology } from "./topology.js";
 import type { CapChange } from "./budget.js";
 import type { HitlListItem, RunListItem, TaskStatusView } from "./api.js";
 import type { Logger } from "./logger.js";
+import { readFleetRecords } from "./workers-view.js";
 
 /** A run, or one task of a run. */
 export interface Target {
@@ -223,25 +224,8 @@ export class Records {
   /** The worker registry and the scaler's pools (state, live policy); unreadable entries are skipped and logged. */
   async workers(): Promise<{ workers: WorkerRecord[]; pools: { state: ScalerPoolState; policy?: PolicyOverride }[] }> {
     const kv = await this.kv();
-    const workers: WorkerRecord[] = [];
-    for (const e of await currentEntries(kv.workers)) {
-      try {
-        workers.push(decode(SCHEMAS.WorkerRecord, e.value));
-      } catch (err) {
-        this.log?.warn({ key: e.key, err: errorMessage(err) }, "unreadable worker record skipped");
-      }
-    }
-    const states: ScalerPoolState[] = [];
-    const policies: PolicyOverride[] = [];
-    for (const e of await currentEntries(kv.scaler)) {
-      const k = scalerKeys.parse(e.key);
-      try {
-        if (k?.kind === "state") states.push(decode(SCHEMAS.ScalerState, e.value));
-        else if (k?.kind === "policy") policies.push(decode(SCHEMAS.ScalerPolicy, e.value));
-      } catch (err) {
-        this.log?.warn({ key: e.key, err: errorMessage(err) }, "unreadable scaler record skipped");
-      }
-    }
+    const { records: workers, states, policies, problems } = await readFleetRecords(kv.workers, kv.scaler);
+    for (const problem of problems) this.log?.warn(problem);
     return { workers, pools: states.map((state) => ({ state, ...withPolicy(policies.find((p) => p.pool === state.pool)) })) };
   }
 

@@ -1,3 +1,4 @@
+import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode } from "./codec.js";
 import { errorMessage } from "./errors.js";
@@ -68,12 +69,15 @@ export interface WorkersView {
   problems: string[];
 }
 
-/** Reads the workers' rows from the registry, the scaler's bucket and the work stream. */
-export async function readWorkers(nc: NatsConnection, topo: Topology, heartbeatMs: number, now = Date.now()): Promise<WorkersView> {
-  const kv = await openBuckets(nc, topo);
+/**
+ * The worker registry's records and the scaler's pool states and live policies, as
+ * stored; an unreadable entry is skipped and said in `problems` (the rest still counts).
+ * One reading for `ado workers list`, the dashboard and the API.
+ */
+export async function readFleetRecords(workers: KV, scaler: KV): Promise<{ records: WorkerRecord[]; states: ScalerPoolState[]; policies: PolicyOverride[]; problems: string[] }> {
   const problems: string[] = [];
   const records: WorkerRecord[] = [];
-  for (const e of await currentEntries(kv.workers)) {
+  for (const e of await currentEntries(workers)) {
     try {
       records.push(decode(SCHEMAS.WorkerRecord, e.value));
     } catch (err) {
@@ -82,7 +86,7 @@ export async function readWorkers(nc: NatsConnection, topo: Topology, heartbeatM
   }
   const states: ScalerPoolState[] = [];
   const policies: PolicyOverride[] = [];
-  for (const e of await currentEntries(kv.scaler)) {
+  for (const e of await currentEntries(scaler)) {
     const k = scalerKeys.parse(e.key);
     try {
       if (k?.kind === "state") states.push(decode(SCHEMAS.ScalerState, e.value));
@@ -91,6 +95,13 @@ export async function readWorkers(nc: NatsConnection, topo: Topology, heartbeatM
       problems.push(`scaler record '${e.key}' is unreadable, skipped: ${errorMessage(err)}`);
     }
   }
+  return { records, states, policies, problems };
+}
+
+/** Reads the workers' rows from the registry, the scaler's bucket and the work stream. */
+export async function readWorkers(nc: NatsConnection, topo: Topology, heartbeatMs: number, now = Date.now()): Promise<WorkersView> {
+  const kv = await openBuckets(nc, topo);
+  const { records, states, policies, problems } = await readFleetRecords(kv.workers, kv.scaler);
   const rows = workerRows(records, states, now, heartbeatMs);
   // Queued as the work stream holds it (a worker's own count is as of its last fetch); messages of what runs are still there.
   try {

@@ -128,6 +128,7 @@ tasks:
       { what: "delete a stream", run: async (nc) => (await jetstreamManager(nc)).streams.delete(topo.streams.dlq.name), allowed: [] },
       { what: "update a stream (provisioning)", run: async (nc) => (await jetstreamManager(nc)).streams.update(topo.streams.dlq.name, { ...topo.streams.dlq }), allowed: ["admin"] },
       { what: "subscribe to worker load reports (core NATS)", run: (nc) => subscribed(nc, topo.subjects.loadAll), allowed: ["admin", "balancer"] },
+      { what: "subscribe to agents' usage events (core NATS: the scheduler's budget)", run: (nc) => subscribed(nc, topo.subjects.usageAll), allowed: ["admin", "scheduler"] },
       { what: "subscribe to another prefix's events (core NATS)", run: (nc) => subscribed(nc, other.subjects.allEvents), allowed: [] },
       { what: "read another prefix's stream", run: async (nc) => (await jetstreamManager(nc)).streams.info(other.streams.events.name), allowed: [] },
       { what: "write another prefix's control bucket", run: async (nc) => js(nc).publish(`$KV.${other.buckets.control}.r1`, new Uint8Array([0x80])), allowed: [] },

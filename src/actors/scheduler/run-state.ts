@@ -325,6 +325,39 @@ const RELATED_LIMIT = 20;
 const cut = (text: string, limit: number) => (text.length <= limit ? text : `${text.slice(0, limit)}\n[... cut at ${limit} characters]`);
 
 /**
+ * The merge request for a task's finished work: an attempt's, or a best-of-N round's
+ * winner. `releaseOnly`: nothing to merge, only the worktree to release (no prompts).
+ */
+function mergeRequestOf(
+  state: RunState,
+  t: TaskState,
+  work: { commit: string; branch: string; worktree?: string; attempt: number; files: string[] },
+  releaseOnly: boolean,
+): Effect {
+  const run = state.run;
+  return {
+    type: "merge",
+    request: {
+      type: "merge.request",
+      runId: run.runId,
+      taskId: t.def.id,
+      repo: run.repo!,
+      remote: run.remote,
+      commit: work.commit,
+      branch: work.branch,
+      baseCommit: run.baseCommit!,
+      integrationBranch: run.integrationBranch!,
+      worktree: work.worktree,
+      releaseOnly,
+      attempt: work.attempt,
+      settings: run.merge ?? resolveMergeSettings(),
+      prompt: releaseOnly ? "" : cut(t.def.prompt, PROMPT_LIMIT),
+      related: releaseOnly ? [] : relatedPrompts(state, t.def.id, work.files),
+    },
+  };
+}
+
+/**
  * The prompts of already-merged tasks that changed some of `files`: what a resolver (or
  * a person) needs to know about the other side of a conflict in them.
  */
@@ -574,26 +607,8 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
     },
   });
   const run = state.run;
-  const mergeRequest = (releaseOnly: boolean): Effect => ({
-    type: "merge",
-    request: {
-      type: "merge.request",
-      runId: run.runId,
-      taskId: t.def.id,
-      repo: run.repo!,
-      remote: run.remote,
-      commit: result.commit!,
-      branch: result.branch ?? taskBranch(run.runId, t.def.id),
-      baseCommit: run.baseCommit!,
-      integrationBranch: run.integrationBranch!,
-      worktree: result.worktree,
-      releaseOnly,
-      attempt: result.attempt,
-      settings: run.merge ?? resolveMergeSettings(),
-      prompt: releaseOnly ? "" : cut(t.def.prompt, PROMPT_LIMIT),
-      related: releaseOnly ? [] : relatedPrompts(state, t.def.id, result.files),
-    },
-  });
+  const work = { commit: result.commit!, branch: result.branch ?? taskBranch(run.runId, t.def.id), worktree: result.worktree, attempt: result.attempt, files: result.files };
+  const mergeRequest = (releaseOnly: boolean) => mergeRequestOf(state, t, work, releaseOnly);
   const hasWork = !!(run.repo && run.baseCommit && result.commit && result.files.length > 0);
   if (state.run.halted) {
     update(state, t, { status: "skipped", error: `finished on ${result.branch ?? "its branch"} but not merged: ${run.halted}` });
@@ -1553,26 +1568,8 @@ function endRound(state: RunState, t: TaskState, last: TaskResult, now: string):
     },
   });
   const hasWork = !!(run.repo && run.baseCommit && winner.commit && winner.files.length > 0);
-  const mergeRequest = (releaseOnly: boolean): Effect => ({
-    type: "merge",
-    request: {
-      type: "merge.request",
-      runId: run.runId,
-      taskId: t.def.id,
-      repo: run.repo!,
-      remote: run.remote,
-      commit: winner.commit!,
-      branch: winner.branch ?? variantBranch(run.runId, t.def.id, winner.n),
-      baseCommit: run.baseCommit!,
-      integrationBranch: run.integrationBranch!,
-      worktree: winner.worktree,
-      releaseOnly,
-      attempt: winner.attempt,
-      settings: run.merge ?? resolveMergeSettings(),
-      prompt: releaseOnly ? "" : cut(t.def.prompt, PROMPT_LIMIT),
-      related: releaseOnly ? [] : relatedPrompts(state, t.def.id, winner.files),
-    },
-  });
+  const work = { commit: winner.commit!, branch: winner.branch ?? variantBranch(run.runId, t.def.id, winner.n), worktree: winner.worktree, attempt: winner.attempt, files: winner.files };
+  const mergeRequest = (releaseOnly: boolean) => mergeRequestOf(state, t, work, releaseOnly);
   if (run.halted) {
     update(state, t, { status: "skipped", error: `finished on ${winner.branch ?? "its branch"} but not merged: ${run.halted}` });
     effects.push({ type: "saveTask", taskId: t.def.id });
