@@ -236,6 +236,9 @@ class Nats:
         self.sock = socket.create_connection((u.hostname or "127.0.0.1", u.port or 4222), timeout=30)
         self.buf = b""
         self.sid = 0
+        # Messages of other subscriptions that arrived while a request waited for its
+        # reply (a push consumer starts delivering before its create request is answered).
+        self.pending = []
         self.subs = {}
         info = self._line()
         if not info.startswith("INFO "):
@@ -293,6 +296,12 @@ class Nats:
 
     def next_msg(self, timeout=30):
         """The next message: (subject, sid, headers dict, status, data). Answers the server's PINGs meanwhile."""
+        if self.pending:
+            return self.pending.pop(0)
+        return self._read_msg(timeout)
+
+    def _read_msg(self, timeout):
+        """The next message read from the socket (next_msg without what was set aside)."""
         deadline = time.time() + timeout
         while True:
             self.sock.settimeout(max(0.1, deadline - time.time()))
@@ -328,9 +337,11 @@ class Nats:
         self._send(f"UNSUB {sid} 1\r\n".encode())
         self.publish(subject, data, headers, reply)
         while True:
-            subj, got_sid, headers_in, status, body = self.next_msg(timeout)
+            msg = self._read_msg(timeout)
+            subj, got_sid, headers_in, status, body = msg
             if got_sid != sid:
-                continue  # a message of another subscription: this example reads one thing at a time
+                self.pending.append(msg)  # another subscription's: next_msg returns it later
+                continue
             if status and status.startswith("503"):
                 raise ConnectionError(f"no responders on {subject}: is ado (its api actor) running with this prefix?")
             return headers_in, body
