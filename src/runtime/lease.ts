@@ -28,6 +28,12 @@ export interface LeaseOptions {
 }
 
 /**
+ * The lease time of an actor whose replicas heartbeat every `heartbeatMs`: three
+ * heartbeats (the liveness rule), at least a second. A standby takes over within it.
+ */
+export const leaseTtlFor = (heartbeatMs: number): number => Math.max(1_000, 3 * heartbeatMs);
+
+/**
  * A leader lease on a KV key, held by compare-and-set. Whoever holds an unexpired lease
  * leads; the holder renews before expiry; anyone may take a lapsed lease. Every change
  * goes through the key's revision, so two replicas can never both succeed.

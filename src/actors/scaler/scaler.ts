@@ -6,7 +6,7 @@ import { errorMessage } from "../../runtime/errors.js";
 import { PRIORITIES } from "../../runtime/graph.js";
 import { newWorkerId } from "../../runtime/ids.js";
 import { KvWatch } from "../../runtime/kv-watch.js";
-import { LeaderLease } from "../../runtime/lease.js";
+import { LeaderLease, leaseTtlFor } from "../../runtime/lease.js";
 import { SCHEMAS, type WorkerRecord } from "../../runtime/messages.js";
 import { scalerKeys } from "../../runtime/names.js";
 import { BACKEND_LABELS, effectivePolicy, policyOf, type PoolConfig, type ScalePolicy, type ScalerConfig, type ScalerPoolState } from "../../runtime/scaling.js";
@@ -118,7 +118,7 @@ export class Scaler extends Actor {
       kv: kv.leases,
       name: "scaler",
       holder: this.instance,
-      ttlMs: this.opts.leaseTtlMs ?? Math.max(1_000, 3 * this.opts.heartbeatMs),
+      ttlMs: this.opts.leaseTtlMs ?? leaseTtlFor(this.opts.heartbeatMs),
       clock: this.clock,
       logger: this.log,
     });

@@ -5,7 +5,7 @@ import { decode, encode } from "../../runtime/codec.js";
 import { errorMessage } from "../../runtime/errors.js";
 import { GitCommandError } from "../../git/index.js";
 import { publishEvent } from "../../runtime/events.js";
-import { LeaderLease } from "../../runtime/lease.js";
+import { LeaderLease, leaseTtlFor } from "../../runtime/lease.js";
 import { SCHEMAS, type AdoEvent, type TaskWork, type WorkerRecord } from "../../runtime/messages.js";
 import { consumers, workerConsumer } from "../../runtime/topology.js";
 import { describeDeath, Liveness, lostResult, planRecovery, type LeftMessage, type RecoveryAction, type Suspect } from "./decide.js";
@@ -126,7 +126,7 @@ export class Stealer extends Actor {
       kv: kv.leases,
       name: "stealer",
       holder: this.instance,
-      ttlMs: this.opts.leaseTtlMs ?? Math.max(1_000, 3 * this.opts.heartbeatMs),
+      ttlMs: this.opts.leaseTtlMs ?? leaseTtlFor(this.opts.heartbeatMs),
       clock: this.clock,
       logger: this.log,
     });
