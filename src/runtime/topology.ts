@@ -333,18 +333,20 @@ export async function provision(nc: NatsConnection, topo: Topology, opts: { repl
     const kv = {} as Record<BucketKey, KV>;
     for (const key of Object.keys(topo.buckets) as BucketKey[]) {
       const { history, ttlMs } = bucketOptions[key];
-      kv[key] = await kvm.create(topo.buckets[key], {
-        history,
-        storage: StorageType.File,
-        ...(ttlMs ? { ttl: ttlMs } : {}),
-        ...(replicas === undefined ? {} : { replicas }),
-      });
+      kv[key] = await afterAddRace(() =>
+        kvm.create(topo.buckets[key], {
+          history,
+          storage: StorageType.File,
+          ...(ttlMs ? { ttl: ttlMs } : {}),
+          ...(replicas === undefined ? {} : { replicas }),
+        }),
+      );
       // create() leaves an existing bucket as it is.
       if (replicas !== undefined) await ensureReplicas(jsm, `KV_${topo.buckets[key]}`, replicas);
     }
     const objm = new Objm(nc);
     for (const key of Object.keys(topo.objects) as ObjectStoreKey[]) {
-      await objm.create(topo.objects[key], { storage: StorageType.File, ttl: ns(OBJECT_TTL_MS[key]), ...(replicas === undefined ? {} : { replicas }) });
+      await afterAddRace(() => objm.create(topo.objects[key], { storage: StorageType.File, ttl: ns(OBJECT_TTL_MS[key]), ...(replicas === undefined ? {} : { replicas }) }));
       if (replicas !== undefined) await ensureReplicas(jsm, `OBJ_${topo.objects[key]}`, replicas);
     }
     return { jsm, kv };
@@ -368,6 +370,8 @@ export async function provision(nc: NatsConnection, topo: Topology, opts: { repl
 const REPLICA_REFUSALS = new Set([10005, 10023, 10074]);
 /** JetStream's 10058: "stream name already in use with a different configuration". */
 const STREAM_NAME_IN_USE = 10058;
+/** JetStream's 10065: "subjects overlap with an existing stream". */
+const SUBJECTS_OVERLAP = 10065;
 
 /** Gives an existing stream (a bucket's or object store's) this many replicas, if it has another count. */
 async function ensureReplicas(jsm: JetStreamManager, stream: string, replicas: number): Promise<void> {
@@ -438,24 +442,54 @@ export async function openJetStream(nc: NatsConnection): Promise<JetStreamManage
 }
 
 async function ensureStream(jsm: JetStreamManager, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+  const existing = await streamConfig(jsm, cfg.name);
+  if (existing) return converge(jsm, existing, cfg);
   try {
-    const info = await jsm.streams.info(cfg.name);
-    const current = info.config as unknown as Record<string, unknown>;
-    const drifted = Object.entries(cfg).some(([k, v]) => JSON.stringify(current[k]) !== JSON.stringify(v));
-    // Retention cannot change on a live stream; everything else we set can.
-    if (drifted) await jsm.streams.update(cfg.name, cfg);
+    await jsm.streams.add(cfg);
+  } catch (addErr) {
+    // Another process created it between our info and add: converge on it. nats-server
+    // 2.9 answers that race with 10058 (name in use) or, when it checks subjects first,
+    // 10065 (subjects overlap, with the very stream being created): ask again by name
+    // rather than trust the code. Any other refusal (more replicas than nodes, a real
+    // overlap with a stream of someone else) is the add's to report.
+    if (!lostAddRace(addErr)) throw addErr;
+    const created = await streamConfig(jsm, cfg.name);
+    if (!created) throw addErr;
+    await converge(jsm, created, cfg);
+  }
+}
+
+/** Whether an add was refused because another process added the same stream at that moment (see ensureStream). */
+function lostAddRace(err: unknown): boolean {
+  return err instanceof JetStreamApiError && (err.code === STREAM_NAME_IN_USE || err.code === SUBJECTS_OVERLAP);
+}
+
+/**
+ * Creates a bucket or object store, once more after losing the add race to another
+ * process (the clients' create() asks for the stream, then adds it: the same race as
+ * ensureStream's). The second call finds the stream and opens it.
+ */
+async function afterAddRace<T>(create: () => Promise<T>): Promise<T> {
+  try {
+    return await create();
   } catch (err) {
-    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) {
-      try {
-        await jsm.streams.add(cfg);
-      } catch (addErr) {
-        // Another process created it between our info and add: converge by updating.
-        // (Only that: another refusal, e.g. more replicas than nodes, is the add's to report.)
-        if (addErr instanceof JetStreamApiError && addErr.code === STREAM_NAME_IN_USE) await jsm.streams.update(cfg.name, cfg);
-        else throw addErr;
-      }
-      return;
-    }
+    if (!lostAddRace(err)) throw err;
+    return create();
+  }
+}
+
+/** A stream's configuration, or undefined when there is no stream of that name. */
+async function streamConfig(jsm: JetStreamManager, name: string): Promise<Record<string, unknown> | undefined> {
+  try {
+    return (await jsm.streams.info(name)).config as unknown as Record<string, unknown>;
+  } catch (err) {
+    if (err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound) return undefined;
     throw err;
   }
+}
+
+/** Updates a stream whose configuration differs from ours in what we set (retention cannot change on a live stream; everything else we set can). */
+async function converge(jsm: JetStreamManager, current: Record<string, unknown>, cfg: Partial<StreamConfig> & { name: string }): Promise<void> {
+  const drifted = Object.entries(cfg).some(([k, v]) => JSON.stringify(current[k]) !== JSON.stringify(v));
+  if (drifted) await jsm.streams.update(cfg.name, cfg);
 }

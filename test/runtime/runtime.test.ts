@@ -13,7 +13,7 @@ import { silentLogger } from "../../src/runtime/logger.js";
 import type { z } from "zod";
 import { SCHEMAS, type SubmitRun } from "../../src/runtime/messages.js";
 import { actorConsumer, provision, purgeBelowAckFloors } from "../../src/runtime/topology.js";
-import { useTestServer, eventually, provisioned } from "../helpers/nats.js";
+import { useTestServer, eventually, provisioned, uniqueTopology } from "../helpers/nats.js";
 
 const ts = useTestServer();
 
@@ -34,6 +34,23 @@ describe("topology - provisioning", () => {
     for await (const s of jsm.streams.names()) names.push(s);
     for (const s of Object.values(topo.streams)) expect(names).toContain(s.name);
   });
+
+  it("processes starting together on a fresh topology all provision it (the add race is converged, not reported)", async () => {
+    // As the actors of `ado up` or a test's processes do: one connection each, so their
+    // stream creates interleave at the server. nats-server 2.9 answered the loser of that
+    // race with "subjects overlap with an existing stream" (the very stream being made).
+    const conns = await Promise.all(Array.from({ length: 12 }, () => ts.connect()));
+    try {
+      for (let round = 0; round < 20; round++) {
+        const topo = uniqueTopology();
+        await Promise.all(conns.map((c) => provision(c, topo)));
+        const { jsm } = await provision(conns[0]!, topo);
+        for (const s of Object.values(topo.streams)) expect((await jsm.streams.info(s.name)).config.subjects).toEqual(s.subjects);
+      }
+    } finally {
+      await Promise.all(conns.map((c) => c.close()));
+    }
+  }, 60_000);
 });
 
 describe("topology - acked messages restored below an ack floor", () => {

@@ -126,7 +126,20 @@ describe("server health - probing a real server", () => {
       await nats.kill();
       await nats.restart();
       await eventually(() => monitor.current.condition === ServerCondition.ok, 30_000, "ok after the restart");
-      expect((await (await jetstreamManager(nc, { timeout: 5_000 })).streams.info("FILL")).state.messages).toBeGreaterThan(0);
+      // The stream's messages survived: asked on a fresh connection (the filler's is the
+      // jammed one, and may still be reconnecting), until the restarted server answers.
+      const { messages } = await eventually(async () => {
+        const fresh = await connectNats({ servers: nats.url, name: "after-restart", logger: silentLogger, timeoutMs: 5_000 }).catch(() => undefined);
+        if (!fresh) return undefined;
+        try {
+          return { messages: (await (await jetstreamManager(fresh, { timeout: 5_000 })).streams.info("FILL")).state.messages };
+        } catch {
+          return undefined;
+        } finally {
+          await fresh.close();
+        }
+      }, 30_000, "the FILL stream readable after the restart");
+      expect(messages).toBeGreaterThan(0);
     } finally {
       await monitor.stop();
       await nc.close().catch(() => undefined);
