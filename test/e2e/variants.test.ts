@@ -278,9 +278,9 @@ describe("best-of-N - variants run at once, select picks one, only it is merged"
       expect(failed[1]!.error).toContain("2 variants, round 2: no variant passed `echo nope; exit 3` (variant ");
       for (const n of [1, 2]) expect(failed[1]!.error).toContain(`variant ${n}: did not pass: nope`);
       expect(ofType(events, "task.merged")).toEqual([]);
-      // The outcome's summaries, not the record: run.completed is published before the
-      // decision that ended the run stores its records (publish, then persist).
       expect(outcome.tasks.find((t) => t.id === "after")?.status).toBe("skipped");
+      // Stored before run.completed was published (the scheduler's one exception to publish, then persist).
+      expect((await s.record(outcome.runId, "after")).status).toBe("skipped");
       expect(outcome.error).toContain("round 2");
     } finally {
       await s.close();

@@ -391,6 +391,23 @@ describe("run-state - recovery and policies", () => {
     expect(readyWork(reconcile(reloaded, NOW))).toEqual([]);
   });
 
+  it("reconcile ends a run whose task records are all terminal but whose run record was not stored as ended (the scheduler died before publishing run.completed)", () => {
+    const { state } = accept([{ id: "a" }, { id: "b", needs: ["a"] }]);
+    // The scheduler stores a decision's task records, then publishes run.completed, then
+    // stores the run record: what KV holds after a crash between the first two.
+    const stored = new Map([
+      ["a", { rec: { ...state.tasks.get("a")!.rec, status: "succeeded" as const, attempts: 1 }, rev: 3 }],
+      ["b", { rec: { ...state.tasks.get("b")!.rec, status: "failed" as const, attempts: 1, error: "exited with code 1" }, rev: 4 }],
+    ]);
+    const reloaded = buildState({ ...state.run, integrationCommit: sha("i") }, 7, stored);
+    const effects = reconcile(reloaded, NOW);
+    const done = eventsOf(effects, "run.completed");
+    expect(done).toHaveLength(1);
+    expect(done[0]).toMatchObject({ status: "failed", counts: { succeeded: 1, failed: 1 } });
+    expect(effects.some((e) => e.type === "saveRun")).toBe(true);
+    expect(reloaded.run.status).toBe("failed");
+  });
+
   it("reconcile does not announce task.queued again: what it re-queues was announced (or listed in run.accepted) when first queued", () => {
     // A 300-task run reloaded after a restart: the roots' first attempts were never
     // written (they may have started or finished since), so all come out as pending.

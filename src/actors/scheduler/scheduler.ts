@@ -524,11 +524,24 @@ export class Scheduler extends Actor {
     return state;
   }
 
-  /** Publishes, then persists, what a decision produced; then the run's open count. */
+  /**
+   * Publishes, then persists, what a decision produced; then the run's open count.
+   * The run's end is the exception: `run.completed` is published after the task records
+   * of the decision that ended the run are stored and before the run record is, so a
+   * client that sees it reads final records. A crash before it is published leaves the
+   * run record `running` with every task terminal: the redelivered input reloads the
+   * run and reconcile ends it again (the end is published then, once). A crash after it
+   * is published ends it again too; its msg id (once per run) drops that repeat within
+   * the dedupe window.
+   */
   private async execute(state: RunState | undefined, effects: Effect[]): Promise<void> {
-    await this.publishAll(effects);
-    if (!state) return;
-    await this.persist(state, effects);
+    const end = effects.filter(isRunEnd);
+    await this.publishAll(end.length ? effects.filter((e) => !isRunEnd(e)) : effects);
+    if (!state) {
+      await this.publishAll(end);
+      return;
+    }
+    await this.persist(state, effects, end.length ? () => this.publishAll(end) : undefined);
     await this.noteOpen(state);
   }
 
@@ -574,8 +587,11 @@ export class Scheduler extends Actor {
     return this.js.publish(this.ctx.topo.subjects.ready(work.priority), m.data, { headers: m.headers, msgID: msgIds.ready(work) });
   }
 
-  /** Writes the records a decision changed: one write per key, however many transitions touched it. */
-  private async persist(state: RunState, effects: Effect[]): Promise<void> {
+  /**
+   * Writes the records a decision changed: one write per key, however many transitions
+   * touched it; the task records first, then `beforeRun` (see execute), then the run's.
+   */
+  private async persist(state: RunState, effects: Effect[], beforeRun?: () => Promise<void>): Promise<void> {
     const saveTasks = new Set<string>();
     let saveRun = false;
     for (const e of effects) {
@@ -586,6 +602,7 @@ export class Scheduler extends Actor {
     for (let i = 0; i < ids.length; i += PUBLISH_WINDOW) {
       await Promise.all(ids.slice(i, i + PUBLISH_WINDOW).map((id) => this.saveTask(state, id)));
     }
+    await beforeRun?.();
     if (saveRun) await this.saveRun(state);
   }
 
@@ -620,6 +637,11 @@ export class Scheduler extends Actor {
       tasks: [],
     });
   }
+}
+
+/** The event that ends a run (see execute for why it is published last). */
+function isRunEnd(e: Effect): boolean {
+  return e.type === "event" && e.event.type === "run.completed";
 }
 
 /** Create (revision 0) or compare-and-set update; a lost race becomes StaleStateError. */
