@@ -56,7 +56,9 @@ export function startAdo(args: string[], ready: RegExp, opts: { env?: NodeJS.Pro
 /** Sends a signal and waits for the exit code. */
 export function stopProcess(child: ChildProcess, signal: NodeJS.Signals = "SIGINT"): Promise<number | null> {
   return new Promise((resolve) => {
-    if (child.exitCode !== null) return resolve(child.exitCode);
+    // Exited already: by itself (exitCode), or killed by a signal (exitCode stays null,
+    // signalCode says which; waiting for "exit" then waits forever).
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.exitCode);
     child.once("exit", (code) => resolve(code));
     child.kill(signal);
   });
