@@ -332,6 +332,15 @@ describe("api - per-role users", () => {
       for (const refusal of await Promise.all(mutations.map((p) => p.catch((e: unknown) => e)))) expect(isApiError(refusal, "forbidden"), String(refusal)).toBe(true);
       expect(stack.workers[0]!.state).toBe("running");
       expect((await callApi(observer, topo, "workers.list", {})).workers.map((w) => w.workerId)).toEqual([stack.workers[0]!.id]);
+      // The same through the CLI as the observer: `ado workers list` works, `ado workers drain` is refused with forbidden's words.
+      const asObserver = { ADO_SERVER: server.url, ADO_PREFIX: topo.prefix, ADO_NATS_NKEY: seeds.observer };
+      const listed = await runAdo(["workers", "list", "--json"], { env: asObserver, cwd: dir });
+      expect(listed.code, listed.stderr).toBe(0);
+      expect((JSON.parse(listed.stdout) as { workers: Array<{ id: string }> }).workers.map((w) => w.id)).toEqual([stack.workers[0]!.id]);
+      const drain = await runAdo(["workers", "drain", stack.workers[0]!.id], { env: asObserver, cwd: dir });
+      expect(drain.code, drain.stderr).toBe(2);
+      expect(drain.stderr).toMatch(/workers\.drain: this NATS user may not call it/);
+      expect(stack.workers[0]!.state).toBe("running");
       // The observer's user cannot reach the buckets' write side either: the API was its only door, and it is closed.
       const cancelled = await callApi(client, topo, "runs.cancel", { runId, by: "client" });
       expect(cancelled.request.action).toBe("cancel");
