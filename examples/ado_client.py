@@ -6,7 +6,9 @@ checks every payload against the JSON Schemas in docs/schemas:
 
   python3 examples/ado_client.py --server nats://127.0.0.1:4222 run --noop a,b
       submits a run of two `noop` tasks (b needs a), follows its events to the end, then
-      asks the API for its tasks' status. Exit 0 when the run succeeded.
+      asks the API for its tasks' status. Exit 0 when the run succeeded. With --via-api
+      the run is submitted through the API's runs.submit (JSON; ok once it is stored)
+      instead of a MessagePack publish to the submit stream.
   python3 examples/ado_client.py run --graph graph.json --repo .
       submits a graph (JSON, as docs/schemas/run.submit.v1.json describes `graph`) that
       works on a repository: its HEAD is the run's base commit.
@@ -430,6 +432,7 @@ def main(argv):
     r.add_argument("--noop", help="comma-separated task ids of noop tasks, each needing the one before")
     r.add_argument("--graph", help="a graph as JSON")
     r.add_argument("--repo", help="the repository the graph's tasks work on (its HEAD is the base)")
+    r.add_argument("--via-api", action="store_true", help="submit through the API's runs.submit instead of the submit stream")
     a = sub.add_parser("api", help="call one API endpoint")
     a.add_argument("endpoint")
     a.add_argument("request", nargs="?", default="{}")
@@ -457,8 +460,18 @@ def main(argv):
         run["baseCommit"] = subprocess.check_output(["git", "-C", args.repo, "rev-parse", "HEAD"], text=True).strip()
     before = ado.api("runs.list", {})
     print(f"api runs.list: {len(before['result']['runs'])} run(s) known")
-    ack = ado.submit(run)
-    print(f"submitted {run_id} (stream {ack['stream']}, seq {ack['seq']})")
+    if args.via_api:
+        # The same run as JSON; the API validates the graph (bad_request says what is wrong) and replies once it is stored.
+        request = {k: v for k, v in run.items() if k in ("runId", "graph", "repo", "baseCommit")}
+        request["by"] = run["submittedBy"]
+        reply = ado.api("runs.submit", request)
+        if not reply["ok"]:
+            print(f"api runs.submit: {reply['error']['code']}: {reply['error']['message']}", file=sys.stderr)
+            return 1
+        print(f"submitted {run_id} (api runs.submit, seq {reply['result']['seq']})")
+    else:
+        ack = ado.submit(run)
+        print(f"submitted {run_id} (stream {ack['stream']}, seq {ack['seq']})")
 
     def show(e):
         task = f" {e['taskId']}" if "taskId" in e else ""

@@ -379,13 +379,6 @@ function optionsFor(record: HitlRecord, scratchDir: string): IntegrateOptions {
   return integrateOptionsFor(taskMergeOf(record), scratchDir);
 }
 
-/** Applies a HITL event to the record (src/runtime/hitl-state.ts) and stores it with compare-and-set. */
-async function writeRecord(place: Place, record: HitlRecord, revision: number, event: HitlEvent): Promise<void> {
-  const t = hitlTransition(record, event);
-  if (!t.ok) throw new CliError(t.refusal.message);
-  await place.client.updateHitlRecord(t.record, revision);
-}
-
 function requireLocalRepo(record: HitlRecord): void {
   if (!existsSync(record.repo)) {
     throw new CliError(`the repository ${record.repo} is not on this machine: run --manual and --continue on the host that has it`);
@@ -412,7 +405,8 @@ async function prepareManual(place: Place, record: HitlRecord, revision: number)
   requireLocalRepo(record);
   const prepared = await prepareManualResolution(optionsFor(record, scratchDir), name, branch);
   try {
-    await writeRecord(place, record, revision, event(prepared.worktree, prepared.branch));
+    // Through the API (hitl.manual), which moves the record only if it is still at this revision.
+    await place.client.recordManual(record, revision, { action: "prepare", manual: { worktree: prepared.worktree, branch: prepared.branch, host: hostname() } });
   } catch (err) {
     throw new CliError(
       `${record.id} changed while the worktree was made (${errorMessage(err)}); the worktree ${prepared.worktree} is yours to remove (git worktree remove --force ${prepared.worktree})`,
@@ -442,7 +436,7 @@ async function completeManual(place: Place, record: HitlRecord, revision: number
     // Landed by an earlier --continue that stopped before telling the merge coordinator?
     const head = await readBranch(record.repo, record.integrationBranch);
     if (head && (await isAncestor(record.repo, record.source, head))) return { commit: head };
-    await writeRecord(place, record, revision, { type: "reopen", at: new Date().toISOString() });
+    await place.client.recordManual(record, revision, { action: "reopen" });
     throw new CliError(`the worktree ${manual.worktree} is gone and nothing landed: start again with \`ado hitl resolve ${record.id} --manual\``);
   }
   // The worktree sits at <scratchDir>/manual/<name>.

@@ -1,24 +1,24 @@
 /**
  * `ado workers list|scale|autoscale|drain|rebalance`: the pool of workers as the registry and the
- * scaler see it, and the scaler's live policy. `scale` and `autoscale` write a pool's
- * policy to KV `scaler` (`policy.<pool>`): the scaler reads it at its next decision, no
- * restart. `drain` asks one worker over NATS to stop taking work, finish (or checkpoint
- * and hand back) what it has, and stop.
+ * scaler see it, and the scaler's live policy. list, scale, autoscale and drain go
+ * through the API (workers.list, workers.scale, workers.drain; KV directly only when no
+ * API answers), so a client's NATS user is enough: `scale` and `autoscale` set a pool's
+ * policy (KV `scaler`, `policy.<pool>`), which the scaler reads at its next decision, no
+ * restart; `drain` asks one worker to stop taking work, finish (or checkpoint and hand
+ * back) what it has, and stop. `rebalance` asks the stealer directly (an operator's).
  */
 import type { Command } from "commander";
 import { hostname, userInfo } from "node:os";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decode, encode, encodeValue } from "../runtime/codec.js";
+import { isApiError } from "../runtime/api.js";
+import { AdoClient } from "../runtime/client.js";
 import { drainQuietly } from "../runtime/connection.js";
-import { listKeys } from "../runtime/kv-watch.js";
 import { errorMessage } from "../runtime/errors.js";
 import { formatDuration, parseDuration, DURATION_HINT } from "../runtime/duration.js";
-import { SCHEMAS } from "../runtime/messages.js";
-import { scalerKeys } from "../runtime/names.js";
 import type { PolicyOverride } from "../runtime/scaling.js";
-import { openBuckets, topology, type Topology } from "../runtime/topology.js";
+import { topology, type Topology } from "../runtime/topology.js";
 import type { Config } from "../runtime/config.js";
-import { readWorkers, type WorkerRow } from "../runtime/workers-view.js";
+import { workerRows, type WorkerRow } from "../runtime/workers-view.js";
 import { CliError, clientConnection, configFrom, Exit, parseIntFlag, requireServer, type CommonFlags } from "./common.js";
 
 const say = (msg: string) => process.stderr.write(`ado: ${msg}\n`);
@@ -80,19 +80,26 @@ function durationFlag(name: string, v: string): number {
   return ms;
 }
 
-async function connect(flags: CommonFlags, what: string): Promise<{ config: Config; nc: NatsConnection; topo: Topology }> {
+async function connect(flags: CommonFlags, what: string, role: "client" | "admin" = "client"): Promise<{ config: Config; nc: NatsConnection; topo: Topology }> {
   const { config, logger } = await configFrom(flags);
   const server = await requireServer(config, what);
-  // Operator commands: scaling policies, drains, rebalancing are beyond a client's rights.
-  const nc = await clientConnection(server, logger, "admin");
+  // list, scale, autoscale and drain go through the API (a client's right); a rebalancing pass is an operator's.
+  const nc = await clientConnection(server, logger, role);
   return { config, nc, topo: topology(config.prefix) };
 }
 
 async function listCommand(flags: CommonFlags & { json?: boolean }): Promise<number> {
   const { config, nc, topo } = await connect(flags, "ado workers list");
   try {
-    const { rows, states, policies, problems } = await readWorkers(nc, topo, config.heartbeatMs);
-    for (const p of problems) say(p);
+    const listing = await new AdoClient(nc, topo).workers();
+    const states = listing.pools.map((p) => p.state);
+    const policies = listing.pools.flatMap((p) => (p.policy ? [p.policy] : []));
+    const rows = workerRows(listing.workers, states, Date.now(), config.heartbeatMs);
+    // Queued as the work stream holds it (a worker's own count is as of its last fetch); messages of what runs are still there.
+    const queued = listing.queued;
+    if (queued) {
+      for (const r of rows) if (r.state !== "warming") r.queued = Math.max(0, (queued[r.id] ?? 0) - r.running);
+    } else say("queued work is as the workers last saw it (the work stream was not read)");
     if (flags.json) {
       const pools = states.map((s) => ({ pool: s.pool, backend: s.backend, last: s.last, policy: policies.find((p) => p.pool === s.pool) }));
       process.stdout.write(JSON.stringify({ workers: rows, pools }, null, 2) + "\n");
@@ -118,12 +125,8 @@ function table(rows: readonly WorkerRow[]): string {
 }
 
 /** The pool a command means: --pool, else the only one configured or known to the scaler. */
-async function poolOf(flags: { pool?: string }, config: Config, kv: Awaited<ReturnType<typeof openBuckets>>): Promise<string> {
-  const known = new Set(config.scaler.pools.map((p) => p.name));
-  for (const key of await listKeys(kv.scaler)) {
-    const k = scalerKeys.parse(key);
-    if (k?.kind === "state") known.add(k.pool);
-  }
+function poolOf(flags: { pool?: string }, config: Config, scalerPools: readonly string[]): string {
+  const known = new Set([...config.scaler.pools.map((p) => p.name), ...scalerPools]);
   if (flags.pool !== undefined) {
     if (!known.has(flags.pool)) {
       throw new CliError(`there is no pool '${flags.pool}'${known.size ? `: the pools are ${[...known].join(", ")}` : ": no pool is configured (add scaler.pools to ado.config.yaml)"}`);
@@ -138,23 +141,19 @@ async function poolOf(flags: { pool?: string }, config: Config, kv: Awaited<Retu
 async function policyCommand(policy: PolicyOverride["policy"], source: PolicyOverride["source"], flags: CommonFlags & { pool?: string }): Promise<number> {
   const { config, nc, topo } = await connect(flags, `ado workers ${source}`);
   try {
-    const kv = await openBuckets(nc, topo);
-    const pool = await poolOf(flags, config, kv);
+    const client = new AdoClient(nc, topo);
+    const { pools } = await client.workers();
+    const pool = poolOf(flags, config, pools.map((p) => p.state.pool));
     // `autoscale` adds to what was set live before (a new --max keeps an earlier --min); `scale` replaces it.
-    const key = scalerKeys.policy(pool);
-    const prev = source === "autoscale" ? await kv.scaler.get(key) : null;
-    let merged = policy;
-    if (prev && prev.operation === "PUT") {
-      const old = decode(SCHEMAS.ScalerPolicy, prev.value);
-      if (old.source === "autoscale") merged = { ...old.policy, ...policy };
-    }
+    // Checked here in the flags' words; the API checks it again against its own configuration.
+    const prev = pools.find((p) => p.state.pool === pool)?.policy;
+    const merged = source === "autoscale" && prev?.source === "autoscale" ? { ...prev.policy, ...policy } : policy;
     const base = config.scaler.pools.find((p) => p.name === pool);
     const min = merged.min ?? base?.min ?? 0;
     const max = merged.max ?? base?.max ?? min;
     if (min > max) throw new CliError(`--min ${min} is above --max ${max}${merged.max === undefined ? " (the pool's configured max): give --max too" : ""}`);
-    const record: PolicyOverride = { pool, policy: merged, source, by: `${userInfo().username}@${hostname()}`, at: new Date().toISOString() };
-    await kv.scaler.put(key, encodeValue(SCHEMAS.ScalerPolicy, record));
-    say(`pool ${pool}: ${source === "scale" ? `pinned at ${min} worker(s)` : `autoscaling ${JSON.stringify(merged)}`}; the scaler applies it at its next decision (ado workers list shows it)`);
+    const record = await client.setPoolPolicy({ pool, policy, source, by: `${userInfo().username}@${hostname()}`, at: new Date().toISOString() });
+    say(`pool ${pool}: ${source === "scale" ? `pinned at ${min} worker(s)` : `autoscaling ${JSON.stringify(record.policy)}`}; the scaler applies it at its next decision (ado workers list shows it)`);
     return Exit.ok;
   } finally {
     await drainQuietly(nc);
@@ -165,15 +164,13 @@ async function drainCommand(id: string, flags: CommonFlags & { grace?: string })
   const graceMs = flags.grace === undefined ? undefined : durationFlag("grace", flags.grace);
   const { nc, topo } = await connect(flags, "ado workers drain");
   try {
-    const { data, headers } = encode(SCHEMAS.WorkerDrain, { type: "worker.drain", by: `${userInfo().username}@${hostname()}`, reason: "ado workers drain", ...(graceMs !== undefined ? { graceMs } : {}) });
-    let reply;
+    let answer;
     try {
-      reply = await nc.request(topo.subjects.drain(id), data, { headers, timeout: 5_000 });
+      answer = await new AdoClient(nc, topo).drainWorker(id, { reason: "ado workers drain", ...(graceMs !== undefined ? { graceMs } : {}) });
     } catch (err) {
-      throw new CliError(`worker '${id}' did not answer (${errorMessage(err)}): is it running? \`ado workers list\` shows the workers`, Exit.failed);
+      if (isApiError(err, "not_found", "unavailable")) throw new CliError(err.message, Exit.failed);
+      throw err;
     }
-    const answer = JSON.parse(new TextDecoder().decode(reply.data)) as { ok: boolean; state?: string; error?: string };
-    if (!answer.ok) throw new CliError(`worker '${id}' refused the drain: ${answer.error}`, Exit.failed);
     say(`worker ${id} is draining (it was ${answer.state}): it takes no new work, finishes or hands back what it runs, then stops`);
     return Exit.ok;
   } finally {
@@ -182,7 +179,7 @@ async function drainCommand(id: string, flags: CommonFlags & { grace?: string })
 }
 
 async function rebalanceCommand(flags: CommonFlags): Promise<number> {
-  const { nc, topo } = await connect(flags, "ado workers rebalance");
+  const { nc, topo } = await connect(flags, "ado workers rebalance", "admin");
   try {
     let reply;
     try {

@@ -16,9 +16,9 @@ import { headers as natsHeaders, errors as natsErrors, type MsgHdrs, type NatsCo
 import { z } from "zod";
 import { COMPRESSION_HEADER, deflated, inflated, SCHEMA_HEADER } from "./codec.js";
 import { AdoError } from "./errors.js";
-import { formatIssues } from "./graph.js";
+import { formatIssues, GraphDefSchema } from "./graph.js";
 import { ID_PATTERN } from "./ids.js";
-import { ControlAction, ControlRequest, BudgetRequest, HitlRecord, RunRecord, RunStatus, TaskStatus, VariantRecord, WorkerRecord } from "./messages.js";
+import { ControlAction, ControlRequest, BudgetRequest, HitlRecord, RunRecord, RunStatus, SubmitRun, TaskStatus, VariantRecord, WorkerRecord } from "./messages.js";
 import { PolicyOverride, SCALER_POOL_STATE } from "./scaling.js";
 import { API_MUTATIONS, API_QUERIES, type ApiEndpointName, type Topology } from "./topology.js";
 
@@ -169,6 +169,8 @@ export const API = {
     result: z.object({
       workers: z.array(WorkerRecord),
       pools: z.array(z.object({ state: SCALER_POOL_STATE.schema, policy: PolicyOverride.optional() })),
+      /** Messages waiting on each worker's work subject (worker id -> count, what it runs included), when the work stream could be read. */
+      queued: z.record(z.string(), z.number().int().min(0)).optional(),
     }),
   },
   "workers.scale": {
@@ -180,6 +182,44 @@ export const API = {
     summary: "Changes a run's budget caps: `usd`/`tokens` `{set: n}` (a new cap, above the current one) or `{add: n}`. conflict when the run has ended or its budget stopped it.",
     request: z.object({ runId: id, usd: capChange.optional(), tokens: capChange.optional(), by: who.optional() }).strict(),
     result: z.object({ request: BudgetRequest }),
+  },
+  "hitl.manual": {
+    summary:
+      "Records a `--manual` resolution on a HITL record: `prepare` (a worktree holding the conflict was made on the person's host: `manual` says where) or `reopen` (that worktree is gone and nothing landed: the merge waits again). `round`: the round it was made for; `revision`: the record's KV revision it was read at (conflict if either moved on).",
+    request: z
+      .object({
+        id: z.string().min(1).max(200),
+        round: z.number().int().min(1),
+        action: z.enum(["prepare", "reopen"]),
+        manual: z.object({ worktree: z.string().min(1).max(4_096), branch: z.string().min(1).max(400), host: z.string().min(1).max(255) }).strict().optional(),
+        revision: z.number().int().min(1).optional(),
+        by: who.optional(),
+      })
+      .strict(),
+    result: z.object({ record: HitlRecord, revision: z.number().int() }),
+  },
+  "workers.drain": {
+    summary:
+      "Asks one worker to stop taking work, finish (or after `graceMs`, checkpoint and hand back) what it runs, and stop. not_found when no worker of that id answers (workers.list lists them).",
+    request: z.object({ workerId: id, graceMs: z.number().int().min(0).max(86_400_000).optional(), reason: z.string().max(2_000).optional(), by: who.optional() }).strict(),
+    result: z.object({ workerId: z.string(), state: z.string() }),
+  },
+  "runs.submit": {
+    summary:
+      "Submits a run: the graph is validated as `ado run` does (unknown needs, cycles, unknown agents, variants; bad_request saying what is wrong), then published to the submit stream; the reply comes after the stream's acknowledgement, so an ok reply means durably accepted. Follow the run's events (`<p>.evt.<runId>.>`). Deduplicated by run id: the same `runId` again is `duplicate`. `repo` (a path on the workers' hosts) and `baseCommit` are needed by every agent but noop.",
+    request: z
+      .object({
+        runId: id.optional(),
+        graph: GraphDefSchema,
+        repo: SubmitRun.shape.repo,
+        baseCommit: SubmitRun.shape.baseCommit,
+        remote: SubmitRun.shape.remote,
+        merge: SubmitRun.shape.merge,
+        budget: SubmitRun.shape.budget,
+        by: who.optional(),
+      })
+      .strict(),
+    result: z.object({ runId: z.string(), duplicate: z.boolean(), seq: z.number().int().min(0) }),
   },
 } as const satisfies Record<ApiEndpointName, { summary: string; request: z.ZodType; result: z.ZodType }>;
 
@@ -289,6 +329,11 @@ export class NoApiError extends ApiError {
   constructor(message: string, opts: { cause?: unknown } = {}) {
     super("unavailable", message, opts);
   }
+}
+
+/** Whether a request failed because nobody subscribes to its subject (core NATS "no responders"). */
+export function isNoResponders(err: unknown): boolean {
+  return causedBy(err, natsErrors.NoRespondersError) !== undefined;
 }
 
 /** The error of class `cls` in `err`'s chain of causes (nats.js wraps a request's failure in a RequestError). */

@@ -1,8 +1,9 @@
 import { hostname, userInfo } from "node:os";
 import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decode, encode, encodeValue } from "./codec.js";
-import { offloadPrompts, PayloadStore } from "./payloads.js";
+import { decode } from "./codec.js";
+import { PayloadStore } from "./payloads.js";
+import { publishSubmission } from "./submit.js";
 import { AdoError, errorMessage } from "./errors.js";
 import { openRepo, publishRunBase, resolveCommit } from "../git/index.js";
 import { formatIssues, friendlyIssue, GraphDefSchema, validateGraph, type GraphInput, type MergeSettings } from "./graph.js";
@@ -27,7 +28,10 @@ import {
 import { openBuckets, type BucketKey, type Topology } from "./topology.js";
 import { msgIds } from "./names.js";
 import { sleep } from "./clock.js";
-import { callApi, isApiError, NoApiError, type HitlListItem, type RunListItem } from "./api.js";
+import { callApi, isApiError, NoApiError, type ApiResult, type HitlListItem, type RunListItem } from "./api.js";
+import { hitlTransition } from "./hitl-state.js";
+import type { PolicyOverride } from "./scaling.js";
+import { requestDrain } from "./workers-view.js";
 import { isLive, Records, runListItem, type Resolution, type RunStatusView, type Target } from "./records.js";
 import { Backoff, backoffDelay, retry } from "./retry.js";
 import type { CapChange, RunBudget } from "./budget.js";
@@ -143,8 +147,7 @@ export class AdoClient {
   async submit(opts: SubmitOptions): Promise<Submitted> {
     const parsed = GraphDefSchema.safeParse(opts.graph, { error: friendlyIssue });
     if (!parsed.success) throw new GraphError(`invalid graph: ${formatIssues(parsed.error, { input: opts.graph, schema: GraphDefSchema })}`);
-    // Prompts too long for a message go to the object store (the task keeps their beginning).
-    const graph = await offloadPrompts(validateGraph(parsed.data), this.payloads);
+    const graph = validateGraph(parsed.data);
     const runId = opts.runId ?? newRunId();
     let repo: string | undefined;
     let baseCommit: string | undefined;
@@ -159,26 +162,24 @@ export class AdoClient {
       // Before the submission: a worker may take the first task the moment it is accepted.
       await publishRunBase(repo, opts.remote, runId, baseCommit);
     }
-    const { data, headers } = encode(SCHEMAS.SubmitRun, {
-      type: "run.submit",
-      runId,
-      graph,
-      repo,
-      baseCommit,
-      ...(opts.remote ? { remote: opts.remote } : {}),
-      submittedAt: new Date().toISOString(),
-      submittedBy: `${safeUser()}@${hostname()}`,
-      ...(repo && opts.merge ? { merge: opts.merge } : {}),
-      ...(opts.budget ? { budget: opts.budget } : {}),
-    });
-    if (data.length > this.payloads.maxInline) {
-      throw new GraphError(
-        `the run's graph is ${(data.length / 1024 / 1024).toFixed(1)} MB compressed, with every long prompt moved out, more than the server takes in one message ` +
-          `(max_payload ${this.nc.info?.max_payload ?? "?"} bytes): split it into several runs, or raise max_payload in the server's config`,
-      );
-    }
     // The run id doubles as the message id: a retried submission is deduplicated.
-    await this.js.publish(this.topo.subjects.submit, data, { headers, msgID: opts.msgID ?? msgIds.submit(runId), timeout: 10_000 });
+    await publishSubmission(
+      this.js,
+      this.topo,
+      this.payloads,
+      {
+        runId,
+        graph,
+        repo,
+        baseCommit,
+        ...(opts.remote ? { remote: opts.remote } : {}),
+        submittedAt: new Date().toISOString(),
+        submittedBy: `${safeUser()}@${hostname()}`,
+        ...(repo && opts.merge ? { merge: opts.merge } : {}),
+        ...(opts.budget ? { budget: opts.budget } : {}),
+      },
+      { msgID: opts.msgID ?? msgIds.submit(runId), ...(this.nc.info ? { maxPayload: this.nc.info.max_payload } : {}) },
+    );
     return { runId, repo, baseCommit };
   }
 
@@ -407,16 +408,6 @@ export class AdoClient {
   }
 
   /**
-   * Updates a HITL record only if it is still at `revision` (`--manual` records its
-   * worktree this way); returns the new revision, or throws if someone changed it.
-   * Direct KV: it is written on the host that holds the repository and the manual
-   * worktree, by the person doing the merge, between two API calls.
-   */
-  async updateHitlRecord(record: HitlRecord, revision: number): Promise<number> {
-    return (await this.kv()).hitl.update(record.id, encodeValue(SCHEMAS.HitlRecord, record), revision);
-  }
-
-  /**
    * Asks the merge coordinator to carry out a person's choice for the record's current
    * round (API `hitl.resolve`, which refuses a round that moved on). Deduplicated per
    * round: sending the same round twice carries it out once.
@@ -425,6 +416,55 @@ export class AdoClient {
     await this.viaApi(
       async () => void (await callApi(this.nc, this.topo, "hitl.resolve", { id: record.id, round: record.round, ...resolution, by: whoAmI() })),
       () => this.records.requestResolution(record, resolution, whoAmI()),
+    );
+  }
+
+  /**
+   * Records a `--manual` step on a HITL record (API `hitl.manual`): `prepare` (the
+   * worktree holding the conflict, made on this host) or `reopen` (that worktree is gone,
+   * nothing landed). Only if the record is still at `revision`; returns the new revision,
+   * or throws if someone changed it or the move does not apply.
+   */
+  async recordManual(record: HitlRecord, revision: number, step: { action: "prepare"; manual: NonNullable<HitlRecord["manual"]> } | { action: "reopen" }): Promise<number> {
+    return this.viaApi(
+      async () => (await callApi(this.nc, this.topo, "hitl.manual", { id: record.id, round: record.round, revision, ...step, by: whoAmI() })).revision,
+      async () => {
+        const at = new Date().toISOString();
+        const t = hitlTransition(record, step.action === "prepare" ? { type: "prepare_manual", at, by: whoAmI(), manual: step.manual } : { type: "reopen", at });
+        if (!t.ok) throw new AdoError(t.refusal.message);
+        return this.records.writeHitl(t.record, revision);
+      },
+    );
+  }
+
+  /** The worker registry, the scaler's pools and what waits on each worker (API `workers.list`). */
+  async workers(): Promise<ApiResult<"workers.list">> {
+    return this.viaApi(
+      () => callApi(this.nc, this.topo, "workers.list", {}),
+      () => this.records.workers(),
+    );
+  }
+
+  /**
+   * Sets a pool's live policy (API `workers.scale`; the scaler applies it at its next
+   * decision). The API checks the pool and its bounds against its own configuration.
+   */
+  async setPoolPolicy(record: PolicyOverride): Promise<PolicyOverride> {
+    return this.viaApi(
+      async () => (await callApi(this.nc, this.topo, "workers.scale", { pool: record.pool, source: record.source, policy: record.policy, by: record.by })).record,
+      async () => {
+        await this.records.setPolicy(record);
+        return record;
+      },
+    );
+  }
+
+  /** Asks one worker to drain (API `workers.drain`): it stops taking work, finishes or hands back what it runs, and stops. */
+  async drainWorker(workerId: string, opts: { graceMs?: number; reason?: string } = {}): Promise<{ workerId: string; state: string }> {
+    const reason = opts.reason ?? "ado workers drain";
+    return this.viaApi(
+      () => callApi(this.nc, this.topo, "workers.drain", { workerId, reason, by: whoAmI(), ...(opts.graceMs !== undefined ? { graceMs: opts.graceMs } : {}) }),
+      () => requestDrain(this.nc, this.topo, workerId, { by: whoAmI(), reason, ...(opts.graceMs !== undefined ? { graceMs: opts.graceMs } : {}) }),
     );
   }
 

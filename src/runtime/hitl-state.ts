@@ -1,8 +1,8 @@
 /**
  * The life of a HITL record (KV `hitl`, key `<runId>.<taskId>`), as one pure function:
  * record + event -> the new record, or a refusal saying why. Both writers use it, the
- * merge coordinator (escalate, start, decide) and `ado hitl resolve` (prepare_manual,
- * reopen), and each stores the result with compare-and-set, so the rules of who may
+ * merge coordinator (escalate, start, decide) and `ado hitl resolve --manual|--continue`
+ * through the API's `hitl.manual` (prepare_manual, reopen), and each stores the result with compare-and-set, so the rules of who may
  * move a record where live here and nowhere else.
  *
  *   (none) --escalate--> open --start / prepare_manual--> resolving --decide--> resolved

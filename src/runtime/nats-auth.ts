@@ -16,7 +16,7 @@ import { join } from "node:path";
 // From the transport's re-exports of nats-core (nkeys is not a direct dependency).
 import { credsAuthenticator, nkeyAuthenticator, nkeys, type Authenticator } from "@nats-io/transport-node";
 import { ConfigError } from "./errors.js";
-import { API_QUERIES, type Topology } from "./topology.js";
+import { API_QUERIES, type ActorName, type Topology } from "./topology.js";
 
 /**
  * The roles, each a NATS user of its own: the issue's nine, then the actors and the
@@ -178,12 +178,17 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
     case "api":
       // Serves the typed API (src/actors/api/): reads the records behind its queries;
       // writes control requests, budget changes, HITL resolutions, pools' live policies.
+      // Submits runs (runs.submit: long prompts to the object store), forwards drains to workers, records --manual steps.
       sub(topo.subjects.apiAll);
+      api(S.submit.name);
       api(S.results.name);
       api(S.merge.name);
-      pub(`${p}.results.*`, `${p}.merge.*`);
-      writeKv("control", "scaler");
-      readKv("runs", "tasks", "claims", "hitl", "workers");
+      api(S.work.name);
+      pub(topo.subjects.submit, `${p}.results.*`, `${p}.merge.*`, topo.subjects.drain("*"));
+      writeKv("control", "scaler", "hitl");
+      readKv("runs", "tasks", "claims", "workers");
+      api(obj, "watch");
+      pub(objPut);
       deadLetters("api");
       actorService("api");
       break;
@@ -193,7 +198,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       api(S.results.name);
       api(S.merge.name);
       api(S.events.name, "consume", "readMsgs");
-      pub(topo.subjects.submit, `${p}.results.*`, `${p}.merge.*`, `${p}.detach.*`, "$SRV.>", `${p}.svc.>`, topo.subjects.apiAll);
+      // Of the actors' own endpoints only their status: a drain or a rebalancing pass goes through the API (workers.drain) or is an operator's.
+      pub(topo.subjects.submit, `${p}.results.*`, `${p}.merge.*`, `${p}.detach.*`, "$SRV.>", topo.subjects.status("*" as ActorName, "*"), topo.subjects.apiAll);
       sub(`${p}.detach.*`);
       writeKv("control");
       readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "hitl", "worktrees");
@@ -207,7 +213,7 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       // Read only: events, records, the services' queries.
       api(S.events.name, "consume", "readMsgs");
       readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "control", "hitl", "worktrees", "snapshots", "providers", "scaler");
-      pub("$SRV.>", `${p}.svc.>`, ...API_QUERIES.map((q) => topo.subjects.api(q)));
+      pub("$SRV.>", topo.subjects.status("*" as ActorName, "*"), ...API_QUERIES.map((q) => topo.subjects.api(q)));
       sub(`${p}.detach.*`);
       break;
     // ---- roles of the actors and the process added after the first nine ----

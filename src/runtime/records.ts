@@ -221,12 +221,33 @@ export class Records {
     await this.js.publish(this.topo.subjects.merge(record.runId), data, { headers, msgID: msgIds.resolve(record, record.round), timeout: 10_000 });
   }
 
-  /** The worker registry and the scaler's pools (state, live policy); unreadable entries are skipped and logged. */
-  async workers(): Promise<{ workers: WorkerRecord[]; pools: { state: ScalerPoolState; policy?: PolicyOverride }[] }> {
+  /**
+   * The worker registry, the scaler's pools (state, live policy) and what waits on each
+   * worker's work subject (left out when the work stream cannot be read: a worker's own
+   * count is then as of its last fetch); unreadable entries are skipped and logged.
+   */
+  async workers(): Promise<{ workers: WorkerRecord[]; pools: { state: ScalerPoolState; policy?: PolicyOverride }[]; queued?: Record<string, number> }> {
     const kv = await this.kv();
     const { records: workers, states, policies, problems } = await readFleetRecords(kv.workers, kv.scaler);
     for (const problem of problems) this.log?.warn(problem);
-    return { workers, pools: states.map((state) => ({ state, ...withPolicy(policies.find((p) => p.pool === state.pool)) })) };
+    let queued: Record<string, number> | undefined;
+    try {
+      const on = (await (await this.js.jetstreamManager()).streams.info(this.topo.streams.work.name, { subjects_filter: this.topo.subjects.work("*") })).state.subjects ?? {};
+      const head = this.topo.subjects.work("");
+      queued = Object.fromEntries(Object.entries(on).map(([subject, n]) => [subject.slice(head.length), n]));
+    } catch (err) {
+      this.log?.warn({ err: errorMessage(err) }, "the work stream was not read: queued work left out of the workers' listing");
+    }
+    return { workers, pools: states.map((state) => ({ state, ...withPolicy(policies.find((p) => p.pool === state.pool)) })), ...(queued ? { queued } : {}) };
+  }
+
+  /**
+   * Stores a HITL record only if it is still at `revision` (compare-and-set: the merge
+   * coordinator writes the same record); returns the new revision, or throws if someone
+   * changed it.
+   */
+  async writeHitl(record: HitlRecord, revision: number): Promise<number> {
+    return (await this.kv()).hitl.update(record.id, encodeValue(SCHEMAS.HitlRecord, record), revision);
   }
 
   /** The pools the scaler has state for. */

@@ -43,7 +43,7 @@ export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "steale
  * observer only the queries (src/runtime/nats-auth.ts).
  */
 export const API_QUERIES = ["runs.list", "runs.get", "tasks.status", "hitl.list", "hitl.show", "workers.list"] as const;
-export const API_MUTATIONS = ["runs.cancel", "runs.pause", "runs.resume", "hitl.resolve", "workers.scale", "budget.raise"] as const;
+export const API_MUTATIONS = ["runs.cancel", "runs.pause", "runs.resume", "hitl.resolve", "workers.scale", "budget.raise", "hitl.manual", "workers.drain", "runs.submit"] as const;
 export type ApiQuery = (typeof API_QUERIES)[number];
 export type ApiMutation = (typeof API_MUTATIONS)[number];
 export type ApiEndpointName = ApiQuery | ApiMutation;

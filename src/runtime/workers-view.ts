@@ -1,9 +1,10 @@
 import type { KV } from "@nats-io/kv";
 import type { NatsConnection } from "@nats-io/transport-node";
-import { decode } from "./codec.js";
+import { ApiError, isNoResponders } from "./api.js";
+import { decode, encode } from "./codec.js";
 import { errorMessage } from "./errors.js";
 import { currentEntries } from "./kv-watch.js";
-import { SCHEMAS, type WorkerRecord } from "./messages.js";
+import { SCHEMAS, type WorkerDrain, type WorkerRecord } from "./messages.js";
 import { scalerKeys } from "./names.js";
 import type { PolicyOverride, ScalerPoolState } from "./scaling.js";
 import { livenessWindowMs, openBuckets, openJetStream, type Topology } from "./topology.js";
@@ -117,4 +118,31 @@ export async function readWorkers(nc: NatsConnection, topo: Topology, heartbeatM
 export async function workOnSubjects(nc: NatsConnection, topo: Topology): Promise<Record<string, number>> {
   const info = await (await openJetStream(nc)).streams.info(topo.streams.work.name, { subjects_filter: topo.subjects.work("*") });
   return info.state.subjects ?? {};
+}
+
+/** How long a worker gets to answer a drain (it answers at once, then drains). */
+const DRAIN_TIMEOUT_MS = 5_000;
+
+/**
+ * Asks one worker to drain (stop taking work, finish or hand back what it runs, stop),
+ * on its own subject. Throws ApiError: `not_found` when no worker of that id listens,
+ * `unavailable` when it did not answer or refused. The API's `workers.drain` is this.
+ */
+export async function requestDrain(nc: NatsConnection, topo: Topology, workerId: string, req: Omit<WorkerDrain, "type">): Promise<{ workerId: string; state: string }> {
+  const { data, headers } = encode(SCHEMAS.WorkerDrain, { type: "worker.drain", ...req });
+  let reply;
+  try {
+    reply = await nc.request(topo.subjects.drain(workerId), data, { headers, timeout: DRAIN_TIMEOUT_MS });
+  } catch (err) {
+    if (isNoResponders(err)) throw new ApiError("not_found", `worker '${workerId}' did not answer (no worker of that id runs): is it running? \`ado workers list\` (workers.list) shows the workers`, { cause: err });
+    throw new ApiError("unavailable", `worker '${workerId}' did not answer the drain (${errorMessage(err)}): is it running? \`ado workers list\` (workers.list) shows the workers`, { cause: err });
+  }
+  let answer: { ok?: unknown; state?: unknown; error?: unknown };
+  try {
+    answer = JSON.parse(new TextDecoder().decode(reply.data)) as typeof answer;
+  } catch (err) {
+    throw new ApiError("unavailable", `worker '${workerId}' answered the drain with something unreadable: ${errorMessage(err)}`, { cause: err });
+  }
+  if (answer.ok !== true) throw new ApiError("unavailable", `worker '${workerId}' refused the drain: ${String(answer.error ?? "no reason given")}`);
+  return { workerId, state: typeof answer.state === "string" ? answer.state : "unknown" };
 }

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { API, API_ENDPOINTS, replySchema, replyText } from "../../src/runtime/api.js";
 import { packRaw } from "../../src/runtime/codec.js";
 import { awaitAgentsGone } from "../helpers/cluster.js";
 import {
@@ -32,7 +33,8 @@ import { eventually, startTestServer, type TestServer } from "../helpers/nats.js
  * Three runs, at the same time (most of a scenario is waiting: on heartbeats, ack waits,
  * agents that sleep), each on its own prefix and processes: every process SIGKILLed
  * once or more (workers, then each actor); nats-server SIGKILLed and restarted on its
- * store; malformed messages on every subject (the run without a kill, so also the
+ * store; malformed messages on every subject and malformed requests to every API
+ * endpoint (the run without a kill, so also the
  * control: a failure there is not about processes dying). No wait has a fixed time: a
  * wait lasts as long as the run makes events (FollowedRun.until), so a loaded machine
  * only makes the tests slower.
@@ -188,9 +190,9 @@ describe.concurrent("chaos", () => {
     }
   }, TEST_MS);
 
-  it("malformed messages on every subject ado consumes, during a run (and no other fault: the control): each is dead-lettered exactly once, no actor dies, the run succeeds", async () => {
+  it("malformed messages on every subject ado consumes and malformed requests to every API endpoint, during a run (and no other fault: the control): each message is dead-lettered exactly once, each request answered bad_request, no actor dies, the run succeeds", async () => {
     await scenario("malformed", ts.url, async (f) => {
-      await startInstallation(f, 2, 2);
+      await Promise.all([startInstallation(f, 2, 2), f.cluster.actor("api")]);
       // 12 tasks are enough to carry the messages (and cost half of 23). A fan-in's
       // first attempt fails too: its retry starts from an integration branch that moved.
       const run = await submitChaos(f, { fanIns: 2, failFirst: ["r02", "r05", "m1"] });
@@ -219,7 +221,21 @@ describe.concurrent("chaos", () => {
         await js.publish(subject, packRaw({ type: "task.work", marker: header }), { headers: bogus });
         sent.push({ subject, mark: garbage }, { subject, mark: shape }, { subject, mark: header });
       }
+      // Every API endpoint, while the run goes: each malformed request gets its own bad_request reply.
+      const malformed: Array<string | Uint8Array> = ["{", "[1,2]", "null", '"text"', JSON.stringify({ surprise: marker }), new Uint8Array([0xc1, 0xff, 0x00]), "x".repeat(50_000)];
+      const answers: string[] = [];
+      for (const endpoint of API_ENDPOINTS) {
+        for (const body of malformed) {
+          const m = await f.nc.request(f.topo.subjects.api(endpoint), typeof body === "string" ? new TextEncoder().encode(body) : body, { timeout: 30_000 });
+          const reply = replySchema(API[endpoint].result).parse(JSON.parse(replyText(endpoint, m.data, m.headers)));
+          answers.push(`${endpoint} ${String(body).slice(0, 12)}: ${reply.ok ? "ok" : reply.error.code}`);
+        }
+      }
+      expect(answers).toEqual(API_ENDPOINTS.flatMap((e) => malformed.map((b) => `${e} ${String(b).slice(0, 12)}: bad_request`)));
       const outcome = await run.outcome;
+      // Still serving after the run: a well-formed query answers.
+      const after = await f.nc.request(f.topo.subjects.api("runs.get"), new TextEncoder().encode(JSON.stringify({ runId: f.runId })), { timeout: 30_000 });
+      expect(JSON.parse(replyText("runs.get", after.data, after.headers))).toMatchObject({ ok: true, result: { run: { runId: f.runId, status: "succeeded" } } });
 
       const count = (letters: Awaited<ReturnType<typeof deadLetters>>, mark: string) => letters.filter((l) => Buffer.from(l.payload).includes(mark)).length;
       await eventually(async () => {

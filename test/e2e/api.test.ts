@@ -23,6 +23,7 @@ import { connectNats, drainQuietly } from "../../src/runtime/connection.js";
 import { EmbeddedServer } from "../../src/runtime/embedded-server.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import { silentLogger } from "../../src/runtime/logger.js";
+import type { RunId } from "../../src/runtime/ids.js";
 import { SCHEMAS, type HitlRecord } from "../../src/runtime/messages.js";
 import { writeNatsAuth, type Role } from "../../src/runtime/nats-auth.js";
 import { openBuckets, type ApiEndpointName, type Topology } from "../../src/runtime/topology.js";
@@ -159,6 +160,66 @@ describe("api - endpoints on a stack", () => {
     expect(pol?.operation).toBe("PUT");
   }, 180_000);
 
+  it("runs.submit validates the graph as ado run does (bad_request with the reason), replies after the PubAck with the run id, deduplicates by run id; the run goes on", async () => {
+    const submit = (body: unknown) => ask(nc, topo, "runs.submit", JSON.stringify(body));
+    const refusals: Array<[unknown, RegExp]> = [
+      [{ graph: { tasks: [{ id: "a", agent: "noop", needs: ["b"] }, { id: "b", agent: "noop", needs: ["a"] }] } }, /cycle/],
+      [{ graph: { tasks: [{ id: "a", agent: "noop", needs: ["nope"] }] } }, /needs 'nope', which is not in the graph/],
+      [{ graph: { tasks: [{ id: "a", agent: "claudee", prompt: "x" }] }, repo: repo.dir, baseCommit: "0".repeat(40) }, /unknown agent 'claudee'.*did you mean 'claude'/],
+      [{ graph: { tasks: [{ id: "a", agent: "noop", variants: 3 }] } }, /no rule to pick one/],
+      [{ graph: { tasks: [{ id: "a", agent: "noop", variants: 1, select: { validate: "true" } }] } }, /variants must be a whole number from 2/],
+      [{ graph: { tasks: [{ id: "a", agent: "noop" }, { id: "a", agent: "noop" }] } }, /appears more than once/],
+      [{ graph: { tasks: [{ id: "a", run: "true" }] } }, /give 'repo'/],
+      [{ graph: { tasks: [{ id: "a", agent: "noop" }] }, repo: repo.dir }, /'repo' needs 'baseCommit'/],
+      [{ graph: { tasks: [] } }, /at least one task|tasks/],
+    ];
+    const client = new AdoClient(nc, topo);
+    const runsBefore = (await client.listRuns()).length;
+    for (const [body, why] of refusals) {
+      const message = await refusedWith(nc, topo, "runs.submit", JSON.stringify(body), "bad_request");
+      expect(message, JSON.stringify(body)).toMatch(why);
+    }
+    // Nothing of a refused submission reached the scheduler.
+    expect((await client.listRuns()).length).toBe(runsBefore);
+
+    const baseCommit = execFileSync("git", ["rev-parse", "HEAD"], { cwd: repo.dir }).toString().trim();
+    const body = { graph: { name: "via-api", tasks: [{ id: "a", run: "echo A > a.txt" }, { id: "b", needs: ["a"], agent: "noop" }] }, repo: repo.dir, baseCommit, by: "tester" };
+    const first = await submit(body);
+    expect(first.schema).toBe("api.runs.submit.reply/1");
+    if (!first.reply.ok) throw new Error(first.reply.error.message);
+    const { runId } = first.reply.result;
+    expect(first.reply.result).toMatchObject({ duplicate: false });
+    expect(first.reply.result.seq).toBeGreaterThan(0);
+    // Durable on the reply: the same run id again is the stream's duplicate, not a second run.
+    const again = await submit({ ...body, runId });
+    expect(again.reply.ok && again.reply.result).toMatchObject({ runId, duplicate: true });
+    const outcome = await client.watch(runId as RunId);
+    expect(outcome.error).toBeUndefined();
+    expect(outcome.status).toBe("succeeded");
+    const record = await client.runRecord(runId);
+    expect(record).toMatchObject({ name: "via-api", baseCommit });
+  }, 180_000);
+
+  it("hitl.manual and workers.drain refuse what does not apply, with their codes", async () => {
+    const runId = "r-manual-gone";
+    const record: HitlRecord = { ...(SAMPLES.HitlRecord![0] as HitlRecord), id: `${runId}.t`, runId, taskId: "t", round: 2, state: "open" };
+    const kv = await new Kvm(nc).open(topo.buckets.hitl);
+    const revision = await kv.put(record.id, encodeValue(SCHEMAS.HitlRecord, record));
+    const manual = { worktree: "/tmp/wt", branch: "ado/x/_manual", host: "h" };
+    await refusedWith(nc, topo, "hitl.manual", JSON.stringify({ id: "no.such", round: 1, action: "reopen" }), "not_found");
+    expect(await refusedWith(nc, topo, "hitl.manual", JSON.stringify({ id: record.id, round: 2, action: "prepare" }), "bad_request")).toMatch(/'prepare' needs 'manual'/);
+    expect(await refusedWith(nc, topo, "hitl.manual", JSON.stringify({ id: record.id, round: 2, action: "prepare", manual, revision: revision + 7 }), "conflict")).toMatch(/changed since it was read/);
+    expect(await refusedWith(nc, topo, "hitl.manual", JSON.stringify({ id: record.id, round: 1, action: "prepare", manual }), "conflict")).toMatch(/at round 2 now, not 1/);
+    // Its run is unknown: the task does not wait, so nothing is prepared.
+    expect(await refusedWith(nc, topo, "hitl.manual", JSON.stringify({ id: record.id, round: 2, action: "prepare", manual, revision }), "conflict")).toMatch(/does not wait for a person any more/);
+    // An open record has no --manual resolution to reopen.
+    expect(await refusedWith(nc, topo, "hitl.manual", JSON.stringify({ id: record.id, round: 2, action: "reopen" }), "conflict")).toMatch(/not a --manual resolution/);
+    expect((await kv.get(record.id))?.revision).toBe(revision);
+
+    expect(await refusedWith(nc, topo, "workers.drain", JSON.stringify({ workerId: "w-nobody" }), "not_found")).toMatch(/worker 'w-nobody' did not answer/);
+    await refusedWith(nc, topo, "workers.drain", JSON.stringify({ workerId: "a.b" }), "bad_request");
+  }, 60_000);
+
   it("a large reply (a run of 400 tasks with long prompts) is deflated with Ado-Compression and reads back whole", async () => {
     const tasks = Array.from({ length: 400 }, (_, i) => ({ id: `t${i}`, agent: "noop", prompt: `task ${i}: ${"refactor the module and keep its tests green. ".repeat(40)}` }));
     const { runId } = await new AdoClient(nc, topo).submit({ graph: { name: "big", tasks } });
@@ -261,10 +322,37 @@ describe("api - per-role users", () => {
       const refused = await callApi(observer, topo, "runs.cancel", { runId }, { timeoutMs: 5_000 }).catch((e: unknown) => e);
       expect(isApiError(refused, "forbidden"), String(refused)).toBe(true);
       expect((await callApi(observer, topo, "runs.get", { runId })).run.status).toBe("running");
+      // Every other mutation too, each refused by the server with the forbidden code.
+      const mutations: Array<Promise<unknown>> = [
+        callApi(observer, topo, "workers.scale", { pool: "p", source: "scale", policy: { min: 1, max: 1 } }, { timeoutMs: 5_000 }),
+        callApi(observer, topo, "workers.drain", { workerId: stack.workers[0]!.id }, { timeoutMs: 5_000 }),
+        callApi(observer, topo, "hitl.manual", { id: `${runId}.slow`, round: 1, action: "reopen" }, { timeoutMs: 5_000 }),
+        callApi(observer, topo, "runs.submit", { graph: { tasks: [{ id: "a", agent: "noop" }] } }, { timeoutMs: 5_000 }),
+      ];
+      for (const refusal of await Promise.all(mutations.map((p) => p.catch((e: unknown) => e)))) expect(isApiError(refusal, "forbidden"), String(refusal)).toBe(true);
+      expect(stack.workers[0]!.state).toBe("running");
+      const fleet = await callApi(observer, topo, "workers.list", {});
+      expect(fleet.workers.map((w) => w.workerId)).toEqual([stack.workers[0]!.id]);
+      // The api actor's user may read the work stream's per-subject counts (what waits per worker).
+      expect(fleet.queued).toBeDefined();
+      // The same through the CLI as the observer: `ado workers list` works, `ado workers drain` is refused with forbidden's words.
+      const asObserver = { ADO_SERVER: server.url, ADO_PREFIX: topo.prefix, ADO_NATS_NKEY: seeds.observer };
+      const listed = await runAdo(["workers", "list", "--json"], { env: asObserver, cwd: dir });
+      expect(listed.code, listed.stderr).toBe(0);
+      expect(listed.stderr).not.toMatch(/work stream was not read/);
+      expect((JSON.parse(listed.stdout) as { workers: Array<{ id: string }> }).workers.map((w) => w.id)).toEqual([stack.workers[0]!.id]);
+      const drain = await runAdo(["workers", "drain", stack.workers[0]!.id], { env: asObserver, cwd: dir });
+      expect(drain.code, drain.stderr).toBe(2);
+      expect(drain.stderr).toMatch(/workers\.drain: this NATS user may not call it/);
+      expect(stack.workers[0]!.state).toBe("running");
       // The observer's user cannot reach the buckets' write side either: the API was its only door, and it is closed.
       const cancelled = await callApi(client, topo, "runs.cancel", { runId, by: "client" });
       expect(cancelled.request.action).toBe("cancel");
       await eventually(async () => (await callApi(observer, topo, "runs.get", { runId })).run.status === "cancelled", 60_000, "cancelled");
+      // A client submits a run through the API (the api actor publishes it as its own user), and it runs.
+      const viaApi = await callApi(client, topo, "runs.submit", { graph: { name: "client-submit", tasks: [{ id: "n", agent: "noop" }] }, by: "client" });
+      expect(viaApi.duplicate).toBe(false);
+      await eventually(async () => (await callApi(observer, topo, "runs.get", { runId: viaApi.runId }).catch(() => undefined))?.run.status === "succeeded", 120_000, "the client's API submission ran");
     } finally {
       await stack.close();
       await repo.cleanup();

@@ -103,7 +103,7 @@ tasks:
     const kvPut = (bucket: keyof typeof topo.buckets, key: string) => async (nc: NatsConnection) => (await new Kvm(nc).open(topo.buckets[bucket])).put(key, new Uint8Array([0x80]));
     const kvGet = (bucket: keyof typeof topo.buckets) => async (nc: NatsConnection) => (await new Kvm(nc).open(topo.buckets[bucket])).get("nothing");
     const ops: Op[] = [
-      { what: "publish a run submission", run: (nc) => js(nc).publish(topo.subjects.submit, submit.data, { headers: submit.headers, msgID: `m-${Math.random()}` }), allowed: ["admin", "client", "dashboard"] },
+      { what: "publish a run submission", run: (nc) => js(nc).publish(topo.subjects.submit, submit.data, { headers: submit.headers, msgID: `m-${Math.random()}` }), allowed: ["admin", "client", "api", "dashboard"] },
       { what: "publish to the results stream (a result, a control request)", run: (nc) => js(nc).publish(topo.subjects.results("r-matrix"), result.data, { headers: result.headers }), allowed: ["admin", "scheduler", "merger", "stealer", "worker", "client", "api", "dashboard"] },
       { what: "publish ready work", run: (nc) => js(nc).publish(topo.subjects.ready("normal"), new Uint8Array([0x80])), allowed: ["admin", "scheduler", "stealer", "worker"] },
       { what: "publish work to a worker", run: (nc) => js(nc).publish(topo.subjects.work("w-matrix"), new Uint8Array([0x80])), allowed: ["admin", "balancer"] },
@@ -112,7 +112,7 @@ tasks:
       { what: "write the control bucket", run: kvPut("control", "r-matrix"), allowed: ["admin", "scheduler", "client", "api", "dashboard"] },
       { what: "claim an attempt (KV claims)", run: kvPut("claims", "r-matrix.a.1"), allowed: ["admin", "worker"] },
       { what: "write a worker record (KV workers)", run: kvPut("workers", "w-matrix"), allowed: ["admin", "stealer", "worker"] },
-      { what: "write a HITL record", run: kvPut("hitl", "r-matrix.a"), allowed: ["admin", "merger", "client", "dashboard"] },
+      { what: "write a HITL record", run: kvPut("hitl", "r-matrix.a"), allowed: ["admin", "merger", "client", "api", "dashboard"] },
       { what: "read run records", run: kvGet("runs"), allowed: ["admin", "scheduler", "scaler", "client", "observer", "api", "recorder", "dashboard"] },
       { what: "read the control bucket", run: kvGet("control"), allowed: ["admin", "scheduler", "balancer", "worker", "client", "observer", "api", "dashboard"] },
       { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer", "recorder", "dashboard"] },
@@ -124,6 +124,11 @@ tasks:
       { what: "publish a dead letter as the notifier", run: (nc) => js(nc).publish(topo.subjects.deadLetter("notifier"), new Uint8Array([0x80])), allowed: ["admin", "notifier"] },
       { what: "call an API query (runs.list)", run: apiCall("runs.list"), allowed: ["admin", "client", "observer", "dashboard"] },
       { what: "call an API mutation (runs.cancel)", run: apiCall("runs.cancel"), allowed: ["admin", "client", "dashboard"] },
+      { what: "call the API's workers.scale, workers.drain, hitl.manual", run: async (nc) => Promise.all((["workers.scale", "workers.drain", "hitl.manual"] as const).map((e) => apiCall(e)(nc))), allowed: ["admin", "client", "dashboard"] },
+      { what: "submit a run through the API (runs.submit)", run: apiCall("runs.submit"), allowed: ["admin", "client", "dashboard"] },
+      { what: "ask a worker to drain (core NATS; others go through the API)", run: coreRequest(topo.subjects.drain("w-matrix")), allowed: ["admin", "stealer", "scaler", "api"] },
+      { what: "ask an actor for its status (core NATS)", run: coreRequest(topo.subjects.status("worker", "w-matrix")), allowed: ["admin", "stealer", "scaler", "client", "observer", "dashboard"] },
+      { what: "ask the stealer for a rebalancing pass (core NATS)", run: coreRequest(topo.subjects.rebalance), allowed: ["admin", "scaler"] },
       { what: "create a stream", run: async (nc) => (await jetstreamManager(nc)).streams.add({ name: `${topo.prefix.toUpperCase()}_EXTRA`, subjects: [`${topo.prefix}.extra.>`] }), allowed: [] },
       { what: "delete a stream", run: async (nc) => (await jetstreamManager(nc)).streams.delete(topo.streams.dlq.name), allowed: [] },
       { what: "update a stream (provisioning)", run: async (nc) => (await jetstreamManager(nc)).streams.update(topo.streams.dlq.name, { ...topo.streams.dlq }), allowed: ["admin"] },
@@ -137,6 +142,11 @@ tasks:
     function apiCall(endpoint: ApiEndpointName) {
       return (nc: NatsConnection) =>
         nc.request(topo.subjects.api(endpoint), new TextEncoder().encode("{}"), { timeout: 3_000 }).catch((e: Error) => (/no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message ?? ""}`) ? null : Promise.reject(e)));
+    }
+    /** A core NATS request nobody answers here: "no responders" means the server let it through. */
+    function coreRequest(subject: string) {
+      return (nc: NatsConnection) =>
+        nc.request(subject, new TextEncoder().encode("{}"), { timeout: 3_000 }).catch((e: Error) => (/no responders/i.test(`${e.message} ${(e.cause as Error | undefined)?.message ?? ""}`) ? null : Promise.reject(e)));
     }
     /** A subscription the server keeps (refused: it closes it with a permissions error). */
     async function subscribed(nc: NatsConnection, subject: string): Promise<void> {

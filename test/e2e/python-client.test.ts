@@ -76,6 +76,17 @@ describe.skipIf(!python)("python client - from the JSON Schemas alone", () => {
     expect((await new AdoClient(nc, topo).runRecord(runId!))?.status).toBe("succeeded");
   }, 180_000);
 
+  it("submits through the API's runs.submit (JSON, replied after the stream stored it) and follows the run; a bad graph is bad_request saying why", async () => {
+    const r = await py(["run", "--via-api", "--noop", "one,two"], env);
+    expect(r.code, `${r.stdout}\n${r.stderr}`).toBe(0);
+    expect(r.stdout).toMatch(/^submitted py-[a-z0-9]+ \(api runs\.submit, seq \d+\)$/m);
+    expect(r.stdout).toMatch(/^event run\.completed succeeded$/m);
+    expect(r.stdout).toMatch(/^api tasks\.status: two succeeded \(attempts 1\)$/m);
+    const cycle = await py(["api", "runs.submit", JSON.stringify({ graph: { tasks: [{ id: "a", agent: "noop", needs: ["b"] }, { id: "b", agent: "noop", needs: ["a"] }] } })], env);
+    expect(cycle.code, cycle.stderr).toBe(1);
+    expect(JSON.parse(cycle.stdout)).toEqual({ ok: false, error: { code: "bad_request", message: expect.stringMatching(/cycle/) } });
+  }, 180_000);
+
   it("calls an endpoint; a refusal is the endpoint's error reply (exit 1), a bad request never crashes the API", async () => {
     const missing = await py(["api", "runs.get", JSON.stringify({ runId: "nosuch" })], env);
     expect(missing.code, missing.stderr).toBe(1);

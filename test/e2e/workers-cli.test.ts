@@ -9,7 +9,7 @@ import { runAdo } from "../helpers/cli.js";
 import { eventually, startTestServer, uniqueTopology, type TestServer } from "../helpers/nats.js";
 
 /**
- * `ado workers list|scale|autoscale|drain` through the real binary, against a stack
+ * `ado workers list|scale|autoscale|drain` through the real binary and the API, against a stack
  * with one worker of pool `p` and a scaler whose pool `p` uses the `command` backend
  * (its `up` command writes what it was asked to a file): a policy set by the CLI is
  * applied by the running scaler without a restart.
@@ -63,9 +63,16 @@ describe("ado workers - the CLI", () => {
       expect(bad.code).toBe(2);
       expect(bad.stderr).toContain("--min 5 is above --max 2");
 
+      // Every one of these went through the API (its counters), none to KV directly.
+      const api = stack.actors.find((a) => a.kind === "api")!;
+      const answered = () => (api.stats() as { answered: Record<string, number> }).answered;
+      expect(answered().ok).toBeGreaterThanOrEqual(3); // list; scale's list and workers.scale
+      expect(answered().not_found).toBe(0);
+
       const none = await runAdo(["workers", "drain", "w-nobody"], { env, cwd: scratch });
       expect(none.code).toBe(1);
       expect(none.stderr).toMatch(/worker 'w-nobody' did not answer .*ado workers list/);
+      expect(answered().not_found).toBe(1); // workers.drain answered it
 
       const drain = await runAdo(["workers", "drain", workerId], { env, cwd: scratch });
       expect(drain.code, drain.stderr).toBe(0);

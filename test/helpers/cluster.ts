@@ -23,6 +23,7 @@ const READY: Record<string, RegExp> = {
   stealer: /stealer running/,
   recorder: /recorder running/,
   notifier: /notifier running/,
+  api: /api running/,
   // "2 worker(s) (1 slot(s) each) on nats://...: w-a, w-b" and a newline.
   worker: /worker\(s\) \(\d+ slot\(s\) each\) on \S+: [^\n]+\n/,
 };
@@ -34,7 +35,7 @@ export class AdoCluster {
   constructor(private readonly env: NodeJS.ProcessEnv) {}
 
   /** Starts `ado actor <kind>` under the name `kind`; resolves once it runs. */
-  actor(kind: "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier"): Promise<AdoProcess> {
+  actor(kind: "scheduler" | "balancer" | "merger" | "stealer" | "recorder" | "notifier" | "api"): Promise<AdoProcess> {
     return this.start(kind, ["actor", kind], READY[kind]!);
   }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { budgetRefusal, controlRefusal, resolveRefusal, scaleDecision } from "../../src/actors/api/decide.js";
+import { budgetRefusal, controlRefusal, manualDecision, resolveRefusal, scaleDecision, submitDecision } from "../../src/actors/api/decide.js";
+import { GraphDefSchema } from "../../src/runtime/graph.js";
 import { API, parseRequest } from "../../src/runtime/api.js";
 import { SCHEMAS, type HitlRecord, type RunRecord } from "../../src/runtime/messages.js";
 import type { RunStatusView } from "../../src/runtime/records.js";
@@ -58,6 +59,46 @@ describe("api decide - workers scale", () => {
     expect("record" in merged && merged.record.policy).toEqual({ min: 2, max: 3 });
     const pinned = scaleDecision({ pool: "gpu", source: "scale", policy: { min: 3, max: 3 }, by: "me", at }, known, prev);
     expect("record" in pinned && pinned.record.policy).toEqual({ min: 3, max: 3 });
+  });
+});
+
+describe("api decide - hitl manual", () => {
+  const manual = { worktree: "/w", branch: "ado/r1/_manual/api/1", host: "h" };
+  const at = "2026-01-01T00:00:00.000Z";
+  it("prepare moves an open record to resolving (manual) and reopen moves it back; a moved-on record is a conflict", () => {
+    const found = { record: hitl({ state: "open", round: 1 }), revision: 4 };
+    const prepared = manualDecision(found, true, { id: "r1.api", round: 1, action: "prepare", manual, revision: 4, by: "me" }, at);
+    expect("record" in prepared && prepared.record).toMatchObject({ state: "resolving", choice: "manual", by: "me", manual });
+    if (!("record" in prepared)) throw new Error("refused");
+    const reopened = manualDecision({ record: prepared.record, revision: 5 }, true, { id: "r1.api", round: 1, action: "reopen", by: "me" }, at);
+    expect("record" in reopened && reopened.record.state).toBe("open");
+    expect("record" in reopened && reopened.record.manual).toBeUndefined();
+    const code = (d: ReturnType<typeof manualDecision>) => ("refusal" in d ? d.refusal.code : "ok");
+    expect(code(manualDecision(undefined, false, { id: "x.y", round: 1, action: "reopen", by: "me" }, at))).toBe("not_found");
+    expect(code(manualDecision(found, true, { id: "r1.api", round: 1, action: "prepare", by: "me" }, at))).toBe("bad_request");
+    expect(code(manualDecision(found, true, { id: "r1.api", round: 1, action: "reopen", manual, by: "me" }, at))).toBe("bad_request");
+    expect(code(manualDecision(found, true, { id: "r1.api", round: 1, action: "prepare", manual, revision: 3, by: "me" }, at))).toBe("conflict");
+    expect(code(manualDecision(found, true, { id: "r1.api", round: 2, action: "prepare", manual, by: "me" }, at))).toBe("conflict");
+    expect(code(manualDecision(found, false, { id: "r1.api", round: 1, action: "prepare", manual, by: "me" }, at))).toBe("conflict");
+    // Being resolved by another choice: the state machine refuses it.
+    expect(code(manualDecision({ record: hitl({ state: "resolving", choice: "ours" }), revision: 4 }, true, { id: "r1.api", round: 1, action: "prepare", manual, by: "me" }, at))).toBe("conflict");
+  });
+});
+
+describe("api decide - runs submit", () => {
+  const graph = (tasks: unknown[]) => GraphDefSchema.parse({ tasks });
+  const refusal = (d: ReturnType<typeof submitDecision>) => ("refusal" in d ? `${d.refusal.code}: ${d.refusal.message}` : "ok");
+  it("the graph checks of ado run, and a repository with its base commit for every agent but noop", () => {
+    const agents = ["noop", "shell", "claude"];
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", agent: "noop" }]) }, agents))).toBe("ok");
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", run: "true" }]), repo: "/r", baseCommit: "a".repeat(40) }, agents))).toBe("ok");
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", agent: "noop", needs: ["a"] }]) }, agents))).toMatch(/^bad_request: .*needs itself/);
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", agent: "noop", needs: ["b"] }, { id: "b", agent: "noop", needs: ["a"] }]) }, agents))).toMatch(/^bad_request: .*cycle/);
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", agent: "codex", prompt: "x" }]), repo: "/r", baseCommit: "a".repeat(40) }, agents))).toMatch(/^bad_request: .*unknown agent 'codex'/);
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", agent: "noop", variants: 2 }]) }, agents))).toMatch(/^bad_request: .*no rule to pick one/);
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", run: "true" }]) }, agents))).toMatch(/^bad_request: .*give 'repo'/);
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", agent: "noop" }]), repo: "/r" }, agents))).toMatch(/^bad_request: .*needs 'baseCommit'/);
+    expect(refusal(submitDecision({ graph: graph([{ id: "a", agent: "noop" }]), remote: "git@x:y" }, agents))).toMatch(/^bad_request: .*'remote' needs 'repo'/);
   });
 });
 

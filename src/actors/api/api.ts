@@ -15,10 +15,15 @@ import {
   type ApiParsedRequest,
   type ApiResult,
 } from "../../runtime/api.js";
-import { DecodeError, errorMessage } from "../../runtime/errors.js";
+import { DecodeError, errorMessage, GraphError } from "../../runtime/errors.js";
 import { Records, runListItem } from "../../runtime/records.js";
 import type { ApiEndpointName } from "../../runtime/topology.js";
-import { budgetRefusal, controlRefusal, resolveRefusal, scaleDecision, type PoolBounds } from "./decide.js";
+import { budgetRefusal, controlRefusal, manualDecision, resolveRefusal, scaleDecision, submitDecision, type PoolBounds } from "./decide.js";
+import { AGENT_NAMES } from "../../agents/index.js";
+import { newRunId } from "../../runtime/ids.js";
+import { PayloadStore } from "../../runtime/payloads.js";
+import { publishSubmission } from "../../runtime/submit.js";
+import { requestDrain } from "../../runtime/workers-view.js";
 
 export interface ApiOptions {
   /** The scaler's pools as configured (`workers.scale` knows them, and their bounds, before the scaler has run). */
@@ -40,6 +45,7 @@ const ANONYMOUS = "api";
  */
 export class ApiActor extends Actor {
   private readonly records: Records;
+  private readonly payloads: PayloadStore;
   private readonly inFlight = new Set<Promise<void>>();
   private readonly answered: Record<"ok" | ApiErrorCode, number> = { ok: 0, bad_request: 0, not_found: 0, conflict: 0, forbidden: 0, unavailable: 0 };
 
@@ -50,6 +56,7 @@ export class ApiActor extends Actor {
   ) {
     super("api", instance, ctx);
     this.records = new Records(async () => ctx.kv, this.js, ctx.topo, this.log);
+    this.payloads = new PayloadStore(ctx.nc, ctx.topo);
   }
 
   protected async onStart(): Promise<void> {
@@ -194,9 +201,49 @@ export class ApiActor extends Actor {
         if (refusal) throw refusal;
         return { request: await r.budget(q.runId, change, q.by ?? ANONYMOUS) } as ApiResult<E>;
       }
+      case "hitl.manual": {
+        const q = req as ApiParsedRequest<"hitl.manual">;
+        const found = await r.hitlRecord(q.id);
+        const decided = manualDecision(found, found ? await r.isWaiting(found.record) : false, { ...q, by: q.by ?? ANONYMOUS }, new Date(this.clock.now()).toISOString());
+        if ("refusal" in decided) throw decided.refusal;
+        let revision: number;
+        try {
+          revision = await r.writeHitl(decided.record, found!.revision);
+        } catch (err) {
+          // The merge coordinator (or another person) wrote it between the read and this write.
+          throw new ApiError("conflict", `${q.id} changed while this was recorded (${errorMessage(err)}): look again (ado hitl show ${q.id})`, { cause: err });
+        }
+        return { record: decided.record, revision } as ApiResult<E>;
+      }
+      case "workers.drain": {
+        const q = req as ApiParsedRequest<"workers.drain">;
+        return (await requestDrain(this.ctx.nc, this.ctx.topo, q.workerId, { by: q.by ?? ANONYMOUS, reason: q.reason ?? "workers.drain", ...(q.graceMs !== undefined ? { graceMs: q.graceMs } : {}) })) as ApiResult<E>;
+      }
+      case "runs.submit": {
+        const q = req as ApiParsedRequest<"runs.submit">;
+        const checked = submitDecision(q, AGENT_NAMES);
+        if ("refusal" in checked) throw checked.refusal;
+        const runId = q.runId ?? newRunId();
+        const { graph: _g, by, runId: _r, ...rest } = q;
+        let ack;
+        try {
+          ack = await publishSubmission(
+            this.js,
+            this.ctx.topo,
+            this.payloads,
+            { ...rest, runId, graph: checked.graph, submittedAt: new Date(this.clock.now()).toISOString(), submittedBy: by ?? ANONYMOUS },
+            this.ctx.nc.info ? { maxPayload: this.ctx.nc.info.max_payload } : {},
+          );
+        } catch (err) {
+          if (err instanceof GraphError) throw new ApiError("bad_request", `runs.submit: ${err.message}`, { cause: err });
+          throw err;
+        }
+        return { runId, duplicate: ack.duplicate, seq: ack.seq } as ApiResult<E>;
+      }
     }
     throw new ApiError("not_found", `no endpoint '${endpoint}'`);
   }
+
 }
 
 function notFoundRun(runId: string): ApiError {

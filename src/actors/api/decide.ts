@@ -6,7 +6,9 @@
 import { ApiError } from "../../runtime/api.js";
 import type { CapChange } from "../../runtime/budget.js";
 import { formatTokens, formatUsd } from "../../runtime/budget.js";
-import { mayRequest } from "../../runtime/hitl-state.js";
+import { GraphError } from "../../runtime/errors.js";
+import { checkAgents, validateGraph, type Graph } from "../../runtime/graph.js";
+import { hitlTransition, mayRequest } from "../../runtime/hitl-state.js";
 import type { ControlAction, HitlChoice, HitlRecord, RunRecord, TaskStatus } from "../../runtime/messages.js";
 import { isLive, type RunStatusView, type Target } from "../../runtime/records.js";
 import type { PolicyOverride } from "../../runtime/scaling.js";
@@ -93,4 +95,66 @@ export function scaleDecision(
   const max = merged.max ?? base?.max ?? min;
   if (min > max) return { refusal: new ApiError("bad_request", `min ${min} is above max ${max}${merged.max === undefined ? " (the pool's configured max): give max too" : ""}`) };
   return { record: { pool: ask.pool, policy: merged, source: ask.source, by: ask.by, at: ask.at } };
+}
+
+/** What a `hitl.manual` request asks. */
+export interface ManualAsk {
+  id: string;
+  round: number;
+  action: "prepare" | "reopen";
+  manual?: NonNullable<HitlRecord["manual"]>;
+  revision?: number;
+  by: string;
+}
+
+/**
+ * The record a `--manual` step leaves (hitl-state.ts decides the move), or its refusal:
+ * a record that moved on since the person read it (another round, another revision) is
+ * a conflict, as is one whose task no longer waits.
+ */
+export function manualDecision(found: { record: HitlRecord; revision: number } | undefined, waiting: boolean, ask: ManualAsk, at: string): { record: HitlRecord } | { refusal: ApiError } {
+  const refuse = (code: "not_found" | "conflict" | "bad_request", message: string) => ({ refusal: new ApiError(code, message) });
+  if (!found) return refuse("not_found", `no merge of '${ask.id}' waits for a person: see hitl.list (ado hitl list)`);
+  const { record, revision } = found;
+  if (ask.action === "prepare" && !ask.manual) return refuse("bad_request", "hitl.manual: 'prepare' needs 'manual': the worktree, branch and host holding the conflict");
+  if (ask.action === "reopen" && ask.manual) return refuse("bad_request", "hitl.manual: 'manual' goes with 'prepare' only");
+  if (ask.revision !== undefined && ask.revision !== revision) {
+    return refuse("conflict", `${ask.id} changed since it was read (revision ${ask.revision}, now ${revision}): someone acted on it meanwhile; look again (ado hitl show ${ask.id})`);
+  }
+  if (ask.round !== record.round) return refuse("conflict", `${ask.id} is at round ${record.round} now, not ${ask.round}: look again (ado hitl show ${ask.id})`);
+  if (ask.action === "prepare" && !waiting) return refuse("conflict", `${ask.id} does not wait for a person any more (${record.state}); see hitl.show (ado hitl show ${ask.id})`);
+  const t = hitlTransition(record, ask.action === "prepare" ? { type: "prepare_manual", at, by: ask.by, manual: ask.manual! } : { type: "reopen", at });
+  return t.ok ? { record: t.record } : refuse("conflict", t.refusal.message);
+}
+
+/** What a `runs.submit` request carries that the checks look at. */
+export interface SubmitAsk {
+  graph: Graph;
+  repo?: string;
+  baseCommit?: string;
+  remote?: string;
+}
+
+/**
+ * The checks `ado run` makes on a graph before anything starts (task ids, needs,
+ * cycles, stages, variants, agents), and what a submission needs beside it: a
+ * repository and its base commit for every agent but noop. The graph as validated, or
+ * the refusal saying what is wrong.
+ */
+export function submitDecision(ask: SubmitAsk, agents: readonly string[]): { graph: Graph } | { refusal: ApiError } {
+  let graph: Graph;
+  try {
+    graph = validateGraph(ask.graph);
+    checkAgents(graph, agents);
+  } catch (err) {
+    if (err instanceof GraphError) return { refusal: new ApiError("bad_request", `runs.submit: invalid graph: ${err.message}`) };
+    throw err;
+  }
+  const needsRepo = graph.tasks.filter((t) => t.agent !== "noop");
+  if (needsRepo.length && ask.repo === undefined) {
+    return { refusal: new ApiError("bad_request", `runs.submit: task '${needsRepo[0]!.id}' (agent ${needsRepo[0]!.agent}) works in a repository: give 'repo' (its path on the workers' hosts) and 'baseCommit'`) };
+  }
+  if (ask.repo !== undefined && ask.baseCommit === undefined) return { refusal: new ApiError("bad_request", "runs.submit: 'repo' needs 'baseCommit': the full id of the commit the run starts from") };
+  if (ask.remote !== undefined && ask.repo === undefined) return { refusal: new ApiError("bad_request", "runs.submit: 'remote' needs 'repo' and 'baseCommit' (pushed to the remote before the submission)") };
+  return { graph };
 }
