@@ -294,8 +294,13 @@ export function replyText(endpoint: ApiEndpointName, data: Uint8Array, headers?:
   return dec.decode(inflated(data, apiSchemaName(endpoint, "reply")));
 }
 
-/** How long a client waits for an answer by default. */
-export const API_TIMEOUT_MS = 10_000;
+/**
+ * How long a client waits for an answer by default: an upper bound, not a typical
+ * time. Generous because a query over a large run (every task of 400 took over 10 s
+ * once on a 2-core machine at load 40) is slow, not lost, and a timeout is reported as
+ * the API being unavailable.
+ */
+export const API_TIMEOUT_MS = 30_000;
 
 /**
  * Calls an endpoint and returns its result, or throws ApiError with the endpoint's code.

@@ -37,7 +37,8 @@ const enc = new TextEncoder();
 
 /** A raw request: the reply's header, and its body checked against the endpoint's reply schema. */
 async function ask<E extends ApiEndpointName>(nc: NatsConnection, topo: Topology, endpoint: E, body: string | Uint8Array) {
-  const m = await nc.request(topo.subjects.api(endpoint), typeof body === "string" ? enc.encode(body) : body, { timeout: 10_000 });
+  // 30 s: the 400-task status reads every record, and took over 10 s once at load ~40.
+  const m = await nc.request(topo.subjects.api(endpoint), typeof body === "string" ? enc.encode(body) : body, { timeout: 30_000 });
   const json: unknown = JSON.parse(replyText(endpoint, m.data, m.headers));
   const reply = replySchema(API[endpoint].result).parse(json) as { ok: true; result: ApiResult<E> } | { ok: false; error: { code: ApiErrorCode; message: string } };
   return { reply, schema: m.headers?.get(SCHEMA_HEADER), serviceError: m.headers?.get("Nats-Service-Error-Code"), compressed: m.headers?.get("Ado-Compression") === "deflate" };
