@@ -1,5 +1,5 @@
 import { hostname, userInfo } from "node:os";
-import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode } from "./codec.js";
 import { PayloadStore } from "./payloads.js";
@@ -239,16 +239,14 @@ export class AdoClient {
     /** Why following stops: the caller or `ado detach`, or an end the checks found. */
     let stop: { by: "signal" | "detach" } | { outcome: RunOutcome } | undefined;
     let current: Awaited<ReturnType<Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>["consume"]>> | undefined;
-    /** Wakes the loop from a backoff. */
-    let wake = new AbortController();
+    /** Wakes the loop from a backoff once following stops. */
+    const halt = new AbortController();
     /** Ends the current consumer; the loop starts a fresh one (or stops, with `stop` set). */
-    const restart = () => {
-      void current?.close().catch(() => undefined);
-      wake.abort();
-    };
+    const restart = () => void current?.close().catch(() => undefined);
     const stopWith = (s: NonNullable<typeof stop>) => {
       stop ??= s;
       restart();
+      halt.abort();
     };
     // `ado detach <run>` from anywhere ends this watch (the run goes on).
     const detach = this.nc.subscribe(this.topo.subjects.detach(runId), { callback: (err) => void (err ? undefined : stopWith({ by: "detach" })) });
@@ -265,9 +263,9 @@ export class AdoClient {
       for await (const s of status) if (s.type === "reconnect") restart();
     })().catch(() => undefined);
 
-    /** Shows one event, unless already shown; the outcome when it ends the watch. */
-    const handle = (seq: number, data: Uint8Array, headers: Parameters<typeof decode>[2], subject: string, pending: number): RunOutcome | undefined => {
-      if (!cursor.accept(seq, data)) return undefined;
+    /** Shows one event, unless already shown (`taken`: the run's end, read from the stream directly); the outcome when it ends the watch. */
+    const handle = (seq: number, data: Uint8Array, headers: Parameters<typeof decode>[2], subject: string, pending: number, taken = false): RunOutcome | undefined => {
+      if (!cursor.accept(seq, data) && !taken) return undefined;
       let event: AdoEvent;
       try {
         event = decode(SCHEMAS.AdoEvent, data, headers);
@@ -304,31 +302,32 @@ export class AdoClient {
     };
 
     // While nothing comes: is the consumer stuck, or did the run end out of its sight?
+    // Cheap reads first (the record, one message by sequence); the stream's stored end is
+    // looked up only once the record says the run ended.
     let lastDelivery = Date.now();
+    let lastCheck = 0;
     let checking = false;
     const sightings = { stream: 0, record: 0 };
     const checkEveryMs = opts.checkEveryMs ?? 10_000;
     const check = async () => {
-      if (checking || stop || Date.now() - lastDelivery < checkEveryMs) return;
+      const now = Date.now();
+      if (checking || stop || now - lastDelivery < checkEveryMs || now - lastCheck < checkEveryMs) return;
       checking = true;
+      lastCheck = now;
       try {
+        if (cursor.lastSeq > 0 && !cursor.holdsLast(await this.storedEvent(cursor.lastSeq))) return restart();
+        const record = await this.runRecord(runId);
+        if (!record || isLive(record)) return void (sightings.stream = sightings.record = 0);
         const end = await this.endInStream(runId);
         if (end) {
           // The consumer should deliver it: give a fresh one a chance, then take it as it is.
           if (++sightings.stream < 2) return restart();
-          const outcome = handle(end.seq, end.data, end.header, end.subject, 0);
+          const outcome = handle(end.seq, end.data, end.header, end.subject, 0, true);
           if (outcome) stopWith({ outcome });
           return;
         }
-        sightings.stream = 0;
-        if (cursor.lastSeq > 0) {
-          const stored = await this.storedEvent(cursor.lastSeq);
-          if (!cursor.holdsLast(stored)) return restart();
-        }
-        const record = await this.runRecord(runId);
-        if (record && isLive(record)) return void (sightings.record = 0);
-        if (!record || ++sightings.record < 2) return;
         // The record says the run ended, and its end is not in the stream (lost with the store's tail).
+        if (++sightings.record < 2) return restart();
         const outcome = await this.finishedOutcome(runId);
         if (outcome) stopWith({ outcome });
       } catch {
@@ -337,16 +336,18 @@ export class AdoClient {
         checking = false;
       }
     };
-    const checks = setInterval(() => void check(), Math.max(250, Math.floor(checkEveryMs / 2)));
+    const checks = setInterval(() => void check(), Math.max(250, Math.floor(checkEveryMs / 4)));
 
     let followed = false;
+    /** Consumers in a row that ended within seconds: the next waits longer (a server that keeps failing is not hammered). */
+    let quick = 0;
     try {
-      for (let attempt = 0; ; attempt++) {
+      for (;;) {
         if (stop) break;
         if (this.nc.isClosed()) {
           throw new WatchLostError(`lost the connection to NATS while following run ${runId}, which may still be going on: see where it stands with \`ado status ${runId}\`, follow it again with \`ado attach ${runId}\``);
         }
-        wake = new AbortController();
+        const began = Date.now();
         try {
           let start: Record<string, unknown> = firstStart;
           if (cursor.lastSeq > 0) {
@@ -381,7 +382,8 @@ export class AdoClient {
           }
         }
         if (stop) break;
-        await sleep(backoffDelay(Math.min(attempt, 6), Backoff.server), wake.signal);
+        quick = Date.now() - began < 5_000 ? quick + 1 : 0;
+        if (quick > 0) await sleep(backoffDelay(Math.min(quick, 6), Backoff.server), halt.signal);
       }
       const s = stop as NonNullable<typeof stop>;
       if ("outcome" in s) return s.outcome;
@@ -397,7 +399,7 @@ export class AdoClient {
 
   /** The run's end (run.completed or run.rejected) as stored in the events stream, if it is there. */
   private async endInStream(runId: RunId): Promise<{ seq: number; data: Uint8Array; header: Parameters<typeof decode>[2]; subject: string } | undefined> {
-    const jsm = await this.js.jetstreamManager();
+    const jsm = await this.jsm();
     for (const type of ["run.completed", "run.rejected"] as const) {
       const m = await jsm.streams.getMessage(this.topo.streams.events.name, { last_by_subj: this.topo.subjects.event({ type, runId }) });
       if (m) return { seq: m.seq, data: m.data, header: m.header, subject: m.subject };
@@ -407,9 +409,17 @@ export class AdoClient {
 
   /** The events stream's message at `seq` (undefined: none there now). */
   private async storedEvent(seq: number): Promise<Uint8Array | undefined> {
-    const jsm = await this.js.jetstreamManager();
+    const jsm = await this.jsm();
     const m = await jsm.streams.getMessage(this.topo.streams.events.name, { seq });
     return m?.data;
+  }
+
+  private jsmOnce?: Promise<JetStreamManager>;
+  /** A JetStream manager, made once (without the account check each new one makes: the watch asks often). */
+  private jsm(): Promise<JetStreamManager> {
+    this.jsmOnce ??= this.js.jetstreamManager(false);
+    this.jsmOnce.catch(() => (this.jsmOnce = undefined));
+    return this.jsmOnce;
   }
 
   /** Tells every client attached to the run to detach; the run goes on. */
