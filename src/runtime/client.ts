@@ -315,7 +315,7 @@ export class AdoClient {
       checking = true;
       lastCheck = now;
       try {
-        if (cursor.lastSeq > 0 && !cursor.holdsLast(await this.storedEvent(cursor.lastSeq))) return restart();
+        if (cursor.lastSeq > 0 && !(await this.holdsLastRead(cursor))) return restart();
         const record = await this.runRecord(runId);
         if (!record || isLive(record)) return void (sightings.stream = sightings.record = 0);
         const end = await this.endInStream(runId);
@@ -351,7 +351,7 @@ export class AdoClient {
         try {
           let start: Record<string, unknown> = firstStart;
           if (cursor.lastSeq > 0) {
-            const resumeAt = cursor.resumeFrom(await this.storedEvent(cursor.lastSeq));
+            const resumeAt = cursor.resumeFrom(await this.holdsLastRead(cursor));
             if (resumeAt !== undefined) start = { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: resumeAt };
           }
           // The first consumer fails like any request (about 30 s of retries); later ones
@@ -407,11 +407,18 @@ export class AdoClient {
     return undefined;
   }
 
-  /** The events stream's message at `seq` (undefined: none there now). */
-  private async storedEvent(seq: number): Promise<Uint8Array | undefined> {
+  /**
+   * Whether the events stream still holds, at the cursor's last sequence, the event read
+   * there. A sequence past the stream's end means a rewritten stream (a server restarted
+   * on a store that lost its last writes); one below it but gone aged out (`max_age`),
+   * which rewrites nothing.
+   */
+  private async holdsLastRead(cursor: EventCursor): Promise<boolean> {
     const jsm = await this.jsm();
-    const m = await jsm.streams.getMessage(this.topo.streams.events.name, { seq });
-    return m?.data;
+    const stream = this.topo.streams.events.name;
+    const m = await jsm.streams.getMessage(stream, { seq: cursor.lastSeq });
+    if (m) return cursor.holdsLast(m.data);
+    return (await jsm.streams.info(stream)).state.last_seq >= cursor.lastSeq;
   }
 
   private jsmOnce?: Promise<JetStreamManager>;

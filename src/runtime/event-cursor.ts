@@ -13,8 +13,8 @@ export const EVENT_CURSOR_WINDOW = 20_000;
  * events written after the restart reuse the sequences of the lost ones, and a watch
  * that starts after its old last sequence would skip them (or wait forever for a
  * sequence that now lies in the future). So the cursor remembers each recent event's
- * digest by sequence; `resumeFrom` is given what the stream now holds at the last
- * sequence read, and when that is not the event read there, the stream was rewritten:
+ * digest by sequence; `resumeFrom` is told whether the stream still holds the event read
+ * at the last sequence (`holdsLast`), and when it does not, the stream was rewritten:
  * the watch goes back to the oldest sequence remembered and shows only events whose
  * content it has not shown (an event published again after the restart, identical to
  * one already shown, is the same event).
@@ -50,14 +50,14 @@ export class EventCursor {
   }
 
   /**
-   * The sequence a fresh consumer starts at, given the message the stream holds now at
-   * `lastSeq` (undefined: none). Undefined when nothing was read yet: the watch's own
-   * start applies. A stream that no longer holds the last event read was rewritten
-   * (or that event aged out): start again at the oldest sequence remembered.
+   * The sequence a fresh consumer starts at, given whether the stream still holds the
+   * event read at `lastSeq` (see `holdsLast`). Undefined when nothing was read yet: the
+   * watch's own start applies. A stream that no longer holds it was rewritten: start
+   * again at the oldest sequence remembered.
    */
-  resumeFrom(stored: Uint8Array | undefined): number | undefined {
+  resumeFrom(holdsLast: boolean): number | undefined {
     if (this.lastSeq === 0) return undefined;
-    if (this.holdsLast(stored)) return this.lastSeq + 1;
+    if (holdsLast) return this.lastSeq + 1;
     this.rewrites++;
     const oldest = this.window.keys().next().value ?? this.lastSeq + 1;
     const before = this.before ?? new Set<string>();

@@ -10,12 +10,13 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 describe("event cursor - resuming a run's watch", () => {
   it("event cursor - shows each sequence once, and resumes after the last one read when the stream still holds it", () => {
     const c = new EventCursor();
-    expect(c.resumeFrom(undefined)).toBeUndefined(); // nothing read: the watch's own start
+    expect(c.resumeFrom(false)).toBeUndefined(); // nothing read: the watch's own start
     expect(c.accept(3, bytes("a"))).toBe(true);
     expect(c.accept(5, bytes("b"))).toBe(true);
     expect(c.accept(5, bytes("b"))).toBe(false);
     expect(c.accept(4, bytes("x"))).toBe(false);
-    expect(c.resumeFrom(bytes("b"))).toBe(6);
+    expect(c.holdsLast(bytes("b"))).toBe(true);
+    expect(c.resumeFrom(true)).toBe(6);
     expect(c.rewrites).toBe(0);
   });
 
@@ -23,21 +24,23 @@ describe("event cursor - resuming a run's watch", () => {
     const c = new EventCursor();
     for (const [seq, d] of [[10, "e1"], [11, "e2"], [12, "e3"], [13, "e4"]] as const) c.accept(seq, bytes(d));
     // Recovered up to 11; the run went on: 12 and 13 are new events now.
-    expect(c.resumeFrom(bytes("new-13"))).toBe(10);
+    expect(c.holdsLast(bytes("new-13"))).toBe(false);
+    expect(c.holdsLast(undefined)).toBe(false);
+    expect(c.resumeFrom(false)).toBe(10);
     expect(c.rewrites).toBe(1);
     expect([10, 11, 12, 13].map((seq, i) => c.accept(seq, bytes(["e1", "e2", "new-12", "new-13"][i]!)))).toEqual([false, false, true, true]);
     // An event published again after the restart, the same as one shown before it: not shown twice.
     expect(c.accept(14, bytes("e3"))).toBe(false);
     expect(c.accept(15, bytes("e5"))).toBe(true);
-    expect(c.resumeFrom(bytes("e5"))).toBe(16);
-    // The last event aged out or the stream is gone: read again from the oldest remembered.
-    expect(c.resumeFrom(undefined)).toBe(10);
+    expect(c.resumeFrom(c.holdsLast(bytes("e5")))).toBe(16);
+    // Rewritten again: read again from the oldest remembered.
+    expect(c.resumeFrom(false)).toBe(10);
   });
 
   it("event cursor - remembers a bounded window", () => {
     const c = new EventCursor(3);
     for (let seq = 1; seq <= 10; seq++) c.accept(seq, bytes(`e${seq}`));
-    expect(c.resumeFrom(undefined)).toBe(8);
+    expect(c.resumeFrom(false)).toBe(8);
     expect(c.accept(8, bytes("e8"))).toBe(false);
     expect(c.accept(9, bytes("other"))).toBe(true);
   });
