@@ -1,10 +1,11 @@
 import type { Stack } from "../actors/stack.js";
-import { WatchAbortedError, type RunOutcome, type WatchOptions } from "../runtime/client.js";
+import { WatchAbortedError, WatchLostError, type RunOutcome, type WatchOptions } from "../runtime/client.js";
 import { sleep } from "../runtime/clock.js";
 import type { AdoEvent } from "../runtime/messages.js";
 import { dropKeptRun, type KeptRun, markKeptRun } from "./kept-runs.js";
 import type { ProgressView } from "./progress.js";
 import { plural } from "./progress-state.js";
+import { CliError, Exit } from "./common.js";
 import { onSignals } from "./signals.js";
 import type { TaskLogWriter } from "./task-logs.js";
 
@@ -117,7 +118,14 @@ export async function followRun(o: FollowOptions): Promise<Followed> {
     ended = true;
     return { outcome, release };
   } catch (err) {
+    // Following lost the run for good: say so, and never as a success.
+    if (err instanceof WatchLostError) throw new CliError(err.message, Exit.failed);
     if (!(err instanceof WatchAbortedError)) throw err;
+    // Only a Ctrl-C here or `ado detach` stops following short of the run's end: anything
+    // else is a watch that lost the run, and exiting 0 without its outcome would lie.
+    if (!abort.signal.aborted && err.by !== "detach") {
+      throw new CliError(`stopped following run ${o.runId} before its end (${err.message}): see where it stands with \`ado status ${o.runId}\``, Exit.failed);
+    }
     // Not by a signal here: `ado detach` from elsewhere.
     if (!abort.signal.aborted) o.view.setNotice(`detached; the run goes on: ado attach ${o.runId}`);
     return {

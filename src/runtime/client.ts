@@ -1,5 +1,5 @@
 import { hostname, userInfo } from "node:os";
-import { DeliverPolicy, jetstream, type JetStreamClient } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, type JetStreamClient, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode } from "./codec.js";
 import { PayloadStore } from "./payloads.js";
@@ -28,6 +28,7 @@ import {
 import { openBuckets, type BucketKey, type Topology } from "./topology.js";
 import { msgIds } from "./names.js";
 import { sleep } from "./clock.js";
+import { EventCursor } from "./event-cursor.js";
 import { callApi, isApiError, NoApiError, type ApiResult, type HitlListItem, type RunListItem } from "./api.js";
 import { hitlTransition } from "./hitl-state.js";
 import type { PolicyOverride } from "./scaling.js";
@@ -118,10 +119,28 @@ export interface WatchOptions {
   onNoScheduler?: () => void;
   noSchedulerAfterMs?: number;
   signal?: AbortSignal;
+  /** How long without an event before the watch looks for the run's end elsewhere (the stream's stored end, the run's record); default 10 s. */
+  checkEveryMs?: number;
 }
 
-/** A run was cancelled by the caller's signal while watching. */
-export class WatchAbortedError extends AdoError {}
+/** The watch of a run was stopped by the caller's signal (`by: "signal"`) or by `ado detach` (`by: "detach"`); the run goes on. */
+export class WatchAbortedError extends AdoError {
+  constructor(
+    message: string,
+    readonly by: "signal" | "detach" = "signal",
+  ) {
+    super(message);
+  }
+}
+
+/** The watch lost track of a run it cannot follow any more (the connection closed for good); the run may still go on. */
+export class WatchLostError extends AdoError {}
+
+/**
+ * What an ordered consumer reports when it may no longer deliver: its heartbeats stopped,
+ * it was reset or deleted, or JetStream did not answer. The watch starts afresh then.
+ */
+const STALL_NOTICES: ReadonlySet<string> = new Set(["heartbeats_missed", "reset", "consumer_not_found", "consumer_deleted", "stream_not_found", "no_responders", "ordered_consumer_recreated"]);
 
 /**
  * The client side of ado, as used by the CLI, the tests and the benchmarks: submit a
@@ -185,79 +204,229 @@ export class AdoClient {
 
   /**
    * Replays a run's events from the start, then follows live, until it completes, is
-   * rejected, or waits for a person (needs_attention). Uses an ordered consumer, so a
-   * reconnect resumes without gap or duplicate.
+   * rejected, or waits for a person (needs_attention).
    *
    * A run that waited for a person before and went on has a run.needs_attention in its
    * past: that one is history, not a stop. A stop is a run.needs_attention not followed
    * by run.continued by the time the replay has caught up with the stream.
+   *
+   * Following survives the server: an ordered consumer that ends, errs, is reset, misses
+   * its heartbeats, or a reconnect (the server may have restarted, its memory consumers
+   * gone) starts a fresh consumer after the last event read; a stream found rewritten
+   * under it (a server restarted on a store that lost its last writes) is read again
+   * from before the loss, and an event already shown is not shown again (EventCursor).
+   * While no event comes, the watch looks every `checkEveryMs` for the run's end: a
+   * `run.completed` in the stream that the consumer did not deliver is taken as it is,
+   * and a run whose record has ended but whose end is not in the stream ends the watch
+   * with the record's outcome. Throws WatchAbortedError only when the caller stopped it
+   * (signal) or `ado detach` did, and WatchLostError when the connection closed for good.
    */
   async watch(runId: RunId, opts: WatchOptions = {}): Promise<RunOutcome> {
     const from = opts.from && opts.from.seq > 0 ? opts.from : undefined;
-    const start = from
+    const firstStart = from
       ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: from.seq }
       : opts.afterSequence !== undefined
         ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: opts.afterSequence + 1 }
         : opts.since
           ? { deliver_policy: DeliverPolicy.StartTime, opt_start_time: opts.since.toISOString() }
           : { deliver_policy: DeliverPolicy.All };
-    const consumer = await retrying(
-      () => this.js.consumers.get(this.topo.streams.events.name, { filter_subjects: this.topo.subjects.runEvents(runId), ...start }),
-      opts.signal,
-    );
-    const messages = await consumer.consume();
-    // `ado detach <run>` from anywhere ends this watch (the run goes on).
-    const detach = this.nc.subscribe(this.topo.subjects.detach(runId), { callback: () => void messages.close() });
+    const stream = this.topo.streams.events.name;
+    const filter = this.topo.subjects.runEvents(runId);
+    const cursor = new EventCursor();
     const tracker = from?.tracker ?? new TaskTracker();
+    let waiting: EventOf<"run.needs_attention"> | undefined = from?.waiting;
     let heard = false;
+    /** Why following stops: the caller or `ado detach`, or an end the checks found. */
+    let stop: { by: "signal" | "detach" } | { outcome: RunOutcome } | undefined;
+    let current: Awaited<ReturnType<Awaited<ReturnType<JetStreamClient["consumers"]["get"]>>["consume"]>> | undefined;
+    /** Wakes the loop from a backoff once following stops. */
+    const halt = new AbortController();
+    /** Ends the current consumer; the loop starts a fresh one (or stops, with `stop` set). */
+    const restart = () => void current?.close().catch(() => undefined);
+    const stopWith = (s: NonNullable<typeof stop>) => {
+      stop ??= s;
+      restart();
+      halt.abort();
+    };
+    // `ado detach <run>` from anywhere ends this watch (the run goes on).
+    const detach = this.nc.subscribe(this.topo.subjects.detach(runId), { callback: (err) => void (err ? undefined : stopWith({ by: "detach" })) });
+    const onAbort = () => stopWith({ by: "signal" });
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    if (opts.signal?.aborted) onAbort();
     const timer = setTimeout(() => {
       if (!heard) opts.onNoScheduler?.();
     }, opts.noSchedulerAfterMs ?? 10_000);
-    const onAbort = () => void messages.close();
-    opts.signal?.addEventListener("abort", onAbort, { once: true });
-    let waiting: EventOf<"run.needs_attention"> | undefined = from?.waiting;
-    try {
-      for await (const m of messages) {
-        let event: AdoEvent;
-        try {
-          event = decode(SCHEMAS.AdoEvent, m.data, m.headers);
-        } catch (err) {
-          // An event we cannot read is skipped, not fatal: say so once on the caller's channel.
-          opts.onEvent?.({ type: "task.output", runId, taskId: "_", attempt: 1, at: new Date().toISOString(), stream: "stderr", data: `ado: unreadable event on ${m.subject}: ${errorMessage(err)}\n` });
-          continue;
-        }
-        heard = true;
-        // Already in the state the watch started from: only its ends count.
-        const known = from !== undefined && m.seq <= from.seq;
-        if (!known) {
-          tracker.apply(event);
-          opts.onEvent?.(event);
-        }
-        if (event.type === "run.completed") return tracker.outcome(event);
-        if (event.type === "run.rejected") return { runId, status: "rejected", error: event.reason, code: event.code, tasks: [] };
-        if (!known && opts.until?.(event)) return { runId, status: "running", tasks: [...tracker.tasks.values()] };
-        if (event.type === "run.needs_attention") waiting = event;
-        else if (event.type === "run.continued") waiting = undefined;
-        // Caught up with the stream while the run waits: that is where it stands now.
-        if (waiting && m.info.pending === 0) {
-          return {
-            runId,
-            status: "needs_attention",
-            ...(tracker.integrationBranch ? { integrationBranch: tracker.integrationBranch } : {}),
-            tasks: [...tracker.tasks.values()],
-            attention: waiting.tasks,
-            ...(waiting.budget ? { budget: waiting.budget } : {}),
-            error: attentionText(waiting.tasks, waiting.budget),
-          };
-        }
+    // A reconnect may be to a server that restarted: its memory consumers are gone and
+    // its stream may be shorter than what was read. Start afresh (cheap, and checked).
+    const status = this.nc.status();
+    void (async () => {
+      for await (const s of status) if (s.type === "reconnect") restart();
+    })().catch(() => undefined);
+
+    /** Shows one event, unless already shown (`taken`: the run's end, read from the stream directly); the outcome when it ends the watch. */
+    const handle = (seq: number, data: Uint8Array, headers: Parameters<typeof decode>[2], subject: string, pending: number, taken = false): RunOutcome | undefined => {
+      if (!cursor.accept(seq, data) && !taken) return undefined;
+      let event: AdoEvent;
+      try {
+        event = decode(SCHEMAS.AdoEvent, data, headers);
+      } catch (err) {
+        // An event we cannot read is skipped, not fatal: say so once on the caller's channel.
+        opts.onEvent?.({ type: "task.output", runId, taskId: "_", attempt: 1, at: new Date().toISOString(), stream: "stderr", data: `ado: unreadable event on ${subject}: ${errorMessage(err)}\n` });
+        return undefined;
       }
-      throw new WatchAbortedError(`stopped watching run ${runId}; it goes on (ado attach ${runId})`);
+      heard = true;
+      // Already in the state the watch started from: only its ends count.
+      const known = from !== undefined && cursor.rewrites === 0 && seq <= from.seq;
+      if (!known) {
+        tracker.apply(event);
+        opts.onEvent?.(event);
+      }
+      if (event.type === "run.completed") return tracker.outcome(event);
+      if (event.type === "run.rejected") return { runId, status: "rejected", error: event.reason, code: event.code, tasks: [] };
+      if (!known && opts.until?.(event)) return { runId, status: "running", tasks: [...tracker.tasks.values()] };
+      if (event.type === "run.needs_attention") waiting = event;
+      else if (event.type === "run.continued") waiting = undefined;
+      // Caught up with the stream while the run waits: that is where it stands now.
+      if (waiting && pending === 0) {
+        return {
+          runId,
+          status: "needs_attention",
+          ...(tracker.integrationBranch ? { integrationBranch: tracker.integrationBranch } : {}),
+          tasks: [...tracker.tasks.values()],
+          attention: waiting.tasks,
+          ...(waiting.budget ? { budget: waiting.budget } : {}),
+          error: attentionText(waiting.tasks, waiting.budget),
+        };
+      }
+      return undefined;
+    };
+
+    // While nothing comes: is the consumer stuck, or did the run end out of its sight?
+    // Cheap reads first (the record, one message by sequence); the stream's stored end is
+    // looked up only once the record says the run ended.
+    let lastDelivery = Date.now();
+    let lastCheck = 0;
+    let checking = false;
+    const sightings = { stream: 0, record: 0 };
+    const checkEveryMs = opts.checkEveryMs ?? 10_000;
+    const check = async () => {
+      const now = Date.now();
+      if (checking || stop || now - lastDelivery < checkEveryMs || now - lastCheck < checkEveryMs) return;
+      checking = true;
+      lastCheck = now;
+      try {
+        if (cursor.lastSeq > 0 && !(await this.holdsLastRead(cursor))) return restart();
+        const record = await this.runRecord(runId);
+        if (!record || isLive(record)) return void (sightings.stream = sightings.record = 0);
+        const end = await this.endInStream(runId);
+        if (end) {
+          // The consumer should deliver it: give a fresh one a chance, then take it as it is.
+          if (++sightings.stream < 2) return restart();
+          const outcome = handle(end.seq, end.data, end.header, end.subject, 0, true);
+          if (outcome) stopWith({ outcome });
+          return;
+        }
+        // The record says the run ended, and its end is not in the stream (lost with the store's tail).
+        if (++sightings.record < 2) return restart();
+        const outcome = await this.finishedOutcome(runId);
+        if (outcome) stopWith({ outcome });
+      } catch {
+        // The server does not answer (restarting, or its store is full): look again later.
+      } finally {
+        checking = false;
+      }
+    };
+    const checks = setInterval(() => void check(), Math.max(250, Math.floor(checkEveryMs / 4)));
+
+    let followed = false;
+    /** Consumers in a row that ended within seconds: the next waits longer (a server that keeps failing is not hammered). */
+    let quick = 0;
+    try {
+      for (;;) {
+        if (stop) break;
+        if (this.nc.isClosed()) {
+          throw new WatchLostError(`lost the connection to NATS while following run ${runId}, which may still be going on: see where it stands with \`ado status ${runId}\`, follow it again with \`ado attach ${runId}\``);
+        }
+        const began = Date.now();
+        try {
+          let start: Record<string, unknown> = firstStart;
+          if (cursor.lastSeq > 0) {
+            const resumeAt = cursor.resumeFrom(await this.holdsLastRead(cursor));
+            if (resumeAt !== undefined) start = { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: resumeAt };
+          }
+          // The first consumer fails like any request (about 30 s of retries); later ones
+          // are retried for as long as the run may go on (the server may be restarting).
+          const consumer = followed ? await this.js.consumers.get(stream, { filter_subjects: filter, ...start }) : await retrying(() => this.js.consumers.get(stream, { filter_subjects: filter, ...start }), opts.signal);
+          followed = true;
+          if (stop) break;
+          // A heartbeat every 5 s: two missed (about 10 s) say the consumer is gone.
+          current = await consumer.consume({ max_messages: 100, expires: 10_000 });
+          const messages = current;
+          void (async () => {
+            for await (const n of messages.status()) if (STALL_NOTICES.has(n.type)) restart();
+          })().catch(() => undefined);
+          for await (const m of messages) {
+            lastDelivery = Date.now();
+            sightings.stream = sightings.record = 0;
+            const outcome = handle(m.seq, m.data, m.headers, m.subject, m.info.pending);
+            if (outcome) return outcome;
+          }
+        } catch (err) {
+          // Not even a first consumer: fail as any request does.
+          if (!followed && !stop) throw err;
+        } finally {
+          const ending = current;
+          current = undefined;
+          if (ending) {
+            await ending.close().catch(() => undefined);
+          }
+        }
+        if (stop) break;
+        quick = Date.now() - began < 5_000 ? quick + 1 : 0;
+        if (quick > 0) await sleep(backoffDelay(Math.min(quick, 6), Backoff.server), halt.signal);
+      }
+      const s = stop as NonNullable<typeof stop>;
+      if ("outcome" in s) return s.outcome;
+      throw new WatchAbortedError(`stopped watching run ${runId}; it goes on (ado attach ${runId})`, s.by);
     } finally {
       clearTimeout(timer);
+      clearInterval(checks);
       detach.unsubscribe();
       opts.signal?.removeEventListener("abort", onAbort);
-      await messages.close().catch(() => undefined);
+      (status as { stop?: () => void }).stop?.();
     }
+  }
+
+  /** The run's end (run.completed or run.rejected) as stored in the events stream, if it is there. */
+  private async endInStream(runId: RunId): Promise<{ seq: number; data: Uint8Array; header: Parameters<typeof decode>[2]; subject: string } | undefined> {
+    const jsm = await this.jsm();
+    for (const type of ["run.completed", "run.rejected"] as const) {
+      const m = await jsm.streams.getMessage(this.topo.streams.events.name, { last_by_subj: this.topo.subjects.event({ type, runId }) });
+      if (m) return { seq: m.seq, data: m.data, header: m.header, subject: m.subject };
+    }
+    return undefined;
+  }
+
+  /**
+   * Whether the events stream still holds, at the cursor's last sequence, the event read
+   * there. A sequence past the stream's end means a rewritten stream (a server restarted
+   * on a store that lost its last writes); one below it but gone aged out (`max_age`),
+   * which rewrites nothing.
+   */
+  private async holdsLastRead(cursor: EventCursor): Promise<boolean> {
+    const jsm = await this.jsm();
+    const stream = this.topo.streams.events.name;
+    const m = await jsm.streams.getMessage(stream, { seq: cursor.lastSeq });
+    if (m) return cursor.holdsLast(m.data);
+    return (await jsm.streams.info(stream)).state.last_seq >= cursor.lastSeq;
+  }
+
+  private jsmOnce?: Promise<JetStreamManager>;
+  /** A JetStream manager, made once (without the account check each new one makes: the watch asks often). */
+  private jsm(): Promise<JetStreamManager> {
+    this.jsmOnce ??= this.js.jetstreamManager(false);
+    this.jsmOnce.catch(() => (this.jsmOnce = undefined));
+    return this.jsmOnce;
   }
 
   /** Tells every client attached to the run to detach; the run goes on. */
