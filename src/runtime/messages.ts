@@ -965,6 +965,12 @@ export const TaskRecord = z.object({
   worktree: z.string().optional(),
   error: z.string().optional(),
   integrationCommit: sha.optional(),
+  /**
+   * The generation of `integrationCommit` (the merge result's): a run reloaded from a
+   * store that kept this record but lost the run record's last write takes its newest
+   * integration commit from here (see buildState).
+   */
+  integrationGeneration: z.number().int().min(0).optional(),
   summary: z.string().default(""),
   /** What every attempt of the task cost (failed, interrupted and cancelled ones too), USD and tokens. */
   costUsd: z.number().min(0).default(0),

@@ -408,6 +408,28 @@ describe("run-state - recovery and policies", () => {
     expect(reloaded.run.status).toBe("failed");
   });
 
+  it("a run reloaded with a merged task's record newer than the run record (a store that lost the run's last write) bases dependents on that merge", () => {
+    const { state } = accept([{ id: "a" }, { id: "b" }, { id: "c", needs: ["a", "b"] }]);
+    // a merged at generation 1, then b at generation 2; the server came back with both
+    // task records but the run record from after a's merge only.
+    const stored = new Map([
+      ["a", { rec: { ...state.tasks.get("a")!.rec, status: "succeeded" as const, attempts: 1, integrationCommit: sha("1"), integrationGeneration: 1 }, rev: 3 }],
+      ["b", { rec: { ...state.tasks.get("b")!.rec, status: "succeeded" as const, attempts: 1, integrationCommit: sha("2"), integrationGeneration: 2 }, rev: 4 }],
+    ]);
+    const reloaded = buildState({ ...state.run, integrationCommit: sha("1"), integrationGeneration: 1 }, 7, stored);
+    expect(readyWork(reconcile(reloaded, NOW)).map((w) => [w.taskId, w.baseCommit])).toEqual([["c", sha("2")]]);
+    // An older task record never moves it back.
+    const newerRun = buildState({ ...state.run, integrationCommit: sha("3"), integrationGeneration: 3 }, 7, stored);
+    expect(readyWork(reconcile(newerRun, NOW)).map((w) => [w.taskId, w.baseCommit])).toEqual([["c", sha("3")]]);
+  });
+
+  it("a merge result's generation is kept on the task's record", () => {
+    const { state } = accept([{ id: "a" }]);
+    applyTaskResult(state, ok("a"), NOW);
+    applyMergeResult(state, { ...merged("a", sha("1")), integrationGeneration: 5 }, NOW);
+    expect(state.tasks.get("a")!.rec).toMatchObject({ status: "succeeded", integrationCommit: sha("1"), integrationGeneration: 5 });
+  });
+
   it("reconcile does not announce task.queued again: what it re-queues was announced (or listed in run.accepted) when first queued", () => {
     // A 300-task run reloaded after a restart: the roots' first attempts were never
     // written (they may have started or finished since), so all come out as pending.

@@ -164,6 +164,18 @@ export function buildState(
   }
   // The task records are what was spent (written before the run record, so they are never behind it).
   state.run = { ...run, costUsd: spent.usd, tokens: spent.tokens };
+  // The run record and the task records live in different streams: a server that lost
+  // its last writes (nats-server 2.9 restarted after its disk filled) can bring back a
+  // merged task's record with a run record from before that merge. The run's integration
+  // commit only moves forward, so the newest generation any merged task saw wins;
+  // otherwise a dependent released now would be based on a tree without that merge.
+  for (const t of tasks.values()) {
+    const gen = t.rec.integrationGeneration;
+    if (t.rec.status !== "succeeded" || gen === undefined || !t.rec.integrationCommit) continue;
+    if (state.run.integrationGeneration === undefined || gen > state.run.integrationGeneration) {
+      state.run = { ...state.run, integrationCommit: t.rec.integrationCommit, integrationGeneration: gen };
+    }
+  }
   // Attempts under way hold their reservation again (what they reported so far comes with their next usage event).
   for (const t of tasks.values()) {
     if (t.rec.status !== "queued") continue;
@@ -645,7 +657,7 @@ export function applyMergeResult(state: RunState, result: MergeResult, now: stri
   const runId = state.run.runId;
   switch (result.status) {
     case "merged": {
-      update(state, t, { status: "succeeded", integrationCommit: result.integrationCommit, error: undefined });
+      update(state, t, { status: "succeeded", integrationCommit: result.integrationCommit, integrationGeneration: result.integrationGeneration, error: undefined });
       noteTouched(state, t);
       // The run's integration commit (the base of every dependent released from now on)
       // only moves forward. The merge coordinator publishes results in the order it moved
@@ -1094,7 +1106,7 @@ function followLead(state: RunState, lead: TaskState, now: string): Effect[] {
     const r = lead.rec;
     switch (r.status) {
       case "succeeded":
-        update(state, m, { status: "succeeded", integrationCommit: r.integrationCommit, error: undefined });
+        update(state, m, { status: "succeeded", integrationCommit: r.integrationCommit, integrationGeneration: r.integrationGeneration, error: undefined });
         effects.push({ type: "saveTask", taskId: m.def.id });
         if (r.integrationCommit) effects.push({ type: "event", event: { type: "task.merged", runId, taskId: m.def.id, attempt: m.rec.attempts, at: now, integrationCommit: r.integrationCommit } });
         effects.push(...release(state, now, dependentsOf(state, m.def.id)));
