@@ -194,10 +194,10 @@ function render(r: Report): string {
     lines.push(
       `ado status of a live run of ${s.tasks.toLocaleString("en")} tasks (${s.events.toLocaleString("en")} events; snapshot ${r.options.deltas.toLocaleString("en")} events before the end; built in ${s.buildSeconds} s)`,
       table(
-        ["way", "median ms", "runs (ms)", "task records / claims / events read"],
+        ["way", "median ms", "runs (ms)", "task records / claims / events read", "snapshot + events ms (last run)"],
         WAYS.map((w) => {
           const read = w === "snapshot" || w === "records" ? s.read[w] : undefined;
-          return [LABEL[w], median(s.ms[w]), s.ms[w].join(", "), read ? `${read.taskRecords} / ${read.claims} / ${read.events}` : w === "gets" || w === "gets32" ? `${s.tasks} / 0 / 0` : ""];
+          return [LABEL[w], median(s.ms[w]), s.ms[w].join(", "), read ? `${read.taskRecords} / ${read.claims} / ${read.events}` : w === "gets" || w === "gets32" ? `${s.tasks} / 0 / 0` : "", read?.loadMs ? `${read.loadMs.snapshot} + ${read.loadMs.events}` : ""];
         }),
       ),
       `ratio (every record / snapshot+deltas): ${r1(median(s.ms.records) / median(s.ms.snapshot))}x; views equal: ${s.viewsEqual ? "yes" : "NO"}`,

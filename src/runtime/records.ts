@@ -101,7 +101,7 @@ export class Records {
       }));
       if ("fold" in loaded && loaded.fold.statusKnown) {
         fold = loaded.fold;
-        Object.assign(read, { from: "snapshot", events: loaded.read });
+        Object.assign(read, { from: "snapshot", events: loaded.read, loadMs: loaded.ms });
       } else read.why = "fold" in loaded ? "its snapshot predates per-task tokens" : loaded.why;
       if (read.why) this.log?.debug({ runId, why: read.why }, "status: reading every task record instead of the run's snapshot");
     }
@@ -319,6 +319,8 @@ export interface StatusRead {
   taskRecords: number;
   claims: number;
   events: number;
+  /** From the snapshot: ms reading it, then the events after it (run-load.ts). */
+  loadMs?: { snapshot: number; events: number };
 }
 
 /**
