@@ -10,8 +10,8 @@ import { decode, encode, encodeValue } from "./codec.js";
 import { writeControl } from "./control.js";
 import { errorMessage } from "./errors.js";
 import { ID_PATTERN } from "./ids.js";
-import { listKeys } from "./kv-watch.js";
-import { SCHEMAS, type BudgetRequest, type ControlAction, type ControlRequest, type HitlRecord, type MergeRequest, type RunRecord, type TaskStatus, type WorkerRecord } from "./messages.js";
+import { entriesOf, listKeys } from "./kv-watch.js";
+import { SCHEMAS, type AttemptClaim, type TaskRecord, type BudgetRequest, type ControlAction, type ControlRequest, type HitlRecord, type MergeRequest, type RunRecord, type TaskStatus, type WorkerRecord } from "./messages.js";
 import { attemptKey, msgIds, scalerKeys, taskKey } from "./names.js";
 import type { PolicyOverride, ScalerPoolState } from "./scaling.js";
 import type { BucketKey, Topology } from "./topology.js";
@@ -108,27 +108,43 @@ export class Records {
     const tasks: TaskStatusView[] = [];
     /** Roots taken as queued for want of a record (first attempts' `queued` is not written). */
     const guessed = new Set<TaskStatusView>();
+    const known = new Map<string, TaskStatusView>();
+    if (fold) {
+      for (const def of run.graph.tasks) {
+        const view = settledView(fold, def, run);
+        if (view) known.set(def.id, view);
+      }
+    }
+    // The records of the other tasks, then the claims of those the records say wait, 32 gets at a time.
+    const unknown = run.graph.tasks.filter((def) => !known.has(def.id));
+    read.taskRecords = unknown.length;
+    const recs = new Map<string, TaskRecord>();
+    for (const e of await entriesOf(kv.tasks, unknown.map((def) => taskKey(runId, def.id)))) {
+      const rec = decode(SCHEMAS.TaskRecord, e.value);
+      recs.set(rec.taskId, rec);
+    }
+    // The scheduler's record says "queued" until the result; a claim says it runs.
+    const claimed = (rec: TaskRecord | undefined) => (rec?.status ?? "pending") === "pending" || rec?.status === "queued";
+    const claimKeys = new Map(unknown.filter((def) => claimed(recs.get(def.id))).map((def) => [attemptKey({ runId, taskId: def.id, attempt: Math.max(1, recs.get(def.id)?.attempts ?? 0) }), def.id]));
+    read.claims = claimKeys.size;
+    const claims = new Map<string, AttemptClaim>();
+    for (const e of await entriesOf(kv.claims, [...claimKeys.keys()])) claims.set(claimKeys.get(e.key)!, decode(SCHEMAS.AttemptClaim, e.value));
     for (const def of run.graph.tasks) {
-      const known = fold && settledView(fold, def, run);
-      if (known) {
-        tasks.push(known);
+      const settled = known.get(def.id);
+      if (settled) {
+        tasks.push(settled);
         continue;
       }
-      read.taskRecords++;
-      const e = await kv.tasks.get(taskKey(runId, def.id));
-      const rec = e?.operation === "PUT" ? decode(SCHEMAS.TaskRecord, e.value) : undefined;
+      const rec = recs.get(def.id);
       let status: TaskStatus = rec?.status ?? "pending";
       let attempts = rec?.attempts ?? 0;
       let workerId = rec?.workerId;
       let startedAt = rec?.startedAt;
       let guessing = false;
-      // The scheduler's record says "queued" until the result; a claim says it runs.
       if (status === "pending" || status === "queued") {
         const attempt = Math.max(1, attempts);
-        read.claims++;
-        const claim = await kv.claims.get(attemptKey({ runId, taskId: def.id, attempt }));
-        if (claim?.operation === "PUT") {
-          const c = decode(SCHEMAS.AttemptClaim, claim.value);
+        const c = claims.get(def.id);
+        if (c) {
           status = "running";
           attempts = attempt;
           workerId = c.workerId;
