@@ -149,6 +149,7 @@ export async function publishWithSnapshot(
   snapshots: KV,
   shape: StreamShape,
   deltas: number,
+  opts: { window?: number } = {},
   progress?: (n: number) => void,
 ): Promise<Published & { snapshotSeq: number }> {
   // Counted first, so a million events are generated as they are published, never held.
@@ -160,6 +161,7 @@ export async function publishWithSnapshot(
   let applied = 0;
   let snapshotSeq = 0;
   const published = await publishRun(js, topo, events, {
+    ...(opts.window ? { window: opts.window } : {}),
     ...(progress ? { progress } : {}),
     onAck: async (e, seq) => {
       fold.apply(e, seq);

@@ -7,7 +7,7 @@
  *   npx tsx bench/attach.ts                 # 1,000 tasks, 100,000 events
  *   npx tsx bench/attach.ts --full          # 10,000 tasks, 1,000,000 events (the issue's scale)
  *   npx tsx bench/attach.ts --quick         # 200 tasks, 10,000 events
- *   npx tsx bench/attach.ts --tasks N --events N --deltas N --reps N --json
+ *   npx tsx bench/attach.ts --tasks N --events N --deltas N --reps N --window N --json
  *
  * The stream is built by raw JetStream publishes of valid events of one run
  * (bench/attach-stream.ts) into an embedded nats-server (a temp store, removed at the
@@ -15,8 +15,11 @@
  * sequence, written to KV `snapshots`) `--deltas` events before the end (default 1,000:
  * the recorder writes every 1,000 events of a run, or every second). Each way is timed
  * `--reps` times from a fresh connection's point of view (the reads, decoding and
- * folding; not the connection), alternating; the states they give are compared.
- * Figures are printed, never asserted.
+ * folding; not the connection), alternating; the states they give are compared. For
+ * snapshot+deltas, "first frame" is the snapshot read and loaded (a view can draw it),
+ * "current" adds the events after it. Memory: the process's heap and RSS after each
+ * load (one process for all: a rough figure). `--window`: publishes in flight at once
+ * while building. Figures are printed, never asserted.
  */
 import { performance } from "node:perf_hooks";
 import { isDeepStrictEqual } from "node:util";
@@ -39,16 +42,17 @@ interface Options {
   reps: number;
   /** Events of other runs published between, as on a shared server. */
   noise: number;
+  window: number;
   json: boolean;
   waitQuietMs: number;
 }
 
-const USAGE = `usage: tsx bench/attach.ts [--quick | --full] [--tasks N] [--events N] [--deltas N] [--reps N] [--noise N] [--json]`;
+const USAGE = `usage: tsx bench/attach.ts [--quick | --full] [--tasks N] [--events N] [--deltas N] [--reps N] [--noise N] [--window N] [--json]`;
 
 function parseArgs(argv: string[]): Options {
   const quick = argv.includes("--quick");
   const full = argv.includes("--full");
-  const o: Options = { tasks: full ? 10_000 : quick ? 200 : 1_000, events: full ? 1_000_000 : quick ? 10_000 : 100_000, deltas: 1_000, reps: 3, noise: 2_000, json: false, waitQuietMs: 0 };
+  const o: Options = { tasks: full ? 10_000 : quick ? 200 : 1_000, events: full ? 1_000_000 : quick ? 10_000 : 100_000, deltas: 1_000, reps: 3, noise: 2_000, window: 2_000, json: false, waitQuietMs: 0 };
   const { int } = flagValues(USAGE);
   parseFlags(argv, USAGE, o, {
     "--full": { on: () => undefined },
@@ -57,6 +61,7 @@ function parseArgs(argv: string[]): Options {
     "--deltas": (v, f) => (o.deltas = int(v, f)),
     "--reps": (v, f) => (o.reps = int(v, f, 1)),
     "--noise": (v, f) => (o.noise = int(v, f)),
+    "--window": (v, f) => (o.window = int(v, f, 1)),
   });
   return o;
 }
@@ -67,6 +72,10 @@ interface Report {
   /** Milliseconds per repetition. */
   replayMs: number[];
   snapshotMs: number[];
+  /** Snapshot+deltas: ms until the snapshot's state was loaded (the first frame a view can draw). */
+  firstFrameMs: number[];
+  /** MB after each load, per way: heap used and RSS (the last repetition). */
+  memory: { replay?: { heapMb: number; rssMb: number }; snapshot?: { heapMb: number; rssMb: number } };
   replayRead: number;
   snapshotRead: number;
   /** Median replay / median snapshot+deltas. */
@@ -92,7 +101,7 @@ const view = (f: RunFold): unknown =>
   }));
 
 async function main(opts: Options, log: Log): Promise<number> {
-  const report: Report = { options: opts, published: { events: 0, seconds: 0, snapshotSeq: 0, lastSeq: 0 }, replayMs: [], snapshotMs: [], replayRead: 0, snapshotRead: 0, ratio: NaN, statesEqual: false, aimMet: false, errors: [] };
+  const report: Report = { options: opts, published: { events: 0, seconds: 0, snapshotSeq: 0, lastSeq: 0 }, replayMs: [], snapshotMs: [], firstFrameMs: [], memory: {}, replayRead: 0, snapshotRead: 0, ratio: NaN, statesEqual: false, aimMet: false, errors: [] };
   const server = await EmbeddedServer.start({ logger: silentLogger });
   const nc = await connectNats({ servers: server.url, name: "bench-attach", logger: silentLogger });
   try {
@@ -103,7 +112,7 @@ async function main(opts: Options, log: Log): Promise<number> {
     const t0 = performance.now();
     if (opts.noise) await publishRun(js, topo, runEvents({ runId: "noise1", tasks: 20, events: opts.noise }));
     let next = 0;
-    const pub = await publishWithSnapshot(js, topo, kv.snapshots, { runId, tasks: opts.tasks, events: opts.events }, opts.deltas, (n) => {
+    const pub = await publishWithSnapshot(js, topo, kv.snapshots, { runId, tasks: opts.tasks, events: opts.events }, opts.deltas, { window: opts.window }, (n) => {
       if (n >= next) {
         log(`published ${n.toLocaleString("en")} events`);
         next = n + Math.max(10_000, Math.floor(opts.events / 10));
@@ -124,9 +133,12 @@ async function main(opts: Options, log: Log): Promise<number> {
           const start = performance.now();
           const loaded = await loadRun({ js: cjs, snapshots: kv.snapshots, topo, runId, useSnapshot: way === "snapshot" });
           const ms = performance.now() - start;
+          const mem = process.memoryUsage();
+          report.memory[way] = { heapMb: r1(mem.heapUsed / 1e6), rssMb: r1(mem.rss / 1e6) };
           if (way === "snapshot") {
             if (loaded.from !== "snapshot") throw new Error(`the snapshot was not used: ${loaded.why}`);
             report.snapshotMs.push(r1(ms));
+            report.firstFrameMs.push(loaded.ms.snapshot);
             snap = loaded;
           } else {
             report.replayMs.push(r1(ms));
@@ -165,6 +177,8 @@ function render(r: Report): string {
       ],
     ),
     `ratio (replay / snapshot+deltas): ${r.ratio}x; states equal: ${r.statesEqual ? "yes" : "NO"}`,
+    `snapshot+deltas: first frame (snapshot loaded) median ${median(r.firstFrameMs)} ms (${r.firstFrameMs.join(", ")}), current median ${median(r.snapshotMs)} ms`,
+    `memory after loading (heap / RSS, MB): replay ${r.memory.replay?.heapMb} / ${r.memory.replay?.rssMb}; snapshot+deltas ${r.memory.snapshot?.heapMb} / ${r.memory.snapshot?.rssMb}`,
     o.tasks >= 10_000 && o.events >= 1_000_000 ? `aim (10,000 tasks, 1,000,000 events, < 1 s): ${r.aimMet ? "met" : "NOT met"}` : `aim (10,000 tasks, 1,000,000 events, < 1 s): not measured at this scale (--full)`,
     ...r.errors.map((e) => `error: ${e}`),
   ];

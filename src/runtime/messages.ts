@@ -1152,6 +1152,11 @@ export const SnapshotTasks = z.object({
   workers: z.array(z.string()),
   /** What each task's finished attempts cost (USD). */
   cost: z.array(z.number().min(0)),
+  /**
+   * Tokens each task's finished attempts used (what `ado status` shows beside the cost).
+   * Absent from snapshots of recorders that predate it: status then reads the task records.
+   */
+  tokens: z.array(z.number().int().min(0)).optional(),
   /** Each task's latest activity, error and reason to wait, as indexes into `texts` (-1: none): such lines repeat a lot. */
   activity: z.array(z.number().int().min(-1)),
   error: z.array(z.number().int().min(-1)),

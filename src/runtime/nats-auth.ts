@@ -189,6 +189,9 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       readKv("runs", "tasks", "claims", "workers");
       api(obj, "watch");
       pub(objPut);
+      // tasks.status starts from the run's snapshot and the events after it (records.ts).
+      readKv("snapshots");
+      api(S.events.name, "consume");
       deadLetters("api");
       actorService("api");
       break;

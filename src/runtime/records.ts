@@ -10,8 +10,8 @@ import { decode, encode, encodeValue } from "./codec.js";
 import { writeControl } from "./control.js";
 import { errorMessage } from "./errors.js";
 import { ID_PATTERN } from "./ids.js";
-import { listKeys } from "./kv-watch.js";
-import { SCHEMAS, type BudgetRequest, type ControlAction, type ControlRequest, type HitlRecord, type MergeRequest, type RunRecord, type TaskStatus, type WorkerRecord } from "./messages.js";
+import { entriesOf, listKeys } from "./kv-watch.js";
+import { SCHEMAS, type AttemptClaim, type TaskRecord, type BudgetRequest, type ControlAction, type ControlRequest, type HitlRecord, type MergeRequest, type RunRecord, type TaskStatus, type WorkerRecord } from "./messages.js";
 import { attemptKey, msgIds, scalerKeys, taskKey } from "./names.js";
 import type { PolicyOverride, ScalerPoolState } from "./scaling.js";
 import type { BucketKey, Topology } from "./topology.js";
@@ -19,6 +19,9 @@ import type { CapChange } from "./budget.js";
 import type { HitlListItem, RunListItem, TaskStatusView } from "./api.js";
 import type { Logger } from "./logger.js";
 import { readFleetRecords } from "./workers-view.js";
+import { loadRunFromSnapshot } from "./run-load.js";
+import type { RunFold } from "./run-fold.js";
+import { variantCount } from "./graph.js";
 
 /** A run, or one task of a run. */
 export interface Target {
@@ -70,28 +73,78 @@ export class Records {
     return out.sort((a, b) => (a.acceptedAt < b.acceptedAt ? 1 : -1));
   }
 
-  /** One run's record and every task's state, including which worker runs what now. */
+  /** One run's record and every task's state, including which worker runs what now (see statusRead). */
   async status(runId: string): Promise<RunStatusView | undefined> {
+    return (await this.statusRead(runId))?.view;
+  }
+
+  /**
+   * One run's status view, and how it was read. The run's snapshot and the events after
+   * it (run-load.ts, as `ado attach` loads a run) give every task that has ended, and
+   * every task that waits for its dependencies, without reading its record: a run of
+   * 10,000 tasks costs one snapshot read and its latest events, not 10,000 KV gets. The
+   * other tasks (queued, running, merging, waiting for a person, cancelled), those of
+   * best-of-N tasks and batches, and every task of a run without a usable snapshot are
+   * read from their records and claims, which say more than the events (a claim before
+   * its task.started; what a late result of a cancelled attempt cost). `via: "records"`
+   * reads every record (the benchmark's baseline, and the test that both agree).
+   */
+  async statusRead(runId: string, opts: { via?: "auto" | "records" } = {}): Promise<{ view: RunStatusView; read: StatusRead } | undefined> {
     const run = await this.run(runId);
     if (!run) return undefined;
     const kv = await this.kv();
+    const read: StatusRead = { from: "records", taskRecords: 0, claims: 0, events: 0 };
+    let fold: RunFold | undefined;
+    if (opts.via !== "records") {
+      const loaded = await loadRunFromSnapshot({ js: this.js, snapshots: kv.snapshots, topo: this.topo, runId, ...(this.log ? { log: this.log } : {}) }).catch((err: unknown) => ({
+        why: `its snapshot could not be loaded (${errorMessage(err)})`,
+      }));
+      if ("fold" in loaded && loaded.fold.statusKnown) {
+        fold = loaded.fold;
+        Object.assign(read, { from: "snapshot", events: loaded.read, loadMs: loaded.ms });
+      } else read.why = "fold" in loaded ? "its snapshot predates per-task tokens" : loaded.why;
+      if (read.why) this.log?.debug({ runId, why: read.why }, "status: reading every task record instead of the run's snapshot");
+    }
     const tasks: TaskStatusView[] = [];
     /** Roots taken as queued for want of a record (first attempts' `queued` is not written). */
     const guessed = new Set<TaskStatusView>();
+    const known = new Map<string, TaskStatusView>();
+    if (fold) {
+      for (const def of run.graph.tasks) {
+        const view = settledView(fold, def, run);
+        if (view) known.set(def.id, view);
+      }
+    }
+    // The records of the other tasks, then the claims of those the records say wait, 32 gets at a time.
+    const unknown = run.graph.tasks.filter((def) => !known.has(def.id));
+    read.taskRecords = unknown.length;
+    const recs = new Map<string, TaskRecord>();
+    for (const e of await entriesOf(kv.tasks, unknown.map((def) => taskKey(runId, def.id)))) {
+      const rec = decode(SCHEMAS.TaskRecord, e.value);
+      recs.set(rec.taskId, rec);
+    }
+    // The scheduler's record says "queued" until the result; a claim says it runs.
+    const claimed = (rec: TaskRecord | undefined) => (rec?.status ?? "pending") === "pending" || rec?.status === "queued";
+    const claimKeys = new Map(unknown.filter((def) => claimed(recs.get(def.id))).map((def) => [attemptKey({ runId, taskId: def.id, attempt: Math.max(1, recs.get(def.id)?.attempts ?? 0) }), def.id]));
+    read.claims = claimKeys.size;
+    const claims = new Map<string, AttemptClaim>();
+    for (const e of await entriesOf(kv.claims, [...claimKeys.keys()])) claims.set(claimKeys.get(e.key)!, decode(SCHEMAS.AttemptClaim, e.value));
     for (const def of run.graph.tasks) {
-      const e = await kv.tasks.get(taskKey(runId, def.id));
-      const rec = e?.operation === "PUT" ? decode(SCHEMAS.TaskRecord, e.value) : undefined;
+      const settled = known.get(def.id);
+      if (settled) {
+        tasks.push(settled);
+        continue;
+      }
+      const rec = recs.get(def.id);
       let status: TaskStatus = rec?.status ?? "pending";
       let attempts = rec?.attempts ?? 0;
       let workerId = rec?.workerId;
       let startedAt = rec?.startedAt;
       let guessing = false;
-      // The scheduler's record says "queued" until the result; a claim says it runs.
       if (status === "pending" || status === "queued") {
         const attempt = Math.max(1, attempts);
-        const claim = await kv.claims.get(attemptKey({ runId, taskId: def.id, attempt }));
-        if (claim?.operation === "PUT") {
-          const c = decode(SCHEMAS.AttemptClaim, claim.value);
+        const c = claims.get(def.id);
+        if (c) {
           status = "running";
           attempts = attempt;
           workerId = c.workerId;
@@ -126,7 +179,7 @@ export class Records {
       const lead = t.batch && t.batch !== t.id ? byId.get(t.batch) : undefined;
       if (lead?.status === "running" && t.status === "queued") Object.assign(t, { status: "running", workerId: lead.workerId, startedAt: lead.startedAt });
     }
-    return { run, tasks };
+    return { view: { run, tasks }, read };
   }
 
   /** Writes a control request to the bucket (workers and the balancer act on it) and sends it to the scheduler, which records it. */
@@ -270,6 +323,61 @@ export class Records {
   async setPolicy(record: PolicyOverride): Promise<void> {
     await (await this.kv()).scaler.put(scalerKeys.policy(record.pool), encodeValue(SCHEMAS.ScalerPolicy, record));
   }
+}
+
+/** How a status view was read (Records.statusRead): what the benchmark and the tests look at. */
+export interface StatusRead {
+  /** `snapshot`: the run's snapshot and the events after it, records only for the tasks it cannot vouch for. */
+  from: "snapshot" | "records";
+  /** Why the snapshot was not used. */
+  why?: string;
+  /** Task records and claims read (KV gets), and events read after the snapshot. */
+  taskRecords: number;
+  claims: number;
+  events: number;
+  /** From the snapshot: ms reading it, then the events after it (run-load.ts). */
+  loadMs?: { snapshot: number; events: number };
+}
+
+/**
+ * A task's status view from the run's fold, when the fold says what its record says:
+ * it ended succeeded (the run not halted: a task that finished after a halt is skipped
+ * by the scheduler without an event of its own), failed or skipped, or it waits for
+ * its dependencies and never ran. Undefined for any other task (read its record): its
+ * record or claim may know more than the events (see Records.statusRead), and so may
+ * a best-of-N task's (its variants) and a batched one's (its batch).
+ */
+export function settledView(fold: RunFold, def: RunRecord["graph"]["tasks"][number], run: Pick<RunRecord, "halted" | "graph">): TaskStatusView | undefined {
+  const t = fold.tracker.tasks.get(def.id);
+  if (!t || variantCount(def) > 1 || (def.stage !== undefined && run.graph.stages?.[def.stage]?.batch)) return undefined;
+  switch (t.status) {
+    case "pending":
+      // A root is queued at once (its record is not written); a retry held back has attempts.
+      if (t.attempts > 0 || def.needs.length === 0) return undefined;
+      return { id: def.id, status: "pending", attempts: 0, needs: def.needs, costUsd: 0, tokens: 0 };
+    case "succeeded":
+      if (run.halted) return undefined;
+      break;
+    case "failed":
+    case "skipped":
+      break;
+    default:
+      return undefined;
+  }
+  // The keys in the order the record path writes them: `ado status --json` prints them so.
+  return {
+    id: def.id,
+    status: t.status,
+    attempts: t.attempts,
+    ...(t.workerId !== undefined ? { workerId: t.workerId } : {}),
+    ...(t.startedAt !== undefined ? { startedAt: t.startedAt } : {}),
+    ...(t.finishedAt !== undefined ? { finishedAt: t.finishedAt } : {}),
+    // A success clears the error of an earlier attempt or merge conflict (the scheduler's record does).
+    ...(t.status !== "succeeded" && t.error !== undefined ? { error: t.error } : {}),
+    needs: def.needs,
+    costUsd: fold.parts(def.id)!.notes.costUsd,
+    tokens: t.tokens ?? 0,
+  };
 }
 
 /**

@@ -1,4 +1,4 @@
-import { TaskTracker } from "./client.js";
+import { TaskTracker } from "./task-tracker.js";
 import type { AdoEvent, RunStatus, TaskStatus, TaskSummary } from "./messages.js";
 import { cutText, lastShownLine, oneLine } from "./text.js";
 import { formatDuration } from "./duration.js";
@@ -102,6 +102,12 @@ export class RunFold {
   complete = false;
   /** Whether any event reported a cost (schedulers that predate it do not). */
   costKnown = false;
+  /**
+   * The fold knows each task's tokens (and the start of failed attempts as their results
+   * say): false for one loaded from a snapshot of a recorder that predates them, which
+   * `ado status` cannot be served from (it reads the task records instead).
+   */
+  statusKnown = true;
 
   private changedRun = false;
   private readonly changedTasks = new Set<string>();

@@ -7,7 +7,6 @@ import type { Logger } from "./logger.js";
 import { SCHEMAS, type AdoEvent, type EventOf, type RunSnapshot } from "./messages.js";
 import { RunFold } from "./run-fold.js";
 import { readSnapshot, readSnapshotHead } from "./run-snapshot.js";
-import type { AdoClient } from "./client.js";
 import type { Topology } from "./topology.js";
 
 /**
@@ -50,16 +49,27 @@ export interface LoadRunOptions {
 
 /** Loads a run's fold: its snapshot and the events after it, or, failing that, all its events (see the module comment). */
 export async function loadRun(o: LoadRunOptions): Promise<LoadedRun> {
-  let fold: RunFold | undefined;
-  let why: string | undefined;
   const t0 = performance.now();
-  if (o.useSnapshot === false) why = "asked to replay";
-  else {
-    const found = await usableSnapshot(o);
-    fold = found.fold;
-    why = found.why;
-  }
-  if (why) o.log?.debug({ runId: o.runId, why }, "run state: replaying the run's events instead of its snapshot");
+  const found = o.useSnapshot === false ? { why: "asked to replay" } : await usableSnapshot(o);
+  if (found.why) o.log?.debug({ runId: o.runId, why: found.why }, "run state: replaying the run's events instead of its snapshot");
+  return carryOn(o, found, t0);
+}
+
+/**
+ * A run's fold from its snapshot and the events after it, never a replay: `{ why }` when
+ * it has no usable snapshot. For a reader with a cheaper way than a replay (`ado status`
+ * reads the task records instead).
+ */
+export async function loadRunFromSnapshot(o: Omit<LoadRunOptions, "useSnapshot">): Promise<LoadedRun | { why: string }> {
+  const t0 = performance.now();
+  const found = await usableSnapshot(o);
+  if (!found.fold) return { why: found.why ?? "it has no snapshot" };
+  return carryOn(o, found, t0);
+}
+
+/** The events after the snapshot's sequence applied to its fold (all of them to a new fold, with none). */
+async function carryOn(o: LoadRunOptions, found: { fold?: RunFold; why?: string }, t0: number): Promise<LoadedRun> {
+  const { fold, why } = found;
   const start = fold ?? new RunFold();
   const snapshotSeq = start.seq;
   const t1 = performance.now();
@@ -154,11 +164,18 @@ export async function lastNeedsAttention(js: JetStreamClient, topo: Topology, ru
   }
 }
 
+/** What runState and snapshotHead need of a client (AdoClient has it; named here so the run loader does not import the client). */
+export interface RunReader {
+  js: JetStreamClient;
+  topo: Topology;
+  bucket(name: "snapshots"): Promise<KV>;
+}
+
 /**
  * A run's state as a client loads it (loadRun), and, when it waits for a person, its
  * last run.needs_attention: what `AdoClient.watch({ from })` carries on from.
  */
-export async function runState(client: AdoClient, runId: string, log?: Logger): Promise<LoadedRun & { waiting?: EventOf<"run.needs_attention"> }> {
+export async function runState(client: RunReader, runId: string, log?: Logger): Promise<LoadedRun & { waiting?: EventOf<"run.needs_attention"> }> {
   const loaded = await loadRun({ js: client.js, snapshots: await client.bucket("snapshots"), topo: client.topo, runId, ...(log ? { log } : {}) });
   if (loaded.fold.status !== "needs_attention") return loaded;
   const waiting = await lastNeedsAttention(client.js, client.topo, runId);
@@ -169,6 +186,6 @@ export async function runState(client: AdoClient, runId: string, log?: Logger): 
  * The head of a run's stored snapshot (state, task counts, cost; as of the recorder's
  * last write, at most a second or so behind while the run changes), if it has one.
  */
-export async function snapshotHead(client: AdoClient, runId: string): Promise<RunSnapshot | undefined> {
+export async function snapshotHead(client: RunReader, runId: string): Promise<RunSnapshot | undefined> {
   return readSnapshotHead(await client.bucket("snapshots"), runId);
 }

@@ -65,6 +65,7 @@ export function snapshotOf(fold: RunFold, now = new Date()): RunSnapshot {
     }
     tasks.worker.push(w);
     tasks.cost.push(x.costUsd);
+    tasks.tokens!.push(t.tokens ?? 0);
     tasks.activity.push(text(x.activity));
     tasks.error.push(text(t.error));
     tasks.waiting.push(text(x.waiting));
@@ -116,6 +117,8 @@ export function foldOf(snap: RunSnapshot, columns: SnapshotTasks = snap.tasks): 
   fold.events = snap.events;
   fold.complete = snap.complete;
   fold.costKnown = snap.costKnown;
+  // A recorder that predates the tokens column: its fold lacks what `ado status` shows.
+  fold.statusKnown = columns.tokens !== undefined;
   if (snap.acceptedAt) fold.acceptedAt = snap.acceptedAt;
   if (snap.finishedAt) fold.finishedAt = snap.finishedAt;
   if (snap.integrationBranch) fold.tracker.integrationBranch = snap.integrationBranch;
@@ -138,6 +141,7 @@ export function foldOf(snap: RunSnapshot, columns: SnapshotTasks = snap.tasks): 
       const k = col[i] ?? -1;
       return k >= 0 ? columns.texts[k] : undefined;
     };
+    const tokens = columns.tokens?.[i] ?? 0;
     const error = textOf(columns.error);
     const activity = textOf(columns.activity);
     const waiting = textOf(columns.waiting);
@@ -149,6 +153,8 @@ export function foldOf(snap: RunSnapshot, columns: SnapshotTasks = snap.tasks): 
       ...(finishedAt ? { finishedAt } : {}),
       ...(workerId ? { workerId } : {}),
       ...(error !== undefined ? { error } : {}),
+      // As the TaskTracker keeps it: set once an attempt reported some.
+      ...(tokens > 0 ? { tokens } : {}),
     };
     const x: TaskNotes = {
       needs: [],
@@ -204,6 +210,7 @@ const emptyColumns = (): SnapshotTasks => ({
   worker: [],
   workers: [],
   cost: [],
+  tokens: [],
   activity: [],
   error: [],
   waiting: [],
@@ -222,6 +229,7 @@ function sliceColumns(c: SnapshotTasks, from: number, to: number): SnapshotTasks
     worker: c.worker.slice(from, to),
     workers: c.workers,
     cost: c.cost.slice(from, to),
+    ...(c.tokens ? { tokens: c.tokens.slice(from, to) } : {}),
     // Text indexes stay valid too; each part carries the texts (a part rarely needs all, but they are short and shared).
     activity: c.activity.slice(from, to),
     error: c.error.slice(from, to),
@@ -242,6 +250,9 @@ function joinColumns(parts: SnapshotTasks[]): SnapshotTasks {
     out.finished.push(...p.finished);
     out.worker.push(...p.worker);
     out.cost.push(...p.cost);
+    // A part without the column (an older recorder) leaves the whole without it.
+    if (out.tokens && p.tokens) out.tokens.push(...p.tokens);
+    else delete out.tokens;
     out.activity.push(...p.activity);
     out.error.push(...p.error);
     out.waiting.push(...p.waiting);
