@@ -921,6 +921,26 @@ export type RunRecord = z.infer<typeof RunRecord>;
 export const RunBacklog = z.object({ runId: id, open: z.number().int().min(0), updatedAt: isoTime });
 export type RunBacklog = z.infer<typeof RunBacklog>;
 
+/**
+ * A stage's limits of one run as they stand (KV `stages`, key `<run>.<stage>`, see
+ * names.ts `stageKey`): its `perMinute` rate window and its circuit breaker. Written only
+ * by the scheduler, with compare-and-set on the revision, before the work that takes a
+ * slot is published: a restarted scheduler or another replica goes on from here, so a
+ * restart lets no burst past the rate or through an open circuit.
+ */
+export const StageState = z.object({
+  runId: id,
+  stage: id,
+  /** The earliest time (epoch ms) the stage's next attempt may start (`perMinute`); 0: now. */
+  nextStart: z.number().int().min(0).default(0),
+  /** Its tasks' failed attempts in a row (`circuit`). */
+  failures: z.number().int().min(0).default(0),
+  /** While `failures` has reached the threshold: until when the circuit is open (epoch ms). */
+  openUntil: z.number().int().min(0).default(0),
+  updatedAt: isoTime,
+});
+export type StageState = z.infer<typeof StageState>;
+
 /** One variant of a best-of-N task, as the scheduler records it. */
 export const VariantRecord = z.object({
   n: z.number().int().min(1),
@@ -1270,6 +1290,7 @@ export const SCHEMAS = {
   RunRecord: { name: "run.record", version: 1, schema: RunRecord },
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
   RunBacklog: { name: "run.backlog", version: 1, schema: RunBacklog },
+  StageState: { name: "stage.state", version: 1, schema: StageState },
   CostHistory: { name: "cost.history", version: 1, schema: CostHistory },
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   WorktreeRecord: WORKTREE_RECORD,

@@ -29,6 +29,9 @@ export const attemptKey = (a: AttemptRef): string => `${a.runId}.${a.taskId}.${a
 /** A control key: the run id for the whole run, `<run>.<task>` for one task. */
 export const controlKey = (runId: string, taskId?: string): string => (taskId ? taskKey(runId, taskId) : runId);
 
+/** A stage's limits of a run in the `stages` bucket: `<run>.<stage>` (stage names are ids, as task ids are). */
+export const stageKey = (runId: string, stage: string): string => `${runId}.${stage}`;
+
 /** A stored agent session in the `sessions` object store: `<run>.<task>.<attempt>.<n>`, the files of checkpoint n of that attempt. */
 export const sessionObject = (a: AttemptRef, n: number): string => `${attemptKey(a)}.${n}`;
 /** Keys of the scaler's bucket: a pool's live policy and the scaler's memory of it. */

@@ -1,8 +1,8 @@
 import { describe, expect, it } from "vitest";
-import { acceptRun, applyControl, applyTaskResult, buildState, reconcile, stageFull, stageSlot, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
+import { acceptRun, applyControl, applyTaskResult, buildState, governedStages, reconcile, stageFull, stageSlot, stagesToSave, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
 import { GraphDefSchema, parseGraph, validateGraph } from "../../src/runtime/graph.js";
 import { GraphError } from "../../src/runtime/errors.js";
-import type { SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
+import type { StageState, SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
 import { taskBranch } from "../../src/runtime/names.js";
 import { stageLines, stageViews } from "../../src/cli/stages.js";
 import { taskReason } from "../../src/cli/task-reasons.js";
@@ -224,6 +224,66 @@ describe("stages - the scheduler's circuit breaker per stage", () => {
     const g = parseGraph(`stages: { review: { circuit: { failures: 3, cooldown: 2m } } }\ntasks: [{ id: a, run: "true", stage: review }]`);
     expect(g.stages!.review!.circuit).toEqual({ failures: 3, cooldownMs: 120_000 });
     expect(graphError(() => parseGraph(`stages: { review: { circuit: { failures: 0 } } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/circuit\.failures: must be at least 1/);
+  });
+});
+
+/**
+ * What a restarted scheduler (or another replica) loads: the run's records, and the
+ * stages' limits as stagesToSave() gave them to the shell (revision 1 each).
+ */
+function reload(state: RunState, stored: { stage: string; value: StageState }[]): RunState {
+  const records = new Map<string, { rec: TaskRecord; rev: number }>();
+  for (const [id, t] of state.tasks) records.set(id, { rec: t.rec, rev: 1 });
+  return buildState(state.run, 1, records, undefined, new Map(stored.map((w) => [w.stage, { state: w.value, rev: 1 }])));
+}
+
+const notBefores = (effects: Effect[]) => effects.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : []));
+
+describe("stages - the limits are stored, for a restart and for other replicas", () => {
+  it("a stage's rate window survives a reload: a task released after it waits for the slot, not the fresh start a memory-only window gave", () => {
+    const t0 = Date.parse(NOW);
+    const { state } = acceptStaged(
+      [{ id: "s1", stage: "slow" }, { id: "s2", stage: "slow" }, { id: "gate" }, { id: "s3", stage: "slow", needs: ["gate"] }, { id: "f", stage: "fast" }],
+      { slow: { perMinute: 60 }, fast: { maxParallel: 5 } },
+    );
+    // Only the governed stage is stored, with the next free slot (s1 now, s2 a second later).
+    expect(governedStages(state.run)).toEqual(["slow"]);
+    const saved = stagesToSave(state, NOW);
+    expect(saved).toEqual([{ stage: "slow", rev: 0, value: { runId: RUN, stage: "slow", nextStart: t0 + 2_000, failures: 0, openUntil: 0, updatedAt: NOW } }]);
+    // Restarted; gate finishes: s3 takes the stored window's next slot.
+    const again = reload(state, saved);
+    const released = applyTaskResult(again, { ...done("gate") }, NOW);
+    expect(notBefores(released)).toEqual([["s3", t0 + 2_000]]);
+    // The start was checked against the stored copy: written again, on the revision loaded.
+    expect(stagesToSave(again, NOW)).toEqual([{ stage: "slow", rev: 1, value: expect.objectContaining({ nextStart: t0 + 3_000 }) }]);
+    // What a reload without the stored window did (the defect): s3 at once.
+    const fresh = reload(state, []);
+    expect(notBefores(applyTaskResult(fresh, { ...done("gate") }, NOW))).toEqual([["s3", 0]]);
+  });
+
+  it("an open circuit survives a reload: the stage's next attempt waits for the cooldown and goes alone", () => {
+    const t0 = Date.parse(NOW);
+    const { state } = acceptStaged(
+      [{ id: "a", stage: "s" }, { id: "gate" }, { id: "b", stage: "s", needs: ["gate"] }, { id: "c", stage: "s", needs: ["gate"] }],
+      { s: { maxParallel: 3, circuit: { failures: 1, cooldownMs: 30_000 } } },
+    );
+    stagesToSave(state, NOW);
+    state.stagesDirty.clear();
+    applyTaskResult(state, done("a", "failed"), NOW);
+    const saved = stagesToSave(state, NOW);
+    expect(saved.map((w) => w.value)).toEqual([{ runId: RUN, stage: "s", nextStart: 0, failures: 1, openUntil: t0 + 30_000, updatedAt: NOW }]);
+    const again = reload(state, saved);
+    expect(stageFull(again, { stage: "s" })).toBe(false);
+    // gate finishes: one probe (b), after the cooldown; c waits for it.
+    const released = applyTaskResult(again, done("gate"), new Date(t0 + 1_000).toISOString());
+    expect(notBefores(released)).toEqual([["b", t0 + 30_000]]);
+    expect(stageFull(again, { stage: "s" })).toBe(true);
+    // The probe succeeds: closed and stored so; c goes at once.
+    const closed = applyTaskResult(again, done("b"), new Date(t0 + 31_000).toISOString());
+    expect(notBefores(closed)).toEqual([["c", 0]]);
+    expect(stagesToSave(again, NOW).map((w) => [w.value.failures, w.value.openUntil])).toEqual([[0, 0]]);
+    // A reload without it (the defect) let both through at once.
+    expect(notBefores(applyTaskResult(reload(state, []), done("gate"), NOW))).toEqual([["b", 0], ["c", 0]]);
   });
 });
 

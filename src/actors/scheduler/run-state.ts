@@ -13,6 +13,7 @@ import type {
   MergeResult,
   RelatedPrompt,
   RunRecord,
+  StageState,
   SubmitRun,
   TaskRecord,
   TaskResult,
@@ -55,14 +56,24 @@ export interface RunState {
   stageInFlight: Map<string, number>;
   /**
    * Per stage with a `perMinute`: the earliest time (epoch ms) its next attempt may start.
-   * Memory only: after a restart the stage's next attempt may start at once.
+   * Stored with the circuit (KV `stages`, see `stagesToSave`), so a restart or another
+   * replica goes on from it.
    */
   stageNextStart: Map<string, number>;
   /**
    * Per stage with a `circuit`: its tasks' failed attempts in a row, and while they have
-   * reached its threshold, until when it is open (epoch ms). Memory only, like the rate.
+   * reached its threshold, until when it is open (epoch ms). Stored, like the rate.
    */
   stageCircuit: Map<string, { failures: number; openUntil: number }>;
+  /** KV revision of each stage's stored limits (absent: not stored yet). */
+  stageRevs: Map<string, number>;
+  /**
+   * Stages whose limits this decision read to start an attempt or changed: the shell
+   * writes them (compare-and-set) before it publishes the decision's work. Written even
+   * when unchanged: the write fails if another replica moved them meanwhile, so a
+   * decision taken on a stale copy is redone, never published.
+   */
+  stagesDirty: Set<string>;
   /** Tasks waiting for the merge coordinator. */
   merging: number;
   /** Tasks whose merge waits for a person (HITL). */
@@ -114,6 +125,7 @@ export function buildState(
   runRev: number,
   records: Map<string, { rec: TaskRecord; rev: number }>,
   history?: ReadonlyMap<string, CostHistory>,
+  stages?: ReadonlyMap<string, { state: StageState; rev: number }>,
 ): RunState {
   const tasks = new Map<string, TaskState>();
   const dependents = new Map<string, string[]>();
@@ -139,6 +151,8 @@ export function buildState(
     stageInFlight: new Map(),
     stageNextStart: new Map(),
     stageCircuit: new Map(),
+    stageRevs: new Map(),
+    stagesDirty: new Set(),
     merging: 0,
     attention: 0,
     attentionChanged: false,
@@ -148,6 +162,11 @@ export function buildState(
     // Stored while the run waits: the same stop, not a new one, once reloaded.
     ...(run.budgetWait && run.status === "needs_attention" ? { budgetBlocked: run.budgetWait } : {}),
   };
+  for (const [stage, { state: stored, rev }] of stages ?? []) {
+    state.stageRevs.set(stage, rev);
+    if (stored.nextStart > 0) state.stageNextStart.set(stage, stored.nextStart);
+    if (stored.failures > 0) state.stageCircuit.set(stage, { failures: stored.failures, openUntil: stored.openUntil });
+  }
   let spent = NO_SPEND;
   for (const t of tasks.values()) {
     if (!TERMINAL.has(t.rec.status)) state.open++;
@@ -280,15 +299,19 @@ function stageTripped(state: Pick<RunState, "run" | "stageCircuit">, stage: stri
  * failure (but a cancel or an interruption, which say nothing of the stage) counts one
  * more in a row and, at the threshold or past it, opens it for the cooldown from `now`.
  */
-export function noteStageOutcome(state: Pick<RunState, "run" | "stageCircuit">, def: Pick<TaskDef, "stage">, result: Pick<TaskResult, "status" | "failure">, now: number): void {
+export function noteStageOutcome(state: Pick<RunState, "run" | "stageCircuit" | "stagesDirty">, def: Pick<TaskDef, "stage">, result: Pick<TaskResult, "status" | "failure">, now: number): void {
   const circuit = def.stage === undefined ? undefined : state.run.graph.stages?.[def.stage]?.circuit;
   if (!circuit) return;
   const stage = def.stage!;
-  if (result.status === "succeeded") return void state.stageCircuit.delete(stage);
+  if (result.status === "succeeded") {
+    if (state.stageCircuit.delete(stage)) state.stagesDirty.add(stage);
+    return;
+  }
   const kind = result.failure?.kind;
   if (kind === "cancelled" || kind === "interrupted") return;
   const failures = (state.stageCircuit.get(stage)?.failures ?? 0) + 1;
   state.stageCircuit.set(stage, { failures, openUntil: failures >= circuit.failures ? now + circuit.cooldownMs : 0 });
+  state.stagesDirty.add(stage);
 }
 
 /**
@@ -297,8 +320,10 @@ export function noteStageOutcome(state: Pick<RunState, "run" | "stageCircuit">, 
  * 60 s / perMinute apart, per run); it takes that slot. `at` itself for a task of no
  * stage or a stage with neither.
  */
-export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stageCircuit">, def: Pick<TaskDef, "stage">, at: number): number {
+export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stageCircuit" | "stagesDirty">, def: Pick<TaskDef, "stage">, at: number): number {
   if (def.stage === undefined) return at;
+  // What this start relied on (a closed circuit, a free slot) is checked against the stored copy when written.
+  if (governed(state.run.graph.stages?.[def.stage])) state.stagesDirty.add(def.stage);
   // An open circuit holds the stage's next attempt (its probe) until the cooldown ends.
   if (stageTripped(state, def.stage)) at = Math.max(at, state.stageCircuit.get(def.stage)!.openUntil);
   const rate = state.run.graph.stages?.[def.stage]?.perMinute;
@@ -306,6 +331,32 @@ export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stag
   const slot = Math.max(at, state.stageNextStart.get(def.stage!) ?? 0);
   state.stageNextStart.set(def.stage!, slot + Math.ceil(60_000 / rate));
   return slot;
+}
+
+/** Whether a stage has limits that are stored (KV `stages`): a rate or a circuit breaker. */
+const governed = (stage: { perMinute?: number; circuit?: unknown } | undefined): boolean => stage?.perMinute !== undefined || stage?.circuit !== undefined;
+
+/** The graph's stages whose limits are stored (KV `stages`): what a scheduler loads with a run. */
+export function governedStages(run: Pick<RunRecord, "graph">): string[] {
+  return Object.entries(run.graph.stages ?? {})
+    .filter(([, def]) => governed(def))
+    .map(([name]) => name);
+}
+
+/**
+ * The stored limits of the stages this decision read or changed (`stagesDirty`), with the
+ * revision each write must find (0: create). The shell writes them before it publishes,
+ * then clears `stagesDirty` and notes the new revisions.
+ */
+export function stagesToSave(state: RunState, now: string): { stage: string; value: StageState; rev: number }[] {
+  return [...state.stagesDirty].map((stage) => {
+    const circuit = state.stageCircuit.get(stage);
+    return {
+      stage,
+      rev: state.stageRevs.get(stage) ?? 0,
+      value: { runId: state.run.runId, stage, nextStart: state.stageNextStart.get(stage) ?? 0, failures: circuit?.failures ?? 0, openUntil: circuit?.openUntil ?? 0, updatedAt: now },
+    };
+  });
 }
 
 /** Records the paths a merged task changed, for the resolver context of later merges. */

@@ -10,7 +10,7 @@ import { ID_PATTERN } from "../../runtime/ids.js";
 import { Mutex } from "../../runtime/mutex.js";
 import { writeControl } from "../../runtime/control.js";
 import { currentEntries, entriesOf, KvWatch } from "../../runtime/kv-watch.js";
-import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
+import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type StageState, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
 import { fitWork, PayloadStore } from "../../runtime/payloads.js";
 import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
 import {
@@ -21,13 +21,15 @@ import {
   applyMergeResult,
   applyTaskResult,
   buildState,
+  governedStages,
   isEarly,
   isLive,
   reconcile,
+  stagesToSave,
   type Effect,
   type RunState,
 } from "./run-state.js";
-import { msgIds, taskKey } from "../../runtime/names.js";
+import { msgIds, stageKey, taskKey } from "../../runtime/names.js";
 import { OpenTasks } from "./backlog.js";
 import { foldHistory, historyUpdates, noteUsage } from "./budget.js";
 
@@ -415,7 +417,7 @@ export class Scheduler extends Actor {
           await this.persist(state, outcome.effects);
           await this.noteOpen(state);
           // Ended as it was accepted (its budget stopped it before any task started).
-          if (!isLive(state.run)) this.dropRun(data.runId);
+          if (!isLive(state.run)) this.endRun(state);
           return { kind: "ack" };
         } catch (err) {
           this.runs.delete(data.runId);
@@ -431,6 +433,18 @@ export class Scheduler extends Actor {
     this.runs.delete(runId);
     clearTimeout(this.deadlines.get(runId));
     this.deadlines.delete(runId);
+  }
+
+  /**
+   * Forgets a run that ended and deletes its stages' stored limits (nothing starts in it
+   * any more). Best effort: a record left behind expires with the bucket's TTL.
+   */
+  private endRun(state: RunState): void {
+    const runId = state.run.runId;
+    this.dropRun(runId);
+    for (const stage of governedStages(state.run)) {
+      this.ctx.kv.stages.delete(stageKey(runId, stage)).catch((err: unknown) => this.log.debug({ runId, stage, err: errorMessage(err) }, "could not delete a stage's limits of an ended run; they expire"));
+    }
   }
 
   /** Loads a run from KV and re-derives what must be in flight (see reconcile()). */
@@ -489,7 +503,7 @@ export class Scheduler extends Actor {
           if (!isLive(state.run)) {
             // By the decision that ended it (a crash before its record was stored can fold it twice: a guide, not a ledger).
             if (effects.some((e) => e.type === "event" && e.event.type === "run.completed")) void this.recordCosts(state);
-            this.dropRun(runId);
+            this.endRun(state);
           }
         } catch (err) {
           this.runs.delete(runId);
@@ -519,7 +533,13 @@ export class Scheduler extends Actor {
       const rec = decode(SCHEMAS.TaskRecord, e.value);
       records.set(rec.taskId, { rec, rev: e.revision });
     }
-    const state = buildState(run, entry.revision, records, this.costHistory);
+    // Its stages' rate windows and circuits, as the last scheduler of the run left them.
+    const stages = new Map<string, { state: StageState; rev: number }>();
+    for (const e of await entriesOf(this.ctx.kv.stages, governedStages(run).map((s) => stageKey(runId, s)))) {
+      const stored = decode(SCHEMAS.StageState, e.value);
+      stages.set(stored.stage, { state: stored, rev: e.revision });
+    }
+    const state = buildState(run, entry.revision, records, this.costHistory, stages);
     this.runs.set(runId, state);
     return state;
   }
@@ -535,6 +555,10 @@ export class Scheduler extends Actor {
    * the dedupe window.
    */
   private async execute(state: RunState | undefined, effects: Effect[]): Promise<void> {
+    // The stages' limits first: a slot is taken (or a circuit found closed) before the
+    // work that uses it is out, so a copy another replica moved meanwhile fails here and
+    // the decision is redone on the stored state instead of being published.
+    if (state) await this.saveStages(state);
     const end = effects.filter(isRunEnd);
     await this.publishAll(end.length ? effects.filter((e) => !isRunEnd(e)) : effects);
     if (!state) {
@@ -592,6 +616,8 @@ export class Scheduler extends Actor {
    * touched it; the task records first, then `beforeRun` (see execute), then the run's.
    */
   private async persist(state: RunState, effects: Effect[], beforeRun?: () => Promise<void>): Promise<void> {
+    // A run just accepted: its roots' slots, once its record exists (execute() wrote them already otherwise).
+    await this.saveStages(state);
     const saveTasks = new Set<string>();
     let saveRun = false;
     for (const e of effects) {
@@ -610,6 +636,24 @@ export class Scheduler extends Actor {
     const t = state.tasks.get(taskId)!;
     const key = taskKey(state.run.runId, taskId);
     t.rev = await cas(this.ctx.kv.tasks, key, encodeValue(SCHEMAS.TaskRecord, t.rec), t.rev);
+  }
+
+  /**
+   * Writes the stage limits the decision read or changed (KV `stages`), compare-and-set on
+   * each one's revision. A crash after this and before the decision is acked wastes a
+   * slot or counts a failure twice when the input is redone: the limits err on the strict
+   * side, never let more through.
+   */
+  private async saveStages(state: RunState): Promise<void> {
+    if (state.stagesDirty.size === 0) return;
+    const now = new Date(this.clock.now()).toISOString();
+    const writes = stagesToSave(state, now);
+    state.stagesDirty.clear();
+    await Promise.all(
+      writes.map(async (w) => {
+        state.stageRevs.set(w.stage, await cas(this.ctx.kv.stages, stageKey(state.run.runId, w.stage), encodeValue(SCHEMAS.StageState, w.value), w.rev));
+      }),
+    );
   }
 
   private async saveRun(state: RunState): Promise<void> {
