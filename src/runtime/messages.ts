@@ -394,8 +394,23 @@ export const BudgetRequest = z
   });
 export type BudgetRequest = z.infer<typeof BudgetRequest>;
 
+/**
+ * The scheduler's own timer for a stage's batch wait (`batch.waitMs`): published when the
+ * stage's ready tasks start waiting for more members, taken back (nak with the delay)
+ * until `due`, then handled as a release. It lives in the results stream, so a scheduler
+ * that restarts or another replica still gets it.
+ */
+export const BatchDue = z.object({
+  type: z.literal("batch.due"),
+  runId: id,
+  stage: id,
+  /** When the wait ends (epoch ms). */
+  due: z.number().int().min(0),
+});
+export type BatchDue = z.infer<typeof BatchDue>;
+
 /** Everything the scheduler consumes after submission, on the results stream. */
-export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, MergeIntoResult, ControlRequest, BudgetRequest]);
+export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, MergeIntoResult, ControlRequest, BudgetRequest, BatchDue]);
 export type SchedulerInput = z.infer<typeof SchedulerInput>;
 
 // ---- events: typed, on per-run and per-task subjects, kept as the audit trail ----
@@ -937,6 +952,11 @@ export const StageState = z.object({
   failures: z.number().int().min(0).default(0),
   /** While `failures` has reached the threshold: until when the circuit is open (epoch ms). */
   openUntil: z.number().int().min(0).default(0),
+  /**
+   * `batch.waitMs`: since when (epoch ms) the stage's ready batchable tasks wait for more
+   * to join (0: none waits). The tasks themselves stay `pending` in their records.
+   */
+  batchSince: z.number().int().min(0).default(0),
   updatedAt: isoTime,
 });
 export type StageState = z.infer<typeof StageState>;

@@ -164,6 +164,8 @@ export const msgIds = {
   /** The scheduler's `merge.into` request of a run, and the merger's answer. */
   mergeInto: (runId: string) => `${runId}._.into`,
   mergeIntoResult: (runId: string) => `${runId}._.into.result`,
+  /** The scheduler's timer for a stage's batch wait that started at `since` (epoch ms). */
+  batchDue: (runId: string, stage: string, since: number) => `${runId}._.batch.${stage}.${since}`,
   /** The scheduler's cancel of a run past its maxDuration. */
   deadline: (runId: string) => `${runId}.deadline`,
   /** An event, by default once per run/task, attempt and type. */

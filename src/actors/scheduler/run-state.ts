@@ -3,6 +3,7 @@ import { GraphError } from "../../runtime/errors.js";
 import { BUDGET_CONFIG_DEFAULT, resolveBudget, type RunBudget } from "../../runtime/budget.js";
 import type {
   AdoEvent,
+  BatchDue,
   BudgetRequest,
   BudgetWait,
   ControlRequest,
@@ -65,6 +66,22 @@ export interface RunState {
    * reached its threshold, until when it is open (epoch ms). Stored, like the rate.
    */
   stageCircuit: Map<string, { failures: number; openUntil: number }>;
+  /**
+   * Per stage with a `batch.waitMs`: since when its ready batchable tasks wait for more
+   * to join (epoch ms). Stored with the limits, so a restart does not start the wait over.
+   */
+  stageBatchSince: Map<string, number>;
+  /**
+   * The ready tasks waiting for their stage's batch to fill, in the order they became
+   * ready. Memory only: they are `pending` in their records, all their dependencies done,
+   * so a reload's reconcile() finds them ready again and they wait on (from the stored
+   * `batchSince`); nothing of theirs was published, so none is lost or run twice.
+   */
+  batchWaiting: Map<string, string[]>;
+  /** Tasks whose batch wait is over (a limit may still hold them): they do not wait again. */
+  batchWaited: Set<string>;
+  /** The wait (its `batchSince`) whose `batch.due` timer this state has published, per stage. */
+  batchDueSent: Map<string, number>;
   /** KV revision of each stage's stored limits (absent: not stored yet). */
   stageRevs: Map<string, number>;
   /**
@@ -114,7 +131,9 @@ export type Effect =
    */
   | { type: "event"; event: AdoEvent; msgID?: string }
   | { type: "saveTask"; taskId: string }
-  | { type: "saveRun" };
+  | { type: "saveRun" }
+  /** Publish the scheduler's own timer for a stage's batch wait (to the results stream, deduplicated by `msgID`). */
+  | { type: "batchDue"; due: BatchDue; msgID: string };
 
 /**
  * Builds the in-memory state of a run from its stored records. `history`: past runs'
@@ -151,6 +170,10 @@ export function buildState(
     stageInFlight: new Map(),
     stageNextStart: new Map(),
     stageCircuit: new Map(),
+    stageBatchSince: new Map(),
+    batchWaiting: new Map(),
+    batchWaited: new Set(),
+    batchDueSent: new Map(),
     stageRevs: new Map(),
     stagesDirty: new Set(),
     merging: 0,
@@ -166,6 +189,7 @@ export function buildState(
     state.stageRevs.set(stage, rev);
     if (stored.nextStart > 0) state.stageNextStart.set(stage, stored.nextStart);
     if (stored.failures > 0) state.stageCircuit.set(stage, { failures: stored.failures, openUntil: stored.openUntil });
+    if (stored.batchSince > 0) state.stageBatchSince.set(stage, stored.batchSince);
   }
   let spent = NO_SPEND;
   for (const t of tasks.values()) {
@@ -334,9 +358,10 @@ export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stag
 }
 
 /** Whether a stage has limits that are stored (KV `stages`): a rate or a circuit breaker. */
-const governed = (stage: { perMinute?: number; circuit?: unknown } | undefined): boolean => stage?.perMinute !== undefined || stage?.circuit !== undefined;
+const governed = (stage: { perMinute?: number; circuit?: unknown; batch?: { waitMs?: number } } | undefined): boolean =>
+  stage?.perMinute !== undefined || stage?.circuit !== undefined || stage?.batch?.waitMs !== undefined;
 
-/** The graph's stages whose limits are stored (KV `stages`): what a scheduler loads with a run. */
+/** The graph's stages whose limits are stored (KV `stages`: a rate, a circuit, a batch wait): what a scheduler loads with a run. */
 export function governedStages(run: Pick<RunRecord, "graph">): string[] {
   return Object.entries(run.graph.stages ?? {})
     .filter(([, def]) => governed(def))
@@ -354,7 +379,15 @@ export function stagesToSave(state: RunState, now: string): { stage: string; val
     return {
       stage,
       rev: state.stageRevs.get(stage) ?? 0,
-      value: { runId: state.run.runId, stage, nextStart: state.stageNextStart.get(stage) ?? 0, failures: circuit?.failures ?? 0, openUntil: circuit?.openUntil ?? 0, updatedAt: now },
+      value: {
+        runId: state.run.runId,
+        stage,
+        nextStart: state.stageNextStart.get(stage) ?? 0,
+        failures: circuit?.failures ?? 0,
+        openUntil: circuit?.openUntil ?? 0,
+        batchSince: state.stageBatchSince.get(stage) ?? 0,
+        updatedAt: now,
+      },
     };
   });
 }
@@ -943,7 +976,6 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
     if (state.run.paused && !state.run.halted && !state.run.budgetStopped) for (const t of candidates) if (t.rec.status === "pending") state.held.add(t.def.id);
     return [];
   }
-  const effects: Effect[] = [];
   const limit = state.run.graph.maxParallel ?? Infinity;
   // Tasks held back by maxParallel or the budget go first: they were ready before these candidates.
   const ready = [...state.held].map((id) => state.tasks.get(id)!);
@@ -951,10 +983,12 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
     if (t.rec.status !== "pending" || state.held.has(t.def.id)) continue;
     if (t.def.needs.every((d) => state.tasks.get(d)!.rec.status === "succeeded")) ready.push(t);
   }
+  const waited = waitForBatches(state, ready, now);
+  const effects: Effect[] = waited.effects;
   // Once a task does not fit the budget, nothing after it starts either (it would take
   // what the first one waits for): they wait in order.
   let blocked: BudgetWait | undefined;
-  for (const t of ready) {
+  for (const t of waited.go) {
     if (t.rec.status !== "pending") {
       state.held.delete(t.def.id);
       continue;
@@ -972,11 +1006,82 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
       continue;
     }
     state.held.delete(t.def.id);
+    state.batchWaited.delete(t.def.id);
     effects.push(...queue(state, t, now, false, announce, t.rec.resumeFrom, heldResume(t), fit.est));
   }
   if (blocked) blockOnBudget(state, blocked);
   else state.budgetBlocked = undefined;
   return formBatches(state, effects);
+}
+
+/** Whether a ready task waits for its stage's batch to fill (`batch.waitMs`): a first attempt that could run in a batch. */
+function waitsForBatch(state: RunState, t: TaskState): boolean {
+  const stage = t.def.stage === undefined ? undefined : state.run.graph.stages?.[t.def.stage];
+  if (!stage?.batch?.waitMs || t.rec.status !== "pending" || state.batchWaited.has(t.def.id)) return false;
+  // What formBatches() runs alone never waits for company.
+  return t.rec.attempts === 0 && !t.rec.unbatched && !t.rec.resumeFrom && !t.def.promptRef && !t.def.run && variantCount(t.def) <= 1;
+}
+
+/**
+ * Batching with a wait (`batch: { max, waitMs }`): the stage's ready batchable tasks wait
+ * (in `batchWaiting`, still `pending`) from the first of them (`batchSince`, stored with
+ * the stage's limits) until `max` of them wait or `waitMs` has passed; then all go on to
+ * the limits and the queue together, and formBatches() makes them batches. Returns the
+ * tasks that go on, and the `batch.due` timer of a wait that started (the scheduler's own
+ * input, taken back until due: nothing else may come to end the wait).
+ */
+function waitForBatches(state: RunState, ready: TaskState[], now: string): { go: TaskState[]; effects: Effect[] } {
+  const stages = state.run.graph.stages;
+  if (!stages || (state.batchWaiting.size === 0 && !ready.some((t) => waitsForBatch(state, t)))) return { go: ready, effects: [] };
+  const at = Date.parse(now);
+  const go: TaskState[] = [];
+  for (const t of ready) {
+    if (!waitsForBatch(state, t)) {
+      go.push(t);
+      continue;
+    }
+    const list = state.batchWaiting.get(t.def.stage!) ?? [];
+    if (!list.includes(t.def.id)) list.push(t.def.id);
+    state.batchWaiting.set(t.def.stage!, list);
+    state.held.delete(t.def.id);
+  }
+  const effects: Effect[] = [];
+  for (const [stage, ids] of [...state.batchWaiting]) {
+    // Cancelled or skipped meanwhile: no longer waiting.
+    const live = ids.filter((id) => state.tasks.get(id)!.rec.status === "pending");
+    const batch = stages[stage]!.batch!;
+    let since = state.stageBatchSince.get(stage);
+    if (live.length > 0 && since === undefined) {
+      since = at;
+      state.stageBatchSince.set(stage, at);
+      state.stagesDirty.add(stage);
+    }
+    if (live.length === 0 || live.length >= batch.max || at >= since! + batch.waitMs!) {
+      for (const id of live) {
+        state.batchWaited.add(id);
+        go.push(state.tasks.get(id)!);
+      }
+      state.batchWaiting.delete(stage);
+      state.batchDueSent.delete(stage);
+      if (state.stageBatchSince.delete(stage)) state.stagesDirty.add(stage);
+      continue;
+    }
+    state.batchWaiting.set(stage, live);
+    if (state.batchDueSent.get(stage) !== since) {
+      state.batchDueSent.set(stage, since!);
+      const runId = state.run.runId;
+      effects.push({ type: "batchDue", due: { type: "batch.due", runId, stage, due: since! + batch.waitMs! }, msgID: msgIds.batchDue(runId, stage, since!) });
+    }
+  }
+  return { go, effects };
+}
+
+/**
+ * A stage's batch wait may be over (its `batch.due` timer, taken once due): the tasks
+ * waiting go on, within the limits, as batches.
+ */
+export function applyBatchDue(state: RunState, _due: BatchDue, now: string): Effect[] {
+  return [...release(state, now, []), ...settle(state, now)];
 }
 
 /**

@@ -15,6 +15,7 @@ import { fitWork, PayloadStore } from "../../runtime/payloads.js";
 import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
 import {
   acceptRun,
+  applyBatchDue,
   applyBudget,
   applyControl,
   applyMergeIntoResult,
@@ -487,6 +488,11 @@ export class Scheduler extends Actor {
                   : { kind: "dead", reason: `a ${input.type} for work of task '${input.taskId}' that the stored run never issued` };
               continue;
             }
+            if (input.type === "batch.due" && input.due > this.clock.now()) {
+              // The scheduler's own timer for a batch wait: back to the stream until it is due.
+              outcomes[i] = { kind: "nak", delayMs: input.due - this.clock.now() };
+              continue;
+            }
             effects.push(
               ...(input.type === "task.result"
                 ? applyTaskResult(state, input, now)
@@ -496,7 +502,9 @@ export class Scheduler extends Actor {
                     ? applyMergeIntoResult(state, input, now)
                     : input.type === "budget"
                       ? applyBudget(state, input, now)
-                      : applyControl(state, input, now)),
+                      : input.type === "batch.due"
+                        ? applyBatchDue(state, input, now)
+                        : applyControl(state, input, now)),
             );
           }
           await this.execute(state, effects);
@@ -595,6 +603,9 @@ export class Scheduler extends Actor {
         p = publishEvent(this.js, topo, e.event);
       } else if (e.type === "control") {
         p = writeControl(this.ctx.kv.control, e.request);
+      } else if (e.type === "batchDue") {
+        const { data, headers } = encode(SCHEMAS.SchedulerInput, e.due);
+        p = this.js.publish(topo.subjects.results(e.due.runId), data, { headers, msgID: e.msgID });
       }
       if (!p) continue;
       const tracked = p.finally(() => inflight.delete(tracked));
