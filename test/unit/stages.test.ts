@@ -336,8 +336,9 @@ describe("stages - a batch waits for more members (batch.wait)", () => {
     expect(work(full).map((w) => w.taskId)).toEqual(["m1"]);
     expect(work(full)[0]!.task.prompt).toMatch(/1\. \(task m1\)[\s\S]*2\. \(task m2\)[\s\S]*3\. \(task m3\)/);
     expect(["m1", "m2", "m3"].map((id) => [state.tasks.get(id)!.rec.status, state.tasks.get(id)!.rec.batch])).toEqual([["queued", "m1"], ["queued", "m1"], ["queued", "m1"]]);
-    // The wait is over, and stored so.
-    expect(stagesToSave(state, iso(clock)).map((w) => w.value.batchSince)).toEqual([0]);
+    // The wait is over, and stored so once the batch's work and records are: before, it is written as running.
+    expect(stagesToSave(state, iso(clock)).map((w) => w.value.batchSince)).toEqual([t0]);
+    expect(stagesToSave(state, iso(clock), true).map((w) => w.value.batchSince)).toEqual([0]);
     // The timer, when it comes, finds nothing waiting.
     clock.advance(3_000);
     expect(work(applyBatchDue(state, { type: "batch.due", runId: RUN, stage: "small", due: t0 + 5_000 }, iso(clock)))).toEqual([]);
@@ -353,9 +354,21 @@ describe("stages - a batch waits for more members (batch.wait)", () => {
     clock.advance(1_000);
     expect(work(applyBatchDue(state, { type: "batch.due", runId: RUN, stage: "small", due: t0 + 5_000 }, iso(clock)))).toEqual([]);
     clock.advance(2_000);
+    // The task records as stored before the wait ends (for the crash below).
+    const before = new Map([...state.tasks].map(([id, t]) => [id, { rec: { ...t.rec }, rev: 1 }]));
     const due = applyBatchDue(state, { type: "batch.due", runId: RUN, stage: "small", due: t0 + 5_000 }, iso(clock));
     expect(work(due).map((w) => w.taskId)).toEqual(["m1"]);
     expect(state.tasks.get("m2")!.rec.batch).toBe("m1");
+    // A scheduler that died after publishing the batch (its stage written before that, the wait
+    // still running), before storing the records: the next one re-forms the same batch at once
+    // (same lead, attempt and prompt, so the publish is deduplicated), rather than waiting again
+    // while the published one runs.
+    const prePublish = stagesToSave(state, iso(clock));
+    const redo = buildState(state.run, 1, before, undefined, new Map(prePublish.map((w) => [w.stage, { state: w.value, rev: 1 }])));
+    const again = reconcile(redo, iso(clock));
+    expect(work(again).map((w) => [w.taskId, w.attempt, w.task.prompt])).toEqual(work(due).map((w) => [w.taskId, w.attempt, w.task.prompt]));
+    // Once stored, the wait is over.
+    expect(stagesToSave(state, iso(clock), true).map((w) => w.value.batchSince)).toEqual([0]);
     // m3, ready later, starts a wait of its own; alone at its end, it runs alone (no batch).
     clock.advance(1_000);
     const t1 = clock.now();

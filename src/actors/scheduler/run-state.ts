@@ -82,6 +82,13 @@ export interface RunState {
   batchWaited: Set<string>;
   /** The wait (its `batchSince`) whose `batch.due` timer this state has published, per stage. */
   batchDueSent: Map<string, number>;
+  /**
+   * Waits this decision ended (their start, per stage). Stored as over only with the
+   * decision's records, after its work is out (stagesToSave `final`): a scheduler that
+   * dies in between finds the wait still due and re-forms the same batches (same lead,
+   * same msg ids), instead of waiting again while the published batch runs.
+   */
+  batchWaitsEnded: Map<string, number>;
   /** KV revision of each stage's stored limits (absent: not stored yet). */
   stageRevs: Map<string, number>;
   /**
@@ -174,6 +181,7 @@ export function buildState(
     batchWaiting: new Map(),
     batchWaited: new Set(),
     batchDueSent: new Map(),
+    batchWaitsEnded: new Map(),
     stageRevs: new Map(),
     stagesDirty: new Set(),
     merging: 0,
@@ -371,10 +379,13 @@ export function governedStages(run: Pick<RunRecord, "graph">): string[] {
 /**
  * The stored limits of the stages this decision read or changed (`stagesDirty`), with the
  * revision each write must find (0: create). The shell writes them before it publishes,
- * then clears `stagesDirty` and notes the new revisions.
+ * then clears `stagesDirty` and notes the new revisions. `final`: after the decision's
+ * work is out and its records are stored, the batch waits it ended (`batchWaitsEnded`),
+ * stored as over; until then they are written as still running.
  */
-export function stagesToSave(state: RunState, now: string): { stage: string; value: StageState; rev: number }[] {
-  return [...state.stagesDirty].map((stage) => {
+export function stagesToSave(state: RunState, now: string, final = false): { stage: string; value: StageState; rev: number }[] {
+  const stages = final ? [...state.batchWaitsEnded.keys()] : [...state.stagesDirty];
+  return stages.map((stage) => {
     const circuit = state.stageCircuit.get(stage);
     return {
       stage,
@@ -385,7 +396,7 @@ export function stagesToSave(state: RunState, now: string): { stage: string; val
         nextStart: state.stageNextStart.get(stage) ?? 0,
         failures: circuit?.failures ?? 0,
         openUntil: circuit?.openUntil ?? 0,
-        batchSince: state.stageBatchSince.get(stage) ?? 0,
+        batchSince: state.stageBatchSince.get(stage) ?? (final ? 0 : (state.batchWaitsEnded.get(stage) ?? 0)),
         updatedAt: now,
       },
     };
@@ -1057,13 +1068,20 @@ function waitForBatches(state: RunState, ready: TaskState[], now: string): { go:
       state.stagesDirty.add(stage);
     }
     if (live.length === 0 || live.length >= batch.max || at >= since! + batch.waitMs!) {
-      for (const id of live) {
+      // In the graph's order, not the order they became ready: a scheduler redoing this
+      // after a crash (the tasks found ready in another order) forms the same batches.
+      const order = new Map(state.run.graph.tasks.map((d, i) => [d.id, i]));
+      for (const id of live.sort((a, b) => order.get(a)! - order.get(b)!)) {
         state.batchWaited.add(id);
         go.push(state.tasks.get(id)!);
       }
       state.batchWaiting.delete(stage);
       state.batchDueSent.delete(stage);
-      if (state.stageBatchSince.delete(stage)) state.stagesDirty.add(stage);
+      if (since !== undefined) {
+        state.stageBatchSince.delete(stage);
+        state.batchWaitsEnded.set(stage, since);
+        state.stagesDirty.add(stage);
+      }
       continue;
     }
     state.batchWaiting.set(stage, live);

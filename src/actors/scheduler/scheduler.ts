@@ -641,6 +641,8 @@ export class Scheduler extends Actor {
     }
     await beforeRun?.();
     if (saveRun) await this.saveRun(state);
+    // The batch waits this decision ended are over only now that their batches' work and records are stored.
+    await this.saveStages(state, true);
   }
 
   private async saveTask(state: RunState, taskId: string): Promise<void> {
@@ -655,11 +657,12 @@ export class Scheduler extends Actor {
    * slot or counts a failure twice when the input is redone: the limits err on the strict
    * side, never let more through.
    */
-  private async saveStages(state: RunState): Promise<void> {
-    if (state.stagesDirty.size === 0) return;
+  private async saveStages(state: RunState, final = false): Promise<void> {
+    if ((final ? state.batchWaitsEnded : state.stagesDirty).size === 0) return;
     const now = new Date(this.clock.now()).toISOString();
-    const writes = stagesToSave(state, now);
-    state.stagesDirty.clear();
+    const writes = stagesToSave(state, now, final);
+    if (final) state.batchWaitsEnded.clear();
+    else state.stagesDirty.clear();
     await Promise.all(
       writes.map(async (w) => {
         state.stageRevs.set(w.stage, await cas(this.ctx.kv.stages, stageKey(state.run.runId, w.stage), encodeValue(SCHEMAS.StageState, w.value), w.rev));
