@@ -229,6 +229,12 @@ function wireDocs(): Record<string, WireDoc> {
       summary: "The tasks of an accepted run not finished yet: what the scheduler counts against `maxQueued` (queue full). Deleted when the run ends.",
       carriers: [{ kind: "kv", where: t.buckets.backlog, detail: "key `<runId>`", writer: "scheduler", reader: "scheduler replicas, operators" }],
     },
+    "stage.state": {
+      form: "output",
+      summary:
+        "A stage's limits in one run: its `perMinute` rate window (the next free start) and its circuit breaker (failures in a row, open until). Written by compare-and-set before the work that takes a slot is published, so a restarted scheduler or another replica keeps the limits. Deleted when the run ends.",
+      carriers: [{ kind: "kv", where: t.buckets.stages, detail: "key `<runId>.<stage>`", writer: "scheduler", reader: "scheduler replicas, operators" }],
+    },
     "cost.history": {
       form: "output",
       summary:

@@ -213,9 +213,11 @@ export const StageDefSchema = z
      * Batching: up to `max` of the stage's tasks that are ready together (none needs
      * another: they are ready at once), of the same agent and providers, run as one attempt
      * of one agent in one worktree, their prompts given as a numbered list; the batch lands
-     * as one commit and one merge. A failed batch runs its tasks one by one.
+     * as one commit and one merge. A failed batch runs its tasks one by one. `waitMs`:
+     * the stage's batchable tasks that become ready wait up to this long (from the first
+     * of them) for more to join, and go at once when `max` of them are waiting.
      */
-    batch: z.object({ max: z.number().int().min(2).max(100) }).strict().optional(),
+    batch: z.object({ max: z.number().int().min(2).max(100), waitMs: z.number().int().positive().max(24 * 3_600_000).optional() }).strict().optional(),
   })
   .strict();
 export type StageDef = z.output<typeof StageDefSchema>;
@@ -438,6 +440,17 @@ const StageFileSchema = StageDefSchema.extend({
     .object({ failures: z.number().int().min(1).max(1_000), cooldown: DurationSchema.default(60_000) })
     .strict()
     .transform(({ failures, cooldown }) => ({ failures, cooldownMs: cooldown }))
+    .optional(),
+  /** `size` is `max` under the issue's name; `wait` a duration (`wait: 5s`). */
+  batch: z
+    .object({ max: z.number().int().min(2).max(100).optional(), size: z.number().int().min(2).max(100).optional(), wait: DurationSchema.optional() })
+    .strict()
+    .superRefine((b, ctx) => {
+      if (b.max !== undefined && b.size !== undefined) ctx.addIssue({ code: "custom", path: ["size"], message: "give the batch's size as 'size' or 'max', not both" });
+      if (b.max === undefined && b.size === undefined) ctx.addIssue({ code: "custom", path: ["size"], message: "say how many tasks a batch holds at most: batch: { size: 5, wait: 10s }" });
+      if (b.wait !== undefined && b.wait > 24 * 3_600_000) ctx.addIssue({ code: "custom", path: ["wait"], message: "must be at most 24h (how long ready tasks wait for more to join their batch; a few seconds is usual)" });
+    })
+    .transform(({ max, size, wait }) => ({ max: (max ?? size)!, ...(wait === undefined ? {} : { waitMs: wait }) }))
     .optional(),
 })
   .strict()

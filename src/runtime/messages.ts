@@ -394,8 +394,23 @@ export const BudgetRequest = z
   });
 export type BudgetRequest = z.infer<typeof BudgetRequest>;
 
+/**
+ * The scheduler's own timer for a stage's batch wait (`batch.waitMs`): published when the
+ * stage's ready tasks start waiting for more members, taken back (nak with the delay)
+ * until `due`, then handled as a release. It lives in the results stream, so a scheduler
+ * that restarts or another replica still gets it.
+ */
+export const BatchDue = z.object({
+  type: z.literal("batch.due"),
+  runId: id,
+  stage: id,
+  /** When the wait ends (epoch ms). */
+  due: z.number().int().min(0),
+});
+export type BatchDue = z.infer<typeof BatchDue>;
+
 /** Everything the scheduler consumes after submission, on the results stream. */
-export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, MergeIntoResult, ControlRequest, BudgetRequest]);
+export const SchedulerInput = z.discriminatedUnion("type", [TaskResult, MergeResult, MergeIntoResult, ControlRequest, BudgetRequest, BatchDue]);
 export type SchedulerInput = z.infer<typeof SchedulerInput>;
 
 // ---- events: typed, on per-run and per-task subjects, kept as the audit trail ----
@@ -921,6 +936,31 @@ export type RunRecord = z.infer<typeof RunRecord>;
 export const RunBacklog = z.object({ runId: id, open: z.number().int().min(0), updatedAt: isoTime });
 export type RunBacklog = z.infer<typeof RunBacklog>;
 
+/**
+ * A stage's limits of one run as they stand (KV `stages`, key `<run>.<stage>`, see
+ * names.ts `stageKey`): its `perMinute` rate window and its circuit breaker. Written only
+ * by the scheduler, with compare-and-set on the revision, before the work that takes a
+ * slot is published: a restarted scheduler or another replica goes on from here, so a
+ * restart lets no burst past the rate or through an open circuit.
+ */
+export const StageState = z.object({
+  runId: id,
+  stage: id,
+  /** The earliest time (epoch ms) the stage's next attempt may start (`perMinute`); 0: now. */
+  nextStart: z.number().int().min(0).default(0),
+  /** Its tasks' failed attempts in a row (`circuit`). */
+  failures: z.number().int().min(0).default(0),
+  /** While `failures` has reached the threshold: until when the circuit is open (epoch ms). */
+  openUntil: z.number().int().min(0).default(0),
+  /**
+   * `batch.waitMs`: since when (epoch ms) the stage's ready batchable tasks wait for more
+   * to join (0: none waits). The tasks themselves stay `pending` in their records.
+   */
+  batchSince: z.number().int().min(0).default(0),
+  updatedAt: isoTime,
+});
+export type StageState = z.infer<typeof StageState>;
+
 /** One variant of a best-of-N task, as the scheduler records it. */
 export const VariantRecord = z.object({
   n: z.number().int().min(1),
@@ -1281,6 +1321,7 @@ export const SCHEMAS = {
   RunRecord: { name: "run.record", version: 1, schema: RunRecord },
   TaskRecord: { name: "task.record", version: 1, schema: TaskRecord },
   RunBacklog: { name: "run.backlog", version: 1, schema: RunBacklog },
+  StageState: { name: "stage.state", version: 1, schema: StageState },
   CostHistory: { name: "cost.history", version: 1, schema: CostHistory },
   HitlRecord: { name: "hitl.record", version: 1, schema: HitlRecord },
   WorktreeRecord: WORKTREE_RECORD,

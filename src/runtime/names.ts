@@ -29,6 +29,9 @@ export const attemptKey = (a: AttemptRef): string => `${a.runId}.${a.taskId}.${a
 /** A control key: the run id for the whole run, `<run>.<task>` for one task. */
 export const controlKey = (runId: string, taskId?: string): string => (taskId ? taskKey(runId, taskId) : runId);
 
+/** A stage's limits of a run in the `stages` bucket: `<run>.<stage>` (stage names are ids, as task ids are). */
+export const stageKey = (runId: string, stage: string): string => `${runId}.${stage}`;
+
 /** A stored agent session in the `sessions` object store: `<run>.<task>.<attempt>.<n>`, the files of checkpoint n of that attempt. */
 export const sessionObject = (a: AttemptRef, n: number): string => `${attemptKey(a)}.${n}`;
 /** Keys of the scaler's bucket: a pool's live policy and the scaler's memory of it. */
@@ -161,6 +164,8 @@ export const msgIds = {
   /** The scheduler's `merge.into` request of a run, and the merger's answer. */
   mergeInto: (runId: string) => `${runId}._.into`,
   mergeIntoResult: (runId: string) => `${runId}._.into.result`,
+  /** The scheduler's timer for a stage's batch wait that started at `since` (epoch ms). */
+  batchDue: (runId: string, stage: string, since: number) => `${runId}._.batch.${stage}.${since}`,
   /** The scheduler's cancel of a run past its maxDuration. */
   deadline: (runId: string) => `${runId}.deadline`,
   /** An event, by default once per run/task, attempt and type. */

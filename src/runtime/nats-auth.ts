@@ -113,6 +113,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       // Agents' usage as it happens (core NATS): what a running attempt spent counts against the run's budget.
       sub(topo.subjects.usageAll);
       writeKv("runs", "tasks", "backlog", "control", "costs");
+      // Stages' rate windows and circuits, shared by its replicas (compare-and-set).
+      writeKv("stages");
       api(obj, "watch");
       pub(objPut);
       deadLetters("scheduler");
@@ -215,7 +217,7 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
     case "observer":
       // Read only: events, records, the services' queries.
       api(S.events.name, "consume", "readMsgs");
-      readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "control", "hitl", "worktrees", "snapshots", "providers", "scaler");
+      readKv("runs", "tasks", "backlog", "costs", "claims", "workers", "control", "hitl", "worktrees", "snapshots", "providers", "scaler", "stages");
       pub("$SRV.>", topo.subjects.status("*" as ActorName, "*"), ...API_QUERIES.map((q) => topo.subjects.api(q)));
       sub(`${p}.detach.*`);
       break;

@@ -32,7 +32,7 @@ export const ns = (ms: number) => ms * 1_000_000;
 
 export type StreamKey = "submit" | "ready" | "work" | "results" | "merge" | "events" | "dlq" | "providers";
 export type ObjectStoreKey = "sessions" | "payloads";
-export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots" | "scaler" | "providers";
+export type BucketKey = "runs" | "tasks" | "backlog" | "costs" | "claims" | "workers" | "leases" | "control" | "hitl" | "worktrees" | "sessions" | "snapshots" | "scaler" | "providers" | "stages";
 
 /** Which actor reads each shared durable consumer. */
 export type ActorName = "scheduler" | "balancer" | "merger" | "worker" | "stealer" | "recorder" | "notifier" | "scaler" | "api";
@@ -186,6 +186,7 @@ export function topology(prefix = "ado"): Topology {
       snapshots: `${prefix}-snapshots`,
       scaler: `${prefix}-scaler`,
       providers: `${prefix}-providers`,
+      stages: `${prefix}-stages`,
     },
     objects: { sessions: `${prefix}-sessions`, payloads: `${prefix}-payloads` },
     service: (actor) => `${prefix}-${actor}`,
@@ -301,6 +302,10 @@ const bucketOptions: Record<BucketKey, { history: number; ttlMs?: number }> = {
   // `policy.<pool>`) and the leader's memory of its decisions (`state.<pool>`).
   scaler: { history: 1 },
   providers: { history: 1 },
+  // A stage's rate window and circuit per run (key <run>.<stage>), the scheduler's, by
+  // compare-and-set; deleted at the run's end. A week untouched, both are long past: a
+  // record a crash left behind may expire.
+  stages: { history: 1, ttlMs: 7 * 24 * 3_600_000 },
 };
 
 /** Config `nats.replicas`: copies of every stream and bucket, or `auto`. */

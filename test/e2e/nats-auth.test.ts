@@ -117,6 +117,8 @@ tasks:
       { what: "read the control bucket", run: kvGet("control"), allowed: ["admin", "scheduler", "balancer", "worker", "client", "observer", "api", "dashboard"] },
       { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer", "recorder", "dashboard"] },
       { what: "read the providers' state (KV providers)", run: kvGet("providers"), allowed: ["admin", "balancer", "worker", "client", "observer", "dashboard"] },
+      { what: "write a stage's limits (KV stages)", run: kvPut("stages", "r-matrix.plan"), allowed: ["admin", "scheduler"] },
+      { what: "read the stages' limits (KV stages)", run: kvGet("stages"), allowed: ["admin", "scheduler", "observer"] },
       { what: "write a run snapshot (KV snapshots)", run: kvPut("snapshots", "r-matrix"), allowed: ["admin", "recorder"] },
       { what: "read run snapshots (KV snapshots)", run: kvGet("snapshots"), allowed: ["admin", "client", "observer", "recorder", "dashboard", "api"] },
       { what: "take a leader lease (KV leases)", run: kvPut("leases", "matrix"), allowed: ["admin", "stealer", "scaler", "recorder"] },

@@ -243,4 +243,53 @@ describe("providers - circuit breaker and fallback, end to end", () => {
       }
     },
   );
+
+  it(
+    "providers - rotation: cost_optimized: the subscription account first, then the cheapest pay-per-use one per expected task; the dearest (written first) never while the cheaper has room",
+    { timeout: 180_000 },
+    async () => {
+      const repo = await makeRepo();
+      const topo = uniqueTopology();
+      const home = join(scratch, "home-cost");
+      // Each task runs a few seconds, so they overlap: the subscription (one at a time) is busy when the others are placed.
+      const env = { PATH: FAKE_PATH, HOME: home, FAKE_AGENT_TOOLS: "1", FAKE_AGENT_DELAY_MS: "700" };
+      const providers = {
+        dear: { agent: "claude", access: "api" as const, env, prices: "m-dear" },
+        cheap: { agent: "claude", access: "api" as const, env, prices: "m-cheap" },
+        sub: { agent: "claude", access: "subscription" as const, env, limits: { concurrent: 1 } },
+      };
+      const prices = { "m-dear": { input: 15, output: 75 }, "m-cheap": { input: 1, output: 5 } };
+      const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(scratch, "wt-cost"), heartbeatMs: 200, providers, prices });
+      const stack = await Stack.start({ config, logger: silentLogger });
+      const nc = await connectNats({ servers: ts.url, name: "test-client-cost", logger: silentLogger });
+      const wnc = await connectNats({ servers: ts.url, name: "worker-cost", logger: silentLogger });
+      const worker = await new Worker(
+        { nc: wnc, topo, kv: await openBuckets(wnc, topo), logger: silentLogger },
+        { workerId: newWorkerId(hostname()), slots: 4, heartbeatMs: 200, worktreeDir: config.worktreeDir, cloneDir: config.git.cloneDir, agents: new Map<string, Agent>([...builtinAgents(), ...cliAgents()]), providers: config.providers },
+      ).start();
+      try {
+        const client = new AdoClient(nc, topo);
+        // Written dearest first: fallback would put every task on `dear`.
+        const graph = parseGraph("rotation: cost_optimized\ntasks:\n" + Array.from({ length: 4 }, (_, i) => `  - { id: c${i}, prompt: "note ${i}", providers: [dear, cheap, sub] }`).join("\n") + "\n");
+        expect(graph.tasks.every((t) => t.rotation === "cost_optimized")).toBe(true);
+        const { runId } = await client.submit({ graph, repo: repo.dir });
+        expect((await client.watch(runId)).status).toBe("succeeded");
+        const kv = await openBuckets(nc, topo);
+        const ran = async (name: string) => {
+          const e = await kv.providers.get(name);
+          return e?.operation === "PUT" ? (decode(SCHEMAS.ProviderState, e.value) as ProviderState).counted.length : 0;
+        };
+        const [onSub, onCheap, onDear] = [await ran("sub"), await ran("cheap"), await ran("dear")];
+        expect(onSub + onCheap + onDear).toBe(4);
+        expect(onSub).toBeGreaterThanOrEqual(1);
+        expect(onCheap).toBeGreaterThanOrEqual(1);
+        expect(onDear).toBe(0);
+      } finally {
+        await worker.close();
+        await nc.drain();
+        await stack.close();
+        await repo.cleanup();
+      }
+    },
+  );
 });

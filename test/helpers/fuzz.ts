@@ -219,6 +219,7 @@ export const SAMPLES: Record<string, unknown[]> = {
     { type: "merge.result", runId: "r1", taskId: "api", status: "merged", integrationCommit: sha, integrationGeneration: 3, files: ["a.ts"], round: 0 },
     { type: "merge.into.result", runId: "r1", into: "main", status: "fast-forward", commit: sha, reason: "" },
     { type: "control", runId: "r1", taskId: "api", action: "pause", reason: "lunch", by: "me", at },
+    { type: "batch.due", runId: "r1", stage: "small", due: 1_700_000_005_000 },
   ],
   MergeRequest: [
     {
@@ -255,6 +256,7 @@ export const SAMPLES: Record<string, unknown[]> = {
   RunRecord: [{ runId: "r1", name: "demo", status: "running", graph, repo: "/tmp/repo", baseCommit: sha, submittedAt: at, acceptedAt: at, deadline: 5, merge: { mode: "merge", rules: [] } }],
   TaskRecord: [{ runId: "r1", taskId: "api", status: "succeeded", attempts: 1, workerId: "w1", commit: sha, files: ["a"], summary: "s", costUsd: 1, hitlRound: 0 }],
   RunBacklog: [{ runId: "r1", open: 3, updatedAt: at }],
+  StageState: [{ runId: "r1", stage: "review", nextStart: 1_700_000_010_000, failures: 2, openUntil: 1_700_000_060_000, batchSince: 1_700_000_000_000, updatedAt: at }],
   HitlRecord: [
     {
       id: "r1.api",

@@ -1,13 +1,14 @@
 import { describe, expect, it } from "vitest";
-import { acceptRun, applyControl, applyTaskResult, buildState, reconcile, stageFull, stageSlot, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
+import { acceptRun, applyBatchDue, applyControl, applyTaskResult, buildState, governedStages, reconcile, stageFull, stageSlot, stagesToSave, type Effect, type RunState } from "../../src/actors/scheduler/run-state.js";
 import { GraphDefSchema, parseGraph, validateGraph } from "../../src/runtime/graph.js";
 import { GraphError } from "../../src/runtime/errors.js";
-import type { SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
+import type { StageState, SubmitRun, TaskRecord, TaskResult } from "../../src/runtime/messages.js";
 import { taskBranch } from "../../src/runtime/names.js";
 import { stageLines, stageViews } from "../../src/cli/stages.js";
 import { taskReason } from "../../src/cli/task-reasons.js";
 import type { RunStatusView } from "../../src/runtime/client.js";
 import { Metrics } from "../../src/runtime/metrics.js";
+import { ManualClock } from "../../src/runtime/clock.js";
 import { countEvent, newRunTally, setGauges } from "../../src/actors/recorder/tally.js";
 import { RunFold } from "../../src/runtime/run-fold.js";
 
@@ -224,6 +225,190 @@ describe("stages - the scheduler's circuit breaker per stage", () => {
     const g = parseGraph(`stages: { review: { circuit: { failures: 3, cooldown: 2m } } }\ntasks: [{ id: a, run: "true", stage: review }]`);
     expect(g.stages!.review!.circuit).toEqual({ failures: 3, cooldownMs: 120_000 });
     expect(graphError(() => parseGraph(`stages: { review: { circuit: { failures: 0 } } }\ntasks: [{ id: a, run: "true" }]`)).message).toMatch(/circuit\.failures: must be at least 1/);
+  });
+});
+
+/**
+ * What a restarted scheduler (or another replica) loads: the run's records, and the
+ * stages' limits as stagesToSave() gave them to the shell (revision 1 each).
+ */
+function reload(state: RunState, stored: { stage: string; value: StageState }[]): RunState {
+  const records = new Map<string, { rec: TaskRecord; rev: number }>();
+  for (const [id, t] of state.tasks) records.set(id, { rec: t.rec, rev: 1 });
+  return buildState(state.run, 1, records, undefined, new Map(stored.map((w) => [w.stage, { state: w.value, rev: 1 }])));
+}
+
+const notBefores = (effects: Effect[]) => effects.flatMap((e) => (e.type === "ready" ? [[e.work.taskId, e.work.notBefore]] : []));
+
+describe("stages - the limits are stored, for a restart and for other replicas", () => {
+  it("a stage's rate window survives a reload: a task released after it waits for the slot, not the fresh start a memory-only window gave", () => {
+    const t0 = Date.parse(NOW);
+    const { state } = acceptStaged(
+      [{ id: "s1", stage: "slow" }, { id: "s2", stage: "slow" }, { id: "gate" }, { id: "s3", stage: "slow", needs: ["gate"] }, { id: "f", stage: "fast" }],
+      { slow: { perMinute: 60 }, fast: { maxParallel: 5 } },
+    );
+    // Only the governed stage is stored, with the next free slot (s1 now, s2 a second later).
+    expect(governedStages(state.run)).toEqual(["slow"]);
+    const saved = stagesToSave(state, NOW);
+    expect(saved).toEqual([{ stage: "slow", rev: 0, value: { runId: RUN, stage: "slow", nextStart: t0 + 2_000, failures: 0, openUntil: 0, batchSince: 0, updatedAt: NOW } }]);
+    // Restarted; gate finishes: s3 takes the stored window's next slot.
+    const again = reload(state, saved);
+    const released = applyTaskResult(again, { ...done("gate") }, NOW);
+    expect(notBefores(released)).toEqual([["s3", t0 + 2_000]]);
+    // The start was checked against the stored copy: written again, on the revision loaded.
+    expect(stagesToSave(again, NOW)).toEqual([{ stage: "slow", rev: 1, value: expect.objectContaining({ nextStart: t0 + 3_000 }) }]);
+    // What a reload without the stored window did (the defect): s3 at once.
+    const fresh = reload(state, []);
+    expect(notBefores(applyTaskResult(fresh, { ...done("gate") }, NOW))).toEqual([["s3", 0]]);
+  });
+
+  it("an open circuit survives a reload: the stage's next attempt waits for the cooldown and goes alone", () => {
+    const t0 = Date.parse(NOW);
+    const { state } = acceptStaged(
+      [{ id: "a", stage: "s" }, { id: "gate" }, { id: "b", stage: "s", needs: ["gate"] }, { id: "c", stage: "s", needs: ["gate"] }],
+      { s: { maxParallel: 3, circuit: { failures: 1, cooldownMs: 30_000 } } },
+    );
+    stagesToSave(state, NOW);
+    state.stagesDirty.clear();
+    applyTaskResult(state, done("a", "failed"), NOW);
+    const saved = stagesToSave(state, NOW);
+    expect(saved.map((w) => w.value)).toEqual([{ runId: RUN, stage: "s", nextStart: 0, failures: 1, openUntil: t0 + 30_000, batchSince: 0, updatedAt: NOW }]);
+    const again = reload(state, saved);
+    expect(stageFull(again, { stage: "s" })).toBe(false);
+    // gate finishes: one probe (b), after the cooldown; c waits for it.
+    const released = applyTaskResult(again, done("gate"), new Date(t0 + 1_000).toISOString());
+    expect(notBefores(released)).toEqual([["b", t0 + 30_000]]);
+    expect(stageFull(again, { stage: "s" })).toBe(true);
+    // The probe succeeds: closed and stored so; c goes at once.
+    const closed = applyTaskResult(again, done("b"), new Date(t0 + 31_000).toISOString());
+    expect(notBefores(closed)).toEqual([["c", 0]]);
+    expect(stagesToSave(again, NOW).map((w) => [w.value.failures, w.value.openUntil])).toEqual([[0, 0]]);
+    // A reload without it (the defect) let both through at once.
+    expect(notBefores(applyTaskResult(reload(state, []), done("gate"), NOW))).toEqual([["b", 0], ["c", 0]]);
+  });
+});
+
+describe("stages - a batch waits for more members (batch.wait)", () => {
+  // m1..m3 (stage small) each wait for their own gate g1..g3, which finish at different moments.
+  function waitingRun(clock: ManualClock, max = 3) {
+    const out = acceptRun(
+      {
+        type: "run.submit",
+        runId: RUN,
+        graph: GraphDefSchema.parse({
+          name: "g",
+          stages: { small: { batch: { max, waitMs: 5_000 } } },
+          tasks: [
+            ...["g1", "g2", "g3"].map((id) => ({ id, agent: "noop" })),
+            ...[1, 2, 3].map((n) => ({ id: `m${n}`, agent: "claude", prompt: `fix ${n}`, stage: "small", needs: [`g${n}`] })),
+          ],
+        }),
+        repo: "/repo",
+        baseCommit: "a".repeat(40),
+        submittedAt: new Date(clock.now()).toISOString(),
+      },
+      new Date(clock.now()).toISOString(),
+    );
+    if (!out.ok) throw new Error(out.reason);
+    return out.state;
+  }
+  const iso = (clock: ManualClock) => new Date(clock.now()).toISOString();
+  const dues = (effects: Effect[]) => effects.flatMap((e) => (e.type === "batchDue" ? [e.due.due] : []));
+  const work = (effects: Effect[]) => effects.flatMap((e) => (e.type === "ready" ? [e.work] : []));
+
+  it("tasks that become ready at different moments wait for each other and go as one batch as soon as it is full", () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    const state = waitingRun(clock);
+    // m1 ready: it waits (nothing published) and the wait's timer is set for t0 + 5 s.
+    const first = applyTaskResult(state, done("g1"), iso(clock));
+    expect(work(first)).toEqual([]);
+    expect(dues(first)).toEqual([t0 + 5_000]);
+    expect(state.tasks.get("m1")!.rec.status).toBe("pending");
+    expect(stagesToSave(state, iso(clock)).map((w) => w.value.batchSince)).toEqual([t0]);
+    clock.advance(1_000);
+    const second = applyTaskResult(state, done("g2"), iso(clock));
+    expect(work(second)).toEqual([]);
+    expect(dues(second)).toEqual([]); // the same wait: no second timer
+    clock.advance(1_000);
+    // The third member fills it: one attempt (m1's) carries all three prompts, before the wait ends.
+    const full = applyTaskResult(state, done("g3"), iso(clock));
+    expect(work(full).map((w) => w.taskId)).toEqual(["m1"]);
+    expect(work(full)[0]!.task.prompt).toMatch(/1\. \(task m1\)[\s\S]*2\. \(task m2\)[\s\S]*3\. \(task m3\)/);
+    expect(["m1", "m2", "m3"].map((id) => [state.tasks.get(id)!.rec.status, state.tasks.get(id)!.rec.batch])).toEqual([["queued", "m1"], ["queued", "m1"], ["queued", "m1"]]);
+    // The wait is over, and stored so once the batch's work and records are: before, it is written as running.
+    expect(stagesToSave(state, iso(clock)).map((w) => w.value.batchSince)).toEqual([t0]);
+    expect(stagesToSave(state, iso(clock), true).map((w) => w.value.batchSince)).toEqual([0]);
+    // The timer, when it comes, finds nothing waiting.
+    clock.advance(3_000);
+    expect(work(applyBatchDue(state, { type: "batch.due", runId: RUN, stage: "small", due: t0 + 5_000 }, iso(clock)))).toEqual([]);
+  });
+
+  it("a batch not full when the wait ends goes as it is; the timer taken early changes nothing", () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    const state = waitingRun(clock);
+    applyTaskResult(state, done("g1"), iso(clock));
+    clock.advance(2_000);
+    applyTaskResult(state, done("g2"), iso(clock));
+    clock.advance(1_000);
+    expect(work(applyBatchDue(state, { type: "batch.due", runId: RUN, stage: "small", due: t0 + 5_000 }, iso(clock)))).toEqual([]);
+    clock.advance(2_000);
+    // The task records as stored before the wait ends (for the crash below).
+    const before = new Map([...state.tasks].map(([id, t]) => [id, { rec: { ...t.rec }, rev: 1 }]));
+    const due = applyBatchDue(state, { type: "batch.due", runId: RUN, stage: "small", due: t0 + 5_000 }, iso(clock));
+    expect(work(due).map((w) => w.taskId)).toEqual(["m1"]);
+    expect(state.tasks.get("m2")!.rec.batch).toBe("m1");
+    // A scheduler that died after publishing the batch (its stage written before that, the wait
+    // still running), before storing the records: the next one re-forms the same batch at once
+    // (same lead, attempt and prompt, so the publish is deduplicated), rather than waiting again
+    // while the published one runs.
+    const prePublish = stagesToSave(state, iso(clock));
+    const redo = buildState(state.run, 1, before, undefined, new Map(prePublish.map((w) => [w.stage, { state: w.value, rev: 1 }])));
+    const again = reconcile(redo, iso(clock));
+    expect(work(again).map((w) => [w.taskId, w.attempt, w.task.prompt])).toEqual(work(due).map((w) => [w.taskId, w.attempt, w.task.prompt]));
+    // Once stored, the wait is over.
+    expect(stagesToSave(state, iso(clock), true).map((w) => w.value.batchSince)).toEqual([0]);
+    // m3, ready later, starts a wait of its own; alone at its end, it runs alone (no batch).
+    clock.advance(1_000);
+    const t1 = clock.now();
+    expect(dues(applyTaskResult(state, done("g3"), iso(clock)))).toEqual([t1 + 5_000]);
+    clock.advance(5_000);
+    const alone = applyBatchDue(state, { type: "batch.due", runId: RUN, stage: "small", due: t1 + 5_000 }, iso(clock));
+    expect(work(alone).map((w) => [w.taskId, w.task.prompt])).toEqual([["m3", "fix 3"]]);
+    expect(state.tasks.get("m3")!.rec.batch).toBeUndefined();
+  });
+
+  it("a restart during the wait loses nothing and does not start the wait over: the waiting tasks are pending, the wait's start is stored", () => {
+    const clock = new ManualClock();
+    const t0 = clock.now();
+    const state = waitingRun(clock);
+    applyTaskResult(state, done("g1"), iso(clock));
+    const saved = stagesToSave(state, iso(clock));
+    clock.advance(2_000);
+    // The scheduler restarts: m1 is pending with g1 done; the stored wait began at t0.
+    const again = reload(state, saved);
+    const reconciled = reconcile(again, iso(clock));
+    expect(work(reconciled)).toEqual([]);
+    expect(reconciled.flatMap((e) => (e.type === "batchDue" ? [[e.due.due, e.msgID]] : []))).toEqual([[t0 + 5_000, `${RUN}._.batch.small.${t0}`]]);
+    clock.advance(1_000);
+    applyTaskResult(again, done("g2"), iso(clock));
+    clock.advance(2_000);
+    const due = applyBatchDue(again, { type: "batch.due", runId: RUN, stage: "small", due: t0 + 5_000 }, iso(clock));
+    expect(work(due).map((w) => w.taskId)).toEqual(["m1"]);
+    expect(again.tasks.get("m2")!.rec.batch).toBe("m1");
+  });
+
+  it("graph files: batch: { size, wait } with a duration; clear errors for what is wrong", () => {
+    const g = parseGraph(`stages: { small: { agent: claude, batch: { size: 4, wait: 10s } } }\ntasks: [{ id: a, prompt: x, stage: small }]`);
+    expect(g.stages!.small!.batch).toEqual({ max: 4, waitMs: 10_000 });
+    expect(parseGraph(`stages: { small: { agent: claude, batch: { max: 4 } } }\ntasks: [{ id: a, prompt: x, stage: small }]`).stages!.small!.batch).toEqual({ max: 4 });
+    const bad = (batch: string) => graphError(() => parseGraph(`stages: { small: { agent: claude, batch: ${batch} } }\ntasks: [{ id: a, prompt: x, stage: small }]`)).message;
+    expect(bad("{ size: 4, max: 4 }")).toMatch(/not both/);
+    expect(bad("{ wait: 5s }")).toMatch(/how many tasks a batch holds at most: batch: \{ size: 5, wait: 10s \}/);
+    expect(bad("{ size: 4, wait: 0 }")).toMatch(/more than zero/);
+    expect(bad("{ size: 4, wait: 2d }")).toMatch(/at most 24h/);
+    expect(bad('{ size: 4, wait: "soon" }')).toMatch(/a duration like/);
   });
 });
 

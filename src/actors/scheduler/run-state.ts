@@ -3,6 +3,7 @@ import { GraphError } from "../../runtime/errors.js";
 import { BUDGET_CONFIG_DEFAULT, resolveBudget, type RunBudget } from "../../runtime/budget.js";
 import type {
   AdoEvent,
+  BatchDue,
   BudgetRequest,
   BudgetWait,
   ControlRequest,
@@ -13,6 +14,7 @@ import type {
   MergeResult,
   RelatedPrompt,
   RunRecord,
+  StageState,
   SubmitRun,
   TaskRecord,
   TaskResult,
@@ -55,14 +57,47 @@ export interface RunState {
   stageInFlight: Map<string, number>;
   /**
    * Per stage with a `perMinute`: the earliest time (epoch ms) its next attempt may start.
-   * Memory only: after a restart the stage's next attempt may start at once.
+   * Stored with the circuit (KV `stages`, see `stagesToSave`), so a restart or another
+   * replica goes on from it.
    */
   stageNextStart: Map<string, number>;
   /**
    * Per stage with a `circuit`: its tasks' failed attempts in a row, and while they have
-   * reached its threshold, until when it is open (epoch ms). Memory only, like the rate.
+   * reached its threshold, until when it is open (epoch ms). Stored, like the rate.
    */
   stageCircuit: Map<string, { failures: number; openUntil: number }>;
+  /**
+   * Per stage with a `batch.waitMs`: since when its ready batchable tasks wait for more
+   * to join (epoch ms). Stored with the limits, so a restart does not start the wait over.
+   */
+  stageBatchSince: Map<string, number>;
+  /**
+   * The ready tasks waiting for their stage's batch to fill, in the order they became
+   * ready. Memory only: they are `pending` in their records, all their dependencies done,
+   * so a reload's reconcile() finds them ready again and they wait on (from the stored
+   * `batchSince`); nothing of theirs was published, so none is lost or run twice.
+   */
+  batchWaiting: Map<string, string[]>;
+  /** Tasks whose batch wait is over (a limit may still hold them): they do not wait again. */
+  batchWaited: Set<string>;
+  /** The wait (its `batchSince`) whose `batch.due` timer this state has published, per stage. */
+  batchDueSent: Map<string, number>;
+  /**
+   * Waits this decision ended (their start, per stage). Stored as over only with the
+   * decision's records, after its work is out (stagesToSave `final`): a scheduler that
+   * dies in between finds the wait still due and re-forms the same batches (same lead,
+   * same msg ids), instead of waiting again while the published batch runs.
+   */
+  batchWaitsEnded: Map<string, number>;
+  /** KV revision of each stage's stored limits (absent: not stored yet). */
+  stageRevs: Map<string, number>;
+  /**
+   * Stages whose limits this decision read to start an attempt or changed: the shell
+   * writes them (compare-and-set) before it publishes the decision's work. Written even
+   * when unchanged: the write fails if another replica moved them meanwhile, so a
+   * decision taken on a stale copy is redone, never published.
+   */
+  stagesDirty: Set<string>;
   /** Tasks waiting for the merge coordinator. */
   merging: number;
   /** Tasks whose merge waits for a person (HITL). */
@@ -103,7 +138,9 @@ export type Effect =
    */
   | { type: "event"; event: AdoEvent; msgID?: string }
   | { type: "saveTask"; taskId: string }
-  | { type: "saveRun" };
+  | { type: "saveRun" }
+  /** Publish the scheduler's own timer for a stage's batch wait (to the results stream, deduplicated by `msgID`). */
+  | { type: "batchDue"; due: BatchDue; msgID: string };
 
 /**
  * Builds the in-memory state of a run from its stored records. `history`: past runs'
@@ -114,6 +151,7 @@ export function buildState(
   runRev: number,
   records: Map<string, { rec: TaskRecord; rev: number }>,
   history?: ReadonlyMap<string, CostHistory>,
+  stages?: ReadonlyMap<string, { state: StageState; rev: number }>,
 ): RunState {
   const tasks = new Map<string, TaskState>();
   const dependents = new Map<string, string[]>();
@@ -139,6 +177,13 @@ export function buildState(
     stageInFlight: new Map(),
     stageNextStart: new Map(),
     stageCircuit: new Map(),
+    stageBatchSince: new Map(),
+    batchWaiting: new Map(),
+    batchWaited: new Set(),
+    batchDueSent: new Map(),
+    batchWaitsEnded: new Map(),
+    stageRevs: new Map(),
+    stagesDirty: new Set(),
     merging: 0,
     attention: 0,
     attentionChanged: false,
@@ -148,6 +193,12 @@ export function buildState(
     // Stored while the run waits: the same stop, not a new one, once reloaded.
     ...(run.budgetWait && run.status === "needs_attention" ? { budgetBlocked: run.budgetWait } : {}),
   };
+  for (const [stage, { state: stored, rev }] of stages ?? []) {
+    state.stageRevs.set(stage, rev);
+    if (stored.nextStart > 0) state.stageNextStart.set(stage, stored.nextStart);
+    if (stored.failures > 0) state.stageCircuit.set(stage, { failures: stored.failures, openUntil: stored.openUntil });
+    if (stored.batchSince > 0) state.stageBatchSince.set(stage, stored.batchSince);
+  }
   let spent = NO_SPEND;
   for (const t of tasks.values()) {
     if (!TERMINAL.has(t.rec.status)) state.open++;
@@ -292,15 +343,19 @@ function stageTripped(state: Pick<RunState, "run" | "stageCircuit">, stage: stri
  * failure (but a cancel or an interruption, which say nothing of the stage) counts one
  * more in a row and, at the threshold or past it, opens it for the cooldown from `now`.
  */
-export function noteStageOutcome(state: Pick<RunState, "run" | "stageCircuit">, def: Pick<TaskDef, "stage">, result: Pick<TaskResult, "status" | "failure">, now: number): void {
+export function noteStageOutcome(state: Pick<RunState, "run" | "stageCircuit" | "stagesDirty">, def: Pick<TaskDef, "stage">, result: Pick<TaskResult, "status" | "failure">, now: number): void {
   const circuit = def.stage === undefined ? undefined : state.run.graph.stages?.[def.stage]?.circuit;
   if (!circuit) return;
   const stage = def.stage!;
-  if (result.status === "succeeded") return void state.stageCircuit.delete(stage);
+  if (result.status === "succeeded") {
+    if (state.stageCircuit.delete(stage)) state.stagesDirty.add(stage);
+    return;
+  }
   const kind = result.failure?.kind;
   if (kind === "cancelled" || kind === "interrupted") return;
   const failures = (state.stageCircuit.get(stage)?.failures ?? 0) + 1;
   state.stageCircuit.set(stage, { failures, openUntil: failures >= circuit.failures ? now + circuit.cooldownMs : 0 });
+  state.stagesDirty.add(stage);
 }
 
 /**
@@ -309,8 +364,10 @@ export function noteStageOutcome(state: Pick<RunState, "run" | "stageCircuit">, 
  * 60 s / perMinute apart, per run); it takes that slot. `at` itself for a task of no
  * stage or a stage with neither.
  */
-export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stageCircuit">, def: Pick<TaskDef, "stage">, at: number): number {
+export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stageCircuit" | "stagesDirty">, def: Pick<TaskDef, "stage">, at: number): number {
   if (def.stage === undefined) return at;
+  // What this start relied on (a closed circuit, a free slot) is checked against the stored copy when written.
+  if (governed(state.run.graph.stages?.[def.stage])) state.stagesDirty.add(def.stage);
   // An open circuit holds the stage's next attempt (its probe) until the cooldown ends.
   if (stageTripped(state, def.stage)) at = Math.max(at, state.stageCircuit.get(def.stage)!.openUntil);
   const rate = state.run.graph.stages?.[def.stage]?.perMinute;
@@ -318,6 +375,44 @@ export function stageSlot(state: Pick<RunState, "run" | "stageNextStart" | "stag
   const slot = Math.max(at, state.stageNextStart.get(def.stage!) ?? 0);
   state.stageNextStart.set(def.stage!, slot + Math.ceil(60_000 / rate));
   return slot;
+}
+
+/** Whether a stage has limits that are stored (KV `stages`): a rate or a circuit breaker. */
+const governed = (stage: { perMinute?: number; circuit?: unknown; batch?: { waitMs?: number } } | undefined): boolean =>
+  stage?.perMinute !== undefined || stage?.circuit !== undefined || stage?.batch?.waitMs !== undefined;
+
+/** The graph's stages whose limits are stored (KV `stages`: a rate, a circuit, a batch wait): what a scheduler loads with a run. */
+export function governedStages(run: Pick<RunRecord, "graph">): string[] {
+  return Object.entries(run.graph.stages ?? {})
+    .filter(([, def]) => governed(def))
+    .map(([name]) => name);
+}
+
+/**
+ * The stored limits of the stages this decision read or changed (`stagesDirty`), with the
+ * revision each write must find (0: create). The shell writes them before it publishes,
+ * then clears `stagesDirty` and notes the new revisions. `final`: after the decision's
+ * work is out and its records are stored, the batch waits it ended (`batchWaitsEnded`),
+ * stored as over; until then they are written as still running.
+ */
+export function stagesToSave(state: RunState, now: string, final = false): { stage: string; value: StageState; rev: number }[] {
+  const stages = final ? [...state.batchWaitsEnded.keys()] : [...state.stagesDirty];
+  return stages.map((stage) => {
+    const circuit = state.stageCircuit.get(stage);
+    return {
+      stage,
+      rev: state.stageRevs.get(stage) ?? 0,
+      value: {
+        runId: state.run.runId,
+        stage,
+        nextStart: state.stageNextStart.get(stage) ?? 0,
+        failures: circuit?.failures ?? 0,
+        openUntil: circuit?.openUntil ?? 0,
+        batchSince: state.stageBatchSince.get(stage) ?? (final ? 0 : (state.batchWaitsEnded.get(stage) ?? 0)),
+        updatedAt: now,
+      },
+    };
+  });
 }
 
 /** Records the paths a merged task changed, for the resolver context of later merges. */
@@ -904,7 +999,6 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
     if (state.run.paused && !state.run.halted && !state.run.budgetStopped) for (const t of candidates) if (t.rec.status === "pending") state.held.add(t.def.id);
     return [];
   }
-  const effects: Effect[] = [];
   const limit = state.run.graph.maxParallel ?? Infinity;
   // Tasks held back by maxParallel or the budget go first: they were ready before these candidates.
   const ready = [...state.held].map((id) => state.tasks.get(id)!);
@@ -912,10 +1006,12 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
     if (t.rec.status !== "pending" || state.held.has(t.def.id)) continue;
     if (t.def.needs.every((d) => state.tasks.get(d)!.rec.status === "succeeded")) ready.push(t);
   }
+  const waited = waitForBatches(state, ready, now);
+  const effects: Effect[] = waited.effects;
   // Once a task does not fit the budget, nothing after it starts either (it would take
   // what the first one waits for): they wait in order.
   let blocked: BudgetWait | undefined;
-  for (const t of ready) {
+  for (const t of waited.go) {
     if (t.rec.status !== "pending") {
       state.held.delete(t.def.id);
       continue;
@@ -933,11 +1029,89 @@ function release(state: RunState, now: string, candidates: Iterable<TaskState>, 
       continue;
     }
     state.held.delete(t.def.id);
+    state.batchWaited.delete(t.def.id);
     effects.push(...queue(state, t, now, false, announce, t.rec.resumeFrom, heldResume(t), fit.est));
   }
   if (blocked) blockOnBudget(state, blocked);
   else state.budgetBlocked = undefined;
   return formBatches(state, effects);
+}
+
+/** Whether a ready task waits for its stage's batch to fill (`batch.waitMs`): a first attempt that could run in a batch. */
+function waitsForBatch(state: RunState, t: TaskState): boolean {
+  const stage = t.def.stage === undefined ? undefined : state.run.graph.stages?.[t.def.stage];
+  if (!stage?.batch?.waitMs || t.rec.status !== "pending" || state.batchWaited.has(t.def.id)) return false;
+  // What formBatches() runs alone never waits for company.
+  return t.rec.attempts === 0 && !t.rec.unbatched && !t.rec.resumeFrom && !t.def.promptRef && !t.def.run && variantCount(t.def) <= 1;
+}
+
+/**
+ * Batching with a wait (`batch: { max, waitMs }`): the stage's ready batchable tasks wait
+ * (in `batchWaiting`, still `pending`) from the first of them (`batchSince`, stored with
+ * the stage's limits) until `max` of them wait or `waitMs` has passed; then all go on to
+ * the limits and the queue together, and formBatches() makes them batches. Returns the
+ * tasks that go on, and the `batch.due` timer of a wait that started (the scheduler's own
+ * input, taken back until due: nothing else may come to end the wait).
+ */
+function waitForBatches(state: RunState, ready: TaskState[], now: string): { go: TaskState[]; effects: Effect[] } {
+  const stages = state.run.graph.stages;
+  if (!stages || (state.batchWaiting.size === 0 && !ready.some((t) => waitsForBatch(state, t)))) return { go: ready, effects: [] };
+  const at = Date.parse(now);
+  const go: TaskState[] = [];
+  for (const t of ready) {
+    if (!waitsForBatch(state, t)) {
+      go.push(t);
+      continue;
+    }
+    const list = state.batchWaiting.get(t.def.stage!) ?? [];
+    if (!list.includes(t.def.id)) list.push(t.def.id);
+    state.batchWaiting.set(t.def.stage!, list);
+    state.held.delete(t.def.id);
+  }
+  const effects: Effect[] = [];
+  for (const [stage, ids] of [...state.batchWaiting]) {
+    // Cancelled or skipped meanwhile: no longer waiting.
+    const live = ids.filter((id) => state.tasks.get(id)!.rec.status === "pending");
+    const batch = stages[stage]!.batch!;
+    let since = state.stageBatchSince.get(stage);
+    if (live.length > 0 && since === undefined) {
+      since = at;
+      state.stageBatchSince.set(stage, at);
+      state.stagesDirty.add(stage);
+    }
+    if (live.length === 0 || live.length >= batch.max || at >= since! + batch.waitMs!) {
+      // In the graph's order, not the order they became ready: a scheduler redoing this
+      // after a crash (the tasks found ready in another order) forms the same batches.
+      const order = new Map(state.run.graph.tasks.map((d, i) => [d.id, i]));
+      for (const id of live.sort((a, b) => order.get(a)! - order.get(b)!)) {
+        state.batchWaited.add(id);
+        go.push(state.tasks.get(id)!);
+      }
+      state.batchWaiting.delete(stage);
+      state.batchDueSent.delete(stage);
+      if (since !== undefined) {
+        state.stageBatchSince.delete(stage);
+        state.batchWaitsEnded.set(stage, since);
+        state.stagesDirty.add(stage);
+      }
+      continue;
+    }
+    state.batchWaiting.set(stage, live);
+    if (state.batchDueSent.get(stage) !== since) {
+      state.batchDueSent.set(stage, since!);
+      const runId = state.run.runId;
+      effects.push({ type: "batchDue", due: { type: "batch.due", runId, stage, due: since! + batch.waitMs! }, msgID: msgIds.batchDue(runId, stage, since!) });
+    }
+  }
+  return { go, effects };
+}
+
+/**
+ * A stage's batch wait may be over (its `batch.due` timer, taken once due): the tasks
+ * waiting go on, within the limits, as batches.
+ */
+export function applyBatchDue(state: RunState, _due: BatchDue, now: string): Effect[] {
+  return [...release(state, now, []), ...settle(state, now)];
 }
 
 /**

@@ -10,24 +10,27 @@ import { ID_PATTERN } from "../../runtime/ids.js";
 import { Mutex } from "../../runtime/mutex.js";
 import { writeControl } from "../../runtime/control.js";
 import { currentEntries, entriesOf, KvWatch } from "../../runtime/kv-watch.js";
-import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
+import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type StageState, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
 import { fitWork, PayloadStore } from "../../runtime/payloads.js";
 import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
 import {
   acceptRun,
+  applyBatchDue,
   applyBudget,
   applyControl,
   applyMergeIntoResult,
   applyMergeResult,
   applyTaskResult,
   buildState,
+  governedStages,
   isEarly,
   isLive,
   reconcile,
+  stagesToSave,
   type Effect,
   type RunState,
 } from "./run-state.js";
-import { msgIds, taskKey } from "../../runtime/names.js";
+import { msgIds, stageKey, taskKey } from "../../runtime/names.js";
 import { OpenTasks } from "./backlog.js";
 import { foldHistory, historyUpdates, noteUsage } from "./budget.js";
 
@@ -415,7 +418,7 @@ export class Scheduler extends Actor {
           await this.persist(state, outcome.effects);
           await this.noteOpen(state);
           // Ended as it was accepted (its budget stopped it before any task started).
-          if (!isLive(state.run)) this.dropRun(data.runId);
+          if (!isLive(state.run)) this.endRun(state);
           return { kind: "ack" };
         } catch (err) {
           this.runs.delete(data.runId);
@@ -431,6 +434,18 @@ export class Scheduler extends Actor {
     this.runs.delete(runId);
     clearTimeout(this.deadlines.get(runId));
     this.deadlines.delete(runId);
+  }
+
+  /**
+   * Forgets a run that ended and deletes its stages' stored limits (nothing starts in it
+   * any more). Best effort: a record left behind expires with the bucket's TTL.
+   */
+  private endRun(state: RunState): void {
+    const runId = state.run.runId;
+    this.dropRun(runId);
+    for (const stage of governedStages(state.run)) {
+      this.ctx.kv.stages.delete(stageKey(runId, stage)).catch((err: unknown) => this.log.debug({ runId, stage, err: errorMessage(err) }, "could not delete a stage's limits of an ended run; they expire"));
+    }
   }
 
   /** Loads a run from KV and re-derives what must be in flight (see reconcile()). */
@@ -473,6 +488,11 @@ export class Scheduler extends Actor {
                   : { kind: "dead", reason: `a ${input.type} for work of task '${input.taskId}' that the stored run never issued` };
               continue;
             }
+            if (input.type === "batch.due" && input.due > this.clock.now()) {
+              // The scheduler's own timer for a batch wait: back to the stream until it is due.
+              outcomes[i] = { kind: "nak", delayMs: input.due - this.clock.now() };
+              continue;
+            }
             effects.push(
               ...(input.type === "task.result"
                 ? applyTaskResult(state, input, now)
@@ -482,14 +502,16 @@ export class Scheduler extends Actor {
                     ? applyMergeIntoResult(state, input, now)
                     : input.type === "budget"
                       ? applyBudget(state, input, now)
-                      : applyControl(state, input, now)),
+                      : input.type === "batch.due"
+                        ? applyBatchDue(state, input, now)
+                        : applyControl(state, input, now)),
             );
           }
           await this.execute(state, effects);
           if (!isLive(state.run)) {
             // By the decision that ended it (a crash before its record was stored can fold it twice: a guide, not a ledger).
             if (effects.some((e) => e.type === "event" && e.event.type === "run.completed")) void this.recordCosts(state);
-            this.dropRun(runId);
+            this.endRun(state);
           }
         } catch (err) {
           this.runs.delete(runId);
@@ -519,7 +541,13 @@ export class Scheduler extends Actor {
       const rec = decode(SCHEMAS.TaskRecord, e.value);
       records.set(rec.taskId, { rec, rev: e.revision });
     }
-    const state = buildState(run, entry.revision, records, this.costHistory);
+    // Its stages' rate windows and circuits, as the last scheduler of the run left them.
+    const stages = new Map<string, { state: StageState; rev: number }>();
+    for (const e of await entriesOf(this.ctx.kv.stages, governedStages(run).map((s) => stageKey(runId, s)))) {
+      const stored = decode(SCHEMAS.StageState, e.value);
+      stages.set(stored.stage, { state: stored, rev: e.revision });
+    }
+    const state = buildState(run, entry.revision, records, this.costHistory, stages);
     this.runs.set(runId, state);
     return state;
   }
@@ -535,6 +563,10 @@ export class Scheduler extends Actor {
    * the dedupe window.
    */
   private async execute(state: RunState | undefined, effects: Effect[]): Promise<void> {
+    // The stages' limits first: a slot is taken (or a circuit found closed) before the
+    // work that uses it is out, so a copy another replica moved meanwhile fails here and
+    // the decision is redone on the stored state instead of being published.
+    if (state) await this.saveStages(state);
     const end = effects.filter(isRunEnd);
     await this.publishAll(end.length ? effects.filter((e) => !isRunEnd(e)) : effects);
     if (!state) {
@@ -571,6 +603,9 @@ export class Scheduler extends Actor {
         p = publishEvent(this.js, topo, e.event);
       } else if (e.type === "control") {
         p = writeControl(this.ctx.kv.control, e.request);
+      } else if (e.type === "batchDue") {
+        const { data, headers } = encode(SCHEMAS.SchedulerInput, e.due);
+        p = this.js.publish(topo.subjects.results(e.due.runId), data, { headers, msgID: e.msgID });
       }
       if (!p) continue;
       const tracked = p.finally(() => inflight.delete(tracked));
@@ -592,6 +627,8 @@ export class Scheduler extends Actor {
    * touched it; the task records first, then `beforeRun` (see execute), then the run's.
    */
   private async persist(state: RunState, effects: Effect[], beforeRun?: () => Promise<void>): Promise<void> {
+    // A run just accepted: its roots' slots, once its record exists (execute() wrote them already otherwise).
+    await this.saveStages(state);
     const saveTasks = new Set<string>();
     let saveRun = false;
     for (const e of effects) {
@@ -604,12 +641,33 @@ export class Scheduler extends Actor {
     }
     await beforeRun?.();
     if (saveRun) await this.saveRun(state);
+    // The batch waits this decision ended are over only now that their batches' work and records are stored.
+    await this.saveStages(state, true);
   }
 
   private async saveTask(state: RunState, taskId: string): Promise<void> {
     const t = state.tasks.get(taskId)!;
     const key = taskKey(state.run.runId, taskId);
     t.rev = await cas(this.ctx.kv.tasks, key, encodeValue(SCHEMAS.TaskRecord, t.rec), t.rev);
+  }
+
+  /**
+   * Writes the stage limits the decision read or changed (KV `stages`), compare-and-set on
+   * each one's revision. A crash after this and before the decision is acked wastes a
+   * slot or counts a failure twice when the input is redone: the limits err on the strict
+   * side, never let more through.
+   */
+  private async saveStages(state: RunState, final = false): Promise<void> {
+    if ((final ? state.batchWaitsEnded : state.stagesDirty).size === 0) return;
+    const now = new Date(this.clock.now()).toISOString();
+    const writes = stagesToSave(state, now, final);
+    if (final) state.batchWaitsEnded.clear();
+    else state.stagesDirty.clear();
+    await Promise.all(
+      writes.map(async (w) => {
+        state.stageRevs.set(w.stage, await cas(this.ctx.kv.stages, stageKey(state.run.runId, w.stage), encodeValue(SCHEMAS.StageState, w.value), w.rev));
+      }),
+    );
   }
 
   private async saveRun(state: RunState): Promise<void> {
