@@ -49,7 +49,7 @@ describe("remote mode: workers and merger on clones of a git remote", () => {
           "",
         ].join("\n"),
       );
-      const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--remote", remote, "--json"], { env: { ADO_SERVER: ts.url, ADO_PREFIX: prefix } });
+      const r = await runAdo(["run", "--graph", graph, "--repo", repo.dir, "--remote", remote, "--json"], { env: { ADO_SERVER: ts.url, ADO_PREFIX: prefix }, timeoutMs: 150_000 });
       expect(r.code, r.stderr).toBe(0);
       const out = JSON.parse(r.stdout);
       // The result is in the user's repository as a branch, and on the remote.
@@ -67,7 +67,7 @@ describe("remote mode: workers and merger on clones of a git remote", () => {
       expect(codes).toEqual([0, 0, 0, 0, 0, 0]);
       await repo.cleanup();
     }
-  }, 60_000);
+  }, 180_000);
 
   // One host, the embedded stack: the merge coordinator and the workers share one clone
   // directory, so a clone fetched by one is found "already there" by the others.
