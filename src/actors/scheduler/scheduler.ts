@@ -56,6 +56,8 @@ const BACKLOG_SWEEP_MS = 5 * 60_000;
 const STALE_SWEEP_MS = 60_000;
 /** And this long after a reconnect (JetStream has recovered its streams by then). */
 const STALE_AFTER_RECONNECT_MS = 3_000;
+/** A sweep that left a busy consumer alone looks again after this long. */
+const STALE_RETRY_MS = 5_000;
 
 /** An early result (see isEarly()) is offered again this often, at most this many times (~2 min). */
 const EARLY_RETRY_MS = 1_000;
@@ -92,6 +94,7 @@ export class Scheduler extends Actor {
   private backlogWatch?: KvWatch<RunBacklog>;
   private backlogSweep?: NodeJS.Timeout;
   private staleSweep?: NodeJS.Timeout;
+  private staleRetry?: NodeJS.Timeout;
   private stalePurged = 0;
 
   /** What tasks cost in past runs (KV `costs`, watched): what budgets reserve for tasks with no history in their run. */
@@ -161,16 +164,27 @@ export class Scheduler extends Actor {
       this.log.warn({ err: errorMessage(err) }, "could not sweep acked messages (JetStream did not answer); will try again");
       return;
     }
+    let again = false;
     for (const key of WORK_QUEUE_STREAMS) {
       const stream = this.ctx.topo.streams[key].name;
       try {
-        const n = await purgeBelowAckFloors(jsm, stream);
+        const { purged: n, deferred } = await purgeBelowAckFloors(jsm, stream);
+        if (deferred > 0) again = true;
         if (n === 0) continue;
         this.stalePurged += n;
         this.log.warn({ stream, purged: n }, "removed acked messages a server restart had restored below their consumers' ack floors");
       } catch (err) {
         this.log.warn({ stream, err: errorMessage(err) }, "could not sweep acked messages; will try again");
       }
+    }
+    // A consumer with messages outstanding was left alone: look again soon, not in a
+    // minute, so what a restart restored goes once the queue is quiet (one retry armed at a time).
+    if (again && this.isRunning && !this.staleRetry) {
+      this.staleRetry = setTimeout(() => {
+        this.staleRetry = undefined;
+        void this.purgeStale();
+      }, STALE_RETRY_MS);
+      this.staleRetry.unref();
     }
   }
 
@@ -229,6 +243,7 @@ export class Scheduler extends Actor {
     this.deadlines.clear();
     clearInterval(this.backlogSweep);
     clearInterval(this.staleSweep);
+    clearTimeout(this.staleRetry);
     await Promise.all(this.loops.map((l) => l.stop()));
     this.backlogWatch?.stop();
     this.costWatch?.stop();
