@@ -642,25 +642,7 @@ export function applyTaskResult(state: RunState, result: TaskResult, now: string
         message = `${message}; not retried: ${retryFits.wait.message}`;
       }
     }
-    effects.push({
-      type: "event",
-      event: {
-        type: "task.failed",
-        runId: state.run.runId,
-        taskId: t.def.id,
-        attempt: result.attempt,
-        at: now,
-        workerId: result.workerId,
-        error: message,
-        kind: failure.kind,
-        willRetry,
-        outputTail: result.outputTail,
-        startedAt: result.startedAt,
-        finishedAt: result.finishedAt,
-        costUsd: cost.usd,
-        tokens: cost.tokens,
-      },
-    });
+    effects.push({ type: "event", event: failedEvent(state, t, result, message, failure.kind, willRetry, cost, now) });
     // An interrupted attempt resumes from its checkpoint commit, if it left one, and its
     // agent from the session it ran in.
     const resume = interrupted && (result.sessionId || result.commit) ? { fromAttempt: result.attempt, ...(result.sessionId ? { sessionId: result.sessionId } : {}), ...(result.commit ? { commit: result.commit } : {}) } : undefined;
