@@ -160,7 +160,8 @@ describe("resilience - the NATS server dies mid-run", () => {
       const ran = await lines(log);
       expect([...ran].sort()).toEqual(["t0", "t1", "t2", "t3", "t4", "t5"]); // each exactly once
       // Nothing is left in the work queues: acked messages the restore brought back below
-      // their consumers' ack floors (never delivered again) are removed by the scheduler.
+      // their consumers' ack floors (never delivered again as they are) are delivered again
+      // by re-created consumers (the scheduler's sweep), handled as duplicates and acked.
       const jsm = await openJetStream(client.nc);
       const left = async () => {
         const counts: Record<string, number> = {};
@@ -168,7 +169,10 @@ describe("resilience - the NATS server dies mid-run", () => {
         return counts;
       };
       await eventually(async () => Object.values(await left()).every((n) => n === 0), 30_000, "empty work queues").catch(async (err) => {
-        throw new Error(`${(err as Error).message}: ${JSON.stringify(await left())}`);
+        const cs = [];
+        for await (const c of jsm.consumers.list(client.topo.streams.ready.name)) cs.push({ name: c.name, delivered: c.delivered.stream_seq, floor: c.ack_floor.stream_seq, pending: c.num_pending, ackPending: c.num_ack_pending, waiting: c.num_waiting });
+        const info = await jsm.streams.info(client.topo.streams.ready.name);
+        throw new Error(`${(err as Error).message}: ${JSON.stringify(await left())}; ready consumers ${JSON.stringify(cs)}; ready stream ${JSON.stringify(info.state)}`);
       });
     } finally {
       await close();
