@@ -6,7 +6,7 @@ import { PortInUseError } from "../runtime/embedded-server.js";
 import { StoreInUseError } from "../runtime/store-lock.js";
 import { startHealthServer } from "../runtime/health.js";
 import type { Logger } from "../runtime/logger.js";
-import type { Config } from "../runtime/config.js";
+import { describeSlots, type Config } from "../runtime/config.js";
 import { onShutdown } from "./signals.js";
 import { ID_PATTERN } from "../runtime/ids.js";
 import { readUpState, removeUpState, writeUpState } from "./up-state.js";
@@ -100,6 +100,7 @@ export async function upCommand(flags: UpFlags): Promise<number> {
     [
       `ado is up: NATS at ${stack.url} (JetStream store ${storeDir})`,
       `  actors: ${stack.actors.map((a) => a.kind).join(", ")}; workers: ${stack.workers.length} x ${config.slots} slot(s)`,
+      ...(config.slotsAuto !== undefined && stack.workers.length > 0 ? [`  ${describeSlots(config)}`] : []),
       `  other ado commands on this machine use it (${statePath}); elsewhere: --server ${stack.url}`,
       roleDir
         ? `  auth: a user per role, keys in ${roleDir} (yours only); another tool connects with one, e.g. \`nats --nkey ${roleDir}/client.nk\``
@@ -164,7 +165,8 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
   const server = await requireServer(config, "ado worker");
   const stack = await Stack.start({ config: withServerAuth(config, server), logger, server: server.url, actors: [], ...(flags.id !== undefined ? { workerIds: [flags.id] } : { workers: flags.count }) });
   say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server.url}: ${stack.workers.map((w) => w.id).join(", ")}`);
-  if (config.slotsAuto) say(`slots: auto: ${config.slotsAuto}`);
+  // Where auto decided (the default, or `slots: auto`): how many, and why.
+  if (config.slotsAuto !== undefined) say(describeSlots(config));
   // The process ends once its workers have stopped, whoever asked (`ado workers drain`, the scaler), or when its supervisor lets go of stdin.
   const reasons: Array<Promise<string>> = [Promise.all(stack.workers.map((w) => w.whenStopped())).then(() => "every worker stopped")];
   if (flags.exitOnStdinClose) {
