@@ -50,7 +50,8 @@ describe("slots - the default, auto, says what it gave and why", () => {
       const slots = Number(/\((\d+) slot\(s\) each\)/.exec(output())![1]);
       expect(output()).toMatch(new RegExp(`\\nado: slots: ${slots} per worker \\(default: auto: \\d+ cores? at load .* over 2 workers, ${slots} slots? per worker`));
     } finally {
-      expect(await stopProcess(child)).toBe(0);
+      // Drained and exited 0: its start lines come once its signal handlers are set.
+      expect(await stopProcess(child), output()).toBe(0);
     }
   });
 });
