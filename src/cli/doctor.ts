@@ -5,6 +5,7 @@
  * offline. A worker started here offers exactly the agents listed as available.
  */
 import { builtinAgents, diagnoseAgents, type AgentDiagnosis } from "../agents/index.js";
+import { describeSlots } from "../runtime/config.js";
 import { autoSlots, hostFacts } from "../runtime/hardware.js";
 import { configFrom, type CommonFlags } from "./common.js";
 
@@ -34,15 +35,27 @@ export async function doctorCommand(flags: DoctorFlags): Promise<number> {
   const { config } = await configFrom(flags);
   const builtin = [...builtinAgents().keys()];
   const agents = await diagnoseAgents(config.agents);
-  // What `slots: auto` gives one worker on this host now, beside what the config says.
+  // The slots the config gives (what set them, and auto's reasons where it decided), and what `slots: auto` gives one worker on this host now.
   const facts = hostFacts();
   const auto = autoSlots(facts, { agentMemoryMb: config.agentMemoryMb, workers: 1 });
-  const hardware = { ...facts, agentMemoryMb: config.agentMemoryMb, autoSlots: auto.slots, why: auto.why, slots: config.slots, slotsAuto: config.slotsAuto !== undefined };
+  const hardware = {
+    ...facts,
+    agentMemoryMb: config.agentMemoryMb,
+    autoSlots: auto.slots,
+    why: auto.why,
+    slots: config.slots,
+    slotsAuto: config.slotsAuto !== undefined,
+    slotsFrom: config.slotsFrom,
+    workers: config.workers,
+    ...(config.slotsAuto !== undefined ? { slotsWhy: config.slotsAuto } : {}),
+    slotsLine: describeSlots(config),
+  };
   if (flags.json) {
     process.stdout.write(JSON.stringify({ builtin, agents, hardware }, null, 2) + "\n");
   } else {
     process.stdout.write(formatDiagnosis(builtin, agents) + "\n");
-    process.stdout.write(`Hardware: slots: auto gives ${auto.slots} per worker here (configured: ${config.slotsAuto !== undefined ? "auto" : config.slots}): ${auto.why}\n`);
+    process.stdout.write(`Hardware: ${describeSlots(config)}\n`);
+    process.stdout.write(`  slots: auto gives ${auto.slots} per worker here for one worker: ${auto.why}\n`);
   }
   return 0;
 }

@@ -17,7 +17,10 @@ const CONFIG_TEXT = `# ado's settings for this repository. Every one is optional
 
 # prefix: ado                # subjects, streams and buckets: lets installations share one NATS
 # workers: 4                 # workers of the embedded stack
-# slots: 1                   # tasks one worker runs at once (auto: from this host's cores, memory and load)
+# slots: auto                # tasks one worker runs at once; default auto: this host's idle cores and
+#                            # free memory (agentMemoryMb per agent) within its container's limits,
+#                            # shared by its workers; or a number (ADO_SLOTS, --slots)
+# agentMemoryMb: 1536        # memory one agent is taken to need, for auto (set what your agents use)
 # logLevel: warn             # fatal | error | warn | info | debug | trace | silent (-q / -v on the command line)
 
 # Each task works in its own git worktree, outside your checkout by default (inside it

@@ -6,7 +6,7 @@ import { PortInUseError } from "../runtime/embedded-server.js";
 import { StoreInUseError } from "../runtime/store-lock.js";
 import { startHealthServer } from "../runtime/health.js";
 import type { Logger } from "../runtime/logger.js";
-import type { Config } from "../runtime/config.js";
+import { describeSlots, type Config } from "../runtime/config.js";
 import { onShutdown } from "./signals.js";
 import { ID_PATTERN } from "../runtime/ids.js";
 import { readUpState, removeUpState, writeUpState } from "./up-state.js";
@@ -28,6 +28,8 @@ async function serveUntilSignal(
   onStop?: () => Promise<void>,
   beforeClose?: () => Promise<void>,
   stopWhen?: Promise<string>,
+  /** The start lines, printed once the signal handlers are set: whoever waits for them may signal at once (a SIGINT before them killed the process undrained). */
+  announce?: () => void,
 ): Promise<number> {
   const health =
     healthPort === undefined
@@ -46,6 +48,7 @@ async function serveUntilSignal(
         resolve();
       })());
     onShutdown((signal) => stop(`${signal} (a second signal forces)`), say);
+    announce?.();
     void stopWhen?.then(stop);
   });
   return Exit.ok;
@@ -96,21 +99,23 @@ export async function upCommand(flags: UpFlags): Promise<number> {
   }
   const roleDir = stack.auth.roleDir;
   const statePath = await writeUpState({ url: stack.url, pid: process.pid, prefix: config.prefix, startedAt: new Date().toISOString(), storeDir, ...(roleDir ? { roleDir } : {}) });
-  process.stdout.write(
-    [
-      `ado is up: NATS at ${stack.url} (JetStream store ${storeDir})`,
-      `  actors: ${stack.actors.map((a) => a.kind).join(", ")}; workers: ${stack.workers.length} x ${config.slots} slot(s)`,
-      `  other ado commands on this machine use it (${statePath}); elsewhere: --server ${stack.url}`,
-      roleDir
-        ? `  auth: a user per role, keys in ${roleDir} (yours only); another tool connects with one, e.g. \`nats --nkey ${roleDir}/client.nk\``
-        : `  auth: off (--no-auth): anyone who reaches the port can submit work and read prompts`,
-      ...(dashboard ? [`  dashboard: ${dashboard.url}`] : []),
-      `  Ctrl-C stops it.`,
-      "",
-    ].join("\n"),
-  );
+  const announce = () =>
+    process.stdout.write(
+      [
+        `ado is up: NATS at ${stack.url} (JetStream store ${storeDir})`,
+        `  actors: ${stack.actors.map((a) => a.kind).join(", ")}; workers: ${stack.workers.length} x ${config.slots} slot(s)`,
+        ...(config.slotsAuto !== undefined && stack.workers.length > 0 ? [`  ${describeSlots(config)}`] : []),
+        `  other ado commands on this machine use it (${statePath}); elsewhere: --server ${stack.url}`,
+        roleDir
+          ? `  auth: a user per role, keys in ${roleDir} (yours only); another tool connects with one, e.g. \`nats --nkey ${roleDir}/client.nk\``
+          : `  auth: off (--no-auth): anyone who reaches the port can submit work and read prompts`,
+        ...(dashboard ? [`  dashboard: ${dashboard.url}`] : []),
+        `  Ctrl-C stops it.`,
+        "",
+      ].join("\n"),
+    );
   // The dashboard goes first: its clients are told the stream ended, not that NATS went away.
-  return serveUntilSignal(stack, flags.healthPort, logger, () => removeUpState(config.prefix), async () => dashboard?.close());
+  return serveUntilSignal(stack, flags.healthPort, logger, () => removeUpState(config.prefix), async () => dashboard?.close(), undefined, announce);
 }
 
 /**
@@ -163,8 +168,11 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
   if (config.worker.pool !== undefined && !ID_PATTERN.test(config.worker.pool)) throw new CliError(`--pool '${config.worker.pool}' is not a pool name: letters, digits, '_' or '-'`);
   const server = await requireServer(config, "ado worker");
   const stack = await Stack.start({ config: withServerAuth(config, server), logger, server: server.url, actors: [], ...(flags.id !== undefined ? { workerIds: [flags.id] } : { workers: flags.count }) });
-  say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server.url}: ${stack.workers.map((w) => w.id).join(", ")}`);
-  if (config.slotsAuto) say(`slots: auto: ${config.slotsAuto}`);
+  const announce = () => {
+    say(`${stack.workers.length} worker(s) (${config.slots} slot(s) each) on ${server.url}: ${stack.workers.map((w) => w.id).join(", ")}`);
+    // Where auto decided (the default, or `slots: auto`): how many, and why.
+    if (config.slotsAuto !== undefined) say(describeSlots(config));
+  };
   // The process ends once its workers have stopped, whoever asked (`ado workers drain`, the scaler), or when its supervisor lets go of stdin.
   const reasons: Array<Promise<string>> = [Promise.all(stack.workers.map((w) => w.whenStopped())).then(() => "every worker stopped")];
   if (flags.exitOnStdinClose) {
@@ -176,7 +184,7 @@ export async function workerCommand(flags: WorkerFlags): Promise<number> {
       }),
     );
   }
-  return serveUntilSignal(stack, flags.healthPort, logger, undefined, undefined, Promise.race(reasons));
+  return serveUntilSignal(stack, flags.healthPort, logger, undefined, undefined, Promise.race(reasons), announce);
 }
 
 /** The config of processes that join a server: its credentials when found with it (the seeds of an `ado up` on this machine). */
@@ -189,6 +197,5 @@ export async function actorCommand(name: ActorKind, flags: ServeFlags): Promise<
   const { config, logger } = await configFrom(flags);
   const server = await requireServer(config, `ado actor ${name}`);
   const stack = await Stack.start({ config: withServerAuth(config, server), logger, server: server.url, actors: [name], workers: 0 });
-  say(`${name} running on ${server.url} (instance ${stack.actors[0]?.instance})`);
-  return serveUntilSignal(stack, flags.healthPort, logger);
+  return serveUntilSignal(stack, flags.healthPort, logger, undefined, undefined, undefined, () => say(`${name} running on ${server.url} (instance ${stack.actors[0]?.instance})`));
 }

@@ -20,6 +20,11 @@ export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "
 /** What a webhook can be told of (a provider's circuit opening joins them with the providers). */
 export const WEBHOOK_EVENTS = ["run.completed", "run.needs_attention"] as const;
 
+/** Tasks one worker runs at once: a number, or `auto` (src/runtime/hardware.ts). */
+const SlotsSchema = z.union([z.number().int().min(1).max(1024), z.literal("auto")]);
+/** Where `Config.slotsFrom` says nothing set `slots`: the default, `auto`, applied. */
+export const SLOTS_DEFAULT = "default";
+
 /** ado.config.yaml, after environment and flags are applied. */
 export const ConfigSchema = z
   .object({
@@ -30,10 +35,11 @@ export const ConfigSchema = z
     /** Workers the embedded stack starts (0: actors only, workers join with `ado worker`). */
     workers: z.number().int().min(0).max(256).default(4),
     /**
-     * Tasks one worker runs at once; `auto`: from this host's idle cores and free memory
-     * at `agentMemoryMb` per agent, shared by its workers (src/runtime/hardware.ts).
+     * Tasks one worker runs at once; `auto`, the default where nothing sets it (file,
+     * ADO_SLOTS, --slots): from this host's idle cores and free memory at `agentMemoryMb`
+     * per agent, within its cgroup's limits, shared by its workers (src/runtime/hardware.ts).
      */
-    slots: z.union([z.number().int().min(1).max(1024), z.literal("auto")]).default(1),
+    slots: SlotsSchema.optional(),
     /** Memory one agent is taken to need, for `slots: auto` (MB). */
     agentMemoryMb: z.number().int().min(16).max(1_048_576).default(AGENT_MEMORY_MB_DEFAULT),
     /** Where task worktrees go; default `$XDG_CACHE_HOME/ado/worktrees` (never inside your checkout). */
@@ -205,10 +211,12 @@ type ParsedConfig = z.output<typeof ConfigSchema>;
  * its own fallback). Paths are absolute.
  */
 export type Config = Omit<ParsedConfig, "worktreeDir" | "git" | "checkpointInterval" | "slots"> & {
-  /** Tasks per worker (`slots: auto` resolved for this host when the config was read). */
+  /** Tasks per worker (`slots: auto`, the default, resolved for this host when the config was read). */
   slots: number;
   /** For `slots: auto`: what decided the number, in words. */
   slotsAuto?: string;
+  /** What set `slots`: a file's path, `environment ADO_SLOTS`, `command-line flag`, `settings` (parseConfig's), or `default` (SLOTS_DEFAULT). */
+  slotsFrom: string;
   worktreeDir: string;
   git: ParsedConfig["git"] & { cloneDir: string };
   /** Milliseconds; 0: off. */
@@ -326,20 +334,49 @@ export async function loadConfig(opts: LoadConfigOptions = {}): Promise<Config> 
     });
     throw new ConfigError(`invalid configuration:\n  ${lines.join("\n  ")}`);
   }
-  return resolveDefaults(result.data, env);
+  return resolveDefaults(result.data, env, sources.get("slots"));
 }
 
-/** Parses settings given in code (tests, embedding programs) and resolves their defaults as loadConfig does. */
+/**
+ * Parses settings given in code (tests, embedding programs) and resolves their defaults
+ * as loadConfig does. The environment overrides nothing given here; it only fills what
+ * is not: `slots` from ADO_SLOTS (before the default, auto), and the cache directories.
+ */
 export function parseConfig(input: z.input<typeof ConfigSchema>, env: NodeJS.ProcessEnv = process.env): Config {
-  return resolveDefaults(ConfigSchema.parse(input), env);
+  return resolveDefaults(ConfigSchema.parse(input), env, input.slots === undefined ? undefined : "settings");
 }
 
-function resolveDefaults({ checkpointInterval, slots, ...config }: ParsedConfig, env: NodeJS.ProcessEnv): Config {
+/** ADO_SLOTS, where set: a number of slots or `auto`. */
+function slotsOfEnv(env: NodeJS.ProcessEnv): z.output<typeof SlotsSchema> | undefined {
+  const value = env.ADO_SLOTS?.trim();
+  if (!value) return undefined;
+  const parsed = SlotsSchema.safeParse(/^\d+$/.test(value) ? Number(value) : value);
+  if (!parsed.success) throw new ConfigError(`invalid configuration:\n  slots (from environment ADO_SLOTS): '${value}' is not 1-1024 or "auto"`);
+  return parsed.data;
+}
+
+/**
+ * `slots` as a user reads it where it is reported (a worker's start line, `ado doctor`):
+ * the number per worker, and what set it, e.g. `slots: 4 per worker (default: auto: 8
+ * cores at load 3.2 (5 idle), ...)`.
+ */
+export function describeSlots(c: Pick<Config, "slots" | "slotsAuto" | "slotsFrom">): string {
+  const n = `slots: ${c.slots} per worker`;
+  if (c.slotsFrom === SLOTS_DEFAULT) return `${n} (default: auto: ${c.slotsAuto ?? "?"})`;
+  return c.slotsAuto !== undefined ? `${n} (auto, from ${c.slotsFrom}: ${c.slotsAuto})` : `${n} (from ${c.slotsFrom})`;
+}
+
+function resolveDefaults({ checkpointInterval, slots, ...config }: ParsedConfig, env: NodeJS.ProcessEnv, from: string | undefined): Config {
   const path = (p: string) => resolve(expandHome(p, env));
-  const perWorker = slots === "auto" ? autoSlots(hostFacts(), { agentMemoryMb: config.agentMemoryMb, workers: config.workers }) : { slots };
+  // Precedence: flags, then ADO_SLOTS, then the file (loadConfig has applied them all); else ADO_SLOTS where parseConfig's settings say nothing; else auto.
+  const fromEnv = slots === undefined ? slotsOfEnv(env) : undefined;
+  const setting = slots ?? fromEnv ?? "auto";
+  const slotsFrom = slots !== undefined ? (from ?? "settings") : fromEnv !== undefined ? "environment ADO_SLOTS" : SLOTS_DEFAULT;
+  const perWorker = setting === "auto" ? autoSlots(hostFacts(), { agentMemoryMb: config.agentMemoryMb, workers: config.workers }) : { slots: setting };
   return {
     ...config,
     slots: perWorker.slots,
+    slotsFrom,
     ...("why" in perWorker ? { slotsAuto: perWorker.why } : {}),
     checkpointIntervalMs: checkpointInterval === "off" ? 0 : checkpointInterval,
     worktreeDir: path(config.worktreeDir ?? defaultWorktreeDir(env)),

@@ -33,7 +33,9 @@ describe("config - sources and precedence", () => {
     const dir = join(scratch.dir, "empty");
     await mkdir(dir);
     const c = await loadConfig({ dir, env: {} });
-    expect(c).toMatchObject({ prefix: "ado", workers: 4, slots: 1, logLevel: "warn", heartbeatMs: 1_000, balancer: { strategy: "least_loaded" } });
+    expect(c).toMatchObject({ prefix: "ado", workers: 4, slotsFrom: "default", logLevel: "warn", heartbeatMs: 1_000, balancer: { strategy: "least_loaded" } });
+    // Slots: auto, from this host (test/unit/hardware.test.ts).
+    expect(c.slotsAuto).toMatch(/over 4 workers, \d+ slots? per worker/);
     expect(c.server).toBeUndefined();
     expect(c.shutdown).toEqual({ graceMs: 10_000, forceMs: 5_000 });
     expect(c.nats.replicas).toBe("auto");
@@ -49,7 +51,7 @@ describe("config - sources and precedence", () => {
   it("reads ado.config.yaml from the directory, keeping defaults for what it omits", async () => {
     const { dir } = await configDir("workers: 2\nserver: nats://10.0.0.1:4222\nshutdown: { graceMs: 100 }\nembedded: { port: 4999 }\n");
     const c = await loadConfig({ dir, env: {} });
-    expect(c).toMatchObject({ workers: 2, server: "nats://10.0.0.1:4222", slots: 1, embedded: { port: 4999 } });
+    expect(c).toMatchObject({ workers: 2, server: "nats://10.0.0.1:4222", slotsFrom: "default", embedded: { port: 4999 } });
     expect(c.shutdown).toEqual({ graceMs: 100, forceMs: 5_000 });
   });
 
