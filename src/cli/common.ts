@@ -48,7 +48,7 @@ export function logLevelOf(flags: Pick<CommonFlags, "quiet" | "verbose">): strin
 
 /** Loads the configuration with the flags that map onto it. */
 export async function configFrom(
-  flags: CommonFlags & { workers?: number; slots?: number; labels?: string; capabilities?: string },
+  flags: CommonFlags & { workers?: number; slots?: number | "auto"; labels?: string; capabilities?: string },
   dir?: string,
 ): Promise<{ config: Config; logger: Logger }> {
   const list = (v?: string) => (v === undefined ? undefined : v.split(",").map((x) => x.trim()).filter(Boolean));
@@ -136,6 +136,14 @@ export async function joinServer(config: Config, what: string, opts: { runId?: s
  */
 export function clientConnection(server: ServerRef, logger: Logger, role: Role = "client"): Promise<NatsConnection> {
   return connectNats({ servers: server.url, name: `ado-cli-${hostname()}-${process.pid}`, logger, ...(server.auth ? { auth: authForRole(server.auth, role) } : {}) });
+}
+
+/** `--slots`: a number of tasks per worker, or `auto` (from this host's cores, memory and load). */
+export function parseSlotsFlag(value: string): number | "auto" {
+  if (value.trim() === "auto") return "auto";
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1 || n > 1024) throw new CliError(`--slots must be a whole number from 1 to 1024 or 'auto', got '${value}'`);
+  return n;
 }
 
 export function parseIntFlag(name: string, min: number, max: number) {

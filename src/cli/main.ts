@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from "commander";
 import { VERSION } from "../runtime/actor.js";
 import { AdoError, errorMessage } from "../runtime/errors.js";
-import { CliError, Exit, parseIntFlag } from "./common.js";
+import { CliError, Exit, parseIntFlag, parseSlotsFlag } from "./common.js";
 import { runCommand } from "./run.js";
 import { attachCommand, controlCommand, detachCommand, statusCommand } from "./live.js";
 import { actorCommand, upCommand, workerCommand } from "./serve.js";
@@ -68,7 +68,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("-p, --port <port>", "client port of the embedded server", parseIntFlag("port", 1, 65_535), 4222)
       .option("--store <dir>", "JetStream store directory (default: ~/.local/state/ado/nats)")
       .option("-w, --workers <n>", "workers to start", parseIntFlag("workers", 0, 256))
-      .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
+      .option("--slots <n>", "tasks per worker, or auto (default: auto, from this host's cores, memory and load)", parseSlotsFlag)
       .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535))
       .option("--dashboard-port <port>", "serve the web dashboard on this port (0: a free one; default 4280, or a free one if taken)", parseIntFlag("dashboard-port", 0, 65_535))
       .option("--no-dashboard", "do not serve the web dashboard")
@@ -90,7 +90,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("-n, --count <n>", "workers to start", parseIntFlag("count", 1, 256), 1)
       .option("--labels <list>", "placement labels, comma-separated (e.g. remote,gpu); tasks select workers by them")
       .option("--capabilities <list>", "capabilities, comma-separated (e.g. docker,node20); tasks may require them")
-      .option("--slots <n>", "tasks per worker", parseIntFlag("slots", 1, 1024))
+      .option("--slots <n>", "tasks per worker, or auto (default: auto, from this host's cores, memory and load)", parseSlotsFlag)
       .option("--id <id>", "the worker's id (one worker; the scaler names the workers it starts)")
       .option("--pool <name>", "the scaler pool it belongs to (in its registry record)")
       .option("--exit-on-stdin-close", "drain and stop when stdin ends (how a supervisor, e.g. the scaler, stops it)")

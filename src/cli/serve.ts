@@ -67,7 +67,7 @@ export interface UpFlags extends ServeFlags {
   auth?: boolean;
   dashboardPort?: number;
   workers?: number;
-  slots?: number;
+  slots?: number | "auto";
 }
 
 /** `ado up`: embedded NATS + every actor + workers, kept running for other commands. */
@@ -148,7 +148,7 @@ async function serveDashboard(stack: Stack, prefix: string, port: number | undef
 
 export interface WorkerFlags extends ServeFlags {
   count: number;
-  slots?: number;
+  slots?: number | "auto";
   labels?: string;
   capabilities?: string;
   id?: string;

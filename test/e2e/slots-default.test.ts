@@ -54,4 +54,16 @@ describe("slots - the default, auto, says what it gave and why", () => {
       expect(await stopProcess(child), output()).toBe(0);
     }
   });
+
+  it("worker --slots auto overrides ADO_SLOTS and says so; a wrong --slots is refused with what it takes", async () => {
+    const topo = uniqueTopology();
+    const nc = await ts.connect();
+    await provisioned(nc, topo);
+    const env = { ...(await silentEnv("worker-flag")), ADO_SLOTS: "1" };
+    const bad = await runAdo(["worker", "--server", ts.url, "--prefix", topo.prefix, "--slots", "many"], { env });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--slots must be a whole number from 1 to 1024 or 'auto', got 'many'/);
+    const { child, output } = await startAdo(["worker", "--server", ts.url, "--prefix", topo.prefix, "--slots", "auto"], /slots: \d+ per worker \(auto, from command-line flag: .*\)\n/, { env });
+    expect(await stopProcess(child), output()).toBe(0);
+  });
 });
