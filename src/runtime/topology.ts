@@ -8,6 +8,8 @@ import {
   StorageType,
   jetstreamManager,
   type ConsumerConfig,
+  type ConsumerInfo,
+  type StoredMsg,
   type MsgRequest,
   type JetStreamManager,
   type StreamConfig,
@@ -395,8 +397,13 @@ export const WORK_QUEUE_STREAMS: readonly StreamKey[] = ["submit", "ready", "wor
  */
 export interface SkippedSweep {
   recreated: string[];
+  /** Messages still in the stream that their consumer (re-created earlier) had delivered and had acked. */
+  removed: number;
   deferred: number;
 }
+
+/** Bounds one sweep's message deletes per stream (the rest go in the next sweep). */
+const MAX_REMOVED_PER_SWEEP = 1_000;
 
 /**
  * Gets every message of a work-queue stream delivered that its consumer would never
@@ -417,7 +424,11 @@ export interface SkippedSweep {
  * message of its subjects in the stream), and each is handled again. Handling a message
  * again is safe by design (every step is idempotent: a finished attempt's work is not
  * claimed again, a merged task's request finds its merge done, a decided result is
- * dropped), and it removes the restored acked ones (acked again). A consumer with
+ * dropped). A message still there at or below what a consumer delivered that is older
+ * than the consumer (so the consumer, delivering from the start, delivered it and had
+ * it acked) is removed instead: a restored acked message handled again after a
+ * re-creation, whose ack did not remove it (a chaos run ended with two such work
+ * messages; each sweep would otherwise re-create the consumer for them). A consumer with
  * messages outstanding (delivered, not acked) is left for a later look unless the
  * stream's last sequence is below what it delivered (its state has to be replaced before
  * more sequences are reused). Pullers see their consumer gone for a moment and pull again.
@@ -425,7 +436,7 @@ export interface SkippedSweep {
  */
 export async function redeliverSkipped(jsm: JetStreamManager, stream: string): Promise<SkippedSweep> {
   const info = await jsm.streams.info(stream);
-  const out: SkippedSweep = { recreated: [], deferred: 0 };
+  const out: SkippedSweep = { recreated: [], removed: 0, deferred: 0 };
   for await (const c of jsm.consumers.list(stream)) {
     const delivered = c.delivered.stream_seq;
     const regressed = info.state.last_seq < delivered;
@@ -435,7 +446,23 @@ export async function redeliverSkipped(jsm: JetStreamManager, stream: string): P
       // skipped; only those at or below the ack floor certainly are. The rest waits for a
       // later look, when the consumer has nothing outstanding.
       const upTo = c.num_ack_pending > 0 ? c.ack_floor.stream_seq : delivered;
-      const skipped = upTo >= info.state.first_seq && (await holdsAtOrBelow(jsm, stream, filtersOf(c.config), info.state.first_seq, upTo));
+      let skipped = false;
+      if (upTo >= info.state.first_seq) {
+        for await (const m of messagesAtOrBelow(jsm, stream, filtersOf(c.config), info.state.first_seq, upTo)) {
+          if (deliveredByIt(c, m) && out.removed < MAX_REMOVED_PER_SWEEP) {
+            // Older than this consumer, which delivers from the start: it delivered this
+            // one and it was acked, yet the message is still here (the server lost its
+            // delete, or the ack never reached the stream): it goes now.
+            await jsm.streams.deleteMessage(stream, m.seq, false).catch((err: unknown) => {
+              if (!isNotFound(err)) throw err;
+            });
+            out.removed++;
+            continue;
+          }
+          skipped = true;
+          break;
+        }
+      }
       if (!skipped) {
         if (c.num_ack_pending > 0) out.deferred++;
         continue;
@@ -457,18 +484,31 @@ function filtersOf(config: ConsumerConfig): Array<string | undefined> {
   return list.length ? list : [undefined];
 }
 
-/** Whether the stream holds a message of one of `filters` with a sequence in [from, to]. */
-async function holdsAtOrBelow(jsm: JetStreamManager, stream: string, filters: Array<string | undefined>, from: number, to: number): Promise<boolean> {
+/** The stream's messages of one of `filters` with a sequence in [from, to], in order per filter. */
+async function* messagesAtOrBelow(jsm: JetStreamManager, stream: string, filters: Array<string | undefined>, from: number, to: number): AsyncGenerator<StoredMsg> {
   for (const filter of filters) {
-    // STREAM.MSG.GET's next_by_subj (nats-server 2.9+): the client types it for direct gets only.
-    const query = { seq: from, next_by_subj: filter ?? ">" } as unknown as MsgRequest;
-    const m = await jsm.streams.getMessage(stream, query).catch((err: unknown) => {
-      if (isNotFound(err)) return null;
-      throw err;
-    });
-    if (m && m.seq <= to) return true;
+    for (let seq = from; seq <= to; ) {
+      // STREAM.MSG.GET's next_by_subj (nats-server 2.9+): the client types it for direct gets only.
+      const query = { seq, next_by_subj: filter ?? ">" } as unknown as MsgRequest;
+      const m = await jsm.streams.getMessage(stream, query).catch((err: unknown) => {
+        if (isNotFound(err)) return null;
+        throw err;
+      });
+      if (!m || m.seq > to) break;
+      yield m;
+      seq = m.seq + 1;
+    }
   }
-  return false;
+}
+
+/**
+ * Whether consumer `c` has delivered `m` (which sits at or below what it delivered):
+ * true when `m` is older than the consumer and the consumer delivers every message from
+ * the stream's start. A message newer than the consumer at such a sequence was never
+ * delivered by it: a sequence reused after the stream lost its last writes.
+ */
+function deliveredByIt(c: ConsumerInfo, m: StoredMsg): boolean {
+  return c.config.deliver_policy === DeliverPolicy.All && m.time.getTime() < Date.parse(c.created);
 }
 
 function isNotFound(err: unknown): boolean {

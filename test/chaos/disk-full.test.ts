@@ -159,8 +159,11 @@ describe("chaos - the disk under the JetStream store fills up", () => {
       await verifyPromises(f, await watched.outcome, { cutOff: () => true });
       const lines = run.stderr.filter((l) => TROUBLE.test(l.line)).length;
       // Whether this run's restart left consumers skipping messages (a store that lost its last writes), which the schedulers' sweep mended.
-      const mended = f.cluster.all.flatMap((p) => p.output().split("\n").filter((l) => l.includes("re-created consumers"))).map((l) => /"consumers":\[([^\]]*)\]/.exec(l)?.[1] ?? "?");
+      const logged = f.cluster.all.flatMap((p) => p.output().split("\n"));
+      const mended = logged.filter((l) => l.includes("re-created consumers")).map((l) => /"consumers":\[([^\]]*)\]/.exec(l)?.[1] ?? "?");
+      const removed = logged.filter((l) => l.includes("had delivered and had acked")).map((l) => /"removed":(\d+)/.exec(l)?.[1] ?? "?");
       f.notes.push(mended.length ? `consumers re-created after the restart: ${mended.join("; ")}` : "no consumer skipped messages after the restart");
+      if (removed.length) f.notes.push(`acked messages left in the work queues, removed: ${removed.join(", ")}`);
       console.log(`[disk-full] ${f.notes.join("; ")}; ado run said it ${lines} time(s) in all, then that the server answers again; the run succeeded`);
     } catch (err) {
       await f.diagnose();

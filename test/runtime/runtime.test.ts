@@ -109,12 +109,12 @@ describe("topology - messages a server restart leaves where their consumer never
       for (let i = 0; i < 3; i++) await js.publish(subject, new Uint8Array([3]));
       expect(await take(3)).toEqual([]);
       const swept = await redeliverSkipped(jsm, stream);
-      expect(swept.recreated).toEqual(["merger"]);
+      expect(swept).toEqual({ recreated: ["merger"], removed: 0, deferred: 0 });
       expect(await take(3)).toEqual([2, 3, 4]);
       // And later messages come in order on the re-created consumer; nothing left to do.
       await js.publish(subject, new Uint8Array([4]));
       expect(await take(1)).toEqual([5]);
-      expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], deferred: 0 });
+      expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 0 });
     } finally {
       await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
       await nats.stop(1_000);
@@ -122,7 +122,7 @@ describe("topology - messages a server restart leaves where their consumer never
     }
   }, 60_000);
 
-  it("acked messages restored at or below a consumer's ack floor are delivered again, not removed, even while it holds others; another consumer's subjects are not its to judge", async () => {
+  it("acked messages restored at or below a consumer's ack floor are delivered again by a re-created consumer (even while it holds others), then removed once it has had them acked; another consumer's subjects are not its to judge", async () => {
     const nc = await ts.connect();
     const { jsm, topo } = await provisioned(nc);
     const js = jetstream(nc);
@@ -142,7 +142,7 @@ describe("topology - messages a server restart leaves where their consumer never
     await taken[1]!.ackAck();
     await eventually(async () => (await jsm.consumers.info(stream, "reader-a")).ack_floor.stream_seq >= 2, 5_000, "ack floor past 2");
     // At or below reader-a's floor: messages 1 and 2, which it will never deliver: it is re-created at once.
-    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: ["reader-a"], deferred: 0 });
+    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: ["reader-a"], removed: 0, deferred: 0 });
     const again = [];
     for await (const m of await (await js.consumers.get(stream, "reader-a")).fetch({ max_messages: 5, expires: 1_500 })) {
       again.push(m.seq);
@@ -150,11 +150,14 @@ describe("topology - messages a server restart leaves where their consumer never
     }
     expect(again).toEqual([1, 2, 4]);
     await eventually(async () => (await jsm.consumers.info(stream, "reader-a")).num_ack_pending === 0, 5_000, "nothing outstanding");
-    // Nothing is removed: a limits stream keeps them, and each was handled again (acked), so
-    // the next sweep finds them below a floor once more: handled again, which is safe.
+    // A limits stream keeps them after the acks, as a store that lost the deletes would:
+    // older than the re-created consumer and below its floor, they were delivered by it
+    // and acked, so the next sweep removes them (and re-creates nothing). reader-b took
+    // nothing: its messages 3 and 5 are ahead of it, not skipped, and they stay.
     expect((await jsm.streams.info(stream)).state.messages).toBe(5);
-    // reader-b took nothing: its messages 3 and 5 are ahead of it, not skipped.
-    expect((await redeliverSkipped(jsm, stream)).recreated).not.toContain("reader-b");
+    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 3, deferred: 0 });
+    expect((await jsm.streams.info(stream)).state.messages).toBe(2);
+    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 0 });
   });
 
   it("a consumer with messages outstanding and nothing below its floor is left for a later look", async () => {
@@ -167,9 +170,9 @@ describe("topology - messages a server restart leaves where their consumer never
     for (let i = 0; i < 3; i++) await js.publish(`${topo.prefix}.held`, new Uint8Array([i]));
     const held = [];
     for await (const m of await (await js.consumers.get(stream, "holder")).fetch({ max_messages: 2, expires: 1_500 })) held.push(m);
-    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], deferred: 1 });
+    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 1 });
     for (const m of held) await m.ackAck();
-    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], deferred: 0 });
+    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 0 });
   });
 
   it("a work-queue stream in good order has nothing to redeliver", async () => {
@@ -181,7 +184,7 @@ describe("topology - messages a server restart leaves where their consumer never
     const c = await js.consumers.get(topo.streams.submit.name, "scheduler");
     const m = await c.next();
     await m!.ackAck();
-    expect(await redeliverSkipped(jsm, topo.streams.submit.name)).toEqual({ recreated: [], deferred: 0 });
+    expect(await redeliverSkipped(jsm, topo.streams.submit.name)).toEqual({ recreated: [], removed: 0, deferred: 0 });
     expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(2);
   });
 });

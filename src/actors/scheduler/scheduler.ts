@@ -97,6 +97,8 @@ export class Scheduler extends Actor {
   private staleRetry?: NodeJS.Timeout;
   /** Consumers re-created to deliver messages they had skipped. */
   private staleRecreated = 0;
+  /** Acked messages a server restart left in the work queues, removed. */
+  private staleRemoved = 0;
 
   /** What tasks cost in past runs (KV `costs`, watched): what budgets reserve for tasks with no history in their run. */
   private readonly costHistory = new Map<string, CostHistory>();
@@ -169,8 +171,12 @@ export class Scheduler extends Actor {
     for (const key of WORK_QUEUE_STREAMS) {
       const stream = this.ctx.topo.streams[key].name;
       try {
-        const { recreated, deferred } = await redeliverSkipped(jsm, stream);
+        const { recreated, removed, deferred } = await redeliverSkipped(jsm, stream);
         if (deferred > 0) again = true;
+        if (removed > 0) {
+          this.staleRemoved += removed;
+          this.log.warn({ stream, removed }, "removed messages their consumers had delivered and had acked, left in the stream by a server restart");
+        }
         if (recreated.length === 0) continue;
         this.staleRecreated += recreated.length;
         this.log.warn({ stream, consumers: recreated }, "re-created consumers that a server restart left skipping messages; those messages are delivered again");
@@ -308,7 +314,7 @@ export class Scheduler extends Actor {
   }
 
   override stats() {
-    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected, openTasks: this.openTasks.total, maxQueued: this.opts.maxQueued ?? null, staleRecreated: this.staleRecreated };
+    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected, openTasks: this.openTasks.total, maxQueued: this.opts.maxQueued ?? null, staleRecreated: this.staleRecreated, staleRemoved: this.staleRemoved };
   }
 
   /**
