@@ -10,8 +10,12 @@ import { PROGRESS_MODES } from "./progress.js";
 const live = () => import("./live.js");
 const serve = () => import("./serve.js");
 
-/** The commands this file defines (the others come with their modules: hitl, worktrees, runs, workers). */
-const OWN_COMMANDS: ReadonlySet<string> = new Set(["run", "up", "dashboard", "worker", "doctor", "actor", "cancel", "pause", "resume", "budget", "attach", "detach", "status", "parallel", "logs", "prune", "nats", "init", "completion"]);
+/**
+ * The commands this file defines that need none of the other groups (hitl, worktrees,
+ * runs, workers, which come with their modules). Not `completion`: its script names
+ * every command.
+ */
+const OWN_COMMANDS: ReadonlySet<string> = new Set(["run", "up", "dashboard", "worker", "doctor", "actor", "cancel", "pause", "resume", "budget", "attach", "detach", "status", "parallel", "logs", "prune", "nats", "init"]);
 
 /**
  * Builds the `ado` command line. Every action returns its exit code. `command`: the one
