@@ -1,13 +1,13 @@
 import { AdoClient, type RunStatusView, type WatchOptions } from "../runtime/client.js";
 import { drainQuietly } from "../runtime/connection.js";
-import type { ControlAction, VariantRecord } from "../runtime/messages.js";
-import { asRunId } from "../runtime/ids.js";
+import type { ControlAction, RunRecord, VariantRecord } from "../runtime/messages.js";
+import { asRunId, ID_PATTERN } from "../runtime/ids.js";
 import { openBuckets, openJetStream, topology } from "../runtime/topology.js";
 import { providerView, readProviderStates, type ProviderView } from "./providers-view.js";
 import { CliError, clientConnection, configFrom, Exit, joinServer, type CommonFlags, type ServerRef } from "./common.js";
 import { refuseFinished, requireRun, runIdOf } from "./targets.js";
 import { followRun } from "./follow.js";
-import { createProgress, type ProgressMode } from "./progress.js";
+import { createProgress, type ProgressMode, type ProgressView } from "./progress.js";
 import { plural } from "./progress-state.js";
 import { exitCodeOf } from "./run.js";
 import { report } from "./summary.js";
@@ -73,53 +73,66 @@ export async function attachCommand(runId: string, flags: CommonFlags & { since?
     if (Number.isNaN(since.getTime())) throw new CliError(`--since '${flags.since}' is not a time: use an ISO time or an age like 30s, 5m, 2h`);
   }
   return withClient(flags, "ado attach", async (client, logger) => {
-    // The record only (not every task's): a run of 10,000 tasks attaches at once.
+    const newView = () => createProgress(flags.progress ?? "auto", flags.json ? process.stderr : process.stdout);
+    /** Follows the run from `from` (or `since`) until it ends or this client detaches, then reports. */
+    const follow = async (run: RunRecord, view: ProgressView, from?: WatchOptions["from"]): Promise<number> => {
+      // The logs of the attempts this client sees start (those that start after the state it loaded; with --since, after that).
+      const root = await logsRootFor(run.repo);
+      const followed = await followRun({
+        runId,
+        view,
+        logs: new TaskLogWriter(root, runId, (m) => process.stderr.write(`ado: ${m}\n`)),
+        say: (m) => process.stderr.write(`ado: ${m}\n`),
+        watch: (w) => client.watch(asRunId(runId), { ...(since ? { since } : {}), ...(from ? { from } : {}), ...w }),
+      });
+      try {
+        // Detached (Ctrl-C, `ado detach`): the view said so; the run goes on.
+        if (!followed.outcome) return Exit.ok;
+        await report(followed.outcome, flags.json ?? false, { logsRoot: root, progress: view.state, ...(run.repo ? { repo: run.repo } : {}) });
+        return exitCodeOf(followed.outcome);
+      } finally {
+        followed.release();
+      }
+    };
+    if (since) {
+      // The record only (not every task's): a run of 10,000 tasks attaches at once.
+      const run = await client.runRecord(runId);
+      if (!run) throw new CliError(`no run '${runId}': list runs with \`ado runs\``);
+      // A run that ended before --since has nothing left to replay or follow: its end, from the records.
+      if (run.status !== "running" && run.status !== "needs_attention") {
+        const outcome = await client.finishedOutcome(runId);
+        if (outcome) {
+          await report(outcome, flags.json ?? false, run.repo ? { repo: run.repo } : {});
+          return exitCodeOf(outcome);
+        }
+      }
+      return follow(run, newView());
+    }
+    // The run's state first, drawn at once; then its record, which carries the whole
+    // graph (decoding a 10,000-task graph takes longer than the state: bench/attach.ts).
+    const noRun = () => new CliError(`no run '${runId}': list runs with \`ado runs\``);
+    if (!ID_PATTERN.test(runId)) throw noRun();
+    const state = await runState(client, runId, logger);
+    const view = newView();
+    if (state.fold.seq > 0) view.seed(state.fold);
     const run = await client.runRecord(runId);
-    if (!run) throw new CliError(`no run '${runId}': list runs with \`ado runs\``);
+    if (!run) {
+      view.stop();
+      throw noRun();
+    }
+    if (state.fold.seq === 0) return follow(run, view);
+    const from = { seq: state.fold.seq, tracker: state.fold.tracker.copy(), ...(state.waiting ? { waiting: state.waiting } : {}) };
+    // Ended by the record and the state: the records say how (the event stream may hold events after the end).
     const ended = run.status !== "running" && run.status !== "needs_attention";
-    // A run that ended before --since has nothing left to replay or follow: its end, from the records.
-    if (since && ended) {
+    if (ended && state.fold.status !== "running" && state.fold.status !== "needs_attention") {
+      view.stop();
       const outcome = await client.finishedOutcome(runId);
       if (outcome) {
-        await report(outcome, flags.json ?? false, run.repo ? { repo: run.repo } : {});
+        await report(outcome, flags.json ?? false, { progress: view.state, ...(run.repo ? { repo: run.repo } : {}) });
         return exitCodeOf(outcome);
       }
     }
-    const view = createProgress(flags.progress ?? "auto", flags.json ? process.stderr : process.stdout);
-    let from: WatchOptions["from"];
-    if (!since) {
-      const state = await runState(client, runId, logger);
-      if (state.fold.seq > 0) {
-        view.seed(state.fold);
-        from = { seq: state.fold.seq, tracker: state.fold.tracker.copy(), ...(state.waiting ? { waiting: state.waiting } : {}) };
-        // Ended by the state: the records say how (the event stream may hold events after the end).
-        if (ended && state.fold.status !== "running" && state.fold.status !== "needs_attention") {
-          view.stop();
-          const outcome = await client.finishedOutcome(runId);
-          if (outcome) {
-            await report(outcome, flags.json ?? false, { progress: view.state, ...(run.repo ? { repo: run.repo } : {}) });
-            return exitCodeOf(outcome);
-          }
-        }
-      }
-    }
-    // The logs of the attempts this client sees start (those that start after the state it loaded; with --since, after that).
-    const root = await logsRootFor(run.repo);
-    const followed = await followRun({
-      runId,
-      view,
-      logs: new TaskLogWriter(root, runId, (m) => process.stderr.write(`ado: ${m}\n`)),
-      say: (m) => process.stderr.write(`ado: ${m}\n`),
-      watch: (w) => client.watch(asRunId(runId), { ...(since ? { since } : {}), ...(from ? { from } : {}), ...w }),
-    });
-    try {
-      // Detached (Ctrl-C, `ado detach`): the view said so; the run goes on.
-      if (!followed.outcome) return Exit.ok;
-      await report(followed.outcome, flags.json ?? false, { logsRoot: root, progress: view.state, ...(run.repo ? { repo: run.repo } : {}) });
-      return exitCodeOf(followed.outcome);
-    } finally {
-      followed.release();
-    }
+    return follow(run, view, from);
   }, runId);
 }
 

@@ -2,25 +2,31 @@ import { Command, CommanderError, Option } from "commander";
 import { VERSION } from "../runtime/actor.js";
 import { AdoError, errorMessage } from "../runtime/errors.js";
 import { CliError, Exit, parseIntFlag, parseSlotsFlag } from "./common.js";
-import { runCommand } from "./run.js";
-import { attachCommand, controlCommand, detachCommand, statusCommand } from "./live.js";
-import { actorCommand, upCommand, workerCommand } from "./serve.js";
-import { hitlCommands } from "./hitl.js";
-import { registerWorktreeCommands } from "./worktrees.js";
-import { registerRunsCommands } from "./runs.js";
-import { registerWorkersCommands } from "./workers.js";
 import { PROGRESS_MODES } from "./progress.js";
-import { completionScript } from "./completion.js";
-import { initCommand } from "./init.js";
-import { pruneCommand } from "./prune.js";
-import { doctorCommand } from "./doctor.js";
-import { budgetRaiseCommand } from "./budget.js";
-import { logsCommand } from "./logs.js";
-import { dashboardCommand } from "./dashboard.js";
-import { natsConfigCommand } from "./nats-config.js";
 
-/** Builds the `ado` command line. Every action returns its exit code. */
-export function buildProgram(setExit: (code: number) => void): Command {
+// Each command's module is loaded when the command runs, not for every command: `ado
+// attach` then loads the client and the view, not the actors, the dashboard or the
+// doctor (a fresh process's import time is part of what a user waits for).
+const live = () => import("./live.js");
+const serve = () => import("./serve.js");
+
+/**
+ * The commands this file defines that need none of the other groups (hitl, worktrees,
+ * runs, workers, which come with their modules). Not `completion`: its script names
+ * every command.
+ */
+const OWN_COMMANDS: ReadonlySet<string> = new Set(["run", "up", "dashboard", "worker", "doctor", "actor", "cancel", "pause", "resume", "budget", "attach", "detach", "status", "parallel", "logs", "prune", "nats", "init"]);
+
+/**
+ * Builds the `ado` command line. Every action returns its exit code. `command`: the one
+ * the command line names; when this file defines it, the modules of the other command
+ * groups are not loaded (their commands are left out: they are not the one that runs).
+ */
+export async function buildProgram(setExit: (code: number) => void, command?: string): Promise<Command> {
+  const groups =
+    command !== undefined && OWN_COMMANDS.has(command)
+      ? undefined
+      : await Promise.all([import("./hitl.js"), import("./worktrees.js"), import("./runs.js"), import("./workers.js")]);
   const program = new Command("ado")
     .description("Run many AI coding agents in parallel on one git repository: one worktree and branch per task, merged back for you.")
     .version(VERSION)
@@ -59,7 +65,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--max-tokens <n>", "the run's budget in tokens (input + output), for agents that report no dollars (2m, 500k)")
       .addOption(new Option("--on-budget <what>", "when the budget would be passed: wait for `ado budget raise` (needs_attention), or stop the run").choices(["wait", "stop"]))
       .addOption(progressOption()),
-  ).action(async (prompt, flags) => setExit(await runCommand(prompt, flags)));
+  ).action(async (prompt, flags) => setExit(await (await import("./run.js")).runCommand(prompt, flags)));
 
   common(
     program
@@ -73,7 +79,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--dashboard-port <port>", "serve the web dashboard on this port (0: a free one; default 4280, or a free one if taken)", parseIntFlag("dashboard-port", 0, 65_535))
       .option("--no-dashboard", "do not serve the web dashboard")
       .option("--no-auth", "let anyone who reaches the port connect, without credentials (default: a user per role, keys under the store, readable by you only)"),
-  ).action(async (flags) => setExit(await upCommand(flags)));
+  ).action(async (flags) => setExit(await (await serve()).upCommand(flags)));
 
   common(
     program
@@ -81,7 +87,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .description("serve the live web dashboard of the runs on a server (a NATS client like the CLI) until interrupted")
       .option("-p, --port <port>", "HTTP port (0: a free one)", parseIntFlag("port", 0, 65_535), 4280)
       .option("--host <host>", "address to listen on (0.0.0.0: every interface; the dashboard can pause and cancel runs, so mind who reaches it)", "127.0.0.1"),
-  ).action(async (flags) => setExit(await dashboardCommand(flags)));
+  ).action(async (flags) => setExit(await (await import("./dashboard.js")).dashboardCommand(flags)));
 
   common(
     program
@@ -95,14 +101,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--pool <name>", "the scaler pool it belongs to (in its registry record)")
       .option("--exit-on-stdin-close", "drain and stop when stdin ends (how a supervisor, e.g. the scaler, stops it)")
       .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
-  ).action(async (flags) => setExit(await workerCommand(flags)));
+  ).action(async (flags) => setExit(await (await serve()).workerCommand(flags)));
 
   common(
     program
       .command("doctor")
       .description("list the agents this host can run (agent CLIs found, their versions, login as far as it can be checked offline) and why not")
       .option("--json", "print JSON"),
-  ).action(async (flags) => setExit(await doctorCommand(flags)));
+  ).action(async (flags) => setExit(await (await import("./doctor.js")).doctorCommand(flags)));
 
   common(
     program
@@ -110,7 +116,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .description("start one actor (scheduler, balancer, merger, stealer, recorder, notifier, scaler or api) against a server, until interrupted")
       .addArgument(new Command().createArgument("<name>", "actor to start").choices(["scheduler", "balancer", "merger", "stealer", "recorder", "notifier", "scaler", "api"]))
       .option("--health-port <port>", "serve GET /health, /ready and /metrics (Prometheus) on this port (0: a free one)", parseIntFlag("health-port", 0, 65_535)),
-  ).action(async (name, flags) => setExit(await actorCommand(name, flags)));
+  ).action(async (name, flags) => setExit(await (await serve()).actorCommand(name, flags)));
 
   for (const action of ["cancel", "pause", "resume"] as const) {
     common(
@@ -125,7 +131,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
         )
         .argument("<target>", "a run id, <run>/<task>, or a task id of an active run")
         .option("--reason <text>", "why (recorded in the events)"),
-    ).action(async (target, flags) => setExit(await controlCommand(action, target, flags)));
+    ).action(async (target, flags) => setExit(await (await live()).controlCommand(action, target, flags)));
   }
 
   const budget = program.command("budget").description("a run's budget: what it may spend");
@@ -139,7 +145,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("-r, --repo <dir>", "a run `ado run` kept in this repository (it stopped for its budget): raised, then followed to its end (default: current directory)")
       .option("--json", "with a kept run: print one JSON object with the outcome when the run ends")
       .addOption(progressOption()),
-  ).action(async (run, usd, flags) => setExit(await budgetRaiseCommand(run, usd, flags)));
+  ).action(async (run, usd, flags) => setExit(await (await import("./budget.js")).budgetRaiseCommand(run, usd, flags)));
 
   common(
     program
@@ -149,14 +155,14 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--since <time>", "start from this time (ISO) or age (30s, 5m, 2h)")
       .option("--json", "print one JSON object with the outcome when the run ends")
       .addOption(progressOption()),
-  ).action(async (run, flags) => setExit(await attachCommand(run, flags)));
+  ).action(async (run, flags) => setExit(await (await live()).attachCommand(run, flags)));
 
   common(
     program
       .command("detach")
       .description("make every client attached to a run detach (for scripts); the run goes on")
       .argument("<run>", "run id"),
-  ).action(async (run, flags) => setExit(await detachCommand(run, flags)));
+  ).action(async (run, flags) => setExit(await (await live()).detachCommand(run, flags)));
 
   common(
     program
@@ -166,7 +172,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--all", "include finished runs")
       .option("--providers", "only the providers: circuit, permits and rate, running of the limit in force, spend today, last adaptive step")
       .option("--json", "print JSON"),
-  ).action(async (run, flags) => setExit(await statusCommand(run, flags)));
+  ).action(async (run, flags) => setExit(await (await live()).statusCommand(run, flags)));
 
   const parallel = program.command("parallel").description("commands across all runs");
   common(
@@ -175,7 +181,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .description("every active run: each task's state, worker, elapsed time and attempts")
       .option("--all", "include finished runs")
       .option("--json", "print JSON"),
-  ).action(async (flags) => setExit(await statusCommand(undefined, flags)));
+  ).action(async (flags) => setExit(await (await live()).statusCommand(undefined, flags)));
 
   common(
     program
@@ -188,12 +194,15 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("-f, --follow", "follow the output as it comes until the run (or the task) ends")
       .option("--events", "the agents' activity (attempts, tool calls, messages, usage, how each ended) instead of the output")
       .option("--json", "the events themselves, one JSON object a line"),
-  ).action(async (run, task, flags) => setExit(await logsCommand(run, task, flags)));
+  ).action(async (run, task, flags) => setExit(await (await import("./logs.js")).logsCommand(run, task, flags)));
 
-  hitlCommands(program, common, setExit);
-  registerWorktreeCommands(program, common, setExit);
-  registerRunsCommands(program, common, setExit);
-  registerWorkersCommands(program, common, setExit);
+  if (groups) {
+    const [hitl, worktrees, runs, workers] = groups;
+    hitl.hitlCommands(program, common, setExit);
+    worktrees.registerWorktreeCommands(program, common, setExit);
+    runs.registerRunsCommands(program, common, setExit);
+    workers.registerWorkersCommands(program, common, setExit);
+  }
 
   common(
     program
@@ -204,7 +213,7 @@ export function buildProgram(setExit: (code: number) => void): Command {
       .option("--dry-run", "show what would be deleted and archived, and change nothing")
       .option("--remote <url>", "also prune runs' refs on this git remote (default: the run's own, else the config's remote)")
       .option("--json", "print JSON"),
-  ).action(async (flags) => setExit(await pruneCommand(flags)));
+  ).action(async (flags) => setExit(await (await import("./prune.js")).pruneCommand(flags)));
 
   program
     .command("nats")
@@ -214,20 +223,20 @@ export function buildProgram(setExit: (code: number) => void): Command {
     .option("--prefix <prefix>", "subject/stream prefix (default: ADO_PREFIX, else ado)")
     .option("--dir <dir>", "where the server config goes (default: ./nats)")
     .option("--creds-dir <dir>", "where the roles' seeds go (default: ~/.config/ado/nats/<prefix>)")
-    .action(async (flags) => setExit(await natsConfigCommand(flags)));
+    .action(async (flags) => setExit(await (await import("./nats-config.js")).natsConfigCommand(flags)));
 
   program
     .command("init")
     .description("write a commented ado.config.yaml and an example graph (ado.graph.yaml) at the top of the repository; never overwrites")
     .option("--dir <dir>", "write them here instead")
-    .action(async (flags) => setExit(await initCommand(flags)));
+    .action(async (flags) => setExit(await (await import("./init.js")).initCommand(flags)));
 
   program
     .command("completion")
     .description("print a shell completion script: source <(ado completion bash), or zsh")
     .addArgument(new Command().createArgument("<shell>", "bash or zsh").choices(["bash", "zsh"]))
-    .action((shell: string) => {
-      process.stdout.write(completionScript(program, shell));
+    .action(async (shell: string) => {
+      process.stdout.write((await import("./completion.js")).completionScript(program, shell));
       setExit(Exit.ok);
     });
 
@@ -255,7 +264,9 @@ async function main(): Promise<void> {
   quietOnClosedPipe(process.stdout);
   quietOnClosedPipe(process.stderr);
   let code: number = Exit.ok;
-  const program = buildProgram((c) => (code = c));
+  // The command named on the line: the first word that is not an option (the program itself takes only --help and --version).
+  const named = process.argv.slice(2).find((a) => !a.startsWith("-"));
+  const program = await buildProgram((c) => (code = c), named);
   try {
     await program.parseAsync(process.argv);
   } catch (err) {

@@ -31,9 +31,26 @@ export interface LoadedRun {
   malformed: number;
   /** Why the snapshot was not used (from `replay`). */
   why?: string;
-  /** Where the time went (ms): reading the snapshot, then the events after it. */
-  ms: { snapshot: number; events: number };
+  /** Where the time went (ms). */
+  ms: LoadTimes;
 }
+
+/** Where a load's time went, in ms. */
+export interface LoadTimes {
+  /** Until the snapshot's state was loaded (the first frame a view can draw; 0 for a replay). */
+  snapshot: number;
+  /** After that, until the events after it (or all of them) were applied. */
+  events: number;
+  /**
+   * When each step ended, in ms from the start of the load (they overlap: the run's last
+   * event is looked up while the snapshot is read): the snapshot's bytes read (`got`),
+   * decoded and folded, the run's last event found, the first event after the snapshot
+   * read (`consumer`), and the last one applied (`deltas`).
+   */
+  at: Partial<Record<LoadStep, number>>;
+}
+
+export type LoadStep = "got" | "decoded" | "folded" | "last" | "consumer" | "deltas";
 
 export interface LoadRunOptions {
   js: JetStreamClient;
@@ -47,12 +64,28 @@ export interface LoadRunOptions {
   onEvent?: (e: AdoEvent, seq: number) => void;
 }
 
+/** Times the steps of one load (LoadTimes.at). */
+class LoadClock {
+  readonly t0 = performance.now();
+  readonly at: LoadTimes["at"] = {};
+  mark(step: LoadStep): void {
+    this.at[step] = Math.round(performance.now() - this.t0);
+  }
+}
+
 /** Loads a run's fold: its snapshot and the events after it, or, failing that, all its events (see the module comment). */
 export async function loadRun(o: LoadRunOptions): Promise<LoadedRun> {
-  const t0 = performance.now();
-  const found = o.useSnapshot === false ? { why: "asked to replay" } : await usableSnapshot(o);
-  if (found.why) o.log?.debug({ runId: o.runId, why: found.why }, "run state: replaying the run's events instead of its snapshot");
-  return carryOn(o, found, t0);
+  const clock = new LoadClock();
+  // The run's last event is looked up while the snapshot is read: neither needs the other.
+  const last = runLast(o, clock);
+  try {
+    const found = o.useSnapshot === false ? { why: "asked to replay" } : await usableSnapshot(o, last, clock);
+    if (found.why) o.log?.debug({ runId: o.runId, why: found.why }, "run state: replaying the run's events instead of its snapshot");
+    return await carryOn(o, found, last, clock);
+  } finally {
+    // Settled either way (a failed read above must not leave it to reject unheard).
+    await last.catch(() => undefined);
+  }
 }
 
 /**
@@ -61,53 +94,73 @@ export async function loadRun(o: LoadRunOptions): Promise<LoadedRun> {
  * reads the task records instead).
  */
 export async function loadRunFromSnapshot(o: Omit<LoadRunOptions, "useSnapshot">): Promise<LoadedRun | { why: string }> {
-  const t0 = performance.now();
-  const found = await usableSnapshot(o);
-  if (!found.fold) return { why: found.why ?? "it has no snapshot" };
-  return carryOn(o, found, t0);
+  const clock = new LoadClock();
+  const last = runLast(o, clock);
+  try {
+    const found = await usableSnapshot(o, last, clock);
+    if (!found.fold) return { why: found.why ?? "it has no snapshot" };
+    return await carryOn(o, found, last, clock);
+  } finally {
+    await last.catch(() => undefined);
+  }
+}
+
+function runLast(o: Pick<LoadRunOptions, "js" | "topo" | "runId">, clock: LoadClock): Promise<number> {
+  const last = lastEventSequence(o.js, o.topo, o.runId).then((seq) => {
+    clock.mark("last");
+    return seq;
+  });
+  // Awaited where needed; this only keeps a rejection before then from counting as unhandled.
+  last.catch(() => undefined);
+  return last;
 }
 
 /** The events after the snapshot's sequence applied to its fold (all of them to a new fold, with none). */
-async function carryOn(o: LoadRunOptions, found: { fold?: RunFold; why?: string }, t0: number): Promise<LoadedRun> {
+async function carryOn(o: LoadRunOptions, found: { fold?: RunFold; why?: string }, last: Promise<number>, clock: LoadClock): Promise<LoadedRun> {
   const { fold, why } = found;
   const start = fold ?? new RunFold();
   const snapshotSeq = start.seq;
   const t1 = performance.now();
-  const { read, malformed } = await applyEvents(o, start);
-  const ms = { snapshot: Math.round(t1 - t0), events: Math.round(performance.now() - t1) };
+  const { read, malformed } = await applyEvents(o, start, await last, clock);
+  const ms: LoadTimes = { snapshot: fold ? Math.round(t1 - clock.t0) : 0, events: Math.round(performance.now() - t1), at: clock.at };
   start.takeChanges();
-  o.log?.debug({ runId: o.runId, from: fold ? "snapshot" : "replay", ...(fold ? { snapshotSeq } : {}), read, malformed, ms }, "run state loaded");
+  o.log?.debug(
+    { runId: o.runId, from: fold ? "snapshot" : "replay", ...(fold ? { snapshotSeq } : {}), read, malformed, ms, processMs: Math.round(performance.now()) },
+    "run state loaded",
+  );
   return { fold: start, from: fold ? "snapshot" : "replay", read, malformed, ms, ...(why ? { why } : {}) };
 }
 
-async function usableSnapshot(o: LoadRunOptions): Promise<{ fold?: RunFold; why?: string }> {
+async function usableSnapshot(o: LoadRunOptions, last: Promise<number>, clock: LoadClock): Promise<{ fold?: RunFold; why?: string }> {
   let warned: string | undefined;
   let loaded;
   try {
-    loaded = await readSnapshot(o.snapshots, o.runId, (m) => (warned = m));
+    loaded = await readSnapshot(o.snapshots, o.runId, (m) => (warned = m), (step) => clock.mark(step));
   } catch (err) {
     return { why: `its snapshot is unreadable (${errorMessage(err)})` };
   }
   if (!loaded) return { why: warned ?? "it has no snapshot" };
+  clock.mark("folded");
   const { snapshot, fold } = loaded;
   if (snapshot.runId !== o.runId) return { why: `its snapshot is of another run (${snapshot.runId})` };
   // Seen from its middle: tasks before the recorder's first event of it are missing.
   if (!fold.complete) return { why: "its snapshot holds the run from its middle only" };
-  if (snapshot.seq > 0) {
-    const jsm = await o.js.jetstreamManager();
-    const last = (await jsm.streams.info(o.topo.streams.events.name)).state.last_seq;
-    if (snapshot.seq > last) return { why: `its snapshot reflects event ${snapshot.seq}, past the stream's last (${last}): the stream was reset` };
+  // Past the run's last event: a stream that was reset, unless the run's events are gone
+  // from an intact stream (expired): the stream's end says which.
+  if (snapshot.seq > 0 && snapshot.seq > (await last)) {
+    const jsm = await o.js.jetstreamManager(false);
+    const end = (await jsm.streams.info(o.topo.streams.events.name)).state.last_seq;
+    if (snapshot.seq > end) return { why: `its snapshot reflects event ${snapshot.seq}, past the stream's last (${end}): the stream was reset` };
   }
   return { fold };
 }
 
-/** Applies the run's events after the fold's sequence (all of them for a new fold), up to its last event now. */
-async function applyEvents(o: LoadRunOptions, fold: RunFold): Promise<{ read: number; malformed: number }> {
+/** Applies the run's events after the fold's sequence (all of them for a new fold), up to `last` (the run's last event when the load began). */
+async function applyEvents(o: LoadRunOptions, fold: RunFold, last: number, clock: LoadClock): Promise<{ read: number; malformed: number }> {
   let read = 0;
   let malformed = 0;
   // The end is known before reading: pending counts of filtered consumers are not
   // reliable on nats-server 2.9 (they reached 0 dozens of events early here).
-  const last = await lastEventSequence(o.js, o.topo, o.runId);
   if (last <= fold.seq) return { read, malformed };
   const consumer = await o.js.consumers.get(o.topo.streams.events.name, {
     filter_subjects: o.topo.subjects.runEvents(o.runId),
@@ -116,7 +169,7 @@ async function applyEvents(o: LoadRunOptions, fold: RunFold): Promise<{ read: nu
   const messages = await consumer.consume();
   try {
     for await (const m of messages) {
-      read++;
+      if (read++ === 0) clock.mark("consumer");
       let e: AdoEvent | undefined;
       try {
         e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
@@ -130,22 +183,20 @@ async function applyEvents(o: LoadRunOptions, fold: RunFold): Promise<{ read: nu
   } finally {
     await messages.close().catch(() => undefined);
   }
+  clock.mark("deltas");
   return { read, malformed };
 }
 
 /**
- * Sequence of the run's last event in the stream now (0: it has none): the first message
- * of a consumer that starts at the last one its filter matches.
+ * Sequence of the run's last event in the stream now (0: it has none): one message get
+ * by the run's subject wildcard (nats-server answers it from the end of the stream: no
+ * consumer, one round trip).
  */
 export async function lastEventSequence(js: JetStreamClient, topo: Topology, runId: string): Promise<number> {
-  const consumer = await js.consumers.get(topo.streams.events.name, { filter_subjects: topo.subjects.runEvents(runId), deliver_policy: DeliverPolicy.Last });
-  try {
-    // A run with no event left in the stream (expired) costs this wait, once.
-    const m = await consumer.next({ expires: 2_000 });
-    return m?.seq ?? 0;
-  } finally {
-    await consumer.delete().catch(() => undefined);
-  }
+  // No account-info round trip first (checkAPI): the caller's connection already did JetStream.
+  const jsm = await js.jetstreamManager(false);
+  const m = await jsm.streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.runEvents(runId) });
+  return m?.seq ?? 0;
 }
 
 /**

@@ -80,6 +80,24 @@ describe("run state from a snapshot and its deltas", () => {
     }
   });
 
+  it("run load - a run whose events left an intact stream (expired, purged): its snapshot alone, nothing replayed", { timeout: 120_000 }, async () => {
+    const { nc, js, kv, topo, shape } = await setup("r4");
+    try {
+      // The snapshot holds the whole run; other runs publish after it.
+      const pub = await publishWithSnapshot(js, topo, kv.snapshots, shape, 0);
+      await publishRun(js, topo, runEvents({ runId: "r4y", tasks: 3, events: 50 }));
+      const before = await loadRun({ js, snapshots: kv.snapshots, topo, runId: "r4" });
+      await (await js.jetstreamManager()).streams.purge(topo.streams.events.name, { filter: topo.subjects.runEvents("r4") });
+      const loaded = await loadRun({ js, snapshots: kv.snapshots, topo, runId: "r4" });
+      expect(loaded.from).toBe("snapshot");
+      expect(loaded.read).toBe(0);
+      expect(loaded.fold.seq).toBe(pub.lastSeq);
+      expect(view(loaded.fold)).toEqual(view(before.fold));
+    } finally {
+      await nc.drain();
+    }
+  });
+
   it("run load - a missing, malformed, torn, foreign, partial or too-new snapshot: every event is replayed, and the debug log says why", { timeout: 180_000 }, async () => {
     const { nc, js, kv, topo, shape } = await setup("r3");
     try {

@@ -1,9 +1,9 @@
 import { describe, expect, it } from "vitest";
 import fc from "fast-check";
 import { RunFold } from "../../src/runtime/run-fold.js";
-import { foldOf, snapshotOf, splitSnapshot } from "../../src/runtime/run-snapshot.js";
+import { foldOf, SNAPSHOT_PART_READ, SNAPSHOT_READ, snapshotOf, splitSnapshot } from "../../src/runtime/run-snapshot.js";
 import { decode } from "../../src/runtime/codec.js";
-import { SCHEMAS, type AdoEvent } from "../../src/runtime/messages.js";
+import { SCHEMAS, TaskStatus, type AdoEvent } from "../../src/runtime/messages.js";
 
 const T0 = Date.UTC(2026, 0, 2, 3, 4, 5);
 const at = (s: number) => new Date(T0 + s * 1000).toISOString();
@@ -95,6 +95,49 @@ describe("run snapshots", () => {
       }),
       { numRuns: 60 },
     );
+  });
+
+  it("snapshot - readers check the task columns as the schema does: the same values accepted, the same refused", () => {
+    const snap = JSON.parse(JSON.stringify(snapshotOf(foldAll(history(30)), new Date(T0)))) as Record<string, unknown> & { tasks: Record<string, unknown[]> };
+    const same = (value: unknown) => {
+      const strict = SCHEMAS.RunSnapshot.schema.safeParse(value);
+      const read = SNAPSHOT_READ.schema.safeParse(value);
+      expect(read.success).toBe(strict.success);
+      // The same fold (a note's keys the schema does not name are dropped by one, left unread by the other).
+      if (strict.success && read.success) expect(view(foldOf(read.data))).toEqual(view(foldOf(strict.data)));
+      const part = { runId: "r1", seq: 3, part: 0, tasks: (value as { tasks: unknown }).tasks };
+      expect(SNAPSHOT_PART_READ.schema.safeParse(part).success).toBe(SCHEMAS.RunSnapshotPart.schema.safeParse(part).success);
+      return strict.success;
+    };
+    expect(same(snap)).toBe(true);
+    // Through the wire codec too.
+    const bytes = splitSnapshot(SCHEMAS.RunSnapshot.schema.parse(snap)).head;
+    expect(decode(SNAPSHOT_READ, bytes)).toEqual(decode(SCHEMAS.RunSnapshot, bytes));
+    const columns = ["ids", "status", "attempts", "started", "finished", "worker", "cost", "tokens", "activity", "error", "waiting", "workers", "texts", "notes"] as const;
+    const scalar = fc.oneof(
+      fc.integer({ min: -3, max: TaskStatus.options.length + 2 }),
+      fc.constantFrom(null, undefined, "t1", "bad id!", "", 0.5, -0.5, 1e300, -1, Number.MAX_SAFE_INTEGER + 2, Number.NaN, Number.POSITIVE_INFINITY, true, false, [], {}, ["a"], [1]),
+      fc.double(),
+      fc.string(),
+    );
+    // Notes: a right one with one key set to anything.
+    const note = fc
+      .tuple(fc.constantFrom("i", "outputTail", "paused", "archiveRefs", "live", "agent", "other"), fc.oneof(scalar, fc.array(fc.oneof(fc.string(), scalar), { maxLength: 2 })))
+      .map(([key, value]) => ({ i: 1, outputTail: "x", archiveRefs: ["refs/a"], [key]: value }));
+    const odd = fc.oneof(scalar, note);
+    let refused = 0;
+    fc.assert(
+      // One element replaced, the whole column replaced by one value, or by a list of them.
+      fc.property(fc.constantFrom(...columns), fc.nat(), odd, fc.constantFrom("one", "whole", "list"), fc.array(odd, { maxLength: 3 }), (col, i, value, how, list) => {
+        const current = snap.tasks[col] ?? [];
+        const tasks = { ...snap.tasks, [col]: how === "whole" ? value : how === "list" ? [value, ...list] : current.map((x, k) => (k === i % current.length ? value : x)) };
+        if (col === "tokens" && value === undefined && how === "whole") delete (tasks as Record<string, unknown>).tokens;
+        if (!same({ ...snap, tasks })) refused++;
+      }),
+      { numRuns: 4_000 },
+    );
+    // The property saw both sides.
+    expect(refused).toBeGreaterThan(100);
   });
 
   it("snapshot - what the fold shows: states, retries, waiting, lost attempts, pause, costs, the integration head", () => {
