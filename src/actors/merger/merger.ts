@@ -192,6 +192,15 @@ export class Merger extends Actor {
    */
   private async handle(batch: Delivery<MergerInput>[]): Promise<Settle[]> {
     this.batches++;
+    // How long each request waited in the stream before a batch took it ("queued"), and how many there were.
+    const now = Date.now();
+    const queued = (this.steps["queued"] ??= { n: 0, ms: 0 });
+    const requests = (this.steps["requests"] ??= { n: 0, ms: 0 });
+    for (const d of batch) {
+      queued.n++;
+      queued.ms += Math.max(0, now - d.msg.info.timestampNanos / 1e6);
+      if (d.data.type === "merge.request" && !d.data.releaseOnly && !d.data.resolution) requests.n++;
+    }
     if (this.pendingReleases > MAX_PENDING_RELEASES) await this.timed("release-backlog", () => this.releaseRoom(MAX_PENDING_RELEASES));
     const settled: Settle[] = batch.map(() => ACK);
     await Promise.all(
