@@ -26,7 +26,9 @@
  *   floor     the same task commits, in the order they were merged, folded into a fresh
  *             branch with raw `git merge-tree --write-tree`, `commit-tree`, `update-ref`
  *             (one after another, after the run): the git work alone, in merges/s
- *   steps     where the merge coordinator's time went (its stats().steps, when it has them),
+ *   steps     where the merge coordinator's time went (its stats().steps, when it has them;
+ *             `queued`: a request's wait in the merge stream before a batch took it), merge
+ *             requests per merge step (its batches),
  *             the worktree removals it still had queued at the end, and the stack's close time
  *   path      where a task's time goes, from its events: ready (queued, or the submit for a
  *             root) -> attempt start (balancer, worker) -> task.started seen (worktree add)
@@ -417,6 +419,7 @@ function render(rep: Report): string {
       table(
         ["step", "n", "total ms", "mean ms"],
         Object.entries(rep.steps)
+          .filter(([k]) => k !== "requests")
           .sort((a, b) => b[1].ms - a[1].ms)
           .map(([k, v]) => [k, v.n, r1(v.ms), v.n ? r1(v.ms / v.n) : undefined]),
       ),
