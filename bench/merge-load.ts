@@ -26,8 +26,18 @@
  *   floor     the same task commits, in the order they were merged, folded into a fresh
  *             branch with raw `git merge-tree --write-tree`, `commit-tree`, `update-ref`
  *             (one after another, after the run): the git work alone, in merges/s
- *   steps     where the merge coordinator's time went (its stats().steps, when it has them),
+ *   steps     where the merge coordinator's time went (its stats().steps, when it has them;
+ *             `queued`: a request's wait in the merge stream before a batch took it), merge
+ *             requests per merge step (its batches),
  *             the worktree removals it still had queued at the end, and the stack's close time
+ *   path      where a task's time goes, from its events: ready (queued, or the submit for a
+ *             root) -> attempt start (balancer, worker) -> task.started seen (worktree add)
+ *             -> finished (the sleep, the commit; the sleep is shown apart) -> the scheduler's
+ *             task.succeeded (the result's way back) -> task.merged (the whole merge path);
+ *             for fan-ins, their last need's task.merged -> queued; and how busy the slots
+ *             were (attempt time / (wall x slots))
+ *   lock      the repository's worktree lock (src/git/worktrees.ts): how long each add and
+ *             remove waited for it and held it, and how much of the wall it was held
  *   CPU       node (every actor and the client), git and sh children, nats-server, other
  * Figures are printed, never asserted.
  */
@@ -46,9 +56,9 @@ import { EmbeddedServer } from "../src/runtime/embedded-server.js";
 import { GraphDefSchema, type Graph } from "../src/runtime/graph.js";
 import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
-import { git, gitText } from "../src/git/internal.js";
+import { git, gitText, worktreeLockStats, type WorktreeLockStats } from "../src/git/internal.js";
 import { CpuMeter, findChild, ProcessMeter as Meter, type ProcessCpu as Cpu } from "./procstat.js";
-import { percentile, r1, r2, table, prng } from "./stats.js";
+import { percentile, r1, r2, table, prng, summarize, type Summary } from "./stats.js";
 import { flagValues, orAbort, parseFlags, printReport, runMain, waitQuietOn, type Log } from "./harness.js";
 
 // ---------------------------------------------------------------- options
@@ -204,6 +214,13 @@ interface Report {
   floor?: { merges: number; ms: number; perSec: number; ok: boolean };
   /** The merge coordinator's own step timings, when it reports them. */
   steps?: Record<string, { n: number; ms: number }>;
+  /** Where a task's time went (ms per stage; see the file's header), and how busy the slots were. */
+  path?: Record<string, Summary>;
+  slotsBusy?: number;
+  /** The repository's worktree lock over the run: what each kind of operation waited for it and held it (ms). */
+  worktreeLock?: WorktreeLockStats;
+  /** Merge requests per merge step (the coordinator's batches). */
+  perStep?: number;
   /** Worktree removals the merge coordinator still had queued when the run ended (done while the stack closes). */
   releasesLeft?: number;
   /** Stopping the stack after the run (workers, actors: the merge coordinator finishes its removals). */
@@ -225,8 +242,15 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     const client = new AdoClient(nc, stack.topo);
     const finished = new Map<string, number>();
     const commits = new Map<string, string>();
+    /** Per task: when it became ready, its attempt started, task.started was seen, task.succeeded came (ms). */
+    const queued = new Map<string, number>();
+    const started = new Map<string, number>();
+    const startSeen = new Map<string, number>();
+    const succeeded = new Map<string, number>();
+    const attemptStart = new Map<string, number>();
     const merged: Array<{ taskId: string; at: number }> = [];
     const cpu0 = meter.snapshot();
+    const lock0 = worktreeLockStats();
     const t0 = performance.now();
     const wall0 = Date.now();
     try {
@@ -236,8 +260,14 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
           repo,
           signal,
           onEvent: (e: AdoEvent) => {
-            if (e.type === "task.succeeded") {
+            if (e.type === "task.queued") queued.set(e.taskId, Date.parse(e.at));
+            else if (e.type === "task.started") {
+              started.set(e.taskId, Date.parse(e.at));
+              startSeen.set(e.taskId, Date.now());
+            } else if (e.type === "task.succeeded") {
               finished.set(e.taskId, Date.parse(e.finishedAt));
+              attemptStart.set(e.taskId, Date.parse(e.startedAt));
+              succeeded.set(e.taskId, Date.parse(e.at));
               if (e.commit) commits.set(e.taskId, e.commit);
             } else if (e.type === "task.merged") {
               merged.push({ taskId: e.taskId, at: Date.parse(e.at) });
@@ -256,6 +286,13 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     }
     const wallMs = performance.now() - t0;
     report.cpu = meter.use(cpu0, meter.snapshot());
+    const lock1 = worktreeLockStats();
+    report.worktreeLock = Object.fromEntries(
+      Object.entries(lock1).map(([k, v]) => {
+        const a = lock0[k as keyof WorktreeLockStats];
+        return [k, { n: v.n - a.n, waitMs: r1(v.waitMs - a.waitMs), heldMs: r1(v.heldMs - a.heldMs) }];
+      }),
+    ) as WorktreeLockStats;
     const merger = stack.actors.find((a) => a.kind === "merger");
     const stats = merger?.stats() as { steps?: Record<string, { n: number; ms: number }>; pendingReleases?: number; batches?: number } | undefined;
     if (stats?.steps) report.steps = structuredClone(stats.steps);
@@ -274,6 +311,10 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     }
     const lags = merged.flatMap((m) => (finished.has(m.taskId) ? [m.at - finished.get(m.taskId)!] : [])).sort((a, b) => a - b);
     if (lags.length) report.lagMs = { p50: percentile(lags, 50), p90: percentile(lags, 90), max: lags[lags.length - 1]! };
+    report.path = taskPath(shape, wall0, { queued, started, startSeen, finished, succeeded, merged: new Map(merged.map((m) => [m.taskId, m.at])) });
+    const busy = [...finished].reduce((sum, [id, f]) => sum + (f - (attemptStart.get(id) ?? f)), 0);
+    report.slotsBusy = r2(busy / (wallMs * o.workers * o.slots));
+    if (stats?.steps?.["merge-step"]?.n) report.perStep = r2((stats.steps["requests"]?.n ?? 0) / stats.steps["merge-step"].n);
 
     // The stack stops first (the merge coordinator finishes the removals it queued), so
     // the floor is measured with nothing of the run in the background.
@@ -292,6 +333,29 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     await stack?.close();
     await rm(worktreeDir, { recursive: true, force: true }).catch(() => undefined);
   }
+}
+
+/** Each task's time per stage of its way (ms), from the events (see the file's header). */
+function taskPath(
+  shape: Shape,
+  submitted: number,
+  t: Record<"queued" | "started" | "startSeen" | "finished" | "succeeded" | "merged", Map<string, number>>,
+): Record<string, Summary> {
+  const stages: Record<string, number[]> = { "ready -> attempt start": [], "attempt start -> task.started seen": [], "task.started seen -> finished, less the sleep": [], "finished -> task.succeeded": [], "task.succeeded -> task.merged": [], "fan-in: last need merged -> queued": [] };
+  for (const def of shape.graph.tasks) {
+    const id = def.id;
+    const ready = t.queued.get(id) ?? (def.needs.length === 0 ? submitted : undefined);
+    const [s, seen, f, ok, m] = [t.started.get(id), t.startSeen.get(id), t.finished.get(id), t.succeeded.get(id), t.merged.get(id)];
+    if (ready !== undefined && s !== undefined) stages["ready -> attempt start"]!.push(s - ready);
+    if (s !== undefined && seen !== undefined) stages["attempt start -> task.started seen"]!.push(seen - s);
+    if (seen !== undefined && f !== undefined) stages["task.started seen -> finished, less the sleep"]!.push(f - seen - shape.sleeps.get(id)! * 1000);
+    if (f !== undefined && ok !== undefined) stages["finished -> task.succeeded"]!.push(ok - f);
+    if (ok !== undefined && m !== undefined) stages["task.succeeded -> task.merged"]!.push(m - ok);
+    const needsMerged = def.needs.map((n) => t.merged.get(n));
+    const q = t.queued.get(id);
+    if (def.needs.length && q !== undefined && needsMerged.every((x) => x !== undefined)) stages["fan-in: last need merged -> queued"]!.push(q - Math.max(...(needsMerged as number[])));
+  }
+  return Object.fromEntries(Object.entries(stages).filter(([, v]) => v.length).map(([k, v]) => [k, summarize(v)]));
 }
 
 function render(rep: Report): string {
@@ -334,12 +398,28 @@ function render(rep: Report): string {
   if (rep.releasesLeft !== undefined || rep.closeMs !== undefined) {
     out.push(`worktree removals still queued when the run ended: ${rep.releasesLeft ?? "-"}; stack close afterwards: ${rep.closeMs ?? "-"} ms`);
   }
+  if (rep.path) {
+    out.push("", `a task's way (ms; slots busy ${rep.slotsBusy ?? "-"} of the wall: attempt start -> finished, over wall x slots):`);
+    out.push(
+      table(
+        ["stage", "n", "p50", "p90", "max", "mean"],
+        Object.entries(rep.path).map(([k, v]) => [k, v.n, Math.round(v.p50), Math.round(v.p90), Math.round(v.max), Math.round(v.mean)]),
+      ),
+    );
+  }
+  if (rep.worktreeLock && rep.wallMs) {
+    const lock = Object.entries(rep.worktreeLock).filter(([, v]) => v.n > 0);
+    const held = lock.reduce((sum, [, v]) => sum + v.heldMs, 0);
+    out.push("", `the repository's worktree lock (one per repository in a process; every add and remove takes it): held ${r1((100 * held) / rep.wallMs)}% of the wall`);
+    out.push(table(["operation", "n", "held ms (mean)", "waited ms (mean)"], lock.map(([k, v]) => [k, v.n, r1(v.heldMs / v.n), r1(v.waitMs / v.n)])));
+  }
   if (rep.steps) {
-    out.push("", "merge coordinator steps (all requests; ms):");
+    out.push("", `merge coordinator steps (all requests; ms; ${rep.perStep ?? "-"} requests per merge step):`);
     out.push(
       table(
         ["step", "n", "total ms", "mean ms"],
         Object.entries(rep.steps)
+          .filter(([k]) => k !== "requests")
           .sort((a, b) => b[1].ms - a[1].ms)
           .map(([k, v]) => [k, v.n, r1(v.ms), v.n ? r1(v.ms / v.n) : undefined]),
       ),

@@ -4,7 +4,8 @@
  * once, by compare-and-swap, at the end. What one merge costs in git processes is then
  * two (`merge-tree --write-tree`, `commit-tree`) plus three per batch (one `cat-file
  * --batch-check` for the head and every source, one `rev-list` for what is merged
- * already, one `update-ref`), where integrate() spends eight or more on each.
+ * already, one `update-ref`), two when the caller gives the head its previous batch
+ * left (`head`: the merge coordinator does), where integrate() spends eight or more on each.
  *
  * Only what needs nothing but objects is done here: clean merges and conflicts the
  * union/ours/theirs rules settle. A task whose merge needs a command (a regenerate rule,
@@ -55,6 +56,14 @@ export interface IntegrateBatchOptions {
   scratchDir: string;
   items: readonly BatchItem[];
   signal?: AbortSignal;
+  /**
+   * The target's head as the caller last left it (the `head` of its previous batch),
+   * to start from without reading it: the compare-and-swap at the end catches one that
+   * moved since (the batch is then recomputed on the head read then), and a source that
+   * names no commit sends the batch back to reading the names. Saves a git process per
+   * batch; only full object ids are taken as sources on this path.
+   */
+  head?: string;
 }
 
 export type BatchOutcome =
@@ -79,6 +88,9 @@ export interface IntegrateBatchResult {
   /** One per item, in order. */
   outcomes: BatchOutcome[];
 }
+
+/** A full object id (SHA-1 or SHA-256). */
+const OBJECT_ID = /^[0-9a-f]{40}([0-9a-f]{24})?$/;
 
 /** Identity options per repository: read once a while, not once per merge. */
 const identities = new Map<string, { at: number; options: Promise<string[]> }>();
@@ -110,9 +122,12 @@ export async function integrateBatch(opts: IntegrateBatchOptions): Promise<Integ
   if (!opts.target) throw new InvalidIntegrateOptionsError("'target' is empty");
   const ruleFor = compileRules(opts.rules ?? []);
   const repo = path.resolve(opts.repo);
-  // The head and every source in one git process; the identity is cached.
-  const [identity, names] = await Promise.all([cachedIdentity(repo), resolveNames(repo, [`refs/heads/${opts.target}`, ...opts.items.map((i) => i.source)])]);
-  const [firstHead, ...resolved] = names;
+  // The head and every source in one git process (none when the caller knows the head
+  // and gives full object ids); the identity is cached.
+  const read = () => resolveNames(repo, [`refs/heads/${opts.target}`, ...opts.items.map((i) => i.source)]);
+  let trusted = opts.head !== undefined && OBJECT_ID.test(opts.head) && opts.items.every((i) => OBJECT_ID.test(i.source));
+  const [identity, names] = await Promise.all([cachedIdentity(repo), trusted ? [opts.head!, ...opts.items.map((i) => i.source)] : read()]);
+  let [firstHead, ...resolved] = names;
   let tmp: Promise<{ path: string; remove(): Promise<void> }> | undefined;
   const rules: RuleContext = {
     repo,
@@ -124,9 +139,27 @@ export async function integrateBatch(opts: IntegrateBatchOptions): Promise<Integ
     for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
       throwIfAborted(opts);
       const start = attempt === 1 && firstHead !== undefined ? firstHead : await headOf(repo, opts);
-      const chain = await buildChain(repo, opts, identity, rules, start, resolved);
+      let chain: { head: string; outcomes: BatchOutcome[] };
+      try {
+        chain = await buildChain(repo, opts, identity, rules, start, resolved);
+      } catch (err) {
+        if (!trusted) throw err;
+        // A source (or the head given) that names no commit: read the names, and start again from the head as it is.
+        trusted = false;
+        [firstHead, ...resolved] = await read();
+        attempt--;
+        continue;
+      }
       throwIfAborted(opts);
-      if (chain.head === start || (await compareAndSwap(repo, opts.target, chain.head, start))) {
+      // Nothing to move: `start` must be the head as it is, which a head given (not read) needs checked.
+      const moved = chain.head !== start;
+      if (!moved && trusted && attempt === 1 && (await readBranch(repo, opts.target)) !== start) {
+        trusted = false;
+        [firstHead, ...resolved] = await read();
+        attempt--;
+        continue;
+      }
+      if (!moved || (await compareAndSwap(repo, opts.target, chain.head, start))) {
         return { start, head: chain.head, outcomes: chain.outcomes };
       }
       await sleep(backoffDelay(attempt, Backoff.gitLock));
@@ -165,7 +198,7 @@ async function resolveNames(repo: string, names: readonly string[]): Promise<(st
   const lines = stdout.toString("utf8").split("\n");
   return specs.map((_, i) => {
     const [id, type] = (lines[i] ?? "").split(" ");
-    return type === "commit" && id && /^[0-9a-f]{40}([0-9a-f]{24})?$/.test(id) ? id : undefined;
+    return type === "commit" && id && OBJECT_ID.test(id) ? id : undefined;
   });
 }
 

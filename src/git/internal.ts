@@ -8,3 +8,4 @@ export { compareAndSwap } from "./merge.js";
 export { ADO_IDENTITY, git, runGit } from "./exec.js";
 export { gitBytes, gitText } from "./plumbing.js";
 export { SCRATCH_GIT_OPTIONS, withScratchWorktree } from "./scratch.js";
+export { worktreeLockStats, type WorktreeLockStats } from "./worktrees.js";

@@ -12,8 +12,11 @@
  * it is shared by all worktrees and the user's checkout.
  *
  * Cost: add is one git process when the branch is new (`worktree add --no-track --lock
- * -b`), remove is one (`worktree remove`; the lock is lifted by deleting the `locked`
- * file, which is all `git worktree unlock` does). Everything else is read from the file
+ * -b`), remove is two, one of them under the repository lock: a status of the worktree
+ * (the check for uncommitted work) before it, then `worktree remove --force` (the lock is
+ * lifted by deleting the `locked` file, which is all `git worktree unlock` does).
+ * worktreeLockStats() says how long each kind of operation held and waited for the
+ * lock. Everything else is read from the file
  * system, and git runs more only on the rare paths (a leftover branch or registration,
  * a refusal to diagnose). bench/worktrees.ts compares this with raw git.
  */
@@ -162,7 +165,52 @@ export const YOUNG_WORKTREE_MS = 60_000;
 const META_FILE = "ado.json";
 
 /** Worktree operations of this process, one at a time per repository (git common dir). */
-const repoLocks = new KeyedMutex();
+const repoLockMutex = new KeyedMutex();
+
+/** Per kind of operation: how often it took a repository's lock, and how long it waited for it and held it (ms). */
+export type WorktreeLockStats = Record<"add" | "remove" | "prune", { n: number; waitMs: number; heldMs: number }>;
+const lockStats: WorktreeLockStats = { add: { n: 0, waitMs: 0, heldMs: 0 }, remove: { n: 0, waitMs: 0, heldMs: 0 }, prune: { n: 0, waitMs: 0, heldMs: 0 } };
+
+/**
+ * The repository locks of this process, with their use counted: every task's add and
+ * remove take turns under one lock per repository, so its busy time bounds the tasks
+ * a second (bench/merge-load.ts reports it).
+ */
+const repoLocks = {
+  run<T>(key: string, kind: keyof WorktreeLockStats, fn: () => Promise<T>): Promise<T> {
+    const asked = performance.now();
+    return repoLockMutex.run(key, async () => {
+      const got = performance.now();
+      try {
+        return await fn();
+      } finally {
+        const s = lockStats[kind];
+        s.n++;
+        s.waitMs += got - asked;
+        s.heldMs += performance.now() - got;
+      }
+    });
+  },
+};
+
+/** A copy of what the repository locks of this process were used for so far (see repoLocks). */
+export function worktreeLockStats(): WorktreeLockStats {
+  return structuredClone(lockStats);
+}
+
+/** A removal under way (WorktreeManager: prepared, then git's removal under the lock, then finished). */
+interface Removal {
+  target: string;
+  force: boolean;
+  admin?: string;
+  meta?: WorktreeMeta;
+  exists: boolean;
+  /** Where what the include list put there was moved aside, and what was moved. */
+  aside?: string;
+  moved: string[];
+  lockFile?: string;
+  lockReason?: string;
+}
 
 /** Creates, commits in, inspects, archives and removes the task worktrees of one repository. */
 export class WorktreeManager {
@@ -214,7 +262,7 @@ export class WorktreeManager {
       ...opts.owner,
       local: [],
     };
-    await repoLocks.run(gitCommonDir, () => this.#addLocked(target, opts, lockReason));
+    await repoLocks.run(gitCommonDir, "add", () => this.#addLocked(target, opts, lockReason));
     this.#log.debug({ path: target, branch: opts.branch, base: opts.base }, "worktree added");
     // The rest runs outside the repository lock, at once: it touches only the new
     // worktree and its registration. Until ado.json is written, cleanup (here or in
@@ -509,7 +557,62 @@ export class WorktreeManager {
   async remove(worktreePath: string, opts: { force?: boolean } = {}): Promise<boolean> {
     const { gitCommonDir } = await this.#init();
     const target = await realpath(worktreePath).catch(() => path.resolve(worktreePath));
-    return repoLocks.run(gitCommonDir, () => this.#removeLocked(target, opts.force ?? false, gitCommonDir));
+    // Every task's add and remove take turns under the repository lock, so what a removal
+    // holds it for bounds the tasks a second (bench/merge-load.ts: the lock was busy 95% of
+    // a loaded run). So only git's removal runs under it: without force, the check for
+    // uncommitted work (a status of the whole worktree, most of what git's own unforced
+    // removal does) runs before, and git's removal is then the forced one; the unlocking
+    // and the include list's copies are seen to before and after.
+    if (!opts.force) {
+      const admin = await this.#cleanBeforeRemoval(target, gitCommonDir);
+      if (admin) return this.#removeChecked(target, admin, gitCommonDir);
+    }
+    const removal = await this.#prepareRemoval(target, opts.force ?? false, gitCommonDir);
+    if (!removal) return false;
+    return this.#finishRemoval(removal, await repoLocks.run(gitCommonDir, "remove", () => this.#gitRemove(removal)));
+  }
+
+  /**
+   * The worktree at `target` checked for uncommitted or untracked files (other than
+   * what the include list put there) before its removal: its registration's directory
+   * when clean. Undefined when git is left to check under the lock, as it always did:
+   * no registration or no directory (gone, half made), submodules (git refuses those
+   * unforced), a status that failed. The check reads only this worktree; whatever is
+   * written there after it (nothing should be: its task has ended) goes with it.
+   * @throws WorktreeDirtyError naming the uncommitted paths.
+   */
+  async #cleanBeforeRemoval(target: string, gitCommonDir: string): Promise<string | undefined> {
+    const admin = await this.#adminDirOf(target, gitCommonDir);
+    if (!admin || !(await isDir(target))) return undefined;
+    if ((await pathExists(path.join(target, ".gitmodules"))) || (await isDir(path.join(admin, "modules")))) return undefined;
+    const meta = await readMeta(admin).catch(() => undefined);
+    let changes: string[];
+    try {
+      changes = await this.#changes(target, adoOwn(meta));
+    } catch {
+      return undefined;
+    }
+    if (changes.length > 0) throw new WorktreeDirtyError(target, changes);
+    return admin;
+  }
+
+  /** Removes a worktree found clean (#cleanBeforeRemoval): unlocked, then git's forced removal under the lock. */
+  async #removeChecked(target: string, admin: string, gitCommonDir: string): Promise<boolean> {
+    // Unlock by deleting the lock file: all `git worktree unlock` does, without a process.
+    const lockFile = path.join(admin, "locked");
+    const lockReason = await readFile(lockFile, "utf8").catch(() => undefined);
+    if (lockReason !== undefined) await rm(lockFile, { force: true });
+    try {
+      await repoLocks.run(gitCommonDir, "remove", () => this.#retryOnLock("remove", () => git(this.#repo, ["worktree", "remove", "--force", target])));
+    } catch (err) {
+      // Removed meanwhile (a cleanup pass): nothing was left to remove.
+      if (!(await isDir(admin)) && !(await pathExists(target))) return false;
+      // Kept: lock it again so that prune cannot drop it.
+      if (lockReason !== undefined && (await isDir(admin))) await writeFile(lockFile, lockReason);
+      throw err;
+    }
+    this.#log.debug({ path: target }, "worktree removed");
+    return true;
   }
 
   /**
@@ -525,7 +628,7 @@ export class WorktreeManager {
   /** `git worktree prune`: drops registrations whose directory is gone (never locked ones). */
   async prune(): Promise<void> {
     const { gitCommonDir } = await this.#init();
-    await repoLocks.run(gitCommonDir, () => this.#retryOnLock("prune", () => git(this.#repo, ["worktree", "prune"])));
+    await repoLocks.run(gitCommonDir, "prune", () => this.#retryOnLock("prune", () => git(this.#repo, ["worktree", "prune"])));
   }
 
   /**
@@ -859,11 +962,22 @@ export class WorktreeManager {
 
   /** Removal proper; the caller holds the repository lock. */
   async #removeLocked(target: string, force: boolean, gitCommonDir: string): Promise<boolean> {
+    const removal = await this.#prepareRemoval(target, force, gitCommonDir);
+    if (!removal) return false;
+    return this.#finishRemoval(removal, await this.#gitRemove(removal));
+  }
+
+  /**
+   * What a removal does before git's: finds the registration, moves aside what the
+   * include list put there, unlocks. Touches only this worktree and its registration, so
+   * remove() runs it before taking the repository lock. Undefined: already gone.
+   */
+  async #prepareRemoval(target: string, force: boolean, gitCommonDir: string): Promise<Removal | undefined> {
     const admin = await this.#adminDirOf(target, gitCommonDir);
     const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
     const exists = await pathExists(target);
     // Already gone (removed by cleanup, or a retry of a removal that went through).
-    if (!admin && !exists) return false;
+    if (!admin && !exists) return undefined;
     // Without force, what the include list put there (an untracked .env copy, a
     // node_modules link) must not count as uncommitted work in git's own check, so it
     // is moved aside first (a rename, beside the worktree: same file system) and moved
@@ -883,25 +997,39 @@ export class WorktreeManager {
     const lockFile = admin ? path.join(admin, "locked") : undefined;
     const lockReason = lockFile ? await readFile(lockFile, "utf8").catch(() => undefined) : undefined;
     if (lockFile && lockReason !== undefined) await rm(lockFile, { force: true });
-    // Without force git checks cleanliness itself: no status of ours on the common path.
-    // With force it deletes the directory as it is (a link is removed, never followed).
-    const forceArgs = force ? ["--force"] : [];
+    return { target, force, admin, meta, exists, aside, moved, lockFile, lockReason };
+  }
+
+  /**
+   * git's removal, the part that needs the repository lock. Without force git checks
+   * cleanliness itself: no status of ours on the common path. With force it deletes the
+   * directory as it is (a link is removed, never followed). Returns the error, if any.
+   */
+  async #gitRemove(r: Removal): Promise<unknown> {
     try {
-      await this.#retryOnLock("remove", () => git(this.#repo, ["worktree", "remove", ...forceArgs, target]));
+      await this.#retryOnLock("remove", () => git(this.#repo, ["worktree", "remove", ...(r.force ? ["--force"] : []), r.target]));
+      return undefined;
     } catch (err) {
+      return err ?? new Error("git worktree remove failed");
+    }
+  }
+
+  /** After git's removal: the copies moved aside go; or, when it failed, the worktree is put back as it was (locked) and the error thrown. */
+  async #finishRemoval(r: Removal, err: unknown): Promise<boolean> {
+    if (err !== undefined) {
       // Kept: lock it again so that prune cannot drop it, and put the copies back.
-      if (lockFile && lockReason !== undefined && (await isDir(admin!))) await writeFile(lockFile, lockReason);
-      for (const rel of moved) await rename(path.join(aside!, rel), path.join(target, rel)).catch(() => undefined);
-      if (aside) await rm(aside, { recursive: true, force: true });
-      if (!force && exists) {
-        const changes = await this.#changes(target, adoOwn(meta));
-        if (changes.length > 0) throw new WorktreeDirtyError(target, changes);
+      if (r.lockFile && r.lockReason !== undefined && (await isDir(r.admin!))) await writeFile(r.lockFile, r.lockReason);
+      for (const rel of r.moved) await rename(path.join(r.aside!, rel), path.join(r.target, rel)).catch(() => undefined);
+      if (r.aside) await rm(r.aside, { recursive: true, force: true });
+      if (!r.force && r.exists) {
+        const changes = await this.#changes(r.target, adoOwn(r.meta));
+        if (changes.length > 0) throw new WorktreeDirtyError(r.target, changes);
       }
       throw err;
     }
     // Copies and links only; rm removes a link, never what it points at.
-    if (aside) await rm(aside, { recursive: true, force: true });
-    this.#log.debug({ path: target, force }, "worktree removed");
+    if (r.aside) await rm(r.aside, { recursive: true, force: true });
+    this.#log.debug({ path: r.target, force: r.force }, "worktree removed");
     return true;
   }
 

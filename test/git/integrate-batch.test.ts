@@ -2,6 +2,9 @@
  * integrateBatch: several task branches folded into the integration branch in one step,
  * each task's commit chained, the branch moved once.
  */
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { integrate, integrateBatch } from "../../src/git/integrate.js";
 import { sh, show } from "../helpers/repo.js";
@@ -13,8 +16,9 @@ const SHARED = "one\ntwo\nthree\n";
 async function tasks(n: number, files: Record<string, string> = {}) {
   const fx = await integrationRepo({ "shared.txt": SHARED, "CHANGELOG.md": "- initial\n", ...files });
   const commits = Array.from({ length: n }, (_, i) => commitChanges(fx.repo, `ado/r1/t${i}`, fx.root, { [`t${i}.txt`]: `task ${i}\n` }, `task ${i}`));
-  const batch = (sources: string[], extra: { mode?: "merge" | "squash"; rules?: { paths: string[]; strategy: "union" | "ours" | "theirs" }[] } = {}) =>
+  const batch = (sources: string[], extra: { mode?: "merge" | "squash"; rules?: { paths: string[]; strategy: "union" | "ours" | "theirs" }[]; head?: string } = {}) =>
     integrateBatch({
+      ...(extra.head ? { head: extra.head } : {}),
       repo: fx.repo,
       target: TARGET,
       mode: extra.mode ?? "merge",
@@ -23,6 +27,21 @@ async function tasks(n: number, files: Record<string, string> = {}) {
       items: sources.map((source) => ({ source, message: `merge ${source.slice(0, 8)}` })),
     });
   return { ...fx, commits, batch };
+}
+
+/** The git commands `fn` ran (GIT_TRACE, which git children inherit from this process's environment). */
+async function gitCommands<T>(fn: () => Promise<T>): Promise<{ result: T; commands: string[] }> {
+  const file = path.join(await mkdtemp(path.join(tmpdir(), "ado-trace-")), "trace");
+  const before = process.env.GIT_TRACE;
+  process.env.GIT_TRACE = file;
+  try {
+    const result = await fn();
+    const text = await readFile(file, "utf8").catch(() => "");
+    return { result, commands: [...text.matchAll(/trace: built-in: git (\S+)/g)].map((m) => m[1]!) };
+  } finally {
+    if (before === undefined) delete process.env.GIT_TRACE;
+    else process.env.GIT_TRACE = before;
+  }
 }
 
 /** How many times `commit` was merged: first-parent commits of the branch that bring it in as a new parent. */
@@ -128,5 +147,53 @@ describe("integrateBatch - squash mode and a new branch", () => {
     expect(result.start).toBe(root);
     expect(sh(repo, "rev-parse", "ado/r2/integration")).toBe(result.head);
     await expect(integrateBatch({ repo, target: "ado/none", mode: "merge", scratchDir, items: [] })).rejects.toThrow(/does not exist/);
+  });
+});
+
+describe("integrateBatch - a head the caller knows", () => {
+  it("batch - started from the head its caller left (the previous batch's), it reads neither the head nor the names, and lands the same", async () => {
+    const { repo, commits, batch } = await tasks(4);
+    const first = await batch(commits.slice(0, 2));
+    const { result, commands } = await gitCommands(() => batch(commits.slice(2), { head: first.head }));
+    expect(result.start).toBe(first.head);
+    expect(result.outcomes.map((o) => o.kind === "merged" && o.how)).toEqual(["merged", "merged"]);
+    expect(head(repo)).toBe(result.head);
+    for (let i = 0; i < 4; i++) expect(show(repo, TARGET, `t${i}.txt`)).toBe(`task ${i}\n`);
+    // rev-list, then merge-tree + commit-tree per task, then update-ref: no cat-file or rev-parse.
+    expect(commands).toEqual(["rev-list", "merge-tree", "commit-tree", "merge-tree", "commit-tree", "update-ref"]);
+    // Without it: the head and the names are read first (one cat-file).
+    const again = await gitCommands(() => batch(commits));
+    expect(again.commands[0]).toBe("cat-file");
+    expect(again.result.outcomes.every((o) => o.kind === "merged" && o.how === "up-to-date")).toBe(true);
+  });
+
+  it("batch - a head given that is not the branch's any more: the batch lands on the branch's own head, each task once", async () => {
+    const { repo, root, commits, batch } = await tasks(4);
+    const first = await batch(commits.slice(0, 2));
+    // Another writer moved the branch since: the given head is stale (the CAS catches it).
+    const moved = await batch(commits.slice(2, 3));
+    const late = await batch([commits[3]!], { head: first.head });
+    expect(late.start).toBe(moved.head);
+    expect(head(repo)).toBe(late.head);
+    expect(show(repo, TARGET, "t3.txt")).toBe("task 3\n");
+    expect(timesMerged(repo, commits[3]!)).toBe(1);
+    // A head given that holds the task but is not on the branch at all (nothing to move
+    // from there): not taken for "up to date"; the task lands on the branch.
+    const elsewhere = commitChanges(repo, "ado/r1/elsewhere", root, { "other.txt": "x\n" });
+    const t4 = commitChanges(repo, "ado/r1/t4", elsewhere, { "t4.txt": "task 4\n" });
+    const r = await batch([t4], { head: t4 });
+    expect(r.start).toBe(late.head);
+    expect(r.outcomes[0]).toMatchObject({ kind: "merged", how: "merged" });
+    expect(show(repo, TARGET, "t4.txt")).toBe("task 4\n");
+  });
+
+  it("batch - a source that names no commit, with a head given: it is invalid, the others land", async () => {
+    const { repo, commits, batch } = await tasks(3);
+    const first = await batch(commits.slice(0, 1));
+    const missing = "0".repeat(40);
+    const result = await batch([commits[1]!, missing, commits[2]!], { head: first.head });
+    expect(result.outcomes.map((o) => o.kind)).toEqual(["merged", "invalid", "merged"]);
+    expect(show(repo, TARGET, "t1.txt")).toBe("task 1\n");
+    expect(show(repo, TARGET, "t2.txt")).toBe("task 2\n");
   });
 });

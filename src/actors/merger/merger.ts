@@ -109,6 +109,13 @@ export class Merger extends Actor {
   private readonly steps: Record<string, { n: number; ms: number }> = {};
   /** `<repo>\0<commit>` -> first-parent count (MergeResult.integrationGeneration). */
   private readonly generations = new Map<string, number>();
+  /**
+   * `<repo>\0<branch>` -> the head this merger's last batch left the integration branch
+   * at: the next batch starts there without reading it (integrateBatch's `head`; a
+   * compare-and-swap catches one that moved). Forgotten when anything else may move it
+   * here (a merge alone, a failure); never kept in remote mode (the clone is fetched).
+   */
+  private readonly heads = new Map<string, string>();
   /** Worktree removals after the merge, one at a time, off the merge path. */
   /** Removals waiting, and those under way (at most RELEASES_AT_ONCE). */
   private readonly releaseQueue: Array<{ req: MergeRequest; merged: boolean }> = [];
@@ -192,6 +199,15 @@ export class Merger extends Actor {
    */
   private async handle(batch: Delivery<MergerInput>[]): Promise<Settle[]> {
     this.batches++;
+    // How long each request waited in the stream before a batch took it ("queued"), and how many there were.
+    const now = Date.now();
+    const queued = (this.steps["queued"] ??= { n: 0, ms: 0 });
+    const requests = (this.steps["requests"] ??= { n: 0, ms: 0 });
+    for (const d of batch) {
+      queued.n++;
+      queued.ms += Math.max(0, now - d.msg.info.timestampNanos / 1e6);
+      if (d.data.type === "merge.request" && !d.data.releaseOnly && !d.data.resolution) requests.n++;
+    }
     if (this.pendingReleases > MAX_PENDING_RELEASES) await this.timed("release-backlog", () => this.releaseRoom(MAX_PENDING_RELEASES));
     const settled: Settle[] = batch.map(() => ACK);
     await Promise.all(
@@ -297,9 +313,13 @@ export class Merger extends Actor {
       await Promise.all(replays);
 
       let alone = todo;
+      const headKey = `${repo}\0${first.integrationBranch}`;
+      const knownHead = first.remote ? undefined : this.heads.get(headKey);
+      this.heads.delete(headKey);
       if (todo.length && batchable(first.settings)) {
         const batch = await this.timed("integrate-batch", () =>
           integrateBatch({
+            ...(knownHead ? { head: knownHead } : {}),
             repo,
             target: first.integrationBranch,
             createAt: first.baseCommit,
@@ -311,6 +331,7 @@ export class Merger extends Actor {
           }),
         );
         await push();
+        if (!first.remote) this.heads.set(headKey, batch.head);
         const known = batch.outcomes.some((o) => o.kind === "merged" && o.depth !== undefined);
         const startGeneration = known ? await this.generation(repo, batch.start) : undefined;
         alone = [];
@@ -329,6 +350,8 @@ export class Merger extends Actor {
       } else if (todo.length) {
         await this.timed("create-branch", () => createBranchIfAbsent(repo, first.integrationBranch, first.baseCommit));
       }
+      // A merge alone moves the branch too: the next batch reads it.
+      if (alone.length) this.heads.delete(headKey);
       for (const i of alone) {
         let outcome: Outcome;
         try {
@@ -356,6 +379,8 @@ export class Merger extends Actor {
   private async resolve(data: MergeRequest): Promise<void> {
     const res = data.resolution!;
     const id = taskKey(data.runId, data.taskId);
+    // It may move the branch: the next batch reads it.
+    this.heads.delete(`${data.repo}\0${data.integrationBranch}`);
     const found = await this.readHitl(id);
     const started = hitlTransition(found?.record, { type: "start", at: this.now(), round: res.round, choice: res.choice, by: res.by });
     if (!started.ok) {
