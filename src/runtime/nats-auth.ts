@@ -232,8 +232,9 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       actorService("recorder");
       break;
     case "notifier":
-      // One shared durable on the run-level events (created if absent); webhooks are HTTP, not NATS.
-      api(S.events.name, "consume", "manageConsumers");
+      // One shared durable on the run-level events (created if absent; re-created by time after a
+      // restart that rewrote the stream, told by reading the stream at a sequence); webhooks are HTTP, not NATS.
+      api(S.events.name, "consume", "manageConsumers", "readMsgs");
       deadLetters("notifier");
       actorService("notifier");
       break;

@@ -72,8 +72,12 @@ const FastColumns = SnapshotTasksSchema.extend({
 export const SNAPSHOT_READ: SchemaRef<RunSnapshot> = { ...SCHEMAS.RunSnapshot, schema: RunSnapshotSchema.extend({ tasks: FastColumns }) };
 export const SNAPSHOT_PART_READ: SchemaRef<RunSnapshotPart> = { ...SCHEMAS.RunSnapshotPart, schema: RunSnapshotPartSchema.extend({ tasks: FastColumns }) };
 
-/** The recorder's place in the event stream: every event up to `seq` is in the stored snapshots. */
-const SnapshotCursor = z.object({ seq: z.number().int().min(0), updatedAt: z.string() });
+/**
+ * The recorder's place in the event stream: every event up to `seq` is in the stored
+ * snapshots; `ms`, the time the server stored that event, tells a stream rewritten since
+ * (see src/runtime/stream-resume.ts; absent in cursors written before it was kept).
+ */
+const SnapshotCursor = z.object({ seq: z.number().int().min(0), ms: z.number().optional(), updatedAt: z.string() });
 const CURSOR = { name: "snapshot.cursor", version: 1, schema: SnapshotCursor };
 
 /** The snapshot of a fold, task columns included (not yet split). */
@@ -363,17 +367,18 @@ export async function readSnapshot(kv: KV, runId: string, warn?: (msg: string) =
   return undefined;
 }
 
-/** The recorder's cursor (0 when it has none). */
-export async function readSnapshotCursor(kv: KV): Promise<number> {
+/** The recorder's cursor (sequence 0 when it has none; without `ms` when written before it was kept). */
+export async function readSnapshotCursor(kv: KV): Promise<{ seq: number; ms?: number }> {
   const e = await kv.get(SNAPSHOT_CURSOR_KEY);
-  if (e?.operation !== "PUT") return 0;
+  if (e?.operation !== "PUT") return { seq: 0 };
   try {
-    return decode(CURSOR, e.value).seq;
+    const { seq, ms } = decode(CURSOR, e.value);
+    return ms === undefined ? { seq } : { seq, ms };
   } catch {
-    return 0;
+    return { seq: 0 };
   }
 }
 
-export async function writeSnapshotCursor(kv: KV, seq: number, now = new Date()): Promise<void> {
-  await kv.put(SNAPSHOT_CURSOR_KEY, encodeValue(CURSOR, { seq, updatedAt: now.toISOString() }));
+export async function writeSnapshotCursor(kv: KV, at: { seq: number; ms?: number }, now = new Date()): Promise<void> {
+  await kv.put(SNAPSHOT_CURSOR_KEY, encodeValue(CURSOR, { seq: at.seq, ...(at.ms === undefined ? {} : { ms: at.ms }), updatedAt: now.toISOString() }));
 }

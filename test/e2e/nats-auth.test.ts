@@ -115,7 +115,7 @@ tasks:
       { what: "write a HITL record", run: kvPut("hitl", "r-matrix.a"), allowed: ["admin", "merger", "client", "api", "dashboard"] },
       { what: "read run records", run: kvGet("runs"), allowed: ["admin", "scheduler", "scaler", "client", "observer", "api", "recorder", "dashboard"] },
       { what: "read the control bucket", run: kvGet("control"), allowed: ["admin", "scheduler", "balancer", "worker", "client", "observer", "api", "dashboard"] },
-      { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer", "recorder", "dashboard"] },
+      { what: "read a run's events (last message)", run: async (nc) => (await jetstreamManager(nc)).streams.getMessage(topo.streams.events.name, { last_by_subj: topo.subjects.event({ type: "run.paused", runId: "r-matrix" }) }).catch((e: Error) => (/no message found/i.test(e.message) ? null : Promise.reject(e))), allowed: ["admin", "stealer", "client", "observer", "recorder", "notifier", "dashboard"] },
       { what: "read the providers' state (KV providers)", run: kvGet("providers"), allowed: ["admin", "balancer", "worker", "client", "observer", "dashboard"] },
       { what: "write a stage's limits (KV stages)", run: kvPut("stages", "r-matrix.plan"), allowed: ["admin", "scheduler"] },
       { what: "read the stages' limits (KV stages)", run: kvGet("stages"), allowed: ["admin", "scheduler", "observer"] },

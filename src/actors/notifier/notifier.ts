@@ -1,10 +1,11 @@
 import { createHmac } from "node:crypto";
-import { AckPolicy, DeliverPolicy, type ConsumerMessages, type JsMsg } from "@nats-io/jetstream";
+import { AckPolicy, DeliverPolicy, type ConsumerConfig, type ConsumerMessages, type JetStreamManager, type JsMsg } from "@nats-io/jetstream";
 import { Actor, type ActorContext } from "../../runtime/actor.js";
 import { decode } from "../../runtime/codec.js";
 import { errorMessage } from "../../runtime/errors.js";
 import { SCHEMAS, type AdoEvent, type WebhookBody } from "../../runtime/messages.js";
 import { Backoff, retry } from "../../runtime/retry.js";
+import { markOf, rewrittenUnder, startAfter, type StreamMark } from "../../runtime/stream-resume.js";
 import { consumers, ns } from "../../runtime/topology.js";
 
 /** One configured webhook (config `notifications.webhooks`). */
@@ -42,13 +43,18 @@ export const signature = (secret: string, body: string) => `sha256=${createHmac(
  * events, created to start at new events (a new notifier does not post a history), so
  * each event is delivered by one replica; a message is acked once every webhook has had
  * it or has used up its tries (then it is dead-lettered, with the reason). Without
- * webhooks it reads nothing.
+ * webhooks it reads nothing. After a server restart that rewrote the events stream
+ * (see mend) the durable is re-created to start after the last event handled.
  */
 export class Notifier extends Actor {
   private messages?: ConsumerMessages;
   private loop?: Promise<void>;
   private delivered = 0;
   private failed = 0;
+  /** Times the durable was re-created after a rewritten stream (see mend). */
+  private mended = 0;
+  /** The event handled last: the one stored latest. */
+  private mark?: StreamMark;
 
   constructor(
     instance: string,
@@ -60,31 +66,89 @@ export class Notifier extends Actor {
 
   protected async onStart(): Promise<void> {
     if (this.opts.webhooks.length === 0) return;
-    const { topo } = this.ctx;
     const jsm = await this.js.jetstreamManager();
-    const stream = topo.streams.events.name;
-    const exists = await jsm.consumers.info(stream, consumers.notifier).catch(() => undefined);
-    if (!exists) {
-      await jsm.consumers
-        .add(stream, {
-          durable_name: consumers.notifier,
-          filter_subject: topo.subjects.allRunEvents,
-          ack_policy: AckPolicy.Explicit,
-          deliver_policy: DeliverPolicy.New,
-          // Longer than a delivery's every try: the server must not hand it to another replica meanwhile.
-          ack_wait: ns(this.ackWaitMs()),
-          max_ack_pending: 100,
-        })
-        .catch(async (err) => {
-          // Another replica created it first.
-          if (!(await jsm.consumers.info(stream, consumers.notifier).catch(() => undefined))) throw err;
-        });
+    if (!(await this.mend(jsm))) {
+      await jsm.consumers.add(this.ctx.topo.streams.events.name, this.durable({ deliver_policy: DeliverPolicy.New })).catch(async (err) => {
+        // Another replica created it first.
+        if (!(await this.durableInfo(jsm))) throw err;
+      });
     }
-    const consumer = await this.js.consumers.get(stream, consumers.notifier);
-    this.messages = await consumer.consume({ max_messages: 16 });
+    await this.follow();
+    // A reconnect may be to a server restarted on a store that lost its last writes.
+    const status = this.ctx.nc.status();
+    void (async () => {
+      for await (const s of status) if (s.type === "reconnect" && this.isRunning) void this.mendAfterReconnect();
+    })().catch(() => undefined);
+  }
+
+  /** The durable's config: from new events on, or from a time (see mend). */
+  private durable(start: Pick<ConsumerConfig, "deliver_policy" | "opt_start_time">): Partial<ConsumerConfig> {
+    return {
+      durable_name: consumers.notifier,
+      filter_subject: this.ctx.topo.subjects.allRunEvents,
+      ack_policy: AckPolicy.Explicit,
+      ...start,
+      // Longer than a delivery's every try: the server must not hand it to another replica meanwhile.
+      ack_wait: ns(this.ackWaitMs()),
+      max_ack_pending: 100,
+    };
+  }
+
+  private durableInfo(jsm: JetStreamManager) {
+    return jsm.consumers.info(this.ctx.topo.streams.events.name, consumers.notifier).catch(() => undefined);
+  }
+
+  /** (Re)starts reading from the durable. */
+  private async follow(): Promise<void> {
+    await this.messages?.close().catch(() => undefined);
+    await this.loop;
+    const consumer = await this.js.consumers.get(this.ctx.topo.streams.events.name, consumers.notifier);
+    const messages = (this.messages = await consumer.consume({ max_messages: 16 }));
     this.loop = (async () => {
-      for await (const m of this.messages!) await this.onMessage(m);
+      for await (const m of messages) await this.onMessage(m);
     })().catch((err) => this.log.error({ err: errorMessage(err) }, "notifier stopped reading events"));
+  }
+
+  /**
+   * A server restarted on a store that lost its last writes gives new events sequences
+   * the durable has passed: it would never deliver them (see src/runtime/stream-resume.ts).
+   * Told by the event this replica handled last (its sequence and stored time) or, with
+   * none, by the durable having delivered past the stream's end; then the durable is
+   * re-created to deliver every event stored after that one. Every replica may do it:
+   * one whose durable already starts there (or later) leaves it. False when there is no
+   * durable yet.
+   */
+  private async mend(jsm: JetStreamManager): Promise<boolean> {
+    const info = await this.durableInfo(jsm);
+    if (!info) return false;
+    const stream = this.ctx.topo.streams.events.name;
+    let mark = this.mark;
+    if (!mark || !(await rewrittenUnder(jsm, stream, mark))) {
+      const { last_seq, last_ts } = (await jsm.streams.info(stream)).state;
+      if (info.delivered.stream_seq <= last_seq) return true;
+      // Everything the stream still holds was delivered: start after its last event.
+      mark = { seq: last_seq, ms: last_seq > 0 ? Date.parse(last_ts) : 0 };
+    }
+    const start = startAfter(mark);
+    if (info.config.opt_start_time && Date.parse(info.config.opt_start_time) >= Date.parse(start.opt_start_time)) return true;
+    this.log.warn({ stream, seq: mark.seq, from: start.opt_start_time }, "the events stream was rewritten under the notifier (a server restarted on a store that lost its last writes); its durable is re-created to deliver every event stored after the last one handled");
+    await jsm.consumers.delete(stream, consumers.notifier).catch(() => undefined);
+    await jsm.consumers.add(stream, this.durable(start)).catch(async (err) => {
+      // Another replica re-created it at the same time.
+      if (!(await this.durableInfo(jsm))) throw err;
+    });
+    this.mended++;
+    return true;
+  }
+
+  private async mendAfterReconnect(): Promise<void> {
+    try {
+      const before = this.mended;
+      await retry(async () => this.mend(await this.js.jetstreamManager()), { attempts: 8, backoff: Backoff.server });
+      if (this.mended > before && this.isRunning) await this.follow();
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, "could not check the events stream after a reconnect");
+    }
   }
 
   protected async onDrain(): Promise<void> {
@@ -93,7 +157,7 @@ export class Notifier extends Actor {
   }
 
   override stats() {
-    return { webhooks: this.opts.webhooks.length, delivered: this.delivered, failed: this.failed };
+    return { webhooks: this.opts.webhooks.length, delivered: this.delivered, failed: this.failed, mended: this.mended };
   }
 
   private ackWaitMs(): number {
@@ -104,6 +168,8 @@ export class Notifier extends Actor {
   }
 
   private async onMessage(m: JsMsg): Promise<void> {
+    const mark = markOf(m);
+    if (!this.mark || mark.ms >= this.mark.ms) this.mark = mark;
     let e: AdoEvent;
     try {
       e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
@@ -114,8 +180,9 @@ export class Notifier extends Actor {
     const failures: string[] = [];
     for (const [i, hook] of this.opts.webhooks.entries()) {
       if (!hook.events.includes(e.type)) continue;
-      // One id per event and webhook: the receiver drops a redelivered one by it.
-      const body = webhookBody(e, `${m.info.stream}.${m.seq}.${i}`);
+      // One id per event and webhook: the receiver drops a redelivered one by it. The
+      // stored time keeps it unique when a server restart gives a new event an old sequence.
+      const body = webhookBody(e, `${m.info.stream}.${m.seq}.${mark.ms}.${i}`);
       if (!body) continue;
       try {
         await this.post(hook, body);

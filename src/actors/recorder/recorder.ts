@@ -9,6 +9,8 @@ import { Mutex } from "../../runtime/mutex.js";
 import { RunFold } from "../../runtime/run-fold.js";
 import { readSnapshot, readSnapshotCursor, writeSnapshot, writeSnapshotCursor } from "../../runtime/run-snapshot.js";
 import { sleep } from "../../runtime/clock.js";
+import { Backoff, retry } from "../../runtime/retry.js";
+import { markOf, rewrittenUnder, startAfter, type StreamMark } from "../../runtime/stream-resume.js";
 import { countEvent, newRunTally, setGauges, type RunTally } from "./tally.js";
 
 /**
@@ -28,6 +30,13 @@ import { countEvent, newRunTally, setGauges, type RunTally } from "./tally.js";
  * the cursor (`_cursor` in the bucket): every event up to it is in the stored
  * snapshots, so a successor starts after it; events of a run that its stored snapshot
  * already holds (by sequence) are skipped.
+ *
+ * A server restarted on a store that lost its last writes gives new events the
+ * sequences of lost ones (src/runtime/stream-resume.ts). The cursor keeps the stored
+ * time of its event beside the sequence, and the recorder checks, when it starts
+ * following and after each reconnect, that the stream still holds that event; if not,
+ * it follows every event stored after it instead, all of them new: a fold whose
+ * sequence is at or past one of them dates from before the rewrite and takes it.
  */
 export interface RecorderOptions {
   /** Write a run's snapshot after this many of its events (default 1,000). */
@@ -58,9 +67,14 @@ export class Recorder extends Actor {
   private messages?: ConsumerMessages;
   private following?: Promise<void>;
   private flushTimer?: NodeJS.Timeout;
-  /** Sequence of the last event applied (or skipped as already stored). */
-  private lastSeq = 0;
-  private cursor = 0;
+  /** Sequence (and stored time) of the last event applied (or skipped as already stored). */
+  private last: StreamMark | { seq: number; ms?: number } = { seq: 0 };
+  private cursor: { seq: number; ms?: number } = { seq: 0 };
+  /** Set to follow again after this event, by time: the stream was rewritten under it. */
+  private resumeAfter?: StreamMark;
+  /** This pass follows by time after a rewrite: every event it delivers is new. */
+  private rewound = false;
+  private rewrites = 0;
   private applied = 0;
   private malformed = 0;
   private written = 0;
@@ -94,6 +108,11 @@ export class Recorder extends Actor {
       // A standby exports zeros: the leader's figures are the fleet's, and a sum over replicas stays true.
       this.dropGauges = m.onScrape(() => setGauges(m, this.leading ? this.runs.values() : []));
     }
+    // A reconnect may be to a server restarted on a store that lost its last writes.
+    const status = this.ctx.nc.status();
+    void (async () => {
+      for await (const s of status) if (s.type === "reconnect" && this.active) void this.checkAfterReconnect();
+    })().catch(() => undefined);
     // The first acquisition is awaited, so a stack that starts a recorder has it following at once.
     if (await this.lease.tryAcquire()) this.lead();
     this.lease.start((leader) => {
@@ -111,7 +130,7 @@ export class Recorder extends Actor {
   }
 
   override stats() {
-    return { leading: this.leading, runs: this.runs.size, applied: this.applied, malformed: this.malformed, snapshotsWritten: this.written, cursor: this.cursor, lastSeq: this.lastSeq, pending: this.pending };
+    return { leading: this.leading, runs: this.runs.size, applied: this.applied, malformed: this.malformed, snapshotsWritten: this.written, cursor: this.cursor.seq, lastSeq: this.last.seq, pending: this.pending, rewrites: this.rewrites };
   }
 
   private lead(): void {
@@ -138,31 +157,68 @@ export class Recorder extends Actor {
 
   private async follow(): Promise<void> {
     const { topo, kv } = this.ctx;
+    const stream = topo.streams.events.name;
     for (let attempt = 1; this.isRunning && this.active; attempt++) {
       try {
-        this.cursor = await readSnapshotCursor(kv.snapshots);
-        this.lastSeq = this.cursor;
-        const consumer = await this.js.consumers.get(topo.streams.events.name, {
-          filter_subjects: topo.subjects.allEvents,
-          ...(this.cursor > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.cursor + 1 } : { deliver_policy: DeliverPolicy.All }),
-        });
+        let start;
+        this.rewound = false;
+        if (this.resumeAfter) {
+          // Found rewritten while following: what is in memory stays, the events after it come by time.
+          start = startAfter(this.resumeAfter);
+          this.rewound = true;
+          this.resumeAfter = undefined;
+        } else {
+          this.cursor = await readSnapshotCursor(kv.snapshots);
+          this.last = this.cursor;
+          const { ms } = this.cursor;
+          if (this.cursor.seq === 0) start = { deliver_policy: DeliverPolicy.All };
+          else if (ms !== undefined && (await rewrittenUnder(await this.js.jetstreamManager(), stream, { seq: this.cursor.seq, ms }))) {
+            this.rewrote({ seq: this.cursor.seq, ms });
+            start = startAfter({ seq: this.cursor.seq, ms });
+            this.rewound = true;
+          } else start = { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.cursor.seq + 1 };
+        }
+        const consumer = await this.js.consumers.get(stream, { filter_subjects: topo.subjects.allEvents, ...start });
         this.messages = await consumer.consume();
         for await (const m of this.messages) {
           this.pending = m.info.pending;
-          await this.onMessage(m.seq, m.data, m.headers, m.info.pending, m.subject);
+          await this.onMessage(markOf(m), m.data, m.headers, m.info.pending, m.subject);
         }
-        return;
+        if (!this.resumeAfter) return;
       } catch (err) {
         if (!this.isRunning || !this.active) return;
         this.log.warn({ err: errorMessage(err), attempt }, "recorder lost the event stream; following again from its cursor");
         // What was applied past the cursor is applied again: the folds skip it by sequence.
         this.runs.clear();
+        this.resumeAfter = undefined;
         await sleep(Math.min(5_000, 200 * attempt));
       }
     }
   }
 
-  private async onMessage(seq: number, data: Uint8Array, headers: Parameters<typeof decode>[2], pending: number, subject: string): Promise<void> {
+  private rewrote(mark: StreamMark): void {
+    this.rewrites++;
+    this.log.warn({ seq: mark.seq }, "the events stream was rewritten under the recorder (a server restarted on a store that lost its last writes); following every event stored after the last one it read");
+  }
+
+  /** After a reconnect: if the stream no longer holds the last event read, follow again by time after it. */
+  private async checkAfterReconnect(): Promise<void> {
+    const last = this.last;
+    if (last.seq === 0 || last.ms === undefined || this.resumeAfter) return;
+    const mark = { seq: last.seq, ms: last.ms };
+    try {
+      const rewritten = await retry(async () => rewrittenUnder(await this.js.jetstreamManager(), this.ctx.topo.streams.events.name, mark), { attempts: 8, backoff: Backoff.server });
+      if (!rewritten || !this.active) return;
+      this.rewrote(mark);
+      this.resumeAfter = mark;
+      await this.messages?.close().catch(() => undefined);
+    } catch (err) {
+      this.log.warn({ err: errorMessage(err) }, "could not check the events stream after a reconnect");
+    }
+  }
+
+  private async onMessage(mark: StreamMark, data: Uint8Array, headers: Parameters<typeof decode>[2], pending: number, subject: string): Promise<void> {
+    const { seq } = mark;
     let e: AdoEvent;
     try {
       e = decode(SCHEMAS.AdoEvent, data, headers);
@@ -170,11 +226,13 @@ export class Recorder extends Actor {
       this.malformed++;
       this.opts.metrics?.recorderMalformed.inc();
       this.log.debug({ subject, seq, err: errorMessage(err) }, "unreadable event skipped");
-      this.lastSeq = seq;
+      this.last = mark;
       return;
     }
     const entry = await this.entry(e.runId);
-    this.lastSeq = seq;
+    this.last = mark;
+    // After a rewrite every event delivered is new: a fold at or past its sequence holds the lost ones.
+    if (this.rewound && seq <= entry.fold.seq) entry.fold.seq = seq - 1;
     if (!entry.fold.apply(e, seq)) return;
     this.applied++;
     entry.unsaved++;
@@ -261,14 +319,15 @@ export class Recorder extends Actor {
   private async flushAll(stopping = false): Promise<void> {
     if (!this.active && !stopping) return;
     await this.writes.run(async () => {
-      const upTo = this.lastSeq;
+      const upTo = this.last;
       let all = true;
       // Snapshots are taken synchronously at the start of each write, so each holds at least every event of its run up to upTo.
       for (const [runId, entry] of [...this.runs]) {
         if (!(await this.save(runId, entry))) all = false;
         if (FINAL.has(entry.fold.status) && entry.unsaved === 0) this.runs.delete(runId);
       }
-      if (all && upTo > this.cursor && this.lease.isLeader) {
+      // After a rewrite the sequence goes down: a cursor of another event is written too.
+      if (all && (upTo.seq !== this.cursor.seq || upTo.ms !== this.cursor.ms) && this.lease.isLeader) {
         try {
           await writeSnapshotCursor(this.ctx.kv.snapshots, upTo);
           this.cursor = upTo;
