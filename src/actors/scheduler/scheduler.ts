@@ -172,7 +172,11 @@ export class Scheduler extends Actor {
       const stream = this.ctx.topo.streams[key].name;
       try {
         const { recreated, removed, deferred } = await redeliverSkipped(jsm, stream);
-        if (deferred > 0) again = true;
+        // Look again soon while there is something to do: what a re-created consumer
+        // delivers again and has acked may stay in the stream (seen after server
+        // SIGKILLs: restored acked messages, acked again, not removed), and the next look
+        // removes it; a minute's wait left work queues busy for a minute.
+        if (deferred > 0 || recreated.length > 0 || removed > 0) again = true;
         if (removed > 0) {
           this.staleRemoved += removed;
           this.log.warn({ stream, removed }, "removed messages their consumers had delivered and had acked, left in the stream by a server restart");
@@ -184,8 +188,9 @@ export class Scheduler extends Actor {
         this.log.warn({ stream, err: errorMessage(err) }, "could not check a work queue for skipped messages; will try again");
       }
     }
-    // A consumer with messages outstanding was left alone: look again soon, not in a
-    // minute, so what a restart left goes once the queue is quiet (one retry armed at a time).
+    // A consumer with messages outstanding was left alone, or one was mended: look again
+    // soon, not in a minute, so what a restart left goes once the queue is quiet (one
+    // retry armed at a time; it stops when a look finds nothing to do).
     if (again && this.isRunning && !this.staleRetry) {
       this.staleRetry = setTimeout(() => {
         this.staleRetry = undefined;
