@@ -428,13 +428,15 @@ const MAX_REMOVED_PER_SWEEP = 1_000;
  * than the consumer (so the consumer, delivering from the start, delivered it and had
  * it acked) is removed instead: a restored acked message handled again after a
  * re-creation, whose ack did not remove it (a chaos run ended with two such work
- * messages; each sweep would otherwise re-create the consumer for them). A consumer with
+ * messages; each sweep would otherwise re-create the consumer for them). So is one
+ * stored before `restoredBefore` (the sweeper's last disconnect from the server, less a
+ * margin): it was acked before the server died, and was restored. A consumer with
  * messages outstanding (delivered, not acked) is left for a later look unless the
  * stream's last sequence is below what it delivered (its state has to be replaced before
  * more sequences are reused). Pullers see their consumer gone for a moment and pull again.
  * Idempotent, safe concurrently (a second re-creation only delivers again).
  */
-export async function redeliverSkipped(jsm: JetStreamManager, stream: string): Promise<SkippedSweep> {
+export async function redeliverSkipped(jsm: JetStreamManager, stream: string, opts: { restoredBefore?: number } = {}): Promise<SkippedSweep> {
   const info = await jsm.streams.info(stream);
   const out: SkippedSweep = { recreated: [], removed: 0, deferred: 0 };
   for await (const c of jsm.consumers.list(stream)) {
@@ -449,7 +451,10 @@ export async function redeliverSkipped(jsm: JetStreamManager, stream: string): P
       let skipped = false;
       if (upTo >= info.state.first_seq) {
         for await (const m of messagesAtOrBelow(jsm, stream, filtersOf(c.config), info.state.first_seq, upTo)) {
-          if (deliveredByIt(c, m) && out.removed < MAX_REMOVED_PER_SWEEP) {
+          // Stored before the server went away (the sweeper's last disconnect, less a
+          // margin for clocks): acked before the crash and restored, never a new message.
+          const restored = opts.restoredBefore !== undefined && m.time.getTime() < opts.restoredBefore;
+          if ((restored || deliveredByIt(c, m)) && out.removed < MAX_REMOVED_PER_SWEEP) {
             // Older than this consumer, which delivers from the start: it delivered this
             // one and it was acked, yet the message is still here (the server lost its
             // delete, or the ack never reached the stream): it goes now.

@@ -56,6 +56,8 @@ const BACKLOG_SWEEP_MS = 5 * 60_000;
 const STALE_SWEEP_MS = 60_000;
 /** And this long after a reconnect (JetStream has recovered its streams by then). */
 const STALE_AFTER_RECONNECT_MS = 3_000;
+/** How far the server's clock may be behind this process's when telling restored messages from new ones. */
+const RESTORED_CLOCK_MARGIN_MS = 2_000;
 /** A sweep that left a busy consumer alone looks again after this long. */
 const STALE_RETRY_MS = 5_000;
 
@@ -97,6 +99,8 @@ export class Scheduler extends Actor {
   private staleRetry?: NodeJS.Timeout;
   /** Consumers re-created to deliver messages they had skipped. */
   private staleRecreated = 0;
+  /** When this replica's connection last went away (reset after a sweep with nothing left to do). */
+  private disconnectedAt?: number;
   /** Acked messages a server restart left in the work queues, removed. */
   private staleRemoved = 0;
 
@@ -147,6 +151,7 @@ export class Scheduler extends Actor {
     void (async () => {
       for await (const s of this.ctx.nc.status()) {
         if (!this.isRunning) break;
+        if (s.type === "disconnect") this.disconnectedAt ??= Date.now();
         if (s.type === "reconnect") setTimeout(() => void this.sweepSkipped(), STALE_AFTER_RECONNECT_MS).unref();
       }
     })();
@@ -171,7 +176,10 @@ export class Scheduler extends Actor {
     for (const key of WORK_QUEUE_STREAMS) {
       const stream = this.ctx.topo.streams[key].name;
       try {
-        const { recreated, removed, deferred } = await redeliverSkipped(jsm, stream);
+        // A message stored before this replica lost the server (2 s of margin for the
+        // server's clock) and found below its consumer's floor was acked before the crash.
+        const restoredBefore = this.disconnectedAt === undefined ? undefined : this.disconnectedAt - RESTORED_CLOCK_MARGIN_MS;
+        const { recreated, removed, deferred } = await redeliverSkipped(jsm, stream, { restoredBefore });
         // Look again soon while there is something to do: what a re-created consumer
         // delivers again and has acked may stay in the stream (seen after server
         // SIGKILLs: restored acked messages, acked again, not removed), and the next look
@@ -186,11 +194,14 @@ export class Scheduler extends Actor {
         this.log.warn({ stream, consumers: recreated }, "re-created consumers that a server restart left skipping messages; those messages are delivered again");
       } catch (err) {
         this.log.warn({ stream, err: errorMessage(err) }, "could not check a work queue for skipped messages; will try again");
+        again = true;
       }
     }
     // A consumer with messages outstanding was left alone, or one was mended: look again
     // soon, not in a minute, so what a restart left goes once the queue is quiet (one
     // retry armed at a time; it stops when a look finds nothing to do).
+    // Nothing left: the next disconnect starts a new account of what was restored.
+    if (!again) this.disconnectedAt = undefined;
     if (again && this.isRunning && !this.staleRetry) {
       this.staleRetry = setTimeout(() => {
         this.staleRetry = undefined;
