@@ -163,6 +163,31 @@ describe("topology - messages a server restart leaves where their consumer never
     expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 0 });
   });
 
+  it("acked messages found below a floor that were stored before the sweeper lost the server are removed at once; stored after, the consumer is re-created", async () => {
+    const nc = await ts.connect();
+    const { jsm, topo } = await provisioned(nc);
+    const js = jetstream(nc);
+    // Two consumers, each with two messages newer than itself, acked and still there (a limits stream keeps them).
+    const stream = `${topo.prefix}_GONE`;
+    await jsm.streams.add({ name: stream, subjects: [`${topo.prefix}.gone.*`], retention: RetentionPolicy.Limits, storage: StorageType.File });
+    for (const r of ["before", "after"]) {
+      await jsm.consumers.add(stream, actorConsumer(r, `${topo.prefix}.gone.${r}`));
+      for (let i = 0; i < 2; i++) await js.publish(`${topo.prefix}.gone.${r}`, new Uint8Array([i]));
+      for await (const m of await (await js.consumers.get(stream, r)).fetch({ max_messages: 2, expires: 2_000 })) await m.ackAck();
+      await eventually(async () => (await jsm.consumers.info(stream, r)).num_ack_pending === 0, 5_000, `${r}: nothing outstanding`);
+    }
+    const lostAt = Date.now() + 1_000;
+    // The server went away after all four were stored: each is a restored acked message.
+    const gone = await redeliverSkipped(jsm, `${stream}`, { restoredBefore: lostAt });
+    expect(gone).toEqual({ recreated: [], removed: 4, deferred: 0 });
+    expect((await jsm.streams.info(stream)).state.messages).toBe(0);
+    for (let i = 0; i < 2; i++) await js.publish(`${topo.prefix}.gone.after`, new Uint8Array([i]));
+    for await (const m of await (await js.consumers.get(stream, "after")).fetch({ max_messages: 2, expires: 2_000 })) await m.ackAck();
+    await eventually(async () => (await jsm.consumers.info(stream, "after")).num_ack_pending === 0, 5_000, "after: nothing outstanding");
+    // Stored after the server went away: they may be new at reused sequences: delivered again.
+    expect(await redeliverSkipped(jsm, stream, { restoredBefore: lostAt - 60_000 })).toEqual({ recreated: ["after"], removed: 0, deferred: 0 });
+  });
+
   it("a consumer with messages outstanding and nothing below its floor is left for a later look", async () => {
     const nc = await ts.connect();
     const { jsm, topo } = await provisioned(nc);
