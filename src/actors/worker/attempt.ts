@@ -134,9 +134,24 @@ export class Attempt {
   constructor(
     private readonly ctx: AttemptContext,
     readonly work: TaskWork,
-    readonly msg: JsMsg,
+    private delivery: JsMsg,
   ) {
     this.key = attemptKey(work);
+  }
+
+  /** The latest delivery of this attempt's work message: the one acked at the end, and kept alive meanwhile. */
+  get msg(): JsMsg {
+    return this.delivery;
+  }
+
+  /**
+   * The work message delivered again while the attempt runs: the end acks this delivery.
+   * The earlier one's ack may go nowhere: a consumer re-created under it (the scheduler
+   * mends one a server restart left skipping messages) knows only its own deliveries,
+   * and a work message acked through the old one stayed in the queue.
+   */
+  redelivered(m: JsMsg): void {
+    this.delivery = m;
   }
 
   /** Stops the agent now: cancelled on request, or interrupted because the worker shuts down. */
@@ -171,17 +186,17 @@ export class Attempt {
    * @returns false when there was nothing to run (a duplicate delivery, or a result re-sent).
    */
   async run(): Promise<boolean> {
-    const { ctx, key, msg } = this;
+    const { ctx, key } = this;
     if (!(await ctx.claim(key))) {
       // Another worker holds this attempt: ours is a duplicate delivery.
-      msg.ack();
+      this.msg.ack();
       return false;
     }
     const done = ctx.results.get(key);
     if (done) {
       // We ran it, but the ack was lost: send the result again (deduplicated), never re-run.
       await ctx.publishResult(key, done);
-      msg.ack();
+      this.msg.ack();
       return false;
     }
     const work = this.work;
@@ -218,7 +233,7 @@ export class Attempt {
     ctx.results.remember(key, full);
     if (work.provider) await ctx.reportProvider(work, full);
     await ctx.publishResult(key, full);
-    msg.ack();
+    this.msg.ack();
     return true;
   }
 

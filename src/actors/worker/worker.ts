@@ -323,7 +323,11 @@ export class Worker extends Actor {
       return;
     }
     const key = attemptKey(work);
-    if (this.active.has(key)) return; // a redelivery of what we are running: keep going
+    const running = this.active.get(key);
+    if (running) {
+      running.attempt.redelivered(m); // a redelivery of what we are running: keep going, and ack this one at the end
+      return;
+    }
     if (this.control.stateOf(work.runId, work.taskId) === "cancelled") {
       m.ack(); // the scheduler already counts it cancelled: nothing to run or report
       return;
