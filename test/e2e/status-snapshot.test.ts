@@ -125,7 +125,9 @@ describe("status from the run's snapshot", () => {
     const kv = await openBuckets(nc, topo);
     const records = new Records(async () => kv, client.js, topo);
     const tasks = [{ id: "slow", run: "sleep 60" }, { id: "quick", run: "true" }, ...Array.from({ length: 20 }, (_, i) => ({ id: `w${i}`, needs: ["slow"], run: "true" }))];
-    const { runId } = await client.submit({ graph: { name: "live", tasks } });
+    // A repository of its own: without one the workers would take the test's own checkout.
+    const repo = await makeRepo();
+    const { runId } = await client.submit({ graph: { name: "live", tasks }, repo: repo.dir });
     try {
       await eventually(async () => {
         const v = await client.status(runId);
@@ -140,6 +142,7 @@ describe("status from the run's snapshot", () => {
     } finally {
       await client.control({ runId }, "cancel", "test over");
       await eventually(async () => (await client.runRecord(runId))?.status === "cancelled", 120_000, "run cancelled");
+      await repo.cleanup();
     }
   }, 240_000);
 });
