@@ -68,7 +68,7 @@ export class Recorder extends Actor {
   private following?: Promise<void>;
   private flushTimer?: NodeJS.Timeout;
   /** Sequence (and stored time) of the last event applied (or skipped as already stored). */
-  private last: StreamMark | { seq: number; ms?: number } = { seq: 0 };
+  private last: { seq: number; ms?: number } = { seq: 0 };
   private cursor: { seq: number; ms?: number } = { seq: 0 };
   /** Set to follow again after this event, by time: the stream was rewritten under it. */
   private resumeAfter?: StreamMark;
