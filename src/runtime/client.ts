@@ -32,6 +32,7 @@ import type { PolicyOverride } from "./scaling.js";
 import { requestDrain } from "./workers-view.js";
 import { isLive, Records, runListItem, type Resolution, type RunStatusView, type Target } from "./records.js";
 import { Backoff, backoffDelay, retry } from "./retry.js";
+import { STALL_NOTICES } from "./stream-resume.js";
 import type { CapChange, RunBudget } from "./budget.js";
 
 export type { Target, RunStatusView } from "./records.js";
@@ -105,12 +106,6 @@ export class WatchAbortedError extends AdoError {
 
 /** The watch lost track of a run it cannot follow any more (the connection closed for good); the run may still go on. */
 export class WatchLostError extends AdoError {}
-
-/**
- * What an ordered consumer reports when it may no longer deliver: its heartbeats stopped,
- * it was reset or deleted, or JetStream did not answer. The watch starts afresh then.
- */
-const STALL_NOTICES: ReadonlySet<string> = new Set(["heartbeats_missed", "reset", "consumer_not_found", "consumer_deleted", "stream_not_found", "no_responders", "ordered_consumer_recreated"]);
 
 /**
  * The client side of ado, as used by the CLI, the tests and the benchmarks: submit a

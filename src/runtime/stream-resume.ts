@@ -40,3 +40,11 @@ export async function rewrittenUnder(jsm: JetStreamManager, stream: string, mark
  * follower handled comes again; a restart takes far longer than that.
  */
 export const startAfter = (mark: StreamMark) => ({ deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(mark.ms + 2).toISOString() }) as const;
+
+/**
+ * The notices of a consumer's status stream (nats.js `ConsumerMessages.status()`) that
+ * say it stalled: its consumer is gone or was re-created, or its heartbeats stopped. A
+ * follower that must not wait for nats.js to recover it (which may take `expires`
+ * after a failed check) closes it and starts one of its own on from the last message read.
+ */
+export const STALL_NOTICES: ReadonlySet<string> = new Set(["heartbeats_missed", "reset", "consumer_not_found", "consumer_deleted", "stream_not_found", "no_responders", "ordered_consumer_recreated"]);

@@ -126,7 +126,10 @@ describe("event gap - followers of the events stream after a restart that rewrot
     const s = await staged();
     const { topo, kv } = s;
     const ctx = async () => ({ nc: await s.connect("recorder"), topo, kv, logger: silentLogger });
-    let recorder = await new Recorder("rec1", await ctx(), { everyMs: 100 }).start();
+    // A lease longer than the test: losing it across the restart (its renewal may time out)
+    // and taking it again would start the recorder afresh from its cursor, which hid that
+    // it did not follow on after a plain restart (nats.js waits 30 s after a failed check).
+    let recorder = await new Recorder("rec1", await ctx(), { everyMs: 100, leaseMs: 120_000 }).start();
     const status = async (runId: string) => (await readSnapshot(kv.snapshots, runId))?.fold.status;
     const cursorAt = (seq: number) => eventually(() => recorder.stats().cursor === seq, 40_000, `cursor at ${seq}`);
     try {

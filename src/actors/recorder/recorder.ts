@@ -10,7 +10,7 @@ import { RunFold } from "../../runtime/run-fold.js";
 import { readSnapshot, readSnapshotCursor, writeSnapshot, writeSnapshotCursor } from "../../runtime/run-snapshot.js";
 import { sleep } from "../../runtime/clock.js";
 import { Backoff, retry } from "../../runtime/retry.js";
-import { markOf, rewrittenUnder, startAfter, type StreamMark } from "../../runtime/stream-resume.js";
+import { markOf, rewrittenUnder, STALL_NOTICES, startAfter, type StreamMark } from "../../runtime/stream-resume.js";
 import { countEvent, newRunTally, setGauges, type RunTally } from "./tally.js";
 
 /**
@@ -70,10 +70,16 @@ export class Recorder extends Actor {
   /** Sequence (and stored time) of the last event applied (or skipped as already stored). */
   private last: { seq: number; ms?: number } = { seq: 0 };
   private cursor: { seq: number; ms?: number } = { seq: 0 };
-  /** Set to follow again after this event, by time: the stream was rewritten under it. */
-  private resumeAfter?: StreamMark;
-  /** This pass follows by time after a rewrite: every event it delivers is new. */
+  /**
+   * Set to follow again without going back to the cursor (what is in memory stays): after
+   * the last event read, by sequence (the consumer was lost: a reconnect, missed
+   * heartbeats), or by time after `byTime` (the stream was rewritten under it).
+   */
+  private resume?: { byTime?: StreamMark };
+  /** Every event this pass delivers is new (it follows on from what is in memory, or by time after a rewrite). */
   private rewound = false;
+  /** A check of the stream after a reconnect or a stalled consumer is under way. */
+  private checking = false;
   private rewrites = 0;
   private applied = 0;
   private malformed = 0;
@@ -111,7 +117,7 @@ export class Recorder extends Actor {
     // A reconnect may be to a server restarted on a store that lost its last writes.
     const status = this.ctx.nc.status();
     void (async () => {
-      for await (const s of status) if (s.type === "reconnect" && this.active) void this.checkAfterReconnect();
+      for await (const s of status) if (s.type === "reconnect" && this.active) void this.followAgain("reconnect");
     })().catch(() => undefined);
     // The first acquisition is awaited, so a stack that starts a recorder has it following at once.
     if (await this.lease.tryAcquire()) this.lead();
@@ -136,6 +142,7 @@ export class Recorder extends Actor {
   private lead(): void {
     this.log.info("recorder leads: following the event stream");
     this.active = true;
+    this.resume = undefined;
     this.following = this.follow().catch((err) => {
       this.log.error({ err: errorMessage(err) }, "recorder stopped following; it starts again from its cursor");
     });
@@ -161,13 +168,18 @@ export class Recorder extends Actor {
     for (let attempt = 1; this.isRunning && this.active; attempt++) {
       try {
         let start;
-        this.rewound = false;
-        if (this.resumeAfter) {
+        const resume = this.resume;
+        this.resume = undefined;
+        if (resume?.byTime) {
           // Found rewritten while following: what is in memory stays, the events after it come by time.
-          start = startAfter(this.resumeAfter);
+          start = startAfter(resume.byTime);
           this.rewound = true;
-          this.resumeAfter = undefined;
+        } else if (resume) {
+          // The consumer was lost: on from the last event read. Every event it delivers is
+          // new to what is in memory (and `rewound` stays as it was: new after a rewrite too).
+          start = this.last.seq === 0 ? { deliver_policy: DeliverPolicy.All } : { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.last.seq + 1 };
         } else {
+          this.rewound = false;
           this.cursor = await readSnapshotCursor(kv.snapshots);
           this.last = this.cursor;
           const { ms } = this.cursor;
@@ -179,18 +191,25 @@ export class Recorder extends Actor {
           } else start = { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.cursor.seq + 1 };
         }
         const consumer = await this.js.consumers.get(stream, { filter_subjects: topo.subjects.allEvents, ...start });
-        this.messages = await consumer.consume();
-        for await (const m of this.messages) {
+        // A heartbeat every 5 s (expires/2): two missed say the consumer is gone. nats.js
+        // recovers a lost ordered consumer by itself too, but after a failed check it waits
+        // `expires` (30 s by default) and then starts it again (seen after a server
+        // restart); the recorder starts its own from the last event read instead.
+        const messages = (this.messages = await consumer.consume({ expires: 10_000 }));
+        void (async () => {
+          for await (const n of messages.status()) if (STALL_NOTICES.has(n.type)) void this.followAgain(n.type);
+        })().catch(() => undefined);
+        for await (const m of messages) {
           this.pending = m.info.pending;
           await this.onMessage(markOf(m), m.data, m.headers, m.info.pending, m.subject);
         }
-        if (!this.resumeAfter) return;
+        if (!this.resume) return;
       } catch (err) {
         if (!this.isRunning || !this.active) return;
         this.log.warn({ err: errorMessage(err), attempt }, "recorder lost the event stream; following again from its cursor");
         // What was applied past the cursor is applied again: the folds skip it by sequence.
         this.runs.clear();
-        this.resumeAfter = undefined;
+        this.resume = undefined;
         await sleep(Math.min(5_000, 200 * attempt));
       }
     }
@@ -201,19 +220,33 @@ export class Recorder extends Actor {
     this.log.warn({ seq: mark.seq }, "the events stream was rewritten under the recorder (a server restarted on a store that lost its last writes); following every event stored after the last one it read");
   }
 
-  /** After a reconnect: if the stream no longer holds the last event read, follow again by time after it. */
-  private async checkAfterReconnect(): Promise<void> {
-    const last = this.last;
-    if (last.seq === 0 || last.ms === undefined || this.resumeAfter) return;
-    const mark = { seq: last.seq, ms: last.ms };
+  /**
+   * After a reconnect or a stalled consumer: follows again on from the last event read,
+   * by its sequence, or by time after it if the stream no longer holds it (rewritten).
+   */
+  private async followAgain(why: string): Promise<void> {
+    if (this.checking || this.resume || !this.active) return;
+    this.checking = true;
     try {
-      const rewritten = await retry(async () => rewrittenUnder(await this.js.jetstreamManager(), this.ctx.topo.streams.events.name, mark), { attempts: 8, backoff: Backoff.server });
-      if (!rewritten || !this.active) return;
-      this.rewrote(mark);
-      this.resumeAfter = mark;
+      const last = this.last;
+      let byTime: StreamMark | undefined;
+      if (last.seq > 0 && last.ms !== undefined) {
+        const mark = { seq: last.seq, ms: last.ms };
+        const rewritten = await retry(async () => rewrittenUnder(await this.js.jetstreamManager(), this.ctx.topo.streams.events.name, mark), { attempts: 8, backoff: Backoff.server }).catch((err) => {
+          this.log.warn({ err: errorMessage(err) }, "could not check the events stream after a reconnect; following on by sequence");
+          return false;
+        });
+        if (rewritten) {
+          this.rewrote(mark);
+          byTime = mark;
+        }
+      }
+      if (!this.active || this.resume) return;
+      this.log.debug({ why, seq: last.seq, byTime: byTime !== undefined }, "recorder follows the event stream again after the last event read");
+      this.resume = byTime ? { byTime } : {};
       await this.messages?.close().catch(() => undefined);
-    } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, "could not check the events stream after a reconnect");
+    } finally {
+      this.checking = false;
     }
   }
 
