@@ -104,8 +104,9 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
     case "scheduler":
       api(S.submit.name, "consume");
       api(S.results.name, "consume");
-      // Stale acked messages are purged from every work queue (purgeBelowAckFloors: the consumers' ack floors, then a purge).
-      for (const k of ["submit", "ready", "work", "results", "merge"] as const) api(S[k].name, "listConsumers", "purge");
+      // Consumers a server restart left skipping messages are re-created, and acked messages it left are removed
+      // (redeliverSkipped: list the consumers, read the stream, delete and add a consumer, delete a message).
+      for (const k of ["submit", "ready", "work", "results", "merge"] as const) api(S[k].name, "manageConsumers", "readMsgs", "deleteMsgs");
       api(S.ready.name);
       api(S.merge.name);
       api(S.events.name);
