@@ -104,9 +104,8 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
     case "scheduler":
       api(S.submit.name, "consume");
       api(S.results.name, "consume");
-      // Consumers a server restart left skipping messages are re-created, and acked messages it left are removed
-      // (redeliverSkipped: list the consumers, read the stream, delete and add a consumer, delete a message).
-      for (const k of ["submit", "ready", "work", "results", "merge"] as const) api(S[k].name, "manageConsumers", "readMsgs", "deleteMsgs");
+      // Stale acked messages are purged from every work queue (purgeBelowAckFloors: the consumers' ack floors, then a purge).
+      for (const k of ["submit", "ready", "work", "results", "merge"] as const) api(S[k].name, "listConsumers", "purge");
       api(S.ready.name);
       api(S.merge.name);
       api(S.events.name);

@@ -22,10 +22,10 @@ import { eventually } from "../helpers/nats.js";
  *
  * Needs to mount a tmpfs (root, or CAP_SYS_ADMIN); skipped with the reason otherwise.
  *
- * Opt-in (ADO_CHAOS_DISK=1): it mounts a file system and takes one to four minutes. Its
- * last step, the run going on to success after the restart, failed in some runs until
- * the causes listed in docs/OPERATIONS.md ("A full disk") were mended, the last of them
- * work-queue messages given sequences their consumer had passed (redeliverSkipped).
+ * Opt-in (ADO_CHAOS_DISK=1): its last step, the run going on to success after nats-server
+ * is restarted on the freed store, is not reliable yet (work-queue messages given
+ * sequences their consumer had passed are never delivered; an open defect, see
+ * docs/OPERATIONS.md), and CI must not depend on it.
  */
 const OPT_IN = process.env.ADO_CHAOS_DISK === "1";
 
@@ -77,7 +77,7 @@ const TROUBLE = /nats-server at \S+ is not answering JetStream requests, its sto
 
 describe("chaos - the disk under the JetStream store fills up", () => {
   it("ado run, ado status and /ready say the store is full or unresponsive and what to do; after space is freed and nats-server restarted on the same store, the run succeeds", async (ctx) => {
-    if (!OPT_IN) ctx.skip("the full-disk scenario runs with ADO_CHAOS_DISK=1 (it mounts an 8 MB tmpfs and takes minutes)");
+    if (!OPT_IN) ctx.skip("the full-disk scenario runs with ADO_CHAOS_DISK=1 (its restart step is an open defect: the run can stall after nats-server restarts on the freed store)");
     if (mountError) ctx.skip(`cannot mount a tmpfs to fill (${mountError}): run as root or with CAP_SYS_ADMIN`);
     const nats = await RestartableNats.start(join(mnt, "store"));
     const f = await chaosFixture("disk-full", scratch, nats.url);
@@ -159,12 +159,10 @@ describe("chaos - the disk under the JetStream store fills up", () => {
       // Every worker was cut off by the restart, none died.
       await verifyPromises(f, await watched.outcome, { cutOff: () => true });
       const lines = run.stderr.filter((l) => TROUBLE.test(l.line)).length;
-      // Whether this run's restart left consumers skipping messages (a store that lost its last writes), which the schedulers' sweep mended.
+      // What the schedulers' sweep of restored acked messages removed after the restart.
       const logged = f.cluster.all.flatMap((p) => p.output().split("\n"));
-      const mended = logged.filter((l) => l.includes("re-created consumers")).map((l) => /"consumers":\[([^\]]*)\]/.exec(l)?.[1] ?? "?");
-      const removed = logged.filter((l) => l.includes("had delivered and had acked")).map((l) => /"removed":(\d+)/.exec(l)?.[1] ?? "?");
-      f.notes.push(mended.length ? `consumers re-created after the restart: ${mended.join("; ")}` : "no consumer skipped messages after the restart");
-      if (removed.length) f.notes.push(`acked messages left in the work queues, removed: ${removed.join(", ")}`);
+      const purged = logged.filter((l) => l.includes("removed acked messages")).map((l) => /"purged":(\d+)/.exec(l)?.[1] ?? "?");
+      if (purged.length) f.notes.push(`acked messages a restart restored, purged: ${purged.join(", ")}`);
       console.log(`[disk-full] ${f.notes.join("; ")}; ado run said it ${lines} time(s) in all, then that the server answers again; the run succeeded`);
     } catch (err) {
       await f.diagnose();

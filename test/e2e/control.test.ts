@@ -160,8 +160,7 @@ describe("resilience - the NATS server dies mid-run", () => {
       const ran = await lines(log);
       expect([...ran].sort()).toEqual(["t0", "t1", "t2", "t3", "t4", "t5"]); // each exactly once
       // Nothing is left in the work queues: acked messages the restore brought back below
-      // their consumers' ack floors (never delivered again as they are) are delivered again
-      // by re-created consumers (the scheduler's sweep), handled as duplicates and acked.
+      // their consumers' ack floors (never delivered again) are removed by the scheduler.
       const jsm = await openJetStream(client.nc);
       const left = async () => {
         const counts: Record<string, number> = {};

@@ -32,9 +32,9 @@ describe("scheduler - JetStream does not answer when a sweep runs", () => {
     const repo = await makeRepo();
     try {
       // The timers call this with `void`: it must never reject.
-      const scheduler = stack.actors[0] as unknown as { sweepSkipped(): Promise<void> };
+      const scheduler = stack.actors[0] as unknown as { purgeStale(): Promise<void> };
       await frozen(async () => {
-        await expect(scheduler.sweepSkipped()).resolves.toBeUndefined();
+        await expect(scheduler.purgeStale()).resolves.toBeUndefined();
       });
       const nc = await ts.connect("unresponsive-client");
       const client = new AdoClient(nc, topo);

@@ -1,9 +1,5 @@
 import { createHash } from "node:crypto";
-import { cp, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import type { NatsConnection } from "@nats-io/transport-node";
-import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { jetstream, RetentionPolicy, StorageType } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { describe, expect, it } from "vitest";
 import { Actor } from "../../src/runtime/actor.js";
@@ -16,9 +12,7 @@ import { LeaderLease } from "../../src/runtime/lease.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { z } from "zod";
 import { SCHEMAS, type SubmitRun } from "../../src/runtime/messages.js";
-import { actorConsumer, provision, redeliverSkipped } from "../../src/runtime/topology.js";
-import { connectNats } from "../../src/runtime/connection.js";
-import { RestartableNats } from "../helpers/chaos.js";
+import { actorConsumer, provision, purgeBelowAckFloors } from "../../src/runtime/topology.js";
 import { useTestServer, eventually, provisioned, uniqueTopology } from "../helpers/nats.js";
 
 const ts = useTestServer();
@@ -59,73 +53,8 @@ describe("topology - provisioning", () => {
   }, 60_000);
 });
 
-describe("topology - messages a server restart leaves where their consumer never delivers them", () => {
-  it("new messages given sequences the consumer had passed (a store that lost its last writes) are delivered once the consumer is re-created", async () => {
-    // What a 2.9.10 server restarted after its store filled up did to a run: the stream
-    // came back with its last sequence below what its consumer had delivered, the next
-    // messages reused those sequences, and the consumer never delivered them. Staged
-    // here by restoring the stream's messages from an older copy of the store while the
-    // consumer's state stays the newer one.
-    const dir = await mkdtemp(join(tmpdir(), "ado-seq-reuse-"));
-    const store = join(dir, "store");
-    const nats = await RestartableNats.start(store);
-    const conns: NatsConnection[] = [];
-    const connect = async () => {
-      const nc = await connectNats({ servers: nats.url, name: "seq-reuse", logger: silentLogger });
-      conns.push(nc);
-      return { js: jetstream(nc), jsm: await jetstreamManager(nc) };
-    };
-    try {
-      const topo = uniqueTopology();
-      const stream = topo.streams.merge.name;
-      let { js, jsm } = await connect();
-      await provision(conns[0]!, topo);
-      await jsm.consumers.add(stream, actorConsumer("merger", topo.subjects.mergeAll));
-      // Up to n messages, acked: pulls until it has n or `ms` passed (a loaded machine is slow to deliver).
-      const take = async (n: number, ms = 10_000) => {
-        const seqs: number[] = [];
-        for (const until = Date.now() + ms; seqs.length < n && Date.now() < until; ) {
-          for await (const m of await (await js.consumers.get(stream, "merger")).fetch({ max_messages: n - seqs.length, expires: 1_500 })) {
-            seqs.push(m.seq);
-            await m.ackAck();
-          }
-        }
-        return seqs;
-      };
-      const subject = topo.subjects.merge("r1");
-      await js.publish(subject, new Uint8Array([1]));
-      expect(await take(1)).toEqual([1]);
-      await nats.kill();
-      await cp(store, join(dir, "older"), { recursive: true });
-      await nats.restart();
-      ({ js, jsm } = await connect());
-      for (let i = 0; i < 6; i++) await js.publish(subject, new Uint8Array([2]));
-      expect(await take(6)).toEqual([2, 3, 4, 5, 6, 7]);
-      await nats.kill();
-      const messages = (root: string) => join(root, "jetstream", "$G", "streams", stream, "msgs");
-      await rm(messages(store), { recursive: true });
-      await cp(messages(join(dir, "older")), messages(store), { recursive: true });
-      await nats.restart();
-      ({ js, jsm } = await connect());
-      expect((await jsm.streams.info(stream)).state.last_seq).toBe(1);
-      // Three new requests take sequences 2-4, which the consumer delivered before: lost to it.
-      for (let i = 0; i < 3; i++) await js.publish(subject, new Uint8Array([3]));
-      expect(await take(3, 3_000)).toEqual([]);
-      const swept = await redeliverSkipped(jsm, stream);
-      expect(swept).toEqual({ recreated: ["merger"], removed: 0, deferred: 0 });
-      expect(await take(3)).toEqual([2, 3, 4]);
-      // And later messages come in order on the re-created consumer; nothing left to do.
-      await js.publish(subject, new Uint8Array([4]));
-      expect(await take(1)).toEqual([5]);
-      expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 0 });
-    } finally {
-      await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
-      await nats.stop(1_000);
-      await rm(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
-
-  it("acked messages restored at or below a consumer's ack floor are delivered again by a re-created consumer (even while it holds others), then removed once it has had them acked; another consumer's subjects are not its to judge", async () => {
+describe("topology - acked messages restored below an ack floor", () => {
+  it("are removed per consumer subject; unacked ones and other subjects' are kept", async () => {
     const nc = await ts.connect();
     const { jsm, topo } = await provisioned(nc);
     const js = jetstream(nc);
@@ -140,70 +69,27 @@ describe("topology - messages a server restart leaves where their consumer never
     const a = await js.consumers.get(stream, "reader-a");
     const taken = [];
     for await (const m of await a.fetch({ max_messages: 3, expires: 2_000 })) taken.push(m);
-    expect(taken.map((m) => m.seq)).toEqual([1, 2, 4]);
     await taken[0]!.ackAck();
     await taken[1]!.ackAck();
+    const left = async () => {
+      const subjects = [];
+      for (let seq = 1; seq <= 5; seq++) subjects.push(await jsm.streams.getMessage(stream, { seq }).then((m) => m?.subject.split(".").pop() ?? "-", () => "-"));
+      return subjects;
+    };
     await eventually(async () => (await jsm.consumers.info(stream, "reader-a")).ack_floor.stream_seq >= 2, 5_000, "ack floor past 2");
-    // At or below reader-a's floor: messages 1 and 2, which it will never deliver: it is re-created at once.
-    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: ["reader-a"], removed: 0, deferred: 0 });
-    const again = [];
-    for await (const m of await (await js.consumers.get(stream, "reader-a")).fetch({ max_messages: 5, expires: 1_500 })) {
-      again.push(m.seq);
-      await m.ackAck();
-    }
-    expect(again).toEqual([1, 2, 4]);
+    // While reader-a has a message outstanding its floor is not trusted: nothing goes.
+    expect(await purgeBelowAckFloors(jsm, stream)).toEqual({ purged: 0, deferred: 1 });
+    expect(await left()).toEqual(["a", "a", "b", "a", "b"]);
+    // Once it has none, its acked ones go; the floor passes over reader-b's message 3
+    // (not its subject), yet message 3 is kept.
+    await taken[2]!.ackAck();
     await eventually(async () => (await jsm.consumers.info(stream, "reader-a")).num_ack_pending === 0, 5_000, "nothing outstanding");
-    // A limits stream keeps them after the acks, as a store that lost the deletes would:
-    // older than the re-created consumer and below its floor, they were delivered by it
-    // and acked, so the next sweep removes them (and re-creates nothing). reader-b took
-    // nothing: its messages 3 and 5 are ahead of it, not skipped, and they stay.
-    expect((await jsm.streams.info(stream)).state.messages).toBe(5);
-    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 3, deferred: 0 });
-    expect((await jsm.streams.info(stream)).state.messages).toBe(2);
-    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 0 });
+    expect(await purgeBelowAckFloors(jsm, stream)).toEqual({ purged: 3, deferred: 0 });
+    expect(await left()).toEqual(["-", "-", "b", "-", "b"]);
+    expect(await purgeBelowAckFloors(jsm, stream)).toEqual({ purged: 0, deferred: 0 }); // idempotent
   });
 
-  it("acked messages found below a floor that were stored before the sweeper lost the server are removed at once; stored after, the consumer is re-created", async () => {
-    const nc = await ts.connect();
-    const { jsm, topo } = await provisioned(nc);
-    const js = jetstream(nc);
-    // Two consumers, each with two messages newer than itself, acked and still there (a limits stream keeps them).
-    const stream = `${topo.prefix}_GONE`;
-    await jsm.streams.add({ name: stream, subjects: [`${topo.prefix}.gone.*`], retention: RetentionPolicy.Limits, storage: StorageType.File });
-    for (const r of ["before", "after"]) {
-      await jsm.consumers.add(stream, actorConsumer(r, `${topo.prefix}.gone.${r}`));
-      for (let i = 0; i < 2; i++) await js.publish(`${topo.prefix}.gone.${r}`, new Uint8Array([i]));
-      for await (const m of await (await js.consumers.get(stream, r)).fetch({ max_messages: 2, expires: 2_000 })) await m.ackAck();
-      await eventually(async () => (await jsm.consumers.info(stream, r)).num_ack_pending === 0, 5_000, `${r}: nothing outstanding`);
-    }
-    const lostAt = Date.now() + 1_000;
-    // The server went away after all four were stored: each is a restored acked message.
-    const gone = await redeliverSkipped(jsm, `${stream}`, { restoredBefore: lostAt });
-    expect(gone).toEqual({ recreated: [], removed: 4, deferred: 0 });
-    expect((await jsm.streams.info(stream)).state.messages).toBe(0);
-    for (let i = 0; i < 2; i++) await js.publish(`${topo.prefix}.gone.after`, new Uint8Array([i]));
-    for await (const m of await (await js.consumers.get(stream, "after")).fetch({ max_messages: 2, expires: 2_000 })) await m.ackAck();
-    await eventually(async () => (await jsm.consumers.info(stream, "after")).num_ack_pending === 0, 5_000, "after: nothing outstanding");
-    // Stored after the server went away: they may be new at reused sequences: delivered again.
-    expect(await redeliverSkipped(jsm, stream, { restoredBefore: lostAt - 60_000 })).toEqual({ recreated: ["after"], removed: 0, deferred: 0 });
-  });
-
-  it("a consumer with messages outstanding and nothing below its floor is left for a later look", async () => {
-    const nc = await ts.connect();
-    const { jsm, topo } = await provisioned(nc);
-    const js = jetstream(nc);
-    const stream = `${topo.prefix}_HELD`;
-    await jsm.streams.add({ name: stream, subjects: [`${topo.prefix}.held`], retention: RetentionPolicy.Workqueue, storage: StorageType.File });
-    await jsm.consumers.add(stream, actorConsumer("holder", `${topo.prefix}.held`));
-    for (let i = 0; i < 3; i++) await js.publish(`${topo.prefix}.held`, new Uint8Array([i]));
-    const held = [];
-    for await (const m of await (await js.consumers.get(stream, "holder")).fetch({ max_messages: 2, expires: 1_500 })) held.push(m);
-    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 1 });
-    for (const m of held) await m.ackAck();
-    expect(await redeliverSkipped(jsm, stream)).toEqual({ recreated: [], removed: 0, deferred: 0 });
-  });
-
-  it("a work-queue stream in good order has nothing to redeliver", async () => {
+  it("a work-queue stream in good order has nothing to remove", async () => {
     const nc = await ts.connect();
     const { jsm, topo } = await provisioned(nc);
     const js = jetstream(nc);
@@ -212,7 +98,7 @@ describe("topology - messages a server restart leaves where their consumer never
     const c = await js.consumers.get(topo.streams.submit.name, "scheduler");
     const m = await c.next();
     await m!.ackAck();
-    expect(await redeliverSkipped(jsm, topo.streams.submit.name)).toEqual({ recreated: [], removed: 0, deferred: 0 });
+    expect((await purgeBelowAckFloors(jsm, topo.streams.submit.name)).purged).toBe(0);
     expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(2);
   });
 });

@@ -48,13 +48,6 @@ export const MAX_HELD = 10_000;
 
 /** A refused permit with no known time (a concurrency limit, probes running): look again this soon. */
 const PROVIDER_RECHECK_MS = 1_000;
-/**
- * How long one pull request of a level's consumer lasts. A pull whose consumer was
- * deleted under it (the scheduler re-creates a consumer a server restart left skipping
- * messages) stalls until two idle heartbeats (half of this each) are missed: 5 s, not
- * the client's default 30 s.
- */
-const PULL_EXPIRES_MS = 5_000;
 
 /** How often held tasks are checked for having no eligible worker (task.waiting). */
 const WAITING_CHECK_MS = 1_000;
@@ -164,7 +157,7 @@ export class Balancer extends Actor {
         max_ack_pending: maxHeld,
       });
       const consumer = await this.js.consumers.get(stream, name);
-      this.messages.push(await consumer.consume({ max_messages: Math.min(1_000, maxHeld), expires: PULL_EXPIRES_MS, callback: (m) => this.onReady(m) }));
+      this.messages.push(await consumer.consume({ max_messages: Math.min(1_000, maxHeld), callback: (m) => this.onReady(m) }));
     }
     this.keepAlive = setInterval(() => {
       for (const e of this.queue.all()) e.item.msg.working();

@@ -12,7 +12,7 @@ import { writeControl } from "../../runtime/control.js";
 import { currentEntries, entriesOf, KvWatch } from "../../runtime/kv-watch.js";
 import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type StageState, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
 import { fitWork, PayloadStore } from "../../runtime/payloads.js";
-import { actorConsumer, consumers, redeliverSkipped, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
+import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
 import {
   acceptRun,
   applyBatchDue,
@@ -52,12 +52,10 @@ const ACK_WAIT_MS = 10_000;
 /** How often counts of runs that ended without their count deleted (a crash in between) are swept. */
 const BACKLOG_SWEEP_MS = 5 * 60_000;
 
-/** How often the work-queue streams are checked for messages their consumers skip (after a server crash). */
+/** How often acked messages left in the work-queue streams (after a server crash) are removed. */
 const STALE_SWEEP_MS = 60_000;
 /** And this long after a reconnect (JetStream has recovered its streams by then). */
 const STALE_AFTER_RECONNECT_MS = 3_000;
-/** How far the server's clock may be behind this process's when telling restored messages from new ones. */
-const RESTORED_CLOCK_MARGIN_MS = 2_000;
 /** A sweep that left a busy consumer alone looks again after this long. */
 const STALE_RETRY_MS = 5_000;
 
@@ -97,12 +95,7 @@ export class Scheduler extends Actor {
   private backlogSweep?: NodeJS.Timeout;
   private staleSweep?: NodeJS.Timeout;
   private staleRetry?: NodeJS.Timeout;
-  /** Consumers re-created to deliver messages they had skipped. */
-  private staleRecreated = 0;
-  /** When this replica's connection last went away (reset after a sweep with nothing left to do). */
-  private disconnectedAt?: number;
-  /** Acked messages a server restart left in the work queues, removed. */
-  private staleRemoved = 0;
+  private stalePurged = 0;
 
   /** What tasks cost in past runs (KV `costs`, watched): what budgets reserve for tasks with no history in their run. */
   private readonly costHistory = new Map<string, CostHistory>();
@@ -145,67 +138,51 @@ export class Scheduler extends Actor {
     this.loops = [submitLoop as BatchLoop<unknown>, resultLoop as BatchLoop<unknown>];
     await Promise.all(this.loops.map((l) => l.start()));
     await this.armStoredDeadlines();
-    void this.sweepSkipped();
-    this.staleSweep = setInterval(() => void this.sweepSkipped(), STALE_SWEEP_MS);
+    void this.purgeStale();
+    this.staleSweep = setInterval(() => void this.purgeStale(), STALE_SWEEP_MS);
     // What a crashed server restores shows after it is back: sweep soon after a reconnect.
     void (async () => {
       for await (const s of this.ctx.nc.status()) {
         if (!this.isRunning) break;
-        if (s.type === "disconnect") this.disconnectedAt ??= Date.now();
-        if (s.type === "reconnect") setTimeout(() => void this.sweepSkipped(), STALE_AFTER_RECONNECT_MS).unref();
+        if (s.type === "reconnect") setTimeout(() => void this.purgeStale(), STALE_AFTER_RECONNECT_MS).unref();
       }
     })();
   }
 
   /**
-   * Gets the messages delivered that a server restart left where their consumers never
-   * deliver them (see redeliverSkipped): acked ones restored, and new ones given sequences
-   * the consumer had passed. Every replica may do it; it is idempotent.
+   * Removes acked messages that a crashed server restored below their consumers' ack
+   * floors (see purgeBelowAckFloors). No consumer delivers them again, so nothing
+   * else ever would; every replica may do it, it is idempotent.
    */
-  private async sweepSkipped(): Promise<void> {
+  private async purgeStale(): Promise<void> {
     // Runs from timers (void): a rejection here would be unhandled and end the process,
     // as it did when a JetStream that had just come back (or not yet) left this unanswered.
     let jsm: JetStreamManager;
     try {
       jsm = await this.js.jetstreamManager();
     } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, "could not check the work queues for skipped messages (JetStream did not answer); will try again");
+      this.log.warn({ err: errorMessage(err) }, "could not sweep acked messages (JetStream did not answer); will try again");
       return;
     }
     let again = false;
     for (const key of WORK_QUEUE_STREAMS) {
       const stream = this.ctx.topo.streams[key].name;
       try {
-        // A message stored before this replica lost the server (2 s of margin for the
-        // server's clock) and found below its consumer's floor was acked before the crash.
-        const restoredBefore = this.disconnectedAt === undefined ? undefined : this.disconnectedAt - RESTORED_CLOCK_MARGIN_MS;
-        const { recreated, removed, deferred } = await redeliverSkipped(jsm, stream, { restoredBefore });
-        // Look again soon while there is something to do: what a re-created consumer
-        // delivers again and has acked may stay in the stream (seen after server
-        // SIGKILLs: restored acked messages, acked again, not removed), and the next look
-        // removes it; a minute's wait left work queues busy for a minute.
-        if (deferred > 0 || recreated.length > 0 || removed > 0) again = true;
-        if (removed > 0) {
-          this.staleRemoved += removed;
-          this.log.warn({ stream, removed }, "removed messages their consumers had delivered and had acked, left in the stream by a server restart");
-        }
-        if (recreated.length === 0) continue;
-        this.staleRecreated += recreated.length;
-        this.log.warn({ stream, consumers: recreated }, "re-created consumers that a server restart left skipping messages; those messages are delivered again");
+        const { purged: n, deferred } = await purgeBelowAckFloors(jsm, stream);
+        if (deferred > 0) again = true;
+        if (n === 0) continue;
+        this.stalePurged += n;
+        this.log.warn({ stream, purged: n }, "removed acked messages a server restart had restored below their consumers' ack floors");
       } catch (err) {
-        this.log.warn({ stream, err: errorMessage(err) }, "could not check a work queue for skipped messages; will try again");
-        again = true;
+        this.log.warn({ stream, err: errorMessage(err) }, "could not sweep acked messages; will try again");
       }
     }
-    // A consumer with messages outstanding was left alone, or one was mended: look again
-    // soon, not in a minute, so what a restart left goes once the queue is quiet (one
-    // retry armed at a time; it stops when a look finds nothing to do).
-    // Nothing left: the next disconnect starts a new account of what was restored.
-    if (!again) this.disconnectedAt = undefined;
+    // A consumer with messages outstanding was left alone: look again soon, not in a
+    // minute, so what a restart restored goes once the queue is quiet (one retry armed at a time).
     if (again && this.isRunning && !this.staleRetry) {
       this.staleRetry = setTimeout(() => {
         this.staleRetry = undefined;
-        void this.sweepSkipped();
+        void this.purgeStale();
       }, STALE_RETRY_MS);
       this.staleRetry.unref();
     }
@@ -330,7 +307,7 @@ export class Scheduler extends Actor {
   }
 
   override stats() {
-    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected, openTasks: this.openTasks.total, maxQueued: this.opts.maxQueued ?? null, staleRecreated: this.staleRecreated, staleRemoved: this.staleRemoved };
+    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected, openTasks: this.openTasks.total, maxQueued: this.opts.maxQueued ?? null, stalePurged: this.stalePurged };
   }
 
   /**
