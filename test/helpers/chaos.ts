@@ -445,7 +445,18 @@ async function leftovers(f: Pick<ChaosFixture, "jsm" | "topo">): Promise<string[
     const { state } = await f.jsm.streams.info(stream);
     for (let seq = state.first_seq; seq <= Math.min(state.last_seq, state.first_seq + 200) && state.messages > 0 && out.length < 20; seq++) {
       const m = await f.jsm.streams.getMessage(stream, { seq }).catch(() => undefined);
-      if (m) out.push(`${stream} #${seq} ${m.subject} ${m.header?.get("Ado-Schema") ?? ""} at ${m.time.toISOString()}`);
+      if (!m) continue;
+      // Whether the stream's per-subject index finds it too (a consumer with a filter, and
+      // the sweep's lookups, go by it): the next message of its subject from the stream's start, and the subject's count.
+      const bySubject = await f.jsm.streams
+        .getMessage(stream, { seq: state.first_seq, next_by_subj: m.subject } as unknown as { seq: number })
+        .then((n) => (n ? `#${n.seq}` : "none"))
+        .catch((err: unknown) => `(${String(err)})`);
+      const counted = await f.jsm.streams
+        .info(stream, { subjects_filter: m.subject })
+        .then((i) => String(i.state.subjects?.[m.subject] ?? 0))
+        .catch((err: unknown) => `(${String(err)})`);
+      out.push(`${stream} #${seq} ${m.subject} ${m.header?.get("Ado-Schema") ?? ""} at ${m.time.toISOString()} (by subject: ${bySubject}, counted ${counted})`);
     }
   }
   return out;
