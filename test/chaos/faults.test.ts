@@ -103,11 +103,14 @@ describe.concurrent("chaos", () => {
       const run = await submitChaos(f, { longFirst: LONG, failFirst: FAIL_FIRST });
       let spare = 0;
       const killedWorkers: string[] = [];
+      /** Kills a worker's process and starts a spare; returns how many events had come when it was dead (before the spare's start, which may take minutes). */
       const killWorker = async (workerId: string, why: string) => {
         await f.cluster.kill(processOf(f, workerId).name);
+        const mark = run.events.length;
         killedWorkers.push(workerId);
         f.notes.push(`killed worker ${workerId} ${why}`);
         await f.cluster.worker(`spare-${++spare}`, 1);
+        return mark;
       };
       const restart = async (actor: "scheduler" | "balancer" | "merger", why: string) => {
         await f.cluster.kill(actor);
@@ -121,8 +124,10 @@ describe.concurrent("chaos", () => {
       // wait on r05 has started (or merged) before its worker is gone, and the only tasks
       // left to start then are r05#2 and the long first attempts, which would sleep past
       // the test (CI hit that: no event for 120 s).
-      await killWorker(await running(f, run, "r05"), "running r05#1");
-      const seen = run.events.length;
+      // The mark is taken when r05's worker is dead, not once the spare runs: starting one
+      // took longer than the stealer's recovery of r05 on a loaded machine, and every
+      // start left (r05#2's included) could come before a later mark.
+      const seen = await killWorker(await running(f, run, "r05"), "running r05#1");
       const next = await run.until(
         () =>
           run.events
