@@ -308,11 +308,15 @@ describe("stealer - a draining worker", () => {
     const log = join(ts.scratch, "drain.log");
     const w = await workerOn(ts.url, topo, "draining-worker");
     try {
-      const { runId } = await client.submit({ graph: parseGraph(`tasks:\n  - { id: d, run: 'echo "d $ADO_ATTEMPT" >> ${log}; sleep 2; echo "done $ADO_ATTEMPT" >> ${log}' }\n`) });
+      const gate = join(ts.scratch, "drain-gate");
+      const { runId } = await client.submit({ graph: parseGraph(`tasks:\n  - { id: d, run: 'echo "d $ADO_ATTEMPT" >> ${log}; while [ ! -f ${gate} ]; do sleep 0.05; done; echo "done $ADO_ATTEMPT" >> ${log}' }\n`) });
       const run = follow(client, runId, 20_000);
       await eventually(async () => (await lines(log)).length === 1, 10_000, "d running");
-      // Draining for ~2 s (10 heartbeats) without a record: it answers the stealer's ping.
+      // Draining for 2 s (10 heartbeats) without a record: it answers the stealer's ping.
+      // (d ends on a gate 2 s after the drain began: a 2 s sleep from d's start could end before it.)
       const closed = w.worker.close({ graceMs: 10_000 });
+      await new Promise((r) => setTimeout(r, 2_000));
+      await writeFile(gate, "");
       const outcome = await run.outcome;
       await closed;
       expect(outcome.status, outcome.error).toBe("succeeded");
