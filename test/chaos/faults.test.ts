@@ -124,9 +124,9 @@ describe.concurrent("chaos", () => {
       // wait on r05 has started (or merged) before its worker is gone, and the only tasks
       // left to start then are r05#2 and the long first attempts, which would sleep past
       // the test (CI hit that: no event for 120 s).
-      // The mark is taken when r05's worker is dead, not once the spare runs: starting one
-      // took longer than the stealer's recovery of r05 on a loaded machine, and every
-      // start left (r05#2's included) could come before a later mark.
+      // The mark is taken when r05's worker is dead, not once the spare runs: a spare's start
+      // can outlast the stealer's recovery of r05, and every start left (r05#2's included)
+      // then came before a later mark (shown with the spare's start 20 s slower: the stall).
       const seen = await killWorker(await running(f, run, "r05"), "running r05#1");
       const next = await run.until(
         () =>
