@@ -103,11 +103,14 @@ describe.concurrent("chaos", () => {
       const run = await submitChaos(f, { longFirst: LONG, failFirst: FAIL_FIRST });
       let spare = 0;
       const killedWorkers: string[] = [];
+      /** Kills a worker's process and starts a spare; returns how many events had come when it was dead (before the spare's start, which may take minutes). */
       const killWorker = async (workerId: string, why: string) => {
         await f.cluster.kill(processOf(f, workerId).name);
+        const mark = run.events.length;
         killedWorkers.push(workerId);
         f.notes.push(`killed worker ${workerId} ${why}`);
         await f.cluster.worker(`spare-${++spare}`, 1);
+        return mark;
       };
       const restart = async (actor: "scheduler" | "balancer" | "merger", why: string) => {
         await f.cluster.kill(actor);
@@ -121,8 +124,10 @@ describe.concurrent("chaos", () => {
       // wait on r05 has started (or merged) before its worker is gone, and the only tasks
       // left to start then are r05#2 and the long first attempts, which would sleep past
       // the test (CI hit that: no event for 120 s).
-      await killWorker(await running(f, run, "r05"), "running r05#1");
-      const seen = run.events.length;
+      // The mark is taken when r05's worker is dead, not once the spare runs: a spare's start
+      // can outlast the stealer's recovery of r05, and every start left (r05#2's included)
+      // then came before a later mark (shown with the spare's start 20 s slower: the stall).
+      const seen = await killWorker(await running(f, run, "r05"), "running r05#1");
       const next = await run.until(
         () =>
           run.events
@@ -177,9 +182,10 @@ describe.concurrent("chaos", () => {
         await startInstallation(f, 2, 2);
         const run = await submitChaos(f, { failFirst: FAIL_FIRST });
         await run.until(() => run.count("task.merged") >= 6, "6 tasks merged");
+        // By time, not by how many events had come: one made before the kill may reach the test after it.
+        const killedAt = Date.now();
         await nats.kill();
         f.notes.push(`nats-server killed with ${run.count("task.merged")} merged`);
-        const before = run.events.length;
         await new Promise((r) => setTimeout(r, 2_000));
         await nats.restart();
         // Every worker was cut off, none died: an attempt may run twice only on one of them.
@@ -189,7 +195,7 @@ describe.concurrent("chaos", () => {
         // while the originals still ran). No worker died here. (Before the kill, a load
         // average of ~40 on 2 cores has made a live worker miss 3 heartbeats and a ping:
         // not this test's subject.)
-        const lost = run.events.slice(before).flatMap((e) => (e.type === "worker.lost" ? [`${e.taskId}#${e.attempt} with ${e.workerId}: ${e.reason}`] : []));
+        const lost = run.events.flatMap((e) => (e.type === "worker.lost" && Date.parse(e.at) >= killedAt ? [`${e.taskId}#${e.attempt} with ${e.workerId}: ${e.reason}`] : []));
         expect(lost, "worker.lost after the restart: a live worker declared dead").toEqual([]);
       });
     } finally {

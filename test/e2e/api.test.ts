@@ -95,7 +95,8 @@ describe("api - endpoints on a stack", () => {
   });
 
   it("every endpoint answers per its schema; unknown things are not_found, ended ones conflict", async () => {
-    const { runId } = await new AdoClient(nc, topo).submit({ graph: parseGraph('tasks:\n  - { id: long, run: "sleep 30" }\n  - { id: after, needs: [long], run: "true" }\n'), repo: repo.dir });
+    // Cancelled below: it must still run then, however long the steps before take (30 s is not past the test's bound).
+    const { runId } = await new AdoClient(nc, topo).submit({ graph: parseGraph('tasks:\n  - { id: long, run: "sleep 300" }\n  - { id: after, needs: [long], run: "true" }\n'), repo: repo.dir });
     const running = await eventually(async () => {
       const { reply } = await ask(nc, topo, "tasks.status", JSON.stringify({ runId }));
       return reply.ok && reply.result.tasks.find((t) => t.id === "long")?.status === "running" ? reply.result : undefined;
@@ -269,7 +270,8 @@ describe("api - endpoints on a stack", () => {
       return n;
     };
     const client = new AdoClient(nc, topo);
-    const { runId } = await client.submit({ graph: parseGraph('tasks:\n  - { id: slow, run: "sleep 30" }\n'), repo: repo.dir });
+    // Cancelled below: it must still run then, though two CLI starts can take 30 s on a loaded machine.
+    const { runId } = await client.submit({ graph: parseGraph('tasks:\n  - { id: slow, run: "sleep 300" }\n'), repo: repo.dir });
     await eventually(async () => (await client.status(runId))?.tasks[0]?.status === "running", 60_000, "slow running");
     const before = await answered();
     const env = { ...process.env, ADO_SERVER: ts.url, ADO_PREFIX: topo.prefix };
@@ -316,7 +318,8 @@ describe("api - per-role users", () => {
     const stack = await Stack.start({ config, logger: silentLogger });
     try {
       const client = await as("client");
-      const { runId } = await new AdoClient(client, topo).submit({ graph: parseGraph('tasks:\n  - { id: slow, run: "sleep 30" }\n'), repo: repo.dir });
+      // Cancelled below: it must still run then, CLI calls before included (30 s is not past the test's bound).
+      const { runId } = await new AdoClient(client, topo).submit({ graph: parseGraph('tasks:\n  - { id: slow, run: "sleep 300" }\n'), repo: repo.dir });
       const observer = await as("observer");
       await eventually(async () => (await callApi(observer, topo, "tasks.status", { runId })).tasks[0]?.status === "running", 60_000, "observer sees it run");
       expect((await callApi(observer, topo, "runs.list", {})).runs.map((r) => r.runId)).toEqual([runId]);

@@ -3,6 +3,7 @@
  * scheduler, balancer, merge coordinator, stealer and workers on real NATS and git; the
  * agents are shell commands.
  */
+import { existsSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { describe, expect, it, onTestFailed } from "vitest";
@@ -190,13 +191,15 @@ describe("attempts - a checkpoint's work is the next attempt's too", () => {
     const client = new AdoClient(nc, topo);
     let second: Stack | undefined;
     try {
-      const graph = parseGraph(`tasks:\n  - { id: long, run: 'if [ -f part1.txt ]; then echo resumed; else echo one > part1.txt; sleep 30; fi' }\n`);
+      const wrote = join(ts.scratch, "checkpoint-part1-written");
+      const graph = parseGraph(`tasks:\n  - { id: long, run: 'if [ -f part1.txt ]; then echo resumed; else echo one > part1.txt; touch ${wrote}; sleep 30; fi' }\n`);
       const events: AdoEvent[] = [];
       const { runId } = await client.submit({ graph, repo: repo.dir });
       const watching = client.watch(runId, { onEvent: (e) => events.push(e) });
       await eventually(() => events.some((e) => e.type === "task.output" && e.taskId === "long") || events.some((e) => e.type === "task.started"), 20_000, "task started");
       await eventually(async () => gitOut(repo.dir, "worktree", "list").includes(runId), 10_000, "its worktree");
-      await new Promise((r) => setTimeout(r, 500)); // let it write part1
+      // Until part1 is written (not a fixed 500 ms, which a slow agent start outlasted: no part1 in the checkpoint).
+      await eventually(() => existsSync(wrote), 30_000, "part1 written");
       await first.close();
       second = await Stack.start({ config: parseConfig({ ...base, workers: 1 }), logger: silentLogger, actors: [] });
       const outcome = await watching;

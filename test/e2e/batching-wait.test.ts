@@ -75,6 +75,8 @@ tasks:
       // Each gate opens once the one before has ended and its dependent is ready (and waiting).
       for (const g of ["a1", "a2", "a3", "b1", "b2"]) {
         await writeFile(join(dir, g), "");
+        // b2 opens with b1: n2 must be ready within n1's 15 s wait, which b2's run and merge after b1's could pass on a loaded machine.
+        if (g === "b1") await writeFile(join(dir, "b2"), "");
         await eventually(() => succeeded(g) || undefined, 60_000, `gate ${g} done`);
         if (g === "a1" || g === "a2") expect(started("m1"), "m1 started before its batch filled").toBe(false);
         if (g === "b1") expect(started("n1"), "n1 started before its wait ended").toBe(false);

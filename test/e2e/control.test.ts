@@ -1,7 +1,9 @@
-import { mkdtemp, readFile, rm } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { Balancer } from "../../src/actors/balancer/balancer.js";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { parseConfig } from "../../src/runtime/config.js";
@@ -38,11 +40,12 @@ const lines = async (path: string) => (await readFile(path, "utf8").catch(() => 
 describe("scheduling - priority", () => {
   it("under contention, a critical task that became ready later starts before normal ones that waited longer", async () => {
     const repo = await makeRepo();
-    const { client, close } = await stackOn(ts.url, 1);
+    const { client, stack, close } = await stackOn(ts.url, 1);
     const order = join(ts.scratch, "order.log");
+    const gate = join(ts.scratch, "priority-gate");
     try {
-      // The only slot is busy for a while; meanwhile normal tasks queue up, then a critical one.
-      const blocker = await client.submit({ graph: parseGraph('tasks:\n  - { id: block, run: "sleep 1" }\n'), repo: repo.dir });
+      // The only slot is busy until the test opens the gate; meanwhile normal tasks queue up, then a critical one.
+      const blocker = await client.submit({ graph: parseGraph(`tasks:\n  - { id: block, run: "while [ ! -f ${gate} ]; do sleep 0.05; done" }\n`), repo: repo.dir });
       await eventually(async () => (await client.status(blocker.runId))?.tasks[0]?.status === "running", 10_000, "blocker running");
       const normal = await client.submit({
         graph: parseGraph(`tasks:\n${["n1", "n2", "n3"].map((id) => `  - { id: ${id}, run: "echo ${id} >> ${order}" }`).join("\n")}\n`),
@@ -53,10 +56,16 @@ describe("scheduling - priority", () => {
         graph: parseGraph(`tasks:\n  - { id: urgent, priority: critical, run: "echo urgent >> ${order}" }\n`),
         repo: repo.dir,
       });
+      // The slot frees once the balancer holds all four (a 1 s blocker ended first on a slow machine, and n1 ran first).
+      const balancer = stack.actors.find((a): a is Balancer => a instanceof Balancer)!;
+      const held = (priority: string) => balancer.heldCounts().filter((c) => c.priority === priority).reduce((n, c) => n + c.count, 0);
+      await eventually(() => held("critical") === 1 && held("normal") === 3, 30_000, "the balancer holding urgent and n1..n3");
+      await writeFile(gate, "");
       for (const r of [blocker, normal, critical]) expect((await client.watch(r.runId)).status).toBe("succeeded");
       expect((await lines(order))[0]).toBe("urgent");
       expect((await lines(order)).slice(1)).toEqual(["n1", "n2", "n3"]);
     } finally {
+      await writeFile(gate, "");
       await close();
       await repo.cleanup();
     }
@@ -74,9 +83,14 @@ describe("control - cancel, pause, resume", () => {
         graph: parseGraph(`tasks:\n  - { id: loop, run: "while true; do echo x >> ${beat}; sleep 0.05; done" }\n  - { id: after, needs: [loop], run: "true" }\n`),
         repo: repo.dir,
       });
+      const seen: string[] = [];
+      const watching = client.watch(asRunId(runId), { onEvent: (e) => seen.push(e.type) });
+      watching.catch(() => undefined); // awaited below
+      const count = (type: string) => seen.filter((t) => t === type).length;
       await eventually(async () => (await lines(beat)).length > 3, 10_000, "agent running");
       await client.control(await client.resolveTarget(`${runId}/loop`), "pause");
-      await new Promise((r) => setTimeout(r, 400)); // let the pause land
+      // task.paused comes once the agent is stopped (a fixed 400 ms was too short for a loaded machine).
+      await eventually(() => count("task.paused") === 1, 30_000, "the pause landed");
       const paused = (await lines(beat)).length;
       await new Promise((r) => setTimeout(r, 500));
       expect((await lines(beat)).length).toBe(paused); // suspended: no progress at all
@@ -84,13 +98,13 @@ describe("control - cancel, pause, resume", () => {
       await eventually(async () => (await lines(beat)).length > paused + 3, 5_000, "agent resumed");
       // A second pause is news too, not a replay of the first (its event is not deduplicated).
       await client.control({ runId, taskId: "loop" }, "pause");
-      await new Promise((r) => setTimeout(r, 400));
+      // Landed before the resume is sent, which could otherwise supersede it on a slow machine.
+      await eventually(() => count("task.paused") === 2, 30_000, "the second pause landed");
       const pausedAgain = (await lines(beat)).length;
       await client.control({ runId, taskId: "loop" }, "resume");
       await eventually(async () => (await lines(beat)).length > pausedAgain + 3, 5_000, "agent resumed again");
       await client.control({ runId }, "cancel", "test over");
-      const seen: string[] = [];
-      const outcome = await client.watch(asRunId(runId), { onEvent: (e) => seen.push(e.type) });
+      const outcome = await watching;
       expect(seen.filter((t) => t === "task.paused")).toHaveLength(2);
       expect(seen.filter((t) => t === "task.resumed")).toHaveLength(2);
       expect(outcome.status).toBe("cancelled");
@@ -204,8 +218,8 @@ describe("control - a worker that was disconnected", () => {
       await client.control({ runId }, "pause");
       await new Promise((r) => setTimeout(r, 600));
       const during = (await lines(beat)).length;
-      await new Promise((r) => setTimeout(r, 300));
-      expect((await lines(beat)).length).toBeGreaterThan(during); // it cannot know yet: still running
+      // It cannot know yet: still running (waited for, not a fixed 300 ms a starved agent may not get).
+      await eventually(async () => (await lines(beat)).length > during, 10_000, "the agent still running while cut off");
       await proxy.restore();
       // Reconnected: the control watch catches up and the agent is suspended.
       await eventually(
@@ -330,12 +344,14 @@ describe("limits and shutdown", () => {
     let second: Stack | undefined;
     try {
       // Attempt 1 writes part1 then hangs; a later attempt (from the checkpoint) finds part1 and finishes.
-      const graph = parseGraph(`tasks:\n  - { id: long, run: 'if [ -f part1.txt ]; then echo done > part2.txt; else echo one > part1.txt; sleep 30; fi' }\n`);
+      const wrote = join(ts.scratch, "checkpoint-part1-written");
+      const graph = parseGraph(`tasks:\n  - { id: long, run: 'if [ -f part1.txt ]; then echo done > part2.txt; else echo one > part1.txt; touch ${wrote}; sleep 30; fi' }\n`);
       const events: AdoEvent[] = [];
       const { runId } = await client.submit({ graph, repo: repo.dir });
       const watching = client.watch(runId, { onEvent: (e) => events.push(e) });
       await eventually(() => events.some((e) => e.type === "task.started"), 10_000, "task started");
-      await new Promise((r) => setTimeout(r, 300)); // let it write part1
+      // Until part1 is written (not a fixed 300 ms, which a slow agent start outlasted: no part1 in the checkpoint).
+      await eventually(() => existsSync(wrote), 30_000, "part1 written");
       await first.close();
       second = await Stack.start({ config: parseConfig({ ...base, workers: 1 }), logger: silentLogger, actors: [] });
       const outcome = await watching;

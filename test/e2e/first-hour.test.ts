@@ -239,7 +239,8 @@ describe("first hour - a run on its own embedded stack, seen from another termin
     const repo = await makeRepo();
     const env = await isolatedEnv({ ADO_WORKERS: "1" });
     const flag = join(scratch.dir, `started-${Date.now()}`);
-    const child = spawn(process.execPath, [ADO_BIN, "run", "slow", "--cmd", `touch ${flag}; sleep 120`, "--repo", repo.dir], {
+    // Cancelled below: it must still run after four CLI starts, which can take minutes on a loaded machine (120 s could pass).
+    const child = spawn(process.execPath, [ADO_BIN, "run", "slow", "--cmd", `touch ${flag}; sleep 600`, "--repo", repo.dir], {
       env: { ...process.env, ADO_LOG_LEVEL: "warn", ...env },
       stdio: ["ignore", "pipe", "pipe"],
     });

@@ -192,12 +192,11 @@ tasks:
       expect(show(repo.dir, integration, "good.txt")).toBe("fine\n");
       expect(() => execFileSync("git", ["cat-file", "-e", `${integration}:bad.txt`], { cwd: repo.dir, stdio: "pipe" })).toThrow();
       // The scheduler publishes, then persists: the record follows the event within moments.
-      let status = await client.status(outcome.runId);
-      for (let i = 0; i < 50 && status!.run.status !== "needs_attention"; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        status = await client.status(outcome.runId);
-      }
-      expect(status!.run.status).toBe("needs_attention");
+      // (Waited for with a generous bound: 5 s of polling could pass on a loaded machine.)
+      const status = await eventually(async () => {
+        const s = await client.status(outcome.runId);
+        return s?.run.status === "needs_attention" ? s : undefined;
+      }, 30_000, "the run record needs_attention");
       expect(Object.fromEntries(status!.tasks.map((t) => [t.id, t.status]))).toEqual({ good: "succeeded", bad: "needs_attention", after: "pending" });
 
       // A person skips it: the task and what needs it are skipped, and the run ends.

@@ -89,13 +89,16 @@ describe("progress - Ctrl-C", () => {
   it("once: says what it waits for, the running task finishes and merges, the run is kept; ado runs resume finishes it", async () => {
     const repo = await makeRepo();
     const env = await isolatedEnv();
+    // slow ends when the test opens the gate, after the Ctrl-C was taken (a 3 s sleep could end before it on a loaded machine).
+    const gate = join(scratch.dir, "ctrl-c-gate");
     try {
       const graph = join(scratch.dir, "ctrl-c.yaml");
-      await writeFile(graph, 'name: cc\ntasks:\n  - { id: slow, run: "sleep 3; echo slow > slow.txt" }\n  - { id: after, needs: [slow], run: "echo after > after.txt" }\n');
+      await writeFile(graph, `name: cc\ntasks:\n  - { id: slow, run: "while [ ! -f ${gate} ]; do sleep 0.05; done; echo slow > slow.txt" }\n  - { id: after, needs: [slow], run: "echo after > after.txt" }\n`);
       const run = startRun(["run", "--graph", graph, "--repo", repo.dir, "--workers", "1"], env);
       await run.until(/slow: started/);
       run.child.kill("SIGINT");
       await run.until(/Ctrl-C: nothing new starts; waiting for 1 running task to finish and merge \(Ctrl-C again kills it\): slow/, 10_000);
+      await writeFile(gate, "");
       expect(await run.exited).toBe(130);
       const out = run.output();
       const runId = runIdOf(out);
@@ -113,6 +116,7 @@ describe("progress - Ctrl-C", () => {
       expect(gitOut(repo.dir, "show", `ado/${runId}/integration:after.txt`)).toBe("after");
       expect(existsSync(join(repo.dir, ".git", "ado", "runs", runId))).toBe(false);
     } finally {
+      await writeFile(gate, ""); // a failed test leaves no agent waiting on it
       await repo.cleanup();
     }
   }, 150_000);

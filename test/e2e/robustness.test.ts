@@ -242,7 +242,8 @@ describe("worker - timeouts, retries and environment", () => {
         tasks: [
           {
             id: "slow",
-            timeout: "500ms",
+            // Long enough for the agent to write both pid files before it is killed (500 ms could pass first on a loaded machine).
+            timeout: "3s",
             retry: { attempts: 1 },
             run: `echo $$ > ${pids}/sh.pid; sleep 30 & echo $! > ${pids}/sleep.pid; wait`,
           },
@@ -252,7 +253,7 @@ describe("worker - timeouts, retries and environment", () => {
       const events: AdoEvent[] = [];
       const outcome = await main.client.run({ ...bounded(), graph, repo: repo.dir, onEvent: (e) => events.push(e) });
       expect(outcome.status).toBe("failed");
-      expect(outcome.error).toMatch(/'slow'.*timed out after 500 ms/);
+      expect(outcome.error).toMatch(/'slow'.*timed out after 3000 ms/);
       expect(Object.fromEntries(outcome.tasks.map((t) => [t.id, t.status]))).toEqual({ slow: "failed", after: "skipped" });
       const failed = events.filter((e) => e.type === "task.failed");
       expect(failed).toHaveLength(1);

@@ -6,6 +6,8 @@ import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
 import { decode } from "../../src/runtime/codec.js";
 import { parseConfig } from "../../src/runtime/config.js";
+import { connectNats } from "../../src/runtime/connection.js";
+import { authForRole } from "../../src/runtime/nats-auth.js";
 import { parseGraph } from "../../src/runtime/graph.js";
 import { pino } from "pino";
 import { silentLogger } from "../../src/runtime/logger.js";
@@ -266,9 +268,14 @@ describe("ado run --auto-scale", () => {
     const repo = await makeRepo();
     const home = join(scratch, "auto-ctrlc");
     const graph = join(scratch, "auto-ctrlc.yaml");
-    // Two tasks and one worker of one slot: the second waits for the first (8 s: time for the Ctrl-C to reach the worker on a loaded machine).
-    await writeFile(graph, 'tasks:\n  - { id: one, run: "sleep 8; echo one > one.txt" }\n  - { id: two, run: "sleep 8; echo two > two.txt" }\n');
-    const env = { ADO_SERVER: "", XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), ADO_PREFIX: uniqueTopology().prefix, ADO_LOG_LEVEL: "error" };
+    // Two tasks and one worker of one slot: the second waits for the first, which ends when
+    // the test opens the gate, once the pool's worker drains (an 8 s sleep was the time
+    // left for the Ctrl-C to reach it, which a loaded machine could pass).
+    const gate = join(scratch, "auto-ctrlc-gate");
+    const task = (id: string) => `{ id: ${id}, run: "while [ ! -f ${gate} ]; do sleep 0.05; done; echo ${id} > ${id}.txt" }`;
+    await writeFile(graph, `tasks:\n  - ${task("one")}\n  - ${task("two")}\n`);
+    const topo = uniqueTopology();
+    const env = { ADO_SERVER: "", XDG_STATE_HOME: join(home, "state"), XDG_CACHE_HOME: join(home, "cache"), ADO_PREFIX: topo.prefix, ADO_LOG_LEVEL: "error" };
     const child = spawn(process.execPath, [ADO_BIN, "run", "--graph", graph, "--repo", repo.dir, "--auto-scale", "0..1", "--progress", "plain"], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let out = "";
     child.stdout.on("data", (d) => (out += d));
@@ -278,13 +285,31 @@ describe("ado run --auto-scale", () => {
     try {
       await eventually(() => /(one|two): started/.test(out) || child.exitCode !== null, 120_000, "a task started on a pool worker");
       const first = /(one|two): started/.exec(out)![1]!;
-      child.kill("SIGINT");
+      // The run's embedded stack, as published in the repository: its server, to see the pool's worker drain.
+      const stacks = join(repo.dir, ".git", "ado", "stacks");
+      const [published] = await readdir(stacks);
+      const { url, roleDir } = JSON.parse(await readFile(join(stacks, published!), "utf8")) as { url: string; roleDir?: string };
+      const nc = await connectNats({ servers: url, name: "auto-ctrlc-test", logger: silentLogger, ...(roleDir ? { auth: authForRole({ roleDir }, "admin") } : {}) });
+      try {
+        const watch = await (await openBuckets(nc, topo)).workers.watch();
+        let draining = false;
+        void (async () => {
+          for await (const e of watch) if (e.operation === "PUT" && decode(SCHEMAS.WorkerRecord, e.value).state === "draining") draining = true;
+        })();
+        child.kill("SIGINT");
+        await eventually(() => draining, 120_000, "the pool's worker draining");
+        watch.stop();
+      } finally {
+        await nc.close();
+      }
+      await writeFile(gate, "");
       expect(await exited).toBe(130);
       expect(out).toMatch(new RegExp(`${first}: merged`));
       // Before the first Ctrl-C stopped the scaler, its worker went on to start the other task.
       expect(out.match(/(one|two): started/g)).toEqual([`${first}: started`]);
       expect((await readdir(join(home, "state", "ado", "workers")).catch(() => [])).filter((f) => f.endsWith(".log"))).toEqual([]);
     } finally {
+      await writeFile(gate, ""); // a failed test leaves no pool worker's agent waiting on it
       if (child.exitCode === null) child.kill("SIGKILL");
       await repo.cleanup();
     }

@@ -124,7 +124,8 @@ describe("status from the run's snapshot", () => {
     const client = new AdoClient(nc, topo);
     const kv = await openBuckets(nc, topo);
     const records = new Records(async () => kv, client.js, topo);
-    const tasks = [{ id: "slow", run: "sleep 60" }, { id: "quick", run: "true" }, ...Array.from({ length: 20 }, (_, i) => ({ id: `w${i}`, needs: ["slow"], run: "true" }))];
+    // slow is cancelled at the end: it must still run when both reads are made (60 s could pass while quick ends and the snapshot catches up).
+    const tasks = [{ id: "slow", run: "sleep 600" }, { id: "quick", run: "true" }, ...Array.from({ length: 20 }, (_, i) => ({ id: `w${i}`, needs: ["slow"], run: "true" }))];
     // A repository of its own: without one the workers would take the test's own checkout.
     const repo = await makeRepo();
     const { runId } = await client.submit({ graph: { name: "live", tasks }, repo: repo.dir });

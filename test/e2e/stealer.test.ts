@@ -1,4 +1,4 @@
-import { mkdir, readFile, stat } from "node:fs/promises";
+import { mkdir, readFile, stat, writeFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { jetstream, type JetStreamManager } from "@nats-io/jetstream";
@@ -196,7 +196,9 @@ describe("stealer - a worker that was only cut off, declared dead, comes back", 
     const cut = await workerOn(proxy.url, topo, "cut-worker");
     let other: Awaited<ReturnType<typeof workerOn>> | undefined;
     try {
-      const graph = parseGraph(`tasks:\n  - { id: slow, run: 'echo "slow $ADO_ATTEMPT $ADO_WORKER_ID" >> ${log}; if [ "$ADO_ATTEMPT" = 1 ]; then sleep 2; fi; echo "done $ADO_ATTEMPT" >> ${log}' }\n`);
+      // Attempt 1 ends when the test opens the gate (a 2 s sleep ended before the cut when starting the other worker took longer).
+      const gate = join(ts.scratch, "cut-gate");
+      const graph = parseGraph(`tasks:\n  - { id: slow, run: 'echo "slow $ADO_ATTEMPT $ADO_WORKER_ID" >> ${log}; if [ "$ADO_ATTEMPT" = 1 ]; then while [ ! -f ${gate} ]; do sleep 0.05; done; fi; echo "done $ADO_ATTEMPT" >> ${log}' }\n`);
       const { runId } = await client.submit({ graph });
       const run = follow(client, runId, 30_000);
       await eventually(async () => (await lines(log)).length === 1, 10_000, "attempt 1 running on the worker to be cut off");
@@ -211,8 +213,9 @@ describe("stealer - a worker that was only cut off, declared dead, comes back", 
       expect(run.events.find((e) => e.type === "worker.lost")).toMatchObject({ taskId: "slow", attempt: 1, workerId: cut.worker.id, outcome: "interrupted" });
 
       // It comes back: attempt 1 finished meanwhile and its result reaches the scheduler late.
-      await proxy.restore();
+      await writeFile(gate, "");
       await eventually(async () => (await lines(log)).includes("done 1"), 10_000, "attempt 1 finished on the cut-off worker");
+      await proxy.restore();
       // The stealer re-creates its consumer when its records reappear: it takes work again.
       const pinned = await client.submit({ graph: parseGraph(`tasks:\n  - { id: back, run: 'echo back >> ${log}', placement: { worker: ${cut.worker.id} } }\n`) });
       const back = await client.watch(pinned.runId, { signal: AbortSignal.timeout(20_000) });
@@ -272,10 +275,11 @@ describe("stealer - replicas under a leader lease", () => {
       const { runId } = await client.submit({ graph, repo: repo.dir });
       const run = follow(client, runId, 30_000);
       await eventually(async () => (await lines(log)).length === 1, 10_000, "attempt 1 running");
-      await cluster.worker("other", 1);
+      // Killed before the other worker starts: a process start can outlast attempt 1's 30 s on a loaded machine.
       await cluster.kill("doomed");
       // Nothing of the dead worker outlives it (its reaper).
       expect(await awaitAgentsGone(log, 15_000)).toEqual([]);
+      await cluster.worker("other", 1);
       const outcome = await run.outcome;
       expect(outcome.status, outcome.error).toBe("succeeded");
       expect(await lines(log)).toEqual(["t 1", "t 2"]);
@@ -304,11 +308,15 @@ describe("stealer - a draining worker", () => {
     const log = join(ts.scratch, "drain.log");
     const w = await workerOn(ts.url, topo, "draining-worker");
     try {
-      const { runId } = await client.submit({ graph: parseGraph(`tasks:\n  - { id: d, run: 'echo "d $ADO_ATTEMPT" >> ${log}; sleep 2; echo "done $ADO_ATTEMPT" >> ${log}' }\n`) });
+      const gate = join(ts.scratch, "drain-gate");
+      const { runId } = await client.submit({ graph: parseGraph(`tasks:\n  - { id: d, run: 'echo "d $ADO_ATTEMPT" >> ${log}; while [ ! -f ${gate} ]; do sleep 0.05; done; echo "done $ADO_ATTEMPT" >> ${log}' }\n`) });
       const run = follow(client, runId, 20_000);
       await eventually(async () => (await lines(log)).length === 1, 10_000, "d running");
-      // Draining for ~2 s (10 heartbeats) without a record: it answers the stealer's ping.
+      // Draining for 2 s (10 heartbeats) without a record: it answers the stealer's ping.
+      // (d ends on a gate 2 s after the drain began: a 2 s sleep from d's start could end before it.)
       const closed = w.worker.close({ graceMs: 10_000 });
+      await new Promise((r) => setTimeout(r, 2_000));
+      await writeFile(gate, "");
       const outcome = await run.outcome;
       await closed;
       expect(outcome.status, outcome.error).toBe("succeeded");
