@@ -1,8 +1,9 @@
-import { jetstream, type JsMsg } from "@nats-io/jetstream";
+import { jetstream, type JetStreamClient, type JsMsg } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
 import { decode } from "../runtime/codec.js";
 import { drainQuietly } from "../runtime/connection.js";
 import { errorMessage } from "../runtime/errors.js";
+import { StreamFollower } from "../runtime/follow.js";
 import { ID_PATTERN } from "../runtime/ids.js";
 import { SCHEMAS, type AdoEvent } from "../runtime/messages.js";
 import { FINISHED, RunFold } from "../runtime/run-fold.js";
@@ -158,33 +159,59 @@ async function readEvents(nc: NatsConnection, topo: Topology, runId: string, tas
   const stored = Object.values(info.state.subjects ?? {}).reduce((n, c) => n + c, 0);
   if (stored === 0 && !follow) return 0;
   const fold = new RunFold();
-  const messages = await (await js.consumers.get(stream, { filter_subjects: filter })).consume();
   let n = 0;
-  const stop = new AbortController();
-  const onSignal = () => stop.abort();
-  process.once("SIGINT", onSignal);
-  stop.signal.addEventListener("abort", () => void messages.close());
+  /** Handles one event; true once following is done (the run or the task ended). */
+  const handle = (m: JsMsg, rewritten = false): boolean => {
+    n++;
+    let e: AdoEvent;
+    try {
+      e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
+    } catch {
+      return false; // an event this version cannot read: the others still tell the story
+    }
+    // After a rewrite (a server restarted on a store that lost its last writes) new events may reuse sequences the fold has passed.
+    if (rewritten && m.seq <= fold.seq) fold.seq = m.seq - 1;
+    fold.apply(e, m.seq);
+    onEvent(e);
+    if (!follow) return false;
+    if (fold.status === "succeeded" || fold.status === "failed" || fold.status === "cancelled" || fold.status === "rejected") return true;
+    const t = taskId ? fold.task(taskId) : undefined;
+    return t !== undefined && FINISHED.has(t.status);
+  };
+  if (follow) return followEvents(nc, js, stream, filter, handle).then(() => n);
+  const messages = await (await js.consumers.get(stream, { filter_subjects: filter })).consume();
   try {
     for await (const m of messages as AsyncIterable<JsMsg>) {
-      n++;
-      let e: AdoEvent;
-      try {
-        e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
-      } catch {
-        continue; // an event this version cannot read: the others still tell the story
-      }
-      fold.apply(e, m.seq);
-      onEvent(e);
-      if (!follow && m.info.pending === 0) break;
-      if (follow && (fold.status === "succeeded" || fold.status === "failed" || fold.status === "cancelled" || fold.status === "rejected")) break;
-      if (follow && taskId) {
-        const t = fold.task(taskId);
-        if (t && FINISHED.has(t.status)) break;
-      }
+      handle(m);
+      if (m.info.pending === 0) break;
     }
   } finally {
-    process.off("SIGINT", onSignal);
     await messages.close().catch(() => undefined);
   }
   return n;
+}
+
+/**
+ * Follows the run's events until `handle` says it is done or the user stops it (^C).
+ * A server restart does not stop it: it follows on from the last event read (runtime/follow.ts).
+ */
+async function followEvents(nc: NatsConnection, js: JetStreamClient, stream: string, filter: string, handle: (m: JsMsg, rewritten: boolean) => boolean): Promise<void> {
+  const follower: StreamFollower = new StreamFollower({
+    nc,
+    js,
+    stream,
+    filter,
+    onMessage: (m, rewritten) => {
+      if (handle(m, rewritten)) follower.close();
+    },
+  });
+  const onSignal = () => follower.close();
+  process.once("SIGINT", onSignal);
+  try {
+    await follower.start();
+    await follower.done;
+  } finally {
+    process.off("SIGINT", onSignal);
+    follower.close();
+  }
 }

@@ -1,8 +1,10 @@
-import { DeliverPolicy, type ConsumerMessages, type JetStreamClient } from "@nats-io/jetstream";
+import { DeliverPolicy, type JetStreamClient } from "@nats-io/jetstream";
 import type { KV } from "@nats-io/kv";
+import type { NatsConnection } from "@nats-io/transport-node";
 import { activityLine } from "../runtime/activity.js";
 import { decode } from "../runtime/codec.js";
 import { errorMessage } from "../runtime/errors.js";
+import { StreamFollower } from "../runtime/follow.js";
 import type { Logger } from "../runtime/logger.js";
 import { SCHEMAS, type AdoEvent } from "../runtime/messages.js";
 import { RunFold, type FoldTask } from "../runtime/run-fold.js";
@@ -19,9 +21,11 @@ import { criticalPath, graphDepths, type CriticalPath } from "./graph.js";
  *
  * Each browser connection gets a feed of its own (its own ordered consumer): a
  * reconnecting browser (EventSource does that by itself) gets a fresh `state`, so
- * nothing it missed is lost. The ordered consumer resumes by itself after a NATS
- * reconnect, from the next sequence. An event this version cannot read is counted and
- * skipped: the run's other events still tell the story.
+ * nothing it missed is lost. After a NATS reconnect (a server restart) or a stalled
+ * consumer, the feed follows on from the last event it read with a consumer of its own
+ * (runtime/follow.ts), within seconds and without a gap or an event twice; after a
+ * restart on a store that lost its last writes, by time. An event this version cannot
+ * read is counted and skipped: the run's other events still tell the story.
  */
 
 /** A task as the page shows it; `depth`: its layer in the graph view (graph.ts). */
@@ -94,6 +98,8 @@ function runView(fold: RunFold, runId: string, malformed: number, critical: RunV
 const criticalEvery = (tasks: number) => (tasks > 2_000 ? { changed: 2_000, live: 5_000 } : { changed: 200, live: 1_000 });
 
 export interface FeedOptions {
+  /** The connection `js` is on: a reconnect tells the feed to follow on with a fresh consumer. */
+  nc: NatsConnection;
   js: JetStreamClient;
   snapshots: KV;
   /** The runs bucket: a snapshot keeps no dependencies, the run's graph has them. */
@@ -107,7 +113,7 @@ export interface FeedOptions {
 
 /** Follows one run for one browser until close(). */
 export class RunFeed {
-  private messages?: ConsumerMessages;
+  private follower?: StreamFollower;
   private timer?: NodeJS.Timeout;
   private closed = false;
   private malformed = 0;
@@ -140,30 +146,31 @@ export class RunFeed {
     this.depths = graphDepths(this.graphTasks());
     this.updateCritical(Date.now());
     this.opts.send({ type: "state", run: this.runView(), tasks: this.fold.ids().map((id) => this.view(id)!) });
-    const consumer = await js.consumers.get(topo.streams.events.name, {
-      filter_subjects: topo.subjects.runEvents(runId),
-      ...(this.fold.seq > 0 ? { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: this.fold.seq + 1 } : { deliver_policy: DeliverPolicy.All }),
-    });
     if (this.closed) return;
-    this.messages = await consumer.consume();
-    this.timer = setInterval(() => this.flush(), this.opts.batchMs ?? 50);
-    void (async () => {
-      try {
-        for await (const m of this.messages!) {
-          let e: AdoEvent;
-          try {
-            e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
-          } catch (err) {
-            this.malformed++;
-            log.debug({ seq: m.seq, err: errorMessage(err) }, "dashboard: unreadable event skipped");
-            continue;
-          }
-          this.fold.apply(e, m.seq);
+    this.follower = new StreamFollower({
+      nc: this.opts.nc,
+      js,
+      stream: topo.streams.events.name,
+      filter: topo.subjects.runEvents(runId),
+      after: this.fold.seq,
+      log: log.child({ runId }),
+      onMessage: (m, rewritten) => {
+        let e: AdoEvent;
+        try {
+          e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
+        } catch (err) {
+          this.malformed++;
+          log.debug({ seq: m.seq, err: errorMessage(err) }, "dashboard: unreadable event skipped");
+          return;
         }
-      } catch (err) {
-        if (!this.closed) log.warn({ runId, err: errorMessage(err) }, "dashboard: the run's events stopped");
-      }
-    })();
+        // After a rewrite the stream's new events may come at sequences the fold has passed: they are new all the same.
+        if (rewritten && m.seq <= this.fold.seq) this.fold.seq = m.seq - 1;
+        this.fold.apply(e, m.seq);
+      },
+    });
+    await this.follower.start();
+    if (this.closed) return this.follower.close();
+    this.timer = setInterval(() => this.flush(), this.opts.batchMs ?? 50);
   }
 
   private graphTasks() {
@@ -214,7 +221,7 @@ export class RunFeed {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.timer);
-    await this.messages?.close().catch(() => undefined);
+    this.follower?.close();
   }
 }
 
@@ -223,46 +230,48 @@ export type TaskMessage = { type: "start" } | { type: "output"; attempt: number;
 
 /** Follows one task's events for one browser until close(). */
 export class TaskFeed {
-  private messages?: ConsumerMessages;
+  private follower?: StreamFollower;
   private closed = false;
   private readonly attempts = new AttemptLog();
 
-  constructor(private readonly opts: { js: JetStreamClient; topo: Topology; runId: string; taskId: string; log: Logger; send: (m: TaskMessage) => void }) {}
+  constructor(private readonly opts: { nc: NatsConnection; js: JetStreamClient; topo: Topology; runId: string; taskId: string; log: Logger; send: (m: TaskMessage) => void }) {}
 
   async start(): Promise<void> {
     const { js, topo, runId, taskId, log, send } = this.opts;
     // A browser that reconnected gets the task from its first event again: it clears what it had.
     send({ type: "start" });
-    const consumer = await js.consumers.get(topo.streams.events.name, { filter_subjects: topo.subjects.taskEvents(runId, taskId), deliver_policy: DeliverPolicy.All });
     if (this.closed) return;
-    this.messages = await consumer.consume();
-    void (async () => {
-      try {
-        for await (const m of this.messages!) {
-          let e: AdoEvent;
-          try {
-            e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
-          } catch {
-            continue;
-          }
-          if (!("taskId" in e)) continue;
-          if (e.type === "task.output") send({ type: "output", attempt: e.attempt, data: e.data });
-          else {
-            const line = activityLine(e);
-            if (line) send({ type: "activity", attempt: e.attempt, line });
-            const a = this.attempts.apply(e);
-            if (a) send({ type: "attempt", attempt: { ...a } });
-          }
+    // The follower keeps the sequence of the last event sent: after a restart the feed goes on after it, nothing sent twice.
+    this.follower = new StreamFollower({
+      nc: this.opts.nc,
+      js,
+      stream: topo.streams.events.name,
+      filter: topo.subjects.taskEvents(runId, taskId),
+      log: log.child({ runId, taskId }),
+      onMessage: (m) => {
+        let e: AdoEvent;
+        try {
+          e = decode(SCHEMAS.AdoEvent, m.data, m.headers);
+        } catch {
+          return;
         }
-      } catch (err) {
-        if (!this.closed) log.warn({ runId, taskId, err: errorMessage(err) }, "dashboard: the task's events stopped");
-      }
-    })();
+        if (!("taskId" in e)) return;
+        if (e.type === "task.output") send({ type: "output", attempt: e.attempt, data: e.data });
+        else {
+          const line = activityLine(e);
+          if (line) send({ type: "activity", attempt: e.attempt, line });
+          const a = this.attempts.apply(e);
+          if (a) send({ type: "attempt", attempt: { ...a } });
+        }
+      },
+    });
+    await this.follower.start();
+    if (this.closed) this.follower.close();
   }
 
   async close(): Promise<void> {
     this.closed = true;
-    await this.messages?.close().catch(() => undefined);
+    this.follower?.close();
   }
 }
 

@@ -172,7 +172,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       const id = runId(parts[2]);
       const { snapshots, runs } = await kv();
       return sse(req, res, async (send) => {
-        const feed = new RunFeed({ js, snapshots, runs, topo, runId: id, log, send });
+        const feed = new RunFeed({ nc, js, snapshots, runs, topo, runId: id, log, send });
         await feed.start();
         return feed;
       });
@@ -183,7 +183,7 @@ export async function startDashboard(opts: DashboardOptions): Promise<Dashboard>
       const taskId = parts[4]!;
       if (!ID_PATTERN.test(taskId)) throw new HttpError(400, `'${taskId}' is not a task id`);
       return sse(req, res, async (send) => {
-        const feed = new TaskFeed({ js, topo, runId: id, taskId, log, send });
+        const feed = new TaskFeed({ nc, js, topo, runId: id, taskId, log, send });
         await feed.start();
         return feed;
       });
