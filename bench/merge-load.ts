@@ -39,6 +39,9 @@
  *   lock      the repository's worktree lock (src/git/worktrees.ts): how long each add and
  *             remove waited for it and held it, and how much of the wall it was held
  *   CPU       node (every actor and the client), git and sh children, nats-server, other
+ *   git       the git processes the stack started, from its start to its close (workers,
+ *             merge coordinator, scheduler; not git's own children, not the floor's), per
+ *             task and by command (bench/git-spawns.ts)
  * Figures are printed, never asserted.
  */
 import { execFileSync } from "node:child_process";
@@ -57,6 +60,7 @@ import { GraphDefSchema, type Graph } from "../src/runtime/graph.js";
 import { silentLogger } from "../src/runtime/logger.js";
 import type { AdoEvent } from "../src/runtime/messages.js";
 import { git, gitText, worktreeLockStats, type WorktreeLockStats } from "../src/git/internal.js";
+import { GitSpawnCounter } from "./git-spawns.js";
 import { CpuMeter, findChild, ProcessMeter as Meter, type ProcessCpu as Cpu } from "./procstat.js";
 import { percentile, r1, r2, table, prng, summarize, type Summary } from "./stats.js";
 import { flagValues, orAbort, parseFlags, printReport, runMain, waitQuietOn, type Log } from "./harness.js";
@@ -226,6 +230,8 @@ interface Report {
   /** Stopping the stack after the run (workers, actors: the merge coordinator finishes its removals). */
   closeMs?: number;
   cpu?: Cpu;
+  /** Git processes the stack started (its start to its close), per task and by command. */
+  gitSpawns?: { total: number; perTask: number; byCommand: Record<string, number> };
   errors: string[];
   totalMs: number;
 }
@@ -236,6 +242,7 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
   const config = parseConfig({ prefix, server: server.url, workers: o.workers, slots: o.slots, heartbeatMs: 1000, worktreeDir });
   let stack: Stack | undefined;
   let nc: NatsConnection | undefined;
+  const spawns = new GitSpawnCounter().start();
   try {
     stack = await Stack.start({ config, logger: silentLogger, server: server.url });
     nc = await connectNats({ servers: server.url, name: `${prefix}-client`, logger: silentLogger });
@@ -322,6 +329,9 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
     const c0 = performance.now();
     await stack.close();
     report.closeMs = r1(performance.now() - c0);
+    spawns.stop();
+    const byCommand = Object.fromEntries([...spawns.counts].sort((a, b) => b[1] - a[1]));
+    report.gitSpawns = { total: spawns.total(), perTask: r2(spawns.total() / o.tasks), byCommand };
     const base = await gitText(repo, ["rev-parse", "main"]);
     const order = merged.map((m) => commits.get(m.taskId)).filter((c): c is string => !!c);
     if (report.status === "succeeded") {
@@ -329,6 +339,7 @@ async function measure(o: Options, server: EmbeddedServer, meter: Meter, repo: s
       report.floor = await rawFloor(repo, base, order);
     }
   } finally {
+    spawns.stop();
     await drainQuietly(nc);
     await stack?.close();
     await rm(worktreeDir, { recursive: true, force: true }).catch(() => undefined);
@@ -424,6 +435,11 @@ function render(rep: Report): string {
           .map(([k, v]) => [k, v.n, r1(v.ms), v.n ? r1(v.ms / v.n) : undefined]),
       ),
     );
+  }
+  if (rep.gitSpawns) {
+    const g = rep.gitSpawns;
+    out.push("", `git processes the stack started (its start to its close): ${g.total}, ${g.perTask} per task`);
+    out.push(table(["command", "n", "per task"], Object.entries(g.byCommand).map(([k, n]) => [k, n, r2(n / rep.graph.tasks)])));
   }
   if (rep.errors.length) out.push("", "ERRORS:", ...rep.errors.map((e) => `  ${e}`));
   out.push(`total ${(rep.totalMs / 1000).toFixed(1)} s`);

@@ -143,6 +143,9 @@ export class RemoteClones {
    */
   async withCommit(url: string, runId: string, commit: string): Promise<string> {
     const dir = await this.open(url);
+    // Known here from an earlier task (same clone directory, same commit): the clone has
+    // it, and a HEAD (neither fetch nor anything else of ado takes them away).
+    if (await this.#known.has(dir, commit)) return dir;
     if (!(await hasCommit(dir, commit))) {
       // Tasks of one run starting together need one fetch, not one each (ref locks).
       await cloneLocks.run(`fetch ${dir}`, async () => {
@@ -153,7 +156,67 @@ export class RemoteClones {
     // Also when the commit was already there: whoever fetched it (the merge coordinator,
     // a worker of another process) may not have given the clone a HEAD.
     await bornHead(dir, commit);
+    await this.#known.add(dir, commit);
     return dir;
+  }
+
+  /** Commits this process found in its clones, with a HEAD born (withCommit). */
+  readonly #known = new KnownCommits();
+}
+
+/**
+ * Commits a repository was found to hold, per directory (told apart from a directory
+ * re-created at the same path by its device and inode), so that every task of a run
+ * does not ask git again for its base commit. Only presence is remembered: a commit
+ * found missing is asked again (a fetch may bring it). Bounded; the oldest go first.
+ */
+export class KnownCommits {
+  /** Per directory and commit: found (true), or the check under way. */
+  readonly #seen = new Map<string, true | Promise<boolean>>();
+  constructor(private readonly max = 1_000) {}
+
+  async has(dir: string, commit: string): Promise<boolean> {
+    const key = await this.#key(dir, commit);
+    return key !== undefined && this.#seen.get(key) === true;
+  }
+
+  async add(dir: string, commit: string): Promise<void> {
+    const key = await this.#key(dir, commit);
+    if (key !== undefined) this.#remember(key, true);
+  }
+
+  /**
+   * Whether `dir` holds `commit`: true when found before, else `probe()`'s answer (one
+   * probe at a time per directory and commit: tasks starting together share it).
+   */
+  async check(dir: string, commit: string, probe: () => Promise<boolean>): Promise<boolean> {
+    const key = await this.#key(dir, commit);
+    if (key === undefined) return probe();
+    const seen = this.#seen.get(key);
+    if (seen !== undefined) return seen;
+    const p = probe().then(
+      (found) => {
+        if (this.#seen.get(key) === p) found ? this.#remember(key, true) : this.#seen.delete(key);
+        return found;
+      },
+      (err: unknown) => {
+        if (this.#seen.get(key) === p) this.#seen.delete(key);
+        throw err;
+      },
+    );
+    this.#remember(key, p);
+    return p;
+  }
+
+  #remember(key: string, value: true | Promise<boolean>): void {
+    this.#seen.delete(key);
+    this.#seen.set(key, value);
+    if (this.#seen.size > this.max) this.#seen.delete(this.#seen.keys().next().value!);
+  }
+
+  async #key(dir: string, commit: string): Promise<string | undefined> {
+    const s = await stat(dir).catch(() => undefined);
+    return s?.isDirectory() ? `${path.resolve(dir)}\0${s.dev}:${s.ino}\0${commit}` : undefined;
   }
 }
 
@@ -287,13 +350,18 @@ export class RepoAccess {
     this.clones = new RemoteClones({ dir: cloneDir, logger });
   }
 
+  /** Commits found in the runs' own repositories (resolve). */
+  readonly #known = new KnownCommits();
+
   /**
    * The repository to use for `commit` of run `runId`.
    * @throws RepoAccessError when neither way is open; RemoteGitError when the remote is down.
    */
   async resolve(run: { runId: string; repo?: string; remote?: string }, commit: string): Promise<RepoTarget> {
-    if (this.mode !== "clone" && run.repo && (await exists(run.repo)) && (await hasCommit(run.repo, commit).catch(() => false))) {
-      return { dir: run.repo, clone: false, remote: run.remote };
+    if (this.mode !== "clone" && run.repo && (await exists(run.repo))) {
+      // Every task of a run asks for the run's base commit: git is asked once per repository.
+      const repo = run.repo;
+      if (await this.#known.check(repo, commit, () => hasCommit(repo, commit).catch(() => false))) return { dir: repo, clone: false, remote: run.remote };
     }
     if (this.mode === "shared") {
       throw new RepoAccessError(

@@ -15,6 +15,9 @@
  * -b`), remove is two, one of them under the repository lock: a status of the worktree
  * (the check for uncommitted work) before it, then `worktree remove --force` (the lock is
  * lifted by deleting the `locked` file, which is all `git worktree unlock` does).
+ * commitAll is three (`add -A`, `diff --cached`, `commit`): the identity is asked of git
+ * once per repository (exec.ts's identityOptions, again when a config file changes) and
+ * the new HEAD read from disk.
  * worktreeLockStats() says how long each kind of operation held and waited for the
  * lock. Everything else is read from the file
  * system, and git runs more only on the rare paths (a leftover branch or registration,
@@ -294,7 +297,9 @@ export class WorktreeManager {
     worktreePath: string,
     opts: CommitAllOptions,
   ): Promise<{ commit: string; changed: boolean; files: string[] }> {
-    const local = adoOwn(await this.#metaOf(worktreePath));
+    const { gitCommonDir } = await this.#init();
+    const admin = await this.#adminDirOf(path.resolve(worktreePath), gitCommonDir);
+    const local = adoOwn(admin ? await readMeta(admin).catch(() => undefined) : undefined);
     // Not `add -A -- . :(exclude)<local>`: git refuses to name a path it ignores, and a
     // copied .env usually is. Copies that got staged are unstaged after.
     await git(worktreePath, [...(await this.#agentExcludes(worktreePath)), "add", "-A"]);
@@ -313,10 +318,10 @@ export class WorktreeManager {
         opts.authorName !== undefined || opts.authorEmail !== undefined
           ? [`--author=${opts.authorName ?? ADO_IDENTITY.name} <${opts.authorEmail ?? ADO_IDENTITY.email}>`]
           : [];
-      const identity = await identityOptions(worktreePath);
+      const identity = await identityOptions(worktreePath, { commonDir: gitCommonDir, gitDir: admin });
       await git(worktreePath, [...identity, "commit", "--no-verify", "-q", ...(opts.allowEmpty ? ["--allow-empty"] : []), ...author, "-m", opts.message]);
     }
-    const commit = (await git(worktreePath, ["rev-parse", "HEAD"])).trim();
+    const commit = (admin && (await readHead(admin, gitCommonDir))) || (await git(worktreePath, ["rev-parse", "HEAD"])).trim();
     return { commit, changed: files.length > 0 || !!opts.allowEmpty, files };
   }
 
@@ -789,7 +794,7 @@ export class WorktreeManager {
     const target = await realpath(worktreePath).catch(() => path.resolve(worktreePath));
     const admin = await this.#adminDirOf(target, gitCommonDir);
     const meta = admin ? await readMeta(admin).catch(() => undefined) : undefined;
-    const head = (await git(target, ["rev-parse", "HEAD"])).trim();
+    const head = (admin && (await readHead(admin, gitCommonDir))) || (await git(target, ["rev-parse", "HEAD"])).trim();
     const headTree = () => git(target, ["rev-parse", `${head}^{tree}`]).then((t) => t.trim());
     const excludes = await this.#agentExcludes(target);
     const status = await git(target, [...excludes, "--no-optional-locks", "status", "--porcelain=v1", "-z", "--untracked-files=all", ...excludeSpec(adoOwn(meta))]);
@@ -815,7 +820,7 @@ export class WorktreeManager {
       }
     }
     if (unless && unless.tree === tree && unless.head === head) return { tree, head };
-    const identity = await identityOptions(target);
+    const identity = await identityOptions(target, { commonDir: gitCommonDir, gitDir: admin });
     const commit = (await git(target, [...identity, "commit-tree", tree, "-p", head, "-m", message])).trim();
     return { commit, tree, head };
   }
@@ -1170,6 +1175,30 @@ export function ownerAlive(meta: Pick<WorktreeMeta, "host" | "pid">, host = host
     return (err as NodeJS.ErrnoException).code === "EPERM";
   }
 }
+
+/**
+ * The commit a worktree's HEAD points at, read from the ref store on disk (its `HEAD`
+ * file, then the branch's loose ref or `packed-refs`): undefined when that does not tell
+ * (refs kept another way, a symbolic ref to a symbolic ref, an unborn branch), for the
+ * caller to ask git.
+ */
+async function readHead(admin: string, gitCommonDir: string): Promise<string | undefined> {
+  if (await pathExists(path.join(gitCommonDir, "reftable"))) return undefined;
+  const head = (await readFile(path.join(admin, "HEAD"), "utf8").catch(() => "")).trim();
+  if (OBJECT_ID.test(head)) return head;
+  const ref = /^ref: (refs\/heads\/.+)$/.exec(head)?.[1];
+  if (!ref) return undefined;
+  const loose = (await readFile(path.join(gitCommonDir, ref), "utf8").catch(() => "")).trim();
+  if (OBJECT_ID.test(loose)) return loose;
+  if (loose) return undefined;
+  for (const line of (await readFile(path.join(gitCommonDir, "packed-refs"), "utf8").catch(() => "")).split("\n")) {
+    const m = /^([0-9a-f]{40}|[0-9a-f]{64}) (.+)$/.exec(line);
+    if (m && m[2] === ref) return m[1];
+  }
+  return undefined;
+}
+
+const OBJECT_ID = /^(?:[0-9a-f]{40}|[0-9a-f]{64})$/;
 
 async function readMeta(admin: string): Promise<WorktreeMeta> {
   const text = await readFile(path.join(admin, META_FILE), "utf8");

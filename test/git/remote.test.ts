@@ -15,7 +15,10 @@ import {
   RemoteClones,
   RemoteGitError,
   remoteRef,
+  RepoAccess,
+  RepoAccessError,
 } from "../../src/git/remote.js";
+import { GitSpawnCounter } from "../../bench/git-spawns.js";
 import { sh, show, tempDir, tempRepo } from "../helpers/repo.js";
 
 async function setup() {
@@ -70,6 +73,43 @@ describe("remote mode (git)", () => {
     const other = sh(repo, "commit-tree", `${root}^{tree}`, "-p", root, "-m", "later");
     await pushRef(repo, remote, other, "refs/heads/ado/r2/integration");
     expect(await clones.withCommit(remote, "r2", other)).toBe(clone);
+  });
+
+  it("a clone that was found holding a commit is not asked again for it", async () => {
+    const { repo, root, dir, remote } = await setup();
+    await publishRunBase(repo, remote, "r7", root);
+    const clones = new RemoteClones({ dir: path.join(dir, "c") });
+    const clone = await clones.withCommit(remote, "r7", root);
+    const spawns = new GitSpawnCounter().start();
+    try {
+      expect(await Promise.all([1, 2, 3].map(() => clones.withCommit(remote, "r7", root)))).toEqual([clone, clone, clone]);
+    } finally {
+      spawns.stop();
+    }
+    expect(spawns.total()).toBe(0);
+    expect(sh(clone, "rev-parse", "HEAD")).toBe(root);
+  });
+
+  it("RepoAccess: the run's repository is asked once for a commit it holds (tasks starting together share the question), again for one it lacked", async () => {
+    const { repo, root, dir } = await setup();
+    const access = new RepoAccess("auto", path.join(dir, "clones"));
+    const run = { runId: "r8", repo };
+    const spawns = new GitSpawnCounter().start();
+    try {
+      const targets = await Promise.all([1, 2, 3, 4].map(() => access.resolve(run, root)));
+      targets.push(await access.resolve(run, root));
+      for (const t of targets) expect(t).toEqual({ dir: repo, clone: false, remote: undefined });
+      expect(spawns.counts.get("cat-file -e")).toBe(1);
+      // A commit the repository does not hold yet: refused (no remote to clone), and found once it is there.
+      const other = await tempRepo({ "b.txt": "b\n" });
+      const err = await access.resolve(run, other.root).catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(RepoAccessError);
+      sh(repo, "fetch", "-q", other.repo, "main:refs/heads/other");
+      expect(await access.resolve(run, other.root)).toEqual({ dir: repo, clone: false, remote: undefined });
+      expect(spawns.counts.get("cat-file -e")).toBe(3);
+    } finally {
+      spawns.stop();
+    }
   });
 
   it("one host: a clone fetched by another instance (the merge coordinator) has a HEAD for the workers", async () => {

@@ -6,6 +6,7 @@ import { describe, expect, it } from "vitest";
 import { BranchConflictError, InvalidWorktreeNameError, WorktreeDirtyError, WorktreeStateError } from "../../src/git/errors.js";
 import { readBranch } from "../../src/git/repo.js";
 import { WorktreeManager } from "../../src/git/worktrees.js";
+import { GitSpawnCounter } from "../../bench/git-spawns.js";
 import { commitOnBranch, sh, show, tempRepo, withoutGlobalGitConfig, writeFiles } from "../helpers/repo.js";
 import { ownerGone } from "./worktrees-helpers.js";
 
@@ -42,6 +43,44 @@ describe("WorktreeManager", () => {
     await writeFiles(wt.path, { "a.txt": "a\n" });
     const { commit } = await withoutGlobalGitConfig(() => manager.commitAll(wt.path, { message: "m" }));
     expect(sh(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>", commit)).toBe("ado <ado@localhost>|ado <ado@localhost>");
+  });
+
+  it("worktrees - commitAll asks git for the identity once per repository (again after a config change, never another repository's) and reads the new HEAD from disk", async () => {
+    const a = await tempRepo();
+    const b = await tempRepo();
+    const managers = { a: new WorktreeManager({ repo: a.repo, baseDir: a.worktrees }), b: new WorktreeManager({ repo: b.repo, baseDir: b.worktrees }) };
+    const spawns = new GitSpawnCounter();
+    const commitIn = async (which: "a" | "b", name: string) => {
+      const { root } = which === "a" ? a : b;
+      const wt = await managers[which].add({ name, branch: `ado/${name}`, base: root });
+      await writeFiles(wt.path, { [`${name}.txt`]: `${name}\n` });
+      spawns.start();
+      try {
+        return (await managers[which].commitAll(wt.path, { message: name })).commit;
+      } finally {
+        spawns.stop();
+      }
+    };
+    const author = (repo: string, commit: string) => sh(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>", commit);
+    await withoutGlobalGitConfig(async () => {
+      const first = await commitIn("a", "t1");
+      const second = await commitIn("a", "t2");
+      expect(spawns.counts.get("config -z")).toBe(1);
+      sh(a.repo, "config", "user.name", "Someone");
+      const third = await commitIn("a", "t3");
+      expect(spawns.counts.get("config -z")).toBe(2);
+      const inB = await commitIn("b", "t4"); // b configures no identity: a's is not b's
+      expect(spawns.counts.get("config -z")).toBe(3);
+      expect(author(a.repo, first)).toBe("ado <ado@localhost>|ado <ado@localhost>");
+      expect(author(a.repo, second)).toBe("ado <ado@localhost>|ado <ado@localhost>");
+      expect(author(a.repo, third)).toBe("Someone <ado@localhost>|Someone <ado@localhost>");
+      expect(author(b.repo, inB)).toBe("ado <ado@localhost>|ado <ado@localhost>");
+      for (const [repo, name, commit] of [[a.repo, "t1", first], [a.repo, "t2", second], [a.repo, "t3", third], [b.repo, "t4", inB]] as const) {
+        expect(sh(repo, "rev-parse", `ado/${name}`)).toBe(commit);
+      }
+    });
+    // Per commit: add, diff, commit; no rev-parse of the new HEAD, and the identity read twice in a, once in b.
+    expect(Object.fromEntries(spawns.counts)).toEqual({ add: 4, diff: 4, commit: 4, "config -z": 3 });
   });
 
   it("worktrees - remove refuses a dirty worktree, names what is uncommitted and keeps the files", async () => {
