@@ -155,6 +155,9 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
       readKv("workers", "runs", "backlog");
       writeKv("leases", "scaler");
       api(S.ready.name, "manageConsumers");
+      // The work stream's info by subject: each worker's queued work (without it the scaler
+      // falls back to what the workers last reported, and the server logs a violation per decision).
+      api(S.work.name);
       pub("$SRV.>", `${p}.svc.>`);
       actorService("scaler");
       break;

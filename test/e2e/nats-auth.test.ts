@@ -137,6 +137,7 @@ tasks:
       { what: "subscribe to worker load reports (core NATS)", run: (nc) => subscribed(nc, topo.subjects.loadAll), allowed: ["admin", "balancer"] },
       { what: "subscribe to agents' usage events (core NATS: the scheduler's budget)", run: (nc) => subscribed(nc, topo.subjects.usageAll), allowed: ["admin", "scheduler"] },
       { what: "subscribe to another prefix's events (core NATS)", run: (nc) => subscribed(nc, other.subjects.allEvents), allowed: [] },
+      { what: "count the work stream's messages by subject (the scaler's queued work per worker)", run: async (nc) => (await jetstreamManager(nc)).streams.info(topo.streams.work.name, { subjects_filter: topo.subjects.work("*") }), allowed: ["admin", "scheduler", "balancer", "stealer", "scaler", "worker", "api"] },
       { what: "read another prefix's stream", run: async (nc) => (await jetstreamManager(nc)).streams.info(other.streams.events.name), allowed: [] },
       { what: "write another prefix's control bucket", run: async (nc) => js(nc).publish(`$KV.${other.buckets.control}.r1`, new Uint8Array([0x80])), allowed: [] },
     ];
