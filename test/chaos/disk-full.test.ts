@@ -159,10 +159,12 @@ describe("chaos - the disk under the JetStream store fills up", () => {
       // Every worker was cut off by the restart, none died.
       await verifyPromises(f, await watched.outcome, { cutOff: () => true });
       const lines = run.stderr.filter((l) => TROUBLE.test(l.line)).length;
-      // What the schedulers' sweep of restored acked messages removed after the restart.
+      // What the schedulers' sweep of the work queues did after the restart (moveSkipped).
       const logged = f.cluster.all.flatMap((p) => p.output().split("\n"));
-      const purged = logged.filter((l) => l.includes("removed acked messages")).map((l) => /"purged":(\d+)/.exec(l)?.[1] ?? "?");
-      if (purged.length) f.notes.push(`acked messages a restart restored, purged: ${purged.join(", ")}`);
+      for (const key of ["removed", "moved", "padded"]) {
+        const n = logged.flatMap((l) => (l.includes('"actor":"scheduler"') ? [new RegExp(`"${key}":(\\d+)`).exec(l)?.[1]] : [])).filter((x) => x !== undefined);
+        if (n.length) f.notes.push(`the sweep ${key}: ${n.join(", ")}`);
+      }
       console.log(`[disk-full] ${f.notes.join("; ")}; ado run said it ${lines} time(s) in all, then that the server answers again; the run succeeded`);
     } catch (err) {
       await f.diagnose();
