@@ -22,10 +22,8 @@ import { eventually } from "../helpers/nats.js";
  *
  * Needs to mount a tmpfs (root, or CAP_SYS_ADMIN); skipped with the reason otherwise.
  *
- * Opt-in (ADO_CHAOS_DISK=1): its last step, the run going on to success after nats-server
- * is restarted on the freed store, is not reliable yet (work-queue messages given
- * sequences their consumer had passed are never delivered; an open defect, see
- * docs/OPERATIONS.md), and CI must not depend on it.
+ * Opt-in (ADO_CHAOS_DISK=1): it needs a tmpfs mount and takes minutes, and its last
+ * step depends on how a 2.9.10 server recovers a store that lost its last writes.
  */
 const OPT_IN = process.env.ADO_CHAOS_DISK === "1";
 
