@@ -1,4 +1,4 @@
-import type { ConsumerInfo, JetStreamManager, MsgRequest, StoredMsg } from "@nats-io/jetstream";
+import { JetStreamApiCodes, JetStreamApiError, type ConsumerInfo, type JetStreamManager, type MsgRequest, type StoredMsg } from "@nats-io/jetstream";
 import { headers as natsHeaders } from "@nats-io/transport-node";
 
 /**
@@ -62,6 +62,11 @@ export interface SkippedSweep {
   deferred: number;
   /** Regressed further than MAX_PADS: not padded. */
   tooFarBehind: number;
+  /**
+   * Messages in the stream, after the look, beyond what its consumers will deliver or have
+   * outstanding: skipped ones it could not judge yet. 0 in good order.
+   */
+  unaccounted: number;
 }
 
 export interface SkippedOptions {
@@ -72,7 +77,7 @@ export interface SkippedOptions {
 }
 
 export async function moveSkipped(jsm: JetStreamManager, stream: string, opts: SkippedOptions = {}): Promise<SkippedSweep> {
-  const out: SkippedSweep = { moved: 0, removed: 0, padded: 0, deferred: 0, tooFarBehind: 0 };
+  const out: SkippedSweep = { moved: 0, removed: 0, padded: 0, deferred: 0, tooFarBehind: 0, unaccounted: 0 };
   let info = await jsm.streams.info(stream);
   const lastBefore = info.state.last_seq;
   const list: ConsumerInfo[] = [];
@@ -85,7 +90,7 @@ export async function moveSkipped(jsm: JetStreamManager, stream: string, opts: S
   const gap = ahead.delivered.stream_seq - info.state.last_seq;
   if (gap > MAX_PADS) out.tooFarBehind++;
   else if (gap > 0) {
-    out.padded = await pad(jsm, stream, padSubject(ahead, info.config.subjects), ahead.delivered.stream_seq);
+    out.padded = await pad(jsm, stream, padSubject(ahead, info.config.subjects), info.state.last_seq, ahead.delivered.stream_seq);
     info = await jsm.streams.info(stream);
   }
   if (info.state.messages === 0) return out;
@@ -132,21 +137,39 @@ export async function moveSkipped(jsm: JetStreamManager, stream: string, opts: S
     }
     if (later) out.deferred++;
   }
+  // What is left that nobody will deliver or has outstanding (consumers read after the
+  // stream, so a message published in between is counted on their side, not as left).
+  const messages = (await jsm.streams.info(stream)).state.messages;
+  let accounted = 0;
+  for await (const c of jsm.consumers.list(stream)) accounted += c.num_pending + c.num_ack_pending;
+  out.unaccounted = Math.max(0, messages - accounted);
   return out;
 }
 
-/** Publishes pads on `subject` (removing each at once) until the stream's last sequence reaches `target`; returns how many. */
-async function pad(jsm: JetStreamManager, stream: string, subject: string, target: number): Promise<number> {
+/**
+ * Publishes pads on `subject` (removing each at once) until the stream's last sequence
+ * reaches `target`; returns how many. Each is published expecting the stream's last
+ * sequence, so it lands exactly after it and never past `target` (where its consumer
+ * would deliver it): a message someone else published in between makes the publish
+ * fail, and the pad goes after that one.
+ */
+async function pad(jsm: JetStreamManager, stream: string, subject: string, from: number, target: number): Promise<number> {
   const js = jsm.jetstream();
   let n = 0;
-  for (;;) {
+  for (let last = from; last < target; ) {
     const h = natsHeaders();
     h.set(PAD_HEADER, "1");
-    const ack = await js.publish(subject, new Uint8Array(0), { headers: h });
-    n++;
-    await deleteQuietly(jsm, stream, ack.seq);
-    if (ack.seq >= target) return n;
+    try {
+      const ack = await js.publish(subject, new Uint8Array(0), { headers: h, expect: { lastSequence: last } });
+      n++;
+      await deleteQuietly(jsm, stream, ack.seq);
+      last = ack.seq;
+    } catch (err) {
+      if (!(err instanceof JetStreamApiError) || err.code !== JetStreamApiCodes.StreamWrongLastSequence) throw err;
+      last = (await jsm.streams.info(stream)).state.last_seq;
+    }
   }
+  return n;
 }
 
 /** A literal subject the consumer's filter matches (its own subjects, so the pads sit where it has passed). */

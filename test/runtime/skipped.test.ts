@@ -14,7 +14,7 @@ import { eventually, provisioned, uniqueTopology, useTestServer } from "../helpe
 const ts = useTestServer();
 /** Past the sweep's settling time: what is found is acted on. */
 const later = () => Date.now() + 60_000;
-const none = { moved: 0, removed: 0, padded: 0, deferred: 0, tooFarBehind: 0 };
+const none = { moved: 0, removed: 0, padded: 0, deferred: 0, tooFarBehind: 0, unaccounted: 0 };
 
 describe("work queues - messages a server restart leaves where their consumer never delivers them", () => {
   it("restored acked messages (stored before the sweeper lost the server) are removed per consumer subject; outstanding ones and other subjects' are kept", async () => {
@@ -67,7 +67,7 @@ describe("work queues - messages a server restart leaves where their consumer ne
     for await (const m of await (await js.consumers.get(stream, "reader")).fetch({ max_messages: 1, expires: 2_000 })) await m.ackAck();
     await eventually(async () => (await jsm.consumers.info(stream, "reader")).num_ack_pending === 0, 5_000, "nothing outstanding");
     // Just stored: a clustered stream may still be removing it after the ack. Left for later.
-    expect(await moveSkipped(jsm, stream)).toEqual({ ...none, deferred: 1 });
+    expect(await moveSkipped(jsm, stream)).toEqual({ ...none, deferred: 1, unaccounted: 1 });
     expect(await moveSkipped(jsm, stream, { now: later() })).toEqual({ ...none, moved: 1 });
     const again = await (await js.consumers.get(stream, "reader")).next({ expires: 5_000 });
     expect(again?.seq).toBe(2);
@@ -91,7 +91,10 @@ describe("work queues - messages a server restart leaves where their consumer ne
     expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(2);
   });
 
-  it("a stream that came back shorter than its consumer had read (a store that lost its last writes): new messages at reused sequences are delivered, and so is everything after (padded)", async () => {
+  it.each([
+    ["alone", false],
+    ["while others publish", true],
+  ])("a stream that came back shorter than its consumer had read (a store that lost its last writes): new messages at reused sequences are delivered, and so is everything after (padded), %s", async (_, busy) => {
     // What a 2.9.10 server restarted after its store filled up did to a run: the stream
     // came back with its last sequence below what its consumer had delivered, the next
     // messages reused those sequences, and the consumer never delivered them (the purge
@@ -131,8 +134,10 @@ describe("work queues - messages a server restart leaves where their consumer ne
       await cp(store, join(dir, "older"), { recursive: true });
       await nats.restart();
       ({ js, jsm } = await connect());
-      for (let i = 0; i < 6; i++) await js.publish(subject, new Uint8Array([2]));
-      expect(await take(6)).toHaveLength(6);
+      // A wider gap when others publish, so the sweep is still padding when they do.
+      const lost = busy ? 200 : 6;
+      for (let i = 0; i < lost; i++) await js.publish(subject, new Uint8Array([2]));
+      expect(await take(lost)).toHaveLength(lost);
       await nats.kill();
       const lostAt = Date.now();
       const messages = (root: string) => join(root, "jetstream", "$G", "streams", stream, "msgs");
@@ -141,18 +146,38 @@ describe("work queues - messages a server restart leaves where their consumer ne
       await nats.restart();
       ({ js, jsm } = await connect());
       expect((await jsm.streams.info(stream)).state.last_seq).toBe(1);
-      expect((await jsm.consumers.info(stream, "merger")).delivered.stream_seq).toBe(7);
+      // (The consumer's state as the SIGKILLed server had last written it: all of it for 6, some of 200.)
+      const passed = (await jsm.consumers.info(stream, "merger")).delivered.stream_seq;
+      if (!busy) expect(passed).toBe(7);
+      else expect(passed).toBeGreaterThan(3);
       // Two new requests take sequences 2 and 3, which the consumer delivered before: lost to it.
       await js.publish(subject, new Uint8Array([3]));
       await js.publish(subject, new Uint8Array([4]));
       expect(await take(2, 3_000)).toEqual([]);
-      // The sweep brings the stream up to the consumer (pads 4-7) and moves the two after it.
-      const swept = await moveSkipped(jsm, stream, { restoredBefore: lostAt - 2_000, now: later() });
-      expect(swept).toEqual({ ...none, padded: 4, moved: 2 });
-      expect(await take(2)).toEqual(["8:3", "9:4"]);
-      // What is published next is delivered: its sequence is past the consumer's.
-      await js.publish(subject, new Uint8Array([5]));
-      expect(await take(1)).toEqual(["10:5"]);
+      if (!busy) {
+        // The sweep brings the stream up to the consumer (pads 4-7) and moves the two after it.
+        const swept = await moveSkipped(jsm, stream, { restoredBefore: lostAt - 2_000, now: later() });
+        expect(swept).toEqual({ ...none, padded: 4, moved: 2 });
+        expect(await take(2)).toEqual(["8:3", "9:4"]);
+        // What is published next is delivered: its sequence is past the consumer's.
+        await js.publish(subject, new Uint8Array([5]));
+        expect(await take(1)).toEqual(["10:5"]);
+      } else {
+        // Others publish while the sweep pads: each pad goes right after the stream's last
+        // message (never past the consumer, which would deliver it), and whatever lands at a
+        // passed sequence is moved by this look or the next.
+        // The consumer pulls all along, as a live one does: a pad past its position would be delivered at once.
+        const taking = take(22, 30_000);
+        const publishing = (async () => {
+          for (let i = 10; i < 30; i++) await js.publish(subject, new Uint8Array([i]));
+        })();
+        const first = await moveSkipped(jsm, stream, { restoredBefore: lostAt - 2_000, now: later() });
+        await publishing;
+        expect(first.padded + first.moved).toBeGreaterThan(0);
+        await moveSkipped(jsm, stream, { restoredBefore: lostAt - 2_000, now: later() });
+        const got = await taking;
+        expect(got.map((x) => Number(x.split(":")[1])).sort((a, b) => a - b)).toEqual([3, 4, ...Array.from({ length: 20 }, (_, i) => i + 10)]);
+      }
       expect((await jsm.streams.info(stream)).state.messages).toBe(0);
       expect(await moveSkipped(jsm, stream, { restoredBefore: lostAt - 2_000, now: later() })).toEqual(none);
     } finally {

@@ -59,6 +59,8 @@ const STALE_SWEEP_MS = 60_000;
 const STALE_AFTER_RECONNECT_MS = 3_000;
 /** How far the server's clock may be behind this process's when telling restored messages from new ones. */
 const RESTORED_CLOCK_MARGIN_MS = 2_000;
+/** Looks in a row, 5 s apart, while a work queue holds messages nobody will deliver and no look could judge yet. */
+const UNACCOUNTED_LOOKS = 24;
 /** A sweep that left a busy consumer alone looks again after this long. */
 const STALE_RETRY_MS = 5_000;
 
@@ -102,6 +104,8 @@ export class Scheduler extends Actor {
   private readonly stale = { moved: 0, removed: 0, padded: 0 };
   /** When this replica's connection last went away (cleared after a sweep with nothing left to do). */
   private disconnectedAt?: number;
+  /** Looks in a row that left messages nobody will deliver (see UNACCOUNTED_LOOKS). */
+  private unaccountedLooks = 0;
 
   /** What tasks cost in past runs (KV `costs`, watched): what budgets reserve for tasks with no history in their run. */
   private readonly costHistory = new Map<string, CostHistory>();
@@ -175,11 +179,14 @@ export class Scheduler extends Actor {
     // server's clock) was acked before the crash and restored.
     const restoredBefore = this.disconnectedAt === undefined ? undefined : this.disconnectedAt - RESTORED_CLOCK_MARGIN_MS;
     let again = false;
+    let unaccounted = false;
     for (const key of WORK_QUEUE_STREAMS) {
       const stream = this.ctx.topo.streams[key].name;
       try {
         const r = await moveSkipped(jsm, stream, { restoredBefore });
         if (r.deferred > 0 || r.moved > 0 || r.padded > 0) again = true;
+        if (r.unaccounted > 0) unaccounted = true;
+        if (r.deferred + r.moved + r.removed + r.padded + r.unaccounted > 0) this.log.info({ sweep: key, ...r, restoredBefore }, "work queue looked at for skipped messages");
         if (r.tooFarBehind > 0) this.log.error({ stream, maxPads: MAX_PADS }, "a work queue's consumers are further past its end than the sweep pads (a server restarted on a store that lost more than that): messages published to it are not delivered until its consumers are re-created by hand (nats consumer rm / ado up)");
         if (r.padded > 0) this.log.warn({ stream, padded: r.padded }, "a server restart left this work queue shorter than its consumers had read: its sequence was brought up to theirs, so new messages are delivered");
         if (r.moved > 0) this.log.warn({ stream, moved: r.moved }, "published again messages a server restart left where their consumers never deliver them (they are handled again; handling is idempotent)");
@@ -194,6 +201,10 @@ export class Scheduler extends Actor {
     }
     // Something outstanding was left alone, or something was mended: look again soon, not
     // in a minute (one retry armed at a time; it stops when a look finds nothing to do).
+    // Messages nobody will deliver that no look could judge yet keep the looks going for
+    // a while (two minutes), then the minute's sweep carries on.
+    this.unaccountedLooks = unaccounted ? this.unaccountedLooks + 1 : 0;
+    if (unaccounted && this.unaccountedLooks <= UNACCOUNTED_LOOKS) again = true;
     // Nothing left: the next disconnect starts a new account of what was restored.
     if (!again) this.disconnectedAt = undefined;
     if (again && this.isRunning && !this.staleRetry) {
