@@ -6,7 +6,7 @@ import { headers as natsHeaders, type NatsConnection } from "@nats-io/transport-
 import { describe, expect, it } from "vitest";
 import { connectNats } from "../../src/runtime/connection.js";
 import { silentLogger } from "../../src/runtime/logger.js";
-import { MOVED_FROM_HEADER, moveSkipped, PAD_HEADER } from "../../src/runtime/skipped.js";
+import { MOVED_FROM_HEADER, moveSkipped, PAD_HEADER, subjectMatches } from "../../src/runtime/skipped.js";
 import { actorConsumer, provision } from "../../src/runtime/topology.js";
 import { RestartableNats } from "../helpers/chaos.js";
 import { eventually, provisioned, uniqueTopology, useTestServer } from "../helpers/nats.js";
@@ -17,6 +17,16 @@ const later = () => Date.now() + 60_000;
 const none = { moved: 0, removed: 0, padded: 0, deferred: 0, tooFarBehind: 0, unaccounted: 0 };
 
 describe("work queues - messages a server restart leaves where their consumer never delivers them", () => {
+  it("a consumer's filter is matched as NATS matches it (the by-sequence look judges each message for its consumer)", () => {
+    expect(subjectMatches("p.results.*", "p.results.r1")).toBe(true);
+    expect(subjectMatches("p.results.*", "p.results.r1.x")).toBe(false);
+    expect(subjectMatches("p.results.*", "p.results")).toBe(false);
+    expect(subjectMatches("p.evt.>", "p.evt.a.b")).toBe(true);
+    expect(subjectMatches("p.evt.>", "p.evt")).toBe(false);
+    expect(subjectMatches("p.work.w1", "p.work.w1")).toBe(true);
+    expect(subjectMatches("p.work.w1", "p.work.w2")).toBe(false);
+  });
+
   it("restored acked messages (stored before the sweeper lost the server) are removed per consumer subject; outstanding ones and other subjects' are kept", async () => {
     const nc = await ts.connect();
     const { jsm, topo } = await provisioned(nc);
