@@ -121,6 +121,8 @@ export async function moveSkipped(jsm: JetStreamManager, stream: string, opts: S
     return true;
   };
   const full = () => out.moved + out.removed >= MAX_HANDLED_PER_SWEEP;
+  /** Consumers with something left for a later look. */
+  const deferred = new Set<string>();
 
   for (const c of list) {
     const delivered = c.delivered.stream_seq;
@@ -140,8 +142,9 @@ export async function moveSkipped(jsm: JetStreamManager, stream: string, opts: S
       }
       if (!(await handle(m, c))) later = true;
     }
-    if (later) out.deferred++;
+    if (later) deferred.add(c.name);
   }
+  out.deferred = deferred.size;
 
   // What is left that nobody will deliver or has outstanding (consumers read after the
   // stream, so a message published in between is counted on their side, not as left).
@@ -167,8 +170,9 @@ export async function moveSkipped(jsm: JetStreamManager, stream: string, opts: S
     if (!c) continue;
     const upTo = c.num_ack_pending > 0 ? c.ack_floor.stream_seq : c.delivered.stream_seq;
     const skipped = m.seq <= upTo || (m.seq > c.delivered.stream_seq && c.num_pending === 0 && c.num_ack_pending === 0);
-    if (skipped && !(await handle(m, c))) out.deferred++;
+    if (skipped && !(await handle(m, c))) deferred.add(c.name);
   }
+  out.deferred = deferred.size;
   out.unaccounted = await unaccounted(jsm, stream);
   return out;
 }
