@@ -104,8 +104,10 @@ export function rolePermissions(topo: Topology, role: Role): Permissions {
     case "scheduler":
       api(S.submit.name, "consume");
       api(S.results.name, "consume");
-      // Stale acked messages are purged from every work queue (purgeBelowAckFloors: the consumers' ack floors, then a purge).
-      for (const k of ["submit", "ready", "work", "results", "merge"] as const) api(S[k].name, "listConsumers", "purge");
+      // Messages a server restart left where their consumers never deliver them (moveSkipped): the consumers'
+      // positions, the messages, deletes, and publishing them again (so every work queue's subjects).
+      for (const k of ["submit", "ready", "work", "results", "merge"] as const) api(S[k].name, "listConsumers", "readMsgs", "deleteMsgs");
+      pub(topo.subjects.submit, `${p}.work.*`);
       api(S.ready.name);
       api(S.merge.name);
       api(S.events.name);

@@ -388,46 +388,6 @@ async function ensureReplicas(jsm: JetStreamManager, stream: string, replicas: n
 /** The work-queue streams: each message is someone's to handle, and removed once acked. */
 export const WORK_QUEUE_STREAMS: readonly StreamKey[] = ["submit", "ready", "work", "results", "merge"];
 
-/**
- * Removes messages that sit below their consumer's ack floor: acked, yet still in the
- * stream. A work-queue stream deletes a message when it is acked, but after nats-server
- * is SIGKILLed the restored stream can hold acked messages again while the consumer's
- * state knows they were acked: it never delivers them again, so they stay forever and
- * only make the stream look busier than it is (a backlog count, the disk). Each
- * consumer's own subjects are purged up to its floor (`filter` and `seq`): another
- * consumer's messages below that sequence are not its to judge; a consumer with
- * messages outstanding (delivered, not acked) is left for a later sweep. Idempotent,
- * safe concurrently. Returns how many messages were removed, and how many consumers
- * were left for later.
- */
-export async function purgeBelowAckFloors(jsm: JetStreamManager, stream: string): Promise<{ purged: number; deferred: number }> {
-  const info = await jsm.streams.info(stream);
-  if (info.state.messages === 0) return { purged: 0, deferred: 0 };
-  let purged = 0;
-  let deferred = 0;
-  for await (const c of jsm.consumers.list(stream)) {
-    const floor = c.ack_floor.stream_seq;
-    if (floor < info.state.first_seq) continue;
-    // Only a consumer with nothing outstanding: then its floor is the last message it
-    // delivered, and everything of its subjects below is acked. With messages outstanding
-    // the floor is not trusted: a scheduler restart test stalled when a sweep removed 13
-    // messages (the 11 merge results a SIGKILLed scheduler had taken but not acked, and 2
-    // results waiting on them) and the run never got them. Restored acked messages wait
-    // for a sweep at a quiet moment (every minute), which costs nothing but a count.
-    if (c.num_ack_pending > 0) {
-      deferred++;
-      continue;
-    }
-    const filters = c.config.filter_subject ? [c.config.filter_subject] : (c.config.filter_subjects ?? []);
-    // A consumer without a filter reads the whole stream (on a work-queue stream it is then the only one).
-    for (const filter of filters.length ? filters : [undefined]) {
-      const r = await jsm.streams.purge(stream, filter ? { filter, seq: floor + 1 } : { seq: floor + 1 });
-      purged += r.purged;
-    }
-  }
-  return { purged, deferred };
-}
-
 /** Opens the KV buckets without creating them (for clients of an already provisioned server). */
 export async function openBuckets(nc: NatsConnection, topo: Topology): Promise<Record<BucketKey, KV>> {
   const kvm = new Kvm(nc);

@@ -103,10 +103,10 @@ tasks:
     const kvPut = (bucket: keyof typeof topo.buckets, key: string) => async (nc: NatsConnection) => (await new Kvm(nc).open(topo.buckets[bucket])).put(key, new Uint8Array([0x80]));
     const kvGet = (bucket: keyof typeof topo.buckets) => async (nc: NatsConnection) => (await new Kvm(nc).open(topo.buckets[bucket])).get("nothing");
     const ops: Op[] = [
-      { what: "publish a run submission", run: (nc) => js(nc).publish(topo.subjects.submit, submit.data, { headers: submit.headers, msgID: `m-${Math.random()}` }), allowed: ["admin", "client", "api", "dashboard"] },
+      { what: "publish a run submission", run: (nc) => js(nc).publish(topo.subjects.submit, submit.data, { headers: submit.headers, msgID: `m-${Math.random()}` }), allowed: ["admin", "scheduler", "client", "api", "dashboard"] },
       { what: "publish to the results stream (a result, a control request)", run: (nc) => js(nc).publish(topo.subjects.results("r-matrix"), result.data, { headers: result.headers }), allowed: ["admin", "scheduler", "merger", "stealer", "worker", "client", "api", "dashboard"] },
       { what: "publish ready work", run: (nc) => js(nc).publish(topo.subjects.ready("normal"), new Uint8Array([0x80])), allowed: ["admin", "scheduler", "stealer", "worker"] },
-      { what: "publish work to a worker", run: (nc) => js(nc).publish(topo.subjects.work("w-matrix"), new Uint8Array([0x80])), allowed: ["admin", "balancer"] },
+      { what: "publish work to a worker", run: (nc) => js(nc).publish(topo.subjects.work("w-matrix"), new Uint8Array([0x80])), allowed: ["admin", "scheduler", "balancer"] },
       { what: "publish an event", run: (nc) => js(nc).publish(topo.subjects.event({ type: "run.paused", runId: "r-matrix" }), new Uint8Array([0x80])), allowed: ["admin", "scheduler", "balancer", "merger", "stealer", "worker"] },
       { what: "write a run record (KV runs)", run: kvPut("runs", "r-matrix"), allowed: ["admin", "scheduler"] },
       { what: "write the control bucket", run: kvPut("control", "r-matrix"), allowed: ["admin", "scheduler", "client", "api", "dashboard"] },

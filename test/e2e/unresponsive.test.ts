@@ -25,16 +25,16 @@ describe("scheduler - JetStream does not answer when a sweep runs", () => {
   // The disk-full chaos run stalled for good: the scheduler swept acked messages on a timer
   // (and 3 s after a reconnect) while JetStream did not answer, the sweep's first request
   // timed out outside its try, and the unhandled rejection ended the scheduler's process.
-  it("the sweep of acked messages gives up for this round instead of rejecting; the scheduler still accepts runs afterwards", async () => {
+  it("the sweep of the work queues gives up for this round instead of rejecting; the scheduler still accepts runs afterwards", async () => {
     const topo = uniqueTopology();
     const config = parseConfig({ prefix: topo.prefix, server: ts.url, workers: 0, worktreeDir: join(ts.scratch, "wt") });
     const stack = await Stack.start({ config, logger: silentLogger, actors: ["scheduler"], workers: 0 });
     const repo = await makeRepo();
     try {
       // The timers call this with `void`: it must never reject.
-      const scheduler = stack.actors[0] as unknown as { purgeStale(): Promise<void> };
+      const scheduler = stack.actors[0] as unknown as { sweepSkipped(): Promise<void> };
       await frozen(async () => {
-        await expect(scheduler.purgeStale()).resolves.toBeUndefined();
+        await expect(scheduler.sweepSkipped()).resolves.toBeUndefined();
       });
       const nc = await ts.connect("unresponsive-client");
       const client = new AdoClient(nc, topo);

@@ -242,6 +242,8 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
     // (1 s): with 500 ms, at a load average of ~30 on 2 cores live workers went silent
     // for 1.7-1.9 s, did not answer a 500 ms ping, and were declared dead.
     ADO_HEARTBEAT_MS: "1000",
+    // Info: what the schedulers' sweep of the work queues saw and did (diagnose() shows it).
+    ADO_LOG_LEVEL: "info",
   });
   const nc = await connectNats({ servers: url, name: `chaos-${name}`, logger: silentLogger });
   // A test that times out is abandoned, its finally never run: its processes must not outlive the test process.
@@ -303,6 +305,7 @@ export async function chaosFixture(name: string, scratch: string, url: string): 
       `consumers: ${(await consumerStates(f).catch((e) => [String(e)])).join("; ")}`,
       `executions: ${(await executions(f.log)).map((x) => `${x.task}#${x.attempt}@${x.workerId.slice(-6)}`).join(" ")}`,
       ...f.notes,
+      `sweeps of the work queues: ${cluster.all.flatMap((p) => p.output().split("\n").filter((l) => l.includes('"sweep":')).map((l) => `${p.name} ${l}`)).slice(-40).join("\n") || "none logged"}`,
       ...cluster.all.map((p) => `${p.name} pid ${p.child.pid} exit ${p.child.exitCode ?? p.child.signalCode}:\n${p.output().slice(-3_000)}`),
     ];
     console.log(lines.map((l) => `[${name}] ${l}`).join("\n"));

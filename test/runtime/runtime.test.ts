@@ -1,5 +1,5 @@
 import { createHash } from "node:crypto";
-import { jetstream, RetentionPolicy, StorageType } from "@nats-io/jetstream";
+import { jetstream } from "@nats-io/jetstream";
 import { Svcm } from "@nats-io/services";
 import { describe, expect, it } from "vitest";
 import { Actor } from "../../src/runtime/actor.js";
@@ -12,7 +12,7 @@ import { LeaderLease } from "../../src/runtime/lease.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { z } from "zod";
 import { SCHEMAS, type SubmitRun } from "../../src/runtime/messages.js";
-import { actorConsumer, provision, purgeBelowAckFloors } from "../../src/runtime/topology.js";
+import { actorConsumer, provision } from "../../src/runtime/topology.js";
 import { useTestServer, eventually, provisioned, uniqueTopology } from "../helpers/nats.js";
 
 const ts = useTestServer();
@@ -51,56 +51,6 @@ describe("topology - provisioning", () => {
       await Promise.all(conns.map((c) => c.close()));
     }
   }, 60_000);
-});
-
-describe("topology - acked messages restored below an ack floor", () => {
-  it("are removed per consumer subject; unacked ones and other subjects' are kept", async () => {
-    const nc = await ts.connect();
-    const { jsm, topo } = await provisioned(nc);
-    const js = jetstream(nc);
-    // A work-queue stream deletes on ack, so what a crash restores cannot be staged on
-    // one: a limits stream keeps acked messages the same way a restored stream does.
-    const stream = `${topo.prefix}_STALE`;
-    await jsm.streams.add({ name: stream, subjects: [`${topo.prefix}.stale.*`], retention: RetentionPolicy.Limits, storage: StorageType.File });
-    await jsm.consumers.add(stream, actorConsumer("reader-a", `${topo.prefix}.stale.a`));
-    await jsm.consumers.add(stream, actorConsumer("reader-b", `${topo.prefix}.stale.b`));
-    for (const s of ["a", "a", "b", "a", "b"]) await js.publish(`${topo.prefix}.stale.${s}`, new Uint8Array([s.charCodeAt(0)]));
-    // reader-a acks its first two; its third stays unacked. reader-b takes nothing.
-    const a = await js.consumers.get(stream, "reader-a");
-    const taken = [];
-    for await (const m of await a.fetch({ max_messages: 3, expires: 2_000 })) taken.push(m);
-    await taken[0]!.ackAck();
-    await taken[1]!.ackAck();
-    const left = async () => {
-      const subjects = [];
-      for (let seq = 1; seq <= 5; seq++) subjects.push(await jsm.streams.getMessage(stream, { seq }).then((m) => m?.subject.split(".").pop() ?? "-", () => "-"));
-      return subjects;
-    };
-    await eventually(async () => (await jsm.consumers.info(stream, "reader-a")).ack_floor.stream_seq >= 2, 5_000, "ack floor past 2");
-    // While reader-a has a message outstanding its floor is not trusted: nothing goes.
-    expect(await purgeBelowAckFloors(jsm, stream)).toEqual({ purged: 0, deferred: 1 });
-    expect(await left()).toEqual(["a", "a", "b", "a", "b"]);
-    // Once it has none, its acked ones go; the floor passes over reader-b's message 3
-    // (not its subject), yet message 3 is kept.
-    await taken[2]!.ackAck();
-    await eventually(async () => (await jsm.consumers.info(stream, "reader-a")).num_ack_pending === 0, 5_000, "nothing outstanding");
-    expect(await purgeBelowAckFloors(jsm, stream)).toEqual({ purged: 3, deferred: 0 });
-    expect(await left()).toEqual(["-", "-", "b", "-", "b"]);
-    expect(await purgeBelowAckFloors(jsm, stream)).toEqual({ purged: 0, deferred: 0 }); // idempotent
-  });
-
-  it("a work-queue stream in good order has nothing to remove", async () => {
-    const nc = await ts.connect();
-    const { jsm, topo } = await provisioned(nc);
-    const js = jetstream(nc);
-    await jsm.consumers.add(topo.streams.submit.name, actorConsumer("scheduler", topo.subjects.submit));
-    for (let i = 0; i < 3; i++) await js.publish(topo.subjects.submit, new Uint8Array([i]));
-    const c = await js.consumers.get(topo.streams.submit.name, "scheduler");
-    const m = await c.next();
-    await m!.ackAck();
-    expect((await purgeBelowAckFloors(jsm, topo.streams.submit.name)).purged).toBe(0);
-    expect((await jsm.streams.info(topo.streams.submit.name)).state.messages).toBe(2);
-  });
 });
 
 describe("codec - boundary", () => {

@@ -12,7 +12,8 @@ import { writeControl } from "../../runtime/control.js";
 import { currentEntries, entriesOf, KvWatch } from "../../runtime/kv-watch.js";
 import { SCHEMAS, type ControlRequest, type CostHistory, type RunBacklog, type SchedulerInput, type StageState, type SubmitRun, type TaskRecord, type TaskWork } from "../../runtime/messages.js";
 import { fitWork, PayloadStore } from "../../runtime/payloads.js";
-import { actorConsumer, consumers, purgeBelowAckFloors, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
+import { MAX_PADS, moveSkipped } from "../../runtime/skipped.js";
+import { actorConsumer, consumers, WORK_QUEUE_STREAMS } from "../../runtime/topology.js";
 import {
   acceptRun,
   applyBatchDue,
@@ -52,10 +53,14 @@ const ACK_WAIT_MS = 10_000;
 /** How often counts of runs that ended without their count deleted (a crash in between) are swept. */
 const BACKLOG_SWEEP_MS = 5 * 60_000;
 
-/** How often acked messages left in the work-queue streams (after a server crash) are removed. */
+/** How often the work-queue streams are checked for messages their consumers skip (after a server crash). */
 const STALE_SWEEP_MS = 60_000;
 /** And this long after a reconnect (JetStream has recovered its streams by then). */
 const STALE_AFTER_RECONNECT_MS = 3_000;
+/** How far the server's clock may be behind this process's when telling restored messages from new ones. */
+const RESTORED_CLOCK_MARGIN_MS = 2_000;
+/** Looks in a row, 5 s apart, while a work queue holds messages nobody will deliver and no look could judge yet. */
+const UNACCOUNTED_LOOKS = 24;
 /** A sweep that left a busy consumer alone looks again after this long. */
 const STALE_RETRY_MS = 5_000;
 
@@ -95,7 +100,12 @@ export class Scheduler extends Actor {
   private backlogSweep?: NodeJS.Timeout;
   private staleSweep?: NodeJS.Timeout;
   private staleRetry?: NodeJS.Timeout;
-  private stalePurged = 0;
+  /** Skipped messages published again, restored acked ones removed, pads published (see moveSkipped). */
+  private readonly stale = { moved: 0, removed: 0, padded: 0 };
+  /** When this replica's connection last went away (cleared after a sweep with nothing left to do). */
+  private disconnectedAt?: number;
+  /** Looks in a row that left messages nobody will deliver (see UNACCOUNTED_LOOKS). */
+  private unaccountedLooks = 0;
 
   /** What tasks cost in past runs (KV `costs`, watched): what budgets reserve for tasks with no history in their run. */
   private readonly costHistory = new Map<string, CostHistory>();
@@ -138,51 +148,69 @@ export class Scheduler extends Actor {
     this.loops = [submitLoop as BatchLoop<unknown>, resultLoop as BatchLoop<unknown>];
     await Promise.all(this.loops.map((l) => l.start()));
     await this.armStoredDeadlines();
-    void this.purgeStale();
-    this.staleSweep = setInterval(() => void this.purgeStale(), STALE_SWEEP_MS);
+    void this.sweepSkipped();
+    this.staleSweep = setInterval(() => void this.sweepSkipped(), STALE_SWEEP_MS);
     // What a crashed server restores shows after it is back: sweep soon after a reconnect.
     void (async () => {
       for await (const s of this.ctx.nc.status()) {
         if (!this.isRunning) break;
-        if (s.type === "reconnect") setTimeout(() => void this.purgeStale(), STALE_AFTER_RECONNECT_MS).unref();
+        if (s.type === "disconnect") this.disconnectedAt ??= Date.now();
+        if (s.type === "reconnect") setTimeout(() => void this.sweepSkipped(), STALE_AFTER_RECONNECT_MS).unref();
       }
     })();
   }
 
   /**
-   * Removes acked messages that a crashed server restored below their consumers' ack
-   * floors (see purgeBelowAckFloors). No consumer delivers them again, so nothing
-   * else ever would; every replica may do it, it is idempotent.
+   * Gets every message of the work queues delivered that a server restart left where its
+   * consumer never delivers it (see moveSkipped): restored acked ones removed, new ones
+   * at reused sequences published again. Every replica may do it; it is idempotent.
    */
-  private async purgeStale(): Promise<void> {
+  private async sweepSkipped(): Promise<void> {
     // Runs from timers (void): a rejection here would be unhandled and end the process,
     // as it did when a JetStream that had just come back (or not yet) left this unanswered.
     let jsm: JetStreamManager;
     try {
       jsm = await this.js.jetstreamManager();
     } catch (err) {
-      this.log.warn({ err: errorMessage(err) }, "could not sweep acked messages (JetStream did not answer); will try again");
+      this.log.warn({ err: errorMessage(err) }, "could not check the work queues for skipped messages (JetStream did not answer); will try again");
       return;
     }
+    // A skipped message stored before this replica lost the server (less a margin for the
+    // server's clock) was acked before the crash and restored.
+    const restoredBefore = this.disconnectedAt === undefined ? undefined : this.disconnectedAt - RESTORED_CLOCK_MARGIN_MS;
     let again = false;
+    let unaccounted = false;
     for (const key of WORK_QUEUE_STREAMS) {
       const stream = this.ctx.topo.streams[key].name;
       try {
-        const { purged: n, deferred } = await purgeBelowAckFloors(jsm, stream);
-        if (deferred > 0) again = true;
-        if (n === 0) continue;
-        this.stalePurged += n;
-        this.log.warn({ stream, purged: n }, "removed acked messages a server restart had restored below their consumers' ack floors");
+        const r = await moveSkipped(jsm, stream, { restoredBefore });
+        if (r.deferred > 0 || r.moved > 0 || r.padded > 0) again = true;
+        if (r.unaccounted > 0) unaccounted = true;
+        if (r.deferred + r.moved + r.removed + r.padded + r.unaccounted > 0) this.log.info({ sweep: key, ...r, restoredBefore }, "work queue looked at for skipped messages");
+        if (r.tooFarBehind > 0) this.log.error({ stream, maxPads: MAX_PADS }, "a work queue's consumers are further past its end than the sweep pads (a server restarted on a store that lost more than that): messages published to it are not delivered until its consumers are re-created by hand (nats consumer rm / ado up)");
+        if (r.padded > 0) this.log.warn({ stream, padded: r.padded }, "a server restart left this work queue shorter than its consumers had read: its sequence was brought up to theirs, so new messages are delivered");
+        if (r.moved > 0) this.log.warn({ stream, moved: r.moved }, "published again messages a server restart left where their consumers never deliver them (they are handled again; handling is idempotent)");
+        if (r.removed > 0) this.log.warn({ stream, removed: r.removed }, "removed acked messages a server restart had restored");
+        this.stale.moved += r.moved;
+        this.stale.removed += r.removed;
+        this.stale.padded += r.padded;
       } catch (err) {
-        this.log.warn({ stream, err: errorMessage(err) }, "could not sweep acked messages; will try again");
+        this.log.warn({ stream, err: errorMessage(err) }, "could not check a work queue for skipped messages; will try again");
+        again = true;
       }
     }
-    // A consumer with messages outstanding was left alone: look again soon, not in a
-    // minute, so what a restart restored goes once the queue is quiet (one retry armed at a time).
+    // Something outstanding was left alone, or something was mended: look again soon, not
+    // in a minute (one retry armed at a time; it stops when a look finds nothing to do).
+    // Messages nobody will deliver that no look could judge yet keep the looks going for
+    // a while (two minutes), then the minute's sweep carries on.
+    this.unaccountedLooks = unaccounted ? this.unaccountedLooks + 1 : 0;
+    if (unaccounted && this.unaccountedLooks <= UNACCOUNTED_LOOKS) again = true;
+    // Nothing left: the next disconnect starts a new account of what was restored.
+    if (!again) this.disconnectedAt = undefined;
     if (again && this.isRunning && !this.staleRetry) {
       this.staleRetry = setTimeout(() => {
         this.staleRetry = undefined;
-        void this.purgeStale();
+        void this.sweepSkipped();
       }, STALE_RETRY_MS);
       this.staleRetry.unref();
     }
@@ -307,7 +335,7 @@ export class Scheduler extends Actor {
   }
 
   override stats() {
-    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected, openTasks: this.openTasks.total, maxQueued: this.opts.maxQueued ?? null, stalePurged: this.stalePurged };
+    return { runsCached: this.runs.size, accepted: this.accepted, rejected: this.rejected, openTasks: this.openTasks.total, maxQueued: this.opts.maxQueued ?? null, staleMoved: this.stale.moved, staleRemoved: this.stale.removed, stalePadded: this.stale.padded };
   }
 
   /**
