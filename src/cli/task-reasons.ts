@@ -1,7 +1,9 @@
 import type { AdoClient, RunStatusView, TaskStatusView } from "../runtime/client.js";
 import { decode, unpackRaw } from "../runtime/codec.js";
 import { SCHEMAS, type AdoEventType } from "../runtime/messages.js";
-import { controlKey, taskKey } from "../runtime/names.js";
+import { controlKey, runTaskControlKeys, taskKey } from "../runtime/names.js";
+import { currentEntries } from "../runtime/kv-watch.js";
+import { lastEventPerSubject } from "../runtime/run-load.js";
 import { openBuckets } from "../runtime/topology.js";
 
 /**
@@ -62,11 +64,19 @@ function stageHold(t: TaskStatusView, view: RunStatusView): string | undefined {
   return n >= limit ? `waiting for its stage ${name} (maxParallel ${limit}, ${n} in flight)` : undefined;
 }
 
-/** Reads what taskReason needs for every task of a run: the pause requests, and each queued task's latest waiting event. */
+/**
+ * Reads what taskReason needs for every task of a run: the pause requests, and each
+ * queued task's latest waiting event. In bulk, whatever the number of tasks: the run's
+ * pause key, a listing of its tasks' control keys (`<run>.>`) with a get of each (a
+ * run has few), and the latest `task.waiting` of every task of the run from one
+ * ordered consumer (run-load.ts lastEventPerSubject); when that read fails or does not
+ * end within its bound, each queued task's is read by a message get, as before.
+ */
 export async function readReasonFacts(client: AdoClient, view: RunStatusView): Promise<Map<string, ReasonFacts>> {
+  const runId = view.run.runId;
+  const open = (t: TaskStatusView) => t.status === "running" || t.status === "queued";
   const { control } = await openBuckets(client.nc, client.topo);
-  const pausedKey = async (key: string) => {
-    const e = await control.get(key).catch(() => null);
+  const pauses = (e: { operation: string; value: Uint8Array } | null | undefined) => {
     if (e?.operation !== "PUT") return false;
     try {
       return decode(SCHEMAS.ControlRequest, e.value).action === "pause";
@@ -74,17 +84,35 @@ export async function readReasonFacts(client: AdoClient, view: RunStatusView): P
       return false;
     }
   };
-  const runPaused = view.run.paused || (await pausedKey(controlKey(view.run.runId)));
-  const jsm = await client.js.jetstreamManager();
+  const pausedKey = (key: string) => control.get(key).then(pauses, () => false);
+  const waitingSubject = (taskId: string) => client.topo.subjects.event({ type: "task.waiting" as AdoEventType, runId, taskId });
+  const [runPaused, pausedKeys, waiting] = await Promise.all([
+    view.run.paused || pausedKey(controlKey(runId)),
+    // The keys of the run's tasks that say pause (undefined: the listing failed). A paused run's tasks are all paused.
+    view.run.paused || !view.tasks.some(open)
+      ? new Set<string>()
+      : currentEntries(control, runTaskControlKeys(runId)).then(
+          (entries) => new Set(entries.filter(pauses).map((e) => e.key)),
+          () => undefined,
+        ),
+    // `task.waiting` is the balancer's (it may be newer than this client's event union): every task's latest, `<p>.evt.<run>.task.*.waiting`.
+    view.tasks.some((t) => t.status === "queued") ? lastEventPerSubject(client.js, client.topo, waitingSubject("*")) : new Map<string, { data: Uint8Array }>(),
+  ]);
+  // The fallbacks, per task as before: a get of its pause key, a message get of its last waiting event.
+  const paused = async (key: string) => (pausedKeys ? pausedKeys.has(key) : await pausedKey(key));
+  const lastWaiting = async (taskId: string): Promise<Uint8Array | undefined> => {
+    const subject = waitingSubject(taskId);
+    if (waiting) return waiting.get(subject)?.data;
+    const jsm = await client.js.jetstreamManager(false);
+    return (await jsm.streams.getMessage(client.topo.streams.events.name, { last_by_subj: subject }).catch(() => null))?.data;
+  };
   const out = new Map<string, ReasonFacts>();
   for (const t of view.tasks) {
-    const facts: ReasonFacts = { paused: runPaused || ((t.status === "running" || t.status === "queued") && (await pausedKey(controlKey(view.run.runId, t.id)))) };
+    const facts: ReasonFacts = { paused: runPaused || (open(t) && (await paused(controlKey(runId, t.id)))) };
     if (t.status === "queued") {
-      // `task.waiting` is the balancer's (it may be newer than this client's event union).
-      const subject = client.topo.subjects.event({ type: "task.waiting" as AdoEventType, runId: view.run.runId, taskId: t.id });
-      const m = await jsm.streams.getMessage(client.topo.streams.events.name, { last_by_subj: subject }).catch(() => null);
+      const data = await lastWaiting(t.id);
       // Read by shape: a balancer that publishes `task.waiting` may be newer than this client.
-      const raw = m ? (safeUnpack(m.data) as { reason?: unknown; attempt?: unknown } | undefined) : undefined;
+      const raw = data ? (safeUnpack(data) as { reason?: unknown; attempt?: unknown } | undefined) : undefined;
       if (raw && typeof raw.reason === "string") facts.waiting = { reason: raw.reason, attempt: typeof raw.attempt === "number" ? raw.attempt : 1 };
     }
     out.set(t.id, facts);

@@ -109,9 +109,11 @@ export class KvWatch<T> {
  * creation comes after it. Here the keys are the subjects the stream holds a message
  * on (the stream's own per-subject index, one request, paged by the client), then a
  * direct get of each (`entriesOf`), which also drops deleted and purged keys.
+ * `filter` limits it to the keys a KV key filter matches (`<run>.>`: one run's keys):
+ * the listing is then of those keys only, and so are the gets.
  */
-export async function currentEntries(kv: KV): Promise<KvEntry[]> {
-  return entriesOf(kv, await subjectKeys(kv));
+export async function currentEntries(kv: KV, filter = ">"): Promise<KvEntry[]> {
+  return entriesOf(kv, await subjectKeys(kv, filter));
 }
 
 /** Every current key of a bucket (see currentEntries). */
@@ -120,9 +122,9 @@ export async function listKeys(kv: KV): Promise<string[]> {
 }
 
 /** The keys that have a message in the bucket's stream (deleted ones included: their marker). */
-async function subjectKeys(kv: KV): Promise<string[]> {
+async function subjectKeys(kv: KV, filter = ">"): Promise<string[]> {
   if (!(kv instanceof Bucket)) throw new Error("listing a KV bucket needs a bucket opened with @nats-io/kv's Kvm");
-  const info = await kv.jsm.streams.info(kv.stream, { subjects_filter: kv.fullKeyName(">") });
+  const info = await kv.jsm.streams.info(kv.stream, { subjects_filter: kv.fullKeyName(filter) });
   return Object.keys(info.state.subjects ?? {}).map((subject) => kv.decodeKey(subject.substring(kv.prefixLen)));
 }
 

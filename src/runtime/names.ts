@@ -29,6 +29,9 @@ export const attemptKey = (a: AttemptRef): string => `${a.runId}.${a.taskId}.${a
 /** A control key: the run id for the whole run, `<run>.<task>` for one task. */
 export const controlKey = (runId: string, taskId?: string): string => (taskId ? taskKey(runId, taskId) : runId);
 
+/** A KV key filter matching every task's control key of a run, `<run>.>` (not the run's own key). */
+export const runTaskControlKeys = (runId: string): string => `${runId}.>`;
+
 /** A stage's limits of a run in the `stages` bucket: `<run>.<stage>` (stage names are ids, as task ids are). */
 export const stageKey = (runId: string, stage: string): string => `${runId}.${stage}`;
 

@@ -200,6 +200,46 @@ export async function lastEventSequence(js: JetStreamClient, topo: Topology, run
 }
 
 /**
+ * The latest event on each subject a wildcard `filter` matches in the events stream (a
+ * run's `task.waiting` of every task: `<p>.evt.<run>.task.*.waiting`), by subject, in
+ * two requests and one consumer whatever the number of subjects: the filter's last
+ * event (a message get, as lastEventSequence), then an ordered consumer delivering the
+ * last message per subject, in stream order, read up to that event. The end is known
+ * before reading, not from the consumer's pending count (unreliable on nats-server 2.9
+ * for filtered consumers). Events are only appended: no subject's latest event can be
+ * replaced by one before that end. Undefined when the read did not reach the end within
+ * `boundMs` or failed (the caller reads what it needs another way); an empty map when
+ * nothing matches.
+ */
+export async function lastEventPerSubject(js: JetStreamClient, topo: Topology, filter: string, boundMs = 10_000): Promise<Map<string, { seq: number; data: Uint8Array }> | undefined> {
+  const out = new Map<string, { seq: number; data: Uint8Array }>();
+  try {
+    const jsm = await js.jetstreamManager(false);
+    const last = (await jsm.streams.getMessage(topo.streams.events.name, { last_by_subj: filter }))?.seq ?? 0;
+    if (last === 0) return out;
+    const consumer = await js.consumers.get(topo.streams.events.name, { filter_subjects: filter, deliver_policy: DeliverPolicy.LastPerSubject });
+    const messages = await consumer.consume({ max_messages: 1_000 });
+    let reached = false;
+    const bound = setTimeout(() => void messages.close().catch(() => undefined), boundMs);
+    try {
+      for await (const m of messages) {
+        out.set(m.subject, { seq: m.seq, data: m.data });
+        if (m.seq >= last) {
+          reached = true;
+          break;
+        }
+      }
+    } finally {
+      clearTimeout(bound);
+      await messages.close().catch(() => undefined);
+    }
+    return reached ? out : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The run's latest `run.needs_attention` event (what a watch that starts after it needs
  * to know the run waits), if it has one. Read directly by subject: no replay.
  */
