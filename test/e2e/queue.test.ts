@@ -1,6 +1,6 @@
 import { join } from "node:path";
 import { jetstream } from "@nats-io/jetstream";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFailed } from "vitest";
 import { Balancer } from "../../src/actors/balancer/balancer.js";
 import { Stack } from "../../src/actors/stack.js";
 import { AdoClient } from "../../src/runtime/client.js";
@@ -218,12 +218,20 @@ describe("queue - queue full", () => {
       return outcome;
     };
     let workers: Stack | undefined;
+    // Where it got to, and the runs' events as the watches saw them: said if it fails (a
+    // suite run once timed out here at 180 s with nothing to tell where).
+    const steps: string[] = [];
+    const step = (s: string) => steps.push(`${new Date().toISOString().slice(11, 23)} ${s}`);
+    const seen: string[] = [];
+    onTestFailed(() => console.log(`[queue-full] steps:\n${steps.join("\n")}\nevents: ${seen.slice(-80).join(", ")}`));
+    const onEvent = (e: AdoEvent) => seen.push(`${e.at.slice(17, 23)} ${e.type}${"taskId" in e ? ` ${e.taskId}#${e.attempt}` : ` ${e.runId.slice(-4)}`}`);
     try {
       // A chain of 4: one task ready, three released later. All four count from acceptance.
       const a = await client.submit({ graph: graph("a", 4, true) });
       await eventually(async () => (await client.status(a.runId))?.run.status === "running", 20_000, "run a accepted");
 
       // 4 open + 2 > 5, though only one task is ready: refused, and told what to do.
+      step("a accepted");
       const b = await client.submit({ graph: graph("b", 2) });
       const refused = await rejection(b.runId);
       expect(refused.code).toBe("queue_full");
@@ -238,17 +246,21 @@ describe("queue - queue full", () => {
       expect(tooBig).toMatchObject({ status: "rejected", code: "invalid" });
       expect(tooBig.error).toMatch(/the run has 6 tasks, more than the scheduler accepts at once \(maxQueued 5\): split it/);
 
+      step("c accepted, x refused");
       // The count is stored: a restarted scheduler refuses the same run.
       await actors.close();
       actors = await Stack.start({ config: parseConfig({ ...base, workers: 0 }), logger: silentLogger, actors: ["scheduler", "balancer"] });
       const b2 = await client.submit({ graph: graph("b", 2) });
       expect((await rejection(b2.runId)).code).toBe("queue_full");
 
+      step("restarted; b refused again");
       // --wait resubmits until it fits: a worker comes, a and c finish, and b gets in.
-      const waiting = client.run({ graph: graph("b", 2), wait: true });
+      const waiting = client.run({ graph: graph("b", 2), wait: true, onEvent });
       await new Promise((r) => setTimeout(r, 1_000));
       workers = await Stack.start({ config: parseConfig({ ...base, workers: 1 }), logger: silentLogger, actors: [] });
-      const [outA, outB, outC] = await Promise.all([client.watch(a.runId), waiting, client.watch(c.runId)]);
+      step("worker up");
+      const [outA, outB, outC] = await Promise.all([client.watch(a.runId, { onEvent }), waiting, client.watch(c.runId, { onEvent })]);
+      step("a, b and c ended");
       // Nothing accepted is lost: every task of every accepted run ran.
       for (const out of [outA, outB, outC]) {
         expect(out.status, out.error).toBe("succeeded");
