@@ -7,7 +7,7 @@
  */
 import { createServer, type IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
-import { cp, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -39,7 +39,6 @@ async function staged() {
     return nc;
   };
   const { kv } = await provision(await connect("provision"), topo);
-  const messages = (root: string) => join(root, "jetstream", "$G", "streams", topo.streams.events.name, "msgs");
   return {
     nats,
     topo,
@@ -51,18 +50,9 @@ async function staged() {
       return { js: jetstream(nc), jsm: await jetstreamManager(nc) };
     },
     /** Restarts the server, its store copied aside first. */
-    async keep() {
-      await nats.kill();
-      await cp(store, join(dir, "older"), { recursive: true });
-      await nats.restart();
-    },
+    keep: () => nats.keepCopy(),
     /** Restarts the server with the events stream's messages as they were at `keep`. */
-    async rewrite() {
-      await nats.kill();
-      await rm(messages(store), { recursive: true });
-      await cp(messages(join(dir, "older")), messages(store), { recursive: true });
-      await nats.restart();
-    },
+    rewrite: () => nats.restoreMessages(topo.streams.events.name),
     async close() {
       await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
       await nats.stop(1_000);

@@ -9,7 +9,7 @@
  * fails them; one that follows on by itself from the last message it handled passes.
  */
 import { spawn } from "node:child_process";
-import { cp, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
@@ -51,7 +51,6 @@ async function staged() {
   const { kv } = await provision(await connect("provision"), topo);
   const js = jetstream(await connect("publisher"));
   let n = 0;
-  const msgs = (root: string) => join(root, "jetstream", "$G", "streams", topo.streams.events.name, "msgs");
   return {
     nats,
     topo,
@@ -70,18 +69,9 @@ async function staged() {
       await nats.restart();
     },
     /** Restarts the server, its store copied aside first. */
-    async keep() {
-      await nats.kill();
-      await cp(store, join(dir, "older"), { recursive: true });
-      await nats.restart();
-    },
+    keep: () => nats.keepCopy(),
     /** Restarts the server with the events stream's messages as they were at `keep` (a store that lost its last writes). */
-    async rewrite() {
-      await nats.kill();
-      await rm(msgs(store), { recursive: true });
-      await cp(msgs(join(dir, "older")), msgs(store), { recursive: true });
-      await nats.restart();
-    },
+    rewrite: () => nats.restoreMessages(topo.streams.events.name),
     async close() {
       await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
       await nats.stop(1_000);

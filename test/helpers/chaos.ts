@@ -15,7 +15,7 @@
  *   every process still running drains on SIGINT and exits 0 (no actor died).
  */
 import { execFileSync } from "node:child_process";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { cp, mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { DeliverPolicy, jetstream, type JetStreamManager } from "@nats-io/jetstream";
 import type { NatsConnection } from "@nats-io/transport-node";
@@ -85,6 +85,32 @@ export class RestartableNats {
       15_000,
       `nats-server restarted on port ${this.port}`,
     );
+  }
+
+  /** The copy of the store `keepCopy` makes. */
+  get olderStore(): string {
+    return `${this.storeDir}.older`;
+  }
+
+  /** Kills the server, copies its store aside (for `restoreMessages`), and starts it again. */
+  async keepCopy(): Promise<void> {
+    await this.kill();
+    await rm(this.olderStore, { recursive: true, force: true });
+    await cp(this.storeDir, this.olderStore, { recursive: true });
+    await this.restart();
+  }
+
+  /**
+   * Kills the server and starts it again with `stream`'s messages as they were at
+   * `keepCopy`, everything else (its consumers' state, the other streams, KV) as it is
+   * now: what a 2.9.10 server restarted on a store that lost its last writes comes back with.
+   */
+  async restoreMessages(stream: string): Promise<void> {
+    const msgs = (root: string) => join(root, "jetstream", "$G", "streams", stream, "msgs");
+    await this.kill();
+    await rm(msgs(this.storeDir), { recursive: true });
+    await cp(msgs(this.olderStore), msgs(this.storeDir), { recursive: true });
+    await this.restart();
   }
 
   /** Stops it for good: gracefully, then SIGKILL after `graceMs` (a deadlocked server ignores SIGTERM). */

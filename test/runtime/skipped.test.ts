@@ -1,4 +1,4 @@
-import { cp, mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager, RetentionPolicy, StorageType } from "@nats-io/jetstream";
@@ -140,20 +140,14 @@ describe("work queues - messages a server restart leaves where their consumer ne
       const subject = topo.subjects.merge("r1");
       await js.publish(subject, new Uint8Array([1]));
       expect(await take(1)).toEqual(["1:1"]);
-      await nats.kill();
-      await cp(store, join(dir, "older"), { recursive: true });
-      await nats.restart();
+      await nats.keepCopy();
       ({ js, jsm } = await connect());
       // A wider gap when others publish, so the sweep is still padding when they do.
       const lost = busy ? 200 : 6;
       for (let i = 0; i < lost; i++) await js.publish(subject, new Uint8Array([2]));
       expect(await take(lost)).toHaveLength(lost);
-      await nats.kill();
       const lostAt = Date.now();
-      const messages = (root: string) => join(root, "jetstream", "$G", "streams", stream, "msgs");
-      await rm(messages(store), { recursive: true });
-      await cp(messages(join(dir, "older")), messages(store), { recursive: true });
-      await nats.restart();
+      await nats.restoreMessages(stream);
       ({ js, jsm } = await connect());
       expect((await jsm.streams.info(stream)).state.last_seq).toBe(1);
       // (The consumer's state as the SIGKILLed server had last written it: all of it for 6, some of 200.)
