@@ -155,7 +155,15 @@ export class Scheduler extends Actor {
       for await (const s of this.ctx.nc.status()) {
         if (!this.isRunning) break;
         if (s.type === "disconnect") this.disconnectedAt ??= Date.now();
-        if (s.type === "reconnect") setTimeout(() => void this.sweepSkipped(), STALE_AFTER_RECONNECT_MS).unref();
+        if (s.type === "reconnect") {
+          setTimeout(() => void this.sweepSkipped(), STALE_AFTER_RECONNECT_MS).unref();
+          // The cached runs go (between two batches): their revisions were read from the
+          // server before it went away, and one restarted on a store that lost its last
+          // writes gives new writes the revisions of lost ones, so a compare-and-set on a
+          // cached revision could pass on a state another replica has changed since. Read
+          // again, they carry revisions of the server as it is now.
+          void this.serial.run(async () => this.runs.clear());
+        }
       }
     })();
   }
