@@ -11,39 +11,26 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { describe, expect, it } from "vitest";
 import { Notifier } from "../../src/actors/notifier/notifier.js";
 import { Recorder } from "../../src/actors/recorder/recorder.js";
-import { connectNats } from "../../src/runtime/connection.js";
 import { publishEvent } from "../../src/runtime/events.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import type { AdoEvent } from "../../src/runtime/messages.js";
 import { readSnapshot } from "../../src/runtime/run-snapshot.js";
-import { consumers, provision, type Topology } from "../../src/runtime/topology.js";
-import { RestartableNats } from "../helpers/chaos.js";
-import { eventually, uniqueTopology } from "../helpers/nats.js";
+import { consumers, type Topology } from "../../src/runtime/topology.js";
+import { stagedServer } from "../helpers/chaos.js";
+import { eventually } from "../helpers/nats.js";
 
 const completed = (runId: string, status: "succeeded" | "failed" = "succeeded"): AdoEvent => ({ type: "run.completed", runId, at: new Date().toISOString(), status, counts: {}, tasks: [] });
 
 /** A restartable server with the events stream's messages kept aside (`keep`) and put back (`rewrite`). */
 async function staged() {
   const dir = await mkdtemp(join(tmpdir(), "ado-evgap-"));
-  const store = join(dir, "store");
-  const nats = await RestartableNats.start(store);
-  const topo = uniqueTopology();
-  const conns: NatsConnection[] = [];
-  const connect = async (name: string) => {
-    const nc = await connectNats({ servers: nats.url, name, logger: silentLogger });
-    conns.push(nc);
-    return nc;
-  };
-  const { kv } = await provision(await connect("provision"), topo);
+  const base = await stagedServer(dir);
+  const { nats, topo, connect } = base;
   return {
-    nats,
-    topo,
-    kv,
-    connect,
+    ...base,
     /** A client on the server as it is now. */
     async client() {
       const nc = await connect("test");
@@ -54,8 +41,7 @@ async function staged() {
     /** Restarts the server with the events stream's messages as they were at `keep`. */
     rewrite: () => nats.restoreMessages(topo.streams.events.name),
     async close() {
-      await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
-      await nats.stop(1_000);
+      await base.close();
       await rm(dir, { recursive: true, force: true });
     },
   };

@@ -13,17 +13,15 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { jetstream, jetstreamManager } from "@nats-io/jetstream";
-import type { NatsConnection } from "@nats-io/transport-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { RunFeed, TaskFeed, type FeedMessage, type TaskMessage } from "../../src/dashboard/feed.js";
 import { encode } from "../../src/runtime/codec.js";
-import { connectNats } from "../../src/runtime/connection.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent } from "../../src/runtime/messages.js";
-import { provision, type Topology } from "../../src/runtime/topology.js";
-import { RestartableNats } from "../helpers/chaos.js";
+import type { Topology } from "../../src/runtime/topology.js";
+import { stagedServer } from "../helpers/chaos.js";
 import { ADO_BIN } from "../helpers/cli.js";
-import { eventually, uniqueTopology } from "../helpers/nats.js";
+import { eventually } from "../helpers/nats.js";
 
 /** Under nats.js's own recovery (30 s after a failed check), with room for a slow machine. */
 const PROMPTLY = 20_000;
@@ -38,24 +36,12 @@ afterAll(async () => {
 
 /** A restartable server of the test's own, provisioned; events published idempotently (retried across the restart). */
 async function staged() {
-  const dir = await mkdtemp(join(scratch, "s-"));
-  const store = join(dir, "store");
-  const nats = await RestartableNats.start(store);
-  const topo = uniqueTopology();
-  const conns: NatsConnection[] = [];
-  const connect = async (name: string) => {
-    const nc = await connectNats({ servers: nats.url, name, logger: silentLogger });
-    conns.push(nc);
-    return nc;
-  };
-  const { kv } = await provision(await connect("provision"), topo);
+  const base = await stagedServer(await mkdtemp(join(scratch, "s-")));
+  const { nats, topo, connect } = base;
   const js = jetstream(await connect("publisher"));
   let n = 0;
   return {
-    nats,
-    topo,
-    kv,
-    connect,
+    ...base,
     /** Publishes an event (retried until the server takes it; a message id keeps a retry from storing it twice); its sequence. */
     async publish(e: AdoEvent): Promise<number> {
       const { data, headers } = encode(SCHEMAS.AdoEvent, e);
@@ -72,10 +58,6 @@ async function staged() {
     keep: () => nats.keepCopy(),
     /** Restarts the server with the events stream's messages as they were at `keep` (a store that lost its last writes). */
     rewrite: () => nats.restoreMessages(topo.streams.events.name),
-    async close() {
-      await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
-      await nats.stop(1_000);
-    },
   };
 }
 

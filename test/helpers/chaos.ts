@@ -30,7 +30,7 @@ import type { RunId } from "../../src/runtime/ids.js";
 import { silentLogger } from "../../src/runtime/logger.js";
 import { SCHEMAS, type AdoEvent, type DeadLetter } from "../../src/runtime/messages.js";
 import { integrationBranch, taskBranch } from "../../src/runtime/names.js";
-import { openJetStream, type Topology } from "../../src/runtime/topology.js";
+import { openJetStream, provision, type Topology } from "../../src/runtime/topology.js";
 import { AdoCluster, isRunning, processesWith, type AdoProcess } from "./cluster.js";
 import { eventually, uniqueTopology } from "./nats.js";
 import { gitOut, makeRepo } from "./repo.js";
@@ -117,6 +117,32 @@ export class RestartableNats {
   stop(graceMs = 3_000): Promise<void> {
     return this.server.stop(graceMs);
   }
+}
+
+/**
+ * A RestartableNats of a test's own, its store under `dir`, with a fresh topology
+ * provisioned: connections made with `connect` are closed with it.
+ */
+export async function stagedServer(dir: string) {
+  const nats = await RestartableNats.start(join(dir, "store"));
+  const topo = uniqueTopology();
+  const conns: NatsConnection[] = [];
+  const connect = async (name: string) => {
+    const nc = await connectNats({ servers: nats.url, name, logger: silentLogger });
+    conns.push(nc);
+    return nc;
+  };
+  const { kv } = await provision(await connect("provision"), topo);
+  return {
+    nats,
+    topo,
+    kv,
+    connect,
+    async close() {
+      await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
+      await nats.stop(1_000);
+    },
+  };
 }
 
 /** Task ids of the chaos graph, in the order the fan-ins concatenate them. */
